@@ -1,0 +1,188 @@
+"""``shmfs``: mount a shmfs, or talk to a mounted one.
+
+    shmfs MOUNTPOINT [-o size=,nr_inodes=,mode=,uid=,gid=,allow_other] [-f] [--debug]
+    shmfs unmount MOUNTPOINT        (also clears a dead mount: "Transport endpoint ...")
+
+Without -f the command returns only once the filesystem answers requests
+(the daemon reports readiness through a pipe after FUSE_INIT), like
+``mount -t tmpfs`` returns once the mount exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from mount import mounting
+from mount.options import MountOptions, OptionError, default_limits, parse_options
+
+log = logging.getLogger("shmfs")
+
+SUBCOMMANDS = ("unmount",)
+
+
+def _mount_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shmfs",
+        description="Mount a tmpfs-like filesystem served from userspace over FUSE.",
+        epilog="Other commands: 'shmfs unmount MOUNTPOINT'.",
+    )
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("-o", dest="options", action="append", default=[],
+                   help="size=,nr_blocks=,nr_inodes=,mode=,uid=,gid=,allow_other,"
+                        "nosuid,nodev,noexec (as tmpfs)")
+    p.add_argument("-f", "--foreground", action="store_true", help="do not daemonise")
+    p.add_argument("--debug", action="store_true", help="log every request (implies -f)")
+    p.add_argument("--log", type=Path, help="log file for the daemon (default: none)")
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``shmfs`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        return _subcommand(args[0], args[1:])
+    ns = _mount_parser().parse_args(args)
+    try:
+        opts = parse_options(",".join(ns.options), uid=os.getuid(), gid=os.getgid())
+    except OptionError as e:
+        print(f"shmfs: {e}", file=sys.stderr)
+        return 2
+    mnt = ns.mountpoint.resolve()
+    if not mnt.is_dir():
+        print(f"shmfs: mountpoint {ns.mountpoint} is not a directory", file=sys.stderr)
+        return 2
+    foreground = ns.foreground or ns.debug
+    if foreground:
+        _setup_logging(ns.debug, ns.log, to_stderr=True)
+        ready_fd = ns.ready_fd
+        return _run_daemon(mnt, opts, ns.debug, _ready_writer(ready_fd))
+    return _daemonise(mnt, opts, ns)
+
+
+def _setup_logging(debug: bool, path: Path | None, *, to_stderr: bool) -> None:
+    handlers: list[logging.Handler] = []
+    if path is not None:
+        handlers.append(logging.FileHandler(path))
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if not handlers:
+        handlers.append(logging.NullHandler())
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s shmfs[%(process)d] %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def _ready_writer(fd: int | None) -> Callable[[str], None]:
+    def report(status: str) -> None:
+        if fd is None:
+            if status != "ok":
+                print(f"shmfs: {status}", file=sys.stderr)
+            return
+        try:
+            os.write(fd, status.encode())
+            os.close(fd)
+        except OSError:
+            pass
+
+    return report
+
+
+def _daemonise(mnt: Path, opts: MountOptions, ns: argparse.Namespace) -> int:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        _setup_logging(False, ns.log, to_stderr=False)
+        code = 1
+        try:
+            code = _run_daemon(mnt, opts, False, _ready_writer(w))
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 4096):
+        chunks.append(chunk)
+    os.close(r)
+    status = b"".join(chunks).decode(errors="replace")
+    if status == "ok":
+        return 0
+    print(f"shmfs: {status or 'the daemon exited before the mount was ready'}", file=sys.stderr)
+    return 1
+
+
+def _run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str], None]) -> int:
+    """Mount, serve until unmounted, return the exit status."""
+    import trio
+
+    from fsimpl import FsOptions, ShmFs
+    from mount.ops import Operations, OpsConfig
+    from mount.session import Session
+
+    size, inodes = default_limits()
+    fs_opts = FsOptions(
+        size_bytes=opts.size_bytes if opts.size_given else size,
+        nr_inodes=opts.nr_inodes if opts.nr_inodes_given else inodes,
+        mode=opts.mode,
+        uid=opts.uid,
+        gid=opts.gid,
+    )
+    fs = ShmFs(fs_opts)
+    try:
+        fd = mounting.mount(
+            mounting.MountRequest(
+                mountpoint=mnt,
+                root_mode=opts.mode,
+                allow_other=opts.allow_other,
+                ms_flags=opts.ms_flags,
+            )
+        )
+    except mounting.MountError as e:
+        report(str(e))
+        return 1
+    ops = Operations(fs, OpsConfig())
+    session = Session(fd, ops, mnt, on_ready=lambda: report("ok"), debug=debug)
+    try:
+        trio.run(session.serve)
+    except KeyboardInterrupt:
+        pass
+    except Exception:
+        log.exception("session failed")
+        report("session failed; see the log")
+        return 1
+    finally:
+        os.close(fd)
+    return 0
+
+
+def _subcommand(name: str, argv: list[str]) -> int:
+    if name == "unmount":
+        p = argparse.ArgumentParser(prog="shmfs unmount",
+                                    description="Unmount a shmfs, or clear a dead one.")
+        p.add_argument("mountpoint", type=Path)
+        p.add_argument("-z", "--lazy", action="store_true")
+        ns = p.parse_args(argv)
+        try:
+            mounting.unmount(ns.mountpoint.absolute(), lazy=ns.lazy)
+        except mounting.MountError as e:
+            print(f"shmfs: {e}", file=sys.stderr)
+            return 1
+        return 0
+    raise AssertionError(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

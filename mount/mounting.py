@@ -1,0 +1,158 @@
+"""Attach a /dev/fuse channel to a mountpoint, and detach it again.
+
+Two ways in, as libfuse does it: root calls mount(2) itself with
+``fd=N,rootmode=...,user_id=...,group_id=...``; anyone else asks the setuid
+helper ``fusermount3``, which mounts and hands the /dev/fuse descriptor back
+over the ``_FUSE_COMMFD`` socket (SCM_RIGHTS). Unmounting mirrors that:
+umount2(2) for root, ``fusermount3 -u`` otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MNT_DETACH = 0x2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+class MountError(Exception):
+    """Mounting or unmounting failed; the message says what to do about it."""
+
+
+@dataclass(frozen=True, slots=True)
+class MountRequest:
+    """What the kernel needs to know to attach the channel."""
+
+    mountpoint: Path
+    root_mode: int = 0o1777
+    allow_other: bool = False
+    fsname: str = "shmfs"
+    ms_flags: int = MS_NOSUID | MS_NODEV
+    max_read: int = 1 << 20
+
+
+def _fuse_options(req: MountRequest) -> list[str]:
+    opts = ["default_permissions"]
+    if req.allow_other:
+        opts.append("allow_other")
+    opts.append(f"max_read={req.max_read}")
+    return opts
+
+
+def mount(req: MountRequest) -> int:
+    """Mount and return the /dev/fuse descriptor the session must serve."""
+    mnt = req.mountpoint
+    if not mnt.is_dir():
+        raise MountError(f"mountpoint {mnt} is not a directory")
+    if os.geteuid() == 0:
+        return _mount_as_root(req)
+    return _mount_with_fusermount(req)
+
+
+def _mount_as_root(req: MountRequest) -> int:
+    try:
+        fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise MountError(f"cannot open /dev/fuse: {e.strerror} (is the fuse module loaded?)") from e
+    rootmode = stat.S_IFDIR | (req.root_mode & 0o7777)
+    data = ",".join(
+        [f"fd={fd}", f"rootmode={rootmode:o}", f"user_id={os.getuid()}", f"group_id={os.getgid()}"]
+        + _fuse_options(req)
+    )
+    rc = _libc.mount(
+        req.fsname.encode(),
+        os.fsencode(req.mountpoint),
+        b"fuse.shmfs",
+        req.ms_flags,
+        data.encode(),
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise MountError(f"mount({req.mountpoint}) failed: {os.strerror(err)}")
+    return fd
+
+
+def _mount_with_fusermount(req: MountRequest) -> int:
+    helper = shutil.which("fusermount3")
+    if helper is None:
+        raise MountError(
+            "mounting as a normal user needs fusermount3 (Debian package fuse3); "
+            "as root: apt-get install fuse3"
+        )
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    opts = [*_fuse_options(req), f"fsname={req.fsname}", "subtype=shmfs"]
+    if req.ms_flags & MS_NOSUID:
+        opts.append("nosuid")
+    if req.ms_flags & MS_NODEV:
+        opts.append("nodev")
+    if req.ms_flags & MS_NOEXEC:
+        opts.append("noexec")
+    env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
+    try:
+        proc = subprocess.run(
+            [helper, "-o", ",".join(opts), "--", os.fspath(req.mountpoint)],
+            env=env,
+            pass_fds=(theirs.fileno(),),
+            capture_output=True,
+            check=False,
+        )
+        theirs.close()
+        if proc.returncode != 0:
+            msg = proc.stderr.decode(errors="replace").strip()
+            raise MountError(f"fusermount3 failed: {msg}")
+        _msg, fds, _flags, _addr = socket.recv_fds(ours, 16, 1)
+        if not fds:
+            raise MountError("fusermount3 did not pass back a /dev/fuse descriptor")
+        os.set_inheritable(fds[0], False)
+        return fds[0]
+    finally:
+        ours.close()
+        if theirs.fileno() >= 0:
+            theirs.close()
+
+
+def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
+    """Detach the filesystem; the daemon's session then ends by itself (ENODEV)."""
+    if os.geteuid() == 0:
+        rc = _libc.umount2(os.fsencode(mountpoint), MNT_DETACH if lazy else 0)
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise MountError(f"umount({mountpoint}) failed: {os.strerror(err)}")
+        return
+    args = ["fusermount3", "-u", *(["-z"] if lazy else []), "--", os.fspath(mountpoint)]
+    proc = subprocess.run(args, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise MountError(f"fusermount3 -u failed: {proc.stderr.decode(errors='replace').strip()}")
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    """True if /proc/self/mountinfo lists mountpoint (alive or ENOTCONN)."""
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and _unescape(fields[4]) == target:
+                return True
+    return False
+
+
+def _unescape(field: bytes) -> str:
+    out = field.decode(errors="surrogateescape")
+    for code in ("040", "011", "012", "134"):
+        out = out.replace("\\" + code, chr(int(code, 8)))
+    return out

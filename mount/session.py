@@ -1,0 +1,210 @@
+"""The FUSE session: one trio loop that reads /dev/fuse and answers.
+
+Every request is handled synchronously by ``Operations.handle`` (all state is
+in memory, so there is nothing to wait for) and its reply is written before the
+next request is read. The loop tries the read first and only parks in
+``wait_readable`` when the device says EAGAIN, so a busy stream of requests
+costs one syscall per request each way.
+
+Kernel notifications (NOTIFY_INVAL_INODE / INVAL_ENTRY) that a handler queued in
+fsimpl are written *after* the reply that caused them, and from a worker
+thread: an inval_inode waits for page locks that may belong to a READ still
+queued in /dev/fuse, which only this loop can answer, so writing it inline
+could deadlock.
+
+The session ends when the device says ENODEV (unmounted, by ``umount``,
+``fusermount3 -u`` or our own signal handler) or after DESTROY.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from mount import mounting
+from mount.codec import CodecError, encode_notify, parse_request, reply_error
+from mount.ops import Operations
+
+log = logging.getLogger("shmfs.session")
+
+# A request is at most max_write (1 MiB) plus its headers; the kernel refuses
+# reads into buffers smaller than that.
+BUFFER_SIZE = (1 << 20) + 64 * 1024
+YIELD_EVERY = 64  # requests between trio checkpoints, so signals are seen under load
+
+OPCODE_INIT = 26
+OPCODE_DESTROY = 38
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """Requests by opcode with their total service time (for ``shmfs stat``)."""
+
+    requests: dict[int, list[int]] = field(default_factory=dict)  # opcode -> [count, ns]
+    notifications: int = 0
+    codec_errors: int = 0
+    write_errors: int = 0
+
+
+class Session:
+    """Serves one mounted /dev/fuse channel until it is unmounted."""
+
+    def __init__(
+        self,
+        fd: int,
+        ops: Operations,
+        mountpoint: Path,
+        *,
+        on_ready: Callable[[], None] | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.fd = fd
+        self.ops = ops
+        self.fs = ops.fs
+        self.mountpoint = mountpoint
+        self.on_ready = on_ready
+        self.debug = debug
+        self.stats = SessionStats()
+        self._buf = bytearray(BUFFER_SIZE)
+        self._view = memoryview(self._buf)
+        self._done = False
+        self._notify_send: trio.MemorySendChannel[bytes] | None = None
+        self._signals = 0
+
+    async def serve(self) -> None:
+        """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
+        os.set_blocking(self.fd, False)
+        send, recv = trio.open_memory_channel[bytes](10_000)
+        self._notify_send = send
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._signal_watcher, nursery.cancel_scope)
+            nursery.start_soon(self._notifier, recv)
+            try:
+                await self._loop()
+            finally:
+                nursery.cancel_scope.cancel()
+        log.info("session for %s ended", self.mountpoint)
+
+    async def _loop(self) -> None:
+        fd, buf, view = self.fd, self._buf, self._view
+        handled = 0
+        while not self._done:
+            try:
+                n = os.readv(fd, [buf])
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno == errno.ENOENT:  # the request was interrupted before we read it
+                    continue
+                if e.errno == errno.ENODEV:  # unmounted
+                    return
+                raise
+            self._handle(view[:n])
+            handled += 1
+            if handled % YIELD_EVERY == 0:
+                await trio.lowlevel.checkpoint()
+
+    def _handle(self, msg: memoryview) -> None:
+        t0 = time.perf_counter_ns()
+        try:
+            req = parse_request(msg)
+        except CodecError as e:
+            self.stats.codec_errors += 1
+            log.warning("malformed request (unique=%s): %s", e.unique, e)
+            if e.unique:
+                self._write([reply_error(e.unique, e.errno)])
+            return
+        if self.debug:
+            log.debug("<- %r", req)
+        out = self.ops.handle(req)
+        if out is not None:
+            self._write(out)
+        opcode = req.opcode
+        if opcode == OPCODE_INIT and self.on_ready is not None:
+            ready, self.on_ready = self.on_ready, None
+            ready()
+        elif opcode == OPCODE_DESTROY:
+            self._done = True
+        events = self.fs.drain_events()
+        if events:
+            for ev in events:
+                self._queue_notify(encode_notify(ev))
+        entry = self.stats.requests.get(opcode)
+        if entry is None:
+            entry = self.stats.requests[opcode] = [0, 0]
+        entry[0] += 1
+        entry[1] += time.perf_counter_ns() - t0
+
+    def _write(self, buffers: Sequence[bytes | memoryview]) -> None:
+        try:
+            os.writev(self.fd, buffers)
+        except OSError as e:
+            # ENOENT: the request was interrupted and the kernel no longer waits for it.
+            self.stats.write_errors += 1
+            if e.errno not in (errno.ENOENT, errno.ENODEV):
+                log.error("writing reply failed: %s", e)
+
+    def _queue_notify(self, msg: bytes) -> None:
+        assert self._notify_send is not None
+        try:
+            self._notify_send.send_nowait(msg)
+        except trio.WouldBlock:
+            log.error("notification queue full; dropping an invalidation")
+
+    async def _notifier(self, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+        async for msg in recv:
+            await trio.to_thread.run_sync(self._write_notify, msg)
+
+    def _write_notify(self, msg: bytes) -> None:
+        try:
+            os.write(self.fd, msg)
+            self.stats.notifications += 1
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENODEV):
+                log.warning("notification failed: %s", e)
+
+    async def _signal_watcher(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                self._signals += 1
+                log.info("signal %d: unmounting %s", signum, self.mountpoint)
+                if self._signals > 1:
+                    # Second signal: the lazy unmount is still waiting for open files.
+                    self._done = True
+                    scope.cancel()
+                    return
+                await trio.to_thread.run_sync(self._unmount)
+
+    def _unmount(self) -> None:
+        try:
+            mounting.unmount(self.mountpoint)
+        except mounting.MountError as e:
+            log.warning("%s; detaching lazily (open files keep being served)", e)
+            try:
+                mounting.unmount(self.mountpoint, lazy=True)
+            except mounting.MountError as e2:
+                log.error("%s", e2)
+
+    def statistics(self) -> dict[str, object]:
+        """Requests by opcode (count, mean µs), notifications, errors."""
+        per_op = {
+            op: {"count": c, "mean_us": (ns / c / 1000) if c else 0.0}
+            for op, (c, ns) in sorted(self.stats.requests.items())
+        }
+        return {
+            "requests": per_op,
+            "notifications": self.stats.notifications,
+            "codec_errors": self.stats.codec_errors,
+            "write_errors": self.stats.write_errors,
+        }
