@@ -70,8 +70,13 @@ def _mount_as_root(req: MountRequest) -> int:
         raise MountError(f"cannot open /dev/fuse: {e.strerror} (is the fuse module loaded?)") from e
     rootmode = stat.S_IFDIR | (req.root_mode & 0o7777)
     data = ",".join(
-        [f"fd={fd}", f"rootmode={rootmode:o}", f"user_id={os.getuid()}", f"group_id={os.getgid()}"]
-        + _fuse_options(req)
+        [
+            f"fd={fd}",
+            f"rootmode={rootmode:o}",
+            f"user_id={os.getuid()}",
+            f"group_id={os.getgid()}",
+            *_fuse_options(req),
+        ]
     )
     rc = _libc.mount(
         req.fsname.encode(),

@@ -64,7 +64,7 @@ def shmfs_mount(options: str = "", *, debug: bool = False,
     base = Path(tempfile.mkdtemp(prefix="shmfs-test-", dir=parent))
     mnt = base / "mnt"
     mnt.mkdir()
-    logf = open(base / "daemon.log", "wb")  # noqa: SIM115 -- closed in finally
+    logf = open(base / "daemon.log", "wb")  # closed in the finally below
     r, w = os.pipe()
     cmd = [sys.executable, "-m", "mount.cli", str(mnt), "-f", "--ready-fd", str(w)]
     if options:
