@@ -1,0 +1,280 @@
+"""Page arena: page frames in memfd-backed segments, viewed through numpy.
+
+Frame numbers are global ints: frame ``f`` lives in segment ``f // fps`` at
+byte ``(f % fps) * PAGE_SIZE`` of that segment's shared mmap.  Frame 0 is the
+shared zero page: it is never written and only ever handed out read-only.
+
+Why a memfd: freeing a frame punches its range out of the memfd
+(``madvise(MADV_REMOVE)``), so the host really gets the memory back and the
+process's RSS follows the data actually stored.  Why segments: the memfd grows
+by ``segment_bytes`` at a time without remapping (existing memoryviews into
+older segments stay valid).
+
+Allocation prefers contiguous runs because READ replies are built from merged
+memoryviews (one iovec per run): freed runs are kept whole on a free list and
+reused first (their contents are zero because they were punched), then fresh
+segment space is handed out by a bump pointer.  ``alloc`` never fails: limits
+are the Budget's job.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+# Read-only anonymous mapping that backs merged views of runs of the zero frame
+# (reads of holes).  Untouched anonymous memory maps the host's zero page, so it
+# costs address space but no RSS.
+_ZERO_VIEW_BYTES = 16 << 20
+
+
+class Arena:
+    """Page frames in memfd-backed segments; frame 0 is the shared zero page."""
+
+    ZERO_FRAME = 0
+
+    def __init__(self, segment_bytes: int = 256 << 20, name: str = "shmfs") -> None:
+        if segment_bytes < 2 * PAGE_SIZE or segment_bytes % PAGE_SIZE:
+            raise ValueError("segment_bytes must be a multiple of PAGE_SIZE, >= 2 pages")
+        self.segment_bytes = segment_bytes
+        self.fps = segment_bytes >> PAGE_SHIFT  # frames per segment
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        self._mmaps: list[mmap.mmap] = []
+        self._bufs: list[np.ndarray] = []  # flat uint8 view of each segment
+        self._mvs: list[memoryview] = []  # memoryview of each segment
+        self._in_use = np.zeros(0, dtype=np.bool_)
+        self._limit = 0  # frames covered by segments
+        self._bump = 1  # next never-used frame (frame 0 is the zero page)
+        self._free_runs: list[tuple[int, int]] = []  # (first frame, length)
+        self._nfree = 0
+        self._zero_map = mmap.mmap(-1, _ZERO_VIEW_BYTES, prot=mmap.PROT_READ)
+        self._zero_mv = memoryview(self._zero_map)
+        self.frames_allocated = 0  # cumulative
+        self.frames_freed = 0  # cumulative
+        self.frames_returned = 0  # cumulative: punched back to the host
+        self.punch_calls = 0
+        self._grow()
+        self._in_use[0] = True  # the zero page is permanently "allocated"
+
+    # -- segments ------------------------------------------------------------------
+
+    def _grow(self) -> None:
+        seg = len(self._mmaps)
+        os.ftruncate(self.fd, (seg + 1) * self.segment_bytes)
+        mm = mmap.mmap(
+            self.fd,
+            self.segment_bytes,
+            flags=mmap.MAP_SHARED,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            offset=seg * self.segment_bytes,
+        )
+        self._mmaps.append(mm)
+        self._bufs.append(np.frombuffer(mm, dtype=np.uint8))
+        self._mvs.append(memoryview(mm))
+        self._limit += self.fps
+        self._in_use = np.concatenate([self._in_use, np.zeros(self.fps, dtype=np.bool_)])
+
+    # -- allocation ----------------------------------------------------------------
+
+    def alloc(self, n: int = 1) -> np.ndarray:
+        """Return n zero-filled frames (int64), contiguous where possible."""
+        if n <= 0:
+            return np.empty(0, dtype=np.int64)
+        pieces: list[tuple[int, int]] = []
+        need = n
+        runs = self._free_runs
+        while need and runs:
+            start, length = runs[-1]
+            if length <= need:
+                runs.pop()
+                pieces.append((start, length))
+                need -= length
+            else:
+                runs[-1] = (start + need, length - need)
+                pieces.append((start, need))
+                need = 0
+        self._nfree -= n - need
+        while need:
+            if self._bump >= self._limit:
+                self._grow()
+            take = min(need, self._limit - self._bump)
+            pieces.append((self._bump, take))
+            self._bump += take
+            need -= take
+        if len(pieces) == 1:
+            s, k = pieces[0]
+            frames = np.arange(s, s + k, dtype=np.int64)
+        else:
+            frames = np.concatenate([np.arange(s, s + k, dtype=np.int64) for s, k in pieces])
+        self._in_use[frames] = True
+        self.frames_allocated += n
+        return frames
+
+    def free(self, frames: np.ndarray | Sequence[int]) -> None:
+        """Give frames back: punch them out of the memfd (memory returns to the
+        host; they read as zero afterwards) and put them on the free list."""
+        f = np.unique(np.asarray(frames, dtype=np.int64))  # sorted, no duplicates
+        if f.size == 0:
+            return
+        if f[0] <= 0 or f[-1] >= self._limit or not self._in_use[f].all():
+            raise ValueError("free of a frame that is not allocated (or the zero frame)")
+        self._in_use[f] = False
+        for start, length in self._runs_sorted(f):
+            seg, idx = divmod(start, self.fps)
+            self._mmaps[seg].madvise(mmap.MADV_REMOVE, idx << PAGE_SHIFT, length << PAGE_SHIFT)
+            self.punch_calls += 1
+            self._free_runs.append((start, length))
+        self._nfree += int(f.size)
+        self.frames_freed += int(f.size)
+        self.frames_returned += int(f.size)
+
+    def _runs_sorted(self, f: np.ndarray) -> list[tuple[int, int]]:
+        """Contiguous runs (first, length) of a sorted frame array, split at segments."""
+        if f.size == 1:
+            return [(int(f[0]), 1)]
+        brk = np.flatnonzero((np.diff(f) != 1) | (f[1:] % self.fps == 0)) + 1
+        starts = np.concatenate(([0], brk))
+        ends = np.concatenate((brk, [f.size]))
+        return list(zip(f[starts].tolist(), (ends - starts).tolist(), strict=True))
+
+    # -- access ----------------------------------------------------------------------
+
+    def page(self, frame: int) -> np.ndarray:
+        """uint8[4096] view of a frame (writable, except the zero frame)."""
+        seg, idx = divmod(int(frame), self.fps)
+        arr = self._bufs[seg][idx << PAGE_SHIFT : (idx + 1) << PAGE_SHIFT]
+        if frame == self.ZERO_FRAME:
+            arr = arr.view()
+            arr.flags.writeable = False
+        return arr
+
+    def view(self, frame: int) -> memoryview:
+        """4096-byte memoryview of a frame (read-only for the zero frame)."""
+        seg, idx = divmod(int(frame), self.fps)
+        mv = self._mvs[seg][idx << PAGE_SHIFT : (idx + 1) << PAGE_SHIFT]
+        return mv.toreadonly() if frame == self.ZERO_FRAME else mv
+
+    def _runs(self, frames: np.ndarray) -> tuple[list[int], list[int]]:
+        """Split a frame list into runs: consecutive frames in one segment, or
+        consecutive zero frames.  Returns (run start indexes, run lengths)."""
+        n = frames.size
+        if n == 1:
+            return [0], [1]
+        prev = frames[:-1]
+        cur = frames[1:]
+        joined = ((cur == prev + 1) & (prev != 0) & (cur % self.fps != 0)) | (
+            (cur == 0) & (prev == 0)
+        )
+        brk = np.flatnonzero(~joined) + 1
+        if brk.size == 0:
+            return [0], [n]
+        starts = [0, *brk.tolist()]
+        lens = np.diff([*starts, n]).tolist()
+        return starts, lens
+
+    def views(self, frames: np.ndarray, first_off: int, length: int) -> list[memoryview]:
+        """iovec for bytes [first_off, first_off+length) of the concatenation of
+        `frames`: one memoryview per contiguous run, no copies.  Runs of the zero
+        frame are served from a read-only zero mapping."""
+        if length <= 0:
+            return []
+        starts, lens = self._runs(frames)
+        out: list[memoryview] = []
+        end_off = first_off + length
+        fl = frames.tolist() if len(starts) > 1 else [int(frames[0])]
+        fps = self.fps
+        for s, k in zip(starts, lens, strict=True):
+            lo = s << PAGE_SHIFT
+            hi = (s + k) << PAGE_SHIFT
+            if hi <= first_off or lo >= end_off:
+                continue
+            a = max(lo, first_off) - lo  # byte offset inside the run
+            b = min(hi, end_off) - lo
+            f0 = fl[s]
+            if f0 == 0:
+                while a < b:
+                    step = min(b - a, _ZERO_VIEW_BYTES)
+                    out.append(self._zero_mv[:step])
+                    a += step
+                continue
+            seg, idx = divmod(f0, fps)
+            base = idx << PAGE_SHIFT
+            out.append(self._mvs[seg][base + a : base + b])
+        return out
+
+    def copy_in(self, frames: np.ndarray, first_off: int, data: memoryview) -> None:
+        """Store `data` starting at byte first_off of frames[0], one numpy copy
+        per contiguous run of frames."""
+        src = np.frombuffer(data, dtype=np.uint8)
+        total = src.size
+        if total == 0:
+            return
+        starts, lens = self._runs(frames)
+        fl = frames.tolist() if len(starts) > 1 else [int(frames[0])]
+        fps = self.fps
+        end_off = first_off + total
+        for s, k in zip(starts, lens, strict=True):
+            lo = s << PAGE_SHIFT
+            hi = (s + k) << PAGE_SHIFT
+            if hi <= first_off or lo >= end_off:
+                continue
+            f0 = fl[s]
+            if f0 == 0:
+                raise ValueError("copy_in to the zero frame")
+            a = max(lo, first_off)
+            b = min(hi, end_off)
+            seg, idx = divmod(f0, fps)
+            base = (idx << PAGE_SHIFT) - lo
+            self._bufs[seg][base + a : base + b] = src[a - first_off : b - first_off]
+
+    def zero_range(self, frame: int, start: int, end: int) -> None:
+        """Zero bytes [start, end) of one frame (partial-page truncate/punch)."""
+        if frame == self.ZERO_FRAME or not 0 <= start <= end <= PAGE_SIZE:
+            if frame == self.ZERO_FRAME:
+                return
+            raise ValueError(f"bad zero_range({start}, {end})")
+        seg, idx = divmod(int(frame), self.fps)
+        base = idx << PAGE_SHIFT
+        self._bufs[seg][base + start : base + end] = 0
+
+    # -- introspection -------------------------------------------------------------
+
+    def statistics(self) -> dict[str, int]:
+        """Frame counters; frames_in_use excludes the zero page."""
+        return {
+            "frames_in_use": self.frames_allocated - self.frames_freed,
+            "frames_allocated": self.frames_allocated,
+            "frames_freed": self.frames_freed,
+            "frames_free": self._nfree,
+            "free_runs": len(self._free_runs),
+            "frames_returned": self.frames_returned,
+            "punch_calls": self.punch_calls,
+            "segments": len(self._mmaps),
+            "bytes_mapped": len(self._mmaps) * self.segment_bytes,
+            "memfd_bytes_resident": os.fstat(self.fd).st_blocks * 512,
+        }
+
+    def close(self) -> None:
+        """Drop the mappings and the memfd (views still exported keep theirs alive)."""
+        self._bufs.clear()
+        for mv in self._mvs:
+            try:
+                mv.release()
+            except BufferError:
+                pass
+        self._mvs.clear()
+        for mm in self._mmaps:
+            try:
+                mm.close()
+            except BufferError:  # a caller still holds a view; the GC will unmap it
+                pass
+        self._mmaps.clear()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,256 @@
+"""fault(): the single entry point through which file data is reached.
+
+Design
+------
+Linux 2.6.23 ("mm: merge populate and nopage into fault") replaced ->nopage and
+->populate with one ->fault(vma, vmf) method: whatever the access (a user page
+fault, MAP_POPULATE, remap_file_pages prefault, a nonlinear file PTE), the
+filesystem answers the same question -- "give me page pgoff of this object"
+-- through one function, with a `struct vm_fault` carrying the request and the
+answer.  shmfs takes that idea one step further: *every* page of file data
+that anybody reads or writes goes through :func:`fault`, including read(2) and
+write(2) (Mapping.read / Mapping.write).  The consequences:
+
+* one place decides allocation, charging (ENOSPC), the EOF rule (SIGBUS), the
+  page flags (UPTODATE/DIRTY) and the statistics, so read(2), write(2), VMA
+  faults and prefaults can never disagree about what a page is;
+* nothing else installs pages in a Mapping's page cache (fallocate's
+  preallocation, SGP_FALLOC in shmem, lives here too: :func:`falloc_pages`);
+* the pager (vm areas, windows, rmap) sits on the same path: its faults set
+  ``vmf.vma`` and it gets exactly the semantics of shmem_fault.
+
+The rules, as a table (what shmem does):
+
+================================  ==========================================
+request                            hole / !UPTODATE page          resident page
+================================  ==========================================
+read(2)   (no vma, no WRITE)      ZERO_FRAME, allocates nothing  frame, MINOR
+                                  (shmem_file_read_iter, SGP_READ)
+read fault through a vma          allocate+charge, UPTODATE,     frame, MINOR
+                                  MAJOR (shmem_fault, SGP_CACHE)
+WRITE (write(2) or write fault)   allocate+charge, MAJOR         frame, MINOR
+                                  -> UPTODATE|DIRTY              -> UPTODATE|DIRTY
+MKWRITE (write-notify refault)    NOPAGE (page went away: retry) -> DIRTY, MINOR
+pgoff >= ceil(i_size / PAGE)      SIGBUS (error EFAULT)          SIGBUS
+charge fails (size= limit)        SIGBUS (error ENOSPC), nr_done = pages served
+================================  ==========================================
+
+write(2) extends i_size *before* it faults (Mapping.write), so the EOF rule
+needs no special flag: only faults that did not come from write(2) can land
+beyond EOF.
+
+Fault-around instead of a call per page
+---------------------------------------
+A 1 MiB read(2) is 256 pages.  Calling a Python function per 4 KiB page would
+cost more than copying the data, so a VmFault carries ``nr_pages`` and one
+call serves a whole run: the page cache returns the run's frames and flags as
+two numpy arrays (one slice per 512-page chunk), holes are found with one
+vector comparison, the Budget is charged once for all of them, the arena hands
+out one (preferably contiguous) block of frames, and flags are updated with one
+vector OR.  ``vmf.frames`` is the answer for the whole run; Mapping.read turns
+it into merged memoryviews, Mapping.write into one numpy copy per contiguous
+run.  A multi-page WRITE that hits the size limit stops at the first page it
+could not charge and reports ``nr_done``, so write(2) returns short at a page
+boundary with nothing half-written.  A run that crosses EOF is clipped to EOF
+(``nr_done`` < ``nr_pages``, no SIGBUS) -- the kernel never faults around
+beyond EOF either.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .arena import PAGE_SHIFT, PAGE_SIZE, Arena
+from .errors import NoSpace
+from .flags import PG_DIRTY, PG_UPTODATE, FaultFlags, VmFaultResult
+from .stats import FaultStats
+
+if TYPE_CHECKING:
+    from .mapping import Mapping
+
+__all__ = ["FAULT_STATS", "VmFault", "falloc_pages", "fault", "statistics"]
+
+_WRITE = int(FaultFlags.WRITE)
+_MKWRITE = int(FaultFlags.MKWRITE)
+_PREFAULT = int(FaultFlags.PREFAULT)
+_PAGE_MASK = PAGE_SIZE - 1
+_ZERO = Arena.ZERO_FRAME
+_EMPTY = np.empty(0, dtype=np.int64)
+
+_MINOR = VmFaultResult.MINOR
+_MAJOR = VmFaultResult.MAJOR
+_SIGBUS = VmFaultResult.SIGBUS
+_NOPAGE = VmFaultResult.NOPAGE
+
+#: global counters over every Mapping (each Mapping also keeps its own)
+FAULT_STATS = FaultStats()
+
+
+@dataclass(slots=True)
+class VmFault:
+    """struct vm_fault: the request (flags, pgoff, nr_pages, vma, address) and
+    the answer (frames, nr_done, error)."""
+
+    flags: FaultFlags
+    pgoff: int
+    nr_pages: int = 1
+    vma: object | None = None
+    address: int | None = None
+    frames: np.ndarray | None = None
+    nr_done: int = 0
+    error: int = 0
+
+
+def _count(
+    m: FaultStats, flags: int, via_vma: bool, res: int, done: int, allocated: int, zero: int
+) -> None:
+    for s in (FAULT_STATS, m):
+        s.faults += 1
+        if flags & (_WRITE | _MKWRITE):
+            s.write += 1
+        else:
+            s.read += 1
+        if flags & _MKWRITE:
+            s.mkwrite += 1
+        if flags & _PREFAULT:
+            s.prefault += 1
+        if via_vma:
+            s.via_vma += 1
+        if res & _MAJOR:
+            s.major += 1
+        elif not res & (_SIGBUS | _NOPAGE):
+            s.minor += 1
+        if res & _SIGBUS:
+            s.sigbus += 1
+        if res & _NOPAGE:
+            s.nopage += 1
+        s.pages += done
+        s.pages_allocated += allocated
+        s.zero_pages += zero
+
+
+def fault(mapping: Mapping, vmf: VmFault) -> VmFaultResult:
+    """Serve pages [vmf.pgoff, vmf.pgoff + vmf.nr_pages) of `mapping`.
+
+    Enter: flags, pgoff >= 0, nr_pages >= 1 (vma/address when from a Vma).
+    Return: VM_FAULT_* mask; vmf.frames (one frame per served page),
+    vmf.nr_done, vmf.error (EFAULT beyond EOF, ENOSPC at the size limit).
+    """
+    flags = int(vmf.flags)
+    pgoff = vmf.pgoff
+    nr = vmf.nr_pages
+    if pgoff < 0 or nr < 1:
+        raise ValueError(f"bad fault range pgoff={pgoff} nr_pages={nr}")
+    via_vma = vmf.vma is not None
+    eof = (mapping.size + _PAGE_MASK) >> PAGE_SHIFT
+    if pgoff >= eof:  # shmem_fault: beyond i_size
+        vmf.frames = _EMPTY
+        vmf.nr_done = 0
+        vmf.error = errno.EFAULT
+        _count(mapping.fstats, flags, via_vma, _SIGBUS, 0, 0, 0)
+        return _SIGBUS
+    if pgoff + nr > eof:  # fault-around never crosses EOF
+        nr = eof - pgoff
+    pages = mapping.pages
+    frames, pflags = pages.lookup(pgoff, nr)
+    vmf.error = 0
+
+    if not flags & (_WRITE | _MKWRITE) and not via_vma:
+        # read(2): SGP_READ -- holes and fallocated pages read as zeros
+        absent = (pflags & PG_UPTODATE) == 0
+        nzero = int(np.count_nonzero(absent))
+        if nzero:
+            frames[absent] = _ZERO
+        vmf.frames = frames
+        vmf.nr_done = nr
+        _count(mapping.fstats, flags, False, _MINOR, nr, 0, nzero)
+        return _MINOR
+
+    if flags & _MKWRITE and not flags & _WRITE:
+        # page_mkwrite: the page must still be there; else the caller refaults
+        if (frames < 0).any():
+            vmf.frames = _EMPTY
+            vmf.nr_done = 0
+            _count(mapping.fstats, flags, via_vma, _NOPAGE, 0, 0, 0)
+            return _NOPAGE
+        pages.set_flags(pgoff, nr, PG_DIRTY)
+        vmf.frames = frames
+        vmf.nr_done = nr
+        _count(mapping.fstats, flags, via_vma, _MINOR, nr, 0, 0)
+        return _MINOR
+
+    # allocating path: write(2), write fault, or read fault through a vma
+    bits = PG_UPTODATE | PG_DIRTY if flags & _WRITE else PG_UPTODATE
+    holes = frames < 0
+    nholes = int(np.count_nonzero(holes))
+    res = _MINOR
+    done = nr
+    charged = 0
+    if nholes:
+        charged = mapping.budget.charge(nholes)
+        if charged < nholes:  # ENOSPC: serve the pages before the first uncharged hole
+            done = int(np.flatnonzero(holes)[charged])
+            frames = frames[:done]
+            holes = holes[:done]
+            res = _SIGBUS
+            vmf.error = errno.ENOSPC
+            FAULT_STATS.enospc += 1
+            mapping.fstats.enospc += 1
+        if charged:
+            new = mapping.arena.alloc(charged)
+            if charged == done:
+                frames = new
+                pages.insert_range(pgoff, new, bits)
+            else:
+                frames[holes] = new
+                ins = np.full(done, -1, dtype=np.int64)
+                ins[holes] = new
+                pages.insert_range(pgoff, ins, bits)
+            res |= _MAJOR
+    if done > charged:  # some pages were resident already
+        pages.set_flags(pgoff, done, bits)
+    vmf.frames = frames
+    vmf.nr_done = done
+    _count(mapping.fstats, flags, via_vma, res, done, charged, 0)
+    return res
+
+
+def falloc_pages(mapping: Mapping, pgoff: int, nr: int) -> int:
+    """Preallocate pages [pgoff, pgoff+nr) as !UPTODATE (shmem SGP_FALLOC).
+
+    All or nothing: if the Budget cannot charge every missing page, nothing is
+    allocated and NoSpace is raised.  Returns the number of pages allocated.
+    Resident pages are left alone; i_size is the caller's business.
+    """
+    if nr <= 0:
+        return 0
+    pages = mapping.pages
+    frames = pages.lookup_range(pgoff, nr)
+    holes = frames < 0
+    nholes = int(np.count_nonzero(holes))
+    if not nholes:
+        return 0
+    charged = mapping.budget.charge(nholes)
+    if charged < nholes:
+        mapping.budget.uncharge(charged)
+        raise NoSpace(f"fallocate needs {nholes} pages")
+    try:
+        new = mapping.arena.alloc(nholes)
+        frames[holes] = new
+        frames[~holes] = -1
+        pages.insert_range(pgoff, frames, 0)
+    except BaseException:
+        mapping.budget.uncharge(nholes)
+        raise
+    FAULT_STATS.pages_allocated += nholes
+    mapping.fstats.pages_allocated += nholes
+    return nholes
+
+
+def statistics() -> dict[str, int]:
+    """Global fault-path counters (every Mapping together)."""
+    return FAULT_STATS.as_dict()

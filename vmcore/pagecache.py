@@ -1,0 +1,207 @@
+"""Sparse page index of one Mapping (the radix tree of an address_space).
+
+Two levels: ``pgoff >> 9`` selects a chunk; a chunk is an int64[512] of frame
+numbers (-1 = hole) plus a uint8[512] of page flags (PG_UPTODATE, PG_DIRTY).
+A chunk exists only while it holds at least one page, so memory is
+proportional to resident pages and never to i_size: a 1 TiB sparse file with a
+few pages costs a few chunks.  Chunk keys are also kept in a sorted list so
+range operations (truncate to the end, SEEK_DATA) visit only chunks that exist.
+
+All range operations are vectorised per chunk (a 1 MiB I/O touches at most two
+chunks): no Python loop per page.  Flags of hole slots are always 0.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+
+from .flags import PG_UPTODATE
+
+CHUNK_SHIFT = 9
+CHUNK_PAGES = 1 << CHUNK_SHIFT
+CHUNK_MASK = CHUNK_PAGES - 1
+HOLE = -1
+
+
+class PageCache:
+    """pgoff -> (frame, flags), sparse."""
+
+    __slots__ = ("_count", "_flags", "_frames", "_keys", "nrpages")
+
+    def __init__(self) -> None:
+        self._frames: dict[int, np.ndarray] = {}
+        self._flags: dict[int, np.ndarray] = {}
+        self._count: dict[int, int] = {}
+        self._keys: list[int] = []  # sorted chunk keys
+        self.nrpages = 0
+
+    # -- iteration helpers ------------------------------------------------------------
+
+    def _existing(self, pgoff: int, end: int | None) -> Iterator[tuple[int, int, int]]:
+        """(key, lo, hi) slot ranges of existing chunks overlapping [pgoff, end)."""
+        keys = self._keys
+        i = bisect.bisect_left(keys, pgoff >> CHUNK_SHIFT)
+        if end is None:
+            sel = keys[i:]
+        else:
+            j = bisect.bisect_left(keys, ((end - 1) >> CHUNK_SHIFT) + 1)
+            sel = keys[i:j]
+        for k in sel:
+            base = k << CHUNK_SHIFT
+            lo = max(pgoff - base, 0)
+            hi = CHUNK_PAGES if end is None else min(end - base, CHUNK_PAGES)
+            yield k, lo, hi
+
+    def _chunk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        fr = self._frames.get(k)
+        if fr is None:
+            fr = np.full(CHUNK_PAGES, HOLE, dtype=np.int64)
+            self._frames[k] = fr
+            self._flags[k] = np.zeros(CHUNK_PAGES, dtype=np.uint8)
+            self._count[k] = 0
+            bisect.insort(self._keys, k)
+        return fr, self._flags[k]
+
+    def _drop_chunk(self, k: int) -> None:
+        del self._frames[k], self._flags[k], self._count[k]
+        self._keys.pop(bisect.bisect_left(self._keys, k))
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def lookup(self, pgoff: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frames, flags) for pages [pgoff, pgoff+n): fresh arrays, -1/0 for holes."""
+        k = pgoff >> CHUNK_SHIFT
+        lo = pgoff & CHUNK_MASK
+        if lo + n <= CHUNK_PAGES:  # fast path: one chunk
+            fr = self._frames.get(k)
+            if fr is None:
+                return np.full(n, HOLE, dtype=np.int64), np.zeros(n, dtype=np.uint8)
+            return fr[lo : lo + n].copy(), self._flags[k][lo : lo + n].copy()
+        frames = np.full(n, HOLE, dtype=np.int64)
+        flags = np.zeros(n, dtype=np.uint8)
+        for k, lo, hi in self._existing(pgoff, pgoff + n):
+            o = (k << CHUNK_SHIFT) + lo - pgoff
+            frames[o : o + hi - lo] = self._frames[k][lo:hi]
+            flags[o : o + hi - lo] = self._flags[k][lo:hi]
+        return frames, flags
+
+    def lookup_range(self, pgoff: int, n: int) -> np.ndarray:
+        """Frames of pages [pgoff, pgoff+n) (-1 = hole)."""
+        return self.lookup(pgoff, n)[0]
+
+    def next_data(self, pgoff: int, uptodate_only: bool = True) -> int | None:
+        """First pgoff >= pgoff holding a page (an UPTODATE page by default: for
+        SEEK_DATA, fallocated pages are holes), or None."""
+        for k, lo, hi in self._existing(pgoff, None):
+            if uptodate_only:
+                hit = np.flatnonzero(self._flags[k][lo:hi] & PG_UPTODATE)
+            else:
+                hit = np.flatnonzero(self._frames[k][lo:hi] >= 0)
+            if hit.size:
+                return (k << CHUNK_SHIFT) + lo + int(hit[0])
+        return None
+
+    def next_hole(self, pgoff: int, uptodate_only: bool = True) -> int:
+        """First pgoff >= pgoff that is a hole (or !UPTODATE by default)."""
+        pos = pgoff
+        for k, lo, hi in self._existing(pgoff, None):
+            base = k << CHUNK_SHIFT
+            if base + lo > pos:  # a missing chunk (or slot) before this one
+                return pos
+            if uptodate_only:
+                miss = np.flatnonzero((self._flags[k][lo:hi] & PG_UPTODATE) == 0)
+            else:
+                miss = np.flatnonzero(self._frames[k][lo:hi] < 0)
+            if miss.size:
+                return base + lo + int(miss[0])
+            pos = base + hi
+        return pos
+
+    # -- updates -----------------------------------------------------------------------
+
+    def insert_range(self, pgoff: int, frames: np.ndarray, flags: int | np.ndarray) -> None:
+        """Install frames at [pgoff, pgoff+len(frames)); entries < 0 are skipped.
+        The target slots must be holes."""
+        n = frames.size
+        pos = 0
+        while pos < n:
+            k = (pgoff + pos) >> CHUNK_SHIFT
+            lo = (pgoff + pos) & CHUNK_MASK
+            m = min(CHUNK_PAGES - lo, n - pos)
+            src = frames[pos : pos + m]
+            sel = src >= 0
+            cnt = int(np.count_nonzero(sel))
+            if cnt:
+                fr, fl = self._chunk(k)
+                dst = fr[lo : lo + m]
+                if (dst[sel] >= 0).any():
+                    raise ValueError("insert over a resident page")
+                dst[sel] = src[sel]
+                fsrc = flags if np.isscalar(flags) else flags[pos : pos + m][sel]
+                fl[lo : lo + m][sel] = fsrc
+                self._count[k] += cnt
+                self.nrpages += cnt
+            pos += m
+
+    def set_flags(self, pgoff: int, n: int, bits: int) -> None:
+        """OR `bits` into the flags of the resident pages in [pgoff, pgoff+n)."""
+        k = pgoff >> CHUNK_SHIFT
+        lo = pgoff & CHUNK_MASK
+        if lo + n <= CHUNK_PAGES:
+            fl = self._flags.get(k)
+            if fl is not None:
+                fr = self._frames[k]
+                s = slice(lo, lo + n)
+                fl[s] |= np.where(fr[s] >= 0, bits, 0).astype(np.uint8)
+            return
+        for k, lo, hi in self._existing(pgoff, pgoff + n):
+            fr, fl = self._frames[k], self._flags[k]
+            fl[lo:hi] |= np.where(fr[lo:hi] >= 0, bits, 0).astype(np.uint8)
+
+    def remove_range(self, pgoff: int, n: int | None) -> np.ndarray:
+        """Drop pages [pgoff, pgoff+n) (n None = to the end); return their frames."""
+        out: list[np.ndarray] = []
+        end = None if n is None else pgoff + n
+        for k, lo, hi in list(self._existing(pgoff, end)):
+            fr, fl = self._frames[k], self._flags[k]
+            seg = fr[lo:hi]
+            got = seg[seg >= 0]
+            if got.size:
+                out.append(got)
+                seg[:] = HOLE
+                fl[lo:hi] = 0
+                self._count[k] -= got.size
+                self.nrpages -= got.size
+                if self._count[k] == 0:
+                    self._drop_chunk(k)
+        if not out:
+            return np.empty(0, dtype=np.int64)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    # -- introspection -------------------------------------------------------------
+
+    @property
+    def nr_chunks(self) -> int:
+        return len(self._keys)
+
+    def index_bytes(self) -> int:
+        """Approximate bytes used by the index (arrays, dicts, key list)."""
+        per_chunk = CHUNK_PAGES * 9 + 2 * 112  # int64 + uint8 slots + two ndarray headers
+        return (
+            len(self._keys) * per_chunk
+            + sys.getsizeof(self._frames)
+            + sys.getsizeof(self._flags)
+            + sys.getsizeof(self._count)
+            + sys.getsizeof(self._keys)
+        )
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "nrpages": self.nrpages,
+            "chunks": self.nr_chunks,
+            "index_bytes": self.index_bytes(),
+        }
