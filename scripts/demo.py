@@ -1,0 +1,97 @@
+"""A short tour of a mounted shmfs: what it stores, how the pager serves it.
+
+Run by scripts/demo.sh against a fresh mount; every step checks its result and
+the script exits non-zero if anything is not as tmpfs would have it.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+from pathlib import Path
+
+PAGE = 4096
+
+
+def step(title: str) -> None:
+    print(f"\n== {title}")
+
+
+def check(cond: bool, what: str) -> None:
+    print(f"   {'ok ' if cond else 'FAIL'} {what}")
+    if not cond:
+        raise SystemExit(1)
+
+
+def main(mnt: Path) -> int:
+    step(f"statfs of {mnt}")
+    st = os.statvfs(mnt)
+    print(f"   bsize={st.f_bsize} blocks={st.f_blocks} free={st.f_bfree} "
+          f"files={st.f_files} ffree={st.f_ffree} namemax={st.f_namemax}")
+    check(st.f_namemax == 255, "names up to 255 bytes, like tmpfs")
+
+    step("ordinary files: write, read back, rename, hard link, symlink")
+    f = mnt / "hello.txt"
+    f.write_bytes(b"hello from the pager\n" * 1000)
+    check(f.read_bytes() == b"hello from the pager\n" * 1000, "21,000 bytes round-trip")
+    os.rename(f, mnt / "greeting.txt")
+    os.link(mnt / "greeting.txt", mnt / "also-greeting.txt")
+    check(os.stat(mnt / "greeting.txt").st_nlink == 2, "hard link counted")
+    os.symlink("greeting.txt", mnt / "link")
+    check(os.readlink(mnt / "link") == "greeting.txt", "symlink resolves")
+
+    step("a sparse 1 TiB file costs almost nothing")
+    sparse = mnt / "sparse.img"
+    fd = os.open(sparse, os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"X" * PAGE, (1 << 40) - PAGE)
+    st1 = os.fstat(fd)
+    print(f"   st_size={st1.st_size} st_blocks={st1.st_blocks}")
+    check(st1.st_size == 1 << 40 and st1.st_blocks == PAGE // 512, "one page allocated")
+    check(os.lseek(fd, 0, os.SEEK_DATA) == (1 << 40) - PAGE, "SEEK_DATA finds the only page")
+    os.close(fd)
+
+    step("hole punching (what UML's MADV_REMOVE becomes) returns memory")
+    g = mnt / "punch.bin"
+    fd = os.open(g, os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, os.urandom(64 * PAGE))
+    before = os.fstat(fd).st_blocks
+    os.fallocate(fd, 0x01 | 0x02, 8 * PAGE, 16 * PAGE)  # KEEP_SIZE | PUNCH_HOLE
+    after = os.fstat(fd).st_blocks
+    print(f"   st_blocks {before} -> {after}")
+    check(after == before - 16 * PAGE // 512, "16 pages freed")
+    check(os.pread(fd, PAGE, 10 * PAGE) == bytes(PAGE), "the hole reads as zeros")
+    check(os.lseek(fd, 0, os.SEEK_HOLE) == 8 * PAGE, "SEEK_HOLE finds it")
+
+    step("shared mmap: another process's stores reach read(2)")
+    m = mmap.mmap(fd, 64 * PAGE)
+    pid = os.fork()
+    if pid == 0:
+        m2 = mmap.mmap(fd, 64 * PAGE)
+        m2[5 * PAGE:5 * PAGE + 5] = b"child"
+        m2.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    check(os.pread(fd, 5, 5 * PAGE) == b"child", "msync'd store visible to pread")
+    check(m[5 * PAGE:5 * PAGE + 5] == b"child", "and to our own mapping")
+    m.close()
+    os.close(fd)
+
+    step("cleanup gives the space back")
+    used_before = st_used(mnt)
+    for p in mnt.iterdir():
+        p.unlink()
+    used_after = st_used(mnt)
+    print(f"   used blocks {used_before} -> {used_after}")
+    check(used_after < used_before, "blocks returned")
+    print("\ndemo passed")
+    return 0
+
+
+def st_used(mnt: Path) -> int:
+    st = os.statvfs(mnt)
+    return st.f_blocks - st.f_bfree
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

@@ -1,0 +1,118 @@
+"""The daemon's life: the CLI returns once mounted, and every way of ending it
+(SIGTERM, SIGINT, umount, fusermount3 -u) ends it cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mount.mounting import is_mounted
+from tests.support.mounts import ROOT, daemon_pid, shmfs_mount
+
+pytestmark = pytest.mark.mount
+
+
+def _shmfs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mount.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def mountpoint() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="shmfs-life-"))
+    try:
+        yield d
+    finally:
+        if is_mounted(d):
+            subprocess.run(["umount", "-l", str(d)], check=False)
+        os.rmdir(d)
+
+
+def _daemon_of(mnt: Path) -> int:
+    out = subprocess.run(["pgrep", "-f", f"mount.cli {mnt}"], capture_output=True, text=True,
+                         check=False).stdout.split()
+    assert len(out) == 1, out
+    return int(out[0])
+
+
+def _wait_gone(pid: int) -> None:
+    # The daemon is not our child (it daemonised): poll its pidfd for exit.
+    fd = os.pidfd_open(pid)
+    try:
+        import select
+
+        r, _, _ = select.select([fd], [], [], 30)
+        assert r, f"daemon {pid} did not exit"
+    finally:
+        os.close(fd)
+
+
+def test_cli_daemonises_after_mount_and_umount_ends_it(mountpoint: Path) -> None:
+    r = _shmfs(str(mountpoint), "-o", "size=1m")
+    assert r.returncode == 0, r.stderr
+    assert is_mounted(mountpoint)
+    (mountpoint / "f").write_bytes(b"usable at once")
+    pid = _daemon_of(mountpoint)
+    subprocess.run(["umount", str(mountpoint)], check=True)
+    _wait_gone(pid)
+    assert not is_mounted(mountpoint)
+
+
+def test_fusermount_u_ends_daemon(mountpoint: Path) -> None:
+    assert _shmfs(str(mountpoint)).returncode == 0
+    pid = _daemon_of(mountpoint)
+    subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True)
+    _wait_gone(pid)
+    assert not is_mounted(mountpoint)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_unmounts_and_exits(mountpoint: Path, sig: signal.Signals) -> None:
+    assert _shmfs(str(mountpoint)).returncode == 0
+    pid = _daemon_of(mountpoint)
+    os.kill(pid, sig)
+    _wait_gone(pid)
+    assert not is_mounted(mountpoint)
+
+
+def test_sigterm_with_open_file_detaches_and_keeps_serving_it() -> None:
+    with shmfs_mount() as mnt:
+        fd = os.open(mnt / "open", os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(fd, b"still here")
+        os.kill(daemon_pid(mnt), signal.SIGTERM)
+        # the mount is detached from the namespace, the open file still works
+        assert os.pread(fd, 10, 0) == b"still here"
+        os.close(fd)
+
+
+@pytest.mark.parametrize("opt,word", [("huge=always", "huge"), ("mpol=local", "mpol"),
+                                      ("bogus", "unknown"), ("size=12q", "bad size")])
+def test_bad_options_refused_clearly(mountpoint: Path, opt: str, word: str) -> None:
+    r = _shmfs(str(mountpoint), "-o", opt)
+    assert r.returncode == 2
+    assert word in r.stderr
+    assert not is_mounted(mountpoint)
+
+
+def test_unlinked_open_file_lives_until_close(shmfs: Path) -> None:
+    free0 = os.statvfs(shmfs).f_bfree
+    fd = os.open(shmfs / "gone", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"x" * 100_000)
+        os.unlink(shmfs / "gone")
+        assert os.fstat(fd).st_nlink == 0
+        os.pwrite(fd, b"more", 100_000)
+        assert os.pread(fd, 4, 100_000) == b"more"
+        assert os.statvfs(shmfs).f_bfree < free0
+    finally:
+        os.close(fd)
+    # The last close queues RELEASE and the inode's eviction queues FORGET; the
+    # kernel delivers both before the STATFS below, so the blocks are back.
+    assert os.statvfs(shmfs).f_bfree == free0
