@@ -488,6 +488,11 @@ _PARSERS: dict[int, Callable[[memoryview], Any]] = {
     _O.COPY_FILE_RANGE: _simple(P.COPY_FILE_RANGE_IN, CopyFileRangeIn, range(7)),
     _O.NOTIFY_REPLY: _none,
 }
+# Known opcodes shmfs does not implement: decoded (body ignored) so that ops answers
+# ENOSYS -- which the kernel remembers for most of them -- without a codec warning.
+for _op in (_O.GETLK, _O.SETLK, _O.SETLKW, _O.BMAP, _O.POLL, _O.SETUPMAPPING,
+            _O.REMOVEMAPPING, _O.SYNCFS):
+    _PARSERS[_op] = _none
 
 
 def parse_request(buf: Buffer) -> Request:

@@ -1,0 +1,421 @@
+"""Operations: one decoded FUSE request -> calls on fsimpl's ShmFs -> reply buffers.
+
+API (what the session uses)::
+
+    config = OpsConfig(entry_timeout=86400.0, ...)   # every field has a default
+    ops = Operations(fs, config)                      # fs: fsimpl ShmFs (or a fake of it)
+    out = ops.handle(req)     # list of buffers for os.writev, or None: no reply
+                              # (FORGET, BATCH_FORGET, NOTIFY_REPLY, INTERRUPT)
+    ops.fs, ops.config, ops.proto_minor, ops.init_flags, ops.destroyed, ops.statistics()
+
+``handle`` never raises. Errors are translated in exactly one place
+(``handle``): FsError -> ``-errno``; any other exception is logged with its
+traceback and answered EIO, so the session keeps serving. Handlers signal
+"not supported" (ENOSYS, ENOTTY, ERANGE ...) by raising FsError too.
+
+READ replies are ``[header, *memoryviews]`` straight from fsimpl.read (page data
+is never copied); WRITE hands fsimpl a memoryview of the request buffer.
+
+READDIRPLUS: the kernel links (and counts one lookup for) every entry of the
+reply with a nonzero nodeid, except "." and ".." which it skips without a
+FORGET. So an entry's ``fs.lookup`` is called only after we know its record
+fits, and "." / ".." are sent with nodeid 0 (no lookup, no nlookup bump).
+Negotiation and cache policy are explained in docs/fuse-protocol.md.
+"""
+
+from __future__ import annotations
+
+import errno as E
+import logging
+import stat
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fsimpl.errors import FsError
+from fsimpl.types import Ctx
+from mount import codec as C
+from mount import protocol as P
+from mount.codec import Request
+
+log = logging.getLogger("shmfs.ops")
+
+Reply = list[bytes | bytearray | memoryview] | None
+
+# What shmfs implements; the reply carries (kernel's flags & WANTED).
+INIT_WANTED = (
+    P.FUSE_ASYNC_READ
+    | P.FUSE_ATOMIC_O_TRUNC
+    | P.FUSE_BIG_WRITES
+    | P.FUSE_DO_READDIRPLUS
+    | P.FUSE_READDIRPLUS_AUTO
+    | P.FUSE_PARALLEL_DIROPS
+    | P.FUSE_MAX_PAGES
+)
+
+
+@dataclass(slots=True)
+class OpsConfig:
+    """Cache timeouts and INIT parameters (docs/fuse-protocol.md says why these defaults)."""
+
+    entry_timeout: float = 86400.0  # every namespace change passes through the kernel
+    attr_timeout: float = 86400.0  # ... or is announced with NOTIFY_INVAL_*
+    negative_timeout: float = 0.0  # >0: cache "no such name" (LOOKUP answers nodeid 0)
+    keep_cache: bool = True  # FOPEN_KEEP_CACHE on OPEN/CREATE
+    cache_symlinks: bool = True  # FUSE_CACHE_SYMLINKS: tmpfs symlinks never change
+    writeback_cache: bool = False  # FUSE_WRITEBACK_CACHE (ARCHITECTURE decision 5: off)
+    max_write: int = 1 << 20
+    max_pages: int = 256  # 1 MiB READ/WRITE requests
+    max_readahead: int = 1 << 20  # upper bound; the kernel's own value wins if smaller
+    max_background: int = 64
+    congestion_threshold: int = 48
+
+
+class Operations:
+    """Maps each opcode to ShmFs calls and builds the reply (see the module docstring)."""
+
+    def __init__(self, fs: Any, config: OpsConfig | None = None) -> None:
+        self.fs = fs
+        self.config = config or OpsConfig()
+        self.proto_minor = 0  # negotiated in INIT
+        self.init_flags = 0  # flags granted in INIT (bits 32.. = flags2)
+        self.destroyed = False
+        self._errors: Counter[int] = Counter()
+        self._unexpected = 0
+        op = P.Opcode
+        self._handlers: dict[int, Callable[[Request], Reply]] = {
+            op.INIT: self._init, op.DESTROY: self._destroy, op.LOOKUP: self._lookup,
+            op.FORGET: self._forget, op.BATCH_FORGET: self._batch_forget,
+            op.GETATTR: self._getattr, op.SETATTR: self._setattr, op.READLINK: self._readlink,
+            op.SYMLINK: self._symlink, op.MKNOD: self._mknod, op.MKDIR: self._mkdir,
+            op.UNLINK: self._unlink, op.RMDIR: self._rmdir, op.RENAME: self._rename,
+            op.RENAME2: self._rename, op.LINK: self._link, op.OPEN: self._open,
+            op.CREATE: self._create, op.READ: self._read, op.WRITE: self._write,
+            op.FLUSH: self._flush, op.RELEASE: self._release, op.FSYNC: self._fsync,
+            op.OPENDIR: self._opendir, op.READDIR: self._readdir,
+            op.READDIRPLUS: self._readdir, op.RELEASEDIR: self._releasedir,
+            op.FSYNCDIR: self._fsyncdir, op.STATFS: self._statfs, op.SETXATTR: self._setxattr,
+            op.GETXATTR: self._getxattr, op.LISTXATTR: self._listxattr,
+            op.REMOVEXATTR: self._removexattr, op.ACCESS: self._access,
+            op.FALLOCATE: self._fallocate, op.LSEEK: self._lseek,
+            op.INTERRUPT: self._no_reply, op.NOTIFY_REPLY: self._no_reply,
+            op.IOCTL: self._ioctl, op.TMPFILE: self._tmpfile,
+        }
+
+    # --- the one translation point ------------------------------------------------------------
+
+    def handle(self, req: Request) -> Reply:
+        """Answer one request; never raises. None means: send nothing."""
+        no_reply = req.opcode in P.NO_REPLY_OPCODES
+        handler = self._handlers.get(req.opcode, self._enosys)
+        try:
+            return handler(req)
+        except FsError as e:
+            err = e.errno
+            self._errors[err] += 1
+        except Exception:
+            log.exception("unexpected error in %s (unique=%d nodeid=%d)",
+                          _opname(req.opcode), req.unique, req.nodeid)
+            self._unexpected += 1
+            err = E.EIO
+        if no_reply:
+            return None
+        return [C.reply_error(req.unique, err)]
+
+    def statistics(self) -> dict[str, Any]:
+        """Error replies by errno name, and how many requests hit an unexpected exception."""
+        return {
+            "errors": {E.errorcode.get(k, str(k)): v for k, v in self._errors.items()},
+            "unexpected": self._unexpected,
+            "proto_minor": self.proto_minor,
+            "init_flags": self.init_flags,
+        }
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ctx(req: Request, umask: int = 0) -> Ctx:
+        return Ctx(req.uid, req.gid, req.pid, umask)
+
+    def _entry(self, attr: Any) -> bytes:
+        return C.entry_out(attr, self.config.entry_timeout, self.config.attr_timeout)
+
+    def _ok(self, req: Request, payload: bytes = b"") -> Reply:
+        return [C.reply(req.unique, payload)]
+
+    # --- session ------------------------------------------------------------------------------
+
+    def _init(self, req: Request) -> Reply:
+        a: C.InitIn = req.args
+        cfg = self.config
+        if a.major > P.FUSE_KERNEL_VERSION:
+            # Newer major: answer ours and wait for the kernel's next INIT.
+            return self._ok(req, C.init_out(
+                major=P.FUSE_KERNEL_VERSION, minor=P.FUSE_KERNEL_MINOR_VERSION, max_readahead=0,
+                flags=0, max_background=0, congestion_threshold=0, max_write=0, time_gran=0,
+                max_pages=0))
+        if a.major < P.FUSE_KERNEL_VERSION or a.minor < P.FUSE_MIN_KERNEL_MINOR:
+            log.error("kernel FUSE %d.%d too old (need 7.%d)", a.major, a.minor,
+                      P.FUSE_MIN_KERNEL_MINOR)
+            raise FsError(E.EPROTO, "kernel protocol too old")
+        wanted = INIT_WANTED
+        if cfg.cache_symlinks:
+            wanted |= P.FUSE_CACHE_SYMLINKS
+        if cfg.writeback_cache:
+            wanted |= P.FUSE_WRITEBACK_CACHE
+        self.init_flags = a.flags & wanted
+        self.proto_minor = min(a.minor, P.FUSE_KERNEL_MINOR_VERSION)
+        log.info("FUSE %d.%d, granted flags %#x", a.major, self.proto_minor, self.init_flags)
+        return self._ok(req, C.init_out(
+            major=P.FUSE_KERNEL_VERSION, minor=self.proto_minor,
+            max_readahead=min(a.max_readahead, cfg.max_readahead), flags=self.init_flags,
+            max_background=cfg.max_background, congestion_threshold=cfg.congestion_threshold,
+            max_write=cfg.max_write, time_gran=1, max_pages=cfg.max_pages))
+
+    def _destroy(self, req: Request) -> Reply:
+        self.destroyed = True
+        return self._ok(req)
+
+    def _no_reply(self, req: Request) -> Reply:
+        # INTERRUPT: requests are answered synchronously, in order, so the one being
+        # interrupted has already been answered (or will be, in full) -- nothing to do.
+        return None
+
+    def _enosys(self, req: Request) -> Reply:
+        raise FsError(E.ENOSYS, _opname(req.opcode))
+
+    # --- names --------------------------------------------------------------------------------
+
+    def _lookup(self, req: Request) -> Reply:
+        try:
+            attr = self.fs.lookup(req.nodeid, req.args.name)
+        except FsError as e:
+            if e.errno != E.ENOENT or self.config.negative_timeout <= 0:
+                raise
+            return self._ok(req, C.negative_entry_out(self.config.negative_timeout))
+        return self._ok(req, self._entry(attr))
+
+    def _forget(self, req: Request) -> Reply:
+        self.fs.forget(req.nodeid, req.args.nlookup)
+        return None
+
+    def _batch_forget(self, req: Request) -> Reply:
+        # Each forget on its own: one bad nodeid must not leak the others' lookups.
+        for nodeid, nlookup in req.args.forgets:
+            try:
+                self.fs.forget(nodeid, nlookup)
+            except Exception:
+                log.exception("forget(%d, %d) failed", nodeid, nlookup)
+                self._unexpected += 1
+        return None
+
+    def _getattr(self, req: Request) -> Reply:
+        attr = self.fs.getattr(req.nodeid)
+        return self._ok(req, C.attr_out(attr, self.config.attr_timeout))
+
+    def _setattr(self, req: Request) -> Reply:
+        a: C.SetattrIn = req.args
+        v = a.valid
+        kw: dict[str, Any] = {}
+        if v & P.FATTR_MODE:
+            kw["mode"] = a.mode
+        if v & P.FATTR_UID:
+            kw["uid"] = a.uid
+        if v & P.FATTR_GID:
+            kw["gid"] = a.gid
+        if v & P.FATTR_SIZE:
+            kw["size"] = a.size
+        # The kernel sets FATTR_ATIME together with FATTR_ATIME_NOW for UTIME_NOW.
+        if v & P.FATTR_ATIME_NOW:
+            kw["atime_now"] = True
+        elif v & P.FATTR_ATIME:
+            kw["atime_ns"] = a.atime_ns
+        if v & P.FATTR_MTIME_NOW:
+            kw["mtime_now"] = True
+        elif v & P.FATTR_MTIME:
+            kw["mtime_ns"] = a.mtime_ns
+        if v & P.FATTR_CTIME:
+            kw["ctime_ns"] = a.ctime_ns
+        if v & P.FATTR_FH:
+            kw["fh"] = a.fh
+        # FATTR_LOCKOWNER: no locks here. FATTR_KILL_SUIDGID comes only with
+        # HANDLE_KILLPRIV_V2, which is not negotiated: the kernel sends FATTR_MODE.
+        attr = self.fs.setattr(req.nodeid, self._ctx(req), **kw)
+        return self._ok(req, C.attr_out(attr, self.config.attr_timeout))
+
+    def _readlink(self, req: Request) -> Reply:
+        return self._ok(req, self.fs.readlink(req.nodeid))
+
+    def _symlink(self, req: Request) -> Reply:
+        a: C.SymlinkIn = req.args
+        return self._ok(req, self._entry(self.fs.symlink(req.nodeid, a.name, a.target,
+                                                         self._ctx(req))))
+
+    def _mknod(self, req: Request) -> Reply:
+        a: C.MknodIn = req.args
+        attr = self.fs.mknod(req.nodeid, a.name, a.mode, a.rdev, self._ctx(req, a.umask))
+        return self._ok(req, self._entry(attr))
+
+    def _mkdir(self, req: Request) -> Reply:
+        a: C.MkdirIn = req.args
+        # vfs_mkdir sends permission bits only; fsimpl gets a full st_mode.
+        mode = stat.S_IFDIR | (a.mode & 0o7777)
+        return self._ok(req, self._entry(self.fs.mkdir(req.nodeid, a.name, mode,
+                                                       self._ctx(req, a.umask))))
+
+    def _unlink(self, req: Request) -> Reply:
+        self.fs.unlink(req.nodeid, req.args.name)
+        return self._ok(req)
+
+    def _rmdir(self, req: Request) -> Reply:
+        self.fs.rmdir(req.nodeid, req.args.name)
+        return self._ok(req)
+
+    def _rename(self, req: Request) -> Reply:
+        a: C.RenameIn = req.args
+        self.fs.rename(req.nodeid, a.name, a.newdir, a.newname, a.flags)
+        return self._ok(req)
+
+    def _link(self, req: Request) -> Reply:
+        a: C.LinkIn = req.args
+        return self._ok(req, self._entry(self.fs.link(a.oldnodeid, req.nodeid, a.newname)))
+
+    # --- files --------------------------------------------------------------------------------
+
+    def _open_flags(self) -> int:
+        return P.FOPEN_KEEP_CACHE if self.config.keep_cache else 0
+
+    def _open(self, req: Request) -> Reply:
+        fh = self.fs.open(req.nodeid, req.args.flags)
+        return self._ok(req, C.open_out(fh, self._open_flags()))
+
+    def _create(self, req: Request) -> Reply:
+        a: C.CreateIn = req.args
+        attr, fh = self.fs.create(req.nodeid, a.name, a.mode, a.flags, self._ctx(req, a.umask))
+        return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags()))
+
+    def _tmpfile(self, req: Request) -> Reply:
+        # ENOSYS makes the kernel remember (fc->no_tmpfile) and answer EOPNOTSUPP to
+        # O_TMPFILE, on which UML falls back to mkstemp + unlink.
+        tmpfile = getattr(self.fs, "tmpfile", None)
+        if tmpfile is None:
+            raise FsError(E.ENOSYS, "TMPFILE")
+        a: C.CreateIn = req.args
+        attr, fh = tmpfile(req.nodeid, a.mode, a.flags, self._ctx(req, a.umask))
+        return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags()))
+
+    def _read(self, req: Request) -> Reply:
+        a: C.ReadIn = req.args
+        views: Sequence[memoryview] = self.fs.read(req.nodeid, a.fh, a.offset, a.size)
+        return C.reply_iov(req.unique, views)
+
+    def _write(self, req: Request) -> Reply:
+        a: C.WriteIn = req.args
+        n = self.fs.write(req.nodeid, a.fh, a.offset, a.data, a.write_flags)
+        return self._ok(req, C.write_out(n))
+
+    def _flush(self, req: Request) -> Reply:
+        self.fs.flush(req.nodeid, req.args.fh)
+        return self._ok(req)
+
+    def _release(self, req: Request) -> Reply:
+        self.fs.release(req.nodeid, req.args.fh)
+        return self._ok(req)
+
+    def _fsync(self, req: Request) -> Reply:
+        a: C.FsyncIn = req.args
+        self.fs.fsync(req.nodeid, a.fh, bool(a.fsync_flags & P.FUSE_FSYNC_FDATASYNC))
+        return self._ok(req)
+
+    def _fallocate(self, req: Request) -> Reply:
+        a: C.FallocateIn = req.args
+        self.fs.fallocate(req.nodeid, a.fh, a.mode, a.offset, a.length)
+        return self._ok(req)
+
+    def _lseek(self, req: Request) -> Reply:
+        a: C.LseekIn = req.args
+        return self._ok(req, C.lseek_out(self.fs.lseek(req.nodeid, a.fh, a.offset, a.whence)))
+
+    def _ioctl(self, req: Request) -> Reply:
+        # Window ioctls come later; until then every ioctl is "not a tty".
+        raise FsError(E.ENOTTY, "IOCTL")
+
+    # --- directories --------------------------------------------------------------------------
+
+    def _opendir(self, req: Request) -> Reply:
+        fh = self.fs.opendir(req.nodeid, req.args.flags)
+        return self._ok(req, C.open_out(fh, 0))
+
+    def _readdir(self, req: Request) -> Reply:
+        a: C.ReadIn = req.args
+        plus = req.opcode == P.Opcode.READDIRPLUS
+        buf = C.DirentBuffer(a.size, plus)
+        for name, ino, d_type, next_off in self.fs.readdir(req.nodeid, a.fh, a.offset):
+            if not buf.fits(name):
+                break  # resumes here: the previous record's next_off points at this one
+            entry = b""
+            if plus:
+                entry = self._plus_entry(req.nodeid, name)
+            buf.add(name, ino, d_type, next_off, entry)
+        return self._ok(req, buf.getvalue())
+
+    def _plus_entry(self, parent: int, name: bytes) -> bytes:
+        """fuse_entry_out for one READDIRPLUS record; nodeid 0 = no lookup reference."""
+        if name in (b".", b".."):
+            return bytes(P.ENTRY_OUT_SIZE)
+        try:
+            attr = self.fs.lookup(parent, name)
+        except FsError:
+            return bytes(P.ENTRY_OUT_SIZE)  # vanished: a plain dirent, no reference taken
+        return self._entry(attr)
+
+    def _releasedir(self, req: Request) -> Reply:
+        self.fs.releasedir(req.nodeid, req.args.fh)
+        return self._ok(req)
+
+    def _fsyncdir(self, req: Request) -> Reply:
+        a: C.FsyncIn = req.args
+        self.fs.fsyncdir(req.nodeid, a.fh, bool(a.fsync_flags & P.FUSE_FSYNC_FDATASYNC))
+        return self._ok(req)
+
+    # --- misc ---------------------------------------------------------------------------------
+
+    def _statfs(self, req: Request) -> Reply:
+        return self._ok(req, C.statfs_out(self.fs.statfs()))
+
+    def _access(self, req: Request) -> Reply:
+        self.fs.access(req.nodeid, req.args.mask, self._ctx(req))
+        return self._ok(req)
+
+    def _setxattr(self, req: Request) -> Reply:
+        a: C.SetxattrIn = req.args
+        self.fs.setxattr(req.nodeid, a.name, a.value, a.flags)
+        return self._ok(req)
+
+    def _getxattr(self, req: Request) -> Reply:
+        a: C.GetxattrIn = req.args
+        return self._sized(req, self.fs.getxattr(req.nodeid, a.name), a.size)
+
+    def _listxattr(self, req: Request) -> Reply:
+        names = self.fs.listxattr(req.nodeid)
+        return self._sized(req, b"".join(n + b"\0" for n in names), req.args.size)
+
+    def _sized(self, req: Request, value: bytes, size: int) -> Reply:
+        """getxattr/listxattr protocol: size 0 probes the length; too small is ERANGE."""
+        if size == 0:
+            return self._ok(req, C.getxattr_out(len(value)))
+        if len(value) > size:
+            raise FsError(E.ERANGE, f"{len(value)} bytes > buffer {size}")
+        return self._ok(req, value)
+
+    def _removexattr(self, req: Request) -> Reply:
+        self.fs.removexattr(req.nodeid, req.args.name)
+        return self._ok(req)
+
+
+def _opname(opcode: int) -> str:
+    try:
+        return P.Opcode(opcode).name
+    except ValueError:
+        return f"opcode {opcode}"
