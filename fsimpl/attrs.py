@@ -1,0 +1,225 @@
+"""Attributes, lookup counts, statfs, remount, access, events, statistics."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from .errors import FsError
+from .state import FsCore, counted
+from .types import (
+    BOGO_INODE_SIZE,
+    MAX_FILE_SIZE,
+    PAGE_SIZE,
+    Attr,
+    Ctx,
+    InvalEntry,
+    InvalInode,
+    StatFs,
+)
+
+
+class AttrOps(FsCore):
+    """getattr/setattr and the lifetime entry points (remember/forget)."""
+
+    # ------------------------------------------------------------ lookup counts
+    @counted
+    def remember(self, ino: int) -> Attr:
+        """READDIRPLUS hands the kernel an entry: the mount layer calls this for
+        every entry it actually puts in the reply, except '.' and '..' (the kernel's
+        fuse_direntplus_link skips those and never FORGETs them). nlookup += 1."""
+        return self._entry(self._get(ino))
+
+    @counted
+    def forget(self, ino: int, nlookup: int) -> None:
+        """FORGET / BATCH_FORGET: the kernel dropped ``nlookup`` references."""
+        inode = self._inodes.get(ino)
+        if inode is None:
+            return
+        inode.nlookup = max(0, inode.nlookup - nlookup)
+        self._maybe_evict(inode)
+
+    # ------------------------------------------------------------------- attrs
+    @counted
+    def getattr(self, ino: int) -> Attr:
+        return self._get(ino).attr()
+
+    @counted
+    def setattr(
+        self,
+        ino: int,
+        ctx: Ctx,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+        atime_now: bool = False,
+        mtime_now: bool = False,
+        ctime_ns: int | None = None,
+        fh: int | None = None,
+    ) -> Attr:
+        """SETATTR as notify_change + shmem_setattr do it.
+
+        - chown (uid or gid given) of a non-directory without an explicit mode
+          clears S_ISUID, and S_ISGID when group-exec is set (ATTR_KILL_S*ID; the
+          kernel tmpfs does this for root too: chown(f, 0, 0) on 06755 -> 0755,
+          on 06745 -> 02745). With FUSE the kernel usually folds this into
+          ``mode`` itself; then ``mode`` wins.
+        - ``size`` only on regular files (EISDIR on dirs, EINVAL otherwise);
+          any size set -- even to the same size -- sets mtime and ctime (6.18
+          tmpfs does so for truncate(2) and ftruncate(2) alike).
+        - every change sets ctime to now unless ``ctime_ns`` is given.
+        """
+        inode = self._get(ino)
+        if size is not None:
+            if inode.is_dir:
+                raise FsError(errno.EISDIR)
+            if not inode.is_reg:
+                raise FsError(errno.EINVAL)
+            if size < 0:
+                raise FsError(errno.EINVAL)
+            if size > MAX_FILE_SIZE:
+                raise FsError(errno.EFBIG)
+        now = self._now()
+        changed = False
+        if size is not None:
+            assert inode.mapping is not None
+            inode.mapping.truncate(size)
+            inode.mtime_ns = now
+            changed = True
+        if uid is not None or gid is not None:
+            if uid is not None:
+                inode.uid = uid
+            if gid is not None:
+                inode.gid = gid
+            if mode is None and not inode.is_dir:
+                kill = stat.S_ISUID
+                if inode.mode & stat.S_IXGRP:
+                    kill |= stat.S_ISGID
+                inode.mode &= ~kill
+            changed = True
+        if mode is not None:
+            inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
+            changed = True
+        if atime_now or atime_ns is not None:
+            inode.atime_ns = now if atime_now else int(atime_ns)  # type: ignore[arg-type]
+            changed = True
+        if mtime_now or mtime_ns is not None:
+            inode.mtime_ns = now if mtime_now else int(mtime_ns)  # type: ignore[arg-type]
+            changed = True
+        if ctime_ns is not None:
+            inode.ctime_ns = ctime_ns
+        elif changed:
+            inode.ctime_ns = now
+        return inode.attr()
+
+    # ------------------------------------------------------------------ access
+    @counted
+    def access(self, ino: int, mask: int, ctx: Ctx) -> None:
+        """access(2) by owner/group/other bits (supplementary groups unknown here).
+        Root passes R/W always and X when any x bit is set or it is a directory."""
+        inode = self._get(ino)
+        mask &= os.R_OK | os.W_OK | os.X_OK
+        if not mask:
+            return
+        if ctx.uid == 0:
+            if mask & os.X_OK and not inode.is_dir and not inode.mode & 0o111:
+                raise FsError(errno.EACCES)
+            return
+        if ctx.uid == inode.uid:
+            perm = (inode.mode >> 6) & 7
+        elif ctx.gid == inode.gid:
+            perm = (inode.mode >> 3) & 7
+        else:
+            perm = inode.mode & 7
+        if mask & ~perm:
+            raise FsError(errno.EACCES)
+
+    # ------------------------------------------------------------------ statfs
+    @counted
+    def statfs(self) -> StatFs:
+        """shmem_statfs: the block and inode fields stay 0 when unlimited (checked on
+        6.18: size=0,nr_inodes=0 gives f_blocks=f_bfree=f_files=f_ffree=0)."""
+        max_pages = self.budget.max_pages
+        free = max_pages - self.budget.used_pages if max_pages else 0
+        if self.max_inodes:
+            files, ffree = self.max_inodes, self.free_ispace // BOGO_INODE_SIZE
+        else:
+            files = ffree = 0
+        return StatFs(blocks=max_pages, bfree=free, bavail=free, files=files, ffree=ffree)
+
+    @counted
+    def remount(self, size_bytes: int | None = None, nr_inodes: int | None = None) -> None:
+        """``mount -o remount,size=,nr_inodes=`` as shmem_reconfigure: EINVAL when
+        below current use ("Too small a size for current use" on 6.18) or when
+        limiting a mount that was unlimited ("Cannot retroactively limit ...")."""
+        new_pages = self.budget.max_pages
+        if size_bytes is not None:
+            if size_bytes < 0:
+                raise FsError(errno.EINVAL)
+            new_pages = -(-size_bytes // PAGE_SIZE)
+            if new_pages and new_pages < self.budget.used_pages:
+                raise FsError(errno.EINVAL, "Too small a size for current use")
+            if new_pages and not self.budget.max_pages:
+                raise FsError(errno.EINVAL, "Cannot retroactively limit size")
+        new_inodes = self.max_inodes
+        used_ispace = self.max_inodes * BOGO_INODE_SIZE - self.free_ispace
+        if nr_inodes is not None:
+            if nr_inodes < 0:
+                raise FsError(errno.EINVAL)
+            if nr_inodes and nr_inodes * BOGO_INODE_SIZE < used_ispace:
+                raise FsError(errno.EINVAL, "Too few inodes for current use")
+            if nr_inodes and not self.max_inodes:
+                raise FsError(errno.EINVAL, "Cannot retroactively limit inodes")
+            new_inodes = nr_inodes
+        self.budget.resize(new_pages)
+        self.opts.size_bytes = new_pages * PAGE_SIZE
+        if new_inodes != self.max_inodes:
+            self.free_ispace = new_inodes * BOGO_INODE_SIZE - used_ispace if new_inodes else 0
+            self.max_inodes = new_inodes
+            self.opts.nr_inodes = new_inodes
+
+    # ------------------------------------------------------------------ events
+    def drain_events(self) -> list[InvalInode | InvalEntry]:
+        """Events to send after the current reply; the queue is cleared."""
+        events, self._events = self._events, []
+        return events
+
+    def notify_data_changed(self, ino: int, off: int = 0, length: int = -1) -> None:
+        """Hook for changes made behind the kernel's back (window writes, punches
+        through a window): queue InvalInode so the kernel drops its cache.
+        Changes requested by the kernel itself (write, truncate, fallocate) need none."""
+        if ino in self._inodes:
+            self._queue(InvalInode(ino, off, length))
+
+    def notify_entry_changed(self, parent: int, name: bytes) -> None:
+        """Hook for namespace changes made behind the kernel's back."""
+        self._queue(InvalEntry(parent, name))
+
+    # -------------------------------------------------------------- statistics
+    def statistics(self) -> dict:
+        """Inode counts, page use and per-operation counters."""
+        kinds: dict[str, int] = {}
+        for inode in self._inodes.values():
+            k = stat.filemode(inode.mode)[0]
+            kinds[k] = kinds.get(k, 0) + 1
+        st = self.statfs()
+        return {
+            "inodes": len(self._inodes),
+            "inodes_by_type": kinds,
+            "inodes_evicted": self._evicted,
+            "inodes_unlinked_alive": sum(1 for i in self._inodes.values() if i.nlink == 0),
+            "free_ispace": self.free_ispace,
+            "max_inodes": self.max_inodes,
+            "used_pages": self.budget.used_pages,
+            "max_pages": self.budget.max_pages,
+            "open_handles": len(self._handles),
+            "events_pending": len(self._events),
+            "statfs": {"blocks": st.blocks, "bfree": st.bfree, "files": st.files,
+                       "ffree": st.ffree},
+            "ops": dict(self._ops),
+        }

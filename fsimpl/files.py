@@ -1,0 +1,220 @@
+"""Open files and directories, and the data path onto the inode's vmcore Mapping.
+
+Every byte read or written goes through ``Mapping.read``/``Mapping.write``,
+which reach each page through ``vmcore.fault.fault()``; fsimpl only adds the
+file-level rules: EFBIG at MAX_FILE_SIZE, O_APPEND, timestamps, fallocate mode
+checks (vfs_fallocate + shmem_fallocate order), SEEK_DATA/SEEK_HOLE ENXIO.
+
+atime: relatime. A read refreshes atime only when atime <= mtime, atime <=
+ctime, or atime is more than 24 h old (touch_atime/relatime_need_update), the
+kernel's default mount behaviour; with FUSE the kernel does not track atime
+for us, so fsimpl applies it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from vmcore.errors import VmError
+
+from .errors import FsError
+from .inode import Inode
+from .namespace import NamespaceOps
+from .state import counted
+from .types import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    MAX_FILE_SIZE,
+    RELATIME_WINDOW_NS,
+    SEEK_CUR,
+    SEEK_DATA,
+    SEEK_END,
+    SEEK_HOLE,
+    SEEK_SET,
+    Attr,
+    Ctx,
+)
+
+
+class FileOps(NamespaceOps):
+    """open/create/read/write/fallocate/lseek and the directory handles."""
+
+    def _reg(self, ino: int) -> Inode:
+        inode = self._get(ino)
+        if inode.is_dir:
+            raise FsError(errno.EISDIR)
+        if inode.mapping is None:
+            raise FsError(errno.EINVAL, "not a regular file")
+        return inode
+
+    def _truncate_on_open(self, inode: Inode) -> None:
+        """O_TRUNC: do_truncate(ATTR_MTIME|ATTR_CTIME|ATTR_OPEN) -- times change
+        even when the file is already empty (checked on 6.18 tmpfs)."""
+        assert inode.mapping is not None
+        inode.mapping.truncate(0)
+        inode.mtime_ns = inode.ctime_ns = self._now()
+
+    # ------------------------------------------------------------------- files
+    @counted
+    def open(self, ino: int, flags: int) -> int:
+        inode = self._get(ino)
+        if inode.is_dir and flags & os.O_ACCMODE != os.O_RDONLY:
+            raise FsError(errno.EISDIR)
+        if flags & os.O_TRUNC and inode.is_reg and flags & os.O_ACCMODE != os.O_RDONLY:
+            self._truncate_on_open(inode)
+        return self._new_handle(inode, flags, inode.is_dir)
+
+    @counted
+    def create(
+        self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx
+    ) -> tuple[Attr, int]:
+        """CREATE: a new regular file, opened. ``mode`` is final (see namespace.py).
+        An existing name gives EEXIST with O_EXCL, else it is opened (the kernel
+        normally sends OPEN for those, but a racing create must not fail)."""
+        p = self._dir(parent)
+        assert p.dir is not None
+        self._check_name(name)
+        existing = p.dir.get(name)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise FsError(errno.EEXIST)
+            inode = self._inodes[existing]
+            if inode.is_dir:
+                raise FsError(errno.EISDIR)
+            fh = self.open(inode.ino, flags)
+            return self._entry(inode), fh
+        inode = self._mknod(parent, name, stat.S_IFREG | (mode & 0o7777), 0, ctx)
+        fh = self._new_handle(inode, flags, False)
+        return self._entry(inode), fh
+
+    @counted
+    def read(self, ino: int, fh: int, off: int, size: int) -> list[memoryview]:
+        """Views of the arena for [off, off+size) clipped to i_size; holes read
+        the zero frame and allocate nothing."""
+        inode = self._reg(ino)
+        self._handle(fh, ino)
+        if off < 0 or size < 0:
+            raise FsError(errno.EINVAL)
+        assert inode.mapping is not None
+        views = inode.mapping.read(off, size) if size else []
+        now = self._now()
+        a = inode.atime_ns
+        if a <= inode.mtime_ns or a <= inode.ctime_ns or now - a >= RELATIME_WINDOW_NS:
+            inode.atime_ns = now
+        return views
+
+    @counted
+    def write(self, ino: int, fh: int, off: int, data: memoryview, flags: int = 0) -> int:
+        """Write ``data`` at ``off`` (at EOF for an O_APPEND handle or ``flags``).
+        EFBIG at or past MAX_FILE_SIZE (clipped when it straddles it); at the
+        size= limit the write is short, or ENOSPC when nothing fits; bytes
+        already in the file are never changed by a failed write."""
+        inode = self._reg(ino)
+        h = self._handle(fh, ino)
+        assert inode.mapping is not None
+        if (h.flags | flags) & os.O_APPEND:
+            off = inode.mapping.size
+        if off < 0:
+            raise FsError(errno.EINVAL)
+        data = memoryview(data).cast("B")
+        if not len(data):
+            return 0
+        if off >= MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG)
+        if off + len(data) > MAX_FILE_SIZE:
+            data = data[: MAX_FILE_SIZE - off]
+        try:
+            n = inode.mapping.write(off, data)
+        except VmError as e:
+            raise FsError(e.errno, str(e)) from e
+        if n:
+            inode.mtime_ns = inode.ctime_ns = self._now()
+        return n
+
+    @counted
+    def flush(self, ino: int, fh: int) -> None:
+        self._handle(fh, ino)
+
+    @counted
+    def release(self, ino: int, fh: int) -> None:
+        """Last close of a handle; an unlinked, forgotten inode is evicted here."""
+        self._drop_handle(ino, fh)
+
+    @counted
+    def fsync(self, ino: int, fh: int, datasync: bool) -> None:
+        """noop_fsync, like tmpfs."""
+        self._get(ino)
+
+    @counted
+    def fallocate(self, ino: int, fh: int, mode: int, off: int, length: int) -> None:
+        """Checks in vfs_fallocate order: EINVAL (off < 0, len <= 0), EOPNOTSUPP
+        (modes other than 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE), EISDIR, EFBIG
+        (off+len past MAX_FILE_SIZE). Preallocation is all-or-nothing ENOSPC.
+        Every successful mode sets mtime and ctime (file_modified; 6.18 tmpfs)."""
+        if off < 0 or length <= 0:
+            raise FsError(errno.EINVAL)
+        if mode not in (0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE):
+            raise FsError(errno.EOPNOTSUPP)
+        inode = self._get(ino)
+        if inode.is_dir:
+            raise FsError(errno.EISDIR)
+        if inode.mapping is None:
+            raise FsError(errno.ENODEV)
+        self._handle(fh, ino)
+        if off + length > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG)
+        try:
+            if mode & FALLOC_FL_PUNCH_HOLE:
+                inode.mapping.punch_hole(off, length)
+            else:
+                inode.mapping.fallocate(off, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))
+        except VmError as e:
+            raise FsError(e.errno, str(e)) from e
+        inode.mtime_ns = inode.ctime_ns = self._now()
+
+    @counted
+    def lseek(self, ino: int, fh: int, off: int, whence: int) -> int:
+        """SEEK_DATA/SEEK_HOLE as shmem_file_llseek: ENXIO when off < 0 or
+        off >= i_size, or when no data follows; fallocated-but-unwritten pages
+        are holes. SEEK_SET/SEEK_END are answered for completeness (the kernel
+        handles them); SEEK_CUR cannot be, fsimpl keeps no file position."""
+        inode = self._reg(ino)
+        self._handle(fh, ino)
+        assert inode.mapping is not None
+        size = inode.mapping.size
+        if whence == SEEK_SET:
+            if off < 0:
+                raise FsError(errno.EINVAL)
+            return off
+        if whence == SEEK_END:
+            if size + off < 0:
+                raise FsError(errno.EINVAL)
+            return size + off
+        if whence == SEEK_CUR:
+            raise FsError(errno.EINVAL, "SEEK_CUR is the kernel's")
+        if whence not in (SEEK_DATA, SEEK_HOLE):
+            raise FsError(errno.EINVAL)
+        if off < 0 or off >= size:
+            raise FsError(errno.ENXIO)
+        if whence == SEEK_DATA:
+            pos = inode.mapping.seek_data(off)
+            if pos < 0 or pos >= size:
+                raise FsError(errno.ENXIO)
+            return pos
+        pos = inode.mapping.seek_hole(off)
+        return size if pos < 0 or pos > size else pos
+
+    # ------------------------------------------------------------- directories
+    @counted
+    def opendir(self, ino: int, flags: int) -> int:
+        return self._new_handle(self._dir(ino), flags, True)
+
+    @counted
+    def releasedir(self, ino: int, fh: int) -> None:
+        self._drop_handle(ino, fh)
+
+    @counted
+    def fsyncdir(self, ino: int, fh: int, datasync: bool) -> None:
+        self._dir(ino)

@@ -1,0 +1,191 @@
+"""FsCore: the state every ShmFs operation shares, and the rules about it.
+
+- the inode table (inode number = FUSE node id, root 1, numbers never reused:
+  a monotonic counter, so a FORGET racing a new inode can never hit the wrong one);
+- the lookup-count lifetime (see inode.py) and eviction;
+- ispace accounting of nr_inodes= as tmpfs 6.6+ does it: every inode costs
+  BOGO_INODE_SIZE (1024) bytes of a pool of nr_inodes * 1024, xattrs are charged
+  to the same pool, statfs reports free_ispace // 1024 as f_ffree;
+- the open-handle table and the event queue the mount layer drains.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import stat
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .backing import Backing
+from .errors import FsError
+from .inode import Inode
+from .types import BOGO_INODE_SIZE, NAME_MAX, PAGE_SIZE, Ctx, FsOptions, InvalEntry, InvalInode
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def counted(fn: F) -> F:
+    """Count calls per operation name for statistics()."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(self: FsCore, *args: Any, **kwargs: Any) -> Any:
+        self._ops[name] += 1
+        return fn(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass(slots=True)
+class Handle:
+    """An open file or directory (what FUSE calls fh)."""
+
+    ino: int
+    flags: int
+    is_dir: bool
+
+
+class FsCore:
+    """Shared state and helpers; the operations live in the mixins of ShmFs."""
+
+    ROOT_INO = 1
+
+    def __init__(
+        self,
+        opts: FsOptions | None = None,
+        *,
+        backing: Backing | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.opts = opts = opts if opts is not None else FsOptions()
+        if opts.size_bytes < 0 or opts.nr_inodes < 0:
+            raise FsError(errno.EINVAL, "negative limit")
+        # tmpfs rounds size= up to whole pages (shmem_parse_one: DIV_ROUND_UP)
+        max_pages = -(-opts.size_bytes // PAGE_SIZE)
+        self._backing = backing if backing is not None else Backing(max_pages)
+        self._backing.budget.resize(max_pages)
+        self.budget = self._backing.budget
+        self._clock = clock
+        self._inodes: dict[int, Inode] = {}
+        self._next_ino = self.ROOT_INO
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self._events: list[InvalInode | InvalEntry] = []
+        self._ops: Counter[str] = Counter()
+        self._evicted = 0
+        self.max_inodes = opts.nr_inodes
+        self.free_ispace = opts.nr_inodes * BOGO_INODE_SIZE
+        root = self._alloc_inode(stat.S_IFDIR | (opts.mode & 0o7777), opts.uid, opts.gid)
+        root.nlink = 2
+        root.parent = root.ino
+        root.nlookup = 1  # the kernel holds the root without a LOOKUP; never forgotten to 0
+
+    # ------------------------------------------------------------------ helpers
+    def _now(self) -> int:
+        return self._clock()
+
+    def _get(self, ino: int) -> Inode:
+        inode = self._inodes.get(ino)
+        if inode is None:
+            raise FsError(errno.ENOENT, f"no inode {ino}")
+        return inode
+
+    def _dir(self, ino: int) -> Inode:
+        inode = self._get(ino)
+        if inode.dir is None:
+            raise FsError(errno.ENOTDIR)
+        return inode
+
+    @staticmethod
+    def _check_name(name: bytes) -> None:
+        """Names the kernel would never send are EINVAL; too long is ENAMETOOLONG."""
+        if not name or b"/" in name or b"\0" in name or name in (b".", b".."):
+            raise FsError(errno.EINVAL, f"bad name {name!r}")
+        if len(name) > NAME_MAX:
+            raise FsError(errno.ENAMETOOLONG)
+
+    def _reserve_ispace(self, n: int) -> None:
+        """shmem_reserve_inode / the xattr charge: ENOSPC when the pool is short."""
+        if self.max_inodes:
+            if self.free_ispace < n:
+                raise FsError(errno.ENOSPC, "out of inodes (ispace)")
+            self.free_ispace -= n
+
+    def _unreserve_ispace(self, n: int) -> None:
+        if self.max_inodes:
+            self.free_ispace += n
+
+    def _alloc_inode(self, mode: int, uid: int, gid: int) -> Inode:
+        """A fresh inode with an ispace reservation (raises ENOSPC first)."""
+        self._reserve_ispace(BOGO_INODE_SIZE)
+        ino = self._next_ino
+        self._next_ino += 1
+        inode = Inode(ino, mode, uid, gid, self._now())
+        if inode.is_reg:
+            try:
+                inode.mapping = self._backing.new_mapping()
+            except BaseException:
+                self._unreserve_ispace(BOGO_INODE_SIZE)
+                raise
+        self._inodes[ino] = inode
+        return inode
+
+    def _new_child(self, parent: Inode, mode: int, ctx: Ctx) -> Inode:
+        """inode_init_owner: uid from the caller, gid from an S_ISGID parent
+        (and new subdirectories inherit S_ISGID), else the caller's gid."""
+        gid = ctx.gid
+        if parent.mode & stat.S_ISGID:
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        return self._alloc_inode(mode, ctx.uid, gid)
+
+    def _maybe_evict(self, inode: Inode) -> None:
+        """shmem_evict_inode: free pages, xattrs and the inode's ispace."""
+        if inode.ino == self.ROOT_INO or not inode.evictable():
+            return
+        del self._inodes[inode.ino]
+        if inode.mapping is not None:
+            inode.mapping.release()
+            inode.mapping = None
+        if inode.symlink_pages:
+            self.budget.uncharge(inode.symlink_pages)
+            inode.symlink_pages = 0
+        self._unreserve_ispace(BOGO_INODE_SIZE + inode.xattr_space)
+        inode.xattr_space = 0
+        inode.xattrs.clear()
+        self._evicted += 1
+
+    def _entry(self, inode: Inode) -> Any:
+        """Hand an entry to the kernel: nlookup += 1, return its Attr."""
+        inode.nlookup += 1
+        return inode.attr()
+
+    def _queue(self, event: InvalInode | InvalEntry) -> None:
+        self._events.append(event)
+
+    def _handle(self, fh: int, ino: int) -> Handle:
+        h = self._handles.get(fh)
+        if h is None or h.ino != ino:
+            raise FsError(errno.EBADF, f"bad fh {fh} for inode {ino}")
+        return h
+
+    def _new_handle(self, inode: Inode, flags: int, is_dir: bool) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = Handle(inode.ino, flags, is_dir)
+        inode.nopen += 1
+        return fh
+
+    def _drop_handle(self, ino: int, fh: int) -> None:
+        h = self._handles.pop(fh, None)
+        if h is None:
+            return  # RELEASE of an unknown fh: nothing to undo
+        inode = self._inodes.get(h.ino)
+        if inode is not None:
+            inode.nopen -= 1
+            self._maybe_evict(inode)

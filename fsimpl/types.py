@@ -1,0 +1,109 @@
+"""Value types exchanged with the mount layer (internal-api.md section 3).
+
+Constants here carry the kernel's names and values so the rest of fsimpl can
+say ``BOGO_DIRENT_SIZE`` or ``RENAME_EXCHANGE`` as mm/shmem.c and
+include/uapi/linux/fs.h do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PAGE_SIZE = 4096
+# MAX_LFS_FILESIZE is LLONG_MAX; tmpfs's s_maxbytes; the contract rounds it down to a page.
+MAX_FILE_SIZE = (2**63 - 1) & ~(PAGE_SIZE - 1)
+NAME_MAX = 255
+SYMLINK_MAX = PAGE_SIZE - 1  # target + NUL must fit in a page (ENAMETOOLONG beyond)
+SHORT_SYMLINK_LEN = 128  # shmem keeps shorter targets inline; longer ones cost a page
+BOGO_DIRENT_SIZE = 20  # mm/shmem.c: directory i_size grows by this per entry
+BOGO_INODE_SIZE = 1024  # mm/shmem.c (6.6+): ispace one inode costs
+XATTR_SPACE_OVERHEAD = 40  # simple_xattr_space(): sizeof(struct simple_xattr) on 64-bit
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 65536
+
+# renameat2 flags (include/uapi/linux/fs.h)
+RENAME_NOREPLACE = 1 << 0
+RENAME_EXCHANGE = 1 << 1
+RENAME_WHITEOUT = 1 << 2
+
+# setxattr flags (include/uapi/linux/xattr.h)
+XATTR_CREATE = 0x1
+XATTR_REPLACE = 0x2
+
+# fallocate modes (include/uapi/linux/falloc.h)
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
+
+RELATIME_WINDOW_NS = 24 * 3600 * 10**9  # relatime: refresh an atime older than a day
+
+
+@dataclass(slots=True)
+class Ctx:
+    """Who asks (from the FUSE request header)."""
+
+    uid: int
+    gid: int
+    pid: int
+    umask: int = 0o022
+
+
+@dataclass(slots=True)
+class Attr:
+    """What GETATTR returns; times in ns since the epoch."""
+
+    ino: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    rdev: int
+    size: int
+    blocks: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    blksize: int = 4096
+
+
+@dataclass(slots=True)
+class StatFs:
+    """statfs(2) numbers, as shmem_statfs fills them (zeros when unlimited)."""
+
+    blocks: int
+    bfree: int
+    bavail: int
+    files: int
+    ffree: int
+    bsize: int = 4096
+    namelen: int = 255
+    frsize: int = 4096
+
+
+@dataclass(slots=True)
+class FsOptions:
+    """Mount options with tmpfs meaning; 0 means unlimited for both limits."""
+
+    size_bytes: int = 0
+    nr_inodes: int = 0
+    mode: int = 0o1777
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(slots=True)
+class InvalInode:
+    """Ask the kernel to drop cached data (off/length, length -1 = to EOF; off -1 = attrs)."""
+
+    ino: int
+    off: int
+    length: int
+
+
+@dataclass(slots=True)
+class InvalEntry:
+    """Ask the kernel to drop the dentry ``name`` under ``parent``."""
+
+    parent: int
+    name: bytes
