@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Benchmark shmfs side by side with a kernel tmpfs (issues 2 and 6).
+
+Mounts a fresh filesystem for each target (default: shmfs, then kernel tmpfs),
+runs every workload on both -- interleaved, one workload at a time -- prints a
+table with ratios, the floors with met / not met, and how costs grow with file
+and directory size, and writes JSON plus a PNG chart. Whatever was mounted is
+unmounted on success, error, Ctrl-C or SIGTERM.
+
+    sudo .venv/bin/python scripts/bench.py                 # full run, shmfs vs tmpfs
+    sudo .venv/bin/python scripts/bench.py --quick         # a short run
+    sudo .venv/bin/python scripts/bench.py --targets tmpfs,tmpfs --quick
+    .venv/bin/python scripts/bench.py --targets dir:/tmp/a,dir:/tmp/b --quick
+    .venv/bin/python scripts/bench.py --from-json RESULTS.json --check-floors
+
+See docs/benchmarks.md for what each workload measures and what "cold" means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import chart, report
+from benchlib.engine import make_engine
+from benchlib.targets import Target, parse_targets
+from benchlib.workloads import Config, Result, Runner
+
+DEFAULT_OUT = Path("/tmp/shmfs-bench-results")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--targets", default="shmfs,tmpfs",
+                   help="SUBJECT,REFERENCE: each shmfs, tmpfs or dir:PATH (default shmfs,tmpfs)")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes and counts (64 MiB files, 2,000 entries): seconds")
+    p.add_argument("--engine", choices=["auto", "c", "python"], default="auto",
+                   help="inner loops in a gcc-compiled helper or in Python (auto: C if gcc)")
+    p.add_argument("--only", default="", help="comma-separated workload units to run")
+    p.add_argument("--skip", default="", help="comma-separated workload units to skip")
+    p.add_argument("--size", default="16g", help="size= for the mounts (default 16g)")
+    p.add_argument("--attr-timeout", type=float, default=1.0,
+                   help="shmfs attribute timeout, slept past for 'stat expired' when not root")
+    p.add_argument("--json", type=Path, help="where to write JSON (default in /tmp)")
+    p.add_argument("--png", type=Path, help="where to write the chart (default next to JSON)")
+    p.add_argument("--no-png", action="store_true", help="do not draw the chart")
+    p.add_argument("--check-floors", action="store_true",
+                   help="print each floor of issues 6 and 2 with met / not met")
+    p.add_argument("--from-json", type=Path,
+                   help="do not run: report (table, floors, chart) from a saved result file")
+    p.add_argument("--list", action="store_true", help="list the workload units and exit")
+    return p.parse_args(argv)
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[list[Result], list[Target]]:
+    """Mount the targets, run the selected units on each, unmount (always)."""
+    cfg = Config.quick() if args.quick else Config()
+    cfg.attr_timeout = args.attr_timeout
+    engine = make_engine(args.engine)
+    runner = Runner(engine, cfg)
+    meta.update(engine=engine.name, quick=args.quick, config=vars(cfg),
+                cold=runner.cold_method, stat_expired=runner.expire_method)
+    units = runner.units()
+    only = {u for u in args.only.split(",") if u}
+    skip = {u for u in args.skip.split(",") if u}
+    known = {name for name, _ in units}
+    if unknown := (only | skip) - known:
+        raise SystemExit(f"unknown workload units: {', '.join(sorted(unknown))}")
+    units = [(n, f) for n, f in units if (not only or n in only) and n not in skip]
+    targets = parse_targets(args.targets, args.size)
+    results: list[Result] = []
+    t_start = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        for t in targets:
+            stack.callback(t.close)  # registered before open: a half-made mount is undone
+            progress(f"mounting {t.label} ({t.spec}) ...")
+            t.open()
+            progress(f"  {t.label} at {t.path}" +
+                     (f", daemon pid {t.daemon_pid}" if t.daemon_pid else ""))
+        total = len(units) * len(targets)
+        step = 0
+        for name, fn in units:
+            for t in targets:
+                step += 1
+                progress(f"[{step:2}/{total}] {time.monotonic() - t_start:6.1f}s  "
+                         f"{name} on {t.label} ...")
+                t0 = time.monotonic()
+                got = fn(t)
+                for r in got:
+                    r.params.setdefault("engine", engine.name)
+                    progress(f"          {r.name:24} {report.fmt_value(r)}")
+                progress(f"          ({time.monotonic() - t0:.1f}s)")
+                results.extend(got)
+        meta["targets"] = [t.describe() for t in targets]
+        progress("unmounting ...")
+    meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    return results, targets
+
+
+def load(path: Path) -> tuple[dict[str, Any], list[Result]]:
+    doc = json.loads(path.read_text())
+    names = {f.name for f in fields(Result)}
+    results = []
+    for d in doc["results"]:
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["nbytes"] = d["bytes"]
+        results.append(Result(**kw))
+    return doc["meta"], results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for name, _ in Runner(make_engine("python"), Config()).units():
+            print(name)
+        return 0
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    if args.from_json:
+        meta, results = load(args.from_json)
+        labels = [t["label"] for t in meta["targets"]]
+    else:
+        meta = report.machine_info()
+        try:
+            results, targets = run(args, meta)
+        except KeyboardInterrupt:
+            progress("interrupted; everything mounted was unmounted")
+            return 130
+        labels = [t.label for t in targets]
+    subject, reference = labels[0], labels[1]
+    floors = report.check_floors(results, subject, reference)
+    growth = report.scaling(results, labels)
+
+    print(report.meta_line(meta))
+    print()
+    print(report.format_table(results, subject, reference))
+    if text := report.format_scaling(growth, labels, results):
+        print()
+        print(text)
+    if args.check_floors:
+        print()
+        print(report.format_floors(floors, subject))
+
+    if not args.from_json:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        json_path = args.json or DEFAULT_OUT / f"bench-{stamp}.json"
+        run_info = {k: meta[k] for k in ("date", "hostname", "kernel", "cpu", "command", "git")}
+        doc = {
+            "meta": meta,
+            "subject": subject,
+            "reference": reference,
+            "results": [{**r.to_json(), "run": run_info} for r in results],
+            "floors": floors,
+            "scaling": growth,
+        }
+        report.write_json(json_path, doc)
+        print(f"\nJSON: {json_path}")
+    else:
+        json_path = args.from_json
+    if not args.no_png:
+        png_path = args.png or json_path.with_suffix(".png")
+        chart.draw(png_path, results, subject, reference, floors, meta)
+        print(f"PNG:  {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pieces of scripts/bench.py: engines (C and Python loops), targets, workloads, report."""

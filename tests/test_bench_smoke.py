@@ -1,0 +1,116 @@
+"""Smoke test of scripts/bench.py: a --quick run, tmpfs against tmpfs, both engines.
+
+Checks the shape of what the benchmark produces -- every workload present in
+the JSON for both targets, positive and self-consistent numbers, the floors
+and the machine/kernel/command record -- and that it unmounts what it mounted.
+No timing thresholds: how fast anything is is the benchmark's business.
+As root the targets are fresh kernel tmpfs mounts; otherwise two plain
+directories (the same code paths except mounting and drop_caches).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "scripts" / "bench.py"
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchlib.report import FLOORS  # noqa: E402
+from benchlib.workloads import Config  # noqa: E402
+
+# UML boots take far longer than a smoke test may; that unit is run by the
+# benchmark proper (and skipped there with a note when uml_boot.py is absent).
+SKIPPED_UNITS = ["uml_boot"]
+
+
+def _our_mounts() -> list[str]:
+    with open("/proc/self/mounts") as f:
+        return [ln.split()[1] for ln in f if "shmfs-bench-" in ln.split()[1]]
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_quick_run_produces_every_workload(tmp_path: Path, engine: str) -> None:
+    if os.geteuid() == 0:
+        targets = "tmpfs,tmpfs"
+    else:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        targets = f"dir:{tmp_path / 'a'},dir:{tmp_path / 'b'}"
+    out = tmp_path / "result.json"
+    before = _our_mounts()
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--targets", targets, "--engine", engine,
+         "--skip", ",".join(SKIPPED_UNITS), "--check-floors", "--json", str(out)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _our_mounts() == before, "bench.py left a mount behind"
+
+    doc = json.loads(out.read_text())
+    meta = doc["meta"]
+    for key in ("kernel", "cpu", "cpus", "command", "hostname", "date", "git"):
+        assert meta[key], key
+    assert meta["engine"] == engine
+    assert "bench.py" in meta["command"]
+    labels = [t["label"] for t in meta["targets"]]
+    assert len(labels) == 2 and labels[0] != labels[1]
+
+    results = doc["results"]
+    units = {r["name"] for r in results}
+    expected = {
+        "seq_write_1m", "seq_read_cold_1m", "seq_read_warm_1m",
+        "seq_write_128k", "seq_read_cold_128k", "seq_read_warm_128k",
+        "rand_read_4k", "rand_write_4k", "rand_read_4k_smallfile", "rand_write_4k_smallfile",
+        "mmap_first_touch", "daemon_rss",
+        *(f"{op}{sfx}" for op in ("create", "stat_warm", "readdir", "stat_expired", "unlink")
+          for sfx in ("", "_smalldir")),
+    }
+    assert units == expected
+    cfg = Config.quick()
+    for r in results:
+        assert r["run"]["kernel"] == meta["kernel"] and r["run"]["command"] == meta["command"]
+        assert r["params"]["engine"] == engine
+        if r["name"] == "daemon_rss":  # no daemon on a kernel filesystem
+            assert r["skipped"]
+            continue
+        assert r["skipped"] is None, r
+        assert r["ns"] > 0 and r["ops"] > 0, r
+        if r["kind"] == "bytes":
+            assert r["gib_per_s"] > 0
+            assert r["bytes"] == (cfg.mmap_bytes if r["name"] == "mmap_first_touch"
+                                  else cfg.seq_bytes)
+        else:
+            assert r["kind"] == "ops"
+            assert r["us_per_op"] > 0 and r["ops_per_s"] > 0
+            assert r["us_per_op"] == pytest.approx(1e6 / r["ops_per_s"])
+    by = {(r["name"], r["target"]): r for r in results}
+    for lb in labels:
+        assert by[("rand_read_4k", lb)]["ops"] == cfg.rand_ops
+        assert by[("create", lb)]["ops"] == cfg.dir_large
+        assert by[("create_smalldir", lb)]["ops"] == cfg.dir_small * cfg.dir_small_rounds
+        # readdir returns every entry plus . and ..
+        assert by[("readdir", lb)]["ops"] == cfg.dir_large + 2
+
+    floors = doc["floors"]
+    assert [(f["issue"], f["name"]) for f in floors] == [(f.issue, f.name) for f in FLOORS]
+    measured = {f["name"]: f["met"] for f in floors if f["issue"] == 6}
+    for name in ("seq_write_1m", "rand_read_4k", "create", "stat_expired"):
+        assert isinstance(measured[name], bool)
+    assert measured["uml_boot"] is None and measured["daemon_rss"] is None
+    assert "Floors of issue 6" in proc.stdout and "Floors of issue 2" in proc.stdout
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+    # the saved run can be reported again without running anything
+    again = subprocess.run(
+        [sys.executable, str(BENCH), "--from-json", str(out), "--no-png", "--check-floors"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "seq_read_cold_1m" in again.stdout and "Floors of issue 6" in again.stdout
