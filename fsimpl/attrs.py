@@ -7,6 +7,7 @@ import os
 import stat
 
 from .errors import FsError
+from .inode import Inode
 from .state import FsCore, counted
 from .types import (
     BOGO_INODE_SIZE,
@@ -97,10 +98,7 @@ class AttrOps(FsCore):
             if gid is not None:
                 inode.gid = gid
             if mode is None and not inode.is_dir:
-                kill = stat.S_ISUID
-                if inode.mode & stat.S_IXGRP:
-                    kill |= stat.S_ISGID
-                inode.mode &= ~kill
+                self._kill_suid(inode)
             changed = True
         if mode is not None:
             inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
@@ -116,6 +114,15 @@ class AttrOps(FsCore):
         elif changed:
             inode.ctime_ns = now
         return inode.attr()
+
+    @staticmethod
+    def _kill_suid(inode: Inode) -> None:
+        """ATTR_KILL_SUID | ATTR_KILL_SGID: S_ISGID only goes with group-exec set
+        (without it, S_ISGID marks mandatory locking and is kept)."""
+        kill = stat.S_ISUID
+        if inode.mode & stat.S_IXGRP:
+            kill |= stat.S_ISGID
+        inode.mode &= ~kill
 
     # ------------------------------------------------------------------ access
     @counted

@@ -37,6 +37,8 @@ from .types import (
     Ctx,
 )
 
+FUSE_WRITE_KILL_SUIDGID = 1 << 2  # write_flags bit of FUSE_WRITE (linux/fuse.h)
+
 
 class FileOps(NamespaceOps):
     """open/create/read/write/fallocate/lseek and the directory handles."""
@@ -90,6 +92,17 @@ class FileOps(NamespaceOps):
         return self._entry(inode), fh
 
     @counted
+    def tmpfile(self, parent: int, mode: int, flags: int, ctx: Ctx) -> tuple[Attr, int]:
+        """O_TMPFILE (shmem_tmpfile): an opened regular file with no name (nlink 0).
+        Without O_EXCL it may be given a name once by link(), and that first
+        link reserves no extra ispace (shmem_link). UML creates its memory file so."""
+        p = self._dir(parent)
+        inode = self._new_child(p, stat.S_IFREG | (mode & 0o7777), ctx)
+        inode.linkable = not flags & os.O_EXCL
+        fh = self._new_handle(inode, flags, False)
+        return self._entry(inode), fh
+
+    @counted
     def read(self, ino: int, fh: int, off: int, size: int) -> list[memoryview]:
         """Views of the arena for [off, off+size) clipped to i_size; holes read
         the zero frame and allocate nothing."""
@@ -108,6 +121,8 @@ class FileOps(NamespaceOps):
     @counted
     def write(self, ino: int, fh: int, off: int, data: memoryview, flags: int = 0) -> int:
         """Write ``data`` at ``off`` (at EOF for an O_APPEND handle or ``flags``).
+        ``flags`` may also carry FUSE_WRITE_KILL_SUIDGID (the kernel asks us to
+        drop S_ISUID/S_ISGID as file_remove_privs would).
         EFBIG at or past MAX_FILE_SIZE (clipped when it straddles it); at the
         size= limit the write is short, or ENOSPC when nothing fits; bytes
         already in the file are never changed by a failed write."""
@@ -121,6 +136,8 @@ class FileOps(NamespaceOps):
         data = memoryview(data).cast("B")
         if not len(data):
             return 0
+        if flags & FUSE_WRITE_KILL_SUIDGID:
+            self._kill_suid(inode)
         if off >= MAX_FILE_SIZE:
             raise FsError(errno.EFBIG)
         if off + len(data) > MAX_FILE_SIZE:

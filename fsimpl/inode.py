@@ -28,6 +28,7 @@ class Inode:
         "dir",
         "gid",
         "ino",
+        "linkable",
         "mapping",
         "mode",
         "mtime_ns",
@@ -60,6 +61,7 @@ class Inode:
         self.symlink_pages = 0  # 1 when the target lives in a (charged) page
         self.xattrs: dict[bytes, bytes] = {}
         self.xattr_space = 0  # ispace charged for xattrs (0 when nr_inodes is unlimited)
+        self.linkable = False  # an O_TMPFILE inode that link() may still name
 
     @property
     def is_dir(self) -> bool:

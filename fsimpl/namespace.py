@@ -152,9 +152,11 @@ class NamespaceOps(AttrOps):
         if inode.is_dir:
             raise FsError(errno.EPERM)
         p = self._prepare_new(newparent, newname)
-        if inode.nlink == 0:
+        if inode.nlink == 0 and not inode.linkable:
             raise FsError(errno.ENOENT)  # vfs_link: no new names for an unlinked inode
-        self._reserve_ispace(BOGO_INODE_SIZE)
+        if inode.nlink:
+            self._reserve_ispace(BOGO_INODE_SIZE)  # the first link of an O_TMPFILE is free
+        inode.linkable = False
         self._link_child(p, newname, inode)
         inode.ctime_ns = p.mtime_ns
         return self._entry(inode)
