@@ -222,30 +222,33 @@ def fault(mapping: Mapping, vmf: VmFault) -> VmFaultResult:
 def falloc_pages(mapping: Mapping, pgoff: int, nr: int) -> int:
     """Preallocate pages [pgoff, pgoff+nr) as !UPTODATE (shmem SGP_FALLOC).
 
-    All or nothing: if the Budget cannot charge every missing page, nothing is
-    allocated and NoSpace is raised.  Returns the number of pages allocated.
-    Resident pages are left alone; i_size is the caller's business.
+    All or nothing: if the Budget cannot charge every missing page, nothing
+    changes and NoSpace is raised.  Returns the number of pages allocated.
+    Pages that were already fallocated (!UPTODATE) become UPTODATE (zero data),
+    as in shmem (checked against /dev/shm); uptodate pages are left alone.
+    i_size is the caller's business.
     """
     if nr <= 0:
         return 0
     pages = mapping.pages
-    frames = pages.lookup_range(pgoff, nr)
+    frames, pflags = pages.lookup(pgoff, nr)
     holes = frames < 0
     nholes = int(np.count_nonzero(holes))
+    if nholes:
+        charged = mapping.budget.charge(nholes)
+        if charged < nholes:
+            mapping.budget.uncharge(charged)
+            raise NoSpace(f"fallocate needs {nholes} pages")
+    if nholes < nr and ((pflags & PG_UPTODATE) == 0).any():
+        # shmem_get_folio(SGP_FALLOC) on a page fallocated earlier clears it and
+        # marks it uptodate: a second fallocate turns preallocated pages into data
+        pages.set_flags(pgoff, nr, PG_UPTODATE)
     if not nholes:
         return 0
-    charged = mapping.budget.charge(nholes)
-    if charged < nholes:
-        mapping.budget.uncharge(charged)
-        raise NoSpace(f"fallocate needs {nholes} pages")
-    try:
-        new = mapping.arena.alloc(nholes)
-        frames[holes] = new
-        frames[~holes] = -1
-        pages.insert_range(pgoff, frames, 0)
-    except BaseException:
-        mapping.budget.uncharge(nholes)
-        raise
+    new = mapping.arena.alloc(nholes)
+    frames[holes] = new
+    frames[~holes] = -1
+    pages.insert_range(pgoff, frames, 0)
     FAULT_STATS.pages_allocated += nholes
     mapping.fstats.pages_allocated += nholes
     return nholes

@@ -1,0 +1,149 @@
+"""Arena: allocation, contiguity, zeroing, views and memory returned to the host."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from vmcore import PAGE_SIZE, Arena
+
+
+@pytest.fixture
+def arena():
+    a = Arena(segment_bytes=64 * PAGE_SIZE, name="test-arena")
+    yield a
+    a.close()
+
+
+def test_alloc_is_contiguous_zeroed_and_never_frame_zero(arena: Arena) -> None:
+    f = arena.alloc(10)
+    assert f.dtype == np.int64 and f.size == 10
+    assert 0 not in f
+    assert (np.diff(f) == 1).all()
+    for fr in f:
+        assert not arena.page(fr).any()
+
+
+def test_frames_are_distinct_across_allocations(arena: Arena) -> None:
+    got = np.concatenate([arena.alloc(k) for k in (1, 7, 30, 64, 3)])
+    assert np.unique(got).size == got.size
+
+
+def test_freed_frames_are_reused_and_read_as_zero(arena: Arena) -> None:
+    f = arena.alloc(8)
+    for fr in f:
+        arena.page(fr)[:] = 0xAB
+    arena.free(f[2:6])
+    g = arena.alloc(4)
+    assert sorted(g.tolist()) == sorted(f[2:6].tolist())  # the freed run comes back
+    assert (np.diff(g) == 1).all()  # still contiguous
+    for fr in g:
+        assert not arena.page(fr).any()
+    for fr in (f[0], f[1], f[6], f[7]):
+        assert (arena.page(fr) == 0xAB).all()
+
+
+def test_alloc_grows_segments(arena: Arena) -> None:
+    f = arena.alloc(150)  # > 2 segments of 64 frames
+    assert arena.statistics()["segments"] == 3
+    data = np.arange(150 * PAGE_SIZE, dtype=np.uint64).astype(np.uint8)
+    arena.copy_in(f, 0, memoryview(data))
+    out = b"".join(arena.views(f, 0, data.size))
+    assert out == data.tobytes()
+    # a run that crosses a segment boundary is split there
+    assert len(arena.views(f, 0, data.size)) == 3
+
+
+def test_double_free_and_zero_frame_free_are_refused(arena: Arena) -> None:
+    f = arena.alloc(2)
+    arena.free(f[:1])
+    with pytest.raises(ValueError):
+        arena.free(f[:1])
+    with pytest.raises(ValueError):
+        arena.free([0])
+
+
+def test_zero_frame_is_read_only(arena: Arena) -> None:
+    assert arena.view(Arena.ZERO_FRAME).readonly
+    with pytest.raises(ValueError):
+        arena.page(Arena.ZERO_FRAME)[0] = 1
+    assert not arena.page(Arena.ZERO_FRAME).any()
+
+
+def test_views_merge_runs_and_clip(arena: Arena) -> None:
+    f = arena.alloc(6)
+    for i, fr in enumerate(f):
+        arena.page(fr)[:] = i + 1
+    frames = np.array([f[0], f[1], f[2], 0, 0, f[4], f[3]], dtype=np.int64)
+    vs = arena.views(frames, 0, frames.size * PAGE_SIZE)
+    assert [len(v) for v in vs] == [3 * PAGE_SIZE, 2 * PAGE_SIZE, PAGE_SIZE, PAGE_SIZE]
+    assert vs[1].readonly and not any(vs[1])
+    vs = arena.views(frames, 100, 3 * PAGE_SIZE)
+    assert sum(len(v) for v in vs) == 3 * PAGE_SIZE
+    assert bytes(vs[0][:1]) == b"\x01" and len(vs) == 2
+    joined = b"".join(vs)
+    assert joined[: 3 * PAGE_SIZE - 100] == b"\x01" * (PAGE_SIZE - 100) + b"\x02" * PAGE_SIZE + (
+        b"\x03" * PAGE_SIZE
+    )
+    assert joined[3 * PAGE_SIZE - 100 :] == b"\x00" * 100
+    assert arena.views(frames, 5, 0) == []
+
+
+def test_views_alias_the_arena_no_copy(arena: Arena) -> None:
+    f = arena.alloc(2)
+    vs = arena.views(f, 0, 2 * PAGE_SIZE)
+    arena.page(f[1])[7] = 42
+    assert vs[0][PAGE_SIZE + 7] == 42
+
+
+def test_copy_in_across_fragmented_runs(arena: Arena) -> None:
+    f = arena.alloc(6)
+    frames = np.array([f[5], f[0], f[1], f[3]], dtype=np.int64)
+    data = os.urandom(4 * PAGE_SIZE - 300)
+    arena.copy_in(frames, 200, memoryview(data))
+    assert b"".join(arena.views(frames, 200, len(data))) == data
+    assert not arena.page(f[5])[:200].any()
+
+
+def test_zero_range(arena: Arena) -> None:
+    (fr,) = arena.alloc(1)
+    arena.page(fr)[:] = 9
+    arena.zero_range(fr, 10, 20)
+    p = arena.page(fr)
+    assert not p[10:20].any() and (p[:10] == 9).all() and (p[20:] == 9).all()
+
+
+def _memfd_blocks(a: Arena) -> int:
+    return os.fstat(a.fd).st_blocks
+
+
+def test_free_returns_memory_to_the_host() -> None:
+    a = Arena(segment_bytes=1024 * PAGE_SIZE)
+    try:
+        base = _memfd_blocks(a)
+        f = a.alloc(512)
+        a.copy_in(f, 0, memoryview(b"\x5a" * (512 * PAGE_SIZE)))
+        full = _memfd_blocks(a)
+        assert full - base >= 512 * PAGE_SIZE // 512  # the data is really stored
+        a.free(f[::2])  # 256 single-page runs
+        half = _memfd_blocks(a)
+        assert half - base == pytest.approx((full - base) / 2, abs=8)
+        a.free(f[1::2])
+        assert _memfd_blocks(a) == base
+        st = a.statistics()
+        assert st["frames_returned"] == 512 and st["frames_in_use"] == 0
+        assert st["memfd_bytes_resident"] == base * 512
+    finally:
+        a.close()
+
+
+def test_free_batches_contiguous_runs() -> None:
+    a = Arena(segment_bytes=1024 * PAGE_SIZE)
+    try:
+        f = a.alloc(300)
+        a.free(f[::-1])  # order does not matter: one run, one punch
+        assert a.statistics()["punch_calls"] == 1
+    finally:
+        a.close()
