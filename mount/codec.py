@@ -36,10 +36,39 @@ from __future__ import annotations
 import errno as E
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mount import protocol as P
+from mount.protocol import (  # the typed requests, re-exported for callers of the codec
+    AccessIn,
+    BatchForgetIn,
+    CopyFileRangeIn,
+    CreateIn,
+    FallocateIn,
+    FlushIn,
+    ForgetIn,
+    FsyncIn,
+    GetattrIn,
+    GetxattrIn,
+    InitIn,
+    InterruptIn,
+    IoctlIn,
+    LinkIn,
+    ListxattrIn,
+    LseekIn,
+    MkdirIn,
+    MknodIn,
+    NameIn,
+    OpenIn,
+    ReadIn,
+    ReleaseIn,
+    RenameIn,
+    Request,
+    SetattrIn,
+    SetxattrIn,
+    SymlinkIn,
+    WriteIn,
+)
 
 Buffer = bytes | bytearray | memoryview
 
@@ -55,221 +84,6 @@ class CodecError(Exception):
 
     def __str__(self) -> str:
         return f"{E.errorcode.get(self.errno, self.errno)}: {self.msg}"
-
-
-# --- typed request arguments ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Request:
-    """One decoded request: the fuse_in_header fields plus per-opcode ``args``."""
-
-    opcode: int
-    unique: int
-    nodeid: int
-    uid: int
-    gid: int
-    pid: int
-    args: Any = None
-
-
-@dataclass(slots=True)
-class InitIn:
-    major: int
-    minor: int
-    max_readahead: int
-    flags: int  # flags | flags2 << 32 (flags2 only when the kernel set FUSE_INIT_EXT)
-
-
-@dataclass(slots=True)
-class NameIn:  # LOOKUP, UNLINK, RMDIR, REMOVEXATTR
-    name: bytes
-
-
-@dataclass(slots=True)
-class ForgetIn:
-    nlookup: int
-
-
-@dataclass(slots=True)
-class BatchForgetIn:
-    forgets: list[tuple[int, int]]  # (nodeid, nlookup)
-
-
-@dataclass(slots=True)
-class GetattrIn:
-    getattr_flags: int
-    fh: int
-
-
-@dataclass(slots=True)
-class SetattrIn:
-    valid: int  # FATTR_* bits; fields below are meaningful only when their bit is set
-    fh: int
-    size: int
-    lock_owner: int
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-    mode: int
-    uid: int
-    gid: int
-
-
-@dataclass(slots=True)
-class MknodIn:
-    name: bytes
-    mode: int
-    rdev: int
-    umask: int
-
-
-@dataclass(slots=True)
-class MkdirIn:
-    name: bytes
-    mode: int
-    umask: int
-
-
-@dataclass(slots=True)
-class RenameIn:  # RENAME (flags 0) and RENAME2
-    newdir: int
-    name: bytes
-    newname: bytes
-    flags: int
-
-
-@dataclass(slots=True)
-class LinkIn:
-    oldnodeid: int
-    newname: bytes
-
-
-@dataclass(slots=True)
-class SymlinkIn:
-    name: bytes
-    target: bytes
-
-
-@dataclass(slots=True)
-class OpenIn:  # OPEN, OPENDIR
-    flags: int
-    open_flags: int
-
-
-@dataclass(slots=True)
-class CreateIn:  # CREATE, TMPFILE
-    name: bytes
-    flags: int
-    mode: int
-    umask: int
-    open_flags: int
-
-
-@dataclass(slots=True)
-class ReadIn:  # READ, READDIR, READDIRPLUS
-    fh: int
-    offset: int
-    size: int
-    read_flags: int
-    lock_owner: int
-    flags: int
-
-
-@dataclass(slots=True)
-class WriteIn:
-    fh: int
-    offset: int
-    size: int
-    write_flags: int
-    lock_owner: int
-    flags: int
-    data: memoryview  # slice of the request buffer: valid until the next read of /dev/fuse
-
-
-@dataclass(slots=True)
-class FlushIn:
-    fh: int
-    lock_owner: int
-
-
-@dataclass(slots=True)
-class ReleaseIn:  # RELEASE, RELEASEDIR
-    fh: int
-    flags: int
-    release_flags: int
-    lock_owner: int
-
-
-@dataclass(slots=True)
-class FsyncIn:  # FSYNC, FSYNCDIR
-    fh: int
-    fsync_flags: int
-
-
-@dataclass(slots=True)
-class SetxattrIn:
-    name: bytes
-    value: bytes
-    flags: int
-
-
-@dataclass(slots=True)
-class GetxattrIn:
-    name: bytes
-    size: int
-
-
-@dataclass(slots=True)
-class ListxattrIn:
-    size: int
-
-
-@dataclass(slots=True)
-class AccessIn:
-    mask: int
-
-
-@dataclass(slots=True)
-class InterruptIn:
-    unique: int
-
-
-@dataclass(slots=True)
-class IoctlIn:
-    fh: int
-    flags: int
-    cmd: int
-    arg: int
-    in_size: int
-    out_size: int
-    data: bytes
-
-
-@dataclass(slots=True)
-class FallocateIn:
-    fh: int
-    offset: int
-    length: int
-    mode: int
-
-
-@dataclass(slots=True)
-class LseekIn:
-    fh: int
-    offset: int
-    whence: int
-
-
-@dataclass(slots=True)
-class CopyFileRangeIn:
-    fh_in: int
-    off_in: int
-    nodeid_out: int
-    fh_out: int
-    off_out: int
-    length: int
-    flags: int
 
 
 # --- parsing ----------------------------------------------------------------------------------

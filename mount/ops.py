@@ -19,7 +19,8 @@ is never copied); WRITE hands fsimpl a memoryview of the request buffer.
 READDIRPLUS: the kernel links (and counts one lookup for) every entry of the
 reply with a nonzero nodeid, except "." and ".." which it skips without a
 FORGET. So an entry's ``fs.lookup`` is called only after we know its record
-fits, and "." / ".." are sent with nodeid 0 (no lookup, no nlookup bump).
+fits (``fs.remember(ino)``, or ``fs.lookup(parent, name)`` for a fs without
+``remember``), and "." / ".." are sent with nodeid 0 (no reference taken).
 Negotiation and cache policy are explained in docs/fuse-protocol.md.
 """
 
@@ -147,7 +148,7 @@ class Operations:
     # --- session ------------------------------------------------------------------------------
 
     def _init(self, req: Request) -> Reply:
-        a: C.InitIn = req.args
+        a: P.InitIn = req.args
         cfg = self.config
         if a.major > P.FUSE_KERNEL_VERSION:
             # Newer major: answer ours and wait for the kernel's next INIT.
@@ -215,7 +216,7 @@ class Operations:
         return self._ok(req, C.attr_out(attr, self.config.attr_timeout))
 
     def _setattr(self, req: Request) -> Reply:
-        a: C.SetattrIn = req.args
+        a: P.SetattrIn = req.args
         v = a.valid
         kw: dict[str, Any] = {}
         if v & P.FATTR_MODE:
@@ -248,17 +249,17 @@ class Operations:
         return self._ok(req, self.fs.readlink(req.nodeid))
 
     def _symlink(self, req: Request) -> Reply:
-        a: C.SymlinkIn = req.args
+        a: P.SymlinkIn = req.args
         return self._ok(req, self._entry(self.fs.symlink(req.nodeid, a.name, a.target,
                                                          self._ctx(req))))
 
     def _mknod(self, req: Request) -> Reply:
-        a: C.MknodIn = req.args
+        a: P.MknodIn = req.args
         attr = self.fs.mknod(req.nodeid, a.name, a.mode, a.rdev, self._ctx(req, a.umask))
         return self._ok(req, self._entry(attr))
 
     def _mkdir(self, req: Request) -> Reply:
-        a: C.MkdirIn = req.args
+        a: P.MkdirIn = req.args
         # vfs_mkdir sends permission bits only; fsimpl gets a full st_mode.
         mode = stat.S_IFDIR | (a.mode & 0o7777)
         return self._ok(req, self._entry(self.fs.mkdir(req.nodeid, a.name, mode,
@@ -273,12 +274,12 @@ class Operations:
         return self._ok(req)
 
     def _rename(self, req: Request) -> Reply:
-        a: C.RenameIn = req.args
+        a: P.RenameIn = req.args
         self.fs.rename(req.nodeid, a.name, a.newdir, a.newname, a.flags)
         return self._ok(req)
 
     def _link(self, req: Request) -> Reply:
-        a: C.LinkIn = req.args
+        a: P.LinkIn = req.args
         return self._ok(req, self._entry(self.fs.link(a.oldnodeid, req.nodeid, a.newname)))
 
     # --- files --------------------------------------------------------------------------------
@@ -291,7 +292,7 @@ class Operations:
         return self._ok(req, C.open_out(fh, self._open_flags()))
 
     def _create(self, req: Request) -> Reply:
-        a: C.CreateIn = req.args
+        a: P.CreateIn = req.args
         attr, fh = self.fs.create(req.nodeid, a.name, a.mode, a.flags, self._ctx(req, a.umask))
         return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags()))
 
@@ -301,17 +302,17 @@ class Operations:
         tmpfile = getattr(self.fs, "tmpfile", None)
         if tmpfile is None:
             raise FsError(E.ENOSYS, "TMPFILE")
-        a: C.CreateIn = req.args
+        a: P.CreateIn = req.args
         attr, fh = tmpfile(req.nodeid, a.mode, a.flags, self._ctx(req, a.umask))
         return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags()))
 
     def _read(self, req: Request) -> Reply:
-        a: C.ReadIn = req.args
+        a: P.ReadIn = req.args
         views: Sequence[memoryview] = self.fs.read(req.nodeid, a.fh, a.offset, a.size)
         return C.reply_iov(req.unique, views)
 
     def _write(self, req: Request) -> Reply:
-        a: C.WriteIn = req.args
+        a: P.WriteIn = req.args
         n = self.fs.write(req.nodeid, a.fh, a.offset, a.data, a.write_flags)
         return self._ok(req, C.write_out(n))
 
@@ -324,17 +325,17 @@ class Operations:
         return self._ok(req)
 
     def _fsync(self, req: Request) -> Reply:
-        a: C.FsyncIn = req.args
+        a: P.FsyncIn = req.args
         self.fs.fsync(req.nodeid, a.fh, bool(a.fsync_flags & P.FUSE_FSYNC_FDATASYNC))
         return self._ok(req)
 
     def _fallocate(self, req: Request) -> Reply:
-        a: C.FallocateIn = req.args
+        a: P.FallocateIn = req.args
         self.fs.fallocate(req.nodeid, a.fh, a.mode, a.offset, a.length)
         return self._ok(req)
 
     def _lseek(self, req: Request) -> Reply:
-        a: C.LseekIn = req.args
+        a: P.LseekIn = req.args
         return self._ok(req, C.lseek_out(self.fs.lseek(req.nodeid, a.fh, a.offset, a.whence)))
 
     def _ioctl(self, req: Request) -> Reply:
@@ -348,7 +349,7 @@ class Operations:
         return self._ok(req, C.open_out(fh, 0))
 
     def _readdir(self, req: Request) -> Reply:
-        a: C.ReadIn = req.args
+        a: P.ReadIn = req.args
         plus = req.opcode == P.Opcode.READDIRPLUS
         buf = C.DirentBuffer(a.size, plus)
         for name, ino, d_type, next_off in self.fs.readdir(req.nodeid, a.fh, a.offset):
@@ -356,16 +357,17 @@ class Operations:
                 break  # resumes here: the previous record's next_off points at this one
             entry = b""
             if plus:
-                entry = self._plus_entry(req.nodeid, name)
+                entry = self._plus_entry(req.nodeid, name, ino)
             buf.add(name, ino, d_type, next_off, entry)
         return self._ok(req, buf.getvalue())
 
-    def _plus_entry(self, parent: int, name: bytes) -> bytes:
+    def _plus_entry(self, parent: int, name: bytes, ino: int) -> bytes:
         """fuse_entry_out for one READDIRPLUS record; nodeid 0 = no lookup reference."""
         if name in (b".", b".."):
             return bytes(P.ENTRY_OUT_SIZE)
         try:
-            attr = self.fs.lookup(parent, name)
+            remember = getattr(self.fs, "remember", None)
+            attr = remember(ino) if remember is not None else self.fs.lookup(parent, name)
         except FsError:
             return bytes(P.ENTRY_OUT_SIZE)  # vanished: a plain dirent, no reference taken
         return self._entry(attr)
@@ -375,7 +377,7 @@ class Operations:
         return self._ok(req)
 
     def _fsyncdir(self, req: Request) -> Reply:
-        a: C.FsyncIn = req.args
+        a: P.FsyncIn = req.args
         self.fs.fsyncdir(req.nodeid, a.fh, bool(a.fsync_flags & P.FUSE_FSYNC_FDATASYNC))
         return self._ok(req)
 
@@ -389,12 +391,12 @@ class Operations:
         return self._ok(req)
 
     def _setxattr(self, req: Request) -> Reply:
-        a: C.SetxattrIn = req.args
+        a: P.SetxattrIn = req.args
         self.fs.setxattr(req.nodeid, a.name, a.value, a.flags)
         return self._ok(req)
 
     def _getxattr(self, req: Request) -> Reply:
-        a: C.GetxattrIn = req.args
+        a: P.GetxattrIn = req.args
         return self._sized(req, self.fs.getxattr(req.nodeid, a.name), a.size)
 
     def _listxattr(self, req: Request) -> Reply:

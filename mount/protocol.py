@@ -1,4 +1,5 @@
-"""FUSE wire protocol constants and struct layouts, from ``/usr/include/linux/fuse.h``.
+"""FUSE wire vocabulary: constants, struct layouts (``/usr/include/linux/fuse.h``) and
+the typed request records that mount.codec decodes into (re-exported there).
 
 The header installed on the build machine (linux-libc-dev) is the authority; it
 describes protocol 7.38, which is also the highest minor shmfs answers with (a
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import enum
 import struct
+from dataclasses import dataclass
+from typing import Any
 
 # --- versions ---------------------------------------------------------------------------------
 
@@ -252,3 +255,218 @@ NOTIFY_INVAL_ENTRY_OUT = struct.Struct("<QII")  # parent, namelen, flags
 def dirent_align(n: int) -> int:
     """FUSE_DIRENT_ALIGN: round a record length up to 8 bytes."""
     return (n + 7) & ~7
+
+
+# --- typed requests (what parse_request returns) ----------------------------------------------
+
+
+@dataclass(slots=True)
+class Request:
+    """One decoded request: the fuse_in_header fields plus per-opcode ``args``."""
+
+    opcode: int
+    unique: int
+    nodeid: int
+    uid: int
+    gid: int
+    pid: int
+    args: Any = None
+
+
+@dataclass(slots=True)
+class InitIn:
+    major: int
+    minor: int
+    max_readahead: int
+    flags: int  # flags | flags2 << 32 (flags2 only when the kernel set FUSE_INIT_EXT)
+
+
+@dataclass(slots=True)
+class NameIn:  # LOOKUP, UNLINK, RMDIR, REMOVEXATTR
+    name: bytes
+
+
+@dataclass(slots=True)
+class ForgetIn:
+    nlookup: int
+
+
+@dataclass(slots=True)
+class BatchForgetIn:
+    forgets: list[tuple[int, int]]  # (nodeid, nlookup)
+
+
+@dataclass(slots=True)
+class GetattrIn:
+    getattr_flags: int
+    fh: int
+
+
+@dataclass(slots=True)
+class SetattrIn:
+    valid: int  # FATTR_* bits; fields below are meaningful only when their bit is set
+    fh: int
+    size: int
+    lock_owner: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    mode: int
+    uid: int
+    gid: int
+
+
+@dataclass(slots=True)
+class MknodIn:
+    name: bytes
+    mode: int
+    rdev: int
+    umask: int
+
+
+@dataclass(slots=True)
+class MkdirIn:
+    name: bytes
+    mode: int
+    umask: int
+
+
+@dataclass(slots=True)
+class RenameIn:  # RENAME (flags 0) and RENAME2
+    newdir: int
+    name: bytes
+    newname: bytes
+    flags: int
+
+
+@dataclass(slots=True)
+class LinkIn:
+    oldnodeid: int
+    newname: bytes
+
+
+@dataclass(slots=True)
+class SymlinkIn:
+    name: bytes
+    target: bytes
+
+
+@dataclass(slots=True)
+class OpenIn:  # OPEN, OPENDIR
+    flags: int
+    open_flags: int
+
+
+@dataclass(slots=True)
+class CreateIn:  # CREATE, TMPFILE
+    name: bytes
+    flags: int
+    mode: int
+    umask: int
+    open_flags: int
+
+
+@dataclass(slots=True)
+class ReadIn:  # READ, READDIR, READDIRPLUS
+    fh: int
+    offset: int
+    size: int
+    read_flags: int
+    lock_owner: int
+    flags: int
+
+
+@dataclass(slots=True)
+class WriteIn:
+    fh: int
+    offset: int
+    size: int
+    write_flags: int
+    lock_owner: int
+    flags: int
+    data: memoryview  # slice of the request buffer: valid until the next read of /dev/fuse
+
+
+@dataclass(slots=True)
+class FlushIn:
+    fh: int
+    lock_owner: int
+
+
+@dataclass(slots=True)
+class ReleaseIn:  # RELEASE, RELEASEDIR
+    fh: int
+    flags: int
+    release_flags: int
+    lock_owner: int
+
+
+@dataclass(slots=True)
+class FsyncIn:  # FSYNC, FSYNCDIR
+    fh: int
+    fsync_flags: int
+
+
+@dataclass(slots=True)
+class SetxattrIn:
+    name: bytes
+    value: bytes
+    flags: int
+
+
+@dataclass(slots=True)
+class GetxattrIn:
+    name: bytes
+    size: int
+
+
+@dataclass(slots=True)
+class ListxattrIn:
+    size: int
+
+
+@dataclass(slots=True)
+class AccessIn:
+    mask: int
+
+
+@dataclass(slots=True)
+class InterruptIn:
+    unique: int
+
+
+@dataclass(slots=True)
+class IoctlIn:
+    fh: int
+    flags: int
+    cmd: int
+    arg: int
+    in_size: int
+    out_size: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class FallocateIn:
+    fh: int
+    offset: int
+    length: int
+    mode: int
+
+
+@dataclass(slots=True)
+class LseekIn:
+    fh: int
+    offset: int
+    whence: int
+
+
+@dataclass(slots=True)
+class CopyFileRangeIn:
+    fh_in: int
+    off_in: int
+    nodeid_out: int
+    fh_out: int
+    off_out: int
+    length: int
+    flags: int

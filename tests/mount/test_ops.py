@@ -414,3 +414,37 @@ def test_listxattr_size_probe_erange_and_list(ops: Operations, fs: FakeFs) -> No
     assert struct.unpack_from("<II", out, 16) == (len(names), 0)
     assert header(run(ops, P.Opcode.LISTXATTR, struct.pack("<II", 5, 0)))[1] == -errno.ERANGE
     assert joined(run(ops, P.Opcode.LISTXATTR, struct.pack("<II", 64, 0)))[16:] == names
+
+
+class RememberingFs(FakeFs):
+    """A fake that, like fsimpl, offers remember(ino) and tmpfile()."""
+
+    def remember(self, ino: int) -> Attr:
+        self.calls.append(("remember", ino))
+        self.nlookup[ino] += 1
+        return self._attr(ino)
+
+    def lookup(self, parent: int, name: bytes) -> Attr:
+        raise AssertionError("READDIRPLUS must not look names up when remember() exists")
+
+    def tmpfile(self, parent: int, mode: int, flags: int, ctx: Any) -> tuple[Attr, int]:
+        self.calls.append(("tmpfile", parent, mode, flags, ctx.umask))
+        return self._attr(500, mode), 66
+
+
+def test_readdirplus_uses_remember_when_the_fs_has_it() -> None:
+    fs = RememberingFs(names=2)
+    ops = Operations(fs)
+    ents = dirents(joined(run(ops, P.Opcode.READDIRPLUS, read_body(4096)))[16:], plus=True)
+    assert [e[0] for e in ents] == [0, 0, 100, 101]
+    assert fs.calls == [("remember", 100), ("remember", 101)]
+
+
+def test_tmpfile_when_the_fs_has_it() -> None:
+    fs = RememberingFs()
+    ops = Operations(fs)
+    out = joined(run(ops, P.Opcode.TMPFILE, struct.pack("<IIII", 0o20200002, 0o100700, 0o22, 0)
+                     + b"/\0", nodeid=1))
+    assert struct.unpack_from("<IiQQ", out) == (16 + 128 + 16, 0, 9, 500)
+    assert struct.unpack_from("<QII", out, 16 + 128) == (66, P.FOPEN_KEEP_CACHE, 0)
+    assert fs.calls == [("tmpfile", 1, 0o100700, 0o20200002, 0o22)]
