@@ -305,7 +305,7 @@ _PARSERS: dict[int, Callable[[memoryview], Any]] = {
 # Known opcodes shmfs does not implement: decoded (body ignored) so that ops answers
 # ENOSYS -- which the kernel remembers for most of them -- without a codec warning.
 for _op in (_O.GETLK, _O.SETLK, _O.SETLKW, _O.BMAP, _O.POLL, _O.SETUPMAPPING,
-            _O.REMOVEMAPPING, _O.SYNCFS):
+            _O.REMOVEMAPPING, _O.SYNCFS, _O.STATX, _O.COPY_FILE_RANGE_64):
     _PARSERS[_op] = _none
 
 

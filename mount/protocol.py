@@ -84,6 +84,10 @@ class Opcode(enum.IntEnum):
     REMOVEMAPPING = 49
     SYNCFS = 50
     TMPFILE = 51
+    # Newer than the 7.38 header on the build host; a 6.18 kernel sends them anyway
+    # (and remembers our ENOSYS): STATX since 7.39, COPY_FILE_RANGE_64 since 7.45.
+    STATX = 52
+    COPY_FILE_RANGE_64 = 53
 
 
 # Requests the kernel sends without waiting for an answer: never reply to them.

@@ -458,3 +458,9 @@ def test_notify_accepts_fsimpl_event_types() -> None:
 
     assert len(C.encode_notify(InvalInode(3, 0, 4096))) == 40
     assert C.encode_notify(InvalEntry(1, b"n")).endswith(b"n\0")
+
+
+def test_newer_kernels_opcodes_decode_for_a_quiet_enosys() -> None:
+    # A 6.18 kernel sends STATX (52) even at protocol 7.38; it must not look malformed.
+    assert parse(52, bytes(24)).args is None
+    assert parse(53, bytes(56)).args is None
