@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("sides", nargs="+", help="DIR_A DIR_B, or DIR_B with --tmpfs")
     ap.add_argument("-k", "--filter", default="", help="only cases whose name contains this")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every case")
+    ap.add_argument("--show", action="store_true",
+                    help="also print side A's observations for every case run")
     args = ap.parse_args(argv)
     specs = (["tmpfs", *args.sides] if args.tmpfs else args.sides)
     if len(specs) != 2:
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res_a, res_b = ra.run(c), rb.run(c)
             diffs = compare(res_a, res_b, a.name, b.name)
+            if args.show:
+                print(f"---- {c.name} on {a.name}: {res_a.error or ''}")
+                for label, value in res_a.obs:
+                    print(f"       {label}: {value!r}")
             if res_a.error:
                 diffs.insert(0, f"(the case raised on {a.name}: {res_a.error})")
             if diffs:

@@ -30,7 +30,7 @@ THIRD_UID = 1001
 THIRD_GID = 1001
 SHARED_GID = 1500          # a supplementary group some cases give to OTHER_UID
 
-CASE_TIMEOUT = 60.0
+CASE_TIMEOUT = 20.0
 
 
 def errname(num: int | None) -> str:
