@@ -38,6 +38,7 @@ import ctypes
 import hashlib
 import os
 import re
+import select
 import shutil
 import signal
 import struct
@@ -114,7 +115,7 @@ def payload_md5(mib: int) -> str:
 
 
 def _proc_table() -> list[tuple[int, int, int]]:
-    """(pid, ppid, pgrp) of every live process, from /proc/*/stat."""
+    """(pid, ppid, pgrp) of every live process (zombies excluded), from /proc/*/stat."""
     table = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -125,6 +126,8 @@ def _proc_table() -> list[tuple[int, int, int]]:
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] == b"Z":
+            continue
         table.append((int(entry), int(fields[1]), int(fields[2])))
     return table
 
@@ -148,12 +151,21 @@ def _group_members(pgid: int) -> list[int]:
     return [pid for pid, _, pgrp in _proc_table() if pgrp == pgid]
 
 
-def _kill_all(pids: Sequence[int]) -> None:
+def _kill_all(pids: Sequence[int], timeout: float = 30.0) -> None:
+    """SIGKILL pids and wait (through pidfds, bounded) until each has exited."""
+    fds = []
     for pid in pids:
         try:
+            fds.append(os.pidfd_open(pid))
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + timeout
+    for fd in fds:
+        try:
+            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------- xstate workaround
@@ -418,6 +430,8 @@ class Uml:
             _kill_all(victims)
             self.proc.wait()
         _kill_all(_group_members(self.proc.pid))
+        if left := _group_members(self.proc.pid):
+            raise UmlError(f"UML processes survived SIGKILL: {left}")
 
     def leftover_processes(self) -> list[int]:
         """Processes of this UML still alive (its process group); [] after a clean end."""
