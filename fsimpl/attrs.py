@@ -226,7 +226,11 @@ class AttrOps(FsCore):
             "max_pages": self.budget.max_pages,
             "open_handles": len(self._handles),
             "events_pending": len(self._events),
-            "statfs": {"blocks": st.blocks, "bfree": st.bfree, "files": st.files,
-                       "ffree": st.ffree},
+            "statfs": {
+                "blocks": st.blocks,
+                "bfree": st.bfree,
+                "files": st.files,
+                "ffree": st.ffree,
+            },
             "ops": dict(self._ops),
         }

@@ -69,9 +69,7 @@ class FileOps(NamespaceOps):
         return self._new_handle(inode, flags, inode.is_dir)
 
     @counted
-    def create(
-        self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx
-    ) -> tuple[Attr, int]:
+    def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx) -> tuple[Attr, int]:
         """CREATE: a new regular file, opened. ``mode`` is final (see namespace.py).
         An existing name gives EEXIST with O_EXCL, else it is opened (the kernel
         normally sends OPEN for those, but a racing create must not fail)."""

@@ -19,6 +19,7 @@ from .types import BOGO_DIRENT_SIZE, PAGE_SIZE, Attr
 if TYPE_CHECKING:
     from .backing import MappingLike
 
+
 class Inode:
     """One file, directory, symlink or special file."""
 

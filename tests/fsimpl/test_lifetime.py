@@ -1,0 +1,116 @@
+"""Lookup counting and eviction: an inode lives while it has a name, a kernel
+reference (nlookup) or an open handle; only then do its frames go back."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from fsimpl import FsError, ShmFs
+
+from .conftest import ROOT
+
+P = 4096
+
+
+def test_every_entry_reply_bumps_nlookup(fs: ShmFs) -> None:
+    f = fs.mknod(1, b"f", stat.S_IFREG | 0o644, 0, ROOT).ino  # 1
+    fs.lookup(1, b"f")  # 2
+    fs.link(f, 1, b"g")  # 3
+    fs.remember(f)  # 4 (READDIRPLUS)
+    fs.unlink(1, b"f")
+    fs.unlink(1, b"g")
+    fs.forget(f, 3)
+    assert fs.getattr(f).nlink == 0  # one reference left: still there
+    fs.forget(f, 1)
+    with pytest.raises(FsError) as e:
+        fs.getattr(f)
+    assert e.value.errno == errno.ENOENT
+
+
+def test_each_creator_counts(fs: ShmFs) -> None:
+    made = [
+        fs.mkdir(1, b"d", 0o755, ROOT).ino,
+        fs.symlink(1, b"l", b"t", ROOT).ino,
+        fs.mknod(1, b"p", stat.S_IFIFO | 0o644, 0, ROOT).ino,
+    ]
+    a, fh = fs.create(1, b"c", 0o644, os.O_RDWR, ROOT)
+    fs.release(a.ino, fh)
+    made.append(a.ino)
+    fs.rmdir(1, b"d")
+    for n in (b"l", b"p", b"c"):
+        fs.unlink(1, n)
+    for ino in made:
+        fs.getattr(ino)  # alive: the kernel still holds one reference each
+        fs.forget(ino, 1)
+        with pytest.raises(FsError):
+            fs.getattr(ino)
+    assert fs.statistics()["inodes"] == 1
+
+
+def test_unlinked_open_file_lives_until_release_and_forget(fs: ShmFs, arena) -> None:
+    used0 = arena.statistics()["frames_in_use"]
+    a, fh = fs.create(1, b"f", 0o644, os.O_RDWR, ROOT)
+    fs.write(a.ino, fh, 0, memoryview(b"q" * (5 * P)))
+    assert arena.statistics()["frames_in_use"] == used0 + 5
+    fs.unlink(1, b"f")
+    # still readable and writable through the handle
+    fs.write(a.ino, fh, 5 * P, memoryview(b"r"))
+    assert b"".join(bytes(v) for v in fs.read(a.ino, fh, 5 * P - 1, 2)) == b"qr"
+    assert fs.getattr(a.ino).nlink == 0
+    assert fs.statistics()["inodes_unlinked_alive"] == 1
+    fs.forget(a.ino, 1)
+    assert fs.getattr(a.ino).size == 5 * P + 1  # the open handle keeps it
+    used = fs.statistics()["used_pages"]
+    assert used == 6
+    fs.release(a.ino, fh)
+    assert fs.statistics()["used_pages"] == 0
+    assert arena.statistics()["frames_in_use"] == used0
+    assert arena.statistics()["frames_returned"] >= 6  # punched out of the memfd
+    with pytest.raises(FsError):
+        fs.getattr(a.ino)
+
+
+def test_release_before_forget(fs: ShmFs) -> None:
+    a, fh = fs.create(1, b"f", 0o644, os.O_RDWR, ROOT)
+    fs.write(a.ino, fh, 0, memoryview(b"x"))
+    fs.release(a.ino, fh)
+    fs.unlink(1, b"f")
+    assert fs.statistics()["used_pages"] == 1  # the kernel still has a reference
+    fs.forget(a.ino, 1)
+    assert fs.statistics()["used_pages"] == 0
+
+
+def test_forget_of_linked_inode_keeps_it(fs: ShmFs) -> None:
+    f = fs.mknod(1, b"f", stat.S_IFREG | 0o644, 0, ROOT).ino
+    fs.forget(f, 1)
+    assert fs.lookup(1, b"f").ino == f  # a name keeps it; same number again
+    fs.forget(12345, 1)  # unknown: ignored
+    fs.forget(1, 100)  # the root is never evicted
+    assert fs.getattr(1).ino == 1
+
+
+def test_rename_over_open_file(fs: ShmFs) -> None:
+    a, fh = fs.create(1, b"a", 0o644, os.O_RDWR, ROOT)
+    fs.write(a.ino, fh, 0, memoryview(b"old"))
+    fs.mknod(1, b"b", stat.S_IFREG | 0o644, 0, ROOT)
+    fs.rename(1, b"b", 1, b"a")
+    fs.forget(a.ino, 1)
+    assert b"".join(bytes(v) for v in fs.read(a.ino, fh, 0, 3)) == b"old"
+    fs.release(a.ino, fh)
+    with pytest.raises(FsError):
+        fs.getattr(a.ino)
+
+
+def test_open_dir_handle_pins_removed_dir(fs: ShmFs) -> None:
+    d = fs.mkdir(1, b"d", 0o755, ROOT).ino
+    fh = fs.opendir(d, 0)
+    fs.rmdir(1, b"d")
+    fs.forget(d, 1)
+    assert [n for n, *_ in fs.readdir(d, fh, 0)] == [b".", b".."]
+    fs.releasedir(d, fh)
+    with pytest.raises(FsError):
+        fs.getattr(d)
