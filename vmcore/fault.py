@@ -211,8 +211,8 @@ def fault(mapping: Mapping, vmf: VmFault) -> VmFaultResult:
                 ins[holes] = new
                 pages.insert_range(pgoff, ins, bits)
             res |= _MAJOR
-    if done > charged:  # some pages were resident already
-        pages.set_flags(pgoff, done, bits)
+    if done > charged and ((pflags[:done] & bits) != bits).any():
+        pages.set_flags(pgoff, done, bits)  # resident pages not yet uptodate/dirty
     vmf.frames = frames
     vmf.nr_done = done
     _count(mapping.fstats, flags, via_vma, res, done, charged, 0)

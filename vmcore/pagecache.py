@@ -154,13 +154,18 @@ class PageCache:
         if lo + n <= CHUNK_PAGES:
             fl = self._flags.get(k)
             if fl is not None:
-                fr = self._frames[k]
-                s = slice(lo, lo + n)
-                fl[s] |= np.where(fr[s] >= 0, bits, 0).astype(np.uint8)
+                self._or_flags(self._frames[k][lo : lo + n], fl[lo : lo + n], bits)
             return
         for k, lo, hi in self._existing(pgoff, pgoff + n):
-            fr, fl = self._frames[k], self._flags[k]
-            fl[lo:hi] |= np.where(fr[lo:hi] >= 0, bits, 0).astype(np.uint8)
+            self._or_flags(self._frames[k][lo:hi], self._flags[k][lo:hi], bits)
+
+    @staticmethod
+    def _or_flags(fr: np.ndarray, fl: np.ndarray, bits: int) -> None:
+        resident = fr >= 0
+        if resident.all():
+            fl |= bits
+        else:
+            fl[resident] |= bits
 
     def remove_range(self, pgoff: int, n: int | None) -> np.ndarray:
         """Drop pages [pgoff, pgoff+n) (n None = to the end); return their frames."""
