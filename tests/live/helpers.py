@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -51,3 +52,14 @@ def as_user(uid: int, gid: int, fn: Callable[[], object]) -> object:
 def used_blocks(mnt: Path) -> int:
     st = os.statvfs(mnt)
     return st.f_blocks - st.f_bfree
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) (Python's os module only has posix_fallocate)."""
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

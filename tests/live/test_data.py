@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.helpers import PAGE
+from tests.live.helpers import PAGE, fallocate
 
 pytestmark = pytest.mark.mount
 
@@ -81,7 +81,7 @@ def _hole_scenario(d: Path) -> list[object]:
 
     rec("write", lambda: os.pwrite(fd, b"a" * (10 * PAGE + 100), 0))
     rec("stat", stat_)
-    rec("punch", lambda: os.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+    rec("punch", lambda: fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                       PAGE + 10, 3 * PAGE))
     rec("stat", stat_)
     rec("read-edge", lambda: os.pread(fd, 20, PAGE))
@@ -90,17 +90,17 @@ def _hole_scenario(d: Path) -> list[object]:
     for off in (0, PAGE, PAGE + 10, 2 * PAGE, 3 * PAGE, 4 * PAGE, 10 * PAGE, 11 * PAGE, -1):
         rec(f"hole@{off}", lambda off=off: os.lseek(fd, off, os.SEEK_HOLE))
         rec(f"data@{off}", lambda off=off: os.lseek(fd, off, os.SEEK_DATA))
-    rec("punch-nokeep", lambda: os.fallocate(fd, FALLOC_FL_PUNCH_HOLE, 0, PAGE))
-    rec("zero-range", lambda: os.fallocate(fd, FALLOC_FL_ZERO_RANGE, 0, PAGE))
-    rec("falloc-extend", lambda: os.fallocate(fd, 0, 20 * PAGE, 4 * PAGE))
+    rec("punch-nokeep", lambda: fallocate(fd, FALLOC_FL_PUNCH_HOLE, 0, PAGE))
+    rec("zero-range", lambda: fallocate(fd, FALLOC_FL_ZERO_RANGE, 0, PAGE))
+    rec("falloc-extend", lambda: fallocate(fd, 0, 20 * PAGE, 4 * PAGE))
     rec("stat", stat_)
-    rec("falloc-keep", lambda: os.fallocate(fd, FALLOC_FL_KEEP_SIZE, 30 * PAGE, 2 * PAGE))
+    rec("falloc-keep", lambda: fallocate(fd, FALLOC_FL_KEEP_SIZE, 30 * PAGE, 2 * PAGE))
     rec("stat", stat_)
     # fallocated, never written pages are holes for SEEK_DATA (tmpfs: !Uptodate)
     rec("data@20p", lambda: os.lseek(fd, 20 * PAGE, os.SEEK_DATA))
     rec("hole@20p", lambda: os.lseek(fd, 20 * PAGE, os.SEEK_HOLE))
-    rec("falloc-badlen", lambda: os.fallocate(fd, 0, 0, 0))
-    rec("falloc-neg", lambda: os.fallocate(fd, 0, -1, PAGE))
+    rec("falloc-badlen", lambda: fallocate(fd, 0, 0, 0))
+    rec("falloc-neg", lambda: fallocate(fd, 0, -1, PAGE))
     rec("truncate-mid", lambda: os.ftruncate(fd, 5 * PAGE + 7))
     rec("stat", stat_)
     rec("tail", lambda: os.pread(fd, 20, 5 * PAGE))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.helpers import PAGE
+from tests.live.helpers import PAGE, fallocate
 
 pytestmark = pytest.mark.mount
 
@@ -36,7 +36,7 @@ def _fill_scenario(d: Path) -> list[object]:
     st = os.statvfs(d)
     obs.append(("statfs-full", st.f_blocks, st.f_bfree))
     try:
-        os.fallocate(fd, 0, 100 * PAGE, 4 * PAGE)
+        fallocate(fd, 0, 100 * PAGE, 4 * PAGE)
         obs.append(("falloc", "ok"))
     except OSError as e:
         obs.append(("falloc", "errno", e.errno))

@@ -62,6 +62,7 @@ def shmfs_mount(options: str = "", *, debug: bool = False,
                 parent: Path | None = None) -> Iterator[Path]:
     """Yield the mountpoint of a fresh shmfs mounted with ``-o options``."""
     base = Path(tempfile.mkdtemp(prefix="shmfs-test-", dir=parent))
+    base.chmod(0o755)  # other users' tests must be able to reach the mountpoint
     mnt = base / "mnt"
     mnt.mkdir()
     logf = open(base / "daemon.log", "wb")  # closed in the finally below
@@ -109,6 +110,7 @@ def _teardown(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
 def tmpfs_mount(options: str = "", *, parent: Path | None = None) -> Iterator[Path]:
     """Yield a fresh kernel tmpfs (the oracle), unmounted on exit."""
     base = Path(tempfile.mkdtemp(prefix="tmpfs-oracle-", dir=parent))
+    base.chmod(0o755)
     mnt = base / "mnt"
     mnt.mkdir()
     cmd = ["mount", "-t", "tmpfs"]
