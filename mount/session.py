@@ -121,7 +121,10 @@ class Session:
             req = parse_request(msg)
         except CodecError as e:
             self.stats.codec_errors += 1
-            log.warning("malformed request (unique=%s): %s", e.unique, e)
+            if e.errno == errno.ENOSYS:  # an opcode we do not implement: routine
+                log.debug("unsupported request (unique=%s): %s", e.unique, e)
+            else:
+                log.warning("malformed request (unique=%s): %s", e.unique, e)
             if e.unique:
                 self._write([reply_error(e.unique, e.errno)])
             return
