@@ -418,3 +418,67 @@ def test_read_views_alias_the_page_cache(arena: Arena) -> None:
     (v,) = m.read(0, 100)
     m.write(10, b"b")
     assert v[10:11] == b"b"
+
+
+# -- ENOSPC against a size-limited kernel tmpfs -------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A scratch tmpfs of 4 pages (root only); always unmounted."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.system(f"mount -t tmpfs -o size={4 * P} vmcore-oracle {mnt}") != 0:
+        pytest.fail("mount -t tmpfs failed")
+    try:
+        yield mnt
+    finally:
+        os.system(f"umount {mnt}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a scratch tmpfs needs root")
+def test_enospc_matches_a_size_limited_tmpfs(small_tmpfs, arena: Arena) -> None:
+    m = Mapping(arena, Budget(4))
+    fd = os.open(small_tmpfs / "f", os.O_CREAT | os.O_RDWR)
+    try:
+        steps = [
+            ("write", 0, 2 * P),
+            ("write", P + 100, 5 * P),  # short at the page that cannot be charged
+            ("write", 4 * P, 1),  # nothing fits: ENOSPC
+            ("truncate", P, 0),
+            ("falloc", 0, 6 * P),  # all or nothing: ENOSPC, nothing allocated
+            ("falloc_keep", P, 2 * P),
+            ("write", 3 * P - 1, 3),
+        ]
+        for i, (op, off, n) in enumerate(steps):
+            if op == "write":
+                buf = bytes([i + 65]) * n
+                try:
+                    want = os.pwrite(fd, buf, off)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC
+                    with pytest.raises(NoSpace):
+                        m.write(off, buf)
+                else:
+                    assert m.write(off, buf) == want
+            elif op == "truncate":
+                os.ftruncate(fd, off)
+                m.truncate(off)
+            else:
+                keep = op == "falloc_keep"
+                try:
+                    _fallocate(fd, FALLOC_FL_KEEP_SIZE if keep else 0, off, n)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC
+                    with pytest.raises(NoSpace):
+                        m.fallocate(off, n, keep)
+                else:
+                    m.fallocate(off, n, keep)
+            stt = os.fstat(fd)
+            assert (m.size, m.blocks()) == (stt.st_size, stt.st_blocks), (i, op)
+        assert m.read_bytes(0, m.size) == os.pread(fd, m.size, 0)
+        for off in range(0, m.size, P // 2):
+            assert m.seek_data(off) == _lseek(fd, off, os.SEEK_DATA)
+            assert m.seek_hole(off) == _lseek(fd, off, os.SEEK_HOLE)
+    finally:
+        os.close(fd)
