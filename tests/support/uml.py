@@ -362,6 +362,11 @@ class Uml:
                 "con0=fd:0,fd:1", "con=null", "ssl=null"]
 
     @property
+    def command(self) -> list[str]:
+        """The command as a user would type it, for reports (TMPDIR=... linux.uml ...)."""
+        return [f"TMPDIR={self.tmpdir}", *self.argv]
+
+    @property
     def mconsole_socket(self) -> Path:
         """Path of the mconsole socket (exists once the log says it is initialized)."""
         return self.uml_dir / self.umid / "mconsole"
@@ -451,11 +456,6 @@ class Uml:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- waiting on the log --------------------------------------------------
-
-    def log_text(self) -> str:
-        """The console log so far."""
-        with self._log.cond:
-            return "\n".join(line for _, line in self._log.lines)
 
     def _tail(self, n: int = 40) -> str:
         with self._log.cond:
@@ -583,7 +583,7 @@ def boot(tmpdir: Path, *, mem_mib: int = DEFAULT_MEM_MIB, touch_mib: int = DEFAU
         uml.wait_exit(timeout)
         result = uml.result()
         leftovers = uml.leftover_processes()
-        command = command_line(uml)
+        command = uml.command
     return Run(result, baseline, None, used_bytes(tmpdir), leftovers, command=command)
 
 
@@ -600,10 +600,6 @@ def unplug_run(tmpdir: Path, unplug_mib: int, *, daemon_pid: int | None = None,
         uml.wait_exit(timeout)
         result = uml.result()
         leftovers = uml.leftover_processes()
-        command = command_line(uml)
+        command = uml.command
     return Run(result, baseline, used_ready, used_bytes(tmpdir), leftovers, report, command)
 
-
-def command_line(uml: Uml) -> list[str]:
-    """The command as a user would type it, for reports (TMPDIR=... linux.uml ...)."""
-    return [f"TMPDIR={uml.tmpdir}", *uml.argv]
