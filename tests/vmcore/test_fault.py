@@ -187,3 +187,22 @@ def test_unaligned_io_touches_every_covered_page(arena: Arena, fault_calls) -> N
     assert fault_calls[1] == (0, 0, 2)
     m.read(10 * PAGE_SIZE, 10)  # beyond EOF: nothing to fault
     assert len(fault_calls) == 2
+
+
+def test_multi_chunk_write_fault_with_enospc(arena: Arena) -> None:
+    """A 1300-page run spans four 512-page chunks; the budget stops it midway."""
+    m = Mapping(arena, Budget(1000))
+    m.truncate(2000 * PAGE_SIZE)
+    fault(m, VmFault(W, 600, nr_pages=50))  # resident island inside the run
+    vmf = VmFault(W, 100, nr_pages=1300)
+    res = fault(m, vmf)
+    assert res == VmFaultResult.SIGBUS | VmFaultResult.MAJOR and vmf.error == errno.ENOSPC
+    # 950 holes could be charged; the island adds 50 resident pages to the run
+    assert vmf.nr_done == 1000 and m.nrpages == 1000 and m.pages.nr_chunks == 3
+    assert np.unique(vmf.frames).size == 1000 and (vmf.frames > 0).all()
+    flags = m.pages.lookup(100, 1000)[1]
+    assert (flags == PG_UPTODATE | PG_DIRTY).all()
+    rd = VmFault(R, 0, nr_pages=2000)
+    fault(m, rd)
+    assert (rd.frames[100:1100] == vmf.frames).all()
+    assert (rd.frames[:100] == ZERO_FRAME).all() and (rd.frames[1100:] == ZERO_FRAME).all()
