@@ -219,7 +219,11 @@ class AttrOps(FsCore):
             "inodes": len(self._inodes),
             "inodes_by_type": kinds,
             "inodes_evicted": self._evicted,
-            "inodes_unlinked_alive": sum(1 for i in self._inodes.values() if i.nlink == 0),
+            "inodes_reclaimed": self._reclaimed,
+            "inodes_unlinked_alive": sum(
+                1 for i in self._inodes.values() if i.nlink == 0 and not i.reclaimed
+            ),
+            "inodes_awaiting_forget": sum(1 for i in self._inodes.values() if i.reclaimed),
             "free_ispace": self.free_ispace,
             "max_inodes": self.max_inodes,
             "used_pages": self.budget.used_pages,

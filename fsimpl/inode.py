@@ -6,6 +6,11 @@ FORGET), through open files (``nopen``), and the namespace holds it through
 links (``nlink``). The inode is evicted -- its Mapping released, its frames back
 in the arena, its ispace back in the pool -- only when all three are zero,
 exactly like iput() -> shmem_evict_inode() after the last dput and fput.
+
+One refinement (state.FsCore._reclaim): the *storage* (frames, budget, ispace)
+is given back as soon as nlink == 0 and nopen == 0, because FUSE delivers the
+FORGET for such an inode only after the asynchronous RELEASE was answered;
+only the record and its number wait for nlookup == 0.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Inode:
         "nopen",
         "parent",
         "rdev",
+        "reclaimed",
         "symlink_pages",
         "target",
         "uid",
@@ -63,6 +69,7 @@ class Inode:
         self.xattrs: dict[bytes, bytes] = {}
         self.xattr_space = 0  # ispace charged for xattrs (0 when nr_inodes is unlimited)
         self.linkable = False  # an O_TMPFILE inode that link() may still name
+        self.reclaimed = False  # pages and ispace already given back (see state.py)
 
     @property
     def is_dir(self) -> bool:

@@ -2,7 +2,9 @@
 
 - the inode table (inode number = FUSE node id, root 1, numbers never reused:
   a monotonic counter, so a FORGET racing a new inode can never hit the wrong one);
-- the lookup-count lifetime (see inode.py) and eviction;
+- the lookup-count lifetime (see inode.py): *reclaim* (pages, ispace and xattrs
+  freed) once nlink == 0 and no handle is open, *eviction* (the inode number
+  forgotten) once nlookup is 0 too;
 - ispace accounting of nr_inodes= as tmpfs 6.6+ does it: every inode costs
   BOGO_INODE_SIZE (1024) bytes of a pool of nr_inodes * 1024, xattrs are charged
   to the same pool, statfs reports free_ispace // 1024 as f_ffree;
@@ -77,6 +79,7 @@ class FsCore:
         self._events: list[InvalInode | InvalEntry] = []
         self._ops: Counter[str] = Counter()
         self._evicted = 0
+        self._reclaimed = 0
         self.max_inodes = opts.nr_inodes
         self.free_ispace = opts.nr_inodes * BOGO_INODE_SIZE
         root = self._alloc_inode(stat.S_IFDIR | (opts.mode & 0o7777), opts.uid, opts.gid)
@@ -145,20 +148,34 @@ class FsCore:
         return self._alloc_inode(mode, ctx.uid, gid)
 
     def _maybe_evict(self, inode: Inode) -> None:
-        """shmem_evict_inode: free pages, xattrs and the inode's ispace."""
-        if inode.ino == self.ROOT_INO or not inode.evictable():
+        """Reclaim, then evict, as the counters allow (see the module docstring)."""
+        if inode.ino == self.ROOT_INO:
             return
-        del self._inodes[inode.ino]
+        if inode.nlink == 0 and inode.nopen == 0 and not inode.reclaimed:
+            self._reclaim(inode)
+        if inode.evictable():
+            del self._inodes[inode.ino]
+            self._evicted += 1
+
+    def _reclaim(self, inode: Inode) -> None:
+        """shmem_evict_inode's work: free the pages, the long-symlink page, the
+        xattrs and the ispace. Done as soon as the inode has no name and no open
+        handle, before FORGET: with nlink == 0 nothing can open it again, and the
+        kernel's FORGET only follows the asynchronous RELEASE's reply, so waiting
+        for it would let a statfs(2) right after close(2) see the space still
+        used, where tmpfs has already freed it. The record (attrs, number) stays
+        until nlookup drops to 0, so GETATTR on a still-cached dentry works."""
+        inode.reclaimed = True
+        inode.linkable = False
         if inode.mapping is not None:
             inode.mapping.release()
-            inode.mapping = None
         if inode.symlink_pages:
             self.budget.uncharge(inode.symlink_pages)
             inode.symlink_pages = 0
         self._unreserve_ispace(BOGO_INODE_SIZE + inode.xattr_space)
         inode.xattr_space = 0
         inode.xattrs.clear()
-        self._evicted += 1
+        self._reclaimed += 1
 
     def _entry(self, inode: Inode) -> Any:
         """Hand an entry to the kernel: nlookup += 1, return its Attr."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PAGE_SIZE = 4096
-# MAX_LFS_FILESIZE is LLONG_MAX; tmpfs's s_maxbytes; the contract rounds it down to a page.
-MAX_FILE_SIZE = (2**63 - 1) & ~(PAGE_SIZE - 1)
+# tmpfs's s_maxbytes = MAX_LFS_FILESIZE = LLONG_MAX on 64-bit. The kernel tmpfs accepts
+# ftruncate(fd, 2**63 - 1) (checked on 6.18), so fsimpl does too; internal-api.md's
+# "rounded down to a page" would make that EFBIG.
+MAX_FILE_SIZE = 2**63 - 1
 NAME_MAX = 255
 SYMLINK_MAX = PAGE_SIZE - 1  # target + NUL must fit in a page (ENAMETOOLONG beyond)
 SHORT_SYMLINK_LEN = 128  # shmem keeps shorter targets inline; longer ones cost a page

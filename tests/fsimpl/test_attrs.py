@@ -115,3 +115,11 @@ def test_access(fs: ShmFs) -> None:
     raises(errno.EACCES, fs.access, f, os.X_OK, ROOT)  # root needs some x bit on files
     fs.access(1, os.X_OK, ROOT)
     raises(errno.ENOENT, fs.access, 999, os.F_OK, ROOT)
+
+
+def test_truncate_to_llong_max(fs: ShmFs) -> None:
+    # 6.18 tmpfs: ftruncate(fd, 2**63 - 1) succeeds and st_size reports it
+    f = reg(fs)
+    assert fs.setattr(f, ROOT, size=2**63 - 1).size == 2**63 - 1
+    assert fs.getattr(f).blocks == 0
+    assert fs.setattr(f, ROOT, size=0).size == 0

@@ -51,21 +51,19 @@ def test_each_creator_counts(fs: ShmFs) -> None:
     assert fs.statistics()["inodes"] == 1
 
 
-def test_unlinked_open_file_lives_until_release_and_forget(fs: ShmFs, arena) -> None:
+def test_unlinked_open_file_lives_until_release(fs: ShmFs, arena) -> None:
     used0 = arena.statistics()["frames_in_use"]
     a, fh = fs.create(1, b"f", 0o644, os.O_RDWR, ROOT)
     fs.write(a.ino, fh, 0, memoryview(b"q" * (5 * P)))
     assert arena.statistics()["frames_in_use"] == used0 + 5
     fs.unlink(1, b"f")
+    fs.forget(a.ino, 1)  # the kernel may forget the name; the open file holds on
     # still readable and writable through the handle
     fs.write(a.ino, fh, 5 * P, memoryview(b"r"))
     assert b"".join(bytes(v) for v in fs.read(a.ino, fh, 5 * P - 1, 2)) == b"qr"
     assert fs.getattr(a.ino).nlink == 0
     assert fs.statistics()["inodes_unlinked_alive"] == 1
-    fs.forget(a.ino, 1)
-    assert fs.getattr(a.ino).size == 5 * P + 1  # the open handle keeps it
-    used = fs.statistics()["used_pages"]
-    assert used == 6
+    assert fs.statistics()["used_pages"] == 6
     fs.release(a.ino, fh)
     assert fs.statistics()["used_pages"] == 0
     assert arena.statistics()["frames_in_use"] == used0
@@ -74,14 +72,39 @@ def test_unlinked_open_file_lives_until_release_and_forget(fs: ShmFs, arena) -> 
         fs.getattr(a.ino)
 
 
-def test_release_before_forget(fs: ShmFs) -> None:
+def test_last_close_frees_space_before_forget(make_fs) -> None:
+    """The kernel sends FORGET only after the asynchronous RELEASE was answered,
+    while tmpfs frees an unlinked file at its last close: space and the inode
+    slot come back at release; the inode number stays valid until FORGET."""
+    fs = make_fs(nr_inodes=4)
+    a, fh = fs.create(1, b"f", 0o644, os.O_RDWR, ROOT)
+    fs.write(a.ino, fh, 0, memoryview(b"x" * (3 * P)))
+    fs.setxattr(a.ino, b"user.k", b"v" * 100, 0)
+    fs.unlink(1, b"f")
+    # ispace: 4096 - root 1024 - file 1024 - xattr (40 + 6 + 100) -> 1902 -> ffree 1
+    assert fs.statistics()["used_pages"] == 3 and fs.statfs().ffree == 1
+    fs.release(a.ino, fh)
+    assert fs.statistics()["used_pages"] == 0 and fs.statfs().ffree == 3
+    st = fs.getattr(a.ino)  # a GETATTR through a still-cached dentry
+    assert (st.nlink, st.size, st.blocks) == (0, 3 * P, 0)
+    assert fs.statistics()["inodes_awaiting_forget"] == 1
+    fs.forget(a.ino, 1)
+    assert fs.statfs().ffree == 3 and fs.statistics()["inodes"] == 1
+    with pytest.raises(FsError):
+        fs.getattr(a.ino)
+
+
+def test_unlink_of_closed_file_frees_at_once(fs: ShmFs) -> None:
     a, fh = fs.create(1, b"f", 0o644, os.O_RDWR, ROOT)
     fs.write(a.ino, fh, 0, memoryview(b"x"))
     fs.release(a.ino, fh)
+    assert fs.statistics()["used_pages"] == 1
     fs.unlink(1, b"f")
-    assert fs.statistics()["used_pages"] == 1  # the kernel still has a reference
+    assert fs.statistics()["used_pages"] == 0  # as tmpfs: no name, no open file
+    assert fs.getattr(a.ino).nlink == 0
     fs.forget(a.ino, 1)
-    assert fs.statistics()["used_pages"] == 0
+    with pytest.raises(FsError):
+        fs.getattr(a.ino)
 
 
 def test_forget_of_linked_inode_keeps_it(fs: ShmFs) -> None:
@@ -114,3 +137,15 @@ def test_open_dir_handle_pins_removed_dir(fs: ShmFs) -> None:
     fs.releasedir(d, fh)
     with pytest.raises(FsError):
         fs.getattr(d)
+
+
+def test_events_hook_and_drain(fs: ShmFs) -> None:
+    f = fs.mknod(1, b"f", stat.S_IFREG | 0o644, 0, ROOT).ino
+    assert fs.drain_events() == []  # kernel-requested changes queue nothing
+    fs.notify_data_changed(f, 4096, 8192)
+    fs.notify_data_changed(999)  # unknown inode: nothing to invalidate
+    fs.notify_entry_changed(1, b"f")
+    from fsimpl import InvalEntry, InvalInode
+
+    assert fs.drain_events() == [InvalInode(f, 4096, 8192), InvalEntry(1, b"f")]
+    assert fs.drain_events() == []
