@@ -129,6 +129,7 @@ def run(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[list[Result], l
         meta["targets"] = [t.describe() for t in targets]
         progress("unmounting ...")
     meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    meta["loadavg_end"] = report.loadavg()
     return median_of_runs(results), targets
 
 

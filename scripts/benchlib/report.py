@@ -253,13 +253,21 @@ def machine_info() -> dict[str, Any]:
         "command": shlex.join([sys.executable, *sys.argv]),
         "cwd": os.getcwd(),
         "uid": os.geteuid(),
+        "loadavg_start": loadavg(),
     }
+
+
+def loadavg() -> str:
+    """/proc/loadavg's 1/5/15-minute figures: other work on the machine skews results."""
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def meta_line(meta: dict[str, Any]) -> str:
     return (f"{meta['date']}  {meta['hostname']}  {meta['cpus']}x {meta['cpu']}  {meta['mem']}"
             f"\nkernel {meta['kernel']}  python {meta['python']}  git {meta['git']}"
-            f"  engine {meta.get('engine')}\ncommand: {meta['command']}")
+            f"  engine {meta.get('engine')}  load {meta.get('loadavg_start')}"
+            f" -> {meta.get('loadavg_end', '?')}\ncommand: {meta['command']}")
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -95,6 +95,8 @@ class Target:
     daemon_pid: int | None = None
     _tmpdir: Path | None = None
     mount_options: str = ""
+    rss_at_mount: int | None = None
+    command: list[str] | None = None
 
     def open(self) -> None:
         """Make the target ready: mount a fresh filesystem, or check the directory."""
@@ -108,10 +110,9 @@ class Target:
         self.path.mkdir()
         self.mount_options = f"size={self.size}"
         if self.kind == "tmpfs":
-            subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", self.mount_options, "tmpfs", str(self.path)],
-                check=True,
-            )
+            self.command = ["mount", "-t", "tmpfs", "-o", self.mount_options, "tmpfs",
+                            str(self.path)]
+            subprocess.run(self.command, check=True)
             self.mounted = True
         else:
             self._mount_shmfs()
@@ -131,6 +132,8 @@ class Target:
             pids = daemon_pids(self.path)
             self.daemon_pid = pids[-1] if pids else None
             time.sleep(0.05)
+        self.rss_at_mount = vm_rss_bytes(self.daemon_pid)
+        self.command = [*cmd, str(self.path), "-o", self.mount_options]
 
     def fstype(self) -> str | None:
         return _mount_fstype(self.path)
@@ -178,6 +181,8 @@ class Target:
             "fstype": self.fstype() if self.kind != "dir" else None,
             "mount_options": self.mount_options,
             "daemon_pid": self.daemon_pid,
+            "daemon_rss_at_mount": self.rss_at_mount,
+            "command": self.command,
         }
 
 

@@ -22,6 +22,7 @@ What "cold" means on each side (both get the same treatment):
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -280,20 +281,28 @@ class Runner:
         return out
 
     def uml_boot(self, t: Target) -> list[Result]:
+        """Wall time of scripts/uml_boot.py with UML's memory file on the target."""
         script = REPO / "scripts" / "uml_boot.py"
         if not script.exists():
             return [Result("uml_boot", t.label, "seconds",
                            skipped="scripts/uml_boot.py does not exist yet")]
-        cmd = [sys.executable, str(script), "--dir", str(t.path)]
-        t0 = time.perf_counter_ns()
+        cmd = [sys.executable, str(script), "--dir", str(t.path), "--json"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
-        ns = time.perf_counter_ns() - t0
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return [Result("uml_boot", t.label, "seconds", skipped=f"uml_boot.py failed "
-                           f"(rc={proc.returncode}): {' | '.join(tail)}")]
-        return [Result("uml_boot", t.label, "seconds", {"command": " ".join(cmd)},
-                       ns=ns, ops=1, value=ns / 1e9)]
+        try:
+            doc = json.loads(proc.stdout)
+        except ValueError:
+            doc = {}
+        if proc.returncode != 0 or "wall_seconds" not in doc:
+            why = "; ".join(doc.get("problems", [])) or " | ".join(
+                (proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            return [Result("uml_boot", t.label, "seconds",
+                           skipped=f"uml_boot.py failed (rc={proc.returncode}): {why}")]
+        wall = float(doc["wall_seconds"])
+        return [Result("uml_boot", t.label, "seconds",
+                       {"command": " ".join(cmd), "timings": doc.get("timings"),
+                        "madv_remove_ok": doc.get("madv_remove_ok"),
+                        "uml_command": " ".join(map(str, doc.get("command", [])))},
+                       ns=int(wall * 1e9), ops=1, value=wall)]
 
     def daemon_rss(self, t: Target) -> list[Result]:
         """VmRSS of the shmfs daemon with a known amount of data stored in it."""
