@@ -1,0 +1,167 @@
+"""What the files must contain: the oracle of the stress tool.
+
+Each worker owns its files, so a FileModel (a bytearray that every operation
+is applied to as well) says exactly which bytes a read must return: holes,
+punched ranges, truncated-then-extended tails and fallocated pages read as
+zeros, everything else as the last write or mmap store put there.
+
+Files in the shared directory are raced over by every worker, so their names
+are unpredictable; their *contents* are not: each one is a self-describing
+record (magic, creator, sequence number, payload length) followed by a
+payload generated from a seed derived from the header, so any reader can
+check a file it finds under any name without knowing who made it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import random
+import struct
+from dataclasses import dataclass
+
+PAGE = 4096
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+RENAME_NOREPLACE = 1 << 0
+RENAME_EXCHANGE = 1 << 1
+AT_FDCWD = -100
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_uint]
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2); raises OSError (the os module only has posix_fallocate)."""
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def renameat2(old: str, new: str, flags: int) -> None:
+    """renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE; raises OSError."""
+    if _libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), old, None, new)
+
+
+class Mismatch(Exception):
+    """A verification failed: the filesystem returned bytes the oracle forbids."""
+
+    def __init__(self, what: str, path: str, detail: str) -> None:
+        super().__init__(f"{what} on {path}: {detail}")
+        self.what = what
+        self.path = path
+        self.detail = detail
+
+
+def first_difference(got: bytes, want: bytes) -> str:
+    """A short description of where two byte strings first differ."""
+    if len(got) != len(want):
+        n = min(len(got), len(want))
+        prefix = next((i for i in range(n) if got[i] != want[i]), None)
+        where = f", first differing byte at +{prefix}" if prefix is not None else ""
+        return f"length {len(got)}, expected {len(want)}{where}"
+    i = next(i for i in range(len(got)) if got[i] != want[i])
+    j = i
+    while j < len(got) and got[j] != want[j]:
+        j += 1
+    return (f"first differing byte at +{i} (page +{i // PAGE}), {j - i} bytes differ from "
+            f"there: got {got[i:i + 16].hex()} expected {want[i:i + 16].hex()}")
+
+
+class FileModel:
+    """The bytes one owned file must hold (i_size = len(data))."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def write(self, off: int, buf: bytes) -> None:
+        end = off + len(buf)
+        if end > len(self.data):
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[off:end] = buf
+
+    def truncate(self, size: int) -> None:
+        if size < len(self.data):
+            del self.data[size:]
+        else:
+            self.data.extend(bytes(size - len(self.data)))
+
+    def punch(self, off: int, length: int) -> None:
+        end = min(off + length, len(self.data))
+        if off < end:
+            self.data[off:end] = bytes(end - off)
+
+    def fallocate(self, off: int, length: int, keep_size: bool) -> None:
+        if not keep_size and off + length > len(self.data):
+            self.truncate(off + length)
+
+    def expect(self, off: int, length: int) -> bytes:
+        """What pread(fd, length, off) must return."""
+        return bytes(self.data[off:off + length])
+
+    def check(self, got: bytes, off: int, length: int, path: str, what: str) -> int:
+        """Raise Mismatch unless ``got`` is what a read of (off, length) must return."""
+        want = self.expect(off, length)
+        if got != want:
+            raise Mismatch(what, path, f"{what} at offset {off} length {length}: "
+                           f"{first_difference(got, want)}")
+        return len(got)
+
+
+# --- shared-directory records -----------------------------------------------------------------
+
+RECORD = struct.Struct("<8sIIQI")  # magic, creator proc, payload length, seq, crc of header
+MAGIC = b"shmstres"
+MAX_PAYLOAD = 3 * PAGE
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The identity of one shared file: who created it and its sequence number."""
+
+    proc: int
+    seq: int
+    length: int
+
+    def encode(self) -> bytes:
+        head = RECORD.pack(MAGIC, self.proc, self.length, self.seq, 0)
+        crc = _digest(head)
+        return RECORD.pack(MAGIC, self.proc, self.length, self.seq, crc) + self.payload()
+
+    def payload(self) -> bytes:
+        return random.Random(f"record:{self.proc}:{self.seq}").randbytes(self.length)
+
+
+def _digest(head: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(head, digest_size=4).digest(), "little")
+
+
+def new_record(proc: int, seq: int, rng: random.Random) -> Record:
+    return Record(proc, seq, rng.randrange(0, MAX_PAYLOAD))
+
+
+def check_record(got: bytes, path: str) -> Record:
+    """Decode a shared file's content; raise Mismatch if it is not one intact record."""
+    if len(got) < RECORD.size:
+        raise Mismatch("shared-read", path, f"{len(got)} bytes: shorter than a record header")
+    magic, proc, length, seq, crc = RECORD.unpack_from(got)
+    if magic != MAGIC or crc != _digest(RECORD.pack(magic, proc, length, seq, 0)):
+        raise Mismatch("shared-read", path, f"corrupt header {got[:RECORD.size].hex()}")
+    rec = Record(proc, seq, length)
+    want = rec.encode()
+    if got != want:
+        raise Mismatch("shared-read", path, f"record of proc {proc} seq {seq}: "
+                       f"{first_difference(got, want)}")
+    return rec
