@@ -487,7 +487,7 @@ class Mm:
             if start < vma.start:
                 start = vma.start
                 if start >= end:
-                    break
+                    raise _err(errno.ENOMEM, "msync: range not mapped")
                 unmapped = True
             if flags & MS_INVALIDATE and vma.flags & VmFlags.LOCKED:
                 raise _err(errno.EBUSY, "msync: MS_INVALIDATE on locked memory")

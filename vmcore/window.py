@@ -53,8 +53,9 @@ class Window:
         return [v for v in self.mm.vmas if v.start < end and v.end > self.address]
 
     def remap(self, index: int, npages: int, pgoff: int, flags: int = 0, prot: int = 0) -> None:
-        self.mm.remap_file_pages(self.address + (index << PAGE_SHIFT), npages << PAGE_SHIFT,
-                                 prot, pgoff, flags)
+        self.mm.remap_file_pages(
+            self.address + (index << PAGE_SHIFT), npages << PAGE_SHIFT, prot, pgoff, flags
+        )
 
     def mprotect(self, index: int, npages: int, prot: int) -> None:
         self.mm.mprotect(self.address + (index << PAGE_SHIFT), npages << PAGE_SHIFT, prot)

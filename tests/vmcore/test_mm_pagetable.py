@@ -117,8 +117,9 @@ intervals = st.lists(st.tuples(st.integers(0, 200), st.integers(1, 60)), max_siz
 
 
 @settings(max_examples=100, deadline=None)
-@given(intervals, st.lists(st.tuples(st.integers(0, 260), st.integers(1, 80)), max_size=10),
-       st.data())
+@given(
+    intervals, st.lists(st.tuples(st.integers(0, 260), st.integers(1, 80)), max_size=10), st.data()
+)
 def test_interval_index_matches_brute_force(ivs: list, queries: list, data: st.DataObject) -> None:
     idx: IntervalIndex[object] = IntervalIndex()
     items = []
