@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vmcore.interval import IntervalIndex
-from vmcore.pagetable import PAGE_SHIFT, PAGE_SIZE
+from vmcore.pagetable import PAGE_SHIFT, PAGE_SIZE, PTE_ANON
 
 if TYPE_CHECKING:
     from vmcore.vma import Vma
@@ -188,7 +188,13 @@ class Rmap:
         for vma in self.i_mmap.overlapping(first_pgoff, last + 1):
             zba = max(first_pgoff, vma.pgoff)
             zea = min(last, vma.pgoff + vma.npages - 1)
-            out.append((vma, np.arange(zba - vma.pgoff, zea - vma.pgoff + 1, dtype=np.int64)))
+            idx = np.arange(zba - vma.pgoff, zea - vma.pgoff + 1, dtype=np.int64)
+            if not vma.shared:  # drop private COW copies
+                lo = vma.start_vpn + int(idx[0])
+                bits = vma.pt.lookup(lo, lo + len(idx))[0]
+                idx = idx[(bits & PTE_ANON) == 0]
+            if len(idx):
+                out.append((vma, idx))
         for vma in self.i_mmap_nonlinear.values():
             vpns, _pg = vma.pt.find_pgoffs(first_pgoff, last)
             idx = vpns - vma.start_vpn
