@@ -37,6 +37,9 @@ from benchlib.targets import Target, parse_targets
 from benchlib.workloads import Config, Result, Runner
 
 DEFAULT_OUT = Path("/tmp/shmfs-bench-results")
+# units that allocate file data: the guest-memory warm-up runs right before each
+DATA_UNITS = {"seq_1m", "seq_128k", "rand_4k", "rand_4k_smallfile", "mmap_first_touch",
+              "uml_boot", "daemon_rss"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,9 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run each workload N times per target (order alternating), report the "
                         "median (default 1)")
     p.add_argument("--warmup", default="auto",
-                   help="MiB of anonymous memory to touch first, so a VM's first-touch cost of "
-                        "guest RAM does not land on whichever target runs first (auto: 3 GiB, "
-                        "512 MiB with --quick; 0 = none)")
+                   help="MiB of anonymous memory to touch (and free) before each data workload, "
+                        "so a VM's first-touch cost of guest RAM does not land on one target "
+                        "(auto: 2 GiB, 128 MiB with --quick; 0 = none)")
     p.add_argument("--size", default="16g", help="size= for the mounts (default 16g)")
     p.add_argument("--attr-timeout", type=float, default=None,
                    help="without root (no drop_caches): sleep this long past the target's "
@@ -107,7 +110,6 @@ def run(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[list[Result], l
             t.open()
             progress(f"  {t.label} at {t.path}" +
                      (f", daemon pid {t.daemon_pid}" if t.daemon_pid else ""))
-        warm_up(cfg.warmup_bytes)
         total = len(units) * len(targets) * args.repeat
         step = 0
         for name, fn in units:
@@ -119,6 +121,8 @@ def run(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[list[Result], l
                              f"{name} on {t.label}"
                              + (f" (run {rep + 1}/{args.repeat})" if args.repeat > 1 else "")
                              + " ...")
+                    if name in DATA_UNITS:
+                        warm_up(cfg.warmup_bytes)
                     t0 = time.monotonic()
                     got = fn(t)
                     for r in got:
@@ -152,12 +156,17 @@ def median_of_runs(results: list[Result]) -> list[Result]:
 
 
 def warm_up(nbytes: int) -> None:
-    """Touch (then free) nbytes of anonymous memory: under a hypervisor the first
-    touch of guest RAM is several times slower than later ones (measured here:
-    a first 1 GiB tmpfs write at 0.47 GB/s, the next at 1.8 GB/s)."""
+    """Touch (then free) nbytes of anonymous memory, just before a timed workload.
+
+    This VM returns free guest memory to the host (virtio-balloon free page
+    reporting, order 11, a couple of seconds after it is freed), so the next
+    first touch of it is a host fault: a 1 GiB tmpfs write ran at 0.47 GB/s
+    that way and at 1.8 GB/s on memory touched just before. Freed pages are
+    reused before reported ones, so touching memory right before a workload
+    gives both targets warm guest RAM.
+    """
     if nbytes <= 0:
         return
-    progress(f"warming up {nbytes >> 20} MiB of memory ...")
     buf = mmap.mmap(-1, nbytes, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         step = mmap.PAGESIZE

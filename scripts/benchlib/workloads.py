@@ -53,7 +53,7 @@ class Config:
     dir_small_rounds: int = 20
     rss_bytes: int = 1 * GiB
     attr_timeout: float | None = None
-    warmup_bytes: int = 3 * GiB
+    warmup_bytes: int = 2 * GiB
     seed: int = 6
 
     @classmethod
@@ -66,7 +66,7 @@ class Config:
             dir_large=2_000,
             dir_small_rounds=5,
             rss_bytes=64 * MiB,
-            warmup_bytes=512 * MiB,
+            warmup_bytes=128 * MiB,
         )
 
 
