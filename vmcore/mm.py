@@ -582,6 +582,22 @@ class Mm:
             )
             pos += k
 
+    def views(self, address: int, length: int, write: bool = False) -> list[memoryview]:
+        """Zero-copy access: one arena memoryview per page piece of
+        [address, address+length), each page resolved (and faulted) as a load
+        or, with ``write``, a store would -- the path a window file's read/write
+        takes.  Stops with Sigbus/Sigsegv at the first page that cannot be had."""
+        out: list[memoryview] = []
+        pos = 0
+        while pos < length:
+            a = address + pos
+            off = a & _PAGE_MASK
+            k = min(PAGE_SIZE - off, length - pos)
+            vma, frame = self._resolve(a, write)
+            out.append(vma.mapping.arena.view(frame)[off : off + k])
+            pos += k
+        return out
+
     # =================================================================== fork
     def fork(self) -> Mm:
         """dup_mm: VMAs copied; page tables copied for nonlinear VMAs (they

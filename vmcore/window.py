@@ -73,6 +73,16 @@ class Window:
         self.mm.store(self.address + off, data[:n])
         return n
 
+    def read_views(self, off: int, length: int) -> list[memoryview]:
+        """pread without copies: arena views of the pages the window shows."""
+        length = max(0, min(length, (self.npages << PAGE_SHIFT) - off))
+        return self.mm.views(self.address + off, length)
+
+    def write_views(self, off: int, length: int) -> list[memoryview]:
+        """Writable views for a pwrite of ``length`` bytes at ``off`` (store faults taken)."""
+        length = max(0, min(length, (self.npages << PAGE_SHIFT) - off))
+        return self.mm.views(self.address + off, length, write=True)
+
     def shown(self) -> list[int | str | None]:
         return self.mm.shown(self.address, self.npages)
 

@@ -152,3 +152,19 @@ def test_exit_mmap_detaches_from_the_rmap(arena: Arena) -> None:
     assert m.rmap.nr_vmas == 2
     mm.exit_mmap()
     assert m.rmap.nr_vmas == 0 and mm.map_count == 0
+
+
+def test_views_are_zero_copy_and_fault_like_accesses(arena: Arena) -> None:
+    from vmcore.window import Window
+
+    m = obj(arena, 4)
+    w = Window(m, 4)
+    w.remap(0, 2, 2)  # |  2|  3|  2|  3|
+    vs = w.read_views(P - 2, 4)
+    assert [bytes(v) for v in vs] == [b"CC", b"DD"]
+    for v in w.write_views(2 * P, 2):
+        v[:] = b"zz"
+    assert m.read_bytes(2 * P, 2) == b"zz" and w.pread(0, 2) == b"zz"
+    m.truncate(2 * P)
+    with pytest.raises(Sigbus):
+        w.read_views(0, 1)
