@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from vmcore.errors import Sigbus, Sigsegv, VmError
-from vmcore.fault import VmFault, fault
-from vmcore.flags import FaultFlags
+from vmcore.madvise import sys_madvise, sys_msync
 from vmcore.memory import handle_mm_fault
+from vmcore.mprotect import sys_mlock, sys_mprotect, sys_munlock
 from vmcore.pagetable import (
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -39,19 +39,12 @@ from vmcore.pagetable import (
 )
 from vmcore.rmap import rmap_of
 from vmcore.vma import (
-    MADV_DONTNEED,
-    MADV_NORMAL,
-    MADV_REMOVE,
-    MADV_WILLNEED,
     MAP_FIXED,
     MAP_NONBLOCK,
     MAP_POPULATE,
     MAP_PRIVATE,
     MAP_SHARED,
     MAP_TYPE,
-    MS_ASYNC,
-    MS_INVALIDATE,
-    MS_SYNC,
     PROT_EXEC,
     PROT_READ,
     PROT_WRITE,
@@ -308,205 +301,23 @@ class Mm:
         for vma in list(self._vmas):
             self.do_munmap(vma.start, vma.end - vma.start)
 
-    # ============================================================ range walks
-    def _fixup_range(self, start: int, length: int, what: str) -> tuple[list[Vma], bool]:
-        """Split VMAs at the edges of [start, start+length); return the VMAs
-        inside and whether the range had an unmapped gap."""
-        end = start + length
-        vmas = self._overlapping(start, end)
-        gap = False
-        pos = start
-        out = []
-        for vma in vmas:
-            if vma.start > pos:
-                gap = True
-                break  # callers stop at the first hole (mprotect, mlock)
-            if vma.start < start:
-                vma = self.split_vma(vma, start)
-            if vma.end > end:
-                self.split_vma(vma, end)
-            out.append(vma)
-            pos = vma.end
-        if pos < end:
-            gap = True
-        return out, gap
-
-    # ============================================================== mprotect
+    # ======================================= mprotect, mlock, madvise, msync
     def mprotect(self, start: int, length: int, prot: int) -> None:
-        if start & _PAGE_MASK:
-            raise _err(errno.EINVAL, "mprotect: unaligned start")
-        if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC):
-            raise _err(errno.EINVAL, "mprotect: unknown prot bits")
-        length = _page_align(length)
-        if length == 0:
-            return
-        first = self.vma_at(start)
-        if first is None:
-            raise _err(errno.ENOMEM, "mprotect: start not mapped")
-        vmas, gap = self._fixup_range(start, length, "mprotect")
-        for vma in vmas:
-            self._change_protection(vma, prot)
-        for vma in vmas:
-            if vma in self._vmas:
-                self._merge_around(vma)
-        if gap:
-            raise _err(errno.ENOMEM, "mprotect: range has an unmapped gap")
+        """See vmcore.mprotect."""
+        sys_mprotect(self, start, length, prot)
 
-    def _change_protection(self, vma: Vma, prot: int) -> None:
-        """mprotect_fixup + change_pte_range for a whole VMA."""
-        vma.flags = (vma.flags & ~_PROT_BITS) | prot_to_vmflags(prot)
-        vma.prot = prot
-        lo, hi = vma.start_vpn, vma.end_vpn
-        if vma.flags & VmFlags.MANYPROTS:
-            vma.pt.reset_prot(lo, hi)  # extension: mprotect resets own protections
-            vma.flags &= ~VmFlags.MANYPROTS
-        vma.pt.clear_bits(lo, hi, PTE_WRITE)
-        if prot & PROT_WRITE:
-            if not vma.shared:
-                vma.pt.set_bits_where(lo, hi, PTE_WRITE, PTE_PRESENT | PTE_ANON)
-            elif vma.wants_writenotify():
-                vma.pt.set_bits_where(lo, hi, PTE_WRITE, PTE_PRESENT | PTE_DIRTY)
-            else:
-                vma.pt.set_bits_where(lo, hi, PTE_WRITE, PTE_PRESENT)
-
-    # ================================================================= mlock
     def mlock(self, start: int, length: int) -> None:
-        self._set_locked(start, length, True)
-        self.make_pages_present(start & ~_PAGE_MASK, start + _page_align(length))
+        sys_mlock(self, start, length)
 
     def munlock(self, start: int, length: int) -> None:
-        self._set_locked(start, length, False)
+        sys_munlock(self, start, length)
 
-    def _set_locked(self, start: int, length: int, on: bool) -> None:
-        length = _page_align(length + (start & _PAGE_MASK))
-        start &= ~_PAGE_MASK
-        if self.vma_at(start) is None and length:
-            raise _err(errno.ENOMEM, "mlock: not mapped")
-        vmas, gap = self._fixup_range(start, length, "mlock")
-        for vma in vmas:
-            if on:
-                vma.flags |= VmFlags.LOCKED
-            else:
-                vma.flags &= ~VmFlags.LOCKED
-        for vma in vmas:
-            if vma in self._vmas:
-                self._merge_around(vma)
-        if gap:
-            raise _err(errno.ENOMEM, "mlock: range has an unmapped gap")
-
-    # =============================================================== madvise
     def madvise(self, start: int, length: int, advice: int) -> None:
-        if advice not in (MADV_NORMAL, MADV_WILLNEED, MADV_DONTNEED, MADV_REMOVE):
-            raise _err(errno.EINVAL, f"madvise: unsupported advice {advice}")
-        if start & _PAGE_MASK:
-            raise _err(errno.EINVAL, "madvise: unaligned start")
-        length = _page_align(length)
-        end = start + length
-        if end < start:
-            raise _err(errno.EINVAL, "madvise: wrapping range")
-        if end == start:
-            return
-        unmapped = False
-        pos = start
-        for vma in self._overlapping(start, end):
-            if vma.start > pos:
-                unmapped = True
-            s, e = max(start, vma.start), min(end, vma.end)
-            self._madvise_vma(vma, s, e, advice)
-            pos = e
-        if pos < end:
-            unmapped = True
-        if unmapped:
-            raise _err(errno.ENOMEM, "madvise: range has an unmapped gap")
+        """See vmcore.madvise."""
+        sys_madvise(self, start, length, advice)
 
-    def _madvise_vma(self, vma: Vma, s: int, e: int, advice: int) -> None:
-        lo, hi = s >> PAGE_SHIFT, e >> PAGE_SHIFT
-        if advice == MADV_DONTNEED:
-            if vma.flags & VmFlags.LOCKED:
-                raise _err(errno.EINVAL, "MADV_DONTNEED on a locked vma")
-            if vma.nonlinear:
-                z = vma.pt.zap(lo, hi, nonlinear_base=(vma.start_vpn, vma.pgoff))
-            else:
-                z = vma.pt.zap(lo, hi)
-            self._after_zap(vma, z, "dontneed")
-        elif advice == MADV_WILLNEED:
-            # readahead into the page cache only; tmpfs has no backing store, so
-            # this is a read(2)-like prefault that allocates nothing, no PTEs
-            for pgoff in self._pgoffs_shown(vma, lo, hi).tolist():
-                vmf = VmFault(FaultFlags.PREFAULT, int(pgoff), 1)
-                fault(vma.mapping, vmf)
-        elif advice == MADV_REMOVE:
-            self._madvise_remove(vma, s, e)
-
-    def _madvise_remove(self, vma: Vma, s: int, e: int) -> None:
-        """madvise_remove: 2.6.23 checks, modern punch (COWs survive, row 13)."""
-        if vma.flags & VmFlags.LOCKED:
-            raise _err(errno.EINVAL, "MADV_REMOVE on a locked vma")
-        nl_ok = bool(self.ext & PagerExt.MADV_REMOVE_NONLINEAR)
-        if vma.nonlinear and not nl_ok:
-            raise _err(errno.EINVAL, "MADV_REMOVE on a nonlinear vma (row 10)")
-        if (vma.flags & (VmFlags.SHARED | VmFlags.WRITE)) != (VmFlags.SHARED | VmFlags.WRITE):
-            raise _err(errno.EACCES, "MADV_REMOVE needs a shared writable mapping (row 11)")
-        mapping = vma.mapping
-        if not vma.nonlinear:
-            off = (s - vma.start) + (vma.pgoff << PAGE_SHIFT)
-            mapping.punch_hole(off, e - s)
-            return
-        # extension: punch every object page the window shows, in runs
-        pg = np.unique(self._pgoffs_shown(vma, s >> PAGE_SHIFT, e >> PAGE_SHIFT))
-        if not len(pg):
-            return
-        brk = np.flatnonzero(np.diff(pg) != 1) + 1
-        for run in np.split(pg, brk):
-            mapping.punch_hole(int(run[0]) << PAGE_SHIFT, len(run) << PAGE_SHIFT)
-
-    def _pgoffs_shown(self, vma: Vma, lo: int, hi: int) -> np.ndarray:
-        """The object page each window page in vpns [lo, hi) shows (COW copies excluded)."""
-        bits, _f, pgoff, _p = vma.pt.lookup(lo, hi)
-        linear = np.arange(lo, hi, dtype=np.int64) - vma.start_vpn + vma.pgoff
-        shown = np.where((bits & (PTE_PRESENT | PTE_FILE)) != 0, pgoff, linear)
-        return shown[(bits & PTE_ANON) == 0]
-
-    # ================================================================= msync
     def msync(self, start: int, length: int, flags: int) -> None:
-        if flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC):
-            raise _err(errno.EINVAL, "msync: unknown flags")
-        if start & _PAGE_MASK:
-            raise _err(errno.EINVAL, "msync: unaligned start")
-        if flags & MS_ASYNC and flags & MS_SYNC:
-            raise _err(errno.EINVAL, "msync: MS_ASYNC and MS_SYNC together")
-        length = _page_align(length)
-        end = start + length
-        if end == start:
-            return
-        unmapped = False
-        vma = self.find_vma(start)
-        while True:
-            if vma is None:
-                raise _err(errno.ENOMEM, "msync: range not mapped")
-            if start < vma.start:
-                start = vma.start
-                if start >= end:
-                    raise _err(errno.ENOMEM, "msync: range not mapped")
-                unmapped = True
-            if flags & MS_INVALIDATE and vma.flags & VmFlags.LOCKED:
-                raise _err(errno.EBUSY, "msync: MS_INVALIDATE on locked memory")
-            start = vma.end
-            if flags & MS_SYNC and vma.shared:
-                self._fsync(vma.mapping)
-            if start >= end:
-                break
-            vma = self.find_vma(start)
-        if unmapped:
-            raise _err(errno.ENOMEM, "msync: range has an unmapped gap")
-
-    def _fsync(self, mapping: Any) -> None:
-        """do_fsync: write back the whole object.  Only write-notify mappings
-        track dirtiness through PTEs: page_mkclean re-protects them."""
-        if mapping.rmap is None:
-            return
-        if getattr(mapping, "write_notify", False) or getattr(mapping, "page_mkwrite", None):
-            mapping.rmap.mkclean(bool(self.ext & PagerExt.NONLINEAR_WRITENOTIFY))
+        sys_msync(self, start, length, flags)
 
     # ====================================================== remap_file_pages
     def remap_file_pages(self, start: int, size: int, prot: int, pgoff: int, flags: int = 0) -> int:
