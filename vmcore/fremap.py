@@ -117,8 +117,11 @@ def remap_file_pages(mm: Mm, start: int, size: int, prot: int, pgoff: int, flags
     if chgprot:
         vma.flags |= VmFlags.MANYPROTS
     vpn = start >> PAGE_SHIFT
-    for i in range(npages):
-        install_file_pte(mm, vma, vpn + i, pgoff + i, own)
+    if npages == 1:
+        install_file_pte(mm, vma, vpn, pgoff, own)
+    else:  # vectorised: zap the present PTEs of the range, then file PTEs
+        mm._after_zap(vma, vma.pt.zap(vpn, vpn + npages), "remap", notify=False)
+        vma.pt.set_file_range(vpn, vpn + npages, pgoff, own)
     mm.stats.remaps += 1
     mm.stats.remap_pages += npages
     mm._notify(vma, vpn - vma.start_vpn, npages, "remap")

@@ -142,6 +142,22 @@ class PageTable:
         c.frame[i] = 0
         c.pgoff[i] = pgoff
 
+    def set_file_range(self, lo: int, hi: int, pgoff: int, prot: int | None = None) -> None:
+        """File PTEs for vpns [lo, hi) showing pgoff, pgoff+1, ... (populate_range).
+
+        Overwrites whatever was there: the caller zaps present PTEs first."""
+        ck = lo >> CHUNK_SHIFT
+        while (ck << CHUNK_SHIFT) < hi:
+            base = ck << CHUNK_SHIFT
+            s, e = max(lo - base, 0), min(hi - base, CHUNK)
+            c = self._chunk_for_write(base)
+            first = pgoff + base + s - lo
+            c.bits[s:e] = PTE_FILE if prot is None else PTE_FILE | PTE_OWNPROT
+            c.prot[s:e] = 0 if prot is None else prot
+            c.frame[s:e] = 0
+            c.pgoff[s:e] = np.arange(first, first + e - s, dtype=np.int64)
+            ck += 1
+
     def update_bits(self, vpn: int, set_: int = 0, clear: int = 0) -> None:
         c = self._chunks.get(vpn >> CHUNK_SHIFT)
         if c is None:

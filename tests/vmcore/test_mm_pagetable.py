@@ -140,3 +140,20 @@ def test_interval_index_matches_brute_force(ivs: list, queries: list, data: st.D
         assert sorted(map(id, got)) == sorted(map(id, want))
         starts = [idx.interval_of(o)[0] for o in got]
         assert starts == sorted(starts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lo=st.integers(0, 3 * CHUNK),
+    n=st.integers(1, 2 * CHUNK + 3),
+    pg=st.integers(0, 1 << 40),
+    prot=st.sampled_from([None, 0, 1, 3]),
+)
+def test_set_file_range_equals_one_by_one(lo: int, n: int, pg: int, prot: int | None) -> None:
+    a, b = PageTable(), PageTable()
+    a.set_present(lo + n // 2, 7, 1, PTE_PRESENT)
+    a.set_file_range(lo, lo + n, pg, prot)
+    for i in range(n):
+        b.set_file(lo + i, pg + i, prot)
+    assert all(a.get(v) == b.get(v) for v in range(max(lo - 2, 0), lo + n + 2))
+    assert a.nchunks == b.nchunks
