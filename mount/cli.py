@@ -23,6 +23,7 @@ from mount.options import MountOptions, OptionError, default_limits, parse_optio
 log = logging.getLogger("shmfs")
 
 SUBCOMMANDS = ("unmount",)
+READAHEAD_KIB = 1024  # one READ request's worth (max_pages = 256)
 
 
 def _mount_parser() -> argparse.ArgumentParser:
@@ -154,7 +155,13 @@ def _run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[st
         report(str(e))
         return 1
     ops = Operations(fs, OpsConfig())
-    session = Session(fd, ops, mnt, on_ready=lambda: report("ok"), debug=debug)
+
+    def ready() -> None:
+        if os.geteuid() == 0:
+            mounting.set_readahead(mnt, READAHEAD_KIB)
+        report("ok")
+
+    session = Session(fd, ops, mnt, on_ready=ready, debug=debug)
     try:
         trio.run(session.serve)
     except KeyboardInterrupt:
