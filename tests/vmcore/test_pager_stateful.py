@@ -29,6 +29,7 @@ from vmcore.mm import Mm
 from vmcore.vma import (
     MADV_DONTNEED,
     MADV_REMOVE,
+    MAP_CHGPROT,
     MAP_FIXED,
     MAP_NONBLOCK,
     MAP_POPULATE,
@@ -59,6 +60,7 @@ class RVma:
     prot: int
     shared: bool
     nonlinear: bool = False
+    manyprots: bool = False  # PER_PAGE_PROT: some page has its own protection
 
     def linear(self, i: int) -> int:
         return self.pgoff + i - self.start
@@ -71,6 +73,7 @@ class Ref:
         self.objs = [bytearray() for _ in range(nobj)]
         self.vmas: list[RVma] = []
         self.show: dict[int, int | bytearray] = {}
+        self.ownprot: dict[int, int] = {}  # page -> its own PROT_* (extension)
         self.remove_nonlinear = remove_nonlinear
 
     # vma list -------------------------------------------------------------
@@ -81,7 +84,9 @@ class Ref:
         return next((v for v in self.vmas if v.end > i), None)
 
     def split(self, v: RVma, at: int) -> RVma:
-        r = RVma(at, v.end, v.obj, v.pgoff + at - v.start, v.prot, v.shared, v.nonlinear)
+        r = RVma(
+            at, v.end, v.obj, v.pgoff + at - v.start, v.prot, v.shared, v.nonlinear, v.manyprots
+        )
         v.end = at
         self.vmas.insert(self.vmas.index(v) + 1, r)
         return r
@@ -96,6 +101,7 @@ class Ref:
             and a.shared == b.shared
             and a.prot == b.prot
             and a.nonlinear == b.nonlinear
+            and a.manyprots == b.manyprots
             and a.pgoff + a.end - a.start == b.pgoff
         )
 
@@ -117,6 +123,7 @@ class Ref:
             self.vmas.remove(v)
             for i in range(v.start, v.end):
                 del self.show[i]
+                self.ownprot.pop(i, None)
 
     def mmap(self, s: int, n: int, obj: int, prot: int, shared: bool, pgoff: int) -> None:
         self.munmap(s, s + n)
@@ -139,6 +146,9 @@ class Ref:
             if v.end > e:
                 self.split(v, e)
             v.prot = prot
+            v.manyprots = False
+            for k in range(v.start, v.end):
+                self.ownprot.pop(k, None)
             done.append(v)
             pos = v.end
         for v in done:
@@ -157,12 +167,25 @@ class Ref:
             self.show[s + k] = pgoff + k
         return 0
 
+    def remap_prot(self, s: int, n: int, pgoff: int, prot: int) -> int:
+        """remap_file_pages(..., prot, pgoff, MAP_CHGPROT): no linear shortcut."""
+        v = self.find_vma(s)
+        if v is None or not v.shared or s < v.start or s + n > v.end:
+            return errno.EINVAL
+        if prot & ~v.prot:
+            return errno.EACCES
+        v.nonlinear = v.manyprots = True
+        for k in range(n):
+            self.show[s + k] = pgoff + k
+            self.ownprot[s + k] = prot
+        return 0
+
     def eof(self, obj: int) -> int:
         return len(self.objs[obj]) // P
 
     def access(self, i: int, write: bool) -> type[Exception] | None:
         v = self.vma_at(i)
-        if v is None or not prot_allows(v.prot, write):
+        if v is None or not prot_allows(self.ownprot.get(i, v.prot), write):
             return Sigsegv
         sh = self.show[i]
         if isinstance(sh, bytearray):
@@ -432,9 +455,28 @@ class PagerMachine(RuleBasedStateMachine):
 
 
 class PagerMachineExtensions(PagerMachine):
-    """The same, with MADV_REMOVE allowed on nonlinear windows (PagerExt)."""
+    """The same with the extensions on: MADV_REMOVE on nonlinear windows and
+    per-page protections given by remap(MAP_CHGPROT)."""
 
-    EXT = PagerExt.MADV_REMOVE_NONLINEAR
+    EXT = PagerExt.MADV_REMOVE_NONLINEAR | PagerExt.PER_PAGE_PROT
+
+    @rule(
+        data=st.data(),
+        n=st.integers(1, 4),
+        pgoff=st.integers(0, 14),
+        prot=st.sampled_from([PROT_NONE, PROT_READ, RW]),
+        nonblock=st.booleans(),
+    )
+    def remap_prot(
+        self, data: st.DataObject, n: int, pgoff: int, prot: int, nonblock: bool
+    ) -> None:
+        i = self.pick(data, shared_only=True)
+        v = self.ref.vma_at(i)
+        if v is not None and data.draw(st.integers(0, 9), label="fit") > 0:
+            n = min(n, v.end - i)
+        want = self.ref.remap_prot(i, n, pgoff, prot)
+        flags = MAP_CHGPROT | (MAP_NONBLOCK if nonblock else 0)
+        self.expect(want, self.mm.remap_file_pages, BASE + i * P, n * P, prot, pgoff, flags)
 
 
 #: the default run does 200 examples; a long profile sets e.g. SHMFS_PAGER_EXAMPLES=5000
