@@ -72,7 +72,7 @@ class PagerExt(enum.IntFlag):
         fault path consults the page's protection first, so a write to a page
         without PROT_WRITE is SIGSEGV while a write to a write-notify read-only
         PTE is a write-notify fault.  ``mprotect`` resets own protections in its
-        range.
+        range, and so does a remap without MAP_CHGPROT for the pages it remaps.
     NONLINEAR_WRITENOTIFY: ``remap_file_pages`` on a write-notify mapping makes
         the VMA nonlinear instead of SZ's fallback to linear VMAs, and msync's
         page_mkclean walks nonlinear VMAs too.

@@ -180,3 +180,15 @@ def test_write_notify_mapping_falls_back_to_linear_vmas_by_default(arena: Arena)
     assert mm.map_count == 3 and not any(v.nonlinear for v in mm.vmas)
     assert m.rmap.statistics()["vmas_nonlinear"] == 0
     assert mm.load(a + P, 1) == b"3"
+
+
+def test_plain_remap_gives_back_the_vma_protection(arena: Arena) -> None:
+    m = obj(arena, 4)
+    w = Window(m, 4, ext=PagerExt.PER_PAGE_PROT)
+    w.remap(0, 1, 2, MAP_CHGPROT, PROT_NONE)
+    with pytest.raises(Sigsegv):
+        w.pread(0, 1)
+    w.remap(0, 1, 3)
+    assert w.pread(0, 1) == b"3"
+    w.pwrite(0, b"w")
+    assert m.read_bytes(3 * P, 1) == b"w"

@@ -165,6 +165,7 @@ class Ref:
         v.nonlinear = True
         for k in range(n):
             self.show[s + k] = pgoff + k
+            self.ownprot.pop(s + k, None)  # a plain remap gives back the vma's prot
         return 0
 
     def remap_prot(self, s: int, n: int, pgoff: int, prot: int) -> int:
