@@ -168,3 +168,48 @@ def test_views_are_zero_copy_and_fault_like_accesses(arena: Arena) -> None:
     m.truncate(2 * P)
     with pytest.raises(Sigbus):
         w.read_views(0, 1)
+
+
+def test_willneed_prefaults_through_fault_without_installing_ptes(arena: Arena) -> None:
+    from vmcore.vma import MADV_WILLNEED
+
+    m = obj(arena, 4)
+    m.truncate(8 * P)  # pages 4..7 are holes
+    mm = Mm()
+    a = mm.mmap(m, 8 * P, RW, MAP_SHARED)
+    prefaults = m.fstats.prefault
+    mm.madvise(a, 8 * P, MADV_WILLNEED)
+    assert m.fstats.prefault - prefaults == 8
+    assert mm.statistics()["resident_pages"] == 0 and m.nrpages == 4
+
+
+def test_mlock_populates_and_blocks_dontneed(arena: Arena) -> None:
+    from vmcore.vma import MADV_DONTNEED
+
+    m = obj(arena, 4)
+    mm = Mm()
+    a = mm.mmap(m, 4 * P, PROT_READ, MAP_SHARED)
+    mm.mlock(a + P, 2 * P)
+    assert mm.statistics()["resident_pages"] == 2 and len(mm.vmas) == 3
+    with pytest.raises(VmError) as ei:
+        mm.madvise(a + P, P, MADV_DONTNEED)
+    assert ei.value.errno == errno.EINVAL
+    mm.munlock(a, 4 * P)
+    assert len(mm.vmas) == 1
+    mm.madvise(a, 4 * P, MADV_DONTNEED)
+    assert mm.statistics()["resident_pages"] == 0
+
+
+def test_fork_gives_the_child_its_own_cow_copies(arena: Arena) -> None:
+    m = obj(arena, 2)
+    mm = Mm()
+    a = mm.mmap(m, 2 * P, RW, MAP_PRIVATE)
+    mm.store(a, b"p")
+    child = mm.fork()
+    assert child.load(a, 1) == b"p"
+    child.store(a, b"c")
+    child.store(a + P, b"d")
+    assert mm.load(a, 1) == b"p" and mm.load(a + P, 1) == b"B"
+    assert m.read_bytes(0, 1) == b"A"
+    child.exit_mmap()
+    assert m.rmap.nr_vmas == 1
