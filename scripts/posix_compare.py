@@ -83,26 +83,26 @@ def main(argv: list[str] | None = None) -> int:
             if not (ra.can_run(c) and rb.can_run(c)):
                 skipped += 1
                 if args.verbose:
-                    print(f"--   {c.name}: needs mount options {c.mount!r}; not run")
+                    print(f"--   {c.name}: needs mount options {c.mount!r}; not run", flush=True)
                 continue
             res_a, res_b = ra.run(c), rb.run(c)
             diffs = compare(res_a, res_b, a.name, b.name)
             if args.show:
-                print(f"---- {c.name} on {a.name}: {res_a.error or ''}")
+                print(f"---- {c.name} on {a.name}: {res_a.error or ''}", flush=True)
                 for label, value in res_a.obs:
-                    print(f"       {label}: {value!r}")
+                    print(f"       {label}: {value!r}", flush=True)
             if res_a.error:
                 diffs.insert(0, f"(the case raised on {a.name}: {res_a.error})")
             if diffs:
                 diverged += 1
-                print(f"DIFF {c.name}")
+                print(f"DIFF {c.name}", flush=True)
                 for d in diffs:
-                    print(f"       {d}")
+                    print(f"       {d}", flush=True)
             elif args.verbose:
-                print(f"ok   {c.name} ({len(res_a.obs)} observations)")
+                print(f"ok   {c.name} ({len(res_a.obs)} observations)", flush=True)
     ran = len(cases) - skipped
     print(f"{ran} cases run, {diverged} diverged, {skipped} not run (need mounts); "
-          f"{time.monotonic() - t0:.1f}s")
+          f"{time.monotonic() - t0:.1f}s", flush=True)
     return 1 if diverged else 0
 
 

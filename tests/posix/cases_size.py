@@ -198,7 +198,6 @@ def case_fallocate_errors(ctx: Ctx) -> None:
     r.call("len -1", fallocate, fd, 0, 0, -1)
     r.call("offset -1", fallocate, fd, 0, -1, 10)
     r.call("offset+len past MAX", fallocate, fd, 0, MAX - 10, 100)
-    r.call("huge within MAX (ENOSPC or ok)", fallocate, fd, KEEP, 1 << 50, 1 << 40)
     ro = os.open("f", os.O_RDONLY)
     r.call("O_RDONLY fd", fallocate, ro, 0, 0, 10)
     ap = os.open("f", os.O_WRONLY | os.O_APPEND)
@@ -304,3 +303,18 @@ def case_rlimit_fsize_efbig(ctx: Ctx) -> None:
 
     ctx.in_child(body)
     ctx.rec.fstat(fd)
+
+
+@case(A, mount="size=4m")
+def case_fallocate_beyond_size_limit(ctx: Ctx) -> None:
+    """fallocate larger than the size= limit fails with ENOSPC and leaves nothing
+    allocated (all or nothing)."""
+    fd = _file()
+    r = ctx.rec
+    r.call("fallocate 1 TiB at 2^50", fallocate, fd, KEEP, 1 << 50, 1 << 40)
+    r.call("fallocate 5 MiB", fallocate, fd, 0, 0, 5 << 20)
+    r.fstat(fd)
+    r.call("fallocate 1 MiB", fallocate, fd, 0, 0, 1 << 20)
+    r.fstat(fd)
+    s = os.statvfs(".")
+    r.note("bfree", s.f_bfree)

@@ -97,6 +97,9 @@ class SideRun(contextlib.ExitStack):
             assert self.root is not None
             return run_case(c, self.root, timeout)
         assert self.side.mount is not None
-        with self.side.mount(c.mount) as mnt:
-            make_traversable(mnt)
-            return run_case(c, mnt, timeout)
+        try:
+            with self.side.mount(c.mount) as mnt:
+                make_traversable(mnt)
+                return run_case(c, mnt, timeout)
+        except Exception as e:  # a mount that fails is this case's result, not the run's
+            return CaseResult(c.name, [], f"mount -o {c.mount} failed: {type(e).__name__}: {e}")
