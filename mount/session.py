@@ -7,10 +7,15 @@ next request is read. The loop tries the read first and only parks in
 costs one syscall per request each way.
 
 Kernel notifications (NOTIFY_INVAL_INODE / INVAL_ENTRY) that a handler queued in
-fsimpl are written *after* the reply that caused them, and from a worker
-thread: an inval_inode waits for page locks that may belong to a READ still
-queued in /dev/fuse, which only this loop can answer, so writing it inline
-could deadlock.
+fsimpl are written by the trio thread, never by the reader: an inval_inode
+waits for page locks that may belong to a READ still queued in /dev/fuse,
+which only the reader can answer, so writing it inline could deadlock. The
+reply of a request that produced notifications is written *after* them, by
+the same writer, so that once the syscall returns every other inode that
+showed the changed pages (window files) has been invalidated: the next access
+anywhere faults and sees the new data (docs/windows.md states the guarantee).
+Notifications for the request's own inode are dropped for WRITE, whose pages
+the kernel holds locked until our reply and whose cache is already right.
 
 The session ends when the device says ENODEV (unmounted, by ``umount``,
 ``fusermount3 -u`` or our own signal handler) or after DESTROY.
@@ -40,6 +45,7 @@ log = logging.getLogger("shmfs.session")
 BUFFER_SIZE = (1 << 20) + 64 * 1024
 YIELD_EVERY = 64  # requests between trio checkpoints, so signals are seen under load
 
+OPCODE_WRITE = 16
 OPCODE_INIT = 26
 OPCODE_DESTROY = 38
 
@@ -79,12 +85,12 @@ class Session:
         self._buf = bytearray(BUFFER_SIZE)
         self._view = memoryview(self._buf)
         self._done = False
-        self._notify_send: trio.MemorySendChannel[bytes] | None = None
+        self._notify_send: trio.MemorySendChannel[list] | None = None
         self._signals = 0
 
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
-        send, recv = trio.open_memory_channel[bytes](10_000)
+        send, recv = trio.open_memory_channel[list](10_000)
         self._notify_send = send
         self._trio_token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
@@ -161,18 +167,24 @@ class Session:
         if self.debug:
             log.debug("<- %r", req)
         out = self.ops.handle(req)
-        if out is not None:
-            self._write(out)
         opcode = req.opcode
+        events = self.fs.drain_events()
+        if events:
+            if opcode == OPCODE_WRITE:
+                events = [ev for ev in events if getattr(ev, "ino", None) != req.nodeid]
+            msgs: list[Sequence[bytes | memoryview]] = [[encode_notify(ev)] for ev in events]
+            self.stats.notifications += len(events)
+            if out is not None:
+                # the reply may reference the request buffer or arena views: copy it
+                msgs.append([b"".join(bytes(b) for b in out)])
+            self._queue_notify(msgs)
+        elif out is not None:
+            self._write(out)
         if opcode == OPCODE_INIT and self.on_ready is not None:
             ready, self.on_ready = self.on_ready, None
             ready()
         elif opcode == OPCODE_DESTROY:
             self._done = True
-        events = self.fs.drain_events()
-        if events:
-            for ev in events:
-                self._queue_notify(encode_notify(ev))
         entry = self.stats.requests.get(opcode)
         if entry is None:
             entry = self.stats.requests[opcode] = [0, 0]
@@ -188,32 +200,33 @@ class Session:
             if e.errno not in (errno.ENOENT, errno.ENODEV):
                 log.error("writing reply failed: %s", e)
 
-    def _queue_notify(self, msg: bytes) -> None:
+    def _queue_notify(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
+        """Hand notifications (and possibly the reply that must follow them) to trio."""
         if self.blocking_reader:
-            # We are in the reader thread: hand the message to the trio loop.
             assert self._trio_token is not None
-            trio.from_thread.run_sync(self._send_notify, msg, trio_token=self._trio_token)
+            trio.from_thread.run_sync(self._send_notify, msgs, trio_token=self._trio_token)
         else:
-            self._send_notify(msg)
+            self._send_notify(msgs)
 
-    def _send_notify(self, msg: bytes) -> None:
+    def _send_notify(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
         assert self._notify_send is not None
         try:
-            self._notify_send.send_nowait(msg)
+            self._notify_send.send_nowait(msgs)
         except trio.WouldBlock:
-            log.error("notification queue full; dropping an invalidation")
+            log.error("notification queue full; dropping %d messages", len(msgs))
 
-    async def _notifier(self, recv: trio.MemoryReceiveChannel[bytes]) -> None:
-        async for msg in recv:
-            await trio.to_thread.run_sync(self._write_notify, msg)
+    async def _notifier(self, recv: trio.MemoryReceiveChannel[list]) -> None:
+        async for msgs in recv:
+            await trio.to_thread.run_sync(self._write_batch, msgs)
 
-    def _write_notify(self, msg: bytes) -> None:
-        try:
-            os.write(self.fd, msg)
-            self.stats.notifications += 1
-        except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ENODEV):
-                log.warning("notification failed: %s", e)
+    def _write_batch(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
+        for msg in msgs:
+            try:
+                os.writev(self.fd, msg)
+            except OSError as e:
+                # ENOENT: inode unknown to the kernel (nothing cached) or request gone
+                if e.errno not in (errno.ENOENT, errno.ENODEV):
+                    log.warning("notification failed: %s", e)
 
     async def _signal_watcher(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
