@@ -16,6 +16,8 @@ the second unmap, so no PTE can still point at a freed frame.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .arena import PAGE_SHIFT, PAGE_SIZE, Arena
@@ -41,6 +43,10 @@ class Mapping:
         self.pages = PageCache()
         self.rmap: object | None = None
         self.write_notify = write_notify
+        # vm_operations the pager consults: ->page_mkwrite(vma, pgoff) for
+        # write-notify mappings, and VM_CAN_NONLINEAR (shmem sets it; 2.6.23).
+        self.page_mkwrite: Callable[[object, int], int] | None = None
+        self.can_nonlinear = True
         self.fstats = FaultStats()
         self.nr_truncates = 0
         self.nr_punches = 0
