@@ -53,6 +53,16 @@ OTHER = Side("shmfs", mount=_SHMFS) if _SHMFS else Side("tmpfs-B", mount=kernel_
 ORACLE = Side("tmpfs", mount=kernel_tmpfs)
 
 
+# Exclusions that apply only when the second side is shmfs, each with its reason.
+# They are strict xfails: the day shmfs behaves like tmpfs they fail as XPASS,
+# and the entry must go.
+SHMFS_EXCLUSIONS = {
+    name: "shmfs does not negotiate FUSE_POSIX_ACL (ACLs are optional in issue 5), so "
+          "system.posix_acl_* is EOPNOTSUPP"
+    for name in CASES if name.startswith("acl.")
+}
+
+
 class _Lazy:
     """Runs cases on both sides on first use, keeping the shared mounts open for
     the session (closed by the fixture's teardown)."""
@@ -79,8 +89,10 @@ def posix_sides() -> Iterator[_Lazy]:
 
 @pytest.mark.mount
 @pytest.mark.parametrize("name", list(CASES), ids=lambda n: f"{n}[tmpfs-vs-{OTHER.name}]")
-def test_case(name: str, posix_sides: _Lazy) -> None:
+def test_case(name: str, posix_sides: _Lazy, request: pytest.FixtureRequest) -> None:
     c = CASES[name]
+    if OTHER.name == "shmfs" and name in SHMFS_EXCLUSIONS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SHMFS_EXCLUSIONS[name]))
     oracle, other = posix_sides.result(c)
     assert oracle.error is None, f"case bug: {name} raised on the kernel tmpfs: {oracle.error}"
     diffs = compare(oracle, other, ORACLE.name, OTHER.name)
