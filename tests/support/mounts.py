@@ -94,15 +94,41 @@ def shmfs_mount(options: str = "", *, debug: bool = False,
             print(log_text, file=sys.stderr)
 
 
+def _fuse_connection(mnt: Path) -> Path | None:
+    """/sys/fs/fuse/connections/N for the mount at mnt (N is its device minor)."""
+    target = os.fsencode(os.path.realpath(mnt.parent)) + b"/" + os.fsencode(mnt.name)
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:
+                minor = fields[2].split(b":")[1].decode()
+                return Path("/sys/fs/fuse/connections") / minor
+    return None
+
+
+def _abort(mnt: Path) -> None:
+    """Cut a hung daemon off: every waiter gets ENOTCONN instead of hanging."""
+    conn = _fuse_connection(mnt)
+    if conn is not None:
+        with contextlib.suppress(OSError):
+            (conn / "abort").write_text("1")
+
+
 def _teardown(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Unmount, reap the daemon; a daemon that hangs is aborted, never waited on forever.
+
+    Only mountinfo and sysfs are consulted: a stat of a hung mount would hang too.
+    """
     if _is_mounted(mnt) and _umount(mnt) != 0:
         _umount(mnt, lazy=True)
     try:
         proc.wait(timeout=EXIT_TIMEOUT)
     except subprocess.TimeoutExpired:
+        _abort(mnt)
         proc.kill()
         proc.wait()
     if _is_mounted(mnt):  # the daemon died without unmounting: clear ENOTCONN
+        _abort(mnt)
         _umount(mnt, lazy=True)
 
 
