@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--replay", type=int, default=None, metavar="PROC",
                    help="re-run only this worker's stream in-process, printing each op")
     p.add_argument("--trace", action="store_true", help="print every operation")
+    p.add_argument("--skip", default="", metavar="KIND,...",
+                   help="leave these op kinds out (narrowing a failure down)")
     p.add_argument("--inject", type=int, default=-1, metavar="OP",
                    help="self-test: at this op of process 0 change a byte behind the "
                         "oracle's back (the run must then fail)")
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
     params = Params(seed=ns.seed, procs=ns.procs, files=ns.files, max_size=ns.max_size,
                     slots=ns.slots, history=ns.history, ops=ns.ops, seconds=ns.seconds,
-                    inject=ns.inject, trace=ns.trace or ns.replay is not None)
+                    skip=tuple(k for k in ns.skip.split(",") if k), inject=ns.inject,
+                    trace=ns.trace or ns.replay is not None)
     kind = "tmpfs" if ns.tmpfs else "dir" if ns.dir else "shmfs"
     limit = f"{ns.ops} ops/process" if ns.ops else f"{ns.seconds:g} s"
     print(f"stress: seed {ns.seed}, {ns.procs} processes, {limit}, on {kind}"

@@ -56,7 +56,7 @@ def op_write(w: Worker) -> None:
 
 def _read_check(w: Worker, f: OwnedFile, fd: int, off: int, n: int, what: str) -> None:
     got = os.pread(fd, n, off)
-    w.verified(f.model.check(got, off, n, f.path, what))
+    w.verified(f.model.check(got, off, n, f.path, what, fd))
 
 
 def op_read(w: Worker) -> None:
@@ -80,7 +80,7 @@ def verify_whole(w: Worker, f: OwnedFile, fd: int, what: str = "verify") -> None
     if size != f.model.size:
         raise Mismatch(what, f.path, f"st_size {size}, expected {f.model.size}")
     got = os.pread(fd, size + PAGE, 0)
-    w.verified(f.model.check(got, 0, size + PAGE, f.path, what))
+    w.verified(f.model.check(got, 0, size + PAGE, f.path, what, fd))
 
 
 def op_verify(w: Worker) -> None:
@@ -128,7 +128,7 @@ def op_mmap_load(w: Worker) -> None:
     w.note(f"mmap load {f.path} off={off} len={n} (map {start}+{length})")
     with mmap.mmap(f.fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=start) as m:
         got = m[off - start:off - start + n]
-    w.verified(f.model.check(got, off, n, f.path, "mmap-load"))
+    w.verified(f.model.check(got, off, n, f.path, "mmap-load", f.fd))
 
 
 def op_truncate(w: Worker) -> None:
@@ -339,9 +339,9 @@ def op_sh_read(w: Worker) -> None:
         return
     try:
         got = os.pread(fd, 4 * PAGE, 0)
+        check_record(got, a, fd)
     finally:
         os.close(fd)
-    check_record(got, a)
     w.verified(len(got))
 
 

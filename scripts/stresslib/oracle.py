@@ -111,13 +111,52 @@ class FileModel:
         """What pread(fd, length, off) must return."""
         return bytes(self.data[off:off + length])
 
-    def check(self, got: bytes, off: int, length: int, path: str, what: str) -> int:
-        """Raise Mismatch unless ``got`` is what a read of (off, length) must return."""
+    def check(self, got: bytes, off: int, length: int, path: str, what: str,
+              fd: int | None = None) -> int:
+        """Raise Mismatch unless ``got`` is what a read of (off, length) must return
+        (``fd``: the descriptor it came from, for the second look)."""
         want = self.expect(off, length)
         if got != want:
             raise Mismatch(what, path, f"{what} at offset {off} length {length}: "
-                           f"{first_difference(got, want)}")
+                           f"{first_difference(got, want)}; "
+                           f"{second_look(_reopen(path, fd), off, length, want)}")
         return len(got)
+
+
+def direct_read(path: str, off: int, length: int) -> bytes:
+    """pread past the kernel's page cache (O_DIRECT: FUSE sends the READ to the daemon)."""
+    import mmap
+
+    start = off // PAGE * PAGE
+    span = (off + length - start + PAGE - 1) // PAGE * PAGE
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        buf = mmap.mmap(-1, span)
+        n = os.preadv(fd, [buf], start)
+        return bytes(buf[off - start:min(n, off - start + length)])
+    finally:
+        os.close(fd)
+
+
+def second_look(path: str, off: int, length: int, want: bytes) -> str:
+    """After a mismatch: what the filesystem itself holds, past the kernel's page cache.
+
+    Tells a stale or wrongly filled kernel page cache (O_DIRECT matches the
+    oracle) from data the filesystem really lost (O_DIRECT differs too).
+    """
+    try:
+        direct = direct_read(path, off, length)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            buffered = os.pread(fd, length, off)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        return f"second look impossible: {e}"
+    verdict = "matches the oracle" if direct == want else first_difference(direct, want)
+    again = "matches" if buffered == want else "still differs"
+    return (f"second look: O_DIRECT read of the same range {verdict}; "
+            f"a buffered re-read {again}")
 
 
 # --- shared-directory records -----------------------------------------------------------------
@@ -152,16 +191,29 @@ def new_record(proc: int, seq: int, rng: random.Random) -> Record:
     return Record(proc, seq, rng.randrange(0, MAX_PAYLOAD))
 
 
-def check_record(got: bytes, path: str) -> Record:
+def _reopen(path: str, fd: int | None) -> str:
+    """A path to the very inode behind fd (names race; /proc/self/fd does not)."""
+    return path if fd is None else f"/proc/self/fd/{fd}"
+
+
+def check_record(got: bytes, path: str, fd: int | None = None) -> Record:
     """Decode a shared file's content; raise Mismatch if it is not one intact record."""
     if len(got) < RECORD.size:
         raise Mismatch("shared-read", path, f"{len(got)} bytes: shorter than a record header")
     magic, proc, length, seq, crc = RECORD.unpack_from(got)
     if magic != MAGIC or crc != _digest(RECORD.pack(magic, proc, length, seq, 0)):
-        raise Mismatch("shared-read", path, f"corrupt header {got[:RECORD.size].hex()}")
+        try:
+            direct = direct_read(_reopen(path, fd), 0, 4 * PAGE)
+            look = (f"an O_DIRECT read returns {len(direct)} bytes starting "
+                    f"{direct[:RECORD.size].hex()}")
+        except OSError as e:
+            look = f"second look impossible: {e}"
+        raise Mismatch("shared-read", path, f"{len(got)} bytes with a corrupt header "
+                       f"{got[:RECORD.size].hex()}; {look}")
     rec = Record(proc, seq, length)
     want = rec.encode()
     if got != want:
         raise Mismatch("shared-read", path, f"record of proc {proc} seq {seq}: "
-                       f"{first_difference(got, want)}")
+                       f"{first_difference(got, want)}; "
+                       f"{second_look(_reopen(path, fd), 0, len(want), want)}")
     return rec

@@ -42,8 +42,11 @@ def final_verify(w: Worker) -> None:
         verify_whole(w, f, f.fd, "final-verify")
 
 
-def _ops() -> list[tuple[str, int, Any]]:
-    return [*ALL_OPS, INJECT]
+def _ops(params: Params) -> list[tuple[str, int, Any]]:
+    unknown = set(params.skip) - {name for name, _, _ in ALL_OPS}
+    if unknown:
+        raise ValueError(f"unknown op kinds {sorted(unknown)}")
+    return [op for op in ALL_OPS if op[0] not in params.skip] + [INJECT]
 
 
 def _child(proc: int, root: Path, params: Params, conn: Any, stop: Any, counters: Any) -> None:
@@ -53,7 +56,7 @@ def _child(proc: int, root: Path, params: Params, conn: Any, stop: Any, counters
         counters[2 * proc] = ops
         counters[2 * proc + 1] = verified
 
-    result = w.run(_ops(), stop.is_set, progress, final=final_verify)
+    result = w.run(_ops(params), stop.is_set, progress, final=final_verify)
     progress(w.op_index, w.bytes_verified)
     conn.send(result)
     conn.close()
@@ -105,7 +108,7 @@ def run_replay(root: Path, params: Params, proc: int) -> dict[str, Any]:
     """Re-run one worker's stream in this process, printing every operation."""
     (root / "shared").mkdir(exist_ok=True)
     t0 = time.monotonic()
-    result = Worker(proc, root, params).run(_ops(), lambda: False, None, final=final_verify)
+    result = Worker(proc, root, params).run(_ops(params), lambda: False, None, final=final_verify)
     failures = [result["failure"]] if result["failure"] else []
     return summarise({proc: result}, time.monotonic() - t0, failures, [], params)
 
@@ -217,9 +220,27 @@ def print_summary(s: dict[str, Any], out: Any = sys.stdout) -> None:
 # --- where to run -------------------------------------------------------------------------------
 
 
-def _umount(mnt: Path) -> None:
+MOUNT_TIMEOUT = 60.0
+
+
+def _umount(mnt: Path, force: bool = False) -> None:
+    if force:  # MNT_FORCE aborts a FUSE connection whose daemon does not answer
+        subprocess.run(["umount", "-f", str(mnt)], capture_output=True)
     if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _mount_shmfs(mnt: Path, size: str) -> None:
+    """``shmfs MNT -o size=`` (daemonises, returns once FUSE_INIT is answered)."""
+    cmd = [sys.executable, "-m", "mount.cli", str(mnt), "-o", f"size={size}"]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                              timeout=MOUNT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _umount(mnt, force=True)
+        raise RuntimeError(f"shmfs did not become ready within {MOUNT_TIMEOUT:g} s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"shmfs did not mount: {proc.stderr.strip()}")
 
 
 @contextlib.contextmanager
@@ -241,10 +262,7 @@ def target(kind: str, directory: Path | None, size: str) -> Iterator[Path]:
             subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                            check=True)
         else:
-            proc = subprocess.run([sys.executable, "-m", "mount.cli", str(mnt), "-o",
-                                   f"size={size}"], cwd=REPO, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"shmfs did not mount: {proc.stderr.strip()}")
+            _mount_shmfs(mnt, size)
         try:
             yield mnt
             os.statvfs(mnt)  # still answering (a dead daemon gives ENOTCONN)

@@ -36,6 +36,7 @@ class Params:
     history: int = 25
     ops: int = 0  # per process; 0 = until the deadline
     seconds: float = 0.0
+    skip: tuple[str, ...] = ()  # op kinds left out (to narrow a failure down)
     inject: int = -1  # self-test: corrupt a file behind the oracle's back at this op of proc 0
     trace: bool = False
 
@@ -221,6 +222,8 @@ def replay_command(p: Params, proc: int, ops: int) -> str:
     parts = ["scripts/stress.py", f"--seed {p.seed}", f"--procs {p.procs}",
              f"--files {p.files}", f"--max-size {p.max_size}", f"--slots {p.slots}",
              f"--replay {proc}", f"--ops {ops}"]
+    if p.skip:
+        parts.append(f"--skip {','.join(p.skip)}")
     if p.inject >= 0:
         parts.append(f"--inject {p.inject}")
     return " ".join(parts) + " [--tmpfs | --dir DIR]"
