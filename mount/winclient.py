@@ -1,0 +1,252 @@
+"""A small client for shmfs window files, using exactly the ioctl ABI of docs/windows.md.
+
+A window is a file on the mount that shows pages of an *object* (another
+regular file on the same mount) through a nonlinear page table::
+
+    from mount.winclient import Window, PROT_READ, PROT_WRITE
+
+    w = Window.create("/mnt/win0", "/mnt/physmem", npages=256)   # create + ATTACH
+    w.remap(0, 1, pgoff=4095)           # window page 0 shows object page 4095
+    w.protect(3, 1, PROT_READ)          # page 3 read-only (per-page protection)
+    w.madvise(5, 2, MADV_REMOVE)        # free the object pages pages 5..6 show
+    data = w.pread(0, 4096)             # through the page table
+    m = w.mmap()                        # MAP_SHARED; stores reach the object at
+    m[0:2] = b"hi"; w.sync()            #   writeback (msync/fsync, munmap, close)
+    for p in w.query(0, 8): print(p.index, p.pgoff, p.flags)
+    w.close(); os.unlink("/mnt/win0")   # unlink + last close destroys the window
+
+Every method is one syscall (``query`` loops over 512-page chunks); errors are
+the OSError the kernel returns for the ioctl, with the daemon's errno.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import mmap
+import os
+from pathlib import Path
+from typing import Any
+
+from mount.winioctl import (
+    ATTACH,
+    INFO,
+    MADV_DONTNEED,
+    MADV_NORMAL,
+    MADV_REMOVE,
+    MADV_WILLNEED,
+    MADVISE,
+    MAP_CHGPROT,
+    MAP_NONBLOCK,
+    MPROTECT,
+    PAGE_SIZE,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+    QUERY_HEAD,
+    QUERY_MAX_PAGES,
+    QUERY_SIZE,
+    REMAP,
+    SHMFS_IOC_STATS,
+    SHMFS_IOC_WIN_ATTACH,
+    SHMFS_IOC_WIN_INFO,
+    SHMFS_IOC_WIN_MADVISE,
+    SHMFS_IOC_WIN_MPROTECT,
+    SHMFS_IOC_WIN_QUERY,
+    SHMFS_IOC_WIN_REMAP,
+    SHMFS_MPROTECT_VMA,
+    SHMFS_REMAP_POPULATE,
+    STATS_HEAD,
+    STATS_SIZE,
+    PageInfo,
+    WindowInfo,
+    decode_query_reply,
+)
+
+__all__ = [
+    "MADV_DONTNEED",
+    "MADV_NORMAL",
+    "MADV_REMOVE",
+    "MADV_WILLNEED",
+    "MAP_CHGPROT",
+    "MAP_NONBLOCK",
+    "PAGE_SIZE",
+    "PROT_NONE",
+    "PROT_READ",
+    "PROT_WRITE",
+    "SHMFS_MPROTECT_VMA",
+    "SHMFS_REMAP_POPULATE",
+    "PageInfo",
+    "Window",
+    "WindowInfo",
+    "mount_stats",
+]
+
+
+def _ioctl(fd: int, cmd: int, buf: bytes | bytearray) -> bytearray:
+    """ioctl(fd, cmd, &struct): the struct is passed in a mutable buffer (any size),
+    which also receives what the kernel copies out."""
+    b = bytearray(buf)
+    fcntl.ioctl(fd, cmd, b, True)
+    return b
+
+
+class Window:
+    """An open window file (or a file about to become one)."""
+
+    def __init__(self, fd: int, *, owns_fd: bool = True) -> None:
+        self.fd = fd
+        self.owns_fd = owns_fd
+        self._info: WindowInfo | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        obj: str | os.PathLike[str] | int,
+        npages: int,
+        prot: int = PROT_READ | PROT_WRITE,
+        pgoff: int = 0,
+        *,
+        mode: int = 0o600,
+        exclusive: bool = True,
+    ) -> Window:
+        """Create the file ``path`` and ATTACH it to ``obj`` (a path on the same mount,
+        or its inode number, ``os.stat(path).st_ino``), showing ``npages`` pages from ``pgoff``."""
+        flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else 0)
+        fd = os.open(path, flags, mode)
+        w = cls(fd)
+        try:
+            w.attach(obj, npages * PAGE_SIZE, prot, pgoff)
+        except BaseException:
+            w.close()
+            raise
+        return w
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], writable: bool = True) -> Window:
+        """Open an existing window (read-only descriptors can only QUERY/INFO/read)."""
+        return cls(os.open(path, os.O_RDWR if writable else os.O_RDONLY))
+
+    def attach(self, obj: str | os.PathLike[str] | int, size: int, prot: int,
+               pgoff: int = 0, flags: int = 0) -> None:
+        """SHMFS_IOC_WIN_ATTACH: make this (empty, regular) file a window of ``size`` bytes."""
+        self._info = None
+        _ioctl(self.fd, SHMFS_IOC_WIN_ATTACH, ATTACH.pack(_ino_of(obj), size, pgoff, prot, flags))
+
+    def close(self) -> None:
+        if self.owns_fd and self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -1
+
+    def __enter__(self) -> Window:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ ioctls
+    def remap_bytes(self, start: int, size: int, pgoff: int, prot: int = 0, flags: int = 0) -> None:
+        """SHMFS_IOC_WIN_REMAP with remap_file_pages' own arguments (byte offsets into the
+        window; the 2.6.23 rounding and checks apply)."""
+        _ioctl(self.fd, SHMFS_IOC_WIN_REMAP, REMAP.pack(start, size, pgoff, prot, flags))
+
+    def remap(self, index: int, npages: int, pgoff: int, *, prot: int | None = None,
+              populate: bool = False, nonblock: bool = False) -> None:
+        """Window pages [index, index+npages) show object pages pgoff, pgoff+1, ...;
+        ``prot`` given: the pages also get that protection (MAP_CHGPROT)."""
+        flags = (SHMFS_REMAP_POPULATE if populate else 0) | (MAP_NONBLOCK if nonblock else 0)
+        if prot is not None:
+            flags |= MAP_CHGPROT
+        self.remap_bytes(index * PAGE_SIZE, npages * PAGE_SIZE, pgoff, prot or 0, flags)
+
+    def protect(self, index: int, npages: int, prot: int, *, vma: bool = False) -> None:
+        """SHMFS_IOC_WIN_MPROTECT: per-page protection (or, with ``vma``, mprotect(2)
+        of the window's VMA, which splits it)."""
+        flags = SHMFS_MPROTECT_VMA if vma else 0
+        _ioctl(self.fd, SHMFS_IOC_WIN_MPROTECT,
+               MPROTECT.pack(index * PAGE_SIZE, npages * PAGE_SIZE, prot, flags))
+
+    def madvise(self, index: int, npages: int, advice: int) -> None:
+        """SHMFS_IOC_WIN_MADVISE: MADV_REMOVE / MADV_DONTNEED / MADV_WILLNEED / MADV_NORMAL."""
+        _ioctl(self.fd, SHMFS_IOC_WIN_MADVISE,
+               MADVISE.pack(index * PAGE_SIZE, npages * PAGE_SIZE, advice, 0))
+
+    def query(self, first: int = 0, count: int | None = None) -> list[PageInfo]:
+        """SHMFS_IOC_WIN_QUERY in chunks of 512: pgoff, flags (PAGE_*) and protection
+        of window pages [first, first+count) (default: to the end of the window)."""
+        out: list[PageInfo] = []
+        pos = first
+        end = None if count is None else first + count
+        while end is None or pos < end:
+            want = QUERY_MAX_PAGES if end is None else min(QUERY_MAX_PAGES, end - pos)
+            buf = bytearray(QUERY_SIZE)
+            QUERY_HEAD.pack_into(buf, 0, pos, want, 0, 0, 0)
+            npages, _osize, pages = decode_query_reply(_ioctl(self.fd, SHMFS_IOC_WIN_QUERY, buf))
+            out.extend(pages)
+            pos += len(pages)
+            if not pages or pos >= npages:
+                break
+        return out
+
+    def info(self) -> WindowInfo:
+        """SHMFS_IOC_WIN_INFO: object inode, sizes, prot, nonlinear/manyprots, VMAs."""
+        b = _ioctl(self.fd, SHMFS_IOC_WIN_INFO, bytes(INFO.size))
+        self._info = WindowInfo(*INFO.unpack(b)[:7])
+        return self._info
+
+    @property
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    @property
+    def npages(self) -> int:
+        return self.size // PAGE_SIZE
+
+    # --------------------------------------------------------------- data path
+    def pread(self, off: int, length: int) -> bytes:
+        return os.pread(self.fd, length, off)
+
+    def pwrite(self, off: int, data: bytes | bytearray | memoryview) -> int:
+        return os.pwrite(self.fd, data, off)
+
+    def mmap(self, prot: int = PROT_READ | PROT_WRITE, length: int | None = None,
+             offset: int = 0) -> mmap.mmap:
+        """MAP_SHARED mapping of the window (stores reach the object at writeback)."""
+        mprot = (mmap.PROT_READ if prot & PROT_READ else 0) | (
+            mmap.PROT_WRITE if prot & PROT_WRITE else 0)
+        n = self.size - offset if length is None else length
+        return mmap.mmap(self.fd, n, mmap.MAP_SHARED, mprot, offset=offset)
+
+    def sync(self) -> None:
+        """fsync(2): write back stores made through mmaps of this window (msync equivalent
+        for every mapping of the file) and see the daemon's verdict on them."""
+        os.fsync(self.fd)
+
+
+def _ino_of(obj: str | os.PathLike[str] | int) -> int:
+    """The object's inode number: an int is taken as one, a path is stat()ed."""
+    if isinstance(obj, int):
+        return obj
+    return os.stat(obj).st_ino
+
+
+def mount_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """SHMFS_IOC_STATS on ``path`` (normally the mount root): the daemon's statistics."""
+    fd = os.open(Path(path), os.O_RDONLY)
+    try:
+        chunks: list[bytes] = []
+        offset = 0
+        while True:
+            buf = bytearray(STATS_SIZE)
+            STATS_HEAD.pack_into(buf, 0, offset, 0, 0, 0)
+            out = _ioctl(fd, SHMFS_IOC_STATS, buf)
+            _off, total, n, _flags = STATS_HEAD.unpack_from(out, 0)
+            chunks.append(bytes(out[STATS_HEAD.size : STATS_HEAD.size + n]))
+            offset += n
+            if n == 0 or offset >= total:
+                break
+        return json.loads(b"".join(chunks))
+    finally:
+        os.close(fd)
