@@ -62,6 +62,7 @@ class AttrOps(FsCore):
         mtime_now: bool = False,
         ctime_ns: int | None = None,
         fh: int | None = None,
+        kill_suidgid: bool = False,
     ) -> Attr:
         """SETATTR as notify_change + shmem_setattr do it.
 
@@ -73,7 +74,11 @@ class AttrOps(FsCore):
         - ``size`` only on regular files (EISDIR on dirs, EINVAL otherwise);
           any size set -- even to the same size -- sets mtime and ctime (6.18
           tmpfs does so for truncate(2) and ftruncate(2) alike).
-        - every change sets ctime to now unless ``ctime_ns`` is given.
+        - ``kill_suidgid`` (FATTR_KILL_SUIDGID with HANDLE_KILLPRIV_V2: the caller
+          lacks CAP_FSETID) drops S_ISUID/S_ISGID of a non-directory as a write does.
+        - ctime becomes now (or ``ctime_ns``) on every call, even one that sets
+          nothing: notify_change always stamps ATTR_CTIME, and 6.18 tmpfs moves
+          ctime on chown(f, -1, -1), which reaches FUSE as an empty SETATTR.
         """
         inode = self._get(ino)
         if size is not None:
@@ -86,12 +91,12 @@ class AttrOps(FsCore):
             if size > MAX_FILE_SIZE:
                 raise FsError(errno.EFBIG)
         now = self._now()
-        changed = False
         if size is not None:
             assert inode.mapping is not None
             inode.mapping.truncate(size)
             inode.mtime_ns = now
-            changed = True
+        if kill_suidgid and mode is None and not inode.is_dir:
+            self._kill_suid(inode, ctx)
         if uid is not None or gid is not None:
             if uid is not None:
                 inode.uid = uid
@@ -99,28 +104,23 @@ class AttrOps(FsCore):
                 inode.gid = gid
             if mode is None and not inode.is_dir:
                 self._kill_suid(inode)
-            changed = True
         if mode is not None:
             inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
-            changed = True
         if atime_now or atime_ns is not None:
             inode.atime_ns = now if atime_now else int(atime_ns)  # type: ignore[arg-type]
-            changed = True
         if mtime_now or mtime_ns is not None:
             inode.mtime_ns = now if mtime_now else int(mtime_ns)  # type: ignore[arg-type]
-            changed = True
-        if ctime_ns is not None:
-            inode.ctime_ns = ctime_ns
-        elif changed:
-            inode.ctime_ns = now
+        inode.ctime_ns = now if ctime_ns is None else ctime_ns
         return inode.attr()
 
     @staticmethod
-    def _kill_suid(inode: Inode) -> None:
-        """ATTR_KILL_SUID | ATTR_KILL_SGID: S_ISGID only goes with group-exec set
-        (without it, S_ISGID marks mandatory locking and is kept)."""
+    def _kill_suid(inode: Inode, ctx: Ctx | None = None) -> None:
+        """ATTR_KILL_SUID | ATTR_KILL_SGID for a caller without CAP_FSETID:
+        S_ISGID goes with group-exec set, or (setattr_should_drop_sgid) when the
+        caller -- if known -- is not in the file's group (primary gid only: FUSE
+        does not tell us the supplementary groups)."""
         kill = stat.S_ISUID
-        if inode.mode & stat.S_IXGRP:
+        if inode.mode & stat.S_IXGRP or (ctx is not None and ctx.gid != inode.gid):
             kill |= stat.S_ISGID
         inode.mode &= ~kill
 

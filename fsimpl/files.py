@@ -27,7 +27,6 @@ from .types import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     MAX_FILE_SIZE,
-    RELATIME_WINDOW_NS,
     SEEK_CUR,
     SEEK_DATA,
     SEEK_END,
@@ -64,7 +63,9 @@ class FileOps(NamespaceOps):
         inode = self._get(ino)
         if inode.is_dir and flags & os.O_ACCMODE != os.O_RDONLY:
             raise FsError(errno.EISDIR)
-        if flags & os.O_TRUNC and inode.is_reg and flags & os.O_ACCMODE != os.O_RDONLY:
+        if flags & os.O_TRUNC and inode.is_reg:
+            # Linux truncates even for O_RDONLY|O_TRUNC (the kernel checked write
+            # permission); 6.18 tmpfs: such an open leaves st_size 0
             self._truncate_on_open(inode)
         return self._new_handle(inode, flags, inode.is_dir)
 
@@ -110,17 +111,19 @@ class FileOps(NamespaceOps):
             raise FsError(errno.EINVAL)
         assert inode.mapping is not None
         views = inode.mapping.read(off, size) if size else []
-        now = self._now()
-        a = inode.atime_ns
-        if a <= inode.mtime_ns or a <= inode.ctime_ns or now - a >= RELATIME_WINDOW_NS:
-            inode.atime_ns = now
+        self._touch_atime(inode)
         return views
 
     @counted
-    def write(self, ino: int, fh: int, off: int, data: memoryview, flags: int = 0) -> int:
+    def write(
+        self, ino: int, fh: int, off: int, data: memoryview, flags: int = 0, ctx: Ctx | None = None
+    ) -> int:
         """Write ``data`` at ``off`` (at EOF for an O_APPEND handle or ``flags``).
-        ``flags`` may also carry FUSE_WRITE_KILL_SUIDGID (the kernel asks us to
-        drop S_ISUID/S_ISGID as file_remove_privs would).
+        ``flags`` may also carry FUSE_WRITE_KILL_SUIDGID (sent with
+        HANDLE_KILLPRIV_V2 when the writer lacks CAP_FSETID): S_ISUID goes, and
+        S_ISGID when group-exec is set or -- given ``ctx`` -- when the writer's gid
+        is not the file's (setattr_should_drop_sgid; 6.18 tmpfs clears 02767 for
+        a write by a non-member).
         EFBIG at or past MAX_FILE_SIZE (clipped when it straddles it); at the
         size= limit the write is short, or ENOSPC when nothing fits; bytes
         already in the file are never changed by a failed write."""
@@ -135,7 +138,7 @@ class FileOps(NamespaceOps):
         if not len(data):
             return 0
         if flags & FUSE_WRITE_KILL_SUIDGID:
-            self._kill_suid(inode)
+            self._kill_suid(inode, ctx)
         if off >= MAX_FILE_SIZE:
             raise FsError(errno.EFBIG)
         if off + len(data) > MAX_FILE_SIZE:

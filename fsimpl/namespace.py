@@ -144,6 +144,7 @@ class NamespaceOps(AttrOps):
         inode = self._get(ino)
         if inode.target is None:
             raise FsError(errno.EINVAL)
+        self._touch_atime(inode)  # 6.18 tmpfs: readlink moves atime (relatime)
         return inode.target
 
     @counted
@@ -310,6 +311,7 @@ class NamespaceOps(AttrOps):
         calls ``remember(ino)`` for each entry it sends, except '.' and '..'."""
         inode = self._dir(ino)
         self._handle(fh, ino)
+        self._touch_atime(inode)  # iterate_dir -> file_accessed (relatime)
         return self._readdir_gen(inode, off)
 
     def _readdir_gen(self, inode: Inode, off: int) -> Iterator[tuple[bytes, int, int, int]]:

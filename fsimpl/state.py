@@ -25,7 +25,16 @@ from typing import Any, TypeVar
 from .backing import Backing
 from .errors import FsError
 from .inode import Inode
-from .types import BOGO_INODE_SIZE, NAME_MAX, PAGE_SIZE, Ctx, FsOptions, InvalEntry, InvalInode
+from .types import (
+    BOGO_INODE_SIZE,
+    NAME_MAX,
+    PAGE_SIZE,
+    RELATIME_WINDOW_NS,
+    Ctx,
+    FsOptions,
+    InvalEntry,
+    InvalInode,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -176,6 +185,14 @@ class FsCore:
         inode.xattr_space = 0
         inode.xattrs.clear()
         self._reclaimed += 1
+
+    def _touch_atime(self, inode: Inode) -> None:
+        """relatime (touch_atime + relatime_need_update): refresh atime when it is
+        not newer than mtime or ctime, or is more than a day old."""
+        now = self._now()
+        a = inode.atime_ns
+        if a <= inode.mtime_ns or a <= inode.ctime_ns or now - a >= RELATIME_WINDOW_NS:
+            inode.atime_ns = now
 
     def _entry(self, inode: Inode) -> Any:
         """Hand an entry to the kernel: nlookup += 1, return its Attr."""

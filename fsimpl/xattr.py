@@ -30,6 +30,7 @@ from .types import (
     XATTR_REPLACE,
     XATTR_SIZE_MAX,
     XATTR_SPACE_OVERHEAD,
+    Ctx,
 )
 
 NAMESPACES = (b"user.", b"trusted.", b"security.")
@@ -94,8 +95,14 @@ class XattrOps(FileOps):
         return value
 
     @counted
-    def listxattr(self, ino: int) -> list[bytes]:
-        return list(self._get(ino).xattrs)
+    def listxattr(self, ino: int, ctx: Ctx | None = None) -> list[bytes]:
+        """All names; trusted.* only for root when ``ctx`` is given (the VFS
+        hides them from callers without CAP_SYS_ADMIN; 6.18 tmpfs lists only
+        security.* to uid 1000). Without ``ctx`` nothing is hidden."""
+        names = list(self._get(ino).xattrs)
+        if ctx is not None and ctx.uid != 0:
+            names = [n for n in names if not n.startswith(b"trusted.")]
+        return names
 
     @counted
     def removexattr(self, ino: int, name: bytes) -> None:

@@ -94,11 +94,26 @@ def test_times(fs: ShmFs, clock: Clock) -> None:
     assert (a.atime_ns, a.mtime_ns, a.ctime_ns) == (t2, t3, 42)
 
 
-def test_setattr_nothing_changes_nothing(fs: ShmFs, clock: Clock) -> None:
-    f = reg(fs)
+def test_empty_setattr_stamps_ctime(fs: ShmFs, clock: Clock) -> None:
+    # 6.18 tmpfs: chown(f, -1, -1) moves ctime (an empty SETATTR over FUSE)
+    f = reg(fs, 0o644)
     before = fs.getattr(f)
-    clock.tick()
-    assert fs.setattr(f, ROOT) == before
+    t = clock.tick()
+    after = fs.setattr(f, ROOT)
+    assert after.ctime_ns == t
+    assert (after.mode, after.mtime_ns, after.atime_ns) == (
+        before.mode,
+        before.mtime_ns,
+        before.atime_ns,
+    )
+
+
+def test_kill_suidgid_on_setattr(fs: ShmFs) -> None:
+    # FATTR_KILL_SUIDGID (HANDLE_KILLPRIV_V2): as a write by a non-CAP_FSETID caller
+    f = reg(fs, 0o6745)
+    assert fs.setattr(f, USER, size=0, kill_suidgid=True).mode & 0o7777 == 0o0745
+    g = reg(fs, 0o6745, b"g")
+    assert fs.setattr(g, ROOT, size=0, kill_suidgid=True).mode & 0o7777 == 0o2745
 
 
 def test_access(fs: ShmFs) -> None:

@@ -85,12 +85,14 @@ def test_o_append(fs: ShmFs) -> None:
 def test_o_trunc(fs: ShmFs, clock: Clock) -> None:
     ino, fh = new(fs)
     fs.write(ino, fh, 0, memoryview(b"x" * 9000))
-    rfh = fs.open(ino, os.O_RDONLY | os.O_TRUNC)  # O_TRUNC needs write access
-    assert fs.getattr(ino).size == 9000
     t = clock.tick()
     fs.open(ino, os.O_WRONLY | os.O_TRUNC)
     a = fs.getattr(ino)
     assert a.size == 0 and a.blocks == 0 and a.mtime_ns == t
+    # Linux (6.18 tmpfs) truncates on O_RDONLY|O_TRUNC too
+    fs.write(ino, fh, 0, memoryview(b"y" * 10))
+    rfh = fs.open(ino, os.O_RDONLY | os.O_TRUNC)
+    assert fs.getattr(ino).size == 0
     fs.release(ino, rfh)
 
 
@@ -189,6 +191,37 @@ def test_relatime(fs: ShmFs, clock: Clock) -> None:
     t2 = clock.tick(RELATIME_WINDOW_NS)
     fs.read(ino, fh, 0, 1)  # older than a day: refreshed
     assert fs.getattr(ino).atime_ns == t2
+
+
+def test_kill_suidgid_write_flag_sgid_without_group_exec(fs: ShmFs) -> None:
+    # 6.18 tmpfs: a write by uid 1000 (not in group 0) to a 02767 root file -> 0767
+    from fsimpl.files import FUSE_WRITE_KILL_SUIDGID
+
+    from .conftest import USER
+
+    ino, fh = new(fs)
+    fs.setattr(ino, ROOT, mode=0o2767)
+    fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID)
+    assert fs.getattr(ino).mode & 0o7777 == 0o2767  # writer unknown: g-x sgid kept
+    fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, USER)
+    assert fs.getattr(ino).mode & 0o7777 == 0o0767
+    fs.setattr(ino, ROOT, mode=0o2767)
+    member = type(USER)(uid=1000, gid=0, pid=9)
+    fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, member)
+    assert fs.getattr(ino).mode & 0o7777 == 0o2767
+
+
+def test_readdir_and_readlink_relatime(fs: ShmFs, clock: Clock) -> None:
+    # 6.18 tmpfs: listdir and readlink move atime (relatime: atime <= mtime)
+    d = fs.mkdir(1, b"d", 0o755, ROOT).ino
+    s = fs.symlink(1, b"s", b"target", ROOT).ino
+    t = clock.tick()
+    fs.readdir(d, fs.opendir(d, 0), 0)
+    assert fs.readlink(s) == b"target"
+    assert fs.getattr(d).atime_ns == t and fs.getattr(s).atime_ns == t
+    clock.tick()
+    fs.readlink(s)  # atime is now newer than mtime/ctime: kept
+    assert fs.getattr(s).atime_ns == t
 
 
 def test_kill_suidgid_write_flag(fs: ShmFs) -> None:

@@ -41,6 +41,17 @@ def test_set_get_list_remove(fs: ShmFs, clock: Clock) -> None:
     raises(errno.ENODATA, fs.removexattr, f, b"user.a")
 
 
+def test_trusted_hidden_from_unprivileged_list(fs: ShmFs) -> None:
+    # 6.18 tmpfs: uid 1000 lists only security.s of {trusted.t, security.s}
+    from .conftest import USER
+
+    f = reg(fs)
+    fs.setxattr(f, b"trusted.t", b"1", 0)
+    fs.setxattr(f, b"security.s", b"2", 0)
+    assert fs.listxattr(f, USER) == [b"security.s"]
+    assert fs.listxattr(f, ROOT) == [b"trusted.t", b"security.s"]
+
+
 def test_flags(fs: ShmFs) -> None:
     f = reg(fs)
     raises(errno.ENODATA, fs.setxattr, f, b"user.a", b"1", XATTR_REPLACE)
