@@ -53,6 +53,7 @@ INIT_WANTED = (
     | P.FUSE_READDIRPLUS_AUTO
     | P.FUSE_PARALLEL_DIROPS
     | P.FUSE_MAX_PAGES
+    | P.FUSE_HAS_IOCTL_DIR  # window ioctls: STATS on the mount root (docs/windows.md)
 )
 
 
@@ -342,8 +343,14 @@ class Operations:
         return self._ok(req, C.lseek_out(self.fs.lseek(req.nodeid, a.fh, a.offset, a.whence)))
 
     def _ioctl(self, req: Request) -> Reply:
-        # Window ioctls come later; until then every ioctl is "not a tty".
-        raise FsError(E.ENOTTY, "IOCTL")
+        # shmfs window ioctls (docs/windows.md); any other command is "not a tty".
+        from fsimpl.windows import windows_of
+        from mount import winioctl
+
+        try:
+            return winioctl.serve(self, req, windows_of(self.fs))
+        except winioctl.AbiError as e:
+            raise FsError(e.errno, str(e)) from e
 
     # --- directories --------------------------------------------------------------------------
 
