@@ -1,0 +1,220 @@
+"""``shmfs window ...`` and ``shmfs stat``: the window ABI from the command line.
+
+    shmfs window create PATH OBJECT --pages N [--pgoff P] [--prot rw|r|none]
+    shmfs window remap PATH INDEX NPAGES PGOFF [--prot rw|r|none] [--populate] [--nonblock]
+    shmfs window protect PATH INDEX NPAGES rw|r|none [--vma]
+    shmfs window madvise PATH INDEX NPAGES remove|dontneed|willneed|normal
+    shmfs window query PATH [INDEX [COUNT]] [--json]
+    shmfs window destroy PATH
+    shmfs stat MOUNTPOINT [--json]
+
+Every subcommand is one client call (mount.winclient), so the CLI uses exactly
+the ABI of docs/windows.md.  Errors print the errno name and exit with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from mount.winclient import (
+    MADV_DONTNEED,
+    MADV_NORMAL,
+    MADV_REMOVE,
+    MADV_WILLNEED,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+    Window,
+    mount_stats,
+)
+from mount.winioctl import page_flags_text, prot_text
+
+PROTS = {"rw": PROT_READ | PROT_WRITE, "r": PROT_READ, "none": PROT_NONE}
+ADVICE = {"remove": MADV_REMOVE, "dontneed": MADV_DONTNEED, "willneed": MADV_WILLNEED,
+          "normal": MADV_NORMAL}
+
+
+def _window_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shmfs window",
+                                description="Create and drive shmfs window files.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("create", help="create PATH as a window over OBJECT")
+    c.add_argument("path")
+    c.add_argument("object")
+    c.add_argument("--pages", type=int, required=True, help="window size in pages")
+    c.add_argument("--pgoff", type=int, default=0, help="object page shown by window page 0")
+    c.add_argument("--prot", choices=PROTS, default="rw")
+    r = sub.add_parser("remap", help="window pages INDEX.. show object pages PGOFF..")
+    r.add_argument("path")
+    r.add_argument("index", type=int)
+    r.add_argument("npages", type=int)
+    r.add_argument("pgoff", type=int)
+    r.add_argument("--prot", choices=PROTS, help="also give the pages this protection")
+    r.add_argument("--populate", action="store_true", help="prefault the object pages")
+    r.add_argument("--nonblock", action="store_true", help="MAP_NONBLOCK")
+    m = sub.add_parser("protect", help="per-page protection of window pages")
+    m.add_argument("path")
+    m.add_argument("index", type=int)
+    m.add_argument("npages", type=int)
+    m.add_argument("prot", choices=PROTS)
+    m.add_argument("--vma", action="store_true", help="mprotect(2) of the VMA (splits it)")
+    a = sub.add_parser("madvise", help="madvise(2) window pages")
+    a.add_argument("path")
+    a.add_argument("index", type=int)
+    a.add_argument("npages", type=int)
+    a.add_argument("advice", choices=ADVICE)
+    q = sub.add_parser("query", help="what window pages show")
+    q.add_argument("path")
+    q.add_argument("index", type=int, nargs="?", default=0)
+    q.add_argument("count", type=int, nargs="?")
+    q.add_argument("--json", action="store_true")
+    d = sub.add_parser("destroy", help="unlink the window (gone at its last close)")
+    d.add_argument("path")
+    return p
+
+
+def _fail(what: str, e: OSError) -> int:
+    name = errno.errorcode.get(e.errno or 0, str(e.errno))
+    print(f"shmfs window {what}: {name} ({e.strerror})", file=sys.stderr)
+    return 1
+
+
+def window_main(argv: list[str]) -> int:
+    """``shmfs window ...``"""
+    ns = _window_parser().parse_args(argv)
+    try:
+        return _COMMANDS[ns.cmd](ns)
+    except OSError as e:
+        return _fail(ns.cmd, e)
+
+
+def _create(ns: argparse.Namespace) -> int:
+    Window.create(ns.path, ns.object, ns.pages, PROTS[ns.prot], ns.pgoff).close()
+    return 0
+
+
+def _remap(ns: argparse.Namespace) -> int:
+    with Window.open(ns.path) as w:
+        w.remap(ns.index, ns.npages, ns.pgoff, prot=None if ns.prot is None else PROTS[ns.prot],
+                populate=ns.populate, nonblock=ns.nonblock)
+    return 0
+
+
+def _protect(ns: argparse.Namespace) -> int:
+    with Window.open(ns.path) as w:
+        w.protect(ns.index, ns.npages, PROTS[ns.prot], vma=ns.vma)
+    return 0
+
+
+def _madvise(ns: argparse.Namespace) -> int:
+    writable = ADVICE[ns.advice] not in (MADV_WILLNEED, MADV_NORMAL)
+    with Window.open(ns.path, writable=writable) as w:
+        w.madvise(ns.index, ns.npages, ADVICE[ns.advice])
+    return 0
+
+
+def _query(ns: argparse.Namespace) -> int:
+    with Window.open(ns.path, writable=False) as w:
+        info = w.info()
+        pages = w.query(ns.index, ns.count)
+    if ns.json:
+        print(json.dumps({
+            "object_ino": info.object_ino, "size": info.size, "pgoff": info.pgoff,
+            "object_size": info.object_size, "prot": info.prot, "flags": info.flags,
+            "nr_vmas": info.nr_vmas,
+            "pages": [{"index": p.index, "pgoff": p.pgoff, "flags": p.flags, "prot": p.prot}
+                      for p in pages]}, indent=1))
+        return 0
+    kind = "nonlinear" if info.flags & 1 else "linear"
+    print(f"{ns.path}: {info.npages} pages over inode {info.object_ino} "
+          f"({info.object_size} bytes), {prot_text(info.prot)}, {kind}, {info.nr_vmas} vma(s)")
+    print("flags: P present, F file pte, D dirty, O own prot, E beyond EOF, R resident, "
+          "C kernel-cached")
+    print(f"{'page':>8} {'pgoff':>12} flags   prot")
+    for p in pages:
+        print(f"{p.index:>8} {p.pgoff:>12} {page_flags_text(p.flags)} {prot_text(p.prot)}")
+    return 0
+
+
+def _destroy(ns: argparse.Namespace) -> int:
+    os.unlink(ns.path)
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "create": _create, "remap": _remap, "protect": _protect, "madvise": _madvise,
+    "query": _query, "destroy": _destroy,
+}
+
+
+# ----------------------------------------------------------------------------- stat
+def stat_main(argv: list[str]) -> int:
+    """``shmfs stat MOUNTPOINT [--json]``"""
+    p = argparse.ArgumentParser(prog="shmfs stat",
+                                description="Statistics of a mounted shmfs (pager, fs, "
+                                            "windows, FUSE session).")
+    p.add_argument("mountpoint")
+    p.add_argument("--json", action="store_true")
+    ns = p.parse_args(argv)
+    try:
+        doc = mount_stats(ns.mountpoint)
+    except OSError as e:
+        name = errno.errorcode.get(e.errno or 0, str(e.errno))
+        print(f"shmfs stat: {ns.mountpoint}: {name} ({e.strerror})", file=sys.stderr)
+        return 1
+    if ns.json:
+        print(json.dumps(doc, indent=1, sort_keys=True))
+    else:
+        print(format_stats(doc))
+    return 0
+
+
+def format_stats(doc: dict[str, Any]) -> str:
+    """The human-readable ``shmfs stat`` report."""
+    lines: list[str] = []
+    fs = doc.get("fs", {})
+    arena = doc.get("arena", {})
+    faults = doc.get("faults", {})
+    win = doc.get("windows", {})
+    sess = doc.get("session", {})
+    lines.append("memory")
+    lines.append(f"  resident pages      {fs.get('used_pages', 0):>12,}"
+                 f"   (limit {fs.get('max_pages', 0) or 'none'})")
+    lines.append(f"  frames in use       {arena.get('frames_in_use', 0):>12,}")
+    lines.append(f"  frames returned     {arena.get('frames_returned', 0):>12,}   (to the host)")
+    lines.append(f"  memfd resident      {arena.get('memfd_bytes_resident', 0):>12,} bytes")
+    lines.append("faults")
+    for k in ("faults", "read", "write", "mkwrite", "prefault", "via_vma", "minor", "major",
+              "sigbus", "enospc", "pages_allocated", "zero_pages"):
+        lines.append(f"  {k:<19} {faults.get(k, 0):>12,}")
+    lines.append("filesystem")
+    lines.append(f"  inodes              {fs.get('inodes', 0):>12,}")
+    lines.append(f"  open handles        {fs.get('open_handles', 0):>12,}")
+    pager = win.get("pager", {})
+    counters = win.get("counters", {})
+    lines.append("windows")
+    lines.append(f"  windows             {win.get('windows', 0):>12,}")
+    lines.append(f"  window pages        {win.get('window_pages', 0):>12,}")
+    lines.append(f"  resident (ptes)     {pager.get('resident_pages', 0):>12,}")
+    lines.append(f"  dirty (ptes)        {pager.get('dirty_pages', 0):>12,}")
+    lines.append(f"  remaps              {counters.get('remaps', 0):>12,}")
+    lines.append(f"  zaps                {pager.get('zaps', 0):>12,}")
+    lines.append(f"  invalidations       {counters.get('inval_events', 0):>12,}"
+                 f"   ({counters.get('inval_pages', 0):,} pages)")
+    lines.append("session")
+    lines.append(f"  notifications sent  {sess.get('notifications', 0):>12,}")
+    reqs = sess.get("requests", {})
+    if reqs:
+        lines.append(f"  {'opcode':<14} {'count':>12} {'mean us':>10}")
+        for op, v in sorted(reqs.items(), key=lambda kv: -kv[1]["count"]):
+            lines.append(f"  {op:<14} {v['count']:>12,} {v['mean_us']:>10.1f}")
+    errs = doc.get("ops", {}).get("errors", {})
+    if errs:
+        lines.append("error replies  " + ", ".join(f"{k} {v}" for k, v in sorted(errs.items())))
+    return "\n".join(lines)
