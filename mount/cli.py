@@ -22,7 +22,7 @@ from mount.options import MountOptions, OptionError, default_limits, parse_optio
 
 log = logging.getLogger("shmfs")
 
-SUBCOMMANDS = ("unmount",)
+SUBCOMMANDS = ("unmount", "window", "stat")
 READAHEAD_KIB = 1024  # one READ request's worth (max_pages = 256)
 
 
@@ -30,7 +30,8 @@ def _mount_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shmfs",
         description="Mount a tmpfs-like filesystem served from userspace over FUSE.",
-        epilog="Other commands: 'shmfs unmount MOUNTPOINT'.",
+        epilog="Other commands: 'shmfs unmount MOUNTPOINT', 'shmfs stat MOUNTPOINT', "
+               "'shmfs window create|remap|protect|madvise|query|destroy ...'.",
     )
     p.add_argument("mountpoint", type=Path)
     p.add_argument("-o", dest="options", action="append", default=[],
@@ -176,6 +177,10 @@ def _run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[st
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
+    if name in ("window", "stat"):  # window files and statistics: mount/wincli.py
+        from mount import wincli
+
+        return wincli.window_main(argv) if name == "window" else wincli.stat_main(argv)
     if name == "unmount":
         p = argparse.ArgumentParser(prog="shmfs unmount",
                                     description="Unmount a shmfs, or clear a dead one.")
