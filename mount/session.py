@@ -87,6 +87,8 @@ class Session:
         self._done = False
         self._notify_send: trio.MemorySendChannel[list] | None = None
         self._signals = 0
+        # hook: the STATS ioctl (mount/winioctl.py) reports the session's counters too
+        ops.session_statistics = self.statistics  # type: ignore[attr-defined]
 
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
