@@ -63,6 +63,7 @@ class AttrOps(FsCore):
         ctime_ns: int | None = None,
         fh: int | None = None,
         kill_suidgid: bool = False,
+        chown: bool = False,
     ) -> Attr:
         """SETATTR as notify_change + shmem_setattr do it.
 
@@ -76,6 +77,8 @@ class AttrOps(FsCore):
           tmpfs does so for truncate(2) and ftruncate(2) alike).
         - ``kill_suidgid`` (FATTR_KILL_SUIDGID with HANDLE_KILLPRIV_V2: the caller
           lacks CAP_FSETID) drops S_ISUID/S_ISGID of a non-directory as a write does.
+        - ``chown`` marks a chown that named no ids (chown(f, -1, -1) arrives as
+          an empty SETATTR under HANDLE_KILLPRIV_V2): the chown rule above applies.
         - ctime becomes now (or ``ctime_ns``) on every call, even one that sets
           nothing: notify_change always stamps ATTR_CTIME, and 6.18 tmpfs moves
           ctime on chown(f, -1, -1), which reaches FUSE as an empty SETATTR.
@@ -97,7 +100,7 @@ class AttrOps(FsCore):
             inode.mtime_ns = now
         if kill_suidgid and mode is None and not inode.is_dir:
             self._kill_suid(inode, ctx)
-        if uid is not None or gid is not None:
+        if uid is not None or gid is not None or chown:
             if uid is not None:
                 inode.uid = uid
             if gid is not None:

@@ -41,6 +41,7 @@ from mount import protocol as P
 from mount.codec import Request
 
 log = logging.getLogger("shmfs.ops")
+O_TRUNC = 0o1000
 
 Reply = list[bytes | bytearray | memoryview] | None
 
@@ -54,6 +55,7 @@ INIT_WANTED = (
     | P.FUSE_PARALLEL_DIROPS
     | P.FUSE_MAX_PAGES
     | P.FUSE_HAS_IOCTL_DIR  # window ioctls: STATS on the mount root (docs/windows.md)
+    | P.FUSE_HANDLE_KILLPRIV_V2
 )
 
 
@@ -241,8 +243,15 @@ class Operations:
             kw["ctime_ns"] = a.ctime_ns
         if v & P.FATTR_FH:
             kw["fh"] = a.fh
-        # FATTR_LOCKOWNER: no locks here. FATTR_KILL_SUIDGID comes only with
-        # HANDLE_KILLPRIV_V2, which is not negotiated: the kernel sends FATTR_MODE.
+        # FATTR_LOCKOWNER: no locks here. With HANDLE_KILLPRIV_V2 the kernel asks
+        # us to drop S_ISUID/S_ISGID (truncate by a caller without CAP_FSETID).
+        if v & P.FATTR_KILL_SUIDGID:
+            kw["kill_suidgid"] = True
+        if not v & ~(P.FATTR_FH | P.FATTR_LOCKOWNER):
+            # With HANDLE_KILLPRIV_V2 the kernel strips ATTR_KILL_* and sends an
+            # empty SETATTR for chown(f, -1, -1), the only call that does; tmpfs
+            # drops S_ISUID (and S_ISGID with group-exec) there as on any chown.
+            kw["chown"] = True
         attr = self.fs.setattr(req.nodeid, self._ctx(req), **kw)
         return self._ok(req, C.attr_out(attr, self.config.attr_timeout))
 
@@ -292,7 +301,11 @@ class Operations:
         return flags | P.FOPEN_KEEP_CACHE if self.config.keep_cache else flags
 
     def _open(self, req: Request) -> Reply:
-        fh = self.fs.open(req.nodeid, req.args.flags)
+        a: P.OpenIn = req.args
+        fh = self.fs.open(req.nodeid, a.flags)
+        if a.open_flags & P.FUSE_OPEN_KILL_SUIDGID and a.flags & O_TRUNC:
+            # HANDLE_KILLPRIV_V2: O_TRUNC by a caller without CAP_FSETID
+            self.fs.setattr(req.nodeid, self._ctx(req), kill_suidgid=True)
         return self._ok(req, C.open_out(fh, self._open_flags()))
 
     def _create(self, req: Request) -> Reply:
@@ -317,7 +330,7 @@ class Operations:
 
     def _write(self, req: Request) -> Reply:
         a: P.WriteIn = req.args
-        n = self.fs.write(req.nodeid, a.fh, a.offset, a.data, a.write_flags)
+        n = self.fs.write(req.nodeid, a.fh, a.offset, a.data, a.write_flags, self._ctx(req))
         return self._ok(req, C.write_out(n))
 
     def _flush(self, req: Request) -> Reply:
@@ -410,7 +423,7 @@ class Operations:
         return self._sized(req, self.fs.getxattr(req.nodeid, a.name), a.size)
 
     def _listxattr(self, req: Request) -> Reply:
-        names = self.fs.listxattr(req.nodeid)
+        names = self.fs.listxattr(req.nodeid, self._ctx(req))
         return self._sized(req, b"".join(n + b"\0" for n in names), req.args.size)
 
     def _sized(self, req: Request, value: bytes, size: int) -> Reply:

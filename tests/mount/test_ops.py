@@ -36,6 +36,8 @@ def header(out: list[Any]) -> tuple[int, int, int]:
     return struct.unpack_from("<IiQ", joined(out))
 
 
+KEEP_NOFLUSH = P.FOPEN_KEEP_CACHE | P.FOPEN_NOFLUSH
+
 class FakeFs:
     """A handful of the ShmFs contract: one flat root directory of regular files."""
 
@@ -102,7 +104,8 @@ class FakeFs:
         mv = memoryview(self.data[ino])
         return [mv[off:off + size]]
 
-    def write(self, ino: int, fh: int, off: int, data: memoryview, flags: int = 0) -> int:
+    def write(self, ino: int, fh: int, off: int, data: memoryview, flags: int = 0,
+              ctx: object = None) -> int:
         self.calls.append(("write", ino, fh, off, data, flags))
         buf = self.data[ino]
         buf[off:off + len(data)] = data
@@ -129,7 +132,7 @@ class FakeFs:
             raise FsError(errno.ENODATA)
         return self.xattrs[name]
 
-    def listxattr(self, ino: int) -> list[bytes]:
+    def listxattr(self, ino: int, ctx: object = None) -> list[bytes]:
         return list(self.xattrs)
 
 
@@ -162,7 +165,8 @@ def test_init_negotiates_only_what_shmfs_implements(ops: Operations) -> None:
     assert (major, minor, ra) == (7, 38, 131072)
     assert flags == (P.FUSE_ASYNC_READ | P.FUSE_ATOMIC_O_TRUNC | P.FUSE_BIG_WRITES
                      | P.FUSE_DO_READDIRPLUS | P.FUSE_READDIRPLUS_AUTO | P.FUSE_PARALLEL_DIROPS
-                     | P.FUSE_MAX_PAGES | P.FUSE_CACHE_SYMLINKS)
+                     | P.FUSE_MAX_PAGES | P.FUSE_CACHE_SYMLINKS | P.FUSE_HANDLE_KILLPRIV_V2
+                     | P.FUSE_HAS_IOCTL_DIR)
     assert flags2 == 0
     assert not flags & (P.FUSE_WRITEBACK_CACHE | P.FUSE_DONT_MASK | P.FUSE_HANDLE_KILLPRIV
                         | P.FUSE_AUTO_INVAL_DATA | P.FUSE_SETXATTR_EXT | P.FUSE_INIT_EXT)
@@ -294,14 +298,14 @@ def test_mkdir_passes_a_directory_mode_and_the_umask(ops: Operations, fs: FakeFs
 
 def test_open_and_create_keep_cache(ops: Operations, fs: FakeFs) -> None:
     out = joined(run(ops, P.Opcode.OPEN, struct.pack("<II", 2, 0), nodeid=100))
-    assert struct.unpack_from("<QII", out, 16) == (44, P.FOPEN_KEEP_CACHE, 0)
+    assert struct.unpack_from("<QII", out, 16) == (44, KEEP_NOFLUSH, 0)
     out = joined(run(ops, P.Opcode.CREATE, struct.pack("<IIII", 0o102, 0o100644, 0o22, 0)
                      + b"new\0"))
     assert struct.unpack_from("<IiQ", out) == (16 + 128 + 16, 0, 9)
-    assert struct.unpack_from("<QII", out, 16 + 128) == (55, P.FOPEN_KEEP_CACHE, 0)
+    assert struct.unpack_from("<QII", out, 16 + 128) == (55, KEEP_NOFLUSH, 0)
     ops.config.keep_cache = False
     out = joined(run(ops, P.Opcode.OPEN, struct.pack("<II", 0, 0), nodeid=100))
-    assert struct.unpack_from("<QII", out, 16) == (44, 0, 0)
+    assert struct.unpack_from("<QII", out, 16) == (44, P.FOPEN_NOFLUSH, 0)
 
 
 def test_write_passes_a_view_of_the_request_and_read_replies_with_views(
@@ -446,5 +450,5 @@ def test_tmpfile_when_the_fs_has_it() -> None:
     out = joined(run(ops, P.Opcode.TMPFILE, struct.pack("<IIII", 0o20200002, 0o100700, 0o22, 0)
                      + b"/\0", nodeid=1))
     assert struct.unpack_from("<IiQQ", out) == (16 + 128 + 16, 0, 9, 500)
-    assert struct.unpack_from("<QII", out, 16 + 128) == (66, P.FOPEN_KEEP_CACHE, 0)
+    assert struct.unpack_from("<QII", out, 16 + 128) == (66, KEEP_NOFLUSH, 0)
     assert fs.calls == [("tmpfile", 1, 0o100700, 0o20200002, 0o22)]
