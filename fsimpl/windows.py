@@ -425,8 +425,9 @@ class WindowTable:
         if size <= 0:
             return []
         lo, hi = off >> PAGE_SHIFT, ((off + size - 1) >> PAGE_SHIFT) + 1
-        obj = ws.obj
-        blocks = obj.blocks
+        # No events from a READ (not even the object's st_blocks after a read fault
+        # allocated a hole): a READ's reply must never wait behind a notification,
+        # which may itself wait for pages another request holds (docs/windows.md).
         try:
             views = ws.window.read_views(off, size)
         except Sigbus as e:
@@ -437,9 +438,6 @@ class WindowTable:
             raise FsError(errno.EACCES, str(e)) from e
         except VmError as e:
             raise _vm(e) from e
-        finally:
-            if obj.blocks != blocks:  # read faults allocated holes: st_blocks changed
-                self.fs._queue(InvalInode(obj.ino, -1, 0))
         for i in range(lo, hi):
             ws.pending.pop(i, None)
         ws.cached.update(range(lo, hi))
