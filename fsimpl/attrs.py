@@ -96,8 +96,15 @@ class AttrOps(FsCore):
         now = self._now()
         if size is not None:
             assert inode.mapping is not None
+            w = self._windows
+            if w is not None and ino in w.wins:
+                raise FsError(errno.EINVAL, "a window's size is fixed by ATTACH")
+            old = inode.mapping.size
             inode.mapping.truncate(size)
             inode.mtime_ns = now
+            if w is not None and size < old and size % PAGE_SIZE:
+                # the zeroed tail of the new last page: windows showing it
+                w.object_changed(ino, size, PAGE_SIZE - size % PAGE_SIZE)
         if kill_suidgid and mode is None and not inode.is_dir:
             self._kill_suid(inode, ctx)
         if uid is not None or gid is not None or chown:

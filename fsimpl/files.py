@@ -63,6 +63,8 @@ class FileOps(NamespaceOps):
         inode = self._get(ino)
         if inode.is_dir and flags & os.O_ACCMODE != os.O_RDONLY:
             raise FsError(errno.EISDIR)
+        if flags & os.O_TRUNC and self._window_of(ino) is not None:
+            raise FsError(errno.EINVAL, "a window's size is fixed by ATTACH")
         if flags & os.O_TRUNC and inode.is_reg:
             # Linux truncates even for O_RDONLY|O_TRUNC (the kernel checked write
             # permission); 6.18 tmpfs: such an open leaves st_size 0
@@ -110,7 +112,11 @@ class FileOps(NamespaceOps):
         if off < 0 or size < 0:
             raise FsError(errno.EINVAL)
         assert inode.mapping is not None
-        views = inode.mapping.read(off, size) if size else []
+        w = self._window_of(ino)
+        if w is not None:  # through the window's page table (fsimpl/windows.py)
+            views = w.read(ino, off, size)
+        else:
+            views = inode.mapping.read(off, size) if size else []
         self._touch_atime(inode)
         return views
 
@@ -143,10 +149,18 @@ class FileOps(NamespaceOps):
             raise FsError(errno.EFBIG)
         if off + len(data) > MAX_FILE_SIZE:
             data = data[: MAX_FILE_SIZE - off]
+        w = self._windows
+        if w is not None and ino in w.wins:  # a store through the window's page table
+            n = w.write(ino, off, data, flags)
+            if n:
+                inode.mtime_ns = inode.ctime_ns = self._now()
+            return n
         try:
             n = inode.mapping.write(off, data)
         except VmError as e:
             raise FsError(e.errno, str(e)) from e
+        if n and w is not None:  # windows showing these pages must drop their copies
+            w.object_changed(ino, off, n)
         if n:
             inode.mtime_ns = inode.ctime_ns = self._now()
         return n
@@ -162,8 +176,11 @@ class FileOps(NamespaceOps):
 
     @counted
     def fsync(self, ino: int, fh: int, datasync: bool) -> None:
-        """noop_fsync, like tmpfs."""
+        """noop_fsync, like tmpfs (a window answers for refused write-backs)."""
         self._get(ino)
+        w = self._window_of(ino)
+        if w is not None:
+            w.fsync(ino)
 
     @counted
     def fallocate(self, ino: int, fh: int, mode: int, off: int, length: int) -> None:
@@ -183,9 +200,14 @@ class FileOps(NamespaceOps):
         self._handle(fh, ino)
         if off + length > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG)
+        w = self._windows
+        if w is not None and ino in w.wins:
+            raise FsError(errno.EINVAL, "a window's size is fixed by ATTACH")
         try:
             if mode & FALLOC_FL_PUNCH_HOLE:
                 inode.mapping.punch_hole(off, length)
+                if w is not None:  # zeroed partial edges: windows showing them
+                    w.object_changed(ino, off, length)
             else:
                 inode.mapping.fallocate(off, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))
         except VmError as e:

@@ -89,6 +89,7 @@ class FsCore:
         self._ops: Counter[str] = Counter()
         self._evicted = 0
         self._reclaimed = 0
+        self._windows: Any = None  # fsimpl.windows.WindowTable, made by the first ATTACH
         self.max_inodes = opts.nr_inodes
         self.free_ispace = opts.nr_inodes * BOGO_INODE_SIZE
         root = self._alloc_inode(stat.S_IFDIR | (opts.mode & 0o7777), opts.uid, opts.gid)
@@ -176,6 +177,8 @@ class FsCore:
         until nlookup drops to 0, so GETATTR on a still-cached dentry works."""
         inode.reclaimed = True
         inode.linkable = False
+        if self._windows is not None:  # a window goes with its inode (exit_mmap)
+            self._windows.release(inode.ino)
         if inode.mapping is not None:
             inode.mapping.release()
         if inode.symlink_pages:
@@ -201,6 +204,11 @@ class FsCore:
 
     def _queue(self, event: InvalInode | InvalEntry) -> None:
         self._events.append(event)
+
+    def _window_of(self, ino: int) -> Any:
+        """The WindowTable when ``ino`` is a window file (docs/windows.md), else None."""
+        w = self._windows
+        return w if w is not None and ino in w.wins else None
 
     def _handle(self, fh: int, ino: int) -> Handle:
         h = self._handles.get(fh)
