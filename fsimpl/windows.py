@@ -103,13 +103,30 @@ class WinState:
         return self.npages << PAGE_SHIFT
 
 
-def _runs(pages: np.ndarray | list[int]) -> list[tuple[int, int]]:
+def _runs(pages: Any) -> list[tuple[int, int]]:
     """(first, count) of each run of consecutive values, in sorted order."""
-    a = np.unique(np.asarray(pages, dtype=np.int64))
-    if not len(a):
-        return []
-    brk = np.flatnonzero(np.diff(a) != 1) + 1
-    return [(int(r[0]), len(r)) for r in np.split(a, brk)]
+    if isinstance(pages, range) and pages.step == 1:
+        return [(pages.start, len(pages))] if len(pages) else []
+    if isinstance(pages, np.ndarray) and len(pages) > 64:
+        a = np.unique(pages.astype(np.int64))
+        brk = np.flatnonzero(np.diff(a) != 1) + 1
+        return [(int(r[0]), len(r)) for r in np.split(a, brk)]
+    out: list[tuple[int, int]] = []
+    for p in sorted({int(x) for x in pages}):
+        if out and out[-1][0] + out[-1][1] == p:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((p, 1))
+    return out
+
+
+@dataclass(slots=True)
+class ObjState:
+    """An object some window shows: how many windows, and which of its pages the
+    kernel may cache (tracked from the first ATTACH on, which invalidates them all)."""
+
+    windows: int = 0
+    cached: set[int] = field(default_factory=set)
 
 
 def _vm(e: VmError) -> FsError:
@@ -123,6 +140,7 @@ class WindowTable:
         self.fs = fs
         self.wins: dict[int, WinState] = {}
         self._by_mm: dict[int, WinState] = {}
+        self.objs: dict[int, ObjState] = {}
         self.stats: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- lookup
@@ -173,6 +191,13 @@ class WindowTable:
         self.wins[ino] = ws
         self._by_mm[id(window.mm)] = ws
         obj.nopen += 1  # the window holds its object as a VMA holds its file
+        ostate = self.objs.get(object_ino)
+        if ostate is None:
+            # from now on the object's kernel-cached pages are tracked; what the kernel
+            # cached before is unknown, so drop it all once
+            ostate = self.objs[object_ino] = ObjState()
+            self.fs._queue(InvalInode(object_ino, 0, -1))
+        ostate.windows += 1
         inode.mapping.size = size  # st_size of the window file
         inode.mtime_ns = inode.ctime_ns = self.fs._now()
         self.fs._queue(InvalInode(ino, -1, 0))  # attributes changed behind the kernel
@@ -186,6 +211,10 @@ class WindowTable:
         self._by_mm.pop(id(ws.window.mm), None)
         ws.window.mm.exit_mmap()
         ws.obj.nopen -= 1
+        ostate = self.objs[ws.obj.ino]
+        ostate.windows -= 1
+        if not ostate.windows:
+            del self.objs[ws.obj.ino]
         self.fs._maybe_evict(ws.obj)
         self.stats["destroyed"] += 1
 
@@ -211,6 +240,22 @@ class WindowTable:
         return pg, eff, bits
 
     # ----------------------------------------------------------- invalidation
+    def object_cached(self, obj_ino: int, off: int, length: int) -> None:
+        """The kernel now caches object bytes [off, off+length) (READ or write(2) of it)."""
+        ostate = self.objs.get(obj_ino)
+        if ostate is not None and length > 0:
+            ostate.cached.update(range(off >> PAGE_SHIFT, ((off + length - 1) >> PAGE_SHIFT) + 1))
+
+    def _inval_object(self, obj_ino: int, pgoffs: Any, attrs: bool = False) -> None:
+        """Invalidate the object's cached pages among ``pgoffs`` (or only its attributes)."""
+        ostate = self.objs.get(obj_ino)
+        hit = [] if ostate is None else [p for p in pgoffs if p in ostate.cached]
+        if hit:
+            ostate.cached.difference_update(hit)  # type: ignore[union-attr]
+            self._inval(obj_ino, hit)
+        elif attrs:
+            self.fs._queue(InvalInode(obj_ino, -1, 0))
+
     def _inval(self, ino: int, pages: Any) -> None:
         for first, n in _runs(pages):
             self.fs._queue(InvalInode(ino, first << PAGE_SHIFT, n << PAGE_SHIFT))
@@ -271,8 +316,15 @@ class WindowTable:
     def object_changed(self, obj_ino: int, off: int, length: int, skip: int = 0) -> None:
         """Object bytes [off, off+length) changed (write(2), punch edges, a window store):
         invalidate the cached window pages of every window (but ``skip``) that show them."""
+        ostate = self.objs.get(obj_ino)
+        if ostate is None or length <= 0:
+            return
+        if not skip:  # write(2), punch, truncate of the object itself: the kernel caches it
+            self.object_cached(obj_ino, off, length)
+        if skip and ostate.windows < 2:
+            return  # the only window is the writer (its own pages are the kernel's)
         obj = self.fs._inodes.get(obj_ino)
-        if obj is None or obj.mapping is None or obj.mapping.rmap is None or length <= 0:
+        if obj is None or obj.mapping is None or obj.mapping.rmap is None:
             return
         for vma, idx in obj.mapping.rmap.lookup_bytes(off, length):
             ws = self._by_mm.get(id(vma.mm))
@@ -375,7 +427,7 @@ class WindowTable:
         finally:
             if shown is not None and obj.blocks != blocks:
                 # the object's own cache and attributes (st_blocks) changed behind the kernel
-                self._inval(obj.ino, shown)
+                self._inval_object(obj.ino, shown.tolist(), attrs=True)
                 obj.mtime_ns = obj.ctime_ns = self.fs._now()
         self.stats[f"madvise_{advice}"] += 1
 
@@ -497,9 +549,11 @@ class WindowTable:
         cached copies of them."""
         lo, hi = off >> PAGE_SHIFT, ((off + n - 1) >> PAGE_SHIFT) + 1
         pg = self._state(ws, lo, hi)[0]
-        for first, cnt in _runs(pg):
-            self._inval(ws.obj.ino, range(first, first + cnt))
-            self.object_changed(ws.obj.ino, first << PAGE_SHIFT, cnt << PAGE_SHIFT, skip=ws.ino)
+        self._inval_object(ws.obj.ino, pg.tolist())
+        if self.objs[ws.obj.ino].windows > 1:
+            for first, cnt in _runs(pg):
+                self.object_changed(ws.obj.ino, first << PAGE_SHIFT, cnt << PAGE_SHIFT,
+                                    skip=ws.ino)
 
     def _write_back_pending(self, ws: WinState, off: int, data: memoryview) -> int:
         """A write-back of pages whose view changed since they were stored: each page
@@ -531,8 +585,8 @@ class WindowTable:
                             mapping.write(dst, data[pos : pos + m])
                         except VmError as e:
                             raise _vm(e) from e
-                        self._inval(ws.obj.ino, [target[0]])
-                        self.object_changed(ws.obj.ino, dst, m, skip=0)
+                        self._inval_object(ws.obj.ino, [target[0]])
+                        self.object_changed(ws.obj.ino, dst, m, skip=-1)
                     self.stats["writeback_redirected"] += 1
             pos += k
         return pos
