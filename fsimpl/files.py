@@ -112,11 +112,13 @@ class FileOps(NamespaceOps):
         if off < 0 or size < 0:
             raise FsError(errno.EINVAL)
         assert inode.mapping is not None
-        w = self._window_of(ino)
-        if w is not None:  # through the window's page table (fsimpl/windows.py)
+        w = self._windows
+        if w is not None and ino in w.wins:  # through the window's page table
             views = w.read(ino, off, size)
         else:
             views = inode.mapping.read(off, size) if size else []
+            if w is not None:  # the kernel now caches these pages of a window's object
+                w.object_cached(ino, off, size)
         self._touch_atime(inode)
         return views
 
