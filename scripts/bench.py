@@ -22,8 +22,10 @@ import argparse
 import contextlib
 import json
 import mmap
+import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -32,8 +34,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import chart, report
-from benchlib.engine import make_engine
-from benchlib.targets import Target, parse_targets
+from benchlib.engine import CEngine, make_engine
+from benchlib.targets import Target, fuse_abort, parse_targets
 from benchlib.workloads import Config, Result, Runner
 
 DEFAULT_OUT = Path("/tmp/shmfs-bench-results")
@@ -101,6 +103,9 @@ def run(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[list[Result], l
         raise SystemExit(f"unknown workload units: {', '.join(sorted(unknown))}")
     units = [(n, f) for n, f in units if (not only or n in only) and n not in skip]
     targets = parse_targets(args.targets, args.size)
+    start_watchdog(targets)
+    if isinstance(engine, CEngine):
+        engine.on_timeout = lambda: abort_fuse(targets)
     results: list[Result] = []
     t_start = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -135,6 +140,34 @@ def run(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[list[Result], l
     meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
     meta["loadavg_end"] = report.loadavg()
     return median_of_runs(results), targets
+
+
+def abort_fuse(targets: list[Target]) -> None:
+    for t in targets:
+        if t.kind == "shmfs" and t.mounted:
+            progress(f"aborting the FUSE connection of {t.path} (daemon not answering)")
+            fuse_abort(t.path)
+
+
+def start_watchdog(targets: list[Target], grace: float = 5.0) -> None:
+    """On SIGINT/SIGTERM, give cleanup `grace` seconds, then abort our FUSE mounts.
+
+    The Python signal handler only runs between bytecodes; if the main thread
+    is blocked in a syscall on a daemon that stopped answering (a cleanup
+    unlink, say), it never runs. The C-level handler still writes the signal
+    number to the wakeup fd, so this thread sees it and unblocks the main
+    thread by aborting the connection (the syscall fails with ENOTCONN).
+    """
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        os.read(r, 1)
+        time.sleep(grace)
+        abort_fuse(targets)
+
+    threading.Thread(target=watch, name="bench-watchdog", daemon=True).start()
 
 
 def median_of_runs(results: list[Result]) -> list[Result]:

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 
 PAGE = 4096
 HELPER_SRC = Path(__file__).with_name("helper.c")
+HELPER_TIMEOUT = 900  # seconds for one timed loop
 
 
 @dataclass(slots=True)
@@ -77,6 +79,7 @@ class CEngine(Engine):
 
     def __init__(self, exe: Path) -> None:
         self.exe = exe
+        self.on_timeout: Callable[[], None] | None = None  # e.g. abort hung FUSE mounts
 
     @classmethod
     def build(cls, cache_dir: Path | None = None) -> CEngine:
@@ -96,9 +99,17 @@ class CEngine(Engine):
         return cls(exe)
 
     def _run(self, *args: object) -> list[Sample]:
-        proc = subprocess.run(
-            [str(self.exe), *map(str, args)], capture_output=True, text=True, check=False
-        )
+        # a hung filesystem must not hang the benchmark: after HELPER_TIMEOUT the
+        # helper is killed (TimeoutExpired) and the caller's cleanup unmounts
+        try:
+            proc = subprocess.run(
+                [str(self.exe), *map(str, args)], capture_output=True, text=True,
+                check=False, timeout=HELPER_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            if self.on_timeout is not None:
+                self.on_timeout()
+            raise
         if proc.returncode != 0:
             raise OSError(f"helper {args[0]} failed: {proc.stderr.strip()}")
         samples = []

@@ -10,8 +10,11 @@ too).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +23,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+MOUNT_TIMEOUT = 60
+MNT_DETACH = 2
+FUSECTL = Path("/sys/fs/fuse/connections")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def _mount_dev(mountpoint: Path) -> str | None:
+    """'major:minor' of the mount at `mountpoint` from mountinfo (no stat of the fs)."""
+    want = str(mountpoint)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 4 and parts[4].replace("\\040", " ") == want:
+                found = parts[2]
+    return found
+
+
+def fuse_abort(mountpoint: Path) -> None:
+    """Abort a FUSE connection (its requests fail with ENOTCONN, the daemon sees EOF).
+
+    For a daemon that stopped answering: otherwise anything that touches the
+    mount, including our own cleanup, would wait for it forever.
+    """
+    dev = _mount_dev(mountpoint)
+    if dev is None:
+        return
+    if not os.path.ismount(FUSECTL):
+        subprocess.run(["mount", "-t", "fusectl", "none", str(FUSECTL)],
+                       check=False, capture_output=True)
+    abort = FUSECTL / dev.split(":")[1] / "abort"
+    try:
+        abort.write_text("1")
+    except OSError:
+        pass
 
 
 def _mount_fstype(mountpoint: Path) -> str | None:
@@ -123,8 +163,12 @@ class Target:
             raise RuntimeError(
                 "the shmfs CLI does not exist yet (no .venv/bin/shmfs, no mount/cli.py)"
             )
-        subprocess.run([*cmd, str(self.path), "-o", self.mount_options], check=True, cwd=REPO)
-        self.mounted = True  # from here on, close() must try to unmount
+        self.command = [*cmd, str(self.path), "-o", self.mount_options]
+        self.mounted = True  # from here on, close() must check for a mount and undo it
+        try:
+            subprocess.run(self.command, check=True, cwd=REPO, timeout=MOUNT_TIMEOUT)
+        except subprocess.TimeoutExpired as e:  # run() killed the CLI; close() does the rest
+            raise RuntimeError(f"shmfs did not report ready within {MOUNT_TIMEOUT}s") from e
         deadline = time.monotonic() + 10
         while _mount_fstype(self.path) is None or not self.daemon_pid:
             if time.monotonic() > deadline:
@@ -133,29 +177,37 @@ class Target:
             self.daemon_pid = pids[-1] if pids else None
             time.sleep(0.05)
         self.rss_at_mount = vm_rss_bytes(self.daemon_pid)
-        self.command = [*cmd, str(self.path), "-o", self.mount_options]
 
     def fstype(self) -> str | None:
         return _mount_fstype(self.path)
 
     def close(self) -> None:
-        """Unmount what open() mounted (lazily if busy) and remove the mountpoint."""
+        """Unmount what open() mounted and remove the mountpoint.
+
+        Never touches the filesystem itself (a hung daemon would hang us):
+        umount2(2) directly; if that fails, abort the FUSE connection through
+        fusectl and detach lazily. The mountpoint is removed only once nothing
+        is mounted on it.
+        """
         if self.mounted:
+            if self.kind == "shmfs" and not self.daemon_pid:
+                pids = daemon_pids(self.path)
+                self.daemon_pid = pids[-1] if pids else None
             self._unmount()
             self.mounted = False
         if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            if _mount_fstype(self.path) is None:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+            else:
+                print(f"bench: {self.path} is still mounted; left in place", file=sys.stderr)
             self._tmpdir = None
 
     def _unmount(self) -> None:
-        cmds = [["umount", str(self.path)]]
-        if self.kind == "shmfs":
-            cmds.append(["fusermount3", "-u", str(self.path)])
-        cmds.append(["umount", "-l", str(self.path)])  # busy: detach now, free later
-        for cmd in cmds:
-            if _mount_fstype(self.path) is None:
-                break
-            subprocess.run(cmd, check=False, capture_output=True)
+        target = os.fsencode(str(self.path))
+        if _mount_fstype(self.path) is not None and _libc.umount2(target, 0) != 0:
+            if self.kind == "shmfs":
+                fuse_abort(self.path)
+            _libc.umount2(target, MNT_DETACH)
         if self.kind == "shmfs" and self.daemon_pid:
             self._reap_daemon(self.daemon_pid)
 
@@ -168,7 +220,8 @@ class Target:
                 return
             time.sleep(0.05)
         try:
-            os.kill(pid, 15)
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # in case it was stopped
         except ProcessLookupError:
             pass
 

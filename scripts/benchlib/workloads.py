@@ -211,7 +211,7 @@ class Runner:
             self.make_cold(path)
             cold, warm = self.engine.seqread(path, bs)
         finally:
-            path.unlink(missing_ok=True)
+            _remove(path)
         return [
             _from_sample(f"seq_write_{tag}", t, "bytes", w, **p),
             _from_sample(f"seq_read_cold_{tag}", t, "bytes", cold, **p, cold=self.cold_method),
@@ -229,7 +229,7 @@ class Runner:
             r = self.engine.randread(path, ops, self.cfg.seed)
             wr = self.engine.randwrite(path, ops, self.cfg.seed + 1)
         finally:
-            path.unlink(missing_ok=True)
+            _remove(path)
         return [
             _from_sample(f"rand_read_4k{suffix}", t, "ops", r, **p,
                          cold="FADV_RANDOM; distinct pages; FADV_DONTNEED between rounds "
@@ -246,7 +246,7 @@ class Runner:
             self.make_cold(path)
             s = self.engine.mmaptouch(path)
         finally:
-            path.unlink(missing_ok=True)
+            _remove(path)
         return [_from_sample("mmap_first_touch", t, "bytes", s, file=_human(size),
                              access="MAP_SHARED PROT_READ, one load per 4 KiB page",
                              cold=self.cold_method)]
@@ -315,12 +315,20 @@ class Runner:
             self.engine.seqwrite(path, size, MiB)
             rss = vm_rss_bytes(t.daemon_pid)
         finally:
-            path.unlink(missing_ok=True)
+            _remove(path)
         limit = size * 1.05 + 64 * MiB
         return [Result("daemon_rss", t.label, "rss",
                        {"stored": _human(size), "stored_bytes": size, "limit_bytes": int(limit),
                         "pid": t.daemon_pid, "when": "end of run, after every other workload"},
                        nbytes=rss, value=float(rss))]
+
+
+def _remove(path: Path) -> None:
+    """Cleanup that never masks the exception being unwound (e.g. ENOTCONN after abort)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _drop_caches(level: int) -> None:
