@@ -2,9 +2,9 @@
 
 - the inode table (inode number = FUSE node id, root 1, numbers never reused:
   a monotonic counter, so a FORGET racing a new inode can never hit the wrong one);
-- the lookup-count lifetime (see inode.py): *reclaim* (pages, ispace and xattrs
-  freed) once nlink == 0 and no handle is open, *eviction* (the inode number
-  forgotten) once nlookup is 0 too;
+- the lookup-count lifetime (see inode.py): *reclaim* (the space given back to
+  size= and nr_inodes=) once nlink == 0 and no handle is open, *eviction* (pages,
+  xattrs and the inode number freed) once nlookup is 0 too;
 - ispace accounting of nr_inodes= as tmpfs 6.6+ does it: every inode costs
   BOGO_INODE_SIZE (1024) bytes of a pool of nr_inodes * 1024, xattrs are charged
   to the same pool, statfs reports free_ispace // 1024 as f_ffree;
@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from vmcore.budget import Budget
 
 from .backing import Backing
 from .errors import FsError
@@ -158,36 +160,64 @@ class FsCore:
         return self._alloc_inode(mode, ctx.uid, gid)
 
     def _maybe_evict(self, inode: Inode) -> None:
-        """Reclaim, then evict, as the counters allow (see the module docstring)."""
+        """Uncharge, then evict, as the counters allow (see the module docstring)."""
         if inode.ino == self.ROOT_INO:
             return
         if inode.nlink == 0 and inode.nopen == 0 and not inode.reclaimed:
             self._reclaim(inode)
         if inode.evictable():
+            self._evict(inode)
             del self._inodes[inode.ino]
             self._evicted += 1
 
     def _reclaim(self, inode: Inode) -> None:
-        """shmem_evict_inode's work: free the pages, the long-symlink page, the
-        xattrs and the ispace. Done as soon as the inode has no name and no open
-        handle, before FORGET: with nlink == 0 nothing can open it again, and the
-        kernel's FORGET only follows the asynchronous RELEASE's reply, so waiting
-        for it would let a statfs(2) right after close(2) see the space still
-        used, where tmpfs has already freed it. The record (attrs, number) stays
-        until nlookup drops to 0, so GETATTR on a still-cached dentry works."""
+        """Give the space of a nameless, closed inode back to size= and nr_inodes=.
+
+        Only the *accounting* goes now: statfs(2) right after close(2) or
+        unlink(2) must show the space free, as on tmpfs, and FUSE delivers the
+        FORGET a moment later. The pages themselves stay until eviction: while
+        the kernel holds a lookup reference it can still OPEN the inode (an
+        O_PATH descriptor through /proc/self/fd, an open racing an unlink or a
+        rename over the name), and that open must read the old data. Such a
+        reopen charges the space again (``_recharge``)."""
         inode.reclaimed = True
+        mapping = inode.mapping
+        if mapping is not None and mapping.budget is self.budget:
+            self.budget.uncharge(mapping.nrpages)
+            private = Budget(0)
+            private.used_pages = mapping.nrpages
+            mapping.budget = private
+        if inode.symlink_pages:
+            self.budget.uncharge(inode.symlink_pages)
+        self._unreserve_ispace(BOGO_INODE_SIZE + inode.xattr_space)
+        self._reclaimed += 1
+
+    def _recharge(self, inode: Inode) -> None:
+        """A reclaimed inode was opened again: it holds space once more (forced:
+        its pages exist, so a full filesystem may overshoot for a while)."""
+        inode.reclaimed = False
+        mapping = inode.mapping
+        if mapping is not None and mapping.budget is not self.budget:
+            self.budget.used_pages += mapping.nrpages
+            mapping.budget = self.budget
+        if inode.symlink_pages:
+            self.budget.used_pages += inode.symlink_pages
+        if self.max_inodes:
+            self.free_ispace -= BOGO_INODE_SIZE + inode.xattr_space
+
+    def _evict(self, inode: Inode) -> None:
+        """shmem_evict_inode's work once the kernel forgot the inode: free the
+        pages, the window, the long-symlink page and the xattrs."""
+        if not inode.reclaimed:
+            self._reclaim(inode)
         inode.linkable = False
         if self._windows is not None:  # a window goes with its inode (exit_mmap)
             self._windows.release(inode.ino)
         if inode.mapping is not None:
             inode.mapping.release()
-        if inode.symlink_pages:
-            self.budget.uncharge(inode.symlink_pages)
-            inode.symlink_pages = 0
-        self._unreserve_ispace(BOGO_INODE_SIZE + inode.xattr_space)
+        inode.symlink_pages = 0
         inode.xattr_space = 0
         inode.xattrs.clear()
-        self._reclaimed += 1
 
     def _touch_atime(self, inode: Inode) -> None:
         """relatime (touch_atime + relatime_need_update): refresh atime when it is
@@ -217,6 +247,8 @@ class FsCore:
         return h
 
     def _new_handle(self, inode: Inode, flags: int, is_dir: bool) -> int:
+        if inode.reclaimed:
+            self._recharge(inode)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = Handle(inode.ino, flags, is_dir)

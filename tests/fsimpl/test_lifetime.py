@@ -75,7 +75,7 @@ def test_unlinked_open_file_lives_until_release(fs: ShmFs, arena) -> None:
 def test_last_close_frees_space_before_forget(make_fs) -> None:
     """The kernel sends FORGET only after the asynchronous RELEASE was answered,
     while tmpfs frees an unlinked file at its last close: space and the inode
-    slot come back at release; the inode number stays valid until FORGET."""
+    slot come back at release; the inode and its pages stay until FORGET."""
     fs = make_fs(nr_inodes=4)
     a, fh = fs.create(1, b"f", 0o644, os.O_RDWR, ROOT)
     fs.write(a.ino, fh, 0, memoryview(b"x" * (3 * P)))
@@ -86,12 +86,30 @@ def test_last_close_frees_space_before_forget(make_fs) -> None:
     fs.release(a.ino, fh)
     assert fs.statistics()["used_pages"] == 0 and fs.statfs().ffree == 3
     st = fs.getattr(a.ino)  # a GETATTR through a still-cached dentry
-    assert (st.nlink, st.size, st.blocks) == (0, 3 * P, 0)
+    assert (st.nlink, st.size, st.blocks) == (0, 3 * P, 3 * P // 512)
     assert fs.statistics()["inodes_awaiting_forget"] == 1
     fs.forget(a.ino, 1)
     assert fs.statfs().ffree == 3 and fs.statistics()["inodes"] == 1
     with pytest.raises(FsError):
         fs.getattr(a.ino)
+
+
+def test_reopen_of_a_reclaimed_inode_reads_its_data_and_charges_again(make_fs) -> None:
+    """An O_PATH descriptor (or an open racing an unlink) lets the kernel OPEN
+    an inode after its last name and handle are gone; tmpfs still has the data
+    (found by scripts/stress.py)."""
+    fs = make_fs(size_bytes=16 * P)
+    a, fh = fs.create(1, b"f", 0o644, os.O_RDWR, ROOT)
+    fs.write(a.ino, fh, 0, memoryview(b"y" * (3 * P)))
+    fs.unlink(1, b"f")
+    fs.release(a.ino, fh)
+    assert fs.statistics()["used_pages"] == 0
+    fh2 = fs.open(a.ino, os.O_RDONLY)
+    assert fs.statistics()["used_pages"] == 3
+    assert b"".join(bytes(v) for v in fs.read(a.ino, fh2, 0, 3 * P)) == b"y" * (3 * P)
+    fs.release(a.ino, fh2)
+    fs.forget(a.ino, 1)
+    assert fs.statistics()["used_pages"] == 0 and fs.statfs().bfree == 16
 
 
 def test_unlink_of_closed_file_frees_at_once(fs: ShmFs) -> None:
