@@ -1,0 +1,221 @@
+"""fsimpl.windows.WindowTable in-process: checks, invalidation exactness, write-back routing.
+
+No mount: a ShmFs is driven directly and the events it queues for the session are
+inspected.  The live tests (test_rows.py, test_coherence.py ...) show the same
+behaviour through the kernel.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from fsimpl import Ctx, FsError, FsOptions, InvalInode, ShmFs
+from fsimpl.windows import DISCARD, FUSE_WRITE_CACHE, MPROTECT_VMA, windows_of
+
+P = 4096
+ROOT = Ctx(0, 0, 1)
+USER = Ctx(1000, 1000, 2)
+PROT_R, PROT_RW = 1, 3
+MADV_DONTNEED, MADV_REMOVE = 4, 9
+
+
+def page(i: int) -> bytes:
+    return bytes([65 + i % 26]) * P
+
+
+class Rig:
+    """A filesystem with one 8-page object and helpers to make windows over it."""
+
+    def __init__(self, npages: int = 8) -> None:
+        self.fs = ShmFs(FsOptions())
+        a, self.ofh = self.fs.create(1, b"obj", 0o644, os.O_RDWR, ROOT)
+        self.obj = a.ino
+        self.fs.write(self.obj, self.ofh, 0, memoryview(b"".join(page(i) for i in range(npages))))
+        self.t = windows_of(self.fs)
+        self.n = 0
+
+    def window(self, npages: int = 8, prot: int = PROT_RW, pgoff: int = 0,
+               flags: int = os.O_RDWR) -> tuple[int, int]:
+        self.n += 1
+        a, fh = self.fs.create(1, b"win%d" % self.n, 0o600, os.O_RDWR, ROOT)
+        self.t.attach(a.ino, fh, ROOT, self.obj, npages * P, pgoff, prot)
+        if flags != os.O_RDWR:
+            fh = self.fs.open(a.ino, flags)
+        self.events()
+        return a.ino, fh
+
+    def events(self) -> list[tuple[int, int, int]]:
+        return [(e.ino, e.off, e.length) for e in self.fs.drain_events()
+                if isinstance(e, InvalInode)]
+
+    def read(self, ino: int, off: int, n: int) -> bytes:
+        return b"".join(bytes(v) for v in self.t.read(ino, off, n))
+
+
+def errno_of(fn, *args, **kw) -> int:
+    with pytest.raises(FsError) as ei:
+        fn(*args, **kw)
+    return ei.value.errno
+
+
+def test_attach_checks() -> None:
+    r = Rig()
+    fs, t = r.fs, r.t
+    a, fh = fs.create(1, b"w", 0o600, os.O_RDWR, ROOT)
+    ro = fs.open(a.ino, os.O_RDONLY)
+    assert errno_of(t.attach, a.ino, ro, ROOT, r.obj, P, 0, PROT_RW) == errno.EBADF
+    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, 100, 0, PROT_RW) == errno.EINVAL
+    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, 0, 0, PROT_RW) == errno.EINVAL
+    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, P, 0, 8) == errno.EINVAL
+    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, P, 0, PROT_RW, 1) == errno.EINVAL
+    assert errno_of(t.attach, a.ino, fh, ROOT, 999, P, 0, PROT_RW) == errno.ENOENT
+    assert errno_of(t.attach, a.ino, fh, ROOT, a.ino, P, 0, PROT_RW) == errno.EINVAL
+    assert errno_of(t.attach, a.ino, fh, ROOT, 1, P, 0, PROT_RW) == errno.EINVAL  # a dir
+    fs.setattr(r.obj, ROOT, mode=0o640)
+    assert errno_of(t.attach, a.ino, fh, USER, r.obj, P, 0, PROT_R) == errno.EACCES
+    fs.setattr(r.obj, ROOT, mode=0o644)
+    assert errno_of(t.attach, a.ino, fh, USER, r.obj, P, 0, PROT_RW) == errno.EACCES
+    t.attach(a.ino, fh, USER, r.obj, 2 * P, 0, PROT_R)  # read access is enough for PROT_READ
+    assert fs.getattr(a.ino).size == 2 * P
+    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, P, 0, PROT_RW) == errno.EBUSY
+    b, fhb = fs.create(1, b"w2", 0o600, os.O_RDWR, ROOT)
+    assert errno_of(t.attach, b.ino, fhb, ROOT, a.ino, P, 0, PROT_RW) == errno.EINVAL  # window
+    fs.write(b.ino, fhb, 0, memoryview(b"x"))
+    assert errno_of(t.attach, b.ino, fhb, ROOT, r.obj, P, 0, PROT_RW) == errno.EINVAL  # not empty
+
+
+def test_window_size_is_fixed_and_plain_files_are_not_windows() -> None:
+    r = Rig()
+    w, fh = r.window(4)
+    assert errno_of(r.fs.setattr, w, ROOT, size=0) == errno.EINVAL
+    assert errno_of(r.fs.open, w, os.O_RDWR | os.O_TRUNC) == errno.EINVAL
+    assert errno_of(r.fs.fallocate, w, fh, 0, 0, P) == errno.EINVAL
+    assert errno_of(r.t.remap, r.obj, r.ofh, 0, P, 1, 0, 0) == errno.ENOTTY
+
+
+def test_read_only_descriptor_cannot_change_a_window() -> None:
+    r = Rig()
+    w, ro = r.window(flags=os.O_RDONLY)
+    assert errno_of(r.t.remap, w, ro, 0, P, 3, 0, 0) == errno.EBADF
+    assert errno_of(r.t.mprotect, w, ro, 0, P, PROT_R, 0) == errno.EBADF
+    assert errno_of(r.t.madvise, w, ro, 0, P, MADV_REMOVE) == errno.EBADF
+    assert errno_of(r.t.madvise, w, ro, 0, P, MADV_DONTNEED) == errno.EBADF
+    r.t.madvise(w, ro, 0, P, 3)  # WILLNEED changes nothing: allowed
+    assert r.t.query(w, ro, 0, 1)[2][0][0] == 0
+
+
+def test_remap_invalidates_exactly_the_cached_pages_that_moved() -> None:
+    r = Rig()
+    w, fh = r.window()
+    r.t.remap(w, fh, 0, 2 * P, 5, 0, 0)  # nothing cached yet: no event
+    assert r.events() == []
+    assert r.read(w, 0, 4 * P)[::P] == b"FGCD"
+    r.t.remap(w, fh, P, 2 * P, 6, 0, 0)  # page 1 stays on pgoff 6, page 2 moves 2 -> 7
+    assert r.events() == [(w, 2 * P, P)]
+    r.t.remap(w, fh, 5 * P, P, 0, 0, 0)  # page 5 was never read: nothing to invalidate
+    assert r.events() == []
+    assert r.read(w, 0, 3 * P)[::P] == b"FGH"
+
+
+def test_object_write_and_window_store_invalidate_other_inodes() -> None:
+    r = Rig()
+    w1, _fh1 = r.window()
+    w2, fh2 = r.window()
+    r.t.remap(w2, fh2, 0, P, 3, 0, 0)  # w2 page 0 shows pgoff 3, as does w1 page 3
+    r.read(w1, 0, 8 * P)
+    r.read(w2, 0, 2 * P)
+    r.fs.read(r.obj, r.ofh, 3 * P, P)  # the kernel caches object page 3
+    r.fs.write(r.obj, r.ofh, 3 * P + 10, memoryview(b"zz"))
+    assert sorted(r.events()) == [(w1, 3 * P, P), (w2, 0, P)]
+    r.read(w1, 0, 8 * P)
+    r.read(w2, 0, 2 * P)
+    r.fs.read(r.obj, r.ofh, 3 * P, P)
+    assert r.t.write(w2, 5, memoryview(b"yy")) == 2
+    assert sorted(r.events()) == [(r.obj, 3 * P, P), (w1, 3 * P, P)]
+    assert r.read(w1, 3 * P, 12) == b"DDDDDyyDDDzz"
+
+
+def test_truncate_and_punch_zap_reports_invalidate_and_discard_stale_write_backs() -> None:
+    r = Rig()
+    w, fh = r.window()
+    r.t.remap(w, fh, 0, P, 6, 0, 0)
+    r.read(w, 0, 8 * P)
+    r.fs.setattr(r.obj, ROOT, size=4 * P)  # pgoffs 4..7 go: window pages 0 and 4..7
+    assert sorted(r.events()) == [(w, 0, P), (w, 4 * P, 4 * P)]
+    assert r.t.wins[w].pending[0] is DISCARD
+    # the kernel launders window page 0 (dirty before the truncate): dropped, not resurrected
+    assert r.t.write(w, 0, memoryview(b"q" * P), FUSE_WRITE_CACHE) == P
+    assert r.fs.getattr(r.obj).size == 4 * P
+    assert errno_of(r.t.read, w, 0, 10) == errno.EIO
+    r.fs.setattr(r.obj, ROOT, size=8 * P)
+    assert r.read(w, 0, 4) == b"\0\0\0\0"  # row 8: the re-extended page is fresh
+
+
+def test_write_back_after_remap_lands_where_the_store_was_made() -> None:
+    r = Rig()
+    w, fh = r.window()
+    r.read(w, 0, 8 * P)  # window page 2 cached (shows pgoff 2)
+    r.t.remap(w, fh, 2 * P, P, 7, 0, 0)
+    assert r.events() == [(w, 2 * P, P)]
+    # launder of a store made before the remap: goes to pgoff 2, not 7
+    assert r.t.write(w, 2 * P, memoryview(b"s" * 4), FUSE_WRITE_CACHE) == 4
+    obj = r.fs.read(r.obj, r.ofh, 0, 8 * P)
+    data = b"".join(bytes(v) for v in obj)
+    assert data[2 * P : 2 * P + 5] == b"ssssC" and data[7 * P] == ord("H")
+    # once the kernel re-read the page, write-backs follow the page table again
+    assert r.read(w, 2 * P, 1) == b"H"
+    r.t.write(w, 2 * P, memoryview(b"t"), FUSE_WRITE_CACHE)
+    data = b"".join(bytes(v) for v in r.fs.read(r.obj, r.ofh, 0, 8 * P))
+    assert data[7 * P : 7 * P + 2] == b"tH"
+
+
+def test_per_page_protection_and_vma_mprotect() -> None:
+    r = Rig()
+    w, fh = r.window()
+    r.read(w, 0, 8 * P)
+    r.t.mprotect(w, fh, 3 * P, 2 * P, PROT_R, 0)
+    assert r.events() == [(w, 3 * P, 2 * P)]
+    assert errno_of(r.t.write, w, 3 * P, memoryview(b"x")) == errno.EACCES
+    assert r.t.write(w, 2 * P, memoryview(b"x" * (2 * P))) == P  # short: stops at page 3
+    q = r.t.query(w, fh, 0, 8)[2]
+    assert [row[2] for row in q] == [PROT_RW] * 3 + [PROT_R] * 2 + [PROT_RW] * 3
+    assert [row[0] for row in q] == list(range(8))  # pgoffs kept
+    assert errno_of(r.t.mprotect, w, fh, 0, P, 7, 0) == errno.EINVAL
+    wr, fhr = r.window(prot=PROT_R)
+    assert errno_of(r.t.mprotect, wr, fhr, 0, P, PROT_RW, 0) == errno.EACCES
+    r.t.mprotect(w, fh, 6 * P, P, PROT_R, MPROTECT_VMA)  # splits the VMA (row 21)
+    assert r.t.info(w, fh)["nr_vmas"] == 3
+    assert errno_of(r.t.remap, w, fh, 5 * P, 2 * P, 0, 0, 0) == errno.EINVAL  # row 20
+
+
+def test_madvise_remove_frees_object_pages_and_invalidates_the_object() -> None:
+    r = Rig()
+    w, fh = r.window()
+    r.t.remap(w, fh, 0, P, 5, 0, 0)
+    r.fs.read(r.obj, r.ofh, 0, 8 * P)
+    blocks = r.fs.getattr(r.obj).blocks
+    r.t.madvise(w, fh, 0, P, MADV_REMOVE)  # nonlinear window: punches pgoff 5
+    assert r.fs.getattr(r.obj).blocks == blocks - P // 512
+    assert r.events() == [(r.obj, 5 * P, P)]
+    data = b"".join(bytes(v) for v in r.fs.read(r.obj, r.ofh, 0, 8 * P))
+    assert data[5 * P : 6 * P] == bytes(P) and data[4 * P] == ord("E")
+    wr, fhr = r.window(prot=PROT_R)
+    assert errno_of(r.t.madvise, wr, fhr, 0, P, MADV_REMOVE) == errno.EACCES  # row 11
+    assert errno_of(r.t.madvise, w, fh, 0, P, 77) == errno.EINVAL
+
+
+def test_destroying_a_window_releases_the_object() -> None:
+    r = Rig()
+    w, fh = r.window()
+    r.fs.unlink(1, b"obj")
+    r.fs.release(r.obj, r.ofh)
+    assert r.fs.getattr(r.obj).blocks == 8 * P // 512  # held by the window
+    assert r.read(w, 0, 1) == b"A"
+    r.fs.unlink(1, b"win1")
+    r.fs.release(w, fh)
+    r.fs.forget(w, 1)  # the kernel's FORGET after the last close evicts the window
+    assert not r.t.wins and not r.t.objs
+    assert r.fs.statistics()["used_pages"] == 0
