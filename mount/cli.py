@@ -11,8 +11,10 @@ Without -f the command returns only once the filesystem answers requests
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +42,7 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--foreground", action="store_true", help="do not daemonise")
     p.add_argument("--debug", action="store_true", help="log every request (implies -f)")
     p.add_argument("--log", type=Path, help="log file for the daemon (default: none)")
+    p.add_argument("--pidfile", type=Path, help="write the daemon's pid here once mounted")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     return p
 
@@ -55,16 +58,31 @@ def main(argv: list[str] | None = None) -> int:
     except OptionError as e:
         print(f"shmfs: {e}", file=sys.stderr)
         return 2
-    mnt = ns.mountpoint.resolve()
-    if not mnt.is_dir():
-        print(f"shmfs: mountpoint {ns.mountpoint} is not a directory", file=sys.stderr)
+    problem = _check_mountpoint(ns.mountpoint)
+    if problem:
+        print(f"shmfs: {problem}", file=sys.stderr)
         return 2
+    mnt = Path(os.path.realpath(ns.mountpoint))
     foreground = ns.foreground or ns.debug
     if foreground:
         _setup_logging(ns.debug, ns.log, to_stderr=True)
         ready_fd = ns.ready_fd
-        return _run_daemon(mnt, opts, ns.debug, _ready_writer(ready_fd))
+        return _run_daemon(mnt, opts, ns.debug, _ready_writer(ready_fd, ns.pidfile))
     return _daemonise(mnt, opts, ns)
+
+
+def _check_mountpoint(path: Path) -> str | None:
+    """Why path cannot be mounted on, in words a user can act on; None if it can."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            return (f"{path} is a dead mount (its daemon is gone: 'Transport endpoint is "
+                    f"not connected'); clear it with: shmfs unmount -z {path}")
+        return f"mountpoint {path}: {e.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"mountpoint {path} is not a directory"
+    return None
 
 
 def _setup_logging(debug: bool, path: Path | None, *, to_stderr: bool) -> None:
@@ -83,8 +101,10 @@ def _setup_logging(debug: bool, path: Path | None, *, to_stderr: bool) -> None:
     )
 
 
-def _ready_writer(fd: int | None) -> Callable[[str], None]:
+def _ready_writer(fd: int | None, pidfile: Path | None = None) -> Callable[[str], None]:
     def report(status: str) -> None:
+        if status == "ok" and pidfile is not None:
+            pidfile.write_text(f"{os.getpid()}\n")
         if fd is None:
             if status != "ok":
                 print(f"shmfs: {status}", file=sys.stderr)
@@ -111,7 +131,7 @@ def _daemonise(mnt: Path, opts: MountOptions, ns: argparse.Namespace) -> int:
         _setup_logging(False, ns.log, to_stderr=False)
         code = 1
         try:
-            code = _run_daemon(mnt, opts, False, _ready_writer(w))
+            code = _run_daemon(mnt, opts, False, _ready_writer(w, ns.pidfile))
         finally:
             os._exit(code)
     os.close(w)
