@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mount import winioctl
 from tests.reliability import wire as W
 from tests.reliability.wire import Channel, check_replies, owed_reply, request
 
@@ -34,16 +35,17 @@ _uniques = itertools.count(1000)
 class Files:
     """A file (nodeid, open fh) and a directory created through the protocol."""
 
-    def __init__(self, ch: Channel) -> None:
+    def __init__(self, ch: Channel, tag: int = 0) -> None:
         r = ch.call(W.CREATE, next(_uniques), 1,
-                    struct.pack("<IIII", 2, 0o100644, 0o022, 0) + b"victim\0")
+                    struct.pack("<IIII", 2, 0o100644, 0o022, 0) + b"victim%d\0" % tag)
         assert r.error == 0
         self.file = struct.unpack_from("<Q", r.payload)[0]
         self.fh = struct.unpack_from("<Q", r.payload, 128)[0]
         r = ch.call(W.WRITE, next(_uniques), self.file,
                     struct.pack("<QQIIQII", self.fh, 0, 5, 0, 0, 0, 0) + b"hello")
         assert r.error == 0
-        r = ch.call(W.MKDIR, next(_uniques), 1, struct.pack("<II", 0o755, 0o022) + b"d\0")
+        r = ch.call(W.MKDIR, next(_uniques), 1,
+                    struct.pack("<II", 0o755, 0o022) + b"d%d\0" % tag)
         assert r.error == 0
         self.dir = struct.unpack_from("<Q", r.payload)[0]
 
@@ -55,6 +57,14 @@ def served() -> Iterator[tuple[Channel, Files]]:
     # served_session checked: DESTROY answered, driver exit status 0. And no handler
     # met an exception it did not expect (answered EIO: a bug even if the session lives).
     assert ch.final_stats["ops"]["unexpected"] == 0, ch.stderr  # type: ignore[index]
+
+
+@pytest.fixture
+def fresh(served: tuple[Channel, Files]) -> tuple[Channel, Files]:
+    """A file and handle of its own for a targeted test (fuzzing may have released
+    or changed the shared ones)."""
+    ch, _ = served
+    return ch, Files(ch, next(_uniques))
 
 
 def _exchange(ch: Channel, msg: bytes) -> list[W.Reply]:
@@ -141,9 +151,9 @@ def _rw(ch: Channel, files: Files, opcode: int, off: int, size: int, data: bytes
 @pytest.mark.parametrize("off", [2**63 - 1, MAX_FILE_SIZE, MAX_FILE_SIZE - 1, 2**63, 2**64 - 1,
                                  2**64 - 4096])
 @pytest.mark.parametrize("size", [0, 1, 4096, 2**32 - 1])
-def test_read_at_extreme_offsets_returns_nothing(served: tuple[Channel, Files], off: int,
+def test_read_at_extreme_offsets_returns_nothing(fresh: tuple[Channel, Files], off: int,
                                                  size: int) -> None:
-    ch, files = served
+    ch, files = fresh
     _reset(ch, files)
     r = _rw(ch, files, W.READ, off, size)
     assert r.error in (0, -E.EINVAL, -E.EOVERFLOW, -E.EFBIG)
@@ -152,9 +162,9 @@ def test_read_at_extreme_offsets_returns_nothing(served: tuple[Channel, Files], 
 
 
 @pytest.mark.parametrize("off", [MAX_FILE_SIZE - 2, MAX_FILE_SIZE, 2**63, 2**64 - 1, 2**64 - 4096])
-def test_write_past_the_largest_file_is_refused_or_clipped(served: tuple[Channel, Files],
+def test_write_past_the_largest_file_is_refused_or_clipped(fresh: tuple[Channel, Files],
                                                            off: int) -> None:
-    ch, files = served
+    ch, files = fresh
     _reset(ch, files)
     r = _rw(ch, files, W.WRITE, off, 3, b"abc")
     if off < MAX_FILE_SIZE:  # generic_write_checks: clipped to what fits below the limit
@@ -166,8 +176,8 @@ def test_write_past_the_largest_file_is_refused_or_clipped(served: tuple[Channel
     assert size < 2**63 and size <= MAX_FILE_SIZE
 
 
-def test_write_ending_exactly_at_the_limit_then_reads_back(served: tuple[Channel, Files]) -> None:
-    ch, files = served
+def test_write_ending_exactly_at_the_limit_then_reads_back(fresh: tuple[Channel, Files]) -> None:
+    ch, files = fresh
     _reset(ch, files)
     r = _rw(ch, files, W.WRITE, MAX_FILE_SIZE - 3, 3, b"xyz")
     assert r.error == 0 and struct.unpack_from("<I", r.payload)[0] == 3
@@ -188,7 +198,32 @@ def test_ioctl_with_garbage_and_huge_sizes(served: tuple[Channel, Files], cmd: i
     handle = files.fh if fh == "fh" else fh
     body = struct.pack("<QIIQII", handle, flags, cmd, arg, in_size, out_size) + payload
     r = ch.call(W.IOCTL, next(_uniques), files.file, body)
-    assert r.error < 0  # no ioctl is implemented yet: an errno, never success with garbage
+    if not (cmd >> 8) & 0xFF == ord("S"):
+        assert r.error < 0  # not a shmfs command: an errno, never success
+
+
+WINDOW_CMDS = [winioctl.SHMFS_IOC_WIN_ATTACH, winioctl.SHMFS_IOC_WIN_REMAP,
+               winioctl.SHMFS_IOC_WIN_MPROTECT, winioctl.SHMFS_IOC_WIN_MADVISE,
+               winioctl.SHMFS_IOC_WIN_QUERY, winioctl.SHMFS_IOC_WIN_INFO, winioctl.SHMFS_IOC_STATS]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(cmd=st.sampled_from(WINDOW_CMDS), node=st.sampled_from(["file", "dir", "root", 424242]),
+       fh=st.sampled_from(["fh", 0, 2**64 - 1]), in_size=st.one_of(st.none(), U32),
+       out_size=U32, fields=st.lists(U64.map(lambda v: struct.pack("<Q", v)), max_size=6),
+       cut=st.integers(0, 64))
+def test_window_ioctls_with_garbage_structs_are_answered_once(
+        served: tuple[Channel, Files], cmd: int, node: object, fh: object, in_size: int | None,
+        out_size: int, fields: list[bytes], cut: int) -> None:
+    """The real window commands with garbage (and truncated, and huge) structs, on files
+    that are no windows, directories and nodes that do not exist."""
+    ch, files = served
+    nodeid = {"file": files.file, "dir": files.dir, "root": 1}.get(node, node)  # type: ignore[call-overload]
+    handle = files.fh if fh == "fh" else fh
+    payload = b"".join(fields)[:cut]
+    size = len(payload) if in_size is None else in_size
+    body = struct.pack("<QIIQII", handle, 0, cmd, 0, size, out_size) + payload
+    _exchange(ch, request(W.IOCTL, next(_uniques), nodeid, body))
 
 
 NAME_OPS = {
