@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vmcore.errors import Sigbus, Sigsegv, VmError
+from vmcore.memory import handle_mm_fault
 from vmcore.pagetable import PTE_DIRTY, PTE_FILE, PTE_OWNPROT, PTE_PRESENT
 from vmcore.vma import (
     MADV_DONTNEED,
@@ -283,10 +284,32 @@ class WindowTable:
 
     def _changed(self, ws: WinState, before: dict[int, tuple[int, int]]) -> None:
         """After a remap/mprotect: invalidate the cached pages whose pgoff or prot moved,
-        remembering where a write-back of each must still go."""
-        moved = {i: old for i, old in before.items() if self._page_state(ws, i) != old}
+        remembering where a write-back of each must still go.
+
+        A cached page that still shows the same thing keeps its place in the kernel's
+        cache, but the remap left it a file PTE; it is faulted in again, because only
+        present PTEs are reported by the zaps of a later truncate or punch (the
+        invariant: a page the kernel may cache has a present PTE)."""
+        moved: dict[int, tuple[int, int]] = {}
+        for i, old in before.items():
+            if self._page_state(ws, i) != old or not self._refault(ws, i):
+                moved[i] = old
         if moved:
             self._drop_cached(ws, list(moved), moved)
+
+    def _refault(self, ws: WinState, i: int) -> bool:
+        """Make window page i's PTE present again (a read prefault); False if it cannot be."""
+        a = ws.addr + (i << PAGE_SHIFT)
+        vma = ws.window.mm.vma_at(a)
+        if vma is None:
+            return False
+        if vma.pt.get(a >> PAGE_SHIFT)[0] & PTE_PRESENT:
+            return True
+        try:
+            handle_mm_fault(ws.window.mm, vma, a, False, prefault=True)
+        except VmError:
+            return False
+        return True
 
     def _drop_cached(self, ws: WinState, pages: Any,
                      old: dict[int, tuple[int, int]] | None = None,
