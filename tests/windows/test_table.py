@@ -219,3 +219,15 @@ def test_destroying_a_window_releases_the_object() -> None:
     r.fs.forget(w, 1)  # the kernel's FORGET after the last close evicts the window
     assert not r.t.wins and not r.t.objs
     assert r.fs.statistics()["used_pages"] == 0
+
+
+def test_a_remap_that_changes_nothing_keeps_later_punches_visible() -> None:
+    r = Rig()
+    w, fh = r.window()
+    r.t.remap(w, fh, 0, P, 5, 0, 0)  # the window is nonlinear from now on
+    r.read(w, 0, 8 * P)
+    r.t.remap(w, fh, 2 * P, P, 2, 0, 0)  # same pgoff: the kernel's copy stays valid
+    assert r.events() == []
+    w2, fh2 = r.window(1, pgoff=2)
+    r.t.madvise(w2, fh2, 0, P, MADV_REMOVE)  # punch pgoff 2 through another window
+    assert (w, 2 * P, P) in r.events()
