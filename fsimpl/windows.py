@@ -134,6 +134,16 @@ def _vm(e: VmError) -> FsError:
     return FsError(e.errno, str(e))
 
 
+def _store_errno(e: VmError) -> int:
+    """pwrite's errno for a store fault: EACCES (protection), ENOSPC (size= limit),
+    EIO (past the object's end: SIGBUS for an mmap store)."""
+    if isinstance(e, Sigsegv):
+        return errno.EACCES
+    if isinstance(e, Sigbus):
+        return errno.ENOSPC if e.errno == errno.ENOSPC else errno.EIO
+    return e.errno
+
+
 class WindowTable:
     """Every window of one ShmFs (``windows_of(fs)``)."""
 
@@ -560,8 +570,7 @@ class WindowTable:
             if cache:
                 ws.deferred.update(range((off + done) >> PAGE_SHIFT, hi))
             if not done:
-                raise FsError(errno.EACCES if isinstance(err, Sigsegv) else
-                              errno.EIO if isinstance(err, Sigbus) else err.errno, str(err))
+                raise FsError(_store_errno(err), str(err))
         ws.cached.update(range(lo, hi))
         self.stats["writes"] += 1
         self.stats["write_bytes"] += done

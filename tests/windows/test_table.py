@@ -231,3 +231,15 @@ def test_a_remap_that_changes_nothing_keeps_later_punches_visible() -> None:
     w2, fh2 = r.window(1, pgoff=2)
     r.t.madvise(w2, fh2, 0, P, MADV_REMOVE)  # punch pgoff 2 through another window
     assert (w, 2 * P, P) in r.events()
+
+
+def test_store_at_the_size_limit_is_enospc() -> None:
+    fs = ShmFs(FsOptions(size_bytes=4 * P))
+    a, ofh = fs.create(1, b"obj", 0o644, os.O_RDWR, ROOT)
+    fs.write(a.ino, ofh, 0, memoryview(bytes(3 * P)))
+    fs.setattr(a.ino, ROOT, size=16 * P)  # pages 3..15 are holes, one page of room left
+    t = windows_of(fs)
+    w, fh = fs.create(1, b"w", 0o600, os.O_RDWR, ROOT)
+    t.attach(w.ino, fh, ROOT, a.ino, 4 * P, 8, PROT_RW)
+    assert t.write(w.ino, 0, memoryview(b"x")) == 1  # the last page of the budget
+    assert errno_of(t.write, w.ino, P, memoryview(b"y")) == errno.ENOSPC
