@@ -248,3 +248,16 @@ def test_window_prot_limits(wdir: Path) -> None:
         assert oserr(w.madvise, 0, 1, MADV_REMOVE) == errno.EACCES  # row 11
         assert oserr(w.remap, 0, 1, 1, prot=PROT_WRITE | PROT_READ) == errno.EACCES
         assert tags(w.pread(0, 4 * P)) == [0, 1, 2, 3]
+
+
+def test_row15_size_limit_sigbus_on_access_enospc_on_pwrite() -> None:
+    from tests.support.mounts import shmfs_mount
+
+    with shmfs_mount("size=64k") as mnt:
+        obj = mnt / "obj"
+        obj.write_bytes(bytes(15 * P))  # one page of the 16 left
+        os.truncate(obj, 64 * P)
+        with Window.create(mnt / "win", obj, 8, pgoff=20) as w:
+            assert touch_in_child(mnt / "win", 8 * P, 0) == 0  # takes the last page
+            assert touch_in_child(mnt / "win", 8 * P, P) == -signal.SIGBUS
+            assert oserr(w.pwrite, 2 * P, b"x") == errno.ENOSPC
