@@ -1,0 +1,188 @@
+"""The filesystems a tool runs on: a fresh shmfs (default), an existing one, a kernel tmpfs.
+
+A fresh mount lives on a private temporary directory and is always unmounted
+(``umount MNT`` from a ``finally``, so errors and Ctrl-C unmount too; a mount
+that is still busy is detached lazily).  The shmfs daemon is started through
+the real CLI (``.venv/bin/shmfs MNT -o size=...``), which returns once the
+filesystem answers requests and runs the daemon in its own session, so a
+Ctrl-C in the terminal reaches the tool, not the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # mount.winclient, when run from a checkout without install
+    sys.path.insert(0, str(REPO))
+
+from mount.winclient import mount_stats  # noqa: E402
+
+DAEMON_EXIT_TIMEOUT = 20.0
+
+
+@dataclass
+class Target:
+    """A mounted filesystem the workload runs on."""
+
+    kind: str  # "shmfs" or "tmpfs"
+    path: Path
+    daemon_pid: int | None = None
+
+    def used_bytes(self) -> int:
+        """statfs(2) used blocks, in bytes (what df shows as Used)."""
+        st = os.statvfs(self.path)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def daemon_memory(self) -> dict[str, int]:
+        """The shmfs daemon's VmRSS / RssAnon / RssShmem in bytes ({} if unknown).
+        RssShmem is the memfd arena that holds the file pages."""
+        if self.daemon_pid is None:
+            return {}
+        out: dict[str, int] = {}
+        try:
+            with open(f"/proc/{self.daemon_pid}/status") as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                        out[key] = int(rest.split()[0]) * 1024
+        except OSError:
+            return {}
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """The daemon's statistics (SHMFS_IOC_STATS on the mount root); {} on tmpfs."""
+        if self.kind != "shmfs":
+            return {}
+        return mount_stats(self.path)
+
+
+def _fstype(path: Path) -> str | None:
+    want = os.path.realpath(path)
+    found = None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[1].replace("\\040", " ") == want:
+                found = parts[2]
+    return found
+
+
+def find_daemon(mnt: Path) -> int | None:
+    """Best effort: the pid of a shmfs daemon whose command line names ``mnt``."""
+    want = os.path.realpath(mnt)
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        names = " ".join(args[:3])
+        if ("shmfs" in names or "mount.cli" in names) and any(
+                os.path.realpath(a) == want for a in args[1:] if a.startswith("/")):
+            return int(d.name)
+    return None
+
+
+def _umount(mnt: Path) -> None:
+    if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _wait_gone(pid: int | None) -> None:
+    """Wait for the daemon to leave after its unmount (it exits on its own)."""
+    if pid is None:
+        return
+    deadline = time.monotonic() + DAEMON_EXIT_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def fresh_shmfs(size: str) -> Iterator[Target]:
+    """A new shmfs mounted with ``-o size=SIZE`` for the duration of the block."""
+    base = Path(tempfile.mkdtemp(prefix="shmfs-tool-"))
+    mnt = base / "mnt"
+    mnt.mkdir()
+    pidfile = base / "pid"
+    exe = REPO / ".venv" / "bin" / "shmfs"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mount.cli"]
+    pid = None
+    try:
+        r = subprocess.run([*cmd, str(mnt), "-o", f"size={size}", "--pidfile", str(pidfile)],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"shmfs did not mount (rc {r.returncode}): {r.stderr.strip()}")
+        pid = int(pidfile.read_text())
+        yield Target("shmfs", mnt, pid)
+    finally:
+        if _fstype(mnt) is not None:
+            _umount(mnt)
+        _wait_gone(pid)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_tmpfs(size: str) -> Iterator[Target]:
+    """A new kernel tmpfs (``mount -t tmpfs -o size=SIZE``), unmounted at the end."""
+    base = Path(tempfile.mkdtemp(prefix="tmpfs-tool-"))
+    mnt = base / "mnt"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                       check=True, capture_output=True)
+        yield Target("tmpfs", mnt, None)
+    finally:
+        if _fstype(mnt) is not None:
+            _umount(mnt)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def existing(path: Path, daemon_pid: int | None = None) -> Iterator[Target]:
+    """A shmfs the caller mounted; the tool works in a private subdirectory of it."""
+    fstype = _fstype(path)
+    if fstype is None:
+        raise RuntimeError(f"{path} is not a mountpoint")
+    kind = "tmpfs" if fstype == "tmpfs" else "shmfs"
+    work = Path(tempfile.mkdtemp(prefix="window-tool-", dir=path))
+    try:
+        pid = daemon_pid if daemon_pid is not None else (
+            find_daemon(path) if kind == "shmfs" else None)
+        t = Target(kind, work, pid)
+        yield t
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def open_target(kind: str, size: str, mount: Path | None,
+                daemon_pid: int | None = None) -> contextlib.AbstractContextManager[Target]:
+    """The context manager for ``--mount DIR`` or a fresh ``kind`` mount."""
+    if mount is not None:
+        return existing(mount, daemon_pid)
+    return fresh_shmfs(size) if kind == "shmfs" else fresh_tmpfs(size)
+
+
+def parse_size(text: str) -> int:
+    """'256m', '64g', '4k', '4096' -> bytes."""
+    t = text.strip().lower()
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    if t and t[-1] in mult:
+        return int(float(t[:-1]) * mult[t[-1]])
+    return int(t)
