@@ -87,6 +87,35 @@ def main(mnt: Path) -> int:
     m.close()
     os.close(fd)
 
+    step("a window: remap_file_pages over a 64 GiB object, seen by another process")
+    from mount.winclient import Window
+
+    obj = mnt / "object"
+    with open(obj, "wb") as f:
+        f.truncate(64 << 30)
+    ofd = os.open(obj, os.O_RDWR)
+    for page in (7, 1 << 20, (16 << 20) - 1):  # pages far apart in the object
+        os.pwrite(ofd, b"object page %d" % page, page * PAGE)
+    w = Window.create(mnt / "win", obj, npages=8)
+    w.remap(0, 1, pgoff=(16 << 20) - 1)  # window page 0 shows the object's last page
+    w.remap(1, 1, pgoff=1 << 20)
+    w.remap(2, 1, pgoff=7)
+    picture = " ".join(f"[{p.pgoff}]" for p in w.query(0, 3))
+    print(f"   window pages 0..2 show object pages {picture}")
+    code = ("import mmap,os,sys; fd=os.open(sys.argv[1],os.O_RDWR); m=mmap.mmap(fd, 3*4096); "
+            "print(m[0:20], m[4096:4116], m[8192:8212]); m[8192:8197]=b'HELLO'; m.flush()")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code, str(mnt / "win")], capture_output=True,
+                         text=True, check=True).stdout
+    check(b"object page 16777215".decode() in out and "object page 7" in out,
+          "another process's mmap of the window sees the remapped pages")
+    check(os.pread(ofd, 5, 7 * PAGE) == b"HELLO", "its store through the window reached the object")
+    w.remap(0, 1, pgoff=7)
+    check(w.pread(0, 5) == b"HELLO", "a remap is visible at once")
+    w.close()
+    os.close(ofd)
+
     step("cleanup gives the space back")
     used_before = st_used(mnt)
     for p in mnt.iterdir():
