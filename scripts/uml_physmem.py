@@ -43,7 +43,7 @@ from typing import Any
 
 from windowlib import targets, wall
 from windowlib.guest import COUNTERS, RW, serve
-from windowlib.progress import Progress
+from windowlib.progress import Progress, handle_signals
 
 from mount.winclient import PAGE_SIZE, PROT_NONE, PROT_READ, Window
 
@@ -187,21 +187,27 @@ class Guests:
         return self.conns[g].recv()
 
     def finish(self) -> dict[str, float]:
-        """Stop every guest; their counters summed (an unresponsive guest is killed)."""
+        """Stop every guest and sum their counters.  A guest that was interrupted
+        mid-slice first delivers that slice's answer (skipped here); one that does not
+        answer is killed -- its files must be closed before the mount can go."""
         total = dict.fromkeys((*COUNTERS, "minflt", "majflt"), 0.0)
         for conn, p in zip(self.conns, self.procs, strict=True):
             try:
                 conn.send(None)
-                if conn.poll(30):
-                    for k, v in conn.recv().items():
-                        total[k] += v
+                while conn.poll(30):
+                    msg = conn.recv()
+                    if isinstance(msg, dict):
+                        for k, v in msg.items():
+                            total[k] += v
+                        break
             except (OSError, EOFError):
                 pass
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-            conn.close()
+            finally:
+                p.join(10)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+                conn.close()
         return total
 
 
@@ -390,6 +396,7 @@ def _print_run(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    handle_signals()
     try:
         sys.exit(main())
     except KeyboardInterrupt:

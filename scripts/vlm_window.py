@@ -43,7 +43,7 @@ from typing import Any
 from windowlib import targets, wall
 from windowlib.bufcache import ShmfsSlots, TmpfsSlots
 from windowlib.pattern import describe, expected
-from windowlib.progress import Progress
+from windowlib.progress import Progress, handle_signals
 
 from mount.winclient import PAGE_SIZE
 
@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    handle_signals()
     try:
         sys.exit(main())
     except KeyboardInterrupt:

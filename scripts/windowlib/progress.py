@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -31,3 +32,18 @@ class Progress:
         now = time.monotonic() if now is None else now
         print(f"[{self.label} {now - self.t0:6.1f}s] {self.render()}", file=sys.stderr,
               flush=True)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) arrived: unwind through every ``finally`` (unmount, munmap)."""
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def handle_signals() -> None:
+    """Make Ctrl-C and SIGTERM unwind the tool, even if it was started with SIGINT
+    ignored (as a shell's background job is), so fresh mounts are always unmounted."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
