@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-size", default=None, help="window (default 256m; --quick 16m)")
     p.add_argument("--block-size", type=int, default=8192, help="buffer size (default 8192)")
     p.add_argument("--accesses", type=int, default=None,
-                   help="buffer accesses (default 150000; --quick 3000)")
+                   help="buffer accesses (default 100000; --quick 3000)")
     p.add_argument("--hot-blocks", type=int, default=0,
                    help="Zipf ranks drawn from [1, N) (default: every block)")
     p.add_argument("--write-fraction", type=float, default=0.25)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.object_size = targets.parse_size(args.object_size)
     args.window_size = targets.parse_size(args.window_size or ("16m" if args.quick else "256m"))
-    args.accesses = args.accesses or (3000 if args.quick else 150000)
+    args.accesses = args.accesses or (3000 if args.quick else 100000)
     bs = args.block_size
     if bs <= 0 or bs % PAGE_SIZE or args.window_size % bs or args.object_size % bs \
             or args.object_size < args.window_size:
