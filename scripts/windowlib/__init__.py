@@ -6,6 +6,8 @@
                   existing mount; statfs usage and the daemon's RSS.
 * ``pattern``  -- the bytes a page/buffer must hold for a given (id, version).
 * ``progress`` -- a status line per second.
+* ``guest``    -- a simulated UML guest process (shmfs window or tmpfs MAP_FIXED backend).
+* ``bufcache`` -- the buffer-cache slot backends of the VLM tool.
 * ``wall``     -- the vm.max_map_count wall: one window laid out so that the kernel's
                   remap_file_pages emulation needs more VMAs than it allows.
 
