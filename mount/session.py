@@ -14,8 +14,9 @@ reply of a request that produced notifications is written *after* them, by
 the same writer, so that once the syscall returns every other inode that
 showed the changed pages (window files) has been invalidated: the next access
 anywhere faults and sees the new data (docs/windows.md states the guarantee).
-Notifications for the request's own inode are dropped for WRITE, whose pages
-the kernel holds locked until our reply and whose cache is already right.
+Notifications for a WRITE's own inode go *after* its reply: the kernel holds
+those pages locked until the reply, and normally its cache is already right;
+they matter when the daemon refused bytes the kernel had already cached.
 
 The session ends when the device says ENODEV (unmounted, by ``umount``,
 ``fusermount3 -u`` or our own signal handler) or after DESTROY.
@@ -172,13 +173,19 @@ class Session:
         opcode = req.opcode
         events = self.fs.drain_events()
         if events:
+            after: list = []
             if opcode == OPCODE_WRITE:
+                # The kernel holds this WRITE's pages locked until our reply: an
+                # invalidation of them (e.g. bytes of a refused write still in its
+                # cache) can only follow the reply.
+                after = [ev for ev in events if getattr(ev, "ino", None) == req.nodeid]
                 events = [ev for ev in events if getattr(ev, "ino", None) != req.nodeid]
             msgs: list[Sequence[bytes | memoryview]] = [[encode_notify(ev)] for ev in events]
-            self.stats.notifications += len(events)
             if out is not None:
                 # the reply may reference the request buffer or arena views: copy it
                 msgs.append([b"".join(bytes(b) for b in out)])
+            msgs.extend([encode_notify(ev)] for ev in after)
+            self.stats.notifications += len(events) + len(after)
             self._queue_notify(msgs)
         elif out is not None:
             self._write(out)
