@@ -54,11 +54,14 @@ def _fuse_options(req: MountRequest) -> list[str]:
 
 
 def mount(req: MountRequest) -> int:
-    """Mount and return the /dev/fuse descriptor the session must serve."""
+    """Mount and return the /dev/fuse descriptor the session must serve.
+
+    SHMFS_FUSERMOUNT=1 in the environment takes the unprivileged path even for
+    root (tests use it to exercise fusermount3 and _FUSE_COMMFD)."""
     mnt = req.mountpoint
     if not mnt.is_dir():
         raise MountError(f"mountpoint {mnt} is not a directory")
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not os.environ.get("SHMFS_FUSERMOUNT"):
         return _mount_as_root(req)
     return _mount_with_fusermount(req)
 
@@ -133,7 +136,7 @@ def _mount_with_fusermount(req: MountRequest) -> int:
 
 def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
     """Detach the filesystem; the daemon's session then ends by itself (ENODEV)."""
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not os.environ.get("SHMFS_FUSERMOUNT"):
         rc = _libc.umount2(os.fsencode(mountpoint), MNT_DETACH if lazy else 0)
         if rc != 0:
             err = ctypes.get_errno()
