@@ -45,6 +45,9 @@ log = logging.getLogger("shmfs.session")
 # reads into buffers smaller than that.
 BUFFER_SIZE = (1 << 20) + 64 * 1024
 YIELD_EVERY = 64  # requests between trio checkpoints, so signals are seen under load
+# Fresh arena memory kept populated ahead of large writes by a background thread
+# (vmcore.arena.Arena.start_populate_ahead; docs/performance.md has the figures).
+POPULATE_AHEAD_BYTES = 0  # off: did not pay under load (docs/performance.md); try 16 << 20
 
 OPCODE_WRITE = 16
 OPCODE_INIT = 26
@@ -73,6 +76,7 @@ class Session:
         on_ready: Callable[[], None] | None = None,
         debug: bool = False,
         blocking_reader: bool = True,
+        populate_ahead: int = POPULATE_AHEAD_BYTES,
     ) -> None:
         self.fd = fd
         self.ops = ops
@@ -81,6 +85,7 @@ class Session:
         self.on_ready = on_ready
         self.debug = debug
         self.blocking_reader = blocking_reader
+        self.populate_ahead = populate_ahead
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self.stats = SessionStats()
         self._buf = bytearray(BUFFER_SIZE)
@@ -96,6 +101,7 @@ class Session:
         send, recv = trio.open_memory_channel[list](10_000)
         self._notify_send = send
         self._trio_token = trio.lowlevel.current_trio_token()
+        self._start_populate_ahead()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signal_watcher, nursery.cancel_scope)
             nursery.start_soon(self._notifier, recv)
@@ -109,6 +115,13 @@ class Session:
             finally:
                 nursery.cancel_scope.cancel()
         log.info("session for %s ended; %s", self.mountpoint, self.statistics())
+
+    def _start_populate_ahead(self) -> None:
+        """Let the arena populate fresh memory ahead of large writes (when the fs has one)."""
+        arena = getattr(getattr(self.fs, "_backing", None), "arena", None)
+        start = getattr(arena, "start_populate_ahead", None)
+        if start is not None and self.populate_ahead > 0:
+            start(self.populate_ahead)
 
     def _blocking_loop(self) -> None:
         """The request loop in a worker thread, blocking in read(2) on the device.
