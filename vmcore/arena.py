@@ -314,6 +314,13 @@ class Arena:
         frame are served from a read-only zero mapping."""
         if length <= 0:
             return []
+        if frames.size == 1:  # one page (4 KiB reads): no run analysis
+            f0 = int(frames[0])
+            if f0 == 0:
+                return [self._zero_mv[first_off : first_off + length]]
+            seg, idx = divmod(f0, self.fps)
+            base = (idx << PAGE_SHIFT) + first_off
+            return [self._mvs[seg][base : base + length]]
         starts, lens = self._runs(frames)
         out: list[memoryview] = []
         end_off = first_off + length
@@ -341,6 +348,18 @@ class Arena:
     def copy_in(self, frames: np.ndarray, first_off: int, data: memoryview) -> None:
         """Store `data` starting at byte first_off of frames[0], one numpy copy
         per contiguous run of frames."""
+        if frames.size == 1 and isinstance(data, memoryview) and data.format == "B":
+            # one page (4 KiB writes): a memoryview slice assignment is one memcpy
+            f0 = int(frames[0])
+            if f0 == 0:
+                raise ValueError("copy_in to the zero frame")
+            n = data.nbytes
+            if first_off + n > PAGE_SIZE:
+                raise ValueError("copy_in past the end of the frames")
+            seg, idx = divmod(f0, self.fps)
+            base = (idx << PAGE_SHIFT) + first_off
+            self._mvs[seg][base : base + n] = data
+            return
         src = np.frombuffer(data, dtype=np.uint8)
         total = src.size
         if total == 0:

@@ -89,6 +89,15 @@ class PageCache:
             flags[o : o + hi - lo] = self._flags[k][lo:hi]
         return frames, flags
 
+    def lookup1(self, pgoff: int) -> tuple[int, int]:
+        """(frame, flags) of one page as plain ints (-1/0 for a hole): the
+        single-page fault path, without building arrays."""
+        fr = self._frames.get(pgoff >> CHUNK_SHIFT)
+        if fr is None:
+            return HOLE, 0
+        i = pgoff & CHUNK_MASK
+        return int(fr[i]), int(self._flags[pgoff >> CHUNK_SHIFT][i])
+
     def lookup_range(self, pgoff: int, n: int) -> np.ndarray:
         """Frames of pages [pgoff, pgoff+n) (-1 = hole)."""
         return self.lookup(pgoff, n)[0]
