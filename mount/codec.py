@@ -309,28 +309,34 @@ for _op in (_O.GETLK, _O.SETLK, _O.SETLKW, _O.BMAP, _O.POLL, _O.SETUPMAPPING,
     _PARSERS[_op] = _none
 
 
+_IN_HEADER_SIZE = P.IN_HEADER.size
+_unpack_header = P.IN_HEADER.unpack_from
+_NO_REPLY = frozenset(int(op) for op in P.NO_REPLY_OPCODES)  # plain ints: cheaper to hash
+
+
 def parse_request(buf: Buffer) -> Request:
     """Decode one message read from /dev/fuse. Raises only CodecError."""
     mv = buf if isinstance(buf, memoryview) else memoryview(buf)
     n = len(mv)
-    if n < P.IN_HEADER.size:
+    if n < _IN_HEADER_SIZE:
         unique = P.OUT_HEADER.unpack_from(mv)[2] if n >= 16 else 0
         raise CodecError(E.EINVAL, unique, f"short header: {n} bytes")
-    length, opcode, unique, nodeid, uid, gid, pid, extlen, _ = P.IN_HEADER.unpack_from(mv)
-    reply_to = 0 if opcode in P.NO_REPLY_OPCODES else unique
+    length, opcode, unique, nodeid, uid, gid, pid, extlen, _ = _unpack_header(mv)
     if length != n:
-        raise CodecError(E.EINVAL, reply_to, f"header says {length} bytes, read {n}")
-    end = n - extlen * 8
-    if end < P.IN_HEADER.size:
-        raise CodecError(E.EINVAL, reply_to, f"total_extlen {extlen} exceeds the request")
+        raise CodecError(E.EINVAL, 0 if opcode in _NO_REPLY else unique,
+                         f"header says {length} bytes, read {n}")
+    end = n - extlen * 8 if extlen else n
+    if end < _IN_HEADER_SIZE:
+        raise CodecError(E.EINVAL, 0 if opcode in _NO_REPLY else unique,
+                         f"total_extlen {extlen} exceeds the request")
     parser = _PARSERS.get(opcode)
     if parser is None:
-        raise CodecError(E.ENOSYS, reply_to, f"opcode {opcode}")
+        raise CodecError(E.ENOSYS, 0 if opcode in _NO_REPLY else unique, f"opcode {opcode}")
     try:
-        args = parser(mv[P.IN_HEADER.size:end])
+        args = parser(mv[_IN_HEADER_SIZE:end])
     except _Malformed as e:
         name = P.Opcode(opcode).name
-        raise CodecError(e.errno, reply_to, f"{name}: {e}") from None
+        raise CodecError(e.errno, 0 if opcode in _NO_REPLY else unique, f"{name}: {e}") from None
     return Request(opcode, unique, nodeid, uid, gid, pid, args)
 
 
@@ -353,23 +359,32 @@ def reply_iov(unique: int, parts: Sequence[Buffer]) -> list[Buffer]:
     return [P.OUT_HEADER.pack(P.OUT_HEADER.size + total, 0, unique), *parts]
 
 
-def _split_ns(ns: int) -> tuple[int, int]:
-    return ns // 1_000_000_000, ns % 1_000_000_000
+_TIMEOUTS: dict[float, tuple[int, int]] = {}  # the few timeouts in use, split once
 
 
 def _split_timeout(seconds: float) -> tuple[int, int]:
+    split = _TIMEOUTS.get(seconds)
+    if split is not None:
+        return split
     if seconds <= 0:
-        return 0, 0
-    sec = int(seconds)
-    return sec, min(round((seconds - sec) * 1e9), 999_999_999)
+        split = (0, 0)
+    else:
+        sec = int(seconds)
+        split = (sec, min(round((seconds - sec) * 1e9), 999_999_999))
+    if len(_TIMEOUTS) < 64:
+        _TIMEOUTS[seconds] = split
+    return split
+
+
+_pack_attr = P.ATTR.pack
 
 
 def pack_attr(attr: Any) -> bytes:
     """struct fuse_attr from an fsimpl Attr (times in ns, split into sec + nsec)."""
-    a_s, a_n = _split_ns(attr.atime_ns)
-    m_s, m_n = _split_ns(attr.mtime_ns)
-    c_s, c_n = _split_ns(attr.ctime_ns)
-    return P.ATTR.pack(
+    a_s, a_n = divmod(attr.atime_ns, 1_000_000_000)
+    m_s, m_n = divmod(attr.mtime_ns, 1_000_000_000)
+    c_s, c_n = divmod(attr.ctime_ns, 1_000_000_000)
+    return _pack_attr(
         attr.ino, attr.size, attr.blocks, a_s, m_s, c_s, a_n, m_n, c_n,
         attr.mode & 0xFFFFFFFF, min(attr.nlink, 0xFFFFFFFF), attr.uid & 0xFFFFFFFF,
         attr.gid & 0xFFFFFFFF, attr.rdev & 0xFFFFFFFF, attr.blksize, 0,
