@@ -46,8 +46,9 @@ log = logging.getLogger("shmfs.session")
 BUFFER_SIZE = (1 << 20) + 64 * 1024
 YIELD_EVERY = 64  # requests between trio checkpoints, so signals are seen under load
 # Fresh arena memory kept populated ahead of large writes by a background thread
-# (vmcore.arena.Arena.start_populate_ahead; docs/performance.md has the figures).
-POPULATE_AHEAD_BYTES = 0  # off: did not pay under load (docs/performance.md); try 16 << 20
+# (vmcore.arena.Arena.start_populate_ahead): 1 MiB writes 0.8 -> 1.2 GB/s on a quiet
+# machine, no gain when both cores are busy (docs/performance.md).
+POPULATE_AHEAD_BYTES = 16 << 20  # 0 turns it off
 
 OPCODE_WRITE = 16
 OPCODE_INIT = 26
