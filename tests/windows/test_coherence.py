@@ -73,6 +73,7 @@ def test_object_write_is_seen_through_every_window(wdir: Path) -> None:
             fd = os.open(obj, os.O_WRONLY)
             try:
                 os.pwrite(fd, b"fresh", 6 * P + 8)
+                os.fsync(fd)  # returns once every window's copy was invalidated
             finally:
                 os.close(fd)
             assert c1.read(6 * P + 8, 5) == b"fresh"
@@ -88,6 +89,7 @@ def test_store_through_one_window_is_seen_through_another(wdir: Path) -> None:
         with MapChild(wdir / "b", 8 * P) as cb, MapChild(wdir / "a", 8 * P) as ca:
             assert cb.read(0, 16) == page_of(7)[:16]
             a.pwrite(7 * P, b"via-a")  # write(2) through window a
+            a.sync()  # fsync: returns once the other inodes' copies were invalidated
             assert cb.read(0, 5) == b"via-a"
             ca.store(3 * P, b"mmap-a")  # a store through an mmap of window a
             assert ca.msync() == 0

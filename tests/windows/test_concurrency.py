@@ -7,7 +7,8 @@ a change is in flight, even once its syscall has returned).  The reader, holding
 a MAP_SHARED mapping of the window made before the first change, reads random
 pages; whenever the counter did not move across the read, the page must be
 exactly what the writer's last completed change says.  So nothing stale may ever
-be read after the syscall that changed it returned.
+be read after the syscall that changed it returned (for write(2): after the
+fsync(2) that follows it, docs/windows.md).
 """
 
 from __future__ import annotations
@@ -78,11 +79,13 @@ WRITER = COMMON + textwrap.dedent("""
         elif op == "obj_write":
             g = S[GEN + p] + 1
             os.pwrite(ofd, page_of(p, g), p * P)
+            os.fsync(ofd)              # the point where other inodes are coherent
             S[GEN + p] = g
         else:
             p = S[SHOWN + i]
             g = S[GEN + p] + 1
             assert w.pwrite(i * P, page_of(p, g)) == P
+            w.sync()
             S[GEN + p] = g
         S[0] += 1                      # even: the syscall returned
         ops[op] += 1
