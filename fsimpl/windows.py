@@ -126,7 +126,7 @@ class ObjState:
     """An object some window shows: how many windows, and which of its pages the
     kernel may cache (tracked from the first ATTACH on, which invalidates them all)."""
 
-    windows: int = 0
+    wins: set[int] = field(default_factory=set)  # inode numbers of its windows
     cached: set[int] = field(default_factory=set)
 
 
@@ -208,7 +208,7 @@ class WindowTable:
             # cached before is unknown, so drop it all once
             ostate = self.objs[object_ino] = ObjState()
             self.fs._queue(InvalInode(object_ino, 0, -1))
-        ostate.windows += 1
+        ostate.wins.add(ino)
         inode.mapping.size = size  # st_size of the window file
         inode.mtime_ns = inode.ctime_ns = self.fs._now()
         self.fs._queue(InvalInode(ino, -1, 0))  # attributes changed behind the kernel
@@ -223,8 +223,8 @@ class WindowTable:
         ws.window.mm.exit_mmap()
         ws.obj.nopen -= 1
         ostate = self.objs[ws.obj.ino]
-        ostate.windows -= 1
-        if not ostate.windows:
+        ostate.wins.discard(ino)
+        if not ostate.wins:
             del self.objs[ws.obj.ino]
         self.fs._maybe_evict(ws.obj)
         self.stats["destroyed"] += 1
@@ -346,25 +346,28 @@ class WindowTable:
         lo = ((vma.start - ws.addr) >> PAGE_SHIFT) + first
         self._drop_cached(ws, self._cached_in(ws, lo, lo + nr), None, discard=reason == "unmap")
 
-    def object_changed(self, obj_ino: int, off: int, length: int, skip: int = 0) -> None:
+    def object_changed(self, obj_ino: int, off: int, length: int,
+                       writer: WinState | None = None, written: range = range(0)) -> None:
         """Object bytes [off, off+length) changed (write(2), punch edges, a window store):
-        invalidate the cached window pages of every window (but ``skip``) that show them."""
+        invalidate the cached window pages of every window that show them -- except the
+        pages ``written`` of the ``writer`` window, whose kernel copies are the new data."""
         ostate = self.objs.get(obj_ino)
         if ostate is None or length <= 0:
             return
-        if not skip:  # write(2), punch, truncate of the object itself: the kernel caches it
+        if writer is None:  # write(2), punch, truncate of the object itself
             self.object_cached(obj_ino, off, length)
-        if skip and ostate.windows < 2:
-            return  # the only window is the writer (its own pages are the kernel's)
         obj = self.fs._inodes.get(obj_ino)
         if obj is None or obj.mapping is None or obj.mapping.rmap is None:
             return
         for vma, idx in obj.mapping.rmap.lookup_bytes(off, length):
             ws = self._by_mm.get(id(vma.mm))
-            if ws is None or ws.ino == skip:
+            if ws is None:
                 continue
             lo = (vma.start - ws.addr) >> PAGE_SHIFT
-            self._drop_cached(ws, (idx + lo).tolist(), None)
+            pages = (idx + lo).tolist()
+            if ws is writer:
+                pages = [i for i in pages if i not in written]
+            self._drop_cached(ws, pages, None)
 
     def flush_deferred(self, ws: WinState) -> None:
         if ws.deferred:
@@ -582,10 +585,18 @@ class WindowTable:
         lo, hi = off >> PAGE_SHIFT, ((off + n - 1) >> PAGE_SHIFT) + 1
         pg = self._state(ws, lo, hi)[0]
         self._inval_object(ws.obj.ino, pg.tolist())
-        if self.objs[ws.obj.ino].windows > 1:
-            for first, cnt in _runs(pg):
-                self.object_changed(ws.obj.ino, first << PAGE_SHIFT, cnt << PAGE_SHIFT,
-                                    skip=ws.ino)
+        written = range(lo, hi)
+        wins = [self.wins[i] for i in self.objs[ws.obj.ino].wins]
+        shown = set(pg.tolist())
+        if sum(len(w.cached) for w in wins) <= 8 * len(shown) + 64:
+            # few cached pages: ask each what it shows (aliases in this window included)
+            for w in wins:
+                hits = [i for i in w.cached if not (w is ws and i in written)
+                        and self._page_state(w, i)[0] in shown]
+                self._drop_cached(w, hits, None)
+            return
+        for first, cnt in _runs(pg):
+            self.object_changed(ws.obj.ino, first << PAGE_SHIFT, cnt << PAGE_SHIFT, ws, written)
 
     def _write_back_pending(self, ws: WinState, off: int, data: memoryview) -> int:
         """A write-back of pages whose view changed since they were stored: each page
@@ -618,7 +629,7 @@ class WindowTable:
                         except VmError as e:
                             raise _vm(e) from e
                         self._inval_object(ws.obj.ino, [target[0]])
-                        self.object_changed(ws.obj.ino, dst, m, skip=-1)
+                        self.object_changed(ws.obj.ino, dst, m, ws, range(i, i + 1))
                     self.stats["writeback_redirected"] += 1
             pos += k
         return pos

@@ -64,8 +64,8 @@ WRITER = COMMON + textwrap.dedent("""
         i, p = rng.randrange(W), rng.randrange(N)
         S[0] += 1                      # odd: a change is in flight
         if op == "remap":
-            # never two window pages on one pgoff: a store through one alias is not
-            # invalidated in the other (docs/windows.md, what FUSE does not allow)
+            # never two window pages on one pgoff: the invalidation of an alias in the
+            # written window follows the WRITE's reply (test_table.py covers aliases)
             shown = {S[SHOWN + k] for k in range(W) if k != i}
             p = rng.choice([q for q in range(N) if q not in shown])
             w.remap(i, 1, p)

@@ -243,3 +243,13 @@ def test_store_at_the_size_limit_is_enospc() -> None:
     t.attach(w.ino, fh, ROOT, a.ino, 4 * P, 8, PROT_RW)
     assert t.write(w.ino, 0, memoryview(b"x")) == 1  # the last page of the budget
     assert errno_of(t.write, w.ino, P, memoryview(b"y")) == errno.ENOSPC
+
+
+def test_a_store_invalidates_aliases_in_the_same_window() -> None:
+    r = Rig()
+    w, fh = r.window()
+    r.t.remap(w, fh, 5 * P, P, 1, 0, 0)  # pages 1 and 5 both show pgoff 1
+    r.read(w, 0, 8 * P)
+    assert r.t.write(w, P + 3, memoryview(b"al")) == 2
+    assert r.events() == [(w, 5 * P, P)]  # the alias; page 1 itself holds the new data
+    assert r.read(w, 5 * P + 3, 2) == b"al"
