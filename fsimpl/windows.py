@@ -93,7 +93,6 @@ class WinState:
     npages: int
     cached: set[int] = field(default_factory=set)
     pending: dict[int, tuple[int, int] | None] = field(default_factory=dict)
-    deferred: set[int] = field(default_factory=set)  # refused write-backs to invalidate
 
     @property
     def addr(self) -> int:
@@ -369,19 +368,12 @@ class WindowTable:
                 pages = [i for i in pages if i not in written]
             self._drop_cached(ws, pages, None)
 
-    def flush_deferred(self, ws: WinState) -> None:
-        if ws.deferred:
-            self._inval(ws.ino, sorted(ws.deferred))
-            ws.cached.difference_update(ws.deferred)
-            ws.deferred.clear()
-
     # ---------------------------------------------------------------- ioctls
     def remap(self, ino: int, fh: int, start: int, size: int, pgoff: int, prot: int,
               flags: int) -> None:
         """remap_file_pages(window + start, size, prot, pgoff, flags) (docs/windows.md)."""
         ws = self._win(ino)
         self._writable_fh(ino, fh)
-        self.flush_deferred(ws)
         if flags & ~REMAP_FLAGS:
             raise FsError(errno.EINVAL, "unknown remap flags")
         vm_flags = flags & (MAP_NONBLOCK | MAP_CHGPROT)
@@ -401,7 +393,6 @@ class WindowTable:
         pages already show) or, with MPROTECT_VMA, mprotect(2) of the VMA."""
         ws = self._win(ino)
         self._writable_fh(ino, fh)
-        self.flush_deferred(ws)
         if flags & ~MPROTECT_VMA or prot & ~_PROT_BITS or start % PAGE_SIZE:
             raise FsError(errno.EINVAL, "bad mprotect flags, prot or start")
         if prot & ~ws.prot:
@@ -448,7 +439,6 @@ class WindowTable:
             self._writable_fh(ino, fh)
         else:
             self.fs._handle(fh, ino)
-        self.flush_deferred(ws)
         if advice not in (MADV_NORMAL, MADV_WILLNEED, MADV_DONTNEED, MADV_REMOVE):
             raise FsError(errno.EINVAL, f"unsupported advice {advice}")
         lo = min(start >> PAGE_SHIFT, ws.npages)
@@ -471,7 +461,6 @@ class WindowTable:
         """(window pages, object size, [(pgoff, flags, prot)]) for pages from ``first``."""
         ws = self._win(ino)
         self.fs._handle(fh, ino)
-        self.flush_deferred(ws)
         lo = min(first, ws.npages)
         hi = min(lo + count, ws.npages)
         pg, eff, bits = self._state(ws, lo, hi)
@@ -495,7 +484,6 @@ class WindowTable:
     def info(self, ino: int, fh: int) -> dict[str, int]:
         ws = self._win(ino)
         self.fs._handle(fh, ino)
-        self.flush_deferred(ws)
         vmas = ws.window.vmas
         flags = (1 if any(v.nonlinear for v in vmas) else 0) | (
             2 if any(v.flags & VmFlags.MANYPROTS for v in vmas) else 0)
@@ -568,13 +556,15 @@ class WindowTable:
         if not cache:
             for i in range(lo, hi):
                 ws.pending.pop(i, None)
+        first_refused = hi if err is None else (off + done) >> PAGE_SHIFT
+        ws.cached.update(range(lo, first_refused))
         if err is not None:
+            # The kernel already copied the refused bytes into its folios (write(2)) or
+            # holds them in its cache (write-back): drop those pages, after our reply.
             self.stats["write_refused"] += 1
-            if cache:
-                ws.deferred.update(range((off + done) >> PAGE_SHIFT, hi))
+            self._refused(ws, range(first_refused, hi))
             if not done:
                 raise FsError(_store_errno(err), str(err))
-        ws.cached.update(range(lo, hi))
         self.stats["writes"] += 1
         self.stats["write_bytes"] += done
         return done
@@ -617,6 +607,7 @@ class WindowTable:
                     self.stats["writeback_discarded"] += 1
                 elif not target[1] & PROT_WRITE:
                     self.stats["write_refused"] += 1
+                    self._refused(ws, range(i, i + 1))
                     if not pos:
                         raise FsError(errno.EACCES, "page was read-only when stored")
                     return pos
@@ -634,11 +625,12 @@ class WindowTable:
             pos += k
         return pos
 
-    def fsync(self, ino: int) -> None:
-        """fsync of a window: invalidate pages whose write-back the daemon refused."""
-        ws = self.wins.get(ino)
-        if ws is not None:
-            self.flush_deferred(ws)
+    def _refused(self, ws: WinState, pages: range) -> None:
+        """Invalidate window pages whose WRITE was refused (the session sends a WRITE's
+        invalidations of its own inode after the reply, when the kernel has let go of
+        the pages); until then a mapping may still show the refused bytes."""
+        ws.cached.difference_update(pages)
+        self._inval(ws.ino, pages)
 
     # -------------------------------------------------------------- statistics
     def statistics(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mount.winclient import (
+    MADV_DONTNEED,
     MADV_REMOVE,
     PROT_READ,
     PROT_WRITE,
@@ -38,6 +39,14 @@ def setup(d: Path, npages: int = 8, wpages: int = 8) -> tuple[Path, Window]:
     obj = d / "obj"
     make_object(obj, npages)
     return obj, Window.create(d / "win", obj, wpages)
+
+
+def barrier(w: Window) -> None:
+    """Return once every invalidation the daemon queued before has reached the kernel:
+    an ioctl that itself invalidates a page (window page 0, read just before) has its
+    reply written behind every earlier notification."""
+    w.pread(0, 1)
+    w.madvise(0, 1, MADV_DONTNEED)
 
 
 def oserr(fn, *args, **kw) -> int:
@@ -208,7 +217,7 @@ def test_per_page_read_only_store_is_refused_at_write_back(wdir: Path) -> None:
         child.store(2 * P, b"Q")
         assert child.msync() == errno.EACCES
         assert obj.read_bytes()[2 * P : 3 * P] == page_of(2)  # the object never changed
-        w.query(2, 1)  # the daemon now invalidates the refused page
+        barrier(w)  # the refused page's invalidation has reached the kernel
         assert child.read(2 * P, 16) == page_of(2)[:16]
         w.protect(2, 1, PROT_READ | PROT_WRITE)
         child.store(2 * P, b"R")
@@ -261,3 +270,16 @@ def test_row15_size_limit_sigbus_on_access_enospc_on_pwrite() -> None:
             assert touch_in_child(mnt / "win", 8 * P, 0) == 0  # takes the last page
             assert touch_in_child(mnt / "win", 8 * P, P) == -signal.SIGBUS
             assert oserr(w.pwrite, 2 * P, b"x") == errno.ENOSPC
+
+
+def test_a_refused_pwrite_leaves_no_bytes_in_mappings(wdir: Path) -> None:
+    """Found by scripts/uml_physmem.py (docs/window-tools.md): the kernel copies a
+    write(2) into its folio before the daemon refuses it; the daemon drops the page."""
+    obj, w = setup(wdir)
+    with w, MapChild(wdir / "win", 8 * P) as child:
+        w.protect(5, 1, PROT_READ)
+        assert child.read(4 * P, 2 * P)[P : P + 16] == page_of(5)[:16]  # mapped and cached
+        assert oserr(w.pwrite, 5 * P, b"\xee" * P) == errno.EACCES
+        barrier(w)
+        assert child.read(5 * P, 16) == page_of(5)[:16]
+        assert obj.read_bytes()[5 * P : 6 * P] == page_of(5)
