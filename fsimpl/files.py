@@ -178,11 +178,8 @@ class FileOps(NamespaceOps):
 
     @counted
     def fsync(self, ino: int, fh: int, datasync: bool) -> None:
-        """noop_fsync, like tmpfs (a window answers for refused write-backs)."""
+        """noop_fsync, like tmpfs."""
         self._get(ino)
-        w = self._window_of(ino)
-        if w is not None:
-            w.fsync(ino)
 
     @counted
     def fallocate(self, ino: int, fh: int, mode: int, off: int, length: int) -> None:
