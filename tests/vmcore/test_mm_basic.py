@@ -4,7 +4,6 @@ COW and the zap listener."""
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,13 +21,6 @@ from vmcore.window import picture
 
 P = PAGE_SIZE
 RW = PROT_READ | PROT_WRITE
-
-
-@pytest.fixture
-def arena() -> Iterator[Arena]:
-    a = Arena(segment_bytes=1 << 20)
-    yield a
-    a.close()
 
 
 def obj(arena: Arena, npages: int) -> Mapping:

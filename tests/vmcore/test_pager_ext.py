@@ -6,7 +6,6 @@ a protection fault from a write-notify fault."""
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
 
 import pytest
 
@@ -29,13 +28,6 @@ from vmcore.window import Window, picture
 
 P = PAGE_SIZE
 RW = PROT_READ | PROT_WRITE
-
-
-@pytest.fixture
-def arena() -> Iterator[Arena]:
-    a = Arena(segment_bytes=1 << 20)
-    yield a
-    a.close()
 
 
 def obj(arena: Arena, npages: int, **kw: bool) -> Mapping:

@@ -4,10 +4,6 @@ unmap_mapping_range (§3.1 rounding)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from vmcore import PAGE_SIZE, Arena, Budget, Mapping
 from vmcore.mm import Mm
 from vmcore.pagetable import PTE_PRESENT
@@ -24,13 +20,6 @@ from vmcore.window import Window
 
 P = PAGE_SIZE
 RW = PROT_READ | PROT_WRITE
-
-
-@pytest.fixture
-def arena() -> Iterator[Arena]:
-    a = Arena(segment_bytes=1 << 20)
-    yield a
-    a.close()
 
 
 def obj(arena: Arena, npages: int) -> Mapping:

@@ -8,7 +8,6 @@ Pictures: ``|  7|  6|...|`` shows, per window page, the object page it shows
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
 
 import pytest
 
@@ -32,13 +31,6 @@ from vmcore.window import picture
 
 P = PAGE_SIZE
 RW = PROT_READ | PROT_WRITE
-
-
-@pytest.fixture
-def arena() -> Iterator[Arena]:
-    a = Arena(segment_bytes=1 << 20)
-    yield a
-    a.close()
 
 
 def tmpfs_file(arena: Arena, npages: int, budget: Budget | None = None) -> Mapping:
