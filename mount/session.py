@@ -9,14 +9,18 @@ costs one syscall per request each way.
 Kernel notifications (NOTIFY_INVAL_INODE / INVAL_ENTRY) that a handler queued in
 fsimpl are written by the trio thread, never by the reader: an inval_inode
 waits for page locks that may belong to a READ still queued in /dev/fuse,
-which only the reader can answer, so writing it inline could deadlock. The
-reply of a request that produced notifications is written *after* them, by
-the same writer, so that once the syscall returns every other inode that
-showed the changed pages (window files) has been invalidated: the next access
-anywhere faults and sees the new data (docs/windows.md states the guarantee).
-Notifications for a WRITE's own inode go *after* its reply: the kernel holds
-those pages locked until the reply, and normally its cache is already right;
-they matter when the daemon refused bytes the kernel had already cached.
+which only the reader can answer, so writing it inline could deadlock.
+
+Ordering, so that a change is visible everywhere once its syscall returns:
+the reply of a request that produced notifications is written *after* them
+(ioctls, truncate, punch), and any other reply waits behind notifications
+still queued (an fsync returns only when every earlier invalidation reached
+the kernel). Two kinds of reply never wait: READ (an invalidation may wait on
+the page lock that READ holds) and WRITE (its pages are under writeback or
+locked until the reply, and two WRITEs through windows sharing object pages
+would wait on each other). A WRITE's invalidations follow its reply; those of
+its own inode matter when the daemon refused bytes the kernel already cached.
+docs/windows.md states the guarantees.
 
 The session ends when the device says ENODEV (unmounted, by ``umount``,
 ``fusermount3 -u`` or our own signal handler) or after DESTROY.
@@ -28,6 +32,7 @@ import errno
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +55,7 @@ YIELD_EVERY = 64  # requests between trio checkpoints, so signals are seen under
 # machine, no gain when both cores are busy (docs/performance.md).
 POPULATE_AHEAD_BYTES = 16 << 20  # 0 turns it off
 
+OPCODE_READ = 15
 OPCODE_WRITE = 16
 OPCODE_INIT = 26
 OPCODE_DESTROY = 38
@@ -94,6 +100,8 @@ class Session:
         self._done = False
         self._notify_send: trio.MemorySendChannel[list] | None = None
         self._signals = 0
+        self._pending = 0  # notification batches queued and not yet written
+        self._pending_lock = threading.Lock()
         # hook: the STATS ioctl (mount/winioctl.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
 
@@ -195,14 +203,21 @@ class Session:
                 after = [ev for ev in events if getattr(ev, "ino", None) == req.nodeid]
                 events = [ev for ev in events if getattr(ev, "ino", None) != req.nodeid]
             msgs: list[Sequence[bytes | memoryview]] = [[encode_notify(ev)] for ev in events]
-            if out is not None:
+            if out is not None and opcode == OPCODE_WRITE:
+                self._write(out)  # reply first: no WRITE reply ever waits for a notification
+            elif out is not None:
                 # the reply may reference the request buffer or arena views: copy it
                 msgs.append([b"".join(bytes(b) for b in out)])
             msgs.extend([encode_notify(ev)] for ev in after)
             self.stats.notifications += len(events) + len(after)
             self._queue_notify(msgs)
         elif out is not None:
-            self._write(out)
+            if opcode not in (OPCODE_READ, OPCODE_WRITE) and self._pending:
+                # order behind notifications still queued: fsync/ioctl/... return only
+                # after every earlier invalidation reached the kernel
+                self._queue_notify([[b"".join(bytes(b) for b in out)]])
+            else:
+                self._write(out)
         if opcode == OPCODE_INIT and self.on_ready is not None:
             ready, self.on_ready = self.on_ready, None
             ready()
@@ -234,8 +249,12 @@ class Session:
     def _send_notify(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
         assert self._notify_send is not None
         try:
+            with self._pending_lock:
+                self._pending += 1
             self._notify_send.send_nowait(msgs)
         except trio.WouldBlock:
+            with self._pending_lock:
+                self._pending -= 1
             log.error("notification queue full; dropping %d messages", len(msgs))
 
     async def _notifier(self, recv: trio.MemoryReceiveChannel[list]) -> None:
@@ -243,6 +262,13 @@ class Session:
             await trio.to_thread.run_sync(self._write_batch, msgs)
 
     def _write_batch(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
+        try:
+            self._write_batch1(msgs)
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+
+    def _write_batch1(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
         for msg in msgs:
             try:
                 os.writev(self.fd, msg)

@@ -1,4 +1,5 @@
-"""Reproducer (not a test): concurrent write-backs through windows can hang the session.
+"""Reproducer of a session hang under concurrent write-backs through windows (fixed;
+tests/windows/test_write_deadlock.py runs it for 15 s).
 
     .venv/bin/python tests/windows/repro_write_deadlock.py [SECONDS]
 
@@ -11,8 +12,8 @@ a new WRITE -- and when that other WRITE's reply is itself queued behind a
 notification, nobody moves: the daemon's notifier thread sits in
 ``invalidate_inode_pages2_range`` -> ``folio_wait_writeback`` and the writers in
 D state.  Seen on 6.18 within a minute.  Exit status 0: no hang; 1: hang (the
-FUSE connection is aborted to clean up).  The cure belongs to the session: write
-a WRITE's reply before its notifications (docs/windows.md).
+FUSE connection is aborted to clean up).  The cure, in the session: a WRITE's
+reply goes before its notifications (docs/windows.md).
 """
 
 from __future__ import annotations
