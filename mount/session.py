@@ -152,6 +152,8 @@ class Session:
                 if e.errno == errno.ENODEV:
                     return
                 raise
+            if n == 0:  # end of file: only a socket driver (tests), never /dev/fuse
+                return
             self._handle(view[:n])
 
     async def _loop(self) -> None:
