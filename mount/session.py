@@ -152,8 +152,6 @@ class Session:
                 if e.errno == errno.ENODEV:
                     return
                 raise
-            if n == 0:  # end of file: only a socket driver (tests), never /dev/fuse
-                return
             self._handle(view[:n])
 
     async def _loop(self) -> None:
