@@ -53,7 +53,7 @@ YIELD_EVERY = 64  # requests between trio checkpoints, so signals are seen under
 # Fresh arena memory kept populated ahead of large writes by a background thread
 # (vmcore.arena.Arena.start_populate_ahead): 1 MiB writes 0.8 -> 1.2 GB/s on a quiet
 # machine, no gain when both cores are busy (docs/performance.md).
-POPULATE_AHEAD_BYTES = 16 << 20  # 0 turns it off
+POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no data
 
 OPCODE_READ = 15
 OPCODE_WRITE = 16

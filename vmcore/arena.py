@@ -168,7 +168,7 @@ class Arena:
 
     # -- populate ahead ----------------------------------------------------------------
 
-    def start_populate_ahead(self, nbytes: int = 16 << 20, chunk_bytes: int = 4 << 20) -> None:
+    def start_populate_ahead(self, nbytes: int = 8 << 20, chunk_bytes: int = 2 << 20) -> None:
         """Keep up to ``nbytes`` of fresh segment space past the bump pointer
         populated by a background thread, so that a large write finds its
         frames already allocated and zeroed by the host kernel.
