@@ -37,13 +37,11 @@ from __future__ import annotations
 import errno
 import os
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from vmcore.errors import Sigbus, Sigsegv, VmError
-from vmcore.memory import handle_mm_fault
+from vmcore.errors import VmError
 from vmcore.pagetable import PTE_DIRTY, PTE_FILE, PTE_OWNPROT, PTE_PRESENT
 from vmcore.vma import (
     MADV_DONTNEED,
@@ -52,10 +50,7 @@ from vmcore.vma import (
     MADV_WILLNEED,
     MAP_CHGPROT,
     MAP_NONBLOCK,
-    MAP_POPULATE,
-    PROT_READ,
     PROT_WRITE,
-    PagerExt,
     Vma,
     VmFlags,
 )
@@ -63,87 +58,29 @@ from vmcore.window import Window
 
 from .errors import FsError
 from .types import PAGE_SIZE, Ctx, InvalInode
-
-if TYPE_CHECKING:
-    from .inode import Inode
-
-PAGE_SHIFT = 12
-DISCARD = None  # pending marker: the object page is gone, drop the write-back
-FUSE_WRITE_CACHE = 1 << 0  # write_flags of a write-back (writepage/launder) WRITE
-WINDOW_EXT = PagerExt.PER_PAGE_PROT | PagerExt.MADV_REMOVE_NONLINEAR
-REMAP_POPULATE = MAP_POPULATE
-REMAP_FLAGS = REMAP_POPULATE | MAP_NONBLOCK | MAP_CHGPROT
-MPROTECT_VMA = 0x1
-_PROT_BITS = PROT_READ | PROT_WRITE
-
-# QUERY page flags (docs/windows.md, mount/winioctl.py)
-PAGE_PRESENT, PAGE_FILE, PAGE_DIRTY, PAGE_OWNPROT = 0x01, 0x02, 0x04, 0x08
-PAGE_BEYOND_EOF, PAGE_RESIDENT, PAGE_CACHED = 0x10, 0x20, 0x40
-
-
-@dataclass(slots=True)
-class WinState:
-    """One attached window."""
-
-    ino: int
-    obj: Inode
-    window: Window
-    prot: int
-    pgoff: int
-    npages: int
-    cached: set[int] = field(default_factory=set)
-    pending: dict[int, tuple[int, int] | None] = field(default_factory=dict)
-
-    @property
-    def addr(self) -> int:
-        return self.window.address
-
-    @property
-    def size(self) -> int:
-        return self.npages << PAGE_SHIFT
+from .wincoherence import WindowCoherence
+from .windowio import WindowIO
+from .windowstate import (
+    _PROT_BITS,
+    MPROTECT_VMA,
+    PAGE_BEYOND_EOF,
+    PAGE_CACHED,
+    PAGE_DIRTY,
+    PAGE_FILE,
+    PAGE_OWNPROT,
+    PAGE_PRESENT,
+    PAGE_RESIDENT,
+    PAGE_SHIFT,
+    REMAP_FLAGS,
+    REMAP_POPULATE,
+    WINDOW_EXT,
+    ObjState,
+    WinState,
+    _vm,
+)
 
 
-def _runs(pages: Any) -> list[tuple[int, int]]:
-    """(first, count) of each run of consecutive values, in sorted order."""
-    if isinstance(pages, range) and pages.step == 1:
-        return [(pages.start, len(pages))] if len(pages) else []
-    if isinstance(pages, np.ndarray) and len(pages) > 64:
-        a = np.unique(pages.astype(np.int64))
-        brk = np.flatnonzero(np.diff(a) != 1) + 1
-        return [(int(r[0]), len(r)) for r in np.split(a, brk)]
-    out: list[tuple[int, int]] = []
-    for p in sorted({int(x) for x in pages}):
-        if out and out[-1][0] + out[-1][1] == p:
-            out[-1] = (out[-1][0], out[-1][1] + 1)
-        else:
-            out.append((p, 1))
-    return out
-
-
-@dataclass(slots=True)
-class ObjState:
-    """An object some window shows: how many windows, and which of its pages the
-    kernel may cache (tracked from the first ATTACH on, which invalidates them all)."""
-
-    wins: set[int] = field(default_factory=set)  # inode numbers of its windows
-    cached: set[int] = field(default_factory=set)
-
-
-def _vm(e: VmError) -> FsError:
-    return FsError(e.errno, str(e))
-
-
-def _store_errno(e: VmError) -> int:
-    """pwrite's errno for a store fault: EACCES (protection), ENOSPC (size= limit),
-    EIO (past the object's end: SIGBUS for an mmap store)."""
-    if isinstance(e, Sigsegv):
-        return errno.EACCES
-    if isinstance(e, Sigbus):
-        return errno.ENOSPC if e.errno == errno.ENOSPC else errno.EIO
-    return e.errno
-
-
-class WindowTable:
+class WindowTable(WindowCoherence, WindowIO):
     """Every window of one ShmFs (``windows_of(fs)``)."""
 
     def __init__(self, fs: Any) -> None:
@@ -227,146 +164,6 @@ class WindowTable:
             del self.objs[ws.obj.ino]
         self.fs._maybe_evict(ws.obj)
         self.stats["destroyed"] += 1
-
-    # ------------------------------------------------------------- page state
-    def _state(self, ws: WinState, lo: int, hi: int) -> tuple[np.ndarray, ...]:
-        """(pgoff, effective prot, PTE bits) of window pages [lo, hi), across VMAs."""
-        n = max(0, hi - lo)
-        pg = np.zeros(n, np.int64)
-        eff = np.zeros(n, np.int64)
-        bits = np.zeros(n, np.int64)
-        base = ws.addr >> PAGE_SHIFT
-        for vma in ws.window.vmas:
-            v0 = max(lo, vma.start_vpn - base)
-            v1 = min(hi, vma.end_vpn - base)
-            if v0 >= v1:
-                continue
-            b, _f, p, pr = vma.pt.lookup(base + v0, base + v1)
-            linear = np.arange(v0, v1, dtype=np.int64) + (base - vma.start_vpn) + vma.pgoff
-            s = slice(v0 - lo, v1 - lo)
-            pg[s] = np.where((b & (PTE_PRESENT | PTE_FILE)) != 0, p, linear)
-            eff[s] = np.where((b & PTE_OWNPROT) != 0, pr, vma.prot)
-            bits[s] = b
-        return pg, eff, bits
-
-    # ----------------------------------------------------------- invalidation
-    def object_cached(self, obj_ino: int, off: int, length: int) -> None:
-        """The kernel now caches object bytes [off, off+length) (READ or write(2) of it)."""
-        ostate = self.objs.get(obj_ino)
-        if ostate is not None and length > 0:
-            ostate.cached.update(range(off >> PAGE_SHIFT, ((off + length - 1) >> PAGE_SHIFT) + 1))
-
-    def _inval_object(self, obj_ino: int, pgoffs: Any, attrs: bool = False) -> None:
-        """Invalidate the object's cached pages among ``pgoffs`` (or only its attributes)."""
-        ostate = self.objs.get(obj_ino)
-        hit = [] if ostate is None else [p for p in pgoffs if p in ostate.cached]
-        if hit:
-            ostate.cached.difference_update(hit)  # type: ignore[union-attr]
-            self._inval(obj_ino, hit)
-        elif attrs:
-            self.fs._queue(InvalInode(obj_ino, -1, 0))
-
-    def _inval(self, ino: int, pages: Any) -> None:
-        for first, n in _runs(pages):
-            self.fs._queue(InvalInode(ino, first << PAGE_SHIFT, n << PAGE_SHIFT))
-            self.stats["inval_events"] += 1
-            self.stats["inval_pages"] += n
-
-    def _cached_in(self, ws: WinState, lo: int, hi: int) -> list[int]:
-        """The pages of [lo, hi) the kernel may cache, sorted (cheap for huge ranges)."""
-        if hi - lo <= len(ws.cached):
-            return [i for i in range(lo, hi) if i in ws.cached]
-        return sorted(i for i in ws.cached if lo <= i < hi)
-
-    def _page_state(self, ws: WinState, i: int) -> tuple[int, int]:
-        """(pgoff shown, effective prot) of window page i."""
-        a = ws.addr + (i << PAGE_SHIFT)
-        vma = ws.window.mm.vma_at(a)
-        assert vma is not None
-        bits, _f, pgoff, prot = vma.pt.get(a >> PAGE_SHIFT)
-        pg = pgoff if bits & (PTE_PRESENT | PTE_FILE) else vma.linear_pgoff(a)
-        return pg, prot if bits & PTE_OWNPROT else vma.prot
-
-    def _snapshot(self, ws: WinState, lo: int, hi: int) -> dict[int, tuple[int, int]]:
-        """What the cached pages of [lo, hi) show, before a change."""
-        return {i: self._page_state(ws, i) for i in self._cached_in(ws, lo, hi)}
-
-    def _changed(self, ws: WinState, before: dict[int, tuple[int, int]]) -> None:
-        """After a remap/mprotect: invalidate the cached pages whose pgoff or prot moved,
-        remembering where a write-back of each must still go.
-
-        A cached page that still shows the same thing keeps its place in the kernel's
-        cache, but the remap left it a file PTE; it is faulted in again, because only
-        present PTEs are reported by the zaps of a later truncate or punch (the
-        invariant: a page the kernel may cache has a present PTE)."""
-        moved: dict[int, tuple[int, int]] = {}
-        for i, old in before.items():
-            if self._page_state(ws, i) != old or not self._refault(ws, i):
-                moved[i] = old
-        if moved:
-            self._drop_cached(ws, list(moved), moved)
-
-    def _refault(self, ws: WinState, i: int) -> bool:
-        """Make window page i's PTE present again (a read prefault); False if it cannot be."""
-        a = ws.addr + (i << PAGE_SHIFT)
-        vma = ws.window.mm.vma_at(a)
-        if vma is None:
-            return False
-        if vma.pt.get(a >> PAGE_SHIFT)[0] & PTE_PRESENT:
-            return True
-        try:
-            handle_mm_fault(ws.window.mm, vma, a, False, prefault=True)
-        except VmError:
-            return False
-        return True
-
-    def _drop_cached(self, ws: WinState, pages: Any,
-                     old: dict[int, tuple[int, int]] | None = None,
-                     discard: bool = False) -> None:
-        """Invalidate the cached ones of ``pages``; remember where a write-back must go
-        (``old``), or that it must be dropped (``discard``)."""
-        hit = [int(i) for i in pages if int(i) in ws.cached]
-        if not hit:
-            return
-        for i in hit:
-            ws.cached.discard(i)
-            if i in ws.pending:
-                continue  # a store older than this change still has its old target
-            if discard:
-                ws.pending[i] = DISCARD
-            elif old is not None:
-                ws.pending[i] = old[i]
-        self._inval(ws.ino, hit)
-
-    def _zapped(self, ws: WinState, vma: Vma, first: int, nr: int, reason: str) -> None:
-        """Zap listener: truncate/punch ('unmap') and MADV_DONTNEED change what pages show."""
-        if reason not in ("unmap", "dontneed"):
-            return  # 'remap' is handled by the caller; 'munmap' only at destruction
-        lo = ((vma.start - ws.addr) >> PAGE_SHIFT) + first
-        self._drop_cached(ws, self._cached_in(ws, lo, lo + nr), None, discard=reason == "unmap")
-
-    def object_changed(self, obj_ino: int, off: int, length: int,
-                       writer: WinState | None = None, written: range = range(0)) -> None:
-        """Object bytes [off, off+length) changed (write(2), punch edges, a window store):
-        invalidate the cached window pages of every window that show them -- except the
-        pages ``written`` of the ``writer`` window, whose kernel copies are the new data."""
-        ostate = self.objs.get(obj_ino)
-        if ostate is None or length <= 0:
-            return
-        if writer is None:  # write(2), punch, truncate of the object itself
-            self.object_cached(obj_ino, off, length)
-        obj = self.fs._inodes.get(obj_ino)
-        if obj is None or obj.mapping is None or obj.mapping.rmap is None:
-            return
-        for vma, idx in obj.mapping.rmap.lookup_bytes(off, length):
-            ws = self._by_mm.get(id(vma.mm))
-            if ws is None:
-                continue
-            lo = (vma.start - ws.addr) >> PAGE_SHIFT
-            pages = (idx + lo).tolist()
-            if ws is writer:
-                pages = [i for i in pages if i not in written]
-            self._drop_cached(ws, pages, None)
 
     # ---------------------------------------------------------------- ioctls
     def remap(self, ino: int, fh: int, start: int, size: int, pgoff: int, prot: int,
@@ -491,147 +288,6 @@ class WindowTable:
                 "object_size": ws.obj.mapping.size, "prot": ws.prot, "flags": flags,
                 "nr_vmas": len(vmas)}
 
-    # -------------------------------------------------------------- data path
-    def read(self, ino: int, off: int, size: int) -> list[memoryview]:
-        """READ of a window: views of the object pages the window shows (faults as loads).
-        A page that cannot be read fails the whole READ (never a short one): EIO past the
-        object's end, EACCES without read permission."""
-        ws = self._win(ino)
-        size = max(0, min(size, ws.size - off))
-        if size <= 0:
-            return []
-        lo, hi = off >> PAGE_SHIFT, ((off + size - 1) >> PAGE_SHIFT) + 1
-        # No events from a READ (not even the object's st_blocks after a read fault
-        # allocated a hole): a READ's reply must never wait behind a notification,
-        # which may itself wait for pages another request holds (docs/windows.md).
-        try:
-            views = ws.window.read_views(off, size)
-        except Sigbus as e:
-            self.stats["read_sigbus"] += 1
-            raise FsError(errno.EIO, str(e)) from e
-        except Sigsegv as e:
-            self.stats["read_sigsegv"] += 1
-            raise FsError(errno.EACCES, str(e)) from e
-        except VmError as e:
-            raise _vm(e) from e
-        for i in range(lo, hi):
-            ws.pending.pop(i, None)
-        ws.cached.update(range(lo, hi))
-        self.stats["reads"] += 1
-        self.stats["read_bytes"] += size
-        return views
-
-    def write(self, ino: int, off: int, data: memoryview, write_flags: int = 0) -> int:
-        """WRITE of a window (write(2), or a write-back of mmap stores with FUSE_WRITE_CACHE).
-        Returns the bytes written; a short count stops at the first page that refused."""
-        ws = self._win(ino)
-        n = max(0, min(len(data), ws.size - off))
-        if n <= 0:
-            return 0
-        data = data[:n]
-        cache = bool(write_flags & FUSE_WRITE_CACHE)
-        lo, hi = off >> PAGE_SHIFT, ((off + n - 1) >> PAGE_SHIFT) + 1
-        if cache and any(i in ws.pending for i in range(lo, hi)):
-            return self._write_back_pending(ws, off, data)
-        done = 0
-        err: VmError | None = None
-        try:
-            views = ws.window.write_views(off, n)
-        except VmError:
-            views = []
-            for i in range(lo, hi):  # page by page up to the one that refuses
-                a = max(off, i << PAGE_SHIFT)
-                b = min(off + n, (i + 1) << PAGE_SHIFT)
-                try:
-                    views.extend(ws.window.write_views(a, b - a))
-                except VmError as e:
-                    err = e
-                    break
-        for v in views:
-            k = len(v)
-            v[:] = data[done : done + k]
-            done += k
-        if done:
-            self._stored(ws, off, done)
-        if not cache:
-            for i in range(lo, hi):
-                ws.pending.pop(i, None)
-        first_refused = hi if err is None else (off + done) >> PAGE_SHIFT
-        ws.cached.update(range(lo, first_refused))
-        if err is not None:
-            # The kernel already copied the refused bytes into its folios (write(2)) or
-            # holds them in its cache (write-back): drop those pages, after our reply.
-            self.stats["write_refused"] += 1
-            self._refused(ws, range(first_refused, hi))
-            if not done:
-                raise FsError(_store_errno(err), str(err))
-        self.stats["writes"] += 1
-        self.stats["write_bytes"] += done
-        return done
-
-    def _stored(self, ws: WinState, off: int, n: int) -> None:
-        """A window store changed object pages: invalidate the object's and other windows'
-        cached copies of them."""
-        lo, hi = off >> PAGE_SHIFT, ((off + n - 1) >> PAGE_SHIFT) + 1
-        pg = self._state(ws, lo, hi)[0]
-        self._inval_object(ws.obj.ino, pg.tolist())
-        written = range(lo, hi)
-        wins = [self.wins[i] for i in self.objs[ws.obj.ino].wins]
-        shown = set(pg.tolist())
-        if sum(len(w.cached) for w in wins) <= 8 * len(shown) + 64:
-            # few cached pages: ask each what it shows (aliases in this window included)
-            for w in wins:
-                hits = [i for i in w.cached if not (w is ws and i in written)
-                        and self._page_state(w, i)[0] in shown]
-                self._drop_cached(w, hits, None)
-            return
-        for first, cnt in _runs(pg):
-            self.object_changed(ws.obj.ino, first << PAGE_SHIFT, cnt << PAGE_SHIFT, ws, written)
-
-    def _write_back_pending(self, ws: WinState, off: int, data: memoryview) -> int:
-        """A write-back of pages whose view changed since they were stored: each page
-        goes to the object page it showed then, or nowhere if that page was dropped."""
-        mapping = ws.obj.mapping
-        pos = 0
-        while pos < len(data):
-            a = off + pos
-            i = a >> PAGE_SHIFT
-            k = min(len(data) - pos, ((i + 1) << PAGE_SHIFT) - a)
-            if i not in ws.pending:
-                n = self.write(ws.ino, a, data[pos : pos + k], FUSE_WRITE_CACHE)
-                if n < k:
-                    return pos + n
-            else:
-                target = ws.pending[i]
-                if target is DISCARD:
-                    self.stats["writeback_discarded"] += 1
-                elif not target[1] & PROT_WRITE:
-                    self.stats["write_refused"] += 1
-                    self._refused(ws, range(i, i + 1))
-                    if not pos:
-                        raise FsError(errno.EACCES, "page was read-only when stored")
-                    return pos
-                else:
-                    dst = (target[0] << PAGE_SHIFT) + (a & (PAGE_SIZE - 1))
-                    m = max(0, min(k, mapping.size - dst))  # never extends the object
-                    if m:
-                        try:
-                            mapping.write(dst, data[pos : pos + m])
-                        except VmError as e:
-                            raise _vm(e) from e
-                        self._inval_object(ws.obj.ino, [target[0]])
-                        self.object_changed(ws.obj.ino, dst, m, ws, range(i, i + 1))
-                    self.stats["writeback_redirected"] += 1
-            pos += k
-        return pos
-
-    def _refused(self, ws: WinState, pages: range) -> None:
-        """Invalidate window pages whose WRITE was refused (the session sends a WRITE's
-        invalidations of its own inode after the reply, when the kernel has let go of
-        the pages); until then a mapping may still show the refused bytes."""
-        ws.cached.difference_update(pages)
-        self._inval(ws.ino, pages)
-
     # -------------------------------------------------------------- statistics
     def statistics(self) -> dict[str, Any]:
         mm_tot: Counter[str] = Counter()
@@ -655,3 +311,4 @@ def windows_of(fs: Any) -> WindowTable:
         table = WindowTable(fs)
         fs._windows = table
     return table
+

@@ -13,7 +13,8 @@ import os
 import pytest
 
 from fsimpl import Ctx, FsError, FsOptions, InvalInode, ShmFs
-from fsimpl.windows import DISCARD, FUSE_WRITE_CACHE, MPROTECT_VMA, windows_of
+from fsimpl.windows import windows_of
+from fsimpl.windowstate import DISCARD, FUSE_WRITE_CACHE, MPROTECT_VMA
 
 P = 4096
 ROOT = Ctx(0, 0, 1)

@@ -1,0 +1,181 @@
+"""Coherence of window files with the kernel's page cache (mixin of WindowTable).
+
+Whatever changes what a window page shows queues ranged InvalInode events for
+exactly the window pages the kernel may hold, and for the object's own range
+when a window store changes object pages; see fsimpl/windows.py and
+docs/windows.md for the rules and why they are safe against FUSE's page locks.
+"""
+
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from vmcore.errors import VmError
+from vmcore.memory import handle_mm_fault
+from vmcore.pagetable import PTE_FILE, PTE_OWNPROT, PTE_PRESENT
+from vmcore.vma import (
+    Vma,
+)
+
+from .types import InvalInode
+from .windowstate import (
+    DISCARD,
+    PAGE_SHIFT,
+    ObjState,
+    WinState,
+    _runs,
+)
+
+
+class WindowCoherence:
+    """Page-state snapshots, invalidation and the zap listener of WindowTable."""
+
+    fs: Any
+    wins: dict[int, WinState]
+    objs: dict[int, ObjState]
+    stats: Counter[str]
+
+    # ------------------------------------------------------------- page state
+    def _state(self, ws: WinState, lo: int, hi: int) -> tuple[np.ndarray, ...]:
+        """(pgoff, effective prot, PTE bits) of window pages [lo, hi), across VMAs."""
+        n = max(0, hi - lo)
+        pg = np.zeros(n, np.int64)
+        eff = np.zeros(n, np.int64)
+        bits = np.zeros(n, np.int64)
+        base = ws.addr >> PAGE_SHIFT
+        for vma in ws.window.vmas:
+            v0 = max(lo, vma.start_vpn - base)
+            v1 = min(hi, vma.end_vpn - base)
+            if v0 >= v1:
+                continue
+            b, _f, p, pr = vma.pt.lookup(base + v0, base + v1)
+            linear = np.arange(v0, v1, dtype=np.int64) + (base - vma.start_vpn) + vma.pgoff
+            s = slice(v0 - lo, v1 - lo)
+            pg[s] = np.where((b & (PTE_PRESENT | PTE_FILE)) != 0, p, linear)
+            eff[s] = np.where((b & PTE_OWNPROT) != 0, pr, vma.prot)
+            bits[s] = b
+        return pg, eff, bits
+
+    # ----------------------------------------------------------- invalidation
+    def object_cached(self, obj_ino: int, off: int, length: int) -> None:
+        """The kernel now caches object bytes [off, off+length) (READ or write(2) of it)."""
+        ostate = self.objs.get(obj_ino)
+        if ostate is not None and length > 0:
+            ostate.cached.update(range(off >> PAGE_SHIFT, ((off + length - 1) >> PAGE_SHIFT) + 1))
+
+    def _inval_object(self, obj_ino: int, pgoffs: Any, attrs: bool = False) -> None:
+        """Invalidate the object's cached pages among ``pgoffs`` (or only its attributes)."""
+        ostate = self.objs.get(obj_ino)
+        hit = [] if ostate is None else [p for p in pgoffs if p in ostate.cached]
+        if hit:
+            ostate.cached.difference_update(hit)  # type: ignore[union-attr]
+            self._inval(obj_ino, hit)
+        elif attrs:
+            self.fs._queue(InvalInode(obj_ino, -1, 0))
+
+    def _inval(self, ino: int, pages: Any) -> None:
+        for first, n in _runs(pages):
+            self.fs._queue(InvalInode(ino, first << PAGE_SHIFT, n << PAGE_SHIFT))
+            self.stats["inval_events"] += 1
+            self.stats["inval_pages"] += n
+
+    def _cached_in(self, ws: WinState, lo: int, hi: int) -> list[int]:
+        """The pages of [lo, hi) the kernel may cache, sorted (cheap for huge ranges)."""
+        if hi - lo <= len(ws.cached):
+            return [i for i in range(lo, hi) if i in ws.cached]
+        return sorted(i for i in ws.cached if lo <= i < hi)
+
+    def _page_state(self, ws: WinState, i: int) -> tuple[int, int]:
+        """(pgoff shown, effective prot) of window page i."""
+        a = ws.addr + (i << PAGE_SHIFT)
+        vma = ws.window.mm.vma_at(a)
+        assert vma is not None
+        bits, _f, pgoff, prot = vma.pt.get(a >> PAGE_SHIFT)
+        pg = pgoff if bits & (PTE_PRESENT | PTE_FILE) else vma.linear_pgoff(a)
+        return pg, prot if bits & PTE_OWNPROT else vma.prot
+
+    def _snapshot(self, ws: WinState, lo: int, hi: int) -> dict[int, tuple[int, int]]:
+        """What the cached pages of [lo, hi) show, before a change."""
+        return {i: self._page_state(ws, i) for i in self._cached_in(ws, lo, hi)}
+
+    def _changed(self, ws: WinState, before: dict[int, tuple[int, int]]) -> None:
+        """After a remap/mprotect: invalidate the cached pages whose pgoff or prot moved,
+        remembering where a write-back of each must still go.
+
+        A cached page that still shows the same thing keeps its place in the kernel's
+        cache, but the remap left it a file PTE; it is faulted in again, because only
+        present PTEs are reported by the zaps of a later truncate or punch (the
+        invariant: a page the kernel may cache has a present PTE)."""
+        moved: dict[int, tuple[int, int]] = {}
+        for i, old in before.items():
+            if self._page_state(ws, i) != old or not self._refault(ws, i):
+                moved[i] = old
+        if moved:
+            self._drop_cached(ws, list(moved), moved)
+
+    def _refault(self, ws: WinState, i: int) -> bool:
+        """Make window page i's PTE present again (a read prefault); False if it cannot be."""
+        a = ws.addr + (i << PAGE_SHIFT)
+        vma = ws.window.mm.vma_at(a)
+        if vma is None:
+            return False
+        if vma.pt.get(a >> PAGE_SHIFT)[0] & PTE_PRESENT:
+            return True
+        try:
+            handle_mm_fault(ws.window.mm, vma, a, False, prefault=True)
+        except VmError:
+            return False
+        return True
+
+    def _drop_cached(self, ws: WinState, pages: Any,
+                     old: dict[int, tuple[int, int]] | None = None,
+                     discard: bool = False) -> None:
+        """Invalidate the cached ones of ``pages``; remember where a write-back must go
+        (``old``), or that it must be dropped (``discard``)."""
+        hit = [int(i) for i in pages if int(i) in ws.cached]
+        if not hit:
+            return
+        for i in hit:
+            ws.cached.discard(i)
+            if i in ws.pending:
+                continue  # a store older than this change still has its old target
+            if discard:
+                ws.pending[i] = DISCARD
+            elif old is not None:
+                ws.pending[i] = old[i]
+        self._inval(ws.ino, hit)
+
+    def _zapped(self, ws: WinState, vma: Vma, first: int, nr: int, reason: str) -> None:
+        """Zap listener: truncate/punch ('unmap') and MADV_DONTNEED change what pages show."""
+        if reason not in ("unmap", "dontneed"):
+            return  # 'remap' is handled by the caller; 'munmap' only at destruction
+        lo = ((vma.start - ws.addr) >> PAGE_SHIFT) + first
+        self._drop_cached(ws, self._cached_in(ws, lo, lo + nr), None, discard=reason == "unmap")
+
+    def object_changed(self, obj_ino: int, off: int, length: int,
+                       writer: WinState | None = None, written: range = range(0)) -> None:
+        """Object bytes [off, off+length) changed (write(2), punch edges, a window store):
+        invalidate the cached window pages of every window that show them -- except the
+        pages ``written`` of the ``writer`` window, whose kernel copies are the new data."""
+        ostate = self.objs.get(obj_ino)
+        if ostate is None or length <= 0:
+            return
+        if writer is None:  # write(2), punch, truncate of the object itself
+            self.object_cached(obj_ino, off, length)
+        obj = self.fs._inodes.get(obj_ino)
+        if obj is None or obj.mapping is None or obj.mapping.rmap is None:
+            return
+        for vma, idx in obj.mapping.rmap.lookup_bytes(off, length):
+            ws = self._by_mm.get(id(vma.mm))
+            if ws is None:
+                continue
+            lo = (vma.start - ws.addr) >> PAGE_SHIFT
+            pages = (idx + lo).tolist()
+            if ws is writer:
+                pages = [i for i in pages if i not in written]
+            self._drop_cached(ws, pages, None)
+
