@@ -83,6 +83,10 @@ class Arena:
         self._thread: threading.Thread | None = None
         self._closing = False
         self.frames_populated_ahead = 0  # cumulative
+        # free frames the thread populated (reused runs come back punched): a flag
+        # per frame, meaningful only while the frame is free, and their count
+        self._pop = np.zeros(0, dtype=np.bool_)
+        self._free_ready = 0
         self._grow()
         self._in_use[0] = True  # the zero page is permanently "allocated"
 
@@ -105,6 +109,8 @@ class Arena:
         self._addrs.append(buf.ctypes.data)
         self._limit += self.fps  # last: the populate thread reads it without the main thread
         self._in_use = np.concatenate([self._in_use, np.zeros(self.fps, dtype=np.bool_)])
+        with self._cond:
+            self._pop = np.concatenate([self._pop, np.zeros(self.fps, dtype=np.bool_)])
 
     # -- allocation ----------------------------------------------------------------
 
@@ -137,6 +143,9 @@ class Arena:
         if self._populate:
             ready = self._ahead_ready() if self._ahead else 0
             for i, (s, k) in enumerate(pieces):
+                if i < fresh and self._ahead:
+                    self._prefault_reused(s, k)
+                    continue
                 if i >= fresh and s < ready:  # populated ahead: only the rest is faulted
                     k -= min(k, ready - s)
                     s = ready
@@ -175,11 +184,15 @@ class Arena:
 
         Why: populating fresh memfd pages (allocation + zeroing) was a third of
         a 1 MiB WRITE's service time; the thread does it on the other core
-        while the session thread copies data (docs/performance.md).  The cost
-        is at most ``nbytes + chunk_bytes`` of resident memory that holds no
-        data (counted in the daemon's RSS; never punched: it is the next data's
-        memory).  Only frames from the bump pointer are populated ahead; freed
-        runs are reused first and populated on allocation as before.
+        while the session thread copies data (docs/performance.md).
+
+        Two kinds of frames are populated ahead, each up to ``nbytes``: fresh
+        segment space past the bump pointer, and the free runs that ``alloc``
+        will reuse next (they come back punched, so rewriting after a delete
+        or truncate costs the same faults).  The cost is at most
+        ``2 * nbytes`` of resident memory that holds no data, counted in the
+        daemon's RSS and never punched by the thread: it is the next data's
+        memory.  ``free`` waits while the thread is inside a range it punches.
         """
         if not self._populate or nbytes <= 0 or self._thread is not None or self.fd < 0:
             return
@@ -202,21 +215,64 @@ class Arena:
                 self._cond.notify()
         return ready
 
+    def _prefault_reused(self, s: int, k: int) -> None:
+        """Prefault a run taken from the free list, except the frames the thread
+        already populated; wake the thread when its free-list headroom runs low."""
+        with self._cond:
+            pop = self._pop[s : s + k]
+            done = int(np.count_nonzero(pop))
+            if done:
+                self._free_ready -= done
+                missing = np.flatnonzero(~pop)
+                pop[:] = False
+            if self._free_ready < self._ahead >> 1 and self._free_runs:
+                self._cond.notify()
+        if not done:
+            self._prefault(s, k)
+        elif missing.size:
+            for a, n in self._runs_sorted(missing + s):
+                self._prefault(a, n)
+
+    def _next_free_range(self) -> tuple[int, int] | None:
+        """(lock held) The next free frames not yet populated that alloc will
+        take soon (free runs are reused from the end of the list), or None."""
+        budget = self._ahead - self._free_ready
+        if budget <= 0:
+            return None
+        runs = self._free_runs
+        for j in range(len(runs) - 1, max(len(runs) - 64, 0) - 1, -1):
+            s, k = runs[j]
+            w = min(k, budget)  # alloc takes a run from its start
+            todo = np.flatnonzero(~self._pop[s : s + w])
+            if todo.size:
+                a = s + int(todo[0])
+                gaps = np.flatnonzero(np.diff(todo) != 1)
+                b = s + int(todo[gaps[0]] if gaps.size else todo[-1]) + 1
+                return a, min(b, a + self._ahead_chunk, (a // self.fps + 1) * self.fps)
+            budget -= w
+            if budget <= 0:
+                return None
+        return None
+
     def _populate_loop(self) -> None:
         fps = self.fps
         while True:
             with self._cond:
-                while not self._closing and (
-                    self._ready - self._bump >= self._ahead
-                    or max(self._ready, self._bump) >= self._limit
-                ):
+                while True:
+                    if self._closing:
+                        return
+                    free = self._next_free_range() if self._free_runs else None
+                    if free is not None:
+                        start, end = free
+                        break
+                    start = max(self._ready, self._bump)
+                    if self._ready - self._bump < self._ahead and start < self._limit:
+                        seg = start // fps
+                        end = min(start + self._ahead_chunk, self._bump + self._ahead,
+                                  (seg + 1) * fps, self._limit)
+                        break
                     self._cond.wait()
-                if self._closing:
-                    return
-                start = max(self._ready, self._bump)
                 seg = start // fps
-                end = min(start + self._ahead_chunk, self._bump + self._ahead, (seg + 1) * fps,
-                          self._limit)
                 addr = self._addrs[seg] + ((start - seg * fps) << PAGE_SHIFT)
                 self._busy = (start, end)
             rc = _madvise(addr, (end - start) << PAGE_SHIFT, _MADV_POPULATE_WRITE)  # no GIL
@@ -226,7 +282,13 @@ class Arena:
                 if rc != 0:
                     self._ahead = 0  # no MADV_POPULATE_WRITE: allocation faults as before
                     return
-                self._ready = max(self._ready, end)
+                if free is not None:
+                    # only frames still free count (alloc may have taken some meanwhile)
+                    newly = ~self._in_use[start:end] & ~self._pop[start:end]
+                    self._pop[start:end] |= newly
+                    self._free_ready += int(np.count_nonzero(newly))
+                else:
+                    self._ready = max(self._ready, end)
                 self.frames_populated_ahead += end - start
 
     def _wait_not_busy(self, lo: int, hi: int) -> None:
@@ -247,6 +309,11 @@ class Arena:
         self._in_use[f] = False
         if self._thread is not None:
             self._wait_not_busy(int(f[0]), int(f[-1]))
+            with self._cond:
+                # punched below: not populated any more (a frame alloc took while the
+                # thread was populating it may still be counted: uncount it here)
+                self._free_ready -= int(np.count_nonzero(self._pop[f]))
+                self._pop[f] = False
         for start, length in self._runs_sorted(f):
             seg, idx = divmod(start, self.fps)
             self._mmaps[seg].madvise(mmap.MADV_REMOVE, idx << PAGE_SHIFT, length << PAGE_SHIFT)
@@ -408,7 +475,8 @@ class Arena:
             "bytes_mapped": len(self._mmaps) * self.segment_bytes,
             "memfd_bytes_resident": os.fstat(self.fd).st_blocks * 512,
             "frames_populated_ahead": self.frames_populated_ahead,
-            "frames_ready_ahead": max(self._ready - self._bump, 0) if self._ahead else 0,
+            "frames_ready_ahead": (max(self._ready - self._bump, 0) + self._free_ready
+                                   if self._ahead else 0),
         }
 
     def close(self) -> None:
