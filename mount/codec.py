@@ -124,7 +124,12 @@ def _names(body: memoryview, off: int, count: int, limit: int = P.FUSE_NAME_MAX,
 
 
 def _name(body: memoryview, off: int = 0) -> bytes:
-    return _names(body, off, 1)[0][0]
+    """One NUL-terminated name (LOOKUP, UNLINK, CREATE ...): _names without the loop."""
+    raw = bytes(body[off:])
+    nul = raw.find(b"\0")
+    if 0 < nul <= P.FUSE_NAME_MAX:
+        return raw[:nul]
+    return _names(body, off, 1)[0][0]  # the error cases, with their messages
 
 
 def _p_init(b: memoryview) -> InitIn:
