@@ -24,7 +24,7 @@ from mount.options import MountOptions, OptionError, default_limits, parse_optio
 
 log = logging.getLogger("shmfs")
 
-SUBCOMMANDS = ("unmount", "window", "stat")
+SUBCOMMANDS = ("unmount", "window", "stat", "remount")
 READAHEAD_KIB = 1024  # one READ request's worth (max_pages = 256)
 
 
@@ -33,6 +33,7 @@ def _mount_parser() -> argparse.ArgumentParser:
         prog="shmfs",
         description="Mount a tmpfs-like filesystem served from userspace over FUSE.",
         epilog="Other commands: 'shmfs unmount MOUNTPOINT', 'shmfs stat MOUNTPOINT', "
+               "'shmfs remount MOUNTPOINT -o size=,nr_inodes=', "
                "'shmfs window create|remap|protect|madvise|query|destroy ...'.",
     )
     p.add_argument("mountpoint", type=Path)
@@ -197,6 +198,10 @@ def _run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[st
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
+    if name == "remount":
+        from mount import remount
+
+        return remount.main(argv)
     if name in ("window", "stat"):  # window files and statistics: mount/wincli.py
         from mount import wincli
 

@@ -111,6 +111,9 @@ INFO = struct.Struct("<QQQQIIII")
 #: struct shmfs_stats { u64 offset, total; u32 len, flags; char data[16352]; }  16376
 STATS_HEAD = struct.Struct("<QQII")
 STATS_SIZE = STATS_HEAD.size + STATS_DATA
+#: struct shmfs_remount { u64 size_bytes, nr_inodes; u32 valid, flags; }          24
+REMOUNT = struct.Struct("<QQII")
+REMOUNT_SIZE, REMOUNT_INODES = 0x1, 0x2  # valid bits: which limits to change
 
 _S = SHMFS_IOC_MAGIC
 SHMFS_IOC_WIN_ATTACH = _ioc(IOC_WRITE, _S, 1, ATTACH.size)
@@ -120,6 +123,7 @@ SHMFS_IOC_WIN_MADVISE = _ioc(IOC_WRITE, _S, 4, MADVISE.size)
 SHMFS_IOC_WIN_QUERY = _ioc(IOC_READ | IOC_WRITE, _S, 5, QUERY_SIZE)
 SHMFS_IOC_WIN_INFO = _ioc(IOC_READ, _S, 6, INFO.size)
 SHMFS_IOC_STATS = _ioc(IOC_READ | IOC_WRITE, _S, 7, STATS_SIZE)
+SHMFS_IOC_REMOUNT = _ioc(IOC_WRITE, _S, 8, REMOUNT.size)
 
 #: nr -> (name, full command number)
 COMMANDS: dict[int, tuple[str, int]] = {
@@ -130,6 +134,7 @@ COMMANDS: dict[int, tuple[str, int]] = {
     5: ("QUERY", SHMFS_IOC_WIN_QUERY),
     6: ("INFO", SHMFS_IOC_WIN_INFO),
     7: ("STATS", SHMFS_IOC_STATS),
+    8: ("REMOUNT", SHMFS_IOC_REMOUNT),
 }
 
 
@@ -251,7 +256,7 @@ def serve(ops: Any, req: Any, table: Any) -> list[bytes]:
     out_size = size if ioc_dir(cmd) & IOC_READ else 0
     if a.in_size != in_size or len(a.data) != in_size or a.out_size < out_size:
         raise AbiError(E.EINVAL, f"{name}: in {a.in_size}/out {a.out_size} bytes")
-    if a.flags & _FUSE_IOCTL_DIR and name != "STATS":
+    if a.flags & _FUSE_IOCTL_DIR and name not in ("STATS", "REMOUNT"):
         raise AbiError(E.ENOTTY, f"{name} on a directory")
     ino, fh, data = req.nodeid, a.fh, a.data
     payload = b""
@@ -282,9 +287,25 @@ def serve(ops: Any, req: Any, table: Any) -> list[bytes]:
         i = table.info(ino, fh)
         payload = INFO.pack(i["object_ino"], i["size"], i["pgoff"], i["object_size"], i["prot"],
                             i["flags"], i["nr_vmas"], 0)
+    elif name == "REMOUNT":
+        _remount(ops, req, data)
     else:  # STATS
         payload = _stats_reply(ops, table, data)
     return [codec.reply(req.unique, codec.ioctl_out(0) + payload)]
+
+
+def _remount(ops: Any, req: Any, data: bytes) -> None:
+    """``mount -o remount,size=,nr_inodes=``: only root or the mounting user may."""
+    import errno as E
+    import os
+
+    size_bytes, nr_inodes, valid, flags = REMOUNT.unpack(data)
+    if flags or valid & ~(REMOUNT_SIZE | REMOUNT_INODES):
+        raise AbiError(E.EINVAL, "REMOUNT: unknown valid bits or flags")
+    if req.uid not in (0, os.getuid()):
+        raise AbiError(E.EPERM, "REMOUNT: not the mount's owner")
+    ops.fs.remount(size_bytes if valid & REMOUNT_SIZE else None,
+                   nr_inodes if valid & REMOUNT_INODES else None)
 
 
 def _stats_reply(ops: Any, table: Any, data: bytes) -> bytes:
