@@ -4,9 +4,8 @@ An op kind is ``(name, weight, fn)`` with ``fn(worker) -> None``: it draws
 all its random parameters first, records them with ``worker.note`` and then
 acts on the filesystem *and* on the oracle. A read compares what came back
 with the oracle and raises ``Mismatch``; an errno nobody expected propagates
-as OSError (the worker stops and reports it). Windows (remap ioctls,
-MADV_REMOVE) will be more entries in ``OWNED_OPS``: a window over an owned
-file keeps its own FileModel view and verifies like ``mmap_load``.
+as OSError (the worker stops and reports it). Window ops (remaps, loads,
+stores, MADV_REMOVE through a window over an owned file) are in winops.py.
 
 Owned files (``p<proc>/f<i>``): exact oracle. Shared directory (``shared/s<k>``):
 every worker races create/link/unlink/rename/exchange over the same few
@@ -36,6 +35,7 @@ from stresslib.oracle import (
     new_record,
     renameat2,
 )
+from stresslib.winops import WINDOW_OPS
 from stresslib.worker import OwnedFile, Worker
 
 # --- owned files --------------------------------------------------------------------------------
@@ -367,5 +367,5 @@ SHARED_OPS: list[tuple[str, int, Any]] = [
     ("sh_rename", 4, op_sh_rename),
     ("sh_read", 4, op_sh_read),
 ]
-ALL_OPS = OWNED_OPS + SHARED_OPS
+ALL_OPS = OWNED_OPS + SHARED_OPS + WINDOW_OPS
 INJECT = ("inject-corruption", 0, op_inject)
