@@ -239,9 +239,9 @@ class Arena:
         budget = self._ahead - self._free_ready
         if budget <= 0:
             return None
-        runs = self._free_runs
-        for j in range(len(runs) - 1, max(len(runs) - 64, 0) - 1, -1):
-            s, k = runs[j]
+        # a snapshot: alloc and free change the list without this lock (the slice
+        # is taken under the GIL in one step; a stale entry costs a redundant populate)
+        for s, k in reversed(self._free_runs[-64:]):
             w = min(k, budget)  # alloc takes a run from its start
             todo = np.flatnonzero(~self._pop[s : s + w])
             if todo.size:
