@@ -7,9 +7,13 @@ next request is read. The loop tries the read first and only parks in
 costs one syscall per request each way.
 
 Kernel notifications (NOTIFY_INVAL_INODE / INVAL_ENTRY) that a handler queued in
-fsimpl are written by the trio thread, never by the reader: an inval_inode
-waits for page locks that may belong to a READ still queued in /dev/fuse,
-which only the reader can answer, so writing it inline could deadlock.
+fsimpl are written by a dedicated writer thread, never by the reader: an
+inval_inode waits for page locks that may belong to a READ still queued in
+/dev/fuse, which only the reader can answer, so writing it inline could
+deadlock. The hand-off is a plain queue: an earlier version went through
+trio.from_thread and trio worker threads, and under concurrent window
+write-backs the reader and the writer ended up waiting on each other inside
+trio's entry queue (tests/windows/test_write_deadlock.py).
 
 Ordering, so that a change is visible everywhere once its syscall returns:
 the reply of a request that produced notifications is written *after* them
@@ -31,6 +35,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import select
 import signal
 import threading
@@ -105,7 +110,7 @@ class Session:
         self._buf = bytearray(BUFFER_SIZE)
         self._view = memoryview(self._buf)
         self._done = False
-        self._notify_send: trio.MemorySendChannel[list] | None = None
+        self._notify_q: queue.SimpleQueue[list | None] = queue.SimpleQueue()
         self._signals = 0
         self._pending = 0  # notification batches queued and not yet written
         self._pending_lock = threading.Lock()
@@ -114,22 +119,26 @@ class Session:
 
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
-        send, recv = trio.open_memory_channel[list](10_000)
-        self._notify_send = send
         self._trio_token = trio.lowlevel.current_trio_token()
         self._start_populate_ahead()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._signal_watcher, nursery.cancel_scope)
-            nursery.start_soon(self._notifier, recv)
-            try:
-                if self.blocking_reader:
-                    os.set_blocking(self.fd, True)
-                    await trio.to_thread.run_sync(self._blocking_loop, abandon_on_cancel=True)
-                else:
-                    os.set_blocking(self.fd, False)
-                    await self._loop()
-            finally:
-                nursery.cancel_scope.cancel()
+        writer = threading.Thread(target=self._notifier, name="shmfs-notify", daemon=True)
+        writer.start()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._signal_watcher, nursery.cancel_scope)
+                try:
+                    if self.blocking_reader:
+                        os.set_blocking(self.fd, True)
+                        await trio.to_thread.run_sync(self._blocking_loop,
+                                                      abandon_on_cancel=True)
+                    else:
+                        os.set_blocking(self.fd, False)
+                        await self._loop()
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._notify_q.put(None)
+            await trio.to_thread.run_sync(writer.join, 5.0)
         log.info("session for %s ended; %s", self.mountpoint, self.statistics())
 
     def _start_populate_ahead(self) -> None:
@@ -279,34 +288,22 @@ class Session:
                 log.error("writing reply failed: %s", e)
 
     def _queue_notify(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
-        """Hand notifications (and possibly the reply that must follow them) to trio."""
-        if self.blocking_reader:
-            assert self._trio_token is not None
-            trio.from_thread.run_sync(self._send_notify, msgs, trio_token=self._trio_token)
-        else:
-            self._send_notify(msgs)
+        """Hand notifications (and possibly the reply that must follow them) to the
+        writer thread. Never blocks: the reader must stay free to answer the READs
+        and WRITEs an invalidation may wait for (and it must not depend on trio's
+        loop, which sleeps in epoll while the reader thread works)."""
+        with self._pending_lock:
+            self._pending += 1
+        self._notify_q.put(msgs)
 
-    def _send_notify(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
-        assert self._notify_send is not None
-        try:
-            with self._pending_lock:
-                self._pending += 1
-            self._notify_send.send_nowait(msgs)
-        except trio.WouldBlock:
-            with self._pending_lock:
-                self._pending -= 1
-            log.error("notification queue full; dropping %d messages", len(msgs))
-
-    async def _notifier(self, recv: trio.MemoryReceiveChannel[list]) -> None:
-        async for msgs in recv:
-            await trio.to_thread.run_sync(self._write_batch, msgs)
-
-    def _write_batch(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
-        try:
-            self._write_batch1(msgs)
-        finally:
-            with self._pending_lock:
-                self._pending -= 1
+    def _notifier(self) -> None:
+        """The writer thread: notifications (and replies queued behind them) in order."""
+        while (msgs := self._notify_q.get()) is not None:
+            try:
+                self._write_batch1(msgs)
+            finally:
+                with self._pending_lock:
+                    self._pending -= 1
 
     def _write_batch1(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
         for msg in msgs:
