@@ -71,6 +71,22 @@ OPCODE_INIT = 26
 OPCODE_DESTROY = 38
 
 
+def _read_request(fd: int, buf: bytearray) -> int | None:
+    """Read one request into buf: its length; None to read again (interrupted, or
+    the request was aborted before we got it); -1 once unmounted (ENODEV).
+    BlockingIOError passes through for the callers that poll."""
+    try:
+        return os.readv(fd, [buf])
+    except InterruptedError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        if e.errno == errno.ENODEV:
+            return -1
+        raise
+
+
 @dataclass(slots=True)
 class SessionStats:
     """Requests by opcode with their total service time (for ``shmfs stat``)."""
@@ -170,20 +186,16 @@ class Session:
         last = clock()
         while not self._done:
             try:
-                n = os.readv(fd, [buf])
+                n = _read_request(fd, buf)
             except BlockingIOError:
                 if clock() - last >= spin_ns:
                     poller.poll()
                     last = clock()
                 continue
-            except InterruptedError:
+            if n is None:
                 continue
-            except OSError as e:
-                if e.errno == errno.ENOENT:
-                    continue
-                if e.errno == errno.ENODEV:
-                    return
-                raise
+            if n < 0:
+                return
             self._handle(view[:n])
             last = clock()
 
@@ -191,16 +203,11 @@ class Session:
         """The request loop without spinning: a blocking read(2) on the device."""
         fd, buf, view = self.fd, self._buf, self._view
         while not self._done:
-            try:
-                n = os.readv(fd, [buf])
-            except InterruptedError:
+            n = _read_request(fd, buf)
+            if n is None:
                 continue
-            except OSError as e:
-                if e.errno == errno.ENOENT:
-                    continue
-                if e.errno == errno.ENODEV:
-                    return
-                raise
+            if n < 0:
+                return
             self._handle(view[:n])
 
     async def _loop(self) -> None:
