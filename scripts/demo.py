@@ -6,22 +6,14 @@ the script exits non-zero if anything is not as tmpfs would have it.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import sys
 from pathlib import Path
 
+from mount.syscalls import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
+
 PAGE = 4096
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-
-
-def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    """fallocate(2); Python's os module has only posix_fallocate."""
-    if _libc.fallocate(fd, mode, offset, length) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def step(title: str) -> None:
@@ -66,7 +58,7 @@ def main(mnt: Path) -> int:
     fd = os.open(g, os.O_RDWR | os.O_CREAT, 0o644)
     os.write(fd, os.urandom(64 * PAGE))
     before = os.fstat(fd).st_blocks
-    fallocate(fd, 0x01 | 0x02, 8 * PAGE, 16 * PAGE)  # KEEP_SIZE | PUNCH_HOLE
+    fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 8 * PAGE, 16 * PAGE)
     after = os.fstat(fd).st_blocks
     print(f"   st_blocks {before} -> {after}")
     check(after == before - 16 * PAGE // 512, "16 pages freed")

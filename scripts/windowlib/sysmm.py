@@ -13,12 +13,13 @@ import ctypes.util
 import errno
 import os
 
+from mount.syscalls import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
+
 PAGE_SIZE = 4096
 PROT_NONE, PROT_READ, PROT_WRITE = 0x0, 0x1, 0x2
 MAP_SHARED, MAP_FIXED = 0x01, 0x10
 MAP_NORESERVE = 0x4000
 MADV_RANDOM, MADV_REMOVE = 1, 9
-FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -27,7 +28,6 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
@@ -62,8 +62,7 @@ def madvise(addr: int, length: int, advice: int) -> None:
 def punch(fd: int, offset: int, length: int) -> None:
     """fallocate(PUNCH_HOLE|KEEP_SIZE): free the file's pages in the range (as UML frees
     guest physical memory); os has only posix_fallocate."""
-    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
-        raise _fail("fallocate")
+    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
 
 
 def load(addr: int, length: int) -> bytes:

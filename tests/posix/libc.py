@@ -10,6 +10,15 @@ from __future__ import annotations
 import ctypes
 import os
 
+from mount.syscalls import (  # noqa: F401 -- the cases import them from here
+    FALLOC_FL_COLLAPSE_RANGE,
+    FALLOC_FL_INSERT_RANGE,
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_ZERO_RANGE,
+    fallocate,
+)
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 AT_FDCWD = -100
@@ -21,11 +30,6 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 RENAME_WHITEOUT = 4
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_COLLAPSE_RANGE = 0x08
-FALLOC_FL_ZERO_RANGE = 0x10
-FALLOC_FL_INSERT_RANGE = 0x20
 
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
@@ -62,13 +66,6 @@ def linkat(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> None
 def link_fd(fd: int, new: str) -> None:
     """Give the (O_TMPFILE or unlinked) file open as ``fd`` the name ``new``."""
     linkat(fd, "", AT_FDCWD, new, AT_EMPTY_PATH)
-
-
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-
-
-def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    _check(_libc.fallocate(fd, mode, offset, length))
 
 
 class _Timespec(ctypes.Structure):

@@ -3,8 +3,6 @@ and the rmap / ENOSPC / sparse-size contracts."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import tempfile
@@ -16,6 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from mount.syscalls import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
 from vmcore import PAGE_SIZE, Arena, Budget, Mapping, NoSpace
 
 P = PAGE_SIZE
@@ -204,18 +203,6 @@ TestMappingModel = MappingMachine.TestCase
 
 # -- the kernel as the oracle ------------------------------------------------------
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-FALLOC_FL_KEEP_SIZE = 1
-FALLOC_FL_PUNCH_HOLE = 2
-
-
-def _fallocate(fd: int, mode: int, off: int, length: int) -> None:
-    if _libc.fallocate(fd, mode, off, length) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
 def _lseek(fd: int, off: int, whence: int) -> int:
     try:
         return os.lseek(fd, off, whence)
@@ -251,11 +238,11 @@ def test_against_kernel_tmpfs(ops, probes) -> None:
                 os.ftruncate(fd, off)
                 m.truncate(off)
             elif op == "punch":
-                _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length)
+                fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length)
                 m.punch_hole(off, length)
             else:
                 keep = op == "falloc_keep"
-                _fallocate(fd, FALLOC_FL_KEEP_SIZE if keep else 0, off, length)
+                fallocate(fd, FALLOC_FL_KEEP_SIZE if keep else 0, off, length)
                 m.fallocate(off, length, keep)
             stt = os.fstat(fd)
             assert m.size == stt.st_size
@@ -467,7 +454,7 @@ def test_enospc_matches_a_size_limited_tmpfs(small_tmpfs, arena: Arena) -> None:
             else:
                 keep = op == "falloc_keep"
                 try:
-                    _fallocate(fd, FALLOC_FL_KEEP_SIZE if keep else 0, off, n)
+                    fallocate(fd, FALLOC_FL_KEEP_SIZE if keep else 0, off, n)
                 except OSError as e:
                     assert e.errno == errno.ENOSPC
                     with pytest.raises(NoSpace):

@@ -48,11 +48,9 @@ COMMON = textwrap.dedent("""
 """)
 
 WRITER = COMMON + textwrap.dedent("""
-    import ctypes
     sys.path.insert(0, sys.argv[7])
+    from mount.syscalls import fallocate
     from mount.winclient import Window, MADV_REMOVE
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     rng = random.Random(int(sys.argv[6]))
     w = Window.open(sys.argv[1])
     ofd = os.open(sys.argv[8], os.O_RDWR)
@@ -74,7 +72,7 @@ WRITER = COMMON + textwrap.dedent("""
             w.madvise(i, 1, MADV_REMOVE)
             S[GEN + S[SHOWN + i]] = 0
         elif op == "punch":
-            assert libc.fallocate(ofd, 3, p * P, P) == 0
+            fallocate(ofd, 3, p * P, P)  # PUNCH_HOLE | KEEP_SIZE
             S[GEN + p] = 0
         elif op == "obj_write":
             g = S[GEN + p] + 1
