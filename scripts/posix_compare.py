@@ -17,43 +17,22 @@ Exit status: 0 when identical, 1 when something diverged.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import inspect
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.posix.framework import load_cases  # noqa: E402
-from tests.posix.runner import Side, SideRun, kernel_tmpfs  # noqa: E402
-
-
-def shmfs_side() -> Side:
-    """shmfs through the shared fixture module, always with allow_other."""
-    from tests.support.mounts import shmfs_mount  # imported late: optional until built
-
-    params = inspect.signature(shmfs_mount).parameters
-
-    @contextlib.contextmanager
-    def mount(options: str) -> Iterator[Path]:
-        if "allow_other" in params:
-            cm = shmfs_mount(options, allow_other=True)
-        else:
-            cm = shmfs_mount(",".join(o for o in (options, "allow_other") if o))
-        with cm as mnt:
-            yield mnt
-
-    return Side("shmfs", mount=mount)
+from tests.posix.runner import Side, SideRun, kernel_tmpfs, shmfs_allow_other  # noqa: E402
 
 
 def make_side(spec: str, label: str) -> Side:
     if spec == "tmpfs":
         return Side(f"tmpfs({label})", mount=kernel_tmpfs)
     if spec == "shmfs":
-        return shmfs_side()
+        return Side("shmfs", mount=shmfs_allow_other)
     path = Path(spec)
     if not path.is_dir():
         raise SystemExit(f"{spec}: not a directory (nor 'tmpfs'/'shmfs')")

@@ -11,41 +11,30 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.mounts import shmfs_mount, tmpfs_mount
+
 from .framework import CASE_TIMEOUT, Case, CaseResult, run_case
 
 MountFactory = Callable[[str], AbstractContextManager[Path]]
 
 
-@contextlib.contextmanager
-def kernel_tmpfs(options: str = "") -> Iterator[Path]:
-    """Mount a scratch kernel tmpfs (the oracle); always unmounted on exit.
+# The oracle is the shared fixture's kernel tmpfs (its parent is world-searchable,
+# so cases acting as another user reach the mount).
+kernel_tmpfs = tmpfs_mount
 
-    The mountpoint's parent is made world-searchable so that cases acting as
-    another user can reach the mount.
-    """
-    parent = Path(tempfile.mkdtemp(prefix="posix-tmpfs-"))
-    os.chmod(parent, 0o755)
-    mnt = parent / "mnt"
-    mnt.mkdir()
-    cmd = ["mount", "-t", "tmpfs"]
-    if options:
-        cmd += ["-o", options]
-    subprocess.run([*cmd, "posix-oracle", str(mnt)], check=True, capture_output=True)
-    try:
+
+@contextlib.contextmanager
+def shmfs_allow_other(options: str = "") -> Iterator[Path]:
+    """A fresh shmfs with allow_other: cases act as other uids, which FUSE refuses
+    to anyone but the mounter without it."""
+    with shmfs_mount(",".join(o for o in (options, "allow_other") if o)) as mnt:
         yield mnt
-    finally:
-        r = subprocess.run(["umount", str(mnt)], capture_output=True)
-        if r.returncode != 0:  # something still holds it: detach rather than leak
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-        mnt.rmdir()
-        parent.rmdir()
 
 
 def make_traversable(path: Path) -> None:

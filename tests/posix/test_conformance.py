@@ -2,54 +2,29 @@
 record the same observations.  One mount per side serves all plain cases (each
 in a fresh subdirectory); cases with mount options get private mounts.
 
-While shmfs cannot be mounted yet (no mount/cli.py or tests/support/mounts.py),
-the second side is a second kernel tmpfs: the suite then checks itself (it must
-be deterministic), and the test ids say ``tmpfs-vs-tmpfs``.  Setting
-SHMFS_POSIX_OTHER=tmpfs forces that self-check."""
+Setting SHMFS_POSIX_OTHER=tmpfs makes the second side a second kernel tmpfs:
+the suite then checks itself (it must be deterministic)."""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from .framework import Case, CaseResult, compare, load_cases
-from .runner import Side, SideRun, kernel_tmpfs
+from .runner import Side, SideRun, kernel_tmpfs, shmfs_allow_other
 
-ROOT = Path(__file__).resolve().parents[2]
 CASES = load_cases()
 
 
-def _shmfs_factory():
-    if os.environ.get("SHMFS_POSIX_OTHER") == "tmpfs":
-        return None
-    if not (ROOT / "mount" / "cli.py").exists():
-        return None
-    try:
-        from tests.support.mounts import shmfs_mount
-    except ImportError:
-        return None
-    params = inspect.signature(shmfs_mount).parameters
-
-    @contextlib.contextmanager
-    def mount(options: str) -> Iterator[Path]:
-        # allow_other: cases act as other uids, which FUSE refuses without it
-        if "allow_other" in params:
-            cm = shmfs_mount(options, allow_other=True)
-        else:
-            cm = shmfs_mount(",".join(o for o in (options, "allow_other") if o))
-        with cm as mnt:
-            yield mnt
-
-    return mount
-
-
-_SHMFS = _shmfs_factory()
-OTHER = Side("shmfs", mount=_SHMFS) if _SHMFS else Side("tmpfs-B", mount=kernel_tmpfs)
+# SHMFS_POSIX_OTHER=tmpfs runs the suite against a second kernel tmpfs: a
+# self-check that every case is deterministic (the test ids then say tmpfs-B).
+if os.environ.get("SHMFS_POSIX_OTHER") == "tmpfs":
+    OTHER = Side("tmpfs-B", mount=kernel_tmpfs)
+else:
+    OTHER = Side("shmfs", mount=shmfs_allow_other)
 ORACLE = Side("tmpfs", mount=kernel_tmpfs)
 
 
