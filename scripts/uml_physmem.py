@@ -32,7 +32,6 @@ wall (windowlib/wall.py).  Exit status 0 only if every verification passed.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import random
@@ -365,17 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 fn = wall.run_shmfs if t.kind == "shmfs" else wall.run_tmpfs
                 doc["wall"][t.kind] = fn(t.path, args.wall_pages, wall_frames, args.seed)
                 print(wall.summary(doc["wall"][t.kind]))
-    errors = [e for r in (*doc["runs"].values(), *doc["wall"].values()) for e in r["errors"]]
-    sw = doc["wall"].get("shmfs")
-    if sw and sw["remaps_done"] != sw["remaps_wanted"]:
-        errors.append("shmfs did not complete the max_map_count layout")
-    doc["ok"] = not errors
-    if args.json:
-        args.json.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    for e in errors:
-        print(f"FAILED: {e}", file=sys.stderr)
-    print("uml_physmem: " + ("all verifications passed" if doc["ok"] else "FAILED"))
-    return 0 if doc["ok"] else 1
+    return wall.conclude(doc, "uml_physmem", args.json, [])
 
 
 def _print_run(r: dict[str, Any]) -> None:

@@ -12,9 +12,11 @@ window pages must show the marker written into the object page they map.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,3 +142,20 @@ def summary(res: dict[str, Any]) -> str:
     return (f"shmfs window: {res['remaps_done']}/{res['remaps_wanted']} page remaps, "
             f"{res['remaps_per_s']:.0f}/s, process VMAs {res['process_vmas']}, "
             f"window VMAs in the daemon {res['window_vmas_in_daemon']}")
+
+
+def conclude(doc: dict[str, Any], tool: str, json_path: Any, extra: list[str]) -> int:
+    """Gather every run's and wall's errors (plus ``extra``) into ``doc["ok"]``,
+    write the JSON if asked, print the verdict; the tool's exit status."""
+    errors = [e for r in (*doc["runs"].values(), *doc["wall"].values()) for e in r["errors"]]
+    sw = doc["wall"].get("shmfs")
+    if sw and sw["remaps_done"] != sw["remaps_wanted"]:
+        errors.append("shmfs did not complete the max_map_count layout")
+    errors += extra
+    doc["ok"] = not errors
+    if json_path:
+        json_path.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    for e in errors:
+        print(f"FAILED: {e}", file=sys.stderr)
+    print(f"{tool}: " + ("all verifications passed" if doc["ok"] else "FAILED"))
+    return 0 if doc["ok"] else 1
