@@ -9,7 +9,6 @@ docs/windows.md for the rules and why they are safe against FUSE's page locks.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -25,19 +24,14 @@ from .types import InvalInode
 from .windowstate import (
     DISCARD,
     PAGE_SHIFT,
-    ObjState,
+    TableState,
     WinState,
     _runs,
 )
 
 
-class WindowCoherence:
+class WindowCoherence(TableState):
     """Page-state snapshots, invalidation and the zap listener of WindowTable."""
-
-    fs: Any
-    wins: dict[int, WinState]
-    objs: dict[int, ObjState]
-    stats: Counter[str]
 
     # ------------------------------------------------------------- page state
     def _state(self, ws: WinState, lo: int, hi: int) -> tuple[np.ndarray, ...]:

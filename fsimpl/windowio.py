@@ -9,8 +9,6 @@ they were stored go where the store was made (fsimpl/windows.py, ``pending``).
 from __future__ import annotations
 
 import errno
-from collections import Counter
-from typing import Any
 
 from vmcore.errors import Sigbus, Sigsegv, VmError
 from vmcore.vma import (
@@ -23,7 +21,7 @@ from .windowstate import (
     DISCARD,
     FUSE_WRITE_CACHE,
     PAGE_SHIFT,
-    ObjState,
+    TableState,
     WinState,
     _runs,
     _store_errno,
@@ -31,13 +29,8 @@ from .windowstate import (
 )
 
 
-class WindowIO:
+class WindowIO(TableState):
     """The data path of WindowTable."""
-
-    fs: Any
-    wins: dict[int, WinState]
-    objs: dict[int, ObjState]
-    stats: Counter[str]
 
     # -------------------------------------------------------------- data path
     def read(self, ino: int, off: int, size: int) -> list[memoryview]:

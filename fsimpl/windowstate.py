@@ -9,6 +9,7 @@ write-back targets), ``ObjState`` one object shown by windows.
 from __future__ import annotations
 
 import errno
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -108,3 +109,10 @@ def _store_errno(e: VmError) -> int:
     return e.errno
 
 
+class TableState:
+    """The WindowTable attributes that its coherence and data-path mixins use."""
+
+    fs: Any
+    wins: dict[int, WinState]
+    objs: dict[int, ObjState]
+    stats: Counter[str]
