@@ -10,19 +10,21 @@ import pytest
 from tests.support.mounts import shmfs_mount, tmpfs_mount
 
 
+def _options(request: pytest.FixtureRequest) -> str:
+    """The -o options of @pytest.mark.shmfs_options("..."), for both sides."""
+    marker = request.node.get_closest_marker("shmfs_options")
+    return marker.args[0] if marker else ""
+
+
 @pytest.fixture
 def shmfs(request: pytest.FixtureRequest) -> Iterator[Path]:
-    """A fresh shmfs for one test; options via @pytest.mark.parametrize indirect or marker."""
-    marker = request.node.get_closest_marker("shmfs_options")
-    options = marker.args[0] if marker else ""
-    with shmfs_mount(options) as mnt:
+    """A fresh shmfs for one test, with the test's shmfs_options marker."""
+    with shmfs_mount(_options(request)) as mnt:
         yield mnt
 
 
 @pytest.fixture
 def tmpfs(request: pytest.FixtureRequest) -> Iterator[Path]:
     """A fresh kernel tmpfs, mounted with the same options as the shmfs of the test."""
-    marker = request.node.get_closest_marker("shmfs_options")
-    options = marker.args[0] if marker else ""
-    with tmpfs_mount(options) as mnt:
+    with tmpfs_mount(_options(request)) as mnt:
         yield mnt
