@@ -1,10 +1,10 @@
-"""The FUSE session: one trio loop that reads /dev/fuse and answers.
+"""The FUSE session: a reader thread answers /dev/fuse; trio watches signals.
 
 Every request is handled synchronously by ``Operations.handle`` (all state is
 in memory, so there is nothing to wait for) and its reply is written before the
-next request is read. The loop tries the read first and only parks in
-``wait_readable`` when the device says EAGAIN, so a busy stream of requests
-costs one syscall per request each way.
+next request is read. The reader spins briefly on the non-blocking device after
+each request and then sleeps in poll(2), so a busy stream of requests costs one
+syscall each way and an idle one no CPU (docs/decisions.md, docs/performance.md).
 
 Kernel notifications (NOTIFY_INVAL_INODE / INVAL_ENTRY) that a handler queued in
 fsimpl are written by a dedicated writer thread, never by the reader: an
@@ -55,7 +55,6 @@ log = logging.getLogger("shmfs.session")
 # A request is at most max_write (1 MiB) plus its headers; the kernel refuses
 # reads into buffers smaller than that.
 BUFFER_SIZE = (1 << 20) + 64 * 1024
-YIELD_EVERY = 64  # requests between trio checkpoints, so signals are seen under load
 # Fresh arena memory kept populated ahead of large writes by a background thread
 # (vmcore.arena.Arena.start_populate_ahead): 1 MiB writes 0.8 -> 1.2 GB/s on a quiet
 # machine, no gain when both cores are busy (docs/performance.md).
@@ -108,7 +107,6 @@ class Session:
         *,
         on_ready: Callable[[], None] | None = None,
         debug: bool = False,
-        blocking_reader: bool = True,
         populate_ahead: int = POPULATE_AHEAD_BYTES,
         spin_ns: int = SPIN_NS,
     ) -> None:
@@ -118,10 +116,8 @@ class Session:
         self.mountpoint = mountpoint
         self.on_ready = on_ready
         self.debug = debug
-        self.blocking_reader = blocking_reader
         self.populate_ahead = populate_ahead
         self.spin_ns = spin_ns
-        self._trio_token: trio.lowlevel.TrioToken | None = None
         self.stats = SessionStats()
         self._buf = bytearray(BUFFER_SIZE)
         self._view = memoryview(self._buf)
@@ -135,7 +131,6 @@ class Session:
 
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
-        self._trio_token = trio.lowlevel.current_trio_token()
         self._start_populate_ahead()
         writer = threading.Thread(target=self._notifier, name="shmfs-notify", daemon=True)
         writer.start()
@@ -143,13 +138,7 @@ class Session:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signal_watcher, nursery.cancel_scope)
                 try:
-                    if self.blocking_reader:
-                        os.set_blocking(self.fd, True)
-                        await trio.to_thread.run_sync(self._blocking_loop,
-                                                      abandon_on_cancel=True)
-                    else:
-                        os.set_blocking(self.fd, False)
-                        await self._loop()
+                    await trio.to_thread.run_sync(self._blocking_loop, abandon_on_cancel=True)
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
@@ -202,6 +191,7 @@ class Session:
     def _sleeping_loop(self) -> None:
         """The request loop without spinning: a blocking read(2) on the device."""
         fd, buf, view = self.fd, self._buf, self._view
+        os.set_blocking(fd, True)
         while not self._done:
             n = _read_request(fd, buf)
             if n is None:
@@ -209,28 +199,6 @@ class Session:
             if n < 0:
                 return
             self._handle(view[:n])
-
-    async def _loop(self) -> None:
-        fd, buf, view = self.fd, self._buf, self._view
-        handled = 0
-        while not self._done:
-            try:
-                n = os.readv(fd, [buf])
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)
-                continue
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if e.errno == errno.ENOENT:  # the request was interrupted before we read it
-                    continue
-                if e.errno == errno.ENODEV:  # unmounted
-                    return
-                raise
-            self._handle(view[:n])
-            handled += 1
-            if handled % YIELD_EVERY == 0:
-                await trio.lowlevel.checkpoint()
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
@@ -263,7 +231,7 @@ class Session:
                 self._write(out)  # reply first: no WRITE reply ever waits for a notification
             elif out is not None:
                 # the reply may reference the request buffer or arena views: copy it
-                msgs.append([b"".join(bytes(b) for b in out)])
+                msgs.append([b"".join(out)])
             msgs.extend([encode_notify(ev)] for ev in after)
             self.stats.notifications += len(events) + len(after)
             self._queue_notify(msgs)
@@ -271,7 +239,7 @@ class Session:
             if opcode not in (OPCODE_READ, OPCODE_WRITE) and self._pending:
                 # order behind notifications still queued: fsync/ioctl/... return only
                 # after every earlier invalidation reached the kernel
-                self._queue_notify([[b"".join(bytes(b) for b in out)]])
+                self._queue_notify([[b"".join(out)]])
             else:
                 self._write(out)
         if opcode == OPCODE_INIT and self.on_ready is not None:
