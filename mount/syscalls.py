@@ -1,8 +1,9 @@
 """Linux syscalls the os module lacks, for shmfs's tools and tests.
 
-``fallocate(2)`` with its modes (os has only posix_fallocate): the demo, the
-stress and window tools and the tests all punch holes with it, so it lives
-once, here, next to the other code that talks to the kernel.
+``fallocate(2)`` with its modes (os has only posix_fallocate) and
+``renameat2(2)`` with its flags: the demo, the stress and window tools and the
+tests all use them, so they live once, here, next to the other code that talks
+to the kernel.
 """
 
 from __future__ import annotations
@@ -25,3 +26,20 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     if _libc.fallocate(fd, mode, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+RENAME_NOREPLACE = 1 << 0
+RENAME_EXCHANGE = 1 << 1
+RENAME_WHITEOUT = 1 << 2
+AT_FDCWD = -100
+
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_uint]
+
+
+def renameat2(old: str | os.PathLike[str], new: str | os.PathLike[str], flags: int,
+              olddirfd: int = AT_FDCWD, newdirfd: int = AT_FDCWD) -> None:
+    """renameat2(2) (NOREPLACE, EXCHANGE, WHITEOUT); raises OSError naming both paths."""
+    if _libc.renameat2(olddirfd, os.fsencode(old), newdirfd, os.fsencode(new), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), os.fspath(old), None, os.fspath(new))

@@ -14,32 +14,22 @@ check a file it finds under any name without knowing who made it.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import random
 import struct
 from dataclasses import dataclass
 
-from mount.syscalls import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate  # noqa: F401
+from mount.syscalls import (  # noqa: F401 -- the op kinds import them from here
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    fallocate,
+    renameat2,
+)
 
 PAGE = 4096
-
-RENAME_NOREPLACE = 1 << 0
-RENAME_EXCHANGE = 1 << 1
-AT_FDCWD = -100
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                            ctypes.c_uint]
-
-
-def renameat2(old: str, new: str, flags: int) -> None:
-    """renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE; raises OSError."""
-    if _libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), old, None, new)
-
 
 class Mismatch(Exception):
     """A verification failed: the filesystem returned bytes the oracle forbids."""

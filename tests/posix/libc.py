@@ -16,7 +16,11 @@ from mount.syscalls import (  # noqa: F401 -- the cases import them from here
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     FALLOC_FL_ZERO_RANGE,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    RENAME_WHITEOUT,
     fallocate,
+    renameat2,
 )
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -26,9 +30,6 @@ AT_EMPTY_PATH = 0x1000
 AT_SYMLINK_FOLLOW = 0x400
 AT_SYMLINK_NOFOLLOW = 0x100
 
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-RENAME_WHITEOUT = 4
 
 
 UTIME_NOW = (1 << 30) - 1
@@ -44,15 +45,6 @@ def _check(ret: int) -> int:
 
 def _b(path: str | bytes) -> bytes:
     return os.fsencode(path)
-
-
-_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                            ctypes.c_uint]
-
-
-def renameat2(old: str, new: str, flags: int, olddirfd: int = AT_FDCWD,
-              newdirfd: int = AT_FDCWD) -> None:
-    _check(_libc.renameat2(olddirfd, _b(old), newdirfd, _b(new), flags))
 
 
 _libc.linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
