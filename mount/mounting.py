@@ -148,15 +148,28 @@ def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
         raise MountError(f"fusermount3 -u failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
-def is_mounted(mountpoint: Path) -> bool:
-    """True if /proc/self/mountinfo lists mountpoint (alive or ENOTCONN)."""
-    target = os.path.realpath(mountpoint)
+def mount_device(mountpoint: Path) -> str | None:
+    """The "major:minor" of the mount on top of mountpoint (/proc/self/mountinfo),
+    or None when nothing is mounted there.
+
+    Only the parent directory is resolved: a stat of the mountpoint itself waits
+    on the mount -- forever if its daemon hangs, and the daemon calls this from
+    the very thread that must answer (set_readahead).
+    """
+    p = Path(os.path.abspath(mountpoint))
+    target = os.path.join(os.path.realpath(p.parent), p.name)
+    dev = None
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             fields = line.split()
             if len(fields) > 4 and _unescape(fields[4]) == target:
-                return True
-    return False
+                dev = fields[2].decode()  # the last match is the mount on top
+    return dev
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    """True if something (alive or ENOTCONN) is mounted on mountpoint."""
+    return mount_device(mountpoint) is not None
 
 
 def _unescape(field: bytes) -> str:
@@ -172,18 +185,11 @@ def set_readahead(mountpoint: Path, kib: int) -> bool:
     The kernel caps a FUSE mount's readahead at its 128 KiB default, so cold
     sequential reads would travel in 128 KiB requests although INIT allows
     1 MiB. Found through /proc/self/mountinfo, never through the mount itself:
-    this runs on the thread that serves the mount, so mountpoint must already
-    be resolved (a realpath() here would stat the mount and wait on itself).
+    this runs on the thread that serves the mount (mount_device).
     """
-    target = os.fspath(mountpoint)
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4 and _unescape(fields[4]) == target:
-                dev = fields[2].decode()
-                break
-        else:
-            return False
+    dev = mount_device(mountpoint)
+    if dev is None:
+        return False
     try:
         with open(f"/sys/class/bdi/{dev}/read_ahead_kb", "w") as f:
             f.write(str(kib))

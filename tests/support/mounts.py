@@ -21,6 +21,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mount.mounting import is_mounted, mount_device
+
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 30.0
 EXIT_TIMEOUT = 30.0
@@ -36,12 +38,6 @@ class MountFailed(RuntimeError):
 def _umount(path: Path, lazy: bool = False) -> int:
     rc = _libc.umount2(os.fsencode(path), 2 if lazy else 0)
     return 0 if rc == 0 else ctypes.get_errno()
-
-
-def _is_mounted(path: Path) -> bool:
-    target = os.fsencode(os.path.realpath(path))
-    with open("/proc/self/mountinfo", "rb") as f:
-        return any(line.split()[4] == target for line in f)
 
 
 def daemon_pid(mountpoint: Path) -> int:
@@ -96,14 +92,8 @@ def shmfs_mount(options: str = "", *, debug: bool = False,
 
 def _fuse_connection(mnt: Path) -> Path | None:
     """/sys/fs/fuse/connections/N for the mount at mnt (N is its device minor)."""
-    target = os.fsencode(os.path.realpath(mnt.parent)) + b"/" + os.fsencode(mnt.name)
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == target:
-                minor = fields[2].split(b":")[1].decode()
-                return Path("/sys/fs/fuse/connections") / minor
-    return None
+    dev = mount_device(mnt)
+    return None if dev is None else Path("/sys/fs/fuse/connections") / dev.split(":")[1]
 
 
 def _abort(mnt: Path) -> None:
@@ -119,7 +109,7 @@ def _teardown(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
 
     Only mountinfo and sysfs are consulted: a stat of a hung mount would hang too.
     """
-    if _is_mounted(mnt) and _umount(mnt) != 0:
+    if is_mounted(mnt) and _umount(mnt) != 0:
         _umount(mnt, lazy=True)
     try:
         proc.wait(timeout=EXIT_TIMEOUT)
@@ -127,7 +117,7 @@ def _teardown(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
         _abort(mnt)
         proc.kill()
         proc.wait()
-    if _is_mounted(mnt):  # the daemon died without unmounting: clear ENOTCONN
+    if is_mounted(mnt):  # the daemon died without unmounting: clear ENOTCONN
         _abort(mnt)
         _umount(mnt, lazy=True)
 
