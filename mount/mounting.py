@@ -9,6 +9,7 @@ umount2(2) for root, ``fusermount3 -u`` otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -23,6 +24,7 @@ MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MNT_DETACH = 0x2
+FUSECTL = Path("/sys/fs/fuse/connections")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
@@ -165,6 +167,21 @@ def mount_device(mountpoint: Path) -> str | None:
             if len(fields) > 4 and _unescape(fields[4]) == target:
                 dev = fields[2].decode()  # the last match is the mount on top
     return dev
+
+
+def abort_connection(mountpoint: Path) -> None:
+    """Abort the FUSE connection of the mount at mountpoint (root only): its
+    requests fail with ENOTCONN and the daemon reads ENODEV. For a daemon that
+    stopped answering, whose mount anything touching it -- cleanup included --
+    would otherwise wait on forever."""
+    dev = mount_device(mountpoint)
+    if dev is None:
+        return
+    if not os.path.ismount(FUSECTL):
+        subprocess.run(["mount", "-t", "fusectl", "none", str(FUSECTL)],
+                       check=False, capture_output=True)
+    with contextlib.suppress(OSError):
+        (FUSECTL / dev.split(":")[1] / "abort").write_text("1")
 
 
 def is_mounted(mountpoint: Path) -> bool:

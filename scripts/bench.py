@@ -35,8 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import chart, report
 from benchlib.engine import CEngine, make_engine
-from benchlib.targets import Target, fuse_abort, parse_targets
+from benchlib.targets import Target, parse_targets
 from benchlib.workloads import Config, Result, Runner
+
+from mount.mounting import abort_connection
 
 DEFAULT_OUT = Path("/tmp/shmfs-bench-results")
 # units that allocate file data: the guest-memory warm-up runs right before each
@@ -146,7 +148,7 @@ def abort_fuse(targets: list[Target]) -> None:
     for t in targets:
         if t.kind == "shmfs" and t.mounted:
             progress(f"aborting the FUSE connection of {t.path} (daemon not answering)")
-            fuse_abort(t.path)
+            abort_connection(t.path)
 
 
 def start_watchdog(targets: list[Target], grace: float = 5.0) -> None:

@@ -22,44 +22,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mount.mounting import abort_connection
+
 REPO = Path(__file__).resolve().parents[2]
 MOUNT_TIMEOUT = 60
 MNT_DETACH = 2
-FUSECTL = Path("/sys/fs/fuse/connections")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
-
-def _mount_dev(mountpoint: Path) -> str | None:
-    """'major:minor' of the mount at `mountpoint` from mountinfo (no stat of the fs)."""
-    want = str(mountpoint)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 4 and parts[4].replace("\\040", " ") == want:
-                found = parts[2]
-    return found
-
-
-def fuse_abort(mountpoint: Path) -> None:
-    """Abort a FUSE connection (its requests fail with ENOTCONN, the daemon sees EOF).
-
-    For a daemon that stopped answering: otherwise anything that touches the
-    mount, including our own cleanup, would wait for it forever.
-    """
-    dev = _mount_dev(mountpoint)
-    if dev is None:
-        return
-    if not os.path.ismount(FUSECTL):
-        subprocess.run(["mount", "-t", "fusectl", "none", str(FUSECTL)],
-                       check=False, capture_output=True)
-    abort = FUSECTL / dev.split(":")[1] / "abort"
-    try:
-        abort.write_text("1")
-    except OSError:
-        pass
 
 
 def _mount_fstype(mountpoint: Path) -> str | None:
@@ -206,7 +176,7 @@ class Target:
         target = os.fsencode(str(self.path))
         if _mount_fstype(self.path) is not None and _libc.umount2(target, 0) != 0:
             if self.kind == "shmfs":
-                fuse_abort(self.path)
+                abort_connection(self.path)
             _libc.umount2(target, MNT_DETACH)
         if self.kind == "shmfs" and self.daemon_pid:
             self._reap_daemon(self.daemon_pid)

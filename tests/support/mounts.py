@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mount.mounting import is_mounted, mount_device
+from mount.mounting import abort_connection, is_mounted
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 30.0
@@ -90,20 +90,6 @@ def shmfs_mount(options: str = "", *, debug: bool = False,
             print(log_text, file=sys.stderr)
 
 
-def _fuse_connection(mnt: Path) -> Path | None:
-    """/sys/fs/fuse/connections/N for the mount at mnt (N is its device minor)."""
-    dev = mount_device(mnt)
-    return None if dev is None else Path("/sys/fs/fuse/connections") / dev.split(":")[1]
-
-
-def _abort(mnt: Path) -> None:
-    """Cut a hung daemon off: every waiter gets ENOTCONN instead of hanging."""
-    conn = _fuse_connection(mnt)
-    if conn is not None:
-        with contextlib.suppress(OSError):
-            (conn / "abort").write_text("1")
-
-
 def _teardown(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
     """Unmount, reap the daemon; a daemon that hangs is aborted, never waited on forever.
 
@@ -114,11 +100,11 @@ def _teardown(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
     try:
         proc.wait(timeout=EXIT_TIMEOUT)
     except subprocess.TimeoutExpired:
-        _abort(mnt)
+        abort_connection(mnt)
         proc.kill()
         proc.wait()
     if is_mounted(mnt):  # the daemon died without unmounting: clear ENOTCONN
-        _abort(mnt)
+        abort_connection(mnt)
         _umount(mnt, lazy=True)
 
 
