@@ -34,6 +34,25 @@ def _dev_fuse_mode(mode: int) -> Iterator[None]:
         os.chmod("/dev/fuse", old)
 
 
+@contextlib.contextmanager
+def _traversable(*paths: Path) -> Iterator[None]:
+    """Let other users reach paths (the repo and this venv's packages) for the test:
+    directories on the way that others cannot search get o+x, restored after. A
+    checkout may live under a 0700 directory (mktemp -d)."""
+    changed: list[tuple[Path, int]] = []
+    try:
+        for path in paths:
+            for d in [path, *path.parents]:
+                mode = d.stat().st_mode & 0o7777
+                if not mode & 0o001 and all(d != c for c, _ in changed):
+                    changed.append((d, mode))
+                    os.chmod(d, mode | 0o001)
+        yield
+    finally:
+        for d, mode in reversed(changed):
+            os.chmod(d, mode)
+
+
 def _python_for(uid: int) -> list[str]:
     """An interpreter the user can run, with this venv's packages importable."""
     site = sysconfig.get_paths()["purelib"]
@@ -74,7 +93,8 @@ def test_normal_user_mounts_uses_and_unmounts() -> None:
     os.chown(mnt, NOBODY, NOBODY)
     as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     try:
-        with _dev_fuse_mode(0o666):
+        site = Path(sysconfig.get_paths()["purelib"])
+        with _dev_fuse_mode(0o666), _traversable(ROOT, site):
             py = _python_for(NOBODY)
             r = subprocess.run([*as_nobody, *py, "-m", "mount.cli", str(mnt), "-o", "size=1m"],
                                cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
