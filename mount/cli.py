@@ -39,7 +39,8 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", type=Path)
     p.add_argument("-o", dest="options", action="append", default=[],
                    help="size=,nr_blocks=,nr_inodes=,mode=,uid=,gid=,allow_other,"
-                        "nosuid,nodev,noexec (as tmpfs)")
+                        "nosuid,nodev,noexec (as tmpfs); cpu_latency=US|off (shmfs's own: "
+                        "CPU wake-up latency held while busy, default 0 as root)")
     p.add_argument("-f", "--foreground", action="store_true", help="do not daemonise")
     p.add_argument("--debug", action="store_true", help="log every request (implies -f)")
     p.add_argument("--log", type=Path, help="log file for the daemon (default: none)")
@@ -152,6 +153,7 @@ def _run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[st
     import trio
 
     from fsimpl import FsOptions, ShmFs
+    from mount.cpulatency import CpuLatencyHold
     from mount.ops import Operations, OpsConfig
     from mount.session import Session
 
@@ -183,7 +185,8 @@ def _run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[st
             mounting.set_readahead(mnt, READAHEAD_KIB)
         report("ok")
 
-    session = Session(fd, ops, mnt, on_ready=ready, debug=debug)
+    session = Session(fd, ops, mnt, on_ready=ready, debug=debug,
+                      cpu_latency=CpuLatencyHold(opts.cpu_latency_us))
     try:
         trio.run(session.serve)
     except KeyboardInterrupt:

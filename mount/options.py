@@ -50,6 +50,9 @@ class MountOptions:
     gid: int = 0
     allow_other: bool = False
     ms_flags: int = MS_NOSUID | MS_NODEV
+    # PM QoS wake-up latency (µs) held while requests stream in; None = off
+    # (mount/cpulatency.py). Not a tmpfs option: shmfs's own.
+    cpu_latency_us: int | None = 0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -119,6 +122,8 @@ def parse_options(text: str, *, uid: int = 0, gid: int = 0) -> MountOptions:
             if n < 0:
                 raise OptionError(f"bad {key} '{value}'")
             setattr(opts, key, n)
+        elif key == "cpu_latency":
+            opts.cpu_latency_us = _parse_cpu_latency(value)
         elif key == "allow_other":
             opts.allow_other = True
         elif key in ("rw", "defaults", "inode64", "suid", "dev", "exec", "nosuid", "nodev",
@@ -127,6 +132,19 @@ def parse_options(text: str, *, uid: int = 0, gid: int = 0) -> MountOptions:
         else:
             raise OptionError(f"unknown option '{item}'")
     return opts
+
+
+def _parse_cpu_latency(value: str) -> int | None:
+    """cpu_latency=off or a number of microseconds (0 = idle CPUs poll)."""
+    if value == "off":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise OptionError(f"bad cpu_latency '{value}' (microseconds or 'off')") from None
+    if not 0 <= n < 2_000_000_000:
+        raise OptionError(f"bad cpu_latency '{value}'")
+    return n
 
 
 def _apply_flag(opts: MountOptions, key: str) -> None:

@@ -48,6 +48,7 @@ import trio
 
 from mount import mounting
 from mount.codec import CodecError, encode_notify, parse_request, reply_error
+from mount.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
 from mount.ops import Operations
 
 log = logging.getLogger("shmfs.session")
@@ -109,6 +110,7 @@ class Session:
         debug: bool = False,
         populate_ahead: int = POPULATE_AHEAD_BYTES,
         spin_ns: int = SPIN_NS,
+        cpu_latency: CpuLatencyHold | None = None,
     ) -> None:
         self.fd = fd
         self.ops = ops
@@ -118,6 +120,9 @@ class Session:
         self.debug = debug
         self.populate_ahead = populate_ahead
         self.spin_ns = spin_ns
+        # held while requests stream in (mount/cpulatency.py); disabled by default here,
+        # the CLI passes the -o cpu_latency= choice
+        self.cpu_latency = cpu_latency if cpu_latency is not None else CpuLatencyHold(None)
         self.stats = SessionStats()
         self._buf = bytearray(BUFFER_SIZE)
         self._view = memoryview(self._buf)
@@ -167,26 +172,38 @@ class Session:
             self._sleeping_loop()
             return
         # Spin, then sleep: the device is non-blocking, EAGAIN within spin_ns of
-        # the last request retries at once, later it waits in poll(2).
+        # the last request retries at once, later it waits in poll(2). The CPU
+        # latency request is engaged by the first request of a burst and released
+        # after RELEASE_AFTER_S without one.
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         clock = time.perf_counter_ns
+        hold = self.cpu_latency
+        release_ms = RELEASE_AFTER_S * 1000
         last = clock()
-        while not self._done:
-            try:
-                n = _read_request(fd, buf)
-            except BlockingIOError:
-                if clock() - last >= spin_ns:
-                    poller.poll()
-                    last = clock()
-                continue
-            if n is None:
-                continue
-            if n < 0:
-                return
-            self._handle(view[:n])
-            last = clock()
+        try:
+            while not self._done:
+                try:
+                    n = _read_request(fd, buf)
+                except BlockingIOError:
+                    if clock() - last >= spin_ns:
+                        if hold.engaged and not poller.poll(release_ms):
+                            hold.release()
+                        if not hold.engaged:
+                            poller.poll()
+                        last = clock()
+                    continue
+                if n is None:
+                    continue
+                if n < 0:
+                    return
+                if not hold.engaged:
+                    hold.engage()
+                self._handle(view[:n])
+                last = clock()
+        finally:
+            hold.close()
 
     def _sleeping_loop(self) -> None:
         """The request loop without spinning: a blocking read(2) on the device."""
@@ -322,4 +339,10 @@ class Session:
             "notifications": self.stats.notifications,
             "codec_errors": self.stats.codec_errors,
             "write_errors": self.stats.write_errors,
+            "cpu_latency": {
+                "available": self.cpu_latency.available,
+                "latency_us": self.cpu_latency.latency_us,
+                "engaged": self.cpu_latency.engaged,
+                "engagements": self.cpu_latency.engagements,
+            },
         }

@@ -209,6 +209,12 @@ def format_stats(doc: dict[str, Any]) -> str:
                  f"   ({counters.get('inval_pages', 0):,} pages)")
     lines.append("session")
     lines.append(f"  notifications sent  {sess.get('notifications', 0):>12,}")
+    qos = sess.get("cpu_latency", {})
+    if qos.get("available"):
+        lines.append(f"  cpu latency holds   {qos.get('engagements', 0):>12,}"
+                     f"   ({qos.get('latency_us')} us while busy)")
+    else:
+        lines.append("  cpu latency hold             off")
     reqs = sess.get("requests", {})
     if reqs:
         lines.append(f"  {'opcode':<14} {'count':>12} {'mean us':>10}")

@@ -10,6 +10,7 @@ unmounted on success, error, Ctrl-C or SIGTERM.
     sudo .venv/bin/python scripts/bench.py                 # full run, shmfs vs tmpfs
     sudo .venv/bin/python scripts/bench.py --quick         # a short run
     sudo .venv/bin/python scripts/bench.py --targets tmpfs,tmpfs --quick
+    sudo .venv/bin/python scripts/bench.py --targets shmfs,shmfs:cpu_latency=off --quick
     .venv/bin/python scripts/bench.py --targets dir:/tmp/a,dir:/tmp/b --quick
     .venv/bin/python scripts/bench.py --from-json RESULTS.json --check-floors
 
@@ -50,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--targets", default="shmfs,tmpfs",
-                   help="SUBJECT,REFERENCE: each shmfs, tmpfs or dir:PATH (default shmfs,tmpfs)")
+                   help="SUBJECT,REFERENCE: each shmfs, shmfs:OPT+OPT (extra -o options), "
+                        "tmpfs or dir:PATH (default shmfs,tmpfs)")
     p.add_argument("--quick", action="store_true",
                    help="small sizes and counts (64 MiB files, 2,000 entries): seconds")
     p.add_argument("--engine", choices=["auto", "c", "python"], default="auto",

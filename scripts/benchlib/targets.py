@@ -1,6 +1,7 @@
 """The filesystems a benchmark run compares, and their mounting and unmounting.
 
-A target spec is ``shmfs``, ``tmpfs`` or ``dir:/some/path`` (an existing
+A target spec is ``shmfs``, ``shmfs:OPT+OPT`` (extra ``-o`` options joined
+by ``+``, e.g. ``shmfs:cpu_latency=off``), ``tmpfs`` or ``dir:/some/path`` (an existing
 directory, benchmarked as it is -- useful without root or for any other
 filesystem). ``tmpfs`` and ``shmfs`` targets are fresh mounts made for this run
 on a private temporary mountpoint; ``Target.close`` always unmounts them (the
@@ -107,6 +108,7 @@ class Target:
     mount_options: str = ""
     rss_at_mount: int | None = None
     command: list[str] | None = None
+    extra_options: str = ""
 
     def open(self) -> None:
         """Make the target ready: mount a fresh filesystem, or check the directory."""
@@ -118,7 +120,7 @@ class Target:
         self._tmpdir = Path(tempfile.mkdtemp(prefix=f"shmfs-bench-{self.kind}-"))
         self.path = self._tmpdir / "mnt"
         self.path.mkdir()
-        self.mount_options = f"size={self.size}"
+        self.mount_options = ",".join(filter(None, [f"size={self.size}", self.extra_options]))
         if self.kind == "tmpfs":
             self.command = ["mount", "-t", "tmpfs", "-o", self.mount_options, "tmpfs",
                             str(self.path)]
@@ -214,16 +216,20 @@ def parse_targets(spec: str, size: str) -> list[Target]:
     out: list[Target] = []
     seen: dict[str, int] = {}
     for part in (p.strip() for p in spec.split(",")):
+        extra = ""
         if part in ("shmfs", "tmpfs"):
             kind = part
+        elif part.startswith("shmfs:"):
+            kind = "shmfs"
+            extra = part[len("shmfs:"):].replace("+", ",")
         elif part.startswith("dir:"):
             kind = "dir"
         else:
-            raise ValueError(f"bad target {part!r}: use shmfs, tmpfs or dir:PATH")
+            raise ValueError(f"bad target {part!r}: use shmfs, shmfs:OPT+OPT, tmpfs or dir:PATH")
         base = part if kind != "dir" else Path(part[4:]).name or "dir"
         seen[base] = seen.get(base, 0) + 1
         label = base if seen[base] == 1 else f"{base}#{seen[base]}"
-        out.append(Target(spec=part, label=label, kind=kind, size=size))
+        out.append(Target(spec=part, label=label, kind=kind, size=size, extra_options=extra))
     if len(out) != 2:
         raise ValueError("give exactly two targets: SUBJECT,REFERENCE (e.g. shmfs,tmpfs)")
     return out
