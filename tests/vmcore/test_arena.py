@@ -184,3 +184,58 @@ def test_populate_ahead_keeps_frames_zeroed_data_intact_and_memory_bounded() -> 
     finally:
         a.close()
     assert not thread.is_alive()
+
+
+# -- copy_in_lazy: a WRITE's copy may follow its reply ---------------------------------
+
+BIG = 64 << 10  # DEFER_MIN_BYTES
+
+
+def _read(arena: Arena, frames: np.ndarray, off: int, n: int) -> bytes:
+    return b"".join(bytes(v) for v in arena.views(frames, off, n))
+
+
+def test_lazy_copy_is_queued_and_done_before_any_access(arena: Arena) -> None:
+    arena.defer_copies = True
+    frames = arena.alloc(BIG // PAGE_SIZE)
+    src = bytearray(os.urandom(BIG))
+    arena.copy_in_lazy(frames, 0, memoryview(src))
+    assert arena.copies_deferred == 1
+    assert not any(bytes(arena._bufs[0][int(frames[0]) * PAGE_SIZE:][:16]))  # not yet
+    # every way of looking at the frames performs the queued copy first
+    assert _read(arena, frames, 0, BIG) == bytes(src)
+    src2 = bytearray(os.urandom(BIG))
+    arena.copy_in_lazy(frames, 0, memoryview(src2))
+    assert bytes(arena.view(int(frames[3]))) == bytes(src2[3 * PAGE_SIZE:4 * PAGE_SIZE])
+    arena.copy_in_lazy(frames, 0, memoryview(bytes(BIG)))
+    assert not arena.page(int(frames[1])).any()
+
+
+def test_lazy_copies_apply_in_order_and_before_a_direct_copy(arena: Arena) -> None:
+    arena.defer_copies = True
+    frames = arena.alloc(BIG // PAGE_SIZE)
+    arena.copy_in_lazy(frames, 0, memoryview(b"a" * BIG))
+    arena.copy_in_lazy(frames, 0, memoryview(b"b" * BIG))
+    arena.copy_in(frames[:1], 0, memoryview(b"c" * 10))  # flushes the two queued first
+    assert _read(arena, frames, 0, 12) == b"c" * 10 + b"bb"
+    arena.copy_in_lazy(frames, 0, memoryview(b"d" * BIG))
+    arena.zero_range(int(frames[0]), 0, 5)  # flushes first, then zeroes
+    assert _read(arena, frames, 0, 7) == bytes(5) + b"dd"
+
+
+def test_free_performs_queued_copies_before_punching(arena: Arena) -> None:
+    arena.defer_copies = True
+    frames = arena.alloc(BIG // PAGE_SIZE)
+    arena.copy_in_lazy(frames, 0, memoryview(b"x" * BIG))
+    arena.free(frames)  # the copy must not land in frames that are no longer ours
+    again = arena.alloc(BIG // PAGE_SIZE)
+    assert not any(_read(arena, again, 0, BIG))
+
+
+def test_small_copies_and_defer_off_copy_at_once(arena: Arena) -> None:
+    frames = arena.alloc(BIG // PAGE_SIZE)
+    arena.copy_in_lazy(frames, 0, memoryview(b"y" * BIG))  # defer_copies is off
+    arena.defer_copies = True
+    arena.copy_in_lazy(frames, 0, memoryview(b"z" * (BIG - 1)))  # below the threshold
+    assert arena.copies_deferred == 0
+    assert bytes(arena._bufs[0][int(frames[0]) * PAGE_SIZE:][:BIG]) == b"z" * (BIG - 1) + b"y"
