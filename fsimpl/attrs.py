@@ -6,6 +6,7 @@ import errno
 import os
 import stat
 
+from . import acl
 from .errors import FsError
 from .inode import Inode
 from .state import FsCore, counted
@@ -79,6 +80,8 @@ class AttrOps(FsCore):
           lacks CAP_FSETID) drops S_ISUID/S_ISGID of a non-directory as a write does.
         - ``chown`` marks a chown that named no ids (chown(f, -1, -1) arrives as
           an empty SETATTR under HANDLE_KILLPRIV_V2): the chown rule above applies.
+        - a new ``mode`` rewrites the access ACL's owner, mask (or group) and
+          other entries (posix_acl_chmod); named entries stay.
         - ctime becomes now (or ``ctime_ns``) on every call, even one that sets
           nothing: notify_change always stamps ATTR_CTIME, and 6.18 tmpfs moves
           ctime on chown(f, -1, -1), which reaches FUSE as an empty SETATTR.
@@ -116,6 +119,8 @@ class AttrOps(FsCore):
                 self._kill_suid(inode)
         if mode is not None:
             inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
+            if inode.acl_access is not None:  # shmem_setattr -> posix_acl_chmod
+                inode.acl_access = acl.chmod(inode.acl_access, inode.mode)
         if atime_now or atime_ns is not None:
             inode.atime_ns = now if atime_now else int(atime_ns)  # type: ignore[arg-type]
         if mtime_now or mtime_ns is not None:
@@ -137,14 +142,20 @@ class AttrOps(FsCore):
     # ------------------------------------------------------------------ access
     @counted
     def access(self, ino: int, mask: int, ctx: Ctx) -> None:
-        """access(2) by owner/group/other bits (supplementary groups unknown here).
-        Root passes R/W always and X when any x bit is set or it is a directory."""
+        """access(2) by owner/group/other bits, or through the access ACL when
+        there is one (supplementary groups unknown here). Root passes R/W
+        always and X when any x bit is set or it is a directory."""
         inode = self._get(ino)
         mask &= os.R_OK | os.W_OK | os.X_OK
         if not mask:
             return
         if ctx.uid == 0:
             if mask & os.X_OK and not inode.is_dir and not inode.mode & 0o111:
+                raise FsError(errno.EACCES)
+            return
+        if inode.acl_access is not None and ctx.uid != inode.uid:
+            if not acl.permission(inode.acl_access, mask, ctx.uid, {ctx.gid},
+                                  inode.uid, inode.gid):
                 raise FsError(errno.EACCES)
             return
         if ctx.uid == inode.uid:

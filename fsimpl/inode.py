@@ -22,6 +22,7 @@ from .directory import Directory
 from .types import BOGO_DIRENT_SIZE, PAGE_SIZE, Attr
 
 if TYPE_CHECKING:
+    from .acl import Acl
     from .backing import MappingLike
 
 
@@ -29,6 +30,8 @@ class Inode:
     """One file, directory, symlink or special file."""
 
     __slots__ = (
+        "acl_access",
+        "acl_default",
         "atime_ns",
         "ctime_ns",
         "dir",
@@ -67,6 +70,10 @@ class Inode:
         self.target: bytes | None = None  # symlinks only
         self.symlink_pages = 0  # 1 when the target lives in a (charged) page
         self.xattrs: dict[bytes, bytes] = {}
+        # POSIX ACLs (fsimpl/acl.py), kept apart from xattrs and not charged to
+        # ispace, like tmpfs's i_acl / i_default_acl; None = none
+        self.acl_access: Acl | None = None
+        self.acl_default: Acl | None = None  # directories only
         self.xattr_space = 0  # ispace charged for xattrs (0 when nr_inodes is unlimited)
         self.linkable = False  # an O_TMPFILE inode that link() may still name
         self.reclaimed = False  # pages and ispace already given back (see state.py)

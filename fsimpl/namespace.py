@@ -1,9 +1,11 @@
 """Names: lookup, mknod/mkdir/symlink/link, unlink/rmdir, rename, readdir.
 
 Every operation that hands the kernel an entry (lookup, mknod, mkdir, symlink,
-link; create in files.py) raises the inode's nlookup by one. Modes arrive final:
-the kernel applied the umask unless FUSE_DONT_MASK was negotiated, and fsimpl
-does not apply ``ctx.umask`` (the mount layer does, if it negotiates DONT_MASK).
+link; create in files.py) raises the inode's nlookup by one. Modes arrive as
+the caller asked for them: the mount layer negotiates FUSE_DONT_MASK, and
+fsimpl applies ``ctx.umask`` itself -- or, when the directory has a default
+ACL, ignores the umask and lets the ACL shape the mode (state._new_child,
+acl.inherit), as tmpfs does under SB_POSIXACL.
 
 ispace rules (mm/shmem.c 6.6+, checked on 6.18 with nr_inodes=8: the root takes
 one slot, 7 files fit, then create, link and setxattr all give ENOSPC):

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from vmcore.budget import Budget
 
+from . import acl
 from .backing import Backing
 from .errors import FsError
 from .inode import Inode
@@ -151,13 +152,19 @@ class FsCore:
 
     def _new_child(self, parent: Inode, mode: int, ctx: Ctx) -> Inode:
         """inode_init_owner: uid from the caller, gid from an S_ISGID parent
-        (and new subdirectories inherit S_ISGID), else the caller's gid."""
+        (and new subdirectories inherit S_ISGID), else the caller's gid.
+        Then simple_acl_create: the parent's default ACL, if any, shapes the
+        permission bits and gives the child its ACLs; else ``ctx.umask``
+        applies (acl.inherit; symlinks take neither)."""
         gid = ctx.gid
         if parent.mode & stat.S_ISGID:
             gid = parent.gid
             if stat.S_ISDIR(mode):
                 mode |= stat.S_ISGID
-        return self._alloc_inode(mode, ctx.uid, gid)
+        mode, access, default = acl.inherit(parent.acl_default, mode, ctx.umask)
+        inode = self._alloc_inode(mode, ctx.uid, gid)
+        inode.acl_access, inode.acl_default = access, default
+        return inode
 
     def _maybe_evict(self, inode: Inode) -> None:
         """Uncharge, then evict, as the counters allow (see the module docstring)."""
@@ -218,6 +225,7 @@ class FsCore:
         inode.symlink_pages = 0
         inode.xattr_space = 0
         inode.xattrs.clear()
+        inode.acl_access = inode.acl_default = None
 
     def _touch_atime(self, inode: Inode) -> None:
         """relatime (touch_atime + relatime_need_update): refresh atime when it is

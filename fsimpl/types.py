@@ -43,12 +43,15 @@ RELATIME_WINDOW_NS = 24 * 3600 * 10**9  # relatime: refresh an atime older than 
 
 @dataclass(slots=True)
 class Ctx:
-    """Who asks (from the FUSE request header)."""
+    """Who asks (from the FUSE request header). ``umask`` is what fsimpl
+    applies to a new inode's mode when its directory has no default ACL: the
+    request's umask (FUSE_DONT_MASK hands that job to the daemon); 0 when the
+    mode arrives already masked."""
 
     uid: int
     gid: int
     pid: int
-    umask: int = 0o022
+    umask: int = 0
 
 
 @dataclass(slots=True)

@@ -16,8 +16,10 @@ API (what the session and ops.py use)::
     DirentBuffer(size, plus=False)                          # READDIR(PLUS) packing
 
 Why a stateless parser: every layout that depends on negotiation is fixed by the
-INIT reply ops.py sends (protocol minor 7.38, no FUSE_SETXATTR_EXT, no
-FUSE_SECURITY_CTX), so a request can be decoded without knowing the connection.
+INIT reply ops.py sends (protocol minor 7.38, no FUSE_SECURITY_CTX), so a request
+can be decoded without knowing the connection. The one exception, SETXATTR
+(FUSE_SETXATTR_EXT is granted only when a 7.33+ kernel offers it), carries its
+layout in its own length (see _p_setxattr).
 Extensions (``total_extlen``) are stripped from the end of the body and ignored.
 
 Malformed input never escapes as anything but ``CodecError(errno, unique)``:
@@ -221,13 +223,25 @@ def _p_write(b: memoryview) -> WriteIn:
 
 
 def _p_setxattr(b: memoryview) -> SetxattrIn:
+    """Both layouts of fuse_setxattr_in: the 16-byte one (size, flags,
+    setxattr_flags, padding) that FUSE_SETXATTR_EXT brings (7.33+, granted
+    whenever offered) and the 8-byte one of older kernels. The body ends with
+    name\0 + ``size`` bytes of value in both, so the name's NUL sits at
+    len - size - 1; in the short layout everything between offset 8 and it is
+    the (NUL-free) name, in the long one offset 9 is a NUL (setxattr_flags is
+    0 or 1). That tells them apart without knowing what INIT granted."""
     size, flags = _unpack(P.SETXATTR_IN_COMPAT, b)
-    (name,), end = _names(b, P.SETXATTR_IN_COMPAT.size, 1, P.XATTR_NAME_MAX, E.ERANGE)
     if size > P.XATTR_SIZE_MAX:
         raise _Malformed(E.E2BIG, f"xattr value of {size} bytes")
+    start, setxattr_flags = P.SETXATTR_IN_COMPAT.size, 0
+    name_nul = len(b) - size - 1
+    if name_nul > P.SETXATTR_IN_EXT.size and b"\0" in bytes(b[start:name_nul]):
+        setxattr_flags = _unpack(P.SETXATTR_IN_EXT, b)[2]
+        start = P.SETXATTR_IN_EXT.size
+    (name,), end = _names(b, start, 1, P.XATTR_NAME_MAX, E.ERANGE)
     if len(b) - end < size:
         raise _Malformed(E.EINVAL, f"xattr value of {size} bytes truncated")
-    return SetxattrIn(name, bytes(b[end:end + size]), flags)
+    return SetxattrIn(name, bytes(b[end:end + size]), flags, setxattr_flags)
 
 
 def _p_getxattr(b: memoryview) -> GetxattrIn:

@@ -56,6 +56,13 @@ INIT_WANTED = (
     | P.FUSE_MAX_PAGES
     | P.FUSE_HAS_IOCTL_DIR  # window ioctls: STATS on the mount root (docs/windows.md)
     | P.FUSE_HANDLE_KILLPRIV_V2
+    # POSIX ACLs (fsimpl/acl.py): the kernel checks permissions with them and
+    # stores them through GETXATTR/SETXATTR; the daemon applies the umask
+    # (DONT_MASK) because a directory's default ACL overrides it; SETXATTR_EXT
+    # carries FUSE_SETXATTR_ACL_KILL_SGID, which needs the caller's groups.
+    | P.FUSE_POSIX_ACL
+    | P.FUSE_DONT_MASK
+    | P.FUSE_SETXATTR_EXT
 )
 
 
@@ -415,7 +422,8 @@ class Operations:
 
     def _setxattr(self, req: Request) -> Reply:
         a: P.SetxattrIn = req.args
-        self.fs.setxattr(req.nodeid, a.name, a.value, a.flags)
+        kill_sgid = bool(a.setxattr_flags & P.FUSE_SETXATTR_ACL_KILL_SGID)
+        self.fs.setxattr(req.nodeid, a.name, a.value, a.flags, kill_sgid=kill_sgid)
         return self._ok(req)
 
     def _getxattr(self, req: Request) -> Reply:
@@ -435,7 +443,7 @@ class Operations:
         return self._ok(req, value)
 
     def _removexattr(self, req: Request) -> Reply:
-        self.fs.removexattr(req.nodeid, req.args.name)
+        self.fs.removexattr(req.nodeid, req.args.name, self._ctx(req))
         return self._ok(req)
 
 

@@ -416,6 +416,7 @@ class SetxattrIn:
     name: bytes
     value: bytes
     flags: int
+    setxattr_flags: int = 0  # FUSE_SETXATTR_ACL_KILL_SGID (FUSE_SETXATTR_EXT layout only)
 
 
 @dataclass(slots=True)

@@ -204,10 +204,25 @@ def test_xattr_requests() -> None:
     assert (a.name, a.value, a.flags) == (b"user.k", b"value", 1)
     a = parse(P.Opcode.SETXATTR, struct.pack("<II", 0, 2) + b"user.empty\0").args
     assert (a.name, a.value, a.flags) == (b"user.empty", b"", 2)
+    assert a.setxattr_flags == 0
     a = parse(P.Opcode.GETXATTR, struct.pack("<II", 64, 0) + b"user.k\0").args
     assert (a.name, a.size) == (b"user.k", 64)
     assert parse(P.Opcode.LISTXATTR, struct.pack("<II", 0, 0)).args.size == 0
     assert parse(P.Opcode.REMOVEXATTR, b"user.k\0").args.name == b"user.k"
+
+
+@pytest.mark.parametrize("name", [b"u", b"user.k", b"system.posix_acl_access", b"n" * 255])
+@pytest.mark.parametrize("value", [b"", b"v", b"\0" * 20])
+@pytest.mark.parametrize("kill", [0, P.FUSE_SETXATTR_ACL_KILL_SGID])
+def test_setxattr_in_both_layouts(name: bytes, value: bytes, kill: int) -> None:
+    """FUSE_SETXATTR_EXT's 16-byte header and the old 8-byte one decode alike
+    (the layout is told by where the name's NUL falls)."""
+    ext = struct.pack("<IIII", len(value), 1, kill, 0) + name + b"\0" + value
+    a = parse(P.Opcode.SETXATTR, ext).args
+    assert (a.name, a.value, a.flags, a.setxattr_flags) == (name, value, 1, kill)
+    compat = struct.pack("<II", len(value), 1) + name + b"\0" + value
+    a = parse(P.Opcode.SETXATTR, compat).args
+    assert (a.name, a.value, a.flags, a.setxattr_flags) == (name, value, 1, 0)
 
 
 def test_misc_requests() -> None:

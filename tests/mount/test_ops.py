@@ -135,6 +135,13 @@ class FakeFs:
     def listxattr(self, ino: int, ctx: object = None) -> list[bytes]:
         return list(self.xattrs)
 
+    def setxattr(self, ino: int, name: bytes, value: bytes, flags: int, *,
+                 kill_sgid: bool = False) -> None:
+        self.calls.append(("setxattr", ino, name, value, flags, kill_sgid))
+
+    def removexattr(self, ino: int, name: bytes, ctx: Any = None) -> None:
+        self.calls.append(("removexattr", ino, name, ctx))
+
 
 @pytest.fixture
 def fs() -> FakeFs:
@@ -166,10 +173,11 @@ def test_init_negotiates_only_what_shmfs_implements(ops: Operations) -> None:
     assert flags == (P.FUSE_ASYNC_READ | P.FUSE_ATOMIC_O_TRUNC | P.FUSE_BIG_WRITES
                      | P.FUSE_DO_READDIRPLUS | P.FUSE_READDIRPLUS_AUTO | P.FUSE_PARALLEL_DIROPS
                      | P.FUSE_MAX_PAGES | P.FUSE_CACHE_SYMLINKS | P.FUSE_HANDLE_KILLPRIV_V2
-                     | P.FUSE_HAS_IOCTL_DIR)
+                     | P.FUSE_HAS_IOCTL_DIR | P.FUSE_POSIX_ACL | P.FUSE_DONT_MASK
+                     | P.FUSE_SETXATTR_EXT)
     assert flags2 == 0
-    assert not flags & (P.FUSE_WRITEBACK_CACHE | P.FUSE_DONT_MASK | P.FUSE_HANDLE_KILLPRIV
-                        | P.FUSE_AUTO_INVAL_DATA | P.FUSE_SETXATTR_EXT | P.FUSE_INIT_EXT)
+    assert not flags & (P.FUSE_WRITEBACK_CACHE | P.FUSE_HANDLE_KILLPRIV
+                        | P.FUSE_AUTO_INVAL_DATA | P.FUSE_INIT_EXT)
     assert (max_write, gran, max_pages) == (1 << 20, 1, 256)
     assert (max_bg, congestion) == (64, 48)
     assert ops.proto_minor == 38 and ops.init_flags == flags
@@ -418,6 +426,24 @@ def test_listxattr_size_probe_erange_and_list(ops: Operations, fs: FakeFs) -> No
     assert struct.unpack_from("<II", out, 16) == (len(names), 0)
     assert header(run(ops, P.Opcode.LISTXATTR, struct.pack("<II", 5, 0)))[1] == -errno.ERANGE
     assert joined(run(ops, P.Opcode.LISTXATTR, struct.pack("<II", 64, 0)))[16:] == names
+
+
+def test_setxattr_passes_the_acl_kill_sgid_flag(ops: Operations, fs: FakeFs) -> None:
+    # FUSE_SETXATTR_EXT layout: size, flags, setxattr_flags, padding
+    body = struct.pack("<IIII", 3, 0, P.FUSE_SETXATTR_ACL_KILL_SGID, 0)
+    run(ops, P.Opcode.SETXATTR, body + b"system.posix_acl_access\0abc", nodeid=100)
+    run(ops, P.Opcode.SETXATTR, struct.pack("<II", 1, 2) + b"user.k\0v", nodeid=100)
+    assert fs.calls == [
+        ("setxattr", 100, b"system.posix_acl_access", b"abc", 0, True),
+        ("setxattr", 100, b"user.k", b"v", 2, False),
+    ]
+
+
+def test_removexattr_tells_the_fs_who_asks(ops: Operations, fs: FakeFs) -> None:
+    # removing an access ACL may drop S_ISGID, depending on the caller's group
+    assert header(run(ops, P.Opcode.REMOVEXATTR, b"user.k\0", nodeid=100)) == (16, 0, 9)
+    (_, ino, name, ctx), = fs.calls
+    assert (ino, name, ctx.uid, ctx.gid, ctx.pid) == (100, b"user.k", UID, GID, PID)
 
 
 class RememberingFs(FakeFs):

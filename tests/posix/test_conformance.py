@@ -30,12 +30,8 @@ ORACLE = Side("tmpfs", mount=kernel_tmpfs)
 
 # Exclusions that apply only when the second side is shmfs, each with its reason.
 # They are strict xfails: the day shmfs behaves like tmpfs they fail as XPASS,
-# and the entry must go.
-SHMFS_EXCLUSIONS = {
-    name: "shmfs does not negotiate FUSE_POSIX_ACL (ACLs are optional in issue 5), so "
-          "system.posix_acl_* is EOPNOTSUPP"
-    for name in CASES if name.startswith("acl.")
-}
+# and the entry must go. None today.
+SHMFS_EXCLUSIONS: dict[str, str] = {}
 
 
 class _Lazy:
