@@ -19,9 +19,9 @@ Teardown always runs (errors, KeyboardInterrupt) and never touches the
 filesystem itself, since a stat of a mount whose daemon hangs hangs too: only
 /proc/self/mountinfo and fusectl are consulted. umount2(2); if that fails (a
 file still open, a daemon that is gone) the connection is aborted through
-fusectl and the mount detached lazily. Then the daemon is waited for: it
-normally leaves by itself once unmounted; if not, SIGTERM (and SIGCONT, in
-case it was stopped), then SIGKILL -- only ever the process started here.
+fusectl and the mount detached lazily. Then the daemon is waited for (and
+continued, in case it was stopped): it normally leaves by itself once
+unmounted; if not, SIGTERM, then SIGKILL -- only ever the process started here.
 The temporary directory is removed once nothing is mounted on it.
 
 Only stdlib and mount.mounting are imported: the tools load this module with
@@ -78,6 +78,10 @@ class ManagedMount:
     returncode: int | None = None
     log_text: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def poll(self) -> int | None:
+        """The daemon's exit status once it has exited, else None (it is serving)."""
+        return self._proc.poll() if self._proc is not None else self.returncode
 
     def alive(self) -> bool:
         """True while the daemon process runs (it leaves when the mount goes away)."""
@@ -217,12 +221,15 @@ def _unmount(mnt: Path) -> None:
 
 def _stop(proc: subprocess.Popen[bytes], mnt: Path, exit_timeout: float,
           term_grace: float) -> int:
-    """Wait for the daemon to leave; SIGTERM, then SIGKILL it if it does not."""
+    """Wait for the daemon to leave; SIGTERM, then SIGKILL it if it does not.
+
+    A stopped daemon (SIGSTOP, a debugger let go) is continued first: it has
+    nothing to do but read ENODEV and leave.
+    """
+    proc.send_signal(signal.SIGCONT)  # a no-op unless it was stopped
     with contextlib.suppress(subprocess.TimeoutExpired):
         return proc.wait(timeout=exit_timeout)
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-        proc.send_signal(signal.SIGCONT)  # in case it was stopped
+    proc.send_signal(signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         return proc.wait(timeout=term_grace)
     abort_connection(mnt)

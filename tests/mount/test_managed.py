@@ -165,12 +165,33 @@ def test_teardown_with_a_file_still_open_in_the_mount(tmp_path: Path) -> None:
 
 
 def test_teardown_of_a_stopped_daemon(tmp_path: Path) -> None:
-    with managed_shmfs(parent=tmp_path, exit_timeout=0.5) as m:
+    with managed_shmfs(parent=tmp_path) as m:
         (m.path / "f").write_bytes(b"x")
         os.kill(m.pid, signal.SIGSTOP)
         os.waitid(os.P_PID, m.pid, os.WSTOPPED | os.WNOWAIT)  # until it is stopped
     assert not is_mounted(m.path)
-    assert m.returncode is not None and _gone(m.pid)
+    assert m.returncode == 0
+    assert "signal 15" not in m.log_text  # continued, it left by itself: no SIGTERM needed
+    assert list(tmp_path.iterdir()) == []
+
+
+TERM_LOGGER = """
+import os, signal, sys
+def leave(signum, frame):
+    print("got SIGTERM", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, leave)
+os.write(int(sys.argv[-1]), b"ok")  # ready, though it never mounts anything
+signal.pause()
+"""
+
+
+def test_a_daemon_that_does_not_leave_by_itself_gets_sigterm(tmp_path: Path) -> None:
+    with managed_shmfs(parent=tmp_path, command=[sys.executable, "-c", TERM_LOGGER],
+                       exit_timeout=0.2) as m:
+        assert m.alive()
+    assert m.returncode == 0
+    assert "got SIGTERM" in m.log_text
     assert list(tmp_path.iterdir()) == []
 
 
