@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mount.managed import ManagedMount, MountFailed, managed_shmfs
 
-__all__ = ["ROOT", "MountFailed", "daemon_pid", "shmfs_mount", "tmpfs_mount"]
+__all__ = ["ROOT", "MountFailed", "daemon_pid", "leftovers", "shmfs_mount", "tmpfs_mount"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,3 +71,25 @@ def tmpfs_mount(options: str = "", *, parent: Path | None = None) -> Iterator[Pa
         if _umount(mnt) != 0:
             _umount(mnt, lazy=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def leftovers(directory: Path) -> list[str]:
+    """What a run confined to ``directory`` (its TMPDIR) left behind: mounts under
+    it and processes whose command line names it -- nothing, if it cleaned up.
+
+    Scoped to one directory so that other test runs on the machine (other
+    checkouts mount shmfs and tmpfs on /tmp too) cannot make it fail.
+    """
+    where = os.path.realpath(directory) + "/"
+    found = []
+    with open("/proc/self/mounts") as f:
+        found += [f"mount {ln.split()[1]}" for ln in f if ln.split()[1].startswith(where)]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if where in argv:
+                found.append(f"process {entry}: {argv.replace(chr(0), ' ')}")
+    return found
