@@ -142,6 +142,7 @@ def managed_shmfs(
         argv.append("--debug")
     argv += list(extra_args)
     m = ManagedMount(path=mnt, pid=0, options=options, command=argv, log=log_path, base=base)
+    owner = os.getpid()
     failure = None
     try:
         with open(log_path, "wb") as logf:
@@ -151,17 +152,22 @@ def managed_shmfs(
         os.close(w)
         w = -1
         status = _wait_ready(m._proc, r, ready_timeout)
+        os.close(r)
+        r = -1
         if status == "ok":
             yield m
         else:
             failure = status
     finally:
-        os.close(r)
-        if w >= 0:
-            os.close(w)
-        # a daemon that never got ready has nothing to finish: SIGTERM it soon
-        _teardown(m, exit_timeout if failure is None else min(exit_timeout, 2.0), term_grace,
-                  report=failure is None)
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
+        # A process forked inside the block (a worker) that unwinds through it must
+        # not take down its parent's mount: only the process that mounted does.
+        if os.getpid() == owner:
+            # a daemon that never got ready has nothing to finish: SIGTERM it soon
+            _teardown(m, exit_timeout if failure is None else min(exit_timeout, 2.0),
+                      term_grace, report=failure is None)
     if failure is not None:
         log_text = m.log_text
         if len(log_text) > LOG_IN_ERRORS:

@@ -201,3 +201,24 @@ def test_an_exception_in_the_block_still_unmounts(tmp_path: Path) -> None:
     assert not is_mounted(m.path)
     assert m.returncode == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_forked_child_leaving_the_block_does_not_take_the_mount_down(tmp_path: Path) -> None:
+    cm = managed_shmfs(parent=tmp_path)
+    m = cm.__enter__()
+    try:
+        (m.path / "f").write_bytes(b"parent's")
+        child = os.fork()
+        if child == 0:  # what a forked worker unwinding through the with block does
+            try:
+                cm.__exit__(None, None, None)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert is_mounted(m.path) and m.alive()
+        assert (m.path / "f").read_bytes() == b"parent's"
+    finally:
+        cm.__exit__(None, None, None)
+    assert not is_mounted(m.path) and m.returncode == 0
+    assert list(tmp_path.iterdir()) == []
