@@ -5,34 +5,37 @@ the JSON for both targets, positive and self-consistent numbers, the floors
 and the machine/kernel/command record -- and that it unmounts what it mounted.
 No timing thresholds: how fast anything is is the benchmark's business.
 As root the targets are fresh kernel tmpfs mounts; otherwise two plain
-directories (the same code paths except mounting and drop_caches).
+directories (the same code paths except mounting and drop_caches). With a
+live mount, shmfs targets (``shmfs:OPT+OPT`` too) are mounted, described
+(pid, RSS at mount, command) and taken down, also by a SIGTERM mid-run.
+Each run gets its own TMPDIR, so "nothing left behind" is checked where its
+mounts were, whatever other test runs on the machine are doing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.mounts import leftovers
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "scripts" / "bench.py"
 sys.path.insert(0, str(REPO / "scripts"))
 
 from benchlib.report import FLOORS  # noqa: E402
+from benchlib.targets import parse_targets  # noqa: E402
 from benchlib.workloads import Config  # noqa: E402
 
 # UML boots take far longer than a smoke test may; that unit is run by the
 # benchmark proper (and skipped there with a note when uml_boot.py is absent).
 SKIPPED_UNITS = ["uml_boot"]
-
-
-def _our_mounts() -> list[str]:
-    with open("/proc/self/mounts") as f:
-        return [ln.split()[1] for ln in f if "shmfs-bench-" in ln.split()[1]]
 
 
 @pytest.mark.parametrize(("engine", "repeat"), [("c", 1), ("python", 2)])
@@ -44,15 +47,16 @@ def test_quick_run_produces_every_workload(tmp_path: Path, engine: str, repeat: 
         (tmp_path / "b").mkdir()
         targets = f"dir:{tmp_path / 'a'},dir:{tmp_path / 'b'}"
     out = tmp_path / "result.json"
-    before = _our_mounts()
+    (tmp_path / "tmp").mkdir()
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--targets", targets, "--engine", engine,
          "--repeat", str(repeat),
          "--skip", ",".join(SKIPPED_UNITS), "--check-floors", "--json", str(out)],
         capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+        env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")),  # its mounts: ours alone
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _our_mounts() == before, "bench.py left a mount behind"
+    assert _left(tmp_path) == [], "bench.py left a mount behind"
 
     doc = json.loads(out.read_text())
     meta = doc["meta"]
@@ -121,3 +125,69 @@ def test_quick_run_produces_every_workload(tmp_path: Path, engine: str, repeat: 
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "seq_read_cold_1m" in again.stdout and "Floors of issue 6" in again.stdout
+
+
+def test_target_specs() -> None:
+    sub, ref = parse_targets("shmfs:cpu_latency=off+nr_inodes=5000,tmpfs", "1g")
+    assert (sub.kind, sub.extra_options, sub.label) == ("shmfs", "cpu_latency=off,nr_inodes=5000",
+                                                         "shmfs:cpu_latency=off+nr_inodes=5000")
+    assert (ref.kind, ref.extra_options, ref.size) == ("tmpfs", "", "1g")
+    assert [t.label for t in parse_targets("shmfs,shmfs", "1g")] == ["shmfs", "shmfs#2"]
+    with pytest.raises(ValueError):
+        parse_targets("shmfs", "1g")
+    with pytest.raises(ValueError):
+        parse_targets("ext4,tmpfs", "1g")
+
+
+def _bench(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    """bench.py with its temporary mountpoints (TMPDIR) in tmp_path/tmp."""
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
+    return subprocess.Popen([sys.executable, str(BENCH), "--quick", "--no-png", *args],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _left(tmp_path: Path) -> list[str]:
+    """Leftover mounts/daemons, and directories other than the C helper's cache."""
+    dirs = [p.name for p in (tmp_path / "tmp").iterdir() if p.name != "shmfs-bench"]
+    return leftovers(tmp_path / "tmp") + dirs
+
+
+@pytest.mark.mount
+def test_shmfs_targets_are_mounted_described_and_taken_down(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = _bench(tmp_path, "--targets", "shmfs:cpu_latency=off+nr_inodes=100000,shmfs",
+                  "--size", "1g", "--only", "rand_4k,meta", "--json", str(out))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-3000:]
+    targets = json.loads(out.read_text())["meta"]["targets"]
+    for t, opts in zip(targets, ["size=1g,cpu_latency=off,nr_inodes=100000", "size=1g"],
+                       strict=True):
+        assert t["kind"] == "shmfs" and t["fstype"] == "fuse.shmfs"
+        assert t["mount_options"] == opts
+        assert t["command"][t["command"].index("-o") + 1] == opts
+        assert t["path"] in t["command"] and "-f" in t["command"]
+        assert isinstance(t["daemon_pid"], int) and t["daemon_rss_at_mount"] > 0
+        assert f"daemon pid {t['daemon_pid']}" in stderr
+    assert targets[0]["path"] != targets[1]["path"]
+    assert _left(tmp_path) == []  # unmounted, daemons gone, directories removed
+
+
+@pytest.mark.mount
+def test_sigterm_mid_run_unmounts_everything(tmp_path: Path) -> None:
+    proc = _bench(tmp_path, "--targets", "shmfs,shmfs", "--size", "1g",
+                  "--json", str(tmp_path / "never.json"))
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # until the second workload is under way
+        seen.append(line)
+        if line.startswith("[ 2/"):
+            break
+    assert seen[-1].startswith("[ 2/"), "".join(seen)
+    proc.send_signal(signal.SIGTERM)  # the same path as Ctrl-C (KeyboardInterrupt)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "interrupted; everything mounted was unmounted" in rest
+    assert not (tmp_path / "never.json").exists()
+    assert _left(tmp_path) == []

@@ -6,24 +6,25 @@ directory, benchmarked as it is -- useful without root or for any other
 filesystem). ``tmpfs`` and ``shmfs`` targets are fresh mounts made for this run
 on a private temporary mountpoint; ``Target.close`` always unmounts them (the
 caller drives it from a ``finally``/ExitStack, so Ctrl-C and errors unmount
-too).
+too). A shmfs is mounted and taken down by ``mount.managed.managed_shmfs``,
+shared with the tests and the other tools; its daemon is the process it
+started, so the pid (and the RSS at mount) needs no search.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mount.mounting import abort_connection
+from mount.managed import managed_shmfs
 
 REPO = Path(__file__).resolve().parents[2]
 MOUNT_TIMEOUT = 60
@@ -43,45 +44,6 @@ def _mount_fstype(mountpoint: Path) -> str | None:
             if len(parts) >= 3 and parts[1].replace("\\040", " ") == want:
                 found = parts[2]  # the last one listed is the one on top
     return found
-
-
-def shmfs_command() -> list[str] | None:
-    """How to start the shmfs daemon, or None while the CLI does not exist."""
-    exe = REPO / ".venv" / "bin" / "shmfs"
-    if exe.exists():
-        return [str(exe)]
-    if (REPO / "mount" / "cli.py").exists():
-        return [sys.executable, "-m", "mount.cli"]
-    return None
-
-
-def daemon_pids(mountpoint: Path) -> list[int]:
-    """Pids of processes whose command line names `mountpoint` (the FUSE daemon).
-
-    The CLI daemonises, so the pid we started is not the server's; the server
-    is found by its argv, which contains the mountpoint.
-    """
-    want = os.fsencode(str(mountpoint))
-    pids = []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if want in argv and any(_is_daemon_word(a) for a in argv[:3]):
-            pids.append(int(entry))
-    return sorted(pids)
-
-
-def _is_daemon_word(arg: bytes) -> bool:
-    """True for argv words that start shmfs: .../shmfs, shmfs, mount.cli, .../mount/cli.py."""
-    return arg.rsplit(b"/", 1)[-1] == b"shmfs" or arg == b"mount.cli" or arg.endswith(
-        b"mount/cli.py"
-    )
 
 
 def vm_rss_bytes(pid: int) -> int:
@@ -109,6 +71,7 @@ class Target:
     rss_at_mount: int | None = None
     command: list[str] | None = None
     extra_options: str = ""
+    _shmfs: contextlib.ExitStack | None = None
 
     def open(self) -> None:
         """Make the target ready: mount a fresh filesystem, or check the directory."""
@@ -117,11 +80,11 @@ class Target:
             if not self.path.is_dir():
                 raise FileNotFoundError(f"{self.path} is not a directory")
             return
-        self._tmpdir = Path(tempfile.mkdtemp(prefix=f"shmfs-bench-{self.kind}-"))
-        self.path = self._tmpdir / "mnt"
-        self.path.mkdir()
         self.mount_options = ",".join(filter(None, [f"size={self.size}", self.extra_options]))
         if self.kind == "tmpfs":
+            self._tmpdir = Path(tempfile.mkdtemp(prefix=f"shmfs-bench-{self.kind}-"))
+            self.path = self._tmpdir / "mnt"
+            self.path.mkdir()
             self.command = ["mount", "-t", "tmpfs", "-o", self.mount_options, "tmpfs",
                             str(self.path)]
             subprocess.run(self.command, check=True)
@@ -130,25 +93,13 @@ class Target:
             self._mount_shmfs()
 
     def _mount_shmfs(self) -> None:
-        cmd = shmfs_command()
-        if cmd is None:
-            raise RuntimeError(
-                "the shmfs CLI does not exist yet (no .venv/bin/shmfs, no mount/cli.py)"
-            )
-        self.command = [*cmd, str(self.path), "-o", self.mount_options]
-        self.mounted = True  # from here on, close() must check for a mount and undo it
-        try:
-            subprocess.run(self.command, check=True, cwd=REPO, timeout=MOUNT_TIMEOUT)
-        except subprocess.TimeoutExpired as e:  # run() killed the CLI; close() does the rest
-            raise RuntimeError(f"shmfs did not report ready within {MOUNT_TIMEOUT}s") from e
-        deadline = time.monotonic() + 10
-        while _mount_fstype(self.path) is None or not self.daemon_pid:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"shmfs at {self.path} did not come up")
-            pids = daemon_pids(self.path)
-            self.daemon_pid = pids[-1] if pids else None
-            time.sleep(0.05)
-        self.rss_at_mount = vm_rss_bytes(self.daemon_pid)
+        """A fresh shmfs through managed_shmfs, held open until close()."""
+        self._shmfs = contextlib.ExitStack()  # before mounting: close() always undoes it
+        m = self._shmfs.enter_context(managed_shmfs(
+            self.mount_options, prefix="shmfs-bench-shmfs-", ready_timeout=MOUNT_TIMEOUT))
+        self.path, self.daemon_pid, self.command = m.path, m.pid, m.command
+        self.mounted = True
+        self.rss_at_mount = vm_rss_bytes(m.pid)
 
     def fstype(self) -> str | None:
         return _mount_fstype(self.path)
@@ -156,16 +107,23 @@ class Target:
     def close(self) -> None:
         """Unmount what open() mounted and remove the mountpoint.
 
-        Never touches the filesystem itself (a hung daemon would hang us):
-        umount2(2) directly; if that fails, abort the FUSE connection through
-        fusectl and detach lazily. The mountpoint is removed only once nothing
-        is mounted on it.
+        Never touches the filesystem itself (a hung daemon would hang us). A
+        shmfs is taken down by managed_shmfs (umount2; if that fails, abort
+        the FUSE connection through fusectl and detach lazily; the daemon
+        reaped, killed if it does not leave). A tmpfs: umount2, lazily if
+        busy. The mountpoint is removed only once nothing is mounted on it.
         """
+        if self._shmfs is not None:
+            stack, self._shmfs = self._shmfs, None
+            try:
+                stack.close()
+            finally:
+                self.mounted = False
+            return
         if self.mounted:
-            if self.kind == "shmfs" and not self.daemon_pid:
-                pids = daemon_pids(self.path)
-                self.daemon_pid = pids[-1] if pids else None
-            self._unmount()
+            target = os.fsencode(str(self.path))
+            if _mount_fstype(self.path) is not None and _libc.umount2(target, 0) != 0:
+                _libc.umount2(target, MNT_DETACH)
             self.mounted = False
         if self._tmpdir is not None:
             if _mount_fstype(self.path) is None:
@@ -173,29 +131,6 @@ class Target:
             else:
                 print(f"bench: {self.path} is still mounted; left in place", file=sys.stderr)
             self._tmpdir = None
-
-    def _unmount(self) -> None:
-        target = os.fsencode(str(self.path))
-        if _mount_fstype(self.path) is not None and _libc.umount2(target, 0) != 0:
-            if self.kind == "shmfs":
-                abort_connection(self.path)
-            _libc.umount2(target, MNT_DETACH)
-        if self.kind == "shmfs" and self.daemon_pid:
-            self._reap_daemon(self.daemon_pid)
-
-    @staticmethod
-    def _reap_daemon(pid: int) -> None:
-        """Wait for the daemon to leave after unmount; SIGTERM it if it does not."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if not os.path.exists(f"/proc/{pid}"):
-                return
-            time.sleep(0.05)
-        try:
-            os.kill(pid, signal.SIGTERM)
-            os.kill(pid, signal.SIGCONT)  # in case it was stopped
-        except ProcessLookupError:
-            pass
 
     def describe(self) -> dict[str, object]:
         return {

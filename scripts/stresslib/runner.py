@@ -26,6 +26,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from mount.managed import managed_shmfs
 from stresslib.opkinds import ALL_OPS, INJECT, verify_whole
 from stresslib.oracle import Mismatch, check_record
 from stresslib.worker import Params, Worker
@@ -220,32 +221,21 @@ def print_summary(s: dict[str, Any], out: Any = sys.stdout) -> None:
 # --- where to run -------------------------------------------------------------------------------
 
 
-MOUNT_TIMEOUT = 60.0
-
-
-def _umount(mnt: Path, force: bool = False) -> None:
-    if force:  # MNT_FORCE aborts a FUSE connection whose daemon does not answer
-        subprocess.run(["umount", "-f", str(mnt)], capture_output=True)
+def _umount(mnt: Path) -> None:
     if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def _mount_shmfs(mnt: Path, size: str) -> None:
-    """``shmfs MNT -o size=`` (daemonises, returns once FUSE_INIT is answered)."""
-    cmd = [sys.executable, "-m", "mount.cli", str(mnt), "-o", f"size={size}"]
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                              timeout=MOUNT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        _umount(mnt, force=True)
-        raise RuntimeError(f"shmfs did not become ready within {MOUNT_TIMEOUT:g} s") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"shmfs did not mount: {proc.stderr.strip()}")
-
-
 @contextlib.contextmanager
 def target(kind: str, directory: Path | None, size: str) -> Iterator[Path]:
-    """A fresh directory to stress: 'shmfs' (mounted here), 'tmpfs' or 'dir'."""
+    """A fresh directory to stress: 'shmfs' (mounted here), 'tmpfs' or 'dir'.
+
+    A shmfs comes from ``mount.managed.managed_shmfs`` (ready once FUSE_INIT is
+    answered, 60 s at most; always taken down, a hung or dead connection
+    aborted). A run whose daemon died is an error even if every worker passed:
+    that is checked on the daemon process, never by a syscall on the mount,
+    which would hang if the daemon hung.
+    """
     if kind == "dir":
         assert directory is not None
         root = Path(tempfile.mkdtemp(prefix="stress-", dir=directory))
@@ -254,18 +244,22 @@ def target(kind: str, directory: Path | None, size: str) -> Iterator[Path]:
         finally:
             shutil.rmtree(root, ignore_errors=True)
         return
+    if kind == "shmfs":
+        with managed_shmfs(f"size={size}", prefix="shmfs-stress-") as m:
+            yield m.path
+            status = m.poll()
+            if status is not None:
+                raise RuntimeError(f"the shmfs daemon of {m.path} died during the run "
+                                   f"(exit status {status}); its log:\n{m.read_log()}")
+        return
     base = Path(tempfile.mkdtemp(prefix=f"{kind}-stress-"))
     mnt = base / "mnt"
     mnt.mkdir()
     try:
-        if kind == "tmpfs":
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-                           check=True)
-        else:
-            _mount_shmfs(mnt, size)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                       check=True)
         try:
             yield mnt
-            os.statvfs(mnt)  # still answering (a dead daemon gives ENOTCONN)
         finally:
             _umount(mnt)
     finally:

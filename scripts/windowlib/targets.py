@@ -1,11 +1,13 @@
 """The filesystems a tool runs on: a fresh shmfs (default), an existing one, a kernel tmpfs.
 
-A fresh mount lives on a private temporary directory and is always unmounted
-(``umount MNT`` from a ``finally``, so errors and Ctrl-C unmount too; a mount
-that is still busy is detached lazily).  The shmfs daemon is started through
-the real CLI (``.venv/bin/shmfs MNT -o size=...``), which returns once the
-filesystem answers requests and runs the daemon in its own session, so a
-Ctrl-C in the terminal reaches the tool, not the daemon.
+A fresh shmfs is mounted by ``mount.managed.managed_shmfs`` (shared with the
+tests, the benchmark and the stress tool): the real CLI in the foreground, in
+a session of its own (a Ctrl-C in the terminal reaches the tool, not the
+daemon), ready once FUSE_INIT is answered, its pid that of the process
+started. It is always taken down from a ``finally`` (errors and Ctrl-C too)
+without touching the filesystem: umount2, else abort the connection and detach
+lazily; the daemon is reaped, killed if it does not leave. A fresh tmpfs is
+``umount``ed, lazily if it is busy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # mount.winclient, when run from a checkout without install
     sys.path.insert(0, str(REPO))
 
+from mount.managed import managed_shmfs  # noqa: E402
 from mount.winclient import mount_stats  # noqa: E402
-
-DAEMON_EXIT_TIMEOUT = 20.0
 
 
 @dataclass
@@ -79,7 +79,9 @@ def _fstype(path: Path) -> str | None:
 
 
 def find_daemon(mnt: Path) -> int | None:
-    """Best effort: the pid of a shmfs daemon whose command line names ``mnt``."""
+    """Best effort, for ``--mount DIR`` without ``--daemon-pid`` only: the pid of a
+    shmfs daemon whose command line names ``mnt``. A mount made by someone else
+    says nothing else about its daemon; the fresh mounts know theirs."""
     want = os.path.realpath(mnt)
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -101,41 +103,11 @@ def _umount(mnt: Path) -> None:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def _wait_gone(pid: int | None) -> None:
-    """Wait for the daemon to leave after its unmount (it exits on its own)."""
-    if pid is None:
-        return
-    deadline = time.monotonic() + DAEMON_EXIT_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-
-
 @contextlib.contextmanager
 def fresh_shmfs(size: str) -> Iterator[Target]:
     """A new shmfs mounted with ``-o size=SIZE`` for the duration of the block."""
-    base = Path(tempfile.mkdtemp(prefix="shmfs-tool-"))
-    mnt = base / "mnt"
-    mnt.mkdir()
-    pidfile = base / "pid"
-    exe = REPO / ".venv" / "bin" / "shmfs"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mount.cli"]
-    pid = None
-    try:
-        r = subprocess.run([*cmd, str(mnt), "-o", f"size={size}", "--pidfile", str(pidfile)],
-                           cwd=REPO, capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError(f"shmfs did not mount (rc {r.returncode}): {r.stderr.strip()}")
-        pid = int(pidfile.read_text())
-        yield Target("shmfs", mnt, pid)
-    finally:
-        if _fstype(mnt) is not None:
-            _umount(mnt)
-        _wait_gone(pid)
-        shutil.rmtree(base, ignore_errors=True)
+    with managed_shmfs(f"size={size}", prefix="shmfs-tool-") as m:
+        yield Target("shmfs", m.path, m.pid)
 
 
 @contextlib.contextmanager

@@ -4,8 +4,9 @@ Each tool runs as a separate program, as a user would run it, with ``--quick``:
 on a shmfs it mounts itself (plus the kernel tmpfs of ``--compare-tmpfs``) and
 on one mounted by the ``shmfs_mount`` fixture (``--mount``).  The checks are on
 exit status, the JSON report's shape and sanity (positive counts and rates,
-nothing left mounted), and on the max_map_count wall: the kernel's emulation
-must stop with ENOMEM where the shmfs window does not.  No timing thresholds.
+nothing left mounted or running in the tool's private TMPDIR), and on the
+max_map_count wall: the kernel's emulation must stop with ENOMEM where the
+shmfs window does not.  No timing thresholds.
 The oracles themselves are checked too: a backend that returns stale data must
 make them fail.
 """
@@ -13,6 +14,7 @@ make them fail.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.mounts import daemon_pid, shmfs_mount
+from tests.support.mounts import daemon_pid, leftovers, shmfs_mount
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -34,16 +36,20 @@ def _max_map_count() -> int:
     return int(Path("/proc/sys/vm/max_map_count").read_text())
 
 
-def _tool_mounts() -> list[str]:
-    with open("/proc/self/mounts") as f:
-        return [ln.split()[1] for ln in f if "-tool-" in ln.split()[1]]
+def _tool_mounts(tmp_path: Path) -> list[str]:
+    """What the tool runs left in their TMPDIR: mounts, daemons, directories."""
+    tmp = tmp_path / "tmp"
+    return leftovers(tmp) + [p.name for p in tmp.iterdir()]
 
 
 def _run(tool: str, tmp_path: Path, *args: str) -> dict[str, Any]:
     out = tmp_path / f"{tool}.json"
+    tmp = tmp_path / "tmp"  # the tool's fresh mounts go here: checked by _tool_mounts
+    tmp.mkdir(exist_ok=True)
     r = subprocess.run([sys.executable, str(SCRIPTS / f"{tool}.py"), "--quick",
                         "--json", str(out), *args],
-                       cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+                       cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+                       env=dict(os.environ, TMPDIR=str(tmp)))
     assert r.returncode == 0, f"{tool} failed:\n{r.stdout}\n{r.stderr}"
     assert "all verifications passed" in r.stdout
     doc = json.loads(out.read_text())
@@ -81,7 +87,7 @@ def test_uml_physmem_quick_with_tmpfs_comparison(tmp_path: Path) -> None:
     assert sh["denied"] > 0 and sh["queries"] > 0  # EACCES and QUERY checks ran
     assert sh["daemon_rss_before_free"] > 0 and sh["daemon_rss_after_free"] > 0
     _check_wall(doc, wall_pages)
-    assert _tool_mounts() == []
+    assert _tool_mounts(tmp_path) == []
 
 
 def test_vlm_window_quick_with_tmpfs_comparison(tmp_path: Path) -> None:
@@ -99,7 +105,7 @@ def test_vlm_window_quick_with_tmpfs_comparison(tmp_path: Path) -> None:
     assert sh["hit_ratio"] == tm["hit_ratio"]  # same access stream, same LRU
     assert sh["daemon_faults"] > 0
     _check_wall(doc, wall_pages)
-    assert _tool_mounts() == []
+    assert _tool_mounts(tmp_path) == []
 
 
 def test_tools_on_an_existing_mount(tmp_path: Path) -> None:
