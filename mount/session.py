@@ -131,7 +131,6 @@ class Session:
         self._signals = 0
         self._pending = 0  # notification batches queued and not yet written
         self._pending_lock = threading.Lock()
-        self._arena = None  # set when WRITE copies may follow their reply
         # hook: the STATS ioctl (mount/winioctl.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
 
@@ -153,17 +152,11 @@ class Session:
         log.info("session for %s ended; %s", self.mountpoint, self.statistics())
 
     def _start_populate_ahead(self) -> None:
-        """Tune the arena (when the fs has one): populate fresh memory ahead of large
-        writes, and let a large WRITE's copy into the arena follow its reply."""
+        """Let the arena populate fresh memory ahead of large writes (when the fs has one)."""
         arena = getattr(getattr(self.fs, "_backing", None), "arena", None)
         start = getattr(arena, "start_populate_ahead", None)
         if start is not None and self.populate_ahead > 0:
             start(self.populate_ahead)
-        if arena is not None and hasattr(arena, "flush_deferred"):
-            # safe because _handle flushes right after each WRITE's reply, before the
-            # request buffer the copies read from is reused (vmcore Arena.copy_in_lazy)
-            arena.defer_copies = True
-            self._arena = arena
 
     def _blocking_loop(self) -> None:
         """The request loop in a worker thread, blocking in read(2) on the device.
@@ -266,10 +259,6 @@ class Session:
                 self._queue_notify([[b"".join(out)]])
             else:
                 self._write(out)
-        if opcode == OPCODE_WRITE and self._arena is not None:
-            # the reply is out: copy the data (it lives in our request buffer) while
-            # the writer prepares its next request
-            self._arena.flush_deferred()
         if opcode == OPCODE_INIT and self.on_ready is not None:
             ready, self.on_ready = self.on_ready, None
             ready()

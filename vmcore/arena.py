@@ -34,9 +34,6 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 # (reads of holes).  Untouched anonymous memory maps the host's zero page, so it
 # costs address space but no RSS.
 _ZERO_VIEW_BYTES = 16 << 20
-# copy_in_lazy defers only copies this large: below it the copy costs less than
-# the bookkeeping, and there is nothing worth overlapping
-DEFER_MIN_BYTES = 64 << 10
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+
 
 # mmap.madvise holds the GIL for the whole syscall (measured: a 512 MiB
@@ -90,11 +87,6 @@ class Arena:
         # per frame, meaningful only while the frame is free, and their count
         self._pop = np.zeros(0, dtype=np.bool_)
         self._free_ready = 0
-        # copy_in_lazy: copies owed to frames, done by flush_deferred() or before any
-        # other access to the arena's frames; off unless the owner turns it on
-        self.defer_copies = False
-        self._deferred: list[tuple[np.ndarray, int, memoryview]] = []
-        self.copies_deferred = 0  # cumulative
         self._grow()
         self._in_use[0] = True  # the zero page is permanently "allocated"
 
@@ -309,8 +301,6 @@ class Arena:
     def free(self, frames: np.ndarray | Sequence[int]) -> None:
         """Give frames back: punch them out of the memfd (memory returns to the
         host; they read as zero afterwards) and put them on the free list."""
-        if self._deferred:
-            self.flush_deferred()
         f = np.unique(np.asarray(frames, dtype=np.int64))  # sorted, no duplicates
         if f.size == 0:
             return
@@ -346,8 +336,6 @@ class Arena:
 
     def page(self, frame: int) -> np.ndarray:
         """uint8[4096] view of a frame (writable, except the zero frame)."""
-        if self._deferred:
-            self.flush_deferred()
         seg, idx = divmod(int(frame), self.fps)
         arr = self._bufs[seg][idx << PAGE_SHIFT : (idx + 1) << PAGE_SHIFT]
         if frame == self.ZERO_FRAME:
@@ -357,8 +345,6 @@ class Arena:
 
     def view(self, frame: int) -> memoryview:
         """4096-byte memoryview of a frame (read-only for the zero frame)."""
-        if self._deferred:
-            self.flush_deferred()
         seg, idx = divmod(int(frame), self.fps)
         mv = self._mvs[seg][idx << PAGE_SHIFT : (idx + 1) << PAGE_SHIFT]
         return mv.toreadonly() if frame == self.ZERO_FRAME else mv
@@ -393,8 +379,6 @@ class Arena:
         """iovec for bytes [first_off, first_off+length) of the concatenation of
         `frames`: one memoryview per contiguous run, no copies.  Runs of the zero
         frame are served from a read-only zero mapping."""
-        if self._deferred:
-            self.flush_deferred()
         if length <= 0:
             return []
         if frames.size == 1:  # one page (4 KiB reads): no run analysis
@@ -428,36 +412,9 @@ class Arena:
             out.append(self._mvs[seg][base + a : base + b])
         return out
 
-    def copy_in_lazy(self, frames: np.ndarray, first_off: int, data: memoryview) -> None:
-        """copy_in, possibly later: with ``defer_copies`` on, a copy of at least
-        ``DEFER_MIN_BYTES`` is only queued, and done by ``flush_deferred()`` or
-        before any other access to the arena's frames (page, view, views,
-        copy_in, zero_range, free), so nobody can observe the frames without it.
-
-        Why: a large WRITE can then be answered before its data is copied, and
-        the copy overlaps with the writer preparing its next request on the
-        other core (docs/performance.md, change 6). The caller owns the promise
-        that ``data`` stays unchanged until the flush."""
-        if self.defer_copies and data.nbytes >= DEFER_MIN_BYTES:
-            self._deferred.append((frames, first_off, data))
-            self.copies_deferred += 1
-        else:
-            self.copy_in(frames, first_off, data)
-
-    def flush_deferred(self) -> None:
-        """Perform every copy queued by copy_in_lazy, in order."""
-        pending, self._deferred = self._deferred, []
-        for frames, first_off, data in pending:
-            self._copy_in(frames, first_off, data)
-
     def copy_in(self, frames: np.ndarray, first_off: int, data: memoryview) -> None:
         """Store `data` starting at byte first_off of frames[0], one numpy copy
         per contiguous run of frames."""
-        if self._deferred:
-            self.flush_deferred()
-        self._copy_in(frames, first_off, data)
-
-    def _copy_in(self, frames: np.ndarray, first_off: int, data: memoryview) -> None:
         if frames.size == 1 and isinstance(data, memoryview) and data.format == "B":
             # one page (4 KiB writes): a memoryview slice assignment is one memcpy
             f0 = int(frames[0])
@@ -494,8 +451,6 @@ class Arena:
 
     def zero_range(self, frame: int, start: int, end: int) -> None:
         """Zero bytes [start, end) of one frame (partial-page truncate/punch)."""
-        if self._deferred:
-            self.flush_deferred()
         if frame == self.ZERO_FRAME or not 0 <= start <= end <= PAGE_SIZE:
             if frame == self.ZERO_FRAME:
                 return
@@ -520,14 +475,12 @@ class Arena:
             "bytes_mapped": len(self._mmaps) * self.segment_bytes,
             "memfd_bytes_resident": os.fstat(self.fd).st_blocks * 512,
             "frames_populated_ahead": self.frames_populated_ahead,
-            "copies_deferred": self.copies_deferred,
             "frames_ready_ahead": (max(self._ready - self._bump, 0) + self._free_ready
                                    if self._ahead else 0),
         }
 
     def close(self) -> None:
         """Drop the mappings and the memfd (views still exported keep theirs alive)."""
-        self._deferred.clear()  # nobody can read the frames any more
         if self._thread is not None:
             with self._cond:
                 self._closing = True

@@ -107,9 +107,7 @@ class Mapping:
                 raise NoSpace()
             mv = mv[:n]
             self.size = max(old, off + n)
-        # the frames are charged and i_size is set: the copy itself cannot fail, so
-        # the arena may do it after the caller answered (Arena.copy_in_lazy)
-        self.arena.copy_in_lazy(vmf.frames, off & _PAGE_MASK, mv)
+        self.arena.copy_in(vmf.frames, off & _PAGE_MASK, mv)
         return n
 
     # -- size and holes -------------------------------------------------------------
