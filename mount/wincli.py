@@ -188,7 +188,7 @@ def format_stats(doc: dict[str, Any]) -> str:
                  f"   (limit {fs.get('max_pages', 0) or 'none'})")
     lines.append(f"  frames in use       {arena.get('frames_in_use', 0):>12,}")
     lines.append(f"  frames returned     {arena.get('frames_returned', 0):>12,}   (to the host)")
-    lines.append(f"  memfd resident      {arena.get('memfd_bytes_resident', 0):>12,} bytes")
+    lines.append(f"  arena resident      {arena.get('bytes_resident', 0):>12,} bytes")
     lines.append("faults")
     for k in ("faults", "read", "write", "mkwrite", "prefault", "via_vma", "minor", "major",
               "sigbus", "enospc", "pages_allocated", "zero_pages"):

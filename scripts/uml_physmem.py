@@ -296,7 +296,8 @@ def _memory_phase(target: targets.Target, oracle: Oracle, guests: Guests, fd: in
         out["daemon_rss_before_free"] = mem0.get("VmRSS", 0)
         out["daemon_rss_after_free"] = mem1.get("VmRSS", 0)
         out["daemon_rss_returned"] = mem0.get("VmRSS", 0) - mem1.get("VmRSS", 0)
-        out["daemon_shmem_returned"] = mem0.get("RssShmem", 0) - mem1.get("RssShmem", 0)
+        # the arena is anonymous memory (vmcore/arena.py): RssAnon holds the file pages
+        out["daemon_anon_returned"] = mem0.get("RssAnon", 0) - mem1.get("RssAnon", 0)
     if used1 > used0:
         errors.append(f"freeing every frame grew the used blocks: {used0} -> {used1} bytes")
     return out

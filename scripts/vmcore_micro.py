@@ -4,7 +4,7 @@ of 1 MiB requests, and the fault() call itself.
     .venv/bin/python scripts/vmcore_micro.py [--mib 256] [--repeat 5]
 
 Reports GiB/s (best of --repeat passes) for:
-  write-fresh   1 MiB writes into a new file (allocation + first touch of the memfd)
+  write-fresh   1 MiB writes into a new file (allocation + first touch of arena memory)
   write-over    1 MiB overwrites of resident pages
   read-views    1 MiB reads building memoryviews (no copy)
   read-hole     1 MiB reads of a hole (zero-frame views)
@@ -87,7 +87,7 @@ def main() -> None:
     st = arena.statistics()
     print(
         f"arena: {st['frames_in_use']} frames in use, {st['frames_returned']} returned, "
-        f"memfd resident {st['memfd_bytes_resident'] >> 20} MiB"
+        f"arena resident {st['bytes_resident'] >> 20} MiB"
     )
 
 

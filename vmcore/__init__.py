@@ -1,6 +1,6 @@
 """vmcore: the userspace pager (page arena, page cache, mappings, fault()).
 
-Pure Python + numpy; no I/O beyond the arena's memfd.  See docs/vmcore.md and
+Pure Python + numpy; no I/O beyond the arena's memory.  See docs/vmcore.md and
 the design essay at the top of vmcore/fault.py.
 """
 

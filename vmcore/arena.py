@@ -1,18 +1,24 @@
-"""Page arena: page frames in memfd-backed segments, viewed through numpy.
+"""Page arena: page frames in anonymous-memory segments, viewed through numpy.
 
 Frame numbers are global ints: frame ``f`` lives in segment ``f // fps`` at
-byte ``(f % fps) * PAGE_SIZE`` of that segment's shared mmap.  Frame 0 is the
+byte ``(f % fps) * PAGE_SIZE`` of that segment's mapping.  Frame 0 is the
 shared zero page: it is never written and only ever handed out read-only.
 
-Why a memfd: freeing a frame punches its range out of the memfd
-(``madvise(MADV_REMOVE)``), so the host really gets the memory back and the
-process's RSS follows the data actually stored.  Why segments: the memfd grows
-by ``segment_bytes`` at a time without remapping (existing memoryviews into
+Why private anonymous memory (not the memfd of ARCHITECTURE.md decision 3;
+docs/decisions.md, 7): freeing a frame still returns its memory to the host at
+once (``madvise(MADV_DONTNEED)``; the frame reads as zero afterwards), replies
+are still memoryviews of the frames, and the host kernel allocates and zeroes
+anonymous 4 KiB pages 40% faster than shmem pages (3.9 vs 2.8 GiB/s with
+MADV_POPULATE_WRITE on this machine) -- the largest cost of a large write.
+Segments are ``MADV_NOHUGEPAGE`` (memory stays proportional to the pages
+stored, and a 4 KiB free really frees) and ``MADV_DONTFORK`` (a child process
+neither shares nor copies the data).  Why segments: the arena grows by
+``segment_bytes`` at a time without remapping (existing memoryviews into
 older segments stay valid).
 
 Allocation prefers contiguous runs because READ replies are built from merged
 memoryviews (one iovec per run): freed runs are kept whole on a free list and
-reused first (their contents are zero because they were punched), then fresh
+reused first (their contents are zero because they were discarded), then fresh
 segment space is handed out by a bump pointer.  ``alloc`` never fails: limits
 are the Budget's job.
 """
@@ -21,7 +27,6 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import os
 import threading
 from collections.abc import Sequence
 
@@ -35,6 +40,8 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 # costs address space but no RSS.
 _ZERO_VIEW_BYTES = 16 << 20
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+
+_MADV_DONTFORK = getattr(mmap, "MADV_DONTFORK", 10)
+_MADV_NOHUGEPAGE = getattr(mmap, "MADV_NOHUGEPAGE", 15)
 
 # mmap.madvise holds the GIL for the whole syscall (measured: a 512 MiB
 # MADV_POPULATE_WRITE stops every other thread for 0.2 s); the populate-ahead
@@ -43,10 +50,13 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _madvise = _libc.madvise
 _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _madvise.restype = ctypes.c_int
+_mincore = _libc.mincore
+_mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+_mincore.restype = ctypes.c_int
 
 
 class Arena:
-    """Page frames in memfd-backed segments; frame 0 is the shared zero page."""
+    """Page frames in anonymous-memory segments; frame 0 is the shared zero page."""
 
     ZERO_FRAME = 0
 
@@ -57,7 +67,7 @@ class Arena:
             raise ValueError("segment_bytes must be a multiple of PAGE_SIZE, >= 2 pages")
         self.segment_bytes = segment_bytes
         self.fps = segment_bytes >> PAGE_SHIFT  # frames per segment
-        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        self.name = name
         self._mmaps: list[mmap.mmap] = []
         self._bufs: list[np.ndarray] = []  # flat uint8 view of each segment
         self._mvs: list[memoryview] = []  # memoryview of each segment
@@ -93,15 +103,13 @@ class Arena:
     # -- segments ------------------------------------------------------------------
 
     def _grow(self) -> None:
-        seg = len(self._mmaps)
-        os.ftruncate(self.fd, (seg + 1) * self.segment_bytes)
-        mm = mmap.mmap(
-            self.fd,
-            self.segment_bytes,
-            flags=mmap.MAP_SHARED,
-            prot=mmap.PROT_READ | mmap.PROT_WRITE,
-            offset=seg * self.segment_bytes,
-        )
+        mm = mmap.mmap(-1, self.segment_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                       prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        for advice in (_MADV_NOHUGEPAGE, _MADV_DONTFORK):
+            try:
+                mm.madvise(advice)
+            except OSError:  # an older or stricter kernel: correct without them
+                pass
         self._mmaps.append(mm)
         buf = np.frombuffer(mm, dtype=np.uint8)
         self._bufs.append(buf)
@@ -182,7 +190,7 @@ class Arena:
         populated by a background thread, so that a large write finds its
         frames already allocated and zeroed by the host kernel.
 
-        Why: populating fresh memfd pages (allocation + zeroing) was a third of
+        Why: populating fresh pages (allocation + zeroing) was a third of
         a 1 MiB WRITE's service time; the thread does it on the other core
         while the session thread copies data (docs/performance.md).
 
@@ -194,7 +202,7 @@ class Arena:
         daemon's RSS and never punched by the thread: it is the next data's
         memory.  ``free`` waits while the thread is inside a range it punches.
         """
-        if not self._populate or nbytes <= 0 or self._thread is not None or self.fd < 0:
+        if not self._populate or nbytes <= 0 or self._thread is not None:
             return
         with self._cond:
             self._ahead = max(nbytes >> PAGE_SHIFT, 1)
@@ -299,7 +307,7 @@ class Arena:
                 self._cond.wait()
 
     def free(self, frames: np.ndarray | Sequence[int]) -> None:
-        """Give frames back: punch them out of the memfd (memory returns to the
+        """Give frames back: discard their memory (it returns to the
         host; they read as zero afterwards) and put them on the free list."""
         f = np.unique(np.asarray(frames, dtype=np.int64))  # sorted, no duplicates
         if f.size == 0:
@@ -316,7 +324,8 @@ class Arena:
                 self._pop[f] = False
         for start, length in self._runs_sorted(f):
             seg, idx = divmod(start, self.fps)
-            self._mmaps[seg].madvise(mmap.MADV_REMOVE, idx << PAGE_SHIFT, length << PAGE_SHIFT)
+            self._mmaps[seg].madvise(mmap.MADV_DONTNEED, idx << PAGE_SHIFT,
+                                    length << PAGE_SHIFT)
             self.punch_calls += 1
             self._free_runs.append((start, length))
         self._nfree += int(f.size)
@@ -461,6 +470,17 @@ class Arena:
 
     # -- introspection -------------------------------------------------------------
 
+    def resident_bytes(self) -> int:
+        """Bytes of the segments backed by memory right now (mincore(2)): the
+        frames in use plus what is populated ahead, never more than that."""
+        total = 0
+        for mm, addr in zip(self._mmaps, self._addrs, strict=True):
+            vec = (ctypes.c_ubyte * (len(mm) >> PAGE_SHIFT))()
+            if _mincore(addr, len(mm), vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore failed")
+            total += int(np.count_nonzero(np.frombuffer(vec, dtype=np.uint8) & 1))
+        return total << PAGE_SHIFT
+
     def statistics(self) -> dict[str, int]:
         """Frame counters; frames_in_use excludes the zero page."""
         return {
@@ -473,14 +493,14 @@ class Arena:
             "punch_calls": self.punch_calls,
             "segments": len(self._mmaps),
             "bytes_mapped": len(self._mmaps) * self.segment_bytes,
-            "memfd_bytes_resident": os.fstat(self.fd).st_blocks * 512,
+            "bytes_resident": self.resident_bytes(),
             "frames_populated_ahead": self.frames_populated_ahead,
             "frames_ready_ahead": (max(self._ready - self._bump, 0) + self._free_ready
                                    if self._ahead else 0),
         }
 
     def close(self) -> None:
-        """Drop the mappings and the memfd (views still exported keep theirs alive)."""
+        """Drop the mappings (views still exported keep theirs alive)."""
         if self._thread is not None:
             with self._cond:
                 self._closing = True
@@ -500,6 +520,3 @@ class Arena:
             except BufferError:  # a caller still holds a view; the GC will unmap it
                 pass
         self._mmaps.clear()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1

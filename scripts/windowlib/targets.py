@@ -46,7 +46,7 @@ class Target:
 
     def daemon_memory(self) -> dict[str, int]:
         """The shmfs daemon's VmRSS / RssAnon / RssShmem in bytes ({} if unknown).
-        RssShmem is the memfd arena that holds the file pages."""
+        RssAnon includes the arena that holds the file pages (vmcore/arena.py)."""
         if self.daemon_pid is None:
             return {}
         out: dict[str, int] = {}

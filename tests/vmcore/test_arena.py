@@ -115,26 +115,49 @@ def test_zero_range(arena: Arena) -> None:
     assert not p[10:20].any() and (p[:10] == 9).all() and (p[20:] == 9).all()
 
 
-def _memfd_blocks(a: Arena) -> int:
-    return os.fstat(a.fd).st_blocks
+def _resident_blocks(a: Arena) -> int:
+    """512-byte blocks of arena memory the kernel says are resident (mincore)."""
+    return a.resident_bytes() // 512
 
 
 def test_free_returns_memory_to_the_host() -> None:
     a = Arena(segment_bytes=1024 * PAGE_SIZE)
     try:
-        base = _memfd_blocks(a)
+        base = _resident_blocks(a)
         f = a.alloc(512)
         a.copy_in(f, 0, memoryview(b"\x5a" * (512 * PAGE_SIZE)))
-        full = _memfd_blocks(a)
+        full = _resident_blocks(a)
         assert full - base >= 512 * PAGE_SIZE // 512  # the data is really stored
         a.free(f[::2])  # 256 single-page runs
-        half = _memfd_blocks(a)
+        half = _resident_blocks(a)
         assert half - base == pytest.approx((full - base) / 2, abs=8)
         a.free(f[1::2])
-        assert _memfd_blocks(a) == base
+        assert _resident_blocks(a) == base
         st = a.statistics()
         assert st["frames_returned"] == 512 and st["frames_in_use"] == 0
-        assert st["memfd_bytes_resident"] == base * 512
+        assert st["bytes_resident"] == base * 512
+    finally:
+        a.close()
+
+
+def test_a_forked_child_does_not_share_or_copy_the_arena() -> None:
+    """MADV_DONTFORK: a fork (a helper the daemon spawns) neither copies the data
+    on write nor sees it; the parent's frames are untouched by the child."""
+    a = Arena(segment_bytes=64 * PAGE_SIZE)
+    try:
+        f = a.alloc(1)
+        a.page(int(f[0]))[:] = 7
+        pid = os.fork()
+        if pid == 0:  # child: the segment is not mapped here
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+            vec = (ctypes.c_ubyte * 1)()
+            rc = libc.mincore(a._addrs[0], PAGE_SIZE, vec)
+            os._exit(0 if rc != 0 and ctypes.get_errno() == 12 else 1)  # ENOMEM: unmapped
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert (a.page(int(f[0])) == 7).all()
     finally:
         a.close()
 
@@ -180,7 +203,7 @@ def test_populate_ahead_keeps_frames_zeroed_data_intact_and_memory_bounded() -> 
             for f, v in live.items():
                 assert (a.page(f) == v).all(), f"frame {f} changed under the thread"
             st = a.statistics()
-            assert st["memfd_bytes_resident"] <= (len(live) + 1) * 4096 + 2 * ahead + (256 << 10)
+            assert st["bytes_resident"] <= (len(live) + 1) * 4096 + 2 * ahead + (256 << 10)
     finally:
         a.close()
     assert not thread.is_alive()
