@@ -36,6 +36,11 @@ _WRITE = FaultFlags.WRITE
 class Mapping:
     """address_space of one object (file): sparse page cache, i_size, rmap hook."""
 
+    # one per file: slots keep an empty file's cost down (100,000 files, issue 6)
+    __slots__ = ("arena", "budget", "can_nonlinear", "frames_freed", "fstats", "nr_punches",
+                 "nr_truncates", "nr_unmaps", "page_mkwrite", "pages", "rmap", "size",
+                 "write_notify")
+
     def __init__(self, arena: Arena, budget: Budget, *, write_notify: bool = False) -> None:
         self.arena = arena
         self.budget = budget
