@@ -37,7 +37,7 @@ class Mapping:
     """address_space of one object (file): sparse page cache, i_size, rmap hook."""
 
     # one per file: slots keep an empty file's cost down (100,000 files, issue 6)
-    __slots__ = ("arena", "budget", "can_nonlinear", "frames_freed", "fstats", "nr_punches",
+    __slots__ = ("_fstats", "arena", "budget", "can_nonlinear", "frames_freed", "nr_punches",
                  "nr_truncates", "nr_unmaps", "page_mkwrite", "pages", "rmap", "size",
                  "write_notify")
 
@@ -52,11 +52,19 @@ class Mapping:
         # write-notify mappings, and VM_CAN_NONLINEAR (shmem sets it; 2.6.23).
         self.page_mkwrite: Callable[[object, int], int] | None = None
         self.can_nonlinear = True
-        self.fstats = FaultStats()
+        self._fstats: FaultStats | None = None  # made at the first fault (see fstats)
         self.nr_truncates = 0
         self.nr_punches = 0
         self.nr_unmaps = 0
         self.frames_freed = 0
+
+    @property
+    def fstats(self) -> FaultStats:
+        """This mapping's fault counters, made on first use: an empty file has none."""
+        st = self._fstats
+        if st is None:
+            st = self._fstats = FaultStats()
+        return st
 
     @property
     def nrpages(self) -> int:
