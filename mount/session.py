@@ -219,21 +219,30 @@ class Session:
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
-        try:
-            req = parse_request(msg)
-        except CodecError as e:
-            self.stats.codec_errors += 1
-            if e.errno == errno.ENOSYS:  # an opcode we do not implement: routine
-                log.debug("unsupported request (unique=%s): %s", e.unique, e)
-            else:
-                log.warning("malformed request (unique=%s): %s", e.unique, e)
-            if e.unique:
-                self._write([reply_error(e.unique, e.errno)])
-            return
-        if self.debug:
-            log.debug("<- %r", req)
-        out = self.ops.handle(req)
-        opcode = req.opcode
+        # GETATTR / LOOKUP / FORGET are answered straight from the bytes (the same
+        # replies, ops.handle_fast); --debug logs every request, so it takes the
+        # generic path
+        fast = None if self.debug else self.ops.handle_fast(msg)
+        if fast is not None:
+            opcode, out = fast
+            nodeid = 0  # only WRITE's own-inode ordering below needs it
+        else:
+            try:
+                req = parse_request(msg)
+            except CodecError as e:
+                self.stats.codec_errors += 1
+                if e.errno == errno.ENOSYS:  # an opcode we do not implement: routine
+                    log.debug("unsupported request (unique=%s): %s", e.unique, e)
+                else:
+                    log.warning("malformed request (unique=%s): %s", e.unique, e)
+                if e.unique:
+                    self._write([reply_error(e.unique, e.errno)])
+                return
+            if self.debug:
+                log.debug("<- %r", req)
+            out = self.ops.handle(req)
+            opcode = req.opcode
+            nodeid = req.nodeid
         events = self.fs.drain_events()
         if events:
             after: list = []
@@ -241,8 +250,8 @@ class Session:
                 # The kernel holds this WRITE's pages locked until our reply: an
                 # invalidation of them (e.g. bytes of a refused write still in its
                 # cache) can only follow the reply.
-                after = [ev for ev in events if getattr(ev, "ino", None) == req.nodeid]
-                events = [ev for ev in events if getattr(ev, "ino", None) != req.nodeid]
+                after = [ev for ev in events if getattr(ev, "ino", None) == nodeid]
+                events = [ev for ev in events if getattr(ev, "ino", None) != nodeid]
             msgs: list[Sequence[bytes | memoryview]] = [[encode_notify(ev)] for ev in events]
             if out is not None and opcode == OPCODE_WRITE:
                 self._write(out)  # reply first: no WRITE reply ever waits for a notification
