@@ -40,7 +40,7 @@ class AttrOps(FsCore):
         if inode is None:
             return
         inode.nlookup = max(0, inode.nlookup - nlookup)
-        self._maybe_evict(inode)
+        self._maybe_evict(inode, later=self.defer_evictions)
 
     # ------------------------------------------------------------------- attrs
     @counted
@@ -231,6 +231,7 @@ class AttrOps(FsCore):
     # -------------------------------------------------------------- statistics
     def statistics(self) -> dict:
         """Inode counts, page use and per-operation counters."""
+        self.reap()  # exact counts: no eviction left pending
         kinds: dict[str, int] = {}
         for inode in self._inodes.values():
             k = stat.filemode(inode.mode)[0]

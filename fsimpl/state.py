@@ -17,7 +17,7 @@ import errno
 import functools
 import stat
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +40,8 @@ from .types import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+# evictions left for later never pile up beyond this (a client that never pauses)
+EVICT_LATER_MAX = 256
 
 
 def counted(fn: F) -> F:
@@ -92,6 +94,10 @@ class FsCore:
         self._ops: Counter[str] = Counter()
         self._evicted = 0
         self._reclaimed = 0
+        # FORGET-driven evictions the owner asked to run later (defer_evictions):
+        # the session reaps them between requests (reap), off the critical path
+        self.defer_evictions = False
+        self.evict_later: deque[Inode] = deque()
         self._windows: Any = None  # fsimpl.windows.WindowTable, made by the first ATTACH
         self.max_inodes = opts.nr_inodes
         self.free_ispace = opts.nr_inodes * BOGO_INODE_SIZE
@@ -166,16 +172,38 @@ class FsCore:
         inode.acl_access, inode.acl_default = access, default
         return inode
 
-    def _maybe_evict(self, inode: Inode) -> None:
+    def _maybe_evict(self, inode: Inode, later: bool = False) -> None:
         """Uncharge, then evict, as the counters allow (see the module docstring)."""
         if inode.ino == self.ROOT_INO:
             return
         if inode.nlink == 0 and inode.nopen == 0 and not inode.reclaimed:
             self._reclaim(inode)
         if inode.evictable():
+            if later:
+                self.evict_later.append(inode)
+                if len(self.evict_later) > EVICT_LATER_MAX:
+                    self.reap(len(self.evict_later) - EVICT_LATER_MAX)
+                return
             self._evict(inode)
             del self._inodes[inode.ino]
             self._evicted += 1
+
+    def reap(self, limit: int | None = None) -> int:
+        """Evict (up to ``limit`` of) the inodes a FORGET left for later; returns
+        how many. Why later: freeing an inode's pages and objects is a third of a
+        FORGET's cost, and the kernel reads FORGETs ahead of the request a client
+        waits for (an unlink's directory GETATTR). Nothing can reach such an inode
+        meanwhile: no name, no open file, no kernel reference."""
+        pending = self.evict_later
+        n = 0
+        while pending and (limit is None or n < limit):
+            inode = pending.popleft()
+            if inode.evictable() and self._inodes.get(inode.ino) is inode:
+                self._evict(inode)
+                del self._inodes[inode.ino]
+                self._evicted += 1
+                n += 1
+        return n
 
     def _reclaim(self, inode: Inode) -> None:
         """Give the space of a nameless, closed inode back to size= and nr_inodes=.

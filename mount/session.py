@@ -171,6 +171,11 @@ class Session:
         if spin_ns <= 0:
             self._sleeping_loop()
             return
+        # Evictions FORGET left for later (fsimpl reap): one at a time whenever the
+        # device is empty, i.e. in the gaps while clients work on our replies.
+        pending = getattr(self.fs, "evict_later", None)
+        if pending is not None:
+            self.fs.defer_evictions = True
         # Spin, then sleep: the device is non-blocking, EAGAIN within spin_ns of
         # the last request retries at once, later it waits in poll(2). The CPU
         # latency request is engaged by the first request of a burst and released
@@ -187,6 +192,9 @@ class Session:
                 try:
                     n = _read_request(fd, buf)
                 except BlockingIOError:
+                    if pending:  # nothing queued right now: one eviction, then look again
+                        self._reap(1)
+                        continue
                     if clock() - last >= spin_ns:
                         if hold.engaged and not poller.poll(release_ms):
                             hold.release()
@@ -204,6 +212,15 @@ class Session:
                 last = clock()
         finally:
             hold.close()
+
+    def _reap(self, limit: int | None) -> None:
+        """Run evictions left for later; their notifications (if any) go out as
+        every other handler's do."""
+        if self.fs.reap(limit):
+            events = self.fs.drain_events()
+            if events:
+                self.stats.notifications += len(events)
+                self._queue_notify([[encode_notify(ev)] for ev in events])
 
     def _sleeping_loop(self) -> None:
         """The request loop without spinning: a blocking read(2) on the device."""

@@ -167,3 +167,56 @@ def test_events_hook_and_drain(fs: ShmFs) -> None:
 
     assert fs.drain_events() == [InvalInode(f, 4096, 8192), InvalEntry(1, b"f")]
     assert fs.drain_events() == []
+
+
+# -- evictions a FORGET leaves for later (the session's defer_evictions) ----------------
+
+def _dead_file(fs: ShmFs, name: bytes) -> int:
+    """A written, closed, unlinked file the kernel still holds one lookup of."""
+    a, fh = fs.create(1, name, 0o644, os.O_RDWR, ROOT)
+    fs.write(a.ino, fh, 0, memoryview(b"x" * 3 * P))
+    fs.release(a.ino, fh)
+    fs.unlink(1, name)
+    return a.ino
+
+
+def test_deferred_eviction_frees_at_reap_and_never_before(fs: ShmFs) -> None:
+    fs.defer_evictions = True
+    arena = fs._backing.arena
+    inos = [_dead_file(fs, b"f%d" % i) for i in range(3)]
+    freed0 = arena.statistics()["frames_freed"]
+    for ino in inos:
+        fs.forget(ino, 1)
+    assert len(fs.evict_later) == 3
+    assert arena.statistics()["frames_freed"] == freed0  # the pages are still there
+    assert fs.reap(2) == 2 and len(fs.evict_later) == 1
+    assert arena.statistics()["frames_freed"] == freed0 + 6
+    fs.forget(inos[2], 1)  # a duplicate FORGET queues it twice: evicted once
+    assert fs.reap() == 1 and not fs.evict_later
+    assert arena.statistics()["frames_freed"] == freed0 + 9
+    for ino in inos:
+        with pytest.raises(FsError):
+            fs.getattr(ino)
+
+
+def test_statistics_reap_first_and_the_queue_is_bounded(fs: ShmFs) -> None:
+    from fsimpl.state import EVICT_LATER_MAX
+
+    fs.defer_evictions = True
+    inos = [fs.mknod(1, b"n%d" % i, stat.S_IFREG | 0o644, 0, ROOT).ino
+            for i in range(EVICT_LATER_MAX + 10)]
+    for i, ino in enumerate(inos):
+        fs.unlink(1, b"n%d" % i)
+        fs.forget(ino, 1)
+    assert len(fs.evict_later) == EVICT_LATER_MAX  # the oldest were evicted inline
+    st = fs.statistics()
+    assert not fs.evict_later and st["inodes"] == 1  # only the root is left
+
+
+def test_an_inode_that_still_has_a_reference_is_not_reaped(fs: ShmFs) -> None:
+    fs.defer_evictions = True
+    ino = _dead_file(fs, b"kept")
+    fs.lookup(1, b"..")  # unrelated traffic
+    fs.forget(ino, 1)
+    fs._inodes[ino].nopen = 1  # reopened through /proc/self/fd before the reap
+    assert fs.reap() == 0 and fs.getattr(ino).nlink == 0
