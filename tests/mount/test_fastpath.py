@@ -1,4 +1,4 @@
-"""ops.handle_fast answers GETATTR, LOOKUP and FORGET exactly as the generic path
+"""ops.handle_fast answers GETATTR, LOOKUP, FORGET, UNLINK and RELEASE exactly as the generic path
 (parse_request + Operations.handle) does, or declines; a declined message then
 goes the generic way untouched. Both paths run on twin filesystems built by the
 same steps, and every reply, error counter and lookup count must agree."""
@@ -16,7 +16,7 @@ from fsimpl.types import Ctx
 from mount.codec import CodecError, parse_request, reply_error
 from mount.ops import Operations, OpsConfig
 
-GETATTR, LOOKUP, FORGET, UNLINK = 3, 1, 2, 10
+GETATTR, LOOKUP, FORGET, UNLINK, RELEASE, RMDIR = 3, 1, 2, 10, 18, 11
 CTX = Ctx(0, 0, 1, 0o022)
 
 
@@ -27,12 +27,19 @@ def msg(opcode: int, body: bytes, *, nodeid: int = 1, unique: int = 7, extlen: i
 
 
 def twin(negative_timeout: float = 0.0) -> tuple[ShmFs, Operations]:
+    """Root, dir (ino 2) with file (3, closed) and open (4, open as fh 2)."""
     fs = ShmFs(FsOptions(size_bytes=1 << 24, nr_inodes=100, mode=0o1777, uid=0, gid=0),
                clock=lambda: 1_700_000_000_123_456_789)  # twins: the same timestamps
     d = fs.mkdir(1, b"dir", 0o755, CTX)
     a, fh = fs.create(d.ino, b"file", 0o100644, os.O_WRONLY, CTX)
     fs.release(a.ino, fh)
+    b, fh2 = fs.create(d.ino, b"open", 0o100644, os.O_WRONLY, CTX)
+    assert (a.ino, b.ino, fh2) == (3, 4, 2)
     return fs, Operations(fs, OpsConfig(negative_timeout=negative_timeout))
+
+
+def release(fh: int, nodeid: int) -> bytes:
+    return msg(RELEASE, struct.pack("<QIIQ", fh, os.O_WRONLY, 0, 0), nodeid=nodeid)
 
 
 def generic(ops: Operations, m: bytes) -> list[bytes] | None:
@@ -57,7 +64,7 @@ def state(fs: ShmFs, ops: Operations) -> tuple[object, ...]:
             ops.statistics()["errors"], ops.statistics()["unexpected"])
 
 
-NAMES = [b"dir", b"file", b"nope", b".", b"..", b"x" * 255, b"x" * 256, b""]
+NAMES = [b"dir", b"file", b"open", b"nope", b".", b"..", b"x" * 255, b"x" * 256, b""]
 MESSAGES = (
     [msg(GETATTR, bytes(16), nodeid=n) for n in (1, 2, 3, 99)]
     + [msg(LOOKUP, name + b"\0", nodeid=n) for name in NAMES for n in (1, 2, 3, 99)]
@@ -65,8 +72,12 @@ MESSAGES = (
     + [msg(FORGET, struct.pack("<Q", k), nodeid=n) for n in (2, 3, 99) for k in (1, 5)]
     + [msg(GETATTR, bytes(8)), msg(GETATTR, bytes(24)), msg(FORGET, bytes(4), nodeid=3),
        msg(GETATTR, bytes(16), extlen=1) + bytes(8), msg(GETATTR, bytes(16), length=99),
-       msg(LOOKUP, b"file\0", nodeid=2, extlen=1) + bytes(8), msg(UNLINK, b"file\0", nodeid=2),
+       msg(LOOKUP, b"file\0", nodeid=2, extlen=1) + bytes(8), msg(RMDIR, b"dir\0"),
        msg(GETATTR, b"")[:30]]
+    + [release(2, 4), release(2, 4), release(9, 4), release(1, 3), release(2, 4)[:60]]
+    + [msg(UNLINK, name + b"\0", nodeid=n) for name in NAMES for n in (2, 1, 3)]
+    + [msg(UNLINK, b"file", nodeid=2)]
+    + [msg(GETATTR, bytes(16), nodeid=n) for n in (3, 4)]
 )
 
 
@@ -81,18 +92,19 @@ def test_every_kind_of_message_gets_the_generic_paths_answer() -> None:
             took_fast += fast
             assert got == want, (m, fast)
             assert state(fs_b, ops_b) == state(fs_a, ops_a), (m, fast)
-        assert took_fast == 35  # every well-formed one; the rest went the generic way
+        assert took_fast == 66  # every well-formed one; the rest went the generic way
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([GETATTR, LOOKUP, FORGET]),
+@given(st.lists(st.tuples(st.sampled_from([GETATTR, LOOKUP, FORGET, UNLINK, RELEASE]),
                           st.integers(0, 6), st.sampled_from(NAMES), st.integers(0, 3)),
                 max_size=30))
 def test_random_sequences_agree(steps: list[tuple[int, int, bytes, int]]) -> None:
     fs_a, ops_a = twin()
     fs_b, ops_b = twin()
     for opcode, nodeid, name, k in steps:
-        body = {GETATTR: bytes(16), LOOKUP: name + b"\0", FORGET: struct.pack("<Q", k)}[opcode]
+        body = {GETATTR: bytes(16), LOOKUP: name + b"\0", FORGET: struct.pack("<Q", k),
+                UNLINK: name + b"\0", RELEASE: struct.pack("<QIIQ", k, 1, 0, 0)}[opcode]
         m = msg(opcode, body, nodeid=nodeid)
         assert fast_or_generic(ops_b, m)[1] == generic(ops_a, m)
         assert state(fs_b, ops_b) == state(fs_a, ops_a)
