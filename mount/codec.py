@@ -125,12 +125,20 @@ def _names(body: memoryview, off: int, count: int, limit: int = P.FUSE_NAME_MAX,
     return out, off + pos
 
 
-def _name(body: memoryview, off: int = 0) -> bytes:
-    """One NUL-terminated name (LOOKUP, UNLINK, CREATE ...): _names without the loop."""
+def plain_name(body: Buffer, off: int = 0) -> bytes | None:
+    """The NUL-terminated name at ``off`` when it is well formed (1 to
+    FUSE_NAME_MAX bytes, terminated), else None. Shared by the codec and
+    Operations.handle_fast, which must decline exactly what the codec rejects."""
     raw = bytes(body[off:])
     nul = raw.find(b"\0")
-    if 0 < nul <= P.FUSE_NAME_MAX:
-        return raw[:nul]
+    return raw[:nul] if 0 < nul <= P.FUSE_NAME_MAX else None
+
+
+def _name(body: memoryview, off: int = 0) -> bytes:
+    """One NUL-terminated name (LOOKUP, UNLINK, CREATE ...): _names without the loop."""
+    name = plain_name(body, off)
+    if name is not None:
+        return name
     return _names(body, off, 1)[0][0]  # the error cases, with their messages
 
 

@@ -159,22 +159,20 @@ class Operations:
                 attr = self.fs.getattr(nodeid)
                 return opcode, [C.reply(unique, C.attr_out(attr, self.config.attr_timeout))]
             if opcode == _LOOKUP:
-                raw = bytes(msg[_IN_HEADER_SIZE:])
-                nul = raw.find(b"\0")
-                if not 0 < nul <= P.FUSE_NAME_MAX:
+                name = C.plain_name(msg, _IN_HEADER_SIZE)
+                if name is None:
                     return None
-                return opcode, [C.reply(unique, self._lookup_entry(nodeid, raw[:nul]))]
+                return opcode, [C.reply(unique, self._lookup_entry(nodeid, name))]
             if opcode == _FORGET:
                 if n != _FORGET_SIZE:
                     return None
                 self.fs.forget(nodeid, _unpack_u64(msg, _IN_HEADER_SIZE)[0])
                 return opcode, None
             if opcode == _UNLINK:
-                raw = bytes(msg[_IN_HEADER_SIZE:])
-                nul = raw.find(b"\0")
-                if not 0 < nul <= P.FUSE_NAME_MAX:
+                name = C.plain_name(msg, _IN_HEADER_SIZE)
+                if name is None:
                     return None
-                self.fs.unlink(nodeid, raw[:nul])
+                self.fs.unlink(nodeid, name)
                 return opcode, [C.reply(unique)]
             if opcode == _RELEASE:
                 if n != _RELEASE_SIZE:

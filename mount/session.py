@@ -236,9 +236,9 @@ class Session:
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
-        # GETATTR / LOOKUP / FORGET are answered straight from the bytes (the same
-        # replies, ops.handle_fast); --debug logs every request, so it takes the
-        # generic path
+        # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE are answered straight from
+        # the bytes (the same replies, ops.handle_fast); --debug logs every
+        # request, so it takes the generic path
         fast = None if self.debug else self.ops.handle_fast(msg)
         if fast is not None:
             opcode, out = fast
