@@ -184,9 +184,13 @@ class FsCore:
                 if len(self.evict_later) > EVICT_LATER_MAX:
                     self.reap(len(self.evict_later) - EVICT_LATER_MAX)
                 return
-            self._evict(inode)
-            del self._inodes[inode.ino]
-            self._evicted += 1
+            self._drop(inode)
+
+    def _drop(self, inode: Inode) -> None:
+        """Evict an inode and forget its number."""
+        self._evict(inode)
+        del self._inodes[inode.ino]
+        self._evicted += 1
 
     def reap(self, limit: int | None = None) -> int:
         """Evict (up to ``limit`` of) the inodes a FORGET left for later; returns
@@ -199,9 +203,7 @@ class FsCore:
         while pending and (limit is None or n < limit):
             inode = pending.popleft()
             if inode.evictable() and self._inodes.get(inode.ino) is inode:
-                self._evict(inode)
-                del self._inodes[inode.ino]
-                self._evicted += 1
+                self._drop(inode)
                 n += 1
         return n
 
