@@ -150,9 +150,9 @@ def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
         raise MountError(f"fusermount3 -u failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
-def mount_device(mountpoint: Path) -> str | None:
-    """The "major:minor" of the mount on top of mountpoint (/proc/self/mountinfo),
-    or None when nothing is mounted there.
+def _mount_entry(mountpoint: Path) -> tuple[str, str] | None:
+    """("major:minor", fstype) of the mount on top of mountpoint
+    (/proc/self/mountinfo), or None when nothing is mounted there.
 
     Only the parent directory is resolved: a stat of the mountpoint itself waits
     on the mount -- forever if its daemon hangs, and the daemon calls this from
@@ -160,13 +160,31 @@ def mount_device(mountpoint: Path) -> str | None:
     """
     p = Path(os.path.abspath(mountpoint))
     target = os.path.join(os.path.realpath(p.parent), p.name)
-    dev = None
+    entry = None
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             fields = line.split()
             if len(fields) > 4 and _unescape(fields[4]) == target:
-                dev = fields[2].decode()  # the last match is the mount on top
-    return dev
+                # the last match is the mount on top; fstype follows the "-" field
+                try:
+                    fstype = fields[fields.index(b"-", 5) + 1].decode()
+                except (ValueError, IndexError):
+                    fstype = ""
+                entry = (fields[2].decode(), fstype)
+    return entry
+
+
+def mount_device(mountpoint: Path) -> str | None:
+    """The "major:minor" of the mount on top of mountpoint, or None (_mount_entry)."""
+    entry = _mount_entry(mountpoint)
+    return entry[0] if entry else None
+
+
+def mount_fstype(mountpoint: Path) -> str | None:
+    """The filesystem type ("fuse.shmfs", "tmpfs" ...) of the mount on top of
+    mountpoint, or None when nothing is mounted there (_mount_entry)."""
+    entry = _mount_entry(mountpoint)
+    return entry[1] if entry else None
 
 
 def abort_connection(mountpoint: Path) -> None:

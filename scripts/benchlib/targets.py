@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mount.managed import managed_shmfs
+from mount.mounting import mount_fstype
 
 REPO = Path(__file__).resolve().parents[2]
 MOUNT_TIMEOUT = 60
@@ -32,18 +33,6 @@ MNT_DETACH = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
-
-def _mount_fstype(mountpoint: Path) -> str | None:
-    """fstype of the mount whose mountpoint is exactly `mountpoint`, or None."""
-    want = str(mountpoint)
-    found = None
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3 and parts[1].replace("\\040", " ") == want:
-                found = parts[2]  # the last one listed is the one on top
-    return found
 
 
 def vm_rss_bytes(pid: int) -> int:
@@ -102,7 +91,7 @@ class Target:
         self.rss_at_mount = vm_rss_bytes(m.pid)
 
     def fstype(self) -> str | None:
-        return _mount_fstype(self.path)
+        return mount_fstype(self.path)
 
     def close(self) -> None:
         """Unmount what open() mounted and remove the mountpoint.
@@ -122,11 +111,11 @@ class Target:
             return
         if self.mounted:
             target = os.fsencode(str(self.path))
-            if _mount_fstype(self.path) is not None and _libc.umount2(target, 0) != 0:
+            if mount_fstype(self.path) is not None and _libc.umount2(target, 0) != 0:
                 _libc.umount2(target, MNT_DETACH)
             self.mounted = False
         if self._tmpdir is not None:
-            if _mount_fstype(self.path) is None:
+            if mount_fstype(self.path) is None:
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
             else:
                 print(f"bench: {self.path} is still mounted; left in place", file=sys.stderr)

@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:  # mount.winclient, when run from a checkout witho
     sys.path.insert(0, str(REPO))
 
 from mount.managed import managed_shmfs  # noqa: E402
+from mount.mounting import mount_fstype  # noqa: E402
 from mount.winclient import mount_stats  # noqa: E402
 
 
@@ -65,17 +66,6 @@ class Target:
         if self.kind != "shmfs":
             return {}
         return mount_stats(self.path)
-
-
-def _fstype(path: Path) -> str | None:
-    want = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3 and parts[1].replace("\\040", " ") == want:
-                found = parts[2]
-    return found
 
 
 def find_daemon(mnt: Path) -> int | None:
@@ -121,7 +111,7 @@ def fresh_tmpfs(size: str) -> Iterator[Target]:
                        check=True, capture_output=True)
         yield Target("tmpfs", mnt, None)
     finally:
-        if _fstype(mnt) is not None:
+        if mount_fstype(mnt) is not None:
             _umount(mnt)
         shutil.rmtree(base, ignore_errors=True)
 
@@ -129,7 +119,7 @@ def fresh_tmpfs(size: str) -> Iterator[Target]:
 @contextlib.contextmanager
 def existing(path: Path, daemon_pid: int | None = None) -> Iterator[Target]:
     """A shmfs the caller mounted; the tool works in a private subdirectory of it."""
-    fstype = _fstype(path)
+    fstype = mount_fstype(Path(os.path.realpath(path)))  # a symlink to it counts too
     if fstype is None:
         raise RuntimeError(f"{path} is not a mountpoint")
     kind = "tmpfs" if fstype == "tmpfs" else "shmfs"
