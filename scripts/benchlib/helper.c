@@ -113,20 +113,29 @@ static int seqread(const char *path, long bs)
 	return 0;
 }
 
-static int randread(const char *path, long long ops)
+/* open path for the random workloads; its size in pages goes to *npages
+ * (-1 after a message when the file is empty) */
+static int open_pages(const char *path, int flags, long long *npages)
 {
-	char *buf = page_buffer(PAGE, 0);
-	int fd = open(path, O_RDONLY);
+	int fd = open(path, flags);
 	if (fd < 0)
 		die("open", path);
 	struct stat st;
 	if (fstat(fd, &st))
 		die("fstat", path);
-	long long npages = st.st_size / PAGE;
-	if (npages <= 0) {
+	*npages = st.st_size / PAGE;
+	if (*npages <= 0)
 		fprintf(stderr, "helper: %s is empty\n", path);
+	return fd;
+}
+
+static int randread(const char *path, long long ops)
+{
+	char *buf = page_buffer(PAGE, 0);
+	long long npages;
+	int fd = open_pages(path, O_RDONLY, &npages);
+	if (npages <= 0)
 		return 1;
-	}
 	long long *perm = malloc(sizeof(*perm) * npages);
 	for (long long i = 0; i < npages; i++)
 		perm[i] = i;
@@ -156,17 +165,10 @@ static int randread(const char *path, long long ops)
 static int randwrite(const char *path, long long ops)
 {
 	char *buf = page_buffer(PAGE, 1);
-	int fd = open(path, O_WRONLY);
-	if (fd < 0)
-		die("open", path);
-	struct stat st;
-	if (fstat(fd, &st))
-		die("fstat", path);
-	long long npages = st.st_size / PAGE;
-	if (npages <= 0) {
-		fprintf(stderr, "helper: %s is empty\n", path);
+	long long npages;
+	int fd = open_pages(path, O_WRONLY, &npages);
+	if (npages <= 0)
 		return 1;
-	}
 	long long t0 = now_ns();
 	for (long long i = 0; i < ops; i++)
 		if (pwrite(fd, buf, PAGE, (long long)(rnd() % npages) * PAGE) != PAGE)
