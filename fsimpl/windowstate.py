@@ -41,7 +41,7 @@ REMAP_FLAGS = REMAP_POPULATE | MAP_NONBLOCK | MAP_CHGPROT
 MPROTECT_VMA = 0x1
 _PROT_BITS = PROT_READ | PROT_WRITE
 
-# QUERY page flags (docs/windows.md, mount/winioctl.py)
+# QUERY page flags (docs/windows.md, mount/winapi/abi.py)
 PAGE_PRESENT, PAGE_FILE, PAGE_DIRTY, PAGE_OWNPROT = 0x01, 0x02, 0x04, 0x08
 PAGE_BEYOND_EOF, PAGE_RESIDENT, PAGE_CACHED = 0x10, 0x20, 0x40
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from mount.cli import main
+from mount.cli.main import main
 
 sys.exit(main())

@@ -39,7 +39,7 @@ from benchlib.engine import CEngine, make_engine
 from benchlib.targets import Target, parse_targets
 from benchlib.workloads import Config, Result, Runner
 
-from mount.mounting import abort_connection
+from mount.mounting.kernel import abort_connection
 
 DEFAULT_OUT = Path("/tmp/shmfs-bench-results")
 # units that allocate file data: the guest-memory warm-up runs right before each

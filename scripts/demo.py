@@ -80,7 +80,7 @@ def main(mnt: Path) -> int:
     os.close(fd)
 
     step("a window: remap_file_pages over a 64 GiB object, seen by another process")
-    from mount.winclient import Window
+    from mount.winapi.client import Window
 
     obj = mnt / "object"
     with open(obj, "wb") as f:

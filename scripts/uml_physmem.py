@@ -44,7 +44,7 @@ from windowlib import targets, wall
 from windowlib.guest import COUNTERS, RW, serve
 from windowlib.progress import Progress, handle_signals
 
-from mount.winclient import PAGE_SIZE, PROT_NONE, PROT_READ, Window
+from mount.winapi.client import PAGE_SIZE, PROT_NONE, PROT_READ, Window
 
 PROTS = (RW, PROT_READ, PROT_NONE)
 PROT_WEIGHTS = (6, 3, 1)

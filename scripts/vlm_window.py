@@ -44,7 +44,7 @@ from windowlib.bufcache import ShmfsSlots, TmpfsSlots
 from windowlib.pattern import describe, expected
 from windowlib.progress import Progress, handle_signals
 
-from mount.winclient import PAGE_SIZE
+from mount.winapi.client import PAGE_SIZE
 
 HEADROOM = 256  # slot mappings given back when the kernel's emulation hits the wall
 SCATTER = 0x9E3779B97F4A7C15  # odd: rank -> block is a bijection for power-of-two counts

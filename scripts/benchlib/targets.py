@@ -6,7 +6,7 @@ directory, benchmarked as it is -- useful without root or for any other
 filesystem). ``tmpfs`` and ``shmfs`` targets are fresh mounts made for this run
 on a private temporary mountpoint; ``Target.close`` always unmounts them (the
 caller drives it from a ``finally``/ExitStack, so Ctrl-C and errors unmount
-too). A shmfs is mounted and taken down by ``mount.managed.managed_shmfs``,
+too). A shmfs is mounted and taken down by ``mount.mounting.managed.managed_shmfs``,
 shared with the tests and the other tools; its daemon is the process it
 started, so the pid (and the RSS at mount) needs no search.
 """
@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mount.managed import managed_shmfs
-from mount.mounting import mount_fstype
+from mount.mounting.kernel import mount_fstype
+from mount.mounting.managed import managed_shmfs
 
 REPO = Path(__file__).resolve().parents[2]
 MOUNT_TIMEOUT = 60

@@ -26,7 +26,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from mount.managed import managed_shmfs
+from mount.mounting.managed import managed_shmfs
 from stresslib.opkinds import ALL_OPS, INJECT, verify_whole
 from stresslib.oracle import Mismatch, check_record
 from stresslib.worker import Params, Worker
@@ -230,7 +230,7 @@ def _umount(mnt: Path) -> None:
 def target(kind: str, directory: Path | None, size: str) -> Iterator[Path]:
     """A fresh directory to stress: 'shmfs' (mounted here), 'tmpfs' or 'dir'.
 
-    A shmfs comes from ``mount.managed.managed_shmfs`` (ready once FUSE_INIT is
+    A shmfs comes from ``mount.mounting.managed.managed_shmfs`` (ready once FUSE_INIT is
     answered, 60 s at most; always taken down, a hung or dead connection
     aborted). A run whose daemon died is an error even if every worker passed:
     that is checked on the daemon process, never by a syscall on the mount,

@@ -1,7 +1,7 @@
 """Window op kinds for the stress workers: remaps, loads, stores, MADV_REMOVE.
 
 Each owned file gets a window file (``p<proc>/w<i>``, WIN_PAGES pages) the
-first time a window op picks it, through the ABI client (mount/winclient.py).
+first time a window op picks it, through the ABI client (mount/winapi/client.py).
 The worker tracks which object page every window page shows, so the file's
 FileModel is also the oracle for what a window page must read:
 
@@ -57,7 +57,7 @@ def _window(w: Worker, f: OwnedFile) -> _Win | None:
     if win is not None:  # the file was replaced (rename/unlink ops): a new window
         win.client.close()
         os.unlink(win.path)
-    from mount.winclient import Window
+    from mount.winapi.client import Window
 
     path = str(w.dir / f"w{i}")
     try:
@@ -142,7 +142,7 @@ def op_win_remove(w: Worker) -> None:
     win = _window(w, f)
     if win is None:
         return
-    from mount.winclient import MADV_REMOVE
+    from mount.winapi.client import MADV_REMOVE
 
     win.client.madvise(i, 1, MADV_REMOVE)
     f.model.punch(win.pgoffs[i] * PAGE, PAGE)

@@ -11,6 +11,6 @@
 * ``wall``     -- the vm.max_map_count wall: one window laid out so that the kernel's
                   remap_file_pages emulation needs more VMAs than it allows.
 
-Everything that touches a shmfs window goes through mount.winclient (the public
+Everything that touches a shmfs window goes through mount.winapi.client (the public
 ioctl ABI of docs/windows.md), as a program in any language would.
 """

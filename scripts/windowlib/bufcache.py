@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from mount.winclient import PAGE_SIZE, PROT_READ, PROT_WRITE, Window
+from mount.winapi.client import PAGE_SIZE, PROT_READ, PROT_WRITE, Window
 from windowlib import sysmm
 
 RW = PROT_READ | PROT_WRITE

@@ -37,7 +37,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mount.winclient import MADV_REMOVE, PAGE_SIZE, PROT_READ, PROT_WRITE, Window
+from mount.winapi.client import MADV_REMOVE, PAGE_SIZE, PROT_READ, PROT_WRITE, Window
 from windowlib import sysmm
 from windowlib.pattern import describe, expected
 

@@ -1,6 +1,6 @@
 """The filesystems a tool runs on: a fresh shmfs (default), an existing one, a kernel tmpfs.
 
-A fresh shmfs is mounted by ``mount.managed.managed_shmfs`` (shared with the
+A fresh shmfs is mounted by ``mount.mounting.managed.managed_shmfs`` (shared with the
 tests, the benchmark and the stress tool): the real CLI in the foreground, in
 a session of its own (a Ctrl-C in the terminal reaches the tool, not the
 daemon), ready once FUSE_INIT is answered, its pid that of the process
@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # mount.winclient, when run from a checkout without install
+if str(REPO) not in sys.path:  # mount.winapi.client, when run from a checkout without install
     sys.path.insert(0, str(REPO))
 
-from mount.managed import managed_shmfs  # noqa: E402
-from mount.mounting import mount_fstype  # noqa: E402
-from mount.winclient import mount_stats  # noqa: E402
+from mount.mounting.kernel import mount_fstype  # noqa: E402
+from mount.mounting.managed import managed_shmfs  # noqa: E402
+from mount.winapi.client import mount_stats  # noqa: E402
 
 
 @dataclass

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mount.winclient import PAGE_SIZE, PROT_READ, PROT_WRITE, Window
+from mount.winapi.client import PAGE_SIZE, PROT_READ, PROT_WRITE, Window
 from windowlib import sysmm
 from windowlib.pattern import describe, expected
 

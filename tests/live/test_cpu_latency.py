@@ -1,4 +1,4 @@
-"""The daemon's CPU latency hold on a live mount (mount/cpulatency.py).
+"""The daemon's CPU latency hold on a live mount (mount/server/cpulatency.py).
 
 While requests stream in, a root daemon holds a PM QoS CPU latency request
 (the value it asked for is visible in /dev/cpu_dma_latency, which reads back
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mount.winclient import mount_stats
+from mount.winapi.client import mount_stats
 
 pytestmark = pytest.mark.mount
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mount.mounting import is_mounted
+from mount.mounting.kernel import is_mounted
 from tests.support.mounts import ROOT, daemon_pid, shmfs_mount
 
 pytestmark = pytest.mark.mount

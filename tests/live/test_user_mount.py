@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mount.mounting import is_mounted
+from mount.mounting.kernel import is_mounted
 from tests.support.mounts import ROOT
 
 pytestmark = pytest.mark.mount

@@ -1,7 +1,7 @@
 """Byte-level tests of the FUSE codec.
 
 Requests are built with ``struct.pack`` from the C layouts in linux/fuse.h
-(written out here independently of mount.protocol), the way the kernel lays
+(written out here independently of mount.wire.protocol), the way the kernel lays
 them out; replies are taken apart field by field.
 """
 
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mount import codec as C
-from mount import protocol as P
-from mount.codec import CodecError, parse_request
+from mount.wire import codec as C
+from mount.wire import protocol as P
+from mount.wire.codec import CodecError, parse_request
 
 UID, GID, PID = 1000, 100, 4242
 

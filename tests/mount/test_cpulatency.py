@@ -1,4 +1,4 @@
-"""The CPU latency hold (mount/cpulatency.py) and its -o cpu_latency= option."""
+"""The CPU latency hold (mount/server/cpulatency.py) and its -o cpu_latency= option."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mount.cpulatency import CpuLatencyHold
-from mount.options import OptionError, parse_options
+from mount.mounting.options import OptionError, parse_options
+from mount.server.cpulatency import CpuLatencyHold
 
 NO_CONSTRAINT = 2_000_000_000
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from fsimpl import FsOptions, ShmFs
 from fsimpl.types import Ctx
-from mount.codec import CodecError, parse_request, reply_error
-from mount.ops import Operations, OpsConfig
+from mount.server.ops import Operations, OpsConfig
+from mount.wire.codec import CodecError, parse_request, reply_error
 
 GETATTR, LOOKUP, FORGET, UNLINK, RELEASE, RMDIR = 3, 1, 2, 10, 18, 11
 CTX = Ctx(0, 0, 1, 0o022)

@@ -1,4 +1,4 @@
-"""mount/managed.py: a fresh shmfs on a private mountpoint, always taken down.
+"""mount/mounting/managed.py: a fresh shmfs on a private mountpoint, always taken down.
 
 Against live mounts: mounting and unmounting, what is left afterwards (no
 mount, no directory, no daemon), a daemon that fails to mount or never says
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from mount.managed import MountFailed, managed_shmfs
-from mount.mounting import is_mounted
+from mount.mounting.kernel import is_mounted
+from mount.mounting.managed import MountFailed, managed_shmfs
 
 pytestmark = [pytest.mark.mount, pytest.mark.timeout(120)]
 

@@ -15,9 +15,9 @@ import pytest
 
 from fsimpl.errors import FsError
 from fsimpl.types import Attr, StatFs
-from mount import protocol as P
-from mount.codec import parse_request
-from mount.ops import Operations, OpsConfig
+from mount.server.ops import Operations, OpsConfig
+from mount.wire import protocol as P
+from mount.wire.codec import parse_request
 
 UID, GID, PID = 1000, 100, 77
 DT_DIR, DT_REG = 4, 8

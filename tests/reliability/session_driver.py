@@ -1,4 +1,4 @@
-"""Run the real ``mount.session.Session`` over a socket instead of /dev/fuse.
+"""Run the real ``mount.server.session.Session`` over a socket instead of /dev/fuse.
 
     python -m tests.reliability.session_driver FD
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import trio
 
 from fsimpl import FsOptions, ShmFs
-from mount.ops import Operations, OpsConfig
-from mount.session import Session
+from mount.server.ops import Operations, OpsConfig
+from mount.server.session import Session
 
 
 def main(fd: int) -> int:

@@ -1,6 +1,6 @@
 """Hostile input to the real session loop, without the kernel.
 
-``mount.session.Session`` serves a fresh ShmFs over a SOCK_SEQPACKET socketpair
+``mount.server.session.Session`` serves a fresh ShmFs over a SOCK_SEQPACKET socketpair
 (session_driver.py) after a valid INIT. Hypothesis feeds it malformed,
 truncated, oversized and random requests; after every one a GETATTR probe
 must be answered, every request that is owed a reply gets exactly one with a
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mount import winioctl
+from mount.winapi import abi
 from tests.reliability import wire as W
 from tests.reliability.wire import Channel, check_replies, owed_reply, request
 
@@ -202,9 +202,9 @@ def test_ioctl_with_garbage_and_huge_sizes(served: tuple[Channel, Files], cmd: i
         assert r.error < 0  # not a shmfs command: an errno, never success
 
 
-WINDOW_CMDS = [winioctl.SHMFS_IOC_WIN_ATTACH, winioctl.SHMFS_IOC_WIN_REMAP,
-               winioctl.SHMFS_IOC_WIN_MPROTECT, winioctl.SHMFS_IOC_WIN_MADVISE,
-               winioctl.SHMFS_IOC_WIN_QUERY, winioctl.SHMFS_IOC_WIN_INFO, winioctl.SHMFS_IOC_STATS]
+WINDOW_CMDS = [abi.SHMFS_IOC_WIN_ATTACH, abi.SHMFS_IOC_WIN_REMAP,
+               abi.SHMFS_IOC_WIN_MPROTECT, abi.SHMFS_IOC_WIN_MADVISE,
+               abi.SHMFS_IOC_WIN_QUERY, abi.SHMFS_IOC_WIN_INFO, abi.SHMFS_IOC_STATS]
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from mount.managed import ManagedMount, managed_shmfs
+from mount.mounting.managed import ManagedMount, managed_shmfs
 from tests.support.mounts import leftovers
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Mount a fresh shmfs or a kernel tmpfs for a test, and always take it down.
 
-``shmfs_mount`` is a thin wrapper over ``mount.managed.managed_shmfs`` (the
+``shmfs_mount`` is a thin wrapper over ``mount.mounting.managed.managed_shmfs`` (the
 one implementation shared with the benchmark and the tools): the real CLI in
 the foreground as a child process, so the test exercises exactly what a user
 runs; readiness through ``--ready-fd`` (written after FUSE_INIT has been
@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mount.managed import ManagedMount, MountFailed, managed_shmfs
+from mount.mounting.managed import ManagedMount, MountFailed, managed_shmfs
 
 __all__ = ["ROOT", "MountFailed", "daemon_pid", "leftovers", "shmfs_mount", "tmpfs_mount"]
 

@@ -6,7 +6,7 @@ tests/windows/test_write_deadlock.py runs it for 15 s).
 Three processes store through mmaps of three windows over one 4-page object (and
 a fourth through an mmap of the object itself), with msync and pwrite mixed in.
 A WRITE whose handler queued invalidations has its reply written *after* them
-(mount/session.py); an invalidation waits for the pages it drops -- locked, or
+(mount/server/session.py); an invalidation waits for the pages it drops -- locked, or
 under writeback until the reply of another in-flight WRITE, or laundered through
 a new WRITE -- and when that other WRITE's reply is itself queued behind a
 notification, nobody moves: the daemon's notifier thread sits in
@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mount.winclient import Window
+from mount.winapi.client import Window
 from tests.support.mounts import shmfs_mount
 
 P = 4096

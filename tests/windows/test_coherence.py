@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mount.winclient import MADV_DONTNEED, PROT_READ, Window
+from mount.winapi.client import MADV_DONTNEED, PROT_READ, Window
 from tests.live.helpers import fallocate
 from tests.windows.helpers import MapChild, P, make_object, page_of
 
@@ -132,6 +132,6 @@ def test_protect_and_dontneed_invalidate_only_what_changed(wdir: Path) -> None:
 
 
 def _inval_pages(path: Path) -> int:
-    from mount.winclient import mount_stats
+    from mount.winapi.client import mount_stats
 
     return mount_stats(path)["windows"]["counters"].get("inval_pages", 0)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from mount.winclient import Window
+from mount.winapi.client import Window
 from tests.windows.helpers import ROOT, make_object
 
 pytestmark = pytest.mark.mount
@@ -50,7 +50,7 @@ COMMON = textwrap.dedent("""
 WRITER = COMMON + textwrap.dedent("""
     sys.path.insert(0, sys.argv[7])
     from mount.syscalls import fallocate
-    from mount.winclient import Window, MADV_REMOVE
+    from mount.winapi.client import Window, MADV_REMOVE
     rng = random.Random(int(sys.argv[6]))
     w = Window.open(sys.argv[1])
     ofd = os.open(sys.argv[8], os.O_RDWR)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mount import winioctl as W
-from mount.winclient import PROT_READ, Window, mount_stats
+from mount.winapi import abi as W
+from mount.winapi.client import PROT_READ, Window, mount_stats
 from tests.support.mounts import daemon_pid
 from tests.windows.helpers import P, make_object, shmfs_cli
 

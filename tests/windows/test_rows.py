@@ -1,6 +1,6 @@
 """kernel-semantics.md §6 through window files on a live mount, from other processes.
 
-Each test names its row.  The window is driven with the client (mount.winclient,
+Each test names its row.  The window is driven with the client (mount.winapi.client,
 the documented ioctl ABI); what a program sees is checked through mmaps held by
 separate processes (tests/windows/helpers.MapChild) and through pread/pwrite.
 Row 3 (a MAP_PRIVATE remap) has no window analogue: a window is always shared.
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from mount.winclient import (
+from mount.winapi.abi import PAGE_BEYOND_EOF, PAGE_PRESENT, WIN_NONLINEAR
+from mount.winapi.client import (
     MADV_DONTNEED,
     MADV_REMOVE,
     PROT_READ,
     PROT_WRITE,
     Window,
 )
-from mount.winioctl import PAGE_BEYOND_EOF, PAGE_PRESENT, WIN_NONLINEAR
 from tests.windows.helpers import ChildDied, MapChild, P, make_object, page_of, touch_in_child
 
 pytestmark = pytest.mark.mount

@@ -1,5 +1,5 @@
 """Regression: concurrent write-backs through windows sharing object pages must
-not hang the session (the reply-ordering rule in mount/session.py).
+not hang the session (the reply-ordering rule in mount/server/session.py).
 
 Runs tests/windows/repro_write_deadlock.py for a bounded time: three processes
 store through mmaps of three windows over one object, a fourth through the

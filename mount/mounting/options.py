@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mount.mounting import MS_NODEV, MS_NOEXEC, MS_NOSUID
+from mount.mounting.kernel import MS_NODEV, MS_NOEXEC, MS_NOSUID
 
 PAGE_SIZE = 4096
 
@@ -51,7 +51,7 @@ class MountOptions:
     allow_other: bool = False
     ms_flags: int = MS_NOSUID | MS_NODEV
     # PM QoS wake-up latency (µs) held while requests stream in; None = off
-    # (mount/cpulatency.py). Not a tmpfs option: shmfs's own.
+    # (mount/server/cpulatency.py). Not a tmpfs option: shmfs's own.
     cpu_latency_us: int | None = 0
     extra: dict[str, str] = field(default_factory=dict)
 

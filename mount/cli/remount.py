@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from mount.options import OptionError, parse_options
-from mount.winioctl import REMOUNT, REMOUNT_INODES, REMOUNT_SIZE, SHMFS_IOC_REMOUNT
+from mount.mounting.options import OptionError, parse_options
+from mount.winapi.abi import REMOUNT, REMOUNT_INODES, REMOUNT_SIZE, SHMFS_IOC_REMOUNT
 
 ALLOWED = ("size", "nr_blocks", "nr_inodes")
 

@@ -8,7 +8,7 @@
     shmfs window destroy PATH
     shmfs stat MOUNTPOINT [--json]
 
-Every subcommand is one client call (mount.winclient), so the CLI uses exactly
+Every subcommand is one client call (mount.winapi.client), so the CLI uses exactly
 the ABI of docs/windows.md.  Errors print the errno name and exit with 1.
 """
 
@@ -22,7 +22,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mount.winclient import (
+from mount.winapi.abi import page_flags_text, prot_text
+from mount.winapi.client import (
     MADV_DONTNEED,
     MADV_NORMAL,
     MADV_REMOVE,
@@ -33,7 +34,6 @@ from mount.winclient import (
     Window,
     mount_stats,
 )
-from mount.winioctl import page_flags_text, prot_text
 
 PROTS = {"rw": PROT_READ | PROT_WRITE, "r": PROT_READ, "none": PROT_NONE}
 ADVICE = {"remove": MADV_REMOVE, "dontneed": MADV_DONTNEED, "willneed": MADV_WILLNEED,

@@ -3,7 +3,7 @@
 A window is a file on the mount that shows pages of an *object* (another
 regular file on the same mount) through a nonlinear page table::
 
-    from mount.winclient import Window, PROT_READ, PROT_WRITE
+    from mount.winapi.client import Window, PROT_READ, PROT_WRITE
 
     w = Window.create("/mnt/win0", "/mnt/physmem", npages=256)   # create + ATTACH
     w.remap(0, 1, pgoff=4095)           # window page 0 shows object page 4095
@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mount.winioctl import (
+from mount.winapi.abi import (
     ATTACH,
     INFO,
     MADV_DONTNEED,

@@ -37,9 +37,9 @@ from typing import Any
 
 from fsimpl.errors import FsError
 from fsimpl.types import Ctx
-from mount import codec as C
-from mount import protocol as P
-from mount.codec import Request
+from mount.wire import codec as C
+from mount.wire import protocol as P
+from mount.wire.codec import Request
 
 log = logging.getLogger("shmfs.ops")
 O_TRUNC = 0o1000
@@ -433,11 +433,11 @@ class Operations:
     def _ioctl(self, req: Request) -> Reply:
         # shmfs window ioctls (docs/windows.md); any other command is "not a tty".
         from fsimpl.windows import windows_of
-        from mount import winioctl
+        from mount.server import ioctl
 
         try:
-            return winioctl.serve(self, req, windows_of(self.fs))
-        except winioctl.AbiError as e:
+            return ioctl.serve(self, req, windows_of(self.fs))
+        except ioctl.AbiError as e:
             raise FsError(e.errno, str(e)) from e
 
     # --- directories --------------------------------------------------------------------------

@@ -40,8 +40,8 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mount import protocol as P
-from mount.protocol import (  # the typed requests, re-exported for callers of the codec
+from mount.wire import protocol as P
+from mount.wire.protocol import (  # the typed requests, re-exported for callers of the codec
     AccessIn,
     BatchForgetIn,
     CopyFileRangeIn,

@@ -24,7 +24,7 @@ continued, in case it was stopped): it normally leaves by itself once
 unmounted; if not, SIGTERM, then SIGKILL -- only ever the process started here.
 The temporary directory is removed once nothing is mounted on it.
 
-Only stdlib and mount.mounting are imported: the tools load this module with
+Only stdlib and mount.mounting.kernel are imported: the tools load this module with
 nothing but the standard library installed.
 """
 
@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mount.mounting import MountError, abort_connection, is_mounted, unmount
+from mount.mounting.kernel import MountError, abort_connection, is_mounted, unmount
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = 60.0  # from start to "ok" on the ready fd

@@ -1,5 +1,5 @@
 """FUSE wire vocabulary: constants, struct layouts (``/usr/include/linux/fuse.h``) and
-the typed request records that mount.codec decodes into (re-exported there).
+the typed request records that mount.wire.codec decodes into (re-exported there).
 
 The header installed on the build machine (linux-libc-dev) is the authority; it
 describes protocol 7.38, which is also the highest minor shmfs answers with (a

@@ -19,13 +19,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mount import mounting
-from mount.options import MountOptions, OptionError, default_limits, parse_options
+from mount.mounting import kernel as mounting
+from mount.mounting.options import MountOptions, OptionError, parse_options
+from mount.server.daemon import run_daemon
 
 log = logging.getLogger("shmfs")
 
 SUBCOMMANDS = ("unmount", "window", "stat", "remount")
-READAHEAD_KIB = 1024  # one READ request's worth (max_pages = 256)
 
 
 def _mount_parser() -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if foreground:
         _setup_logging(ns.debug, ns.log, to_stderr=True)
         ready_fd = ns.ready_fd
-        return _run_daemon(mnt, opts, ns.debug, _ready_writer(ready_fd, ns.pidfile))
+        return run_daemon(mnt, opts, ns.debug, _ready_writer(ready_fd, ns.pidfile))
     return _daemonise(mnt, opts, ns)
 
 
@@ -133,7 +133,7 @@ def _daemonise(mnt: Path, opts: MountOptions, ns: argparse.Namespace) -> int:
         _setup_logging(False, ns.log, to_stderr=False)
         code = 1
         try:
-            code = _run_daemon(mnt, opts, False, _ready_writer(w, ns.pidfile))
+            code = run_daemon(mnt, opts, False, _ready_writer(w, ns.pidfile))
         finally:
             os._exit(code)
     os.close(w)
@@ -148,65 +148,13 @@ def _daemonise(mnt: Path, opts: MountOptions, ns: argparse.Namespace) -> int:
     return 1
 
 
-def _run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str], None]) -> int:
-    """Mount, serve until unmounted, return the exit status."""
-    import trio
-
-    from fsimpl import FsOptions, ShmFs
-    from mount.cpulatency import CpuLatencyHold
-    from mount.ops import Operations, OpsConfig
-    from mount.session import Session
-
-    size, inodes = default_limits()
-    fs_opts = FsOptions(
-        size_bytes=opts.size_bytes if opts.size_given else size,
-        nr_inodes=opts.nr_inodes if opts.nr_inodes_given else inodes,
-        mode=opts.mode,
-        uid=opts.uid,
-        gid=opts.gid,
-    )
-    fs = ShmFs(fs_opts)
-    try:
-        fd = mounting.mount(
-            mounting.MountRequest(
-                mountpoint=mnt,
-                root_mode=opts.mode,
-                allow_other=opts.allow_other,
-                ms_flags=opts.ms_flags,
-            )
-        )
-    except mounting.MountError as e:
-        report(str(e))
-        return 1
-    ops = Operations(fs, OpsConfig())
-
-    def ready() -> None:
-        if os.geteuid() == 0:
-            mounting.set_readahead(mnt, READAHEAD_KIB)
-        report("ok")
-
-    session = Session(fd, ops, mnt, on_ready=ready, debug=debug,
-                      cpu_latency=CpuLatencyHold(opts.cpu_latency_us))
-    try:
-        trio.run(session.serve)
-    except KeyboardInterrupt:
-        pass
-    except Exception:
-        log.exception("session failed")
-        report("session failed; see the log")
-        return 1
-    finally:
-        os.close(fd)
-    return 0
-
-
 def _subcommand(name: str, argv: list[str]) -> int:
     if name == "remount":
-        from mount import remount
+        from mount.cli import remount
 
         return remount.main(argv)
-    if name in ("window", "stat"):  # window files and statistics: mount/wincli.py
-        from mount import wincli
+    if name in ("window", "stat"):  # window files and statistics: mount/cli/window.py
+        from mount.cli import window as wincli
 
         return wincli.window_main(argv) if name == "window" else wincli.stat_main(argv)
     if name == "unmount":

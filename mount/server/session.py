@@ -46,10 +46,10 @@ from pathlib import Path
 
 import trio
 
-from mount import mounting
-from mount.codec import CodecError, encode_notify, parse_request, reply_error
-from mount.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
-from mount.ops import Operations
+from mount.mounting import kernel as mounting
+from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
+from mount.server.ops import Operations
+from mount.wire.codec import CodecError, encode_notify, parse_request, reply_error
 
 log = logging.getLogger("shmfs.session")
 
@@ -120,7 +120,7 @@ class Session:
         self.debug = debug
         self.populate_ahead = populate_ahead
         self.spin_ns = spin_ns
-        # held while requests stream in (mount/cpulatency.py); disabled by default here,
+        # held while requests stream in (mount/server/cpulatency.py); disabled by default here,
         # the CLI passes the -o cpu_latency= choice
         self.cpu_latency = cpu_latency if cpu_latency is not None else CpuLatencyHold(None)
         self.stats = SessionStats()
@@ -131,7 +131,7 @@ class Session:
         self._signals = 0
         self._pending = 0  # notification batches queued and not yet written
         self._pending_lock = threading.Lock()
-        # hook: the STATS ioctl (mount/winioctl.py) reports the session's counters too
+        # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
 
     async def serve(self) -> None:

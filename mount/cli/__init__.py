@@ -1,0 +1,2 @@
+"""The ``shmfs`` command: ``main`` (mount, dispatch), ``window`` (``shmfs window`` and
+``shmfs stat``), ``remount``."""

@@ -1,0 +1,1 @@
+"""The FUSE wire protocol: ``protocol`` (numbers and layouts) and ``codec`` (bytes <-> values)."""
