@@ -79,10 +79,11 @@ from .windowstate import (
     WinState,
     _vm,
 )
+from .winextent import WindowExtent
 from .wingrant import GrantTable
 
 
-class WindowTable(WindowCoherence, WindowIO):
+class WindowTable(WindowCoherence, WindowIO, WindowExtent):
     """Every window of one ShmFs (``windows_of(fs)``)."""
 
     def __init__(self, fs: Any) -> None:
@@ -183,6 +184,7 @@ class WindowTable(WindowCoherence, WindowIO):
             self.fs._queue(InvalInode(object_ino, 0, -1))
         ostate.wins.add(ino)
         inode.mapping.size = size  # st_size of the window file
+        inode.window_blocks = lambda: self.blocks_of(ino)  # st_blocks: what it shows
         inode.mtime_ns = inode.ctime_ns = self.fs._now()
         self.fs._queue(InvalInode(ino, -1, 0))  # attributes changed behind the kernel
         self.stats["attached"] += 1
@@ -192,6 +194,9 @@ class WindowTable(WindowCoherence, WindowIO):
         ws = self.wins.pop(ino, None)
         if ws is None:
             return
+        inode = self.fs._inodes.get(ino)
+        if inode is not None:
+            inode.window_blocks = None
         self._by_mm.pop(id(ws.window.mm), None)
         nchunks = sum(v.pt.nchunks for v in ws.window.vmas)
         self.budget.release(ws.window.mm)

@@ -113,6 +113,32 @@ class PageCache:
         """Frames of pages [pgoff, pgoff+n) (-1 = hole)."""
         return self.lookup(pgoff, n)[0]
 
+    def present_mask(self, pgoffs: np.ndarray, uptodate_only: bool = True) -> np.ndarray:
+        """For each pgoff in ``pgoffs`` (any order): does it hold a page (an UPTODATE one by
+        default)?  Cost: the array, plus one step per chunk of this cache it touches."""
+        out = np.zeros(len(pgoffs), dtype=bool)
+        if not self._keys or not len(pgoffs):
+            return out
+        keys = pgoffs >> CHUNK_SHIFT
+        for k in np.intersect1d(np.unique(keys), np.asarray(self._keys)).tolist():
+            sel = np.flatnonzero(keys == k)
+            slots = pgoffs[sel] & CHUNK_MASK
+            if uptodate_only:
+                out[sel] = (self._flags[k][slots] & PG_UPTODATE) != 0
+            else:
+                out[sel] = self._frames[k][slots] >= 0
+        return out
+
+    def count_range(self, pgoff: int, n: int, uptodate_only: bool = True) -> int:
+        """Pages held in [pgoff, pgoff+n) (UPTODATE ones by default); cost per chunk held."""
+        total = 0
+        for k, lo, hi in self._existing(max(pgoff, 0), pgoff + n):
+            if uptodate_only:
+                total += int(np.count_nonzero(self._flags[k][lo:hi] & PG_UPTODATE))
+            else:
+                total += int(np.count_nonzero(self._frames[k][lo:hi] >= 0))
+        return total
+
     def next_data(self, pgoff: int, uptodate_only: bool = True) -> int | None:
         """First pgoff >= pgoff holding a page (an UPTODATE page by default: for
         SEEK_DATA, fallocated pages are holes), or None."""

@@ -349,6 +349,12 @@ class PageTable:
         o = np.argsort(order_v, kind="stable")
         return order_v[o], order_p[o]
 
+    def spans(self, lo: int, hi: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(first vpn, bits, pgoff) views of each populated chunk's part of [lo, hi), in
+        order: what a caller needs to walk a table without visiting its empty parts."""
+        for k, c, s, e in self._slices(lo, hi):
+            yield (k << CHUNK_SHIFT) + s, c.bits[s:e], c.pgoff[s:e]
+
     @property
     def nbytes(self) -> int:
         """Bytes of PTE storage in use (chunks only)."""

@@ -324,3 +324,34 @@ def test_a_store_invalidates_aliases_in_the_same_window() -> None:
     assert r.t.write(w, P + 3, memoryview(b"al")) == 2
     assert r.events() == [(w, 5 * P, P)]  # the alias; page 1 itself holds the new data
     assert r.read(w, 5 * P + 3, 2) == b"al"
+
+
+def test_st_blocks_and_seek_describe_the_object_pages_shown() -> None:
+    from fsimpl.types import SEEK_DATA, SEEK_HOLE
+
+    r = Rig()
+    fs, t = r.fs, r.t
+    fs.fallocate(r.obj, r.ofh, 3, 3 * P, P)  # punch object page 3 (PUNCH_HOLE|KEEP_SIZE)
+    w, fh = r.window(16)  # pages 8..15 lie past the object's end (reads fail: data)
+    assert fs.getattr(w).blocks == 7 * 8
+    seek = lambda off, wh: fs.lseek(w, fh, off, wh)  # noqa: E731
+    assert (seek(0, SEEK_DATA), seek(0, SEEK_HOLE)) == (0, 3 * P)
+    assert (seek(3 * P + 5, SEEK_DATA), seek(4 * P, SEEK_HOLE)) == (4 * P, 16 * P)
+    t.remap(w, fh, 0, P, 3, 0, 0)  # page 0 now shows the hole, page 3 shows pgoff 3 too
+    t.remap(w, fh, 3 * P, P, 0, 0, 0)  # and page 3 shows pgoff 0 (data)
+    assert fs.getattr(w).blocks == 7 * 8
+    assert (seek(0, SEEK_DATA), seek(0, SEEK_HOLE)) == (P, 0)
+    assert seek(P, SEEK_HOLE) == 16 * P
+    assert errno_of(seek, 16 * P, SEEK_DATA) == errno.ENXIO
+    r.read(w, 0, P)  # a read fault allocates the hole (row 12): data now
+    assert fs.getattr(w).blocks == 8 * 8 and seek(0, SEEK_HOLE) == 16 * P
+
+
+def test_st_blocks_of_a_huge_sparse_window_is_cheap() -> None:
+    r = Rig()
+    fs, t = r.fs, r.t
+    fs.setattr(r.obj, ROOT, size=1 << 40)
+    w, fh = r.window(1 << 28)  # 1 TiB of window: a page-by-page walk would take minutes
+    t.remap(w, fh, (1 << 27) * P, P, 2, 0, 0)
+    assert fs.getattr(w).blocks == 9 * 8  # 8 linear pages + the remapped one
+    assert fs.lseek(w, fh, P * 8, 3) == (1 << 27) * P
