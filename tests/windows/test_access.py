@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,3 +227,34 @@ def test_a_token_from_another_mount_is_worthless(amount: Path) -> None:
             assert not (amount / "cross").exists()
         finally:
             os.close(ofd)
+
+
+def test_page_tables_are_bounded_by_pt_size_and_returned(tmp_path: Path) -> None:
+    """As nobody: remapping far more pages than pt_size= allows is ENOMEM, the charge
+    stays under the limit, and destroying the window gives it all back."""
+    from mount.winapi.client import mount_stats
+
+    with shmfs_mount("allow_other,mode=1777,pt_size=2m") as mnt:
+        def fill() -> object:
+            obj = mnt / "obj"
+            with open(obj, "wb") as f:
+                f.truncate(1 << 33)
+            with Window.create(mnt / "win", obj, 1 << 20) as w:
+                w.remap(0, 64, pgoff=5)  # small remaps fit
+                try:
+                    w.remap(0, 1 << 20, pgoff=1 << 20)  # 2048 chunks: ~20 MiB of tables
+                except OSError as e:
+                    return e.errno, mount_stats(mnt)["windows"]["page_tables"]
+            return "no error", None
+
+        res = as_user(NOBODY, NOBODY, fill)
+        assert res[0] == "ok", res
+        err, pt = res[1]
+        assert err == errno.ENOMEM
+        assert 0 < pt["pt_bytes"] <= pt["pt_limit"] == 2 << 20
+        os.unlink(mnt / "win")
+        # the window goes at the FORGET that follows the unlink and last close: wait for it
+        deadline = time.monotonic() + 30
+        while mount_stats(mnt)["windows"]["windows"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mount_stats(mnt)["windows"]["page_tables"]["pt_bytes"] == 0
