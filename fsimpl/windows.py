@@ -93,8 +93,10 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         self.objs: dict[int, ObjState] = {}
         self.stats: Counter[str] = Counter()
         self.grants = GrantTable()
-        pt = getattr(fs.opts, "pt_size_bytes", None)
-        self.budget = PtBudget(default_pt_size(fs.opts.size_bytes) if pt is None else pt)
+        opts = getattr(fs, "opts", None)
+        pt = getattr(opts, "pt_size_bytes", None)
+        size = getattr(opts, "size_bytes", 0)
+        self.budget = PtBudget(default_pt_size(size) if pt is None else pt)
 
     # ---------------------------------------------------------------- lookup
     def is_window(self, ino: int) -> bool:
