@@ -217,6 +217,7 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
               flags: int) -> None:
         """remap_file_pages(window + start, size, prot, pgoff, flags) (docs/windows.md)."""
         ws = self._win(ino)
+        ws.epoch += 1
         self._writable_fh(ino, fh)
         if flags & ~REMAP_FLAGS:
             raise FsError(errno.EINVAL, "unknown remap flags")
@@ -237,6 +238,7 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         """Per-page protection of a range (runs of MAP_CHGPROT remaps to the pgoffs the
         pages already show) or, with MPROTECT_VMA, mprotect(2) of the VMA."""
         ws = self._win(ino)
+        ws.epoch += 1
         self._writable_fh(ino, fh)
         if flags & ~MPROTECT_VMA or prot & ~_PROT_BITS or start % PAGE_SIZE:
             raise FsError(errno.EINVAL, "bad mprotect flags, prot or start")
@@ -280,6 +282,7 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
     def madvise(self, ino: int, fh: int, start: int, size: int, advice: int) -> None:
         """madvise(2) on the window's VMA (MADV_REMOVE punches the object pages shown)."""
         ws = self._win(ino)
+        ws.epoch += 1
         if advice not in (MADV_NORMAL, MADV_WILLNEED):
             self._writable_fh(ino, fh)
         else:

@@ -15,7 +15,10 @@ Cost: a window is walked as its VMAs' populated page-table chunks (numpy over
 each, looked up in the object's page cache a chunk at a time) and the linear
 gaps between them (one range count in the object's page cache each) -- never
 page by page over the window's length, so a GETATTR of a huge sparse window is
-cheap.
+cheap.  ``st_blocks`` is cached per window, keyed on the window's ``epoch``
+(bumped by REMAP, MPROTECT, MADVISE) and the object page cache's ``gen`` (any
+page added, dropped or made uptodate), so repeated GETATTRs of an unchanged
+window cost nothing.
 """
 
 from __future__ import annotations
@@ -54,29 +57,47 @@ def _pieces(ws: WinState) -> Iterator[tuple[int, int, int | np.ndarray]]:
 class WindowExtent(TableState):
     """Allocation and data/hole layout of window files."""
 
+    def _layout(self, ws: WinState) -> tuple[int, list[tuple[int, int, int | np.ndarray]]]:
+        """(st_blocks, pieces): each piece (first window page, count, x) where x is the
+        first pgoff of a linear run or, for a page-table chunk, its SEEK data mask.
+        Cached on (epoch, object page cache gen, object size): one object page cache
+        lookup for all table entries together, so the cost is a sort of the populated
+        entries plus one step per object chunk they hit."""
+        mapping = ws.obj.mapping
+        pages = mapping.pages
+        key = (ws.epoch, pages.gen, mapping.size)
+        if ws.blocks is not None and ws.blocks[0] == key:
+            return ws.blocks[1], ws.blocks[2]
+        pieces = list(_pieces(ws))
+        tables = [pg for _f, _c, pg in pieces if isinstance(pg, np.ndarray)]
+        allpg = np.concatenate(tables) if tables else np.zeros(0, np.int64)
+        eof = (mapping.size + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
+        data = pages.present_mask(allpg) | (allpg >= eof)
+        blocks = int(np.count_nonzero(pages.present_mask(allpg, uptodate_only=False)))
+        out: list[tuple[int, int, int | np.ndarray]] = []
+        pos = 0
+        for first, count, pg in pieces:
+            if isinstance(pg, np.ndarray):
+                out.append((first, count, data[pos : pos + count]))
+                pos += count
+            else:
+                blocks += pages.count_range(pg, count, uptodate_only=False)
+                out.append((first, count, pg))
+        blocks <<= PAGE_SHIFT - 9
+        ws.blocks = (key, blocks, out)
+        return blocks, out
+
     def blocks_of(self, ino: int) -> int:
         """st_blocks of window ``ino``: 512-byte units of allocated object pages shown."""
-        ws = self.wins[ino]
-        pages = ws.obj.mapping.pages
-        n = 0
-        for _first, count, pg in _pieces(ws):
-            if isinstance(pg, np.ndarray):
-                n += int(np.count_nonzero(pages.present_mask(pg, uptodate_only=False)))
-            else:
-                n += pages.count_range(pg, count, uptodate_only=False)
-        return n << (PAGE_SHIFT - 9)
+        return self._layout(self.wins[ino])[0]
 
-    def _data_pages(self, ws: WinState, first: int, count: int, pg: int | np.ndarray,
-                    want_data: bool) -> int | None:
-        """The first window page in the piece at or after ``first`` that is data (or a hole,
-        with ``want_data`` False); None if there is none in the piece."""
+    def _first_in_linear(self, ws: WinState, first: int, count: int, a: int,
+                         want_data: bool) -> int | None:
+        """The first window page of a linear run showing object pages [a, a+count) that
+        is data (or a hole, with ``want_data`` False); None if there is none in it."""
         mapping = ws.obj.mapping
         eof = (mapping.size + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
-        if isinstance(pg, np.ndarray):
-            data = mapping.pages.present_mask(pg) | (pg >= eof)
-            hit = np.flatnonzero(data if want_data else ~data)
-            return first + int(hit[0]) if hit.size else None
-        a, b = pg, pg + count  # the object pages [a, b) shown in order
+        b = a + count
         if want_data:
             p = mapping.pages.next_data(a) if a < eof else a
             if p is None or p >= b:
@@ -96,16 +117,18 @@ class WindowExtent(TableState):
         if off < 0 or off >= size:
             raise FsError(errno.ENXIO)
         start = off >> PAGE_SHIFT
-        for first, count, pg in _pieces(ws):
+        want = whence == SEEK_DATA
+        for first, count, x in self._layout(ws)[1]:
             if first + count <= start:
                 continue
-            if first < start:  # enter the piece at ``start``
-                skip = start - first
-                pg = pg[skip:] if isinstance(pg, np.ndarray) else pg + skip
-                first, count = start, count - skip
-            hit = self._data_pages(ws, first, count, pg, whence == SEEK_DATA)
-            if hit is not None:
-                return max(off, hit << PAGE_SHIFT)
-        if whence == SEEK_DATA:
+            skip = max(0, start - first)
+            if isinstance(x, np.ndarray):
+                hit = np.flatnonzero(x[skip:] if want else ~x[skip:])
+                found = first + skip + int(hit[0]) if hit.size else None
+            else:
+                found = self._first_in_linear(ws, first + skip, count - skip, x + skip, want)
+            if found is not None:
+                return max(off, found << PAGE_SHIFT)
+        if want:
             raise FsError(errno.ENXIO)
         return size
