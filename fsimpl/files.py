@@ -235,6 +235,9 @@ class FileOps(NamespaceOps):
             raise FsError(errno.EINVAL, "SEEK_CUR is the kernel's")
         if whence not in (SEEK_DATA, SEEK_HOLE):
             raise FsError(errno.EINVAL)
+        w = self._window_of(ino)
+        if w is not None:  # the object pages the window shows (fsimpl/winextent.py)
+            return int(w.window_seek(ino, off, whence))
         if off < 0 or off >= size:
             raise FsError(errno.ENXIO)
         if whence == SEEK_DATA:

@@ -22,6 +22,8 @@ from .directory import Directory
 from .types import BOGO_DIRENT_SIZE, PAGE_SIZE, Attr
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .acl import Acl
     from .backing import MappingLike
 
@@ -50,6 +52,7 @@ class Inode:
         "symlink_pages",
         "target",
         "uid",
+        "window_blocks",
         "xattr_space",
         "xattrs",
     )
@@ -77,6 +80,8 @@ class Inode:
         self.xattr_space = 0  # ispace charged for xattrs (0 when nr_inodes is unlimited)
         self.linkable = False  # an O_TMPFILE inode that link() may still name
         self.reclaimed = False  # pages and ispace already given back (see state.py)
+        # a window file: st_blocks of the object pages it shows (fsimpl/winextent.py)
+        self.window_blocks: Callable[[], int] | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -104,7 +109,10 @@ class Inode:
 
     @property
     def blocks(self) -> int:
-        """st_blocks in 512-byte units: charged pages only (dirs 0, short symlinks 0)."""
+        """st_blocks in 512-byte units: charged pages only (dirs 0, short symlinks 0); a
+        window's are those of the object pages it shows."""
+        if self.window_blocks is not None:
+            return self.window_blocks()
         if self.mapping is not None:
             return int(self.mapping.blocks())
         return self.symlink_pages * (PAGE_SIZE // 512)

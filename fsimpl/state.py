@@ -297,6 +297,8 @@ class FsCore:
         h = self._handles.pop(fh, None)
         if h is None:
             return  # RELEASE of an unknown fh: nothing to undo
+        if self._windows is not None:  # attach tokens die with their handle
+            self._windows.grants.handle_released(fh)
         inode = self._inodes.get(h.ino)
         if inode is not None:
             inode.nopen -= 1

@@ -95,6 +95,8 @@ class FsOptions:
     mode: int = 0o1777
     uid: int = 0
     gid: int = 0
+    #: page-table memory of all windows (fsimpl/ptbudget.py); None: size/64, >= 16 MiB
+    pt_size_bytes: int | None = None
 
 
 @dataclass(slots=True)

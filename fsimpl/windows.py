@@ -57,6 +57,7 @@ from vmcore.vma import (
 from vmcore.window import Window
 
 from .errors import FsError
+from .ptbudget import PtBudget, default_pt_size
 from .types import PAGE_SIZE, Ctx, InvalInode
 from .wincoherence import WindowCoherence
 from .windowio import WindowIO
@@ -78,9 +79,11 @@ from .windowstate import (
     WinState,
     _vm,
 )
+from .winextent import WindowExtent
+from .wingrant import GrantTable
 
 
-class WindowTable(WindowCoherence, WindowIO):
+class WindowTable(WindowCoherence, WindowIO, WindowExtent):
     """Every window of one ShmFs (``windows_of(fs)``)."""
 
     def __init__(self, fs: Any) -> None:
@@ -89,6 +92,11 @@ class WindowTable(WindowCoherence, WindowIO):
         self._by_mm: dict[int, WinState] = {}
         self.objs: dict[int, ObjState] = {}
         self.stats: Counter[str] = Counter()
+        self.grants = GrantTable()
+        opts = getattr(fs, "opts", None)
+        pt = getattr(opts, "pt_size_bytes", None)
+        size = getattr(opts, "size_bytes", 0)
+        self.budget = PtBudget(default_pt_size(size) if pt is None else pt)
 
     # ---------------------------------------------------------------- lookup
     def is_window(self, ino: int) -> bool:
@@ -107,30 +115,62 @@ class WindowTable(WindowCoherence, WindowIO):
             raise FsError(errno.EBADF, "descriptor not open for writing")
 
     # ------------------------------------------------------------ life cycle
-    def attach(self, ino: int, fh: int, ctx: Ctx, object_ino: int, size: int, pgoff: int,
+    def grant(self, ino: int, fh: int, ctx: Ctx, prot: int, flags: int = 0) -> bytes:
+        """GRANT on a handle of the object: a single-use token for ATTACH by ``ctx.uid``.
+
+        The kernel checked open(2) of the object when it made the handle; like mmap(2)
+        of a descriptor, the handle must be open for reading, and for reading and
+        writing when ``prot`` has PROT_WRITE (EACCES otherwise)."""
+        inode = self.fs._get(ino)
+        if inode.is_dir:
+            raise FsError(errno.EISDIR)
+        h = self.fs._handle(fh, ino)
+        if flags or prot & ~_PROT_BITS:
+            raise FsError(errno.EINVAL, "bad grant flags or prot")
+        if not inode.is_reg or inode.mapping is None or ino in self.wins:
+            raise FsError(errno.EINVAL, "only a regular file that is not a window is an object")
+        mode = h.flags & os.O_ACCMODE
+        if mode == os.O_WRONLY or (prot & PROT_WRITE and mode != os.O_RDWR):
+            raise FsError(errno.EACCES, "descriptor not open for the protection asked")
+        self.stats["grants"] += 1
+        return self.grants.mint(ino, fh, ctx.uid, prot)
+
+    def attach(self, ino: int, fh: int, ctx: Ctx, token: bytes, size: int, pgoff: int,
                prot: int, flags: int = 0) -> None:
-        """Make the empty regular file ``ino`` a window of ``size`` bytes over ``object_ino``."""
+        """Make the empty regular file ``ino`` a window of ``size`` bytes over the object
+        that ``token`` (from GRANT) names.  Only the file's owner (or root, as
+        CAP_FOWNER) may: the window changes what the file is, as chmod does."""
         inode = self.fs._get(ino)
         if inode.is_dir:
             raise FsError(errno.EISDIR)
         self._writable_fh(ino, fh)
+        if ctx.uid != 0 and ctx.uid != inode.uid:
+            raise FsError(errno.EPERM, "only the file's owner may make it a window")
         if ino in self.wins:
             raise FsError(errno.EBUSY, "already a window")
         if flags or prot & ~_PROT_BITS or size <= 0 or size % PAGE_SIZE:
             raise FsError(errno.EINVAL, "bad flags, prot or size")
         if not inode.is_reg or inode.mapping is None or inode.mapping.size or inode.blocks:
             raise FsError(errno.EINVAL, "only an empty regular file can become a window")
+        g = self.grants.take(token, ctx.uid)  # spent from here on, whatever follows
+        if prot & ~g.prot:
+            raise FsError(errno.EACCES, "protection beyond what the token grants")
+        object_ino = g.ino
         obj = self.fs._inodes.get(object_ino)
-        if obj is None or obj.reclaimed:
-            raise FsError(errno.ENOENT, f"no object inode {object_ino}")
+        if obj is None or obj.reclaimed:  # pragma: no cover - the live handle holds it
+            raise FsError(errno.EACCES, "the token's object is gone")
         if not obj.is_reg or obj.mapping is None or object_ino in self.wins or obj is inode:
             raise FsError(errno.EINVAL, "the object must be another regular file")
-        mask = os.R_OK | (os.W_OK if prot & PROT_WRITE else 0)
-        self.fs.access(object_ino, mask, ctx)
         npages = size >> PAGE_SHIFT
         try:
-            window = Window(obj.mapping, npages, prot, pgoff, ext=WINDOW_EXT)
+            self.budget.charge_window()
         except VmError as e:
+            raise _vm(e) from e
+        try:
+            window = Window(obj.mapping, npages, prot, pgoff, ext=WINDOW_EXT,
+                            mm=self.budget.new_mm(WINDOW_EXT))
+        except VmError as e:
+            self.budget.uncharge_window()
             raise _vm(e) from e
         ws = WinState(ino, obj, window, prot, pgoff, npages)
         window.mm.add_zap_listener(
@@ -146,6 +186,7 @@ class WindowTable(WindowCoherence, WindowIO):
             self.fs._queue(InvalInode(object_ino, 0, -1))
         ostate.wins.add(ino)
         inode.mapping.size = size  # st_size of the window file
+        inode.window_blocks = lambda: self.blocks_of(ino)  # st_blocks: what it shows
         inode.mtime_ns = inode.ctime_ns = self.fs._now()
         self.fs._queue(InvalInode(ino, -1, 0))  # attributes changed behind the kernel
         self.stats["attached"] += 1
@@ -155,7 +196,12 @@ class WindowTable(WindowCoherence, WindowIO):
         ws = self.wins.pop(ino, None)
         if ws is None:
             return
+        inode = self.fs._inodes.get(ino)
+        if inode is not None:
+            inode.window_blocks = None
         self._by_mm.pop(id(ws.window.mm), None)
+        nchunks = sum(v.pt.nchunks for v in ws.window.vmas)
+        self.budget.release(ws.window.mm)
         ws.window.mm.exit_mmap()
         ws.obj.nopen -= 1
         ostate = self.objs[ws.obj.ino]
@@ -164,12 +210,14 @@ class WindowTable(WindowCoherence, WindowIO):
             del self.objs[ws.obj.ino]
         self.fs._maybe_evict(ws.obj)
         self.stats["destroyed"] += 1
+        self.budget.trim(nchunks)
 
     # ---------------------------------------------------------------- ioctls
     def remap(self, ino: int, fh: int, start: int, size: int, pgoff: int, prot: int,
               flags: int) -> None:
         """remap_file_pages(window + start, size, prot, pgoff, flags) (docs/windows.md)."""
         ws = self._win(ino)
+        ws.epoch += 1
         self._writable_fh(ino, fh)
         if flags & ~REMAP_FLAGS:
             raise FsError(errno.EINVAL, "unknown remap flags")
@@ -182,13 +230,15 @@ class WindowTable(WindowCoherence, WindowIO):
             ws.window.mm.remap_file_pages(ws.addr + start, size, prot, pgoff, vm_flags)
         except VmError as e:
             raise _vm(e) from e
-        self._changed(ws, before)
+        finally:  # a remap refused part way (ENOMEM: pt_size=) has still changed pages
+            self._changed(ws, before)
         self.stats["remaps"] += 1
 
     def mprotect(self, ino: int, fh: int, start: int, size: int, prot: int, flags: int) -> None:
         """Per-page protection of a range (runs of MAP_CHGPROT remaps to the pgoffs the
         pages already show) or, with MPROTECT_VMA, mprotect(2) of the VMA."""
         ws = self._win(ino)
+        ws.epoch += 1
         self._writable_fh(ino, fh)
         if flags & ~MPROTECT_VMA or prot & ~_PROT_BITS or start % PAGE_SIZE:
             raise FsError(errno.EINVAL, "bad mprotect flags, prot or start")
@@ -232,6 +282,7 @@ class WindowTable(WindowCoherence, WindowIO):
     def madvise(self, ino: int, fh: int, start: int, size: int, advice: int) -> None:
         """madvise(2) on the window's VMA (MADV_REMOVE punches the object pages shown)."""
         ws = self._win(ino)
+        ws.epoch += 1
         if advice not in (MADV_NORMAL, MADV_WILLNEED):
             self._writable_fh(ino, fh)
         else:
@@ -300,6 +351,8 @@ class WindowTable(WindowCoherence, WindowIO):
             "kernel_cached_pages": sum(len(ws.cached) for ws in self.wins.values()),
             "pending_writebacks": sum(len(ws.pending) for ws in self.wins.values()),
             "counters": dict(self.stats),
+            "attach_tokens": len(self.grants),
+            "page_tables": self.budget.statistics(),
             "pager": dict(mm_tot),
         }
 

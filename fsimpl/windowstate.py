@@ -59,6 +59,11 @@ class WinState:
     npages: int
     cached: set[int] = field(default_factory=set)
     pending: dict[int, tuple[int, int] | None] = field(default_factory=dict)
+    #: bumped by every call that may change which object page a window page shows
+    #: (REMAP, MPROTECT, MADVISE); with the object page cache's ``gen`` it keys
+    #: ``blocks``: the cached (key, st_blocks, SEEK layout) (fsimpl/winextent.py)
+    epoch: int = 0
+    blocks: tuple[Any, int, list[Any]] | None = None
 
     @property
     def addr(self) -> int:

@@ -80,7 +80,7 @@ def main(mnt: Path) -> int:
     os.close(fd)
 
     step("a window: remap_file_pages over a 64 GiB object, seen by another process")
-    from mount.winapi.client import Window
+    from mount.winapi.client import Window, grant
 
     obj = mnt / "object"
     with open(obj, "wb") as f:
@@ -88,7 +88,8 @@ def main(mnt: Path) -> int:
     ofd = os.open(obj, os.O_RDWR)
     for page in (7, 1 << 20, (16 << 20) - 1):  # pages far apart in the object
         os.pwrite(ofd, b"object page %d" % page, page * PAGE)
-    w = Window.create(mnt / "win", obj, npages=8)
+    # GRANT on our descriptor proves we may open the object; ATTACH spends the token
+    w = Window.create(mnt / "win", grant(ofd), npages=8)
     w.remap(0, 1, pgoff=(16 << 20) - 1)  # window page 0 shows the object's last page
     w.remap(1, 1, pgoff=1 << 20)
     w.remap(2, 1, pgoff=7)

@@ -107,6 +107,7 @@ def _do_fault(
         ff |= FaultFlags.PREFAULT
     if write and vma.shared:
         ff |= FaultFlags.WRITE  # a private write only reads the file page, then copies it
+    vma.pt.need(address >> PAGE_SHIFT)  # page-table memory first (pte_alloc_map)
     vmf = VmFault(ff, pgoff, 1, vma, address & _PAGE_MASK)
     res = fault(vma.mapping, vmf)
     if res & VmFaultResult.ERROR:

@@ -109,6 +109,7 @@ class Mm:
         self._starts: list[int] = []
         self._listeners: list[ZapListener] = []
         self.stats = MmStats()
+        self.pt_budget: Any = None  # charged for page-table chunks (PageTable.budget)
 
     # ================================================================ VMA list
     @property

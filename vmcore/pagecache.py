@@ -36,7 +36,7 @@ _NO_KEYS: tuple[int, ...] = ()
 class PageCache:
     """pgoff -> (frame, flags), sparse."""
 
-    __slots__ = ("_count", "_flags", "_frames", "_keys", "nrpages")
+    __slots__ = ("_count", "_flags", "_frames", "_keys", "gen", "nrpages")
 
     def __init__(self) -> None:
         self._frames: dict[int, np.ndarray] = _NO_CHUNKS  # type: ignore[assignment]
@@ -44,6 +44,7 @@ class PageCache:
         self._count: dict[int, int] = _NO_CHUNKS  # type: ignore[assignment]
         self._keys: list[int] = _NO_KEYS  # type: ignore[assignment]  # sorted chunk keys
         self.nrpages = 0
+        self.gen = 0  # bumped by every change of which pages are held or their flags
 
     # -- iteration helpers ------------------------------------------------------------
 
@@ -113,6 +114,38 @@ class PageCache:
         """Frames of pages [pgoff, pgoff+n) (-1 = hole)."""
         return self.lookup(pgoff, n)[0]
 
+    def present_mask(self, pgoffs: np.ndarray, uptodate_only: bool = True) -> np.ndarray:
+        """For each pgoff in ``pgoffs`` (any order): does it hold a page (an UPTODATE one by
+        default)?  Cost: sorting the array, plus one step per chunk of this cache it hits."""
+        out = np.zeros(len(pgoffs), dtype=bool)
+        if not self._keys or not len(pgoffs):
+            return out
+        keys = pgoffs >> CHUNK_SHIFT
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        uk, starts = np.unique(sk, return_index=True)
+        ends = np.append(starts[1:], len(sk))
+        held = np.isin(uk, np.asarray(self._keys))
+        for i in np.flatnonzero(held).tolist():
+            k = int(uk[i])
+            sel = order[starts[i] : ends[i]]
+            slots = pgoffs[sel] & CHUNK_MASK
+            if uptodate_only:
+                out[sel] = (self._flags[k][slots] & PG_UPTODATE) != 0
+            else:
+                out[sel] = self._frames[k][slots] >= 0
+        return out
+
+    def count_range(self, pgoff: int, n: int, uptodate_only: bool = True) -> int:
+        """Pages held in [pgoff, pgoff+n) (UPTODATE ones by default); cost per chunk held."""
+        total = 0
+        for k, lo, hi in self._existing(max(pgoff, 0), pgoff + n):
+            if uptodate_only:
+                total += int(np.count_nonzero(self._flags[k][lo:hi] & PG_UPTODATE))
+            else:
+                total += int(np.count_nonzero(self._frames[k][lo:hi] >= 0))
+        return total
+
     def next_data(self, pgoff: int, uptodate_only: bool = True) -> int | None:
         """First pgoff >= pgoff holding a page (an UPTODATE page by default: for
         SEEK_DATA, fallocated pages are holes), or None."""
@@ -148,6 +181,7 @@ class PageCache:
         The target slots must be holes."""
         n = frames.size
         pos = 0
+        self.gen += 1
         while pos < n:
             k = (pgoff + pos) >> CHUNK_SHIFT
             lo = (pgoff + pos) & CHUNK_MASK
@@ -169,6 +203,7 @@ class PageCache:
 
     def set_flags(self, pgoff: int, n: int, bits: int) -> None:
         """OR `bits` into the flags of the resident pages in [pgoff, pgoff+n)."""
+        self.gen += 1
         k = pgoff >> CHUNK_SHIFT
         lo = pgoff & CHUNK_MASK
         if lo + n <= CHUNK_PAGES:
@@ -191,6 +226,7 @@ class PageCache:
         """Drop pages [pgoff, pgoff+n) (n None = to the end); return their frames."""
         out: list[np.ndarray] = []
         end = None if n is None else pgoff + n
+        self.gen += 1
         for k, lo, hi in list(self._existing(pgoff, end)):
             fr, fl = self._frames[k], self._flags[k]
             seg = fr[lo:hi]

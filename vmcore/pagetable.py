@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,12 +98,32 @@ class Zapped:
 
 
 class PageTable:
-    """Sparse PTE storage for vpns of one VMA (the caller keeps within its range)."""
+    """Sparse PTE storage for vpns of one VMA (the caller keeps within its range).
 
-    __slots__ = ("_chunks",)
+    ``budget`` (optional) is charged for every chunk allocated and credited for every
+    chunk freed: ``budget.charge(n)`` raises a VmError (ENOMEM) to refuse, as the
+    kernel's page-table allocation fails (the mount's ``pt_size=``; fsimpl/ptbudget.py).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_chunks", "budget")
+
+    def __init__(self, budget: Any = None) -> None:
         self._chunks: dict[int, _Chunk] = {}
+        self.budget = budget
+
+    def _charge(self, n: int) -> None:
+        if self.budget is not None and n:
+            self.budget.charge(n)
+
+    def need(self, vpn: int) -> None:
+        """Refuse (the budget's VmError) before a fault if writing ``vpn`` would need a
+        new chunk the budget cannot take; changes nothing."""
+        if self.budget is not None and (vpn >> CHUNK_SHIFT) not in self._chunks:
+            self.budget.check(1)
+
+    def _uncharge(self, n: int) -> None:
+        if self.budget is not None and n:
+            self.budget.uncharge(n)
 
     # ---------------------------------------------------------------- scalar
     def get(self, vpn: int) -> tuple[int, int, int, int]:
@@ -117,6 +138,7 @@ class PageTable:
         ci = vpn >> CHUNK_SHIFT
         c = self._chunks.get(ci)
         if c is None:
+            self._charge(1)
             c = self._chunks[ci] = _Chunk()
         return c
 
@@ -184,6 +206,7 @@ class PageTable:
     def _maybe_free(self, k: int, c: _Chunk) -> None:
         if not c.bits.any():
             del self._chunks[k]
+            self._uncharge(1)
 
     def lookup(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Dense copies (bits, frame, pgoff, prot) for vpns [lo, hi)."""
@@ -326,6 +349,12 @@ class PageTable:
         o = np.argsort(order_v, kind="stable")
         return order_v[o], order_p[o]
 
+    def spans(self, lo: int, hi: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(first vpn, bits, pgoff) views of each populated chunk's part of [lo, hi), in
+        order: what a caller needs to walk a table without visiting its empty parts."""
+        for k, c, s, e in self._slices(lo, hi):
+            yield (k << CHUNK_SHIFT) + s, c.bits[s:e], c.pgoff[s:e]
+
     @property
     def nbytes(self) -> int:
         """Bytes of PTE storage in use (chunks only)."""
@@ -338,7 +367,7 @@ class PageTable:
     # ------------------------------------------------------- split / merge
     def split(self, vpn: int) -> PageTable:
         """Move every entry at or above ``vpn`` into a new table (split_vma)."""
-        right = PageTable()
+        right = PageTable(self.budget)
         ck = vpn >> CHUNK_SHIFT
         off = vpn & _CMASK
         for k in [k for k in self._chunks if k >= ck]:
@@ -350,6 +379,7 @@ class PageTable:
             rc.bits[:off] = 0
             c.bits[off:] = 0
             if rc.bits.any():
+                self._charge(1)
                 right._chunks[k] = rc
             self._maybe_free(k, c)
         return right
@@ -360,7 +390,11 @@ class PageTable:
             c = self._chunks.get(k)
             if c is None:
                 self._chunks[k] = oc
+                if other.budget is not self.budget:
+                    other._uncharge(1)
+                    self._charge(1)
                 continue
+            other._uncharge(1)
             m = oc.bits != 0
             c.bits[m] = oc.bits[m]
             c.frame[m] = oc.frame[m]
@@ -369,6 +403,12 @@ class PageTable:
         other._chunks = {}
 
     def copy(self) -> PageTable:
-        t = PageTable()
+        t = PageTable(self.budget)
+        t._charge(len(self._chunks))
         t._chunks = {k: c.copy() for k, c in self._chunks.items()}
         return t
+
+    def detach_budget(self) -> int:
+        """Stop charging ``budget``; returns the chunks it was charged for (not credited)."""
+        self.budget = None
+        return len(self._chunks)

@@ -129,7 +129,7 @@ class Vma:
         self.pgoff = pgoff
         self.prot = prot
         self.flags = flags
-        self.pt = pt if pt is not None else PageTable()
+        self.pt = pt if pt is not None else PageTable(getattr(mm, "pt_budget", None))
         self.private_data: object | None = None
 
     # geometry -------------------------------------------------------------

@@ -9,7 +9,14 @@
     shmfs stat MOUNTPOINT [--json]
 
 Every subcommand is one client call (mount.winapi.client), so the CLI uses exactly
-the ABI of docs/windows.md.  Errors print the errno name and exit with 1.
+the ABI of docs/windows.md.  Errors print the errno name and exit with 1; a bad
+argument (negative, or too large for the ABI's 64-bit fields) is refused before any
+call with a usage message and exit status 2, as argparse does.
+
+``window create`` opens OBJECT itself (read-only, or read-write for ``--prot rw``), so
+the kernel checks that the caller may open it, and asks the daemon for an attach
+token on that descriptor (docs/windows.md, access rules); an OBJECT on another
+filesystem is refused with a message, and a failed create leaves no file behind.
 """
 
 from __future__ import annotations
@@ -32,9 +39,37 @@ from mount.winapi.client import (
     PROT_READ,
     PROT_WRITE,
     Window,
+    grant,
     mount_stats,
+    open_object,
 )
 
+U64 = 1 << 64
+U32 = 1 << 32
+PAGE_SIZE = 4096
+
+
+def _count(limit: int, unit: int = 1, *, positive: bool = False) -> Callable[[str], int]:
+    """An argparse type: a decimal integer n with 0 <= n * unit < limit (n > 0 if positive)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if n < 0 or (positive and n == 0):
+            raise argparse.ArgumentTypeError(
+                f"{n} must be {'positive' if positive else 'zero or positive'}")
+        if n * unit >= limit:
+            raise argparse.ArgumentTypeError(
+                f"{n} is too large (must be below {limit // unit:,})")
+        return n
+
+    return parse
+
+
+PAGES = _count(U64, PAGE_SIZE)  # a page count or index: bytes must fit in 64 bits
+PGOFF = _count(U64)  # an object page number (64-bit field)
 PROTS = {"rw": PROT_READ | PROT_WRITE, "r": PROT_READ, "none": PROT_NONE}
 ADVICE = {"remove": MADV_REMOVE, "dontneed": MADV_DONTNEED, "willneed": MADV_WILLNEED,
           "normal": MADV_NORMAL}
@@ -47,41 +82,43 @@ def _window_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("create", help="create PATH as a window over OBJECT")
     c.add_argument("path")
     c.add_argument("object")
-    c.add_argument("--pages", type=int, required=True, help="window size in pages")
-    c.add_argument("--pgoff", type=int, default=0, help="object page shown by window page 0")
+    c.add_argument("--pages", type=_count(U64, PAGE_SIZE, positive=True), required=True,
+                   help="window size in pages")
+    c.add_argument("--pgoff", type=PGOFF, default=0, help="object page shown by window page 0")
     c.add_argument("--prot", choices=PROTS, default="rw")
     r = sub.add_parser("remap", help="window pages INDEX.. show object pages PGOFF..")
     r.add_argument("path")
-    r.add_argument("index", type=int)
-    r.add_argument("npages", type=int)
-    r.add_argument("pgoff", type=int)
+    r.add_argument("index", type=PAGES)
+    r.add_argument("npages", type=PAGES)
+    r.add_argument("pgoff", type=PGOFF)
     r.add_argument("--prot", choices=PROTS, help="also give the pages this protection")
     r.add_argument("--populate", action="store_true", help="prefault the object pages")
     r.add_argument("--nonblock", action="store_true", help="MAP_NONBLOCK")
     m = sub.add_parser("protect", help="per-page protection of window pages")
     m.add_argument("path")
-    m.add_argument("index", type=int)
-    m.add_argument("npages", type=int)
+    m.add_argument("index", type=PAGES)
+    m.add_argument("npages", type=PAGES)
     m.add_argument("prot", choices=PROTS)
     m.add_argument("--vma", action="store_true", help="mprotect(2) of the VMA (splits it)")
     a = sub.add_parser("madvise", help="madvise(2) window pages")
     a.add_argument("path")
-    a.add_argument("index", type=int)
-    a.add_argument("npages", type=int)
+    a.add_argument("index", type=PAGES)
+    a.add_argument("npages", type=PAGES)
     a.add_argument("advice", choices=ADVICE)
     q = sub.add_parser("query", help="what window pages show")
     q.add_argument("path")
-    q.add_argument("index", type=int, nargs="?", default=0)
-    q.add_argument("count", type=int, nargs="?")
+    q.add_argument("index", type=PGOFF, nargs="?", default=0)
+    q.add_argument("count", type=_count(U64), nargs="?")
     q.add_argument("--json", action="store_true")
     d = sub.add_parser("destroy", help="unlink the window (gone at its last close)")
     d.add_argument("path")
     return p
 
 
-def _fail(what: str, e: OSError) -> int:
+def _fail(what: str, e: OSError, context: str = "") -> int:
     name = errno.errorcode.get(e.errno or 0, str(e.errno))
-    print(f"shmfs window {what}: {name} ({e.strerror})", file=sys.stderr)
+    where = f"{context}: " if context else ""
+    print(f"shmfs window {what}: {where}{name} ({e.strerror})", file=sys.stderr)
     return 1
 
 
@@ -95,7 +132,27 @@ def window_main(argv: list[str]) -> int:
 
 
 def _create(ns: argparse.Namespace) -> int:
-    Window.create(ns.path, ns.object, ns.pages, PROTS[ns.prot], ns.pgoff).close()
+    prot = PROTS[ns.prot]
+    try:
+        objfd = open_object(ns.object, prot)
+    except OSError as e:
+        return _fail("create", e, f"cannot open object {ns.object}")
+    try:
+        here = os.stat(os.path.dirname(os.path.abspath(ns.path))).st_dev
+        if os.fstat(objfd).st_dev != here:
+            print(f"shmfs window create: {ns.object} is not on the filesystem of {ns.path}: "
+                  "a window shows a file of its own shmfs mount", file=sys.stderr)
+            return 1
+        try:
+            token = grant(objfd, prot)
+        except OSError as e:
+            if e.errno in (errno.ENOTTY, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                return _fail("create", e, f"{ns.object} is not a regular file on a shmfs mount"
+                             if e.errno != errno.EINVAL else f"{ns.object} cannot be an object")
+            return _fail("create", e, f"cannot use {ns.object}")
+        Window.create(ns.path, token, ns.pages, prot, ns.pgoff).close()
+    finally:
+        os.close(objfd)
     return 0
 
 

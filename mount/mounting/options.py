@@ -54,6 +54,9 @@ class MountOptions:
     # (mount/server/cpulatency.py). Not a tmpfs option: shmfs's own.
     cpu_latency_us: int | None = 0
     extra: dict[str, str] = field(default_factory=dict)
+    # page-table memory of all windows (fsimpl/ptbudget.py): None = size/64, >= 16 MiB;
+    # 0 = unlimited. Not a tmpfs option: shmfs's own (docs/windows.md).
+    pt_size_bytes: int | None = None
 
 
 def mem_total_bytes() -> int:
@@ -124,6 +127,8 @@ def parse_options(text: str, *, uid: int = 0, gid: int = 0) -> MountOptions:
             setattr(opts, key, n)
         elif key == "cpu_latency":
             opts.cpu_latency_us = _parse_cpu_latency(value)
+        elif key == "pt_size":
+            opts.pt_size_bytes = parse_size(value, allow_percent=False)
         elif key == "allow_other":
             opts.allow_other = True
         elif key in ("rw", "defaults", "inode64", "suid", "dev", "exec", "nosuid", "nodev",

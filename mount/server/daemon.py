@@ -36,6 +36,7 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
         mode=opts.mode,
         uid=opts.uid,
         gid=opts.gid,
+        pt_size_bytes=opts.pt_size_bytes,
     )
     fs = ShmFs(fs_opts)
     try:

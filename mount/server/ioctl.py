@@ -11,6 +11,7 @@ from typing import Any
 from mount.winapi.abi import (
     ATTACH,
     COMMANDS,
+    GRANT,
     INFO,
     IOC_READ,
     IOC_WRITE,
@@ -79,8 +80,14 @@ def serve(ops: Any, req: Any, table: Any) -> list[bytes]:
     if name == "ATTACH":
         from fsimpl.types import Ctx
 
-        obj, wsize, pgoff, prot, flags = ATTACH.unpack(data)
-        table.attach(ino, fh, Ctx(req.uid, req.gid, req.pid), obj, wsize, pgoff, prot, flags)
+        token, wsize, pgoff, prot, flags = ATTACH.unpack(data)
+        table.attach(ino, fh, Ctx(req.uid, req.gid, req.pid), token, wsize, pgoff, prot, flags)
+    elif name == "GRANT":
+        from fsimpl.types import Ctx
+
+        prot, flags, _token = GRANT.unpack(data)
+        token = table.grant(ino, fh, Ctx(req.uid, req.gid, req.pid), prot, flags)
+        payload = GRANT.pack(prot, flags, token)
     elif name == "REMAP":
         start, rsize, pgoff, prot, flags = REMAP.unpack(data)
         table.remap(ino, fh, start, rsize, pgoff, prot, flags)

@@ -91,8 +91,12 @@ QUERY_MAX_PAGES = 512
 STATS_DATA = 16352
 
 # --------------------------------------------------------------------------- structs
-#: struct shmfs_win_attach { u64 object_ino, size, pgoff; u32 prot, flags; }       32
-ATTACH = struct.Struct("<QQQII")
+#: struct shmfs_win_attach { u8 token[16]; u64 size, pgoff; u32 prot, flags; }    40
+#: (the token comes from GRANT; the old 32-byte form with an inode number is EINVAL)
+ATTACH = struct.Struct("<16sQQII")
+#: struct shmfs_win_grant { u32 prot, flags; u8 token[16] (out); }                 24
+GRANT = struct.Struct("<II16s")
+TOKEN_BYTES = 16
 #: struct shmfs_win_remap { u64 start, size, pgoff; u32 prot, flags; }             32
 REMAP = struct.Struct("<QQQII")
 #: struct shmfs_win_mprotect { u64 start, size; u32 prot, flags; }                 24
@@ -123,6 +127,7 @@ SHMFS_IOC_WIN_QUERY = _ioc(IOC_READ | IOC_WRITE, _S, 5, QUERY_SIZE)
 SHMFS_IOC_WIN_INFO = _ioc(IOC_READ, _S, 6, INFO.size)
 SHMFS_IOC_STATS = _ioc(IOC_READ | IOC_WRITE, _S, 7, STATS_SIZE)
 SHMFS_IOC_REMOUNT = _ioc(IOC_WRITE, _S, 8, REMOUNT.size)
+SHMFS_IOC_WIN_GRANT = _ioc(IOC_READ | IOC_WRITE, _S, 9, GRANT.size)
 
 #: nr -> (name, full command number)
 COMMANDS: dict[int, tuple[str, int]] = {
@@ -134,6 +139,7 @@ COMMANDS: dict[int, tuple[str, int]] = {
     6: ("INFO", SHMFS_IOC_WIN_INFO),
     7: ("STATS", SHMFS_IOC_STATS),
     8: ("REMOUNT", SHMFS_IOC_REMOUNT),
+    9: ("GRANT", SHMFS_IOC_WIN_GRANT),
 }
 
 

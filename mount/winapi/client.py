@@ -5,7 +5,8 @@ regular file on the same mount) through a nonlinear page table::
 
     from mount.winapi.client import Window, PROT_READ, PROT_WRITE
 
-    w = Window.create("/mnt/win0", "/mnt/physmem", npages=256)   # create + ATTACH
+    w = Window.create("/mnt/win0", "/mnt/physmem", npages=256)   # open obj, GRANT,
+                                        # create, ATTACH (docs/windows.md, access rules)
     w.remap(0, 1, pgoff=4095)           # window page 0 shows object page 4095
     w.protect(3, 1, PROT_READ)          # page 3 read-only (per-page protection)
     w.madvise(5, 2, MADV_REMOVE)        # free the object pages pages 5..6 show
@@ -21,6 +22,7 @@ the OSError the kernel returns for the ioctl, with the daemon's errno.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import mmap
@@ -30,6 +32,7 @@ from typing import Any
 
 from mount.winapi.abi import (
     ATTACH,
+    GRANT,
     INFO,
     MADV_DONTNEED,
     MADV_NORMAL,
@@ -49,6 +52,7 @@ from mount.winapi.abi import (
     REMAP,
     SHMFS_IOC_STATS,
     SHMFS_IOC_WIN_ATTACH,
+    SHMFS_IOC_WIN_GRANT,
     SHMFS_IOC_WIN_INFO,
     SHMFS_IOC_WIN_MADVISE,
     SHMFS_IOC_WIN_MPROTECT,
@@ -58,6 +62,7 @@ from mount.winapi.abi import (
     SHMFS_REMAP_POPULATE,
     STATS_HEAD,
     STATS_SIZE,
+    TOKEN_BYTES,
     PageInfo,
     WindowInfo,
     decode_query_reply,
@@ -79,7 +84,9 @@ __all__ = [
     "PageInfo",
     "Window",
     "WindowInfo",
+    "grant",
     "mount_stats",
+    "open_object",
 ]
 
 
@@ -104,7 +111,7 @@ class Window:
     def create(
         cls,
         path: str | os.PathLike[str],
-        obj: str | os.PathLike[str] | int,
+        obj: str | os.PathLike[str] | bytes,
         npages: int,
         prot: int = PROT_READ | PROT_WRITE,
         pgoff: int = 0,
@@ -112,28 +119,53 @@ class Window:
         mode: int = 0o600,
         exclusive: bool = True,
     ) -> Window:
-        """Create the file ``path`` and ATTACH it to ``obj`` (a path on the same mount,
-        or its inode number, ``os.stat(path).st_ino``), showing ``npages`` pages from ``pgoff``."""
-        flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else 0)
-        fd = os.open(path, flags, mode)
-        w = cls(fd)
+        """Create the file ``path`` and ATTACH it to ``obj``, showing ``npages`` pages from
+        ``pgoff``.  ``obj`` is the object's path (opened here, read-only or read-write as
+        ``prot`` needs, so the kernel checks the caller may open it) or a token from
+        :func:`grant`.  The object is opened before ``path`` is created, and a file this
+        call created is removed again when ATTACH fails."""
+        token = obj if isinstance(obj, bytes) else None
+        objfd = -1
+        if token is None:
+            objfd = open_object(obj, prot)
         try:
-            w.attach(obj, npages * PAGE_SIZE, prot, pgoff)
-        except BaseException:
-            w.close()
-            raise
-        return w
+            if token is None:
+                token = grant(objfd, prot)
+            flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else 0)
+            fd = os.open(path, flags, mode)
+            w = cls(fd)
+            try:
+                w.attach(token, npages * PAGE_SIZE, prot, pgoff)
+            except BaseException:
+                w.close()
+                if exclusive:  # we made it: leave nothing behind
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                raise
+            return w
+        finally:
+            if objfd >= 0:
+                os.close(objfd)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], writable: bool = True) -> Window:
         """Open an existing window (read-only descriptors can only QUERY/INFO/read)."""
         return cls(os.open(path, os.O_RDWR if writable else os.O_RDONLY))
 
-    def attach(self, obj: str | os.PathLike[str] | int, size: int, prot: int,
+    def attach(self, obj: str | os.PathLike[str] | bytes, size: int, prot: int,
                pgoff: int = 0, flags: int = 0) -> None:
-        """SHMFS_IOC_WIN_ATTACH: make this (empty, regular) file a window of ``size`` bytes."""
+        """SHMFS_IOC_WIN_ATTACH: make this (empty, regular) file a window of ``size`` bytes
+        over ``obj``: a token from :func:`grant`, or the object's path (opened and granted
+        here)."""
         self._info = None
-        _ioctl(self.fd, SHMFS_IOC_WIN_ATTACH, ATTACH.pack(_ino_of(obj), size, pgoff, prot, flags))
+        if isinstance(obj, bytes):
+            _ioctl(self.fd, SHMFS_IOC_WIN_ATTACH, ATTACH.pack(obj, size, pgoff, prot, flags))
+            return
+        objfd = open_object(obj, prot)
+        try:
+            self.attach(grant(objfd, prot), size, prot, pgoff, flags)
+        finally:
+            os.close(objfd)
 
     def close(self) -> None:
         if self.owns_fd and self.fd >= 0:
@@ -225,11 +257,20 @@ class Window:
         os.fsync(self.fd)
 
 
-def _ino_of(obj: str | os.PathLike[str] | int) -> int:
-    """The object's inode number: an int is taken as one, a path is stat()ed."""
+def open_object(obj: str | os.PathLike[str], prot: int) -> int:
+    """open(2) the object as a window with ``prot`` needs it: O_RDWR for PROT_WRITE,
+    else O_RDONLY.  An inode number is not accepted: it proves nothing."""
     if isinstance(obj, int):
-        return obj
-    return os.stat(obj).st_ino
+        raise TypeError("a window's object is a path or a GRANT token, not an inode number")
+    return os.open(obj, os.O_RDWR if prot & PROT_WRITE else os.O_RDONLY)
+
+
+def grant(obj_fd: int, prot: int = PROT_READ | PROT_WRITE) -> bytes:
+    """SHMFS_IOC_WIN_GRANT on ``obj_fd`` (a descriptor open on the object, on the mount):
+    a single-use token for one ATTACH by this uid with at most ``prot``.  It dies when
+    this open file is closed (its last descriptor)."""
+    b = _ioctl(obj_fd, SHMFS_IOC_WIN_GRANT, GRANT.pack(prot, 0, bytes(TOKEN_BYTES)))
+    return bytes(GRANT.unpack(b)[2])
 
 
 def mount_stats(path: str | os.PathLike[str]) -> dict[str, Any]:

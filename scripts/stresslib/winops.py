@@ -57,11 +57,11 @@ def _window(w: Worker, f: OwnedFile) -> _Win | None:
     if win is not None:  # the file was replaced (rename/unlink ops): a new window
         win.client.close()
         os.unlink(win.path)
-    from mount.winapi.client import Window
+    from mount.winapi.client import Window, grant
 
     path = str(w.dir / f"w{i}")
-    try:
-        client = Window.create(path, f.path, npages=WIN_PAGES)
+    try:  # the token comes from the descriptor the worker holds: no path race
+        client = Window.create(path, grant(f.fd), npages=WIN_PAGES)
     except OSError as e:
         if e.errno not in (E.ENOTTY, E.EINVAL, E.EOPNOTSUPP):
             raise

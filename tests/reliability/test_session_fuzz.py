@@ -314,3 +314,140 @@ def test_session_ends_cleanly_and_no_handler_hit_an_unexpected_exception() -> No
     assert stats["destroyed"] is True
     assert stats["ops"]["unexpected"] == 0, ch.stderr  # type: ignore[index]
     assert "Traceback" not in ch.stderr, ch.stderr
+
+
+# ------------------------------------------------- an unprivileged user against windows
+# The kernel puts the caller's own (nodeid, fh) into every IOCTL it forwards: a user can
+# only issue window commands on files it opened.  So the attacker below (uid 1000) holds
+# two files of its own and throws every window command at them with garbage and with
+# plausible structs -- root's inode numbers where a token goes, tokens it really got
+# from GRANT on its own file, any sizes and pgoffs -- and reads through whatever window
+# it managed to make.  Root's files must never be read or changed.
+ATTACKER = 1000
+SECRETS = {b"readable": b"inner secret", b"w666": b"root's w666", b"secret600": b"six hundred"}
+
+
+class Victims:
+    """Root's files (privdir 0700 / readable 0644, w666 0666; secret600 0600), no root
+    handle left open, and the attacker's own file and empty window candidates."""
+
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+        r = ch.call(W.MKDIR, next(_uniques), 1, struct.pack("<II", 0o700, 0) + b"privdir\0")
+        assert r.error == 0
+        priv = struct.unpack_from("<Q", r.payload)[0]
+        self.inos: list[int] = [priv]
+        for name, parent, mode in ((b"readable", priv, 0o644), (b"w666", priv, 0o666),
+                                   (b"secret600", 1, 0o600)):
+            ino, fh = self._create(parent, name, 0o100000 | mode, uid=0)
+            self._write(ino, fh, SECRETS[name], uid=0)
+            self._release(ino, fh)
+            self.inos.append(ino)
+        self.mine, self.mine_fh = self._create(1, b"mine", 0o100644, uid=ATTACKER)
+        self._write(self.mine, self.mine_fh, b"attacker's own".ljust(4 * 4096, b"."),
+                    uid=ATTACKER)
+        self.wins = [self._create(1, b"atk%d" % i, 0o100600, uid=ATTACKER) for i in range(3)]
+
+    def _send(self, opcode: int, nodeid: int, body: bytes, uid: int) -> W.Reply:
+        unique = next(_uniques)
+        replies = _exchange(self.ch, request(opcode, unique, nodeid, body, uid=uid, gid=uid))
+        return replies[0]
+
+    def _create(self, parent: int, name: bytes, mode: int, *, uid: int) -> tuple[int, int]:
+        r = self._send(W.CREATE, parent, struct.pack("<IIII", 2, mode, 0, 0) + name + b"\0",
+                       uid)
+        assert r.error == 0, r.error
+        return struct.unpack_from("<Q", r.payload)[0], struct.unpack_from("<Q", r.payload, 128)[0]
+
+    def _write(self, ino: int, fh: int, data: bytes, *, uid: int) -> None:
+        body = struct.pack("<QQIIQII", fh, 0, len(data), 0, 0, 0, 0) + data
+        assert self._send(W.WRITE, ino, body, uid).error == 0
+
+    def _release(self, ino: int, fh: int) -> None:
+        assert self._send(W.RELEASE, ino, struct.pack("<QIIQ", fh, 0, 0, 0), 0).error == 0
+
+    def ioctl(self, target: int, cmd: int, payload: bytes) -> W.Reply:
+        ino, fh = (self.mine, self.mine_fh) if target < 0 else self.wins[target]
+        size = abi.ioc_size(cmd)
+        in_size = size if abi.ioc_dir(cmd) & abi.IOC_WRITE else 0
+        out_size = size if abi.ioc_dir(cmd) & abi.IOC_READ else 0
+        payload = payload[:in_size].ljust(in_size, b"\0")
+        body = struct.pack("<QIIQII", fh, 0, cmd, 0, in_size, out_size) + payload
+        return self._send(W.IOCTL, ino, body, ATTACKER)
+
+    def read(self, target: int, off: int, n: int) -> W.Reply:
+        ino, fh = self.wins[target]
+        return self._send(W.READ, ino, struct.pack("<QQIIQII", fh, off, n, 0, 0, 0, 0), ATTACKER)
+
+    def root_reads(self) -> dict[bytes, bytes]:
+        """What root reads from its files (a fresh handle each), through the protocol."""
+        out = {}
+        for name, ino in zip((b"readable", b"w666", b"secret600"), self.inos[1:], strict=True):
+            r = self._send(W.OPEN, ino, struct.pack("<II", 0, 0), 0)
+            assert r.error == 0
+            fh = struct.unpack_from("<Q", r.payload)[0]
+            d = self._send(W.READ, ino, struct.pack("<QQIIQII", fh, 0, 4096, 0, 0, 0, 0), 0)
+            self._release(ino, fh)
+            out[name] = d.payload
+        return out
+
+
+@pytest.fixture(scope="module")
+def victims() -> Iterator[Victims]:
+    with W.served_session() as ch:
+        yield Victims(ch)
+    assert ch.final_stats["ops"]["unexpected"] == 0, ch.stderr  # type: ignore[index]
+
+
+ALL_CMDS = [c for _n, c in sorted(abi.COMMANDS.values())]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(st.tuples(
+    st.sampled_from(ALL_CMDS), st.sampled_from([-1, 0, 1, 2]),
+    st.sampled_from(["victim-ino", "granted", "random", "zero"]),
+    st.sampled_from([4096, 8192, 16 * 4096, 2**40, 0, 4095]), st.integers(0, 2**20),
+    st.sampled_from([0, 1, 2, 3, 0x20000, 0x8000]), st.binary(min_size=0, max_size=48)),
+    min_size=1, max_size=8),
+    reads=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 64 * 4096)), max_size=4))
+def test_an_unprivileged_user_reaches_only_its_own_files(
+        victims: Victims, steps: list[tuple], reads: list[tuple[int, int]]) -> None:
+    v = victims
+    seen: list[bytes] = []
+    for cmd, target, tok_kind, size, pgoff, prot, junk in steps:
+        token = b""
+        if tok_kind == "victim-ino":
+            token = struct.pack("<Q", v.inos[pgoff % len(v.inos)]).ljust(16, b"\0")
+        elif tok_kind == "granted":
+            g = v.ioctl(-1, abi.SHMFS_IOC_WIN_GRANT, abi.GRANT.pack(prot & 3, 0, bytes(16)))
+            token = abi.GRANT.unpack(g.payload[16:16 + abi.GRANT.size])[2] if g.error == 0 \
+                else bytes(16)
+        elif tok_kind == "random":
+            token = junk[:16].ljust(16, b"\x5a")
+        else:
+            token = bytes(16)
+        name = abi.COMMANDS[abi.ioc_nr(cmd)][0]
+        if name == "ATTACH":
+            payload = abi.ATTACH.pack(token, size % 2**64, pgoff, prot & 0xFFFFFFFF, 0)
+        elif name in ("REMAP",):
+            payload = abi.REMAP.pack(pgoff * 4096 % 2**64, size, pgoff * 7, prot, prot)
+        elif name == "GRANT":
+            payload = abi.GRANT.pack(prot, 0, token)
+        else:
+            payload = junk
+        r = v.ioctl(target, cmd, payload)
+        seen.append(r.payload)
+    for target, off in reads:
+        r = v.read(target, off, 8192)
+        seen.append(r.payload)
+    for blob in seen:
+        for secret in SECRETS.values():
+            assert secret not in blob
+    # the attacker's windows, whatever it made, show its own file only
+    for target in range(3):
+        r = v.ioctl(target, abi.SHMFS_IOC_WIN_INFO, b"")
+        if r.error == 0:
+            info = abi.INFO.unpack(r.payload[16:16 + abi.INFO.size])
+            assert info[0] == v.mine
+    assert v.root_reads() == {k: s for k, s in SECRETS.items()}

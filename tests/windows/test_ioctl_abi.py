@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mount.winapi import abi as W
-from mount.winapi.client import PROT_READ, Window, mount_stats
+from mount.winapi.client import PROT_READ, Window, grant, mount_stats
 from tests.support.mounts import daemon_pid
 from tests.windows.helpers import P, make_object, shmfs_cli
 
@@ -25,15 +25,16 @@ pytestmark = pytest.mark.mount
 
 def test_command_numbers_are_the_documented_ones() -> None:
     # docs/windows.md lists these next to the C macros
-    assert W.SHMFS_IOC_WIN_ATTACH == 0x40205301
+    assert W.SHMFS_IOC_WIN_ATTACH == 0x40285301  # 40 bytes: a token, not an inode number
     assert W.SHMFS_IOC_WIN_REMAP == 0x40205302
     assert W.SHMFS_IOC_WIN_MPROTECT == 0x40185303
     assert W.SHMFS_IOC_WIN_MADVISE == 0x40185304
     assert W.SHMFS_IOC_WIN_QUERY == 0xE0205305
     assert W.SHMFS_IOC_WIN_INFO == 0x80305306
     assert W.SHMFS_IOC_STATS == 0xFFF85307
-    assert (W.ATTACH.size, W.REMAP.size, W.MPROTECT.size, W.MADVISE.size, W.INFO.size) == (
-        32, 32, 24, 24, 48)
+    assert W.SHMFS_IOC_WIN_GRANT == 0xC0185309
+    assert (W.ATTACH.size, W.REMAP.size, W.MPROTECT.size, W.MADVISE.size, W.INFO.size,
+            W.GRANT.size) == (40, 32, 24, 24, 48, 24)
     assert W.QUERY_SIZE == 8224 and W.STATS_SIZE == 16376 <= W.IOC_SIZE_MAX
 
 
@@ -69,7 +70,9 @@ def test_bad_calls_get_errnos(wdir: Path, wmount: Path) -> None:
         assert _ioctl(fd, W.SHMFS_IOC_WIN_REMAP,
                       W.REMAP.pack(0, P, 1 << 46, 0, 0)) == errno.EINVAL  # pgoff too big
         assert _ioctl(fd, W.SHMFS_IOC_WIN_ATTACH,
-                      W.ATTACH.pack(os.stat(obj).st_ino, P, 0, 3, 0)) == errno.EBUSY
+                      W.ATTACH.pack(bytes(16), P, 0, 3, 0)) == errno.EBUSY
+        old_attach = W._ioc(W.IOC_WRITE, ord("S"), 1, 32)  # the inode-number form
+        assert _ioctl(fd, old_attach, bytes(32)) == errno.EINVAL
         # window commands on a plain file and on a directory
         ofd = os.open(obj, os.O_RDWR)
         dfd = os.open(wdir, os.O_RDONLY)
@@ -95,11 +98,13 @@ def test_read_only_descriptor_cannot_change_a_window(wdir: Path) -> None:
         assert [p.pgoff for p in ro.query()] == [0, 1, 2, 3]  # looking is allowed
         ro.madvise(0, 4, 3)  # WILLNEED too
     fd = os.open(wdir / "plain", os.O_RDONLY | os.O_CREAT, 0o600)
+    ofd = os.open(obj, os.O_RDWR)
     try:  # ATTACH needs a writable descriptor as well
         assert _ioctl(fd, W.SHMFS_IOC_WIN_ATTACH,
-                      W.ATTACH.pack(os.stat(obj).st_ino, P, 0, 3, 0)) == errno.EBADF
+                      W.ATTACH.pack(grant(ofd), P, 0, 3, 0)) == errno.EBADF
     finally:
         os.close(fd)
+        os.close(ofd)
 
 
 def test_garbage_never_hurts_the_daemon(wdir: Path, wmount: Path) -> None:
@@ -111,7 +116,7 @@ def test_garbage_never_hurts_the_daemon(wdir: Path, wmount: Path) -> None:
     seen: set[int] = set()
     with Window.create(wdir / "win", obj, 8) as w:
         for _ in range(300):
-            nr = rng.randrange(1, 9)
+            nr = rng.randrange(1, 10)
             name_cmd = W.COMMANDS.get(nr)
             cmd = name_cmd[1] if name_cmd else W._ioc(W.IOC_WRITE, ord("S"), nr, 8)
             size = W.ioc_size(cmd)
@@ -163,3 +168,52 @@ def test_cli_drives_a_window(wdir: Path, wmount: Path) -> None:
     assert human.returncode == 0 and "notifications sent" in human.stdout
     assert shmfs_cli("window", "destroy", win).returncode == 0
     assert not os.path.exists(win)
+
+
+BAD_ARGS = [
+    ("remap", "W", "-1", "1", "5"), ("remap", "W", "0", "1", "-5"),
+    ("remap", "W", "0", "1", str(1 << 64)), ("remap", "W", "0", str(1 << 52), "0"),
+    ("remap", "W", str(1 << 52), "1", "0"), ("remap", "W", "0", "-1", "0"),
+    ("protect", "W", "-1", "1", "r"), ("madvise", "W", "0", "-2", "remove"),
+    ("query", "W", "-5", "3"), ("query", "W", "0", "-3"), ("query", "W", str(1 << 64)),
+    ("create", "NEW", "OBJ", "--pages", "-3"), ("create", "NEW", "OBJ", "--pages", "0"),
+    ("create", "NEW", "OBJ", "--pages", str(1 << 52)),
+    ("create", "NEW", "OBJ", "--pages", "2**52"),
+    ("create", "NEW", "OBJ", "--pages", "1", "--pgoff", "-1"),
+    ("create", "NEW", "OBJ", "--pages", "1", "--pgoff", str(1 << 64)),
+]
+
+
+@pytest.mark.parametrize("args", BAD_ARGS, ids=lambda a: " ".join(a)[:40])
+def test_cli_refuses_out_of_range_numbers_without_a_traceback(wdir: Path, args: tuple) -> None:
+    obj = wdir / "obj"
+    make_object(obj, 4)
+    Window.create(wdir / "W", obj, 4).close()
+    names = {"W": str(wdir / "W"), "NEW": str(wdir / "new"), "OBJ": str(obj)}
+    r = shmfs_cli("window", *[names.get(a, a) for a in args])
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and "struct.error" not in r.stderr
+    assert "usage:" in r.stderr and ("must be" in r.stderr or "too large" in r.stderr
+                                     or "whole number" in r.stderr)
+    assert not (wdir / "new").exists()
+
+
+def test_a_failed_create_leaves_no_file_and_a_retry_works(wdir: Path, tmp_path: Path) -> None:
+    obj = wdir / "obj"
+    make_object(obj, 4)
+    win = str(wdir / "win")
+    r = shmfs_cli("window", "create", win, str(obj), "--pages", "4", "--pgoff",
+                  str((1 << 64) - 1))  # fits the field, but pgoff + pages overflows
+    assert r.returncode == 1 and "EOVERFLOW" in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(win)
+    r = shmfs_cli("window", "create", win, str(wdir / "missing"), "--pages", "4")
+    assert r.returncode == 1 and "ENOENT" in r.stderr and "missing" in r.stderr
+    assert not os.path.exists(win)
+    elsewhere = tmp_path / "obj"  # a file on another filesystem: refused by name
+    elsewhere.write_bytes(bytes(P))
+    r = shmfs_cli("window", "create", win, str(elsewhere), "--pages", "1")
+    assert r.returncode == 1 and "not on the filesystem" in r.stderr, r.stderr
+    assert not os.path.exists(win)
+    r = shmfs_cli("window", "create", win, str(obj), "--pages", "4")
+    assert r.returncode == 0, r.stderr
+    assert os.stat(win).st_size == 4 * P

@@ -42,11 +42,15 @@ class Rig:
                flags: int = os.O_RDWR) -> tuple[int, int]:
         self.n += 1
         a, fh = self.fs.create(1, b"win%d" % self.n, 0o600, os.O_RDWR, ROOT)
-        self.t.attach(a.ino, fh, ROOT, self.obj, npages * P, pgoff, prot)
+        self.t.attach(a.ino, fh, ROOT, self.token(), npages * P, pgoff, prot)
         if flags != os.O_RDWR:
             fh = self.fs.open(a.ino, flags)
         self.events()
         return a.ino, fh
+
+    def token(self, ctx: Ctx = ROOT, prot: int = PROT_RW, fh: int | None = None) -> bytes:
+        """GRANT on the object's read-write handle (or ``fh``) for ``ctx``."""
+        return self.t.grant(self.obj, self.ofh if fh is None else fh, ctx, prot)
 
     def events(self) -> list[tuple[int, int, int]]:
         return [(e.ino, e.off, e.length) for e in self.fs.drain_events()
@@ -67,25 +71,91 @@ def test_attach_checks() -> None:
     fs, t = r.fs, r.t
     a, fh = fs.create(1, b"w", 0o600, os.O_RDWR, ROOT)
     ro = fs.open(a.ino, os.O_RDONLY)
-    assert errno_of(t.attach, a.ino, ro, ROOT, r.obj, P, 0, PROT_RW) == errno.EBADF
-    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, 100, 0, PROT_RW) == errno.EINVAL
-    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, 0, 0, PROT_RW) == errno.EINVAL
-    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, P, 0, 8) == errno.EINVAL
-    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, P, 0, PROT_RW, 1) == errno.EINVAL
-    assert errno_of(t.attach, a.ino, fh, ROOT, 999, P, 0, PROT_RW) == errno.ENOENT
-    assert errno_of(t.attach, a.ino, fh, ROOT, a.ino, P, 0, PROT_RW) == errno.EINVAL
-    assert errno_of(t.attach, a.ino, fh, ROOT, 1, P, 0, PROT_RW) == errno.EINVAL  # a dir
-    fs.setattr(r.obj, ROOT, mode=0o640)
-    assert errno_of(t.attach, a.ino, fh, USER, r.obj, P, 0, PROT_R) == errno.EACCES
-    fs.setattr(r.obj, ROOT, mode=0o644)
-    assert errno_of(t.attach, a.ino, fh, USER, r.obj, P, 0, PROT_RW) == errno.EACCES
-    t.attach(a.ino, fh, USER, r.obj, 2 * P, 0, PROT_R)  # read access is enough for PROT_READ
+    tok = r.token()
+    # checks on the window file come first and do not spend the token
+    assert errno_of(t.attach, a.ino, ro, ROOT, tok, P, 0, PROT_RW) == errno.EBADF
+    assert errno_of(t.attach, a.ino, fh, ROOT, tok, 100, 0, PROT_RW) == errno.EINVAL
+    assert errno_of(t.attach, a.ino, fh, ROOT, tok, 0, 0, PROT_RW) == errno.EINVAL
+    assert errno_of(t.attach, a.ino, fh, ROOT, tok, P, 0, 8) == errno.EINVAL
+    assert errno_of(t.attach, a.ino, fh, ROOT, tok, P, 0, PROT_RW, 1) == errno.EINVAL
+    assert errno_of(t.attach, a.ino, fh, ROOT, bytes(16), P, 0, PROT_RW) == errno.EACCES
+    # the object is the token's: a window cannot be its own object, nor a directory's
+    own = t.grant(a.ino, fh, ROOT, PROT_RW)
+    assert errno_of(t.attach, a.ino, fh, ROOT, own, P, 0, PROT_RW) == errno.EINVAL
+    assert errno_of(t.grant, 1, fh, ROOT, PROT_R) == errno.EISDIR
+    t.attach(a.ino, fh, ROOT, tok, 2 * P, 0, PROT_R)
     assert fs.getattr(a.ino).size == 2 * P
-    assert errno_of(t.attach, a.ino, fh, ROOT, r.obj, P, 0, PROT_RW) == errno.EBUSY
+    assert errno_of(t.attach, a.ino, fh, ROOT, r.token(), P, 0, PROT_RW) == errno.EBUSY
     b, fhb = fs.create(1, b"w2", 0o600, os.O_RDWR, ROOT)
-    assert errno_of(t.attach, b.ino, fhb, ROOT, a.ino, P, 0, PROT_RW) == errno.EINVAL  # window
+    assert errno_of(t.grant, a.ino, fh, ROOT, PROT_R) == errno.EINVAL  # a window: no object
     fs.write(b.ino, fhb, 0, memoryview(b"x"))
-    assert errno_of(t.attach, b.ino, fhb, ROOT, r.obj, P, 0, PROT_RW) == errno.EINVAL  # not empty
+    assert errno_of(t.attach, b.ino, fhb, ROOT, r.token(), P, 0, PROT_RW) == errno.EINVAL
+
+
+def test_a_token_needs_the_open_mode_and_serves_once_its_uid_and_its_handle() -> None:
+    r = Rig()
+    fs, t = r.fs, r.t
+    ro = fs.open(r.obj, os.O_RDONLY)
+    wo = fs.open(r.obj, os.O_WRONLY)
+    assert errno_of(t.grant, r.obj, ro, USER, PROT_RW) == errno.EACCES  # as mmap(2)
+    assert errno_of(t.grant, r.obj, wo, USER, PROT_R) == errno.EACCES
+    assert errno_of(t.grant, r.obj, ro, USER, 8) == errno.EINVAL
+    assert errno_of(t.grant, r.obj, 9999, USER, PROT_R) == errno.EBADF
+
+    def window(ctx: Ctx) -> tuple[int, int]:
+        a, fh = fs.create(1, b"w%d" % r.n, 0o666, os.O_RDWR, ctx)
+        r.n += 1
+        return a.ino, fh
+
+    w, fh = window(USER)
+    tok = t.grant(r.obj, ro, USER, PROT_R)
+    assert errno_of(t.attach, w, fh, USER, tok, P, 0, PROT_RW) == errno.EACCES  # beyond
+    assert errno_of(t.attach, w, fh, USER, tok, P, 0, PROT_R) == errno.EACCES  # spent
+    tok = t.grant(r.obj, ro, USER, PROT_R)
+    other = Ctx(1001, 1001, 3)
+    w2, fh2 = window(other)
+    assert errno_of(t.attach, w2, fh2, other, tok, P, 0, PROT_R) == errno.EACCES  # stolen
+    assert errno_of(t.attach, w, fh, USER, tok, P, 0, PROT_R) == errno.EACCES  # burnt
+    tok = t.grant(r.obj, ro, USER, PROT_R)
+    fs.release(r.obj, ro)
+    assert errno_of(t.attach, w, fh, USER, tok, P, 0, PROT_R) == errno.EACCES  # handle gone
+    assert len(t.grants) == 0
+    ro = fs.open(r.obj, os.O_RDONLY)
+    t.attach(w, fh, USER, t.grant(r.obj, ro, USER, PROT_R), P, 0, PROT_R)
+    # only the owner (or root) turns a file into a window
+    w3, fh3 = window(ROOT)
+    assert errno_of(t.attach, w3, fh3, USER, t.grant(r.obj, ro, USER, PROT_R), P, 0,
+                    PROT_R) == errno.EPERM
+    for _ in range(20):  # a handle keeps at most PER_HANDLE tokens: the oldest retire
+        t.grant(r.obj, ro, USER, PROT_R)
+    assert len(t.grants) == 8
+
+
+def test_page_tables_are_charged_to_pt_size_and_credited_when_the_window_goes() -> None:
+    from fsimpl.ptbudget import CHUNK_COST, WINDOW_COST
+
+    fs = ShmFs(FsOptions(pt_size_bytes=WINDOW_COST + 4 * CHUNK_COST))
+    a, ofh = fs.create(1, b"obj", 0o644, os.O_RDWR, ROOT)
+    fs.setattr(a.ino, ROOT, size=1 << 30)
+    t = windows_of(fs)
+    w, fh = fs.create(1, b"w", 0o600, os.O_RDWR, ROOT)
+    t.attach(w.ino, fh, ROOT, t.grant(a.ino, ofh, ROOT, PROT_RW), 1 << 30, 0, PROT_RW)
+    assert t.budget.used == WINDOW_COST
+    for i in range(4):  # one page in each of four 512-page chunks
+        t.remap(w.ino, fh, i * 512 * P, P, 7, 0, 0)
+    assert t.budget.used == WINDOW_COST + 4 * CHUNK_COST
+    assert errno_of(t.remap, w.ino, fh, 4 * 512 * P, P, 7, 0, 0) == errno.ENOMEM
+    assert errno_of(t.read, w.ino, 9 * 512 * P, P) == errno.ENOMEM  # a fault needs a chunk
+    t.remap(w.ino, fh, 1, P, 9, 0, 0)  # within an existing chunk: free
+    w2, fh2 = fs.create(1, b"w2", 0o600, os.O_RDWR, ROOT)
+    tok = t.grant(a.ino, ofh, ROOT, PROT_RW)
+    assert errno_of(t.attach, w2.ino, fh2, ROOT, tok, P, 0, PROT_RW) == errno.ENOMEM
+    fs.unlink(1, b"w")
+    fs.release(w.ino, fh)
+    fs.forget(w.ino, fs._inodes[w.ino].nlookup)
+    fs.reap()
+    assert t.budget.used == 0
+    t.attach(w2.ino, fh2, ROOT, t.grant(a.ino, ofh, ROOT, PROT_RW), P, 0, PROT_RW)
 
 
 def test_window_size_is_fixed_and_plain_files_are_not_windows() -> None:
@@ -241,7 +311,7 @@ def test_store_at_the_size_limit_is_enospc() -> None:
     fs.setattr(a.ino, ROOT, size=16 * P)  # pages 3..15 are holes, one page of room left
     t = windows_of(fs)
     w, fh = fs.create(1, b"w", 0o600, os.O_RDWR, ROOT)
-    t.attach(w.ino, fh, ROOT, a.ino, 4 * P, 8, PROT_RW)
+    t.attach(w.ino, fh, ROOT, t.grant(a.ino, ofh, ROOT, PROT_RW), 4 * P, 8, PROT_RW)
     assert t.write(w.ino, 0, memoryview(b"x")) == 1  # the last page of the budget
     assert errno_of(t.write, w.ino, P, memoryview(b"y")) == errno.ENOSPC
 
@@ -254,3 +324,34 @@ def test_a_store_invalidates_aliases_in_the_same_window() -> None:
     assert r.t.write(w, P + 3, memoryview(b"al")) == 2
     assert r.events() == [(w, 5 * P, P)]  # the alias; page 1 itself holds the new data
     assert r.read(w, 5 * P + 3, 2) == b"al"
+
+
+def test_st_blocks_and_seek_describe_the_object_pages_shown() -> None:
+    from fsimpl.types import SEEK_DATA, SEEK_HOLE
+
+    r = Rig()
+    fs, t = r.fs, r.t
+    fs.fallocate(r.obj, r.ofh, 3, 3 * P, P)  # punch object page 3 (PUNCH_HOLE|KEEP_SIZE)
+    w, fh = r.window(16)  # pages 8..15 lie past the object's end (reads fail: data)
+    assert fs.getattr(w).blocks == 7 * 8
+    seek = lambda off, wh: fs.lseek(w, fh, off, wh)  # noqa: E731
+    assert (seek(0, SEEK_DATA), seek(0, SEEK_HOLE)) == (0, 3 * P)
+    assert (seek(3 * P + 5, SEEK_DATA), seek(4 * P, SEEK_HOLE)) == (4 * P, 16 * P)
+    t.remap(w, fh, 0, P, 3, 0, 0)  # page 0 now shows the hole, page 3 shows pgoff 3 too
+    t.remap(w, fh, 3 * P, P, 0, 0, 0)  # and page 3 shows pgoff 0 (data)
+    assert fs.getattr(w).blocks == 7 * 8
+    assert (seek(0, SEEK_DATA), seek(0, SEEK_HOLE)) == (P, 0)
+    assert seek(P, SEEK_HOLE) == 16 * P
+    assert errno_of(seek, 16 * P, SEEK_DATA) == errno.ENXIO
+    r.read(w, 0, P)  # a read fault allocates the hole (row 12): data now
+    assert fs.getattr(w).blocks == 8 * 8 and seek(0, SEEK_HOLE) == 16 * P
+
+
+def test_st_blocks_of_a_huge_sparse_window_is_cheap() -> None:
+    r = Rig()
+    fs, t = r.fs, r.t
+    fs.setattr(r.obj, ROOT, size=1 << 40)
+    w, fh = r.window(1 << 28)  # 1 TiB of window: a page-by-page walk would take minutes
+    t.remap(w, fh, (1 << 27) * P, P, 2, 0, 0)
+    assert fs.getattr(w).blocks == 9 * 8  # 8 linear pages + the remapped one
+    assert fs.lseek(w, fh, P * 8, 3) == (1 << 27) * P
