@@ -388,8 +388,22 @@ class Arena:
 
     def copy_frames(self, src: np.ndarray, dst: np.ndarray) -> None:
         """Copy the contents of frames ``src[i]`` into ``dst[i]`` (do_wp_page's copy)."""
-        for s, d in zip(src.tolist(), dst.tolist(), strict=True):
-            self.page(d)[:] = self.page(s)
+        n = src.size
+        if n == 0:
+            return
+        fps = self.fps
+        # one numpy copy per run contiguous on both sides (alloc hands out runs)
+        brk = np.flatnonzero((np.diff(src) != 1) | (np.diff(dst) != 1)
+                             | (src[1:] % fps == 0) | (dst[1:] % fps == 0)) + 1
+        starts = [0, *brk.tolist()]
+        ends = [*brk.tolist(), n]
+        sl, dl = src.tolist(), dst.tolist()
+        for a, b in zip(starts, ends, strict=True):
+            ss, si = divmod(sl[a], fps)
+            ds, di = divmod(dl[a], fps)
+            k = (b - a) << PAGE_SHIFT
+            self._bufs[ds][di << PAGE_SHIFT : (di << PAGE_SHIFT) + k] = (
+                self._bufs[ss][si << PAGE_SHIFT : (si << PAGE_SHIFT) + k])
 
     def _runs_sorted(self, f: np.ndarray) -> list[tuple[int, int]]:
         """Contiguous runs (first, length) of a sorted frame array, split at segments."""
