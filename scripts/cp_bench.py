@@ -4,7 +4,7 @@
 coreutils cp copies with copy_file_range(2); on shmfs that is one
 COPY_FILE_RANGE_64 request whose whole pages share the source's frames
 (vmcore/cow.py), so the daemon's memory grows by the page-cache index only.
-For each target: write a SIZE file, then REPEAT times ``cp src dst`` (dst
+For each target: write a SIZE file (timed: a fresh write), then REPEAT times ``cp src dst`` (dst
 removed between runs), recording the wall time of each cp and the daemon's
 RSS (VmRSS) and arena residency before and after; then the time to overwrite
 the whole copy (every share broken: the memory is spent now) and the RSS
@@ -76,8 +76,9 @@ def overwrite(path: Path, size: int) -> float:
 
 def run(name: str, root: Path, size: int, repeat: int, pid: int | None) -> dict[str, object]:
     src, dst = root / "src", root / "dst"
+    t = time.perf_counter()
     fill(src, size)
-    out: dict[str, object] = {"target": name}
+    out: dict[str, object] = {"target": name, "fill_s": time.perf_counter() - t}
     times = []
     for i in range(repeat):
         if dst.exists():
@@ -116,7 +117,7 @@ def main() -> int:
         cps = ", ".join(f"{x:.3f}" for x in r["cp_s"])  # type: ignore[union-attr]
         print(f"{r['target']:6} cp of {a.mib} MiB: {cps} s (best "
               f"{min(r['cp_s']):.3f} s); overwrite of the copy "  # type: ignore[type-var]
-              f"{r['overwrite_copy_s']:.3f} s")
+              f"{r['overwrite_copy_s']:.3f} s; first write of the source {r['fill_s']:.3f} s")
         if "rss_before_mib" in r:
             print(f"       daemon RSS {r['rss_before_mib']:.1f} MiB before cp, "
                   f"{r['rss_after_cp_mib']:.1f} after, {r['rss_after_overwrite_mib']:.1f} "

@@ -59,10 +59,13 @@ _CHUNK = 512  # pages per sharing step: one page-cache chunk
 _COPY_STEP = 1 << 20  # bytes per read/write step of a byte copy
 
 
-def break_shares(mapping: Mapping, pgoff: int, frames: np.ndarray) -> int:
+def break_shares(mapping: Mapping, pgoff: int, frames: np.ndarray,
+                 overwrite: tuple[int, int] | None = None) -> int:
     """Give ``mapping`` a private copy of every shared frame among ``frames``
     (the frames of pages [pgoff, pgoff + len(frames)), -1 for holes), updating
-    ``frames`` in place.  Returns the number of pages copied."""
+    ``frames`` in place.  Pages in ``overwrite`` ([first, end) pgoffs the caller
+    is about to overwrite entirely) get a fresh (zero) frame without the copy.
+    Returns the number of shares broken."""
     arena = mapping.arena
     if not arena.nshared:
         return 0
@@ -71,7 +74,11 @@ def break_shares(mapping: Mapping, pgoff: int, frames: np.ndarray) -> int:
         return 0
     old = frames[idx].copy()
     new = arena.alloc(int(idx.size))
-    arena.copy_frames(old, new)
+    if overwrite is not None:
+        keep = (idx + pgoff < overwrite[0]) | (idx + pgoff >= overwrite[1])
+        arena.copy_frames(old[keep], new[keep])
+    else:
+        arena.copy_frames(old, new)
     frames[idx] = new
     mapping.pages.replace(idx + pgoff, new)
     if mapping.rmap is not None:

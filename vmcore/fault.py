@@ -108,6 +108,9 @@ class VmFault:
     frames: np.ndarray | None = None
     nr_done: int = 0
     error: int = 0
+    # pages [a, b) the caller overwrites entirely after a WRITE fault (write(2)):
+    # a shared frame there is replaced without copying its old contents
+    overwrite: tuple[int, int] | None = None
 
 
 def _count(
@@ -181,7 +184,7 @@ def fault(mapping: Mapping, vmf: VmFault) -> int:
                     pages.set_flags(pgoff, 1, bits)
                 if flags & _WRITE and mapping.arena.is_shared(frame):
                     one = np.array((frame,), dtype=np.int64)
-                    break_shares(mapping, pgoff, one)  # do_wp_page: copy for the writer
+                    break_shares(mapping, pgoff, one, vmf.overwrite)  # do_wp_page
                     frame = int(one[0])
             vmf.frames = np.array((frame,), dtype=np.int64)
             vmf.nr_done = 1
@@ -245,7 +248,7 @@ def fault(mapping: Mapping, vmf: VmFault) -> int:
     if done > charged and ((pflags[:done] & bits) != bits).any():
         pages.set_flags(pgoff, done, bits)  # resident pages not yet uptodate/dirty
     if flags & _WRITE and done > charged:
-        break_shares(mapping, pgoff, frames)  # shared (copy_file_range) frames: copy
+        break_shares(mapping, pgoff, frames, vmf.overwrite)  # shared frames: copy
     vmf.frames = frames
     vmf.nr_done = done
     _count(mapping.fstats, flags, via_vma, res, done, charged, 0)

@@ -112,6 +112,7 @@ class Mapping:
         first = off >> PAGE_SHIFT
         nr = ((end - 1) >> PAGE_SHIFT) - first + 1
         vmf = VmFault(_WRITE, first, nr)
+        vmf.overwrite = ((off + _PAGE_MASK) >> PAGE_SHIFT, end >> PAGE_SHIFT)
         fault(self, vmf)
         done = vmf.nr_done
         if done < nr:

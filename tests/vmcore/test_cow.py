@@ -286,3 +286,21 @@ TestCowMachine.settings = settings(
     max_examples=60, stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_write_over_whole_shared_pages_skips_the_copy_not_the_bytes() -> None:
+    arena, _b, a, b = _pair()
+    a.write(0, bytes(range(256)) * (4 * P // 256))
+    b.copy_from(a, 0, 0, 4 * P)
+    b.write(P // 2, b"\xee" * 3 * P)  # pages 0 and 3 partial (copied), 1 and 2 whole
+    want = bytearray(a.read_bytes(0, 4 * P))
+    want[P // 2 : P // 2 + 3 * P] = b"\xee" * 3 * P
+    assert b.read_bytes(0, 4 * P) == bytes(want)
+    assert a.read_bytes(0, 4 * P) == bytes(range(256)) * (4 * P // 256)
+    assert arena.cow_breaks == 4
+    b.write(0, b"\x11" * P)  # one page, the single-page fast path (page 0 is private now)
+    a2 = Mapping(arena, _b)
+    a2.copy_from(a, 0, 0, P)
+    a2.write(0, b"\x22" * P)
+    assert a2.read_bytes(0, P) == b"\x22" * P and a.read_bytes(0, 2) == bytes([0, 1])
+    _check_refs(arena, a, b, a2)
