@@ -262,3 +262,19 @@ def test_unprivileged_user_gets_what_open_grants() -> None:
     with shmfs_mount("allow_other") as s, tmpfs_mount() as t:
         got = _both(s, t, scenario)
     assert got[0] == ("ok", [("errno", errno.EACCES), ("errno", errno.EBADF), P])
+
+
+def test_copy_by_another_user_drops_setuid_like_tmpfs() -> None:
+    def scenario(d: Path) -> object:
+        d.chmod(0o777)
+        (d / "src").write_bytes(b"x" * 2 * P)
+        (d / "src").chmod(0o644)
+        (d / "dst").write_bytes(b"y" * 100)
+        os.chown(d / "dst", 1000, 1000)
+        os.chmod(d / "dst", 0o6775)
+        got = as_user(1000, 1000, lambda: _copy(d / "src", d / "dst", 0, 0, 2 * P))
+        st = os.stat(d / "dst")
+        return got, oct(st.st_mode), st.st_size
+
+    with shmfs_mount("allow_other") as s, tmpfs_mount() as t:
+        assert _both(s, t, scenario) == (("ok", 2 * P), "0o100775", 2 * P)
