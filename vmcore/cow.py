@@ -57,6 +57,10 @@ __all__ = ["break_shares", "copy_range"]
 _MASK = PAGE_SIZE - 1
 _CHUNK = 512  # pages per sharing step: one page-cache chunk
 _COPY_STEP = 1 << 20  # bytes per read/write step of a byte copy
+# A misaligned copy moves every byte; one request copies at most this much and
+# returns short (copy_file_range callers loop), so a huge copy cannot hold the
+# session for seconds.  Shared pages cost ~0.3 us each and are not limited.
+BYTE_COPY_MAX = 64 << 20
 
 
 def break_shares(mapping: Mapping, pgoff: int, frames: np.ndarray,
@@ -107,7 +111,7 @@ def copy_range(src: Mapping, src_off: int, dst: Mapping, dst_off: int, length: i
     if src is dst and src_off < dst_off + length and dst_off < src_off + length:
         raise VmError(errno.EINVAL, "overlapping ranges of one file")
     if (src_off - dst_off) & _MASK or src.arena is not dst.arena:
-        return _copy_bytes(src, src_off, dst, dst_off, length)
+        return _copy_bytes(src, src_off, dst, dst_off, min(length, BYTE_COPY_MAX))
     first = (src_off + _MASK) >> PAGE_SHIFT  # first whole source page
     last = end_in >> PAGE_SHIFT  # end of the whole pages
     if end_in & _MASK and end_in == src.size and dst_off + length >= dst.size:

@@ -185,8 +185,12 @@ def test_enospc_short_copy_and_overwrite_of_shared_pages(shmfs: Path, tmpfs: Pat
         first = _copy(a, b, 0, 0, 10 * P)
         again = _copy(a, b, 6 * P, 6 * P, 4 * P)
         fb = os.open(b, os.O_RDWR)
-        try:  # rewriting every copied page needs no new block (charged at copy)
-            n = os.pwrite(fb, b"w" * 6 * P, 0)
+        try:  # rewriting every copied page needs no new block (charged at copy):
+            n = os.pwrite(fb, b"w" * 3 * P, 3 * P)  # write(2), and mmap stores (no SIGBUS)
+            with mmap.mmap(fb, 3 * P) as m:
+                m[:] = b"m" * 3 * P
+                m.flush()
+            n += 3 * P
         finally:
             os.close(fb)
         return first, again, n, a.read_bytes(), b.read_bytes(), used_blocks(d)

@@ -304,3 +304,13 @@ def test_write_over_whole_shared_pages_skips_the_copy_not_the_bytes() -> None:
     a2.write(0, b"\x22" * P)
     assert a2.read_bytes(0, P) == b"\x22" * P and a.read_bytes(0, 2) == bytes([0, 1])
     _check_refs(arena, a, b, a2)
+
+
+def test_misaligned_copy_is_bounded_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vmcore import cow
+
+    monkeypatch.setattr(cow, "BYTE_COPY_MAX", 3 * P)
+    _arena, _b, a, b = _pair()
+    a.write(0, b"m" * 8 * P)
+    assert b.copy_from(a, 0, 1, 8 * P) == 3 * P  # short: the caller loops
+    assert b.copy_from(a, 0, 0, 8 * P) == 8 * P  # aligned: shared, not limited
