@@ -168,6 +168,57 @@ class FileOps(NamespaceOps):
         return n
 
     @counted
+    def copy_file_range(
+        self, ino_in: int, fh_in: int, off_in: int, ino_out: int, fh_out: int, off_out: int,
+        length: int, flags: int = 0,
+    ) -> int:
+        """copy_file_range(2) inside this filesystem: whole pages are shared
+        copy-on-write with the source (vmcore/cow.py), partial pages copied,
+        source holes stay holes.  Returns bytes copied: clipped to the source's
+        size, short at the size= limit (ENOSPC when nothing fits).
+
+        Checks as generic_copy_file_checks (the kernel makes them first; they
+        are repeated for a caller that is not the kernel): EINVAL for flags,
+        negative offsets or overlapping ranges of one file, EBADF for a handle
+        not open for reading/writing or an O_APPEND destination, EISDIR, EFBIG
+        at MAX_FILE_SIZE.  A window file on either side gives EOPNOTSUPP: the
+        kernel then falls back to copying through READ/WRITE (its data path
+        goes through the window's page table)."""
+        if flags:
+            raise FsError(errno.EINVAL)
+        src, dst = self._get(ino_in), self._get(ino_out)
+        hin, hout = self._handle(fh_in, ino_in), self._handle(fh_out, ino_out)
+        if hin.flags & os.O_ACCMODE == os.O_WRONLY:
+            raise FsError(errno.EBADF, "source not open for reading")
+        if hout.flags & os.O_ACCMODE == os.O_RDONLY or hout.flags & os.O_APPEND:
+            raise FsError(errno.EBADF, "destination not open for writing (or O_APPEND)")
+        if src.is_dir or dst.is_dir:
+            raise FsError(errno.EISDIR)
+        if src.mapping is None or dst.mapping is None:
+            raise FsError(errno.EINVAL, "not a regular file")
+        if off_in < 0 or off_out < 0 or length < 0:
+            raise FsError(errno.EINVAL)
+        w = self._windows
+        if w is not None and (ino_in in w.wins or ino_out in w.wins):
+            raise FsError(errno.EOPNOTSUPP, "window files copy through READ/WRITE")
+        length = max(0, min(length, src.mapping.size - off_in))
+        if not length:
+            return 0
+        if off_out >= MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG)
+        length = min(length, MAX_FILE_SIZE - off_out)
+        try:
+            n = dst.mapping.copy_from(src.mapping, off_in, off_out, length)
+        except VmError as e:
+            raise FsError(e.errno, str(e)) from e
+        if n:
+            if w is not None:  # windows showing the destination's pages drop their copies
+                w.object_changed(ino_out, off_out, n)
+            dst.mtime_ns = dst.ctime_ns = self._now()
+            self._touch_atime(src)
+        return n
+
+    @counted
     def flush(self, ino: int, fh: int) -> None:
         self._handle(fh, ino)
 

@@ -72,6 +72,13 @@ class Arena:
         self._bufs: list[np.ndarray] = []  # flat uint8 view of each segment
         self._mvs: list[memoryview] = []  # memoryview of each segment
         self._in_use = np.zeros(0, dtype=np.bool_)
+        # copy-on-write sharing (vmcore/cow.py): extra page-cache references of
+        # each frame (0 = one owner); nshared is their sum, so the write path
+        # skips every share check while nothing is shared
+        self._refs = np.zeros(0, dtype=np.int32)
+        self.nshared = 0
+        self.frames_shared = 0  # cumulative: references added by share()
+        self.cow_breaks = 0  # cumulative: shared frames copied for a writer
         self._limit = 0  # frames covered by segments
         self._bump = 1  # next never-used frame (frame 0 is the zero page)
         self._free_runs: list[tuple[int, int]] = []  # (first frame, length)
@@ -117,6 +124,7 @@ class Arena:
         self._addrs.append(buf.ctypes.data)
         self._limit += self.fps  # last: the populate thread reads it without the main thread
         self._in_use = np.concatenate([self._in_use, np.zeros(self.fps, dtype=np.bool_)])
+        self._refs = np.concatenate([self._refs, np.zeros(self.fps, dtype=np.int32)])
         with self._cond:
             self._pop = np.concatenate([self._pop, np.zeros(self.fps, dtype=np.bool_)])
 
@@ -309,11 +317,26 @@ class Arena:
     def free(self, frames: np.ndarray | Sequence[int]) -> None:
         """Give frames back: discard their memory (it returns to the
         host; they read as zero afterwards) and put them on the free list."""
-        f = np.unique(np.asarray(frames, dtype=np.int64))  # sorted, no duplicates
+        if self.nshared:
+            f, cnt = np.unique(np.asarray(frames, dtype=np.int64), return_counts=True)
+        else:
+            f = np.unique(np.asarray(frames, dtype=np.int64))  # sorted, no duplicates
         if f.size == 0:
             return
         if f[0] <= 0 or f[-1] >= self._limit or not self._in_use[f].all():
             raise ValueError("free of a frame that is not allocated (or the zero frame)")
+        if self.nshared:
+            # a shared frame loses one reference per entry; only the last one frees it
+            dec = np.minimum(self._refs[f], cnt).astype(np.int32)
+            if dec.any():
+                self._refs[f] -= dec
+                self.nshared -= int(dec.sum())
+            rest = cnt - dec
+            if (rest > 1).any():
+                raise ValueError("free of a frame more times than it is referenced")
+            f = f[rest == 1]
+            if f.size == 0:
+                return
         self._in_use[f] = False
         if self._thread is not None:
             self._wait_not_busy(int(f[0]), int(f[-1]))
@@ -331,6 +354,56 @@ class Arena:
         self._nfree += int(f.size)
         self.frames_freed += int(f.size)
         self.frames_returned += int(f.size)
+
+    # -- copy-on-write sharing (vmcore/cow.py) -----------------------------------------
+
+    def share(self, frames: np.ndarray) -> None:
+        """Add one reference to each entry of ``frames`` (allocated, not the zero
+        frame; a frame may repeat): another page-cache slot now holds it.
+        ``free`` then drops references before it frees anything."""
+        f = np.asarray(frames, dtype=np.int64)
+        if f.size == 0:
+            return
+        if int(f.min()) <= 0 or int(f.max()) >= self._limit or not self._in_use[f].all():
+            raise ValueError("share of a frame that is not allocated (or the zero frame)")
+        np.add.at(self._refs, f, 1)
+        self.nshared += int(f.size)
+        self.frames_shared += int(f.size)
+
+    def shared_mask(self, frames: np.ndarray) -> np.ndarray:
+        """Which entries of ``frames`` (-1 = hole) are held by more than one slot."""
+        out = np.zeros(frames.size, dtype=np.bool_)
+        if self.nshared:
+            sel = frames > 0
+            out[sel] = self._refs[frames[sel]] > 0
+        return out
+
+    def is_shared(self, frame: int) -> bool:
+        """True when more than one page-cache slot holds ``frame`` (a write must copy)."""
+        return bool(self.nshared) and frame > 0 and bool(self._refs[frame])
+
+    def refcount(self, frame: int) -> int:
+        """Page-cache slots holding ``frame`` (1 for a private frame, 0 if free)."""
+        return int(self._refs[frame]) + 1 if self._in_use[frame] and frame > 0 else 0
+
+    def copy_frames(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """Copy the contents of frames ``src[i]`` into ``dst[i]`` (do_wp_page's copy)."""
+        n = src.size
+        if n == 0:
+            return
+        fps = self.fps
+        # one numpy copy per run contiguous on both sides (alloc hands out runs)
+        brk = np.flatnonzero((np.diff(src) != 1) | (np.diff(dst) != 1)
+                             | (src[1:] % fps == 0) | (dst[1:] % fps == 0)) + 1
+        starts = [0, *brk.tolist()]
+        ends = [*brk.tolist(), n]
+        sl, dl = src.tolist(), dst.tolist()
+        for a, b in zip(starts, ends, strict=True):
+            ss, si = divmod(sl[a], fps)
+            ds, di = divmod(dl[a], fps)
+            k = (b - a) << PAGE_SHIFT
+            self._bufs[ds][di << PAGE_SHIFT : (di << PAGE_SHIFT) + k] = (
+                self._bufs[ss][si << PAGE_SHIFT : (si << PAGE_SHIFT) + k])
 
     def _runs_sorted(self, f: np.ndarray) -> list[tuple[int, int]]:
         """Contiguous runs (first, length) of a sorted frame array, split at segments."""
@@ -495,6 +568,9 @@ class Arena:
             "bytes_mapped": len(self._mmaps) * self.segment_bytes,
             "bytes_resident": self.resident_bytes(),
             "frames_populated_ahead": self.frames_populated_ahead,
+            "frames_shared_now": self.nshared,
+            "frames_shared": self.frames_shared,
+            "cow_breaks": self.cow_breaks,
             "frames_ready_ahead": (max(self._ready - self._bump, 0) + self._free_ready
                                    if self._ahead else 0),
         }

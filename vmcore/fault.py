@@ -31,6 +31,8 @@ read fault through a vma          allocate+charge, UPTODATE,     frame, MINOR
 WRITE (write(2) or write fault)   allocate+charge, MAJOR         frame, MINOR
                                   -> UPTODATE|DIRTY              -> UPTODATE|DIRTY
 MKWRITE (write-notify refault)    NOPAGE (page went away: retry) -> DIRTY, MINOR
+shared frame (vmcore/cow.py)       --                             WRITE/MKWRITE: copied
+                                                                  for the writer first
 pgoff >= ceil(i_size / PAGE)      SIGBUS (error EFAULT)          SIGBUS
 charge fails (size= limit)        SIGBUS (error ENOSPC), nr_done = pages served
 ================================  ==========================================
@@ -65,6 +67,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .arena import PAGE_SHIFT, PAGE_SIZE, Arena
+from .cow import break_shares
 from .errors import NoSpace
 from .flags import PG_DIRTY, PG_UPTODATE, FaultFlags, VmFaultResult
 from .stats import FaultStats
@@ -105,6 +108,9 @@ class VmFault:
     frames: np.ndarray | None = None
     nr_done: int = 0
     error: int = 0
+    # pages [a, b) the caller overwrites entirely after a WRITE fault (write(2)):
+    # a shared frame there is replaced without copying its old contents
+    overwrite: tuple[int, int] | None = None
 
 
 def _count(
@@ -176,6 +182,10 @@ def fault(mapping: Mapping, vmf: VmFault) -> int:
                 bits = PG_UPTODATE | PG_DIRTY if flags & _WRITE else PG_UPTODATE
                 if pf & bits != bits:
                     pages.set_flags(pgoff, 1, bits)
+                if flags & _WRITE and mapping.arena.is_shared(frame):
+                    one = np.array((frame,), dtype=np.int64)
+                    break_shares(mapping, pgoff, one, vmf.overwrite)  # do_wp_page
+                    frame = int(one[0])
             vmf.frames = np.array((frame,), dtype=np.int64)
             vmf.nr_done = 1
             _count(mapping.fstats, flags, via_vma, _MINOR, 1, 0, zero)
@@ -201,6 +211,7 @@ def fault(mapping: Mapping, vmf: VmFault) -> int:
             _count(mapping.fstats, flags, via_vma, _NOPAGE, 0, 0, 0)
             return _NOPAGE
         pages.set_flags(pgoff, nr, PG_DIRTY)
+        break_shares(mapping, pgoff, frames)  # a window store: the writer gets a copy
         vmf.frames = frames
         vmf.nr_done = nr
         _count(mapping.fstats, flags, via_vma, _MINOR, nr, 0, 0)
@@ -236,6 +247,8 @@ def fault(mapping: Mapping, vmf: VmFault) -> int:
             res |= _MAJOR
     if done > charged and ((pflags[:done] & bits) != bits).any():
         pages.set_flags(pgoff, done, bits)  # resident pages not yet uptodate/dirty
+    if flags & _WRITE and done > charged:
+        break_shares(mapping, pgoff, frames, vmf.overwrite)  # shared frames: copy
     vmf.frames = frames
     vmf.nr_done = done
     _count(mapping.fstats, flags, via_vma, res, done, charged, 0)

@@ -22,6 +22,7 @@ import numpy as np
 
 from .arena import PAGE_SHIFT, PAGE_SIZE, Arena
 from .budget import Budget
+from .cow import break_shares, copy_range
 from .errors import NoSpace
 from .fault import VmFault, falloc_pages, fault
 from .flags import FaultFlags, VmFaultResult
@@ -111,6 +112,7 @@ class Mapping:
         first = off >> PAGE_SHIFT
         nr = ((end - 1) >> PAGE_SHIFT) - first + 1
         vmf = VmFault(_WRITE, first, nr)
+        vmf.overwrite = ((off + _PAGE_MASK) >> PAGE_SHIFT, end >> PAGE_SHIFT)
         fault(self, vmf)
         done = vmf.nr_done
         if done < nr:
@@ -184,6 +186,13 @@ class Mapping:
         if not keep_size and off + length > self.size:
             self.size = off + length
 
+    def copy_from(self, src: Mapping, src_off: int, off: int, length: int) -> int:
+        """copy_file_range: bytes [src_off, src_off+length) of ``src`` (clipped to
+        its i_size) to ``off``, whole pages shared copy-on-write (vmcore/cow.py).
+        Returns bytes copied (short at the size= limit, NoSpace if none);
+        VmError(EINVAL) for overlapping ranges of one object."""
+        return copy_range(src, src_off, self, off, length)
+
     def seek_data(self, off: int) -> int:
         """SEEK_DATA: first data byte >= off; -1 where lseek gives ENXIO
         (off outside [0, i_size) or no data before EOF).  Fallocated
@@ -228,6 +237,10 @@ class Mapping:
     def _zero_partial(self, pgoff: int, start: int, end: int) -> None:
         frame = int(self.pages.lookup_range(pgoff, 1)[0])
         if frame > 0:
+            if self.arena.is_shared(frame):  # the other file keeps its bytes
+                one = np.array((frame,), dtype=np.int64)
+                break_shares(self, pgoff, one)
+                frame = int(one[0])
             self.arena.zero_range(frame, start, end)
 
     def _free(self, frames: np.ndarray) -> None:

@@ -72,8 +72,9 @@ def _install_bits(vma: Vma, own: int, prot: int, write: bool, frame: int) -> int
     eff = prot if own & PTE_OWNPROT else vma.prot
     if write:
         return bits | PTE_WRITE | PTE_DIRTY
-    if vma.shared and eff & PROT_WRITE and frame != _ZERO_FRAME and not vma.wants_writenotify():
-        bits |= PTE_WRITE
+    if (vma.shared and eff & PROT_WRITE and frame != _ZERO_FRAME
+            and not vma.wants_writenotify() and not vma.mapping.arena.is_shared(frame)):
+        bits |= PTE_WRITE  # a copy_file_range-shared frame stays read-only (vmcore/cow.py)
     return bits
 
 

@@ -222,6 +222,18 @@ class PageCache:
         else:
             fl[resident] |= bits
 
+    def replace(self, pgoffs: np.ndarray, frames: np.ndarray) -> None:
+        """Put ``frames[i]`` in the resident slot ``pgoffs[i]`` (flags kept): a
+        copy-on-write break swaps a shared frame for the writer's copy."""
+        keys = pgoffs >> CHUNK_SHIFT
+        for k in np.unique(keys).tolist():
+            sel = keys == k
+            fr = self._frames[k]
+            slots = pgoffs[sel] & CHUNK_MASK
+            if (fr[slots] < 0).any():
+                raise ValueError("replace of a hole")
+            fr[slots] = frames[sel]
+
     def remove_range(self, pgoff: int, n: int | None) -> np.ndarray:
         """Drop pages [pgoff, pgoff+n) (n None = to the end); return their frames."""
         out: list[np.ndarray] = []

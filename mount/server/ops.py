@@ -123,6 +123,8 @@ class Operations:
             op.FALLOCATE: self._fallocate, op.LSEEK: self._lseek,
             op.INTERRUPT: self._no_reply, op.NOTIFY_REPLY: self._no_reply,
             op.IOCTL: self._ioctl, op.TMPFILE: self._tmpfile,
+            op.COPY_FILE_RANGE: self._copy_file_range,
+            op.COPY_FILE_RANGE_64: self._copy_file_range,
         }
 
     # --- the one translation point ------------------------------------------------------------
@@ -429,6 +431,19 @@ class Operations:
     def _lseek(self, req: Request) -> Reply:
         a: P.LseekIn = req.args
         return self._ok(req, C.lseek_out(self.fs.lseek(req.nodeid, a.fh, a.offset, a.whence)))
+
+    def _copy_file_range(self, req: Request) -> Reply:
+        # COPY_FILE_RANGE answers in fuse_write_out's 32-bit size: at most
+        # UINT_MAX & PAGE_MASK per request (the kernel loops); _64 in a u64.
+        copy = getattr(self.fs, "copy_file_range", None)
+        if copy is None:  # ENOSYS: the kernel remembers it and copies through READ/WRITE
+            raise FsError(E.ENOSYS, "COPY_FILE_RANGE")
+        a: P.CopyFileRangeIn = req.args
+        wide = req.opcode == P.Opcode.COPY_FILE_RANGE_64
+        length = a.length if wide else min(a.length, P.COPY_FILE_RANGE_MAX32)
+        n = copy(req.nodeid, a.fh_in, a.off_in, a.nodeid_out, a.fh_out, a.off_out, length,
+                 a.flags)
+        return self._ok(req, C.copy_file_range_out(n) if wide else C.write_out(n))
 
     def _ioctl(self, req: Request) -> Reply:
         # shmfs window ioctls (docs/windows.md); any other command is "not a tty".

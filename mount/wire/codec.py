@@ -12,7 +12,7 @@ API (what the session and ops.py use)::
     reply_iov(unique, parts) -> list[bytes | memoryview]    # header + parts, no copy
     encode_notify(event) -> bytes        # fsimpl InvalInode / InvalEntry, unique 0
     pack_attr, entry_out, negative_entry_out, attr_out, open_out, write_out, statfs_out,
-    getxattr_out, lseek_out, init_out, ioctl_out            # reply payloads
+    getxattr_out, lseek_out, init_out, ioctl_out, copy_file_range_out           # reply payloads
     DirentBuffer(size, plus=False)                          # READDIR(PLUS) packing
 
 Why a stateless parser: every layout that depends on negotiation is fixed by the
@@ -327,12 +327,13 @@ _PARSERS: dict[int, Callable[[memoryview], Any]] = {
     _O.FALLOCATE: _simple(P.FALLOCATE_IN, FallocateIn, (0, 1, 2, 3)),
     _O.LSEEK: _simple(P.LSEEK_IN, LseekIn, (0, 1, 2)),
     _O.COPY_FILE_RANGE: _simple(P.COPY_FILE_RANGE_IN, CopyFileRangeIn, range(7)),
+    _O.COPY_FILE_RANGE_64: _simple(P.COPY_FILE_RANGE_IN, CopyFileRangeIn, range(7)),
     _O.NOTIFY_REPLY: _none,
 }
 # Known opcodes shmfs does not implement: decoded (body ignored) so that ops answers
 # ENOSYS -- which the kernel remembers for most of them -- without a codec warning.
 for _op in (_O.GETLK, _O.SETLK, _O.SETLKW, _O.BMAP, _O.POLL, _O.SETUPMAPPING,
-            _O.REMOVEMAPPING, _O.SYNCFS, _O.STATX, _O.COPY_FILE_RANGE_64):
+            _O.REMOVEMAPPING, _O.SYNCFS, _O.STATX):
     _PARSERS[_op] = _none
 
 
@@ -453,6 +454,10 @@ def statfs_out(st: Any) -> bytes:
 
 def getxattr_out(size: int) -> bytes:
     return P.GETXATTR_OUT.pack(size, 0)
+
+
+def copy_file_range_out(bytes_copied: int) -> bytes:
+    return P.COPY_FILE_RANGE_OUT.pack(bytes_copied)
 
 
 def lseek_out(offset: int) -> bytes:

@@ -247,6 +247,8 @@ LSEEK_IN = struct.Struct("<QQII")  # fh, offset, whence, padding
 LSEEK_OUT = struct.Struct("<Q")  # offset
 # fh_in off_in nodeid_out fh_out off_out len flags
 COPY_FILE_RANGE_IN = struct.Struct("<QQQQQQQ")
+COPY_FILE_RANGE_OUT = struct.Struct("<Q")  # bytes_copied (COPY_FILE_RANGE_64, 7.45)
+COPY_FILE_RANGE_MAX32 = 0xFFFFFFFF & ~0xFFF  # what fuse_write_out.size can report
 
 # struct fuse_dirent: ino off namelen type (+ name, padded to 8)
 DIRENT = struct.Struct("<QQII")

@@ -165,6 +165,39 @@ def op_punch(w: Worker) -> None:
     f.model.punch(off, n)
 
 
+def op_copy_range(w: Worker) -> None:
+    """copy_file_range between two owned files (or within one): page-aligned pairs
+    of offsets make shmfs share frames copy-on-write, so later writes, punches,
+    truncates and mmap stores of either file check that the other never changes."""
+    src = w.pick_file()
+    dst = w.files[w.rng.randrange(len(w.files))]
+    r = w.rng
+    off_in = w.offset(src)
+    if r.random() < 0.6:  # same offset within the page: whole pages are shared
+        off_out = off_in % PAGE + r.randrange(0, w.params.max_size // PAGE + 1) * PAGE
+    else:
+        off_out = w.offset(dst)
+    n = (1 << 30) if r.random() < 0.2 else w.length(off_in)
+    want = max(0, min(n, src.model.size - off_in))
+    overlap = src is dst and want > 0 and off_in < off_out + want and off_out < off_in + want
+    w.current_file = dst.path
+    w.note(f"copy_file_range {src.path} off={off_in} -> {dst.path} off={off_out} len={n}"
+           f"{' (overlap: EINVAL)' if overlap else ''}")
+    try:
+        got = os.copy_file_range(src.fd, dst.fd, n, off_in, off_out)
+    except OSError as e:
+        if overlap and e.errno == E.EINVAL:
+            return
+        raise
+    if overlap:
+        raise Mismatch("copy_file_range", dst.path, f"overlapping copy returned {got}, "
+                       "expected EINVAL")
+    if got != want:
+        raise Mismatch("copy_file_range", dst.path, f"copied {got} bytes, expected {want}")
+    dst.model.copy_from(src.model, off_in, off_out, n)
+    w.bytes_written += got
+
+
 def _recreate(w: Worker, i: int, path: str) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     w.files[i] = OwnedFile(path, fd, FileModel())
@@ -359,6 +392,7 @@ OWNED_OPS: list[tuple[str, int, Any]] = [
     ("unlink", 2, op_unlink),
     ("reopen", 2, op_reopen),
     ("fsync", 1, op_fsync),
+    ("copy_range", 5, op_copy_range),
 ]
 SHARED_OPS: list[tuple[str, int, Any]] = [
     ("sh_create", 4, op_sh_create),

@@ -89,6 +89,14 @@ class FileModel:
         if not keep_size and off + length > len(self.data):
             self.truncate(off + length)
 
+    def copy_from(self, src: FileModel, off_in: int, off_out: int, length: int) -> int:
+        """copy_file_range(2): ``length`` bytes of ``src`` (clipped to its size) at
+        ``off_out``; returns the bytes a complete copy must report."""
+        n = max(0, min(length, src.size - off_in))
+        if n:
+            self.write(off_out, bytes(src.data[off_in:off_in + n]))  # bytes(): src may be self
+        return n
+
     def expect(self, off: int, length: int) -> bytes:
         """What pread(fd, length, off) must return."""
         return bytes(self.data[off:off + length])

@@ -478,4 +478,6 @@ def test_notify_accepts_fsimpl_event_types() -> None:
 def test_newer_kernels_opcodes_decode_for_a_quiet_enosys() -> None:
     # A 6.18 kernel sends STATX (52) even at protocol 7.38; it must not look malformed.
     assert parse(52, bytes(24)).args is None
-    assert parse(53, bytes(56)).args is None
+    # COPY_FILE_RANGE_64 (53) is implemented: the same fuse_copy_file_range_in as 47
+    a = parse(53, struct.pack("<7Q", 1, 2, 3, 4, 5, 6, 7)).args
+    assert (a.fh_in, a.nodeid_out, a.length, a.flags) == (1, 3, 6, 7)

@@ -29,7 +29,7 @@ STRESS = REPO / "scripts" / "stress.py"
 pytestmark = pytest.mark.mount
 
 OWNED_KINDS = {"write", "read", "verify", "mmap_store", "mmap_load", "truncate", "fallocate",
-               "punch", "rename", "link", "unlink"}
+               "punch", "rename", "link", "unlink", "copy_range"}
 SHARED_KINDS = {"sh_create", "sh_link", "sh_unlink", "sh_rename", "sh_read"}
 
 
