@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from vmcore.budget import Budget
 
 from . import acl
+from .atime import RELATIME, AtimeMode, atime_needs_update
 from .backing import Backing
 from .errors import FsError
 from .inode import Inode
@@ -32,7 +33,6 @@ from .types import (
     BOGO_INODE_SIZE,
     NAME_MAX,
     PAGE_SIZE,
-    RELATIME_WINDOW_NS,
     Ctx,
     FsOptions,
     InvalEntry,
@@ -99,6 +99,8 @@ class FsCore:
         self.defer_evictions = False
         self.evict_later: deque[Inode] = deque()
         self._windows: Any = None  # fsimpl.windows.WindowTable, made by the first ATTACH
+        # the mount's atime options, asked at each access (fsimpl/atime.py)
+        self.atime_mode: Callable[[], AtimeMode] = lambda: RELATIME
         self.max_inodes = opts.nr_inodes
         self.free_ispace = opts.nr_inodes * BOGO_INODE_SIZE
         root = self._alloc_inode(stat.S_IFDIR | (opts.mode & 0o7777), opts.uid, opts.gid)
@@ -258,11 +260,11 @@ class FsCore:
         inode.acl_access = inode.acl_default = None
 
     def _touch_atime(self, inode: Inode) -> None:
-        """relatime (touch_atime + relatime_need_update): refresh atime when it is
-        not newer than mtime or ctime, or is more than a day old."""
+        """touch_atime(): refresh atime if the mount's atime options say so
+        (atime_needs_update: noatime, nodiratime, relatime or strictatime)."""
         now = self._now()
-        a = inode.atime_ns
-        if a <= inode.mtime_ns or a <= inode.ctime_ns or now - a >= RELATIME_WINDOW_NS:
+        if atime_needs_update(self.atime_mode(), inode.dir is not None, inode.atime_ns,
+                              inode.mtime_ns, inode.ctime_ns, now):
             inode.atime_ns = now
 
     def _entry(self, inode: Inode) -> Any:
