@@ -267,6 +267,17 @@ class FsCore:
                               inode.mtime_ns, inode.ctime_ns, now):
             inode.atime_ns = now
 
+    def read_moves_atime(self, ino: int) -> bool:
+        """Would the next read of ino move its atime? Then the kernel's page cache
+        must not answer it: OPEN drops the cache (no FOPEN_KEEP_CACHE), and a
+        symlink's cached target is invalidated (fsimpl/atime.py)."""
+        inode = self._inodes.get(ino)
+        return inode is not None and self._atime_stale(inode)
+
+    def _atime_stale(self, inode: Inode) -> bool:
+        return atime_needs_update(self.atime_mode(), inode.dir is not None, inode.atime_ns,
+                                  inode.mtime_ns, inode.ctime_ns, self._now() + 1)
+
     def _entry(self, inode: Inode) -> Any:
         """Hand an entry to the kernel: nlookup += 1, return its Attr."""
         inode.nlookup += 1

@@ -89,7 +89,9 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
         return 1
     flags = MountFlagsWatch(mnt)
     fs.atime_mode = flags
-    ops = Operations(fs, OpsConfig())
+    # strictatime: every readlink moves atime, so the kernel may not cache targets
+    strict = not (flags.mode.relatime or flags.mode.noatime)
+    ops = Operations(fs, OpsConfig(cache_symlinks=not strict))
 
     def ready() -> None:
         if os.geteuid() == 0:
