@@ -171,6 +171,13 @@ def test_remount_through_mount8_changes_atime_and_limits(helper: Path) -> None:
         assert os.statvfs(mnt).f_blocks == 512
         f.read_bytes()
         assert f.stat().st_atime_ns > OLD_A
+        # shmfs remount does the same without mount(8); other flags are kept
+        r = _shmfs("remount", str(mnt), "-o", "strictatime,nosuid")
+        assert r.returncode == 0, r.stderr
+        assert mount_entry(mnt).mount_options == {"rw", "nosuid"}  # strictatime shows nothing
+        r = _shmfs("remount", str(mnt), "-o", "noatime")
+        assert r.returncode == 0, r.stderr
+        assert mount_entry(mnt).mount_options == {"rw", "nosuid", "noatime"}
 
 
 def test_fstab_line_through_mount_T(helper: Path, tmp_path: Path) -> None:
