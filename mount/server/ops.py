@@ -375,7 +375,7 @@ class Operations:
         # The cache is kept unless the next read must move atime (noatime,
         # relatime, strictatime: fsimpl/atime.py), which a cached read cannot.
         flags = P.FOPEN_NOFLUSH
-        if self.config.keep_cache and not self.fs.read_moves_atime(ino):
+        if self.config.keep_cache and not self.fs.open_drops_cache(ino):
             flags |= P.FOPEN_KEEP_CACHE
         return flags
 

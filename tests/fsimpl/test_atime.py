@@ -59,3 +59,24 @@ def _ctx():
     from fsimpl.types import Ctx
 
     return Ctx(0, 0, 1)
+
+
+def test_open_drops_cache_only_where_a_cached_read_would_hide_atime() -> None:
+    clock = [10 * DAY]
+    fs = ShmFs(clock=lambda: clock[0])
+    current = [RELATIME]
+    fs.atime_mode = lambda: current[0]
+    attr, fh = fs.create(1, b"f", 0o644, 0, _ctx())
+    fs.write(attr.ino, fh, 0, memoryview(b"x" * 4096))
+    # relatime, atime not after mtime, but fresh: the kernel keeps its cache
+    # (a read right after write(2); docs/divergences.md row 8)
+    assert not fs.open_drops_cache(attr.ino)
+    fs.setattr(attr.ino, _ctx(), atime_ns=clock[0] - 2 * DAY, mtime_ns=clock[0] - 3 * DAY)
+    assert fs.open_drops_cache(attr.ino)  # a day old: the next read must move it
+    fs.read(attr.ino, fh, 0, 1)
+    assert not fs.open_drops_cache(attr.ino)
+    current[0] = STRICT
+    clock[0] += 1
+    assert fs.open_drops_cache(attr.ino)
+    current[0] = NOATIME
+    assert not fs.open_drops_cache(attr.ino)

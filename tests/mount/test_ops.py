@@ -43,7 +43,7 @@ class FakeFs:
 
     ROOT_INO = 1
 
-    def read_moves_atime(self, ino: int) -> bool:
+    def open_drops_cache(self, ino: int) -> bool:
         return ino in self.atime_stale
 
     def __init__(self, names: int = 0) -> None:
