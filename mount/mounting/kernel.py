@@ -29,11 +29,14 @@ MS_NODIRATIME = 0x800
 MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
-# flags fusermount3 understands by name (util/fusermount.c mount_flags[])
+# flags fusermount3 (3.14) understands by name (util/fusermount.c mount_flags[]);
+# relatime is the kernel's default anyway. It knows no strictatime, nodiratime
+# or lazytime: a normal user's mount cannot have them.
 _FUSERMOUNT_FLAGS = {MS_NOSUID: ("nosuid", "suid"), MS_NODEV: ("nodev", "dev"),
                      MS_NOEXEC: ("noexec", "exec"), MS_NOATIME: ("noatime", None),
-                     MS_NODIRATIME: ("nodiratime", None), MS_RELATIME: ("relatime", None),
-                     MS_STRICTATIME: ("strictatime", None), MS_LAZYTIME: ("lazytime", None)}
+                     MS_RELATIME: (None, None)}
+_FUSERMOUNT_CANNOT = {MS_STRICTATIME: "strictatime", MS_NODIRATIME: "nodiratime",
+                      MS_LAZYTIME: "lazytime"}
 MNT_DETACH = 0x2
 FUSECTL = Path("/sys/fs/fuse/connections")
 
@@ -115,12 +118,17 @@ def _mount_with_fusermount(req: MountRequest) -> int:
             "mounting as a normal user needs fusermount3 (Debian package fuse3); "
             "as root: apt-get install fuse3"
         )
+    cannot = [name for bit, name in _FUSERMOUNT_CANNOT.items() if req.ms_flags & bit]
+    if cannot:
+        raise MountError(f"fusermount3 cannot set {', '.join(cannot)}: a mount by a normal "
+                         "user cannot have it (root can)")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     fsname = req.fsname.replace("\\", "\\\\").replace(",", "\\,")  # fusermount3 unescapes
     opts = [*_fuse_options(req), f"fsname={fsname}", "subtype=shmfs"]
     for bit, (on, off) in _FUSERMOUNT_FLAGS.items():
         if req.ms_flags & bit:
-            opts.append(on)
+            if on is not None:
+                opts.append(on)
         elif off is not None and os.geteuid() == 0:
             opts.append(off)  # fusermount3 forces nosuid,nodev unless root asks otherwise
     env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))

@@ -403,3 +403,21 @@ def test_largest_limits_statfs_as_tmpfs() -> None:
         assert r.returncode == 0, r.stderr
         s, k = os.statvfs(mnt), os.statvfs(t)
         assert (s.f_blocks, s.f_bfree, s.f_files) == (k.f_blocks, k.f_bfree, k.f_files)
+
+
+def test_fusermount3_path_flags() -> None:
+    """Through fusermount3 (a normal user's way; SHMFS_FUSERMOUNT=1 takes it as
+    root): the flags it knows are honoured, the atime flags it does not know
+    (3.14: strictatime, nodiratime, lazytime) are refused, never dropped."""
+    env = dict(os.environ, SHMFS_FUSERMOUNT="1")
+    with _mountpoint() as mnt:
+        for opt in ("strictatime", "nodiratime", "lazytime"):
+            r = _run(sys.executable, "-m", "mount.cli", str(mnt), "-o", opt, check=False,
+                     cwd=ROOT, env=env)
+            assert r.returncode == 1 and f"fusermount3 cannot set {opt}" in r.stderr
+            assert not is_mounted(mnt)
+        _run(sys.executable, "-m", "mount.cli", "lbl", str(mnt), "-o", "noatime,nodev",
+             cwd=ROOT, env=env)
+        e = mount_entry(mnt)
+        assert e.source == "lbl" and e.mount_options == {"rw", "nodev", "noatime"}
+        _run("fusermount3", "-u", str(mnt))
