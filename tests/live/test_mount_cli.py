@@ -250,6 +250,9 @@ WantedBy=multi-user.target
 """)
         r = _run(verify, "verify", str(unit), check=False)
         assert r.returncode == 0, r.stdout + r.stderr
+        misnamed = tmp_path / "misnamed.mount"  # the check is real: a bad unit fails it
+        misnamed.write_text(unit.read_text())
+        assert _run(verify, "verify", str(misnamed), check=False).returncode != 0
         # what systemd runs for it: /bin/mount What Where -t Type -o Options
         _run("mount", "shmfs", str(mnt), "-t", "fuse.shmfs", "-o", "size=2m,mode=1777,"
              "nosuid,nodev")
