@@ -126,6 +126,10 @@ class AttrOps(FsCore):
         if mtime_now or mtime_ns is not None:
             inode.mtime_ns = now if mtime_now else int(mtime_ns)  # type: ignore[arg-type]
         inode.ctime_ns = now if ctime_ns is None else ctime_ns
+        if inode.target is not None and self._atime_stale(inode):
+            # the kernel caches symlink targets (FUSE_CACHE_SYMLINKS): make the
+            # next readlink ask, so that it can move atime (fsimpl/atime.py)
+            self._queue(InvalInode(ino, 0, -1))
         return inode.attr()
 
     @staticmethod

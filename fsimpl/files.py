@@ -5,10 +5,9 @@ which reach each page through ``vmcore.fault.fault()``; fsimpl only adds the
 file-level rules: EFBIG at MAX_FILE_SIZE, O_APPEND, timestamps, fallocate mode
 checks (vfs_fallocate + shmem_fallocate order), SEEK_DATA/SEEK_HOLE ENXIO.
 
-atime: relatime. A read refreshes atime only when atime <= mtime, atime <=
-ctime, or atime is more than 24 h old (touch_atime/relatime_need_update), the
-kernel's default mount behaviour; with FUSE the kernel does not track atime
-for us, so fsimpl applies it.
+atime: by the mount's atime options (relatime unless noatime, nodiratime or
+strictatime is set), with the kernel's rules in fsimpl/atime.py; with FUSE the
+kernel does not track atime for us, so fsimpl applies it.
 """
 
 from __future__ import annotations

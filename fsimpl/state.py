@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from vmcore.budget import Budget
 
 from . import acl
+from .atime import RELATIME, AtimeMode, atime_needs_update
 from .backing import Backing
 from .errors import FsError
 from .inode import Inode
@@ -99,6 +100,8 @@ class FsCore:
         self.defer_evictions = False
         self.evict_later: deque[Inode] = deque()
         self._windows: Any = None  # fsimpl.windows.WindowTable, made by the first ATTACH
+        # the mount's atime options, asked at each access (fsimpl/atime.py)
+        self.atime_mode: Callable[[], AtimeMode] = lambda: RELATIME
         self.max_inodes = opts.nr_inodes
         self.free_ispace = opts.nr_inodes * BOGO_INODE_SIZE
         root = self._alloc_inode(stat.S_IFDIR | (opts.mode & 0o7777), opts.uid, opts.gid)
@@ -258,12 +261,33 @@ class FsCore:
         inode.acl_access = inode.acl_default = None
 
     def _touch_atime(self, inode: Inode) -> None:
-        """relatime (touch_atime + relatime_need_update): refresh atime when it is
-        not newer than mtime or ctime, or is more than a day old."""
+        """touch_atime(): refresh atime if the mount's atime options say so
+        (atime_needs_update: noatime, nodiratime, relatime or strictatime)."""
         now = self._now()
-        a = inode.atime_ns
-        if a <= inode.mtime_ns or a <= inode.ctime_ns or now - a >= RELATIME_WINDOW_NS:
+        if atime_needs_update(self.atime_mode(), inode.dir is not None, inode.atime_ns,
+                              inode.mtime_ns, inode.ctime_ns, now):
             inode.atime_ns = now
+
+    def open_drops_cache(self, ino: int) -> bool:
+        """Should OPEN drop the kernel's page cache of ino (no FOPEN_KEEP_CACHE) so
+        that the next read reaches the daemon and can move atime? A read the
+        kernel answers from its cache never does (fsimpl/atime.py).
+
+        Yes when the next read must move atime and either the mount is
+        strictatime or atime is at least a day old. Not for the commonest
+        relatime case, a read soon after write(2): the written pages are in
+        the kernel's cache, and re-reading them all through the daemon made
+        the first read after a write 3.4 times slower (docs/decisions.md)."""
+        inode = self._inodes.get(ino)
+        if inode is None or not self._atime_stale(inode):
+            return False
+        now = self._now()
+        return (not self.atime_mode().relatime
+                or now // 10**9 - inode.atime_ns // 10**9 >= RELATIME_WINDOW_NS // 10**9)
+
+    def _atime_stale(self, inode: Inode) -> bool:
+        return atime_needs_update(self.atime_mode(), inode.dir is not None, inode.atime_ns,
+                                  inode.mtime_ns, inode.ctime_ns, self._now() + 1)
 
     def _entry(self, inode: Inode) -> Any:
         """Hand an entry to the kernel: nlookup += 1, return its Attr."""

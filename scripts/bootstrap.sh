@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Bring a fresh machine to the point where shmfs can run and be tested:
-# Debian packages (as root), a virtualenv in .venv, shmfs installed editable.
+# Debian packages (as root), a virtualenv in .venv, shmfs installed editable,
+# and (as root) /usr/local/bin/shmfs, the command mount.fuse3 runs for
+# `mount -t fuse.shmfs`, /etc/fstab and systemd .mount units.
 # Idempotent: a second run only checks.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,4 +36,26 @@ fi
 if [ ! -e "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test,bench]"
     touch "$stamp"
+fi
+
+# mount(8) -t fuse.shmfs runs /sbin/mount.fuse3, which runs "shmfs SOURCE MNT -o OPTS"
+# from PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin. A small
+# wrapper there runs this checkout's shmfs; a file there that is not ours is left alone.
+WRAPPER=/usr/local/bin/shmfs
+MARK="# shmfs mount helper, written by scripts/bootstrap.sh"
+wanted="#!/bin/sh
+$MARK of $ROOT
+exec \"$ROOT/.venv/bin/python\" -m mount.cli \"\$@\""
+if [ "$(id -u)" = 0 ]; then
+    if [ ! -e "$WRAPPER" ] || grep -q "^$MARK" "$WRAPPER"; then
+        if [ "$(cat "$WRAPPER" 2>/dev/null)" != "$wanted" ]; then
+            printf '%s\n' "$wanted" > "$WRAPPER.tmp" && chmod 755 "$WRAPPER.tmp"
+            mv "$WRAPPER.tmp" "$WRAPPER"
+            echo "bootstrap: installed $WRAPPER (for mount -t fuse.shmfs, fstab, systemd)" >&2
+        fi
+    else
+        echo "bootstrap: $WRAPPER exists and is not ours; mount -t fuse.shmfs will run it" >&2
+    fi
+elif [ ! -x "$WRAPPER" ]; then
+    echo "bootstrap: as root, bootstrap installs $WRAPPER for mount -t fuse.shmfs" >&2
 fi

@@ -1,7 +1,14 @@
 """``shmfs``: mount a shmfs, or talk to a mounted one.
 
-    shmfs MOUNTPOINT [-o size=,nr_inodes=,mode=,uid=,gid=,allow_other] [-f] [--debug]
+    shmfs [SOURCE] MOUNTPOINT [-o size=,nr_inodes=,mode=,uid=,gid=,allow_other] [-f] [--debug]
     shmfs unmount MOUNTPOINT        (also clears a dead mount: "Transport endpoint ...")
+    shmfs --version
+
+``shmfs SOURCE MOUNTPOINT -o OPTIONS`` is how mount.fuse3 runs a filesystem
+for ``mount -t fuse.shmfs SOURCE MOUNTPOINT``, /etc/fstab and systemd .mount
+units: SOURCE is a free label shown in /proc/mounts (as ``tmpfs`` is for a
+tmpfs), and ``-o remount,...`` (what mount.fuse3 passes for ``mount -o
+remount``) changes a mounted shmfs instead (mount/cli/remount.py).
 
 Without -f the command returns only once the filesystem answers requests
 (the daemon reports readiness through a pipe after FUSE_INIT), like
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.metadata
 import logging
 import os
 import stat
@@ -36,17 +44,30 @@ def _mount_parser() -> argparse.ArgumentParser:
                "'shmfs remount MOUNTPOINT -o size=,nr_inodes=', "
                "'shmfs window create|remap|protect|madvise|query|destroy ...'.",
     )
+    p.add_argument("source", nargs="?", default="shmfs",
+                   help="a label shown as the source in /proc/mounts (default: shmfs)")
     p.add_argument("mountpoint", type=Path)
     p.add_argument("-o", dest="options", action="append", default=[],
-                   help="size=,nr_blocks=,nr_inodes=,mode=,uid=,gid=,allow_other,"
-                        "nosuid,nodev,noexec (as tmpfs); cpu_latency=US|off (shmfs's own: "
-                        "CPU wake-up latency held while busy, default 0 as root)")
+                   help="size=,nr_blocks=,nr_inodes=,mode=,uid=,gid=,allow_other, "
+                        "suid/nosuid,dev/nodev,exec/noexec,noatime,relatime,strictatime,"
+                        "nodiratime,lazytime (as tmpfs); cpu_latency=US|off, oom_score_adj=N "
+                        "(shmfs's own); mount(8)-only options (defaults,noauto,user,"
+                        "_netdev,nofail,x-*) are ignored")
+    p.add_argument("--version", action="version", version=f"shmfs {version()}")
     p.add_argument("-f", "--foreground", action="store_true", help="do not daemonise")
     p.add_argument("--debug", action="store_true", help="log every request (implies -f)")
     p.add_argument("--log", type=Path, help="log file for the daemon (default: none)")
     p.add_argument("--pidfile", type=Path, help="write the daemon's pid here once mounted")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     return p
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml)."""
+    try:
+        return importlib.metadata.version("shmfs")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except OptionError as e:
         print(f"shmfs: {e}", file=sys.stderr)
         return 2
+    if opts.remount:  # mount -o remount,... through mount.fuse3
+        from mount.cli import remount
+
+        return remount.apply(ns.mountpoint, opts)
     problem = _check_mountpoint(ns.mountpoint)
     if problem:
         print(f"shmfs: {problem}", file=sys.stderr)
@@ -69,8 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     if foreground:
         _setup_logging(ns.debug, ns.log, to_stderr=True)
         ready_fd = ns.ready_fd
-        return run_daemon(mnt, opts, ns.debug, _ready_writer(ready_fd, ns.pidfile))
+        return run_daemon(mnt, opts, ns.debug, _ready_writer(ready_fd, ns.pidfile), ns.source)
     return _daemonise(mnt, opts, ns)
+
+
+def not_shmfs(path: Path) -> str | None:
+    """Why path is not the mountpoint of a shmfs (alive or dead), or None if it is.
+    Read from /proc/self/mountinfo only: a dead mount cannot be stat()ed."""
+    fstype = mounting.mount_fstype(path)
+    if fstype is None:
+        return "not a mount point"
+    if fstype != "fuse.shmfs":
+        return f"not a shmfs mount (it is {fstype}); use umount(8) for other filesystems"
+    return None
 
 
 def _check_mountpoint(path: Path) -> str | None:
@@ -133,7 +169,7 @@ def _daemonise(mnt: Path, opts: MountOptions, ns: argparse.Namespace) -> int:
         _setup_logging(False, ns.log, to_stderr=False)
         code = 1
         try:
-            code = run_daemon(mnt, opts, False, _ready_writer(w, ns.pidfile))
+            code = run_daemon(mnt, opts, False, _ready_writer(w, ns.pidfile), ns.source)
         finally:
             os._exit(code)
     os.close(w)
@@ -163,6 +199,10 @@ def _subcommand(name: str, argv: list[str]) -> int:
         p.add_argument("mountpoint", type=Path)
         p.add_argument("-z", "--lazy", action="store_true")
         ns = p.parse_args(argv)
+        problem = not_shmfs(ns.mountpoint)
+        if problem:
+            print(f"shmfs: unmount {ns.mountpoint}: {problem}", file=sys.stderr)
+            return 1
         try:
             mounting.unmount(ns.mountpoint.absolute(), lazy=ns.lazy)
         except mounting.MountError as e:

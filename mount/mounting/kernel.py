@@ -23,6 +23,20 @@ from pathlib import Path
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+# flags fusermount3 (3.14) understands by name (util/fusermount.c mount_flags[]);
+# relatime is the kernel's default anyway. It knows no strictatime, nodiratime
+# or lazytime: a normal user's mount cannot have them.
+_FUSERMOUNT_FLAGS = {MS_NOSUID: ("nosuid", "suid"), MS_NODEV: ("nodev", "dev"),
+                     MS_NOEXEC: ("noexec", "exec"), MS_NOATIME: ("noatime", None),
+                     MS_RELATIME: (None, None)}
+_FUSERMOUNT_CANNOT = {MS_STRICTATIME: "strictatime", MS_NODIRATIME: "nodiratime",
+                      MS_LAZYTIME: "lazytime"}
 MNT_DETACH = 0x2
 FUSECTL = Path("/sys/fs/fuse/connections")
 
@@ -42,8 +56,8 @@ class MountRequest:
     mountpoint: Path
     root_mode: int = 0o1777
     allow_other: bool = False
-    fsname: str = "shmfs"
-    ms_flags: int = MS_NOSUID | MS_NODEV
+    fsname: str = "shmfs"  # the source shown in /proc/mounts (mount(8)'s SOURCE)
+    ms_flags: int = 0  # as tmpfs: no implicit nosuid,nodev for root
     max_read: int = 1 << 20
 
 
@@ -104,14 +118,19 @@ def _mount_with_fusermount(req: MountRequest) -> int:
             "mounting as a normal user needs fusermount3 (Debian package fuse3); "
             "as root: apt-get install fuse3"
         )
+    cannot = [name for bit, name in _FUSERMOUNT_CANNOT.items() if req.ms_flags & bit]
+    if cannot:
+        raise MountError(f"fusermount3 cannot set {', '.join(cannot)}: a mount by a normal "
+                         "user cannot have it (root can)")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    opts = [*_fuse_options(req), f"fsname={req.fsname}", "subtype=shmfs"]
-    if req.ms_flags & MS_NOSUID:
-        opts.append("nosuid")
-    if req.ms_flags & MS_NODEV:
-        opts.append("nodev")
-    if req.ms_flags & MS_NOEXEC:
-        opts.append("noexec")
+    fsname = req.fsname.replace("\\", "\\\\").replace(",", "\\,")  # fusermount3 unescapes
+    opts = [*_fuse_options(req), f"fsname={fsname}", "subtype=shmfs"]
+    for bit, (on, off) in _FUSERMOUNT_FLAGS.items():
+        if req.ms_flags & bit:
+            if on is not None:
+                opts.append(on)
+        elif off is not None and os.geteuid() == 0:
+            opts.append(off)  # fusermount3 forces nosuid,nodev unless root asks otherwise
     env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
     try:
         proc = subprocess.run(
@@ -150,9 +169,20 @@ def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
         raise MountError(f"fusermount3 -u failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
-def _mount_entry(mountpoint: Path) -> tuple[str, str] | None:
-    """("major:minor", fstype) of the mount on top of mountpoint
-    (/proc/self/mountinfo), or None when nothing is mounted there.
+@dataclass(frozen=True, slots=True)
+class MountEntry:
+    """One line of /proc/self/mountinfo: the mount on top of a mountpoint."""
+
+    device: str  # "major:minor"
+    fstype: str  # "fuse.shmfs", "tmpfs" ...
+    source: str
+    mount_options: frozenset[str]  # per-mount: rw, nosuid, noatime, relatime ...
+    super_options: frozenset[str]  # per-superblock: rw, lazytime, user_id= ...
+
+
+def mount_entry(mountpoint: Path) -> MountEntry | None:
+    """The mount on top of mountpoint (/proc/self/mountinfo), or None when
+    nothing is mounted there.
 
     Only the parent directory is resolved: a stat of the mountpoint itself waits
     on the mount -- forever if its daemon hangs, and the daemon calls this from
@@ -164,14 +194,35 @@ def _mount_entry(mountpoint: Path) -> tuple[str, str] | None:
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             fields = line.split()
-            if len(fields) > 4 and _unescape(fields[4]) == target:
-                # the last match is the mount on top; fstype follows the "-" field
+            if len(fields) > 5 and _unescape(fields[4]) == target:
+                # the last match is the mount on top; fstype, source, super
+                # options follow the "-" separator
                 try:
-                    fstype = fields[fields.index(b"-", 5) + 1].decode()
+                    sep = fields.index(b"-", 5)
+                    fstype, source = fields[sep + 1].decode(), _unescape(fields[sep + 2])
+                    sopts = fields[sep + 3].decode()
                 except (ValueError, IndexError):
-                    fstype = ""
-                entry = (fields[2].decode(), fstype)
+                    fstype, source, sopts = "", "", ""
+                entry = MountEntry(fields[2].decode(), fstype, source,
+                                   frozenset(fields[5].decode().split(",")),
+                                   frozenset(sopts.split(",")))
     return entry
+
+
+def _mount_entry(mountpoint: Path) -> tuple[str, str] | None:
+    """("major:minor", fstype) of the mount on top of mountpoint (mount_entry)."""
+    e = mount_entry(mountpoint)
+    return (e.device, e.fstype) if e else None
+
+
+def remount_flags(mountpoint: Path, ms_flags: int) -> None:
+    """mount(2) MS_REMOUNT of mountpoint with the VFS flags ms_flags (root only):
+    how ``mount -o remount,noatime`` changes a mount's flags. FUSE ignores the
+    data of an old-API remount, so only the per-mount flags change."""
+    rc = _libc.mount(None, os.fsencode(mountpoint), None, MS_REMOUNT | ms_flags, None)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise MountError(f"remount({mountpoint}) failed: {os.strerror(err)}")
 
 
 def mount_device(mountpoint: Path) -> str | None:

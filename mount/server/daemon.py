@@ -3,6 +3,15 @@
 Called by the ``shmfs`` command in the process that will serve (the forked
 daemon, or the foreground process with -f); ``report`` tells the waiting
 parent "ok" once FUSE_INIT is answered, or why mounting failed.
+
+Before mounting, the daemon protects itself from the OOM killer as system
+daemons do: it holds every file's data as its own memory, so by the kernel's
+measure (oom_badness: rss + swap + page tables) it would otherwise be the
+first process killed, and all files would go with it, where a kernel tmpfs
+keeps its pages and the kernel kills the memory hog. As root it sets
+``oom_score_adj`` to -900 (``oom_score_adj=N`` to choose); a normal user may
+only raise its value, so without the option nothing is changed
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -13,19 +22,40 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mount.mounting import kernel as mounting
-from mount.mounting.options import MountOptions, default_limits
+from mount.mounting.options import MountOptions, default_limits, default_oom_score_adj
 
 log = logging.getLogger("shmfs")
 
 READAHEAD_KIB = 1024  # one READ request's worth (max_pages = 256)
 
 
-def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str], None]) -> int:
-    """Mount, serve until unmounted, return the exit status."""
+def set_oom_score_adj(value: int | None, *, explicit: bool) -> str | None:
+    """Write /proc/self/oom_score_adj; the reason it failed, or None. A failure
+    of the default (not ``explicit``) is only logged: the mount still works."""
+    if value is None:
+        return None
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        why = (f"cannot set oom_score_adj={value}: {e.strerror} (lowering it needs "
+               "CAP_SYS_RESOURCE; a normal user may only raise it)")
+        if explicit:
+            return why
+        log.warning("%s", why)
+        return None
+    log.info("oom_score_adj=%d", value)
+    return None
+
+
+def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str], None],
+               source: str = "shmfs") -> int:
+    """Mount ``source`` on ``mnt``, serve until unmounted, return the exit status."""
     import trio
 
     from fsimpl import FsOptions, ShmFs
     from mount.server.cpulatency import CpuLatencyHold
+    from mount.server.mountflags import MountFlagsWatch
     from mount.server.ops import Operations, OpsConfig
     from mount.server.session import Session
 
@@ -38,6 +68,12 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
         gid=opts.gid,
         pt_size_bytes=opts.pt_size_bytes,
     )
+    explicit = opts.oom_score_adj is not None
+    problem = set_oom_score_adj(opts.oom_score_adj if explicit else default_oom_score_adj(),
+                                explicit=explicit)
+    if problem:
+        report(problem)
+        return 1
     fs = ShmFs(fs_opts)
     try:
         fd = mounting.mount(
@@ -45,13 +81,18 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
                 mountpoint=mnt,
                 root_mode=opts.mode,
                 allow_other=opts.allow_other,
+                fsname=source,
                 ms_flags=opts.ms_flags,
             )
         )
     except mounting.MountError as e:
         report(str(e))
         return 1
-    ops = Operations(fs, OpsConfig())
+    flags = MountFlagsWatch(mnt)
+    fs.atime_mode = flags
+    # strictatime: every readlink moves atime, so the kernel may not cache targets
+    strict = not (flags.mode.relatime or flags.mode.noatime)
+    ops = Operations(fs, OpsConfig(cache_symlinks=not strict))
 
     def ready() -> None:
         if os.geteuid() == 0:
@@ -69,5 +110,6 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
         report("session failed; see the log")
         return 1
     finally:
+        flags.close()
         os.close(fd)
     return 0

@@ -371,11 +371,15 @@ class Operations:
 
     # --- files --------------------------------------------------------------------------------
 
-    def _open_flags(self) -> int:
+    def _open_flags(self, ino: int) -> int:
         # FOPEN_NOFLUSH: close(2) sends no FLUSH; tmpfs has nothing to flush and
         # locks are the kernel's own, so that round trip per close is pure cost.
+        # The cache is kept unless the next read must move atime (noatime,
+        # relatime, strictatime: fsimpl/atime.py), which a cached read cannot.
         flags = P.FOPEN_NOFLUSH
-        return flags | P.FOPEN_KEEP_CACHE if self.config.keep_cache else flags
+        if self.config.keep_cache and not self.fs.open_drops_cache(ino):
+            flags |= P.FOPEN_KEEP_CACHE
+        return flags
 
     def _open(self, req: Request) -> Reply:
         a: P.OpenIn = req.args
@@ -383,12 +387,12 @@ class Operations:
         if a.open_flags & P.FUSE_OPEN_KILL_SUIDGID and a.flags & O_TRUNC:
             # HANDLE_KILLPRIV_V2: O_TRUNC by a caller without CAP_FSETID
             self.fs.setattr(req.nodeid, self._ctx(req), kill_suidgid=True)
-        return self._ok(req, C.open_out(fh, self._open_flags()))
+        return self._ok(req, C.open_out(fh, self._open_flags(req.nodeid)))
 
     def _create(self, req: Request) -> Reply:
         a: P.CreateIn = req.args
         attr, fh = self.fs.create(req.nodeid, a.name, a.mode, a.flags, self._ctx(req, a.umask))
-        return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags()))
+        return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags(attr.ino)))
 
     def _tmpfile(self, req: Request) -> Reply:
         # ENOSYS makes the kernel remember (fc->no_tmpfile) and answer EOPNOTSUPP to
@@ -398,7 +402,7 @@ class Operations:
             raise FsError(E.ENOSYS, "TMPFILE")
         a: P.CreateIn = req.args
         attr, fh = tmpfile(req.nodeid, a.mode, a.flags, self._ctx(req, a.umask))
-        return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags()))
+        return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags(attr.ino)))
 
     def _read(self, req: Request) -> Reply:
         a: P.ReadIn = req.args

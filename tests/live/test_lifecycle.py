@@ -93,7 +93,8 @@ def test_sigterm_with_open_file_detaches_and_keeps_serving_it() -> None:
 
 
 @pytest.mark.parametrize("opt,word", [("huge=always", "huge"), ("mpol=local", "mpol"),
-                                      ("bogus", "unknown"), ("size=12q", "bad size")])
+                                      ("bogus", "Unknown parameter 'bogus'"),
+                                      ("size=12q", "Bad value for 'size'")])
 def test_bad_options_refused_clearly(mountpoint: Path, opt: str, word: str) -> None:
     r = _shmfs(str(mountpoint), "-o", opt)
     assert r.returncode == 2

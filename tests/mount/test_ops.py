@@ -43,6 +43,9 @@ class FakeFs:
 
     ROOT_INO = 1
 
+    def open_drops_cache(self, ino: int) -> bool:
+        return ino in self.atime_stale
+
     def __init__(self, names: int = 0) -> None:
         self.children: dict[bytes, int] = {}
         self.data: dict[int, bytearray] = {}
@@ -50,6 +53,7 @@ class FakeFs:
         self.calls: list[tuple[Any, ...]] = []
         self.xattrs: dict[bytes, bytes] = {}
         self.boom: Exception | None = None
+        self.atime_stale: set[int] = set()  # inodes whose next read moves atime
         for i in range(names):
             self._add(f"file{i:03d}".encode())
 
@@ -311,6 +315,10 @@ def test_open_and_create_keep_cache(ops: Operations, fs: FakeFs) -> None:
                      + b"new\0"))
     assert struct.unpack_from("<IiQ", out) == (16 + 128 + 16, 0, 9)
     assert struct.unpack_from("<QII", out, 16 + 128) == (55, KEEP_NOFLUSH, 0)
+    fs.atime_stale.add(100)  # the next read must reach the daemon to move atime
+    out = joined(run(ops, P.Opcode.OPEN, struct.pack("<II", 0, 0), nodeid=100))
+    assert struct.unpack_from("<QII", out, 16) == (44, P.FOPEN_NOFLUSH, 0)
+    fs.atime_stale.clear()
     ops.config.keep_cache = False
     out = joined(run(ops, P.Opcode.OPEN, struct.pack("<II", 0, 0), nodeid=100))
     assert struct.unpack_from("<QII", out, 16) == (44, P.FOPEN_NOFLUSH, 0)
