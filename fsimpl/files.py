@@ -19,6 +19,7 @@ import stat
 
 from vmcore.errors import VmError
 
+from . import privs
 from .errors import FsError
 from .inode import Inode
 from .namespace import NamespaceOps
@@ -129,9 +130,9 @@ class FileOps(NamespaceOps):
         """Write ``data`` at ``off`` (at EOF for an O_APPEND handle or ``flags``).
         ``flags`` may also carry FUSE_WRITE_KILL_SUIDGID (sent with
         HANDLE_KILLPRIV_V2 when the writer lacks CAP_FSETID): S_ISUID goes, and
-        S_ISGID when group-exec is set or -- given ``ctx`` -- when the writer's gid
-        is not the file's (setattr_should_drop_sgid; 6.18 tmpfs clears 02767 for
-        a write by a non-member).
+        S_ISGID when group-exec is set or the writer is not in the file's group,
+        supplementary groups included (fsimpl/privs.py; 6.18 tmpfs clears 02767
+        for a write by a non-member).
         EFBIG at or past MAX_FILE_SIZE (clipped when it straddles it); at the
         size= limit the write is short, or ENOSPC when nothing fits; bytes
         already in the file are never changed by a failed write."""
@@ -146,7 +147,7 @@ class FileOps(NamespaceOps):
         if not len(data):
             return 0
         if flags & FUSE_WRITE_KILL_SUIDGID:
-            self._kill_suid(inode, ctx)
+            inode.mode &= ~privs.modify_kill(inode, ctx)
         if off >= MAX_FILE_SIZE:
             raise FsError(errno.EFBIG)
         if off + len(data) > MAX_FILE_SIZE:

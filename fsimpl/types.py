@@ -7,6 +7,7 @@ include/uapi/linux/fs.h do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PAGE_SIZE = 4096
@@ -52,6 +53,45 @@ class Ctx:
     gid: int
     pid: int
     umask: int = 0
+    # The caller's supplementary groups and effective capabilities, which the
+    # FUSE header does not carry: a function the mount layer supplies (it
+    # reads them when a rule needs them, see mount/server/creds.py). None
+    # answers as the header alone can: groups = {gid}, capabilities = uid 0.
+    creds: Callable[[], Creds | None] | None = None
+
+    def _creds(self) -> Creds | None:
+        return self.creds() if self.creds is not None else None
+
+    def in_group(self, gid: int) -> bool:
+        """in_group_p: ``gid`` is the caller's fsgid or one of its groups."""
+        if gid == self.gid:
+            return True
+        c = self._creds()
+        return c is not None and gid in c.groups
+
+    def capable(self, cap: int) -> bool:
+        """capable(cap) of the caller in the mount's user namespace. Without
+        ``creds`` uid 0 counts as capable; with creds that cannot be read
+        (the caller is gone, another pid namespace) nobody does."""
+        if self.creds is None:
+            return self.uid == 0
+        c = self.creds()
+        return c is not None and bool(c.caps >> cap & 1)
+
+
+CAP_CHOWN = 0
+CAP_FOWNER = 3
+CAP_FSETID = 4
+CAP_LINUX_IMMUTABLE = 9
+CAP_SYS_ADMIN = 21
+
+
+@dataclass(frozen=True, slots=True)
+class Creds:
+    """What /proc/<pid>/status tells about a caller beyond the FUSE header."""
+
+    groups: frozenset[int]
+    caps: int  # CapEff, a bit per capability
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ from .files import FileOps
 from .inode import Inode
 from .state import counted
 from .types import (
+    CAP_FSETID,
     XATTR_CREATE,
     XATTR_NAME_MAX,
     XATTR_REPLACE,
@@ -142,7 +143,9 @@ class XattrOps(FileOps):
         ACL of a setgid file (see above)."""
         if name in ACL_NAMES:
             inode = self._get(ino)
-            kill = ctx is not None and ctx.uid != 0 and ctx.gid != inode.gid
+            # posix_acl_update_mode: not in the group and no CAP_FSETID
+            kill = ctx is not None and not (ctx.in_group(inode.gid)
+                                            or ctx.capable(CAP_FSETID))
             self._set_acl(inode, name, None, kill)
             return
         inode = self._xattr_inode(ino, name, write=True)

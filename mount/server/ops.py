@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fsimpl.errors import FsError
-from fsimpl.types import Ctx
+from fsimpl.types import Creds, Ctx
+from mount.server.creds import read_creds
 from mount.wire import codec as C
 from mount.wire import protocol as P
 from mount.wire.codec import Request
@@ -213,6 +214,12 @@ class Operations:
     def _ctx(req: Request, umask: int = 0) -> Ctx:
         return Ctx(req.uid, req.gid, req.pid, umask)
 
+    @staticmethod
+    def _cctx(req: Request) -> Ctx:
+        """A Ctx that can tell the caller's supplementary groups and capabilities
+        (read from /proc only if a set-id rule asks; mount/server/creds.py)."""
+        return Ctx(req.uid, req.gid, req.pid, 0, _LazyCreds(req.pid, req.uid, req.gid))
+
     def _entry(self, attr: Any) -> bytes:
         return C.entry_out(attr, self.config.entry_timeout, self.config.attr_timeout)
 
@@ -327,7 +334,7 @@ class Operations:
             # empty SETATTR for chown(f, -1, -1), the only call that does; tmpfs
             # drops S_ISUID (and S_ISGID with group-exec) there as on any chown.
             kw["chown"] = True
-        attr = self.fs.setattr(req.nodeid, self._ctx(req), **kw)
+        attr = self.fs.setattr(req.nodeid, self._cctx(req), **kw)
         return self._ok(req, C.attr_out(attr, self.config.attr_timeout))
 
     def _readlink(self, req: Request) -> Reply:
@@ -380,7 +387,7 @@ class Operations:
         fh = self.fs.open(req.nodeid, a.flags)
         if a.open_flags & P.FUSE_OPEN_KILL_SUIDGID and a.flags & O_TRUNC:
             # HANDLE_KILLPRIV_V2: O_TRUNC by a caller without CAP_FSETID
-            self.fs.setattr(req.nodeid, self._ctx(req), kill_suidgid=True)
+            self.fs.setattr(req.nodeid, self._cctx(req), kill_suidgid=True)
         return self._ok(req, C.open_out(fh, self._open_flags()))
 
     def _create(self, req: Request) -> Reply:
@@ -405,7 +412,7 @@ class Operations:
 
     def _write(self, req: Request) -> Reply:
         a: P.WriteIn = req.args
-        n = self.fs.write(req.nodeid, a.fh, a.offset, a.data, a.write_flags, self._ctx(req))
+        n = self.fs.write(req.nodeid, a.fh, a.offset, a.data, a.write_flags, self._cctx(req))
         return self._ok(req, C.write_out(n))
 
     def _flush(self, req: Request) -> Reply:
@@ -511,8 +518,25 @@ class Operations:
         return self._ok(req, value)
 
     def _removexattr(self, req: Request) -> Reply:
-        self.fs.removexattr(req.nodeid, req.args.name, self._ctx(req))
+        self.fs.removexattr(req.nodeid, req.args.name, self._cctx(req))
         return self._ok(req)
+
+
+class _LazyCreds:
+    """Reads the caller's credentials on the first call, at most once."""
+
+    __slots__ = ("_args", "_done", "_value")
+
+    def __init__(self, pid: int, uid: int, gid: int) -> None:
+        self._args = (pid, uid, gid)
+        self._done = False
+        self._value: Creds | None = None
+
+    def __call__(self) -> Creds | None:
+        if not self._done:
+            self._value = read_creds(*self._args)
+            self._done = True
+        return self._value
 
 
 def _opname(opcode: int) -> str:

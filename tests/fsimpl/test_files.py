@@ -196,15 +196,21 @@ def test_relatime(fs: ShmFs, clock: Clock) -> None:
 def test_kill_suidgid_write_flag_sgid_without_group_exec(fs: ShmFs) -> None:
     # 6.18 tmpfs: a write by uid 1000 (not in group 0) to a 02767 root file -> 0767
     from fsimpl.files import FUSE_WRITE_KILL_SUIDGID
+    from fsimpl.types import Creds
 
     from .conftest import USER
 
     ino, fh = new(fs)
     fs.setattr(ino, ROOT, mode=0o2767)
     fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID)
-    assert fs.getattr(ino).mode & 0o7777 == 0o2767  # writer unknown: g-x sgid kept
+    assert fs.getattr(ino).mode & 0o7777 == 0o0767  # writer unknown: in no group
+    fs.setattr(ino, ROOT, mode=0o2767)
     fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, USER)
     assert fs.getattr(ino).mode & 0o7777 == 0o0767
+    fs.setattr(ino, ROOT, mode=0o2767)
+    sup = type(USER)(uid=1000, gid=1000, pid=9, creds=lambda: Creds(frozenset({0}), 0))
+    fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, sup)
+    assert fs.getattr(ino).mode & 0o7777 == 0o2767  # a member through a supplementary group
     fs.setattr(ino, ROOT, mode=0o2767)
     member = type(USER)(uid=1000, gid=0, pid=9)
     fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, member)
