@@ -249,7 +249,12 @@ class FileOps(NamespaceOps):
     # ------------------------------------------------------------- directories
     @counted
     def opendir(self, ino: int, flags: int) -> int:
-        return self._new_handle(self._dir(ino), flags, True)
+        """A directory handle; its listing ends where the directory is now."""
+        inode = self._dir(ino)
+        fh = self._new_handle(inode, flags, True)
+        assert inode.dir is not None
+        self._handles[fh].dir_end = inode.dir.next_cookie
+        return fh
 
     @counted
     def releasedir(self, ino: int, fh: int) -> None:

@@ -312,11 +312,15 @@ class NamespaceOps(AttrOps):
         Plain READDIR does not touch nlookup; for READDIRPLUS the mount layer
         calls ``remember(ino)`` for each entry it sends, except '.' and '..'."""
         inode = self._dir(ino)
-        self._handle(fh, ino)
+        h = self._handle(fh, ino)
+        assert inode.dir is not None
+        if off == 0:  # opened or rewound: the listing ends where the directory is now
+            h.dir_end = inode.dir.next_cookie
         self._touch_atime(inode)  # iterate_dir -> file_accessed (relatime)
-        return self._readdir_gen(inode, off)
+        return self._readdir_gen(inode, off, h.dir_end)
 
-    def _readdir_gen(self, inode: Inode, off: int) -> Iterator[tuple[bytes, int, int, int]]:
+    def _readdir_gen(self, inode: Inode, off: int,
+                     end: int | None = None) -> Iterator[tuple[bytes, int, int, int]]:
         assert inode.dir is not None
         if off < 1:
             yield b".", inode.ino, DT_DIR, 1
@@ -324,7 +328,7 @@ class NamespaceOps(AttrOps):
             yield b"..", inode.parent, DT_DIR, 2
         if inode.nlink == 0:
             return  # an rmdir'ed directory lists nothing but '.' and '..'
-        for name, child, cookie in inode.dir.entries_after(max(off, 2)):
+        for name, child, cookie in inode.dir.entries_after(max(off, 2), end):
             child_inode = self._inodes.get(child)
             if child_inode is None:
                 continue

@@ -63,6 +63,7 @@ class Handle:
     ino: int
     flags: int
     is_dir: bool
+    dir_end: int = 0  # directories: where a listing stops (directory.py)
 
 
 class FsCore:
