@@ -80,12 +80,23 @@ class NamespaceOps(AttrOps):
     # ----------------------------------------------------------------- lookups
     @counted
     def lookup(self, parent: int, name: bytes) -> Attr:
+        """LOOKUP. "." and ".." reach a FUSE daemon only from the export
+        operations (fuse_get_dentry, fuse_get_parent: open_by_handle_at, NFS),
+        with ``parent`` the node id from a file handle, of any type: "." is
+        that inode itself, ".." a directory's parent. An inode without links
+        is ENOENT, which the kernel turns into ESTALE: a handle outlives its
+        file only while the kernel still holds the inode, as on tmpfs."""
+        if name == b"." or name == b"..":
+            inode = self._get(parent)
+            if inode.nlink == 0:
+                raise FsError(errno.ENOENT, "no links: a stale handle")
+            if name == b".":
+                return self._entry(inode)
+            if inode.dir is None:
+                raise FsError(errno.ENOTDIR)
+            return self._entry(self._get(inode.parent))
         p = self._dir(parent)
         assert p.dir is not None
-        if name == b".":
-            return self._entry(p)
-        if name == b"..":
-            return self._entry(self._get(p.parent))
         if len(name) > 255:
             raise FsError(errno.ENAMETOOLONG)
         ino = p.dir.get(name)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno as E
 import logging
+import os
 import stat
 import struct
 from collections import Counter
@@ -75,6 +76,9 @@ INIT_WANTED = (
     | P.FUSE_POSIX_ACL
     | P.FUSE_DONT_MASK
     | P.FUSE_SETXATTR_EXT
+    # file handles (open_by_handle_at, NFS export) survive the kernel dropping
+    # its inode: it then asks LOOKUP(nodeid, ".") / (dir, "..") (fsimpl lookup)
+    | P.FUSE_EXPORT_SUPPORT
 )
 
 
@@ -93,6 +97,7 @@ class OpsConfig:
     max_readahead: int = 1 << 20  # upper bound; the kernel's own value wins if smaller
     max_background: int = 64
     congestion_threshold: int = 48
+    generation: int | None = None  # fuse_entry_out.generation; None: random per mount
 
 
 class Operations:
@@ -104,6 +109,12 @@ class Operations:
         self.proto_minor = 0  # negotiated in INIT
         self.init_flags = 0  # flags granted in INIT (bits 32.. = flags2)
         self.destroyed = False
+        # fuse_entry_out.generation: node ids are never reused within a mount,
+        # so one random number per mount is enough to make a file handle from
+        # an earlier mount (same node id, another file) ESTALE, as tmpfs's
+        # random i_generation does. The root keeps 0 (the kernel makes it so).
+        gen = self.config.generation
+        self.generation = int.from_bytes(os.urandom(4), "little") | 1 if gen is None else gen
         self._errors: Counter[int] = Counter()
         self._unexpected = 0
         op = P.Opcode
@@ -221,7 +232,8 @@ class Operations:
         return Ctx(req.uid, req.gid, req.pid, 0, _LazyCreds(req.pid, req.uid, req.gid))
 
     def _entry(self, attr: Any) -> bytes:
-        return C.entry_out(attr, self.config.entry_timeout, self.config.attr_timeout)
+        return C.entry_out(attr, self.config.entry_timeout, self.config.attr_timeout,
+                           self.generation)
 
     def _ok(self, req: Request, payload: bytes = b"") -> Reply:
         return [C.reply(req.unique, payload)]
