@@ -6,7 +6,7 @@ import errno
 import os
 import stat
 
-from . import acl, privs
+from . import acl, fsflags, privs
 from .errors import FsError
 from .inode import Inode
 from .state import FsCore, counted
@@ -100,6 +100,15 @@ class AttrOps(FsCore):
                 raise FsError(errno.EINVAL)
             if size > MAX_FILE_SIZE:
                 raise FsError(errno.EFBIG)
+        if inode.fsflags:  # notify_change, do_sys_truncate / do_ftruncate
+            if size is not None:
+                fsflags.check_truncate(inode, by_fd=fh is not None)
+            if mode is not None or uid is not None or gid is not None:
+                fsflags.check_modify(inode)
+            if atime_ns is not None or mtime_ns is not None:
+                fsflags.check_times(inode, explicit=True)
+            elif atime_now or mtime_now:
+                fsflags.check_times(inode, explicit=False)
         if chown and not self._may_remove_privs(inode, ctx):
             raise FsError(errno.EPERM, "chown(-1, -1) would change the mode of another's file")
         now = self._now()

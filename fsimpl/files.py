@@ -19,7 +19,7 @@ import stat
 
 from vmcore.errors import VmError
 
-from . import privs
+from . import fsflags, privs
 from .errors import FsError
 from .inode import Inode
 from .namespace import NamespaceOps
@@ -64,6 +64,7 @@ class FileOps(NamespaceOps):
         inode = self._get(ino)
         if inode.is_dir and flags & os.O_ACCMODE != os.O_RDONLY:
             raise FsError(errno.EISDIR)
+        fsflags.check_open(inode, flags)
         if flags & os.O_TRUNC and self._window_of(ino) is not None:
             raise FsError(errno.EINVAL, "a window's size is fixed by ATTACH")
         if flags & os.O_TRUNC and inode.is_reg:
@@ -99,6 +100,7 @@ class FileOps(NamespaceOps):
         Without O_EXCL it may be given a name once by link(), and that first
         link reserves no extra ispace (shmem_link). UML creates its memory file so."""
         p = self._dir(parent)
+        fsflags.check_dir_create(p)
         inode = self._new_child(p, stat.S_IFREG | (mode & 0o7777), ctx)
         inode.linkable = not flags & os.O_EXCL
         fh = self._new_handle(inode, flags, False)
@@ -198,6 +200,9 @@ class FileOps(NamespaceOps):
         if inode.mapping is None:
             raise FsError(errno.ENODEV)
         self._handle(fh, ino)
+        if inode.fsflags & fsflags.FS_IMMUTABLE_FL or (
+                inode.fsflags & fsflags.FS_APPEND_FL and mode & ~FALLOC_FL_KEEP_SIZE):
+            raise FsError(errno.EPERM, "immutable or append-only")  # vfs_fallocate
         if off + length > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG)
         w = self._windows

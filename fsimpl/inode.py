@@ -35,6 +35,7 @@ class Inode:
         "atime_ns",
         "ctime_ns",
         "dir",
+        "fsflags",
         "gid",
         "ino",
         "linkable",
@@ -77,6 +78,7 @@ class Inode:
         self.xattr_space = 0  # ispace charged for xattrs (0 when nr_inodes is unlimited)
         self.linkable = False  # an O_TMPFILE inode that link() may still name
         self.reclaimed = False  # pages and ispace already given back (see state.py)
+        self.fsflags = 0  # FS_*_FL of chattr (fsimpl/fsflags.py)
 
     @property
     def is_dir(self) -> bool:

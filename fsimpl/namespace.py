@@ -20,6 +20,7 @@ import errno
 import stat
 from collections.abc import Iterator
 
+from . import fsflags
 from .attrs import AttrOps
 from .errors import FsError
 from .inode import Inode
@@ -63,6 +64,7 @@ class NamespaceOps(AttrOps):
             raise FsError(errno.EEXIST)
         if parent.nlink == 0:
             raise FsError(errno.ENOENT, "directory was removed")
+        fsflags.check_dir_create(parent)
         return parent
 
     def _drop_link(self, dir_inode: Inode, victim: Inode, now: int) -> None:
@@ -166,6 +168,7 @@ class NamespaceOps(AttrOps):
         if inode.is_dir:
             raise FsError(errno.EPERM)
         p = self._prepare_new(newparent, newname)
+        fsflags.check_modify(inode)  # vfs_link: not of an append-only or immutable inode
         if inode.nlink == 0 and not inode.linkable:
             raise FsError(errno.ENOENT)  # vfs_link: no new names for an unlinked inode
         if inode.nlink:
@@ -184,6 +187,7 @@ class NamespaceOps(AttrOps):
         if ino is None:
             raise FsError(errno.ENOENT)
         victim = self._inodes[ino]
+        fsflags.check_dir_remove(p, victim)
         if victim.is_dir:
             raise FsError(errno.EISDIR)
         p.dir.remove(name)
@@ -203,6 +207,7 @@ class NamespaceOps(AttrOps):
         if ino is None:
             raise FsError(errno.ENOENT)
         victim = self._inodes[ino]
+        fsflags.check_dir_remove(p, victim)
         if victim.dir is None:
             raise FsError(errno.ENOTDIR)
         if len(victim.dir):
@@ -252,6 +257,8 @@ class NamespaceOps(AttrOps):
         if flags & RENAME_EXCHANGE:
             if dst is None:
                 raise FsError(errno.ENOENT)
+            fsflags.check_dir_remove(op, src)
+            fsflags.check_dir_remove(np, dst)
             return self._exchange(op, name, src, np, newname, dst)
         if dst is not None and flags & RENAME_NOREPLACE:
             raise FsError(errno.EEXIST)
@@ -259,6 +266,11 @@ class NamespaceOps(AttrOps):
             raise FsError(errno.EINVAL, "rename into its own subtree")
         if dst is src:
             return None  # two names of one inode: POSIX says do nothing
+        fsflags.check_dir_remove(op, src)  # may_delete, then may_create / may_delete
+        if dst is None:
+            fsflags.check_dir_create(np)
+        else:
+            fsflags.check_dir_remove(np, dst)
         if dst is not None:
             if dst.is_dir and not src.is_dir:
                 raise FsError(errno.EISDIR)

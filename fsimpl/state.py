@@ -261,6 +261,8 @@ class FsCore:
     def _touch_atime(self, inode: Inode) -> None:
         """relatime (touch_atime + relatime_need_update): refresh atime when it is
         not newer than mtime or ctime, or is more than a day old."""
+        if inode.fsflags & 0x80:  # FS_NOATIME_FL (fsflags.py): touch_atime skips it
+            return
         now = self._now()
         a = inode.atime_ns
         if a <= inode.mtime_ns or a <= inode.ctime_ns or now - a >= RELATIME_WINDOW_NS:

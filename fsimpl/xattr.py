@@ -35,7 +35,7 @@ from __future__ import annotations
 import errno
 import stat
 
-from . import acl
+from . import acl, fsflags
 from .errors import FsError
 from .files import FileOps
 from .inode import Inode
@@ -87,6 +87,7 @@ class XattrOps(FileOps):
         """Set ``name``; ``kill_sgid`` only matters for the access ACL (see above)."""
         if flags & ~(XATTR_CREATE | XATTR_REPLACE):
             raise FsError(errno.EINVAL)
+        fsflags.check_modify(self._get(ino))  # xattr_permission
         if name in ACL_NAMES:
             if len(value) > XATTR_SIZE_MAX:
                 raise FsError(errno.E2BIG)
@@ -141,6 +142,7 @@ class XattrOps(FileOps):
     def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
         """Remove ``name``; ``ctx`` (the caller) only matters for the access
         ACL of a setgid file (see above)."""
+        fsflags.check_modify(self._get(ino))  # xattr_permission
         if name in ACL_NAMES:
             inode = self._get(ino)
             # posix_acl_update_mode: not in the group and no CAP_FSETID

@@ -450,10 +450,13 @@ class Operations:
         return self._ok(req, C.lseek_out(self.fs.lseek(req.nodeid, a.fh, a.offset, a.whence)))
 
     def _ioctl(self, req: Request) -> Reply:
-        # shmfs window ioctls (docs/windows.md); any other command is "not a tty".
+        # chattr flags (mount/server/fileattr.py), then the shmfs window ioctls
+        # (docs/windows.md); any other command is "not a tty".
         from fsimpl.windows import windows_of
-        from mount.server import ioctl
+        from mount.server import fileattr, ioctl
 
+        if req.args.cmd & 0xFFFFFFFF in fileattr.COMMANDS and hasattr(self.fs, "get_flags"):
+            return fileattr.serve(self, req, self._cctx(req))  # chattr / lsattr
         try:
             return ioctl.serve(self, req, windows_of(self.fs))
         except ioctl.AbiError as e:
