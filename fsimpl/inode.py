@@ -33,6 +33,7 @@ class Inode:
         "acl_access",
         "acl_default",
         "atime_ns",
+        "btime_ns",
         "ctime_ns",
         "dir",
         "fsflags",
@@ -65,6 +66,7 @@ class Inode:
         self.nlookup = 0
         self.nopen = 0
         self.atime_ns = self.mtime_ns = self.ctime_ns = now_ns
+        self.btime_ns = now_ns  # shmem_get_inode: i_crtime = the first mtime
         self.mapping: MappingLike | None = None  # regular files only
         self.dir: Directory | None = Directory() if stat.S_ISDIR(mode) else None
         self.parent = 0  # directories: the inode number '..' names
@@ -127,6 +129,7 @@ class Inode:
             atime_ns=self.atime_ns,
             mtime_ns=self.mtime_ns,
             ctime_ns=self.ctime_ns,
+            btime_ns=self.btime_ns,
         )
 
     def d_type(self) -> int:

@@ -110,6 +110,7 @@ class Attr:
     mtime_ns: int
     ctime_ns: int
     blksize: int = 4096
+    btime_ns: int = 0  # birth time (statx STATX_BTIME), tmpfs's i_crtime
 
 
 @dataclass(slots=True)

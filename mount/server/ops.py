@@ -42,6 +42,7 @@ from mount.server.creds import read_creds
 from mount.wire import codec as C
 from mount.wire import protocol as P
 from mount.wire.codec import Request
+from mount.wire.statx import statx_out
 
 log = logging.getLogger("shmfs.ops")
 O_TRUNC = 0o1000
@@ -134,7 +135,7 @@ class Operations:
             op.REMOVEXATTR: self._removexattr, op.ACCESS: self._access,
             op.FALLOCATE: self._fallocate, op.LSEEK: self._lseek,
             op.INTERRUPT: self._no_reply, op.NOTIFY_REPLY: self._no_reply,
-            op.IOCTL: self._ioctl, op.TMPFILE: self._tmpfile,
+            op.IOCTL: self._ioctl, op.TMPFILE: self._tmpfile, op.STATX: self._statx,
         }
 
     # --- the one translation point ------------------------------------------------------------
@@ -348,6 +349,13 @@ class Operations:
             kw["chown"] = True
         attr = self.fs.setattr(req.nodeid, self._cctx(req), **kw)
         return self._ok(req, C.attr_out(attr, self.config.attr_timeout))
+
+    def _statx(self, req: Request) -> Reply:
+        # statx(STATX_BTIME): the basic stats and the birth time (mount/wire/statx.py)
+        attr = self.fs.getattr(req.nodeid)
+        get_flags = getattr(self.fs, "get_flags", None)
+        flags = get_flags(req.nodeid) if get_flags is not None else 0
+        return self._ok(req, statx_out(attr, self.config.attr_timeout, flags))
 
     def _readlink(self, req: Request) -> Reply:
         return self._ok(req, self.fs.readlink(req.nodeid))
