@@ -38,6 +38,7 @@ from .types import (
 )
 
 FUSE_WRITE_KILL_SUIDGID = 1 << 2  # write_flags bit of FUSE_WRITE (linux/fuse.h)
+FUSE_WRITE_CACHE = 1 << 0  # page writeback (a shared mmap's stores): the offset is the page's
 
 
 class FileOps(NamespaceOps):
@@ -141,7 +142,7 @@ class FileOps(NamespaceOps):
         inode = self._reg(ino)
         h = self._handle(fh, ino)
         assert inode.mapping is not None
-        if (h.flags | flags) & os.O_APPEND:
+        if (h.flags | flags) & os.O_APPEND and not flags & FUSE_WRITE_CACHE:
             off = inode.mapping.size
         if off < 0:
             raise FsError(errno.EINVAL)

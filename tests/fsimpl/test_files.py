@@ -250,3 +250,16 @@ def test_tmpfile_and_link(make_fs) -> None:
     assert fs.statfs().ffree == 1 and fs.getattr(a.ino).nlink == 1
     b, _bfh = fs.tmpfile(1, 0o600, os.O_RDWR | os.O_EXCL, ROOT)
     raises(errno.ENOENT, fs.link, b.ino, 1, b"nope")  # O_EXCL: never linkable
+
+
+def test_page_writeback_through_an_append_handle_writes_in_place(fs: ShmFs) -> None:
+    """FUSE_WRITE_CACHE (a shared mapping's stores written back) carries the
+    page's offset; only a write(2) on an O_APPEND handle goes to the end."""
+    from fsimpl.files import FUSE_WRITE_CACHE
+
+    ino = fs.mknod(1, b"a", stat.S_IFREG | 0o644, 0, ROOT).ino
+    fh = fs.open(ino, os.O_RDWR | os.O_APPEND)
+    fs.write(ino, fh, 0, memoryview(b"abcd"))
+    fs.write(ino, fh, 1, memoryview(b"X"), FUSE_WRITE_CACHE)
+    fs.write(ino, fh, 0, memoryview(b"Z"))
+    assert b"".join(bytes(v) for v in fs.read(ino, fh, 0, 10)) == b"aXcdZ"

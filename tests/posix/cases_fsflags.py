@@ -274,3 +274,23 @@ def case_chattr_lsattr(ctx: Ctx) -> None:
     r.note("lsattr -d d", run("lsattr", "-d", "d"))
     r.note("chattr +s f (unsupported)", run("chattr", "+s", "f")[0] != 0)
     r.note("chattr -a d", run("chattr", "-a", "d"))
+
+
+@case(A)
+def case_mmap_store_through_append_descriptor(ctx: Ctx) -> None:
+    """Found while checking append-only files: a shared mapping made from an
+    O_APPEND descriptor stores in place (its writeback is not an append)."""
+    import mmap
+
+    _file("f", b"a" * 4096)
+    fd = os.open("f", os.O_RDWR | os.O_APPEND)
+    try:
+        mm = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        mm[1:2] = b"M"
+        mm.flush()
+        mm.close()
+        ctx.rec.call("append write", os.write, fd, b"Z")
+    finally:
+        os.close(fd)
+    data = open("f", "rb").read()
+    ctx.rec.note("size, head, tail", (len(data), data[:3], data[-2:]))

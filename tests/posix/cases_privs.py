@@ -202,3 +202,34 @@ def case_chown_dir(ctx: Ctx) -> None:
     _mode(ctx.rec, "d")
     ctx.rec.call("chown(d, -1, -1)", os.chown, "d", -1, -1)
     _mode(ctx.rec, "d")
+
+
+@case(A)
+def case_acl_removal_keeps_sgid_for_members(ctx: Ctx) -> None:
+    """Removing a setgid file's access ACL: S_ISGID stays for a member of the
+    file's group -- also through a supplementary group -- and goes for others
+    (posix_acl_update_mode; the daemon reads the groups from /proc)."""
+    from .cases_xattr import (
+        ACL_GROUP_OBJ,
+        ACL_MASK,
+        ACL_OTHER,
+        ACL_USER,
+        ACL_USER_OBJ,
+        NO_ID,
+        acl_xattr,
+    )
+
+    blob = acl_xattr([(ACL_USER_OBJ, 6, NO_ID), (ACL_USER, 6, THIRD_UID),
+                      (ACL_GROUP_OBJ, 6, NO_ID), (ACL_MASK, 6, NO_ID), (ACL_OTHER, 0, NO_ID)])
+    who = {"pgrp": (SHARED_GID, ()), "sgrp": (OTHER_GID, (SHARED_GID,)),
+           "nogrp": (OTHER_GID, ())}
+    for name, (gid, groups) in who.items():
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644))
+        os.chown(name, OTHER_UID, SHARED_GID)
+        os.chmod(name, 0o2660)
+        os.setxattr(name, "system.posix_acl_access", blob)
+
+        def body(rec: Recorder, name: str = name) -> None:
+            rec.call(f"removexattr({name})", os.removexattr, name, "system.posix_acl_access")
+        ctx.as_user(body, OTHER_UID, gid, groups, label=f"[{name}] ")
+        _mode(ctx.rec, name)
