@@ -149,7 +149,7 @@ class FileOps(NamespaceOps):
         data = memoryview(data).cast("B")
         if not len(data):
             return 0
-        if flags & FUSE_WRITE_KILL_SUIDGID:
+        if flags & FUSE_WRITE_KILL_SUIDGID and inode.mode & (stat.S_ISUID | stat.S_ISGID):
             inode.mode &= ~privs.modify_kill(inode, ctx)
         if off >= MAX_FILE_SIZE:
             raise FsError(errno.EFBIG)

@@ -8,7 +8,7 @@ include/uapi/linux/fs.h do.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PAGE_SIZE = 4096
 # tmpfs's s_maxbytes = MAX_LFS_FILESIZE = LLONG_MAX on 64-bit. The kernel tmpfs accepts
@@ -54,13 +54,20 @@ class Ctx:
     pid: int
     umask: int = 0
     # The caller's supplementary groups and effective capabilities, which the
-    # FUSE header does not carry: a function the mount layer supplies (it
-    # reads them when a rule needs them, see mount/server/creds.py). None
-    # answers as the header alone can: groups = {gid}, capabilities = uid 0.
-    creds: Callable[[], Creds | None] | None = None
+    # FUSE header does not carry: a reader ``(pid, uid, gid) -> Creds | None``
+    # the mount layer supplies (mount/server/creds.py), called at most once
+    # and only when a rule needs it. None answers as the header alone can:
+    # groups = {gid}, capabilities = uid 0.
+    creds: Callable[[int, int, int], Creds | None] | None = None
+    _read: tuple[Creds | None] | None = field(default=None, init=False, repr=False,
+                                             compare=False)
 
     def _creds(self) -> Creds | None:
-        return self.creds() if self.creds is not None else None
+        if self.creds is None:
+            return None
+        if self._read is None:
+            self._read = (self.creds(self.pid, self.uid, self.gid),)
+        return self._read[0]
 
     def in_group(self, gid: int) -> bool:
         """in_group_p: ``gid`` is the caller's fsgid or one of its groups."""
@@ -75,7 +82,7 @@ class Ctx:
         (the caller is gone, another pid namespace) nobody does."""
         if self.creds is None:
             return self.uid == 0
-        c = self.creds()
+        c = self._creds()
         return c is not None and bool(c.caps >> cap & 1)
 
 

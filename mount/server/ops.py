@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fsimpl.errors import FsError
-from fsimpl.types import Creds, Ctx
+from fsimpl.types import Ctx
 from mount.server.creds import read_creds
 from mount.wire import codec as C
 from mount.wire import protocol as P
@@ -230,7 +230,7 @@ class Operations:
     def _cctx(req: Request) -> Ctx:
         """A Ctx that can tell the caller's supplementary groups and capabilities
         (read from /proc only if a set-id rule asks; mount/server/creds.py)."""
-        return Ctx(req.uid, req.gid, req.pid, 0, _LazyCreds(req.pid, req.uid, req.gid))
+        return Ctx(req.uid, req.gid, req.pid, 0, read_creds)
 
     def _entry(self, attr: Any) -> bytes:
         return C.entry_out(attr, self.config.entry_timeout, self.config.attr_timeout,
@@ -543,23 +543,6 @@ class Operations:
     def _removexattr(self, req: Request) -> Reply:
         self.fs.removexattr(req.nodeid, req.args.name, self._cctx(req))
         return self._ok(req)
-
-
-class _LazyCreds:
-    """Reads the caller's credentials on the first call, at most once."""
-
-    __slots__ = ("_args", "_done", "_value")
-
-    def __init__(self, pid: int, uid: int, gid: int) -> None:
-        self._args = (pid, uid, gid)
-        self._done = False
-        self._value: Creds | None = None
-
-    def __call__(self) -> Creds | None:
-        if not self._done:
-            self._value = read_creds(*self._args)
-            self._done = True
-        return self._value
 
 
 def _opname(opcode: int) -> str:

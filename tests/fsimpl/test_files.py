@@ -208,7 +208,8 @@ def test_kill_suidgid_write_flag_sgid_without_group_exec(fs: ShmFs) -> None:
     fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, USER)
     assert fs.getattr(ino).mode & 0o7777 == 0o0767
     fs.setattr(ino, ROOT, mode=0o2767)
-    sup = type(USER)(uid=1000, gid=1000, pid=9, creds=lambda: Creds(frozenset({0}), 0))
+    sup = type(USER)(uid=1000, gid=1000, pid=9,
+                     creds=lambda pid, uid, gid: Creds(frozenset({0}), 0))
     fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, sup)
     assert fs.getattr(ino).mode & 0o7777 == 0o2767  # a member through a supplementary group
     fs.setattr(ino, ROOT, mode=0o2767)
