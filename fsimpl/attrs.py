@@ -6,12 +6,13 @@ import errno
 import os
 import stat
 
-from . import acl
+from . import acl, fsflags, privs
 from .errors import FsError
 from .inode import Inode
 from .state import FsCore, counted
 from .types import (
     BOGO_INODE_SIZE,
+    CAP_FOWNER,
     MAX_FILE_SIZE,
     PAGE_SIZE,
     Attr,
@@ -68,18 +69,21 @@ class AttrOps(FsCore):
     ) -> Attr:
         """SETATTR as notify_change + shmem_setattr do it.
 
-        - chown (uid or gid given) of a non-directory without an explicit mode
-          clears S_ISUID, and S_ISGID when group-exec is set (ATTR_KILL_S*ID; the
-          kernel tmpfs does this for root too: chown(f, 0, 0) on 06755 -> 0755,
-          on 06745 -> 02745). With FUSE the kernel usually folds this into
-          ``mode`` itself; then ``mode`` wins.
+        - chown (uid or gid given, or ``chown``) of a non-directory without an
+          explicit mode drops S_ISUID always (root too) and S_ISGID by
+          setattr_should_drop_sgid: group-exec set, or the caller neither in
+          the file's old group nor holding CAP_FSETID (fsimpl/privs.py).
         - ``size`` only on regular files (EISDIR on dirs, EINVAL otherwise);
           any size set -- even to the same size -- sets mtime and ctime (6.18
           tmpfs does so for truncate(2) and ftruncate(2) alike).
-        - ``kill_suidgid`` (FATTR_KILL_SUIDGID with HANDLE_KILLPRIV_V2: the caller
-          lacks CAP_FSETID) drops S_ISUID/S_ISGID of a non-directory as a write does.
-        - ``chown`` marks a chown that named no ids (chown(f, -1, -1) arrives as
-          an empty SETATTR under HANDLE_KILLPRIV_V2): the chown rule above applies.
+        - ``kill_suidgid`` (FATTR_KILL_SUIDGID with HANDLE_KILLPRIV_V2 on a
+          truncate: the caller lacks CAP_FSETID) drops the bits as a write does
+          (privs.modify_kill). On a chown the kernel sets it always; the chown
+          rule decides then.
+        - ``chown`` marks an empty SETATTR: chown(f, -1, -1), or the kernel's
+          file_remove_privs before a write or fallocate (both look the same).
+          The chown rule applies; EPERM when it would drop a bit of another
+          user's file that nobody has open for writing (_may_remove_privs).
         - a new ``mode`` rewrites the access ACL's owner, mask (or group) and
           other entries (posix_acl_chmod); named entries stay.
         - ctime becomes now (or ``ctime_ns``) on every call, even one that sets
@@ -96,6 +100,17 @@ class AttrOps(FsCore):
                 raise FsError(errno.EINVAL)
             if size > MAX_FILE_SIZE:
                 raise FsError(errno.EFBIG)
+        if inode.fsflags:  # notify_change, do_sys_truncate / do_ftruncate
+            if size is not None:
+                fsflags.check_truncate(inode, by_fd=fh is not None)
+            if mode is not None or uid is not None or gid is not None:
+                fsflags.check_modify(inode)
+            if atime_ns is not None or mtime_ns is not None:
+                fsflags.check_times(inode, explicit=True)
+            elif atime_now or mtime_now:
+                fsflags.check_times(inode, explicit=False)
+        if chown and not self._may_remove_privs(inode, ctx):
+            raise FsError(errno.EPERM, "chown(-1, -1) would change the mode of another's file")
         now = self._now()
         if size is not None:
             assert inode.mapping is not None
@@ -108,15 +123,17 @@ class AttrOps(FsCore):
             if w is not None and size < old and size % PAGE_SIZE:
                 # the zeroed tail of the new last page: windows showing it
                 w.object_changed(ino, size, PAGE_SIZE - size % PAGE_SIZE)
-        if kill_suidgid and mode is None and not inode.is_dir:
-            self._kill_suid(inode, ctx)
         if uid is not None or gid is not None or chown:
+            # the chown rule, evaluated on the old owner and group; with FUSE
+            # the kernel folds it into ``mode`` only without KILLPRIV_V2
+            kill = privs.chown_kill(inode, ctx) if mode is None else 0
             if uid is not None:
                 inode.uid = uid
             if gid is not None:
                 inode.gid = gid
-            if mode is None and not inode.is_dir:
-                self._kill_suid(inode)
+            inode.mode &= ~kill
+        elif kill_suidgid and mode is None:
+            inode.mode &= ~privs.modify_kill(inode, ctx)
         if mode is not None:
             inode.mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
             if inode.acl_access is not None:  # shmem_setattr -> posix_acl_chmod
@@ -132,16 +149,20 @@ class AttrOps(FsCore):
             self._queue(InvalInode(ino, 0, -1))
         return inode.attr()
 
-    @staticmethod
-    def _kill_suid(inode: Inode, ctx: Ctx | None = None) -> None:
-        """ATTR_KILL_SUID | ATTR_KILL_SGID for a caller without CAP_FSETID:
-        S_ISGID goes with group-exec set, or (setattr_should_drop_sgid) when the
-        caller -- if known -- is not in the file's group (primary gid only: FUSE
-        does not tell us the supplementary groups)."""
-        kill = stat.S_ISUID
-        if inode.mode & stat.S_IXGRP or (ctx is not None and ctx.gid != inode.gid):
-            kill |= stat.S_ISGID
-        inode.mode &= ~kill
+    def _may_remove_privs(self, inode: Inode, ctx: Ctx) -> bool:
+        """An empty SETATTR is chown(f, -1, -1) or file_remove_privs before a
+        write/fallocate; the kernel sends it in both cases. When it would
+        drop a bit, tmpfs lets only the owner or CAP_FOWNER do the chown
+        (notify_change turns ATTR_KILL_S*ID into ATTR_MODE, which
+        setattr_prepare checks), while file_remove_privs passes ATTR_FORCE --
+        and needs a file open for writing. So: allowed to the owner, to
+        CAP_FOWNER, or while the inode has a writable open handle."""
+        if not privs.chown_kill(inode, ctx) or ctx.uid == inode.uid:
+            return True
+        if ctx.capable(CAP_FOWNER):
+            return True
+        return any(h.ino == inode.ino and h.flags & os.O_ACCMODE != os.O_RDONLY
+                   for h in self._handles.values())
 
     # ------------------------------------------------------------------ access
     @counted

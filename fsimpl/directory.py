@@ -10,6 +10,13 @@ existed throughout is seen exactly once, whatever happens around it.
 Cookies 1 and 2 belong to '.' and '..'; real entries start at 3. Order is the
 insertion order (tmpfs on 6.18 lists newest first; any stable order is POSIX).
 
+A listing ends: like libfs's offset_dir_open, a directory handle remembers
+``next_cookie`` when it is opened (and again when it is rewound, READDIR at
+offset 0, as offset_dir_llseek does), and ``entries_after(c, end)`` stops
+before ``end``. An entry renamed away and back gets a new cookie past that
+end, so an open listing never meets it a second time -- without the limit a
+loop that renames every name it reads would never finish.
+
 Storage: ``_names`` maps name -> (cookie, ino); ``_cookies`` is an append-only
 sorted list of cookies (bisect to resume) with tombstones compacted lazily, and
 ``_by_cookie`` maps live cookies back to names.
@@ -37,6 +44,11 @@ class Directory:
 
     def __len__(self) -> int:
         return len(self._names)
+
+    @property
+    def next_cookie(self) -> int:
+        """The cookie the next new entry will get: a listing's end."""
+        return self._next_cookie
 
     def __contains__(self, name: bytes) -> bool:
         return name in self._names
@@ -78,8 +90,9 @@ class Directory:
         for name, (_cookie, ino) in self._names.items():
             yield name, ino
 
-    def entries_after(self, cookie: int) -> Iterator[tuple[bytes, int, int]]:
-        """(name, ino, cookie) of live entries with a cookie > ``cookie``.
+    def entries_after(self, cookie: int, end: int | None = None
+                      ) -> Iterator[tuple[bytes, int, int]]:
+        """(name, ino, cookie) of live entries with ``cookie`` < their cookie < ``end``.
 
         Safe against add/remove between ``next()`` calls: the list is only
         appended to or replaced wholesale, and each cookie is re-checked.
@@ -93,6 +106,8 @@ class Directory:
             if i >= len(cookies):
                 return
             c = cookies[i]
+            if end is not None and c >= end:
+                return
             i += 1
             name = self._by_cookie.get(c)
             if name is None:

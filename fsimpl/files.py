@@ -18,6 +18,7 @@ import stat
 
 from vmcore.errors import VmError
 
+from . import fsflags, privs
 from .errors import FsError
 from .inode import Inode
 from .namespace import NamespaceOps
@@ -36,6 +37,7 @@ from .types import (
 )
 
 FUSE_WRITE_KILL_SUIDGID = 1 << 2  # write_flags bit of FUSE_WRITE (linux/fuse.h)
+FUSE_WRITE_CACHE = 1 << 0  # page writeback (a shared mmap's stores): the offset is the page's
 
 
 class FileOps(NamespaceOps):
@@ -62,6 +64,7 @@ class FileOps(NamespaceOps):
         inode = self._get(ino)
         if inode.is_dir and flags & os.O_ACCMODE != os.O_RDONLY:
             raise FsError(errno.EISDIR)
+        fsflags.check_open(inode, flags)
         if flags & os.O_TRUNC and self._window_of(ino) is not None:
             raise FsError(errno.EINVAL, "a window's size is fixed by ATTACH")
         if flags & os.O_TRUNC and inode.is_reg:
@@ -97,6 +100,7 @@ class FileOps(NamespaceOps):
         Without O_EXCL it may be given a name once by link(), and that first
         link reserves no extra ispace (shmem_link). UML creates its memory file so."""
         p = self._dir(parent)
+        fsflags.check_dir_create(p)
         inode = self._new_child(p, stat.S_IFREG | (mode & 0o7777), ctx)
         inode.linkable = not flags & os.O_EXCL
         fh = self._new_handle(inode, flags, False)
@@ -128,24 +132,24 @@ class FileOps(NamespaceOps):
         """Write ``data`` at ``off`` (at EOF for an O_APPEND handle or ``flags``).
         ``flags`` may also carry FUSE_WRITE_KILL_SUIDGID (sent with
         HANDLE_KILLPRIV_V2 when the writer lacks CAP_FSETID): S_ISUID goes, and
-        S_ISGID when group-exec is set or -- given ``ctx`` -- when the writer's gid
-        is not the file's (setattr_should_drop_sgid; 6.18 tmpfs clears 02767 for
-        a write by a non-member).
+        S_ISGID when group-exec is set or the writer is not in the file's group,
+        supplementary groups included (fsimpl/privs.py; 6.18 tmpfs clears 02767
+        for a write by a non-member).
         EFBIG at or past MAX_FILE_SIZE (clipped when it straddles it); at the
         size= limit the write is short, or ENOSPC when nothing fits; bytes
         already in the file are never changed by a failed write."""
         inode = self._reg(ino)
         h = self._handle(fh, ino)
         assert inode.mapping is not None
-        if (h.flags | flags) & os.O_APPEND:
+        if (h.flags | flags) & os.O_APPEND and not flags & FUSE_WRITE_CACHE:
             off = inode.mapping.size
         if off < 0:
             raise FsError(errno.EINVAL)
         data = memoryview(data).cast("B")
         if not len(data):
             return 0
-        if flags & FUSE_WRITE_KILL_SUIDGID:
-            self._kill_suid(inode, ctx)
+        if flags & FUSE_WRITE_KILL_SUIDGID and inode.mode & (stat.S_ISUID | stat.S_ISGID):
+            inode.mode &= ~privs.modify_kill(inode, ctx)
         if off >= MAX_FILE_SIZE:
             raise FsError(errno.EFBIG)
         if off + len(data) > MAX_FILE_SIZE:
@@ -247,6 +251,9 @@ class FileOps(NamespaceOps):
         if inode.mapping is None:
             raise FsError(errno.ENODEV)
         self._handle(fh, ino)
+        if inode.fsflags & fsflags.FS_IMMUTABLE_FL or (
+                inode.fsflags & fsflags.FS_APPEND_FL and mode & ~FALLOC_FL_KEEP_SIZE):
+            raise FsError(errno.EPERM, "immutable or append-only")  # vfs_fallocate
         if off + length > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG)
         w = self._windows
@@ -301,7 +308,12 @@ class FileOps(NamespaceOps):
     # ------------------------------------------------------------- directories
     @counted
     def opendir(self, ino: int, flags: int) -> int:
-        return self._new_handle(self._dir(ino), flags, True)
+        """A directory handle; its listing ends where the directory is now."""
+        inode = self._dir(ino)
+        fh = self._new_handle(inode, flags, True)
+        assert inode.dir is not None
+        self._handles[fh].dir_end = inode.dir.next_cookie
+        return fh
 
     @counted
     def releasedir(self, ino: int, fh: int) -> None:

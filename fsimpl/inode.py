@@ -35,8 +35,10 @@ class Inode:
         "acl_access",
         "acl_default",
         "atime_ns",
+        "btime_ns",
         "ctime_ns",
         "dir",
+        "fsflags",
         "gid",
         "ino",
         "linkable",
@@ -67,6 +69,7 @@ class Inode:
         self.nlookup = 0
         self.nopen = 0
         self.atime_ns = self.mtime_ns = self.ctime_ns = now_ns
+        self.btime_ns = now_ns  # shmem_get_inode: i_crtime = the first mtime
         self.mapping: MappingLike | None = None  # regular files only
         self.dir: Directory | None = Directory() if stat.S_ISDIR(mode) else None
         self.parent = 0  # directories: the inode number '..' names
@@ -82,6 +85,7 @@ class Inode:
         self.reclaimed = False  # pages and ispace already given back (see state.py)
         # a window file: st_blocks of the object pages it shows (fsimpl/winextent.py)
         self.window_blocks: Callable[[], int] | None = None
+        self.fsflags = 0  # FS_*_FL of chattr (fsimpl/fsflags.py)
 
     @property
     def is_dir(self) -> bool:
@@ -133,6 +137,7 @@ class Inode:
             atime_ns=self.atime_ns,
             mtime_ns=self.mtime_ns,
             ctime_ns=self.ctime_ns,
+            btime_ns=self.btime_ns,
         )
 
     def d_type(self) -> int:

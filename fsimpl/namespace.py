@@ -20,6 +20,7 @@ import errno
 import stat
 from collections.abc import Iterator
 
+from . import fsflags
 from .attrs import AttrOps
 from .errors import FsError
 from .inode import Inode
@@ -63,6 +64,7 @@ class NamespaceOps(AttrOps):
             raise FsError(errno.EEXIST)
         if parent.nlink == 0:
             raise FsError(errno.ENOENT, "directory was removed")
+        fsflags.check_dir_create(parent)
         return parent
 
     def _drop_link(self, dir_inode: Inode, victim: Inode, now: int) -> None:
@@ -80,12 +82,23 @@ class NamespaceOps(AttrOps):
     # ----------------------------------------------------------------- lookups
     @counted
     def lookup(self, parent: int, name: bytes) -> Attr:
+        """LOOKUP. "." and ".." reach a FUSE daemon only from the export
+        operations (fuse_get_dentry, fuse_get_parent: open_by_handle_at, NFS),
+        with ``parent`` the node id from a file handle, of any type: "." is
+        that inode itself, ".." a directory's parent. An inode without links
+        is ENOENT, which the kernel turns into ESTALE: a handle outlives its
+        file only while the kernel still holds the inode, as on tmpfs."""
+        if name == b"." or name == b"..":
+            inode = self._get(parent)
+            if inode.nlink == 0:
+                raise FsError(errno.ENOENT, "no links: a stale handle")
+            if name == b".":
+                return self._entry(inode)
+            if inode.dir is None:
+                raise FsError(errno.ENOTDIR)
+            return self._entry(self._get(inode.parent))
         p = self._dir(parent)
         assert p.dir is not None
-        if name == b".":
-            return self._entry(p)
-        if name == b"..":
-            return self._entry(self._get(p.parent))
         if len(name) > 255:
             raise FsError(errno.ENAMETOOLONG)
         ino = p.dir.get(name)
@@ -155,6 +168,7 @@ class NamespaceOps(AttrOps):
         if inode.is_dir:
             raise FsError(errno.EPERM)
         p = self._prepare_new(newparent, newname)
+        fsflags.check_modify(inode)  # vfs_link: not of an append-only or immutable inode
         if inode.nlink == 0 and not inode.linkable:
             raise FsError(errno.ENOENT)  # vfs_link: no new names for an unlinked inode
         if inode.nlink:
@@ -173,6 +187,7 @@ class NamespaceOps(AttrOps):
         if ino is None:
             raise FsError(errno.ENOENT)
         victim = self._inodes[ino]
+        fsflags.check_dir_remove(p, victim)
         if victim.is_dir:
             raise FsError(errno.EISDIR)
         p.dir.remove(name)
@@ -192,6 +207,7 @@ class NamespaceOps(AttrOps):
         if ino is None:
             raise FsError(errno.ENOENT)
         victim = self._inodes[ino]
+        fsflags.check_dir_remove(p, victim)
         if victim.dir is None:
             raise FsError(errno.ENOTDIR)
         if len(victim.dir):
@@ -241,6 +257,8 @@ class NamespaceOps(AttrOps):
         if flags & RENAME_EXCHANGE:
             if dst is None:
                 raise FsError(errno.ENOENT)
+            fsflags.check_dir_remove(op, src)
+            fsflags.check_dir_remove(np, dst)
             return self._exchange(op, name, src, np, newname, dst)
         if dst is not None and flags & RENAME_NOREPLACE:
             raise FsError(errno.EEXIST)
@@ -248,6 +266,11 @@ class NamespaceOps(AttrOps):
             raise FsError(errno.EINVAL, "rename into its own subtree")
         if dst is src:
             return None  # two names of one inode: POSIX says do nothing
+        fsflags.check_dir_remove(op, src)  # may_delete, then may_create / may_delete
+        if dst is None:
+            fsflags.check_dir_create(np)
+        else:
+            fsflags.check_dir_remove(np, dst)
         if dst is not None:
             if dst.is_dir and not src.is_dir:
                 raise FsError(errno.EISDIR)
@@ -312,11 +335,15 @@ class NamespaceOps(AttrOps):
         Plain READDIR does not touch nlookup; for READDIRPLUS the mount layer
         calls ``remember(ino)`` for each entry it sends, except '.' and '..'."""
         inode = self._dir(ino)
-        self._handle(fh, ino)
+        h = self._handle(fh, ino)
+        assert inode.dir is not None
+        if off == 0:  # opened or rewound: the listing ends where the directory is now
+            h.dir_end = inode.dir.next_cookie
         self._touch_atime(inode)  # iterate_dir -> file_accessed (relatime)
-        return self._readdir_gen(inode, off)
+        return self._readdir_gen(inode, off, h.dir_end)
 
-    def _readdir_gen(self, inode: Inode, off: int) -> Iterator[tuple[bytes, int, int, int]]:
+    def _readdir_gen(self, inode: Inode, off: int,
+                     end: int | None = None) -> Iterator[tuple[bytes, int, int, int]]:
         assert inode.dir is not None
         if off < 1:
             yield b".", inode.ino, DT_DIR, 1
@@ -324,7 +351,7 @@ class NamespaceOps(AttrOps):
             yield b"..", inode.parent, DT_DIR, 2
         if inode.nlink == 0:
             return  # an rmdir'ed directory lists nothing but '.' and '..'
-        for name, child, cookie in inode.dir.entries_after(max(off, 2)):
+        for name, child, cookie in inode.dir.entries_after(max(off, 2), end):
             child_inode = self._inodes.get(child)
             if child_inode is None:
                 continue

@@ -64,6 +64,7 @@ class Handle:
     ino: int
     flags: int
     is_dir: bool
+    dir_end: int = 0  # directories: where a listing stops (directory.py)
 
 
 class FsCore:
@@ -263,6 +264,8 @@ class FsCore:
     def _touch_atime(self, inode: Inode) -> None:
         """touch_atime(): refresh atime if the mount's atime options say so
         (atime_needs_update: noatime, nodiratime, relatime or strictatime)."""
+        if inode.fsflags & 0x80:  # FS_NOATIME_FL (fsflags.py): touch_atime skips it
+            return
         now = self._now()
         if atime_needs_update(self.atime_mode(), inode.dir is not None, inode.atime_ns,
                               inode.mtime_ns, inode.ctime_ns, now):
@@ -286,6 +289,8 @@ class FsCore:
                 or now // 10**9 - inode.atime_ns // 10**9 >= RELATIME_WINDOW_NS // 10**9)
 
     def _atime_stale(self, inode: Inode) -> bool:
+        if inode.fsflags & 0x80:  # FS_NOATIME_FL: the next read moves no atime
+            return False
         return atime_needs_update(self.atime_mode(), inode.dir is not None, inode.atime_ns,
                                   inode.mtime_ns, inode.ctime_ns, self._now() + 1)
 

@@ -7,7 +7,8 @@ include/uapi/linux/fs.h do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 PAGE_SIZE = 4096
 # tmpfs's s_maxbytes = MAX_LFS_FILESIZE = LLONG_MAX on 64-bit. The kernel tmpfs accepts
@@ -52,6 +53,52 @@ class Ctx:
     gid: int
     pid: int
     umask: int = 0
+    # The caller's supplementary groups and effective capabilities, which the
+    # FUSE header does not carry: a reader ``(pid, uid, gid) -> Creds | None``
+    # the mount layer supplies (mount/server/creds.py), called at most once
+    # and only when a rule needs it. None answers as the header alone can:
+    # groups = {gid}, capabilities = uid 0.
+    creds: Callable[[int, int, int], Creds | None] | None = None
+    _read: tuple[Creds | None] | None = field(default=None, init=False, repr=False,
+                                             compare=False)
+
+    def _creds(self) -> Creds | None:
+        if self.creds is None:
+            return None
+        if self._read is None:
+            self._read = (self.creds(self.pid, self.uid, self.gid),)
+        return self._read[0]
+
+    def in_group(self, gid: int) -> bool:
+        """in_group_p: ``gid`` is the caller's fsgid or one of its groups."""
+        if gid == self.gid:
+            return True
+        c = self._creds()
+        return c is not None and gid in c.groups
+
+    def capable(self, cap: int) -> bool:
+        """capable(cap) of the caller in the mount's user namespace. Without
+        ``creds`` uid 0 counts as capable; with creds that cannot be read
+        (the caller is gone, another pid namespace) nobody does."""
+        if self.creds is None:
+            return self.uid == 0
+        c = self._creds()
+        return c is not None and bool(c.caps >> cap & 1)
+
+
+CAP_CHOWN = 0
+CAP_FOWNER = 3
+CAP_FSETID = 4
+CAP_LINUX_IMMUTABLE = 9
+CAP_SYS_ADMIN = 21
+
+
+@dataclass(frozen=True, slots=True)
+class Creds:
+    """What /proc/<pid>/status tells about a caller beyond the FUSE header."""
+
+    groups: frozenset[int]
+    caps: int  # CapEff, a bit per capability
 
 
 @dataclass(slots=True)
@@ -70,6 +117,7 @@ class Attr:
     mtime_ns: int
     ctime_ns: int
     blksize: int = 4096
+    btime_ns: int = 0  # birth time (statx STATX_BTIME), tmpfs's i_crtime
 
 
 @dataclass(slots=True)

@@ -35,12 +35,13 @@ from __future__ import annotations
 import errno
 import stat
 
-from . import acl
+from . import acl, fsflags
 from .errors import FsError
 from .files import FileOps
 from .inode import Inode
 from .state import counted
 from .types import (
+    CAP_FSETID,
     XATTR_CREATE,
     XATTR_NAME_MAX,
     XATTR_REPLACE,
@@ -86,6 +87,7 @@ class XattrOps(FileOps):
         """Set ``name``; ``kill_sgid`` only matters for the access ACL (see above)."""
         if flags & ~(XATTR_CREATE | XATTR_REPLACE):
             raise FsError(errno.EINVAL)
+        fsflags.check_modify(self._get(ino))  # xattr_permission
         if name in ACL_NAMES:
             if len(value) > XATTR_SIZE_MAX:
                 raise FsError(errno.E2BIG)
@@ -140,9 +142,12 @@ class XattrOps(FileOps):
     def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
         """Remove ``name``; ``ctx`` (the caller) only matters for the access
         ACL of a setgid file (see above)."""
+        fsflags.check_modify(self._get(ino))  # xattr_permission
         if name in ACL_NAMES:
             inode = self._get(ino)
-            kill = ctx is not None and ctx.uid != 0 and ctx.gid != inode.gid
+            # posix_acl_update_mode: not in the group and no CAP_FSETID
+            kill = ctx is not None and not (ctx.in_group(inode.gid)
+                                            or ctx.capable(CAP_FSETID))
             self._set_acl(inode, name, None, kill)
             return
         inode = self._xattr_inode(ino, name, write=True)

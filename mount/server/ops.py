@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno as E
 import logging
+import os
 import stat
 import struct
 from collections import Counter
@@ -37,9 +38,11 @@ from typing import Any
 
 from fsimpl.errors import FsError
 from fsimpl.types import Ctx
+from mount.server.creds import read_creds
 from mount.wire import codec as C
 from mount.wire import protocol as P
 from mount.wire.codec import Request
+from mount.wire.statx import statx_out
 
 log = logging.getLogger("shmfs.ops")
 O_TRUNC = 0o1000
@@ -74,6 +77,9 @@ INIT_WANTED = (
     | P.FUSE_POSIX_ACL
     | P.FUSE_DONT_MASK
     | P.FUSE_SETXATTR_EXT
+    # file handles (open_by_handle_at, NFS export) survive the kernel dropping
+    # its inode: it then asks LOOKUP(nodeid, ".") / (dir, "..") (fsimpl lookup)
+    | P.FUSE_EXPORT_SUPPORT
 )
 
 
@@ -92,6 +98,7 @@ class OpsConfig:
     max_readahead: int = 1 << 20  # upper bound; the kernel's own value wins if smaller
     max_background: int = 64
     congestion_threshold: int = 48
+    generation: int | None = None  # fuse_entry_out.generation; None: random per mount
 
 
 class Operations:
@@ -103,6 +110,12 @@ class Operations:
         self.proto_minor = 0  # negotiated in INIT
         self.init_flags = 0  # flags granted in INIT (bits 32.. = flags2)
         self.destroyed = False
+        # fuse_entry_out.generation: node ids are never reused within a mount,
+        # so one random number per mount is enough to make a file handle from
+        # an earlier mount (same node id, another file) ESTALE, as tmpfs's
+        # random i_generation does. The root keeps 0 (the kernel makes it so).
+        gen = self.config.generation
+        self.generation = int.from_bytes(os.urandom(4), "little") | 1 if gen is None else gen
         self._errors: Counter[int] = Counter()
         self._unexpected = 0
         op = P.Opcode
@@ -122,7 +135,7 @@ class Operations:
             op.REMOVEXATTR: self._removexattr, op.ACCESS: self._access,
             op.FALLOCATE: self._fallocate, op.LSEEK: self._lseek,
             op.INTERRUPT: self._no_reply, op.NOTIFY_REPLY: self._no_reply,
-            op.IOCTL: self._ioctl, op.TMPFILE: self._tmpfile,
+            op.IOCTL: self._ioctl, op.TMPFILE: self._tmpfile, op.STATX: self._statx,
             op.COPY_FILE_RANGE: self._copy_file_range,
             op.COPY_FILE_RANGE_64: self._copy_file_range,
         }
@@ -215,8 +228,15 @@ class Operations:
     def _ctx(req: Request, umask: int = 0) -> Ctx:
         return Ctx(req.uid, req.gid, req.pid, umask)
 
+    @staticmethod
+    def _cctx(req: Request) -> Ctx:
+        """A Ctx that can tell the caller's supplementary groups and capabilities
+        (read from /proc only if a set-id rule asks; mount/server/creds.py)."""
+        return Ctx(req.uid, req.gid, req.pid, 0, read_creds)
+
     def _entry(self, attr: Any) -> bytes:
-        return C.entry_out(attr, self.config.entry_timeout, self.config.attr_timeout)
+        return C.entry_out(attr, self.config.entry_timeout, self.config.attr_timeout,
+                           self.generation)
 
     def _ok(self, req: Request, payload: bytes = b"") -> Reply:
         return [C.reply(req.unique, payload)]
@@ -329,8 +349,15 @@ class Operations:
             # empty SETATTR for chown(f, -1, -1), the only call that does; tmpfs
             # drops S_ISUID (and S_ISGID with group-exec) there as on any chown.
             kw["chown"] = True
-        attr = self.fs.setattr(req.nodeid, self._ctx(req), **kw)
+        attr = self.fs.setattr(req.nodeid, self._cctx(req), **kw)
         return self._ok(req, C.attr_out(attr, self.config.attr_timeout))
+
+    def _statx(self, req: Request) -> Reply:
+        # statx(STATX_BTIME): the basic stats and the birth time (mount/wire/statx.py)
+        attr = self.fs.getattr(req.nodeid)
+        get_flags = getattr(self.fs, "get_flags", None)
+        flags = get_flags(req.nodeid) if get_flags is not None else 0
+        return self._ok(req, statx_out(attr, self.config.attr_timeout, flags))
 
     def _readlink(self, req: Request) -> Reply:
         return self._ok(req, self.fs.readlink(req.nodeid))
@@ -386,7 +413,7 @@ class Operations:
         fh = self.fs.open(req.nodeid, a.flags)
         if a.open_flags & P.FUSE_OPEN_KILL_SUIDGID and a.flags & O_TRUNC:
             # HANDLE_KILLPRIV_V2: O_TRUNC by a caller without CAP_FSETID
-            self.fs.setattr(req.nodeid, self._ctx(req), kill_suidgid=True)
+            self.fs.setattr(req.nodeid, self._cctx(req), kill_suidgid=True)
         return self._ok(req, C.open_out(fh, self._open_flags(req.nodeid)))
 
     def _create(self, req: Request) -> Reply:
@@ -411,7 +438,7 @@ class Operations:
 
     def _write(self, req: Request) -> Reply:
         a: P.WriteIn = req.args
-        n = self.fs.write(req.nodeid, a.fh, a.offset, a.data, a.write_flags, self._ctx(req))
+        n = self.fs.write(req.nodeid, a.fh, a.offset, a.data, a.write_flags, self._cctx(req))
         return self._ok(req, C.write_out(n))
 
     def _flush(self, req: Request) -> Reply:
@@ -450,10 +477,13 @@ class Operations:
         return self._ok(req, C.copy_file_range_out(n) if wide else C.write_out(n))
 
     def _ioctl(self, req: Request) -> Reply:
-        # shmfs window ioctls (docs/windows.md); any other command is "not a tty".
+        # chattr flags (mount/server/fileattr.py), then the shmfs window ioctls
+        # (docs/windows.md); any other command is "not a tty".
         from fsimpl.windows import windows_of
-        from mount.server import ioctl
+        from mount.server import fileattr, ioctl
 
+        if req.args.cmd & 0xFFFFFFFF in fileattr.COMMANDS and hasattr(self.fs, "get_flags"):
+            return fileattr.serve(self, req, self._cctx(req))  # chattr / lsattr
         try:
             return ioctl.serve(self, req, windows_of(self.fs))
         except ioctl.AbiError as e:
@@ -530,7 +560,7 @@ class Operations:
         return self._ok(req, value)
 
     def _removexattr(self, req: Request) -> Reply:
-        self.fs.removexattr(req.nodeid, req.args.name, self._ctx(req))
+        self.fs.removexattr(req.nodeid, req.args.name, self._cctx(req))
         return self._ok(req)
 
 

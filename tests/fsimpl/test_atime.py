@@ -69,7 +69,7 @@ def test_open_drops_cache_only_where_a_cached_read_would_hide_atime() -> None:
     attr, fh = fs.create(1, b"f", 0o644, 0, _ctx())
     fs.write(attr.ino, fh, 0, memoryview(b"x" * 4096))
     # relatime, atime not after mtime, but fresh: the kernel keeps its cache
-    # (a read right after write(2); docs/divergences.md row 8)
+    # (a read right after write(2); docs/divergences.md row 7)
     assert not fs.open_drops_cache(attr.ino)
     fs.setattr(attr.ino, _ctx(), atime_ns=clock[0] - 2 * DAY, mtime_ns=clock[0] - 3 * DAY)
     assert fs.open_drops_cache(attr.ino)  # a day old: the next read must move it

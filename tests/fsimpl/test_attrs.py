@@ -24,20 +24,25 @@ def reg(fs: ShmFs, mode: int = 0o644, name: bytes = b"f") -> int:
 
 
 @pytest.mark.parametrize(
-    ("before", "after"),
+    ("before", "after", "after_user"),
     [
-        # 6.18 tmpfs, as root: chown(f, 0, 0) on 06755 -> 0755, on 06745 -> 02745
-        (0o6755, 0o0755),
-        (0o6745, 0o2745),
-        (0o0755, 0o0755),
+        # 6.18 tmpfs, as root: chown(f, 0, 0) on 06755 -> 0755, on 06745 -> 02745;
+        # a caller outside the file's group without CAP_FSETID loses S_ISGID too
+        # (setattr_should_drop_sgid)
+        (0o6755, 0o0755, 0o0755),
+        (0o6745, 0o2745, 0o0745),
+        (0o0755, 0o0755, 0o0755),
     ],
 )
-def test_chown_kills_suid(fs: ShmFs, before: int, after: int) -> None:
+def test_chown_kills_suid(fs: ShmFs, before: int, after: int, after_user: int) -> None:
     f = reg(fs, before)
     a = fs.setattr(f, ROOT, uid=0, gid=0)
     assert a.mode & 0o7777 == after
     g = reg(fs, before, b"g")
-    assert fs.setattr(g, USER, gid=5).mode & 0o7777 == after
+    assert fs.setattr(g, USER, gid=5).mode & 0o7777 == after_user
+    h = reg(fs, before, b"h")
+    member = type(USER)(uid=1000, gid=0, pid=2)  # in the file's group 0
+    assert fs.setattr(h, member, gid=5).mode & 0o7777 == after
 
 
 def test_chown_directory_keeps_bits(fs: ShmFs) -> None:

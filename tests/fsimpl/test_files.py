@@ -196,15 +196,22 @@ def test_relatime(fs: ShmFs, clock: Clock) -> None:
 def test_kill_suidgid_write_flag_sgid_without_group_exec(fs: ShmFs) -> None:
     # 6.18 tmpfs: a write by uid 1000 (not in group 0) to a 02767 root file -> 0767
     from fsimpl.files import FUSE_WRITE_KILL_SUIDGID
+    from fsimpl.types import Creds
 
     from .conftest import USER
 
     ino, fh = new(fs)
     fs.setattr(ino, ROOT, mode=0o2767)
     fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID)
-    assert fs.getattr(ino).mode & 0o7777 == 0o2767  # writer unknown: g-x sgid kept
+    assert fs.getattr(ino).mode & 0o7777 == 0o0767  # writer unknown: in no group
+    fs.setattr(ino, ROOT, mode=0o2767)
     fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, USER)
     assert fs.getattr(ino).mode & 0o7777 == 0o0767
+    fs.setattr(ino, ROOT, mode=0o2767)
+    sup = type(USER)(uid=1000, gid=1000, pid=9,
+                     creds=lambda pid, uid, gid: Creds(frozenset({0}), 0))
+    fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, sup)
+    assert fs.getattr(ino).mode & 0o7777 == 0o2767  # a member through a supplementary group
     fs.setattr(ino, ROOT, mode=0o2767)
     member = type(USER)(uid=1000, gid=0, pid=9)
     fs.write(ino, fh, 0, memoryview(b"x"), FUSE_WRITE_KILL_SUIDGID, member)
@@ -244,3 +251,16 @@ def test_tmpfile_and_link(make_fs) -> None:
     assert fs.statfs().ffree == 1 and fs.getattr(a.ino).nlink == 1
     b, _bfh = fs.tmpfile(1, 0o600, os.O_RDWR | os.O_EXCL, ROOT)
     raises(errno.ENOENT, fs.link, b.ino, 1, b"nope")  # O_EXCL: never linkable
+
+
+def test_page_writeback_through_an_append_handle_writes_in_place(fs: ShmFs) -> None:
+    """FUSE_WRITE_CACHE (a shared mapping's stores written back) carries the
+    page's offset; only a write(2) on an O_APPEND handle goes to the end."""
+    from fsimpl.files import FUSE_WRITE_CACHE
+
+    ino = fs.mknod(1, b"a", stat.S_IFREG | 0o644, 0, ROOT).ino
+    fh = fs.open(ino, os.O_RDWR | os.O_APPEND)
+    fs.write(ino, fh, 0, memoryview(b"abcd"))
+    fs.write(ino, fh, 1, memoryview(b"X"), FUSE_WRITE_CACHE)
+    fs.write(ino, fh, 0, memoryview(b"Z"))
+    assert b"".join(bytes(v) for v in fs.read(ino, fh, 0, 10)) == b"aXcdZ"

@@ -209,3 +209,19 @@ def test_rename_bad_flags(fs: ShmFs) -> None:
     reg(fs, 1, b"a")
     raises(errno.EINVAL, fs.rename, 1, b"a", 1, b"b", 1 << 3)
     raises(errno.ENAMETOOLONG, fs.rename, 1, b"a", 1, b"n" * 256)
+
+
+def test_lookup_dot_and_dotdot_for_file_handles(fs: ShmFs) -> None:
+    """fuse_get_dentry sends LOOKUP(nodeid, "."), fuse_get_parent (dir, ".."):
+    any inode type for ".", and a counted reference each (the kernel FORGETs)."""
+    d = fs.mkdir(1, b"d", 0o755, ROOT).ino
+    f = fs.mknod(d, b"f", stat.S_IFREG | 0o644, 0, ROOT).ino
+    assert fs.lookup(f, b".").ino == f
+    assert fs.lookup(d, b"..").ino == 1
+    assert fs.lookup(d, b".").ino == d
+    raises(errno.ENOTDIR, fs.lookup, f, b"..")
+    fs.unlink(d, b"f")
+    raises(errno.ENOENT, fs.lookup, f, b".")  # the kernel answers ESTALE
+    fs.rmdir(1, b"d")
+    raises(errno.ENOENT, fs.lookup, d, b"..")
+    raises(errno.ENOENT, fs.lookup, 10**9, b".")  # never was

@@ -35,7 +35,7 @@ def twin(negative_timeout: float = 0.0) -> tuple[ShmFs, Operations]:
     fs.release(a.ino, fh)
     b, fh2 = fs.create(d.ino, b"open", 0o100644, os.O_WRONLY, CTX)
     assert (a.ino, b.ino, fh2) == (3, 4, 2)
-    return fs, Operations(fs, OpsConfig(negative_timeout=negative_timeout))
+    return fs, Operations(fs, OpsConfig(negative_timeout=negative_timeout, generation=7))
 
 
 def release(fh: int, nodeid: int) -> bytes:

@@ -178,7 +178,7 @@ def test_init_negotiates_only_what_shmfs_implements(ops: Operations) -> None:
                      | P.FUSE_DO_READDIRPLUS | P.FUSE_READDIRPLUS_AUTO | P.FUSE_PARALLEL_DIROPS
                      | P.FUSE_MAX_PAGES | P.FUSE_CACHE_SYMLINKS | P.FUSE_HANDLE_KILLPRIV_V2
                      | P.FUSE_HAS_IOCTL_DIR | P.FUSE_POSIX_ACL | P.FUSE_DONT_MASK
-                     | P.FUSE_SETXATTR_EXT)
+                     | P.FUSE_SETXATTR_EXT | P.FUSE_EXPORT_SUPPORT)
     assert flags2 == 0
     assert not flags & (P.FUSE_WRITEBACK_CACHE | P.FUSE_HANDLE_KILLPRIV
                         | P.FUSE_AUTO_INVAL_DATA | P.FUSE_INIT_EXT)
@@ -268,7 +268,9 @@ def test_lookup_entry_and_timeouts(fs: FakeFs) -> None:
     ops = Operations(fs, OpsConfig(entry_timeout=2.5, attr_timeout=7))
     out = joined(run(ops, P.Opcode.LOOKUP, b"file001\0"))
     assert struct.unpack_from("<IiQ", out) == (16 + 128, 0, 9)
-    assert struct.unpack_from("<QQQQII", out, 16) == (101, 0, 2, 7, 500_000_000, 0)
+    assert struct.unpack_from("<QQQQII", out, 16) == (101, ops.generation, 2, 7,
+                                                      500_000_000, 0)
+    assert ops.generation & 1  # random per mount, never 0 (the root's)
     assert struct.unpack_from("<QQ", out, 56) == (101, 0)  # attr.ino, attr.size
     assert fs.nlookup[101] == 1
 
@@ -400,7 +402,7 @@ def test_readdirplus_looks_up_only_emitted_entries_and_never_dots(
     assert dict(fs.nlookup) == {100: 1}
     # the entry_out of an emitted record is complete: attr.ino matches and timeouts are set
     rec = out[16 + 320:16 + 480]
-    assert struct.unpack_from("<QQQQ", rec) == (100, 0, 86400, 86400)
+    assert struct.unpack_from("<QQQQ", rec) == (100, ops.generation, 86400, 86400)
     assert struct.unpack_from("<Q", rec, 40)[0] == 100
     run(ops, P.Opcode.READDIRPLUS, read_body(4096, off=3))
     assert dict(fs.nlookup) == {100: 1, 101: 1, 102: 1}

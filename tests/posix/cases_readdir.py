@@ -234,3 +234,67 @@ def case_readdir_no_read_permission(ctx: Ctx) -> None:
         rec.call("stat inside", lambda: os.stat("d/f").st_size)
 
     ctx.as_user(body)
+
+
+def _rename_while_listing(ctx: Ctx, n: int, back_in_same_dir: bool) -> None:
+    os.mkdir("d")
+    os.mkdir("away")
+    for i in range(n):
+        _touch(f"d/f{i}")
+    seen: dict[str, int] = {}
+    reads = 0
+    ended = False
+    with Dir("d") as d:
+        while reads < 4 * n:
+            ent = d.read()
+            if ent is None:
+                ended = True
+                break
+            reads += 1
+            name = ent[0]
+            seen[name] = seen.get(name, 0) + 1
+            if name in (".", ".."):
+                continue
+            if back_in_same_dir:
+                os.rename(f"d/{name}", f"d/{name}.tmp")
+                os.rename(f"d/{name}.tmp", f"d/{name}")
+            else:
+                os.rename(f"d/{name}", f"away/{name}")
+                os.rename(f"away/{name}", f"d/{name}")
+    ctx.rec.note("listing ended", ended)
+    ctx.rec.note("entries read", reads)
+    twice = sorted(k for k, v in seen.items() if v > 1)
+    ctx.rec.note("names seen twice", (len(twice), twice[:5]))
+    ctx.rec.note("every original name seen", all(f"f{i}" in seen for i in range(n)))
+    ctx.rec.note("final listing", len(os.listdir("d")))
+
+
+@case(A)
+def case_rename_away_and_back_while_listing(ctx: Ctx) -> None:
+    """Issue 13 item 3: 5000 files, each renamed to another directory and back as
+    it is read. libfs offset directories end the listing where the directory
+    was when it began: every name once, and the loop ends."""
+    _rename_while_listing(ctx, 5000, back_in_same_dir=False)
+
+
+@case(A)
+def case_rename_within_dir_while_listing(ctx: Ctx) -> None:
+    """The same with a rename to a temporary name in the same directory and back."""
+    _rename_while_listing(ctx, 2000, back_in_same_dir=True)
+
+
+@case(A)
+def case_late_entry_and_rewind(ctx: Ctx) -> None:
+    """Entries created after opendir are not listed by that stream; after
+    rewinddir they are (offset_dir_llseek refreshes the end at offset 0)."""
+    os.mkdir("d")
+    for i in range(5):
+        _touch(f"d/a{i}")
+    with Dir("d") as d:
+        first = d.read()
+        _touch("d/late")
+        rest = [n for n, _ in d.read_all()]
+        ctx.rec.note("late seen before rewind", "late" in rest or (first or ("",))[0] == "late")
+        ctx.rec.note("count before rewind", len(rest) + 1)
+        d.rewind()
+        ctx.rec.note("after rewind", sorted(n for n, _ in d.read_all()))
