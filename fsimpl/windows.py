@@ -57,6 +57,7 @@ from vmcore.vma import (
 from vmcore.window import Window
 
 from .errors import FsError
+from .fsflags import FS_APPEND_FL
 from .ptbudget import PtBudget, default_pt_size
 from .types import PAGE_SIZE, Ctx, InvalInode
 from .wincoherence import WindowCoherence
@@ -132,6 +133,7 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         mode = h.flags & os.O_ACCMODE
         if mode == os.O_WRONLY or (prot & PROT_WRITE and mode != os.O_RDWR):
             raise FsError(errno.EACCES, "descriptor not open for the protection asked")
+        _no_shared_write_of_append_only(inode, prot)
         self.stats["grants"] += 1
         return self.grants.mint(ino, fh, ctx.uid, prot)
 
@@ -155,6 +157,7 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         g = self.grants.take(token, ctx.uid)  # spent from here on, whatever follows
         if prot & ~g.prot:
             raise FsError(errno.EACCES, "protection beyond what the token grants")
+        _no_shared_write_of_append_only(self.fs._get(g.ino), prot)
         object_ino = g.ino
         obj = self.fs._inodes.get(object_ino)
         if obj is None or obj.reclaimed:  # pragma: no cover - the live handle holds it
@@ -355,6 +358,13 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
             "page_tables": self.budget.statistics(),
             "pager": dict(mm_tot),
         }
+
+
+def _no_shared_write_of_append_only(obj: Any, prot: int) -> None:
+    """do_mmap(): a shared writable mapping of an append-only (chattr +a) file is
+    EACCES; a writable window is one."""
+    if prot & PROT_WRITE and obj.fsflags & FS_APPEND_FL:
+        raise FsError(errno.EACCES, "the object is append-only")
 
 
 def windows_of(fs: Any) -> WindowTable:

@@ -355,3 +355,19 @@ def test_st_blocks_of_a_huge_sparse_window_is_cheap() -> None:
     t.remap(w, fh, (1 << 27) * P, P, 2, 0, 0)
     assert fs.getattr(w).blocks == 9 * 8  # 8 linear pages + the remapped one
     assert fs.lseek(w, fh, P * 8, 3) == (1 << 27) * P
+
+
+def test_no_writable_window_over_an_append_only_object() -> None:
+    # do_mmap(): a shared writable mapping of an IS_APPEND file is EACCES; a window
+    # with PROT_WRITE is one.  Read-only windows stay allowed, as mmap(PROT_READ) does.
+    from fsimpl.fsflags import FS_APPEND_FL
+
+    r = Rig()
+    t = r.t
+    tok = r.token()  # minted before chattr +a: ATTACH checks again
+    r.fs._get(r.obj).fsflags |= FS_APPEND_FL
+    assert errno_of(r.token) == errno.EACCES
+    a, fh = r.fs.create(1, b"w", 0o600, os.O_RDWR, ROOT)
+    assert errno_of(t.attach, a.ino, fh, ROOT, tok, P, 0, PROT_RW) == errno.EACCES
+    t.attach(a.ino, fh, ROOT, r.token(prot=PROT_R), P, 0, PROT_R)
+    assert r.read(a.ino, 0, P) == page(0)
