@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mount.mounting.kernel import is_mounted
-from tests.support.mounts import ROOT, daemon, shmfs_mount
+from tests.support.mounts import ROOT, daemon, daemon_log_errors, shmfs_mount
 
 pytestmark = pytest.mark.mount
 
@@ -26,6 +26,8 @@ def _shmfs(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def mountpoint() -> Iterator[Path]:
+    """A directory to mount on; a daemon mounted there by _mount logs to
+    _log(dir), which must hold no error record or traceback at the end."""
     d = Path(tempfile.mkdtemp(prefix="shmfs-life-"))
     try:
         yield d
@@ -33,6 +35,19 @@ def mountpoint() -> Iterator[Path]:
         if is_mounted(d):
             subprocess.run(["umount", "-l", str(d)], check=False)
         os.rmdir(d)
+        log = _log(d)
+        text = log.read_text(errors="replace") if log.exists() else ""
+        log.unlink(missing_ok=True)
+        assert daemon_log_errors(text) == [], text
+
+
+def _log(mountpoint: Path) -> Path:
+    return mountpoint.with_name(mountpoint.name + ".log")
+
+
+def _mount(mountpoint: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI mounting in the background (it daemonises), its log in _log(mountpoint)."""
+    return _shmfs(str(mountpoint), "--log", str(_log(mountpoint)), *args)
 
 
 def _daemon_of(mnt: Path) -> int:
@@ -55,7 +70,7 @@ def _wait_gone(pid: int) -> None:
 
 
 def test_cli_daemonises_after_mount_and_umount_ends_it(mountpoint: Path) -> None:
-    r = _shmfs(str(mountpoint), "-o", "size=1m")
+    r = _mount(mountpoint, "-o", "size=1m")
     assert r.returncode == 0, r.stderr
     assert is_mounted(mountpoint)
     (mountpoint / "f").write_bytes(b"usable at once")
@@ -66,7 +81,7 @@ def test_cli_daemonises_after_mount_and_umount_ends_it(mountpoint: Path) -> None
 
 
 def test_fusermount_u_ends_daemon(mountpoint: Path) -> None:
-    assert _shmfs(str(mountpoint)).returncode == 0
+    assert _mount(mountpoint).returncode == 0
     pid = _daemon_of(mountpoint)
     subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True)
     _wait_gone(pid)
@@ -75,7 +90,7 @@ def test_fusermount_u_ends_daemon(mountpoint: Path) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_unmounts_and_exits(mountpoint: Path, sig: signal.Signals) -> None:
-    assert _shmfs(str(mountpoint)).returncode == 0
+    assert _mount(mountpoint).returncode == 0
     pid = _daemon_of(mountpoint)
     os.kill(pid, sig)
     _wait_gone(pid)
