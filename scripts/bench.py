@@ -12,7 +12,7 @@ unmounted on success, error, Ctrl-C or SIGTERM.
     sudo .venv/bin/python scripts/bench.py --targets tmpfs,tmpfs --quick
     sudo .venv/bin/python scripts/bench.py --targets shmfs,shmfs:cpu_latency=off --quick
     .venv/bin/python scripts/bench.py --targets dir:/tmp/a,dir:/tmp/b --quick
-    .venv/bin/python scripts/bench.py --from-json RESULTS.json --check-floors
+    .venv/bin/python scripts/bench.py --from-json RESULTS.json --check-floors  # exit 1: missed
 
 See docs/benchmarks.md for what each workload measures and what "cold" means.
 """
@@ -73,8 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="where to write JSON (default in /tmp)")
     p.add_argument("--png", type=Path, help="where to write the chart (default next to JSON)")
     p.add_argument("--no-png", action="store_true", help="do not draw the chart")
-    p.add_argument("--check-floors", action="store_true",
-                   help="print each floor of issues 6 and 2 with met / not met")
+    floors = p.add_mutually_exclusive_group()
+    floors.add_argument("--check-floors", action="store_true",
+                        help="print each floor of issues 6 and 2 with met / not met, and exit "
+                             "with status 1 if a measured floor is not met (a floor not "
+                             "measured, n/a, does not fail)")
+    floors.add_argument("--report-floors", action="store_true",
+                        help="print the floors like --check-floors, but exit 0 whatever they say")
     p.add_argument("--from-json", type=Path,
                    help="do not run: report (table, floors, chart) from a saved result file")
     p.add_argument("--list", action="store_true", help="list the workload units and exit")
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if text := report.format_scaling(growth, labels, results):
         print()
         print(text)
-    if args.check_floors:
+    if args.check_floors or args.report_floors:
         print()
         print(report.format_floors(floors, subject))
 
@@ -277,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         png_path = args.png or json_path.with_suffix(".png")
         chart.draw(png_path, results, subject, reference, floors, meta)
         print(f"PNG:  {png_path}")
+    missed = [f for f in floors if f["met"] is False]
+    if args.check_floors and missed:
+        progress(f"{len(missed)} floor(s) not met on {subject}: " + "; ".join(
+            f"issue {f['issue']} {f['floor']} (measured {f['measured']})" for f in missed))
+        return 1
     return 0
 
 

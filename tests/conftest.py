@@ -16,10 +16,18 @@ def _options(request: pytest.FixtureRequest) -> str:
     return marker.args[0] if marker else ""
 
 
+def _allowed_errors(request: pytest.FixtureRequest) -> str | None:
+    """The regular expression of @pytest.mark.daemon_errors("..."): daemon log
+    records it matches do not fail the test (tests/support/mounts.py)."""
+    marker = request.node.get_closest_marker("daemon_errors")
+    return marker.args[0] if marker else None
+
+
 @pytest.fixture
 def shmfs(request: pytest.FixtureRequest) -> Iterator[Path]:
-    """A fresh shmfs for one test, with the test's shmfs_options marker."""
-    with shmfs_mount(_options(request)) as mnt:
+    """A fresh shmfs for one test, with the test's shmfs_options marker; the test
+    fails at teardown if the daemon logged an error it did not declare."""
+    with shmfs_mount(_options(request), allow_errors=_allowed_errors(request)) as mnt:
         yield mnt
 
 

@@ -15,7 +15,9 @@ mounts were, whatever other test runs on the machine are doing.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,7 +53,7 @@ def test_quick_run_produces_every_workload(tmp_path: Path, engine: str, repeat: 
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--targets", targets, "--engine", engine,
          "--repeat", str(repeat),
-         "--skip", ",".join(SKIPPED_UNITS), "--check-floors", "--json", str(out)],
+         "--skip", ",".join(SKIPPED_UNITS), "--report-floors", "--json", str(out)],
         capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
         env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")),  # its mounts: ours alone
     )
@@ -92,15 +94,12 @@ def test_quick_run_produces_every_workload(tmp_path: Path, engine: str, repeat: 
             assert r["skipped"]  # no drop_caches without root, and no --attr-timeout given
             continue
         assert r["skipped"] is None, r
-        assert r["ns"] > 0 and r["ops"] > 0, r
+        _check_sane(r)
         if r["kind"] == "bytes":
-            assert r["gib_per_s"] > 0
             assert r["bytes"] == (cfg.mmap_bytes if r["name"] == "mmap_first_touch"
                                   else cfg.seq_bytes)
         else:
             assert r["kind"] == "ops"
-            assert r["us_per_op"] > 0 and r["ops_per_s"] > 0
-            assert r["us_per_op"] == pytest.approx(1e6 / r["ops_per_s"])
     by = {(r["name"], r["target"]): r for r in results}
     for lb in labels:
         assert by[("rand_read_4k", lb)]["ops"] == cfg.rand_ops
@@ -111,6 +110,7 @@ def test_quick_run_produces_every_workload(tmp_path: Path, engine: str, repeat: 
 
     floors = doc["floors"]
     assert [(f["issue"], f["name"]) for f in floors] == [(f.issue, f.name) for f in FLOORS]
+    _check_floor_verdicts(floors, by, labels[0])
     measured = {f["name"]: f["met"] for f in floors if f["issue"] == 6}
     for name in ("seq_write_1m", "rand_read_4k", "create"):
         assert isinstance(measured[name], bool)
@@ -123,8 +123,81 @@ def test_quick_run_produces_every_workload(tmp_path: Path, engine: str, repeat: 
         [sys.executable, str(BENCH), "--from-json", str(out), "--no-png", "--check-floors"],
         capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
     )
-    assert again.returncode == 0, again.stderr[-3000:]
+    missed = [f["name"] for f in floors if f["met"] is False]
+    assert again.returncode == (1 if missed else 0), again.stderr[-3000:]
     assert "seq_read_cold_1m" in again.stdout and "Floors of issue 6" in again.stdout
+    if engine == "c":  # the exit status of --check-floors, on doctored copies of this run
+        _check_floors_exit_status(doc, labels[0], tmp_path)
+
+
+# Units sanity, orders of magnitude wide (not timing assertions): catches a figure
+# in the wrong unit (ns for µs, bytes for GiB) or from a broken division, nothing else.
+GIB_PER_S_RANGE = (1e-4, 1e4)  # no machine moves memory faster than 10 TiB/s
+US_PER_OP_RANGE = (1e-3, 1e7)  # a syscall takes more than a nanosecond, less than 10 s
+
+
+def _check_sane(r: dict) -> None:
+    """A result's figures: positive, finite, consistent with ns/ops/bytes, plausible units."""
+    assert isinstance(r["ns"], int) and r["ns"] > 0, r
+    assert isinstance(r["ops"], int) and r["ops"] > 0, r
+    for key in ("us_per_op", "ops_per_s"):
+        assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (key, r)
+    assert r["us_per_op"] == pytest.approx(r["ns"] / 1e3 / r["ops"]), r
+    assert r["ops_per_s"] == pytest.approx(r["ops"] / (r["ns"] / 1e9)), r
+    assert r["us_per_op"] == pytest.approx(1e6 / r["ops_per_s"]), r
+    if r["kind"] == "bytes":
+        assert math.isfinite(r["gib_per_s"]) and r["gib_per_s"] > 0, r
+        assert r["gib_per_s"] == pytest.approx(r["bytes"] / 2**30 / (r["ns"] / 1e9)), r
+        assert GIB_PER_S_RANGE[0] < r["gib_per_s"] < GIB_PER_S_RANGE[1], r
+    else:
+        assert US_PER_OP_RANGE[0] < r["us_per_op"] < US_PER_OP_RANGE[1], r
+
+
+def _check_floor_verdicts(floors: list[dict], by: dict, subject: str) -> None:
+    """Each measured floor quotes the subject's own figure and its verdict follows
+    from that figure and the bound; an unmeasured one says so."""
+    bounds = {(f.issue, f.name): f for f in FLOORS}
+    for f in floors:
+        spec = bounds[(f["issue"], f["name"])]
+        if f["met"] is None:
+            assert f["measured"].startswith("not measured"), f
+            continue
+        value = by[(f["name"], subject)][spec.metric]
+        shown = float(re.match(r"[\d.,]+", f["measured"]).group().replace(",", ""))
+        assert shown == pytest.approx(value, rel=0.05, abs=0.06), (f, value)
+        if spec.metric == "us_per_op":
+            assert f["met"] == (value <= spec.bound), (f, value)
+        else:
+            assert f["met"] == (value >= spec.bound), (f, value)
+
+
+def _check_floors_exit_status(doc: dict, subject: str, tmp_path: Path) -> None:
+    """--check-floors on a saved run: 0 when every measured floor is met (the subject
+    made a thousand times faster), 1 naming the floor when one is missed."""
+
+    def report(ns_of: dict[str, float], name: str) -> subprocess.CompletedProcess[str]:
+        copy = json.loads(json.dumps(doc))
+        for r in copy["results"]:
+            if r["target"] == subject and not r["skipped"]:
+                r["ns"] = max(1, int(r["ns"] * ns_of.get(r["name"], 1e-3)))
+        path = tmp_path / name
+        path.write_text(json.dumps(copy))
+        return subprocess.run(
+            [sys.executable, str(BENCH), "--from-json", str(path), "--no-png", "--check-floors"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+
+    fast = report({}, "fast.json")
+    assert fast.returncode == 0, fast.stdout + fast.stderr
+    assert "NOT MET" not in fast.stdout
+    slow = report({"seq_write_1m": 1e6}, "slow-write.json")
+    assert slow.returncode == 1, slow.stdout + slow.stderr
+    assert "floor(s) not met" in slow.stderr and "sequential write" in slow.stderr, slow.stderr
+    assert slow.stdout.count("NOT MET") == 2  # the floor of issue 6 and the one of issue 2
+    kept = subprocess.run(
+        [sys.executable, str(BENCH), "--from-json", str(tmp_path / "slow-write.json"),
+         "--no-png", "--report-floors"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+    assert kept.returncode == 0 and "NOT MET" in kept.stdout, kept.stderr
 
 
 def test_target_specs() -> None:

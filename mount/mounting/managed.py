@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import shutil
 import signal
@@ -242,3 +243,34 @@ def _stop(proc: subprocess.Popen[bytes], mnt: Path, exit_timeout: float,
     proc.kill()
     return proc.wait()
 
+
+# A log record's first line: "<date> <time> shmfs[<pid>] <LEVEL> <logger>: <message>"
+# (mount/cli/main.py); lines that do not start like this continue the record above.
+_RECORD = re.compile(r"^\S+ \S+ shmfs\[\d+\] (?P<level>[A-Z]+) ")
+_BAD_LEVELS = ("ERROR", "CRITICAL")
+
+
+def daemon_log_errors(text: str, allow: str | None = None) -> list[str]:
+    """The records of a daemon log at ERROR/CRITICAL level, and tracebacks printed
+    outside any record (an exception that escaped a thread), each with its
+    continuation lines; those matching the regular expression ``allow``
+    (re.search over the whole record) are left out."""
+    found: list[str] = []
+    current: list[str] | None = None  # the bad record being collected
+    for line in text.splitlines():
+        m = _RECORD.match(line)
+        if m is not None:
+            current = [line] if m["level"] in _BAD_LEVELS else None
+            if current is not None:
+                found.append("")
+        elif line.startswith("Traceback (most recent call last)") and current is None:
+            current = [line]
+            found.append("")
+        elif current is None:
+            continue
+        else:
+            current.append(line)
+        if current is not None:
+            found[-1] = "\n".join(current)
+    pattern = re.compile(allow) if allow is not None else None
+    return [r for r in found if pattern is None or not pattern.search(r)]

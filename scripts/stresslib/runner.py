@@ -26,7 +26,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from mount.mounting.managed import managed_shmfs
+from mount.mounting.managed import daemon_log_errors, managed_shmfs
 from stresslib.opkinds import ALL_OPS, INJECT, verify_whole
 from stresslib.oracle import Mismatch, check_record
 from stresslib.worker import Params, Worker
@@ -234,7 +234,9 @@ def target(kind: str, directory: Path | None, size: str) -> Iterator[Path]:
     answered, 60 s at most; always taken down, a hung or dead connection
     aborted). A run whose daemon died is an error even if every worker passed:
     that is checked on the daemon process, never by a syscall on the mount,
-    which would hang if the daemon hung.
+    which would hang if the daemon hung; so is one whose daemon logged an
+    error record or a traceback (a handler's unexpected exception), read from
+    its log after the teardown.
     """
     if kind == "dir":
         assert directory is not None
@@ -251,6 +253,10 @@ def target(kind: str, directory: Path | None, size: str) -> Iterator[Path]:
             if status is not None:
                 raise RuntimeError(f"the shmfs daemon of {m.path} died during the run "
                                    f"(exit status {status}); its log:\n{m.read_log()}")
+        # read after the teardown: the whole log, up to the daemon's exit
+        if errors := daemon_log_errors(m.log_text):
+            raise RuntimeError(f"the shmfs daemon of {m.path} logged {len(errors)} unexpected "
+                               "error(s):\n" + "\n".join(errors))
         return
     base = Path(tempfile.mkdtemp(prefix=f"{kind}-stress-"))
     mnt = base / "mnt"

@@ -19,6 +19,34 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, check=False)
 
 
+def read_from_daemon(path: str | os.PathLike[str], length: int | None = None) -> bytes:
+    """The bytes of ``path`` as the daemon holds them, never the kernel's cache.
+
+    shmfs answers OPEN with FOPEN_KEEP_CACHE, so a buffered read after a
+    full-page write or an msync'd store may be served from pages the kernel
+    kept and prove nothing about the daemon. With O_DIRECT every byte comes
+    from a READ (fuse_direct_IO; the kernel only writes back dirty pages
+    first, it never serves the read from them) -- test_faults.py's
+    test_o_direct_reads_reach_the_daemon checks that against the daemon's
+    READ counter. ``length``: how much to read (default: the file's size).
+    """
+    import mmap
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        size = os.fstat(fd).st_size if length is None else length
+        buf = mmap.mmap(-1, 1 << 20)  # page-aligned, as O_DIRECT may require
+        out = bytearray()
+        while len(out) < size:
+            n = os.preadv(fd, [buf], len(out))
+            if n == 0:
+                break
+            out += buf[:n]
+        return bytes(out[:size])
+    finally:
+        os.close(fd)
+
+
 def as_user(uid: int, gid: int, fn: Callable[[], object]) -> object:
     """Run fn in a forked child with the given credentials; return its result or
     the OSError errno it raised (as ('errno', n))."""

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.helpers import PAGE, fallocate, run_python
+from mount.winapi.client import mount_stats
+from tests.live.helpers import PAGE, fallocate, read_from_daemon, run_python
 
 pytestmark = pytest.mark.mount
 
@@ -85,24 +86,42 @@ def test_truncate_gives_sigbus_then_zeros(shmfs: Path) -> None:
     assert r.returncode == 0 and r.stdout.strip() == "00000000"
 
 
-def test_shared_store_reaches_read_after_msync(shmfs: Path) -> None:
+def _writes(mnt: Path) -> int:
+    return mount_stats(mnt)["session"]["requests"].get("WRITE", {"count": 0})["count"]
+
+
+def test_shared_store_reaches_the_daemon_on_msync(shmfs: Path) -> None:
+    """msync(MS_SYNC) writes the stores back to the daemon. A buffered read
+    would be served from the very pages the child stored into (one page cache),
+    and an O_DIRECT read, or the child's exit (fuse_vma_close), writes dirty
+    pages back by itself; so the WRITEs are counted while the child still
+    holds its mapping, and only then is the daemon's copy read (O_DIRECT)."""
+    import subprocess
+    import sys
+
     path = shmfs / "s"
     path.write_bytes(bytes(4 * PAGE))
-    r = run_python(textwrap.dedent("""
+    before = _writes(shmfs)
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import mmap, os, sys
         fd = os.open(sys.argv[1], os.O_RDWR)
         m = mmap.mmap(fd, 4 * 4096)
         for i in range(4):
             m[i * 4096 + 1: i * 4096 + 6] = b"pg-%d!" % i
         m.flush()
-    """), str(path))
-    assert r.returncode == 0, r.stderr
-    fd = os.open(path, os.O_RDONLY)
+        print("synced", flush=True)
+        sys.stdin.readline()  # keep the mapping until the parent has looked
+    """), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        for i in range(4):
-            assert os.pread(fd, 6, i * PAGE) == b"\0" + b"pg-%d!" % i
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "synced"
+        assert _writes(shmfs) > before  # msync itself sent the stores to the daemon
+        data = read_from_daemon(path)
     finally:
-        os.close(fd)
+        p.communicate("exit\n", timeout=60)
+    assert p.returncode == 0
+    for i in range(4):
+        assert data[i * PAGE:i * PAGE + 6] == b"\0" + b"pg-%d!" % i
 
 
 def test_mmap_and_write_coherent_in_one_process(shmfs: Path) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.helpers import PAGE
+from mount.winapi.client import mount_stats
+from tests.live.helpers import PAGE, read_from_daemon
 from tests.support.mounts import daemon_pid, shmfs_mount
 
 pytestmark = pytest.mark.mount
@@ -65,13 +66,14 @@ def _acks_until(proc: subprocess.Popen[bytes], threshold: int, timeout: float = 
     return last
 
 
-def _kill_and_drain(proc: subprocess.Popen[bytes]) -> int:
-    """SIGKILL the child, then read every ack it still managed to send."""
+def _kill_and_drain(proc: subprocess.Popen[bytes], last: int) -> int:
+    """SIGKILL the child, then read every ack it still managed to send; the
+    highest ack, ``last`` (what _acks_until saw) if none came after it."""
     proc.kill()
     out, _ = proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    lines = [ln for ln in out.split(b"\n") if ln.strip()]
-    return int(lines[-1]) if lines else 0
+    lines = [ln for ln in out.split(b"\n") if ln.strip() and ln != b"done"]
+    return max(last, int(lines[-1])) if lines else last
 
 
 def _bystander(mnt: Path) -> bytes:
@@ -102,9 +104,9 @@ def test_sigkill_in_a_write_loop_keeps_what_was_acknowledged(shmfs: Path) -> Non
     keep = _bystander(shmfs)
     target = shmfs / "written"
     proc = _spawn(WRITER, str(target))
-    _acks_until(proc, 8 << 20)
-    acked = _kill_and_drain(proc)
-    data = target.read_bytes()
+    acked = _kill_and_drain(proc, _acks_until(proc, 8 << 20))
+    assert acked >= 8 << 20
+    data = read_from_daemon(target)  # what the daemon holds, not pages the kernel kept
     assert len(data) >= acked
     assert data[:acked] == pattern(7, 0, acked)
     # a write that completed after the last ack is whole and correct too
@@ -134,9 +136,9 @@ def test_sigkill_in_an_mmap_store_loop_keeps_what_was_msynced(shmfs: Path) -> No
     target = shmfs / "mapped"
     npages = 4096
     proc = _spawn(MMAP_STORER, str(target), str(npages))
-    _acks_until(proc, 600)
-    acked = _kill_and_drain(proc)
-    data = target.read_bytes()
+    acked = _kill_and_drain(proc, _acks_until(proc, 600))
+    assert acked >= 600
+    data = read_from_daemon(target)  # what the daemon holds, not pages the kernel kept
     assert len(data) == npages * PAGE
     assert data[:acked * PAGE] == pattern(9, 0, acked * PAGE)
     for i in range(acked, npages):  # stored but not msynced: the store or the hole, nothing else
@@ -144,6 +146,26 @@ def test_sigkill_in_an_mmap_store_loop_keeps_what_was_msynced(shmfs: Path) -> No
         assert page in (bytes(PAGE), pattern(9, i * PAGE, PAGE)), f"page {i} is garbage"
     assert (shmfs / "bystander").read_bytes() == keep
     _still_serving(shmfs)
+
+
+def _reads(mnt: Path) -> int:
+    return mount_stats(mnt)["session"]["requests"].get("READ", {"count": 0})["count"]
+
+
+def test_o_direct_reads_reach_the_daemon(shmfs: Path) -> None:
+    """read_from_daemon is what the data-survival checks rely on: after a
+    full-page write the pages are in the kernel's cache (FOPEN_KEEP_CACHE), a
+    buffered read needs no READ, and an O_DIRECT read must still send them."""
+    data = pattern(5, 0, 16 * PAGE)
+    (shmfs / "cached").write_bytes(data)
+    before = _reads(shmfs)
+    assert (shmfs / "cached").read_bytes() == data
+    cached = _reads(shmfs)
+    assert cached == before  # the premise: a buffered read is served from the cache
+    assert read_from_daemon(shmfs / "cached") == data
+    direct = _reads(shmfs)
+    # 16 pages in READs of at most max_pages each: at least one READ, whatever the size
+    assert direct > cached, (before, cached, direct)
 
 
 def _wait_exit(pid: int, timeout: float = 30) -> None:
