@@ -45,7 +45,7 @@ from pathlib import Path
 
 from mount.mounting.kernel import MountError, abort_connection, is_mounted, unmount
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout: mount/mounting/managed.py
 READY_TIMEOUT = 60.0  # from start to "ok" on the ready fd
 EXIT_TIMEOUT = 20.0  # after the unmount, before SIGTERM
 TERM_GRACE = 5.0  # after SIGTERM, before SIGKILL

@@ -222,3 +222,11 @@ def test_a_forked_child_leaving_the_block_does_not_take_the_mount_down(tmp_path:
         cm.__exit__(None, None, None)
     assert not is_mounted(m.path) and m.returncode == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_daemon_runs_from_the_checkout_root() -> None:
+    # python -m mount.cli must resolve to this checkout even without an install
+    from mount.mounting import managed
+
+    assert (managed.REPO / "mount" / "cli" / "main.py").is_file()
+    assert (managed.REPO / "pyproject.toml").is_file()
