@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,10 +50,23 @@ def _create_close_unlink(mnt: Path) -> None:
     os.statvfs(mnt)
 
 
+def _until_the_daemon_erred(mnt: Path) -> None:
+    """The FORGET of the unlinked inode follows the RELEASE reply, which the kernel
+    processes in the background: under load it may come after the STATFS. Ask the
+    daemon (each STATS ioctl is a request of its own) until it counted the failure."""
+    from mount.winapi.client import mount_stats
+
+    deadline = time.monotonic() + 30
+    while mount_stats(mnt)["ops"]["unexpected"] == 0:
+        assert time.monotonic() < deadline, "the daemon never ran the broken handler"
+        os.statvfs(mnt)
+
+
 @pytest.mark.parametrize("method", ["forget", "release"])
 def test_a_handler_crash_on_a_live_mount_fails_the_test(method: str) -> None:
     with pytest.raises(DaemonErrors) as exc, shmfs_mount(command=_faulty(method)) as mnt:
         _create_close_unlink(mnt)
+        _until_the_daemon_erred(mnt)
     text = str(exc.value)
     assert f"injected failure in ShmFs.{method}" in text, text
     assert "Traceback" in text, text
@@ -61,9 +75,11 @@ def test_a_handler_crash_on_a_live_mount_fails_the_test(method: str) -> None:
 def test_a_declared_error_is_let_through_and_others_are_not() -> None:
     with shmfs_mount(command=_faulty("forget"), allow_errors="ShmFs.forget") as mnt:
         _create_close_unlink(mnt)
+        _until_the_daemon_erred(mnt)
     with pytest.raises(DaemonErrors), \
             shmfs_mount(command=_faulty("release"), allow_errors="ShmFs.forget") as mnt:
         _create_close_unlink(mnt)
+        _until_the_daemon_erred(mnt)
 
 
 def test_a_clean_daemon_passes(shmfs: Path) -> None:
