@@ -105,6 +105,14 @@ class Operations:
         self.destroyed = False
         self._errors: Counter[int] = Counter()
         self._unexpected = 0
+        # The IOCTL path's modules, imported with the daemon instead of by the first
+        # ioctl: that import took 40-80 ms inside the first STATS (or inside the
+        # TCGETS every Python open() sends), docs/performance.md change 11.
+        from fsimpl.windows import windows_of
+        from mount.server import ioctl
+
+        self._windows_of = windows_of
+        self._ioctl_mod = ioctl
         op = P.Opcode
         self._handlers: dict[int, Callable[[Request], Reply]] = {
             op.INIT: self._init, op.DESTROY: self._destroy, op.LOOKUP: self._lookup,
@@ -432,11 +440,9 @@ class Operations:
 
     def _ioctl(self, req: Request) -> Reply:
         # shmfs window ioctls (docs/windows.md); any other command is "not a tty".
-        from fsimpl.windows import windows_of
-        from mount.server import ioctl
-
+        ioctl = self._ioctl_mod
         try:
-            return ioctl.serve(self, req, windows_of(self.fs))
+            return ioctl.serve(self, req, self._windows_of(self.fs))
         except ioctl.AbiError as e:
             raise FsError(e.errno, str(e)) from e
 
