@@ -53,6 +53,9 @@ class MountOptions:
     # PM QoS wake-up latency (µs) held while requests stream in; None = off
     # (mount/server/cpulatency.py). Not a tmpfs option: shmfs's own.
     cpu_latency_us: int | None = 0
+    # FUSE_WRITEBACK_CACHE (opt-in; docs/performance.md "writeback_cache"): the kernel
+    # batches small writes and reports ENOSPC at fsync/close instead of write(2)
+    writeback_cache: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -124,6 +127,8 @@ def parse_options(text: str, *, uid: int = 0, gid: int = 0) -> MountOptions:
             setattr(opts, key, n)
         elif key == "cpu_latency":
             opts.cpu_latency_us = _parse_cpu_latency(value)
+        elif key == "writeback_cache" and not value:
+            opts.writeback_cache = True
         elif key == "allow_other":
             opts.allow_other = True
         elif key in ("rw", "defaults", "inode64", "suid", "dev", "exec", "nosuid", "nodev",

@@ -50,7 +50,7 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
     except mounting.MountError as e:
         report(str(e))
         return 1
-    ops = Operations(fs, OpsConfig())
+    ops = Operations(fs, OpsConfig(writeback_cache=opts.writeback_cache))
 
     def ready() -> None:
         if os.geteuid() == 0:

@@ -53,6 +53,12 @@ _FUSE_IOCTL_DIR = 1 << 4
 _STATS_SNAPSHOTS: dict[int, bytes] = {}  # (per ops object) offset > 0 continues a snapshot
 
 
+def is_attach(cmd: int) -> bool:
+    """Whether an ioctl command is the window ATTACH (whatever its struct size)."""
+    cmd &= 0xFFFFFFFF
+    return ioc_type(cmd) == SHMFS_IOC_MAGIC and COMMANDS.get(ioc_nr(cmd), ("",))[0] == "ATTACH"
+
+
 def serve(ops: Any, req: Any, table: Any) -> list[bytes]:
     """Reply buffers for an IOCTL request ``req`` (``req.args``: IoctlIn) on ``table``
     (fsimpl.windows.WindowTable).  Raises AbiError or the table's FsError."""

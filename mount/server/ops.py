@@ -43,6 +43,7 @@ from mount.wire.codec import Request
 
 log = logging.getLogger("shmfs.ops")
 O_TRUNC = 0o1000
+O_APPEND = 0o2000
 
 Reply = list[bytes | bytearray | memoryview] | None
 
@@ -383,9 +384,18 @@ class Operations:
         flags = P.FOPEN_NOFLUSH
         return flags | P.FOPEN_KEEP_CACHE if self.config.keep_cache else flags
 
+    def _handle_flags(self, flags: int) -> int:
+        """Open flags as fsimpl keeps them for the handle. With the writeback cache
+        the kernel resolves O_APPEND itself and sends each WRITE at its final
+        offset (possibly from writeback, long after the write(2)), so the daemon
+        must not move it to EOF again (docs/performance.md, writeback_cache)."""
+        if self.init_flags & P.FUSE_WRITEBACK_CACHE:
+            return flags & ~O_APPEND
+        return flags
+
     def _open(self, req: Request) -> Reply:
         a: P.OpenIn = req.args
-        fh = self.fs.open(req.nodeid, a.flags)
+        fh = self.fs.open(req.nodeid, self._handle_flags(a.flags))
         if a.open_flags & P.FUSE_OPEN_KILL_SUIDGID and a.flags & O_TRUNC:
             # HANDLE_KILLPRIV_V2: O_TRUNC by a caller without CAP_FSETID
             self.fs.setattr(req.nodeid, self._ctx(req), kill_suidgid=True)
@@ -393,7 +403,8 @@ class Operations:
 
     def _create(self, req: Request) -> Reply:
         a: P.CreateIn = req.args
-        attr, fh = self.fs.create(req.nodeid, a.name, a.mode, a.flags, self._ctx(req, a.umask))
+        attr, fh = self.fs.create(req.nodeid, a.name, a.mode, self._handle_flags(a.flags),
+                                  self._ctx(req, a.umask))
         return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags()))
 
     def _tmpfile(self, req: Request) -> Reply:
@@ -441,6 +452,10 @@ class Operations:
     def _ioctl(self, req: Request) -> Reply:
         # shmfs window ioctls (docs/windows.md); any other command is "not a tty".
         ioctl = self._ioctl_mod
+        if self.init_flags & P.FUSE_WRITEBACK_CACHE and ioctl.is_attach(req.args.cmd):
+            # the kernel may hold dirty pages of any file that no window could see
+            # (docs/performance.md, writeback_cache): no windows on such a mount
+            raise FsError(E.EOPNOTSUPP, "windows are not available with -o writeback_cache")
         try:
             return ioctl.serve(self, req, self._windows_of(self.fs))
         except ioctl.AbiError as e:
