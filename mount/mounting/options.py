@@ -56,6 +56,9 @@ class MountOptions:
     # FUSE_WRITEBACK_CACHE (opt-in; docs/performance.md "writeback_cache"): the kernel
     # batches small writes and reports ENOSPC at fsync/close instead of write(2)
     writeback_cache: bool = False
+    # threads reading /dev/fuse (readers=2: a second one on a cloned fd, so small
+    # requests do not wait behind large WRITEs; docs/performance.md change 13)
+    readers: int = 1
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -129,6 +132,10 @@ def parse_options(text: str, *, uid: int = 0, gid: int = 0) -> MountOptions:
             opts.cpu_latency_us = _parse_cpu_latency(value)
         elif key == "writeback_cache" and not value:
             opts.writeback_cache = True
+        elif key == "readers":
+            if value not in ("1", "2"):
+                raise OptionError(f"bad readers '{value}' (1 or 2)")
+            opts.readers = int(value)
         elif key == "allow_other":
             opts.allow_other = True
         elif key in ("rw", "defaults", "inode64", "suid", "dev", "exec", "nosuid", "nodev",

@@ -58,7 +58,7 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
         report("ok")
 
     session = Session(fd, ops, mnt, on_ready=ready, debug=debug,
-                      cpu_latency=CpuLatencyHold(opts.cpu_latency_us))
+                      cpu_latency=CpuLatencyHold(opts.cpu_latency_us), readers=opts.readers)
     try:
         trio.run(session.serve)
     except KeyboardInterrupt:
