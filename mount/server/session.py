@@ -415,6 +415,7 @@ class Session:
         local = self._local
         local.fd = fd
         hold = self.cpu_latency
+        spin = self.spin_ns > 0  # without the spin loop nobody would release the hold
         lock = self._fs_lock
         assert lock is not None
         try:
@@ -425,7 +426,7 @@ class Session:
                 if n < 0:
                     return
                 with lock:
-                    if not hold.engaged:
+                    if spin and not hold.engaged:
                         hold.engage()  # released by the first reader's timer
                     local.deferred = None
                     self.stats.second_reader += 1
