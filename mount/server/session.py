@@ -465,9 +465,12 @@ class Session:
                 log.error("%s", e2)
 
     def statistics(self) -> dict[str, object]:
-        """Requests by opcode (count, mean µs), notifications, errors."""
+        """Requests by opcode (count, mean µs, and the exact total in ns: the
+        difference of two snapshots' totals gives a phase's mean without the
+        rounding error that made differences of rounded means negative,
+        docs/performance.md change 11), notifications, errors."""
         per_op = {
-            op: {"count": c, "mean_us": (ns / c / 1000) if c else 0.0}
+            op: {"count": c, "mean_us": (ns / c / 1000) if c else 0.0, "total_ns": ns}
             for op, (c, ns) in sorted(self.stats.requests.items())
         }
         return {

@@ -56,6 +56,9 @@ def test_every_request_is_counted_once_with_a_non_negative_service_time() -> Non
         assert v["mean_us"] >= 0, (opcode, v)
     for opcode, v in reqs.items():
         assert v["mean_us"] >= 0, (opcode, v)
+        # the exact total, for differences between two snapshots
+        assert isinstance(v["total_ns"], int) and v["total_ns"] >= 0
+        assert abs(v["total_ns"] / v["count"] / 1000 - v["mean_us"]) < 1e-6
 
 
 _NO_IMPORT_ON_STATS = r"""
