@@ -1,7 +1,8 @@
-"""In-process cost of one WRITE request (no kernel): parse_request +
-Operations.handle + drain_events on a real ShmFs, appending vs overwriting.
+"""In-process cost of one WRITE request (no kernel): Operations.handle_fast (or,
+with --generic, parse_request + Operations.handle) + drain_events on a real
+ShmFs, appending vs overwriting.
 
-    .venv/bin/python scripts/write_path_probe.py [--bs 4096] [--n 20000] [--profile]
+    .venv/bin/python scripts/write_path_probe.py [--bs 4096] [--n 20000] [--generic] [--profile]
 
 The figure issue 15 asked about: an appending WRITE allocates one page per
 request (docs/performance.md, change 10). Populate-ahead is on, as in the daemon.
@@ -48,7 +49,13 @@ def _messages(ino: int, fh: int, n: int, bs: int, overwrite: bool) -> list[memor
     return out
 
 
-def run(bs: int, n: int, overwrite: bool, profile: bool = False) -> float:
+def _serve(ops: Operations, m: memoryview, generic: bool) -> None:
+    """What the session does with one message (mount/server/session.py)."""
+    if generic or ops.handle_fast(m) is None:
+        ops.handle(parse_request(m))
+
+
+def run(bs: int, n: int, overwrite: bool, profile: bool = False, generic: bool = False) -> float:
     fs, ops, ino, fh = _setup()
     msgs = _messages(ino, fh, n, bs, overwrite)
     if overwrite:  # make the pages resident first
@@ -60,7 +67,7 @@ def run(bs: int, n: int, overwrite: bool, profile: bool = False) -> float:
         prof.enable()
     t = time.perf_counter()
     for m in msgs:
-        ops.handle(parse_request(m))
+        _serve(ops, m, generic)
         fs.drain_events()
     dt = time.perf_counter() - t
     if prof:
@@ -74,13 +81,14 @@ def main() -> int:
     p.add_argument("--bs", type=int, default=4096)
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--generic", action="store_true", help="parse_request + handle only")
     a = p.parse_args()
     if a.profile:
-        run(a.bs, a.n, False, profile=True)
+        run(a.bs, a.n, False, profile=True, generic=a.generic)
     else:
         for _ in range(3):
-            print(f"bs={a.bs}: append {run(a.bs, a.n, False):.2f} us, "
-                  f"overwrite {run(a.bs, a.n, True):.2f} us")
+            print(f"bs={a.bs}: append {run(a.bs, a.n, False, generic=a.generic):.2f} us, "
+                  f"overwrite {run(a.bs, a.n, True, generic=a.generic):.2f} us")
     print("load", open("/proc/loadavg").read().split()[0])
     return 0
 

@@ -269,13 +269,14 @@ class Session:
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
-        # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE are answered straight from
+        # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE / WRITE are answered straight from
         # the bytes (the same replies, ops.handle_fast); --debug logs every
         # request, so it takes the generic path
         fast = None if self.debug else self.ops.handle_fast(msg)
         if fast is not None:
             opcode, out = fast
-            nodeid = 0  # only WRITE's own-inode ordering below needs it
+            # only WRITE's own-inode ordering below needs the nodeid
+            nodeid = int.from_bytes(msg[16:24], "little") if opcode == OPCODE_WRITE else 0
         else:
             try:
                 req = parse_request(msg)
