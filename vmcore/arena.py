@@ -176,6 +176,40 @@ class Arena:
         self.frames_allocated += n
         return frames
 
+    def alloc1(self) -> int:
+        """One zero-filled frame as a plain int: ``alloc(1)`` without numpy.
+
+        Why: an appending 4 KiB write allocates one page per request, and the
+        general ``alloc`` (numpy arange, run bookkeeping, a MADV_POPULATE_WRITE
+        syscall for the single page) was most of its extra cost over an
+        overwrite (docs/performance.md, change 10). One page is not prefaulted:
+        the copy that follows faults it in at the same cost as the madvise."""
+        runs = self._free_runs
+        if runs:
+            s, k = runs[-1]
+            if k == 1:
+                runs.pop()
+            else:
+                runs[-1] = (s + 1, k - 1)
+            self._nfree -= 1
+            if self._ahead:  # the thread may have populated this free frame: uncount it
+                with self._cond:
+                    if self._pop[s]:
+                        self._pop[s] = False
+                        self._free_ready -= 1
+                    if self._free_ready < self._ahead >> 1 and runs:
+                        self._cond.notify()
+        else:
+            if self._bump >= self._limit:
+                self._grow()
+            s = self._bump
+            self._bump = s + 1
+            if self._ahead:
+                self._ahead_ready()  # grows early and wakes the thread as alloc does
+        self._in_use[s] = True
+        self.frames_allocated += 1
+        return s
+
     def _prefault(self, start: int, n: int) -> None:
         """MADV_POPULATE_WRITE the frames' memory in one syscall per run: the
         store that follows then takes no page fault per 4 KiB (about 25% faster

@@ -190,6 +190,23 @@ def fault(mapping: Mapping, vmf: VmFault) -> int:
             vmf.nr_done = 1
             _count(mapping.fstats, flags, via_vma, _MINOR, 1, 0, zero)
             return _MINOR
+        if flags & _WRITE or via_vma:
+            # One hole to allocate (appending writes): the allocating path below
+            # with plain ints -- charge, one frame, one page-cache slot.
+            if not mapping.budget.charge(1):
+                vmf.frames = _EMPTY
+                vmf.nr_done = 0
+                vmf.error = errno.ENOSPC
+                FAULT_STATS.enospc += 1
+                mapping.fstats.enospc += 1
+                _count(mapping.fstats, flags, via_vma, _SIGBUS, 0, 0, 0)
+                return _SIGBUS
+            frame = mapping.arena.alloc1()
+            pages.insert1(pgoff, frame, PG_UPTODATE | PG_DIRTY if flags & _WRITE else PG_UPTODATE)
+            vmf.frames = np.array((frame,), dtype=np.int64)
+            vmf.nr_done = 1
+            _count(mapping.fstats, flags, via_vma, _MAJOR, 1, 1, 0)
+            return _MAJOR
     frames, pflags = pages.lookup(pgoff, nr)
 
     if not flags & (_WRITE | _MKWRITE) and not via_vma:

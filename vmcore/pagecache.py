@@ -201,6 +201,20 @@ class PageCache:
                 self.nrpages += cnt
             pos += m
 
+    def insert1(self, pgoff: int, frame: int, flags: int) -> None:
+        """Install one frame at a hole (``insert_range`` of one page, without
+        building arrays: the single-page allocating fault)."""
+        k = pgoff >> CHUNK_SHIFT
+        i = pgoff & CHUNK_MASK
+        fr, fl = self._chunk(k)
+        if fr[i] >= 0:
+            raise ValueError("insert over a resident page")
+        fr[i] = frame
+        fl[i] = flags
+        self._count[k] += 1
+        self.nrpages += 1
+        self.gen += 1
+
     def set_flags(self, pgoff: int, n: int, bits: int) -> None:
         """OR `bits` into the flags of the resident pages in [pgoff, pgoff+n)."""
         self.gen += 1

@@ -101,6 +101,12 @@ class MountOptions:
     oom_score_adj: int | None = None
     remount: bool = False  # "remount" among the options: mount -o remount through mount.fuse3
     given: list[str] = field(default_factory=list)  # option names, in order
+    # FUSE_WRITEBACK_CACHE (opt-in; docs/performance.md "writeback_cache"): the kernel
+    # batches small writes and reports ENOSPC at fsync/close instead of write(2)
+    writeback_cache: bool = False
+    # threads reading /dev/fuse (readers=2: a second one on a cloned fd, so small
+    # requests do not wait behind large WRITEs; docs/performance.md change 13)
+    readers: int = 1
     extra: dict[str, str] = field(default_factory=dict)
     # page-table memory of all windows (fsimpl/ptbudget.py): None = size/64, >= 16 MiB;
     # 0 = unlimited. Not a tmpfs option: shmfs's own (docs/windows.md).
@@ -228,6 +234,13 @@ def _cpu_latency(o: MountOptions, v: str) -> None:
     o.cpu_latency_us = n
 
 
+def _readers(o: MountOptions, v: str) -> None:
+    """readers=1|2: threads reading /dev/fuse (docs/performance.md change 13)."""
+    if v not in ("1", "2"):
+        raise _bad("readers")
+    o.readers = int(v)
+
+
 def _pt_size(o: MountOptions, v: str) -> None:
     """pt_size=: bytes (memparse, no %) of window page tables; 0 = unlimited."""
     o.pt_size_bytes = parse_size(v, allow_percent=False, key="pt_size")
@@ -273,6 +286,8 @@ OPTIONS: dict[str, tuple[str, Handler]] = {
     "cpu_latency": (VALUE, _cpu_latency),
     "oom_score_adj": (VALUE, _oom_score_adj),
     "pt_size": (VALUE, _pt_size),
+    "readers": (VALUE, _readers),
+    "writeback_cache": (FLAG, _set("writeback_cache", True)),
     "allow_other": (FLAG, _set("allow_other", True)),
     "inode64": (FLAG, _nothing),
     "remount": (FLAG, _set("remount", True)),

@@ -92,7 +92,8 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
     fs.atime_mode = flags
     # strictatime: every readlink moves atime, so the kernel may not cache targets
     strict = not (flags.mode.relatime or flags.mode.noatime)
-    ops = Operations(fs, OpsConfig(cache_symlinks=not strict))
+    ops = Operations(fs, OpsConfig(cache_symlinks=not strict,
+                                    writeback_cache=opts.writeback_cache))
 
     def ready() -> None:
         if os.geteuid() == 0:
@@ -100,7 +101,7 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
         report("ok")
 
     session = Session(fd, ops, mnt, on_ready=ready, debug=debug,
-                      cpu_latency=CpuLatencyHold(opts.cpu_latency_us))
+                      cpu_latency=CpuLatencyHold(opts.cpu_latency_us), readers=opts.readers)
     try:
         trio.run(session.serve)
     except KeyboardInterrupt:

@@ -54,6 +54,15 @@ _FUSE_IOCTL_DIR = 1 << 4
 _STATS_SNAPSHOTS: dict[int, bytes] = {}  # (per ops object) offset > 0 continues a snapshot
 
 
+def is_attach(cmd: int) -> bool:
+    """Whether an ioctl command makes a window: ATTACH, or the GRANT that precedes it
+    (whatever the struct size).  With -o writeback_cache the kernel opens O_WRONLY
+    files O_RDWR, so a GRANT could not tell a write-only opener from a reader."""
+    cmd &= 0xFFFFFFFF
+    return (ioc_type(cmd) == SHMFS_IOC_MAGIC
+            and COMMANDS.get(ioc_nr(cmd), ("",))[0] in ("ATTACH", "GRANT"))
+
+
 def serve(ops: Any, req: Any, table: Any) -> list[bytes]:
     """Reply buffers for an IOCTL request ``req`` (``req.args``: IoctlIn) on ``table``
     (fsimpl.windows.WindowTable).  Raises AbiError or the table's FsError."""

@@ -46,6 +46,7 @@ from mount.wire.statx import statx_out
 
 log = logging.getLogger("shmfs.ops")
 O_TRUNC = 0o1000
+O_APPEND = 0o2000
 
 Reply = list[bytes | bytearray | memoryview] | None
 
@@ -55,6 +56,9 @@ _unpack_header = P.IN_HEADER.unpack_from
 _unpack_u64 = struct.Struct("<Q").unpack_from
 _GETATTR, _LOOKUP, _FORGET = int(P.Opcode.GETATTR), int(P.Opcode.LOOKUP), int(P.Opcode.FORGET)
 _UNLINK, _RELEASE = int(P.Opcode.UNLINK), int(P.Opcode.RELEASE)
+_WRITE = int(P.Opcode.WRITE)
+_unpack_write = P.WRITE_IN.unpack_from
+_WRITE_DATA = _IN_HEADER_SIZE + P.WRITE_IN.size
 _GETATTR_SIZE = _IN_HEADER_SIZE + P.GETATTR_IN.size
 _FORGET_SIZE = _IN_HEADER_SIZE + P.FORGET_IN.size
 _RELEASE_SIZE = _IN_HEADER_SIZE + P.RELEASE_IN.size
@@ -118,6 +122,14 @@ class Operations:
         self.generation = int.from_bytes(os.urandom(4), "little") | 1 if gen is None else gen
         self._errors: Counter[int] = Counter()
         self._unexpected = 0
+        # The IOCTL path's modules, imported with the daemon instead of by the first
+        # ioctl: that import took 40-80 ms inside the first STATS (or inside the
+        # TCGETS every Python open() sends), docs/performance.md change 11.
+        from fsimpl.windows import windows_of
+        from mount.server import ioctl
+
+        self._windows_of = windows_of
+        self._ioctl_mod = ioctl
         op = P.Opcode
         self._handlers: dict[int, Callable[[Request], Reply]] = {
             op.INIT: self._init, op.DESTROY: self._destroy, op.LOOKUP: self._lookup,
@@ -151,8 +163,8 @@ class Operations:
             return self._failed(req.opcode, req.unique, req.nodeid, e)
 
     def handle_fast(self, msg: memoryview) -> tuple[int, Reply] | None:
-        """(opcode, reply) for a well-formed GETATTR, LOOKUP, FORGET, UNLINK or
-        RELEASE, straight from the message bytes; None sends the message down
+        """(opcode, reply) for a well-formed GETATTR, LOOKUP, FORGET, UNLINK,
+        RELEASE or WRITE, straight from the message bytes; None sends the message down
         the generic path (parse_request + handle), which must then answer it
         from scratch.
 
@@ -164,10 +176,21 @@ class Operations:
         n = len(msg)
         if n < _IN_HEADER_SIZE:
             return None
-        length, opcode, unique, nodeid, _uid, _gid, _pid, extlen, _ = _unpack_header(msg)
+        length, opcode, unique, nodeid, uid, gid, pid, extlen, _ = _unpack_header(msg)
         if length != n or extlen:
             return None
         try:
+            if opcode == _WRITE:
+                # small writes are one request each (appends, 4 KiB random I/O):
+                # parse_request + Request + WriteIn cost ~1.6 us of ~15
+                if n < _WRITE_DATA:
+                    return None
+                fh, off, size, write_flags, _lo, _fl, _ = _unpack_write(msg, _IN_HEADER_SIZE)
+                if n - _WRITE_DATA != size:
+                    return None
+                written = self.fs.write(nodeid, fh, off, msg[_WRITE_DATA:], write_flags,
+                                        Ctx(uid, gid, pid, 0))
+                return opcode, [C.reply(unique, C.write_out(written))]
             if opcode == _GETATTR:
                 if n != _GETATTR_SIZE:
                     return None
@@ -408,9 +431,18 @@ class Operations:
             flags |= P.FOPEN_KEEP_CACHE
         return flags
 
+    def _handle_flags(self, flags: int) -> int:
+        """Open flags as fsimpl keeps them for the handle. With the writeback cache
+        the kernel resolves O_APPEND itself and sends each WRITE at its final
+        offset (possibly from writeback, long after the write(2)), so the daemon
+        must not move it to EOF again (docs/performance.md, writeback_cache)."""
+        if self.init_flags & P.FUSE_WRITEBACK_CACHE:
+            return flags & ~O_APPEND
+        return flags
+
     def _open(self, req: Request) -> Reply:
         a: P.OpenIn = req.args
-        fh = self.fs.open(req.nodeid, a.flags)
+        fh = self.fs.open(req.nodeid, self._handle_flags(a.flags))
         if a.open_flags & P.FUSE_OPEN_KILL_SUIDGID and a.flags & O_TRUNC:
             # HANDLE_KILLPRIV_V2: O_TRUNC by a caller without CAP_FSETID
             self.fs.setattr(req.nodeid, self._cctx(req), kill_suidgid=True)
@@ -418,7 +450,8 @@ class Operations:
 
     def _create(self, req: Request) -> Reply:
         a: P.CreateIn = req.args
-        attr, fh = self.fs.create(req.nodeid, a.name, a.mode, a.flags, self._ctx(req, a.umask))
+        attr, fh = self.fs.create(req.nodeid, a.name, a.mode, self._handle_flags(a.flags),
+                                  self._ctx(req, a.umask))
         return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags(attr.ino)))
 
     def _tmpfile(self, req: Request) -> Reply:
@@ -479,13 +512,17 @@ class Operations:
     def _ioctl(self, req: Request) -> Reply:
         # chattr flags (mount/server/fileattr.py), then the shmfs window ioctls
         # (docs/windows.md); any other command is "not a tty".
-        from fsimpl.windows import windows_of
-        from mount.server import fileattr, ioctl
+        from mount.server import fileattr
 
+        ioctl = self._ioctl_mod
+        if self.init_flags & P.FUSE_WRITEBACK_CACHE and ioctl.is_attach(req.args.cmd):
+            # the kernel may hold dirty pages of any file that no window could see
+            # (docs/performance.md, writeback_cache): no windows on such a mount
+            raise FsError(E.EOPNOTSUPP, "windows are not available with -o writeback_cache")
         if req.args.cmd & 0xFFFFFFFF in fileattr.COMMANDS and hasattr(self.fs, "get_flags"):
             return fileattr.serve(self, req, self._cctx(req))  # chattr / lsattr
         try:
-            return ioctl.serve(self, req, windows_of(self.fs))
+            return ioctl.serve(self, req, self._windows_of(self.fs))
         except ioctl.AbiError as e:
             raise FsError(e.errno, str(e)) from e
 

@@ -33,11 +33,13 @@ The session ends when the device says ENODEV (unmounted, by ``umount``,
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import queue
 import select
 import signal
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +66,11 @@ BUFFER_SIZE = (1 << 20) + 64 * 1024
 # ~40 us more per round trip (docs/performance.md). 0 turns it off.
 SPIN_NS = 50_000
 POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no data
+# Threads reading /dev/fuse: the second one reads a cloned device fd
+# (FUSE_DEV_IOC_CLONE), so a small request is picked up while the first thread
+# waits for the kernel's copy of a large WRITE (docs/performance.md, change 13).
+READERS = 1
+FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
 
 OPCODE_READ = 15
 OPCODE_WRITE = 16
@@ -95,6 +102,7 @@ class SessionStats:
     notifications: int = 0
     codec_errors: int = 0
     write_errors: int = 0
+    second_reader: int = 0  # requests read from the cloned fd (readers=2)
 
 
 class Session:
@@ -111,6 +119,7 @@ class Session:
         populate_ahead: int = POPULATE_AHEAD_BYTES,
         spin_ns: int = SPIN_NS,
         cpu_latency: CpuLatencyHold | None = None,
+        readers: int = READERS,
     ) -> None:
         self.fd = fd
         self.ops = ops
@@ -130,13 +139,20 @@ class Session:
         self._notify_q: queue.SimpleQueue[list | None] = queue.SimpleQueue()
         self._signals = 0
         self._pending = 0  # notification batches queued and not yet written
-        self._pending_lock = threading.Lock()
+        self._pending_lock = threading.Condition()
+        self._queued_seq = self._written_seq = 0  # batches handed to / done by the writer
+        # readers > 1: every request is handled (and answered) under _fs_lock; only
+        # the reads of the device run in parallel (_clone_reader)
+        self.readers = readers
+        self._fs_lock: threading.Lock | None = None
+        self._local = threading.local()  # the clone reader's fd and deferred reply
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
 
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
         self._start_populate_ahead()
+        self._start_clone_reader()
         writer = threading.Thread(target=self._notifier, name="shmfs-notify", daemon=True)
         writer.start()
         try:
@@ -186,6 +202,8 @@ class Session:
         clock = time.perf_counter_ns
         hold = self.cpu_latency
         release_ms = RELEASE_AFTER_S * 1000
+        lock = self._fs_lock
+        idle_ms = None if lock is None else release_ms
         last = clock()
         try:
             while not self._done:
@@ -193,13 +211,20 @@ class Session:
                     n = _read_request(fd, buf)
                 except BlockingIOError:
                     if pending:  # nothing queued right now: one eviction, then look again
-                        self._reap(1)
+                        if lock is None:
+                            self._reap(1)
+                        else:
+                            with lock:
+                                self._reap(1)
                         continue
                     if clock() - last >= spin_ns:
                         if hold.engaged and not poller.poll(release_ms):
-                            hold.release()
-                        if not hold.engaged:
-                            poller.poll()
+                            if lock is None or not lock.locked():  # the other reader is idle
+                                hold.release()
+                        # with a second reader, which engages the hold but has no
+                        # timer, wake up every release_ms to release it when quiet
+                        if not hold.engaged and not poller.poll(idle_ms):
+                            continue  # timed out: look at the hold again, no spin
                         last = clock()
                     continue
                 if n is None:
@@ -208,7 +233,11 @@ class Session:
                     return
                 if not hold.engaged:
                     hold.engage()
-                self._handle(view[:n])
+                if lock is None:
+                    self._handle(view[:n])
+                else:
+                    with lock:
+                        self._handle(view[:n])
                 last = clock()
         finally:
             hold.close()
@@ -232,17 +261,22 @@ class Session:
                 continue
             if n < 0:
                 return
-            self._handle(view[:n])
+            if self._fs_lock is None:
+                self._handle(view[:n])
+            else:
+                with self._fs_lock:
+                    self._handle(view[:n])
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
-        # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE are answered straight from
+        # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE / WRITE are answered straight from
         # the bytes (the same replies, ops.handle_fast); --debug logs every
         # request, so it takes the generic path
         fast = None if self.debug else self.ops.handle_fast(msg)
         if fast is not None:
             opcode, out = fast
-            nodeid = 0  # only WRITE's own-inode ordering below needs it
+            # only WRITE's own-inode ordering below needs the nodeid
+            nodeid = int.from_bytes(msg[16:24], "little") if opcode == OPCODE_WRITE else 0
         else:
             try:
                 req = parse_request(msg)
@@ -274,7 +308,7 @@ class Session:
                 self._write(out)  # reply first: no WRITE reply ever waits for a notification
             elif out is not None:
                 # the reply may reference the request buffer or arena views: copy it
-                msgs.append([b"".join(out)])
+                self._reply_behind(msgs, b"".join(out))
             msgs.extend([encode_notify(ev)] for ev in after)
             self.stats.notifications += len(events) + len(after)
             self._queue_notify(msgs)
@@ -282,7 +316,10 @@ class Session:
             if opcode not in (OPCODE_READ, OPCODE_WRITE) and self._pending:
                 # order behind notifications still queued: fsync/ioctl/... return only
                 # after every earlier invalidation reached the kernel
-                self._queue_notify([[b"".join(out)]])
+                msgs = []
+                self._reply_behind(msgs, b"".join(out))
+                if msgs:
+                    self._queue_notify(msgs)
             else:
                 self._write(out)
         if opcode == OPCODE_INIT and self.on_ready is not None:
@@ -298,7 +335,7 @@ class Session:
 
     def _write(self, buffers: Sequence[bytes | memoryview]) -> None:
         try:
-            os.writev(self.fd, buffers)
+            os.writev(getattr(self._local, "fd", self.fd), buffers)
         except OSError as e:
             # ENOENT: the request was interrupted and the kernel no longer waits for it.
             self.stats.write_errors += 1
@@ -312,6 +349,7 @@ class Session:
         loop, which sleeps in epoll while the reader thread works)."""
         with self._pending_lock:
             self._pending += 1
+            self._queued_seq += 1
         self._notify_q.put(msgs)
 
     def _notifier(self) -> None:
@@ -322,6 +360,8 @@ class Session:
             finally:
                 with self._pending_lock:
                     self._pending -= 1
+                    self._written_seq += 1
+                    self._pending_lock.notify_all()
 
     def _write_batch1(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
         for msg in msgs:
@@ -331,6 +371,77 @@ class Session:
                 # ENOENT: inode unknown to the kernel (nothing cached) or request gone
                 if e.errno not in (errno.ENOENT, errno.ENODEV):
                     log.warning("notification failed: %s", e)
+
+    # --- the second reader (readers=2) ----------------------------------------------------
+
+    def _reply_behind(self, msgs: list[Sequence[bytes | memoryview]], reply: bytes) -> None:
+        """Order ``reply`` behind the notifications queued so far. The writer thread
+        writes to the main fd; a request read from the clone fd must be answered on
+        the clone fd, so its reply is kept for _clone_reader to write once the
+        writer got that far."""
+        if getattr(self._local, "fd", None) is None:
+            msgs.append([reply])
+        else:
+            self._local.deferred = reply
+
+    def _start_clone_reader(self) -> None:
+        """readers >= 2: a second thread on a clone of the device fd. Falls back to
+        one reader where the fd is not /dev/fuse (tests over a socket) or the
+        kernel refuses the clone."""
+        if self.readers < 2 or self.debug:
+            return
+        try:
+            fd2 = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            log.info("no second reader: %s", e)
+            return
+        try:
+            fcntl.ioctl(fd2, FUSE_DEV_IOC_CLONE, struct.pack("I", self.fd))
+        except OSError as e:
+            os.close(fd2)
+            log.info("no second reader (FUSE_DEV_IOC_CLONE: %s)", e)
+            return
+        self._fs_lock = threading.Lock()
+        threading.Thread(target=self._clone_reader, args=(fd2,), name="shmfs-reader2",
+                         daemon=True).start()
+
+    def _clone_reader(self, fd: int) -> None:
+        """Read and answer requests from the clone fd: the same _handle under the
+        same lock, replies written to this fd. A reply that must follow queued
+        notifications is written after the lock is released, once the writer
+        thread has written them (waiting under the lock could deadlock: an
+        invalidation may wait for a READ that the other reader must answer)."""
+        buf = bytearray(BUFFER_SIZE)
+        view = memoryview(buf)
+        local = self._local
+        local.fd = fd
+        hold = self.cpu_latency
+        spin = self.spin_ns > 0  # without the spin loop nobody would release the hold
+        lock = self._fs_lock
+        assert lock is not None
+        try:
+            while not self._done:
+                n = _read_request(fd, buf)
+                if n is None:
+                    continue
+                if n < 0:
+                    return
+                with lock:
+                    if spin and not hold.engaged:
+                        hold.engage()  # released by the first reader's timer
+                    local.deferred = None
+                    self.stats.second_reader += 1
+                    self._handle(view[:n])
+                    deferred = local.deferred
+                    seq = self._queued_seq
+                if deferred is not None:
+                    with self._pending_lock:
+                        self._pending_lock.wait_for(lambda s=seq: self._written_seq >= s)
+                    self._write([deferred])
+        except Exception:
+            log.exception("second reader failed; the first one keeps serving")
+        finally:
+            os.close(fd)
 
     async def _signal_watcher(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
@@ -355,9 +466,12 @@ class Session:
                 log.error("%s", e2)
 
     def statistics(self) -> dict[str, object]:
-        """Requests by opcode (count, mean µs), notifications, errors."""
+        """Requests by opcode (count, mean µs, and the exact total in ns: the
+        difference of two snapshots' totals gives a phase's mean without the
+        rounding error that made differences of rounded means negative,
+        docs/performance.md change 11), notifications, errors."""
         per_op = {
-            op: {"count": c, "mean_us": (ns / c / 1000) if c else 0.0}
+            op: {"count": c, "mean_us": (ns / c / 1000) if c else 0.0, "total_ns": ns}
             for op, (c, ns) in sorted(self.stats.requests.items())
         }
         return {
@@ -365,6 +479,8 @@ class Session:
             "notifications": self.stats.notifications,
             "codec_errors": self.stats.codec_errors,
             "write_errors": self.stats.write_errors,
+            "readers": 1 if self._fs_lock is None else 2,
+            "second_reader_requests": self.stats.second_reader,
             "cpu_latency": {
                 "available": self.cpu_latency.available,
                 "latency_us": self.cpu_latency.latency_us,

@@ -1,7 +1,7 @@
-"""ops.handle_fast answers GETATTR, LOOKUP, FORGET, UNLINK and RELEASE exactly as the generic path
-(parse_request + Operations.handle) does, or declines; a declined message then
+"""ops.handle_fast answers GETATTR, LOOKUP, FORGET, UNLINK, RELEASE and WRITE exactly as
+the generic path (parse_request + Operations.handle) does, or declines; a declined message then
 goes the generic way untouched. Both paths run on twin filesystems built by the
-same steps, and every reply, error counter and lookup count must agree."""
+same steps, and every reply, error counter, lookup count and file's bytes must agree."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from fsimpl.types import Ctx
 from mount.server.ops import Operations, OpsConfig
 from mount.wire.codec import CodecError, parse_request, reply_error
 
-GETATTR, LOOKUP, FORGET, UNLINK, RELEASE, RMDIR = 3, 1, 2, 10, 18, 11
+GETATTR, LOOKUP, FORGET, UNLINK, RELEASE, RMDIR, WRITE = 3, 1, 2, 10, 18, 11, 16
 CTX = Ctx(0, 0, 1, 0o022)
 
 
@@ -42,6 +42,13 @@ def release(fh: int, nodeid: int) -> bytes:
     return msg(RELEASE, struct.pack("<QIIQ", fh, os.O_WRONLY, 0, 0), nodeid=nodeid)
 
 
+def write(fh: int, off: int, data: bytes, *, nodeid: int = 4, size: int | None = None,
+          flags: int = 0) -> bytes:
+    n = len(data) if size is None else size
+    return msg(WRITE, struct.pack("<QQIIQII", fh, off, n, flags, 0, os.O_WRONLY, 0) + data,
+               nodeid=nodeid)
+
+
 def generic(ops: Operations, m: bytes) -> list[bytes] | None:
     try:
         req = parse_request(memoryview(m))
@@ -61,6 +68,9 @@ def fast_or_generic(ops: Operations, m: bytes) -> tuple[bool, list[bytes] | None
 
 def state(fs: ShmFs, ops: Operations) -> tuple[object, ...]:
     return (sorted((i, n.nlookup) for i, n in fs._inodes.items()),
+            sorted((i, n.mtime_ns, n.mode, n.mapping.size,  # file data and its times
+                    b"".join(bytes(v) for v in n.mapping.read(0, min(n.mapping.size, 1 << 16))))
+                   for i, n in fs._inodes.items() if n.mapping is not None),
             ops.statistics()["errors"], ops.statistics()["unexpected"])
 
 
@@ -78,6 +88,13 @@ MESSAGES = (
     + [msg(UNLINK, name + b"\0", nodeid=n) for name in NAMES for n in (2, 1, 3)]
     + [msg(UNLINK, b"file", nodeid=2)]
     + [msg(GETATTR, bytes(16), nodeid=n) for n in (3, 4)]
+    + [write(2, 0, b"hello"), write(2, 3 * 4096 + 7, b"x" * 5000), write(2, 5, b""),
+       write(9, 0, b"bad fh"), write(2, 0, b"wrong inode", nodeid=3),
+       write(2, 0, b"a dir", nodeid=2), write(2, 2**63 - 1, b"EFBIG"),
+       write(2, 1, b"kill", flags=4), write(2, 0, b"short", size=10),
+       write(2, 0, b"long", size=2), write(2, 0, b"")[:70],
+       msg(WRITE, struct.pack("<QQIIQII", 2, 0, 3, 0, 0, 1, 0) + b"abc", nodeid=4, extlen=1)
+       + bytes(8)]
 )
 
 
@@ -92,11 +109,11 @@ def test_every_kind_of_message_gets_the_generic_paths_answer() -> None:
             took_fast += fast
             assert got == want, (m, fast)
             assert state(fs_b, ops_b) == state(fs_a, ops_a), (m, fast)
-        assert took_fast == 66  # every well-formed one; the rest went the generic way
+        assert took_fast == 74  # every well-formed one; the rest went the generic way
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([GETATTR, LOOKUP, FORGET, UNLINK, RELEASE]),
+@given(st.lists(st.tuples(st.sampled_from([GETATTR, LOOKUP, FORGET, UNLINK, RELEASE, WRITE]),
                           st.integers(0, 6), st.sampled_from(NAMES), st.integers(0, 3)),
                 max_size=30))
 def test_random_sequences_agree(steps: list[tuple[int, int, bytes, int]]) -> None:
@@ -104,7 +121,8 @@ def test_random_sequences_agree(steps: list[tuple[int, int, bytes, int]]) -> Non
     fs_b, ops_b = twin()
     for opcode, nodeid, name, k in steps:
         body = {GETATTR: bytes(16), LOOKUP: name + b"\0", FORGET: struct.pack("<Q", k),
-                UNLINK: name + b"\0", RELEASE: struct.pack("<QIIQ", k, 1, 0, 0)}[opcode]
+                UNLINK: name + b"\0", RELEASE: struct.pack("<QIIQ", k, 1, 0, 0),
+                WRITE: struct.pack("<QQIIQII", k, k * 4093, len(name), 0, 0, 1, 0) + name}[opcode]
         m = msg(opcode, body, nodeid=nodeid)
         assert fast_or_generic(ops_b, m)[1] == generic(ops_a, m)
         assert state(fs_b, ops_b) == state(fs_a, ops_a)

@@ -189,7 +189,11 @@ def test_populate_ahead_keeps_frames_zeroed_data_intact_and_memory_bounded() -> 
         rng = np.random.default_rng(5)
         live: dict[int, int] = {}
         for round_ in range(40):
-            frames = a.alloc(int(rng.integers(1, 96)))
+            k = int(rng.integers(1, 96))
+            if round_ % 2:  # the single-frame path (appends) shares the bookkeeping
+                frames = np.array([a.alloc1() for _ in range(k)], dtype=np.int64)
+            else:
+                frames = a.alloc(k)
             for f in frames.tolist():
                 page = a.page(f)
                 assert not page.any(), f"frame {f} not zero when handed out"
@@ -207,3 +211,24 @@ def test_populate_ahead_keeps_frames_zeroed_data_intact_and_memory_bounded() -> 
     finally:
         a.close()
     assert not thread.is_alive()
+    # every populated free frame is counted exactly once (alloc1 uncounts the ones it takes)
+    assert a._free_ready == int(np.count_nonzero(a._pop & ~a._in_use))
+
+
+def test_alloc1_hands_out_zeroed_distinct_frames_reusing_freed_ones(arena: Arena) -> None:
+    """alloc1 is alloc(1) as a plain int: never frame 0, zero-filled, distinct,
+    freed frames first (and they read as zero), segments grow as needed."""
+    seen = [arena.alloc1() for _ in range(150)]  # crosses two 64-frame segments
+    assert len(set(seen)) == 150 and 0 not in seen
+    assert arena.statistics()["frames_allocated"] == 150
+    for f in seen:
+        assert not arena.page(f).any()
+        arena.page(f)[:] = 9
+    victims = sorted(seen)[100:110]
+    arena.free(np.array(victims, dtype=np.int64))
+    again = [arena.alloc1() for _ in range(10)]
+    assert sorted(again) == victims
+    assert all(not arena.page(f).any() for f in again)
+    arena.free(np.array(again[:1], dtype=np.int64))
+    with pytest.raises(ValueError):  # alloc1 marks frames in use like alloc: no double free
+        arena.free(np.array(again[:1], dtype=np.int64))

@@ -206,3 +206,28 @@ def test_multi_chunk_write_fault_with_enospc(arena: Arena) -> None:
     fault(m, rd)
     assert (rd.frames[100:1100] == vmf.frames).all()
     assert (rd.frames[:100] == ZERO_FRAME).all() and (rd.frames[1100:] == ZERO_FRAME).all()
+
+
+def test_single_page_write_to_a_hole_matches_the_general_path(arena: Arena) -> None:
+    """The one-page allocating path (appends) leaves the same state as a
+    multi-page fault: charged, UPTODATE|DIRTY, MAJOR, counted; a read fault
+    through a vma gets UPTODATE only; ENOSPC serves nothing and is SIGBUS."""
+    m = mk(arena, pages=4, max_pages=2)
+    before = FAULT_STATS.pages_allocated
+    vmf = VmFault(W, 3)
+    assert fault(m, vmf) == VmFaultResult.MAJOR
+    assert vmf.nr_done == 1 and vmf.frames.size == 1 and vmf.frames[0] > 0
+    frames, pflags = m.pages.lookup(3, 1)
+    assert frames.tolist() == vmf.frames.tolist()
+    assert int(pflags[0]) == PG_UPTODATE | PG_DIRTY
+    assert m.budget.used_pages == 1 and m.nrpages == 1
+    assert FAULT_STATS.pages_allocated - before == 1 and m.fstats.pages_allocated == 1
+    assert m.fstats.major == 1
+    vmf = VmFault(R, 0, vma=VMA)
+    assert fault(m, vmf) == VmFaultResult.MAJOR
+    assert int(m.pages.lookup(0, 1)[1][0]) == PG_UPTODATE
+    vmf = VmFault(W, 1)  # the budget (2 pages) is used up
+    assert fault(m, vmf) == VmFaultResult.SIGBUS
+    assert vmf.error == errno.ENOSPC and vmf.nr_done == 0 and vmf.frames.size == 0
+    assert m.budget.used_pages == 2 and m.nrpages == 2 and m.fstats.enospc == 1
+    assert fault(m, VmFault(W, 3)) == VmFaultResult.MINOR  # resident: no charge

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,3 +110,14 @@ def test_against_a_dict_model(ops, probe) -> None:
     while h in model:
         h += 1
     assert pc.next_hole(probe) == h
+
+
+def test_insert1_is_insert_range_of_one_page() -> None:
+    a, b = PageCache(), PageCache()
+    a.insert1(700, 42, 3)
+    b.insert_range(700, np.array([42], dtype=np.int64), 3)
+    assert a.lookup1(700) == b.lookup1(700) == (42, 3)
+    assert a.nrpages == b.nrpages == 1 and a.nr_chunks == b.nr_chunks == 1
+    with pytest.raises(ValueError):
+        a.insert1(700, 43, 3)
+    assert a.remove_range(0, None).tolist() == [42] and a.nr_chunks == 0

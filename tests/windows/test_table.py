@@ -371,3 +371,19 @@ def test_no_writable_window_over_an_append_only_object() -> None:
     assert errno_of(t.attach, a.ino, fh, ROOT, tok, P, 0, PROT_RW) == errno.EACCES
     t.attach(a.ino, fh, ROOT, r.token(prot=PROT_R), P, 0, PROT_R)
     assert r.read(a.ino, 0, P) == page(0)
+
+
+def test_a_one_page_append_to_the_object_shows_in_the_window_st_blocks() -> None:
+    # the single-page allocating fault (PageCache.insert1) must bump the page cache's
+    # generation, or the window's cached st_blocks/SEEK layout goes stale
+    from fsimpl.types import SEEK_DATA
+
+    r = Rig()
+    fs = r.fs
+    fs.fallocate(r.obj, r.ofh, 3, 3 * P, P)  # object page 3 becomes a hole
+    w, fh = r.window(8)
+    assert fs.getattr(w).blocks == 7 * 8
+    assert fs.lseek(w, fh, 3 * P, SEEK_DATA) == 4 * P
+    fs.write(r.obj, r.ofh, 3 * P, memoryview(page(3)))  # one new page, one WRITE
+    assert fs.getattr(w).blocks == 8 * 8
+    assert fs.lseek(w, fh, 3 * P, SEEK_DATA) == 3 * P
