@@ -126,10 +126,11 @@ class Operations:
         # ioctl: that import took 40-80 ms inside the first STATS (or inside the
         # TCGETS every Python open() sends), docs/performance.md change 11.
         from fsimpl.windows import windows_of
-        from mount.server import ioctl
+        from mount.server import fileattr, ioctl
 
         self._windows_of = windows_of
         self._ioctl_mod = ioctl
+        self._fileattr_mod = fileattr
         op = P.Opcode
         self._handlers: dict[int, Callable[[Request], Reply]] = {
             op.INIT: self._init, op.DESTROY: self._destroy, op.LOOKUP: self._lookup,
@@ -189,7 +190,7 @@ class Operations:
                 if n - _WRITE_DATA != size:
                     return None
                 written = self.fs.write(nodeid, fh, off, msg[_WRITE_DATA:], write_flags,
-                                        Ctx(uid, gid, pid, 0))
+                                        Ctx(uid, gid, pid, 0, read_creds))
                 return opcode, [C.reply(unique, C.write_out(written))]
             if opcode == _GETATTR:
                 if n != _GETATTR_SIZE:
@@ -512,9 +513,7 @@ class Operations:
     def _ioctl(self, req: Request) -> Reply:
         # chattr flags (mount/server/fileattr.py), then the shmfs window ioctls
         # (docs/windows.md); any other command is "not a tty".
-        from mount.server import fileattr
-
-        ioctl = self._ioctl_mod
+        fileattr, ioctl = self._fileattr_mod, self._ioctl_mod
         if self.init_flags & P.FUSE_WRITEBACK_CACHE and ioctl.is_attach(req.args.cmd):
             # the kernel may hold dirty pages of any file that no window could see
             # (docs/performance.md, writeback_cache): no windows on such a mount
