@@ -129,26 +129,31 @@ class WindowCoherence(TableState):
                      old: dict[int, tuple[int, int]] | None = None,
                      discard: bool = False) -> None:
         """Invalidate the cached ones of ``pages``; remember where a write-back must go
-        (``old``), or that it must be dropped (``discard``)."""
-        hit = [int(i) for i in pages if int(i) in ws.cached]
+        (``old``), or that it must be dropped (``discard``).  Set operations, not a
+        Python loop per page: a whole-window zap is 4096 pages (docs/performance.md)."""
+        if isinstance(pages, np.ndarray):
+            pages = pages.tolist()
+        hit = ws.cached.intersection(pages)
         if not hit:
             return
-        for i in hit:
-            ws.cached.discard(i)
-            if i in ws.pending:
-                continue  # a store older than this change still has its old target
+        ws.cached.difference_update(hit)
+        if discard or old is not None:
+            pending = ws.pending
+            fresh = [i for i in hit if i not in pending]  # older stores keep their target
             if discard:
-                ws.pending[i] = DISCARD
-            elif old is not None:
-                ws.pending[i] = old[i]
-        self._inval(ws.ino, hit)
+                pending.update(dict.fromkeys(fresh, DISCARD))
+            else:
+                pending.update((i, old[i]) for i in fresh)  # type: ignore[index]
+        self._inval(ws.ino, sorted(hit))
 
     def _zapped(self, ws: WinState, vma: Vma, first: int, nr: int, reason: str) -> None:
         """Zap listener: truncate/punch ('unmap') and MADV_DONTNEED change what pages show."""
         if reason not in ("unmap", "dontneed"):
             return  # 'remap' is handled by the caller; 'munmap' only at destruction
         lo = ((vma.start - ws.addr) >> PAGE_SHIFT) + first
-        self._drop_cached(ws, self._cached_in(ws, lo, lo + nr), None, discard=reason == "unmap")
+        pages = range(lo, lo + nr) if nr <= 4 * len(ws.cached) + 64 else self._cached_in(
+            ws, lo, lo + nr)
+        self._drop_cached(ws, pages, None, discard=reason == "unmap")
 
     def object_changed(self, obj_ino: int, off: int, length: int,
                        writer: WinState | None = None, written: range = range(0)) -> None:

@@ -223,6 +223,7 @@ class PageTable:
         skip_anon: bool = False,
         nonlinear_base: tuple[int, int] | None = None,
         clear_file: bool = False,
+        pg_set: np.ndarray | None = None,
     ) -> Zapped:
         """zap_pte_range over [lo, hi), vectorised per chunk.
 
@@ -231,7 +232,9 @@ class PageTable:
         ``nonlinear_base = (vm_start_vpn, vm_pgoff)`` a cleared present PTE
         whose pgoff differs from its linear position (or that carries its own
         protection) is replaced by a file PTE keeping that pgoff.  File PTEs are
-        left alone unless ``clear_file`` (munmap).  Returns what was cleared.
+        left alone unless ``clear_file`` (munmap).  ``pg_set`` (sorted pgoffs)
+        limits the zap to present PTEs showing one of them (a scattered punch).
+        Returns what was cleared.
         """
         parts: list[Zapped] = []
         last = (1 << 62) if pg_last is None else pg_last
@@ -243,6 +246,9 @@ class PageTable:
                 m &= (pg >= pg_first) & (pg <= last)
             if skip_anon:
                 m &= (b & PTE_ANON) == 0
+            if pg_set is not None and len(pg_set):
+                at = np.minimum(np.searchsorted(pg_set, pg), len(pg_set) - 1)
+                m &= pg_set[at] == pg  # membership in a sorted set (np.isin imports numpy.ma)
             idx = np.flatnonzero(m)
             base = k << CHUNK_SHIFT
             if len(idx):
