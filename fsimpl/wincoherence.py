@@ -29,6 +29,19 @@ from .windowstate import (
     _runs,
 )
 
+COALESCE_GAP = 16  # pages: one notification costs about what dropping 16 pages does
+
+
+def _merge_runs(runs: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """Merge sorted (first, count) runs separated by at most ``gap`` pages."""
+    out: list[tuple[int, int]] = []
+    for first, n in runs:
+        if out and first - (out[-1][0] + out[-1][1]) <= gap:
+            out[-1] = (out[-1][0], first + n - out[-1][0])
+        else:
+            out.append((first, n))
+    return out
+
 
 class WindowCoherence(TableState):
     """Page-state snapshots, invalidation and the zap listener of WindowTable."""
@@ -96,7 +109,8 @@ class WindowCoherence(TableState):
         """What the cached pages of [lo, hi) show, before a change."""
         return {i: self._page_state(ws, i) for i in self._cached_in(ws, lo, hi)}
 
-    def _changed(self, ws: WinState, before: dict[int, tuple[int, int]]) -> None:
+    def _changed(self, ws: WinState, before: dict[int, tuple[int, int]],
+                 coalesce: bool = False) -> None:
         """After a remap/mprotect: invalidate the cached pages whose pgoff or prot moved,
         remembering where a write-back of each must still go.
 
@@ -109,7 +123,7 @@ class WindowCoherence(TableState):
             if self._page_state(ws, i) != old or not self._refault(ws, i):
                 moved[i] = old
         if moved:
-            self._drop_cached(ws, list(moved), moved)
+            self._drop_cached(ws, list(moved), moved, coalesce=coalesce)
 
     def _refault(self, ws: WinState, i: int) -> bool:
         """Make window page i's PTE present again (a read prefault); False if it cannot be."""
@@ -127,7 +141,7 @@ class WindowCoherence(TableState):
 
     def _drop_cached(self, ws: WinState, pages: Any,
                      old: dict[int, tuple[int, int]] | None = None,
-                     discard: bool = False) -> None:
+                     discard: bool = False, coalesce: bool = False) -> None:
         """Invalidate the cached ones of ``pages``; remember where a write-back must go
         (``old``), or that it must be dropped (``discard``).  Set operations, not a
         Python loop per page: a whole-window zap is 4096 pages (docs/performance.md)."""
@@ -144,7 +158,17 @@ class WindowCoherence(TableState):
                 pending.update(dict.fromkeys(fresh, DISCARD))
             else:
                 pending.update((i, old[i]) for i in fresh)  # type: ignore[index]
-        self._inval(ws.ino, sorted(hit))
+        if not coalesce:
+            self._inval(ws.ino, sorted(hit))
+            return
+        # one notification per run, runs closer than COALESCE_GAP pages merged: the
+        # kernel then also drops the unchanged pages in between (a dirty one is written
+        # back where it shows, which has not changed), so they are no longer cached
+        for first, n in _merge_runs(_runs(sorted(hit)), COALESCE_GAP):
+            ws.cached.difference_update(range(first, first + n))
+            self.fs._queue(InvalInode(ws.ino, first << PAGE_SHIFT, n << PAGE_SHIFT))
+            self.stats["inval_events"] += 1
+            self.stats["inval_pages"] += n
 
     def _zapped(self, ws: WinState, vma: Vma, first: int, nr: int, reason: str) -> None:
         """Zap listener: truncate/punch ('unmap') and MADV_DONTNEED change what pages show."""

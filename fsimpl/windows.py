@@ -185,6 +185,64 @@ class WindowTable(WindowCoherence, WindowIO):
         self._changed(ws, before)
         self.stats["remaps"] += 1
 
+    def remapv(self, ino: int, fh: int, entries: list[tuple[int, int, int, int, int]]) -> int:
+        """SHMFS_IOC_WIN_REMAPV: (start, size, pgoff, prot, flags) entries, each exactly a
+        REMAP, applied in order until one fails.  Returns how many were applied; a failing
+        entry raises FsError with ``done`` set (the entries before it stay applied, as
+        madvise(2) over several VMAs leaves the earlier ones advised).
+
+        One snapshot of the kernel-cached pages the entries touch, one vector remap in
+        vmcore, one comparison: the invalidations of the whole call go out as few ranged
+        notifications as the layout allows (runs with small gaps are merged)."""
+        ws = self._win(ino)
+        self._writable_fh(ino, fh)
+        a = np.array(entries, dtype=np.uint64).reshape(-1, 5)
+        if len(a) and int(a.max()) >= 1 << 60:  # no int64 arithmetic on these: one by one
+            return self._remapv_each(ws, fh, [tuple(int(x) for x in e) for e in a.tolist()])
+        a = a.astype(np.int64)
+        start, size, pgoff, prot, flags = (a[:, k] for k in range(5))
+        bad_flags = np.flatnonzero(flags & ~REMAP_FLAGS)
+        n = int(bad_flags[0]) if len(bad_flags) else len(a)
+        vm_flags = (flags & (MAP_NONBLOCK | MAP_CHGPROT)) | np.where(
+            flags & REMAP_POPULATE, 0, MAP_NONBLOCK)
+        vm = np.stack([ws.addr + start, size, prot, pgoff, vm_flags], axis=1)[:n]
+        before = self._snapshot_ranges(ws, start[:n] >> PAGE_SHIFT, size[:n] >> PAGE_SHIFT)
+        done, err = ws.window.mm.remap_file_pages_vec(vm)
+        self._changed(ws, before, coalesce=True)
+        self.stats["remaps"] += done
+        self.stats["remapv_calls"] += 1
+        if err is not None or n < len(a):
+            e = _vm(err) if err is not None else FsError(errno.EINVAL, "unknown remap flags")
+            e.done = done  # type: ignore[attr-defined]
+            raise e
+        return done
+
+    def _remapv_each(self, ws: WinState, fh: int,
+                     entries: list[tuple[int, ...]]) -> int:
+        """REMAPV entry by entry (values beyond int64 arithmetic): REMAP's own checks."""
+        for k, (start, size, pgoff, prot, flags) in enumerate(entries):
+            try:
+                self.remap(ws.ino, fh, start, size, pgoff, prot, flags)
+            except FsError as e:
+                e.done = k  # type: ignore[attr-defined]
+                raise
+        return len(entries)
+
+    def _snapshot_ranges(self, ws: WinState, first: np.ndarray, npages: np.ndarray
+                         ) -> dict[int, tuple[int, int]]:
+        """_snapshot of the cached pages in the union of [first, first+npages+1) (the
+        +1: REMAP's end comes from the unrounded size), vectorised over the entries."""
+        if not ws.cached or not len(first):
+            return {}
+        lo = np.minimum(first, ws.npages)
+        hi = np.minimum(lo + npages + 1, ws.npages)
+        order = np.argsort(lo, kind="stable")
+        lo_s, reach = lo[order], np.maximum.accumulate(hi[order])
+        cached = np.fromiter(ws.cached, dtype=np.int64, count=len(ws.cached))
+        at = np.searchsorted(lo_s, cached, side="right") - 1
+        hit = cached[(at >= 0) & (cached < reach[np.maximum(at, 0)])]
+        return {i: self._page_state(ws, i) for i in hit.tolist()}
+
     def mprotect(self, ino: int, fh: int, start: int, size: int, prot: int, flags: int) -> None:
         """Per-page protection of a range (runs of MAP_CHGPROT remaps to the pgoffs the
         pages already show) or, with MPROTECT_VMA, mprotect(2) of the VMA."""

@@ -326,6 +326,12 @@ class Mm:
 
         return remap_file_pages(self, start, size, prot, pgoff, flags)
 
+    def remap_file_pages_vec(self, entries: Any) -> tuple[int, VmError | None]:
+        """Many remaps (start, size, prot, pgoff, flags) in order; see vmcore.fremap."""
+        from vmcore.fremap import remap_file_pages_vec
+
+        return remap_file_pages_vec(self, entries)
+
     # =============================================================== populate
     def make_pages_present(self, start: int, end: int) -> int:
         """Prefault [start, end) through fault(): write faults if the VMA is

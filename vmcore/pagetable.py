@@ -158,6 +158,33 @@ class PageTable:
             c.pgoff[s:e] = np.arange(first, first + e - s, dtype=np.int64)
             ck += 1
 
+    def set_file_pages(self, vpns: np.ndarray, pgoffs: np.ndarray, own: np.ndarray,
+                       prots: np.ndarray) -> Zapped:
+        """File PTEs at scattered ``vpns`` (sorted, unique) keeping ``pgoffs``, with an own
+        protection where ``own``: a vector of install_file_pte.  Returns the present
+        PTEs it replaced (the caller releases them, as a zap)."""
+        parts: list[Zapped] = []
+        keys = vpns >> CHUNK_SHIFT
+        brk = np.flatnonzero(np.diff(keys)) + 1
+        starts = np.concatenate(([0], brk)).tolist()
+        ends = np.concatenate((brk, [len(vpns)])).tolist()
+        fbits = np.where(own, PTE_FILE | PTE_OWNPROT, PTE_FILE).astype(np.uint8)
+        for a, b in zip(starts, ends, strict=True):
+            base = int(keys[a]) << CHUNK_SHIFT
+            c = self._chunk_for_write(base)
+            slots = vpns[a:b] - base
+            old = c.bits[slots]
+            pres = np.flatnonzero(old & PTE_PRESENT)
+            if len(pres):
+                ps = slots[pres]
+                parts.append(Zapped(ps + base, c.frame[ps].copy(), c.pgoff[ps].copy(),
+                                    c.bits[ps].copy()))
+            c.bits[slots] = fbits[a:b]
+            c.prot[slots] = prots[a:b]
+            c.frame[slots] = 0
+            c.pgoff[slots] = pgoffs[a:b]
+        return Zapped.concat(parts)
+
     def update_bits(self, vpn: int, set_: int = 0, clear: int = 0) -> None:
         c = self._chunks.get(vpn >> CHUNK_SHIFT)
         if c is None:

@@ -254,3 +254,62 @@ def test_a_store_invalidates_aliases_in_the_same_window() -> None:
     assert r.t.write(w, P + 3, memoryview(b"al")) == 2
     assert r.events() == [(w, 5 * P, P)]  # the alias; page 1 itself holds the new data
     assert r.read(w, 5 * P + 3, 2) == b"al"
+
+
+# ------------------------------------------------------------------- REMAPV
+def _v(*entries: tuple[int, int, int]) -> list[tuple[int, int, int, int, int]]:
+    """(window page, pages, pgoff) -> REMAPV entries (start, size, pgoff, prot, flags)."""
+    return [(i * P, n * P, pg, 0, 0) for i, n, pg in entries]
+
+
+def test_remapv_is_the_remaps_in_order_with_coalesced_invalidations() -> None:
+    r = Rig(32)
+    w, fh = r.window(32)
+    assert r.t.remapv(w, fh, _v((0, 2, 5), (0, 1, 9))) == 2  # later entries win
+    assert r.events() == []  # nothing cached: no notification
+    assert r.read(w, 0, 3 * P)[::P] == b"JGC"
+    r.read(w, 0, 32 * P)  # the kernel caches every page
+    # pages 3, 5, 7 move (gaps of one page: one notification for 3..7); page 30 moves
+    # (more than COALESCE_GAP away: its own); page 10 is remapped to what it already
+    # shows (no event, though it lies between)
+    assert r.t.remapv(w, fh, _v((3, 1, 30), (5, 1, 29), (7, 1, 28), (10, 1, 10),
+                                (30, 1, 1))) == 5
+    assert sorted(r.events()) == [(w, 3 * P, 5 * P), (w, 30 * P, P)]
+    assert r.read(w, 3 * P, 5 * P)[::P] == bytes([65 + 30 % 26, 69, 65 + 29 % 26, 71,
+                                                   65 + 28 % 26])
+    info = r.t.query(w, fh, 0, 32)[2]
+    assert [p for p, _f, _pr in info][:11] == [9, 6, 2, 30, 4, 29, 6, 28, 8, 9, 10]
+
+
+def test_remapv_stops_at_the_first_failing_entry_and_says_how_many_applied() -> None:
+    r = Rig(16)
+    w, fh = r.window(8)
+    r.read(w, 0, 8 * P)
+    bad = [(0, P, 3, 0, 0), (P, P, 4, 0, 0), (7 * P, 2 * P, 0, 0, 0), (2 * P, P, 5, 0, 0)]
+    with pytest.raises(FsError) as ei:
+        r.t.remapv(w, fh, bad)
+    assert ei.value.errno == errno.EINVAL and ei.value.done == 2  # type: ignore[attr-defined]
+    assert [p for p, _f, _pr in r.t.query(w, fh, 0, 3)[2]] == [3, 4, 2]
+    assert sorted(r.events()) == [(w, 0, 2 * P)]  # the applied part is invalidated
+    with pytest.raises(FsError) as ei:
+        r.t.remapv(w, fh, [(0, P, 1, 0, 0), (P, P, 1, 0, 0x4)])  # unknown flag bit
+    assert ei.value.errno == errno.EINVAL and ei.value.done == 1  # type: ignore[attr-defined]
+    ro = r.fs.open(w, os.O_RDONLY)
+    assert errno_of(r.t.remapv, w, ro, _v((0, 1, 1))) == errno.EBADF
+    with pytest.raises(FsError) as ei:  # page prot beyond the window's: EACCES
+        r2 = Rig(4)
+        w2, fh2 = r2.window(4, PROT_R)
+        r2.t.remapv(w2, fh2, [(0, P, 1, PROT_RW, 0x20000)])
+    assert ei.value.errno == errno.EACCES
+
+
+def test_remapv_write_back_of_a_moved_page_lands_where_the_store_was_made() -> None:
+    r = Rig(16)
+    w, fh = r.window(8)
+    r.read(w, 0, 8 * P)
+    r.t.remapv(w, fh, _v((2, 1, 9), (3, 1, 10)))
+    r.events()
+    # the kernel launders page 2's store (made before the remap) after the invalidation
+    assert r.t.write(w, 2 * P, memoryview(b"s" * P), FUSE_WRITE_CACHE) == P
+    data = b"".join(bytes(v) for v in r.fs.read(r.obj, r.ofh, 0, 16 * P))
+    assert data[2 * P] == ord("s") and data[9 * P] == ord("J")  # object page 2, not 9
