@@ -20,7 +20,7 @@ from vmcore.vma import (
     Vma,
 )
 
-from .types import InvalInode
+from .types import PAGE_SIZE, InvalInode, StorePage
 from .windowstate import (
     DISCARD,
     PAGE_SHIFT,
@@ -139,6 +139,37 @@ class WindowCoherence(TableState):
             return False
         return True
 
+    # ------------------------------------------------------------ NOTIFY_STORE
+    def _push(self, ws: WinState, pages: Any) -> None:
+        """Give the pages a populating remap just made present to the kernel's page
+        cache (NOTIFY_STORE, queued after the remap's invalidations): the access that
+        follows is a minor fault with no READ.  Pages that cannot be read (beyond the
+        object's end, no read permission) are left to fault as before."""
+        for i in pages:
+            a = ws.addr + (i << PAGE_SHIFT)
+            vma = ws.window.mm.vma_at(a)
+            if vma is None or not vma.pt.get(a >> PAGE_SHIFT)[0] & PTE_PRESENT:
+                continue  # populate did not fault it in (beyond EOF, no permission)
+            try:
+                data = b"".join(ws.window.read_views(i << PAGE_SHIFT, PAGE_SIZE))
+            except VmError:
+                continue
+            self._settle(ws, i)
+            ws.cached.add(i)
+            ws.pushed.add(i)
+            self.fs._queue(StorePage(ws.ino, i << PAGE_SHIFT, data))
+            self.stats["pushed_pages"] += 1
+
+    def _settle(self, ws: WinState, i: int) -> None:
+        """Page i was pushed: once the store has reached the kernel (the session says it
+        is no longer queued), the copy the remap replaced -- and its launder -- are
+        gone, so a later write-back is of the pushed copy: drop ``pending``."""
+        if i in ws.pushed:
+            queued = getattr(self.fs, "store_queued", None)
+            if queued is None or not queued(ws.ino, i):
+                ws.pushed.discard(i)
+                ws.pending.pop(i, None)
+
     def _drop_cached(self, ws: WinState, pages: Any,
                      old: dict[int, tuple[int, int]] | None = None,
                      discard: bool = False, coalesce: bool = False) -> None:
@@ -150,6 +181,9 @@ class WindowCoherence(TableState):
         hit = ws.cached.intersection(pages)
         if not hit:
             return
+        if ws.pushed:
+            for i in hit.intersection(ws.pushed):
+                self._settle(ws, i)
         ws.cached.difference_update(hit)
         if discard or old is not None:
             pending = ws.pending

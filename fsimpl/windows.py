@@ -21,6 +21,12 @@ Two small pieces of state per window make FUSE's page cache behave:
     window pages the kernel may hold: added when a page is served (READ or
     WRITE), removed when invalidated.  A change to a page the kernel never saw
     needs no notification.
+``pushed``
+    pages a REMAP with SHMFS_REMAP_POPULATE gave to the kernel's page cache with
+    NOTIFY_STORE (the touch that follows is a minor fault, no READ).  Until that
+    store has reached the kernel, a write-back of the page is the launder of the
+    copy the remap replaced and follows ``pending``; after, it is of the pushed
+    copy and follows the page table (``_settle``).
 ``pending``
     when a change invalidates a cached page, the kernel writes it back first if
     a process dirtied it through an mmap (launder).  That write-back (a WRITE
@@ -183,6 +189,8 @@ class WindowTable(WindowCoherence, WindowIO):
         except VmError as e:
             raise _vm(e) from e
         self._changed(ws, before)
+        if not vm_flags & MAP_NONBLOCK:
+            self._push(ws, range(lo, min(lo + (size >> PAGE_SHIFT), ws.npages)))
         self.stats["remaps"] += 1
 
     def remapv(self, ino: int, fh: int, entries: list[tuple[int, int, int, int, int]]) -> int:
@@ -209,6 +217,12 @@ class WindowTable(WindowCoherence, WindowIO):
         before = self._snapshot_ranges(ws, start[:n] >> PAGE_SHIFT, size[:n] >> PAGE_SHIFT)
         done, err = ws.window.mm.remap_file_pages_vec(vm)
         self._changed(ws, before, coalesce=True)
+        pop = np.flatnonzero((vm_flags[:done] & MAP_NONBLOCK) == 0)
+        if len(pop):
+            first = np.minimum(start[pop] >> PAGE_SHIFT, ws.npages)
+            last = np.minimum(first + (size[pop] >> PAGE_SHIFT), ws.npages)
+            self._push(ws, sorted({i for a, b in zip(first.tolist(), last.tolist(), strict=True)
+                                   for i in range(a, b)}))
         self.stats["remaps"] += done
         self.stats["remapv_calls"] += 1
         if err is not None or n < len(a):

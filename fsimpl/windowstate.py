@@ -60,6 +60,7 @@ class WinState:
     npages: int
     cached: set[int] = field(default_factory=set)
     pending: dict[int, tuple[int, int] | None] = field(default_factory=dict)
+    pushed: set[int] = field(default_factory=set)  # pages given to the kernel by NOTIFY_STORE
 
     @property
     def addr(self) -> int:

@@ -10,7 +10,9 @@ remapped page, scripts/windowlib/sysmm.py):
 
 * **remap-then-touch stream**: a 4096-page window over a 256 MiB object whose
   every page holds its own number in its first 8 bytes; each step remaps one
-  random window page to a random object page, then loads and checks those 8
+  random window page to a random object page (REMAP with SHMFS_REMAP_POPULATE,
+  remap_file_pages' own default: the daemon pushes the page into the kernel's
+  cache, docs/windows.md; ``--no-populate`` for MAP_NONBLOCK), then loads and checks those 8
   bytes through a ``MAP_SHARED`` mapping of the window (a CPU load, by
   ctypes, as the tmpfs side does); one step in four also stores 8 bytes at
   offset 8 of the page.  Every load is verified.
@@ -82,9 +84,10 @@ def _store8(addr: int, value: int) -> None:
 class _Side:
     """One filesystem: a window (shmfs) or the MAP_FIXED emulation (tmpfs)."""
 
-    def __init__(self, kind: str, root: Path, remapv: bool) -> None:
+    def __init__(self, kind: str, root: Path, remapv: bool, populate: bool = True) -> None:
         self.kind = kind
         self.remapv = remapv
+        self.populate = populate
         self.objpath = root / "bench-object"
         self.fd = _make_object(self.objpath, OBJ_PAGES)
         self.size = WIN_PAGES * PAGE_SIZE
@@ -101,7 +104,7 @@ class _Side:
 
     def remap(self, i: int, pgoff: int) -> None:
         if self.win is not None:
-            self.win.remap(i, 1, pgoff)
+            self.win.remap(i, 1, pgoff, populate=self.populate)
         else:
             sysmm.remap_fixed(self.base + i * PAGE_SIZE, 1, RW, self.fd, pgoff)
 
@@ -191,7 +194,7 @@ def batch(side: _Side, rounds: int) -> dict[str, Any]:
 
 def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     with targets.open_target(kind, "600m", None) as t:
-        side = _Side(kind, t.path, not args.no_remapv)
+        side = _Side(kind, t.path, not args.no_remapv, not args.no_populate)
         try:
             out = {"load_before": loadavg()}
             if "stream" in args.only:
@@ -213,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=12)
     p.add_argument("--no-remapv", action="store_true",
                    help="batch remap by single REMAP ioctls (the figure before REMAPV)")
+    p.add_argument("--no-populate", action="store_true",
+                   help="stream remaps without SHMFS_REMAP_POPULATE (no NOTIFY_STORE: the "
+                        "touch then READs the page)")
     p.add_argument("--only", default="stream,batch,remove",
                    help="comma-separated subset of stream,batch,remove")
     p.add_argument("--shmfs-only", action="store_true", help="skip the tmpfs side")

@@ -343,7 +343,7 @@ class Mm:
             vma = self.vma_at(addr)
             if vma is None:
                 break
-            write = bool(vma.flags & VmFlags.WRITE)
+            write = bool(int(vma.flags) & int(VmFlags.WRITE))
             try:
                 handle_mm_fault(self, vma, addr, write, prefault=True)
             except VmError:

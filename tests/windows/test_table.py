@@ -313,3 +313,44 @@ def test_remapv_write_back_of_a_moved_page_lands_where_the_store_was_made() -> N
     assert r.t.write(w, 2 * P, memoryview(b"s" * P), FUSE_WRITE_CACHE) == P
     data = b"".join(bytes(v) for v in r.fs.read(r.obj, r.ofh, 0, 16 * P))
     assert data[2 * P] == ord("s") and data[9 * P] == ord("J")  # object page 2, not 9
+
+
+# ------------------------------------------------------- NOTIFY_STORE (populate)
+POPULATE = 0x8000
+
+
+def test_populating_remap_pushes_the_new_page_after_its_invalidation() -> None:
+    from fsimpl.types import StorePage
+
+    r = Rig(16)
+    w, fh = r.window(8)
+    r.read(w, 0, 8 * P)
+    r.t.remap(w, fh, 2 * P, P, 9, 0, POPULATE)
+    ev = r.fs.drain_events()
+    assert [(type(e).__name__, e.ino, e.off) for e in ev] == [
+        ("InvalInode", w, 2 * P), ("StorePage", w, 2 * P)]
+    assert isinstance(ev[1], StorePage) and ev[1].data == page(9)
+    assert 2 in r.t.wins[w].cached  # the kernel holds it now: later changes invalidate it
+    # beyond the object's end and without read permission: nothing pushed
+    r.t.remap(w, fh, 3 * P, P, 40, 0, POPULATE)
+    r.t.remap(w, fh, 4 * P, P, 4, 0, 0x20000 | POPULATE)  # MAP_CHGPROT to PROT_NONE
+    assert not [e for e in r.fs.drain_events() if isinstance(e, StorePage)]
+
+
+def test_write_back_of_a_pushed_page_follows_pending_until_the_store_is_written() -> None:
+    r = Rig(16)
+    w, fh = r.window(8)
+    r.read(w, 0, 8 * P)
+    queued = {"yes": True}
+    r.fs.store_queued = lambda ino, pg: queued["yes"]
+    r.t.remap(w, fh, 2 * P, P, 9, 0, POPULATE)
+    r.events()
+    # the launder of the copy the remap replaced comes while the store is queued
+    r.t.write(w, 2 * P, memoryview(b"old!"), FUSE_WRITE_CACHE)
+    # once the store reached the kernel, a write-back is of the pushed copy (pgoff 9)
+    queued["yes"] = False
+    r.t.write(w, 2 * P + 4, memoryview(b"new!"), FUSE_WRITE_CACHE)
+    data = b"".join(bytes(v) for v in r.fs.read(r.obj, r.ofh, 0, 16 * P))
+    assert data[2 * P : 2 * P + 5] == b"old!C"
+    assert data[9 * P : 9 * P + 8] == b"JJJJnew!"
+    assert 2 not in r.t.wins[w].pending and 2 not in r.t.wins[w].pushed
