@@ -85,6 +85,10 @@ from .windowstate import (
     _vm,
 )
 
+#: REMAPV vectors up to this long are applied as REMAPs one by one: a vector pass has
+#: a fixed cost of ~50 numpy calls (~0.3-1 ms here), a REMAP ~30-100 µs
+REMAPV_SCALAR_MAX = 8
+
 
 class WindowTable(WindowCoherence, WindowIO):
     """Every window of one ShmFs (``windows_of(fs)``)."""
@@ -204,6 +208,8 @@ class WindowTable(WindowCoherence, WindowIO):
         notifications as the layout allows (runs with small gaps are merged)."""
         ws = self._win(ino)
         self._writable_fh(ino, fh)
+        if len(entries) <= REMAPV_SCALAR_MAX:  # numpy's fixed cost exceeds the loop's
+            return self._remapv_each(ws, fh, [tuple(int(x) for x in e) for e in entries])
         a = np.array(entries, dtype=np.uint64).reshape(-1, 5)
         if len(a) and int(a.max()) >= 1 << 60:  # no int64 arithmetic on these: one by one
             return self._remapv_each(ws, fh, [tuple(int(x) for x in e) for e in a.tolist()])

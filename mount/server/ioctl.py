@@ -29,6 +29,7 @@ from mount.winapi.abi import (
     STATS_HEAD,
     STATS_SIZE,
     PageInfo,
+    decode_remapv,
     encode_query_reply,
     ioc_dir,
     ioc_nr,
@@ -139,9 +140,11 @@ def _remapv(req: Any, table: Any, data: bytes) -> list[bytes]:
     count, flags, _done, reserved = REMAPV_HEAD.unpack_from(data, 0)
     if flags or reserved or count > REMAPV_MAX:
         raise AbiError(E.EINVAL, "REMAPV: flags/reserved != 0 or count > 511")
-    # the entries as an (n, 5) array, no tuple per entry (decode_remapv is the client's)
-    rec = np.frombuffer(data, dtype=_REMAP_DTYPE, count=count, offset=REMAPV_HEAD.size)
-    ents = np.stack([rec[f].astype(np.uint64) for f in _REMAP_DTYPE.names], axis=1)
+    if count <= 8:  # a short vector: tuples (fsimpl applies it entry by entry anyway)
+        ents: Any = decode_remapv(data)[3]
+    else:  # an (n, 5) array, no tuple per entry
+        rec = np.frombuffer(data, dtype=_REMAP_DTYPE, count=count, offset=REMAPV_HEAD.size)
+        ents = np.stack([rec[f].astype(np.uint64) for f in _REMAP_DTYPE.names], axis=1)
     try:
         done, result = table.remapv(req.nodeid, req.args.fh, ents), 0
     except FsError as e:

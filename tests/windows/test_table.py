@@ -270,10 +270,11 @@ def test_remapv_is_the_remaps_in_order_with_coalesced_invalidations() -> None:
     assert r.read(w, 0, 3 * P)[::P] == b"JGC"
     r.read(w, 0, 32 * P)  # the kernel caches every page
     # pages 3, 5, 7 move (gaps of one page: one notification for 3..7); page 30 moves
-    # (more than COALESCE_GAP away: its own); page 10 is remapped to what it already
-    # shows (no event, though it lies between)
-    assert r.t.remapv(w, fh, _v((3, 1, 30), (5, 1, 29), (7, 1, 28), (10, 1, 10),
-                                (30, 1, 1))) == 5
+    # (more than COALESCE_GAP away: its own); pages 10-14 are remapped to what they
+    # already show (no event, though they lie between).  Nine entries: longer than
+    # REMAPV_SCALAR_MAX, so this is the vector path
+    assert r.t.remapv(w, fh, _v((3, 1, 30), (5, 1, 29), (7, 1, 28), (10, 1, 10), (11, 1, 11),
+                                (12, 1, 12), (13, 1, 13), (14, 1, 14), (30, 1, 1))) == 9
     assert sorted(r.events()) == [(w, 3 * P, 5 * P), (w, 30 * P, P)]
     assert r.read(w, 3 * P, 5 * P)[::P] == bytes([65 + 30 % 26, 69, 65 + 29 % 26, 71,
                                                    65 + 28 % 26])
@@ -290,7 +291,17 @@ def test_remapv_stops_at_the_first_failing_entry_and_says_how_many_applied() -> 
         r.t.remapv(w, fh, bad)
     assert ei.value.errno == errno.EINVAL and ei.value.done == 2  # type: ignore[attr-defined]
     assert [p for p, _f, _pr in r.t.query(w, fh, 0, 3)[2]] == [3, 4, 2]
-    assert sorted(r.events()) == [(w, 0, 2 * P)]  # the applied part is invalidated
+    assert sorted(r.events()) == [(w, 0, P), (w, P, P)]  # the applied part is invalidated
+    # the same through the vector path (longer than REMAPV_SCALAR_MAX): one event
+    r.read(w, 0, 8 * P)
+    long = [(k * P, P, 8 + k, 0, 0) for k in range(7)] + [(7 * P, 2 * P, 0, 0, 0)] + [
+        (0, P, 1, 0, 0)] * 2
+    with pytest.raises(FsError) as ei:
+        r.t.remapv(w, fh, long)
+    assert ei.value.errno == errno.EINVAL and ei.value.done == 7  # type: ignore[attr-defined]
+    assert sorted(r.events()) == [(w, 0, 7 * P)]
+    assert [p for p, _f, _pr in r.t.query(w, fh, 0, 8)[2]] == [8, 9, 10, 11, 12, 13, 14, 7]
+    r.t.remapv(w, fh, bad[:2])  # back to the layout the checks below expect
     with pytest.raises(FsError) as ei:
         r.t.remapv(w, fh, [(0, P, 1, 0, 0), (P, P, 1, 0, 0x4)])  # unknown flag bit
     assert ei.value.errno == errno.EINVAL and ei.value.done == 1  # type: ignore[attr-defined]
