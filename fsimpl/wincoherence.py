@@ -17,10 +17,11 @@ from vmcore.errors import VmError
 from vmcore.memory import handle_mm_fault
 from vmcore.pagetable import PTE_FILE, PTE_OWNPROT, PTE_PRESENT
 from vmcore.vma import (
+    PROT_READ,
     Vma,
 )
 
-from .types import PAGE_SIZE, InvalInode, StorePage
+from .types import InvalInode, StorePage
 from .windowstate import (
     DISCARD,
     PAGE_SHIFT,
@@ -145,15 +146,18 @@ class WindowCoherence(TableState):
         cache (NOTIFY_STORE, queued after the remap's invalidations): the access that
         follows is a minor fault with no READ.  Pages that cannot be read (beyond the
         object's end, no read permission) are left to fault as before."""
+        arena = ws.obj.mapping.arena
         for i in pages:
             a = ws.addr + (i << PAGE_SHIFT)
             vma = ws.window.mm.vma_at(a)
-            if vma is None or not vma.pt.get(a >> PAGE_SHIFT)[0] & PTE_PRESENT:
-                continue  # populate did not fault it in (beyond EOF, no permission)
-            try:
-                data = b"".join(ws.window.read_views(i << PAGE_SHIFT, PAGE_SIZE))
-            except VmError:
+            if vma is None:
                 continue
+            bits, frame, _pg, prot = vma.pt.get(a >> PAGE_SHIFT)
+            if not bits & PTE_PRESENT:
+                continue  # populate did not fault it in (beyond EOF, no permission)
+            if not (prot if bits & PTE_OWNPROT else vma.prot) & PROT_READ:
+                continue  # a READ would fail: leave the access to fault and fail
+            data = bytes(arena.view(frame))  # the present PTE's page, as READ would send
             self._settle(ws, i)
             ws.cached.add(i)
             ws.pushed.add(i)
