@@ -126,6 +126,28 @@ class WindowCoherence(TableState):
         if moved:
             self._drop_cached(ws, list(moved), moved, coalesce=coalesce)
 
+    def _changed_vec(self, ws: WinState, pages: np.ndarray,
+                     before: tuple[np.ndarray, ...]) -> None:
+        """_changed for a vector remap: ``before`` = (pgoff, prot, bits) of the cached
+        ``pages`` (sorted) before it, compared as arrays; the invalidations of the call
+        are merged into as few ranged notifications as the layout allows."""
+        if not len(pages):
+            return
+        pg_a, eff_a, bits_a = self._states_of(ws, pages)  # type: ignore[attr-defined]
+        pg_b, eff_b, _bits_b = before
+        moved = (pg_a != pg_b) | (eff_a != eff_b)
+        # unchanged but left a file PTE by the remap: present again (the invariant)
+        again = np.flatnonzero(~moved & ((bits_a & PTE_PRESENT) == 0))
+        for k in again.tolist():
+            if not self._refault(ws, int(pages[k])):
+                moved[k] = True
+        idx = np.flatnonzero(moved)
+        if len(idx):
+            mv = pages[idx].tolist()
+            old = dict(zip(mv, zip(pg_b[idx].tolist(), eff_b[idx].tolist(), strict=True),
+                           strict=True))
+            self._drop_cached(ws, mv, old, coalesce=True)
+
     def _refault(self, ws: WinState, i: int) -> bool:
         """Make window page i's PTE present again (a read prefault); False if it cannot be."""
         a = ws.addr + (i << PAGE_SHIFT)

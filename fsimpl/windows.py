@@ -220,9 +220,10 @@ class WindowTable(WindowCoherence, WindowIO):
         vm_flags = (flags & (MAP_NONBLOCK | MAP_CHGPROT)) | np.where(
             flags & REMAP_POPULATE, 0, MAP_NONBLOCK)
         vm = np.stack([ws.addr + start, size, prot, pgoff, vm_flags], axis=1)[:n]
-        before = self._snapshot_ranges(ws, start[:n] >> PAGE_SHIFT, size[:n] >> PAGE_SHIFT)
+        hit = self._cached_ranges(ws, start[:n] >> PAGE_SHIFT, size[:n] >> PAGE_SHIFT)
+        before = self._states_of(ws, hit)
         done, err = ws.window.mm.remap_file_pages_vec(vm)
-        self._changed(ws, before, coalesce=True)
+        self._changed_vec(ws, hit, before)
         pop = np.flatnonzero((vm_flags[:done] & MAP_NONBLOCK) == 0)
         if len(pop):
             first = np.minimum(start[pop] >> PAGE_SHIFT, ws.npages)
@@ -248,20 +249,34 @@ class WindowTable(WindowCoherence, WindowIO):
                 raise
         return len(entries)
 
-    def _snapshot_ranges(self, ws: WinState, first: np.ndarray, npages: np.ndarray
-                         ) -> dict[int, tuple[int, int]]:
-        """_snapshot of the cached pages in the union of [first, first+npages+1) (the
-        +1: REMAP's end comes from the unrounded size), vectorised over the entries."""
+    def _cached_ranges(self, ws: WinState, first: np.ndarray, npages: np.ndarray
+                       ) -> np.ndarray:
+        """The cached pages (sorted) in the union of [first, first+npages+1) -- the +1:
+        REMAP's end comes from the unrounded size -- vectorised over the entries."""
         if not ws.cached or not len(first):
-            return {}
+            return np.zeros(0, np.int64)
         lo = np.minimum(first, ws.npages)
         hi = np.minimum(lo + npages + 1, ws.npages)
         order = np.argsort(lo, kind="stable")
         lo_s, reach = lo[order], np.maximum.accumulate(hi[order])
-        cached = np.fromiter(ws.cached, dtype=np.int64, count=len(ws.cached))
+        cached = np.sort(np.fromiter(ws.cached, dtype=np.int64, count=len(ws.cached)))
         at = np.searchsorted(lo_s, cached, side="right") - 1
-        hit = cached[(at >= 0) & (cached < reach[np.maximum(at, 0)])]
-        return {i: self._page_state(ws, i) for i in hit.tolist()}
+        return cached[(at >= 0) & (cached < reach[np.maximum(at, 0)])]
+
+    def _states_of(self, ws: WinState, pages: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(pgoff shown, effective prot, PTE bits) of the given sorted window pages: one
+        _state over their span when it is dense enough, else page by page (memory stays
+        proportional to the pages asked about, never to the window)."""
+        if not len(pages):
+            z = np.zeros(0, np.int64)
+            return z, z, z
+        lo, hi = int(pages[0]), int(pages[-1]) + 1
+        if hi - lo <= 64 * len(pages) + 512:
+            pg, eff, bits = self._state(ws, lo, hi)
+            k = pages - lo
+            return pg[k], eff[k], bits[k]
+        rows = [self._state(ws, int(i), int(i) + 1) for i in pages.tolist()]
+        return tuple(np.concatenate([r[j] for r in rows]) for j in range(3))
 
     def mprotect(self, ino: int, fh: int, start: int, size: int, prot: int, flags: int) -> None:
         """Per-page protection of a range (runs of MAP_CHGPROT remaps to the pgoffs the
