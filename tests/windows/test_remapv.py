@@ -103,3 +103,30 @@ def test_another_user_can_remapv_only_what_open_grants() -> None:
             assert as_user(65534, 65534, lambda: try_remapv(False)) == ("errno", errno.EBADF)
             assert as_user(65534, 65534, lambda: try_remapv(True)) == ("errno", errno.EACCES)
             assert [p.pgoff for p in w.query(0, 1)] == [0]  # unchanged
+
+
+def test_garbage_vectors_get_an_errno_and_the_daemon_lives(wdir: Path) -> None:
+    """Random entries (huge values, random flags, counts up to 511) never kill the
+    daemon: each call succeeds or fails with one of REMAP's errnos."""
+    obj = wdir / "obj"
+    make_object(obj, 16)
+    rng = random.Random(12)
+    allowed = {errno.EINVAL, errno.EACCES, errno.ENOMEM}
+    with Window.create(wdir / "win", obj, 16) as w:
+        for _ in range(60):
+            n = rng.choice([0, 1, 3, 9, 100, abi.REMAPV_MAX])
+            ents = [(rng.choice([0, rng.randrange(1 << 64), rng.randrange(16) * P]),
+                     rng.choice([0, P, 3 * P, rng.randrange(1 << 64)]),
+                     rng.choice([rng.randrange(32), rng.randrange(1 << 64)]),
+                     rng.randrange(1 << 32) if rng.random() < 0.3 else 0,
+                     rng.choice([0, 0x8000, 0x10000, 0x20000, rng.randrange(1 << 32)]))
+                    for _ in range(n)]
+            try:
+                assert w.remapv_bytes(ents) == n
+            except OSError as e:
+                assert e.errno in allowed, e
+                assert 0 <= e.done < n  # type: ignore[attr-defined]
+        assert len(w.query()) == 16  # still answering
+        assert w.info().nr_vmas == 1
+        w.remapv([(0, 16, 0, PROT_READ | 2)])  # and still obeying
+        assert w.pread(0, 16) == page_of(0)[:16]
