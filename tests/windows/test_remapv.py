@@ -20,7 +20,7 @@ from mount.winapi import abi
 from mount.winapi.client import PROT_READ, Window
 from tests.live.helpers import as_user
 from tests.support.mounts import shmfs_mount
-from tests.windows.helpers import MapChild, P, make_object, page_of
+from tests.windows.helpers import MapChild, P, make_object, page_of, shmfs_cli
 
 pytestmark = pytest.mark.mount
 
@@ -130,3 +130,17 @@ def test_garbage_vectors_get_an_errno_and_the_daemon_lives(wdir: Path) -> None:
         assert w.info().nr_vmas == 1
         w.remapv([(0, 16, 0, PROT_READ | 2)])  # and still obeying
         assert w.pread(0, 16) == page_of(0)[:16]
+
+
+def test_cli_remapv(wdir: Path) -> None:
+    obj = wdir / "obj"
+    make_object(obj, 16)
+    win = str(wdir / "win")
+    assert shmfs_cli("window", "create", win, str(obj), "--pages", "4").returncode == 0
+    r = shmfs_cli("window", "remapv", win, "0:2:9", "3:1:15", "1:1:4", "--populate")
+    assert r.returncode == 0, r.stderr
+    with Window.open(win) as w:
+        assert [p.pgoff for p in w.query()] == [9, 4, 2, 15]
+    bad = shmfs_cli("window", "remapv", win, "0:1:1", "3:2:0")
+    assert bad.returncode == 1 and "EINVAL" in bad.stderr
+    assert shmfs_cli("window", "remapv", win, "0-1-1").returncode == 2  # usage error
