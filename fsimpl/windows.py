@@ -293,7 +293,8 @@ class WindowTable(WindowCoherence, WindowIO):
             raise FsError(errno.ENOMEM, "range outside the window")
         if npages == 0:
             return
-        before = self._snapshot(ws, lo, lo + npages)
+        hit = np.array(self._cached_in(ws, lo, lo + npages), dtype=np.int64)
+        before = self._states_of(ws, hit)  # arrays: a whole window may be cached
         mm = ws.window.mm
         try:
             if flags & MPROTECT_VMA:
@@ -305,7 +306,7 @@ class WindowTable(WindowCoherence, WindowIO):
         except VmError as e:
             raise _vm(e) from e
         finally:
-            self._changed(ws, before)
+            self._changed_vec(ws, hit, before)
         self.stats["mprotects"] += 1
 
     def _chgprot_vma(self, ws: WinState, vma: Vma, lo: int, hi: int, pg: np.ndarray,
@@ -316,11 +317,17 @@ class WindowTable(WindowCoherence, WindowIO):
             return
         seg = pg[v0 - lo : v1 - lo]
         brk = np.flatnonzero(np.diff(seg) != 1) + 1
-        pos = v0
-        for run in np.split(seg, brk):
-            ws.window.mm.remap_file_pages(ws.addr + (pos << PAGE_SHIFT), len(run) << PAGE_SHIFT,
-                                          prot, int(run[0]), MAP_CHGPROT | MAP_NONBLOCK)
-            pos += len(run)
+        starts = np.concatenate(([0], brk))
+        counts = np.diff(np.concatenate((starts, [len(seg)])))
+        # one vector remap of all the runs (a scattered window is one run a page)
+        ents = np.stack([ws.addr + ((v0 + starts) << PAGE_SHIFT), counts << PAGE_SHIFT,
+                         np.full(len(starts), prot), seg[starts],
+                         np.full(len(starts), MAP_CHGPROT | MAP_NONBLOCK)], axis=1)
+        if len(ents) <= REMAPV_SCALAR_MAX:
+            ents = [tuple(e) for e in ents.tolist()]
+        _done, err = ws.window.mm.remap_file_pages_vec(ents)
+        if err is not None:
+            raise err
 
     def madvise(self, ino: int, fh: int, start: int, size: int, advice: int) -> None:
         """madvise(2) on the window's VMA (MADV_REMOVE punches the object pages shown)."""

@@ -365,3 +365,17 @@ def test_write_back_of_a_pushed_page_follows_pending_until_the_store_is_written(
     assert data[2 * P : 2 * P + 5] == b"old!C"
     assert data[9 * P : 9 * P + 8] == b"JJJJnew!"
     assert 2 not in r.t.wins[w].pending and 2 not in r.t.wins[w].pushed
+
+
+def test_mprotect_of_a_scattered_window_is_one_vector_with_exact_invalidations() -> None:
+    r = Rig(64)
+    w, fh = r.window(32)
+    r.t.remapv(w, fh, [(i * P, P, (i * 7) % 64, 0, 0) for i in range(32)])  # 32 runs
+    r.read(w, 0, 20 * P)  # the kernel caches pages 0..19 only
+    r.events()
+    r.t.mprotect(w, fh, 0, 32 * P, PROT_R, 0)
+    assert r.events() == [(w, 0, 20 * P)]  # exactly the cached pages, one notification
+    q = r.t.query(w, fh, 0, 32)[2]
+    assert [p for p, _f, _pr in q] == [(i * 7) % 64 for i in range(32)]  # pgoffs kept
+    assert {pr for _p, _f, pr in q} == {PROT_R}
+    assert errno_of(r.t.write, w, 5 * P, memoryview(b"x")) == errno.EACCES
