@@ -157,6 +157,15 @@ class InvalInode:
 
 
 @dataclass(slots=True)
+class StorePage:
+    """Put ``data`` into the kernel's page cache of ``ino`` at ``off`` (NOTIFY_STORE)."""
+
+    ino: int
+    off: int
+    data: bytes
+
+
+@dataclass(slots=True)
 class InvalEntry:
     """Ask the kernel to drop the dentry ``name`` under ``parent``."""
 

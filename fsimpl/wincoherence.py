@@ -17,10 +17,11 @@ from vmcore.errors import VmError
 from vmcore.memory import handle_mm_fault
 from vmcore.pagetable import PTE_FILE, PTE_OWNPROT, PTE_PRESENT
 from vmcore.vma import (
+    PROT_READ,
     Vma,
 )
 
-from .types import InvalInode
+from .types import InvalInode, StorePage
 from .windowstate import (
     DISCARD,
     PAGE_SHIFT,
@@ -28,6 +29,19 @@ from .windowstate import (
     WinState,
     _runs,
 )
+
+COALESCE_GAP = 16  # pages: one notification costs about what dropping 16 pages does
+
+
+def _merge_runs(runs: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """Merge sorted (first, count) runs separated by at most ``gap`` pages."""
+    out: list[tuple[int, int]] = []
+    for first, n in runs:
+        if out and first - (out[-1][0] + out[-1][1]) <= gap:
+            out[-1] = (out[-1][0], first + n - out[-1][0])
+        else:
+            out.append((first, n))
+    return out
 
 
 class WindowCoherence(TableState):
@@ -96,7 +110,8 @@ class WindowCoherence(TableState):
         """What the cached pages of [lo, hi) show, before a change."""
         return {i: self._page_state(ws, i) for i in self._cached_in(ws, lo, hi)}
 
-    def _changed(self, ws: WinState, before: dict[int, tuple[int, int]]) -> None:
+    def _changed(self, ws: WinState, before: dict[int, tuple[int, int]],
+                 coalesce: bool = False) -> None:
         """After a remap/mprotect: invalidate the cached pages whose pgoff or prot moved,
         remembering where a write-back of each must still go.
 
@@ -109,7 +124,29 @@ class WindowCoherence(TableState):
             if self._page_state(ws, i) != old or not self._refault(ws, i):
                 moved[i] = old
         if moved:
-            self._drop_cached(ws, list(moved), moved)
+            self._drop_cached(ws, list(moved), moved, coalesce=coalesce)
+
+    def _changed_vec(self, ws: WinState, pages: np.ndarray,
+                     before: tuple[np.ndarray, ...]) -> None:
+        """_changed for a vector remap: ``before`` = (pgoff, prot, bits) of the cached
+        ``pages`` (sorted) before it, compared as arrays; the invalidations of the call
+        are merged into as few ranged notifications as the layout allows."""
+        if not len(pages):
+            return
+        pg_a, eff_a, bits_a = self._states_of(ws, pages)  # type: ignore[attr-defined]
+        pg_b, eff_b, _bits_b = before
+        moved = (pg_a != pg_b) | (eff_a != eff_b)
+        # unchanged but left a file PTE by the remap: present again (the invariant)
+        again = np.flatnonzero(~moved & ((bits_a & PTE_PRESENT) == 0))
+        for k in again.tolist():
+            if not self._refault(ws, int(pages[k])):
+                moved[k] = True
+        idx = np.flatnonzero(moved)
+        if len(idx):
+            mv = pages[idx].tolist()
+            old = dict(zip(mv, zip(pg_b[idx].tolist(), eff_b[idx].tolist(), strict=True),
+                           strict=True))
+            self._drop_cached(ws, mv, old, coalesce=True)
 
     def _refault(self, ws: WinState, i: int) -> bool:
         """Make window page i's PTE present again (a read prefault); False if it cannot be."""
@@ -125,30 +162,82 @@ class WindowCoherence(TableState):
             return False
         return True
 
+    # ------------------------------------------------------------ NOTIFY_STORE
+    def _push(self, ws: WinState, pages: Any) -> None:
+        """Give the pages a populating remap just made present to the kernel's page
+        cache (NOTIFY_STORE, queued after the remap's invalidations): the access that
+        follows is a minor fault with no READ.  Pages that cannot be read (beyond the
+        object's end, no read permission) are left to fault as before."""
+        arena = ws.obj.mapping.arena
+        for i in pages:
+            a = ws.addr + (i << PAGE_SHIFT)
+            vma = ws.window.mm.vma_at(a)
+            if vma is None:
+                continue
+            bits, frame, _pg, prot = vma.pt.get(a >> PAGE_SHIFT)
+            if not bits & PTE_PRESENT:
+                continue  # populate did not fault it in (beyond EOF, no permission)
+            if not (prot if bits & PTE_OWNPROT else vma.prot) & PROT_READ:
+                continue  # a READ would fail: leave the access to fault and fail
+            data = bytes(arena.view(frame))  # the present PTE's page, as READ would send
+            self._settle(ws, i)
+            ws.cached.add(i)
+            ws.pushed.add(i)
+            self.fs._queue(StorePage(ws.ino, i << PAGE_SHIFT, data))
+            self.stats["pushed_pages"] += 1
+
+    def _settle(self, ws: WinState, i: int) -> None:
+        """Page i was pushed: once the store has reached the kernel (the session says it
+        is no longer queued), the copy the remap replaced -- and its launder -- are
+        gone, so a later write-back is of the pushed copy: drop ``pending``."""
+        if i in ws.pushed:
+            queued = getattr(self.fs, "store_queued", None)
+            if queued is None or not queued(ws.ino, i):
+                ws.pushed.discard(i)
+                ws.pending.pop(i, None)
+
     def _drop_cached(self, ws: WinState, pages: Any,
                      old: dict[int, tuple[int, int]] | None = None,
-                     discard: bool = False) -> None:
+                     discard: bool = False, coalesce: bool = False) -> None:
         """Invalidate the cached ones of ``pages``; remember where a write-back must go
-        (``old``), or that it must be dropped (``discard``)."""
-        hit = [int(i) for i in pages if int(i) in ws.cached]
+        (``old``), or that it must be dropped (``discard``).  Set operations, not a
+        Python loop per page: a whole-window zap is 4096 pages (docs/performance.md)."""
+        if isinstance(pages, np.ndarray):
+            pages = pages.tolist()
+        hit = ws.cached.intersection(pages)
         if not hit:
             return
-        for i in hit:
-            ws.cached.discard(i)
-            if i in ws.pending:
-                continue  # a store older than this change still has its old target
+        if ws.pushed:
+            for i in hit.intersection(ws.pushed):
+                self._settle(ws, i)
+        ws.cached.difference_update(hit)
+        if discard or old is not None:
+            pending = ws.pending
+            fresh = [i for i in hit if i not in pending]  # older stores keep their target
             if discard:
-                ws.pending[i] = DISCARD
-            elif old is not None:
-                ws.pending[i] = old[i]
-        self._inval(ws.ino, hit)
+                pending.update(dict.fromkeys(fresh, DISCARD))
+            else:
+                pending.update((i, old[i]) for i in fresh)  # type: ignore[index]
+        if not coalesce:
+            self._inval(ws.ino, sorted(hit))
+            return
+        # one notification per run, runs closer than COALESCE_GAP pages merged: the
+        # kernel then also drops the unchanged pages in between (a dirty one is written
+        # back where it shows, which has not changed), so they are no longer cached
+        for first, n in _merge_runs(_runs(sorted(hit)), COALESCE_GAP):
+            ws.cached.difference_update(range(first, first + n))
+            self.fs._queue(InvalInode(ws.ino, first << PAGE_SHIFT, n << PAGE_SHIFT))
+            self.stats["inval_events"] += 1
+            self.stats["inval_pages"] += n
 
     def _zapped(self, ws: WinState, vma: Vma, first: int, nr: int, reason: str) -> None:
         """Zap listener: truncate/punch ('unmap') and MADV_DONTNEED change what pages show."""
         if reason not in ("unmap", "dontneed"):
             return  # 'remap' is handled by the caller; 'munmap' only at destruction
         lo = ((vma.start - ws.addr) >> PAGE_SHIFT) + first
-        self._drop_cached(ws, self._cached_in(ws, lo, lo + nr), None, discard=reason == "unmap")
+        pages = range(lo, lo + nr) if nr <= 4 * len(ws.cached) + 64 else self._cached_in(
+            ws, lo, lo + nr)
+        self._drop_cached(ws, pages, None, discard=reason == "unmap")
 
     def object_changed(self, obj_ino: int, off: int, length: int,
                        writer: WinState | None = None, written: range = range(0)) -> None:

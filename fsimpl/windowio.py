@@ -57,6 +57,7 @@ class WindowIO(TableState):
             raise _vm(e) from e
         for i in range(lo, hi):
             ws.pending.pop(i, None)
+            ws.pushed.discard(i)
         ws.cached.update(range(lo, hi))
         self.stats["reads"] += 1
         self.stats["read_bytes"] += size
@@ -72,6 +73,9 @@ class WindowIO(TableState):
         data = data[:n]
         cache = bool(write_flags & FUSE_WRITE_CACHE)
         lo, hi = off >> PAGE_SHIFT, ((off + n - 1) >> PAGE_SHIFT) + 1
+        if ws.pushed:
+            for i in range(lo, hi):
+                self._settle(ws, i)  # type: ignore[attr-defined]
         if cache and any(i in ws.pending for i in range(lo, hi)):
             return self._write_back_pending(ws, off, data)
         done = 0
@@ -97,6 +101,7 @@ class WindowIO(TableState):
         if not cache:
             for i in range(lo, hi):
                 ws.pending.pop(i, None)
+                ws.pushed.discard(i)
         first_refused = hi if err is None else (off + done) >> PAGE_SHIFT
         ws.cached.update(range(lo, first_refused))
         if err is not None:

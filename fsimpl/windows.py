@@ -21,6 +21,12 @@ Two small pieces of state per window make FUSE's page cache behave:
     window pages the kernel may hold: added when a page is served (READ or
     WRITE), removed when invalidated.  A change to a page the kernel never saw
     needs no notification.
+``pushed``
+    pages a REMAP with SHMFS_REMAP_POPULATE gave to the kernel's page cache with
+    NOTIFY_STORE (the touch that follows is a minor fault, no READ).  Until that
+    store has reached the kernel, a write-back of the page is the launder of the
+    copy the remap replaced and follows ``pending``; after, it is of the pushed
+    copy and follows the page table (``_settle``).
 ``pending``
     when a change invalidates a cached page, the kernel writes it back first if
     a process dirtied it through an mmap (launder).  That write-back (a WRITE
@@ -82,6 +88,10 @@ from .windowstate import (
 )
 from .winextent import WindowExtent
 from .wingrant import GrantTable
+
+#: REMAPV vectors up to this long are applied as REMAPs one by one: a vector pass has
+#: a fixed cost of ~50 numpy calls (~0.3-1 ms here), a REMAP ~30-100 µs
+REMAPV_SCALAR_MAX = 8
 
 
 class WindowTable(WindowCoherence, WindowIO, WindowExtent):
@@ -235,7 +245,91 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
             raise _vm(e) from e
         finally:  # a remap refused part way (ENOMEM: pt_size=) has still changed pages
             self._changed(ws, before)
+        if not vm_flags & MAP_NONBLOCK:
+            self._push(ws, range(lo, min(lo + (size >> PAGE_SHIFT), ws.npages)))
         self.stats["remaps"] += 1
+
+    def remapv(self, ino: int, fh: int, entries: list[tuple[int, int, int, int, int]]) -> int:
+        """SHMFS_IOC_WIN_REMAPV: (start, size, pgoff, prot, flags) entries, each exactly a
+        REMAP, applied in order until one fails.  Returns how many were applied; a failing
+        entry raises FsError with ``done`` set (the entries before it stay applied, as
+        madvise(2) over several VMAs leaves the earlier ones advised).
+
+        One snapshot of the kernel-cached pages the entries touch, one vector remap in
+        vmcore, one comparison: the invalidations of the whole call go out as few ranged
+        notifications as the layout allows (runs with small gaps are merged)."""
+        ws = self._win(ino)
+        ws.epoch += 1  # what pages show may change: the cached st_blocks/SEEK layout goes
+        self._writable_fh(ino, fh)
+        if len(entries) <= REMAPV_SCALAR_MAX:  # numpy's fixed cost exceeds the loop's
+            return self._remapv_each(ws, fh, [tuple(int(x) for x in e) for e in entries])
+        a = np.array(entries, dtype=np.uint64).reshape(-1, 5)
+        if len(a) and int(a.max()) >= 1 << 60:  # no int64 arithmetic on these: one by one
+            return self._remapv_each(ws, fh, [tuple(int(x) for x in e) for e in a.tolist()])
+        a = a.astype(np.int64)
+        start, size, pgoff, prot, flags = (a[:, k] for k in range(5))
+        bad_flags = np.flatnonzero(flags & ~REMAP_FLAGS)
+        n = int(bad_flags[0]) if len(bad_flags) else len(a)
+        vm_flags = (flags & (MAP_NONBLOCK | MAP_CHGPROT)) | np.where(
+            flags & REMAP_POPULATE, 0, MAP_NONBLOCK)
+        vm = np.stack([ws.addr + start, size, prot, pgoff, vm_flags], axis=1)[:n]
+        hit = self._cached_ranges(ws, start[:n] >> PAGE_SHIFT, size[:n] >> PAGE_SHIFT)
+        before = self._states_of(ws, hit)
+        done, err = ws.window.mm.remap_file_pages_vec(vm)
+        self._changed_vec(ws, hit, before)
+        pop = np.flatnonzero((vm_flags[:done] & MAP_NONBLOCK) == 0)
+        if len(pop):
+            first = np.minimum(start[pop] >> PAGE_SHIFT, ws.npages)
+            last = np.minimum(first + (size[pop] >> PAGE_SHIFT), ws.npages)
+            self._push(ws, sorted({i for a, b in zip(first.tolist(), last.tolist(), strict=True)
+                                   for i in range(a, b)}))
+        self.stats["remaps"] += done
+        self.stats["remapv_calls"] += 1
+        if err is not None or n < len(a):
+            e = _vm(err) if err is not None else FsError(errno.EINVAL, "unknown remap flags")
+            e.done = done  # type: ignore[attr-defined]
+            raise e
+        return done
+
+    def _remapv_each(self, ws: WinState, fh: int,
+                     entries: list[tuple[int, ...]]) -> int:
+        """REMAPV entry by entry (values beyond int64 arithmetic): REMAP's own checks."""
+        for k, (start, size, pgoff, prot, flags) in enumerate(entries):
+            try:
+                self.remap(ws.ino, fh, start, size, pgoff, prot, flags)
+            except FsError as e:
+                e.done = k  # type: ignore[attr-defined]
+                raise
+        return len(entries)
+
+    def _cached_ranges(self, ws: WinState, first: np.ndarray, npages: np.ndarray
+                       ) -> np.ndarray:
+        """The cached pages (sorted) in the union of [first, first+npages+1) -- the +1:
+        REMAP's end comes from the unrounded size -- vectorised over the entries."""
+        if not ws.cached or not len(first):
+            return np.zeros(0, np.int64)
+        lo = np.minimum(first, ws.npages)
+        hi = np.minimum(lo + npages + 1, ws.npages)
+        order = np.argsort(lo, kind="stable")
+        lo_s, reach = lo[order], np.maximum.accumulate(hi[order])
+        cached = np.sort(np.fromiter(ws.cached, dtype=np.int64, count=len(ws.cached)))
+        at = np.searchsorted(lo_s, cached, side="right") - 1
+        return cached[(at >= 0) & (cached < reach[np.maximum(at, 0)])]
+
+    def _states_of(self, ws: WinState, pages: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(pgoff shown, effective prot, PTE bits) of the given sorted window pages: one
+        _state over their span when it is dense enough, else page by page (memory stays
+        proportional to the pages asked about, never to the window)."""
+        if not len(pages):
+            z = np.zeros(0, np.int64)
+            return z, z, z
+        lo, hi = int(pages[0]), int(pages[-1]) + 1
+        if hi - lo <= 64 * len(pages) + 512:
+            pg, eff, bits = self._state(ws, lo, hi)
+            k = pages - lo
+            return pg[k], eff[k], bits[k]
+        rows = [self._state(ws, int(i), int(i) + 1) for i in pages.tolist()]
+        return tuple(np.concatenate([r[j] for r in rows]) for j in range(3))
 
     def mprotect(self, ino: int, fh: int, start: int, size: int, prot: int, flags: int) -> None:
         """Per-page protection of a range (runs of MAP_CHGPROT remaps to the pgoffs the
@@ -253,7 +347,8 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
             raise FsError(errno.ENOMEM, "range outside the window")
         if npages == 0:
             return
-        before = self._snapshot(ws, lo, lo + npages)
+        hit = np.array(self._cached_in(ws, lo, lo + npages), dtype=np.int64)
+        before = self._states_of(ws, hit)  # arrays: a whole window may be cached
         mm = ws.window.mm
         try:
             if flags & MPROTECT_VMA:
@@ -265,7 +360,7 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         except VmError as e:
             raise _vm(e) from e
         finally:
-            self._changed(ws, before)
+            self._changed_vec(ws, hit, before)
         self.stats["mprotects"] += 1
 
     def _chgprot_vma(self, ws: WinState, vma: Vma, lo: int, hi: int, pg: np.ndarray,
@@ -276,11 +371,17 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
             return
         seg = pg[v0 - lo : v1 - lo]
         brk = np.flatnonzero(np.diff(seg) != 1) + 1
-        pos = v0
-        for run in np.split(seg, brk):
-            ws.window.mm.remap_file_pages(ws.addr + (pos << PAGE_SHIFT), len(run) << PAGE_SHIFT,
-                                          prot, int(run[0]), MAP_CHGPROT | MAP_NONBLOCK)
-            pos += len(run)
+        starts = np.concatenate(([0], brk))
+        counts = np.diff(np.concatenate((starts, [len(seg)])))
+        # one vector remap of all the runs (a scattered window is one run a page)
+        ents = np.stack([ws.addr + ((v0 + starts) << PAGE_SHIFT), counts << PAGE_SHIFT,
+                         np.full(len(starts), prot), seg[starts],
+                         np.full(len(starts), MAP_CHGPROT | MAP_NONBLOCK)], axis=1)
+        if len(ents) <= REMAPV_SCALAR_MAX:
+            ents = [tuple(e) for e in ents.tolist()]
+        _done, err = ws.window.mm.remap_file_pages_vec(ents)
+        if err is not None:
+            raise err
 
     def madvise(self, ino: int, fh: int, start: int, size: int, advice: int) -> None:
         """madvise(2) on the window's VMA (MADV_REMOVE punches the object pages shown)."""

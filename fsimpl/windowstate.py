@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vmcore.errors import Sigbus, Sigsegv, VmError
+from vmcore.madvise import sorted_unique
 from vmcore.vma import (
     MAP_CHGPROT,
     MAP_NONBLOCK,
@@ -64,6 +65,7 @@ class WinState:
     #: ``blocks``: the cached (key, st_blocks, SEEK layout) (fsimpl/winextent.py)
     epoch: int = 0
     blocks: tuple[Any, int, list[Any]] | None = None
+    pushed: set[int] = field(default_factory=set)  # pages given to the kernel by NOTIFY_STORE
 
     @property
     def addr(self) -> int:
@@ -78,10 +80,13 @@ def _runs(pages: Any) -> list[tuple[int, int]]:
     """(first, count) of each run of consecutive values, in sorted order."""
     if isinstance(pages, range) and pages.step == 1:
         return [(pages.start, len(pages))] if len(pages) else []
-    if isinstance(pages, np.ndarray) and len(pages) > 64:
-        a = np.unique(pages.astype(np.int64))
+    if len(pages) > 64:
+        a = sorted_unique(np.asarray(pages if isinstance(pages, np.ndarray) else list(pages),
+                                     dtype=np.int64))
         brk = np.flatnonzero(np.diff(a) != 1) + 1
-        return [(int(r[0]), len(r)) for r in np.split(a, brk)]
+        firsts = a[np.concatenate(([0], brk))].tolist()
+        counts = np.diff(np.concatenate(([0], brk, [len(a)]))).tolist()
+        return list(zip(firsts, counts, strict=True))
     out: list[tuple[int, int]] = []
     for p in sorted({int(x) for x in pages}):
         if out and out[-1][0] + out[-1][1] == p:

@@ -306,6 +306,7 @@ def _memory_phase(target: targets.Target, oracle: Oracle, guests: Guests, fd: in
 def _rates(c: dict[str, float], seconds: float, s0: dict[str, Any], s1: dict[str, Any]
            ) -> dict[str, Any]:
     out: dict[str, Any] = {k: int(c[k]) for k in ("ops", "loads", "stores", "remaps",
+                                                   "remap_batches",
                                                    "protects", "frees", "denied", "queries",
                                                    "verified_bytes")}
     out["seconds"] = seconds

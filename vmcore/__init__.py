@@ -4,6 +4,10 @@ Pure Python + numpy; no I/O beyond the arena's memory.  See docs/vmcore.md and
 the design essay at the top of vmcore/fault.py.
 """
 
+# numpy imports numpy.ma lazily on the first np.unique/np.isin (~30-40 ms): pay it when
+# the daemon starts, not inside the first request that frees pages (docs/performance.md)
+import numpy.ma  # noqa: F401
+
 from .arena import PAGE_SHIFT, PAGE_SIZE, Arena
 from .budget import Budget
 from .errors import NoSpace, Sigbus, Sigsegv, VmError

@@ -327,6 +327,12 @@ class Mm:
 
         return remap_file_pages(self, start, size, prot, pgoff, flags)
 
+    def remap_file_pages_vec(self, entries: Any) -> tuple[int, VmError | None]:
+        """Many remaps (start, size, prot, pgoff, flags) in order; see vmcore.fremap."""
+        from vmcore.fremap import remap_file_pages_vec
+
+        return remap_file_pages_vec(self, entries)
+
     # =============================================================== populate
     def make_pages_present(self, start: int, end: int) -> int:
         """Prefault [start, end) through fault(): write faults if the VMA is
@@ -338,7 +344,7 @@ class Mm:
             vma = self.vma_at(addr)
             if vma is None:
                 break
-            write = bool(vma.flags & VmFlags.WRITE)
+            write = bool(int(vma.flags) & int(VmFlags.WRITE))
             try:
                 handle_mm_fault(self, vma, addr, write, prefault=True)
             except VmError:

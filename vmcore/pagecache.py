@@ -269,6 +269,37 @@ class PageCache:
             return np.empty(0, dtype=np.int64)
         return out[0] if len(out) == 1 else np.concatenate(out)
 
+    def remove_pages(self, pgoffs: np.ndarray) -> np.ndarray:
+        """Drop the pages at the given (sorted, unique) pgoffs; return their frames.
+        One vectorised pass per chunk touched, for scattered page sets."""
+        out: list[np.ndarray] = []
+        if not len(pgoffs) or not self._keys:
+            return np.empty(0, dtype=np.int64)
+        keys = pgoffs >> CHUNK_SHIFT
+        brk = np.flatnonzero(np.diff(keys)) + 1
+        starts = np.concatenate(([0], brk)).tolist()
+        ends = np.concatenate((brk, [len(pgoffs)])).tolist()
+        for a, b in zip(starts, ends, strict=True):
+            k = int(keys[a])
+            fr = self._frames.get(k)
+            if fr is None:
+                continue
+            slots = pgoffs[a:b] & CHUNK_MASK
+            got = fr[slots]
+            got = got[got >= 0]
+            if not got.size:
+                continue
+            out.append(got)
+            fr[slots] = HOLE
+            self._flags[k][slots] = 0
+            self._count[k] -= got.size
+            self.nrpages -= got.size
+            if self._count[k] == 0:
+                self._drop_chunk(k)
+        if not out:
+            return np.empty(0, dtype=np.int64)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
     # -- introspection -------------------------------------------------------------
 
     @property

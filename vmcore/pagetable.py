@@ -180,6 +180,33 @@ class PageTable:
             c.pgoff[s:e] = np.arange(first, first + e - s, dtype=np.int64)
             ck += 1
 
+    def set_file_pages(self, vpns: np.ndarray, pgoffs: np.ndarray, own: np.ndarray,
+                       prots: np.ndarray) -> Zapped:
+        """File PTEs at scattered ``vpns`` (sorted, unique) keeping ``pgoffs``, with an own
+        protection where ``own``: a vector of install_file_pte.  Returns the present
+        PTEs it replaced (the caller releases them, as a zap)."""
+        parts: list[Zapped] = []
+        keys = vpns >> CHUNK_SHIFT
+        brk = np.flatnonzero(np.diff(keys)) + 1
+        starts = np.concatenate(([0], brk)).tolist()
+        ends = np.concatenate((brk, [len(vpns)])).tolist()
+        fbits = np.where(own, PTE_FILE | PTE_OWNPROT, PTE_FILE).astype(np.uint8)
+        for a, b in zip(starts, ends, strict=True):
+            base = int(keys[a]) << CHUNK_SHIFT
+            c = self._chunk_for_write(base)
+            slots = vpns[a:b] - base
+            old = c.bits[slots]
+            pres = np.flatnonzero(old & PTE_PRESENT)
+            if len(pres):
+                ps = slots[pres]
+                parts.append(Zapped(ps + base, c.frame[ps].copy(), c.pgoff[ps].copy(),
+                                    c.bits[ps].copy()))
+            c.bits[slots] = fbits[a:b]
+            c.prot[slots] = prots[a:b]
+            c.frame[slots] = 0
+            c.pgoff[slots] = pgoffs[a:b]
+        return Zapped.concat(parts)
+
     def update_bits(self, vpn: int, set_: int = 0, clear: int = 0) -> None:
         c = self._chunks.get(vpn >> CHUNK_SHIFT)
         if c is None:
@@ -246,6 +273,7 @@ class PageTable:
         skip_anon: bool = False,
         nonlinear_base: tuple[int, int] | None = None,
         clear_file: bool = False,
+        pg_set: np.ndarray | None = None,
     ) -> Zapped:
         """zap_pte_range over [lo, hi), vectorised per chunk.
 
@@ -254,7 +282,9 @@ class PageTable:
         ``nonlinear_base = (vm_start_vpn, vm_pgoff)`` a cleared present PTE
         whose pgoff differs from its linear position (or that carries its own
         protection) is replaced by a file PTE keeping that pgoff.  File PTEs are
-        left alone unless ``clear_file`` (munmap).  Returns what was cleared.
+        left alone unless ``clear_file`` (munmap).  ``pg_set`` (sorted pgoffs)
+        limits the zap to present PTEs showing one of them (a scattered punch).
+        Returns what was cleared.
         """
         parts: list[Zapped] = []
         last = (1 << 62) if pg_last is None else pg_last
@@ -266,6 +296,9 @@ class PageTable:
                 m &= (pg >= pg_first) & (pg <= last)
             if skip_anon:
                 m &= (b & PTE_ANON) == 0
+            if pg_set is not None and len(pg_set):
+                at = np.minimum(np.searchsorted(pg_set, pg), len(pg_set) - 1)
+                m &= pg_set[at] == pg  # membership in a sorted set (np.isin imports numpy.ma)
             idx = np.flatnonzero(m)
             base = k << CHUNK_SHIFT
             if len(idx):

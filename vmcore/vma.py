@@ -102,6 +102,10 @@ def prot_allows(prot: int, write: bool) -> bool:
     return bool(prot & (PROT_READ | PROT_WRITE | PROT_EXEC))
 
 
+_SHARED, _NONLINEAR = int(VmFlags.SHARED), int(VmFlags.NONLINEAR)
+_WRITE_SHARED = int(VmFlags.WRITE | VmFlags.SHARED)
+
+
 class Vma:
     """One virtual memory area: ``[start, end)`` of ``mm`` showing ``mapping``.
 
@@ -147,11 +151,11 @@ class Vma:
 
     @property
     def shared(self) -> bool:
-        return bool(self.flags & VmFlags.SHARED)
+        return bool(int(self.flags) & _SHARED)  # int: IntFlag & costs ~3 us
 
     @property
     def nonlinear(self) -> bool:
-        return bool(self.flags & VmFlags.NONLINEAR)
+        return bool(int(self.flags) & _NONLINEAR)
 
     def linear_pgoff(self, address: int) -> int:
         """linear_page_index(vma, address)."""
@@ -163,7 +167,7 @@ class Vma:
 
     def wants_writenotify(self) -> bool:
         """vma_wants_writenotify: shared+writable and the mapping asks for it."""
-        if (self.flags & (VmFlags.WRITE | VmFlags.SHARED)) != (VmFlags.WRITE | VmFlags.SHARED):
+        if int(self.flags) & _WRITE_SHARED != _WRITE_SHARED:
             return False
         if getattr(self.mapping, "page_mkwrite", None) is not None:
             return True

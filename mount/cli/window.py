@@ -2,6 +2,7 @@
 
     shmfs window create PATH OBJECT --pages N [--pgoff P] [--prot rw|r|none]
     shmfs window remap PATH INDEX NPAGES PGOFF [--prot rw|r|none] [--populate] [--nonblock]
+    shmfs window remapv PATH INDEX:NPAGES:PGOFF... [--populate]   (one REMAPV per 511)
     shmfs window protect PATH INDEX NPAGES rw|r|none [--vma]
     shmfs window madvise PATH INDEX NPAGES remove|dontneed|willneed|normal
     shmfs window query PATH [INDEX [COUNT]] [--json]
@@ -94,6 +95,10 @@ def _window_parser() -> argparse.ArgumentParser:
     r.add_argument("--prot", choices=PROTS, help="also give the pages this protection")
     r.add_argument("--populate", action="store_true", help="prefault the object pages")
     r.add_argument("--nonblock", action="store_true", help="MAP_NONBLOCK")
+    v = sub.add_parser("remapv", help="many remaps in one SHMFS_IOC_WIN_REMAPV")
+    v.add_argument("path")
+    v.add_argument("entries", nargs="+", type=_vec_entry, metavar="INDEX:NPAGES:PGOFF")
+    v.add_argument("--populate", action="store_true", help="prefault and push the pages")
     m = sub.add_parser("protect", help="per-page protection of window pages")
     m.add_argument("path")
     m.add_argument("index", type=PAGES)
@@ -163,6 +168,23 @@ def _remap(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _vec_entry(text: str) -> tuple[int, int, int]:
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r}: want INDEX:NPAGES:PGOFF")
+    try:
+        i, n, p = (int(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not integers") from None
+    return i, n, p
+
+
+def _remapv(ns: argparse.Namespace) -> int:
+    with Window.open(ns.path) as w:
+        w.remapv(ns.entries, populate=ns.populate)
+    return 0
+
+
 def _protect(ns: argparse.Namespace) -> int:
     with Window.open(ns.path) as w:
         w.protect(ns.index, ns.npages, PROTS[ns.prot], vma=ns.vma)
@@ -205,7 +227,8 @@ def _destroy(ns: argparse.Namespace) -> int:
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "create": _create, "remap": _remap, "protect": _protect, "madvise": _madvise,
+    "create": _create, "remap": _remap, "remapv": _remapv, "protect": _protect,
+    "madvise": _madvise,
     "query": _query, "destroy": _destroy,
 }
 

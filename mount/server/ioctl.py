@@ -20,6 +20,8 @@ from mount.winapi.abi import (
     QUERY_HEAD,
     QUERY_MAX_PAGES,
     REMAP,
+    REMAPV_HEAD,
+    REMAPV_MAX,
     REMOUNT,
     REMOUNT_INODES,
     REMOUNT_SIZE,
@@ -28,6 +30,7 @@ from mount.winapi.abi import (
     STATS_HEAD,
     STATS_SIZE,
     PageInfo,
+    decode_remapv,
     encode_query_reply,
     ioc_dir,
     ioc_nr,
@@ -100,6 +103,8 @@ def serve(ops: Any, req: Any, table: Any) -> list[bytes]:
     elif name == "REMAP":
         start, rsize, pgoff, prot, flags = REMAP.unpack(data)
         table.remap(ino, fh, start, rsize, pgoff, prot, flags)
+    elif name == "REMAPV":
+        return _remapv(req, table, data)
     elif name == "MPROTECT":
         start, rsize, prot, flags = MPROTECT.unpack(data)
         table.mprotect(ino, fh, start, rsize, prot, flags)
@@ -124,6 +129,48 @@ def serve(ops: Any, req: Any, table: Any) -> list[bytes]:
     else:  # STATS
         payload = _stats_reply(ops, table, data)
     return [codec.reply(req.unique, codec.ioctl_out(0) + payload)]
+
+
+def _remap_dtype() -> Any:
+    import numpy as np
+
+    return np.dtype([("start", "<u8"), ("size", "<u8"), ("pgoff", "<u8"), ("prot", "<u4"),
+                     ("flags", "<u4")])
+
+
+_REMAP_DTYPE = _remap_dtype()  # struct shmfs_win_remap, as the REMAP struct packs it
+
+
+def _remapv(req: Any, table: Any, data: bytes) -> list[bytes]:
+    """REMAPV: the entries in order; ``done`` says how many were applied.  A failing
+    entry stops the vector: the reply is then a *successful* FUSE reply whose ioctl
+    result is -errno, so the kernel still copies the struct (and ``done``) out and
+    ioctl(2) fails with that errno (the applied entries' invalidations go first)."""
+    import errno as E
+
+    import numpy as np
+
+    from fsimpl.errors import FsError
+    from mount.wire import codec
+
+    count, flags, _done, reserved = REMAPV_HEAD.unpack_from(data, 0)
+    if flags or reserved or count > REMAPV_MAX:
+        raise AbiError(E.EINVAL, "REMAPV: flags/reserved != 0 or count > 511")
+    if count <= 8:  # a short vector: tuples (fsimpl applies it entry by entry anyway)
+        ents: Any = decode_remapv(data)[3]
+    else:  # an (n, 5) array, no tuple per entry
+        rec = np.frombuffer(data, dtype=_REMAP_DTYPE, count=count, offset=REMAPV_HEAD.size)
+        ents = np.stack([rec[f].astype(np.uint64) for f in _REMAP_DTYPE.names], axis=1)
+    try:
+        done, result = table.remapv(req.nodeid, req.args.fh, ents), 0
+    except FsError as e:
+        done = getattr(e, "done", None)
+        if done is None:  # nothing applied (descriptor, not a window ...): a plain error
+            raise
+        result = -e.errno
+    out = bytearray(data)
+    REMAPV_HEAD.pack_into(out, 0, count, 0, done, 0)
+    return [codec.reply(req.unique, codec.ioctl_out(result) + bytes(out))]
 
 
 def _remount(ops: Any, req: Any, data: bytes) -> None:

@@ -95,11 +95,23 @@ def _read_request(fd: int, buf: bytearray) -> int | None:
 
 
 @dataclass(slots=True)
+class _Store:
+    """A queued NOTIFY_STORE of window page ``key`` = (ino, page): written only if still
+    current (``Session._stores[key] == gen``), i.e. no READ or write(2) of that page
+    was answered since it was queued (the kernel then holds newer data)."""
+
+    key: tuple[int, int]
+    gen: int
+    msg: bytes
+
+
+@dataclass(slots=True)
 class SessionStats:
     """Requests by opcode with their total service time (for ``shmfs stat``)."""
 
     requests: dict[int, list[int]] = field(default_factory=dict)  # opcode -> [count, ns]
     notifications: int = 0
+    stores_skipped: int = 0
     codec_errors: int = 0
     write_errors: int = 0
     second_reader: int = 0  # requests read from the cloned fd (readers=2)
@@ -146,6 +158,12 @@ class Session:
         self.readers = readers
         self._fs_lock: threading.Lock | None = None
         self._local = threading.local()  # the clone reader's fd and deferred reply
+        # NOTIFY_STORE messages queued and not yet written: (ino, page) -> generation.
+        # Read by fsimpl (store_queued) to route write-backs; the reader cancels an
+        # entry when it answers a READ or a write(2) of the page first.
+        self._stores: dict[tuple[int, int], int] = {}
+        self._store_gen = 0
+        self.fs.store_queued = lambda ino, page: (ino, page) in self._stores
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
 
@@ -249,7 +267,7 @@ class Session:
             events = self.fs.drain_events()
             if events:
                 self.stats.notifications += len(events)
-                self._queue_notify([[encode_notify(ev)] for ev in events])
+                self._queue_notify([self._encode(ev) for ev in events])
 
     def _sleeping_loop(self) -> None:
         """The request loop without spinning: a blocking read(2) on the device."""
@@ -291,6 +309,8 @@ class Session:
                 return
             if self.debug:
                 log.debug("<- %r", req)
+            if self._stores and req.opcode in (OPCODE_READ, OPCODE_WRITE):
+                self._cancel_stores(req)
             out = self.ops.handle(req)
             opcode = req.opcode
             nodeid = req.nodeid
@@ -303,7 +323,7 @@ class Session:
                 # cache) can only follow the reply.
                 after = [ev for ev in events if getattr(ev, "ino", None) == nodeid]
                 events = [ev for ev in events if getattr(ev, "ino", None) != nodeid]
-            msgs: list[Sequence[bytes | memoryview]] = [[encode_notify(ev)] for ev in events]
+            msgs: list = [self._encode(ev) for ev in events]
             if out is not None and opcode == OPCODE_WRITE:
                 self._write(out)  # reply first: no WRITE reply ever waits for a notification
             elif out is not None:
@@ -332,6 +352,27 @@ class Session:
             entry = self.stats.requests[opcode] = [0, 0]
         entry[0] += 1
         entry[1] += time.perf_counter_ns() - t0
+
+    def _encode(self, ev: object) -> list | _Store:
+        """A queued event's message: NOTIFY_STOREs carry their (page, generation)."""
+        if getattr(ev, "data", None) is None:
+            return [encode_notify(ev)]
+        key = (ev.ino, ev.off >> 12)  # type: ignore[attr-defined]
+        self._store_gen += 1
+        self._stores[key] = self._store_gen
+        return _Store(key, self._store_gen, encode_notify(ev))
+
+    def _cancel_stores(self, req: object) -> None:
+        """A READ, or a write(2) (not a write-back: that is the launder of the page a
+        remap replaced, which the store follows), of pages with a store still queued:
+        the kernel gets the current data from this request, the store would be older."""
+        a = req.args  # type: ignore[attr-defined]
+        if req.opcode == OPCODE_WRITE and a.write_flags & 1:  # type: ignore[attr-defined]
+            return
+        size = getattr(a, "size", 0) or 1
+        ino = req.nodeid  # type: ignore[attr-defined]
+        for page in range(a.offset >> 12, ((a.offset + size - 1) >> 12) + 1):
+            self._stores.pop((ino, page), None)
 
     def _write(self, buffers: Sequence[bytes | memoryview]) -> None:
         try:
@@ -365,6 +406,14 @@ class Session:
 
     def _write_batch1(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
         for msg in msgs:
+            if isinstance(msg, _Store):
+                if self._stores.get(msg.key) != msg.gen:
+                    self.stats.stores_skipped += 1
+                    continue
+                # no longer queued from here on: a write-back after this is of the
+                # stored copy (the launder of the replaced one came before)
+                self._stores.pop(msg.key, None)
+                msg = [msg.msg]
             try:
                 os.writev(self.fd, msg)
             except OSError as e:
@@ -477,6 +526,7 @@ class Session:
         return {
             "requests": per_op,
             "notifications": self.stats.notifications,
+            "stores_skipped": self.stats.stores_skipped,
             "codec_errors": self.stats.codec_errors,
             "write_errors": self.stats.write_errors,
             "readers": 1 if self._fs_lock is None else 2,

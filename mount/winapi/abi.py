@@ -89,6 +89,7 @@ WIN_MANYPROTS = 0x2
 
 QUERY_MAX_PAGES = 512
 STATS_DATA = 16352
+REMAPV_MAX = 511  # entries of one SHMFS_IOC_WIN_REMAPV: 16 + 511 * 32 = 16368 bytes
 
 # --------------------------------------------------------------------------- structs
 #: struct shmfs_win_attach { u8 token[16]; u64 size, pgoff; u32 prot, flags; }    40
@@ -99,6 +100,10 @@ GRANT = struct.Struct("<II16s")
 TOKEN_BYTES = 16
 #: struct shmfs_win_remap { u64 start, size, pgoff; u32 prot, flags; }             32
 REMAP = struct.Struct("<QQQII")
+#: struct shmfs_win_remapv { u32 count, flags, done, reserved;
+#:                           struct shmfs_win_remap entries[511]; }              16368
+REMAPV_HEAD = struct.Struct("<IIII")
+REMAPV_SIZE = REMAPV_HEAD.size + REMAPV_MAX * REMAP.size
 #: struct shmfs_win_mprotect { u64 start, size; u32 prot, flags; }                 24
 MPROTECT = struct.Struct("<QQII")
 #: struct shmfs_win_madvise { u64 start, size; u32 advice, flags; }                24
@@ -128,6 +133,7 @@ SHMFS_IOC_WIN_INFO = _ioc(IOC_READ, _S, 6, INFO.size)
 SHMFS_IOC_STATS = _ioc(IOC_READ | IOC_WRITE, _S, 7, STATS_SIZE)
 SHMFS_IOC_REMOUNT = _ioc(IOC_WRITE, _S, 8, REMOUNT.size)
 SHMFS_IOC_WIN_GRANT = _ioc(IOC_READ | IOC_WRITE, _S, 9, GRANT.size)
+SHMFS_IOC_WIN_REMAPV = _ioc(IOC_READ | IOC_WRITE, _S, 10, REMAPV_SIZE)
 
 #: nr -> (name, full command number)
 COMMANDS: dict[int, tuple[str, int]] = {
@@ -140,6 +146,7 @@ COMMANDS: dict[int, tuple[str, int]] = {
     7: ("STATS", SHMFS_IOC_STATS),
     8: ("REMOUNT", SHMFS_IOC_REMOUNT),
     9: ("GRANT", SHMFS_IOC_WIN_GRANT),
+    10: ("REMAPV", SHMFS_IOC_WIN_REMAPV),
 }
 
 
@@ -193,6 +200,28 @@ def encode_query_reply(first: int, npages: int, object_size: int, pages: list[Pa
         QUERY_PAGE.pack_into(out, pos, p.pgoff, p.flags, p.prot)
         pos += QUERY_PAGE.size
     return bytes(out)
+
+
+def encode_remapv(entries: list[tuple[int, int, int, int, int]]) -> bytearray:
+    """The REMAPV struct for up to 511 (start, size, pgoff, prot, flags) entries."""
+    if len(entries) > REMAPV_MAX:
+        raise ValueError(f"at most {REMAPV_MAX} entries a call")
+    buf = bytearray(REMAPV_SIZE)
+    REMAPV_HEAD.pack_into(buf, 0, len(entries), 0, 0, 0)
+    pos = REMAPV_HEAD.size
+    for e in entries:
+        REMAP.pack_into(buf, pos, *e)
+        pos += REMAP.size
+    return buf
+
+
+def decode_remapv(buf: bytes | bytearray) -> tuple[int, int, int, list[tuple[int, ...]]]:
+    """(count, flags, reserved, entries) of a REMAPV struct (count clipped to 511)."""
+    count, flags, _done, reserved = REMAPV_HEAD.unpack_from(buf, 0)
+    n = min(count, REMAPV_MAX)
+    ents = list(REMAP.iter_unpack(bytes(buf[REMAPV_HEAD.size : REMAPV_HEAD.size
+                                            + n * REMAP.size])))
+    return count, flags, reserved, ents
 
 
 def decode_query_reply(buf: bytes | bytearray) -> tuple[int, int, list[PageInfo]]:

@@ -50,6 +50,8 @@ from mount.winapi.abi import (
     QUERY_MAX_PAGES,
     QUERY_SIZE,
     REMAP,
+    REMAPV_HEAD,
+    REMAPV_MAX,
     SHMFS_IOC_STATS,
     SHMFS_IOC_WIN_ATTACH,
     SHMFS_IOC_WIN_GRANT,
@@ -58,6 +60,7 @@ from mount.winapi.abi import (
     SHMFS_IOC_WIN_MPROTECT,
     SHMFS_IOC_WIN_QUERY,
     SHMFS_IOC_WIN_REMAP,
+    SHMFS_IOC_WIN_REMAPV,
     SHMFS_MPROTECT_VMA,
     SHMFS_REMAP_POPULATE,
     STATS_HEAD,
@@ -66,6 +69,7 @@ from mount.winapi.abi import (
     PageInfo,
     WindowInfo,
     decode_query_reply,
+    encode_remapv,
 )
 
 __all__ = [
@@ -192,6 +196,36 @@ class Window:
         if prot is not None:
             flags |= MAP_CHGPROT
         self.remap_bytes(index * PAGE_SIZE, npages * PAGE_SIZE, pgoff, prot or 0, flags)
+
+    def remapv_bytes(self, entries: list[tuple[int, int, int, int, int]]) -> int:
+        """SHMFS_IOC_WIN_REMAPV with REMAP's own (start, size, pgoff, prot, flags) entries,
+        511 a call.  Returns the entries applied; on the first failing entry raises the
+        OSError of that entry, with ``done`` = entries applied before it (all calls)."""
+        done = 0
+        for k in range(0, len(entries), REMAPV_MAX):
+            part = entries[k : k + REMAPV_MAX]
+            buf = encode_remapv(part)  # > 1024 bytes: the kernel copies ``done`` into it
+            try:
+                fcntl.ioctl(self.fd, SHMFS_IOC_WIN_REMAPV, buf, True)
+            except OSError as e:
+                e.done = done + REMAPV_HEAD.unpack_from(buf, 0)[2]  # type: ignore[attr-defined]
+                raise
+            done += len(part)
+        return done
+
+    def remapv(self, entries: Any, *, populate: bool = False, nonblock: bool = False) -> int:
+        """Many remaps in as few syscalls as the ABI allows (511 entries each): entries are
+        (index, npages, pgoff) or (index, npages, pgoff, prot) -- with a prot, as
+        ``remap(..., prot=)`` (MAP_CHGPROT).  Applied in order, later entries win where
+        they overlap; returns how many were applied (see remapv_bytes for errors)."""
+        base = (SHMFS_REMAP_POPULATE if populate else 0) | (MAP_NONBLOCK if nonblock else 0)
+        raw = []
+        for e in entries:
+            index, npages, pgoff = e[0], e[1], e[2]
+            prot = e[3] if len(e) > 3 else None
+            flags = base | (MAP_CHGPROT if prot is not None else 0)
+            raw.append((index * PAGE_SIZE, npages * PAGE_SIZE, pgoff, prot or 0, flags))
+        return self.remapv_bytes(raw)
 
     def protect(self, index: int, npages: int, prot: int, *, vma: bool = False) -> None:
         """SHMFS_IOC_WIN_MPROTECT: per-page protection (or, with ``vma``, mprotect(2)

@@ -521,7 +521,10 @@ def encode_notify(event: Any) -> bytes:
     InvalInode(ino, off, length): off -1 invalidates attributes only, length -1
     (or 0) to EOF. InvalEntry(parent, name): the name is followed by its NUL.
     """
-    if hasattr(event, "name"):
+    if hasattr(event, "data"):
+        body = struct.pack("<QQII", event.ino, event.off, len(event.data), 0) + event.data
+        code = P.NotifyCode.STORE
+    elif hasattr(event, "name"):
         name = bytes(event.name)
         body = P.NOTIFY_INVAL_ENTRY_OUT.pack(event.parent, len(name), 0) + name + b"\0"
         code = P.NotifyCode.INVAL_ENTRY

@@ -3,7 +3,7 @@
 A backend shows buffer-cache *slots* (fixed windows of ``bsize`` bytes) onto
 database blocks of one large sparse object:
 
-* ``ShmfsSlots``: one shmfs window file; ``remap`` is SHMFS_IOC_WIN_REMAP of the
+* ``ShmfsSlots``: one shmfs window file; ``remap`` is a populating SHMFS_IOC_WIN_REMAP of the
   slot's pages, loads/stores go through one MAP_SHARED mmap of the window (and
   sometimes pread/pwrite); a dirty slot is written back with msync(MS_SYNC)
   before it is remapped, as DBWR would write a buffer before reusing it.
@@ -40,7 +40,9 @@ class ShmfsSlots:
 
     def remap(self, slot: int, block: int) -> None:
         t = time.perf_counter()
-        self.w.remap(slot * self.ppb, self.ppb, block * self.ppb)
+        # populate (remap_file_pages' default): the buffer is read right after, and the
+        # daemon pushes its pages into the kernel's cache (NOTIFY_STORE): no READ
+        self.w.remap(slot * self.ppb, self.ppb, block * self.ppb, populate=True)
         self.remap_seconds += time.perf_counter() - t
 
     def load(self, slot: int, via: str) -> bytes:

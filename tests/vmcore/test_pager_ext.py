@@ -184,3 +184,26 @@ def test_plain_remap_gives_back_the_vma_protection(arena: Arena) -> None:
     assert w.pread(0, 1) == b"3"
     w.pwrite(0, b"w")
     assert m.read_bytes(3 * P, 1) == b"w"
+
+
+def test_madv_remove_of_a_scattered_window_punches_only_what_it_shows(arena: Arena) -> None:
+    """A window whose pages show scattered object pages (one run each): the punch is
+    done in one pass (Mapping.punch_pages) and must free exactly those pages, zap
+    every other mapping of them, and leave the rest of the object alone."""
+    n, stride = 64, 3
+    m = obj(arena, n * stride)
+    w = Window(m, n, ext=PagerExt.MADV_REMOVE_NONLINEAR)
+    for i in range(n):
+        w.remap(i, 1, i * stride)
+    other = Mm()
+    lin = other.mmap(m, n * stride * P, PROT_READ, MAP_SHARED)
+    for p in range(n * stride):  # fault every page in through the linear mapping
+        other.load(lin + p * P, 1)
+    w.pread(0, n * P)  # and every window page
+    w.madvise(0, n, MADV_REMOVE)
+    assert m.blocks() == (n * stride - n) * P // 512  # (a load of a hole allocates it again)
+    for p in range(n * stride):
+        want = b"\0" if p % stride == 0 else bytes([(0x30 + p) & 0xFF])
+        assert other.load(lin + p * P, 1) == want, p
+    assert w.pread(5 * P, 1) == b"\0"
+    assert w.shown()[:3] == [0, 3, 6]  # pgoffs kept

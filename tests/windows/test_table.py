@@ -387,3 +387,152 @@ def test_a_one_page_append_to_the_object_shows_in_the_window_st_blocks() -> None
     fs.write(r.obj, r.ofh, 3 * P, memoryview(page(3)))  # one new page, one WRITE
     assert fs.getattr(w).blocks == 8 * 8
     assert fs.lseek(w, fh, 3 * P, SEEK_DATA) == 3 * P
+
+
+# ------------------------------------------------------------------- REMAPV
+def _v(*entries: tuple[int, int, int]) -> list[tuple[int, int, int, int, int]]:
+    """(window page, pages, pgoff) -> REMAPV entries (start, size, pgoff, prot, flags)."""
+    return [(i * P, n * P, pg, 0, 0) for i, n, pg in entries]
+
+
+def test_remapv_is_the_remaps_in_order_with_coalesced_invalidations() -> None:
+    r = Rig(32)
+    w, fh = r.window(32)
+    assert r.t.remapv(w, fh, _v((0, 2, 5), (0, 1, 9))) == 2  # later entries win
+    assert r.events() == []  # nothing cached: no notification
+    assert r.read(w, 0, 3 * P)[::P] == b"JGC"
+    r.read(w, 0, 32 * P)  # the kernel caches every page
+    # pages 3, 5, 7 move (gaps of one page: one notification for 3..7); page 30 moves
+    # (more than COALESCE_GAP away: its own); pages 10-14 are remapped to what they
+    # already show (no event, though they lie between).  Nine entries: longer than
+    # REMAPV_SCALAR_MAX, so this is the vector path
+    assert r.t.remapv(w, fh, _v((3, 1, 30), (5, 1, 29), (7, 1, 28), (10, 1, 10), (11, 1, 11),
+                                (12, 1, 12), (13, 1, 13), (14, 1, 14), (30, 1, 1))) == 9
+    assert sorted(r.events()) == [(w, 3 * P, 5 * P), (w, 30 * P, P)]
+    assert r.read(w, 3 * P, 5 * P)[::P] == bytes([65 + 30 % 26, 69, 65 + 29 % 26, 71,
+                                                   65 + 28 % 26])
+    info = r.t.query(w, fh, 0, 32)[2]
+    assert [p for p, _f, _pr in info][:11] == [9, 6, 2, 30, 4, 29, 6, 28, 8, 9, 10]
+
+
+def test_remapv_stops_at_the_first_failing_entry_and_says_how_many_applied() -> None:
+    r = Rig(16)
+    w, fh = r.window(8)
+    r.read(w, 0, 8 * P)
+    bad = [(0, P, 3, 0, 0), (P, P, 4, 0, 0), (7 * P, 2 * P, 0, 0, 0), (2 * P, P, 5, 0, 0)]
+    with pytest.raises(FsError) as ei:
+        r.t.remapv(w, fh, bad)
+    assert ei.value.errno == errno.EINVAL and ei.value.done == 2  # type: ignore[attr-defined]
+    assert [p for p, _f, _pr in r.t.query(w, fh, 0, 3)[2]] == [3, 4, 2]
+    assert sorted(r.events()) == [(w, 0, P), (w, P, P)]  # the applied part is invalidated
+    # the same through the vector path (longer than REMAPV_SCALAR_MAX): one event
+    r.read(w, 0, 8 * P)
+    long = [(k * P, P, 8 + k, 0, 0) for k in range(7)] + [(7 * P, 2 * P, 0, 0, 0)] + [
+        (0, P, 1, 0, 0)] * 2
+    with pytest.raises(FsError) as ei:
+        r.t.remapv(w, fh, long)
+    assert ei.value.errno == errno.EINVAL and ei.value.done == 7  # type: ignore[attr-defined]
+    assert sorted(r.events()) == [(w, 0, 7 * P)]
+    assert [p for p, _f, _pr in r.t.query(w, fh, 0, 8)[2]] == [8, 9, 10, 11, 12, 13, 14, 7]
+    r.t.remapv(w, fh, bad[:2])  # back to the layout the checks below expect
+    with pytest.raises(FsError) as ei:
+        r.t.remapv(w, fh, [(0, P, 1, 0, 0), (P, P, 1, 0, 0x4)])  # unknown flag bit
+    assert ei.value.errno == errno.EINVAL and ei.value.done == 1  # type: ignore[attr-defined]
+    ro = r.fs.open(w, os.O_RDONLY)
+    assert errno_of(r.t.remapv, w, ro, _v((0, 1, 1))) == errno.EBADF
+    with pytest.raises(FsError) as ei:  # page prot beyond the window's: EACCES
+        r2 = Rig(4)
+        w2, fh2 = r2.window(4, PROT_R)
+        r2.t.remapv(w2, fh2, [(0, P, 1, PROT_RW, 0x20000)])
+    assert ei.value.errno == errno.EACCES
+
+
+def test_remapv_write_back_of_a_moved_page_lands_where_the_store_was_made() -> None:
+    r = Rig(16)
+    w, fh = r.window(8)
+    r.read(w, 0, 8 * P)
+    r.t.remapv(w, fh, _v((2, 1, 9), (3, 1, 10)))
+    r.events()
+    # the kernel launders page 2's store (made before the remap) after the invalidation
+    assert r.t.write(w, 2 * P, memoryview(b"s" * P), FUSE_WRITE_CACHE) == P
+    data = b"".join(bytes(v) for v in r.fs.read(r.obj, r.ofh, 0, 16 * P))
+    assert data[2 * P] == ord("s") and data[9 * P] == ord("J")  # object page 2, not 9
+
+
+# ------------------------------------------------------- NOTIFY_STORE (populate)
+POPULATE = 0x8000
+
+
+def test_populating_remap_pushes_the_new_page_after_its_invalidation() -> None:
+    from fsimpl.types import StorePage
+
+    r = Rig(16)
+    w, fh = r.window(8)
+    r.read(w, 0, 8 * P)
+    r.t.remap(w, fh, 2 * P, P, 9, 0, POPULATE)
+    ev = r.fs.drain_events()
+    assert [(type(e).__name__, e.ino, e.off) for e in ev] == [
+        ("InvalInode", w, 2 * P), ("StorePage", w, 2 * P)]
+    assert isinstance(ev[1], StorePage) and ev[1].data == page(9)
+    assert 2 in r.t.wins[w].cached  # the kernel holds it now: later changes invalidate it
+    # beyond the object's end and without read permission: nothing pushed
+    r.t.remap(w, fh, 3 * P, P, 40, 0, POPULATE)
+    r.t.remap(w, fh, 4 * P, P, 4, 0, 0x20000 | POPULATE)  # MAP_CHGPROT to PROT_NONE
+    assert not [e for e in r.fs.drain_events() if isinstance(e, StorePage)]
+
+
+def test_write_back_of_a_pushed_page_follows_pending_until_the_store_is_written() -> None:
+    r = Rig(16)
+    w, fh = r.window(8)
+    r.read(w, 0, 8 * P)
+    queued = {"yes": True}
+    r.fs.store_queued = lambda ino, pg: queued["yes"]
+    r.t.remap(w, fh, 2 * P, P, 9, 0, POPULATE)
+    r.events()
+    # the launder of the copy the remap replaced comes while the store is queued
+    r.t.write(w, 2 * P, memoryview(b"old!"), FUSE_WRITE_CACHE)
+    # once the store reached the kernel, a write-back is of the pushed copy (pgoff 9)
+    queued["yes"] = False
+    r.t.write(w, 2 * P + 4, memoryview(b"new!"), FUSE_WRITE_CACHE)
+    data = b"".join(bytes(v) for v in r.fs.read(r.obj, r.ofh, 0, 16 * P))
+    assert data[2 * P : 2 * P + 5] == b"old!C"
+    assert data[9 * P : 9 * P + 8] == b"JJJJnew!"
+    assert 2 not in r.t.wins[w].pending and 2 not in r.t.wins[w].pushed
+
+
+def test_mprotect_of_a_scattered_window_is_one_vector_with_exact_invalidations() -> None:
+    r = Rig(64)
+    w, fh = r.window(32)
+    r.t.remapv(w, fh, [(i * P, P, (i * 7) % 64, 0, 0) for i in range(32)])  # 32 runs
+    r.read(w, 0, 20 * P)  # the kernel caches pages 0..19 only
+    r.events()
+    r.t.mprotect(w, fh, 0, 32 * P, PROT_R, 0)
+    assert r.events() == [(w, 0, 20 * P)]  # exactly the cached pages, one notification
+    q = r.t.query(w, fh, 0, 32)[2]
+    assert [p for p, _f, _pr in q] == [(i * 7) % 64 for i in range(32)]  # pgoffs kept
+    assert {pr for _p, _f, pr in q} == {PROT_R}
+    assert errno_of(r.t.write, w, 5 * P, memoryview(b"x")) == errno.EACCES
+
+
+def test_remapv_past_pt_size_is_enomem_with_a_count_and_the_budget_stays_exact() -> None:
+    # the vector path allocates page-table chunks too: charged to pt_size= like REMAP
+    from fsimpl.ptbudget import CHUNK_COST, WINDOW_COST
+
+    fs = ShmFs(FsOptions(pt_size_bytes=WINDOW_COST + 4 * CHUNK_COST))
+    a, ofh = fs.create(1, b"obj", 0o644, os.O_RDWR, ROOT)
+    fs.setattr(a.ino, ROOT, size=1 << 30)
+    t = windows_of(fs)
+    w, fh = fs.create(1, b"w", 0o600, os.O_RDWR, ROOT)
+    t.attach(w.ino, fh, ROOT, t.grant(a.ino, ofh, ROOT, PROT_RW), 1 << 30, 0, PROT_RW)
+    entries = [(i * 512 * P, P, 7, 0, 0) for i in range(12)]  # 12 chunks, vector path
+    with pytest.raises(FsError) as ei:
+        t.remapv(w.ino, fh, entries)
+    assert ei.value.errno == errno.ENOMEM
+    assert t.budget.used <= WINDOW_COST + 4 * CHUNK_COST
+    shown = [p for p, _f, _pr in t.query(w.ino, fh, 0, 1)[2]]
+    assert shown in ([0], [7])  # either applied or not, never half a page table entry
+    fs.unlink(1, b"w")
+    fs.release(w.ino, fh)
+    fs.forget(w.ino, fs._inodes[w.ino].nlookup)
+    fs.reap()
+    assert t.budget.used == 0
