@@ -275,6 +275,7 @@ class PageCache:
         out: list[np.ndarray] = []
         if not len(pgoffs) or not self._keys:
             return np.empty(0, dtype=np.int64)
+        self.gen += 1
         keys = pgoffs >> CHUNK_SHIFT
         brk = np.flatnonzero(np.diff(keys)) + 1
         starts = np.concatenate(([0], brk)).tolist()

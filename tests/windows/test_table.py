@@ -536,3 +536,17 @@ def test_remapv_past_pt_size_is_enomem_with_a_count_and_the_budget_stays_exact()
     fs.forget(w.ino, fs._inodes[w.ino].nlookup)
     fs.reap()
     assert t.budget.used == 0
+
+
+def test_a_scattered_madv_remove_through_one_window_shows_in_another_windows_st_blocks() -> None:
+    # MADV_REMOVE of a nonlinear window punches scattered object pages in one pass
+    # (PageCache.remove_pages): it must bump the generation that keys every other
+    # window's cached st_blocks/SEEK layout
+    r = Rig(16)
+    fs, t = r.fs, r.t
+    a, fha = r.window(16)
+    b, _fhb = r.window(16)
+    assert fs.getattr(b).blocks == 16 * 8
+    t.remapv(a, fha, _v(*[(i, 1, (i * 5) % 16) for i in range(16)]))  # scattered: vector path
+    t.madvise(a, fha, 0, 4 * P, MADV_REMOVE)  # object pages 0, 5, 10, 15
+    assert fs.getattr(b).blocks == 12 * 8
