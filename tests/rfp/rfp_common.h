@@ -18,14 +18,14 @@
 #endif
 #define P 4096L
 
-static const char *en(int e) {
+__attribute__((unused)) static const char *en(int e) {
     const char *n = e ? strerrorname_np(e) : "0";
     return n ? n : "E?";
 }
 
 /* A file of npages pages; page i starts with the 8-byte tag i and is filled with
  * byte 'a' + i % 26 after it. */
-static int make_file(const char *path, long npages) {
+__attribute__((unused)) static int make_file(const char *path, long npages) {
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
         perror(path);
@@ -50,7 +50,7 @@ static long tag(const volatile char *p) {
 }
 
 /* Whether the page at p holds tag t and its fill (every byte checked). */
-static int page_ok(const volatile char *p, long t) {
+__attribute__((unused)) static int page_ok(const volatile char *p, long t) {
     if (tag(p) != t)
         return 0;
     for (long i = 8; i < P; i++)
@@ -67,7 +67,7 @@ static void segv_handler(int sig, siginfo_t *si, void *uc) {
 
 /* Touch addr in a child (a load, or a store when write): 0 if it survived, the
  * signal number if it died (+100 when si_addr was addr, +60 when it was not). */
-static int touch(volatile char *addr, int write) {
+__attribute__((unused)) static int touch(volatile char *addr, int write) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
@@ -91,7 +91,7 @@ static int touch(volatile char *addr, int write) {
 }
 
 /* How many lines of /proc/self/maps overlap [a, a+len): the VMAs of a mapping. */
-static int vmas_in(const void *a, size_t len) {
+__attribute__((unused)) static int vmas_in(const void *a, size_t len) {
     FILE *f = fopen("/proc/self/maps", "r");
     char line[512];
     int n = 0;

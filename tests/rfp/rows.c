@@ -299,7 +299,7 @@ static void chgprot(void) {
     printf("chgprot ret=%d errno=%s tag2=%ld write2=%d write3=%d vmas=%d", r, en(e),
            tag(m + 2 * P), touch(m + 2 * P, 1), touch(m + 3 * P, 1), vmas_in(m, 8 * P));
     int back = RFP(m + 2 * P, P, 0, 2, 0);  /* a plain remap gives the VMA's prot back */
-    printf(" back=%d tag2=%ld write2=%d vmas=%d\n", back, tag(m + 2 * P), touch(m + 2 * P, 1),
+    printf(" back=%d back_tag2=%ld back_write2=%d back_vmas=%d\n", back, tag(m + 2 * P), touch(m + 2 * P, 1),
            vmas_in(m, 8 * P));
 }
 
