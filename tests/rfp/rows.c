@@ -303,13 +303,37 @@ static void chgprot(void) {
            vmas_in(m, 8 * P));
 }
 
+static int nfds(void) {
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        n += fcntl(fd, F_GETFD) >= 0;
+    return n;
+}
+
+/* munmap drops the mapping's window: no descriptor is left behind, and a remap of
+ * the address range afterwards is EINVAL (nothing mapped). */
+static void unmap(void) {
+    int fd = file("unmap", 8);
+    int before = nfds();
+    char *m = map(fd, 8, PROT_READ | PROT_WRITE, MAP_SHARED);
+    RFP(m, P, 0, 3, 0);
+    munmap(m, 4 * P);
+    int r = RFP(m + P, P, 0, 3, 0);
+    int e = errno;
+    int r2 = RFP(m + 5 * P, P, 0, 2, 0);
+    long t5 = tag(m + 5 * P);
+    munmap(m + 4 * P, 4 * P);
+    printf("unmap gone=%d/%s rest=%d tag5=%ld fds_left=%d\n", r, en(e), r2, t5,
+           nfds() - before);
+}
+
 struct row { const char *name; void (*fn)(void); };
 static const struct row rows[] = {
     {"row1", row1}, {"row2", row2}, {"row3", row3}, {"row4", row4}, {"row5", row5},
     {"row6", row6}, {"row7", row7}, {"row8", row8}, {"row9", row9}, {"row10", row10},
     {"row11", row11}, {"row12", row12}, {"row17", row17}, {"row20", row20},
     {"row21", row21}, {"row22", row22}, {"row23", row23}, {"row25", row25},
-    {"store", store}, {"chgprot", chgprot},
+    {"store", store}, {"unmap", unmap}, {"chgprot", chgprot},
 };
 
 int main(int argc, char **argv) {
