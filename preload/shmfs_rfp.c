@@ -478,6 +478,9 @@ static int prot_known(int prot) {
     return (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) == 0;
 }
 
+static int rfp_window(uintptr_t a, size_t size, int prot, size_t pgoff, int flags,
+                      struct entry e, int fd);
+
 int remap_file_pages(void *addr, size_t size, int prot, size_t pgoff, int flags) {
     resolve();
     uintptr_t a = (uintptr_t)addr;
@@ -489,7 +492,19 @@ int remap_file_pages(void *addr, size_t size, int prot, size_t pgoff, int flags)
     }
     struct entry e = ents[i];
     int fd = wins[e.win].fd;
+    wins[e.win].nref++;  /* a concurrent munmap must not close fd under us */
     pthread_mutex_unlock(&lock);
+    int r = rfp_window(a, size, prot, pgoff, flags, e, fd);
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    put_win(e.win);
+    pthread_mutex_unlock(&lock);
+    errno = saved;
+    return r;
+}
+
+static int rfp_window(uintptr_t a, size_t size, int prot, size_t pgoff, int flags,
+                      struct entry e, int fd) {
     /* 2.6.23 section 2.1, first failing row wins: 1 prot, 2-3 rounding/size; 6-10
      * from the entry (the emulated VMA; the unrounded end as 2.6.23 used it); the
      * daemon checks them again against the whole window, and row 5. */
@@ -564,6 +579,8 @@ int mprotect(void *addr, size_t len, int prot) {
     return 0;
 }
 
+static int remove_window(uintptr_t a, size_t len, int advice, struct entry e, int fd);
+
 int madvise(void *addr, size_t len, int advice) {
     resolve();
     uintptr_t a = (uintptr_t)addr;
@@ -577,7 +594,19 @@ int madvise(void *addr, size_t len, int advice) {
     }
     struct entry e = ents[i];
     int fd = wins[e.win].fd;
+    wins[e.win].nref++;  /* a concurrent munmap must not close fd under us */
     pthread_mutex_unlock(&lock);
+    int r = remove_window(a, len, advice, e, fd);
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    put_win(e.win);
+    pthread_mutex_unlock(&lock);
+    errno = saved;
+    return r;
+}
+
+static int remove_window(uintptr_t a, size_t len, int advice, struct entry e, int fd) {
+    void *addr = (void *)a;
     /* madvise_remove's checks, then the window's MADV_REMOVE: punch the object pages
      * the range shows (a FUSE mapping's own MADV_REMOVE would punch the window file). */
     size_t l = (len + PG - 1) & PGMASK;

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from mount.cli.run import is_dynamic_elf, library_path, preload_env
+from mount.winapi.client import mount_stats
 from tests.rfp.conftest import shmfs_cmd
 from tests.support.mounts import shmfs_mount
 
@@ -52,9 +53,20 @@ def parse(out: str) -> dict[str, dict[str, str]]:
     return rows
 
 
+def windows_left(mnt: Path) -> tuple[int, int]:
+    """(live windows, windows ever attached) of the mount's daemon."""
+    w = mount_stats(mnt)["windows"]
+    return w["windows"], w["counters"].get("attached", 0)
+
+
 def test_rows_match_tmpfs(rfp_bin: Path, shmfs: Path, tmpfs: Path) -> None:
     want = parse(run([str(rfp_bin / "rows"), str(tmpfs)], preload=False))
     got = parse(run([str(rfp_bin / "rows"), str(shmfs)], preload=True))
+    live, attached = windows_left(shmfs)
+    assert attached >= len(got) and live == 0  # windows made, and gone with their mappings
+    # every file not on shmfs passes straight through: the library changes nothing there
+    (tmpfs / "again").mkdir()
+    assert parse(run([str(rfp_bin / "rows"), str(tmpfs / "again")], preload=True)) == want
     assert set(got) == set(want) and not any("died" in r for r in got)
     # the documented differences first
     assert want["row1"]["vmas"] == "8" and got["row1"]["vmas"] == "1"  # one VMA per window
