@@ -345,6 +345,11 @@ static int windowize(void *m, size_t len, int prot, int flags, int objfd, off_t 
         dbg("no place for a window file: plain mapping");
         goto out;
     }
+    int high = fcntl(wfd, F_DUPFD_CLOEXEC, 256);  /* out of the way of dup2(x, 3..) */
+    if (high >= 0) {
+        close(wfd);
+        wfd = high;
+    }
     size_t wlen = (len + PG - 1) & PGMASK;
     struct shmfs_win_attach at = {.size = wlen, .pgoff = (uint64_t)off / PG,
                                   .prot = (uint32_t)wprot};
