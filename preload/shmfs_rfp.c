@@ -375,9 +375,9 @@ static int windowize(void *m, size_t len, int prot, int flags, int objfd, off_t 
     int wflags = (flags & ~(MAP_FIXED_NOREPLACE | MAP_FIXED)) | MAP_FIXED;
     void *w = sys_mmap(m, len, prot, wflags, mfd, 0);
     if (w == MAP_FAILED || w != m) {
+        /* A failed MAP_FIXED may have unmapped the range already: map the file back. */
         dbg("window mmap failed: plain mapping");
-        if (w != MAP_FAILED)  /* cannot happen with MAP_FIXED; restore the original */
-            sys_mmap(m, len, prot, wflags, objfd, off);
+        sys_mmap(m, len, prot, wflags, objfd, off);
         goto out;
     }
     wins[slot].fd = wfd;
@@ -396,13 +396,27 @@ out:
 
 static void *do_mmap(mmap_fn fn, void *addr, size_t len, int prot, int flags, int fd, off_t off) {
     resolve();
-    void *m = fn ? fn(addr, len, prot, flags, fd, off)
-                 : (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
-    if (m == MAP_FAILED)
-        return m;
     int saved = errno;
     int shared = (flags & MAP_TYPE) == MAP_SHARED || (flags & MAP_TYPE) == MAP_SHARED_VALIDATE;
-    if (!shared || (flags & MAP_ANONYMOUS) || fd < 0 || windowize(m, len, prot, flags, fd, off) < 0) {
+    int candidate = shared && !(flags & MAP_ANONYMOUS) && fd >= 0;
+    struct statfs sfs;
+    int fuse = candidate && fstatfs(fd, &sfs) == 0 && (unsigned long)sfs.f_type == FUSE_SUPER_MAGIC;
+    /* On FUSE, map without prefaulting first: the window mapping that replaces this
+     * one gets MAP_POPULATE / MAP_LOCKED, and the file's pages are not read twice. */
+    int first = fuse ? flags & ~(MAP_POPULATE | MAP_LOCKED) : flags;
+    errno = saved;
+    void *m = fn ? fn(addr, len, prot, first, fd, off)
+                 : (void *)syscall(SYS_mmap, addr, len, prot, first, fd, off);
+    if (m == MAP_FAILED)
+        return m;
+    saved = errno;
+    if (!fuse || windowize(m, len, prot, flags, fd, off) < 0) {
+        if (first != flags)  /* not a window after all: the mapping the program asked for */
+            m = fn ? fn(m, len, prot, (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd, off)
+                   : (void *)syscall(SYS_mmap, m, len, prot,
+                                     (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd, off);
+        if (m == MAP_FAILED)
+            return m;
         if (flags & MAP_FIXED) {  /* it replaced whatever was there */
             pthread_mutex_lock(&lock);
             forget_range((uintptr_t)m, len);
