@@ -158,3 +158,14 @@ def test_shmfs_run_appends_to_ld_preload_and_spots_static_binaries(tmp_path: Pat
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "LD_PRELOAD": ""}).stdout.split()
     assert out == [str(lib)]
+    # a static binary cannot load the library: shmfs run says so, and still runs it
+    src = tmp_path / "static.c"
+    src.write_text("int main(void) { return 7; }\n")
+    subprocess.run(["cc", "-static", "-o", str(tmp_path / "static"), str(src)], check=True)
+    assert is_dynamic_elf(str(tmp_path / "static")) is False
+    p = subprocess.run([*shmfs_cmd(), "run", "--", str(tmp_path / "static")],
+                       capture_output=True, text=True)
+    assert p.returncode == 7 and "statically linked" in p.stderr
+    dyn = subprocess.run([*shmfs_cmd(), "run", "--", "/bin/true"], capture_output=True,
+                         text=True)
+    assert dyn.returncode == 0 and dyn.stderr == ""
