@@ -327,13 +327,29 @@ static void unmap(void) {
            nfds() - before);
 }
 
+/* mremap moving a whole mapping: its layout goes with it, and remaps keep working
+ * at the new address. */
+static void moved(void) {
+    int fd = file("moved", 8);
+    char *m = map(fd, 8, PROT_READ | PROT_WRITE, MAP_SHARED);
+    RFP(m, P, 0, 6, 0);
+    char *dst = mmap(NULL, 16 * P, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *n = mremap(m, 8 * P, 8 * P, MREMAP_MAYMOVE | MREMAP_FIXED, dst + 4 * P);
+    int r = RFP(n + P, P, 0, 5, 0);
+    int e = errno;
+    int old = RFP(m + P, P, 0, 5, 0);
+    printf("moved at_dst=%d ret=%d/%s old=%d/%s tag0=%ld tag1=%ld\n", n == dst + 4 * P, r,
+           en(e), old, en(errno), tag(n), tag(n + P));
+}
+
 struct row { const char *name; void (*fn)(void); };
 static const struct row rows[] = {
     {"row1", row1}, {"row2", row2}, {"row3", row3}, {"row4", row4}, {"row5", row5},
     {"row6", row6}, {"row7", row7}, {"row8", row8}, {"row9", row9}, {"row10", row10},
     {"row11", row11}, {"row12", row12}, {"row17", row17}, {"row20", row20},
     {"row21", row21}, {"row22", row22}, {"row23", row23}, {"row25", row25},
-    {"store", store}, {"unmap", unmap}, {"chgprot", chgprot},
+    {"store", store}, {"unmap", unmap}, {"moved", moved},
+    {"chgprot", chgprot},
 };
 
 int main(int argc, char **argv) {

@@ -90,6 +90,8 @@ def test_rows_match_tmpfs(rfp_bin: Path, shmfs: Path, tmpfs: Path) -> None:
     assert want["row23"]["child"] == "5,1,7,2,0,3,6,4"
     assert want["store"]["object_page0"] == "X" and want["store"]["page5_ok"] == "1"
     assert want["unmap"] == {"gone": "-1/EINVAL", "rest": "0", "tag5": "2", "fds_left": "0"}
+    assert want["moved"] == {"at_dst": "1", "ret": "0/0", "old": "-1/EINVAL", "tag0": "6",
+                             "tag1": "5"}
     assert want["row11"]["shared_ro"] == "-1/EACCES"
     assert want["row11"]["mprotect_rw_of_rdonly_fd"] == "-1/EACCES"
 
