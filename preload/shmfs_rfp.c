@@ -380,6 +380,11 @@ static int windowize(void *m, size_t len, int prot, int flags, int objfd, off_t 
         sys_mmap(m, len, prot, wflags, objfd, off);
         goto out;
     }
+    /* No readaround: a fault reads (and, on a hole, allocates, as a shared read fault
+     * does) its own page only, as on tmpfs; readaround over a nonlinear window would
+     * read unrelated object pages anyway.  The program's own madvise still applies. */
+    if (real_madvise)
+        real_madvise(m, len, MADV_RANDOM);
     wins[slot].fd = wfd;
     wins[slot].nref = 0;
     forget_range((uintptr_t)m, len);

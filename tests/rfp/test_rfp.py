@@ -92,8 +92,21 @@ def test_rows_match_tmpfs(rfp_bin: Path, shmfs: Path, tmpfs: Path) -> None:
     assert want["unmap"] == {"gone": "-1/EINVAL", "rest": "0", "tag5": "2", "fds_left": "0"}
     assert want["moved"] == {"at_dst": "1", "ret": "0/0", "old": "-1/EINVAL", "tag0": "6",
                              "tag1": "5"}
+    assert want["row13"] == {"ret": "0", "cow": "X", "read_before": "c", "read_after": "0",
+                             "row14_cow_after_truncate": str(SIGBUS_AT_PAGE),
+                             "row14_page0": "0"}
     assert want["row11"]["shared_ro"] == "-1/EACCES"
     assert want["row11"]["mprotect_rw_of_rdonly_fd"] == "-1/EACCES"
+
+
+@pytest.mark.shmfs_options("size=1m")
+def test_row15_full_mount_store_to_a_hole_is_sigbus(rfp_bin: Path, shmfs: Path,
+                                                     tmpfs: Path) -> None:
+    want = parse(run([str(rfp_bin / "rows"), str(tmpfs), "row15"], preload=False))
+    got = parse(run([str(rfp_bin / "rows"), str(shmfs), "row15"], preload=True))
+    assert got == want
+    assert want["row15"] == {"filler_stopped": "ENOSPC", "write": "-1/ENOSPC",
+                             "store_hole": str(SIGBUS_AT_PAGE), "store_page0": "0"}
 
 
 def test_chgprot_read_only_page_gets_sigsegv_at_the_page(rfp_bin: Path, shmfs: Path) -> None:
