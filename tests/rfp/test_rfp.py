@@ -123,7 +123,13 @@ def test_past_the_wall(rfp_bin: Path, shmfs: Path, tmpfs: Path) -> None:
     args = ["262144", "200000", "8192"]  # 1 GiB mapping, 200,000 remaps, 32 MiB of blocks
     p = subprocess.run([str(rfp_bin / "bufcache"), str(tmpfs / "db"), *args],
                        capture_output=True, text=True, timeout=300)
-    assert p.returncode == 1 and "errno=ENOMEM" in p.stdout, p.stdout + p.stderr
+    max_map_count = int(Path("/proc/sys/vm/max_map_count").read_text())
+    if max_map_count < 2 * 200_000:  # each remap inside a VMA splits it in three
+        assert p.returncode == 1 and "errno=ENOMEM" in p.stdout, p.stdout + p.stderr
+        at = int(parse(p.stdout)["failed"]["at"])
+        assert at < 200_000 and at >= (max_map_count - 1000) // 2 - 1000
+    else:  # a machine that raised the limit (some distributions do): no wall there
+        assert p.returncode == 0 and int(parse(p.stdout)["done"]["vmas"]) > 200_000
     out = run([str(rfp_bin / "bufcache"), str(shmfs / "db"), *args], preload=True,
               timeout=540)
     r = parse(out)["done"]
