@@ -8,6 +8,8 @@
  * and the row "chgprot" are where the two differ by design (docs/windows.md). */
 #include "rfp_common.h"
 
+#include <sys/syscall.h>
+
 static char dir[4096];
 
 static int file(const char *name, long npages) {
@@ -366,6 +368,18 @@ static void row15(void) {
            en(errno), touch(m + 5 * P, 1), touch(m, 1));
 }
 
+/* Row 1 through glibc's syscall(3) wrapper instead of remap_file_pages(). */
+static void viasyscall(void) {
+    int fd = file("viasyscall", 8);
+    char *m = map(fd, 8, PROT_READ | PROT_WRITE, MAP_SHARED);
+    int ok = 1;
+    for (int i = 0; i < 8; i++)
+        ok &= syscall(SYS_remap_file_pages, m + i * P, P, 0, 7 - i, 0) == 0;
+    printf("viasyscall ok=%d", ok);
+    tags("tags", m, 8);
+    printf(" vmas=%d\n", vmas_in(m, 8 * P));
+}
+
 /* mremap moving a whole mapping: its layout goes with it, and remaps keep working
  * at the new address. */
 static void moved(void) {
@@ -387,7 +401,7 @@ static const struct row rows[] = {
     {"row6", row6}, {"row7", row7}, {"row8", row8}, {"row9", row9}, {"row10", row10},
     {"row11", row11}, {"row12", row12}, {"row13", row13}, {"row15", row15}, {"row17", row17}, {"row20", row20},
     {"row21", row21}, {"row22", row22}, {"row23", row23}, {"row25", row25},
-    {"store", store}, {"unmap", unmap}, {"moved", moved},
+    {"store", store}, {"unmap", unmap}, {"moved", moved}, {"viasyscall", viasyscall},
     {"chgprot", chgprot},
 };
 

@@ -70,6 +70,7 @@ def test_rows_match_tmpfs(rfp_bin: Path, shmfs: Path, tmpfs: Path) -> None:
     assert set(got) == set(want) and not any("died" in r for r in got)
     # the documented differences first
     assert want["row1"]["vmas"] == "8" and got["row1"]["vmas"] == "1"  # one VMA per window
+    assert want["viasyscall"]["vmas"] == "8" and got["viasyscall"]["vmas"] == "1"  # syscall(3)
     assert want["chgprot"]["ret"] == "-1" and want["chgprot"]["errno"] == "EINVAL"
     assert got["chgprot"]["ret"] == "0"  # the extension (test_chgprot_* below)
     for name in want:
@@ -80,6 +81,7 @@ def test_rows_match_tmpfs(rfp_bin: Path, shmfs: Path, tmpfs: Path) -> None:
         assert g == w, name
     # and what the rows say, so that a change on both sides is noticed too
     assert want["row1"]["tags"] == "7,6,5,4,3,2,1,0" and want["row1"]["whole"] == "1"
+    assert want["viasyscall"]["tags"] == "7,6,5,4,3,2,1,0"
     assert want["row2"]["errno"] == want["row3"]["errno"] == want["row4"]["errno"] == "EINVAL"
     assert want["row6"]["touch0"] == str(SIGBUS_AT_PAGE) and want["row6"]["touch1"] == "0"
     assert want["row8"]["after_truncate"] == str(SIGBUS_AT_PAGE)
