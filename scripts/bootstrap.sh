@@ -59,3 +59,12 @@ if [ "$(id -u)" = 0 ]; then
 elif [ ! -x "$WRAPPER" ]; then
     echo "bootstrap: as root, bootstrap installs $WRAPPER for mount -t fuse.shmfs" >&2
 fi
+
+# `shmfs run` preloads libshmfs_rfp.so (remap_file_pages for unmodified programs,
+# preload/): built into .venv/lib with the C compiler, which is all it needs.
+if command -v "${CC:-cc}" >/dev/null; then
+    "$ROOT/preload/build.sh" "$ROOT/.venv/lib/libshmfs_rfp.so"
+else
+    echo "bootstrap: no C compiler (cc): 'shmfs run' and tests/rfp need one;" \
+         "as root run: apt-get install gcc libc6-dev" >&2
+fi

@@ -2,6 +2,7 @@
 
     shmfs [SOURCE] MOUNTPOINT [-o size=,nr_inodes=,mode=,uid=,gid=,allow_other] [-f] [--debug]
     shmfs unmount MOUNTPOINT        (also clears a dead mount: "Transport endpoint ...")
+    shmfs run [--] PROGRAM ARGS...  (remap_file_pages on shmfs for an unmodified PROGRAM)
     shmfs --version
 
 ``shmfs SOURCE MOUNTPOINT -o OPTIONS`` is how mount.fuse3 runs a filesystem
@@ -33,7 +34,7 @@ from mount.server.daemon import run_daemon
 
 log = logging.getLogger("shmfs")
 
-SUBCOMMANDS = ("unmount", "window", "stat", "remount")
+SUBCOMMANDS = ("unmount", "window", "stat", "remount", "run")
 
 
 def _mount_parser() -> argparse.ArgumentParser:
@@ -42,7 +43,8 @@ def _mount_parser() -> argparse.ArgumentParser:
         description="Mount a tmpfs-like filesystem served from userspace over FUSE.",
         epilog="Other commands: 'shmfs unmount MOUNTPOINT', 'shmfs stat MOUNTPOINT', "
                "'shmfs remount MOUNTPOINT -o size=,nr_inodes=', "
-               "'shmfs window create|remap|protect|madvise|query|destroy ...'.",
+               "'shmfs window create|remap|protect|madvise|query|destroy ...', "
+               "'shmfs run [--] PROGRAM ARGS...'.",
     )
     p.add_argument("source", nargs="?", default="shmfs",
                    help="a label shown as the source in /proc/mounts (default: shmfs)")
@@ -185,6 +187,10 @@ def _daemonise(mnt: Path, opts: MountOptions, ns: argparse.Namespace) -> int:
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
+    if name == "run":  # remap_file_pages for unmodified programs: mount/cli/run.py
+        from mount.cli import run
+
+        return run.main(argv)
     if name == "remount":
         from mount.cli import remount
 
