@@ -261,13 +261,8 @@ class PageCache:
                 out.append(got)
                 seg[:] = HOLE
                 fl[lo:hi] = 0
-                self._count[k] -= got.size
-                self.nrpages -= got.size
-                if self._count[k] == 0:
-                    self._drop_chunk(k)
-        if not out:
-            return np.empty(0, dtype=np.int64)
-        return out[0] if len(out) == 1 else np.concatenate(out)
+                self._uncount(k, got.size)
+        return _joined(out)
 
     def remove_pages(self, pgoffs: np.ndarray) -> np.ndarray:
         """Drop the pages at the given (sorted, unique) pgoffs; return their frames.
@@ -293,13 +288,15 @@ class PageCache:
             out.append(got)
             fr[slots] = HOLE
             self._flags[k][slots] = 0
-            self._count[k] -= got.size
-            self.nrpages -= got.size
-            if self._count[k] == 0:
-                self._drop_chunk(k)
-        if not out:
-            return np.empty(0, dtype=np.int64)
-        return out[0] if len(out) == 1 else np.concatenate(out)
+            self._uncount(k, got.size)
+        return _joined(out)
+
+    def _uncount(self, k: int, n: int) -> None:
+        """``n`` pages of chunk ``k`` were dropped; the chunk goes with its last page."""
+        self._count[k] -= n
+        self.nrpages -= n
+        if self._count[k] == 0:
+            self._drop_chunk(k)
 
     # -- introspection -------------------------------------------------------------
 
@@ -324,3 +321,10 @@ class PageCache:
             "chunks": self.nr_chunks,
             "index_bytes": self.index_bytes(),
         }
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The frames removed, as one array (no copy for a single part)."""
+    if not parts:
+        return np.empty(0, dtype=np.int64)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
