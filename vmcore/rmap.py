@@ -131,10 +131,7 @@ class Rmap:
         total = 0
         for vma in self.i_mmap.overlapping(first, last + 1):
             self.stats.vmas_visited += 1
-            zba = max(first, vma.pgoff)
-            zea = min(last, vma.pgoff + vma.npages - 1)
-            lo = vma.start_vpn + (zba - vma.pgoff)
-            hi = vma.start_vpn + (zea - vma.pgoff) + 1
+            lo, hi = _linear_vpns(vma, first, last)
             z = vma.pt.zap(lo, hi, skip_anon=not even_cows)
             total += len(z)
             vma.mm._after_zap(vma, z, reason)
@@ -165,10 +162,7 @@ class Rmap:
         total = 0
         for vma in self.i_mmap.overlapping(first, last + 1):
             self.stats.vmas_visited += 1
-            zba = max(first, vma.pgoff)
-            zea = min(last, vma.pgoff + vma.npages - 1)
-            lo = vma.start_vpn + (zba - vma.pgoff)
-            hi = vma.start_vpn + (zea - vma.pgoff) + 1
+            lo, hi = _linear_vpns(vma, first, last)
             z = vma.pt.zap(lo, hi, skip_anon=not even_cows, pg_set=pgoffs)
             total += len(z)
             vma.mm._after_zap(vma, z, reason)
@@ -280,3 +274,11 @@ def unmap_mapping_range(mapping: Any, holebegin: int, holelen: int, even_cows: b
     first = holebegin >> PAGE_SHIFT
     nr = None if holelen == 0 else (holelen + PAGE_SIZE - 1) >> PAGE_SHIFT
     return mapping.rmap.unmap_mapping_range(first, nr, even_cows)
+
+
+def _linear_vpns(vma: Vma, first: int, last: int) -> tuple[int, int]:
+    """The vpns [lo, hi) of a linear VMA that map object pages first..last (clipped
+    to the VMA): the zap_page_range span unmap_mapping_range computes."""
+    zba = max(first, vma.pgoff)
+    zea = min(last, vma.pgoff + vma.npages - 1)
+    return vma.start_vpn + (zba - vma.pgoff), vma.start_vpn + (zea - vma.pgoff) + 1
