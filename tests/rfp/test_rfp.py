@@ -19,6 +19,7 @@ What each test proves:
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -153,9 +154,21 @@ def test_unprivileged_user_reaches_only_what_it_opened(rfp_bin: Path) -> None:
         pub.chmod(0o644)
         secret.chmod(0o600)
         before = pub.read_bytes()
-        out = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                   str(rfp_bin / "secure"), str(pub), str(secret)], preload=True)
-        r = parse(out)["secure"]
+        # the checkout may sit under a 0700 directory (CI clones into one): give the
+        # unprivileged process a copy of the library it can load, preloaded the way
+        # `shmfs run` does (that wrapper's environment is tested below)
+        built = library_path()
+        assert built is not None, "the preload library was not built"
+        lib = rfp_bin / "libshmfs_rfp.so"
+        shutil.copy(built, lib)
+        lib.chmod(0o755)
+        env = preload_env(lib, {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            str(rfp_bin / "secure"), str(pub), str(secret)],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert p.returncode == 0 and "cannot be preloaded" not in p.stderr, p
+        assert windows_left(mnt)[1] > 0  # the library made windows: it was loaded
+        r = parse(p.stdout)["secure"]
         assert r["open_secret"] == "-1/EACCES"
         assert r["map_write"] == "EACCES"  # PROT_WRITE on an O_RDONLY descriptor
         assert r["remap"] == "0" and r["tag0"] == "7"  # its own file: remaps work
