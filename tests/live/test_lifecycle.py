@@ -15,6 +15,7 @@ import pytest
 
 from mount.mounting.kernel import is_mounted
 from tests.support.mounts import ROOT, daemon, daemon_log_errors, shmfs_mount
+from tests.support.procs import exited
 
 pytestmark = pytest.mark.mount
 
@@ -58,15 +59,8 @@ def _daemon_of(mnt: Path) -> int:
 
 
 def _wait_gone(pid: int) -> None:
-    # The daemon is not our child (it daemonised): poll its pidfd for exit.
-    fd = os.pidfd_open(pid)
-    try:
-        import select
-
-        r, _, _ = select.select([fd], [], [], 30)
-        assert r, f"daemon {pid} did not exit"
-    finally:
-        os.close(fd)
+    # The daemon is not our child (it daemonised): its pidfd says when it exits.
+    assert exited(pid), f"daemon {pid} did not exit"
 
 
 def test_cli_daemonises_after_mount_and_umount_ends_it(mountpoint: Path) -> None:
@@ -115,14 +109,7 @@ def _wait_unmounted(mnt: Path, timeout: float = 30) -> None:
 
 
 def _wait_child_exit(pid: int, timeout: float = 30) -> None:
-    import select
-
-    fd = os.pidfd_open(pid)
-    try:
-        r, _, _ = select.select([fd], [], [], timeout)
-        assert r, f"daemon {pid} still running {timeout:g} s after the last close"
-    finally:
-        os.close(fd)
+    assert exited(pid, timeout), f"daemon {pid} still running {timeout:g} s after the last close"
 
 
 def test_sigterm_with_open_file_detaches_and_keeps_serving_it() -> None:

@@ -27,6 +27,7 @@ import pytest
 from mount.mounting.kernel import abort_connection, is_mounted, mount_entry
 from tests.live.test_user_mount import NOBODY, _dev_fuse_mode, _traversable
 from tests.support.mounts import ROOT, tmpfs_mount
+from tests.support.procs import exited
 
 pytestmark = pytest.mark.mount
 
@@ -69,20 +70,7 @@ def _pids_naming(path: Path) -> list[int]:
 
 def _wait_exit(pids: list[int], timeout: float = 30.0) -> list[int]:
     """Wait (pidfd, no sleeps) for pids to exit; those still alive after timeout."""
-    alive = []
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        try:
-            import select
-
-            if not select.select([fd], [], [], timeout)[0]:
-                alive.append(pid)
-        finally:
-            os.close(fd)
-    return alive
+    return [pid for pid in pids if not exited(pid, timeout)]
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import select
 import signal
 import sys
 from pathlib import Path
@@ -21,18 +20,13 @@ import pytest
 
 from mount.mounting.kernel import is_mounted
 from mount.mounting.managed import MountFailed, managed_shmfs
+from tests.support.procs import exited
 
 pytestmark = [pytest.mark.mount, pytest.mark.timeout(120)]
 
 
 def _wait_exit(pid: int, timeout: float = 30) -> None:
-    """Block until the process exits (its pidfd becomes readable)."""
-    fd = os.pidfd_open(pid)
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        assert ready, f"process {pid} did not exit"
-    finally:
-        os.close(fd)
+    assert exited(pid, timeout), f"process {pid} did not exit"
 
 
 def _gone(pid: int) -> bool:

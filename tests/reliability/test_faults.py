@@ -25,6 +25,7 @@ import pytest
 from mount.winapi.client import mount_stats
 from tests.live.helpers import PAGE, read_from_daemon
 from tests.support.mounts import daemon_pid, shmfs_mount
+from tests.support.procs import exited
 
 pytestmark = pytest.mark.mount
 
@@ -169,12 +170,7 @@ def test_o_direct_reads_reach_the_daemon(shmfs: Path) -> None:
 
 
 def _wait_exit(pid: int, timeout: float = 30) -> None:
-    pidfd = os.pidfd_open(pid)
-    try:
-        ready, _, _ = select.select([pidfd], [], [], timeout)
-        assert ready, f"process {pid} did not exit"
-    finally:
-        os.close(pidfd)
+    assert exited(pid, timeout), f"process {pid} did not exit"
 
 
 def _mounted(mnt: Path) -> bool:
