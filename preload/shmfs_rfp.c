@@ -225,6 +225,24 @@ static void put_win(int w) {
     }
 }
 
+/* Called with the lock held: hold window w's descriptor across an ioctl made
+   without the lock (a concurrent munmap must not close it under us). */
+static int pin_win_unlock(int w) {
+    int fd = wins[w].fd;
+    wins[w].nref++;
+    pthread_mutex_unlock(&lock);
+    return fd;
+}
+
+/* The pinned call is done: drop the hold, keeping the call's errno. */
+static void unpin_win(int w) {
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    put_win(w);
+    pthread_mutex_unlock(&lock);
+    errno = saved;
+}
+
 static int add_entry(uintptr_t addr, size_t len, uint64_t winoff, int w, int prot, int many) {
     if (nents >= MAX_ENTRIES)
         return -1;
@@ -515,15 +533,9 @@ int remap_file_pages(void *addr, size_t size, int prot, size_t pgoff, int flags)
         return real_rfp(addr, size, prot, pgoff, flags);
     }
     struct entry e = ents[i];
-    int fd = wins[e.win].fd;
-    wins[e.win].nref++;  /* a concurrent munmap must not close fd under us */
-    pthread_mutex_unlock(&lock);
+    int fd = pin_win_unlock(e.win);
     int r = rfp_window(a, size, prot, pgoff, flags, e, fd);
-    int saved = errno;
-    pthread_mutex_lock(&lock);
-    put_win(e.win);
-    pthread_mutex_unlock(&lock);
-    errno = saved;
+    unpin_win(e.win);
     return r;
 }
 
@@ -617,15 +629,9 @@ int madvise(void *addr, size_t len, int advice) {
         return real_madvise(addr, len, advice);
     }
     struct entry e = ents[i];
-    int fd = wins[e.win].fd;
-    wins[e.win].nref++;  /* a concurrent munmap must not close fd under us */
-    pthread_mutex_unlock(&lock);
+    int fd = pin_win_unlock(e.win);
     int r = remove_window(a, len, advice, e, fd);
-    int saved = errno;
-    pthread_mutex_lock(&lock);
-    put_win(e.win);
-    pthread_mutex_unlock(&lock);
-    errno = saved;
+    unpin_win(e.win);
     return r;
 }
 
