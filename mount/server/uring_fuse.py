@@ -352,6 +352,11 @@ class FuseRing:
         s._sink = self
         try:
             s._handle(msg)
+        except Exception:  # _handle answers every failure itself; this is a bug's net
+            log.exception("request in ring entry %d (unique=%d) failed; answering EIO",
+                          i, self.t.unique(i))
+            if self._state[i] == "user" and self._kept is None:
+                self._commit(i, [reply_error(self.t.unique(i), errno.EIO)])
         finally:
             s._sink = None
         if self._kept is not None:

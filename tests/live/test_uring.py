@@ -204,6 +204,10 @@ def test_requests_are_served_by_the_ring(uring_param: None, transport: str,
         assert r1["ring_requests"] - r0["ring_requests"] >= n + 8
         assert r1["malformed"] == 0
         assert mount_stats(mnt)["session"]["requests"]["GETXATTR"]["count"] >= n
+        out = subprocess.run([sys.executable, "-m", "mount.cli", "stat", str(mnt)],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        assert re.search(rf"io_uring requests +[\d,]+ +\({r1['queues']} queues, {transport}",
+                         out), out
 
 
 def test_dev_fuse_still_serves_forget(uring_param: None) -> None:
