@@ -79,8 +79,10 @@ def address_of(buf: object) -> int:
 class Ring:
     """One io_uring instance with 128-byte SQEs, owned by one thread.
 
-    ``sqe()`` returns the offset of a fresh zeroed-command SQE slot in ``sqes``
-    (the caller fills it with ``SQE_HEAD.pack_into``); ``enter()`` submits the
+    ``sqe()`` returns the offset of a free SQE slot in ``sqes``: the caller
+    writes its 48-byte head (``SQE_HEAD``) and the command area after it (every
+    caller writes both, so nothing of an earlier SQE survives; bytes past the
+    FUSE command are never written and stay zero). ``enter()`` submits the
     staged ones and waits; ``completions()`` yields the CQEs that arrived.
     """
 
@@ -136,8 +138,7 @@ class Ring:
             self._u32[sq_array // 4 + i] = i
 
     def sqe(self) -> int:
-        """Stage one SQE: the byte offset of its slot in ``self.sqes``. The slot's
-        bytes past the 48-byte head are zeroed up to the fuse command's end."""
+        """Stage one SQE: the byte offset of its slot in ``self.sqes``."""
         if self._pending >= self._sq_entries:
             self.enter(0)  # the SQ is full: submit what is staged first
         off = (self._tail & self._sq_mask) * SQE_SIZE
