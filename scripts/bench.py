@@ -248,13 +248,13 @@ def main(argv: list[str] | None = None) -> int:
             progress("interrupted; everything mounted was unmounted")
             return 130
         labels = [t.label for t in targets]
-    subject, reference = labels[0], labels[1]
+    subject, reference = labels[0], labels[-1]  # more than two: the middle ones as columns
     floors = report.check_floors(results, subject, reference)
     growth = report.scaling(results, labels)
 
     print(report.meta_line(meta))
     print()
-    print(report.format_table(results, subject, reference))
+    print(report.format_table(results, subject, reference, labels[1:-1]))
     if text := report.format_scaling(growth, labels, results):
         print()
         print(text)

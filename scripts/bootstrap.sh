@@ -33,7 +33,10 @@ stamp="$ROOT/.venv/.shmfs-installed"
 if [ ! -x "$ROOT/.venv/bin/python" ]; then
     "$PY" -m venv "$ROOT/.venv"
 fi
-if [ ! -e "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+# setup.py builds the C extensions under native/ (optional ones: a failed build
+# leaves their Python fallbacks), so a change there reinstalls too
+if [ ! -e "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] \
+   || [ -n "$(find "$ROOT/native" -newer "$stamp" -print -quit 2>/dev/null)" ]; then
     "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test,bench]"
     touch "$stamp"
 fi

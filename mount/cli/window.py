@@ -295,6 +295,11 @@ def format_stats(doc: dict[str, Any]) -> str:
                      f"   ({qos.get('latency_us')} us while busy)")
     else:
         lines.append("  cpu latency hold             off")
+    ring = sess.get("uring", {})
+    if ring.get("active"):  # -o uring (mount/server/uring_fuse.py)
+        lines.append(f"  io_uring requests   {ring.get('ring_requests', 0):>12,}"
+                     f"   ({ring.get('queues')} queues, {ring.get('transport')} transport;"
+                     f" {ring.get('dev_requests', 0):,} from /dev/fuse)")
     reqs = sess.get("requests", {})
     if reqs:
         lines.append(f"  {'opcode':<14} {'count':>12} {'mean us':>10}")

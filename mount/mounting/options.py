@@ -107,6 +107,9 @@ class MountOptions:
     # threads reading /dev/fuse (readers=2: a second one on a cloned fd, so small
     # requests do not wait behind large WRITEs; docs/performance.md change 13)
     readers: int = 1
+    # FUSE over io_uring: off | auto (when the kernel allows) | on (or fail the mount);
+    # mount/server/uring_fuse.py, docs/performance.md change 14
+    uring: str = "off"
     extra: dict[str, str] = field(default_factory=dict)
     # page-table memory of all windows (fsimpl/ptbudget.py): None = size/64, >= 16 MiB;
     # 0 = unlimited. Not a tmpfs option: shmfs's own (docs/windows.md).
@@ -234,6 +237,13 @@ def _cpu_latency(o: MountOptions, v: str) -> None:
     o.cpu_latency_us = n
 
 
+def _uring(o: MountOptions, v: str) -> None:
+    """uring=off|auto|on; plain ``uring`` is ``uring=on``."""
+    if v not in ("", "off", "auto", "on"):
+        raise OptionError(f"Bad value for 'uring': '{v}' (off, auto or on)")
+    o.uring = v or "on"
+
+
 def _readers(o: MountOptions, v: str) -> None:
     """readers=1|2: threads reading /dev/fuse (docs/performance.md change 13)."""
     if v not in ("1", "2"):
@@ -276,6 +286,7 @@ def _nothing(_o: MountOptions, _v: str) -> None:
 # valued option, is refused before the handler runs. Kind "vfs" marks the
 # mount(2) flags, which reach no filesystem as parameters (see the docstring).
 VALUE, FLAG, VFS = "value", "flag", "vfs"
+OPTIONAL = "optional"  # a flag that may also take a value (uring, uring=auto)
 OPTIONS: dict[str, tuple[str, Handler]] = {
     "size": (VALUE, _size),
     "nr_blocks": (VALUE, _nr_blocks),
@@ -287,6 +298,7 @@ OPTIONS: dict[str, tuple[str, Handler]] = {
     "oom_score_adj": (VALUE, _oom_score_adj),
     "pt_size": (VALUE, _pt_size),
     "readers": (VALUE, _readers),
+    "uring": (OPTIONAL, _uring),
     "writeback_cache": (FLAG, _set("writeback_cache", True)),
     "allow_other": (FLAG, _set("allow_other", True)),
     "inode64": (FLAG, _nothing),

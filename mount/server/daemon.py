@@ -74,6 +74,15 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
     if problem:
         report(problem)
         return 1
+    # -o uring: decided before mounting, so that uring=on fails with its reason
+    # instead of mounting something else (mount/server/uring_fuse.py)
+    from mount.server.uring_fuse import UringUnavailable, resolve
+
+    try:
+        uring = resolve(opts.uring, readers=opts.readers)
+    except UringUnavailable as e:
+        report(str(e))
+        return 1
     fs = ShmFs(fs_opts)
     try:
         fd = mounting.mount(
@@ -101,7 +110,8 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
         report("ok")
 
     session = Session(fd, ops, mnt, on_ready=ready, debug=debug,
-                      cpu_latency=CpuLatencyHold(opts.cpu_latency_us), readers=opts.readers)
+                      cpu_latency=CpuLatencyHold(opts.cpu_latency_us), readers=opts.readers,
+                      uring=uring)
     try:
         trio.run(session.serve)
     except KeyboardInterrupt:

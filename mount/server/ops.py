@@ -97,6 +97,7 @@ class OpsConfig:
     keep_cache: bool = True  # FOPEN_KEEP_CACHE on OPEN/CREATE
     cache_symlinks: bool = True  # FUSE_CACHE_SYMLINKS: tmpfs symlinks never change
     writeback_cache: bool = False  # FUSE_WRITEBACK_CACHE (ARCHITECTURE decision 5: off)
+    uring: bool = False  # ask for FUSE_OVER_IO_URING (set by mount/server/uring_fuse.py)
     max_write: int = 1 << 20
     max_pages: int = 256  # 1 MiB READ/WRITE requests
     max_readahead: int = 1 << 20  # upper bound; the kernel's own value wins if smaller
@@ -285,6 +286,8 @@ class Operations:
             wanted |= P.FUSE_CACHE_SYMLINKS
         if cfg.writeback_cache:
             wanted |= P.FUSE_WRITEBACK_CACHE
+        if cfg.uring:  # flags2 bit: the reply must carry FUSE_INIT_EXT for it to count
+            wanted |= P.FUSE_OVER_IO_URING | P.FUSE_INIT_EXT
         self.init_flags = a.flags & wanted
         self.proto_minor = min(a.minor, P.FUSE_KERNEL_MINOR_VERSION)
         log.info("FUSE %d.%d, granted flags %#x", a.major, self.proto_minor, self.init_flags)

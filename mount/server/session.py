@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -132,6 +133,7 @@ class Session:
         spin_ns: int = SPIN_NS,
         cpu_latency: CpuLatencyHold | None = None,
         readers: int = READERS,
+        uring: bool = False,
     ) -> None:
         self.fd = fd
         self.ops = ops
@@ -164,6 +166,13 @@ class Session:
         self._stores: dict[tuple[int, int], int] = {}
         self._store_gen = 0
         self.fs.store_queued = lambda ino, page: (ino, page) in self._stores
+        # -o uring (mount/server/uring_fuse.py): requests from io_uring entries; the
+        # ring's loop replaces _blocking_loop and sets these hooks. _sink is the ring
+        # while one of its requests is handled (its reply goes there: reply, defer, flush)
+        self.uring = uring
+        self._sink: Any = None
+        self._on_written: Callable[[], None] | None = None  # after each notifier batch
+        self.uring_statistics: Callable[[], dict[str, object]] | None = None
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
 
@@ -177,13 +186,24 @@ class Session:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signal_watcher, nursery.cancel_scope)
                 try:
-                    await trio.to_thread.run_sync(self._blocking_loop, abandon_on_cancel=True)
+                    await trio.to_thread.run_sync(self._request_loop, abandon_on_cancel=True)
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
             self._notify_q.put(None)
             await trio.to_thread.run_sync(writer.join, 5.0)
         log.info("session for %s ended; %s", self.mountpoint, self.statistics())
+
+    def _request_loop(self) -> None:
+        """The /dev/fuse loop, or with ``uring`` the ring's (which runs INIT first
+        and reports ready once the ring serves)."""
+        if not self.uring:
+            self._blocking_loop()
+            return
+        from mount.server import uring_fuse
+
+        ready, self.on_ready = self.on_ready, None
+        uring_fuse.serve(self, ready)
 
     def _start_populate_ahead(self) -> None:
         """Let the arena populate fresh memory ahead of large writes (when the fs has one)."""
@@ -375,6 +395,9 @@ class Session:
             self._stores.pop((ino, page), None)
 
     def _write(self, buffers: Sequence[bytes | memoryview]) -> None:
+        if self._sink is not None:  # a request from a ring entry: the reply goes there
+            self._sink.reply(buffers)
+            return
         try:
             os.writev(getattr(self._local, "fd", self.fd), buffers)
         except OSError as e:
@@ -387,7 +410,10 @@ class Session:
         """Hand notifications (and possibly the reply that must follow them) to the
         writer thread. Never blocks: the reader must stay free to answer the READs
         and WRITEs an invalidation may wait for (and it must not depend on trio's
-        loop, which sleeps in epoll while the reader thread works)."""
+        loop, which sleeps in epoll while the reader thread works). Ring commits a
+        handler staged are submitted first, so a WRITE reply still precedes them."""
+        if self._sink is not None:
+            self._sink.flush()
         with self._pending_lock:
             self._pending += 1
             self._queued_seq += 1
@@ -403,6 +429,8 @@ class Session:
                     self._pending -= 1
                     self._written_seq += 1
                     self._pending_lock.notify_all()
+                if self._on_written is not None:
+                    self._on_written()
 
     def _write_batch1(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
         for msg in msgs:
@@ -428,7 +456,9 @@ class Session:
         writes to the main fd; a request read from the clone fd must be answered on
         the clone fd, so its reply is kept for _clone_reader to write once the
         writer got that far."""
-        if getattr(self._local, "fd", None) is None:
+        if self._sink is not None:
+            self._sink.defer(reply)  # the ring commits it once the writer got that far
+        elif getattr(self._local, "fd", None) is None:
             msgs.append([reply])
         else:
             self._local.deferred = reply
@@ -531,6 +561,8 @@ class Session:
             "write_errors": self.stats.write_errors,
             "readers": 1 if self._fs_lock is None else 2,
             "second_reader_requests": self.stats.second_reader,
+            "uring": (self.uring_statistics() if self.uring_statistics is not None
+                      else {"active": False}),
             "cpu_latency": {
                 "available": self.cpu_latency.available,
                 "latency_us": self.cpu_latency.latency_us,

@@ -142,6 +142,7 @@ FUSE_INIT_RESERVED = 1 << 31
 FUSE_SECURITY_CTX = 1 << 32
 FUSE_HAS_INODE_DAX = 1 << 33
 FUSE_HAS_EXPIRE_ONLY = 1 << 35
+FUSE_OVER_IO_URING = 1 << 41  # 7.42: requests over io_uring (mount/server/uring_fuse.py)
 
 # --- other flag words -------------------------------------------------------------------------
 

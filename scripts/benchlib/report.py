@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,16 +196,22 @@ def params_text(r: Result) -> str:
                      for k in keys if k in r.params)
 
 
-def format_table(results: list[Result], subject: str, reference: str) -> str:
+def format_table(results: list[Result], subject: str, reference: str,
+                 others: Sequence[str] = ()) -> str:
+    """The table; ``others``: more targets of the same run, a value and a ratio
+    column each (e.g. --targets shmfs,shmfs:uring,tmpfs)."""
     by_name = index(results)
-    rows = [("workload", "size", subject, reference, f"{subject}/{reference}")]
+    head = ["workload", "size", subject, *others, reference, f"{subject}/{reference}"]
+    head += [f"{o}/{reference}" for o in others]
+    rows = [tuple(head)]
     for name, sides in by_name.items():
         a, b = sides.get(subject), sides.get(reference)
         any_r = a or b
-        q = ratio(a, b)
-        rows.append((name, params_text(any_r) if any_r else "", fmt_value(a), fmt_value(b),
-                     f"{q:.2f}x" if q else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        qs = [ratio(sides.get(t), b) for t in (subject, *others)]
+        rows.append((name, params_text(any_r) if any_r else "", fmt_value(a),
+                     *(fmt_value(sides.get(o)) for o in others), fmt_value(b),
+                     *(f"{q:.2f}x" if q else "-" for q in qs)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     out = []
     for i, row in enumerate(rows):
         out.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w)

@@ -136,7 +136,8 @@ class Target:
 
 
 def parse_targets(spec: str, size: str) -> list[Target]:
-    """'shmfs,tmpfs' -> two Targets; repeated kinds get labels like tmpfs#2."""
+    """'shmfs,tmpfs' -> two Targets (more: the last is the reference, the others
+    are compared with it in the same run); repeated kinds get labels like tmpfs#2."""
     out: list[Target] = []
     seen: dict[str, int] = {}
     for part in (p.strip() for p in spec.split(",")):
@@ -154,6 +155,7 @@ def parse_targets(spec: str, size: str) -> list[Target]:
         seen[base] = seen.get(base, 0) + 1
         label = base if seen[base] == 1 else f"{base}#{seen[base]}"
         out.append(Target(spec=part, label=label, kind=kind, size=size, extra_options=extra))
-    if len(out) != 2:
-        raise ValueError("give exactly two targets: SUBJECT,REFERENCE (e.g. shmfs,tmpfs)")
+    if len(out) < 2:
+        raise ValueError("give two targets or more: SUBJECT[,OTHER...],REFERENCE "
+                         "(e.g. shmfs,tmpfs or shmfs,shmfs:uring,tmpfs)")
     return out
