@@ -75,7 +75,7 @@ from .stats import FaultStats
 if TYPE_CHECKING:
     from .mapping import Mapping
 
-__all__ = ["FAULT_STATS", "VmFault", "falloc_pages", "fault", "statistics"]
+__all__ = ["FAULT_STATS", "VmFault", "falloc_pages", "fault", "read1", "statistics"]
 
 _WRITE = int(FaultFlags.WRITE)
 _MKWRITE = int(FaultFlags.MKWRITE)
@@ -142,6 +142,27 @@ def _count(
             s.pages_allocated += allocated
         if zero:
             s.zero_pages += zero
+
+
+def read1(mapping: Mapping, pgoff: int) -> int:
+    """read(2) of one page below EOF (SGP_READ, no vma): its frame, or ZERO_FRAME
+    for a hole or a !UPTODATE page; allocates nothing. Exactly what
+    ``fault(mapping, VmFault(READ, pgoff))`` answers and counts, without the
+    VmFault, the frame array and the general counter pass: a 4 KiB READ (random
+    reads, holes) is one such fault per request (docs/performance.md, issue 15).
+    The caller (Mapping.read) has clipped the range to i_size."""
+    frame, pf = mapping.pages.lookup1(pgoff)
+    zero = frame < 0 or not pf & PG_UPTODATE
+    if zero:
+        frame = _ZERO
+    for s in (FAULT_STATS, mapping.fstats):  # _count(..., READ, False, MINOR, 1, 0, zero)
+        s.faults += 1
+        s.read += 1
+        s.minor += 1
+        s.pages += 1
+        if zero:
+            s.zero_pages += 1
+    return frame
 
 
 def fault(mapping: Mapping, vmf: VmFault) -> int:
