@@ -56,8 +56,14 @@ _unpack_header = P.IN_HEADER.unpack_from
 _unpack_u64 = struct.Struct("<Q").unpack_from
 _GETATTR, _LOOKUP, _FORGET = int(P.Opcode.GETATTR), int(P.Opcode.LOOKUP), int(P.Opcode.FORGET)
 _UNLINK, _RELEASE = int(P.Opcode.UNLINK), int(P.Opcode.RELEASE)
-_WRITE = int(P.Opcode.WRITE)
+_WRITE, _READ, _CREATE = int(P.Opcode.WRITE), int(P.Opcode.READ), int(P.Opcode.CREATE)
 _unpack_write = P.WRITE_IN.unpack_from
+_unpack_read = P.READ_IN.unpack_from
+_unpack_create = P.CREATE_IN.unpack_from
+_pack_out_header = P.OUT_HEADER.pack
+_OUT_HEADER_SIZE = P.OUT_HEADER.size
+_READ_SIZE = _IN_HEADER_SIZE + P.READ_IN.size
+_CREATE_NAME = _IN_HEADER_SIZE + P.CREATE_IN.size
 _WRITE_DATA = _IN_HEADER_SIZE + P.WRITE_IN.size
 _GETATTR_SIZE = _IN_HEADER_SIZE + P.GETATTR_IN.size
 _FORGET_SIZE = _IN_HEADER_SIZE + P.FORGET_IN.size
@@ -165,7 +171,7 @@ class Operations:
 
     def handle_fast(self, msg: memoryview) -> tuple[int, Reply] | None:
         """(opcode, reply) for a well-formed GETATTR, LOOKUP, FORGET, UNLINK,
-        RELEASE or WRITE, straight from the message bytes; None sends the message down
+        RELEASE, CREATE, READ or WRITE, straight from the message bytes; None sends the message down
         the generic path (parse_request + handle), which must then answer it
         from scratch.
 
@@ -173,7 +179,9 @@ class Operations:
         LOOKUP, CREATE, GETATTR of the directory and RELEASE; an unlink is
         UNLINK, GETATTR and a FORGET the kernel reads first), and decoding them
         into Request objects was a third of their cost. The replies are the same
-        bytes as the generic path's (tests/mount/test_fastpath.py checks)."""
+        bytes as the generic path's (tests/mount/test_fastpath.py checks). The
+        session sends READ and WRITE down the generic path while NOTIFY_STOREs are
+        queued (Session._cancel_stores needs the decoded request)."""
         n = len(msg)
         if n < _IN_HEADER_SIZE:
             return None
@@ -181,6 +189,17 @@ class Operations:
         if length != n or extlen:
             return None
         try:
+            if opcode == _READ:
+                # 4 KiB random reads are one READ each: the reply is the header and
+                # views of the arena (or of the zero page), as _read builds it
+                if n != _READ_SIZE:
+                    return None
+                fh, off, size, _rf, _lo, _fl, _ = _unpack_read(msg, _IN_HEADER_SIZE)
+                views = self.fs.read(nodeid, fh, off, size)
+                total = _OUT_HEADER_SIZE
+                for v in views:
+                    total += v.nbytes
+                return opcode, [_pack_out_header(total, 0, unique), *views]
             if opcode == _WRITE:
                 # small writes are one request each (appends, 4 KiB random I/O):
                 # parse_request + Request + WriteIn cost ~1.6 us of ~15
@@ -218,6 +237,17 @@ class Operations:
                     return None
                 self.fs.release(nodeid, _unpack_u64(msg, _IN_HEADER_SIZE)[0])
                 return opcode, [C.reply(unique)]
+            if opcode == _CREATE:
+                if n <= _CREATE_NAME:
+                    return None
+                name = C.plain_name(msg, _CREATE_NAME)
+                if name is None:
+                    return None
+                flags, mode, umask, _ = _unpack_create(msg, _IN_HEADER_SIZE)
+                attr, fh = self.fs.create(nodeid, name, mode, self._handle_flags(flags),
+                                          Ctx(uid, gid, pid, umask))
+                return opcode, [C.reply(unique, self._entry(attr)
+                                        + C.open_out(fh, self._open_flags(attr.ino)))]
         except Exception as e:  # as in handle()
             return opcode, self._failed(opcode, unique, nodeid, e)
         return None
