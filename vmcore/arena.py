@@ -590,6 +590,18 @@ class Arena:
             out.append(self._mvs[seg][base + a : base + b])
         return out
 
+    def store1(self, frame: int, first_off: int, data: memoryview) -> None:
+        """Store ``data`` (bytes, within one page) at ``first_off`` of one frame:
+        one memcpy (a memoryview slice assignment)."""
+        if frame <= 0:
+            raise ValueError("store to the zero frame")
+        n = data.nbytes
+        if first_off + n > PAGE_SIZE:
+            raise ValueError("store past the end of the frame")
+        seg, idx = divmod(frame, self.fps)
+        base = (idx << PAGE_SHIFT) + first_off
+        self._mvs[seg][base : base + n] = data
+
     def copy_in(self, frames: np.ndarray, first_off: int, data: memoryview) -> None:
         """Store `data` starting at byte first_off of frames[0], one numpy copy
         per contiguous run of frames."""

@@ -75,7 +75,7 @@ from .stats import FaultStats
 if TYPE_CHECKING:
     from .mapping import Mapping
 
-__all__ = ["FAULT_STATS", "VmFault", "falloc_pages", "fault", "read1", "statistics"]
+__all__ = ["FAULT_STATS", "VmFault", "falloc_pages", "fault", "read1", "statistics", "write1"]
 
 _WRITE = int(FaultFlags.WRITE)
 _MKWRITE = int(FaultFlags.MKWRITE)
@@ -90,6 +90,7 @@ _MINOR = int(VmFaultResult.MINOR)
 _MAJOR = int(VmFaultResult.MAJOR)
 _SIGBUS = int(VmFaultResult.SIGBUS)
 _NOPAGE = int(VmFaultResult.NOPAGE)
+_DIRTY_UPTODATE = PG_UPTODATE | PG_DIRTY
 
 #: global counters over every Mapping (each Mapping also keeps its own)
 FAULT_STATS = FaultStats()
@@ -162,6 +163,45 @@ def read1(mapping: Mapping, pgoff: int) -> int:
         s.pages += 1
         if zero:
             s.zero_pages += 1
+    return frame
+
+
+def write1(mapping: Mapping, pgoff: int) -> int:
+    """write(2) into one page (i_size already extended past it): the frame to copy
+    into, -1 when the page could not be charged (ENOSPC), -2 when the resident
+    frame is shared (copy-on-write: the caller takes the general fault() path,
+    which breaks the share). Otherwise exactly what ``fault(mapping,
+    VmFault(WRITE, pgoff))`` does and counts -- UPTODATE|DIRTY, charge, one frame,
+    one page-cache slot -- without the VmFault and the frame array: every small
+    write is one such fault (4 KiB appends, 512-byte appends)."""
+    pages = mapping.pages
+    frame, pf = pages.lookup1(pgoff)
+    if frame >= 0:
+        if mapping.arena.is_shared(frame):
+            return -2
+        if pf & _DIRTY_UPTODATE != _DIRTY_UPTODATE:
+            pages.set_flags(pgoff, 1, _DIRTY_UPTODATE)
+        for s in (FAULT_STATS, mapping.fstats):  # _count(..., WRITE, False, MINOR, 1, 0, 0)
+            s.faults += 1
+            s.write += 1
+            s.minor += 1
+            s.pages += 1
+        return frame
+    if not mapping.budget.charge(1):
+        for s in (FAULT_STATS, mapping.fstats):  # enospc, _count(..., SIGBUS, 0, 0, 0)
+            s.enospc += 1
+            s.faults += 1
+            s.write += 1
+            s.sigbus += 1
+        return -1
+    frame = mapping.arena.alloc1()
+    pages.insert1(pgoff, frame, _DIRTY_UPTODATE)
+    for s in (FAULT_STATS, mapping.fstats):  # _count(..., WRITE, False, MAJOR, 1, 1, 0)
+        s.faults += 1
+        s.write += 1
+        s.major += 1
+        s.pages += 1
+        s.pages_allocated += 1
     return frame
 
 
