@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import random
@@ -33,11 +34,13 @@ from fsimpl import FsOptions, ShmFs  # noqa: E402
 from fsimpl.types import Ctx  # noqa: E402
 
 try:
+    from mount.server import session as session_mod
     from mount.server.ops import Operations, OpsConfig
-    from mount.server.session import Session
 except ImportError:  # the layout before the mount/ subpackages
     from mount.ops import Operations, OpsConfig  # type: ignore[no-redef]
-    from mount.session import Session  # type: ignore[no-redef]
+
+    from mount import session as session_mod  # type: ignore[no-redef]
+Session = session_mod.Session
 
 CTX = Ctx(0, 0, os.getpid(), 0o022)
 HDR = struct.Struct("<IIQQIIIHH")
@@ -148,6 +151,10 @@ def main() -> int:
     p.add_argument("--profile", metavar="KIND")
     p.add_argument("--mountflags", action="store_true")
     a = p.parse_args()
+    threshold0 = getattr(session_mod, "GC_THRESHOLD0", None)
+    if threshold0:  # what Session.serve does in the daemon
+        gc.freeze()
+        gc.set_threshold(threshold0, *gc.get_threshold()[1:])
     if a.profile:
         run(a.profile, a.n, a.mountflags, profile=True)
         return 0

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import logging
 import os
 import queue
@@ -71,6 +72,12 @@ POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no
 # waits for the kernel's copy of a large WRITE (docs/performance.md, change 13).
 READERS = 1
 FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
+
+# Cyclic GC while serving: every gen0 collection walks the young objects, and
+# with the default threshold (700 allocations) one ran every few dozen requests:
+# 4 KiB appends 27 -> 21.6 us, creates 27 -> 25 us in process at 5,000
+# (scripts/request_probe.py), for a gen0 pause of ~0.2 ms (docs/performance.md).
+GC_THRESHOLD0 = 5000
 
 OPCODE_READ = 15
 OPCODE_WRITE = 16
@@ -174,6 +181,10 @@ class Session:
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
         self._start_populate_ahead()
+        # what exists now (modules, numpy, the root) is never garbage: keep it out
+        # of every full collection; then collect young objects less often
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
         self._start_clone_reader()
         writer = threading.Thread(target=self._notifier, name="shmfs-notify", daemon=True)
         writer.start()
@@ -221,6 +232,7 @@ class Session:
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        poll = poller.poll
         clock = time.perf_counter_ns
         hold = self.cpu_latency
         release_ms = RELEASE_AFTER_S * 1000
@@ -248,6 +260,13 @@ class Session:
                         if not hold.engaged and not poller.poll(idle_ms):
                             continue  # timed out: look at the hold again, no spin
                         last = clock()
+                        continue
+                    # spin on poll(0) until a request is there: ~0.5 us a turn, where a
+                    # failed readv costs ~1.8 (a BlockingIOError and its strerror), and
+                    # a request arriving mid-turn waits out the rest of the turn
+                    deadline = last + spin_ns
+                    while not poll(0) and clock() < deadline:
+                        pass
                     continue
                 if n is None:
                     continue
