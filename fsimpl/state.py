@@ -282,16 +282,20 @@ class FsCore:
         the kernel's cache, and re-reading them all through the daemon made
         the first read after a write 3.4 times slower (docs/decisions.md)."""
         inode = self._inodes.get(ino)
-        if inode is None or not self._atime_stale(inode):
+        if inode is None:
+            return False
+        mode = self.atime_mode()  # once: in the daemon each call is a poll(2) of mountinfo
+        if not self._atime_stale(inode, mode):
             return False
         now = self._now()
-        return (not self.atime_mode().relatime
+        return (not mode.relatime
                 or now // 10**9 - inode.atime_ns // 10**9 >= RELATIME_WINDOW_NS // 10**9)
 
-    def _atime_stale(self, inode: Inode) -> bool:
+    def _atime_stale(self, inode: Inode, mode: AtimeMode | None = None) -> bool:
         if inode.fsflags & 0x80:  # FS_NOATIME_FL: the next read moves no atime
             return False
-        return atime_needs_update(self.atime_mode(), inode.dir is not None, inode.atime_ns,
+        return atime_needs_update(self.atime_mode() if mode is None else mode,
+                                  inode.dir is not None, inode.atime_ns,
                                   inode.mtime_ns, inode.ctime_ns, self._now() + 1)
 
     def _entry(self, inode: Inode) -> Any:
