@@ -10,8 +10,9 @@ overwrite4k, getattr, lookup_hit, lookup_miss, create, release, unlink, forget.
 ``--mountflags`` gives ShmFs a MountFlagsWatch of "/" (a poll of
 /proc/self/mountinfo per atime check), as the daemon does.
 ``SHMFS_TREE=/path/to/checkout`` runs another tree's code (A/B; the old
-layout with mount/session.py is understood too). Prints µs of this thread's CPU time
-per request (robust to preemption by other load), the minimum of the rounds; --profile prints cProfile's top entries instead.
+layout with mount/session.py is understood too). Prints µs of this thread's CPU
+time per request (robust to preemption by other load), the minimum of the
+rounds; --profile prints cProfile's top entries instead.
 """
 
 from __future__ import annotations
