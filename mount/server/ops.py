@@ -215,12 +215,12 @@ class Operations:
                 if n != _GETATTR_SIZE:
                     return None
                 attr = self.fs.getattr(nodeid)
-                return opcode, [C.reply(unique, C.attr_out(attr, self.config.attr_timeout))]
+                return opcode, [C.attr_reply(unique, attr, self.config.attr_timeout)]
             if opcode == _LOOKUP:
                 name = C.plain_name(msg, _IN_HEADER_SIZE)
                 if name is None:
                     return None
-                return opcode, [C.reply(unique, self._lookup_entry(nodeid, name))]
+                return opcode, [self._lookup_reply(unique, nodeid, name)]
             if opcode == _FORGET:
                 if n != _FORGET_SIZE:
                     return None
@@ -246,8 +246,7 @@ class Operations:
                 flags, mode, umask, _ = _unpack_create(msg, _IN_HEADER_SIZE)
                 attr, fh = self.fs.create(nodeid, name, mode, self._handle_flags(flags),
                                           Ctx(uid, gid, pid, umask))
-                return opcode, [C.reply(unique, self._entry(attr)
-                                        + C.open_out(fh, self._open_flags(attr.ino)))]
+                return opcode, [self._create_reply(unique, attr, fh)]
         except Exception as e:  # as in handle()
             return opcode, self._failed(opcode, unique, nodeid, e)
         return None
@@ -339,17 +338,24 @@ class Operations:
     # --- names --------------------------------------------------------------------------------
 
     def _lookup(self, req: Request) -> Reply:
-        return self._ok(req, self._lookup_entry(req.nodeid, req.args.name))
+        return [self._lookup_reply(req.unique, req.nodeid, req.args.name)]
 
-    def _lookup_entry(self, parent: int, name: bytes) -> bytes:
-        """LOOKUP's payload: the entry, or a negative entry when they are cached."""
+    def _lookup_reply(self, unique: int, parent: int, name: bytes) -> bytes:
+        """LOOKUP's reply: the entry, or a negative entry when they are cached."""
         try:
             attr = self.fs.lookup(parent, name)
         except FsError as e:
             if e.errno != E.ENOENT or self.config.negative_timeout <= 0:
                 raise
-            return C.negative_entry_out(self.config.negative_timeout)
-        return self._entry(attr)
+            return C.reply(unique, C.negative_entry_out(self.config.negative_timeout))
+        cfg = self.config
+        return C.entry_reply(unique, attr, cfg.entry_timeout, cfg.attr_timeout, self.generation)
+
+    def _create_reply(self, unique: int, attr: Any, fh: int) -> bytes:
+        """CREATE's (and TMPFILE's) reply: the entry and the open handle."""
+        cfg = self.config
+        return C.create_reply(unique, attr, cfg.entry_timeout, cfg.attr_timeout,
+                              self.generation, fh, self._open_flags(attr.ino))
 
     def _forget(self, req: Request) -> Reply:
         self.fs.forget(req.nodeid, req.args.nlookup)
@@ -367,7 +373,7 @@ class Operations:
 
     def _getattr(self, req: Request) -> Reply:
         attr = self.fs.getattr(req.nodeid)
-        return self._ok(req, C.attr_out(attr, self.config.attr_timeout))
+        return [C.attr_reply(req.unique, attr, self.config.attr_timeout)]
 
     def _setattr(self, req: Request) -> Reply:
         a: P.SetattrIn = req.args
@@ -483,7 +489,7 @@ class Operations:
         a: P.CreateIn = req.args
         attr, fh = self.fs.create(req.nodeid, a.name, a.mode, self._handle_flags(a.flags),
                                   self._ctx(req, a.umask))
-        return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags(attr.ino)))
+        return [self._create_reply(req.unique, attr, fh)]
 
     def _tmpfile(self, req: Request) -> Reply:
         # ENOSYS makes the kernel remember (fc->no_tmpfile) and answer EOPNOTSUPP to
