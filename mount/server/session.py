@@ -83,6 +83,7 @@ OPCODE_READ = 15
 OPCODE_WRITE = 16
 OPCODE_INIT = 26
 OPCODE_DESTROY = 38
+_UNORDERED = (OPCODE_READ, OPCODE_WRITE)  # replies that never wait for notifications
 
 
 def _read_request(fd: int, buf: bytearray) -> int | None:
@@ -317,6 +318,21 @@ class Session:
         fast = None if self.debug or self._stores else self.ops.handle_fast(msg)
         if fast is not None:
             opcode, out = fast
+            events = self.fs.drain_events()
+            if not events and (out is None or opcode in _UNORDERED or not self._pending):
+                # the common case, inline: no notifications to order, the reply goes
+                # now (what the general code below does for it, ~1 us cheaper)
+                if out is not None:
+                    try:
+                        os.writev(self._reply_fd, out)
+                    except OSError as e:
+                        self._write_failed(e)
+                entry = self.stats.requests.get(opcode)
+                if entry is None:
+                    entry = self.stats.requests[opcode] = [0, 0]
+                entry[0] += 1
+                entry[1] += time.perf_counter_ns() - t0
+                return
             # only WRITE's own-inode ordering below needs the nodeid
             nodeid = int.from_bytes(msg[16:24], "little") if opcode == OPCODE_WRITE else 0
         else:
@@ -338,7 +354,7 @@ class Session:
             out = self.ops.handle(req)
             opcode = req.opcode
             nodeid = req.nodeid
-        events = self.fs.drain_events()
+            events = self.fs.drain_events()
         if events:
             after: list = []
             if opcode == OPCODE_WRITE:
@@ -402,10 +418,13 @@ class Session:
         try:
             os.writev(self._reply_fd if fd is None else fd, buffers)
         except OSError as e:
-            # ENOENT: the request was interrupted and the kernel no longer waits for it.
-            self.stats.write_errors += 1
-            if e.errno not in (errno.ENOENT, errno.ENODEV):
-                log.error("writing reply failed: %s", e)
+            self._write_failed(e)
+
+    def _write_failed(self, e: OSError) -> None:
+        # ENOENT: the request was interrupted and the kernel no longer waits for it.
+        self.stats.write_errors += 1
+        if e.errno not in (errno.ENOENT, errno.ENODEV):
+            log.error("writing reply failed: %s", e)
 
     def _queue_notify(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
         """Hand notifications (and possibly the reply that must follow them) to the
