@@ -352,7 +352,7 @@ class Operations:
         return C.entry_reply(unique, attr, cfg.entry_timeout, cfg.attr_timeout, self.generation)
 
     def _create_reply(self, unique: int, attr: Any, fh: int) -> bytes:
-        """CREATE's (and TMPFILE's) reply: the entry and the open handle."""
+        """CREATE's reply: the entry and the open handle."""
         cfg = self.config
         return C.create_reply(unique, attr, cfg.entry_timeout, cfg.attr_timeout,
                               self.generation, fh, self._open_flags(attr.ino))
