@@ -90,7 +90,13 @@ class FileOps(NamespaceOps):
                 raise FsError(errno.EISDIR)
             fh = self.open(inode.ino, flags)
             return self._entry(inode), fh
-        inode = self._mknod(parent, name, stat.S_IFREG | (mode & 0o7777), 0, ctx)
+        # _mknod without its repeated lookups (_prepare_new's checks, in its order:
+        # the directory and the name were checked above)
+        if p.nlink == 0:
+            raise FsError(errno.ENOENT, "directory was removed")
+        fsflags.check_dir_create(p)
+        inode = self._new_child(p, stat.S_IFREG | (mode & 0o7777), ctx)
+        self._link_child(p, name, inode)
         fh = self._new_handle(inode, flags, False)
         return self._entry(inode), fh
 

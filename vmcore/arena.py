@@ -549,6 +549,15 @@ class Arena:
         lens = np.diff([*starts, n]).tolist()
         return starts, lens
 
+    def view1(self, frame: int, first_off: int, length: int) -> memoryview:
+        """Bytes [first_off, first_off+length) of one frame (inside one page), no
+        copy; the zero frame's from the read-only zero mapping."""
+        if frame == 0:
+            return self._zero_mv[first_off : first_off + length]
+        seg, idx = divmod(frame, self.fps)
+        base = (idx << PAGE_SHIFT) + first_off
+        return self._mvs[seg][base : base + length]
+
     def views(self, frames: np.ndarray, first_off: int, length: int) -> list[memoryview]:
         """iovec for bytes [first_off, first_off+length) of the concatenation of
         `frames`: one memoryview per contiguous run, no copies.  Runs of the zero
@@ -556,12 +565,7 @@ class Arena:
         if length <= 0:
             return []
         if frames.size == 1:  # one page (4 KiB reads): no run analysis
-            f0 = int(frames[0])
-            if f0 == 0:
-                return [self._zero_mv[first_off : first_off + length]]
-            seg, idx = divmod(f0, self.fps)
-            base = (idx << PAGE_SHIFT) + first_off
-            return [self._mvs[seg][base : base + length]]
+            return [self.view1(int(frames[0]), first_off, length)]
         starts, lens = self._runs(frames)
         out: list[memoryview] = []
         end_off = first_off + length
@@ -585,6 +589,18 @@ class Arena:
             base = idx << PAGE_SHIFT
             out.append(self._mvs[seg][base + a : base + b])
         return out
+
+    def store1(self, frame: int, first_off: int, data: memoryview) -> None:
+        """Store ``data`` (bytes, within one page) at ``first_off`` of one frame:
+        one memcpy (a memoryview slice assignment)."""
+        if frame <= 0:
+            raise ValueError("store to the zero frame")
+        n = data.nbytes
+        if first_off + n > PAGE_SIZE:
+            raise ValueError("store past the end of the frame")
+        seg, idx = divmod(frame, self.fps)
+        base = (idx << PAGE_SHIFT) + first_off
+        self._mvs[seg][base : base + n] = data
 
     def copy_in(self, frames: np.ndarray, first_off: int, data: memoryview) -> None:
         """Store `data` starting at byte first_off of frames[0], one numpy copy

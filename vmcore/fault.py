@@ -75,7 +75,7 @@ from .stats import FaultStats
 if TYPE_CHECKING:
     from .mapping import Mapping
 
-__all__ = ["FAULT_STATS", "VmFault", "falloc_pages", "fault", "statistics"]
+__all__ = ["FAULT_STATS", "VmFault", "falloc_pages", "fault", "read1", "statistics", "write1"]
 
 _WRITE = int(FaultFlags.WRITE)
 _MKWRITE = int(FaultFlags.MKWRITE)
@@ -90,6 +90,7 @@ _MINOR = int(VmFaultResult.MINOR)
 _MAJOR = int(VmFaultResult.MAJOR)
 _SIGBUS = int(VmFaultResult.SIGBUS)
 _NOPAGE = int(VmFaultResult.NOPAGE)
+_DIRTY_UPTODATE = PG_UPTODATE | PG_DIRTY
 
 #: global counters over every Mapping (each Mapping also keeps its own)
 FAULT_STATS = FaultStats()
@@ -142,6 +143,66 @@ def _count(
             s.pages_allocated += allocated
         if zero:
             s.zero_pages += zero
+
+
+def read1(mapping: Mapping, pgoff: int) -> int:
+    """read(2) of one page below EOF (SGP_READ, no vma): its frame, or ZERO_FRAME
+    for a hole or a !UPTODATE page; allocates nothing. Exactly what
+    ``fault(mapping, VmFault(READ, pgoff))`` answers and counts, without the
+    VmFault, the frame array and the general counter pass: a 4 KiB READ (random
+    reads, holes) is one such fault per request (docs/performance.md, issue 15).
+    The caller (Mapping.read) has clipped the range to i_size."""
+    frame, pf = mapping.pages.lookup1(pgoff)
+    zero = frame < 0 or not pf & PG_UPTODATE
+    if zero:
+        frame = _ZERO
+    for s in (FAULT_STATS, mapping.fstats):  # _count(..., READ, False, MINOR, 1, 0, zero)
+        s.faults += 1
+        s.read += 1
+        s.minor += 1
+        s.pages += 1
+        if zero:
+            s.zero_pages += 1
+    return frame
+
+
+def write1(mapping: Mapping, pgoff: int) -> int:
+    """write(2) into one page (i_size already extended past it): the frame to copy
+    into, -1 when the page could not be charged (ENOSPC), -2 when the resident
+    frame is shared (copy-on-write: the caller takes the general fault() path,
+    which breaks the share). Otherwise exactly what ``fault(mapping,
+    VmFault(WRITE, pgoff))`` does and counts -- UPTODATE|DIRTY, charge, one frame,
+    one page-cache slot -- without the VmFault and the frame array: every small
+    write is one such fault (4 KiB appends, 512-byte appends)."""
+    pages = mapping.pages
+    frame, pf = pages.lookup1(pgoff)
+    if frame >= 0:
+        if mapping.arena.is_shared(frame):
+            return -2
+        if pf & _DIRTY_UPTODATE != _DIRTY_UPTODATE:
+            pages.set_flags(pgoff, 1, _DIRTY_UPTODATE)
+        for s in (FAULT_STATS, mapping.fstats):  # _count(..., WRITE, False, MINOR, 1, 0, 0)
+            s.faults += 1
+            s.write += 1
+            s.minor += 1
+            s.pages += 1
+        return frame
+    if not mapping.budget.charge(1):
+        for s in (FAULT_STATS, mapping.fstats):  # enospc, _count(..., SIGBUS, 0, 0, 0)
+            s.enospc += 1
+            s.faults += 1
+            s.write += 1
+            s.sigbus += 1
+        return -1
+    frame = mapping.arena.alloc1()
+    pages.insert1(pgoff, frame, _DIRTY_UPTODATE)
+    for s in (FAULT_STATS, mapping.fstats):  # _count(..., WRITE, False, MAJOR, 1, 1, 0)
+        s.faults += 1
+        s.write += 1
+        s.major += 1
+        s.pages += 1
+        s.pages_allocated += 1
+    return frame
 
 
 def fault(mapping: Mapping, vmf: VmFault) -> int:

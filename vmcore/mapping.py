@@ -24,7 +24,7 @@ from .arena import PAGE_SHIFT, PAGE_SIZE, Arena
 from .budget import Budget
 from .cow import break_shares, copy_range
 from .errors import NoSpace
-from .fault import VmFault, falloc_pages, fault
+from .fault import VmFault, falloc_pages, fault, read1, write1
 from .flags import FaultFlags, VmFaultResult
 from .pagecache import PageCache
 from .stats import FaultStats
@@ -83,7 +83,10 @@ class Mapping:
         if off >= end:
             return []
         first = off >> PAGE_SHIFT
-        vmf = VmFault(_READ, first, ((end - 1) >> PAGE_SHIFT) - first + 1)
+        last = (end - 1) >> PAGE_SHIFT
+        if last == first:  # inside one page (4 KiB reads): the same fault, plain ints
+            return [self.arena.view1(read1(self, first), off & _PAGE_MASK, end - off)]
+        vmf = VmFault(_READ, first, last - first + 1)
         fault(self, vmf)
         return self.arena.views(vmf.frames, off & _PAGE_MASK, end - off)
 
@@ -111,6 +114,15 @@ class Mapping:
             self.size = end  # write(2) extends i_size before faulting
         first = off >> PAGE_SHIFT
         nr = ((end - 1) >> PAGE_SHIFT) - first + 1
+        if nr == 1:  # inside one page (small writes): the same fault, plain ints
+            frame = write1(self, first)
+            if frame >= 0:
+                self.arena.store1(frame, off & _PAGE_MASK, mv)
+                return n
+            if frame == -1:  # ENOSPC: nothing written, i_size as it was
+                self.size = old
+                raise NoSpace()
+            # -2: a shared frame; the general path copies it for this writer
         vmf = VmFault(_WRITE, first, nr)
         vmf.overwrite = ((off + _PAGE_MASK) >> PAGE_SHIFT, end >> PAGE_SHIFT)
         fault(self, vmf)

@@ -56,8 +56,14 @@ _unpack_header = P.IN_HEADER.unpack_from
 _unpack_u64 = struct.Struct("<Q").unpack_from
 _GETATTR, _LOOKUP, _FORGET = int(P.Opcode.GETATTR), int(P.Opcode.LOOKUP), int(P.Opcode.FORGET)
 _UNLINK, _RELEASE = int(P.Opcode.UNLINK), int(P.Opcode.RELEASE)
-_WRITE = int(P.Opcode.WRITE)
+_WRITE, _READ, _CREATE = int(P.Opcode.WRITE), int(P.Opcode.READ), int(P.Opcode.CREATE)
 _unpack_write = P.WRITE_IN.unpack_from
+_unpack_read = P.READ_IN.unpack_from
+_unpack_create = P.CREATE_IN.unpack_from
+_pack_out_header = P.OUT_HEADER.pack
+_OUT_HEADER_SIZE = P.OUT_HEADER.size
+_READ_SIZE = _IN_HEADER_SIZE + P.READ_IN.size
+_CREATE_NAME = _IN_HEADER_SIZE + P.CREATE_IN.size
 _WRITE_DATA = _IN_HEADER_SIZE + P.WRITE_IN.size
 _GETATTR_SIZE = _IN_HEADER_SIZE + P.GETATTR_IN.size
 _FORGET_SIZE = _IN_HEADER_SIZE + P.FORGET_IN.size
@@ -166,7 +172,7 @@ class Operations:
 
     def handle_fast(self, msg: memoryview) -> tuple[int, Reply] | None:
         """(opcode, reply) for a well-formed GETATTR, LOOKUP, FORGET, UNLINK,
-        RELEASE or WRITE, straight from the message bytes; None sends the message down
+        RELEASE, CREATE, READ or WRITE, straight from the message bytes; None sends the message down
         the generic path (parse_request + handle), which must then answer it
         from scratch.
 
@@ -174,7 +180,9 @@ class Operations:
         LOOKUP, CREATE, GETATTR of the directory and RELEASE; an unlink is
         UNLINK, GETATTR and a FORGET the kernel reads first), and decoding them
         into Request objects was a third of their cost. The replies are the same
-        bytes as the generic path's (tests/mount/test_fastpath.py checks)."""
+        bytes as the generic path's (tests/mount/test_fastpath.py checks). The
+        session sends READ and WRITE down the generic path while NOTIFY_STOREs are
+        queued (Session._cancel_stores needs the decoded request)."""
         n = len(msg)
         if n < _IN_HEADER_SIZE:
             return None
@@ -182,6 +190,17 @@ class Operations:
         if length != n or extlen:
             return None
         try:
+            if opcode == _READ:
+                # 4 KiB random reads are one READ each: the reply is the header and
+                # views of the arena (or of the zero page), as _read builds it
+                if n != _READ_SIZE:
+                    return None
+                fh, off, size, _rf, _lo, _fl, _ = _unpack_read(msg, _IN_HEADER_SIZE)
+                views = self.fs.read(nodeid, fh, off, size)
+                total = _OUT_HEADER_SIZE
+                for v in views:
+                    total += v.nbytes
+                return opcode, [_pack_out_header(total, 0, unique), *views]
             if opcode == _WRITE:
                 # small writes are one request each (appends, 4 KiB random I/O):
                 # parse_request + Request + WriteIn cost ~1.6 us of ~15
@@ -197,12 +216,12 @@ class Operations:
                 if n != _GETATTR_SIZE:
                     return None
                 attr = self.fs.getattr(nodeid)
-                return opcode, [C.reply(unique, C.attr_out(attr, self.config.attr_timeout))]
+                return opcode, [C.attr_reply(unique, attr, self.config.attr_timeout)]
             if opcode == _LOOKUP:
                 name = C.plain_name(msg, _IN_HEADER_SIZE)
                 if name is None:
                     return None
-                return opcode, [C.reply(unique, self._lookup_entry(nodeid, name))]
+                return opcode, [self._lookup_reply(unique, nodeid, name)]
             if opcode == _FORGET:
                 if n != _FORGET_SIZE:
                     return None
@@ -219,6 +238,16 @@ class Operations:
                     return None
                 self.fs.release(nodeid, _unpack_u64(msg, _IN_HEADER_SIZE)[0])
                 return opcode, [C.reply(unique)]
+            if opcode == _CREATE:
+                if n <= _CREATE_NAME:
+                    return None
+                name = C.plain_name(msg, _CREATE_NAME)
+                if name is None:
+                    return None
+                flags, mode, umask, _ = _unpack_create(msg, _IN_HEADER_SIZE)
+                attr, fh = self.fs.create(nodeid, name, mode, self._handle_flags(flags),
+                                          Ctx(uid, gid, pid, umask))
+                return opcode, [self._create_reply(unique, attr, fh)]
         except Exception as e:  # as in handle()
             return opcode, self._failed(opcode, unique, nodeid, e)
         return None
@@ -312,17 +341,24 @@ class Operations:
     # --- names --------------------------------------------------------------------------------
 
     def _lookup(self, req: Request) -> Reply:
-        return self._ok(req, self._lookup_entry(req.nodeid, req.args.name))
+        return [self._lookup_reply(req.unique, req.nodeid, req.args.name)]
 
-    def _lookup_entry(self, parent: int, name: bytes) -> bytes:
-        """LOOKUP's payload: the entry, or a negative entry when they are cached."""
+    def _lookup_reply(self, unique: int, parent: int, name: bytes) -> bytes:
+        """LOOKUP's reply: the entry, or a negative entry when they are cached."""
         try:
             attr = self.fs.lookup(parent, name)
         except FsError as e:
             if e.errno != E.ENOENT or self.config.negative_timeout <= 0:
                 raise
-            return C.negative_entry_out(self.config.negative_timeout)
-        return self._entry(attr)
+            return C.reply(unique, C.negative_entry_out(self.config.negative_timeout))
+        cfg = self.config
+        return C.entry_reply(unique, attr, cfg.entry_timeout, cfg.attr_timeout, self.generation)
+
+    def _create_reply(self, unique: int, attr: Any, fh: int) -> bytes:
+        """CREATE's reply: the entry and the open handle."""
+        cfg = self.config
+        return C.create_reply(unique, attr, cfg.entry_timeout, cfg.attr_timeout,
+                              self.generation, fh, self._open_flags(attr.ino))
 
     def _forget(self, req: Request) -> Reply:
         self.fs.forget(req.nodeid, req.args.nlookup)
@@ -340,7 +376,7 @@ class Operations:
 
     def _getattr(self, req: Request) -> Reply:
         attr = self.fs.getattr(req.nodeid)
-        return self._ok(req, C.attr_out(attr, self.config.attr_timeout))
+        return [C.attr_reply(req.unique, attr, self.config.attr_timeout)]
 
     def _setattr(self, req: Request) -> Reply:
         a: P.SetattrIn = req.args
@@ -456,7 +492,7 @@ class Operations:
         a: P.CreateIn = req.args
         attr, fh = self.fs.create(req.nodeid, a.name, a.mode, self._handle_flags(a.flags),
                                   self._ctx(req, a.umask))
-        return self._ok(req, self._entry(attr) + C.open_out(fh, self._open_flags(attr.ino)))
+        return [self._create_reply(req.unique, attr, fh)]
 
     def _tmpfile(self, req: Request) -> Reply:
         # ENOSYS makes the kernel remember (fc->no_tmpfile) and answer EOPNOTSUPP to

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import logging
 import os
 import queue
@@ -73,10 +74,17 @@ POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no
 READERS = 1
 FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
 
+# Cyclic GC while serving: every gen0 collection walks the young objects, and
+# with the default threshold (700 allocations) one ran every few dozen requests:
+# 4 KiB appends 27 -> 21.6 us, creates 27 -> 25 us in process at 5,000
+# (scripts/request_probe.py), for a gen0 pause of ~0.2 ms (docs/performance.md).
+GC_THRESHOLD0 = 5000
+
 OPCODE_READ = 15
 OPCODE_WRITE = 16
 OPCODE_INIT = 26
 OPCODE_DESTROY = 38
+_UNORDERED = (OPCODE_READ, OPCODE_WRITE)  # replies that never wait for notifications
 
 
 def _read_request(fd: int, buf: bytearray) -> int | None:
@@ -159,7 +167,11 @@ class Session:
         # the reads of the device run in parallel (_clone_reader)
         self.readers = readers
         self._fs_lock: threading.Lock | None = None
-        self._local = threading.local()  # the clone reader's fd and deferred reply
+        # where the reply of the request being handled goes, and (clone reader) a reply
+        # kept back until queued notifications are written; plain attributes, set
+        # under _fs_lock (a threading.local read cost ~1 us per request)
+        self._reply_fd = fd
+        self._deferred: bytes | None = None
         # NOTIFY_STORE messages queued and not yet written: (ino, page) -> generation.
         # Read by fsimpl (store_queued) to route write-backs; the reader cancels an
         # entry when it answers a READ or a write(2) of the page first.
@@ -179,6 +191,10 @@ class Session:
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
         self._start_populate_ahead()
+        # what exists now (modules, numpy, the root) is never garbage: keep it out
+        # of every full collection; then collect young objects less often
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
         self._start_clone_reader()
         writer = threading.Thread(target=self._notifier, name="shmfs-notify", daemon=True)
         writer.start()
@@ -237,6 +253,7 @@ class Session:
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        poll = poller.poll
         clock = time.perf_counter_ns
         hold = self.cpu_latency
         release_ms = RELEASE_AFTER_S * 1000
@@ -264,6 +281,13 @@ class Session:
                         if not hold.engaged and not poller.poll(idle_ms):
                             continue  # timed out: look at the hold again, no spin
                         last = clock()
+                        continue
+                    # spin on poll(0) until a request is there: ~0.5 us a turn, where a
+                    # failed readv costs ~1.8 (a BlockingIOError and its strerror), and
+                    # a request arriving mid-turn waits out the rest of the turn
+                    deadline = last + spin_ns
+                    while not poll(0) and clock() < deadline:
+                        pass
                     continue
                 if n is None:
                     continue
@@ -307,12 +331,26 @@ class Session:
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
-        # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE / WRITE are answered straight from
-        # the bytes (the same replies, ops.handle_fast); --debug logs every
-        # request, so it takes the generic path
-        fast = None if self.debug else self.ops.handle_fast(msg)
+        # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE / CREATE / READ / WRITE are
+        # answered straight from the bytes (the same replies, ops.handle_fast);
+        # --debug logs every request, and a READ or WRITE must cancel queued
+        # NOTIFY_STOREs (_cancel_stores): those take the generic path
+        fast = None if self.debug or self._stores else self.ops.handle_fast(msg)
         if fast is not None:
             opcode, out = fast
+            events = self.fs.drain_events()
+            if not events and (out is None or opcode in _UNORDERED or not self._pending):
+                # the common case, inline: no notifications to order, the reply goes
+                # now (what the general code below does for it, with fewer branches);
+                # through _write, the one place a reply leaves (other transports hook it)
+                if out is not None:
+                    self._write(out)
+                entry = self.stats.requests.get(opcode)
+                if entry is None:
+                    entry = self.stats.requests[opcode] = [0, 0]
+                entry[0] += 1
+                entry[1] += time.perf_counter_ns() - t0
+                return
             # only WRITE's own-inode ordering below needs the nodeid
             nodeid = int.from_bytes(msg[16:24], "little") if opcode == OPCODE_WRITE else 0
         else:
@@ -334,7 +372,7 @@ class Session:
             out = self.ops.handle(req)
             opcode = req.opcode
             nodeid = req.nodeid
-        events = self.fs.drain_events()
+            events = self.fs.drain_events()
         if events:
             after: list = []
             if opcode == OPCODE_WRITE:
@@ -394,17 +432,20 @@ class Session:
         for page in range(a.offset >> 12, ((a.offset + size - 1) >> 12) + 1):
             self._stores.pop((ino, page), None)
 
-    def _write(self, buffers: Sequence[bytes | memoryview]) -> None:
+    def _write(self, buffers: Sequence[bytes | memoryview], fd: int | None = None) -> None:
         if self._sink is not None:  # a request from a ring entry: the reply goes there
             self._sink.reply(buffers)
             return
         try:
-            os.writev(getattr(self._local, "fd", self.fd), buffers)
+            os.writev(self._reply_fd if fd is None else fd, buffers)
         except OSError as e:
-            # ENOENT: the request was interrupted and the kernel no longer waits for it.
-            self.stats.write_errors += 1
-            if e.errno not in (errno.ENOENT, errno.ENODEV):
-                log.error("writing reply failed: %s", e)
+            self._write_failed(e)
+
+    def _write_failed(self, e: OSError) -> None:
+        # ENOENT: the request was interrupted and the kernel no longer waits for it.
+        self.stats.write_errors += 1
+        if e.errno not in (errno.ENOENT, errno.ENODEV):
+            log.error("writing reply failed: %s", e)
 
     def _queue_notify(self, msgs: list[Sequence[bytes | memoryview]]) -> None:
         """Hand notifications (and possibly the reply that must follow them) to the
@@ -458,10 +499,10 @@ class Session:
         writer got that far."""
         if self._sink is not None:
             self._sink.defer(reply)  # the ring commits it once the writer got that far
-        elif getattr(self._local, "fd", None) is None:
+        elif self._reply_fd == self.fd:
             msgs.append([reply])
         else:
-            self._local.deferred = reply
+            self._deferred = reply
 
     def _start_clone_reader(self) -> None:
         """readers >= 2: a second thread on a clone of the device fd. Falls back to
@@ -492,8 +533,6 @@ class Session:
         invalidation may wait for a READ that the other reader must answer)."""
         buf = bytearray(BUFFER_SIZE)
         view = memoryview(buf)
-        local = self._local
-        local.fd = fd
         hold = self.cpu_latency
         spin = self.spin_ns > 0  # without the spin loop nobody would release the hold
         lock = self._fs_lock
@@ -508,15 +547,19 @@ class Session:
                 with lock:
                     if spin and not hold.engaged:
                         hold.engage()  # released by the first reader's timer
-                    local.deferred = None
+                    self._deferred = None
                     self.stats.second_reader += 1
-                    self._handle(view[:n])
-                    deferred = local.deferred
+                    self._reply_fd = fd
+                    try:
+                        self._handle(view[:n])
+                    finally:
+                        self._reply_fd = self.fd
+                    deferred = self._deferred
                     seq = self._queued_seq
                 if deferred is not None:
                     with self._pending_lock:
                         self._pending_lock.wait_for(lambda s=seq: self._written_seq >= s)
-                    self._write([deferred])
+                    self._write([deferred], fd)
         except Exception:
             log.exception("second reader failed; the first one keeps serving")
         finally:

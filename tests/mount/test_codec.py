@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fsimpl.types import Attr
 from mount.wire import codec as C
 from mount.wire import protocol as P
 from mount.wire.codec import CodecError, parse_request
@@ -481,3 +482,25 @@ def test_newer_kernels_opcodes_decode_for_a_quiet_enosys() -> None:
     # COPY_FILE_RANGE_64 (53) is implemented: the same fuse_copy_file_range_in as 47
     a = parse(53, struct.pack("<7Q", 1, 2, 3, 4, 5, 6, 7)).args
     assert (a.fh_in, a.nodeid_out, a.length, a.flags) == (1, 3, 6, 7)
+
+
+_ATTRS = st.builds(
+    Attr, ino=st.integers(1, 2**64 - 1), mode=st.integers(0, 2**32 - 1),
+    nlink=st.integers(0, 2**40), uid=st.integers(0, 2**32 - 1), gid=st.integers(0, 2**32 - 1),
+    rdev=st.integers(0, 2**32 - 1), size=st.integers(0, 2**63 - 1),
+    blocks=st.integers(0, 2**63 - 1), atime_ns=st.integers(-(2**62), 2**62),
+    mtime_ns=st.integers(-(2**62), 2**62), ctime_ns=st.integers(-(2**62), 2**62))
+_TIMEOUTS = st.sampled_from([0.0, 0.5, 1.0, 86400.0, 1e-9, 3.25])
+
+
+@given(_ATTRS, st.integers(0, 2**64 - 1), _TIMEOUTS, _TIMEOUTS, st.integers(0, 2**64 - 1),
+       st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1))
+def test_one_pack_replies_are_the_composed_ones(attr, unique, et, at, gen, fh, oflags) -> None:
+    """attr_reply / entry_reply / create_reply (one struct each, the fast path's and
+    the generic path's) give exactly the bytes of reply() around attr_out / entry_out
+    (+ open_out), times before 1970 included."""
+    assert C.attr_reply(unique, attr, at) == C.reply(unique, C.attr_out(attr, at))
+    assert C.entry_reply(unique, attr, et, at, gen) == C.reply(
+        unique, C.entry_out(attr, et, at, gen))
+    assert C.create_reply(unique, attr, et, at, gen, fh, oflags) == C.reply(
+        unique, C.entry_out(attr, et, at, gen) + C.open_out(fh, oflags))
