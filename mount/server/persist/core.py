@@ -1,0 +1,394 @@
+"""Persist: the state of a restartable mount kept outside the serving process.
+
+Three memfds, created once per mount and held by the supervisor across the
+server's deaths (docs/restart-design.md):
+
+* ``arena``: the file data (vmcore.arena.Arena over the memfd, MAP_SHARED);
+* ``journal``: a redo journal of every request that changes state, and the
+  header naming the current snapshot (journal.py);
+* ``snap``: snapshots of the metadata (snapshot.py).
+
+The serving process calls ``begin(msg)`` before each request and, when it
+returned True, ``commit(unique, reply)`` after handling it and before the reply
+is written.  A request with a reply is journalled by ``commit`` in one record
+(its bytes without WRITE data, its clock value, the inputs it read from outside,
+its reply), so a server killed before that record is complete leaves no
+metadata effect: after recovery the kernel resends the request and it runs
+again from the same state (done or not done, never half).  A request without a
+reply (FORGET, BATCH_FORGET) is never resent, so ``begin`` journals it before
+it runs and recovery runs it again if it was the last record.
+
+Recovery (``recover``) builds a fresh filesystem over the memfd arena, loads
+the snapshot into it, and replays the journal with the arena in replay mode:
+the memfd already holds the data, only the metadata is rebuilt; frame
+allocation is deterministic, so every request gets the same frames again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+import traceback
+import warnings
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mount.server.persist import journal as J
+from mount.server.persist import snapshot as S
+from mount.server.persist.inputs import Inputs
+
+log = logging.getLogger("shmfs.persist")
+
+# Requests that change nothing (not even atime, a lookup count or a window's
+# cached-page set): served again after a restart, never journalled.
+PURE_OPCODES = frozenset({
+    3,  # GETATTR
+    17,  # STATFS
+    22,  # GETXATTR
+    23,  # LISTXATTR
+    31,  # GETLK
+    34,  # ACCESS
+    36,  # INTERRUPT
+    37,  # BMAP
+    40,  # POLL
+    41,  # NOTIFY_REPLY
+    46,  # LSEEK
+    52,  # STATX
+})
+NOREPLY_OPCODES = frozenset({2, 42})  # FORGET, BATCH_FORGET
+OP_READ, OP_WRITE, OP_INIT = 15, 16, 26
+IN_HEADER_LEN = 40
+WRITE_IN_END = IN_HEADER_LEN + 40  # header + fuse_write_in: WRITE data is not journalled
+UNIQUE_RESEND = 1 << 63
+KEEP_REPLIES = 512  # replies of the last committed requests kept in a snapshot
+SNAPSHOT_RECORDS = 20_000  # journal records after which maybe_snapshot takes one
+SNAPSHOT_BYTES = 32 << 20
+ARENA_SEGMENT = 256 << 20
+_PAGE = 4096
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+Keep = Callable[[dict[str, int]], None]
+
+
+@dataclass(slots=True)
+class RecoveryInfo:
+    """What a new server learns from the state its predecessors left."""
+
+    replies: dict[int, bytes] = field(default_factory=dict)  # unique (bit 63 clear) -> reply
+    initialized: bool = False  # INIT was answered on this connection
+    cached_inodes: list[int] = field(default_factory=list)  # nlookup > 0: the kernel may cache
+    records: int = 0  # journal records replayed
+    snapshot_bytes: int = 0
+    seconds: float = 0.0
+    fresh: bool = True  # no state yet: a new mount
+
+    def reply_for(self, unique: int) -> bytes | None:
+        """The recorded reply of a resent request, its unique patched to ``unique``."""
+        r = self.replies.get(unique & ~UNIQUE_RESEND)
+        if r is None:
+            return None
+        return r[:8] + unique.to_bytes(8, "little") + r[16:]
+
+
+def make_memfds() -> dict[str, int]:
+    """The three memfds of a new restartable mount (inheritable, so they can be passed on)."""
+    fds = {}
+    for name in ("arena", "journal", "snap"):
+        fd = os.memfd_create(f"shmfs-{name}", 0)
+        os.set_inheritable(fd, True)
+        fds[name] = fd
+    return fds
+
+
+class Persist:
+    """Journal, snapshots and the memfd arena of one restartable mount."""
+
+    def __init__(self, fds: dict[str, int], keep: Keep | None = None,
+                 segment_bytes: int = ARENA_SEGMENT) -> None:
+        self.fds = dict(fds)
+        self.keep = keep
+        self.segment_bytes = segment_bytes
+        self.inputs = Inputs()
+        self.now: Callable[[], int] = time.time_ns  # the clock begin() reads (tests set it)
+        self.ops: Any = None
+        self.arena: Any = None
+        self.header = J.Header()
+        self.writer: J.JournalWriter | None = None
+        self.replies: deque[tuple[int, bytes]] = deque(maxlen=KEEP_REPLIES)
+        self.snapshot_every = SNAPSHOT_RECORDS
+        self.snapshot_bytes = SNAPSHOT_BYTES
+        self.snapshots = 0  # completed since this server started
+        self._records_since = 0  # records appended since the last snapshot was started
+        self._child: tuple[int, int, int, int] | None = None  # pid, slot, pos, seq
+        self._pending_noreply = False
+        self._pending_msg: bytes | memoryview | None = None
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, keep: Keep | None = None, **kw: Any) -> Persist:
+        """A new mount's memfds (generation 0); ``keep`` gets them by name."""
+        fds = make_memfds()
+        if keep is not None:
+            keep(dict(fds))
+        return cls(fds, keep, **kw)
+
+    @classmethod
+    def attach(cls, fds: dict[str, int], keep: Keep | None = None, **kw: Any) -> Persist:
+        """A restarted server over the memfds its predecessor left."""
+        missing = {"arena", "journal", "snap"} - set(fds)
+        if missing:
+            raise ValueError(f"persist: missing memfds {sorted(missing)}")
+        return cls(fds, keep, **kw)
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(self, build: Callable[[dict[str, Any]], Any]) -> tuple[Any, RecoveryInfo]:
+        """The filesystem as the last committed request left it, and what the
+        session needs to answer resent requests; the journal is then ready for
+        appends."""
+        from fsimpl.backing import Backing
+        from vmcore.arena import Arena
+
+        t0 = time.perf_counter()
+        info = RecoveryInfo()
+        jfd = self.fds["journal"]
+        header = J.read_header(jfd)
+        self.arena = Arena(self.segment_bytes, memfd=self.fds["arena"])
+        self.inputs = Inputs()
+        self.inputs.now = self.now()  # a new mount's root inode is born now
+        self.inputs.install()
+        ops = build({"backing": Backing(0, self.arena), "clock": self.inputs.clock})
+        self.ops = ops
+        if header is None or header.snap_off < 0:
+            # a new mount: its first snapshot, so that the random generation and the
+            # options are fixed before any request (written synchronously: it is tiny)
+            self.header = J.Header()
+            self._write_snapshot_now()
+            self.writer = J.JournalWriter(jfd, self.header.start, self.header.seq)
+            info.seconds = time.perf_counter() - t0
+            return ops, info
+        info.fresh = False
+        self.header = header
+        data = S.read_slot(self.fds["snap"], header.snap_off)
+        info.snapshot_bytes = len(data)
+        blob = S.load(data, ops, self.arena)
+        for unique, reply in blob["replies"]:
+            info.replies[unique] = reply
+            self.replies.append((unique, reply))
+        pos, seq = header.start, header.seq
+        records = list(J.scan(jfd, pos, seq))
+        self.arena.set_replaying(True)
+        try:
+            for i, rec in enumerate(records):
+                last = i == len(records) - 1
+                if last and rec.kind != J.KIND_REQUEST:
+                    # a FORGET or reap may have died half done: run it with its data
+                    # effects (its frees punch), nothing after it can have reused them
+                    self.arena.set_replaying(False)
+                self._replay(rec, info)
+                pos, seq = rec.end, rec.seq + 1
+        finally:
+            self.arena.set_replaying(False)
+            self.inputs.end_replay()
+        info.records = len(records)
+        # whatever follows the last valid record (a torn one) is cleared before appending
+        size = os.fstat(jfd).st_size
+        if size > pos:
+            J.punch(jfd, pos, size - pos)
+        self.writer = J.JournalWriter(jfd, pos, seq)
+        self._records_since = len(records)
+        fs = ops.fs
+        info.initialized = bool(ops.proto_minor)
+        info.cached_inodes = sorted(ino for ino, inode in fs._inodes.items() if inode.nlookup > 0)
+        info.seconds = time.perf_counter() - t0
+        return ops, info
+
+    def _replay(self, rec: J.Record, info: RecoveryInfo) -> None:
+        ops = self.ops
+        msg = rec.msg
+        opcode = int.from_bytes(msg[4:8], "little")
+        if opcode == OP_WRITE and len(msg) >= WRITE_IN_END:
+            # the data is not in the journal (it is in the arena): any bytes of the
+            # right length do, the arena ignores them while replaying
+            size = int.from_bytes(msg[WRITE_IN_END - 24 : WRITE_IN_END - 20], "little")
+            full = bytearray(WRITE_IN_END + size)
+            full[:WRITE_IN_END] = msg[:WRITE_IN_END]
+            msg = full
+        self.inputs.start_replay(rec.now, bytes(rec.side))
+        if rec.kind == J.KIND_REAP:
+            ops.fs.reap(int.from_bytes(msg[:8], "little") or None)
+        else:
+            _handle(ops, memoryview(msg))
+        ops.fs.drain_events()  # nothing reaches the kernel from a replay
+        if rec.kind == J.KIND_REQUEST:
+            unique = int.from_bytes(msg[8:16], "little") & ~UNIQUE_RESEND
+            reply = bytes(rec.reply)
+            if reply:
+                info.replies[unique] = reply
+                self.replies.append((unique, reply))
+
+    # -- the session's hooks ---------------------------------------------------------------
+
+    def begin(self, msg: memoryview) -> bool:
+        """Before request ``msg`` is handled: True when it changes state (then
+        ``commit`` must follow). Sets the request's clock value."""
+        opcode = int.from_bytes(msg[4:8], "little")
+        self.inputs.start_live(self.now())
+        if opcode in PURE_OPCODES:
+            return False
+        if opcode in NOREPLY_OPCODES:
+            w = self.writer
+            assert w is not None
+            w.append(J.KIND_NOREPLY, self.inputs.now, msg)
+            self._records_since += 1
+            self._pending_msg = None
+            return True
+        self._pending_msg = msg
+        return True
+
+    def commit(self, unique: int, reply: bytes | None) -> None:
+        """After handling, before the reply is written: the request's record.
+        ``reply`` None for a request without one."""
+        msg = self._pending_msg
+        self._pending_msg = None
+        if msg is None:  # no-reply request: journalled by begin
+            return
+        w = self.writer
+        assert w is not None
+        opcode = int.from_bytes(msg[4:8], "little")
+        if opcode == OP_WRITE:
+            msg = msg[:WRITE_IN_END]
+        unique &= ~UNIQUE_RESEND
+        # READ replies are data, and a READ run twice changes nothing more than once
+        keep = b"" if reply is None or opcode == OP_READ else reply
+        w.append(J.KIND_REQUEST, self.inputs.now, msg, keep, self.inputs.side_bytes())
+        if keep:
+            self.replies.append((unique, keep))
+        self._records_since += 1
+
+    def reap(self, limit: int | None) -> int:
+        """fs.reap(limit) for the session's idle time, journalled before it runs."""
+        fs = self.ops.fs
+        if not fs.evict_later:
+            return 0
+        w = self.writer
+        assert w is not None
+        self.inputs.start_live(self.now())
+        w.append(J.KIND_REAP, self.inputs.now, (limit or 0).to_bytes(8, "little"))
+        self._records_since += 1
+        return fs.reap(limit)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def maybe_snapshot(self, ops: Any = None, *, force: bool = False) -> bool:
+        """Between requests: finish a snapshot whose child is done, or start one
+        when the journal grew enough. True when a snapshot completed."""
+        done = self._poll_child()
+        if self._child is None and (force or self._records_since >= self.snapshot_every
+                                    or self._journal_bytes() >= self.snapshot_bytes):
+            self._start_child()
+        return done
+
+    def _journal_bytes(self) -> int:
+        w = self.writer
+        return 0 if w is None else w.pos - self.header.start
+
+    def _other_slot(self) -> int:
+        return S.SLOTS[1] if self.header.snap_off == S.SLOTS[0] else S.SLOTS[0]
+
+    def _write_snapshot_now(self) -> None:
+        """Take a snapshot in this process (a new mount, and tests)."""
+        w = self.writer
+        pos, seq = (w.pos, w.seq) if w is not None else (self.header.start, self.header.seq)
+        slot = self._other_slot()
+        S.write_slot(self.fds["snap"], slot, self._dump(pos, seq))
+        self._publish(slot, pos, seq)
+
+    def _dump(self, pos: int, seq: int) -> bytes:
+        return S.dump(self.ops, self.arena, list(self.replies), pos, seq)
+
+    def _start_child(self) -> None:
+        """fork(): the child pickles the state as of now into the free slot and
+        exits; the parent goes on serving (the arena is MADV_DONTFORK: the child
+        copies only the Python heap's page tables)."""
+        w = self.writer
+        assert w is not None
+        pos, seq, slot = w.pos, w.seq, self._other_slot()
+        parent = os.getpid()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # threads: see below
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's result is checked by the parent
+            # Only this thread exists here; the state is not being changed by anyone
+            # (snapshots start between requests), and pickling takes no lock of ours.
+            # No logging here (another thread may have held its lock at fork). A child
+            # whose server died stops at once: the next server owns the snap memfd.
+            status = 1
+            try:
+                _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() != parent:
+                    os._exit(1)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                S.write_slot(self.fds["snap"], slot, self._dump(pos, seq))
+                status = 0
+            except BaseException:
+                os.write(2, traceback.format_exc().encode())  # no logging lock: see above
+            finally:
+                os._exit(status)
+        self._child = (pid, slot, pos, seq)
+        self._records_since = 0
+
+    def _poll_child(self, block: bool = False) -> bool:
+        if self._child is None:
+            return False
+        pid, slot, pos, seq = self._child
+        got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        if got == 0:
+            return False
+        self._child = None
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+            log.error("snapshot child %d failed (status %#x); the journal keeps growing",
+                      pid, status)
+            return False
+        self._publish(slot, pos, seq)
+        return True
+
+    def _publish(self, slot: int, pos: int, seq: int) -> None:
+        """Make the snapshot in ``slot`` (covering the journal up to ``pos``) current,
+        then give the journal's memory before ``pos`` back."""
+        self.header = J.Header(self.header.counter + 1, slot, pos, seq)
+        J.write_header(self.fds["journal"], self.header)
+        J.punch(self.fds["journal"], J.FIRST_RECORD, pos - J.FIRST_RECORD)
+        self.snapshots += 1
+
+    def close(self) -> None:
+        """Wait for a snapshot child, unmap the journal (the memfds stay open: they
+        belong to whoever passed them)."""
+        if self._child is not None:
+            self._poll_child(block=True)
+        if self.writer is not None:
+            self.writer.close()
+        Inputs.uninstall()
+
+
+def _handle(ops: Any, msg: memoryview) -> Any:
+    """Handle one request as the session does (fast path first)."""
+    from mount.wire.codec import CodecError, parse_request
+
+    fast = ops.handle_fast(msg)
+    if fast is not None:
+        return fast[1]
+    try:
+        req = parse_request(msg)
+    except CodecError:
+        return None
+    return ops.handle(req)

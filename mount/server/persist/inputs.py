@@ -1,0 +1,99 @@
+"""The inputs a request's handling takes from outside the request: recorded live,
+given back on replay, so that replaying a journal reproduces the state exactly.
+
+* the clock: fsimpl asks ``ShmFs._now()`` several times per request; here it
+  returns one value per request (taken by ``begin``), which the record keeps;
+* the caller's credentials read from /proc (mount/server/creds.py ``hook``);
+* the random attach tokens a GRANT mints (fsimpl/wingrant.py ``token_source``).
+
+Everything else a handler does is a function of the state and the request
+bytes (node ids and handle numbers are counters, frame allocation is
+deterministic, fsimpl iterates no set whose order depends on the hash seed).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Iterator
+from typing import Any
+
+
+class ReplayMismatch(RuntimeError):
+    """A replayed request asked for an input its record does not hold."""
+
+
+class Inputs:
+    """Clock, credentials and tokens of the request being handled."""
+
+    def __init__(self) -> None:
+        self.now = time.time_ns()
+        self.consumed: list[Any] = []  # live: what the current request took, in order
+        self._replay: Iterator[Any] | None = None
+
+    # -- the sources ---------------------------------------------------------------------
+
+    def clock(self) -> int:
+        """fsimpl's clock: the request's one time value."""
+        return self.now
+
+    def creds(self, pid: int, uid: int, gid: int) -> Any:
+        if self._replay is not None:
+            return self._next("creds")
+        from mount.server.creds import read_creds_proc
+
+        value = read_creds_proc(pid, uid, gid)
+        self.consumed.append(("creds", value))
+        return value
+
+    def token(self, n: int) -> bytes:
+        if self._replay is not None:
+            return self._next("token")
+        value = os.urandom(n)
+        self.consumed.append(("token", value))
+        return value
+
+    def _next(self, kind: str) -> Any:
+        try:
+            got, value = next(self._replay)  # type: ignore[arg-type]
+        except StopIteration:
+            raise ReplayMismatch(f"replay asked for {kind}, the record has no more") from None
+        if got != kind:
+            raise ReplayMismatch(f"replay asked for {kind}, the record has {got}")
+        return value
+
+    # -- per request ---------------------------------------------------------------------
+
+    def start_live(self, now: int) -> None:
+        self.now = now
+        self.consumed.clear()
+        self._replay = None
+
+    def side_bytes(self) -> bytes:
+        """The consumed inputs of the current request, pickled (b"" when none)."""
+        return pickle.dumps(self.consumed, protocol=5) if self.consumed else b""
+
+    def start_replay(self, now: int, side: bytes) -> None:
+        self.now = now
+        self.consumed.clear()
+        self._replay = iter(pickle.loads(side) if side else ())
+
+    def end_replay(self) -> None:
+        self._replay = None
+
+    def install(self) -> None:
+        """Route the creds and token sources of this process through this object."""
+        from fsimpl import wingrant
+        from mount.server import creds
+
+        creds.hook = self.creds
+        wingrant.token_source = self.token
+
+    @staticmethod
+    def uninstall() -> None:
+        from fsimpl import wingrant
+        from mount.server import creds
+
+        creds.hook = None
+        wingrant.token_source = os.urandom
