@@ -158,9 +158,13 @@ class RestartHooks:
             reply = self.info.reply_for(unique) if self.info is not None else None
             if reply is not None:
                 self.resent_replayed += 1
+                log.info("resent request %d (opcode %d) answered from the journal",
+                         unique & ~FUSE_UNIQUE_RESEND, opcode)
                 self._answer_recorded(opcode, reply)
                 return True
             self.resent_handled += 1
+            log.info("resent request %d (opcode %d) has no commit record: handled as new",
+                     unique & ~FUSE_UNIQUE_RESEND, opcode)
             self._resent = unique
             unique &= ~FUSE_UNIQUE_RESEND
             _U64.pack_into(msg, 8, unique)

@@ -398,10 +398,10 @@ class Supervisor:
         try:
             pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
                 socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-            if uid not in (0, os.geteuid(), self.opts.uid):
+            request = conn.recv(64).strip()  # read first: closing on unread data resets
+            if uid not in (0, os.geteuid()):  # not -o uid=: that owns the root, not the mount
                 self._answer(conn, "error: only root or the user who mounted may restart it")
                 return
-            request = conn.recv(64).strip()
         except OSError as e:
             log.warning("restart request: %s", e)
             conn.close()
