@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fsimpl import FsOptions, ShmFs
@@ -31,6 +31,7 @@ from mount.server.ops import Operations, OpsConfig
 from mount.server.persist import Persist
 from mount.server.persist import journal as J
 from mount.server.persist.core import _handle
+from mount.winapi import abi as A
 from mount.wire import protocol as P
 
 Op = P.Opcode
@@ -40,6 +41,11 @@ NAMES = [b"a", b"b", b"c", b"d"]
 
 def _msg(op: int, body: bytes, nodeid: int, unique: int, uid: int = 0, gid: int = 0) -> bytes:
     return struct.pack("<IIQQIIIHH", 40 + len(body), op, unique, nodeid, uid, gid, 0, 0, 0) + body
+
+
+def _ioctl(fh: int, cmd: int, data: bytes, out_size: int, nodeid: int, unique: int) -> bytes:
+    return _msg(Op.IOCTL, P.IOCTL_IN.pack(fh, 0, cmd, 0, len(data), out_size) + data, nodeid,
+                unique)
 
 
 def _init_body() -> bytes:
@@ -80,6 +86,15 @@ OPS = st.one_of(
     st.tuples(st.just("read"), st.integers(0, 7), st.integers(0, 20000)),
     st.tuples(st.just("copy"), st.integers(0, 7), st.integers(0, 7), st.integers(0, 3)),
     st.tuples(st.just("chmod"), st.integers(0, 7), st.integers(0, 0o7777)),
+    # windows (docs/windows.md): GRANT on an object, ATTACH an empty file with the
+    # token, REMAP its pages; WRITE/READ of a window go through its page table
+    st.tuples(st.just("grant"), st.integers(0, 7)),
+    st.tuples(st.just("attach"), st.integers(0, 7), st.integers(1, 8)),
+    st.tuples(st.just("window"), st.integers(0, 7), st.integers(1, 8)),
+    st.tuples(st.just("remap"), st.integers(0, 7), st.integers(0, 7), st.integers(1, 4),
+              st.integers(0, 6)),
+    st.tuples(st.just("remap"), st.integers(0, 7), st.integers(0, 7), st.integers(1, 4),
+              st.integers(0, 6)),
 )
 
 
@@ -91,12 +106,15 @@ class Driver:
         self.unique = 10
         self.handles: list[tuple[int, int]] = []  # (nodeid, fh) of open files
         self.known: list[int] = []  # node ids the "kernel" holds a lookup on
+        self.windows = 0  # window files made
+        self.token = bytes(16)  # the last GRANT's
+        self.tokens: list[bytes] = []  # every token a GRANT answered, in order
 
     def next_unique(self) -> int:
         self.unique += 2
         return self.unique
 
-    def requests(self, ops: Operations, step: tuple) -> list[bytes]:
+    def requests(self, ops: Operations, step: tuple) -> list[Any]:
         kind = step[0]
         u = self.next_unique
         h = self.handles
@@ -149,6 +167,22 @@ class Driver:
             return [_msg(Op.RELEASE, P.RELEASE_IN.pack(fh, 0, 0, 0), nodeid, u())]
         if kind == "read":
             return [_msg(Op.READ, P.READ_IN.pack(fh, step[2], 8192, 0, 0, 0, 0), nodeid, u())]
+        if kind == "grant":
+            body = A.GRANT.pack(A.PROT_READ | A.PROT_WRITE, 0, bytes(16))
+            return [_ioctl(fh, A.SHMFS_IOC_WIN_GRANT, body, len(body), nodeid, u())]
+        if kind == "window":  # GRANT on a handle, a new file, ATTACH it with the token
+            grant = self.requests(ops, ("grant", step[1]))
+            self.windows += 1
+            body = P.CREATE_IN.pack(os.O_RDWR, 0o100644, 0o022, 0) + b"w%d\0" % self.windows
+            return [*grant, _msg(Op.CREATE, body, 1, u()),
+                    lambda: self.requests(ops, ("attach", -1, step[2]))[0]]
+        if kind == "attach":
+            body = A.ATTACH.pack(self.token, step[2] * 4096, 0, A.PROT_READ | A.PROT_WRITE, 0)
+            return [_ioctl(fh, A.SHMFS_IOC_WIN_ATTACH, body, 0, nodeid, u())]
+        if kind == "remap":
+            body = A.REMAP.pack(step[2] * 4096, step[3] * 4096, step[4],
+                                A.PROT_READ | A.PROT_WRITE, 0)
+            return [_ioctl(fh, A.SHMFS_IOC_WIN_REMAP, body, 0, nodeid, u())]
         if kind == "copy":
             n2, fh2 = h[step[2] % len(h)]
             body = P.COPY_FILE_RANGE_IN.pack(fh, 0, n2, fh2, 4096 * step[3], 8192, 0)
@@ -166,6 +200,9 @@ class Driver:
             if op == Op.CREATE:
                 fh = struct.unpack_from("<Q", reply, 16 + P.ENTRY_OUT_HEAD.size + P.ATTR.size)[0]
                 self.handles.append((nodeid, fh))
+        elif op == Op.IOCTL and len(reply) == 16 + 16 + A.GRANT.size:
+            self.token = reply[-16:]
+            self.tokens.append(self.token)
         elif op == Op.FORGET:
             nodeid = struct.unpack_from("<Q", msg, 16)[0]
             self.known.remove(nodeid)
@@ -174,9 +211,10 @@ class Driver:
 # -- state comparison ---------------------------------------------------------------------
 
 SKIP = {"_clock", "atime_mode", "store_queued", "_events", "arena"}
+ID_KEYED = {"_keys", "i_mmap_nonlinear", "_by_mm"}
 
 
-def canon(obj: Any, seen: dict[int, int] | None = None) -> Any:
+def canon(obj: Any, seen: dict[int, int] | None = None, key: Any = None) -> Any:
     """Everything reachable from ``obj`` as plain nested data (shared objects once)."""
     seen = {} if seen is None else seen
     if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
@@ -190,8 +228,12 @@ def canon(obj: Any, seen: dict[int, int] | None = None) -> Any:
     if id(obj) in seen:
         return ("ref", seen[id(obj)])
     seen[id(obj)] = len(seen)
+    if isinstance(obj, dict) and obj and key in ID_KEYED:
+        # keyed by id(object): compare the values (both sides' ids differ)
+        vals = [canon(v, seen) for v in obj.values()]
+        return ("idmap", sorted(vals) if key == "_keys" else vals)
     if isinstance(obj, dict):
-        return ("dict", [(canon(k, seen), canon(v, seen)) for k, v in obj.items()
+        return ("dict", [(canon(k, seen), canon(v, seen, k)) for k, v in obj.items()
                          if k not in SKIP])
     if isinstance(obj, (list, tuple)):
         return (type(obj).__name__, [canon(v, seen) for v in obj])
@@ -203,7 +245,7 @@ def canon(obj: Any, seen: dict[int, int] | None = None) -> Any:
     for cls in type(obj).__mro__:
         for s in getattr(cls, "__slots__", ()):
             if s not in SKIP and hasattr(obj, s):
-                out.append((s, canon(getattr(obj, s), seen)))
+                out.append((s, canon(getattr(obj, s), seen, s)))
     d = getattr(obj, "__dict__", None)
     if d is not None:
         out.append(canon(d, seen))
@@ -244,6 +286,7 @@ def run_live(steps: list[tuple], kill_at: int, mode: str,
     ops, info = p.recover(_build)
     assert info.fresh
     d = Driver()
+    p.test_tokens = d.tokens  # type: ignore[attr-defined]
     # the twin starts as this one did: root inode born at the same time, same generation
     committed: list[tuple[bytes, int]] = [(b"", p.inputs.now), (b"", ops.generation)]
     msgs = [_msg(Op.INIT, _init_body(), 0, 2)]
@@ -251,6 +294,8 @@ def run_live(steps: list[tuple], kill_at: int, mode: str,
     for step in [None, *steps]:
         batch = msgs if step is None else d.requests(ops, step)
         for msg in batch:
+            if callable(msg):  # built from an earlier reply of the batch
+                msg = msg()
             if snapshot_at is not None and n == snapshot_at:
                 p.maybe_snapshot(ops, force=True)
                 assert p._poll_child(block=True), "the snapshot child failed"
@@ -276,15 +321,20 @@ def run_live(steps: list[tuple], kill_at: int, mode: str,
                     J.punch(p.fds["journal"], cut, end - cut)
                     return p, committed, (msg, now, reply)
             committed.append((msg, now))
+            d.learn(msg, reply)
             if n == kill_at and mode == "committed":
                 return p, committed, (msg, now, reply)
-            d.learn(msg, reply)
             n += 1
     return p, committed, None
 
 
-def twin_of(committed: list[tuple[bytes, int]]) -> tuple[Operations, Callable[[bytes, int], Any]]:
+def twin_of(committed: list[tuple[bytes, int]],
+            tokens: list[bytes]) -> tuple[Operations, Callable[[bytes, int], Any]]:
+    """A plain filesystem (anonymous arena, no journal) that applies ``committed``
+    with their clock values and mints ``tokens`` (the ones the live run answered)."""
+    from fsimpl import wingrant
     from fsimpl.backing import Backing
+    from mount.server import creds
     from vmcore.arena import Arena
 
     (_, born), (_, generation), *committed = committed
@@ -293,7 +343,12 @@ def twin_of(committed: list[tuple[bytes, int]]) -> tuple[Operations, Callable[[b
 
     def apply(msg: bytes, now: int) -> Any:
         clock[0] = now
-        out = _handle(ops, memoryview(msg))
+        saved = wingrant.token_source, creds.hook
+        wingrant.token_source, creds.hook = (lambda n: tokens.pop(0)), None
+        try:
+            out = _handle(ops, memoryview(msg))
+        finally:
+            wingrant.token_source, creds.hook = saved
         ops.fs.drain_events()
         return b"".join(bytes(b) for b in out) if out else None
 
@@ -316,12 +371,14 @@ def _fixed_random(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def check(steps: list[tuple], kill_at: int, mode: str, snapshot_at: int | None) -> None:
+def check(steps: list[tuple], kill_at: int, mode: str, snapshot_at: int | None) -> str:
+    """One kill and recovery (module docstring); what the recovered fs held."""
     p, committed, inflight = run_live(steps, kill_at, mode, snapshot_at)
     fds = p.fds
+    tokens = list(p.test_tokens)  # type: ignore[attr-defined]
     p.close()  # the server's memory is gone; only the memfds remain
     del p
-    twin, apply = twin_of(committed)
+    twin, apply = twin_of(committed, tokens)
     r = Persist.attach(fds, segment_bytes=SEG)
     clock = Clock()
     clock.t = 1_900_000_000_000_000_000
@@ -329,6 +386,8 @@ def check(steps: list[tuple], kill_at: int, mode: str, snapshot_at: int | None) 
     ops, info = r.recover(_build)
     try:
         assert not info.fresh
+        table = ops.fs._windows
+        kinds = "window" if table is not None and table.wins else "no window"
         assert fs_state(ops) == fs_state(twin)
         assert allocator(ops) == allocator(twin)
         if mode not in ("handled", "torn") or inflight is None:
@@ -336,12 +395,12 @@ def check(steps: list[tuple], kill_at: int, mode: str, snapshot_at: int | None) 
             # arena: those are made whole by its resend, compared below)
             assert fs_data(ops) == fs_data(twin)
         if inflight is None:
-            return
+            return kinds
         msg, _now, reply = inflight
         unique = int.from_bytes(msg[8:16], "little")
         op = int.from_bytes(msg[4:8], "little")
         if op in (Op.FORGET, Op.BATCH_FORGET):
-            return  # never resent; recovery ran it if its record was there
+            return kinds  # never resent; recovery ran it if its record was there
         resent = bytearray(msg)
         resent[8:16] = (unique | 1 << 63).to_bytes(8, "little")
         recorded = info.reply_for(unique | 1 << 63)
@@ -359,10 +418,13 @@ def check(steps: list[tuple], kill_at: int, mode: str, snapshot_at: int | None) 
         got = b"".join(bytes(b) for b in out) if out else None
         if journal:
             r.commit(unique | 1 << 63, got)
+        if got and op == Op.IOCTL and len(got) == 16 + 16 + A.GRANT.size:
+            tokens.append(got[-16:])  # the token the resent GRANT drew
         want = apply(bytes(resent), r.inputs.now)
         assert got == want
         assert fs_state(ops) == fs_state(twin)
         assert fs_data(ops) == fs_data(twin)
+        return kinds
     finally:
         r.close()
         for fd in fds.values():
@@ -372,13 +434,39 @@ def check(steps: list[tuple], kill_at: int, mode: str, snapshot_at: int | None) 
 SEQ = st.lists(OPS, min_size=1, max_size=40)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=SEQ, data=st.data())
 def test_kill_anywhere_recovers_the_committed_state(steps: list[tuple], data: Any) -> None:
     kill_at = data.draw(st.integers(0, len(steps) + 1), label="kill_at")
     mode = data.draw(st.sampled_from(["before", "handled", "torn", "committed"]), label="mode")
     snap = data.draw(st.none() | st.integers(0, len(steps)), label="snapshot_at")
-    check(steps, kill_at, mode, snap)
+    event(check(steps, kill_at, mode, snap))
+
+
+WINDOW_OPS = st.one_of(
+    st.tuples(st.just("window"), st.integers(0, 3), st.integers(1, 8)),
+    st.tuples(st.just("remap"), st.integers(0, 7), st.integers(0, 7), st.integers(1, 4),
+              st.integers(0, 6)),
+    st.tuples(st.just("write"), st.integers(0, 7), st.integers(0, 30000), st.integers(1, 9000),
+              st.integers(1, 255)),
+    st.tuples(st.just("read"), st.integers(0, 7), st.integers(0, 30000)),
+    st.tuples(st.just("punch"), st.integers(0, 7), st.integers(0, 20000), st.integers(1, 12000)),
+    st.tuples(st.just("truncate"), st.integers(0, 7), st.integers(0, 30000)),
+    st.tuples(st.just("release"), st.integers(0, 7)),
+    st.tuples(st.just("create"), st.integers(0, 3)),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(WINDOW_OPS, min_size=1, max_size=30), data=st.data())
+def test_kill_anywhere_with_windows(steps: list[tuple], data: Any) -> None:
+    """The same, with sequences made mostly of window requests (page tables, remaps,
+    writes and reads through windows, punches and truncates of their objects)."""
+    steps = [("create", 0), ("write", 0, 0, 30000, 1), *steps]
+    kill_at = data.draw(st.integers(2, len(steps) * 2 + 2), label="kill_at")
+    mode = data.draw(st.sampled_from(["before", "handled", "torn", "committed"]), label="mode")
+    snap = data.draw(st.none() | st.integers(0, len(steps)), label="snapshot_at")
+    event(check(steps, kill_at, mode, snap))
 
 
 # a few fixed cases that must always be covered (hypothesis may not draw them every run)
@@ -451,3 +539,31 @@ def test_replay_reads_recorded_creds_not_proc(monkeypatch: pytest.MonkeyPatch) -
     assert e.value.errno == errno.EBADF
     for fd in p.fds.values():
         os.close(fd)
+
+
+FIXED_WINDOW = [
+    ("create", 0), ("write", 0, 0, 20000, 3), ("create", 1), ("grant", 0), ("attach", 1, 4),
+    ("remap", 1, 1, 2, 3), ("write", 1, 4096, 5000, 9), ("read", 1, 0), ("remap", 1, 0, 1, 0),
+    ("grant", 0), ("punch", 0, 0, 8192), ("write", 1, 0, 100, 4), ("release", 1),
+]
+
+
+def test_fixed_window_sequence_makes_a_window() -> None:
+    """The window sequence below really builds a window with remapped pages (else
+    the kill test over it would prove nothing about windows)."""
+    p, _committed, _ = run_live(FIXED_WINDOW, 10**6, "never", None)
+    try:
+        table = p.ops.fs._windows
+        assert table is not None and len(table.wins) == 1
+        assert len(p.test_tokens) == 2  # type: ignore[attr-defined]
+    finally:
+        p.close()
+        for fd in p.fds.values():
+            os.close(fd)
+
+
+@pytest.mark.parametrize("mode", ["before", "handled", "torn", "committed"])
+@pytest.mark.parametrize("snapshot_at", [None, 6])
+def test_kill_at_every_request_of_a_window_sequence(mode: str, snapshot_at: int | None) -> None:
+    for kill_at in range(len(FIXED_WINDOW) + 2):
+        check(FIXED_WINDOW, kill_at, mode, snapshot_at)

@@ -34,7 +34,7 @@ import time
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,9 +254,10 @@ class Persist:
         self._pending_msg = msg
         return True
 
-    def commit(self, unique: int, reply: bytes | None) -> None:
+    def commit(self, unique: int, reply: bytes | Sequence[Any] | None) -> None:
         """After handling, before the reply is written: the request's record.
-        ``reply`` None for a request without one."""
+        ``reply``: the reply's bytes, or its buffers as the handler returned them
+        (a READ's data is not copied: it is not kept), None for no reply."""
         msg = self._pending_msg
         self._pending_msg = None
         if msg is None:  # no-reply request: journalled by begin
@@ -268,7 +269,12 @@ class Persist:
             msg = msg[:WRITE_IN_END]
         unique &= ~UNIQUE_RESEND
         # READ replies are data, and a READ run twice changes nothing more than once
-        keep = b"" if reply is None or opcode == OP_READ else reply
+        if reply is None or opcode == OP_READ:
+            keep = b""
+        elif isinstance(reply, (bytes, bytearray)):
+            keep = bytes(reply)
+        else:
+            keep = b"".join(reply)
         w.append(J.KIND_REQUEST, self.inputs.now, msg, keep, self.inputs.side_bytes())
         if keep:
             self.replies.append((unique, keep))

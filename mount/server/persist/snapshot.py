@@ -74,7 +74,8 @@ class _Pickler(pickle.Pickler):
         if obj is self._arena:
             return _Ref.ARENA
         if isinstance(obj, types.LambdaType) and obj.__name__ == "<lambda>":
-            return _Ref.TRANSIENT
+            # a closure inside the state would come back as nothing: refuse it loudly
+            raise pickle.PicklingError(f"snapshot: a lambda in the state ({obj.__qualname__})")
         if isinstance(obj, types.MappingProxyType):  # a module's shared empty sentinel
             if obj is _no_chunks():
                 return _Ref.NO_CHUNKS
@@ -129,6 +130,9 @@ def load(data: bytes, ops: Any, arena: Any) -> dict[str, Any]:
             setattr(fs, k, v)
     for k, v in blob["ops"].items():
         setattr(ops, k, v)
+    table = getattr(fs, "_windows", None)
+    if table is not None:  # keyed by id(window mm): the mms are new objects
+        table._by_mm = {id(ws.window.mm): ws for ws in table.wins.values()}
     return blob
 
 
