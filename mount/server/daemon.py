@@ -16,6 +16,7 @@ only raise its value, so without the option nothing is changed
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -201,15 +202,7 @@ def run_child(cfg: ChildConfig) -> int:
     return code
 
 
-def child_main(argv: list[str]) -> int:
-    """``python -m mount.server.daemon --child JSON`` (started by the supervisor)."""
-    from mount.server.supervisor import ChildConfig
-
-    if len(argv) != 2 or argv[0] != "--child":
-        print("usage: python -m mount.server.daemon --child CONFIG (started by shmfs)",
-              file=sys.stderr)
-        return 2
-    cfg = ChildConfig.from_json(argv[1])
+def _child_logging(cfg: ChildConfig) -> None:
     handlers: list[logging.Handler] = []
     if cfg.log:
         handlers.append(logging.FileHandler(cfg.log))
@@ -219,6 +212,56 @@ def child_main(argv: list[str]) -> int:
         level=logging.DEBUG if cfg.debug else logging.INFO,
         format="%(asctime)s shmfs[%(process)d] %(levelname)s %(name)s: %(message)s",
         handlers=handlers or [logging.NullHandler()], force=True)
+
+
+def _wait_as_spare(ctl_fd: int) -> ChildConfig | None:
+    """A spare child (mount/server/supervisor.py): import everything a server needs,
+    then wait for the supervisor's "go" -- the configuration, and the descriptors by
+    SCM_RIGHTS -- so that a restart costs no interpreter start and no imports.
+    None: the supervisor closed the socket (no longer needed)."""
+    import array
+    import socket
+
+    import fsimpl  # noqa: F401 -- the point of a spare: imported before it is needed
+    import mount.server.persist
+    import mount.server.session  # noqa: F401
+    from mount.server.supervisor import ChildConfig
+
+    sock = socket.socket(fileno=ctl_fd)
+    msg, anc, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(4 * 64))
+    sock.detach()  # the fd stays open: it is the child's control socket from now on
+    if not msg:
+        return None
+    doc = json.loads(msg)
+    fds = array.array("i")
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    cfg = ChildConfig.from_json(doc["config"])
+    cfg.ctl_fd = ctl_fd
+    cfg.fuse_fd = fds[0]
+    cfg.fds = dict(zip(doc["names"], fds[1:], strict=True))
+    return cfg
+
+
+def child_main(argv: list[str]) -> int:
+    """``python -m mount.server.daemon --child CTLFD JSON`` or ``--spare CTLFD``
+    (started by the supervisor, never by hand)."""
+    from mount.server.supervisor import EXIT_UNMOUNTED, ChildConfig
+
+    if len(argv) == 3 and argv[0] == "--child":
+        cfg = ChildConfig.from_json(argv[2])
+        cfg.ctl_fd = int(argv[1])
+    elif len(argv) == 2 and argv[0] == "--spare":
+        spare = _wait_as_spare(int(argv[1]))
+        if spare is None:
+            return EXIT_UNMOUNTED
+        cfg = spare
+    else:
+        print("usage: python -m mount.server.daemon --child CTLFD CONFIG | --spare CTLFD "
+              "(started by shmfs)", file=sys.stderr)
+        return 2
+    _child_logging(cfg)
     return run_child(cfg)
 
 

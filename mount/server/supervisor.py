@@ -152,6 +152,11 @@ class Supervisor:
         self.store: dict[str, int] = {}  # name -> fd handed up by a child
         self.generation = 0
         self.child: subprocess.Popen[bytes] | None = None
+        self.ctl: socket.socket | None = None  # our end of the serving child's control socket
+        # a spare: a child started ahead with every module imported, waiting for "go"
+        self.spare: subprocess.Popen[bytes] | None = None
+        self.spare_ctl: socket.socket | None = None
+        self.use_spare = True
         self.child_pidfd = -1
         self.child_started = 0.0
         self.child_ready = False
@@ -174,8 +179,6 @@ class Supervisor:
         except mounting.MountError as e:
             self._report(str(e))
             return 1
-        self.ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.child_ctl = child_ctl
         self.listener = self._listen()
         sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = signal.set_wakeup_fd(sig_w)
@@ -210,6 +213,7 @@ class Supervisor:
 
     def _loop(self, sig_r: int) -> None:
         while self.child is not None:
+            assert self.ctl is not None
             fds = [sig_r, self.ctl.fileno(), self.child_pidfd]
             if self.listener is not None:
                 fds.append(self.listener.fileno())
@@ -222,7 +226,7 @@ class Supervisor:
                     except BlockingIOError:
                         break
                 self._handle_signals()
-            if self.ctl.fileno() in ready:
+            if self.ctl is not None and self.ctl.fileno() in ready:
                 self._drain_control()
             if self.listener is not None and self.listener.fileno() in ready:
                 self._accept_restart()
@@ -235,8 +239,10 @@ class Supervisor:
         self.waiters.clear()
         if self.listener is not None:
             self.listener.close()
-        self.ctl.close()
-        self.child_ctl.close()
+        self._drop_spare()
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
         for fd in self.store.values():
             os.close(fd)
         self.store.clear()
@@ -248,22 +254,85 @@ class Supervisor:
 
     # --- children ---------------------------------------------------------------------------
 
-    def _start_child(self) -> None:
-        cfg = ChildConfig(
+    def _config(self, ctl_fd: int) -> ChildConfig:
+        return ChildConfig(
             mountpoint=str(self.mnt), options=self.option_text, uid=self.opts.uid,
             gid=self.opts.gid, source=self.source, debug=self.debug,
             log=str(self.log_path) if self.log_path else None, foreground=self.foreground,
-            fuse_fd=self.fuse_fd, ctl_fd=self.child_ctl.fileno(), fds=dict(self.store),
+            fuse_fd=self.fuse_fd, ctl_fd=ctl_fd, fds=dict(self.store),
             generation=self.generation)
-        argv = [sys.executable, "-m", "mount.server.daemon", "--child", cfg.to_json()]
-        pass_fds = (self.fuse_fd, self.child_ctl.fileno(), *self.store.values())
-        # its own process group: a terminal's Ctrl-C reaches the supervisor, which unmounts
-        self.child = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL,
-                                      process_group=0, cwd="/")
-        self.child_pidfd = os.pidfd_open(self.child.pid)
+
+    def _spawn(self, *args: str, pass_fds: tuple[int, ...] = ()
+               ) -> tuple[subprocess.Popen[bytes], socket.socket]:
+        """A child process running ``python -m mount.server.daemon ARGS`` with a fresh
+        control socket (its end's number replaces "{ctl}" in ARGS)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            argv = [sys.executable, "-m", "mount.server.daemon",
+                    *(a.replace("{ctl}", str(theirs.fileno())) for a in args)]
+            # its own process group: a terminal's Ctrl-C reaches the supervisor, which unmounts
+            proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(), *pass_fds),
+                                    stdin=subprocess.DEVNULL, process_group=0, cwd="/")
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return proc, ours
+
+    def _start_child(self) -> None:
+        """Start the serving child: the spare if there is one (its imports are done,
+        it only needs the descriptors and the configuration), else a new process."""
+        if self.spare is not None and self.spare.poll() is None and self._activate_spare():
+            return
+        self._drop_spare()
+        child, ctl = self._spawn("--child", "{ctl}", self._config(-1).to_json(),
+                                 pass_fds=(self.fuse_fd, *self.store.values()))
+        self._adopt(child, ctl)
+
+    def _adopt(self, child: subprocess.Popen[bytes], ctl: socket.socket) -> None:
+        self.child, self.ctl = child, ctl
+        self.child_pidfd = os.pidfd_open(child.pid)
         self.child_started = time.monotonic()
         self.child_ready = False
-        log.info("generation %d: serving child %d", self.generation, self.child.pid)
+        log.info("generation %d: serving child %d", self.generation, child.pid)
+
+    def _start_spare(self) -> None:
+        if not self.use_spare or self.spare is not None or self.stopping:
+            return
+        try:
+            self.spare, self.spare_ctl = self._spawn("--spare", "{ctl}")
+        except OSError as e:
+            log.warning("no spare child: %s", e)
+
+    def _activate_spare(self) -> bool:
+        """Hand the spare the configuration and the descriptors (SCM_RIGHTS): it serves."""
+        assert self.spare is not None and self.spare_ctl is not None
+        names = list(self.store)
+        cfg = self._config(-1)
+        cfg.fds = {}
+        msg = json.dumps({"config": cfg.to_json(), "names": names}).encode()
+        try:
+            self.spare_ctl.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array(
+                "i", [self.fuse_fd, *(self.store[n] for n in names)]))])
+        except OSError as e:
+            log.warning("spare child %d: %s; starting a new one", self.spare.pid, e)
+            return False
+        spare, ctl = self.spare, self.spare_ctl
+        self.spare = self.spare_ctl = None
+        self._adopt(spare, ctl)
+        return True
+
+    def _drop_spare(self) -> None:
+        """End the spare (before a restart request: the new server must run the code
+        installed now, not what the spare imported)."""
+        spare, ctl = self.spare, self.spare_ctl
+        self.spare = self.spare_ctl = None
+        if ctl is not None:
+            ctl.close()
+        if spare is not None:
+            spare.kill()
+            spare.wait()
 
     def _child_exited(self) -> None:
         assert self.child is not None
@@ -271,6 +340,9 @@ class Supervisor:
         os.close(self.child_pidfd)
         self.child_pidfd = -1
         self._drain_control()  # what it sent before dying (fds, "ready", "fail")
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
         pid, self.child = self.child.pid, None
         if code == EXIT_UNMOUNTED:
             log.info("child %d exited: the mount is gone", pid)
@@ -306,11 +378,13 @@ class Supervisor:
             log.error("%s", e)
 
     def _drain_control(self) -> None:
-        while True:
+        while self.ctl is not None:
             try:
                 msg, anc, _flags, _addr = self.ctl.recvmsg(
                     4096, socket.CMSG_SPACE(MAX_FDS_PER_MESSAGE * 4), socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
+                return
+            if not msg and not anc:  # end of file: the child and its forks are gone
                 return
             fds: list[int] = []
             for level, kind, data in anc:
@@ -345,6 +419,7 @@ class Supervisor:
                 tmp.write_text(f"{pid}\n")
                 os.replace(tmp, self.pidfile)
             self._report("ok")
+            self._start_spare()  # now, not earlier: it would slow the start of this one
             for w in self.waiters:
                 self._answer(w, f"ok {pid} {self.generation}")
             self.waiters.clear()
@@ -423,7 +498,9 @@ class Supervisor:
                  self.child.pid)
         conn.settimeout(None)
         self.waiters.append(conn)
-        # the same path as a crash: the new child recovers from the memfds
+        # the same path as a crash: the new child recovers from the memfds; a new
+        # process, not the spare, so that it runs the code installed now
+        self._drop_spare()
         self.child.kill()
 
     @staticmethod
