@@ -86,6 +86,8 @@ OPS = st.one_of(
     st.tuples(st.just("read"), st.integers(0, 7), st.integers(0, 20000)),
     st.tuples(st.just("copy"), st.integers(0, 7), st.integers(0, 7), st.integers(0, 3)),
     st.tuples(st.just("chmod"), st.integers(0, 7), st.integers(0, 0o7777)),
+    st.tuples(st.just("reap"), st.integers(1, 3)),  # the session's idle-time evictions
+    st.tuples(st.just("defer"), st.booleans()),  # the session switching them on or off
     # windows (docs/windows.md): GRANT on an object, ATTACH an empty file with the
     # token, REMAP its pages; WRITE/READ of a window go through its page table
     st.tuples(st.just("grant"), st.integers(0, 7)),
@@ -275,6 +277,15 @@ def allocator(ops: Operations) -> Any:
 # -- the run --------------------------------------------------------------------------------
 
 
+def op_of(msg: bytes) -> int:
+    return int.from_bytes(msg[4:8], "little")
+
+
+def _store_queued(ino: int, page: int) -> bool:
+    """A session's answer whether a NOTIFY_STORE is still queued (here: arbitrary)."""
+    return (ino + page) % 3 == 0
+
+
 def run_live(steps: list[tuple], kill_at: int, mode: str,
              snapshot_at: int | None) -> tuple[Persist, list[tuple[bytes, int]], Any]:
     """Serve ``steps`` in persistent mode and die at request number ``kill_at`` in
@@ -291,7 +302,19 @@ def run_live(steps: list[tuple], kill_at: int, mode: str,
     committed: list[tuple[bytes, int]] = [(b"", p.inputs.now), (b"", ops.generation)]
     msgs = [_msg(Op.INIT, _init_body(), 0, 2)]
     n = 0
+    ops.fs.store_queued = _store_queued  # as a session does (windows ask it)
     for step in [None, *steps]:
+        if step is not None and step[0] in ("reap", "defer"):
+            if n == kill_at:  # (no request to kill here: the next one is)
+                kill_at += 1
+            if step[0] == "defer":
+                ops.fs.defer_evictions = step[1]  # journalled by the next begin()
+            elif ops.fs.defer_evictions:
+                pos = p.writer.pos
+                p.reap(step[1])
+                if p.writer.pos > pos:
+                    committed.append((b"reap", step[1]))
+            continue
         batch = msgs if step is None else d.requests(ops, step)
         for msg in batch:
             if callable(msg):  # built from an earlier reply of the batch
@@ -302,21 +325,25 @@ def run_live(steps: list[tuple], kill_at: int, mode: str,
             if n == kill_at and mode == "before":
                 return p, committed, (msg, None, None)
             mv = memoryview(msg)
-            pos = p.writer.pos
+            defer = p._defer
             journal = p.begin(mv)
             now = p.inputs.now
+            if p._defer != defer:  # begin journalled the session's new setting first
+                committed.append((b"defer", p._defer))
+            pos = p.writer.last  # where this request's own record starts (if any)
             out = _handle(ops, mv)
             ops.fs.drain_events()
             reply = b"".join(bytes(b) for b in out) if out else None
             if n == kill_at and mode == "handled":
-                if p.writer.pos > pos:  # FORGET: its record is written before it runs
+                if op_of(msg) in (Op.FORGET, Op.BATCH_FORGET):  # journalled before it runs
                     committed.append((msg, now))
                 return p, committed, (msg, now, reply)
             if journal:
                 p.commit(int.from_bytes(msg[8:16], "little"), reply)
+                pos = p.writer.last
             if n == kill_at and mode == "torn":
                 end = p.writer.pos
-                if end > pos + 1:  # a record was written: tear it
+                if journal and end > pos + 1:  # tear the request's record
                     cut = pos + 1 + (end - pos - 2) * 7 // 13
                     J.punch(p.fds["journal"], cut, end - cut)
                     return p, committed, (msg, now, reply)
@@ -341,7 +368,15 @@ def twin_of(committed: list[tuple[bytes, int]],
     clock = [born]
     ops = _build({"clock": lambda: clock[0], "backing": Backing(0, Arena(SEG))}, generation)
 
+    ops.fs.store_queued = _store_queued
+
     def apply(msg: bytes, now: int) -> Any:
+        if msg == b"defer":
+            ops.fs.defer_evictions = bool(now)
+            return None
+        if msg == b"reap":
+            ops.fs.reap(now)
+            return None
         clock[0] = now
         saved = wingrant.token_source, creds.hook
         wingrant.token_source, creds.hook = (lambda n: tokens.pop(0)), None
@@ -385,7 +420,7 @@ def check(steps: list[tuple], kill_at: int, mode: str, snapshot_at: int | None) 
     r.now = clock
     ops, info = r.recover(_build)
     try:
-        assert not info.fresh
+        assert not info.fresh and info.diverged is None
         table = ops.fs._windows
         kinds = "window" if table is not None and table.wins else "no window"
         assert fs_state(ops) == fs_state(twin)

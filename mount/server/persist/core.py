@@ -88,6 +88,7 @@ class RecoveryInfo:
     snapshot_bytes: int = 0
     seconds: float = 0.0
     fresh: bool = True  # no state yet: a new mount
+    diverged: int | None = None  # a record after which the replay allocated differently
 
     def reply_for(self, unique: int) -> bytes | None:
         """The recorded reply of a resent request, its unique patched to ``unique``."""
@@ -127,7 +128,8 @@ class Persist:
         self.snapshots = 0  # completed since this server started
         self._records_since = 0  # records appended since the last snapshot was started
         self._child: tuple[int, int, int, int] | None = None  # pid, slot, pos, seq
-        self._pending_noreply = False
+        self._defer = False  # fs.defer_evictions as the journal last said
+        self._store_hook: Any = self.inputs.store_queued
         self._pending_msg: bytes | memoryview | None = None
 
     # -- construction ----------------------------------------------------------------------
@@ -167,10 +169,13 @@ class Persist:
         self.inputs.install()
         ops = build({"backing": Backing(0, self.arena), "clock": self.inputs.clock})
         self.ops = ops
+        self._store_hook = self.inputs.store_queued
         if header is None or header.snap_off < 0:
             # a new mount: its first snapshot, so that the random generation and the
             # options are fixed before any request (written synchronously: it is tiny)
             self.header = J.Header()
+            self._defer = bool(ops.fs.defer_evictions)
+            ops.fs.store_queued = self._store_hook
             self._write_snapshot_now()
             self.writer = J.JournalWriter(jfd, self.header.start, self.header.seq)
             info.seconds = time.perf_counter() - t0
@@ -180,6 +185,8 @@ class Persist:
         data = S.read_slot(self.fds["snap"], header.snap_off)
         info.snapshot_bytes = len(data)
         blob = S.load(data, ops, self.arena)
+        self._defer = bool(ops.fs.defer_evictions)
+        ops.fs.store_queued = self._store_hook  # replayed answers; the session's come later
         for unique, reply in blob["replies"]:
             info.replies[unique] = reply
             self.replies.append((unique, reply))
@@ -223,12 +230,23 @@ class Persist:
             full[:WRITE_IN_END] = msg[:WRITE_IN_END]
             msg = full
         self.inputs.start_replay(rec.now, bytes(rec.side))
+        if rec.kind == J.KIND_DEFER:
+            ops.fs.defer_evictions = self._defer = bool(msg[0])
+            return
         if rec.kind == J.KIND_REAP:
             ops.fs.reap(int.from_bytes(msg[:8], "little") or None)
         else:
             _handle(ops, memoryview(msg))
         ops.fs.drain_events()  # nothing reaches the kernel from a replay
         if rec.kind == J.KIND_REQUEST:
+            a = self.arena
+            if rec.check != J.NO_CHECK and rec.check != (a._bump & 0xFFFFFFFF,
+                                                         a._nfree & 0xFFFFFFFF):
+                if info.diverged is None:
+                    log.error("replay diverged at record %d (opcode %d): arena (bump, free) "
+                              "%s, recorded %s", rec.seq, opcode, (a._bump, a._nfree),
+                              rec.check)
+                info.diverged = rec.seq
             unique = int.from_bytes(msg[8:16], "little") & ~UNIQUE_RESEND
             reply = bytes(rec.reply)
             if reply:
@@ -244,6 +262,10 @@ class Persist:
         self.inputs.start_live(self.now())
         if opcode in PURE_OPCODES:
             return False
+        fs = self.ops.fs
+        if (fs.defer_evictions != self._defer
+                or getattr(fs, "store_queued", None) is not self._store_hook):
+            self._track_session(fs)
         if opcode in NOREPLY_OPCODES:
             w = self.writer
             assert w is not None
@@ -253,6 +275,20 @@ class Persist:
             return True
         self._pending_msg = msg
         return True
+
+    def _track_session(self, fs: Any) -> None:
+        """The session set fs.defer_evictions or fs.store_queued (after recovery):
+        journal the first, route the second through the recorded inputs."""
+        if getattr(fs, "store_queued", None) is not self._store_hook:
+            self.inputs.store_source = getattr(fs, "store_queued", None)
+            fs.store_queued = self._store_hook
+        if fs.defer_evictions != self._defer:
+            w = self.writer
+            assert w is not None
+            self._defer = bool(fs.defer_evictions)
+            fs.defer_evictions = self._defer
+            w.append(J.KIND_DEFER, self.inputs.now, bytes([self._defer]))
+            self._records_since += 1
 
     def commit(self, unique: int, reply: bytes | Sequence[Any] | None) -> None:
         """After handling, before the reply is written: the request's record.
@@ -275,7 +311,9 @@ class Persist:
             keep = bytes(reply)
         else:
             keep = b"".join(reply)
-        w.append(J.KIND_REQUEST, self.inputs.now, msg, keep, self.inputs.side_bytes())
+        a = self.arena
+        w.append(J.KIND_REQUEST, self.inputs.now, msg, keep, self.inputs.side_bytes(),
+                 (a._bump, a._nfree))
         if keep:
             self.replies.append((unique, keep))
         self._records_since += 1

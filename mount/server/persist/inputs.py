@@ -4,7 +4,8 @@ given back on replay, so that replaying a journal reproduces the state exactly.
 * the clock: fsimpl asks ``ShmFs._now()`` several times per request; here it
   returns one value per request (taken by ``begin``), which the record keeps;
 * the caller's credentials read from /proc (mount/server/creds.py ``hook``);
-* the random attach tokens a GRANT mints (fsimpl/wingrant.py ``token_source``).
+* the random attach tokens a GRANT mints (fsimpl/wingrant.py ``token_source``);
+* the session's answer whether a NOTIFY_STORE is still queued (``store_queued``).
 
 Everything else a handler does is a function of the state and the request
 bytes (node ids and handle numbers are counters, frame allocation is
@@ -31,6 +32,7 @@ class Inputs:
         self.now = time.time_ns()
         self.consumed: list[Any] = []  # live: what the current request took, in order
         self._replay: Iterator[Any] | None = None
+        self.store_source: Any = None  # the session's store_queued, wrapped by store_queued
 
     # -- the sources ---------------------------------------------------------------------
 
@@ -52,6 +54,17 @@ class Inputs:
             return self._next("token")
         value = os.urandom(n)
         self.consumed.append(("token", value))
+        return value
+
+    def store_queued(self, ino: int, page: int) -> bool:
+        """fsimpl's question to the session whether a NOTIFY_STORE of (ino, page) is
+        still queued (fsimpl/wincoherence.py): its answer depends on the writer
+        thread's progress, so it is an input too."""
+        if self._replay is not None:
+            return bool(self._next("store"))
+        src = self.store_source
+        value = bool(src(ino, page)) if src is not None else False
+        self.consumed.append(("store", value))
         return value
 
     def _next(self, kind: str) -> Any:

@@ -14,12 +14,14 @@ Layout of the journal memfd (docs/restart-design.md):
 
 A record is ``RECORD`` (magic, kind, total length, length of the side inputs,
 sequence number, clock value, length of the request bytes, length of the
-reply), the request bytes, the reply, the pickled side inputs, then a CRC-32 of
-all that.  A scan stops at the first record whose magic, sequence number (each
-one more than the last), length or CRC is wrong: a record torn by the process's
-death, or the old bytes past the end of the journal, are never taken for a
-record.  Records are written through a shared mapping of the memfd (no syscall
-per record); the mapping moves along the file as it grows.
+reply, and the arena's bump pointer and free-frame count after the request:
+a replay that allocates differently is detected), the request bytes, the
+reply, the pickled side inputs, then a CRC-32 of all that.  A scan stops at
+the first record whose magic, sequence number (each one more than the last),
+length or CRC is wrong: a record torn by the process's death, or the old
+bytes past the end of the journal, are never taken for a record.  Records are
+written through a shared mapping of the memfd (no syscall per record); the
+mapping moves along the file as it grows.
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ VERSION = 1
 SLOT = 4096
 FIRST_RECORD = 2 * SLOT
 
-RECORD = struct.Struct("<IIIIQQII")
+RECORD = struct.Struct("<IIIIQQIIII")
 RECORD_MAGIC = 0x5245434A  # "JCER"
 CRC = struct.Struct("<I")
 KIND_REQUEST = 1  # a request with a reply, written after handling, before the reply
 KIND_NOREPLY = 2  # FORGET / BATCH_FORGET, written before handling
 KIND_REAP = 3  # a deferred eviction run (fsimpl reap), written before it
+KIND_DEFER = 4  # the session changed fs.defer_evictions (one byte), written before it counts
 MAP_CHUNK = 16 << 20
+NO_CHECK = (0xFFFFFFFF, 0xFFFFFFFF)
 _PAGE = 4096
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -81,6 +85,7 @@ class Record:
     reply: bytes
     side: bytes  # pickled side inputs, b"" when the request consumed none
     end: int  # offset just past this record
+    check: tuple[int, int]  # the arena's (bump, free frames) after it; NO_CHECK: unknown
 
 
 def read_header(fd: int) -> Header | None:
@@ -117,6 +122,7 @@ class JournalWriter:
         self.pos = pos
         self.seq = seq
         self.bytes_written = 0
+        self.last = pos  # where the latest record starts
         self._map: mmap.mmap | None = None
         self._mv: memoryview | None = None
         self._map_off = 0
@@ -143,13 +149,13 @@ class JournalWriter:
             self._map = None
 
     def append(self, kind: int, now: int, msg: bytes | memoryview, reply: bytes = b"",
-               side: bytes = b"") -> None:
+               side: bytes = b"", check: tuple[int, int] = NO_CHECK) -> None:
         """One record, complete in the memfd when this returns."""
         total = RECORD.size + len(msg) + len(reply) + len(side) + CRC.size
         if self.pos + total > self._map_end:
             self._remap(total)
         head = RECORD.pack(RECORD_MAGIC, kind, total, len(side), self.seq, now, len(msg),
-                           len(reply))
+                           len(reply), check[0] & 0xFFFFFFFF, check[1] & 0xFFFFFFFF)
         crc = zlib.crc32(side, zlib.crc32(reply, zlib.crc32(msg, zlib.crc32(head))))
         mv = self._mv
         assert mv is not None
@@ -165,6 +171,7 @@ class JournalWriter:
             mv[o : o + len(side)] = side
             o += len(side)
         mv[o : o + CRC.size] = CRC.pack(crc)
+        self.last = self.pos
         self.pos += total
         self.seq += 1
         self.bytes_written += total
@@ -182,8 +189,8 @@ def scan(fd: int, start: int, seq: int) -> Iterator[Record]:
     with mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as m:
         pos = start
         while pos + RECORD.size + CRC.size <= size:
-            magic, kind, total, side_len, rseq, now, msg_len, reply_len = RECORD.unpack_from(
-                m, pos)
+            (magic, kind, total, side_len, rseq, now, msg_len, reply_len, bump,
+             nfree) = RECORD.unpack_from(m, pos)
             if (magic != RECORD_MAGIC or rseq != seq or pos + total > size
                     or total != RECORD.size + msg_len + reply_len + side_len + CRC.size):
                 return
@@ -193,6 +200,7 @@ def scan(fd: int, start: int, seq: int) -> Iterator[Record]:
             a = pos + RECORD.size
             b = a + msg_len
             c = b + reply_len
-            yield Record(kind, rseq, now, m[a:b], m[b:c], m[c:body_end], pos + total)
+            yield Record(kind, rseq, now, m[a:b], m[b:c], m[c:body_end], pos + total,
+                         (bump, nfree))
             pos += total
             seq += 1
