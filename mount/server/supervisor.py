@@ -489,7 +489,9 @@ class Supervisor:
             return
         if request == b"status":  # "ok PID GENERATION" once a child serves
             conn.settimeout(None)
-            if self.child_ready:
+            # poll(): a child killed a moment ago whose pidfd we have not read yet
+            # is not serving, whatever it said before
+            if self.child_ready and self.child.poll() is None:
                 self._answer(conn, f"ok {self.child.pid} {self.generation}")
             else:
                 self.waiters.append(conn)
