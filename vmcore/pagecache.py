@@ -82,6 +82,32 @@ class PageCache:
             self._frames = self._flags = self._count = _NO_CHUNKS  # type: ignore[assignment]
             self._keys = _NO_KEYS  # type: ignore[assignment]
 
+    # -- pickling (a restartable mount's snapshot, docs/restart-design.md) ---------------
+
+    def __getstate__(self) -> tuple:
+        """Only the held slots of each chunk: a one-page file pickles to ~100 bytes
+        instead of its chunk's 4.6 KB."""
+        chunks = []
+        for k in self._keys:
+            fr = self._frames[k]
+            idx = np.flatnonzero(fr != HOLE).astype(np.int16)
+            chunks.append((k, idx, fr[idx], self._flags[k][idx], self._count[k]))
+        return (self.nrpages, self.gen, chunks)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.nrpages, self.gen, chunks = state
+        self._frames = self._flags = self._count = _NO_CHUNKS  # type: ignore[assignment]
+        self._keys = _NO_KEYS  # type: ignore[assignment]
+        if chunks:
+            self._frames, self._flags, self._count, self._keys = {}, {}, {}, []
+        for k, idx, frames, flags, count in chunks:
+            fr = np.full(CHUNK_PAGES, HOLE, dtype=np.int64)
+            fl = np.zeros(CHUNK_PAGES, dtype=np.uint8)
+            fr[idx] = frames
+            fl[idx] = flags
+            self._frames[k], self._flags[k], self._count[k] = fr, fl, count
+            self._keys.append(k)
+
     # -- lookups --------------------------------------------------------------------------
 
     def lookup(self, pgoff: int, n: int) -> tuple[np.ndarray, np.ndarray]:

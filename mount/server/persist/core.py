@@ -30,6 +30,7 @@ import ctypes
 import logging
 import os
 import signal
+import struct
 import time
 import traceback
 import warnings
@@ -66,13 +67,15 @@ IN_HEADER_LEN = 40
 WRITE_IN_END = IN_HEADER_LEN + 40  # header + fuse_write_in: WRITE data is not journalled
 UNIQUE_RESEND = 1 << 63
 KEEP_REPLIES = 512  # replies of the last committed requests kept in a snapshot
-SNAPSHOT_RECORDS = 20_000  # journal records after which maybe_snapshot takes one
-SNAPSHOT_BYTES = 32 << 20
+SNAPSHOT_RECORDS = 5_000  # journal records after which maybe_snapshot takes one
+SNAPSHOT_BYTES = 8 << 20
 ARENA_SEGMENT = 256 << 20
 _PAGE = 4096
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
+
+_U32 = struct.Struct("<I")
 
 Keep = Callable[[dict[str, int]], None]
 
@@ -131,6 +134,7 @@ class Persist:
         self._defer = False  # fs.defer_evictions as the journal last said
         self._store_hook: Any = self.inputs.store_queued
         self._pending_msg: bytes | memoryview | None = None
+        self._pending_op = 0
 
     # -- construction ----------------------------------------------------------------------
 
@@ -258,22 +262,26 @@ class Persist:
     def begin(self, msg: memoryview) -> bool:
         """Before request ``msg`` is handled: True when it changes state (then
         ``commit`` must follow). Sets the request's clock value."""
-        opcode = int.from_bytes(msg[4:8], "little")
-        self.inputs.start_live(self.now())
+        opcode = _U32.unpack_from(msg, 4)[0]
+        inputs = self.inputs
+        inputs.now = self.now()
+        if inputs.consumed:
+            inputs.consumed.clear()
         if opcode in PURE_OPCODES:
             return False
         fs = self.ops.fs
         if (fs.defer_evictions != self._defer
-                or getattr(fs, "store_queued", None) is not self._store_hook):
+                or fs.__dict__.get("store_queued") is not self._store_hook):
             self._track_session(fs)
         if opcode in NOREPLY_OPCODES:
             w = self.writer
             assert w is not None
-            w.append(J.KIND_NOREPLY, self.inputs.now, msg)
+            w.append(J.KIND_NOREPLY, inputs.now, msg)
             self._records_since += 1
             self._pending_msg = None
             return True
         self._pending_msg = msg
+        self._pending_op = opcode
         return True
 
     def _track_session(self, fs: Any) -> None:
@@ -295,27 +303,26 @@ class Persist:
         ``reply``: the reply's bytes, or its buffers as the handler returned them
         (a READ's data is not copied: it is not kept), None for no reply."""
         msg = self._pending_msg
-        self._pending_msg = None
         if msg is None:  # no-reply request: journalled by begin
             return
-        w = self.writer
-        assert w is not None
-        opcode = int.from_bytes(msg[4:8], "little")
-        if opcode == OP_WRITE:
-            msg = msg[:WRITE_IN_END]
-        unique &= ~UNIQUE_RESEND
+        self._pending_msg = None
+        opcode = self._pending_op
         # READ replies are data, and a READ run twice changes nothing more than once
         if reply is None or opcode == OP_READ:
             keep = b""
-        elif isinstance(reply, (bytes, bytearray)):
-            keep = bytes(reply)
+        elif isinstance(reply, bytes):
+            keep = reply
         else:
             keep = b"".join(reply)
+        if opcode == OP_WRITE:
+            msg = msg[:WRITE_IN_END]  # the data is in the arena already
+        inputs = self.inputs
         a = self.arena
-        w.append(J.KIND_REQUEST, self.inputs.now, msg, keep, self.inputs.side_bytes(),
-                 (a._bump, a._nfree))
+        self.writer.append(J.KIND_REQUEST, inputs.now, msg, keep,  # type: ignore[union-attr]
+                           inputs.side_bytes() if inputs.consumed else b"",
+                           (a._bump, a._nfree))
         if keep:
-            self.replies.append((unique, keep))
+            self.replies.append((unique & ~UNIQUE_RESEND, keep))
         self._records_since += 1
 
     def reap(self, limit: int | None) -> int:

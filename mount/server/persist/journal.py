@@ -154,23 +154,13 @@ class JournalWriter:
         total = RECORD.size + len(msg) + len(reply) + len(side) + CRC.size
         if self.pos + total > self._map_end:
             self._remap(total)
-        head = RECORD.pack(RECORD_MAGIC, kind, total, len(side), self.seq, now, len(msg),
-                           len(reply), check[0] & 0xFFFFFFFF, check[1] & 0xFFFFFFFF)
-        crc = zlib.crc32(side, zlib.crc32(reply, zlib.crc32(msg, zlib.crc32(head))))
+        rec = b"".join((RECORD.pack(RECORD_MAGIC, kind, total, len(side), self.seq, now,
+                                    len(msg), len(reply), check[0] & 0xFFFFFFFF,
+                                    check[1] & 0xFFFFFFFF), msg, reply, side))
+        o = self.pos - self._map_off
         mv = self._mv
         assert mv is not None
-        o = self.pos - self._map_off
-        mv[o : o + RECORD.size] = head
-        o += RECORD.size
-        mv[o : o + len(msg)] = msg
-        o += len(msg)
-        if reply:
-            mv[o : o + len(reply)] = reply
-            o += len(reply)
-        if side:
-            mv[o : o + len(side)] = side
-            o += len(side)
-        mv[o : o + CRC.size] = CRC.pack(crc)
+        mv[o : o + total] = rec + CRC.pack(zlib.crc32(rec))
         self.last = self.pos
         self.pos += total
         self.seq += 1
