@@ -86,6 +86,15 @@ OPS = st.one_of(
     st.tuples(st.just("read"), st.integers(0, 7), st.integers(0, 20000)),
     st.tuples(st.just("copy"), st.integers(0, 7), st.integers(0, 7), st.integers(0, 3)),
     st.tuples(st.just("chmod"), st.integers(0, 7), st.integers(0, 0o7777)),
+    st.tuples(st.just("symlink"), st.integers(0, 3)),
+    st.tuples(st.just("rmdir"), st.integers(0, 3)),
+    st.tuples(st.just("readdirplus"),),  # OPENDIR, READDIRPLUS (lookups!), RELEASEDIR
+    st.tuples(st.just("utimes"), st.integers(0, 7), st.integers(0, 1 << 40)),
+    st.tuples(st.just("fallocate"), st.integers(0, 7), st.integers(0, 20000),
+              st.integers(1, 20000)),
+    st.tuples(st.just("mprotect"), st.integers(0, 7), st.integers(0, 7), st.integers(1, 4),
+              st.sampled_from([0, 1, 3])),
+    st.tuples(st.just("madvise"), st.integers(0, 7), st.integers(0, 7), st.integers(1, 4)),
     st.tuples(st.just("reap"), st.integers(1, 3)),  # the session's idle-time evictions
     st.tuples(st.just("defer"), st.booleans()),  # the session switching them on or off
     # windows (docs/windows.md): GRANT on an object, ATTACH an empty file with the
@@ -109,6 +118,7 @@ class Driver:
         self.handles: list[tuple[int, int]] = []  # (nodeid, fh) of open files
         self.known: list[int] = []  # node ids the "kernel" holds a lookup on
         self.windows = 0  # window files made
+        self.dirfh = 0  # the last OPENDIR's
         self.token = bytes(16)  # the last GRANT's
         self.tokens: list[bytes] = []  # every token a GRANT answered, in order
 
@@ -133,6 +143,16 @@ class Driver:
         if kind == "rename":
             body = P.RENAME_IN.pack(1) + NAMES[step[1]] + b"\0" + NAMES[step[2]] + b"\0"
             return [_msg(Op.RENAME, body, 1, u())]
+        if kind == "symlink":
+            return [_msg(Op.SYMLINK, NAMES[step[1]] + b"\0" + b"target/" * step[1] + b"\0", 1,
+                         u())]
+        if kind == "rmdir":
+            return [_msg(Op.RMDIR, b"d" + NAMES[step[1]] + b"\0", 1, u())]
+        if kind == "readdirplus":
+            return [_msg(Op.OPENDIR, P.OPEN_IN.pack(0, 0), 1, u()),
+                    lambda: _msg(Op.READDIRPLUS, P.READ_IN.pack(self.dirfh, 0, 4096, 0, 0, 0, 0),
+                                 1, u()),
+                    lambda: _msg(Op.RELEASEDIR, P.RELEASE_IN.pack(self.dirfh, 0, 0, 0), 1, u())]
         if kind == "forget":
             if not self.known:
                 return []
@@ -153,6 +173,19 @@ class Driver:
             body = P.SETATTR_IN.pack(P.FATTR_MODE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                                      0o100000 | step[2], 0, 0, 0, 0)
             return [_msg(Op.SETATTR, body, nodeid, u())]
+        if kind == "utimes":
+            body = P.SETATTR_IN.pack(P.FATTR_ATIME | P.FATTR_MTIME, 0, 0, 0, 0, step[2],
+                                     step[2] + 7, 0, 5, 6, 0, 0, 0, 0, 0, 0)
+            return [_msg(Op.SETATTR, body, nodeid, u())]
+        if kind == "fallocate":
+            body = P.FALLOCATE_IN.pack(fh, step[2], step[3], 0, 0)
+            return [_msg(Op.FALLOCATE, body, nodeid, u())]
+        if kind == "mprotect":
+            body = A.MPROTECT.pack(step[2] * 4096, step[3] * 4096, step[4], 0)
+            return [_ioctl(fh, A.SHMFS_IOC_WIN_MPROTECT, body, 0, nodeid, u())]
+        if kind == "madvise":
+            body = A.MADVISE.pack(step[2] * 4096, step[3] * 4096, A.MADV_DONTNEED, 0)
+            return [_ioctl(fh, A.SHMFS_IOC_WIN_MADVISE, body, 0, nodeid, u())]
         if kind == "punch":
             body = P.FALLOCATE_IN.pack(fh, step[2], step[3], 0x01 | 0x02, 0)
             return [_msg(Op.FALLOCATE, body, nodeid, u())]
@@ -202,6 +235,16 @@ class Driver:
             if op == Op.CREATE:
                 fh = struct.unpack_from("<Q", reply, 16 + P.ENTRY_OUT_HEAD.size + P.ATTR.size)[0]
                 self.handles.append((nodeid, fh))
+        elif op == Op.OPENDIR:
+            self.dirfh = struct.unpack_from("<Q", reply, 16)[0]
+        elif op == Op.READDIRPLUS:  # every entry with a node id counted one lookup
+            off = 16
+            while off + P.ENTRY_OUT_HEAD.size <= len(reply):
+                nodeid = struct.unpack_from("<Q", reply, off)[0]
+                namelen = struct.unpack_from("<I", reply, off + 40 + P.ATTR.size + 16)[0]
+                if nodeid:
+                    self.known.append(nodeid)
+                off += (40 + P.ATTR.size + P.DIRENT.size + namelen + 7) & ~7
         elif op == Op.IOCTL and len(reply) == 16 + 16 + A.GRANT.size:
             self.token = reply[-16:]
             self.tokens.append(self.token)

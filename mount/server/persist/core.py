@@ -27,6 +27,7 @@ allocation is deterministic, so every request gets the same frames again.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -384,6 +385,7 @@ class Persist:
             # whose server died stops at once: the next server owns the snap memfd.
             status = 1
             try:
+                gc.disable()  # a collection would touch (copy) every page of the heap
                 _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
                 if os.getppid() != parent:
                     os._exit(1)
