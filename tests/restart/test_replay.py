@@ -144,7 +144,7 @@ class Driver:
             body = P.RENAME_IN.pack(1) + NAMES[step[1]] + b"\0" + NAMES[step[2]] + b"\0"
             return [_msg(Op.RENAME, body, 1, u())]
         if kind == "symlink":
-            return [_msg(Op.SYMLINK, NAMES[step[1]] + b"\0" + b"target/" * step[1] + b"\0", 1,
+            return [_msg(Op.SYMLINK, NAMES[step[1]] + b"\0" + b"t/" * (step[1] + 1) + b"\0", 1,
                          u())]
         if kind == "rmdir":
             return [_msg(Op.RMDIR, b"d" + NAMES[step[1]] + b"\0", 1, u())]

@@ -435,13 +435,13 @@ class Persist:
 
 def _handle(ops: Any, msg: memoryview) -> Any:
     """Handle one request as the session does (fast path first)."""
-    from mount.wire.codec import CodecError, parse_request
+    from mount.wire.codec import CodecError, parse_request, reply_error
 
     fast = ops.handle_fast(msg)
     if fast is not None:
         return fast[1]
     try:
         req = parse_request(msg)
-    except CodecError:
-        return None
+    except CodecError as e:  # the session answers these with the errno
+        return [reply_error(e.unique, e.errno)] if e.unique else None
     return ops.handle(req)
