@@ -150,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="stress kinds to leave out")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+
+    def on_term(signum: int, _frame: object) -> None:  # unwind: the mount is taken down
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
     if args.seed is None:
         args.seed = int(time.time()) % 100000
     s = run(args)

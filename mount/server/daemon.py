@@ -16,9 +16,11 @@ only raise its value, so without the option nothing is changed
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -199,6 +201,8 @@ def run_child(cfg: ChildConfig) -> int:
             close()
     if session.refused:
         return EXIT_NO_RESTART
+    if code == EXIT_UNMOUNTED:
+        ctl.bye()
     return code
 
 
@@ -262,6 +266,8 @@ def child_main(argv: list[str]) -> int:
               "(started by shmfs)", file=sys.stderr)
         return 2
     _child_logging(cfg)
+    # `kill -USR1 PID` prints every thread's stack to the log: what a hung server waits on
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return run_child(cfg)
 
 

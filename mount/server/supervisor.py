@@ -68,6 +68,20 @@ QUICK_DEATH_S = 2.0
 QUICK_DEATHS_MAX = 5
 MAX_FDS_PER_MESSAGE = 16
 SOCKET_PREFIX = "shmfs-supervisor/"
+# How often the supervisor looks whether the serving child's main thread is gone while
+# its pidfd is not readable yet (a thread of it blocked in the kernel: _child_exited).
+LEADER_POLL_S = 0.05
+
+
+def _leader_gone(pid: int) -> bool:
+    """True once the main thread of ``pid`` has exited (a zombie leader), even if
+    other threads of it are still alive; /proc/PID/stat's state field."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in (b"Z", b"X")
 
 
 def socket_name(device: str) -> bytes:
@@ -121,6 +135,10 @@ class ControlChannel:
     def ready(self) -> None:
         self._send(b"ready")
 
+    def bye(self) -> None:
+        """The mount is gone (ENODEV): this exit is not a death to recover from."""
+        self._send(b"bye")
+
     def fail(self, reason: str) -> None:
         self._send(b"fail " + reason.encode(errors="replace"))
 
@@ -166,6 +184,8 @@ class Supervisor:
         self.signals = 0
         self.result = 0
         self.restarts = 0
+        self.child_said_bye = False
+        self.departed: dict[int, subprocess.Popen[bytes]] = {}  # pidfd -> dead, not yet reaped
 
     # --- life -------------------------------------------------------------------------------
 
@@ -214,10 +234,12 @@ class Supervisor:
     def _loop(self, sig_r: int) -> None:
         while self.child is not None:
             assert self.ctl is not None
-            fds = [sig_r, self.ctl.fileno(), self.child_pidfd]
+            fds = [sig_r, self.ctl.fileno(), self.child_pidfd, *self.departed]
             if self.listener is not None:
                 fds.append(self.listener.fileno())
-            ready, _, _ = select.select(fds, [], [])
+            ready, _, _ = select.select(fds, [], [], LEADER_POLL_S)
+            for fd in [fd for fd in ready if fd in self.departed]:
+                self._reap_departed(fd)
             if sig_r in ready:
                 while True:
                     try:
@@ -232,6 +254,8 @@ class Supervisor:
                 self._accept_restart()
             if self.child_pidfd in ready:
                 self._child_exited()
+            elif self.child is not None and _leader_gone(self.child.pid):
+                self._child_exited(whole=False)
 
     def _finish(self) -> None:
         for w in self.waiters:
@@ -243,6 +267,13 @@ class Supervisor:
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None
+        for pidfd, proc in list(self.departed.items()):  # the mount is gone: they end now
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log.warning("child %d still has a thread in the kernel", proc.pid)
+            os.close(pidfd)
+        self.departed.clear()
         for fd in self.store.values():
             os.close(fd)
         self.store.clear()
@@ -295,6 +326,7 @@ class Supervisor:
         self.child_pidfd = os.pidfd_open(child.pid)
         self.child_started = time.monotonic()
         self.child_ready = False
+        self.child_said_bye = False
         log.info("generation %d: serving child %d", self.generation, child.pid)
 
     def _start_spare(self) -> None:
@@ -334,12 +366,26 @@ class Supervisor:
             spare.kill()
             spare.wait()
 
-    def _child_exited(self) -> None:
+    def _child_exited(self, whole: bool = True) -> None:
+        """The serving child died. ``whole``: its pidfd said so (every thread is gone);
+        otherwise only its main thread is (_leader_gone): another thread may be stuck
+        in the kernel -- typically the notifier in an invalidation waiting for a page
+        lock that a READ the dead child had read holds until it is answered, which
+        only the next child can do after the resend. So the next child starts now and
+        the rest of this one is reaped whenever it ends (``departed``)."""
         assert self.child is not None
-        code = self.child.wait()
-        os.close(self.child_pidfd)
+        self._drain_control()  # what it sent before dying (fds, "ready", "fail", "bye")
+        if whole:
+            code = self.child.wait()
+            os.close(self.child_pidfd)
+        else:
+            # the status is not known yet: "bye" means it left because the mount is gone
+            code = EXIT_UNMOUNTED if self.child_said_bye else -signal.SIGKILL
+            if not self.child_said_bye:
+                log.warning("child %d: main thread gone, another thread still in the kernel",
+                            self.child.pid)
+            self.departed[self.child_pidfd] = self.child
         self.child_pidfd = -1
-        self._drain_control()  # what it sent before dying (fds, "ready", "fail")
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None
@@ -367,6 +413,11 @@ class Supervisor:
         self.generation += 1
         self.restarts += 1
         self._start_child()
+
+    def _reap_departed(self, pidfd: int) -> None:
+        proc = self.departed.pop(pidfd)
+        os.close(pidfd)
+        log.info("child %d finally ended (status %s)", proc.pid, proc.wait())
 
     def _give_up(self) -> None:
         """The mount cannot be served: end it (callers get ENOTCONN, as a dead daemon's)."""
@@ -423,6 +474,8 @@ class Supervisor:
             for w in self.waiters:
                 self._answer(w, f"ok {pid} {self.generation}")
             self.waiters.clear()
+        elif word == b"bye":
+            self.child_said_bye = True
         elif word == b"fail":
             reason = rest.decode(errors="replace")
             log.error("the server cannot serve: %s", reason)
