@@ -170,7 +170,26 @@ def _remap_check(m: Path, st: dict) -> None:
     w.close()
 
 
+def _attach_setup(m: Path) -> dict:
+    obj = m / "obj"
+    obj.write_bytes(b"".join(pattern(20 + i, P) for i in range(6)))
+    return {}
+
+
+def _attach_act(m: Path, st: dict) -> None:
+    st["w"] = Window.create(m / "win", m / "obj", 4, pgoff=2)
+
+
+def _attach_check(m: Path, st: dict) -> None:
+    w = st["w"]
+    assert os.fstat(w.fd).st_size == 4 * P
+    assert [w.pread(i * P, P) for i in range(4)] == [pattern(22 + i, P) for i in range(4)]
+    w.close()
+
+
 CASES: dict[str, tuple[str, int, Callable, Callable, Callable]] = {
+    "attach": (f"IOCTL:{abi.SHMFS_IOC_WIN_ATTACH:#x}", 1, _attach_setup, _attach_act,
+               _attach_check),
     "write": ("WRITE", 2, _write_setup, _write_act, _write_check),
     "create": ("CREATE", 1, _create_setup, _create_act, _create_check),
     "rename": ("RENAME", 1, _rename_setup, _rename_act, _rename_check),
