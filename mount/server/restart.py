@@ -186,9 +186,13 @@ class RestartHooks:
         """Commit the request's record with its reply; the reply to write."""
         if self._journalled:
             self._journalled = False
-            reply = b"".join(out) if out is not None else None
-            self.persist.commit(self._unique, reply)
-            out = [reply] if reply is not None else None
+            if out is None or opcode == _OPCODE_READ:
+                # a READ's reply is data the journal does not keep: not copied
+                self.persist.commit(self._unique, out)
+            else:
+                reply = b"".join(out)  # one buffer: recorded, then written
+                self.persist.commit(self._unique, reply)
+                out = [reply]
         if self.kill is not None:
             self.kill.at("after_commit")
         if self._resent and out is not None:
