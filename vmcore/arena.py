@@ -101,6 +101,10 @@ class Arena:
         self.name = name
         self.memfd = memfd  # segments are MAP_SHARED ranges of this memfd (restartable)
         self.replaying = False  # set_replaying(): bookkeeping only, no data touched
+        # frames whose bytes may be stale though they are free (mark_free_stale): punched
+        # when next allocated; None when there are none
+        self._stale: np.ndarray | None = None
+        self._nstale = 0
         self._sink: mmap.mmap | None = None
         self._mmaps: list[mmap.mmap] = []
         self._bufs: list[np.ndarray] = []  # flat uint8 view of each segment
@@ -198,6 +202,9 @@ class Arena:
             pieces.append((self._bump, take))
             self._bump += take
             need -= take
+        if self._stale is not None and not self.replaying:
+            for s, k in pieces:
+                self._scrub(s, k)
         if self._populate and not self.replaying:
             ready = self._ahead_ready() if self._ahead else 0
             for i, (s, k) in enumerate(pieces):
@@ -248,6 +255,8 @@ class Arena:
             self._bump = s + 1
             if self._ahead and not self.replaying:
                 self._ahead_ready()  # grows early and wakes the thread as alloc does
+        if self._stale is not None and not self.replaying:
+            self._scrub(s, 1)
         self._in_use[s] = True
         self.frames_allocated += 1
         return s
@@ -691,6 +700,40 @@ class Arena:
         if not on and self._sink is not None:
             self._sink.close()
             self._sink = None
+
+    def mark_free_stale(self) -> int:
+        """After a restart: every frame free now (free runs and the space past the
+        bump pointer) may hold bytes a killed request wrote before its record, and
+        alloc() promises zeroed frames, so each is punched when next handed out
+        (once; the request the kernel resends first gets its old frames back zeroed,
+        then rewrites them). Returns how many frames are marked."""
+        b = self._bump
+        while b < self._limit:  # past the bump pointer: punched now, one call a segment
+            seg, idx = divmod(b, self.fps)
+            k = self.fps - idx
+            self._mmaps[seg].madvise(_MADV_REMOVE if self.memfd is not None
+                                     else mmap.MADV_DONTNEED, idx << PAGE_SHIFT, k << PAGE_SHIFT)
+            b += k
+        stale = ~self._in_use[: self._bump]  # the free runs: punched as they are reused
+        n = int(np.count_nonzero(stale))
+        self._stale, self._nstale = (stale, n) if n else (None, 0)
+        return n + self._limit - self._bump
+
+    def _scrub(self, start: int, n: int) -> None:
+        """Punch the stale frames among [start, start+n) before they are handed out."""
+        st = self._stale
+        assert st is not None
+        sel = st[start : start + n]
+        if not sel.any():
+            return
+        for a, k in self._runs_sorted(np.flatnonzero(sel) + start):
+            seg, idx = divmod(a, self.fps)
+            self._mmaps[seg].madvise(_MADV_REMOVE if self.memfd is not None
+                                     else mmap.MADV_DONTNEED, idx << PAGE_SHIFT, k << PAGE_SHIFT)
+        self._nstale -= int(np.count_nonzero(sel))
+        sel[:] = False
+        if self._nstale <= 0:
+            self._stale = None
 
     def _sink_mv(self) -> memoryview:
         if self._sink is None:

@@ -93,3 +93,26 @@ def test_default_arena_is_still_anonymous() -> None:
     a = Arena(SEG)
     assert a.memfd is None and not a.replaying
     a.close()
+
+
+def test_stale_free_frames_are_zero_when_handed_out_again(memfd: int) -> None:
+    """A killed request wrote into frames it had just taken; after recovery they are
+    free again, and whoever gets them -- not only the resent request -- sees zeros."""
+    a = Arena(SEG, memfd=memfd, populate=False)
+    keep = a.alloc(4)
+    _fill(a, keep, 1)
+    gone = a.alloc(3)
+    a.free(gone)  # free runs, punched
+    state = a.allocator_state()  # what the journal says: nothing after this
+    dirty = a.alloc(6)  # the killed request: 3 reused frames and 3 fresh ones ...
+    _fill(a, dirty, 0xEE)  # ... written, then the process died
+    a.close()
+    b = Arena(SEG, memfd=memfd, populate=False)
+    b.restore_allocator_state(state)
+    assert b.mark_free_stale() >= 6
+    other = b.alloc(2)  # someone else allocates first (a different size, even)
+    more = b.alloc1()
+    for f in [*other.tolist(), more]:
+        assert not bytes(b.view(f)).strip(b"\0"), f"frame {f} handed out with stale bytes"
+    assert all(bytes(b.view(int(f))) == b"\x01" * PAGE_SIZE for f in keep)  # data stays
+    b.close()

@@ -93,6 +93,7 @@ class RecoveryInfo:
     seconds: float = 0.0
     fresh: bool = True  # no state yet: a new mount
     diverged: int | None = None  # a record after which the replay allocated differently
+    stale_frames: int = 0  # free frames punched before their next use
 
     def reply_for(self, unique: int) -> bytes | None:
         """The recorded reply of a resent request, its unique patched to ``unique``."""
@@ -211,6 +212,9 @@ class Persist:
             self.arena.set_replaying(False)
             self.inputs.end_replay()
         info.records = len(records)
+        # the request being handled when the server died may have written into frames
+        # that are free now: zero them before anyone gets them (Arena.mark_free_stale)
+        info.stale_frames = self.arena.mark_free_stale()
         # whatever follows the last valid record (a torn one) is cleared before appending
         size = os.fstat(jfd).st_size
         if size > pos:
