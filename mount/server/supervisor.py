@@ -26,6 +26,20 @@ before the next child starts. Other messages: ``ready`` (serving; the pidfile
 is rewritten with the child's pid), ``fail REASON`` (cannot serve at all, e.g.
 a kernel without FUSE_HAS_RESEND: the mount is taken down, no restart).
 
+**A spare.** Once a child serves, the supervisor starts a spare child that
+imports everything a server needs and waits on its own control socket; at
+the next death it gets the configuration and the descriptors (SCM_RIGHTS)
+and only has to recover, so a restart costs no interpreter start.
+
+**When is a child dead?** When its main thread is: a pidfd reports an exit
+only once every thread is gone, and a thread of a killed server can be stuck
+in the kernel (the notifier, in an invalidation waiting for a page lock that
+a READ the dead server had read holds until the *next* server answers it
+after the resend). So the supervisor also reads the leader's state in
+/proc/PID/stat every LEADER_POLL_S, starts the next child as soon as it is a
+zombie, and reaps the rest of the old one when it ends. A child that leaves
+because the mount is gone says ``bye`` first.
+
 **Restart requests** come on an abstract unix socket named after the mount's
 device (``@shmfs-supervisor/MAJOR:MINOR``, found through /proc/self/mountinfo
 without touching the mount), from root or the mounting user only
