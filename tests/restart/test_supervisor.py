@@ -54,12 +54,27 @@ def test_pidfile_names_the_serving_child_and_kill_9_is_survived() -> None:
         assert _ppid(pid) == m.supervisor
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if _ppid(int(entry)) == pid:
+                    out.append(int(entry))
+            except (OSError, IndexError):
+                continue
+    return out
+
+
 def test_unmount_ends_the_supervisor_and_its_child() -> None:
     with restartable_mount("size=16m") as m:
         child = m.child()
+        m.serving()  # the spare is started before this is answered
+        kids = _children(m.supervisor)
+        assert child in kids and len(kids) == 2, kids  # the serving child and the spare
         (m.path / "f").write_bytes(b"x")
         mounting.unmount(m.path)
-        assert exited(child, 20)
+        assert all(exited(k, 20) for k in kids)
         assert exited(m.supervisor, 20)
         assert m.managed.poll() == 0
         assert not leftovers(m.managed.base)
