@@ -102,11 +102,16 @@ def journal_per_request() -> None:
     d = Driver(Persist.create(), snapshots=False)
     p = d.p
     assert p is not None
+    nodeid, fh = d.create(b"r")
+    d.run(Op.WRITE, P.WRITE_IN.pack(fh, 0, 4096, 0, 0, 0, 0) + b"x" * 4096, nodeid)
+    read = msg(Op.READ, P.READ_IN.pack(fh, 0, 4096, 0, 0, 0, 0), nodeid, 18)
+    d.run(Op.READ, P.READ_IN.pack(fh, 0, 4096, 0, 0, 0, 0), nodeid)  # atime now after mtime
     w = msg(Op.WRITE, P.WRITE_IN.pack(1, 0, 4096, 0, 0, 0, 0) + b"x" * 4096, 2, 12)
     look = msg(Op.LOOKUP, b"somename\0", 1, 14)
     get = msg(Op.GETATTR, P.GETATTR_IN.pack(0, 0, 0), 2, 16)
     reply = [bytes(40)]
-    for name, m in (("WRITE 4 KiB", w), ("LOOKUP", look), ("GETATTR (pure)", get)):
+    for name, m in (("WRITE 4 KiB", w), ("LOOKUP", look), ("GETATTR (pure)", get),
+                    ("READ 4 KiB that moves no atime (no record)", read)):
         mv = memoryview(m)
         best = float("inf")
         for _ in range(7):

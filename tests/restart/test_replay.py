@@ -381,8 +381,10 @@ def run_live(steps: list[tuple], kill_at: int, mode: str,
                 if op_of(msg) in (Op.FORGET, Op.BATCH_FORGET):  # journalled before it runs
                     committed.append((msg, now))
                 return p, committed, (msg, now, reply)
+            before = p.writer.pos
             if journal:
                 p.commit(int.from_bytes(msg[8:16], "little"), reply)
+                journal = p.writer.pos > before or op_of(msg) in (Op.FORGET, Op.BATCH_FORGET)
                 pos = p.writer.last
             if n == kill_at and mode == "torn":
                 end = p.writer.pos
@@ -390,7 +392,8 @@ def run_live(steps: list[tuple], kill_at: int, mode: str,
                     cut = pos + 1 + (end - pos - 2) * 7 // 13
                     J.punch(p.fds["journal"], cut, end - cut)
                     return p, committed, (msg, now, reply)
-            committed.append((msg, now))
+            if journal:  # (a READ that changed nothing leaves no record)
+                committed.append((msg, now))
             d.learn(msg, reply)
             if n == kill_at and mode == "committed":
                 return p, committed, (msg, now, reply)

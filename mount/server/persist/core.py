@@ -77,6 +77,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
 
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 
 Keep = Callable[[dict[str, int]], None]
 
@@ -137,6 +138,7 @@ class Persist:
         self._store_hook: Any = self.inputs.store_queued
         self._pending_msg: bytes | memoryview | None = None
         self._pending_op = 0
+        self._read_atime: int | None = None  # the READ being handled: its inode's atime before
 
     # -- construction ----------------------------------------------------------------------
 
@@ -287,6 +289,9 @@ class Persist:
             return True
         self._pending_msg = msg
         self._pending_op = opcode
+        if opcode == OP_READ:  # see commit: a READ that changed nothing leaves no record
+            inode = fs._inodes.get(_U64.unpack_from(msg, 16)[0])
+            self._read_atime = None if inode is None else inode.atime_ns
         return True
 
     def _track_session(self, fs: Any) -> None:
@@ -312,6 +317,15 @@ class Persist:
             return
         self._pending_msg = None
         opcode = self._pending_op
+        if opcode == OP_READ:
+            # A READ changes atime (when the mount's atime rules say so) and, when the fs
+            # has windows, their cached-page sets; nothing else. Most READs change
+            # neither: no record then (the journal's cost on a read-mostly load).
+            fs = self.ops.fs
+            if fs._windows is None and self._read_atime is not None:
+                inode = fs._inodes.get(_U64.unpack_from(msg, 16)[0])
+                if inode is not None and inode.atime_ns == self._read_atime:
+                    return
         # READ replies are data, and a READ run twice changes nothing more than once
         if reply is None or opcode == OP_READ:
             keep = b""
