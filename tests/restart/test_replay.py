@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fsimpl import FsOptions, ShmFs
+from fsimpl.atime import RELATIME, AtimeMode
 from mount.server.ops import Operations, OpsConfig
 from mount.server.persist import Persist
 from mount.server.persist import journal as J
@@ -52,8 +53,15 @@ def _init_body() -> bytes:
     return P.INIT_IN_BASE.pack(7, 40, 1 << 20, 0xFFFFFFFF) + P.INIT_IN_FLAGS2.pack(0) + bytes(44)
 
 
-def _build(fs_kwargs: dict[str, Any], generation: int | None = None) -> Operations:
+# the mount's atime options as the daemon reads them (a remount changes them)
+ATIME_MODES = [RELATIME, AtimeMode(noatime=True), AtimeMode(relatime=False)]
+MOUNT_ATIME = [RELATIME]
+
+
+def _build(fs_kwargs: dict[str, Any], generation: int | None = None,
+           atime: list[AtimeMode] = MOUNT_ATIME) -> Operations:
     fs = ShmFs(FsOptions(size_bytes=1 << 24, nr_inodes=200), **fs_kwargs)
+    fs.atime_mode = lambda: atime[0]  # as the daemon wires MountFlagsWatch
     return Operations(fs, OpsConfig(generation=generation))
 
 
@@ -95,6 +103,7 @@ OPS = st.one_of(
     st.tuples(st.just("mprotect"), st.integers(0, 7), st.integers(0, 7), st.integers(1, 4),
               st.sampled_from([0, 1, 3])),
     st.tuples(st.just("madvise"), st.integers(0, 7), st.integers(0, 7), st.integers(1, 4)),
+    st.tuples(st.just("remount"), st.integers(0, 2)),  # atime options change under us
     st.tuples(st.just("reap"), st.integers(1, 3)),  # the session's idle-time evictions
     st.tuples(st.just("defer"), st.booleans()),  # the session switching them on or off
     # windows (docs/windows.md): GRANT on an object, ATTACH an empty file with the
@@ -335,6 +344,7 @@ def run_live(steps: list[tuple], kill_at: int, mode: str,
     ``mode``; return the memfds' Persist, the committed (msg, clock) list and the
     in-flight request (msg, clock, reply) or None."""
     clock = Clock()
+    MOUNT_ATIME[0] = RELATIME
     p = Persist.create(segment_bytes=SEG)
     p.now = clock
     ops, info = p.recover(_build)
@@ -347,10 +357,13 @@ def run_live(steps: list[tuple], kill_at: int, mode: str,
     n = 0
     ops.fs.store_queued = _store_queued  # as a session does (windows ask it)
     for step in [None, *steps]:
-        if step is not None and step[0] in ("reap", "defer"):
+        if step is not None and step[0] in ("reap", "defer", "remount"):
             if n == kill_at:  # (no request to kill here: the next one is)
                 kill_at += 1
-            if step[0] == "defer":
+            if step[0] == "remount":  # mount -o remount,noatime ...: no request
+                MOUNT_ATIME[0] = ATIME_MODES[step[1]]
+                committed.append((b"atime", step[1]))
+            elif step[0] == "defer":
                 ops.fs.defer_evictions = step[1]  # journalled by the next begin()
             elif ops.fs.defer_evictions:
                 pos = p.writer.pos
@@ -412,11 +425,16 @@ def twin_of(committed: list[tuple[bytes, int]],
 
     (_, born), (_, generation), *committed = committed
     clock = [born]
-    ops = _build({"clock": lambda: clock[0], "backing": Backing(0, Arena(SEG))}, generation)
+    twin_atime = [RELATIME]
+    ops = _build({"clock": lambda: clock[0], "backing": Backing(0, Arena(SEG))}, generation,
+                 twin_atime)
 
     ops.fs.store_queued = _store_queued
 
     def apply(msg: bytes, now: int) -> Any:
+        if msg == b"atime":
+            twin_atime[0] = ATIME_MODES[now]
+            return None
         if msg == b"defer":
             ops.fs.defer_evictions = bool(now)
             return None
@@ -681,3 +699,18 @@ def test_fixed_window_sequence_makes_a_window() -> None:
 def test_kill_at_every_request_of_a_window_sequence(mode: str, snapshot_at: int | None) -> None:
     for kill_at in range(len(FIXED_WINDOW) + 2):
         check(FIXED_WINDOW, kill_at, mode, snapshot_at)
+
+
+FIXED_REMOUNT = [
+    ("create", 0), ("write", 0, 0, 100, 1), ("read", 0, 0), ("remount", 1),
+    ("write", 0, 0, 100, 2), ("read", 0, 0), ("chmod", 0, 0o644), ("remount", 2), ("read", 0, 0),
+    ("read", 0, 0), ("remount", 0), ("write", 0, 0, 100, 3), ("read", 0, 0),
+]
+
+
+@pytest.mark.parametrize("snapshot_at", [None, 4])
+def test_replay_sees_the_atime_options_the_server_saw(snapshot_at: int | None) -> None:
+    """A remount changes the atime options between READs: replay must apply each
+    READ under the options it was served with, not those of the new server."""
+    for kill_at in range(len(FIXED_REMOUNT) + 2):
+        check(FIXED_REMOUNT, kill_at, "before", snapshot_at)

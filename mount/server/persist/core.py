@@ -178,12 +178,16 @@ class Persist:
         ops = build({"backing": Backing(0, self.arena), "clock": self.inputs.clock})
         self.ops = ops
         self._store_hook = self.inputs.store_queued
+        # the atime options become a recorded input too (Inputs.atime_mode)
+        self.inputs.atime_source = ops.fs.atime_mode
+        ops.fs.atime_mode = self.inputs.atime_mode
         if header is None or header.snap_off < 0:
             # a new mount: its first snapshot, so that the random generation and the
             # options are fixed before any request (written synchronously: it is tiny)
             self.header = J.Header()
             self._defer = bool(ops.fs.defer_evictions)
             ops.fs.store_queued = self._store_hook
+            self.inputs.atime_last = self.inputs.atime_source()
             self._write_snapshot_now()
             self.writer = J.JournalWriter(jfd, self.header.start, self.header.seq)
             info.seconds = time.perf_counter() - t0
@@ -193,6 +197,7 @@ class Persist:
         data = S.read_slot(self.fds["snap"], header.snap_off)
         info.snapshot_bytes = len(data)
         blob = S.load(data, ops, self.arena)
+        self.inputs.atime_last = blob.get("atime")
         self._defer = bool(ops.fs.defer_evictions)
         ops.fs.store_queued = self._store_hook  # replayed answers; the session's come later
         for unique, reply in blob["replies"]:
@@ -383,7 +388,8 @@ class Persist:
         self._publish(slot, pos, seq)
 
     def _dump(self, pos: int, seq: int) -> bytes:
-        return S.dump(self.ops, self.arena, list(self.replies), pos, seq)
+        return S.dump(self.ops, self.arena, list(self.replies), pos, seq,
+                      atime=self.inputs.atime_last)
 
     def _start_child(self) -> None:
         """fork(): the child pickles the state as of now into the free slot and

@@ -5,7 +5,9 @@ given back on replay, so that replaying a journal reproduces the state exactly.
   returns one value per request (taken by ``begin``), which the record keeps;
 * the caller's credentials read from /proc (mount/server/creds.py ``hook``);
 * the random attach tokens a GRANT mints (fsimpl/wingrant.py ``token_source``);
-* the session's answer whether a NOTIFY_STORE is still queued (``store_queued``).
+* the session's answer whether a NOTIFY_STORE is still queued (``store_queued``);
+* the mount's atime options (``atime_mode``), which a remount changes: only a
+  change is recorded, with the first request that saw it.
 
 Everything else a handler does is a function of the state and the request
 bytes (node ids and handle numbers are counters, frame allocation is
@@ -33,6 +35,9 @@ class Inputs:
         self.consumed: list[Any] = []  # live: what the current request took, in order
         self._replay: Iterator[Any] | None = None
         self.store_source: Any = None  # the session's store_queued, wrapped by store_queued
+        self.atime_source: Any = None  # the daemon's atime_mode (MountFlagsWatch)
+        self.atime_last: Any = None  # the atime options as the journal last recorded them
+        self._peek: tuple[str, Any] | None = None  # replay: the next recorded input
 
     # -- the sources ---------------------------------------------------------------------
 
@@ -67,11 +72,35 @@ class Inputs:
         self.consumed.append(("store", value))
         return value
 
+    def atime_mode(self) -> Any:
+        """fsimpl's question for the mount's atime options (mount/server/mountflags.py
+        reads them from mountinfo: ``mount -o remount,noatime`` changes them behind
+        the daemon). Only a change is recorded, with the request that first saw it."""
+        if self._replay is not None:
+            nxt = self._peek
+            if nxt is not None and nxt[0] == "atime":
+                self._peek = None
+                self.atime_last = nxt[1]
+            return self.atime_last
+        src = self.atime_source
+        value = src() if src is not None else self.atime_last
+        if value != self.atime_last:
+            self.atime_last = value
+            self.consumed.append(("atime", value))
+        return value
+
     def _next(self, kind: str) -> Any:
-        try:
-            got, value = next(self._replay)  # type: ignore[arg-type]
-        except StopIteration:
-            raise ReplayMismatch(f"replay asked for {kind}, the record has no more") from None
+        if self._peek is not None:
+            got, value = self._peek
+            self._peek = None
+        else:
+            try:
+                got, value = next(self._replay)  # type: ignore[arg-type]
+            except StopIteration:
+                raise ReplayMismatch(f"replay asked for {kind}, the record has no more") from None
+        if got == "atime":  # a change the live run saw before this input: take it, go on
+            self.atime_last = value
+            return self._next(kind)
         if got != kind:
             raise ReplayMismatch(f"replay asked for {kind}, the record has {got}")
         return value
@@ -91,9 +120,13 @@ class Inputs:
         self.now = now
         self.consumed.clear()
         self._replay = iter(pickle.loads(side) if side else ())
+        self._peek = next(self._replay, None)  # (atime_mode looks at it without taking it)
 
     def end_replay(self) -> None:
+        if self._peek is not None and self._peek[0] == "atime":  # seen by a last call
+            self.atime_last = self._peek[1]
         self._replay = None
+        self._peek = None
 
     def install(self) -> None:
         """Route the creds and token sources of this process through this object."""

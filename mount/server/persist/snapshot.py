@@ -82,8 +82,10 @@ def _pickler(f: io.BytesIO, fs: Any, arena: Any) -> pickle.Pickler:
     return p
 
 
-def dump(ops: Any, arena: Any, replies: list[tuple[int, bytes]], pos: int, seq: int) -> bytes:
-    """The snapshot of ``ops`` (and its fs) as of journal position ``pos``/``seq``."""
+def dump(ops: Any, arena: Any, replies: list[tuple[int, bytes]], pos: int, seq: int,
+         **extra: Any) -> bytes:
+    """The snapshot of ``ops`` (and its fs) as of journal position ``pos``/``seq``;
+    ``extra`` (e.g. the recorded atime options) comes back in load()'s result."""
     fs = ops.fs
     state = {k: v for k, v in vars(fs).items() if k not in TRANSIENT_FS_KEYS}
     # an event queue is always drained by the time a snapshot is taken; keep it empty
@@ -95,6 +97,7 @@ def dump(ops: Any, arena: Any, replies: list[tuple[int, bytes]], pos: int, seq: 
         "replies": replies,
         "pos": pos,
         "seq": seq,
+        **extra,
     }
     f = io.BytesIO()
     _pickler(f, fs, arena).dump(blob)
