@@ -151,3 +151,22 @@ def test_another_user_may_not_restart_it() -> None:
         res = as_user(NOBODY, NOBODY, lambda: request_restart(m.path, 30, request="status"))
         assert res == ("ok", (False, "only root or the user who mounted may restart it")), res
         assert m.serving() == (child, 0)  # nothing was restarted
+
+
+def test_when_the_supervisor_dies_the_child_serves_on_until_unmounted() -> None:
+    """docs/reliability.md: the supervisor's death ends restartability, not the mount;
+    the spare (waiting on the supervisor's socket) leaves, the child serves on, and
+    umount ends it."""
+    with restartable_mount("size=8m") as m:
+        child, _ = m.serving()
+        spare = [k for k in _children(m.supervisor) if k != child]
+        assert len(spare) == 1
+        (m.path / "f").write_bytes(b"kept")
+        os.kill(m.supervisor, 9)
+        assert exited(m.supervisor, 10)
+        assert exited(spare[0], 20)
+        assert (m.path / "f").read_bytes() == b"kept"
+        (m.path / "g").write_bytes(b"still served")
+        assert sorted(os.listdir(m.path)) == ["f", "g"]
+        mounting.unmount(m.path)
+        assert exited(child, 20)
