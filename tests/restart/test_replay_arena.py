@@ -116,3 +116,18 @@ def test_stale_free_frames_are_zero_when_handed_out_again(memfd: int) -> None:
         assert not bytes(b.view(f)).strip(b"\0"), f"frame {f} handed out with stale bytes"
     assert all(bytes(b.view(int(f))) == b"\x01" * PAGE_SIZE for f in keep)  # data stays
     b.close()
+
+
+def test_one_alloc_across_the_last_stale_run_and_fresh_space(memfd: int) -> None:
+    """The stale frames run out in the middle of one alloc (free run, then fresh
+    space): the rest is handed out as usual (this raised in the kill loop)."""
+    a = Arena(SEG, memfd=memfd, populate=False)
+    a.free(a.alloc(3))
+    state = a.allocator_state()
+    a.close()
+    b = Arena(SEG, memfd=memfd, populate=False)
+    b.restore_allocator_state(state)
+    b.mark_free_stale()
+    frames = b.alloc(10)  # 3 stale, then 7 past the bump pointer
+    assert frames.size == 10 and b._stale is None
+    b.close()
