@@ -4,9 +4,9 @@ unexpected errno) in any worker, windows coherent (the window kinds of the stres
 tool check every byte seen through a window against the object's model).
 
 The CI version of scripts/restart_kill_loop.py: 50 kills at random moments
-(uniform 0..0.2 s after each child starts serving), which takes 25-35 s on a
-quiet machine and about 65 s at load 6 (a restart then takes ~1.3 s); the
-stress run lasts 90 s so that the loaded case still gets its 50 kills. The
+(uniform 0..0.2 s after each child starts serving): measured 40 s at load 5
+(median restart 0.44 s) and 67 s at load 6 (1.27 s); the stress run lasts
+90 s so that a loaded machine still gets its 50 kills. The
 longer runs and their figures are in docs/reliability.md.
 """
 
