@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         # closes, instead of waiting for the resend (fs/fuse/dev.c fuse_dev_release)
         print("shmfs: -o restartable serves with one reader; drop readers=2", file=sys.stderr)
         return 2
+    if opts.restartable and getattr(opts, "uring", None):  # the uring option of issue 15
+        # requests taken from io_uring queues are not in /dev/fuse's processing lists,
+        # which are what FUSE_NOTIFY_RESEND gives back to a restarted server
+        print("shmfs: -o restartable cannot be combined with -o uring", file=sys.stderr)
+        return 2
     mnt = Path(os.path.realpath(ns.mountpoint))
     foreground = ns.foreground or ns.debug
     if opts.restartable:
