@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print("shmfs: -o restartable serves with one reader; drop readers=2", file=sys.stderr)
         return 2
     if opts.restartable and getattr(opts, "uring", None):  # the uring option of issue 15
-        # requests taken from io_uring queues are not in /dev/fuse's processing lists,
-        # which are what FUSE_NOTIFY_RESEND gives back to a restarted server
+        # the io_uring queues belong to the serving process's ring, which dies with it;
+        # resending them to the next server is neither built nor tested
         print("shmfs: -o restartable cannot be combined with -o uring", file=sys.stderr)
         return 2
     mnt = Path(os.path.realpath(ns.mountpoint))
