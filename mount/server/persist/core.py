@@ -249,22 +249,36 @@ class Persist:
         if rec.kind == J.KIND_DEFER:
             ops.fs.defer_evictions = self._defer = bool(msg[0])
             return
+        out = None
         if rec.kind == J.KIND_REAP:
             ops.fs.reap(int.from_bytes(msg[:8], "little") or None)
         else:
-            _handle(ops, memoryview(msg))
+            out = _handle(ops, memoryview(msg))
         ops.fs.drain_events()  # nothing reaches the kernel from a replay
         if rec.kind == J.KIND_REQUEST:
             a = self.arena
+            reply = bytes(rec.reply)
+            why = None
             if rec.check != J.NO_CHECK and rec.check != (a._bump & 0xFFFFFFFF,
                                                          a._nfree & 0xFFFFFFFF):
+                why = f"arena (bump, free) {(a._bump, a._nfree)}, recorded {rec.check}"
+            elif reply and opcode != OP_READ:
+                # the same request on the same state must answer the same bytes
+                got = b"".join(bytes(b) for b in out) if out else b""
+                if got[:8] != reply[:8] or got[16:] != reply[16:]:  # (the unique may differ)
+                    at = next((i for i, (x, y) in enumerate(zip(got, reply, strict=False))
+                               if x != y), min(len(got), len(reply)))
+                    why = (f"reply differs from the recorded one at byte {at} "
+                           f"({len(got)} vs {len(reply)} bytes; error {got[4:8].hex()} vs "
+                           f"{reply[4:8].hex()})")
+            if why is not None:
                 if info.diverged is None:
-                    log.error("replay diverged at record %d (opcode %d): arena (bump, free) "
-                              "%s, recorded %s", rec.seq, opcode, (a._bump, a._nfree),
-                              rec.check)
+                    log.error("replay diverged at record %d (opcode %d, unique %d, nodeid %d): "
+                              "%s", rec.seq, opcode,
+                              int.from_bytes(msg[8:16], "little") & ~UNIQUE_RESEND,
+                              int.from_bytes(msg[16:24], "little"), why)
                 info.diverged = rec.seq
             unique = int.from_bytes(msg[8:16], "little") & ~UNIQUE_RESEND
-            reply = bytes(rec.reply)
             if reply:
                 info.replies[unique] = reply
                 self.replies.append((unique, reply))
