@@ -714,3 +714,28 @@ def test_replay_sees_the_atime_options_the_server_saw(snapshot_at: int | None) -
     READ under the options it was served with, not those of the new server."""
     for kill_at in range(len(FIXED_REMOUNT) + 2):
         check(FIXED_REMOUNT, kill_at, "before", snapshot_at)
+
+
+def test_a_long_replay_is_followed_by_a_snapshot() -> None:
+    """Servers that die before their snapshot child finishes leave a growing journal;
+    a recovery that replayed a snapshot interval's worth takes one before serving,
+    so the next recovery replays nothing of it."""
+    p, _committed, _ = run_live(FIXED, 10**6, "never", None)
+    fds = p.fds
+    records = p.writer.seq - p.header.seq
+    p.close()
+    r = Persist.attach(fds, segment_bytes=SEG)
+    r.snapshot_every = records  # as if that many records were a whole interval
+    ops, info = r.recover(_build)
+    try:
+        assert info.records == records and info.snapshot_taken is not None
+        state = fs_state(ops)
+        r.close()
+        r = Persist.attach(fds, segment_bytes=SEG)
+        ops, info = r.recover(_build)
+        assert info.records == 0 and info.diverged is None
+        assert fs_state(ops) == state
+    finally:
+        r.close()
+        for fd in fds.values():
+            os.close(fd)
