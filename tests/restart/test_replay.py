@@ -31,7 +31,7 @@ from fsimpl.atime import RELATIME, AtimeMode
 from mount.server.ops import Operations, OpsConfig
 from mount.server.persist import Persist
 from mount.server.persist import journal as J
-from mount.server.persist.core import _handle
+from mount.server.persist.core import _expire, _handle
 from mount.winapi import abi as A
 from mount.wire import protocol as P
 
@@ -506,8 +506,13 @@ def check(steps: list[tuple], kill_at: int, mode: str, snapshot_at: int | None,
         recorded = info.reply_for(unique | 1 << 63)
         if mode == "committed" and op != Op.READ:
             # done: the recorded reply, not applied again
-            assert recorded is not None and recorded[16:] == reply[16:]
-            assert recorded[8:16] == bytes(resent[8:16])
+            assert recorded is not None and recorded[8:16] == bytes(resent[8:16])
+            # the same bytes, except that entries and attributes come with no validity
+            want = bytearray(reply)
+            _expire(op, want)
+            assert recorded[:8] == reply[:8] and recorded[16:] == bytes(want[16:])
+            if op in (Op.LOOKUP, Op.CREATE, Op.MKDIR, Op.LINK) and reply[4:8] == bytes(4):
+                assert recorded[32:56] == bytes(24) and reply[32:56] != bytes(24)
             return
         assert recorded is None or op == Op.READ
         if interlude:
@@ -739,3 +744,37 @@ def test_a_long_replay_is_followed_by_a_snapshot() -> None:
         r.close()
         for fd in fds.values():
             os.close(fd)
+
+
+def test_recorded_entries_come_back_with_no_validity() -> None:
+    """A reply answered from the journal carries entries and attributes as of its
+    commit: READDIRPLUS (every entry), LOOKUP/CREATE and SETATTR come back with
+    zero validity, so the kernel asks again rather than keep them for a day."""
+    ops = _build({})
+    _handle(ops, memoryview(_msg(Op.INIT, _init_body(), 0, 2)))
+    for i, name in enumerate((b"one", b"second-name", b"3")):
+        body = P.CREATE_IN.pack(os.O_RDWR, 0o100644, 0, 0) + name + b"\0"
+        out = b"".join(_handle(ops, memoryview(_msg(Op.CREATE, body, 1, 10 + 2 * i))))
+        e = bytearray(out)
+        _expire(Op.CREATE, e)
+        assert e[32:56] == bytes(24) and out[32:56] != bytes(24) and e[56:] == out[56:]
+    fh = struct.unpack_from("<Q", b"".join(_handle(ops, memoryview(
+        _msg(Op.OPENDIR, P.OPEN_IN.pack(0, 0), 1, 30)))), 16)[0]
+    out = b"".join(_handle(ops, memoryview(
+        _msg(Op.READDIRPLUS, P.READ_IN.pack(fh, 0, 4096, 0, 0, 0, 0), 1, 32))))
+    e = bytearray(out)
+    _expire(Op.READDIRPLUS, e)
+    off, names = 16, []
+    while off < len(e):
+        nodeid = struct.unpack_from("<Q", e, off)[0]
+        namelen = struct.unpack_from("<I", e, off + 128 + 16)[0]
+        names.append(bytes(e[off + 152 : off + 152 + namelen]))
+        if nodeid:
+            assert e[off + 16 : off + 40] == bytes(24) and out[off + 16 : off + 40] != bytes(24)
+        off += (152 + namelen + 7) & ~7
+    assert names == [b".", b"..", b"one", b"second-name", b"3"]
+    sa = b"".join(_handle(ops, memoryview(_msg(Op.SETATTR, P.SETATTR_IN.pack(
+        P.FATTR_MODE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0o100600, 0, 0, 0, 0), 2, 34))))
+    e = bytearray(sa)
+    _expire(Op.SETATTR, e)
+    assert e[16:28] == bytes(12) and sa[16:28] != bytes(12) and e[28:] == sa[28:]

@@ -87,6 +87,7 @@ class RecoveryInfo:
     """What a new server learns from the state its predecessors left."""
 
     replies: dict[int, bytes] = field(default_factory=dict)  # unique (bit 63 clear) -> reply
+    reply_ops: dict[int, int] = field(default_factory=dict)  # unique -> the request's opcode
     initialized: bool = False  # INIT was answered on this connection
     cached_inodes: list[int] = field(default_factory=list)  # nlookup > 0: the kernel may cache
     records: int = 0  # journal records replayed
@@ -98,11 +99,41 @@ class RecoveryInfo:
     snapshot_taken: float | None = None  # seconds of a snapshot taken before serving
 
     def reply_for(self, unique: int) -> bytes | None:
-        """The recorded reply of a resent request, its unique patched to ``unique``."""
-        r = self.replies.get(unique & ~UNIQUE_RESEND)
+        """The recorded reply of a resent request, its unique patched to ``unique``,
+        and the validity of every entry and attribute it carries set to zero: they
+        are as of the request's commit, and anything may have changed since (the
+        kernel applying them with a day's validity would keep, e.g., a window's
+        size from before its ATTACH); zero makes the kernel ask again."""
+        plain = unique & ~UNIQUE_RESEND
+        r = self.replies.get(plain)
         if r is None:
             return None
-        return r[:8] + unique.to_bytes(8, "little") + r[16:]
+        out = bytearray(r)
+        out[8:16] = unique.to_bytes(8, "little")
+        if len(out) > 16 and out[4:8] == b"\0\0\0\0":
+            _expire(self.reply_ops.get(plain, 0), out)
+        return bytes(out)
+
+
+# replies that carry a fuse_entry_out at offset 16: LOOKUP SYMLINK MKNOD MKDIR LINK CREATE TMPFILE
+_ENTRY_REPLIES = frozenset({1, 6, 8, 9, 13, 35, 51})
+_SETATTR, _READDIRPLUS = 4, 44
+_ENTRY_OUT = 40 + 88  # fuse_entry_out: nodeid, generation, 2 x valid, 2 x nsec, fuse_attr
+_DIRENT = 24  # fuse_dirent without its name
+
+
+def _expire(opcode: int, out: bytearray) -> None:
+    """Zero the entry and attribute validity in a recorded reply (RecoveryInfo.reply_for)."""
+    if opcode in _ENTRY_REPLIES and len(out) >= 16 + _ENTRY_OUT:
+        out[32:56] = bytes(24)  # entry_valid, attr_valid, entry_valid_nsec, attr_valid_nsec
+    elif opcode == _SETATTR and len(out) >= 32:
+        out[16:28] = bytes(12)  # fuse_attr_out.attr_valid, attr_valid_nsec
+    elif opcode == _READDIRPLUS:
+        off = 16
+        while off + _ENTRY_OUT + _DIRENT <= len(out):
+            out[off + 16 : off + 40] = bytes(24)
+            namelen = int.from_bytes(out[off + _ENTRY_OUT + 16 : off + _ENTRY_OUT + 20], "little")
+            off += (_ENTRY_OUT + _DIRENT + namelen + 7) & ~7
 
 
 def make_memfds() -> dict[str, int]:
@@ -129,7 +160,7 @@ class Persist:
         self.arena: Any = None
         self.header = J.Header()
         self.writer: J.JournalWriter | None = None
-        self.replies: deque[tuple[int, bytes]] = deque(maxlen=KEEP_REPLIES)
+        self.replies: deque[tuple[int, int, bytes]] = deque(maxlen=KEEP_REPLIES)
         self.snapshot_every = SNAPSHOT_RECORDS
         self.snapshot_bytes = SNAPSHOT_BYTES
         self.snapshots = 0  # completed since this server started
@@ -201,9 +232,10 @@ class Persist:
         self.inputs.atime_last = blob.get("atime")
         self._defer = bool(ops.fs.defer_evictions)
         ops.fs.store_queued = self._store_hook  # replayed answers; the session's come later
-        for unique, reply in blob["replies"]:
+        for unique, op, reply in blob["replies"]:
             info.replies[unique] = reply
-            self.replies.append((unique, reply))
+            info.reply_ops[unique] = op
+            self.replies.append((unique, op, reply))
         pos, seq = header.start, header.seq
         records = list(J.scan(jfd, pos, seq))
         self.arena.set_replaying(True)
@@ -290,7 +322,8 @@ class Persist:
             unique = int.from_bytes(msg[8:16], "little") & ~UNIQUE_RESEND
             if reply:
                 info.replies[unique] = reply
-                self.replies.append((unique, reply))
+                info.reply_ops[unique] = opcode
+                self.replies.append((unique, opcode, reply))
 
     # -- the session's hooks ---------------------------------------------------------------
 
@@ -369,7 +402,7 @@ class Persist:
                            inputs.side_bytes() if inputs.consumed else b"",
                            (a._bump, a._nfree))
         if keep:
-            self.replies.append((unique & ~UNIQUE_RESEND, keep))
+            self.replies.append((unique & ~UNIQUE_RESEND, opcode, keep))
         self._records_since += 1
 
     def reap(self, limit: int | None) -> int:
