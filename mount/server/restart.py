@@ -81,6 +81,42 @@ def inval_inode_notification(ino: int) -> bytes:
     return P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body), NOTIFY_INVAL_INODE, 0) + body
 
 
+_O = P.Opcode
+_ENTRY_REPLIES = frozenset(int(o) for o in (_O.LOOKUP, _O.MKNOD, _O.MKDIR, _O.SYMLINK, _O.LINK,
+                                            _O.CREATE, _O.TMPFILE))
+_ATTR_REPLIES = frozenset((int(_O.GETATTR), int(_O.SETATTR)))
+# within fuse_entry_out: entry_valid, attr_valid (u64 each), their nsec fields (u32 each)
+_ENTRY_TIMES_OFF, _ENTRY_TIMES_LEN = 16, 24
+_DIRENT_NAMELEN = 16  # fuse_dirent: ino, off, namelen, type, name
+
+
+def expire_attrs(opcode: int, reply: bytes) -> bytes:
+    """A recorded reply with its entry and attribute timeouts set to 0.
+
+    Its attributes describe the inode as of the request's commit, and requests
+    committed after it (another process's ATTACH, write, truncate ...) may have
+    changed them; sent with the usual day-long timeouts they would stay in the
+    kernel's cache (a CREATE's reply is applied without an attr_version check), so
+    the kernel is told they have already expired and asks again when it needs them."""
+    if len(reply) <= P.OUT_HEADER.size or P.OUT_HEADER.unpack_from(reply)[1] != 0:
+        return reply
+    b = bytearray(reply)
+    h = P.OUT_HEADER.size
+    t0, n = _ENTRY_TIMES_OFF, _ENTRY_TIMES_LEN
+    if opcode in _ENTRY_REPLIES and len(b) >= h + P.ENTRY_OUT_SIZE:
+        b[h + t0:h + t0 + n] = bytes(n)
+    elif opcode in _ATTR_REPLIES:
+        b[h:h + 12] = bytes(12)  # attr_valid, attr_valid_nsec
+    elif opcode == int(_O.READDIRPLUS):
+        off = h
+        while off + P.ENTRY_OUT_SIZE + 24 <= len(b):
+            b[off + t0:off + t0 + n] = bytes(n)
+            namelen = int.from_bytes(b[off + P.ENTRY_OUT_SIZE + _DIRENT_NAMELEN:
+                                       off + P.ENTRY_OUT_SIZE + _DIRENT_NAMELEN + 4], "little")
+            off += P.ENTRY_OUT_SIZE + ((24 + namelen + 7) & ~7)
+    return bytes(b)
+
+
 def init_offers_resend(msg: memoryview | bytes) -> bool:
     """True if this INIT request's flags (flags2 when FUSE_INIT_EXT) hold FUSE_HAS_RESEND."""
     if len(msg) < _IN_HEADER + 20:
@@ -157,6 +193,7 @@ class RestartHooks:
         if unique & FUSE_UNIQUE_RESEND:
             reply = self.info.reply_for(unique) if self.info is not None else None
             if reply is not None:
+                reply = expire_attrs(opcode, reply)
                 self.resent_replayed += 1
                 log.info("resent request %d (opcode %d) answered from the journal",
                          unique & ~FUSE_UNIQUE_RESEND, opcode)

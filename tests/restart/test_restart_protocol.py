@@ -139,3 +139,47 @@ def test_kill_hook_grammar() -> None:
     for bad in ("WRITE:sometime:1", "WRITE:1", "NOPE:after_commit:1"):
         with pytest.raises((ValueError, KeyError)):
             R.KillHook(bad)
+
+
+def test_replies_from_the_journal_carry_expired_attributes() -> None:
+    """A recorded reply's attributes are as of its commit; later commits may have changed
+    the inode, so the kernel must not cache them: every timeout goes to 0."""
+    from types import SimpleNamespace
+
+    from mount.wire import codec as C
+
+    attr = SimpleNamespace(ino=7, size=4096, blocks=8, atime_ns=1, mtime_ns=2, ctime_ns=3,
+                           mode=0o100644, nlink=1, uid=0, gid=0, rdev=0, blksize=4096, flags=0)
+    entry = C.reply(9, C.entry_out(attr, 86400.0, 86400.0, 5))
+    out = R.expire_attrs(int(P.Opcode.LOOKUP), entry)
+    head = P.ENTRY_OUT_HEAD.unpack_from(out, 16)
+    assert head == (7, 5, 0, 0, 0, 0)  # nodeid and generation kept, timeouts 0
+    assert out[16 + P.ENTRY_OUT_HEAD.size:] == entry[16 + P.ENTRY_OUT_HEAD.size:]
+    got = R.expire_attrs(int(P.Opcode.SETATTR), C.reply(9, C.attr_out(attr, 86400.0)))
+    assert P.ATTR_OUT_HEAD.unpack_from(got, 16)[:2] == (0, 0)
+    err = C.reply_error(9, errno.ENOENT)
+    assert R.expire_attrs(int(P.Opcode.LOOKUP), err) == err
+
+
+def test_readdirplus_from_the_journal_expires_every_entry() -> None:
+    from types import SimpleNamespace
+
+    from mount.wire import codec as C
+
+    buf = C.DirentBuffer(4096, plus=True)
+    for i, name in enumerate([b"a", b"longer-name", b"xyz"]):
+        attr = SimpleNamespace(ino=10 + i, size=i, blocks=0, atime_ns=1, mtime_ns=2, ctime_ns=3,
+                               mode=0o100644, nlink=1, uid=0, gid=0, rdev=0, blksize=4096,
+                               flags=0)
+        buf.add(name, 10 + i, 8, i + 1, C.entry_out(attr, 86400.0, 86400.0, 1))
+    reply = C.reply(3, buf.getvalue())
+    out = R.expire_attrs(int(P.Opcode.READDIRPLUS), reply)
+    assert len(out) == len(reply)
+    off, seen = 16, []
+    while off < len(out):
+        head = P.ENTRY_OUT_HEAD.unpack_from(out, off)
+        assert head[2:] == (0, 0, 0, 0)
+        ino, _o, namelen, _t = P.DIRENT.unpack_from(out, off + P.ENTRY_OUT_SIZE)
+        seen.append((head[0], ino, out[off + P.ENTRY_OUT_SIZE + 24:][:namelen]))
+        off += P.ENTRY_OUT_SIZE + P.dirent_align(24 + namelen)
+    assert seen == [(10, 10, b"a"), (11, 11, b"longer-name"), (12, 12, b"xyz")]
