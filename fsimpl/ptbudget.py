@@ -75,6 +75,16 @@ class PtBudget:
         self.trims = 0
         self._trim = _malloc_trim()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a restartable mount's snapshot): without the libc function."""
+        state = dict(self.__dict__)
+        state["_trim"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._trim = _malloc_trim()
+
     def _take(self, nbytes: int) -> None:
         if self.limit and self.used + nbytes > self.limit:
             self.refused += 1

@@ -41,6 +41,7 @@ No I/O, no trio, no mount: the mount layer calls in and drains fs events.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections import Counter
 from typing import Any
@@ -186,8 +187,8 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
             self.budget.uncharge_window()
             raise _vm(e) from e
         ws = WinState(ino, obj, window, prot, pgoff, npages)
-        window.mm.add_zap_listener(
-            lambda vma, first, nr, why: self._zapped(ws, vma, first, nr, why))
+        # a partial, not a lambda: a restartable mount pickles it with the window
+        window.mm.add_zap_listener(functools.partial(self._zapped, ws))
         self.wins[ino] = ws
         self._by_mm[id(window.mm)] = ws
         obj.nopen += 1  # the window holds its object as a VMA holds its file
@@ -199,7 +200,7 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
             self.fs._queue(InvalInode(object_ino, 0, -1))
         ostate.wins.add(ino)
         inode.mapping.size = size  # st_size of the window file
-        inode.window_blocks = lambda: self.blocks_of(ino)  # st_blocks: what it shows
+        inode.window_blocks = functools.partial(self.blocks_of, ino)  # st_blocks: what it shows
         inode.mtime_ns = inode.ctime_ns = self.fs._now()
         self.fs._queue(InvalInode(ino, -1, 0))  # attributes changed behind the kernel
         self.stats["attached"] += 1

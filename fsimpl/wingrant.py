@@ -24,11 +24,15 @@ from __future__ import annotations
 import errno
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import FsError
 
 TOKEN_BYTES = 16
+# Where tokens come from: a restartable mount (mount/server/persist) journals them,
+# so that replaying a GRANT mints the same token (fsimpl stays free of the journal).
+token_source: Callable[[int], bytes] = os.urandom
 PER_HANDLE = 8
 PER_UID = 1024
 
@@ -64,9 +68,9 @@ class GrantTable:
             mine = self._by_fh.setdefault(fh, [])
         if self._by_uid[uid] >= self.per_uid:
             raise FsError(errno.EAGAIN, f"uid {uid} holds {self.per_uid} unused attach tokens")
-        token = os.urandom(TOKEN_BYTES)
+        token = token_source(TOKEN_BYTES)
         while token in self._tokens:  # pragma: no cover - 2^-128
-            token = os.urandom(TOKEN_BYTES)
+            token = token_source(TOKEN_BYTES)
         self._tokens[token] = Grant(ino, prot, uid, fh)
         mine.append(token)
         self._by_uid[uid] += 1

@@ -16,6 +16,15 @@ neither shares nor copies the data).  Why segments: the arena grows by
 ``segment_bytes`` at a time without remapping (existing memoryviews into
 older segments stay valid).
 
+Restartable mounts (``memfd=``, docs/restart-design.md): the segments are
+consecutive ranges of one memfd mapped MAP_SHARED, which a supervisor process
+holds across the server's death, so the data outlives the process; frees punch
+the shared memory (MADV_REMOVE) instead of MADV_DONTNEED (which would only drop
+this process's view of it).  ``allocator_state``/``restore_allocator_state``
+carry the allocator between processes (in a snapshot) and ``replaying`` turns
+every data-touching method into a no-op while the journal is replayed: the
+memfd already holds the final bytes, only the bookkeeping is rebuilt.
+
 Allocation prefers contiguous runs because READ replies are built from merged
 memoryviews (one iovec per run): freed runs are kept whole on a free list and
 reused first (their contents are zero because they were discarded), then fresh
@@ -43,6 +52,9 @@ _ZERO_VIEW_BYTES = 16 << 20
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+
 _MADV_DONTFORK = getattr(mmap, "MADV_DONTFORK", 10)
 _MADV_NOHUGEPAGE = getattr(mmap, "MADV_NOHUGEPAGE", 15)
+_MADV_REMOVE = getattr(mmap, "MADV_REMOVE", 9)
+# replay: the data-touching methods write into (and read from) this scratch mapping
+_SINK_BYTES = 2 << 20
 
 # mmap.madvise holds the GIL for the whole syscall (measured: a 512 MiB
 # MADV_POPULATE_WRITE stops every other thread for 0.2 s); the populate-ahead
@@ -79,13 +91,21 @@ class Arena:
     ZERO_FRAME = 0
 
     def __init__(
-        self, segment_bytes: int = 256 << 20, name: str = "shmfs", *, populate: bool = True
+        self, segment_bytes: int = 256 << 20, name: str = "shmfs", *, populate: bool = True,
+        memfd: int | None = None,
     ) -> None:
         if segment_bytes < 2 * PAGE_SIZE or segment_bytes % PAGE_SIZE:
             raise ValueError("segment_bytes must be a multiple of PAGE_SIZE, >= 2 pages")
         self.segment_bytes = segment_bytes
         self.fps = segment_bytes >> PAGE_SHIFT  # frames per segment
         self.name = name
+        self.memfd = memfd  # segments are MAP_SHARED ranges of this memfd (restartable)
+        self.replaying = False  # set_replaying(): bookkeeping only, no data touched
+        # frames whose bytes may be stale though they are free (mark_free_stale): punched
+        # when next allocated; None when there are none
+        self._stale: np.ndarray | None = None
+        self._nstale = 0
+        self._sink: mmap.mmap | None = None
         self._mmaps: list[mmap.mmap] = []
         self._bufs: list[np.ndarray] = []  # flat uint8 view of each segment
         self._mvs: list[memoryview] = []  # memoryview of each segment
@@ -128,8 +148,16 @@ class Arena:
     # -- segments ------------------------------------------------------------------
 
     def _grow(self) -> None:
-        mm = mmap.mmap(-1, self.segment_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                       prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        if self.memfd is None:
+            mm = mmap.mmap(-1, self.segment_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        else:
+            end = (len(self._mmaps) + 1) * self.segment_bytes
+            if os.fstat(self.memfd).st_size < end:  # a restarted server maps what exists
+                os.ftruncate(self.memfd, end)
+            mm = mmap.mmap(self.memfd, self.segment_bytes, flags=mmap.MAP_SHARED,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                           offset=end - self.segment_bytes)
         for advice in (_MADV_NOHUGEPAGE, _MADV_DONTFORK):
             try:
                 mm.madvise(advice)
@@ -174,7 +202,10 @@ class Arena:
             pieces.append((self._bump, take))
             self._bump += take
             need -= take
-        if self._populate:
+        if self._stale is not None and not self.replaying:
+            for s, k in pieces:
+                self._scrub(s, k)
+        if self._populate and not self.replaying:
             ready = self._ahead_ready() if self._ahead else 0
             for i, (s, k) in enumerate(pieces):
                 if i < fresh and self._ahead:
@@ -210,7 +241,7 @@ class Arena:
             else:
                 runs[-1] = (s + 1, k - 1)
             self._nfree -= 1
-            if self._ahead:  # the thread may have populated this free frame: uncount it
+            if self._ahead and not self.replaying:  # the thread may have populated it: uncount
                 with self._cond:
                     if self._pop[s]:
                         self._pop[s] = False
@@ -222,8 +253,10 @@ class Arena:
                 self._grow()
             s = self._bump
             self._bump = s + 1
-            if self._ahead:
+            if self._ahead and not self.replaying:
                 self._ahead_ready()  # grows early and wakes the thread as alloc does
+        if self._stale is not None and not self.replaying:
+            self._scrub(s, 1)
         self._in_use[s] = True
         self.frames_allocated += 1
         return s
@@ -390,6 +423,13 @@ class Arena:
             if f.size == 0:
                 return
         self._in_use[f] = False
+        if self.replaying:  # the frames' bytes are the memfd's business (set_replaying)
+            runs = self._runs_sorted(f)
+            self._free_runs.extend(runs)
+            self._nfree += int(f.size)
+            self.frames_freed += int(f.size)
+            self.frames_returned += int(f.size)  # the first run punched them
+            return
         if self._thread is not None:
             self._wait_not_busy(int(f[0]), int(f[-1]))
             with self._cond:
@@ -398,7 +438,12 @@ class Arena:
                 self._free_ready -= int(np.count_nonzero(self._pop[f]))
                 self._pop[f] = False
         runs = self._runs_sorted(f)
-        if len(runs) < _BATCH_DISCARD_MIN or not self._discard_batch(runs):
+        if self.memfd is not None:  # shared memory: DONTNEED would keep the pages
+            for start, length in runs:
+                seg, idx = divmod(start, self.fps)
+                self._mmaps[seg].madvise(_MADV_REMOVE, idx << PAGE_SHIFT, length << PAGE_SHIFT)
+                self.punch_calls += 1
+        elif len(runs) < _BATCH_DISCARD_MIN or not self._discard_batch(runs):
             for start, length in runs:
                 seg, idx = divmod(start, self.fps)
                 self._mmaps[seg].madvise(mmap.MADV_DONTNEED, idx << PAGE_SHIFT,
@@ -443,7 +488,7 @@ class Arena:
     def copy_frames(self, src: np.ndarray, dst: np.ndarray) -> None:
         """Copy the contents of frames ``src[i]`` into ``dst[i]`` (do_wp_page's copy)."""
         n = src.size
-        if n == 0:
+        if n == 0 or self.replaying:
             return
         fps = self.fps
         # one numpy copy per run contiguous on both sides (alloc hands out runs)
@@ -510,6 +555,8 @@ class Arena:
 
     def page(self, frame: int) -> np.ndarray:
         """uint8[4096] view of a frame (writable, except the zero frame)."""
+        if self.replaying:
+            return np.frombuffer(self._sink_mv()[:PAGE_SIZE], dtype=np.uint8)
         seg, idx = divmod(int(frame), self.fps)
         arr = self._bufs[seg][idx << PAGE_SHIFT : (idx + 1) << PAGE_SHIFT]
         if frame == self.ZERO_FRAME:
@@ -519,6 +566,8 @@ class Arena:
 
     def view(self, frame: int) -> memoryview:
         """4096-byte memoryview of a frame (read-only for the zero frame)."""
+        if self.replaying:
+            return self._sink_mv()[:PAGE_SIZE]
         seg, idx = divmod(int(frame), self.fps)
         mv = self._mvs[seg][idx << PAGE_SHIFT : (idx + 1) << PAGE_SHIFT]
         return mv.toreadonly() if frame == self.ZERO_FRAME else mv
@@ -564,6 +613,9 @@ class Arena:
         frame are served from a read-only zero mapping."""
         if length <= 0:
             return []
+        if self.replaying:
+            sink = self._sink_mv()
+            return [sink[: min(_SINK_BYTES, length - a)] for a in range(0, length, _SINK_BYTES)]
         if frames.size == 1:  # one page (4 KiB reads): no run analysis
             return [self.view1(int(frames[0]), first_off, length)]
         starts, lens = self._runs(frames)
@@ -595,6 +647,8 @@ class Arena:
         one memcpy (a memoryview slice assignment)."""
         if frame <= 0:
             raise ValueError("store to the zero frame")
+        if self.replaying:  # the frame's bytes are the memfd's business (set_replaying)
+            return
         n = data.nbytes
         if first_off + n > PAGE_SIZE:
             raise ValueError("store past the end of the frame")
@@ -605,6 +659,8 @@ class Arena:
     def copy_in(self, frames: np.ndarray, first_off: int, data: memoryview) -> None:
         """Store `data` starting at byte first_off of frames[0], one numpy copy
         per contiguous run of frames."""
+        if self.replaying:
+            return
         if frames.size == 1 and isinstance(data, memoryview) and data.format == "B":
             # one page (4 KiB writes): a memoryview slice assignment is one memcpy
             f0 = int(frames[0])
@@ -641,6 +697,8 @@ class Arena:
 
     def zero_range(self, frame: int, start: int, end: int) -> None:
         """Zero bytes [start, end) of one frame (partial-page truncate/punch)."""
+        if self.replaying:
+            return
         if frame == self.ZERO_FRAME or not 0 <= start <= end <= PAGE_SIZE:
             if frame == self.ZERO_FRAME:
                 return
@@ -648,6 +706,90 @@ class Arena:
         seg, idx = divmod(int(frame), self.fps)
         base = idx << PAGE_SHIFT
         self._bufs[seg][base + start : base + end] = 0
+
+    # -- restartable mounts (docs/restart-design.md) ------------------------------------
+
+    def set_replaying(self, on: bool) -> None:
+        """While on: alloc/free keep their bookkeeping exactly (the same frames as the
+        first time) but no byte of a frame is read, written, zeroed or punched: the
+        memfd already holds what the replayed requests left there.  Reads and writes
+        through page()/view()/views() go to a scratch mapping instead."""
+        self.replaying = on
+        if not on and self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def mark_free_stale(self) -> int:
+        """After a restart: every frame free now (free runs and the space past the
+        bump pointer) may hold bytes a killed request wrote before its record, and
+        alloc() promises zeroed frames, so each is punched when next handed out
+        (once; the request the kernel resends first gets its old frames back zeroed,
+        then rewrites them). Returns how many frames are marked."""
+        b = self._bump
+        while b < self._limit:  # past the bump pointer: punched now, one call a segment
+            seg, idx = divmod(b, self.fps)
+            k = self.fps - idx
+            self._mmaps[seg].madvise(_MADV_REMOVE if self.memfd is not None
+                                     else mmap.MADV_DONTNEED, idx << PAGE_SHIFT, k << PAGE_SHIFT)
+            b += k
+        stale = ~self._in_use[: self._bump]  # the free runs: punched as they are reused
+        n = int(np.count_nonzero(stale))
+        self._stale, self._nstale = (stale, n) if n else (None, 0)
+        return n + self._limit - self._bump
+
+    def _scrub(self, start: int, n: int) -> None:
+        """Punch the stale frames among [start, start+n) before they are handed out."""
+        st = self._stale
+        if st is None:  # the last stale frame went with an earlier piece of this alloc
+            return
+        sel = st[start : start + n]
+        if not sel.any():
+            return
+        for a, k in self._runs_sorted(np.flatnonzero(sel) + start):
+            seg, idx = divmod(a, self.fps)
+            self._mmaps[seg].madvise(_MADV_REMOVE if self.memfd is not None
+                                     else mmap.MADV_DONTNEED, idx << PAGE_SHIFT, k << PAGE_SHIFT)
+        self._nstale -= int(np.count_nonzero(sel))
+        sel[:] = False
+        if self._nstale <= 0:
+            self._stale = None
+
+    def _sink_mv(self) -> memoryview:
+        if self._sink is None:
+            self._sink = mmap.mmap(-1, _SINK_BYTES)
+        return memoryview(self._sink)
+
+    def allocator_state(self) -> dict[str, object]:
+        """What decides which frames ``alloc`` hands out next, and the reference
+        counts: enough for another process over the same memfd to continue exactly.
+        Arrays are cut at the bump pointer (nothing beyond it was ever used)."""
+        b = self._bump
+        return {
+            "segment_bytes": self.segment_bytes, "bump": b, "limit": self._limit,
+            "in_use": self._in_use[:b].copy(), "refs": self._refs[:b].copy(),
+            "free_runs": list(self._free_runs), "nfree": self._nfree, "nshared": self.nshared,
+            "counters": (self.frames_allocated, self.frames_freed, self.frames_returned,
+                         self.frames_shared, self.cow_breaks),
+        }
+
+    def restore_allocator_state(self, st: dict[str, object]) -> None:
+        """Continue from ``allocator_state()`` of a process that used the same memfd."""
+        if st["segment_bytes"] != self.segment_bytes:
+            raise ValueError("snapshot of an arena with another segment size")
+        while self._limit < st["limit"]:  # type: ignore[operator]
+            self._grow()
+        b = int(st["bump"])  # type: ignore[call-overload]
+        self._bump = b
+        self._ready = max(self._ready, b)
+        self._in_use[:] = False
+        self._in_use[:b] = st["in_use"]
+        self._refs[:] = 0
+        self._refs[:b] = st["refs"]
+        self._free_runs = list(st["free_runs"])  # type: ignore[call-overload]
+        self._nfree = int(st["nfree"])  # type: ignore[call-overload]
+        self.nshared = int(st["nshared"])  # type: ignore[call-overload]
+        (self.frames_allocated, self.frames_freed, self.frames_returned, self.frames_shared,
+         self.cow_breaks) = st["counters"]  # type: ignore[misc]
 
     # -- introspection -------------------------------------------------------------
 

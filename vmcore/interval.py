@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -89,6 +89,18 @@ class IntervalIndex(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (a restartable mount's snapshot, docs/restart-design.md): the
+        items are new objects, so their identity keys are made again from the tree."""
+        self.__dict__.update(state)
+        keys: dict[int, tuple[int, int, int]] = {}
+        stack = [self._root] if self._root is not None else []
+        while stack:
+            n = stack.pop()
+            keys[id(n.item)] = (n.start, n.key[1], n.end)
+            stack.extend(c for c in (n.left, n.right) if c is not None)
+        self._keys = keys
 
     def __contains__(self, item: object) -> bool:
         return id(item) in self._keys

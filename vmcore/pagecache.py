@@ -31,6 +31,7 @@ HOLE = -1
 # chunk replaces them, and dropping the last chunk puts them back.
 _NO_CHUNKS: MappingProxyType = MappingProxyType({})
 _NO_KEYS: tuple[int, ...] = ()
+_HOLES = np.full(CHUNK_PAGES, HOLE, dtype=np.int64)  # a fresh chunk's frames (copied)
 
 
 class PageCache:
@@ -81,6 +82,36 @@ class PageCache:
         if not self._keys:
             self._frames = self._flags = self._count = _NO_CHUNKS  # type: ignore[assignment]
             self._keys = _NO_KEYS  # type: ignore[assignment]
+
+    # -- pickling (a restartable mount's snapshot, docs/restart-design.md) ---------------
+
+    def __getstate__(self) -> tuple:
+        """Only the held slots of each chunk, as one bytes object (slot numbers,
+        frames, flags): a one-page file pickles to ~60 bytes instead of its
+        chunk's 4.6 KB, and loads with three frombuffer calls, not three arrays."""
+        chunks = []
+        for k in self._keys:
+            fr = self._frames[k]
+            idx = np.flatnonzero(fr != HOLE)
+            blob = b"".join((idx.astype(np.int16).tobytes(), fr[idx].tobytes(),
+                             self._flags[k][idx].tobytes()))
+            chunks.append((k, int(idx.size), blob, self._count[k]))
+        return (self.nrpages, self.gen, chunks)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.nrpages, self.gen, chunks = state
+        self._frames = self._flags = self._count = _NO_CHUNKS  # type: ignore[assignment]
+        self._keys = _NO_KEYS  # type: ignore[assignment]
+        if chunks:
+            self._frames, self._flags, self._count, self._keys = {}, {}, {}, []
+        for k, n, blob, count in chunks:
+            idx = np.frombuffer(blob, np.int16, n)
+            fr = _HOLES.copy()
+            fr[idx] = np.frombuffer(blob, np.int64, n, 2 * n)
+            fl = np.zeros(CHUNK_PAGES, dtype=np.uint8)
+            fl[idx] = np.frombuffer(blob, np.uint8, n, 10 * n)
+            self._frames[k], self._flags[k], self._count[k] = fr, fl, count
+            self._keys.append(k)
 
     # -- lookups --------------------------------------------------------------------------
 

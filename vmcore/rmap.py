@@ -87,6 +87,12 @@ class Rmap:
         self.i_mmap_nonlinear: dict[int, Vma] = {}  # insertion order = list_add_tail
         self.stats = RmapStats()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (a restartable mount's snapshot): nonlinear VMAs are new
+        objects, keyed again by their identity, in the same order."""
+        self.__dict__.update(state)
+        self.i_mmap_nonlinear = {id(v): v for v in state["i_mmap_nonlinear"].values()}
+
     # ------------------------------------------------------------ membership
     def add_vma(self, vma: Vma) -> None:
         """vma_link: a linear VMA goes into i_mmap, a nonlinear one onto the list."""

@@ -2,6 +2,7 @@
 
     shmfs [SOURCE] MOUNTPOINT [-o size=,nr_inodes=,mode=,uid=,gid=,allow_other] [-f] [--debug]
     shmfs unmount MOUNTPOINT        (also clears a dead mount: "Transport endpoint ...")
+    shmfs restart MOUNTPOINT        (-o restartable: replace the server, files stay open)
     shmfs run [--] PROGRAM ARGS...  (remap_file_pages on shmfs for an unmodified PROGRAM)
     shmfs --version
 
@@ -34,7 +35,7 @@ from mount.server.daemon import run_daemon
 
 log = logging.getLogger("shmfs")
 
-SUBCOMMANDS = ("unmount", "window", "stat", "remount", "run")
+SUBCOMMANDS = ("unmount", "window", "stat", "remount", "run", "restart")
 
 
 def _mount_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,7 @@ def _mount_parser() -> argparse.ArgumentParser:
         prog="shmfs",
         description="Mount a tmpfs-like filesystem served from userspace over FUSE.",
         epilog="Other commands: 'shmfs unmount MOUNTPOINT', 'shmfs stat MOUNTPOINT', "
+               "'shmfs restart MOUNTPOINT', "
                "'shmfs remount MOUNTPOINT -o size=,nr_inodes=', "
                "'shmfs window create|remap|protect|madvise|query|destroy ...', "
                "'shmfs run [--] PROGRAM ARGS...'.",
@@ -52,8 +54,8 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="options", action="append", default=[],
                    help="size=,nr_blocks=,nr_inodes=,mode=,uid=,gid=,allow_other, "
                         "suid/nosuid,dev/nodev,exec/noexec,noatime,relatime,strictatime,"
-                        "nodiratime,lazytime (as tmpfs); cpu_latency=US|off, oom_score_adj=N "
-                        "(shmfs's own); mount(8)-only options (defaults,noauto,user,"
+                        "nodiratime,lazytime (as tmpfs); cpu_latency=US|off, oom_score_adj=N, "
+                        "restartable (shmfs's own); mount(8)-only options (defaults,noauto,user,"
                         "_netdev,nofail,x-*) are ignored")
     p.add_argument("--version", action="version", version=f"shmfs {version()}")
     p.add_argument("-f", "--foreground", action="store_true", help="do not daemonise")
@@ -91,8 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"shmfs: {problem}", file=sys.stderr)
         return 2
+    if opts.restartable and opts.readers != 1:
+        # a cloned fd's requests are ended (ECONNABORTED) when the dying server's clone
+        # closes, instead of waiting for the resend (fs/fuse/dev.c fuse_dev_release)
+        print("shmfs: -o restartable serves with one reader; drop readers=2", file=sys.stderr)
+        return 2
+    if opts.restartable and getattr(opts, "uring", None):  # the uring option of issue 15
+        # the io_uring queues belong to the serving process's ring, which dies with it;
+        # resending them to the next server is neither built nor tested
+        print("shmfs: -o restartable cannot be combined with -o uring", file=sys.stderr)
+        return 2
     mnt = Path(os.path.realpath(ns.mountpoint))
     foreground = ns.foreground or ns.debug
+    if opts.restartable:
+        return _supervise(mnt, opts, ns, foreground)
     if foreground:
         _setup_logging(ns.debug, ns.log, to_stderr=True)
         ready_fd = ns.ready_fd
@@ -158,7 +172,24 @@ def _ready_writer(fd: int | None, pidfile: Path | None = None) -> Callable[[str]
     return report
 
 
-def _daemonise(mnt: Path, opts: MountOptions, ns: argparse.Namespace) -> int:
+def _supervise(mnt: Path, opts: MountOptions, ns: argparse.Namespace, foreground: bool) -> int:
+    """-o restartable: this process becomes the supervisor (mount/server/supervisor.py);
+    the pidfile names its serving child."""
+    from mount.server.supervisor import run_supervisor
+
+    def run(report: Callable[[str], None]) -> int:
+        return run_supervisor(mnt, opts, ",".join(ns.options), source=ns.source,
+                              debug=ns.debug, log_path=ns.log, foreground=foreground,
+                              report=report, pidfile=ns.pidfile)
+
+    if foreground:
+        _setup_logging(ns.debug, ns.log, to_stderr=True)
+        return run(_ready_writer(ns.ready_fd))
+    return _daemonise(mnt, opts, ns, run)
+
+
+def _daemonise(mnt: Path, opts: MountOptions, ns: argparse.Namespace,
+               run: Callable[[Callable[[str], None]], int] | None = None) -> int:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon
@@ -171,7 +202,10 @@ def _daemonise(mnt: Path, opts: MountOptions, ns: argparse.Namespace) -> int:
         _setup_logging(False, ns.log, to_stderr=False)
         code = 1
         try:
-            code = run_daemon(mnt, opts, False, _ready_writer(w, ns.pidfile), ns.source)
+            if run is not None:
+                code = run(_ready_writer(w))
+            else:
+                code = run_daemon(mnt, opts, False, _ready_writer(w, ns.pidfile), ns.source)
         finally:
             os._exit(code)
     os.close(w)
@@ -191,6 +225,8 @@ def _subcommand(name: str, argv: list[str]) -> int:
         from mount.cli import run
 
         return run.main(argv)
+    if name == "restart":
+        return _restart(argv)
     if name == "remount":
         from mount.cli import remount
 
@@ -216,6 +252,29 @@ def _subcommand(name: str, argv: list[str]) -> int:
             return 1
         return 0
     raise AssertionError(name)
+
+
+def _restart(argv: list[str]) -> int:
+    """``shmfs restart MOUNTPOINT``: the supervisor replaces the serving process with
+    the code now installed; open files, mmaps and windows stay (docs/reliability.md)."""
+    p = argparse.ArgumentParser(
+        prog="shmfs restart",
+        description="Replace the server of a restartable shmfs (-o restartable) with the "
+                    "code now installed; files stay open and mapped.")
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for the new server (default 60)")
+    ns = p.parse_args(argv)
+    from mount.server.supervisor import request_restart
+
+    ok, message = request_restart(ns.mountpoint.absolute(), ns.timeout)
+    if not ok:
+        print(f"shmfs: restart {ns.mountpoint}: {message}", file=sys.stderr)
+        return 1
+    words = message.split()
+    print(f"shmfs: {ns.mountpoint}: serving again (process {words[1]}, generation "
+          f"{words[2]})" if len(words) == 3 else f"shmfs: {message}")
+    return 0
 
 
 if __name__ == "__main__":

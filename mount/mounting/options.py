@@ -114,6 +114,9 @@ class MountOptions:
     # page-table memory of all windows (fsimpl/ptbudget.py): None = size/64, >= 16 MiB;
     # 0 = unlimited. Not a tmpfs option: shmfs's own (docs/windows.md).
     pt_size_bytes: int | None = None
+    # -o restartable (issue 17 part 2): a supervisor holds /dev/fuse and the memfds and
+    # restarts the serving child when it dies (mount/server/supervisor.py)
+    restartable: bool = False
 
 
 def mem_total_bytes() -> int:
@@ -300,6 +303,7 @@ OPTIONS: dict[str, tuple[str, Handler]] = {
     "readers": (VALUE, _readers),
     "uring": (OPTIONAL, _uring),
     "writeback_cache": (FLAG, _set("writeback_cache", True)),
+    "restartable": (FLAG, _set("restartable", True)),
     "allow_other": (FLAG, _set("allow_other", True)),
     "inode64": (FLAG, _nothing),
     "remount": (FLAG, _set("remount", True)),

@@ -53,6 +53,7 @@ import trio
 from mount.mounting import kernel as mounting
 from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
 from mount.server.ops import Operations
+from mount.server.restart import RestartHooks
 from mount.wire.codec import CodecError, encode_notify, parse_request, reply_error
 
 log = logging.getLogger("shmfs.session")
@@ -142,6 +143,9 @@ class Session:
         cpu_latency: CpuLatencyHold | None = None,
         readers: int = READERS,
         uring: bool = False,
+        persist: object | None = None,
+        recovered: object | None = None,
+        refuse: Callable[[str], None] | None = None,
     ) -> None:
         self.fd = fd
         self.ops = ops
@@ -187,6 +191,11 @@ class Session:
         self.uring_statistics: Callable[[], dict[str, object]] | None = None
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
+        # -o restartable (mount/server/restart.py): the journal hooks around every request,
+        # the recovered state of a restarted server, the refusal of a kernel without resend
+        self.restart = None if persist is None else RestartHooks(self, persist, recovered,
+                                                                 refuse)
+        self.refused = False
 
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
@@ -198,6 +207,8 @@ class Session:
         self._start_clone_reader()
         writer = threading.Thread(target=self._notifier, name="shmfs-notify", daemon=True)
         writer.start()
+        if self.restart is not None:
+            self.restart.resume()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signal_watcher, nursery.cancel_scope)
@@ -244,8 +255,10 @@ class Session:
         # Evictions FORGET left for later (fsimpl reap): one at a time whenever the
         # device is empty, i.e. in the gaps while clients work on our replies.
         pending = getattr(self.fs, "evict_later", None)
-        if pending is not None:
+        if pending is not None and (self.restart is None or self.restart.can_reap):
             self.fs.defer_evictions = True
+        else:
+            pending = None
         # Spin, then sleep: the device is non-blocking, EAGAIN within spin_ns of
         # the last request retries at once, later it waits in poll(2). The CPU
         # latency request is engaged by the first request of a burst and released
@@ -306,8 +319,9 @@ class Session:
 
     def _reap(self, limit: int | None) -> None:
         """Run evictions left for later; their notifications (if any) go out as
-        every other handler's do."""
-        if self.fs.reap(limit):
+        every other handler's do. Restartable: journalled first (persist.reap)."""
+        reap = self.fs.reap if self.restart is None else self.restart.persist.reap
+        if reap(limit):
             events = self.fs.drain_events()
             if events:
                 self.stats.notifications += len(events)
@@ -331,6 +345,10 @@ class Session:
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
+        restart = self.restart
+        if restart is not None:
+            if restart.before(msg):  # answered from the journal (a resent request)
+                return
         # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE / CREATE / READ / WRITE are
         # answered straight from the bytes (the same replies, ops.handle_fast);
         # --debug logs every request, and a READ or WRITE must cancel queued
@@ -338,6 +356,8 @@ class Session:
         fast = None if self.debug or self._stores else self.ops.handle_fast(msg)
         if fast is not None:
             opcode, out = fast
+            if restart is not None:  # the journal record, before any reply leaves
+                out = restart.after(opcode, out)
             events = self.fs.drain_events()
             if not events and (out is None or opcode in _UNORDERED or not self._pending):
                 # the common case, inline: no notifications to order, the reply goes
@@ -362,8 +382,11 @@ class Session:
                     log.debug("unsupported request (unique=%s): %s", e.unique, e)
                 else:
                     log.warning("malformed request (unique=%s): %s", e.unique, e)
-                if e.unique:
-                    self._write([reply_error(e.unique, e.errno)])
+                err: list | None = [reply_error(e.unique, e.errno)] if e.unique else None
+                if restart is not None:
+                    err = restart.after(0, err)
+                if err:
+                    self._write(err)
                 return
             if self.debug:
                 log.debug("<- %r", req)
@@ -372,6 +395,8 @@ class Session:
             out = self.ops.handle(req)
             opcode = req.opcode
             nodeid = req.nodeid
+            if restart is not None:
+                out = restart.after(opcode, out)
             events = self.fs.drain_events()
         if events:
             after: list = []
@@ -606,6 +631,7 @@ class Session:
             "second_reader_requests": self.stats.second_reader,
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),
+            "restart": None if self.restart is None else self.restart.statistics(),
             "cpu_latency": {
                 "available": self.cpu_latency.available,
                 "latency_us": self.cpu_latency.latency_us,
