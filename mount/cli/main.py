@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         # closes, instead of waiting for the resend (fs/fuse/dev.c fuse_dev_release)
         print("shmfs: -o restartable serves with one reader; drop readers=2", file=sys.stderr)
         return 2
-    if opts.restartable and getattr(opts, "uring", None):  # the uring option of issue 15
+    if opts.restartable and opts.uring == "on":
         # the io_uring queues belong to the serving process's ring, which dies with it;
-        # resending them to the next server is neither built nor tested
+        # resending them to the next server is neither built nor tested (uring=auto
+        # means /dev/fuse on a restartable mount: the child never asks for a ring)
         print("shmfs: -o restartable cannot be combined with -o uring", file=sys.stderr)
         return 2
     mnt = Path(os.path.realpath(ns.mountpoint))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mount.mounting import kernel as mounting
 from mount.server.supervisor import request_restart
+from mount.winapi.client import mount_stats
 from tests.live.helpers import as_user
 from tests.restart.restartable import restartable_mount
 from tests.support.mounts import ROOT, leftovers, shmfs_mount
@@ -139,6 +140,19 @@ def test_restartable_refuses_two_readers() -> None:
         r = _cli(d, "-f", "-o", "restartable,readers=2")
     assert r.returncode == 2
     assert "restartable serves with one reader" in r.stderr
+
+
+def test_restartable_refuses_uring_on_and_serves_uring_auto_over_the_device() -> None:
+    """uring=on cannot be kept across a restart (the ring dies with its server):
+    refused; uring=auto on a restartable mount means /dev/fuse, and the mount works."""
+    with tempfile.TemporaryDirectory() as d:
+        r = _cli(d, "-f", "-o", "restartable,uring=on")
+    assert r.returncode == 2
+    assert "cannot be combined with -o uring" in r.stderr
+    with shmfs_mount("restartable,uring=auto,size=8m") as mnt:
+        (mnt / "f").write_bytes(b"x" * 5000)
+        assert (mnt / "f").read_bytes() == b"x" * 5000
+        assert not mount_stats(mnt)["session"]["uring"]["active"]
 
 
 def test_another_user_may_not_restart_it() -> None:
