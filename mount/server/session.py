@@ -45,10 +45,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from mount.mounting import kernel as mounting
+from mount.server import winfast
 from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
 from mount.server.ops import Operations
 from mount.wire.codec import CodecError, encode_notify, parse_request, reply_error
@@ -76,6 +78,7 @@ OPCODE_READ = 15
 OPCODE_WRITE = 16
 OPCODE_INIT = 26
 OPCODE_DESTROY = 38
+OPCODE_IOCTL = 39
 
 
 def _read_request(fd: int, buf: bytearray) -> int | None:
@@ -163,7 +166,10 @@ class Session:
         # entry when it answers a READ or a write(2) of the page first.
         self._stores: dict[tuple[int, int], int] = {}
         self._store_gen = 0
-        self.fs.store_queued = lambda ino, page: (ino, page) in self._stores
+        # the C fast path of window REMAPs (mount/server/winfast.py), made at the first
+        # IOCTL; False: not available (or debug), everything goes the Python way
+        self._winfast: Any = None if not debug else False
+        self.fs.store_queued = self._store_queued
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
 
@@ -183,6 +189,8 @@ class Session:
         finally:
             self._notify_q.put(None)
             await trio.to_thread.run_sync(writer.join, 5.0)
+            if self._winfast:
+                await trio.to_thread.run_sync(self._winfast.close)
         log.info("session for %s ended; %s", self.mountpoint, self.statistics())
 
     def _start_populate_ahead(self) -> None:
@@ -287,6 +295,8 @@ class Session:
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
+        if msg[4] == OPCODE_IOCTL and self._winfast is not False and self._native(msg, t0):
+            return
         # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE / WRITE are answered straight from
         # the bytes (the same replies, ops.handle_fast); --debug logs every
         # request, so it takes the generic path
@@ -309,7 +319,7 @@ class Session:
                 return
             if self.debug:
                 log.debug("<- %r", req)
-            if self._stores and req.opcode in (OPCODE_READ, OPCODE_WRITE):
+            if (self._stores or self._winfast) and req.opcode in (OPCODE_READ, OPCODE_WRITE):
                 self._cancel_stores(req)
             out = self.ops.handle(req)
             opcode = req.opcode
@@ -333,7 +343,8 @@ class Session:
             self.stats.notifications += len(events) + len(after)
             self._queue_notify(msgs)
         elif out is not None:
-            if opcode not in (OPCODE_READ, OPCODE_WRITE) and self._pending:
+            if opcode not in (OPCODE_READ, OPCODE_WRITE) and (
+                    self._pending or self._native_pending()):
                 # order behind notifications still queued: fsync/ioctl/... return only
                 # after every earlier invalidation reached the kernel
                 msgs = []
@@ -353,6 +364,42 @@ class Session:
         entry[0] += 1
         entry[1] += time.perf_counter_ns() - t0
 
+    def _native(self, msg: memoryview, t0: int) -> bool:
+        """A window REMAP answered by the C engine (native/winfast.c): its notifications
+        and reply go out through the engine's writer thread. Only on the first reader
+        (a clone fd's replies are its own) and only with no Python notification still
+        queued (the engine's batch would overtake it); the engine declines anything
+        but the common case, untouched."""
+        eng = self._winfast
+        if eng is None:
+            eng = self._winfast = winfast.engine(self.fd, self.fs, self._stores) or False
+            if eng is False:
+                return False
+        if self._pending or getattr(self._local, "fd", None) is not None:
+            return False
+        n = eng.remap(msg)
+        if n is None:
+            return False
+        self.stats.notifications += n
+        entry = self.stats.requests.get(OPCODE_IOCTL)
+        if entry is None:
+            entry = self.stats.requests[OPCODE_IOCTL] = [0, 0]
+        entry[0] += 1
+        entry[1] += time.perf_counter_ns() - t0
+        return True
+
+    def _native_pending(self) -> bool:
+        eng = self._winfast
+        return bool(eng) and eng.pending() > 0
+
+    def _store_queued(self, ino: int, page: int) -> bool:
+        """fsimpl's question: is a NOTIFY_STORE of (ino, page) still queued (here or in
+        the C engine)?"""
+        if (ino, page) in self._stores:
+            return True
+        eng = self._winfast
+        return bool(eng) and eng.store_queued(ino, page)
+
     def _encode(self, ev: object) -> list | _Store:
         """A queued event's message: NOTIFY_STOREs carry their (page, generation)."""
         if getattr(ev, "data", None) is None:
@@ -371,8 +418,12 @@ class Session:
             return
         size = getattr(a, "size", 0) or 1
         ino = req.nodeid  # type: ignore[attr-defined]
-        for page in range(a.offset >> 12, ((a.offset + size - 1) >> 12) + 1):
-            self._stores.pop((ino, page), None)
+        first, last = a.offset >> 12, (a.offset + size - 1) >> 12
+        if self._winfast:
+            self._winfast.cancel(ino, first, last)
+        if self._stores:
+            for page in range(first, last + 1):
+                self._stores.pop((ino, page), None)
 
     def _write(self, buffers: Sequence[bytes | memoryview]) -> None:
         try:
@@ -397,6 +448,8 @@ class Session:
         """The writer thread: notifications (and replies queued behind them) in order."""
         while (msgs := self._notify_q.get()) is not None:
             try:
+                if self._winfast:  # the engine's batches were queued first: they go first
+                    self._winfast.wait_idle()
                 self._write_batch1(msgs)
             finally:
                 with self._pending_lock:
@@ -531,6 +584,8 @@ class Session:
             "write_errors": self.stats.write_errors,
             "readers": 1 if self._fs_lock is None else 2,
             "second_reader_requests": self.stats.second_reader,
+            "winfast": self._winfast.statistics() if self._winfast else {
+                "available": winfast.available(), "engaged": False},
             "cpu_latency": {
                 "available": self.cpu_latency.available,
                 "latency_us": self.cpu_latency.latency_us,
