@@ -802,9 +802,10 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         e->handled++;
         e->invals += moved ? 1 : 0;
         e->stores += populate ? 1 : 0;
-        if (e->sleeping) /* a futex wake costs a syscall: only when someone sleeps */
-            pthread_cond_signal(&e->cv);
+        int wake = e->sleeping; /* a futex wake costs a syscall: only when it sleeps */
         pthread_mutex_unlock(&e->mu);
+        if (wake) /* after the unlock: the woken writer must not block on our mutex */
+            pthread_cond_signal(&e->cv);
         b = NULL;
         result = PyLong_FromLong(n);
     }
