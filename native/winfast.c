@@ -77,13 +77,17 @@
 
 enum { ST_NONE = 0, ST_QUEUED, ST_CANCELLED, ST_WRITTEN };
 
+#define MAXPAGES 16 /* pages of one REMAP the engine takes (vlm_window's slots: 2) */
+#define MAXMSG (2 * MAXPAGES + 1)
+
 typedef struct batch {
     struct batch *next;
     int nmsg;
-    size_t off[3], len[3];
-    int store_msg; /* index of the NOTIFY_STORE message, -1 if none */
-    int store_state;
-    uint64_t store_ino, store_page;
+    size_t off[MAXMSG], len[MAXMSG];
+    /* per message: ST_NONE (not a store) or the state of its NOTIFY_STORE */
+    int state[MAXMSG];
+    uint64_t page[MAXMSG]; /* the window page a store is of */
+    uint64_t ino;
     size_t cap;
     unsigned char buf[]; /* the messages, back to back */
 } batch_t;
@@ -128,15 +132,14 @@ static void *writer_main(void *arg)
         if (!b)
             break; /* stop, and nothing left */
         for (int k = 0; k < b->nmsg; k++) {
-            if (k == b->store_msg) {
-                if (b->store_state == ST_CANCELLED) {
-                    e->stores_skipped++;
-                    continue;
-                }
-                /* no longer queued from here on: a write-back after this is of the
-                 * stored copy (the launder of the replaced one came before) */
-                b->store_state = ST_WRITTEN;
+            if (b->state[k] == ST_CANCELLED) {
+                e->stores_skipped++;
+                continue;
             }
+            if (b->state[k] == ST_QUEUED) /* no longer queued from here on: a write-back
+                                           * after this is of the stored copy (the
+                                           * launder of the replaced one came before) */
+                b->state[k] = ST_WRITTEN;
             pthread_mutex_unlock(&e->mu);
             ssize_t r;
             do {
@@ -269,8 +272,10 @@ static int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_bu
 static int c_store_queued(Engine *e, uint64_t ino, uint64_t page)
 {
     for (batch_t *b = e->head; b; b = b->next)
-        if (b->store_state == ST_QUEUED && b->store_ino == ino && b->store_page == page)
-            return 1;
+        if (b->ino == ino)
+            for (int k = 0; k < b->nmsg; k++)
+                if (b->state[k] == ST_QUEUED && b->page[k] == page)
+                    return 1;
     return 0;
 }
 
@@ -372,13 +377,15 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     PyObject *ws = NULL, *window = NULL, *mm = NULL, *vmas = NULL, *vma = NULL, *mapping = NULL;
     PyObject *pt = NULL, *chunks = NULL, *cached = NULL, *pending = NULL, *pushed = NULL;
     PyObject *pages = NULL, *pframes_d = NULL, *pflags_d = NULL, *arena = NULL, *addrs = NULL;
-    PyObject *tstats = NULL, *mmstats = NULL, *fstats = NULL, *ikey = NULL, *old = NULL;
+    PyObject *tstats = NULL, *mmstats = NULL, *fstats = NULL, *ikey = NULL;
     PyObject *wins = NULL, *handles = NULL, *h = NULL, *tmp = NULL;
+    PyObject *keys[MAXPAGES] = {0}, *olds[MAXPAGES] = {0};
     chunk_views cv = {0};
     Py_buffer pfr = {0}, pfl = {0};
     int have_pc = 0;
     batch_t *b = NULL;
     PyObject *result = NULL;
+    int n = 0;
 
     if (PyObject_GetBuffer(arg, &mb, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -406,9 +413,12 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         populate = 0;
     else
         goto decline_nobuf;
-    if (prot != 0 || size != PAGE_SIZE || (start & (PAGE_SIZE - 1)) || start >= (1ULL << 46) ||
-        pgoff >= (1ULL << 46) || nodeid > (uint64_t)LLONG_MAX || fh > (uint64_t)LLONG_MAX)
+    if (prot != 0 || (size & (PAGE_SIZE - 1)) || size < PAGE_SIZE ||
+        size > (uint64_t)MAXPAGES * PAGE_SIZE || (start & (PAGE_SIZE - 1)) ||
+        start >= (1ULL << 46) || pgoff >= (1ULL << 46) || nodeid > (uint64_t)LLONG_MAX ||
+        fh > (uint64_t)LLONG_MAX)
         goto decline_nobuf;
+    n = (int)(size >> PAGE_SHIFT);
     PyBuffer_Release(&mb);
 
     /* ---- phase 1: look, decide; nothing changes ---- */
@@ -464,9 +474,10 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     if ((vflags & (VM_SHARED | VM_NONLINEAR | VM_CAN_NONLINEAR)) !=
         (VM_SHARED | VM_NONLINEAR | VM_CAN_NONLINEAR))
         DECLINE(); /* the first remap makes the VMA nonlinear: Python */
-    if ((long long)(start >> PAGE_SHIFT) >= npages)
+    long long lo = (long long)(start >> PAGE_SHIFT); /* first window page */
+    if (lo + n > npages)
         DECLINE(); /* EINVAL in Python */
-    if (ptebits < 1 || ptebits > 62 || (long long)pgoff + 1 >= (1LL << ptebits))
+    if (ptebits < 1 || ptebits > 62 || (long long)pgoff + n >= (1LL << ptebits))
         DECLINE();
     tmp = PyObject_GetAttr(vma, s_private_data);
     if (!tmp)
@@ -493,15 +504,14 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     tmp = PyObject_GetAttr(mapping, s_write_notify);
     if (!tmp)
         DECLINE();
-    {
-        int wn = PyObject_IsTrue(tmp);
-        if (wn != 0)
-            DECLINE();
-    }
+    if (PyObject_IsTrue(tmp) != 0)
+        DECLINE();
     Py_CLEAR(tmp);
 
     long long vpn = (waddr + (long long)start) >> PAGE_SHIFT;
-    long long i = (long long)(start >> PAGE_SHIFT); /* window page */
+    int slot0 = (int)(vpn & (CHUNK - 1));
+    if (slot0 + n > CHUNK)
+        DECLINE(); /* across two page-table chunks: Python */
     pt = PyObject_GetAttr(vma, s_pt);
     if (!pt)
         DECLINE();
@@ -517,12 +527,24 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         DECLINE(); /* a new chunk is charged to pt_size=: Python */
     if (load_chunk(chunk, &cv) < 0)
         DECLINE();
-    int slot = (int)(vpn & (CHUNK - 1));
     uint8_t *cbits = cv.bits.buf, *cprot = cv.prot.buf;
     int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
-    int ob = cbits[slot];
-    if (ob & PTE_ANON)
-        DECLINE();
+    int npresent = 0, left = 0;
+    for (int j = 0; j < CHUNK; j++) {
+        int bj = cbits[j];
+        if (j >= slot0 && j < slot0 + n) {
+            if (bj & PTE_ANON)
+                DECLINE();
+            if (bj & PTE_PRESENT)
+                npresent++;
+            else if (bj)
+                left = 1;
+        } else if (bj) {
+            left = 1;
+        }
+    }
+    if (!left)
+        DECLINE(); /* the zap would free (uncharge) the chunk, set_file_range recharge it */
 
     cached = PyObject_GetAttr(ws, s_cached);
     pending = PyObject_GetAttr(ws, s_pending);
@@ -530,53 +552,68 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     if (!cached || !pending || !pushed || !PySet_Check(cached) || !PyDict_Check(pending) ||
         !PySet_Check(pushed))
         DECLINE();
-    ikey = PyLong_FromLongLong(i);
-    if (!ikey)
-        DECLINE();
-    int was_cached = PySet_Contains(cached, ikey);
-    if (was_cached < 0)
-        DECLINE();
-    if (i + 1 < npages) {
-        /* REMAP's snapshot also covers page i+1 (the end comes from the unrounded
-         * size): Python refaults it there if it is cached and not present, which
-         * the invariant rules out; if it ever is, let Python do it */
-        PyObject *k1 = PyLong_FromLongLong(i + 1);
+    if (lo + n < npages) {
+        /* REMAP's snapshot also covers the page after the range (the end comes from the
+         * unrounded size): Python refaults it there if it is cached and not present,
+         * which the invariant rules out; if it ever is, let Python do it */
+        PyObject *k1 = PyLong_FromLongLong(lo + n);
         if (!k1)
             DECLINE();
         int c1 = PySet_Contains(cached, k1);
         Py_DECREF(k1);
         if (c1 < 0)
             DECLINE();
-        if (c1 && !(pte_bits_at(chunks, cbits, slot, vpn + 1) & PTE_PRESENT))
+        if (c1 && !(pte_bits_at(chunks, cbits, slot0 + n - 1, vpn + n) & PTE_PRESENT))
             DECLINE();
     }
-    long long old_pg = (ob & (PTE_PRESENT | PTE_FILE))
-                           ? cpgoff[slot]
-                           : (vpn - (vstart >> PAGE_SHIFT)) + vpgoff;
-    long long old_eff = (ob & PTE_OWNPROT) ? cprot[slot] : vprot;
     int write = (vflags & VM_WRITE) != 0;
     long long new_eff = vprot; /* a remap without MAP_CHGPROT: the VMA's protection */
-    int moved = was_cached && (old_pg != (long long)pgoff || old_eff != new_eff);
-    if (!populate && was_cached && !moved)
-        DECLINE(); /* unchanged cached page left a file PTE: Python refaults it */
+    int was_cached[MAXPAGES], moved[MAXPAGES], nmoved = 0, nruns = 0;
+    long long old_pg[MAXPAGES], old_eff[MAXPAGES];
+    for (int k = 0; k < n; k++) {
+        int ob = cbits[slot0 + k];
+        keys[k] = PyLong_FromLongLong(lo + k);
+        if (!keys[k])
+            DECLINE();
+        was_cached[k] = PySet_Contains(cached, keys[k]);
+        if (was_cached[k] < 0)
+            DECLINE();
+        old_pg[k] = (ob & (PTE_PRESENT | PTE_FILE)) ? cpgoff[slot0 + k]
+                                                     : (vpn + k - (vstart >> PAGE_SHIFT)) + vpgoff;
+        old_eff[k] = (ob & PTE_OWNPROT) ? cprot[slot0 + k] : vprot;
+        moved[k] = was_cached[k] && (old_pg[k] != (long long)pgoff + k || old_eff[k] != new_eff);
+        if (!populate && was_cached[k] && !moved[k])
+            DECLINE(); /* unchanged cached page left a file PTE: Python refaults it */
+        if (moved[k]) {
+            if (!(k > 0 && moved[k - 1]))
+                nruns++;
+            nmoved++;
+            olds[k] = Py_BuildValue("(LL)", old_pg[k], old_eff[k]);
+            if (!olds[k])
+                DECLINE();
+        }
+    }
 
-    /* the object page, for the prefault */
-    long long frame = 0, pflag_new = 0;
-    int pslot = 0, set_pflags = 0;
+    /* the object pages, for the prefault */
+    long long frames[MAXPAGES] = {0};
+    int set_pflags[MAXPAGES] = {0};
+    const unsigned char *src[MAXPAGES] = {0};
     uint8_t *pfl_p = NULL;
-    const unsigned char *src = NULL;
+    long long pflag_new = write ? (PG_UPTODATE | PG_DIRTY) : PG_UPTODATE;
     if (populate) {
         long long msize, nshared, fps;
         if (attr_ll(mapping, s_size, &msize) < 0)
             DECLINE();
-        if ((long long)pgoff >= (msize + PAGE_SIZE - 1) >> PAGE_SHIFT)
-            DECLINE(); /* beyond EOF: SIGBUS, nothing pushed */
+        if ((long long)pgoff + n > (msize + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            DECLINE(); /* beyond EOF: SIGBUS, the prefault stops there */
         /* handle_mm_fault's protection check, and _push's: readable */
         if (write ? !(new_eff & PROT_WRITE_)
                   : !(new_eff & (PROT_READ_ | PROT_WRITE_ | PROT_EXEC_)))
             DECLINE();
         if (!(new_eff & PROT_READ_))
             DECLINE();
+        if (((long long)pgoff >> CHUNK_SHIFT) != (((long long)pgoff + n - 1) >> CHUNK_SHIFT))
+            DECLINE(); /* across two page-cache chunks: Python */
         pages = PyObject_GetAttr(mapping, s_pages);
         if (!pages)
             DECLINE();
@@ -599,13 +636,8 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
             DECLINE();
         }
         have_pc = 1;
-        pslot = (int)(pgoff & (CHUNK - 1));
-        frame = ((int64_t *)pfr.buf)[pslot];
-        if (frame <= 0)
-            DECLINE(); /* a hole: the fault allocates (Python) */
-        pfl_p = (uint8_t *)pfl.buf + pslot;
-        pflag_new = write ? (PG_UPTODATE | PG_DIRTY) : PG_UPTODATE;
-        set_pflags = (*pfl_p & pflag_new) != pflag_new;
+        int pslot0 = (int)(pgoff & (CHUNK - 1));
+        pfl_p = (uint8_t *)pfl.buf + pslot0;
         arena = PyObject_GetAttr(mapping, s_arena);
         if (!arena || attr_ll(arena, s_nshared, &nshared) < 0 || attr_ll(arena, s_fps, &fps) < 0)
             DECLINE();
@@ -614,15 +646,19 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         addrs = PyObject_GetAttr(arena, s_addrs);
         if (!addrs || !PyList_Check(addrs))
             DECLINE();
-        long long seg = frame / fps, idx = frame % fps;
-        if (seg >= PyList_GET_SIZE(addrs))
-            DECLINE();
-        unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
-        if (base == (unsigned long long)-1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            DECLINE();
+        for (int k = 0; k < n; k++) {
+            frames[k] = ((int64_t *)pfr.buf)[pslot0 + k];
+            if (frames[k] <= 0)
+                DECLINE(); /* a hole: the fault allocates (Python) */
+            set_pflags[k] = (pfl_p[k] & pflag_new) != pflag_new;
+            long long seg = frames[k] / fps, idx = frames[k] % fps;
+            if (seg >= PyList_GET_SIZE(addrs))
+                DECLINE();
+            unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
+            if (base == (unsigned long long)-1 && PyErr_Occurred())
+                DECLINE();
+            src[k] = (const unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
         }
-        src = (const unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
         fstats = PyObject_GetAttr(mapping, s_fstats);
         if (!fstats)
             DECLINE();
@@ -631,25 +667,10 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     mmstats = PyObject_GetAttr(mm, s_stats);
     if (!tstats || !PyDict_Check(tstats) || !mmstats)
         DECLINE();
-    /* _drop_cached -> _settle: is the page's earlier store still queued? */
-    int in_pushed = PySet_Contains(pushed, ikey);
-    if (in_pushed < 0)
-        DECLINE();
-    int settle_queued = 0;
-    if (in_pushed) {
-        settle_queued = store_queued(e, nodeid, (uint64_t)i);
-        if (settle_queued < 0)
-            DECLINE();
-    }
-    if (moved) {
-        old = Py_BuildValue("(LL)", old_pg, old_eff);
-        if (!old)
-            DECLINE();
-    }
-    /* the messages, built before anything changes */
+    /* the messages, built before anything changes: an INVAL per run of moved pages,
+     * a STORE per page, the reply */
     {
-        size_t inval_len = 40, store_len = populate ? 40 + PAGE_SIZE : 0, reply_len = 32;
-        size_t cap = inval_len + store_len + reply_len;
+        size_t cap = (size_t)nruns * 40 + (populate ? (size_t)n * (40 + PAGE_SIZE) : 0) + 32;
         b = malloc(sizeof(batch_t) + cap);
         if (!b) {
             PyErr_NoMemory();
@@ -657,36 +678,41 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         }
         memset(b, 0, sizeof(batch_t));
         b->cap = cap;
-        b->store_msg = -1;
+        b->ino = nodeid;
         size_t pos = 0;
-        if (moved) {
+        for (int k = 0; k < n; k++) {
+            if (!moved[k] || (k > 0 && moved[k - 1]))
+                continue;
+            int r = k;
+            while (r < n && moved[r])
+                r++;
             unsigned char *p = b->buf + pos;
             put_u32(p, 40);
             put_u32(p + 4, NOTIFY_INVAL_INODE);
             put_u64(p + 8, 0);
             put_u64(p + 16, nodeid);
-            put_u64(p + 24, (uint64_t)i << PAGE_SHIFT);
-            put_u64(p + 32, PAGE_SIZE);
+            put_u64(p + 24, (uint64_t)(lo + k) << PAGE_SHIFT);
+            put_u64(p + 32, (uint64_t)(r - k) << PAGE_SHIFT);
             b->off[b->nmsg] = pos;
             b->len[b->nmsg++] = 40;
             pos += 40;
         }
         if (populate) {
-            unsigned char *p = b->buf + pos;
-            put_u32(p, 40 + PAGE_SIZE);
-            put_u32(p + 4, NOTIFY_STORE);
-            put_u64(p + 8, 0);
-            put_u64(p + 16, nodeid);
-            put_u64(p + 24, (uint64_t)i << PAGE_SHIFT);
-            put_u32(p + 32, PAGE_SIZE);
-            put_u32(p + 36, 0);
-            /* the data is copied in phase 2, after the prefault (it is the same frame) */
-            b->store_msg = b->nmsg;
-            b->store_ino = nodeid;
-            b->store_page = (uint64_t)i;
-            b->off[b->nmsg] = pos;
-            b->len[b->nmsg++] = 40 + PAGE_SIZE;
-            pos += 40 + PAGE_SIZE;
+            for (int k = 0; k < n; k++) {
+                unsigned char *p = b->buf + pos;
+                put_u32(p, 40 + PAGE_SIZE);
+                put_u32(p + 4, NOTIFY_STORE);
+                put_u64(p + 8, 0);
+                put_u64(p + 16, nodeid);
+                put_u64(p + 24, (uint64_t)(lo + k) << PAGE_SHIFT);
+                put_u32(p + 32, PAGE_SIZE);
+                put_u32(p + 36, 0);
+                /* the data is copied in phase 2, after the prefault (the same frame) */
+                b->page[b->nmsg] = (uint64_t)(lo + k);
+                b->off[b->nmsg] = pos;
+                b->len[b->nmsg++] = 40 + PAGE_SIZE;
+                pos += 40 + PAGE_SIZE;
+            }
         }
         unsigned char *p = b->buf + pos;
         put_u32(p, 32);
@@ -700,87 +726,106 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     /* ---- phase 2: apply (what the Python path does, in its order) ---- */
     if (incr_attr(ws, s_epoch, 1) < 0)
         goto fail;
-    /* install_file_pte: a present PTE is zapped (released: nothing anonymous here) */
-    if (ob & PTE_PRESENT) {
-        if (incr_attr(mmstats, s_zaps, 1) < 0 || incr_attr(mmstats, s_ptes_zapped, 1) < 0)
+    /* install_file_pte / zap + populate_range: present PTEs are zapped (released:
+     * nothing anonymous here), then every page gets a file PTE */
+    if (npresent) {
+        if (incr_attr(mmstats, s_zaps, 1) < 0 || incr_attr(mmstats, s_ptes_zapped, npresent) < 0)
             goto fail;
     }
-    cbits[slot] = PTE_FILE;
-    cprot[slot] = 0;
-    cframe[slot] = 0;
-    cpgoff[slot] = (int64_t)pgoff;
-    if (incr_attr(mmstats, s_remaps, 1) < 0 || incr_attr(mmstats, s_remap_pages, 1) < 0)
+    for (int k = 0; k < n; k++) {
+        cbits[slot0 + k] = PTE_FILE;
+        cprot[slot0 + k] = 0;
+        cframe[slot0 + k] = 0;
+        cpgoff[slot0 + k] = (int64_t)pgoff + k;
+    }
+    if (incr_attr(mmstats, s_remaps, 1) < 0 || incr_attr(mmstats, s_remap_pages, n) < 0)
         goto fail;
     if (populate) {
-        /* make_pages_present -> handle_mm_fault -> do_nonlinear_fault -> fault(): a
-         * resident page, one page: MINOR */
-        if (set_pflags) {
-            *pfl_p |= (uint8_t)pflag_new;
-            if (incr_attr(pages, s_gen, 1) < 0)
-                goto fail;
-        }
-        PyObject *fsl[2] = {e->fault_stats, fstats};
-        for (int k = 0; k < 2; k++) {
-            if (incr_attr(fsl[k], s_faults, 1) < 0 ||
-                incr_attr(fsl[k], write ? s_write : s_read, 1) < 0 ||
-                incr_attr(fsl[k], s_prefault, 1) < 0 || incr_attr(fsl[k], s_via_vma, 1) < 0 ||
-                incr_attr(fsl[k], s_minor, 1) < 0 || incr_attr(fsl[k], s_pages, 1) < 0)
-                goto fail;
-        }
-        int nb = PTE_PRESENT;
-        if (write)
-            nb |= PTE_WRITE | PTE_DIRTY;
-        else if ((new_eff & PROT_WRITE_) && frame != 0)
-            nb |= PTE_WRITE; /* _install_bits: shared, writable, no write-notify/sharing */
-        cbits[slot] = (uint8_t)nb;
-        cframe[slot] = frame;
-        cpgoff[slot] = (int64_t)pgoff;
-        cprot[slot] = 0;
-        if (incr_attr(mmstats, s_minor, 1) < 0)
-            goto fail;
-    }
-    /* fsimpl _changed: the cached page moved -> _drop_cached(ws, [i], {i: old}) */
-    if (moved) {
-        if (in_pushed && !settle_queued) {
-            if (PySet_Discard(pushed, ikey) < 0)
-                goto fail;
-            if (PyDict_DelItem(pending, ikey) < 0) {
-                if (!PyErr_ExceptionMatches(PyExc_KeyError))
+        /* make_pages_present -> handle_mm_fault -> do_nonlinear_fault -> fault(): one
+         * resident page at a time: MINOR */
+        for (int k = 0; k < n; k++) {
+            if (set_pflags[k]) {
+                pfl_p[k] |= (uint8_t)pflag_new;
+                if (incr_attr(pages, s_gen, 1) < 0)
                     goto fail;
-                PyErr_Clear();
             }
-            in_pushed = 0;
+            PyObject *fsl[2] = {e->fault_stats, fstats};
+            for (int q = 0; q < 2; q++) {
+                if (incr_attr(fsl[q], s_faults, 1) < 0 ||
+                    incr_attr(fsl[q], write ? s_write : s_read, 1) < 0 ||
+                    incr_attr(fsl[q], s_prefault, 1) < 0 || incr_attr(fsl[q], s_via_vma, 1) < 0 ||
+                    incr_attr(fsl[q], s_minor, 1) < 0 || incr_attr(fsl[q], s_pages, 1) < 0)
+                    goto fail;
+            }
+            int nb = PTE_PRESENT;
+            if (write)
+                nb |= PTE_WRITE | PTE_DIRTY;
+            else if (new_eff & PROT_WRITE_)
+                nb |= PTE_WRITE; /* _install_bits: shared, writable, no write-notify/sharing */
+            cbits[slot0 + k] = (uint8_t)nb;
+            cframe[slot0 + k] = frames[k];
+            if (incr_attr(mmstats, s_minor, 1) < 0)
+                goto fail;
         }
-        if (PySet_Discard(cached, ikey) < 0)
-            goto fail;
-        int has = PyDict_Contains(pending, ikey);
-        if (has < 0)
-            goto fail;
-        if (!has && PyDict_SetItem(pending, ikey, old) < 0)
-            goto fail;
-        if (incr_item(tstats, s_k_inval_events, 1) < 0 || incr_item(tstats, s_k_inval_pages, 1) < 0)
-            goto fail;
     }
-    /* fsimpl _push: the page the remap made present goes to the kernel's cache */
-    if (populate) {
-        memcpy(b->buf + b->off[b->store_msg] + 40, src, PAGE_SIZE);
-        if (in_pushed) { /* _settle again (the store may have been written meanwhile) */
-            int q = store_queued(e, nodeid, (uint64_t)i);
+    /* fsimpl _changed: moved cached pages -> _drop_cached(ws, moved, old) */
+    for (int k = 0; k < n; k++) {
+        if (!moved[k])
+            continue;
+        int inp = PySet_Contains(pushed, keys[k]);
+        if (inp < 0)
+            goto fail;
+        if (inp) { /* _settle */
+            int q = store_queued(e, nodeid, (uint64_t)(lo + k));
             if (q < 0)
                 goto fail;
             if (!q) {
-                if (PySet_Discard(pushed, ikey) < 0)
+                if (PySet_Discard(pushed, keys[k]) < 0)
                     goto fail;
-                if (PyDict_DelItem(pending, ikey) < 0) {
+                if (PyDict_DelItem(pending, keys[k]) < 0) {
                     if (!PyErr_ExceptionMatches(PyExc_KeyError))
                         goto fail;
                     PyErr_Clear();
                 }
             }
         }
-        if (PySet_Add(cached, ikey) < 0 || PySet_Add(pushed, ikey) < 0)
+        if (PySet_Discard(cached, keys[k]) < 0)
             goto fail;
-        if (incr_item(tstats, s_k_pushed, 1) < 0)
+        int has = PyDict_Contains(pending, keys[k]);
+        if (has < 0)
+            goto fail;
+        if (!has && PyDict_SetItem(pending, keys[k], olds[k]) < 0)
+            goto fail;
+    }
+    if (nmoved && (incr_item(tstats, s_k_inval_events, nruns) < 0 ||
+                   incr_item(tstats, s_k_inval_pages, nmoved) < 0))
+        goto fail;
+    /* fsimpl _push: the pages the remap made present go to the kernel's cache */
+    if (populate) {
+        int km = nruns; /* the first STORE message */
+        for (int k = 0; k < n; k++) {
+            memcpy(b->buf + b->off[km + k] + 40, src[k], PAGE_SIZE);
+            int inp = PySet_Contains(pushed, keys[k]);
+            if (inp < 0)
+                goto fail;
+            if (inp) { /* _settle */
+                int q = store_queued(e, nodeid, (uint64_t)(lo + k));
+                if (q < 0)
+                    goto fail;
+                if (!q) {
+                    if (PySet_Discard(pushed, keys[k]) < 0)
+                        goto fail;
+                    if (PyDict_DelItem(pending, keys[k]) < 0) {
+                        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                            goto fail;
+                        PyErr_Clear();
+                    }
+                }
+            }
+            if (PySet_Add(cached, keys[k]) < 0 || PySet_Add(pushed, keys[k]) < 0)
+                goto fail;
+        }
+        if (incr_item(tstats, s_k_pushed, n) < 0)
             goto fail;
     }
     if (incr_item(tstats, s_k_remaps, 1) < 0)
@@ -788,10 +833,11 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
 
     /* ---- queue it ---- */
     {
-        long n = (moved ? 1 : 0) + (populate ? 1 : 0);
+        long nnotes = nruns + (populate ? n : 0);
         pthread_mutex_lock(&e->mu);
         if (populate)
-            b->store_state = ST_QUEUED;
+            for (int k = 0; k < n; k++)
+                b->state[nruns + k] = ST_QUEUED;
         b->next = NULL;
         if (e->tail)
             e->tail->next = b;
@@ -800,14 +846,14 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         e->tail = b;
         e->queued++;
         e->handled++;
-        e->invals += moved ? 1 : 0;
-        e->stores += populate ? 1 : 0;
+        e->invals += (unsigned long long)nruns;
+        e->stores += populate ? (unsigned long long)n : 0;
         int wake = e->sleeping; /* a futex wake costs a syscall: only when it sleeps */
         pthread_mutex_unlock(&e->mu);
         if (wake) /* after the unlock: the woken writer must not block on our mutex */
             pthread_cond_signal(&e->cv);
         b = NULL;
-        result = PyLong_FromLong(n);
+        result = PyLong_FromLong(nnotes);
     }
     goto out;
 
@@ -829,6 +875,10 @@ out:
         PyBuffer_Release(&pfr);
         PyBuffer_Release(&pfl);
     }
+    for (int k = 0; k < MAXPAGES; k++) {
+        Py_XDECREF(keys[k]);
+        Py_XDECREF(olds[k]);
+    }
     Py_XDECREF(ws);
     Py_XDECREF(window);
     Py_XDECREF(mm);
@@ -849,7 +899,6 @@ out:
     Py_XDECREF(mmstats);
     Py_XDECREF(fstats);
     Py_XDECREF(ikey);
-    Py_XDECREF(old);
     Py_XDECREF(wins);
     Py_XDECREF(handles);
     Py_XDECREF(h);
@@ -905,9 +954,10 @@ static PyObject *Engine_cancel(Engine *e, PyObject *args)
         return NULL;
     pthread_mutex_lock(&e->mu);
     for (batch_t *b = e->head; b; b = b->next)
-        if (b->store_state == ST_QUEUED && b->store_ino == ino && b->store_page >= lo &&
-            b->store_page <= hi)
-            b->store_state = ST_CANCELLED;
+        if (b->ino == ino)
+            for (int k = 0; k < b->nmsg; k++)
+                if (b->state[k] == ST_QUEUED && b->page[k] >= lo && b->page[k] <= hi)
+                    b->state[k] = ST_CANCELLED;
     pthread_mutex_unlock(&e->mu);
     Py_RETURN_NONE;
 }

@@ -135,7 +135,8 @@ class Twin:
 
 
 COMMON = st.tuples(st.just("remap"), st.sampled_from(PAGES), st.integers(0, 45),
-                   st.sampled_from([POPULATE, POPULATE, POPULATE, 0, NONBLOCK]), st.just(P4),
+                   st.sampled_from([POPULATE, POPULATE, POPULATE, 0, NONBLOCK]),
+                   st.sampled_from([P4, P4, P4, 2 * P4, 3 * P4, 16 * P4, 17 * P4]),
                    st.just(0), st.just(0), st.just(False))
 OPS = st.one_of(
     COMMON, COMMON, COMMON, COMMON,
@@ -262,7 +263,8 @@ def test_long_random_sequence_mostly_native() -> None:
             page = int(rng.choice(PAGES))
             if r < 0.6:
                 op: tuple = ("remap", page, int(rng.integers(0, 46)),
-                             POPULATE if rng.random() < 0.8 else NONBLOCK, P4, 0, 0, False)
+                             POPULATE if rng.random() < 0.8 else NONBLOCK,
+                             int(rng.choice([1, 1, 1, 2, 3])) * P4, 0, 0, False)
             elif r < 0.75:
                 op = ("read", page)
             elif r < 0.95:
