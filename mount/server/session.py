@@ -295,7 +295,8 @@ class Session:
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
-        if msg[4] == OPCODE_IOCTL and self._winfast is not False and self._native(msg, t0):
+        if (len(msg) > 40 and msg[4] == OPCODE_IOCTL and self._winfast is not False
+                and self._native(msg, t0)):
             return
         # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE / WRITE are answered straight from
         # the bytes (the same replies, ops.handle_fast); --debug logs every
