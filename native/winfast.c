@@ -168,6 +168,7 @@ static void *writer_main(void *arg)
 
 /* ------------------------------------------------------ Python object access */
 
+static PyObject *s_budget, *s_free_pages, *s_alloc1, *s_major, *s_pages_allocated;
 static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas, *s_start,
     *s_end, *s_prot, *s_pgoff, *s_mapping, *s_pt, *s_chunks, *s_bits, *s_frame, *s_cached,
     *s_pending, *s_pushed, *s_epoch, *s_stats, *s_size, *s_pages, *s_frames, *s_pflags, *s_gen,
@@ -378,7 +379,7 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     PyObject *pt = NULL, *chunks = NULL, *cached = NULL, *pending = NULL, *pushed = NULL;
     PyObject *pages = NULL, *pframes_d = NULL, *pflags_d = NULL, *arena = NULL, *addrs = NULL;
     PyObject *tstats = NULL, *mmstats = NULL, *fstats = NULL, *ikey = NULL;
-    PyObject *wins = NULL, *handles = NULL, *h = NULL, *tmp = NULL;
+    PyObject *wins = NULL, *handles = NULL, *h = NULL, *tmp = NULL, *budget = NULL;
     PyObject *keys[MAXPAGES] = {0}, *olds[MAXPAGES] = {0};
     chunk_views cv = {0};
     Py_buffer pfr = {0}, pfl = {0};
@@ -600,6 +601,8 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     const unsigned char *src[MAXPAGES] = {0};
     uint8_t *pfl_p = NULL;
     long long pflag_new = write ? (PG_UPTODATE | PG_DIRTY) : PG_UPTODATE;
+    int nholes = 0;
+    long long fps_ = 1;
     if (populate) {
         long long msize, nshared, fps;
         if (attr_ll(mapping, s_size, &msize) < 0)
@@ -619,37 +622,46 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
             DECLINE();
         pframes_d = PyObject_GetAttr(pages, s_frames);
         pflags_d = PyObject_GetAttr(pages, s_pflags);
-        if (!pframes_d || !pflags_d || !PyDict_Check(pframes_d) || !PyDict_Check(pflags_d))
-            DECLINE(); /* an empty page cache: a hole */
-        PyObject *pkey = PyLong_FromLongLong((long long)pgoff >> CHUNK_SHIFT);
-        if (!pkey)
+        if (!pframes_d || !pflags_d)
             DECLINE();
-        PyObject *fa = PyDict_GetItemWithError(pframes_d, pkey);
-        PyObject *fl = fa ? PyDict_GetItemWithError(pflags_d, pkey) : NULL;
-        Py_DECREF(pkey);
-        if (!fa || !fl)
-            DECLINE();
-        if (get_array_obj(fa, CHUNK, 8, &pfr) < 0)
-            DECLINE();
-        if (get_array_obj(fl, CHUNK, 1, &pfl) < 0) {
-            PyBuffer_Release(&pfr);
-            DECLINE();
-        }
-        have_pc = 1;
         int pslot0 = (int)(pgoff & (CHUNK - 1));
-        pfl_p = (uint8_t *)pfl.buf + pslot0;
+        if (PyDict_Check(pframes_d) && PyDict_Check(pflags_d)) {
+            PyObject *pkey = PyLong_FromLongLong((long long)pgoff >> CHUNK_SHIFT);
+            if (!pkey)
+                DECLINE();
+            PyObject *fa = PyDict_GetItemWithError(pframes_d, pkey);
+            PyObject *fl = fa ? PyDict_GetItemWithError(pflags_d, pkey) : NULL;
+            Py_DECREF(pkey);
+            if (fa && fl) {
+                if (get_array_obj(fa, CHUNK, 8, &pfr) < 0)
+                    DECLINE();
+                if (get_array_obj(fl, CHUNK, 1, &pfl) < 0) {
+                    PyBuffer_Release(&pfr);
+                    DECLINE();
+                }
+                have_pc = 1;
+                pfl_p = (uint8_t *)pfl.buf + pslot0;
+            } else if (PyErr_Occurred()) {
+                DECLINE();
+            }
+        } /* else: an empty page cache (every page a hole) */
         arena = PyObject_GetAttr(mapping, s_arena);
         if (!arena || attr_ll(arena, s_nshared, &nshared) < 0 || attr_ll(arena, s_fps, &fps) < 0)
             DECLINE();
         if (nshared != 0 || fps <= 0)
             DECLINE(); /* copy_file_range sharing in use: Python (COW rules) */
+        fps_ = fps;
         addrs = PyObject_GetAttr(arena, s_addrs);
         if (!addrs || !PyList_Check(addrs))
             DECLINE();
         for (int k = 0; k < n; k++) {
-            frames[k] = ((int64_t *)pfr.buf)[pslot0 + k];
-            if (frames[k] <= 0)
-                DECLINE(); /* a hole: the fault allocates (Python) */
+            frames[k] = have_pc ? ((int64_t *)pfr.buf)[pslot0 + k] : -1;
+            if (frames[k] < 0) { /* a hole: the fault allocates (phase 2) */
+                nholes++;
+                continue;
+            }
+            if (frames[k] == 0)
+                DECLINE();
             set_pflags[k] = (pfl_p[k] & pflag_new) != pflag_new;
             long long seg = frames[k] / fps, idx = frames[k] % fps;
             if (seg >= PyList_GET_SIZE(addrs))
@@ -662,6 +674,24 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         fstats = PyObject_GetAttr(mapping, s_fstats);
         if (!fstats)
             DECLINE();
+        if (nholes) {
+            /* fault() charges the size= budget one page at a time and fails (SIGBUS,
+             * the prefault stops) when it cannot: decline unless every hole fits */
+            budget = PyObject_GetAttr(mapping, s_budget);
+            if (!budget)
+                DECLINE();
+            PyObject *fp = PyObject_GetAttr(budget, s_free_pages); /* a property */
+            if (!fp)
+                DECLINE();
+            if (fp != Py_None) {
+                long long free = PyLong_AsLongLong(fp);
+                Py_DECREF(fp);
+                if ((free == -1 && PyErr_Occurred()) || free < nholes)
+                    DECLINE();
+            } else {
+                Py_DECREF(fp);
+            }
+        }
     }
     tstats = PyObject_GetAttr(e->table, s_stats);
     mmstats = PyObject_GetAttr(mm, s_stats);
@@ -744,7 +774,51 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         /* make_pages_present -> handle_mm_fault -> do_nonlinear_fault -> fault(): one
          * resident page at a time: MINOR */
         for (int k = 0; k < n; k++) {
-            if (set_pflags[k]) {
+            int hole = frames[k] < 0;
+            if (hole) { /* fault()'s single-hole path: charge, alloc1, insert1 */
+                PyObject *r = PyObject_CallMethod(budget, "charge", "i", 1);
+                if (!r)
+                    goto fail;
+                long got = PyLong_AsLong(r);
+                Py_DECREF(r);
+                if (got != 1) { /* checked in phase 1: cannot happen */
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_RuntimeError, "winfast: size= budget moved");
+                    goto fail;
+                }
+                r = PyObject_CallMethodNoArgs(arena, s_alloc1);
+                if (!r)
+                    goto fail;
+                frames[k] = PyLong_AsLongLong(r);
+                Py_DECREF(r);
+                if (frames[k] <= 0) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_RuntimeError, "winfast: bad frame");
+                    goto fail;
+                }
+                r = PyObject_CallMethod(pages, "insert1", "LLL", (long long)pgoff + k, frames[k],
+                                        pflag_new);
+                if (!r)
+                    goto fail;
+                Py_DECREF(r);
+                /* the frame's address, now that it exists (the arena may have grown) */
+                Py_CLEAR(addrs);
+                addrs = PyObject_GetAttr(arena, s_addrs);
+                if (!addrs || !PyList_Check(addrs)) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_RuntimeError, "winfast: arena._addrs");
+                    goto fail;
+                }
+                long long seg = frames[k] / fps_, idx = frames[k] % fps_;
+                if (seg >= PyList_GET_SIZE(addrs)) {
+                    PyErr_SetString(PyExc_RuntimeError, "winfast: frame outside the arena");
+                    goto fail;
+                }
+                unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
+                if (base == (unsigned long long)-1 && PyErr_Occurred())
+                    goto fail;
+                src[k] = (const unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
+            } else if (set_pflags[k]) {
                 pfl_p[k] |= (uint8_t)pflag_new;
                 if (incr_attr(pages, s_gen, 1) < 0)
                     goto fail;
@@ -754,7 +828,9 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
                 if (incr_attr(fsl[q], s_faults, 1) < 0 ||
                     incr_attr(fsl[q], write ? s_write : s_read, 1) < 0 ||
                     incr_attr(fsl[q], s_prefault, 1) < 0 || incr_attr(fsl[q], s_via_vma, 1) < 0 ||
-                    incr_attr(fsl[q], s_minor, 1) < 0 || incr_attr(fsl[q], s_pages, 1) < 0)
+                    incr_attr(fsl[q], hole ? s_major : s_minor, 1) < 0 ||
+                    incr_attr(fsl[q], s_pages, 1) < 0 ||
+                    (hole && incr_attr(fsl[q], s_pages_allocated, 1) < 0))
                     goto fail;
             }
             int nb = PTE_PRESENT;
@@ -764,7 +840,7 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
                 nb |= PTE_WRITE; /* _install_bits: shared, writable, no write-notify/sharing */
             cbits[slot0 + k] = (uint8_t)nb;
             cframe[slot0 + k] = frames[k];
-            if (incr_attr(mmstats, s_minor, 1) < 0)
+            if (incr_attr(mmstats, hole ? s_major : s_minor, 1) < 0)
                 goto fail;
         }
     }
@@ -898,6 +974,7 @@ out:
     Py_XDECREF(tstats);
     Py_XDECREF(mmstats);
     Py_XDECREF(fstats);
+    Py_XDECREF(budget);
     Py_XDECREF(ikey);
     Py_XDECREF(wins);
     Py_XDECREF(handles);
@@ -1091,6 +1168,11 @@ static struct PyModuleDef moddef = {
 PyMODINIT_FUNC PyInit__winfast(void)
 {
     INTERN(s_wins, "wins");
+    INTERN(s_budget, "budget");
+    INTERN(s_free_pages, "free_pages");
+    INTERN(s_alloc1, "alloc1");
+    INTERN(s_major, "major");
+    INTERN(s_pages_allocated, "pages_allocated");
     INTERN(s_handles, "_handles");
     INTERN(s_ino, "ino");
     INTERN(s_flags, "flags");
