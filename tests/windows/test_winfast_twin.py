@@ -15,6 +15,7 @@ anything would make the states differ.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 
@@ -41,6 +42,7 @@ OBJ_DATA = 32  # object pages 0..31 hold data, 32..39 are holes, 40 holds data (
 REMAP_CMD = 0x40205302
 POPULATE, NONBLOCK, CHGPROT = 0x8000, 0x10000, 0x20000
 PAGES = [0, 1, 2, 3, 5, 510, 511, 512, 513, 599]
+F_SETPIPE_SZ = 1031
 
 
 class Twin:
@@ -65,6 +67,9 @@ class Twin:
         self.engine = None
         if native:
             self.rfd, self.wfd = os.pipe()
+            # a 16-page remap queues 16 stores (66 KiB): more than a default pipe holds,
+            # and the test reads only once the engine is idle
+            fcntl.fcntl(self.wfd, F_SETPIPE_SZ, 1 << 20)
             os.set_blocking(self.rfd, False)
             self.engine = winfast.engine(self.wfd, fs, {})
             assert self.engine is not None
@@ -281,6 +286,26 @@ def test_long_random_sequence_mostly_native() -> None:
                 assert ra == rb, op
             assert a.state() == b.state(), op
         assert native > 150, native
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sixteen_pages_with_holes_in_one_call() -> None:
+    """The largest REMAP the engine takes (16 pages, the last ones holes of the
+    object that it allocates): 16 STOREs and the reply, exact; 17 pages: Python."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)  # nonlinear; an entry outside the range
+            tw.t.read(tw.win, 0, 16 * P4)  # cached: the remap invalidates them first
+        native, got = a.ioctl(0, 16 * P4, 24, 0, POPULATE)  # object pages 24..39: 32.. holes
+        assert native and got == b.ioctl(0, 16 * P4, 24, 0, POPULATE)[1]
+        assert [int.from_bytes(m[4:8], "little") for m in got] == [2] + [4] * 16 + [0]
+        assert a.state() == b.state()
+        native, got = a.ioctl(16 * P4, 17 * P4, 0, 0, POPULATE)
+        assert not native and got == b.ioctl(16 * P4, 17 * P4, 0, 0, POPULATE)[1]
+        assert a.state() == b.state()
     finally:
         a.close()
         b.close()
