@@ -378,7 +378,13 @@ class Session:
                 return False
         if self._pending or getattr(self._local, "fd", None) is not None:
             return False
-        n = eng.remap(msg)
+        try:
+            n = eng.remap(msg)
+        except Exception:  # only an allocation failure after the engine began changing
+            # state can get here: answer, as ops.handle answers an unexpected error
+            log.exception("window REMAP fast path failed")
+            self._write([reply_error(int.from_bytes(msg[8:16], "little"), errno.EIO)])
+            return True
         if n is None:
             return False
         self.stats.notifications += n
