@@ -7,21 +7,26 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 APT_PACKAGES=(fuse3 user-mode-linux uml-utilities)
+# the C extensions (setup.py, native/) need a compiler and Python's headers
+BUILD_PACKAGES=(gcc libc6-dev python3-dev)
 PY="${PYTHON:-python3}"
 
 missing=()
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 [ -x /usr/bin/linux.uml ] || missing+=(user-mode-linux)
+command -v "${CC:-cc}" >/dev/null || missing+=(gcc)
+"$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    2>/dev/null || missing+=(python3-dev)
 command -v uml_mconsole >/dev/null || missing+=(uml-utilities)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq >/dev/null
-        apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null
+        apt-get install -y -qq "${APT_PACKAGES[@]}" "${BUILD_PACKAGES[@]}" >/dev/null
     else
         echo "bootstrap: missing Debian packages: ${missing[*]}" >&2
-        echo "bootstrap: as root run: apt-get install ${APT_PACKAGES[*]}" >&2
+        echo "bootstrap: as root run: apt-get install ${APT_PACKAGES[*]} ${BUILD_PACKAGES[*]}" >&2
         echo "bootstrap: (fuse3 is required to mount; the others only for the UML tests)" >&2
     fi
 fi
@@ -33,10 +38,14 @@ stamp="$ROOT/.venv/.shmfs-installed"
 if [ ! -x "$ROOT/.venv/bin/python" ]; then
     "$PY" -m venv "$ROOT/.venv"
 fi
-# setup.py builds the C extensions under native/ (optional ones: a failed build
-# leaves their Python fallbacks), so a change there reinstalls too
-if [ ! -e "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] \
-   || [ -n "$(find "$ROOT/native" -newer "$stamp" -print -quit 2>/dev/null)" ]; then
+# setup.py builds the C extensions (native/*.c; optional: a failed build leaves
+# their Python fallbacks) in the editable install: rebuild when they change, as
+# when pyproject.toml does
+rebuild=0
+for f in "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/native/*.c "$ROOT"/native/*.h; do
+    [ -e "$f" ] && [ "$f" -nt "$stamp" ] && rebuild=1
+done
+if [ ! -e "$stamp" ] || [ "$rebuild" = 1 ]; then
     "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test,bench]"
     touch "$stamp"
 fi

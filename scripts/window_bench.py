@@ -199,10 +199,13 @@ def batch(side: _Side, rounds: int) -> dict[str, Any]:
 
 
 def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    with targets.open_target(kind, "600m", None) as t:
+    with targets.open_target(kind, "600m", None, options=args.shmfs_options) as t:
         side = _Side(kind, t.path, not args.no_remapv, not args.no_populate)
         try:
-            out = {"load_before": loadavg()}
+            out = {"load_before": loadavg(), "shmfs_options": args.shmfs_options,
+                   "native_remap": os.environ.get("SHMFS_WINFAST", "1") != "0"}
+            if kind == "shmfs":
+                out["daemon_native"] = t.stats().get("session", {}).get("winfast", {})
             if "stream" in args.only:
                 out["stream"] = stream(side, args.steps, args.seed)
             if "batch" in args.only:
@@ -210,6 +213,8 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             if "remove" in args.only:
                 out["remove"] = remove(side, args.seed)
             out["load_after"] = loadavg()
+            if kind == "shmfs":  # how many REMAPs the C path took (mount/server/winfast.py)
+                out["daemon_native"] = t.stats().get("session", {}).get("winfast", {})
         finally:
             side.close()
     return out
@@ -228,8 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="stream,batch,remove",
                    help="comma-separated subset of stream,batch,remove")
     p.add_argument("--shmfs-only", action="store_true", help="skip the tmpfs side")
+    p.add_argument("--shmfs-options", default="",
+                   help="more -o options for the shmfs (e.g. cpu_latency=off)")
+    p.add_argument("--python-remap", action="store_true",
+                   help="the daemon serves REMAP in Python (SHMFS_WINFAST=0: no C fast path)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    if args.python_remap:
+        os.environ["SHMFS_WINFAST"] = "0"  # inherited by the daemon
     args.only = set(args.only.split(","))
     doc: dict[str, Any] = {"loadavg_start": loadavg()}
     for kind in ["shmfs"] + ([] if args.shmfs_only else ["tmpfs"]):

@@ -51,6 +51,7 @@ from typing import Any
 import trio
 
 from mount.mounting import kernel as mounting
+from mount.server import winfast
 from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
 from mount.server.ops import Operations
 from mount.server.restart import RestartHooks
@@ -85,6 +86,7 @@ OPCODE_READ = 15
 OPCODE_WRITE = 16
 OPCODE_INIT = 26
 OPCODE_DESTROY = 38
+OPCODE_IOCTL = 39
 _UNORDERED = (OPCODE_READ, OPCODE_WRITE)  # replies that never wait for notifications
 
 
@@ -181,7 +183,7 @@ class Session:
         # entry when it answers a READ or a write(2) of the page first.
         self._stores: dict[tuple[int, int], int] = {}
         self._store_gen = 0
-        self.fs.store_queued = lambda ino, page: (ino, page) in self._stores
+        self.fs.store_queued = self._store_queued
         # -o uring (mount/server/uring_fuse.py): requests from io_uring entries; the
         # ring's loop replaces _blocking_loop and sets these hooks. _sink is the ring
         # while one of its requests is handled (its reply goes there: reply, defer, flush)
@@ -189,6 +191,12 @@ class Session:
         self._sink: Any = None
         self._on_written: Callable[[], None] | None = None  # after each notifier batch
         self.uring_statistics: Callable[[], dict[str, object]] | None = None
+        # the C fast path of window REMAPs (mount/server/winfast.py), made at the first
+        # IOCTL; False: not available, or not allowed: --debug (every request is
+        # logged), uring (replies go to ring entries, the engine writes /dev/fuse) and
+        # restartable (every REMAP is journalled before its reply, which the engine's
+        # writer thread would send first) -- everything goes the Python way
+        self._winfast: Any = False if (debug or uring or persist is not None) else None
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
         # -o restartable (mount/server/restart.py): the journal hooks around every request,
@@ -219,6 +227,8 @@ class Session:
         finally:
             self._notify_q.put(None)
             await trio.to_thread.run_sync(writer.join, 5.0)
+            if self._winfast:
+                await trio.to_thread.run_sync(self._winfast.close)
         log.info("session for %s ended; %s", self.mountpoint, self.statistics())
 
     def _request_loop(self) -> None:
@@ -345,6 +355,9 @@ class Session:
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
+        if (len(msg) > 40 and msg[4] == OPCODE_IOCTL and self._winfast is not False
+                and self._native(msg, t0)):
+            return
         restart = self.restart
         if restart is not None:
             if restart.before(msg):  # answered from the journal (a resent request)
@@ -352,8 +365,10 @@ class Session:
         # GETATTR / LOOKUP / FORGET / UNLINK / RELEASE / CREATE / READ / WRITE are
         # answered straight from the bytes (the same replies, ops.handle_fast);
         # --debug logs every request, and a READ or WRITE must cancel queued
-        # NOTIFY_STOREs (_cancel_stores): those take the generic path
-        fast = None if self.debug or self._stores else self.ops.handle_fast(msg)
+        # NOTIFY_STOREs, the session's or the C engine's (_cancel_stores): those take
+        # the generic path
+        fast = (None if self.debug or self._stores or self._native_pending()
+                else self.ops.handle_fast(msg))
         if fast is not None:
             opcode, out = fast
             if restart is not None:  # the journal record, before any reply leaves
@@ -390,7 +405,7 @@ class Session:
                 return
             if self.debug:
                 log.debug("<- %r", req)
-            if self._stores and req.opcode in (OPCODE_READ, OPCODE_WRITE):
+            if (self._stores or self._winfast) and req.opcode in (OPCODE_READ, OPCODE_WRITE):
                 self._cancel_stores(req)
             out = self.ops.handle(req)
             opcode = req.opcode
@@ -416,7 +431,8 @@ class Session:
             self.stats.notifications += len(events) + len(after)
             self._queue_notify(msgs)
         elif out is not None:
-            if opcode not in (OPCODE_READ, OPCODE_WRITE) and self._pending:
+            if opcode not in (OPCODE_READ, OPCODE_WRITE) and (
+                    self._pending or self._native_pending()):
                 # order behind notifications still queued: fsync/ioctl/... return only
                 # after every earlier invalidation reached the kernel
                 msgs = []
@@ -436,6 +452,48 @@ class Session:
         entry[0] += 1
         entry[1] += time.perf_counter_ns() - t0
 
+    def _native(self, msg: memoryview, t0: int) -> bool:
+        """A window REMAP answered by the C engine (native/winfast.c): its notifications
+        and reply go out through the engine's writer thread. Only on the first reader
+        (a clone fd's replies are its own) and only with no Python notification still
+        queued (the engine's batch would overtake it); the engine declines anything
+        but the common case, untouched."""
+        eng = self._winfast
+        if eng is None:
+            eng = self._winfast = winfast.engine(self.fd, self.fs, self._stores) or False
+            if eng is False:
+                return False
+        if self._pending or self._reply_fd != self.fd:
+            return False
+        try:
+            n = eng.remap(msg)
+        except Exception:  # only an allocation failure after the engine began changing
+            # state can get here: answer, as ops.handle answers an unexpected error
+            log.exception("window REMAP fast path failed")
+            self._write([reply_error(int.from_bytes(msg[8:16], "little"), errno.EIO)])
+            return True
+        if n is None:
+            return False
+        self.stats.notifications += n
+        entry = self.stats.requests.get(OPCODE_IOCTL)
+        if entry is None:
+            entry = self.stats.requests[OPCODE_IOCTL] = [0, 0]
+        entry[0] += 1
+        entry[1] += time.perf_counter_ns() - t0
+        return True
+
+    def _native_pending(self) -> bool:
+        eng = self._winfast
+        return bool(eng) and eng.pending() > 0
+
+    def _store_queued(self, ino: int, page: int) -> bool:
+        """fsimpl's question: is a NOTIFY_STORE of (ino, page) still queued (here or in
+        the C engine)?"""
+        if (ino, page) in self._stores:
+            return True
+        eng = self._winfast
+        return bool(eng) and eng.store_queued(ino, page)
+
     def _encode(self, ev: object) -> list | _Store:
         """A queued event's message: NOTIFY_STOREs carry their (page, generation)."""
         if getattr(ev, "data", None) is None:
@@ -454,8 +512,12 @@ class Session:
             return
         size = getattr(a, "size", 0) or 1
         ino = req.nodeid  # type: ignore[attr-defined]
-        for page in range(a.offset >> 12, ((a.offset + size - 1) >> 12) + 1):
-            self._stores.pop((ino, page), None)
+        first, last = a.offset >> 12, (a.offset + size - 1) >> 12
+        if self._winfast:
+            self._winfast.cancel(ino, first, last)
+        if self._stores:
+            for page in range(first, last + 1):
+                self._stores.pop((ino, page), None)
 
     def _write(self, buffers: Sequence[bytes | memoryview], fd: int | None = None) -> None:
         if self._sink is not None:  # a request from a ring entry: the reply goes there
@@ -489,6 +551,8 @@ class Session:
         """The writer thread: notifications (and replies queued behind them) in order."""
         while (msgs := self._notify_q.get()) is not None:
             try:
+                if self._winfast:  # the engine's batches were queued first: they go first
+                    self._winfast.wait_idle()
                 self._write_batch1(msgs)
             finally:
                 with self._pending_lock:
@@ -632,6 +696,8 @@ class Session:
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),
             "restart": None if self.restart is None else self.restart.statistics(),
+            "winfast": self._winfast.statistics() if self._winfast else {
+                "available": winfast.available(), "engaged": False},
             "cpu_latency": {
                 "available": self.cpu_latency.available,
                 "latency_us": self.cpu_latency.latency_us,

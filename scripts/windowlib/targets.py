@@ -94,9 +94,10 @@ def _umount(mnt: Path) -> None:
 
 
 @contextlib.contextmanager
-def fresh_shmfs(size: str) -> Iterator[Target]:
-    """A new shmfs mounted with ``-o size=SIZE`` for the duration of the block."""
-    with managed_shmfs(f"size={size}", prefix="shmfs-tool-") as m:
+def fresh_shmfs(size: str, options: str = "") -> Iterator[Target]:
+    """A new shmfs mounted with ``-o size=SIZE[,OPTIONS]`` for the duration of the block."""
+    with managed_shmfs(f"size={size}" + (f",{options}" if options else ""),
+                       prefix="shmfs-tool-") as m:
         yield Target("shmfs", m.path, m.pid)
 
 
@@ -134,11 +135,13 @@ def existing(path: Path, daemon_pid: int | None = None) -> Iterator[Target]:
 
 
 def open_target(kind: str, size: str, mount: Path | None,
-                daemon_pid: int | None = None) -> contextlib.AbstractContextManager[Target]:
-    """The context manager for ``--mount DIR`` or a fresh ``kind`` mount."""
+                daemon_pid: int | None = None,
+                options: str = "") -> contextlib.AbstractContextManager[Target]:
+    """The context manager for ``--mount DIR`` or a fresh ``kind`` mount (``options``:
+    more -o options for a fresh shmfs)."""
     if mount is not None:
         return existing(mount, daemon_pid)
-    return fresh_shmfs(size) if kind == "shmfs" else fresh_tmpfs(size)
+    return fresh_shmfs(size, options) if kind == "shmfs" else fresh_tmpfs(size)
 
 
 def parse_size(text: str) -> int:

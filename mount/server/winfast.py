@@ -1,0 +1,49 @@
+"""The C fast path of window REMAPs (native/winfast.c), as the session uses it.
+
+``engine(fd, fs, stores)`` builds a ``mount.server._winfast.Engine`` over the
+filesystem's WindowTable, or returns None when the extension is missing (a
+checkout built without a C compiler: the daemon logs a warning once and serves
+every REMAP in Python) or ``SHMFS_WINFAST=0`` is set (A/B measurements, the
+twin tests).  The engine answers a REMAP of one page in the common state
+entirely in C and hands its notifications and reply to its own writer thread;
+anything else it declines, untouched, to the Python path
+(docs/decisions.md, "The window REMAP fast path in C").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("shmfs.winfast")
+
+_warned = False
+
+
+def available() -> bool:
+    """Whether the compiled extension can be imported."""
+    try:
+        from mount.server import _winfast  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def engine(fd: int, fs: Any, stores: dict) -> Any:
+    """An Engine writing to ``fd`` for ``fs`` (its WindowTable), or None."""
+    global _warned
+    if os.environ.get("SHMFS_WINFAST", "1") == "0":
+        return None
+    try:
+        from mount.server import _winfast
+    except ImportError as e:
+        if not _warned:
+            log.warning("window REMAP fast path not built (%s): REMAPs are served in Python; "
+                        "run scripts/bootstrap.sh with a C compiler to build it", e)
+            _warned = True
+        return None
+    from fsimpl.windows import windows_of
+    from vmcore.fault import FAULT_STATS
+
+    return _winfast.Engine(fd, windows_of(fs), FAULT_STATS, stores)

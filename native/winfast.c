@@ -1,0 +1,1239 @@
+/*
+ * mount.server._winfast: the common case of a window REMAP ioctl, in C.
+ *
+ * Why (docs/performance.md, "Windows (issue 12)"): one remap-then-touch step
+ * cost ~200 us of which ~150 were Python in the daemon and thread hand-offs;
+ * half the kernel emulation's rate leaves ~18 us a step for everything.
+ *
+ * What: Engine.remap(msg) takes one FUSE request.  If it is a REMAP of one
+ * page of a window in the common state (the checks below), it applies exactly
+ * what the Python path (mount/server/ioctl.py -> fsimpl WindowTable.remap ->
+ * vmcore remap_file_pages + make_pages_present, fsimpl _changed / _push)
+ * would do to the *same Python objects* -- the page-table chunk arrays, the
+ * object's page cache arrays, the WinState sets and dicts, every counter --
+ * and queues the notifications and the reply to a C writer thread.  Anything
+ * else returns None before changing anything, and the session answers the
+ * request in Python.  There is no second copy of any state: the Python
+ * objects stay the single source of truth.
+ *
+ * The writer thread: a notification may wait for the daemon (an invalidated
+ * dirty page is laundered with a WRITE the reader thread must answer; a
+ * NOTIFY_STORE waits for the page lock of a READ still queued), so the reader
+ * never writes them itself (mount/server/session.py says why).  This thread
+ * writes the batches in order, without the GIL.  A queued NOTIFY_STORE can be
+ * cancelled (Engine.cancel) by a READ or write(2) of its page answered first,
+ * as the Python notifier's stores are.
+ *
+ * Memory safety: every index into a chunk or an arena segment is checked
+ * against the buffer's length; any unexpected type declines.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define PAGE_SHIFT 12
+#define PAGE_SIZE 4096
+#define CHUNK_SHIFT 9
+#define CHUNK 512
+
+#define OP_IOCTL 39
+#define IN_HEADER 40
+#define IOCTL_IN 32
+#define REMAP_SIZE 32
+#define REMAP_CMD 0x40205302u
+#define NOTIFY_INVAL_INODE 2
+#define NOTIFY_STORE 4
+
+#define PTE_PRESENT 0x01
+#define PTE_FILE 0x02
+#define PTE_WRITE 0x04
+#define PTE_DIRTY 0x08
+#define PTE_ANON 0x10
+#define PTE_OWNPROT 0x20
+
+#define PG_UPTODATE 0x1
+#define PG_DIRTY 0x2
+
+#define VM_WRITE 0x2
+#define VM_SHARED 0x8
+#define VM_NONLINEAR 0x00800000
+#define VM_CAN_NONLINEAR 0x08000000
+
+#define PROT_READ_ 0x1
+#define PROT_WRITE_ 0x2
+#define PROT_EXEC_ 0x4
+
+#define MAP_POPULATE_ 0x8000
+#define MAP_NONBLOCK_ 0x10000
+
+/* ------------------------------------------------------------------ batches */
+
+enum { ST_NONE = 0, ST_QUEUED, ST_CANCELLED, ST_WRITTEN };
+
+#define MAXPAGES 16 /* pages of one REMAP the engine takes (vlm_window's slots: 2) */
+#define MAXMSG (2 * MAXPAGES + 1)
+
+typedef struct batch {
+    struct batch *next;
+    int nmsg;
+    size_t off[MAXMSG], len[MAXMSG];
+    /* per message: ST_NONE (not a store) or the state of its NOTIFY_STORE */
+    int state[MAXMSG];
+    uint64_t page[MAXMSG]; /* the window page a store is of */
+    uint64_t ino;
+    size_t cap;
+    unsigned char buf[]; /* the messages, back to back */
+} batch_t;
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    PyObject *table;       /* fsimpl WindowTable */
+    PyObject *fs;          /* its ShmFs */
+    PyObject *fault_stats; /* vmcore.fault.FAULT_STATS */
+    PyObject *py_stores;   /* the session's own queued stores: {(ino, page): gen} */
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv, idle;
+    batch_t *head, *tail;
+    long queued;
+    int stop;
+    int sleeping; /* the writer waits on cv: only then does a new batch signal it */
+    /* counters */
+    unsigned long long handled, declined, invals, stores, stores_skipped, write_errors;
+    unsigned long long last_write_errno;
+    long last_decline; /* source line of the last decline after the header checks */
+} Engine;
+
+static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+static void *writer_main(void *arg)
+{
+    Engine *e = (Engine *)arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->head && !e->stop) {
+            e->sleeping = 1;
+            pthread_cond_wait(&e->cv, &e->mu);
+            e->sleeping = 0;
+        }
+        batch_t *b = e->head;
+        if (!b)
+            break; /* stop, and nothing left */
+        for (int k = 0; k < b->nmsg; k++) {
+            if (b->state[k] == ST_CANCELLED) {
+                e->stores_skipped++;
+                continue;
+            }
+            if (b->state[k] == ST_QUEUED) /* no longer queued from here on: a write-back
+                                           * after this is of the stored copy (the
+                                           * launder of the replaced one came before) */
+                b->state[k] = ST_WRITTEN;
+            pthread_mutex_unlock(&e->mu);
+            ssize_t r;
+            do {
+                r = write(e->fd, b->buf + b->off[k], b->len[k]);
+            } while (r < 0 && errno == EINTR);
+            int err = r < 0 ? errno : 0;
+            pthread_mutex_lock(&e->mu);
+            /* ENOENT: inode unknown to the kernel, or the request is gone */
+            if (err && err != ENOENT && err != ENODEV) {
+                e->write_errors++;
+                e->last_write_errno = (unsigned long long)err;
+            }
+        }
+        e->head = b->next;
+        if (!e->head)
+            e->tail = NULL;
+        e->queued--;
+        free(b);
+        if (!e->head)
+            pthread_cond_broadcast(&e->idle);
+    }
+    pthread_cond_broadcast(&e->idle);
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------ Python object access */
+
+static PyObject *s_budget, *s_free_pages, *s_alloc1, *s_major, *s_pages_allocated;
+static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas, *s_start,
+    *s_end, *s_prot, *s_pgoff, *s_mapping, *s_pt, *s_chunks, *s_bits, *s_frame, *s_cached,
+    *s_pending, *s_pushed, *s_epoch, *s_stats, *s_size, *s_pages, *s_frames, *s_pflags, *s_gen,
+    *s_arena, *s_nshared, *s_fps, *s_addrs, *s_fstats, *s_listeners, *s_pte_bits,
+    *s_write_notify, *s_page_mkwrite, *s_private_data, *s_zaps, *s_ptes_zapped, *s_remaps,
+    *s_remap_pages, *s_minor, *s_faults, *s_read, *s_write, *s_prefault, *s_via_vma, *s_npages,
+    *s_address, *s_k_remaps, *s_k_pushed, *s_k_inval_events, *s_k_inval_pages;
+
+/* getattr -> C long long; 0 ok, -1 declined (error cleared) */
+static int attr_ll(PyObject *o, PyObject *name, long long *out)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (!v) {
+        PyErr_Clear();
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (x == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* obj.name += delta on an int attribute; -1 with an exception set on failure */
+static int incr_attr(PyObject *o, PyObject *name, long long delta)
+{
+    long long v;
+    PyObject *cur = PyObject_GetAttr(o, name);
+    if (!cur)
+        return -1;
+    v = PyLong_AsLongLong(cur);
+    Py_DECREF(cur);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *nv = PyLong_FromLongLong(v + delta);
+    if (!nv)
+        return -1;
+    int r = PyObject_SetAttr(o, name, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+/* d[key] += delta for a dict (collections.Counter included) */
+static int incr_item(PyObject *d, PyObject *key, long long delta)
+{
+    long long v = 0;
+    PyObject *cur = PyDict_GetItemWithError(d, key); /* borrowed */
+    if (!cur && PyErr_Occurred())
+        return -1;
+    if (cur) {
+        v = PyLong_AsLongLong(cur);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+    }
+    PyObject *nv = PyLong_FromLongLong(v + delta);
+    if (!nv)
+        return -1;
+    int r = PyDict_SetItem(d, key, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+/* A writable, C-contiguous buffer of exactly n items of itemsize bytes. */
+static int get_array(PyObject *owner, PyObject *name, Py_ssize_t n, Py_ssize_t itemsize,
+                     Py_buffer *view)
+{
+    PyObject *arr = PyObject_GetAttr(owner, name);
+    if (!arr) {
+        PyErr_Clear();
+        return -1;
+    }
+    int r = PyObject_GetBuffer(arr, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
+    Py_DECREF(arr);
+    if (r < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (view->len != n * itemsize || view->itemsize != itemsize) {
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(arr, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (view->len != n * itemsize || view->itemsize != itemsize) {
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether (ino, page) has a NOTIFY_STORE queued in this engine (mu held). */
+static int c_store_queued(Engine *e, uint64_t ino, uint64_t page)
+{
+    for (batch_t *b = e->head; b; b = b->next)
+        if (b->ino == ino)
+            for (int k = 0; k < b->nmsg; k++)
+                if (b->state[k] == ST_QUEUED && b->page[k] == page)
+                    return 1;
+    return 0;
+}
+
+/* fsimpl's store_queued(ino, page): in the session's Python queue or in ours. */
+static int store_queued(Engine *e, uint64_t ino, uint64_t page)
+{
+    int r;
+    pthread_mutex_lock(&e->mu);
+    r = c_store_queued(e, ino, page);
+    pthread_mutex_unlock(&e->mu);
+    if (r)
+        return 1;
+    if (e->py_stores && PyDict_Check(e->py_stores) && PyDict_GET_SIZE(e->py_stores)) {
+        PyObject *key = Py_BuildValue("(KK)", (unsigned long long)ino, (unsigned long long)page);
+        if (!key)
+            return -1;
+        r = PyDict_Contains(e->py_stores, key);
+        Py_DECREF(key);
+        return r;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the remap */
+
+typedef struct {
+    Py_buffer bits, frame, pgoff, prot;
+    int have;
+} chunk_views;
+
+static void release_chunk(chunk_views *c)
+{
+    if (c->have) {
+        PyBuffer_Release(&c->bits);
+        PyBuffer_Release(&c->frame);
+        PyBuffer_Release(&c->pgoff);
+        PyBuffer_Release(&c->prot);
+        c->have = 0;
+    }
+}
+
+static int load_chunk(PyObject *chunk, chunk_views *c)
+{
+    if (get_array(chunk, s_bits, CHUNK, 1, &c->bits) < 0)
+        return -1;
+    if (get_array(chunk, s_frame, CHUNK, 8, &c->frame) < 0) {
+        PyBuffer_Release(&c->bits);
+        return -1;
+    }
+    if (get_array(chunk, s_pgoff, CHUNK, 8, &c->pgoff) < 0) {
+        PyBuffer_Release(&c->bits);
+        PyBuffer_Release(&c->frame);
+        return -1;
+    }
+    if (get_array(chunk, s_prot, CHUNK, 1, &c->prot) < 0) {
+        PyBuffer_Release(&c->bits);
+        PyBuffer_Release(&c->frame);
+        PyBuffer_Release(&c->pgoff);
+        return -1;
+    }
+    c->have = 1;
+    return 0;
+}
+
+/* The PTE bits of vpn (the slot after ``slot`` of the chunk ``cbits``, or the first
+ * of the next chunk); 0 when there is no such entry or on any error. */
+static int pte_bits_at(PyObject *chunks, const uint8_t *cbits, int slot, long long vpn)
+{
+    if (slot + 1 < CHUNK)
+        return cbits[slot + 1];
+    PyObject *key = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
+    if (!key) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *c = PyDict_GetItemWithError(chunks, key);
+    Py_DECREF(key);
+    if (!c) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_buffer v;
+    if (get_array(c, s_bits, CHUNK, 1, &v) < 0)
+        return 0;
+    int r = ((const uint8_t *)v.buf)[vpn & (CHUNK - 1)];
+    PyBuffer_Release(&v);
+    return r;
+}
+
+#define DECLINE() do { e->last_decline = __LINE__; goto decline; } while (0)
+
+/*
+ * Engine.remap(msg) -> None (declined: nothing changed, answer it in Python) or
+ * the number of notifications queued ahead of the reply.
+ */
+static PyObject *Engine_remap(Engine *e, PyObject *arg)
+{
+    Py_buffer mb;
+    PyObject *ws = NULL, *window = NULL, *mm = NULL, *vmas = NULL, *vma = NULL, *mapping = NULL;
+    PyObject *pt = NULL, *chunks = NULL, *cached = NULL, *pending = NULL, *pushed = NULL;
+    PyObject *pages = NULL, *pframes_d = NULL, *pflags_d = NULL, *arena = NULL, *addrs = NULL;
+    PyObject *tstats = NULL, *mmstats = NULL, *fstats = NULL, *ikey = NULL;
+    PyObject *wins = NULL, *handles = NULL, *h = NULL, *tmp = NULL, *budget = NULL;
+    PyObject *keys[MAXPAGES] = {0}, *olds[MAXPAGES] = {0};
+    chunk_views cv = {0};
+    Py_buffer pfr = {0}, pfl = {0};
+    int have_pc = 0;
+    batch_t *b = NULL;
+    PyObject *result = NULL;
+    int n = 0;
+
+    if (PyObject_GetBuffer(arg, &mb, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *m = mb.buf;
+    if (mb.len != IN_HEADER + IOCTL_IN + REMAP_SIZE)
+        goto decline_nobuf;
+    if (get_u32(m) != (uint32_t)mb.len || get_u32(m + 4) != OP_IOCTL)
+        goto decline_nobuf;
+    if (get_u32(m + 36) != 0) /* extlen, padding */
+        goto decline_nobuf;
+    uint64_t unique = get_u64(m + 8), nodeid = get_u64(m + 16);
+    const unsigned char *io = m + IN_HEADER;
+    uint64_t fh = get_u64(io);
+    uint32_t ioflags = get_u32(io + 8), cmd = get_u32(io + 12);
+    uint32_t in_size = get_u32(io + 24);
+    if (ioflags != 0 || cmd != REMAP_CMD || in_size != REMAP_SIZE)
+        goto decline_nobuf;
+    const unsigned char *d = io + IOCTL_IN;
+    uint64_t start = get_u64(d), size = get_u64(d + 8), pgoff = get_u64(d + 16);
+    uint32_t prot = get_u32(d + 24), rflags = get_u32(d + 28);
+    int populate;
+    if (rflags == MAP_POPULATE_)
+        populate = 1;
+    else if (rflags == 0 || rflags == MAP_NONBLOCK_)
+        populate = 0;
+    else
+        goto decline_nobuf;
+    if (prot != 0 || (size & (PAGE_SIZE - 1)) || size < PAGE_SIZE ||
+        size > (uint64_t)MAXPAGES * PAGE_SIZE || (start & (PAGE_SIZE - 1)) ||
+        start >= (1ULL << 46) || pgoff >= (1ULL << 46) || nodeid > (uint64_t)LLONG_MAX ||
+        fh > (uint64_t)LLONG_MAX)
+        goto decline_nobuf;
+    n = (int)(size >> PAGE_SHIFT);
+    PyBuffer_Release(&mb);
+
+    /* ---- phase 1: look, decide; nothing changes ---- */
+    wins = PyObject_GetAttr(e->table, s_wins);
+    if (!wins || !PyDict_Check(wins))
+        DECLINE();
+    ikey = PyLong_FromUnsignedLongLong(nodeid);
+    if (!ikey)
+        DECLINE();
+    ws = PyDict_GetItemWithError(wins, ikey); /* borrowed */
+    if (!ws)
+        DECLINE();
+    Py_INCREF(ws);
+    Py_CLEAR(ikey);
+    /* the descriptor: a handle of this inode, open for writing (else EBADF in Python) */
+    handles = PyObject_GetAttr(e->fs, s_handles);
+    if (!handles || !PyDict_Check(handles))
+        DECLINE();
+    ikey = PyLong_FromUnsignedLongLong(fh);
+    if (!ikey)
+        DECLINE();
+    h = PyDict_GetItemWithError(handles, ikey);
+    Py_CLEAR(ikey);
+    if (!h)
+        DECLINE();
+    Py_INCREF(h);
+    long long hino, hflags;
+    if (attr_ll(h, s_ino, &hino) < 0 || attr_ll(h, s_flags, &hflags) < 0)
+        DECLINE();
+    if ((uint64_t)hino != nodeid || (hflags & 3) == 0 /* O_RDONLY */)
+        DECLINE();
+    long long npages, waddr;
+    if (attr_ll(ws, s_npages, &npages) < 0)
+        DECLINE();
+    window = PyObject_GetAttr(ws, s_window);
+    if (!window || attr_ll(window, s_address, &waddr) < 0)
+        DECLINE();
+    mm = PyObject_GetAttr(window, s_mm);
+    if (!mm)
+        DECLINE();
+    vmas = PyObject_GetAttr(mm, s_vmas);
+    if (!vmas || !PyList_Check(vmas) || PyList_GET_SIZE(vmas) != 1)
+        DECLINE(); /* a split window (MPROTECT_VMA) goes the Python way */
+    vma = PyList_GET_ITEM(vmas, 0);
+    Py_INCREF(vma);
+    long long vstart, vend, vflags, vprot, vpgoff, ptebits;
+    if (attr_ll(vma, s_start, &vstart) < 0 || attr_ll(vma, s_end, &vend) < 0 ||
+        attr_ll(vma, s_flags, &vflags) < 0 || attr_ll(vma, s_prot, &vprot) < 0 ||
+        attr_ll(vma, s_pgoff, &vpgoff) < 0 || attr_ll(mm, s_pte_bits, &ptebits) < 0)
+        DECLINE();
+    if (vstart != waddr || vend != waddr + (npages << PAGE_SHIFT))
+        DECLINE();
+    if ((vflags & (VM_SHARED | VM_NONLINEAR | VM_CAN_NONLINEAR)) !=
+        (VM_SHARED | VM_NONLINEAR | VM_CAN_NONLINEAR))
+        DECLINE(); /* the first remap makes the VMA nonlinear: Python */
+    long long lo = (long long)(start >> PAGE_SHIFT); /* first window page */
+    if (lo + n > npages)
+        DECLINE(); /* EINVAL in Python */
+    if (ptebits < 1 || ptebits > 62 || (long long)pgoff + n >= (1LL << ptebits))
+        DECLINE();
+    tmp = PyObject_GetAttr(vma, s_private_data);
+    if (!tmp)
+        DECLINE();
+    if (tmp != Py_None)
+        DECLINE();
+    Py_CLEAR(tmp);
+    {
+        PyObject *lst = PyObject_GetAttr(mm, s_listeners);
+        if (!lst)
+            DECLINE();
+        int ok = PyList_Check(lst) && PyList_GET_SIZE(lst) == 1; /* the window's only */
+        Py_DECREF(lst);
+        if (!ok)
+            DECLINE();
+    }
+    mapping = PyObject_GetAttr(vma, s_mapping);
+    if (!mapping)
+        DECLINE();
+    tmp = PyObject_GetAttr(mapping, s_page_mkwrite);
+    if (!tmp || tmp != Py_None)
+        DECLINE();
+    Py_CLEAR(tmp);
+    tmp = PyObject_GetAttr(mapping, s_write_notify);
+    if (!tmp)
+        DECLINE();
+    if (PyObject_IsTrue(tmp) != 0)
+        DECLINE();
+    Py_CLEAR(tmp);
+
+    long long vpn = (waddr + (long long)start) >> PAGE_SHIFT;
+    int slot0 = (int)(vpn & (CHUNK - 1));
+    if (slot0 + n > CHUNK)
+        DECLINE(); /* across two page-table chunks: Python */
+    pt = PyObject_GetAttr(vma, s_pt);
+    if (!pt)
+        DECLINE();
+    chunks = PyObject_GetAttr(pt, s_chunks);
+    if (!chunks || !PyDict_Check(chunks))
+        DECLINE();
+    ikey = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
+    if (!ikey)
+        DECLINE();
+    PyObject *chunk = PyDict_GetItemWithError(chunks, ikey);
+    Py_CLEAR(ikey);
+    if (!chunk)
+        DECLINE(); /* a new chunk is charged to pt_size=: Python */
+    if (load_chunk(chunk, &cv) < 0)
+        DECLINE();
+    uint8_t *cbits = cv.bits.buf, *cprot = cv.prot.buf;
+    int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
+    int npresent = 0, left = 0;
+    for (int j = 0; j < CHUNK; j++) {
+        int bj = cbits[j];
+        if (j >= slot0 && j < slot0 + n) {
+            if (bj & PTE_ANON)
+                DECLINE();
+            if (bj & PTE_PRESENT)
+                npresent++;
+            else if (bj)
+                left = 1;
+        } else if (bj) {
+            left = 1;
+        }
+    }
+    if (!left)
+        DECLINE(); /* the zap would free (uncharge) the chunk, set_file_range recharge it */
+
+    cached = PyObject_GetAttr(ws, s_cached);
+    pending = PyObject_GetAttr(ws, s_pending);
+    pushed = PyObject_GetAttr(ws, s_pushed);
+    if (!cached || !pending || !pushed || !PySet_Check(cached) || !PyDict_Check(pending) ||
+        !PySet_Check(pushed))
+        DECLINE();
+    if (lo + n < npages) {
+        /* REMAP's snapshot also covers the page after the range (the end comes from the
+         * unrounded size): Python refaults it there if it is cached and not present,
+         * which the invariant rules out; if it ever is, let Python do it */
+        PyObject *k1 = PyLong_FromLongLong(lo + n);
+        if (!k1)
+            DECLINE();
+        int c1 = PySet_Contains(cached, k1);
+        Py_DECREF(k1);
+        if (c1 < 0)
+            DECLINE();
+        if (c1 && !(pte_bits_at(chunks, cbits, slot0 + n - 1, vpn + n) & PTE_PRESENT))
+            DECLINE();
+    }
+    int write = (vflags & VM_WRITE) != 0;
+    long long new_eff = vprot; /* a remap without MAP_CHGPROT: the VMA's protection */
+    int was_cached[MAXPAGES], moved[MAXPAGES], nmoved = 0, nruns = 0;
+    long long old_pg[MAXPAGES], old_eff[MAXPAGES];
+    for (int k = 0; k < n; k++) {
+        int ob = cbits[slot0 + k];
+        keys[k] = PyLong_FromLongLong(lo + k);
+        if (!keys[k])
+            DECLINE();
+        was_cached[k] = PySet_Contains(cached, keys[k]);
+        if (was_cached[k] < 0)
+            DECLINE();
+        old_pg[k] = (ob & (PTE_PRESENT | PTE_FILE)) ? cpgoff[slot0 + k]
+                                                     : (vpn + k - (vstart >> PAGE_SHIFT)) + vpgoff;
+        old_eff[k] = (ob & PTE_OWNPROT) ? cprot[slot0 + k] : vprot;
+        moved[k] = was_cached[k] && (old_pg[k] != (long long)pgoff + k || old_eff[k] != new_eff);
+        if (!populate && was_cached[k] && !moved[k])
+            DECLINE(); /* unchanged cached page left a file PTE: Python refaults it */
+        if (moved[k]) {
+            if (!(k > 0 && moved[k - 1]))
+                nruns++;
+            nmoved++;
+            olds[k] = Py_BuildValue("(LL)", old_pg[k], old_eff[k]);
+            if (!olds[k])
+                DECLINE();
+        }
+    }
+
+    /* the object pages, for the prefault */
+    long long frames[MAXPAGES] = {0};
+    int set_pflags[MAXPAGES] = {0};
+    const unsigned char *src[MAXPAGES] = {0};
+    uint8_t *pfl_p = NULL;
+    long long pflag_new = write ? (PG_UPTODATE | PG_DIRTY) : PG_UPTODATE;
+    int nholes = 0;
+    long long fps_ = 1;
+    if (populate) {
+        long long msize, nshared, fps;
+        if (attr_ll(mapping, s_size, &msize) < 0)
+            DECLINE();
+        if ((long long)pgoff + n > (msize + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            DECLINE(); /* beyond EOF: SIGBUS, the prefault stops there */
+        /* handle_mm_fault's protection check, and _push's: readable */
+        if (write ? !(new_eff & PROT_WRITE_)
+                  : !(new_eff & (PROT_READ_ | PROT_WRITE_ | PROT_EXEC_)))
+            DECLINE();
+        if (!(new_eff & PROT_READ_))
+            DECLINE();
+        if (((long long)pgoff >> CHUNK_SHIFT) != (((long long)pgoff + n - 1) >> CHUNK_SHIFT))
+            DECLINE(); /* across two page-cache chunks: Python */
+        pages = PyObject_GetAttr(mapping, s_pages);
+        if (!pages)
+            DECLINE();
+        pframes_d = PyObject_GetAttr(pages, s_frames);
+        pflags_d = PyObject_GetAttr(pages, s_pflags);
+        if (!pframes_d || !pflags_d)
+            DECLINE();
+        int pslot0 = (int)(pgoff & (CHUNK - 1));
+        if (PyDict_Check(pframes_d) && PyDict_Check(pflags_d)) {
+            PyObject *pkey = PyLong_FromLongLong((long long)pgoff >> CHUNK_SHIFT);
+            if (!pkey)
+                DECLINE();
+            PyObject *fa = PyDict_GetItemWithError(pframes_d, pkey);
+            PyObject *fl = fa ? PyDict_GetItemWithError(pflags_d, pkey) : NULL;
+            Py_DECREF(pkey);
+            if (fa && fl) {
+                if (get_array_obj(fa, CHUNK, 8, &pfr) < 0)
+                    DECLINE();
+                if (get_array_obj(fl, CHUNK, 1, &pfl) < 0) {
+                    PyBuffer_Release(&pfr);
+                    DECLINE();
+                }
+                have_pc = 1;
+                pfl_p = (uint8_t *)pfl.buf + pslot0;
+            } else if (PyErr_Occurred()) {
+                DECLINE();
+            }
+        } /* else: an empty page cache (every page a hole) */
+        arena = PyObject_GetAttr(mapping, s_arena);
+        if (!arena || attr_ll(arena, s_nshared, &nshared) < 0 || attr_ll(arena, s_fps, &fps) < 0)
+            DECLINE();
+        if (nshared != 0 || fps <= 0)
+            DECLINE(); /* copy_file_range sharing in use: Python (COW rules) */
+        fps_ = fps;
+        addrs = PyObject_GetAttr(arena, s_addrs);
+        if (!addrs || !PyList_Check(addrs))
+            DECLINE();
+        for (int k = 0; k < n; k++) {
+            frames[k] = have_pc ? ((int64_t *)pfr.buf)[pslot0 + k] : -1;
+            if (frames[k] < 0) { /* a hole: the fault allocates (phase 2) */
+                nholes++;
+                continue;
+            }
+            if (frames[k] == 0)
+                DECLINE();
+            set_pflags[k] = (pfl_p[k] & pflag_new) != pflag_new;
+            long long seg = frames[k] / fps, idx = frames[k] % fps;
+            if (seg >= PyList_GET_SIZE(addrs))
+                DECLINE();
+            unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
+            if (base == (unsigned long long)-1 && PyErr_Occurred())
+                DECLINE();
+            src[k] = (const unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
+        }
+        fstats = PyObject_GetAttr(mapping, s_fstats);
+        if (!fstats)
+            DECLINE();
+        if (nholes) {
+            /* fault() charges the size= budget one page at a time and fails (SIGBUS,
+             * the prefault stops) when it cannot: decline unless every hole fits */
+            budget = PyObject_GetAttr(mapping, s_budget);
+            if (!budget)
+                DECLINE();
+            PyObject *fp = PyObject_GetAttr(budget, s_free_pages); /* a property */
+            if (!fp)
+                DECLINE();
+            if (fp != Py_None) {
+                long long free = PyLong_AsLongLong(fp);
+                Py_DECREF(fp);
+                if ((free == -1 && PyErr_Occurred()) || free < nholes)
+                    DECLINE();
+            } else {
+                Py_DECREF(fp);
+            }
+        }
+    }
+    tstats = PyObject_GetAttr(e->table, s_stats);
+    mmstats = PyObject_GetAttr(mm, s_stats);
+    if (!tstats || !PyDict_Check(tstats) || !mmstats)
+        DECLINE();
+    /* the messages, built before anything changes: an INVAL per run of moved pages,
+     * a STORE per page, the reply */
+    {
+        size_t cap = (size_t)nruns * 40 + (populate ? (size_t)n * (40 + PAGE_SIZE) : 0) + 32;
+        b = malloc(sizeof(batch_t) + cap);
+        if (!b) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        memset(b, 0, sizeof(batch_t));
+        b->cap = cap;
+        b->ino = nodeid;
+        size_t pos = 0;
+        for (int k = 0; k < n; k++) {
+            if (!moved[k] || (k > 0 && moved[k - 1]))
+                continue;
+            int r = k;
+            while (r < n && moved[r])
+                r++;
+            unsigned char *p = b->buf + pos;
+            put_u32(p, 40);
+            put_u32(p + 4, NOTIFY_INVAL_INODE);
+            put_u64(p + 8, 0);
+            put_u64(p + 16, nodeid);
+            put_u64(p + 24, (uint64_t)(lo + k) << PAGE_SHIFT);
+            put_u64(p + 32, (uint64_t)(r - k) << PAGE_SHIFT);
+            b->off[b->nmsg] = pos;
+            b->len[b->nmsg++] = 40;
+            pos += 40;
+        }
+        if (populate) {
+            for (int k = 0; k < n; k++) {
+                unsigned char *p = b->buf + pos;
+                put_u32(p, 40 + PAGE_SIZE);
+                put_u32(p + 4, NOTIFY_STORE);
+                put_u64(p + 8, 0);
+                put_u64(p + 16, nodeid);
+                put_u64(p + 24, (uint64_t)(lo + k) << PAGE_SHIFT);
+                put_u32(p + 32, PAGE_SIZE);
+                put_u32(p + 36, 0);
+                /* the data is copied in phase 2, after the prefault (the same frame) */
+                b->page[b->nmsg] = (uint64_t)(lo + k);
+                b->off[b->nmsg] = pos;
+                b->len[b->nmsg++] = 40 + PAGE_SIZE;
+                pos += 40 + PAGE_SIZE;
+            }
+        }
+        unsigned char *p = b->buf + pos;
+        put_u32(p, 32);
+        put_u32(p + 4, 0);
+        put_u64(p + 8, unique);
+        memset(p + 16, 0, 16); /* fuse_ioctl_out: result 0, no flags, no iovs */
+        b->off[b->nmsg] = pos;
+        b->len[b->nmsg++] = 32;
+    }
+
+    /* ---- phase 2: apply (what the Python path does, in its order) ---- */
+    if (incr_attr(ws, s_epoch, 1) < 0)
+        goto fail;
+    /* install_file_pte / zap + populate_range: present PTEs are zapped (released:
+     * nothing anonymous here), then every page gets a file PTE */
+    if (npresent) {
+        if (incr_attr(mmstats, s_zaps, 1) < 0 || incr_attr(mmstats, s_ptes_zapped, npresent) < 0)
+            goto fail;
+    }
+    for (int k = 0; k < n; k++) {
+        cbits[slot0 + k] = PTE_FILE;
+        cprot[slot0 + k] = 0;
+        cframe[slot0 + k] = 0;
+        cpgoff[slot0 + k] = (int64_t)pgoff + k;
+    }
+    if (incr_attr(mmstats, s_remaps, 1) < 0 || incr_attr(mmstats, s_remap_pages, n) < 0)
+        goto fail;
+    if (populate) {
+        /* make_pages_present -> handle_mm_fault -> do_nonlinear_fault -> fault(): one
+         * resident page at a time: MINOR */
+        for (int k = 0; k < n; k++) {
+            int hole = frames[k] < 0;
+            if (hole) { /* fault()'s single-hole path: charge, alloc1, insert1 */
+                PyObject *r = PyObject_CallMethod(budget, "charge", "i", 1);
+                if (!r)
+                    goto fail;
+                long got = PyLong_AsLong(r);
+                Py_DECREF(r);
+                if (got != 1) { /* checked in phase 1: cannot happen */
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_RuntimeError, "winfast: size= budget moved");
+                    goto fail;
+                }
+                r = PyObject_CallMethodNoArgs(arena, s_alloc1);
+                if (!r)
+                    goto fail;
+                frames[k] = PyLong_AsLongLong(r);
+                Py_DECREF(r);
+                if (frames[k] <= 0) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_RuntimeError, "winfast: bad frame");
+                    goto fail;
+                }
+                r = PyObject_CallMethod(pages, "insert1", "LLL", (long long)pgoff + k, frames[k],
+                                        pflag_new);
+                if (!r)
+                    goto fail;
+                Py_DECREF(r);
+                /* the frame's address, now that it exists (the arena may have grown) */
+                Py_CLEAR(addrs);
+                addrs = PyObject_GetAttr(arena, s_addrs);
+                if (!addrs || !PyList_Check(addrs)) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_RuntimeError, "winfast: arena._addrs");
+                    goto fail;
+                }
+                long long seg = frames[k] / fps_, idx = frames[k] % fps_;
+                if (seg >= PyList_GET_SIZE(addrs)) {
+                    PyErr_SetString(PyExc_RuntimeError, "winfast: frame outside the arena");
+                    goto fail;
+                }
+                unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
+                if (base == (unsigned long long)-1 && PyErr_Occurred())
+                    goto fail;
+                src[k] = (const unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
+            } else if (set_pflags[k]) {
+                pfl_p[k] |= (uint8_t)pflag_new;
+                if (incr_attr(pages, s_gen, 1) < 0)
+                    goto fail;
+            }
+            PyObject *fsl[2] = {e->fault_stats, fstats};
+            for (int q = 0; q < 2; q++) {
+                if (incr_attr(fsl[q], s_faults, 1) < 0 ||
+                    incr_attr(fsl[q], write ? s_write : s_read, 1) < 0 ||
+                    incr_attr(fsl[q], s_prefault, 1) < 0 || incr_attr(fsl[q], s_via_vma, 1) < 0 ||
+                    incr_attr(fsl[q], hole ? s_major : s_minor, 1) < 0 ||
+                    incr_attr(fsl[q], s_pages, 1) < 0 ||
+                    (hole && incr_attr(fsl[q], s_pages_allocated, 1) < 0))
+                    goto fail;
+            }
+            int nb = PTE_PRESENT;
+            if (write)
+                nb |= PTE_WRITE | PTE_DIRTY;
+            else if (new_eff & PROT_WRITE_)
+                nb |= PTE_WRITE; /* _install_bits: shared, writable, no write-notify/sharing */
+            cbits[slot0 + k] = (uint8_t)nb;
+            cframe[slot0 + k] = frames[k];
+            if (incr_attr(mmstats, hole ? s_major : s_minor, 1) < 0)
+                goto fail;
+        }
+    }
+    /* fsimpl _changed: moved cached pages -> _drop_cached(ws, moved, old) */
+    for (int k = 0; k < n; k++) {
+        if (!moved[k])
+            continue;
+        int inp = PySet_Contains(pushed, keys[k]);
+        if (inp < 0)
+            goto fail;
+        if (inp) { /* _settle */
+            int q = store_queued(e, nodeid, (uint64_t)(lo + k));
+            if (q < 0)
+                goto fail;
+            if (!q) {
+                if (PySet_Discard(pushed, keys[k]) < 0)
+                    goto fail;
+                if (PyDict_DelItem(pending, keys[k]) < 0) {
+                    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                        goto fail;
+                    PyErr_Clear();
+                }
+            }
+        }
+        if (PySet_Discard(cached, keys[k]) < 0)
+            goto fail;
+        int has = PyDict_Contains(pending, keys[k]);
+        if (has < 0)
+            goto fail;
+        if (!has && PyDict_SetItem(pending, keys[k], olds[k]) < 0)
+            goto fail;
+    }
+    if (nmoved && (incr_item(tstats, s_k_inval_events, nruns) < 0 ||
+                   incr_item(tstats, s_k_inval_pages, nmoved) < 0))
+        goto fail;
+    /* fsimpl _push: the pages the remap made present go to the kernel's cache */
+    if (populate) {
+        int km = nruns; /* the first STORE message */
+        for (int k = 0; k < n; k++) {
+            memcpy(b->buf + b->off[km + k] + 40, src[k], PAGE_SIZE);
+            int inp = PySet_Contains(pushed, keys[k]);
+            if (inp < 0)
+                goto fail;
+            if (inp) { /* _settle */
+                int q = store_queued(e, nodeid, (uint64_t)(lo + k));
+                if (q < 0)
+                    goto fail;
+                if (!q) {
+                    if (PySet_Discard(pushed, keys[k]) < 0)
+                        goto fail;
+                    if (PyDict_DelItem(pending, keys[k]) < 0) {
+                        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                            goto fail;
+                        PyErr_Clear();
+                    }
+                }
+            }
+            if (PySet_Add(cached, keys[k]) < 0 || PySet_Add(pushed, keys[k]) < 0)
+                goto fail;
+        }
+        if (incr_item(tstats, s_k_pushed, n) < 0)
+            goto fail;
+    }
+    if (incr_item(tstats, s_k_remaps, 1) < 0)
+        goto fail;
+
+    /* ---- queue it ---- */
+    {
+        long nnotes = nruns + (populate ? n : 0);
+        pthread_mutex_lock(&e->mu);
+        if (populate)
+            for (int k = 0; k < n; k++)
+                b->state[nruns + k] = ST_QUEUED;
+        b->next = NULL;
+        if (e->tail)
+            e->tail->next = b;
+        else
+            e->head = b;
+        e->tail = b;
+        e->queued++;
+        e->handled++;
+        e->invals += (unsigned long long)nruns;
+        e->stores += populate ? (unsigned long long)n : 0;
+        int wake = e->sleeping; /* a futex wake costs a syscall: only when it sleeps */
+        pthread_mutex_unlock(&e->mu);
+        if (wake) /* after the unlock: the woken writer must not block on our mutex */
+            pthread_cond_signal(&e->cv);
+        b = NULL;
+        result = PyLong_FromLong(nnotes);
+    }
+    goto out;
+
+fail:
+    /* only a failed allocation of a Python object can get here, in phase 2 */
+    result = NULL;
+    goto out;
+
+decline:
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    e->declined++;
+    Py_INCREF(Py_None);
+    result = Py_None;
+out:
+    free(b);
+    release_chunk(&cv);
+    if (have_pc) {
+        PyBuffer_Release(&pfr);
+        PyBuffer_Release(&pfl);
+    }
+    for (int k = 0; k < MAXPAGES; k++) {
+        Py_XDECREF(keys[k]);
+        Py_XDECREF(olds[k]);
+    }
+    Py_XDECREF(ws);
+    Py_XDECREF(window);
+    Py_XDECREF(mm);
+    Py_XDECREF(vmas);
+    Py_XDECREF(vma);
+    Py_XDECREF(mapping);
+    Py_XDECREF(pt);
+    Py_XDECREF(chunks);
+    Py_XDECREF(cached);
+    Py_XDECREF(pending);
+    Py_XDECREF(pushed);
+    Py_XDECREF(pages);
+    Py_XDECREF(pframes_d);
+    Py_XDECREF(pflags_d);
+    Py_XDECREF(arena);
+    Py_XDECREF(addrs);
+    Py_XDECREF(tstats);
+    Py_XDECREF(mmstats);
+    Py_XDECREF(fstats);
+    Py_XDECREF(budget);
+    Py_XDECREF(ikey);
+    Py_XDECREF(wins);
+    Py_XDECREF(handles);
+    Py_XDECREF(h);
+    Py_XDECREF(tmp);
+    return result;
+
+decline_nobuf:
+    PyBuffer_Release(&mb);
+    e->declined++;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ other methods */
+
+static PyObject *Engine_pending(Engine *e, PyObject *unused)
+{
+    long n;
+    pthread_mutex_lock(&e->mu);
+    n = e->queued;
+    pthread_mutex_unlock(&e->mu);
+    return PyLong_FromLong(n);
+}
+
+static PyObject *Engine_wait_idle(Engine *e, PyObject *unused)
+{
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&e->mu);
+    while (e->head && e->started)
+        pthread_cond_wait(&e->idle, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_store_queued(Engine *e, PyObject *args)
+{
+    unsigned long long ino, page;
+    int r;
+    if (!PyArg_ParseTuple(args, "KK", &ino, &page))
+        return NULL;
+    pthread_mutex_lock(&e->mu);
+    r = c_store_queued(e, ino, page);
+    pthread_mutex_unlock(&e->mu);
+    return PyBool_FromLong(r);
+}
+
+/* cancel(ino, first_page, last_page): a READ or write(2) of those pages was answered
+ * first; the kernel holds newer data than a store still queued. */
+static PyObject *Engine_cancel(Engine *e, PyObject *args)
+{
+    unsigned long long ino, lo, hi;
+    if (!PyArg_ParseTuple(args, "KKK", &ino, &lo, &hi))
+        return NULL;
+    pthread_mutex_lock(&e->mu);
+    for (batch_t *b = e->head; b; b = b->next)
+        if (b->ino == ino)
+            for (int k = 0; k < b->nmsg; k++)
+                if (b->state[k] == ST_QUEUED && b->page[k] >= lo && b->page[k] <= hi)
+                    b->state[k] = ST_CANCELLED;
+    pthread_mutex_unlock(&e->mu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_statistics(Engine *e, PyObject *unused)
+{
+    PyObject *r;
+    pthread_mutex_lock(&e->mu);
+    r = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:l}", "remaps", e->handled, "declined",
+                      e->declined, "invals", e->invals, "stores", e->stores, "stores_skipped",
+                      e->stores_skipped, "write_errors", e->write_errors, "last_write_errno",
+                      e->last_write_errno, "queued", e->queued, "last_decline", e->last_decline);
+    pthread_mutex_unlock(&e->mu);
+    return r;
+}
+
+static void stop_thread(Engine *e)
+{
+    if (!e->started)
+        return;
+    pthread_mutex_lock(&e->mu);
+    e->stop = 1;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(e->thread, NULL);
+    Py_END_ALLOW_THREADS
+    e->started = 0;
+}
+
+static PyObject *Engine_close(Engine *e, PyObject *unused)
+{
+    stop_thread(e); /* writes what is queued first */
+    Py_RETURN_NONE;
+}
+
+static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"fd", "table", "fault_stats", "py_stores", NULL};
+    int fd;
+    PyObject *table, *fstats, *stores;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO", kwlist, &fd, &table, &fstats, &stores))
+        return -1;
+    if (e->started) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine already started");
+        return -1;
+    }
+    PyObject *fs = PyObject_GetAttrString(table, "fs");
+    if (!fs)
+        return -1;
+    e->fd = fd;
+    Py_INCREF(table);
+    Py_INCREF(fstats);
+    Py_INCREF(stores);
+    Py_XSETREF(e->table, table);
+    Py_XSETREF(e->fs, fs);
+    Py_XSETREF(e->fault_stats, fstats);
+    Py_XSETREF(e->py_stores, stores);
+    if (pthread_create(&e->thread, NULL, writer_main, e) != 0) {
+        PyErr_SetString(PyExc_OSError, "cannot start the winfast writer thread");
+        return -1;
+    }
+    e->started = 1;
+    return 0;
+}
+
+static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    Engine *e = (Engine *)type->tp_alloc(type, 0);
+    if (!e)
+        return NULL;
+    e->fd = -1;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    pthread_cond_init(&e->idle, NULL);
+    return (PyObject *)e;
+}
+
+static void Engine_dealloc(Engine *e)
+{
+    stop_thread(e);
+    while (e->head) { /* only if the thread never ran */
+        batch_t *b = e->head;
+        e->head = b->next;
+        free(b);
+    }
+    Py_XDECREF(e->table);
+    Py_XDECREF(e->fs);
+    Py_XDECREF(e->fault_stats);
+    Py_XDECREF(e->py_stores);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    pthread_cond_destroy(&e->idle);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"remap", (PyCFunction)Engine_remap, METH_O,
+     "remap(msg) -> None (declined, nothing changed) or the notifications queued"},
+    {"pending", (PyCFunction)Engine_pending, METH_NOARGS, "batches queued, not yet written"},
+    {"wait_idle", (PyCFunction)Engine_wait_idle, METH_NOARGS,
+     "wait (GIL released) until every queued batch is written"},
+    {"store_queued", (PyCFunction)Engine_store_queued, METH_VARARGS,
+     "store_queued(ino, page): a NOTIFY_STORE of that page is queued here"},
+    {"cancel", (PyCFunction)Engine_cancel, METH_VARARGS,
+     "cancel(ino, first, last): drop queued stores of those pages"},
+    {"statistics", (PyCFunction)Engine_statistics, METH_NOARGS, "counters"},
+    {"close", (PyCFunction)Engine_close, METH_NOARGS, "write what is queued, stop the thread"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mount.server._winfast.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The window REMAP fast path and its notification writer thread.",
+    .tp_new = Engine_new,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT, "_winfast", "Window REMAP fast path (native/winfast.c).", -1, NULL,
+};
+
+#define INTERN(var, text) \
+    do { if (!((var) = PyUnicode_InternFromString(text))) return NULL; } while (0)
+
+PyMODINIT_FUNC PyInit__winfast(void)
+{
+    INTERN(s_wins, "wins");
+    INTERN(s_budget, "budget");
+    INTERN(s_free_pages, "free_pages");
+    INTERN(s_alloc1, "alloc1");
+    INTERN(s_major, "major");
+    INTERN(s_pages_allocated, "pages_allocated");
+    INTERN(s_handles, "_handles");
+    INTERN(s_ino, "ino");
+    INTERN(s_flags, "flags");
+    INTERN(s_window, "window");
+    INTERN(s_mm, "mm");
+    INTERN(s_vmas, "_vmas");
+    INTERN(s_start, "start");
+    INTERN(s_end, "end");
+    INTERN(s_prot, "prot");
+    INTERN(s_pgoff, "pgoff");
+    INTERN(s_mapping, "mapping");
+    INTERN(s_pt, "pt");
+    INTERN(s_chunks, "_chunks");
+    INTERN(s_bits, "bits");
+    INTERN(s_frame, "frame");
+    INTERN(s_cached, "cached");
+    INTERN(s_pending, "pending");
+    INTERN(s_pushed, "pushed");
+    INTERN(s_epoch, "epoch");
+    INTERN(s_stats, "stats");
+    INTERN(s_size, "size");
+    INTERN(s_pages, "pages");
+    INTERN(s_frames, "_frames");
+    INTERN(s_pflags, "_flags");
+    INTERN(s_gen, "gen");
+    INTERN(s_arena, "arena");
+    INTERN(s_nshared, "nshared");
+    INTERN(s_fps, "fps");
+    INTERN(s_addrs, "_addrs");
+    INTERN(s_fstats, "fstats");
+    INTERN(s_listeners, "_listeners");
+    INTERN(s_pte_bits, "pte_file_max_bits");
+    INTERN(s_write_notify, "write_notify");
+    INTERN(s_page_mkwrite, "page_mkwrite");
+    INTERN(s_private_data, "private_data");
+    INTERN(s_zaps, "zaps");
+    INTERN(s_ptes_zapped, "ptes_zapped");
+    INTERN(s_remaps, "remaps");
+    INTERN(s_remap_pages, "remap_pages");
+    INTERN(s_minor, "minor");
+    INTERN(s_faults, "faults");
+    INTERN(s_read, "read");
+    INTERN(s_write, "write");
+    INTERN(s_prefault, "prefault");
+    INTERN(s_via_vma, "via_vma");
+    INTERN(s_npages, "npages");
+    INTERN(s_address, "address");
+    INTERN(s_k_remaps, "remaps");
+    INTERN(s_k_pushed, "pushed_pages");
+    INTERN(s_k_inval_events, "inval_events");
+    INTERN(s_k_inval_pages, "inval_pages");
+    if (PyType_Ready(&EngineType) < 0)
+        return NULL;
+    PyObject *mod = PyModule_Create(&moddef);
+    if (!mod)
+        return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(mod, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}
