@@ -258,11 +258,11 @@ class CowMachine(RuleBasedStateMachine):
         n_eff = max(0, min(n, len(sm) - so))
         try:
             got = dst.copy_from(src, so, do, n)
+        except NoSpace:  # a VmError too: the budget ran out (before the one below)
+            return
         except VmError as e:
             assert e.errno == errno.EINVAL and i == j and n_eff > 0
             assert so < do + n_eff and do < so + n_eff
-            return
-        except NoSpace:
             return
         assert got <= n_eff
         if got == 0:
