@@ -114,8 +114,10 @@ def copy_range(src: Mapping, src_off: int, dst: Mapping, dst_off: int, length: i
         return _copy_bytes(src, src_off, dst, dst_off, min(length, BYTE_COPY_MAX))
     first = (src_off + _MASK) >> PAGE_SHIFT  # first whole source page
     last = end_in >> PAGE_SHIFT  # end of the whole pages
-    if end_in & _MASK and end_in == src.size and dst_off + length >= dst.size:
-        # the source's EOF page can be shared too: past EOF both read zeros
+    if end_in & _MASK and end_in == src.size and dst_off + length >= dst.size and src is not dst:
+        # the source's EOF page can be shared too: past EOF both read zeros. Not
+        # within one file: the head copy below may land in that very page past
+        # its EOF, and sharing it would then show those bytes past the new EOF
         last += 1
     if first >= last:
         return _copy_bytes(src, src_off, dst, dst_off, length)

@@ -202,6 +202,24 @@ def test_copy_over_mapped_destination_invalidates_its_ptes() -> None:
     _check_refs(arena, a, b)
 
 
+def test_copy_to_past_eof_of_the_same_file_leaves_zeros_past_the_new_eof() -> None:
+    """Within one file, a copy from the EOF page to just past EOF (congruent offsets):
+    the head copy lands in the source's EOF page past its EOF, so that page must
+    not be shared as the destination's new EOF page -- its tail would show those
+    bytes once the file grows (found by the stress oracle, seed 1707: tmpfs reads
+    zeros there)."""
+    _arena, _b, a, _ = _pair()
+    data = bytes(range(256)) * 57  # 14592 bytes
+    a.write(0, data[:14476])
+    assert a.copy_from(a, 10380, 14476, 8192) == 4096  # clipped at EOF: no overlap
+    assert a.size == 18572
+    a.truncate(24576)  # grow: past the old EOF reads zeros, as on tmpfs
+    got = a.read_bytes(0, 24576)
+    assert got[:14476] == data[:14476]
+    assert got[14476:18572] == data[10380:14476]
+    assert got[18572:] == bytes(24576 - 18572)
+
+
 def test_sparse_terabyte_copy_costs_little() -> None:
     _arena, _b, a, b = _pair()
     a.write(1 << 40, b"t" * P)
