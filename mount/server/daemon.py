@@ -83,6 +83,18 @@ def _operations(fs: object, flags: object, opts: MountOptions) -> object:
                                     writeback_cache=opts.writeback_cache))
 
 
+def protect_from_oom(opts: MountOptions, report: Callable[[str], None]) -> bool:
+    """Apply ``oom_score_adj=`` (or the default as root) to this process; False (and
+    the reason reported) when an explicit value could not be set."""
+    explicit = opts.oom_score_adj is not None
+    problem = set_oom_score_adj(opts.oom_score_adj if explicit else default_oom_score_adj(),
+                                explicit=explicit)
+    if problem:
+        report(problem)
+        return False
+    return True
+
+
 def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str], None],
                source: str = "shmfs") -> int:
     """Mount ``source`` on ``mnt``, serve until unmounted, return the exit status."""
@@ -94,11 +106,7 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
     from mount.server.session import Session
 
     fs_opts = _fs_options(opts)
-    explicit = opts.oom_score_adj is not None
-    problem = set_oom_score_adj(opts.oom_score_adj if explicit else default_oom_score_adj(),
-                                explicit=explicit)
-    if problem:
-        report(problem)
+    if not protect_from_oom(opts, report):
         return 1
     # -o uring: decided before mounting, so that uring=on fails with its reason
     # instead of mounting something else (mount/server/uring_fuse.py)

@@ -619,13 +619,9 @@ def run_supervisor(mnt: Path, opts: MountOptions, option_text: str, *, source: s
                    debug: bool, log_path: Path | None, foreground: bool,
                    report: Callable[[str], None], pidfile: Path | None) -> int:
     """Entry point from the CLI for ``-o restartable`` (in the daemon process)."""
-    from mount.server.daemon import default_oom_score_adj, set_oom_score_adj
+    from mount.server.daemon import protect_from_oom
 
-    explicit = opts.oom_score_adj is not None
-    problem = set_oom_score_adj(opts.oom_score_adj if explicit else default_oom_score_adj(),
-                                explicit=explicit)
-    if problem:
-        report(problem)
+    if not protect_from_oom(opts, report):
         return 1
     sup = Supervisor(mnt, opts, option_text, source=source, debug=debug, log_path=log_path,
                      foreground=foreground, report=report, pidfile=pidfile)

@@ -55,6 +55,23 @@ def test_pidfile_names_the_serving_child_and_kill_9_is_survived() -> None:
         assert _ppid(pid) == m.supervisor
 
 
+def _oom_adj(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+
+def test_oom_score_adj_covers_the_supervisor_and_every_child() -> None:
+    """oom_score_adj= (decisions 11) on a restartable mount: set by the supervisor
+    before it starts children, so the serving child and its successor carry it too
+    (500: a value any user may set, so the test does not depend on CAP_SYS_RESOURCE)."""
+    with restartable_mount("size=16m,oom_score_adj=500") as m:
+        child = m.child()
+        assert _oom_adj(m.supervisor) == 500 and _oom_adj(child) == 500
+        os.kill(child, 9)
+        assert exited(child, 10)
+        pid, _gen = m.serving()
+        assert _oom_adj(pid) == 500
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
