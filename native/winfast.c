@@ -300,6 +300,27 @@ static int store_queued(Engine *e, uint64_t ino, uint64_t page)
     return 0;
 }
 
+/* fsimpl _settle: a page pushed earlier whose NOTIFY_STORE is no longer queued is
+ * neither pushed nor pending any more (the kernel has it). -1 with an exception set. */
+static int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
+                  PyObject *pending)
+{
+    int inp = PySet_Contains(pushed, key);
+    if (inp <= 0)
+        return inp;
+    int q = store_queued(e, ino, page);
+    if (q != 0)
+        return q < 0 ? -1 : 0;
+    if (PySet_Discard(pushed, key) < 0)
+        return -1;
+    if (PyDict_DelItem(pending, key) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+            return -1;
+        PyErr_Clear();
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- the remap */
 
 typedef struct {
@@ -848,23 +869,8 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     for (int k = 0; k < n; k++) {
         if (!moved[k])
             continue;
-        int inp = PySet_Contains(pushed, keys[k]);
-        if (inp < 0)
+        if (settle(e, nodeid, (uint64_t)(lo + k), keys[k], pushed, pending) < 0)
             goto fail;
-        if (inp) { /* _settle */
-            int q = store_queued(e, nodeid, (uint64_t)(lo + k));
-            if (q < 0)
-                goto fail;
-            if (!q) {
-                if (PySet_Discard(pushed, keys[k]) < 0)
-                    goto fail;
-                if (PyDict_DelItem(pending, keys[k]) < 0) {
-                    if (!PyErr_ExceptionMatches(PyExc_KeyError))
-                        goto fail;
-                    PyErr_Clear();
-                }
-            }
-        }
         if (PySet_Discard(cached, keys[k]) < 0)
             goto fail;
         int has = PyDict_Contains(pending, keys[k]);
@@ -881,23 +887,8 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         int km = nruns; /* the first STORE message */
         for (int k = 0; k < n; k++) {
             memcpy(b->buf + b->off[km + k] + 40, src[k], PAGE_SIZE);
-            int inp = PySet_Contains(pushed, keys[k]);
-            if (inp < 0)
+            if (settle(e, nodeid, (uint64_t)(lo + k), keys[k], pushed, pending) < 0)
                 goto fail;
-            if (inp) { /* _settle */
-                int q = store_queued(e, nodeid, (uint64_t)(lo + k));
-                if (q < 0)
-                    goto fail;
-                if (!q) {
-                    if (PySet_Discard(pushed, keys[k]) < 0)
-                        goto fail;
-                    if (PyDict_DelItem(pending, keys[k]) < 0) {
-                        if (!PyErr_ExceptionMatches(PyExc_KeyError))
-                            goto fail;
-                        PyErr_Clear();
-                    }
-                }
-            }
             if (PySet_Add(cached, keys[k]) < 0 || PySet_Add(pushed, keys[k]) < 0)
                 goto fail;
         }
