@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 import sys
@@ -82,3 +83,17 @@ def used_blocks(mnt: Path) -> int:
     st = os.statvfs(mnt)
     return st.f_blocks - st.f_bfree
 
+
+
+def check_truncate_reaches_mapping(mnt: Path) -> None:
+    """Another process truncates a file this process has mapped: the daemon's
+    NOTIFY_INVAL_INODE reaches the mapping (the new size is seen, the kept page
+    still reads). Shared by the transports that write notifications differently
+    (a second reader, the io_uring ring)."""
+    (mnt / "m").write_bytes(b"m" * 8192)
+    with open(mnt / "m", "r+b") as f, mmap.mmap(f.fileno(), 8192) as m:
+        assert m[4096] == ord("m")
+        r = run_python("import os,sys; os.truncate(sys.argv[1], 4096)", str(mnt / "m"))
+        assert r.returncode == 0, r.stderr
+        assert os.stat(mnt / "m").st_size == 4096
+        assert m[0] == ord("m")

@@ -8,7 +8,6 @@ really serving."""
 
 from __future__ import annotations
 
-import mmap
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 
 from mount.mounting.options import OptionError, parse_options
 from mount.winapi.client import mount_stats
+from tests.live.helpers import check_truncate_reaches_mapping
 from tests.support.mounts import shmfs_mount
 
 pytestmark = pytest.mark.mount
@@ -64,12 +64,5 @@ def test_two_readers_serve_streams_and_small_requests_correctly() -> None:
                 assert data[i << 20:(i + 1) << 20] == bytes([v]) * (1 << 20), (t, i)
         # an invalidation (NOTIFY_INVAL_INODE after a truncate by another process)
         # still reaches a mapping of this process
-        (mnt / "m").write_bytes(b"m" * 8192)
-        with open(mnt / "m", "r+b") as f, mmap.mmap(f.fileno(), 8192) as m:
-            assert m[4096] == ord("m")
-            subprocess.run([sys.executable, "-c",
-                            "import os,sys; os.truncate(sys.argv[1], 4096)", str(mnt / "m")],
-                           check=True, timeout=60)
-            assert os.stat(mnt / "m").st_size == 4096
-            assert m[0] == ord("m")
+        check_truncate_reaches_mapping(mnt)
         assert mount_stats(mnt)["session"]["second_reader_requests"] > 0

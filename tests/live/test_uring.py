@@ -46,6 +46,7 @@ from mount.server import uring_fuse as U
 from mount.server.ops import OpsConfig
 from mount.winapi.client import mount_stats
 from mount.wire import protocol as P
+from tests.live.helpers import check_truncate_reaches_mapping
 from tests.live.test_data import (  # noqa: F401 -- collected again here, over the ring
     test_holes_fallocate_truncate_like_tmpfs,
     test_random_io_matches_model,
@@ -275,14 +276,7 @@ def test_truncate_invalidates_another_process_mapping(uring_param: None) -> None
     """NOTIFY_INVAL_INODE (written to /dev/fuse by the writer thread) after a SETATTR
     answered through the ring: the other process's mapping sees the new size."""
     with shmfs_mount("uring=on") as mnt:
-        (mnt / "m").write_bytes(b"m" * 8192)
-        with open(mnt / "m", "r+b") as f, mmap.mmap(f.fileno(), 8192) as m:
-            assert m[4096] == ord("m")
-            subprocess.run([sys.executable, "-c",
-                            "import os,sys; os.truncate(sys.argv[1], 4096)", str(mnt / "m")],
-                           check=True, timeout=60)
-            assert os.stat(mnt / "m").st_size == 4096
-            assert m[0] == ord("m")
+        check_truncate_reaches_mapping(mnt)
         assert _ring(mnt)["ring_requests"] > 0
 
 
