@@ -32,8 +32,9 @@ server had read holds until it is answered -- after the resend.
 (Linux 6.9+); without it a restart would leave callers blocked for ever, so
 INIT is refused and the mount is taken down with a message that says why.
 
-**Test hook** (tests/restart): ``SHMFS_TEST_KILL=OPNAME[:IOCTLCMD]:POINT:NTH``
-makes the first serving child SIGKILL itself at the NTH matching request,
+**Test hook** (tests/restart): ``SHMFS_TEST_KILL=OPNAME[:IOCTLCMD]:POINT:NTH[@NODEID]``
+makes the first serving child SIGKILL itself at the NTH matching request (of
+node NODEID only, when given: inode numbers of a fresh mount are sequential),
 POINT = ``before_record`` (nothing journalled), ``after_record`` (``begin``
 done, not handled), ``after_commit`` (committed, reply not written).
 """
@@ -139,17 +140,21 @@ class KillHook:
             name, self.point, nth = parts
             self.cmd = None
         else:
-            raise ValueError(f"{KILL_ENV}={spec!r}: OPNAME[:IOCTLCMD]:POINT:NTH")
+            raise ValueError(f"{KILL_ENV}={spec!r}: OPNAME[:IOCTLCMD]:POINT:NTH[@NODEID]")
         if self.point not in KILL_POINTS:
             raise ValueError(f"{KILL_ENV}: point must be one of {KILL_POINTS}")
         self.opcode = int(P.Opcode[name.upper()])
+        nth, _, node = nth.partition("@")
         self.nth = int(nth)
+        self.nodeid = int(node) if node else None
         self.seen = 0
         self.armed = False
 
     def match(self, msg: memoryview) -> None:
         """Count ``msg`` if it is the kind the hook waits for; arm it at the NTH."""
         if int.from_bytes(msg[4:8], "little") != self.opcode:
+            return
+        if self.nodeid is not None and int.from_bytes(msg[16:24], "little") != self.nodeid:
             return
         if self.cmd is not None and (len(msg) < _IN_HEADER + 16 or int.from_bytes(
                 msg[_IN_HEADER + 12:_IN_HEADER + 16], "little") != self.cmd):
@@ -274,12 +279,26 @@ class RestartHooks:
                 raise
         inodes = sorted(getattr(info, "cached_inodes", ()) or ())
         if inodes:
-            s.stats.notifications += len(inodes)
-            s._queue_notify([[inval_inode_notification(ino)] for ino in inodes])
+            msgs = self._invalidations(inodes)
+            s.stats.notifications += len(msgs)
+            s._queue_notify(msgs)
         log.info("resumed: RESEND sent, %d inodes invalidated", len(inodes))
         if getattr(info, "initialized", True) and s.on_ready is not None:
             ready, s.on_ready = s.on_ready, None
             ready()
+
+    def _invalidations(self, inodes: list[int]) -> list:
+        """NOTIFY_INVAL_INODE of each inode; a window's is followed by the store that
+        gives the kernel its size (fsimpl/windows.py ``size_store``): the dead server
+        may have died between ATTACH's commit and that store."""
+        s = self.session
+        wins = getattr(getattr(s.ops, "fs", None), "_windows", None)
+        msgs: list = []
+        for ino in inodes:
+            msgs.append([inval_inode_notification(ino)])
+            if wins is not None and wins.is_window(ino):
+                msgs.append(s._encode(wins.size_store(ino)))
+        return msgs
 
     def statistics(self) -> dict[str, int]:
         return {"resent_replayed": self.resent_replayed, "resent_handled": self.resent_handled}
