@@ -187,7 +187,12 @@ def run_child(cfg: ChildConfig) -> int:
         persist = Persist.create(ctl.keep)
 
     def build(fs_kwargs: dict) -> object:
-        return _operations(ShmFs(fs_opts, **fs_kwargs), flags, opts)
+        fs = ShmFs(fs_opts, **fs_kwargs)
+        # a populating REMAP prefaults but pushes no NOTIFY_STORE: whether a dead
+        # server's queued stores reached the kernel is unknowable, and the routing of
+        # a pushed page's write-back depends on it (fsimpl/wincoherence.py _push)
+        fs.push_stores = False  # type: ignore[attr-defined]
+        return _operations(fs, flags, opts)
 
     ops, info = persist.recover(build)
     log.info("generation %d: state recovered in %.3f s (%s records replayed, %d replies "
