@@ -26,7 +26,10 @@ e.g. of a REMAP's window aliases), queued to the writer thread, and every
 reply answered from the journal waits behind them (READ and WRITE replies
 never wait, as everywhere in the session). The invalidations cannot go out
 before RESEND: invalidating a page waits for its lock, which a READ the dead
-server had read holds until it is answered -- after the resend.
+server had read holds until it is answered -- after the resend. A window's
+invalidation is followed by a one-byte store that gives the kernel its size
+(fsimpl/windows.py ``size_store``). Before all that, unlinked inodes whose
+FORGET died with the server are forgotten (``_forget_lost``).
 
 **INIT** carries FUSE_HAS_RESEND (flags2 bit 7) on kernels that can resend
 (Linux 6.9+); without it a restart would leave callers blocked for ever, so
@@ -80,6 +83,19 @@ def inval_inode_notification(ino: int) -> bytes:
     """NOTIFY_INVAL_INODE of the whole inode: attributes and every cached page."""
     body = P.NOTIFY_INVAL_INODE_OUT.pack(ino, 0, 0)
     return P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body), NOTIFY_INVAL_INODE, 0) + body
+
+
+def inval_attrs_notification(ino: int) -> bytes:
+    """NOTIFY_INVAL_INODE of the attributes only (offset -1): no page is touched."""
+    body = P.NOTIFY_INVAL_INODE_OUT.pack(ino, -1, 0)
+    return P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body), NOTIFY_INVAL_INODE, 0) + body
+
+
+def forget_request(ino: int, nlookup: int) -> bytes:
+    """A FORGET as the kernel would send it (unique 0, no credentials)."""
+    body = P.FORGET_IN.pack(nlookup)
+    return P.IN_HEADER.pack(P.IN_HEADER.size + len(body), int(P.Opcode.FORGET), 0, ino,
+                            0, 0, 0, 0, 0) + body
 
 
 _O = P.Opcode
@@ -278,6 +294,9 @@ class RestartHooks:
             if e.errno != errno.ENODEV:  # unmounted meanwhile: the loop reads ENODEV and ends
                 raise
         inodes = sorted(getattr(info, "cached_inodes", ()) or ())
+        gone = self._forget_lost(inodes)
+        if gone:
+            inodes = [ino for ino in inodes if ino not in gone]
         if inodes:
             msgs = self._invalidations(inodes)
             s.stats.notifications += len(msgs)
@@ -286,6 +305,43 @@ class RestartHooks:
         if getattr(info, "initialized", True) and s.on_ready is not None:
             ready, s.on_ready = s.on_ready, None
             ready()
+
+    def _forget_lost(self, inodes: list[int]) -> set[int]:
+        """FORGETs the dead server had read but not journalled (the kernel never resends
+        a FORGET) leave an inode's lookup count too high, and an unlinked inode's record
+        would stay until unmount. For every unlinked inode with a lookup count, ask the
+        kernel whether it still holds it -- a NOTIFY_INVAL_INODE of its attributes only
+        waits for nothing and fails with ENOENT when the kernel has no such inode -- and
+        forget those it does not hold with a FORGET of their whole count, handled (and
+        journalled, so replay does the same) as if the kernel had sent it. Unlinked:
+        nothing can look it up by name again, so no LOOKUP can race this; a real FORGET
+        still queued in the kernel finds the count at 0, or no inode (both ignored).
+        Written before RESEND, when no request is being handled. Returns those inodes."""
+        s = self.session
+        fs = getattr(s.ops, "fs", None)
+        table = getattr(fs, "_inodes", None)
+        if table is None:
+            return set()
+        gone: dict[int, int] = {}
+        for ino in inodes:
+            inode = table.get(ino)
+            if inode is None or inode.nlink or inode.nlookup <= 0:
+                continue
+            try:
+                os.write(s.fd, inval_attrs_notification(ino))
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    gone[ino] = inode.nlookup
+                elif e.errno == errno.ENODEV:  # unmounted meanwhile
+                    return set()
+                else:
+                    log.warning("probing inode %d failed: %s", ino, e)
+        for ino, nlookup in gone.items():
+            s._handle(memoryview(bytearray(forget_request(ino, nlookup))))
+        if gone:
+            log.info("forgot %d unlinked inodes the kernel no longer holds (FORGETs lost "
+                     "with the dead server)", len(gone))
+        return set(gone)
 
     def _invalidations(self, inodes: list[int]) -> list:
         """NOTIFY_INVAL_INODE of each inode; a window's is followed by the store that
