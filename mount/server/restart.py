@@ -53,7 +53,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mount.wire import protocol as P
-from mount.wire.codec import reply_error
+from mount.wire.codec import pack_attr, reply_error
 
 if TYPE_CHECKING:
     from mount.server.session import Session
@@ -107,14 +107,19 @@ _ENTRY_TIMES_OFF, _ENTRY_TIMES_LEN = 16, 24
 _DIRENT_NAMELEN = 16  # fuse_dirent: ino, off, namelen, type, name
 
 
-def expire_attrs(opcode: int, reply: bytes) -> bytes:
-    """A recorded reply with its entry and attribute timeouts set to 0.
+def expire_attrs(opcode: int, reply: bytes,
+                 current: Callable[[int], bytes | None] | None = None) -> bytes:
+    """A recorded reply with its entry and attribute timeouts set to 0, and (with
+    ``current``: inode number -> its fuse_attr now, None if gone) its attributes
+    replaced by the inode's current ones.
 
     Its attributes describe the inode as of the request's commit, and requests
     committed after it (another process's ATTACH, write, truncate ...) may have
-    changed them; sent with the usual day-long timeouts they would stay in the
-    kernel's cache (a CREATE's reply is applied without an attr_version check), so
-    the kernel is told they have already expired and asks again when it needs them."""
+    changed them. The kernel applies those of a CREATE, MKNOD, MKDIR, SYMLINK or
+    LINK reply with no attr_version check, size included (a resent CREATE of a file
+    another process has since made a window of, or written to, would set the
+    kernel's i_size back to 0), so they are replaced by the current ones; and the
+    kernel is told they have already expired, so it asks again when it needs them."""
     if len(reply) <= P.OUT_HEADER.size or P.OUT_HEADER.unpack_from(reply)[1] != 0:
         return reply
     b = bytearray(reply)
@@ -122,16 +127,29 @@ def expire_attrs(opcode: int, reply: bytes) -> bytes:
     t0, n = _ENTRY_TIMES_OFF, _ENTRY_TIMES_LEN
     if opcode in _ENTRY_REPLIES and len(b) >= h + P.ENTRY_OUT_SIZE:
         b[h + t0:h + t0 + n] = bytes(n)
-    elif opcode in _ATTR_REPLIES:
+        _patch_attr(b, h + P.ENTRY_OUT_HEAD.size, current)
+    elif opcode in _ATTR_REPLIES and len(b) >= h + P.ATTR_OUT_HEAD.size + P.ATTR.size:
         b[h:h + 12] = bytes(12)  # attr_valid, attr_valid_nsec
+        _patch_attr(b, h + P.ATTR_OUT_HEAD.size, current)
     elif opcode == int(_O.READDIRPLUS):
         off = h
         while off + P.ENTRY_OUT_SIZE + 24 <= len(b):
             b[off + t0:off + t0 + n] = bytes(n)
+            if int.from_bytes(b[off:off + 8], "little"):  # nodeid 0: name only, no inode
+                _patch_attr(b, off + P.ENTRY_OUT_HEAD.size, current)
             namelen = int.from_bytes(b[off + P.ENTRY_OUT_SIZE + _DIRENT_NAMELEN:
                                        off + P.ENTRY_OUT_SIZE + _DIRENT_NAMELEN + 4], "little")
             off += P.ENTRY_OUT_SIZE + ((24 + namelen + 7) & ~7)
     return bytes(b)
+
+
+def _patch_attr(b: bytearray, off: int, current: Callable[[int], bytes | None] | None) -> None:
+    """The fuse_attr at ``off`` (its first field is the inode number) -> current."""
+    if current is None:
+        return
+    now = current(int.from_bytes(b[off:off + 8], "little"))
+    if now is not None and len(now) == P.ATTR.size:
+        b[off:off + P.ATTR.size] = now
 
 
 def init_offers_resend(msg: memoryview | bytes) -> bool:
@@ -214,7 +232,7 @@ class RestartHooks:
         if unique & FUSE_UNIQUE_RESEND:
             reply = self.info.reply_for(unique) if self.info is not None else None
             if reply is not None:
-                reply = expire_attrs(opcode, reply)
+                reply = expire_attrs(opcode, reply, self._current_attr)
                 self.resent_replayed += 1
                 log.info("resent request %d (opcode %d) answered from the journal",
                          unique & ~FUSE_UNIQUE_RESEND, opcode)
@@ -258,6 +276,12 @@ class RestartHooks:
             _U64.pack_into(head, 8, self._resent)
             out = [bytes(head), memoryview(out[0])[16:], *out[1:]]
         return out
+
+    def _current_attr(self, ino: int) -> bytes | None:
+        """The fuse_attr of inode ``ino`` as it is now (None if it is gone)."""
+        table = getattr(getattr(self.session.ops, "fs", None), "_inodes", None)
+        inode = None if table is None else table.get(ino)
+        return None if inode is None else pack_attr(inode.attr())
 
     def _answer_recorded(self, opcode: int, reply: bytes) -> None:
         s = self.session
