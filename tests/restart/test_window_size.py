@@ -24,8 +24,10 @@ no request.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ import pytest
 from mount.winapi import abi
 from mount.winapi.client import PROT_READ, PROT_WRITE, Window
 from tests.restart.restartable import restartable_mount
+from tests.support.mounts import shmfs_mount
 
 pytestmark = pytest.mark.mount
 
@@ -88,18 +91,31 @@ def test_a_window_read_whose_getattr_meets_a_restart_reads_the_whole_page() -> N
             w.close()
 
 
-def test_the_kernel_caches_the_window_size_when_attach_returns(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _mount(restartable: bool) -> Iterator[Path]:
+    if restartable:
+        with restartable_mount() as m:
+            yield m.path
+    else:
+        with shmfs_mount() as mnt:
+            yield mnt
+
+
+@pytest.mark.parametrize("restartable", [False, True], ids=["plain", "restartable"])
+def test_the_kernel_caches_the_window_size_when_attach_returns(restartable: bool) -> None:
     """ATTACH alone sets the kernel's size (no stat, no read), and a store through the
-    window, which raises i_size only to its end, leaves it there."""
-    with restartable_mount() as m:
-        obj = m.path / "obj"
+    window, which raises i_size only to its end, leaves it there. A plain mount has
+    the same race without restarts (a GETATTR meeting another thread's invalidation
+    of the window), so it gets the same store."""
+    with _mount(restartable) as mnt:
+        obj = mnt / "obj"
         obj.write_bytes(b"o" * (64 * P))
-        plain = os.open(m.path / "plain", os.O_RDWR | os.O_CREAT, 0o600)
+        plain = os.open(mnt / "plain", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             assert cached_size(plain) == 0  # the probe reads what the kernel holds
         finally:
             os.close(plain)
-        w = Window.create(m.path / "win", obj, npages=16)
+        w = Window.create(mnt / "win", obj, npages=16)
         try:
             assert cached_size(w.fd) == 16 * P
             assert w.pwrite(5 * P, b"s" * 100) == 100
