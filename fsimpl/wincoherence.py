@@ -167,7 +167,12 @@ class WindowCoherence(TableState):
         """Give the pages a populating remap just made present to the kernel's page
         cache (NOTIFY_STORE, queued after the remap's invalidations): the access that
         follows is a minor fault with no READ.  Pages that cannot be read (beyond the
-        object's end, no read permission) are left to fault as before."""
+        object's end, no read permission) are left to fault as before.  Not on a
+        restartable mount (``fs.push_stores`` False, mount/server/daemon.py): a dead
+        server's queued stores may or may not have reached the kernel, and the
+        write-back routing of ``pushed`` pages depends on which."""
+        if not getattr(self.fs, "push_stores", True):
+            return
         arena = ws.obj.mapping.arena
         for i in pages:
             a = ws.addr + (i << PAGE_SHIFT)

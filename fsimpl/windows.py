@@ -66,7 +66,7 @@ from vmcore.window import Window
 from .errors import FsError
 from .fsflags import FS_APPEND_FL
 from .ptbudget import PtBudget, default_pt_size
-from .types import PAGE_SIZE, Ctx, InvalInode
+from .types import PAGE_SIZE, Ctx, InvalInode, StorePage
 from .wincoherence import WindowCoherence
 from .windowio import WindowIO
 from .windowstate import (
@@ -203,7 +203,26 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         inode.window_blocks = functools.partial(self.blocks_of, ino)  # st_blocks: what it shows
         inode.mtime_ns = inode.ctime_ns = self.fs._now()
         self.fs._queue(InvalInode(ino, -1, 0))  # attributes changed behind the kernel
+        self.fs._queue(self.size_store(ino))
         self.stats["attached"] += 1
+
+    def size_store(self, ino: int) -> StorePage:
+        """A one-byte NOTIFY_STORE ending at the window's end: it sets the kernel's
+        i_size of the window (fuse_notify_store raises i_size to a store's end, with
+        no attr_version check), which CREATE left at 0.  Without it the kernel learnt
+        the size only from a GETATTR, and drops a GETATTR reply when an invalidation
+        of the inode lands while it is in flight (a restart's invalidation of every
+        inode, a remap's, a write(2) to the object's): the read that sent it then
+        returned 0 or a store's end bytes (docs/reliability.md 4b).  Sent at ATTACH
+        and, for every window, by a restarted server (mount/server/restart.py).
+        The byte is the one a READ would give (so the store is harmless should a
+        READ fill that page first); it lands in a page the kernel does not hold
+        as up to date (offset 4095: never marked so), or the session skips it
+        when a READ or write(2) of that page was answered after it was queued."""
+        ws = self._win(ino)
+        pg, _eff, _bits = self._state(ws, ws.npages - 1, ws.npages)
+        byte = b"".join(ws.obj.mapping.read((int(pg[0]) << PAGE_SHIFT) + PAGE_SIZE - 1, 1))
+        return StorePage(ino, ws.size - 1, bytes(byte) or b"\0")
 
     def release(self, ino: int) -> None:
         """The window inode is reclaimed (unlinked, last close): exit_mmap, drop the object."""

@@ -31,6 +31,7 @@ from mount.mounting import kernel as mounting
 from mount.mounting.options import MountOptions, default_limits, default_oom_score_adj
 
 if TYPE_CHECKING:
+    from mount.server.session import Session
     from mount.server.supervisor import ChildConfig
 
 log = logging.getLogger("shmfs")
@@ -98,8 +99,6 @@ def protect_from_oom(opts: MountOptions, report: Callable[[str], None]) -> bool:
 def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str], None],
                source: str = "shmfs") -> int:
     """Mount ``source`` on ``mnt``, serve until unmounted, return the exit status."""
-    import trio
-
     from fsimpl import ShmFs
     from mount.server.cpulatency import CpuLatencyHold
     from mount.server.mountflags import MountFlagsWatch
@@ -143,17 +142,29 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
                       cpu_latency=CpuLatencyHold(opts.cpu_latency_us), readers=opts.readers,
                       uring=uring)
     try:
+        if not serve(session):
+            report("session failed; see the log")
+            return 1
+    finally:
+        flags.close()
+        os.close(fd)
+    return 0
+
+
+def serve(session: Session) -> bool:
+    """Run ``session`` until the mount ends (the plain daemon and a restartable
+    mount's child alike): True, or False once the failure is logged. SIGINT in
+    the foreground (KeyboardInterrupt) is an ordinary end."""
+    import trio
+
+    try:
         trio.run(session.serve)
     except KeyboardInterrupt:
         pass
     except Exception:
         log.exception("session failed")
-        report("session failed; see the log")
-        return 1
-    finally:
-        flags.close()
-        os.close(fd)
-    return 0
+        return False
+    return True
 
 
 def run_child(cfg: ChildConfig) -> int:
@@ -161,8 +172,6 @@ def run_child(cfg: ChildConfig) -> int:
     (or, in generation 0, create) the memfds, rebuild the state, serve. Exit status
     EXIT_UNMOUNTED once the mount is gone; EXIT_NO_RESTART if this mount can never
     be served; anything else makes the supervisor start another child."""
-    import trio
-
     from fsimpl import ShmFs
     from mount.mounting.options import OptionError, parse_options
     from mount.server.cpulatency import CpuLatencyHold
@@ -187,7 +196,12 @@ def run_child(cfg: ChildConfig) -> int:
         persist = Persist.create(ctl.keep)
 
     def build(fs_kwargs: dict) -> object:
-        return _operations(ShmFs(fs_opts, **fs_kwargs), flags, opts)
+        fs = ShmFs(fs_opts, **fs_kwargs)
+        # a populating REMAP prefaults but pushes no NOTIFY_STORE: whether a dead
+        # server's queued stores reached the kernel is unknowable, and the routing of
+        # a pushed page's write-back depends on it (fsimpl/wincoherence.py _push)
+        fs.push_stores = False  # type: ignore[attr-defined]
+        return _operations(fs, flags, opts)
 
     ops, info = persist.recover(build)
     log.info("generation %d: state recovered in %.3f s (%s records replayed, %d replies "
@@ -204,14 +218,8 @@ def run_child(cfg: ChildConfig) -> int:
                       cpu_latency=CpuLatencyHold(opts.cpu_latency_us), readers=1,
                       persist=persist, recovered=info if cfg.generation > 0 else None,
                       refuse=ctl.fail)
-    code = EXIT_UNMOUNTED
     try:
-        trio.run(session.serve)
-    except KeyboardInterrupt:
-        pass
-    except Exception:
-        log.exception("session failed")
-        code = 1
+        code = EXIT_UNMOUNTED if serve(session) else 1
     finally:
         flags.close()
         close = getattr(persist, "close", None)

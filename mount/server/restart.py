@@ -26,14 +26,18 @@ e.g. of a REMAP's window aliases), queued to the writer thread, and every
 reply answered from the journal waits behind them (READ and WRITE replies
 never wait, as everywhere in the session). The invalidations cannot go out
 before RESEND: invalidating a page waits for its lock, which a READ the dead
-server had read holds until it is answered -- after the resend.
+server had read holds until it is answered -- after the resend. A window's
+invalidation is followed by a one-byte store that gives the kernel its size
+(fsimpl/windows.py ``size_store``). Before all that, unlinked inodes whose
+FORGET died with the server are forgotten (``_forget_lost``).
 
 **INIT** carries FUSE_HAS_RESEND (flags2 bit 7) on kernels that can resend
 (Linux 6.9+); without it a restart would leave callers blocked for ever, so
 INIT is refused and the mount is taken down with a message that says why.
 
-**Test hook** (tests/restart): ``SHMFS_TEST_KILL=OPNAME[:IOCTLCMD]:POINT:NTH``
-makes the first serving child SIGKILL itself at the NTH matching request,
+**Test hook** (tests/restart): ``SHMFS_TEST_KILL=OPNAME[:IOCTLCMD]:POINT:NTH[@NODEID]``
+makes the first serving child SIGKILL itself at the NTH matching request (of
+node NODEID only, when given: inode numbers of a fresh mount are sequential),
 POINT = ``before_record`` (nothing journalled), ``after_record`` (``begin``
 done, not handled), ``after_commit`` (committed, reply not written).
 """
@@ -49,7 +53,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mount.wire import protocol as P
-from mount.wire.codec import reply_error
+from mount.wire.codec import pack_attr, reply_error
 
 if TYPE_CHECKING:
     from mount.server.session import Session
@@ -81,6 +85,19 @@ def inval_inode_notification(ino: int) -> bytes:
     return P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body), NOTIFY_INVAL_INODE, 0) + body
 
 
+def inval_attrs_notification(ino: int) -> bytes:
+    """NOTIFY_INVAL_INODE of the attributes only (offset -1): no page is touched."""
+    body = P.NOTIFY_INVAL_INODE_OUT.pack(ino, -1, 0)
+    return P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body), NOTIFY_INVAL_INODE, 0) + body
+
+
+def forget_request(ino: int, nlookup: int) -> bytes:
+    """A FORGET as the kernel would send it (unique 0, no credentials)."""
+    body = P.FORGET_IN.pack(nlookup)
+    return P.IN_HEADER.pack(P.IN_HEADER.size + len(body), int(P.Opcode.FORGET), 0, ino,
+                            0, 0, 0, 0, 0) + body
+
+
 _O = P.Opcode
 _ENTRY_REPLIES = frozenset(int(o) for o in (_O.LOOKUP, _O.MKNOD, _O.MKDIR, _O.SYMLINK, _O.LINK,
                                             _O.CREATE, _O.TMPFILE))
@@ -90,14 +107,19 @@ _ENTRY_TIMES_OFF, _ENTRY_TIMES_LEN = 16, 24
 _DIRENT_NAMELEN = 16  # fuse_dirent: ino, off, namelen, type, name
 
 
-def expire_attrs(opcode: int, reply: bytes) -> bytes:
-    """A recorded reply with its entry and attribute timeouts set to 0.
+def expire_attrs(opcode: int, reply: bytes,
+                 current: Callable[[int], bytes | None] | None = None) -> bytes:
+    """A recorded reply with its entry and attribute timeouts set to 0, and (with
+    ``current``: inode number -> its fuse_attr now, None if gone) its attributes
+    replaced by the inode's current ones.
 
     Its attributes describe the inode as of the request's commit, and requests
     committed after it (another process's ATTACH, write, truncate ...) may have
-    changed them; sent with the usual day-long timeouts they would stay in the
-    kernel's cache (a CREATE's reply is applied without an attr_version check), so
-    the kernel is told they have already expired and asks again when it needs them."""
+    changed them. The kernel applies those of a CREATE, MKNOD, MKDIR, SYMLINK or
+    LINK reply with no attr_version check, size included (a resent CREATE of a file
+    another process has since made a window of, or written to, would set the
+    kernel's i_size back to 0), so they are replaced by the current ones; and the
+    kernel is told they have already expired, so it asks again when it needs them."""
     if len(reply) <= P.OUT_HEADER.size or P.OUT_HEADER.unpack_from(reply)[1] != 0:
         return reply
     b = bytearray(reply)
@@ -105,16 +127,29 @@ def expire_attrs(opcode: int, reply: bytes) -> bytes:
     t0, n = _ENTRY_TIMES_OFF, _ENTRY_TIMES_LEN
     if opcode in _ENTRY_REPLIES and len(b) >= h + P.ENTRY_OUT_SIZE:
         b[h + t0:h + t0 + n] = bytes(n)
-    elif opcode in _ATTR_REPLIES:
+        _patch_attr(b, h + P.ENTRY_OUT_HEAD.size, current)
+    elif opcode in _ATTR_REPLIES and len(b) >= h + P.ATTR_OUT_HEAD.size + P.ATTR.size:
         b[h:h + 12] = bytes(12)  # attr_valid, attr_valid_nsec
+        _patch_attr(b, h + P.ATTR_OUT_HEAD.size, current)
     elif opcode == int(_O.READDIRPLUS):
         off = h
         while off + P.ENTRY_OUT_SIZE + 24 <= len(b):
             b[off + t0:off + t0 + n] = bytes(n)
+            if int.from_bytes(b[off:off + 8], "little"):  # nodeid 0: name only, no inode
+                _patch_attr(b, off + P.ENTRY_OUT_HEAD.size, current)
             namelen = int.from_bytes(b[off + P.ENTRY_OUT_SIZE + _DIRENT_NAMELEN:
                                        off + P.ENTRY_OUT_SIZE + _DIRENT_NAMELEN + 4], "little")
             off += P.ENTRY_OUT_SIZE + ((24 + namelen + 7) & ~7)
     return bytes(b)
+
+
+def _patch_attr(b: bytearray, off: int, current: Callable[[int], bytes | None] | None) -> None:
+    """The fuse_attr at ``off`` (its first field is the inode number) -> current."""
+    if current is None:
+        return
+    now = current(int.from_bytes(b[off:off + 8], "little"))
+    if now is not None and len(now) == P.ATTR.size:
+        b[off:off + P.ATTR.size] = now
 
 
 def init_offers_resend(msg: memoryview | bytes) -> bool:
@@ -139,17 +174,21 @@ class KillHook:
             name, self.point, nth = parts
             self.cmd = None
         else:
-            raise ValueError(f"{KILL_ENV}={spec!r}: OPNAME[:IOCTLCMD]:POINT:NTH")
+            raise ValueError(f"{KILL_ENV}={spec!r}: OPNAME[:IOCTLCMD]:POINT:NTH[@NODEID]")
         if self.point not in KILL_POINTS:
             raise ValueError(f"{KILL_ENV}: point must be one of {KILL_POINTS}")
         self.opcode = int(P.Opcode[name.upper()])
+        nth, _, node = nth.partition("@")
         self.nth = int(nth)
+        self.nodeid = int(node) if node else None
         self.seen = 0
         self.armed = False
 
     def match(self, msg: memoryview) -> None:
         """Count ``msg`` if it is the kind the hook waits for; arm it at the NTH."""
         if int.from_bytes(msg[4:8], "little") != self.opcode:
+            return
+        if self.nodeid is not None and int.from_bytes(msg[16:24], "little") != self.nodeid:
             return
         if self.cmd is not None and (len(msg) < _IN_HEADER + 16 or int.from_bytes(
                 msg[_IN_HEADER + 12:_IN_HEADER + 16], "little") != self.cmd):
@@ -193,7 +232,7 @@ class RestartHooks:
         if unique & FUSE_UNIQUE_RESEND:
             reply = self.info.reply_for(unique) if self.info is not None else None
             if reply is not None:
-                reply = expire_attrs(opcode, reply)
+                reply = expire_attrs(opcode, reply, self._current_attr)
                 self.resent_replayed += 1
                 log.info("resent request %d (opcode %d) answered from the journal",
                          unique & ~FUSE_UNIQUE_RESEND, opcode)
@@ -238,6 +277,12 @@ class RestartHooks:
             out = [bytes(head), memoryview(out[0])[16:], *out[1:]]
         return out
 
+    def _current_attr(self, ino: int) -> bytes | None:
+        """The fuse_attr of inode ``ino`` as it is now (None if it is gone)."""
+        table = getattr(getattr(self.session.ops, "fs", None), "_inodes", None)
+        inode = None if table is None else table.get(ino)
+        return None if inode is None else pack_attr(inode.attr())
+
     def _answer_recorded(self, opcode: int, reply: bytes) -> None:
         s = self.session
         if opcode in (_OPCODE_READ, _OPCODE_WRITE) or not s._pending:
@@ -273,13 +318,67 @@ class RestartHooks:
             if e.errno != errno.ENODEV:  # unmounted meanwhile: the loop reads ENODEV and ends
                 raise
         inodes = sorted(getattr(info, "cached_inodes", ()) or ())
+        gone = self._forget_lost(inodes)
+        if gone:
+            inodes = [ino for ino in inodes if ino not in gone]
         if inodes:
-            s.stats.notifications += len(inodes)
-            s._queue_notify([[inval_inode_notification(ino)] for ino in inodes])
+            msgs = self._invalidations(inodes)
+            s.stats.notifications += len(msgs)
+            s._queue_notify(msgs)
         log.info("resumed: RESEND sent, %d inodes invalidated", len(inodes))
         if getattr(info, "initialized", True) and s.on_ready is not None:
             ready, s.on_ready = s.on_ready, None
             ready()
+
+    def _forget_lost(self, inodes: list[int]) -> set[int]:
+        """FORGETs the dead server had read but not journalled (the kernel never resends
+        a FORGET) leave an inode's lookup count too high, and an unlinked inode's record
+        would stay until unmount. For every unlinked inode with a lookup count, ask the
+        kernel whether it still holds it -- a NOTIFY_INVAL_INODE of its attributes only
+        waits for nothing and fails with ENOENT when the kernel has no such inode -- and
+        forget those it does not hold with a FORGET of their whole count, handled (and
+        journalled, so replay does the same) as if the kernel had sent it. Unlinked:
+        nothing can look it up by name again, so no LOOKUP can race this; a real FORGET
+        still queued in the kernel finds the count at 0, or no inode (both ignored).
+        Written before RESEND, when no request is being handled. Returns those inodes."""
+        s = self.session
+        fs = getattr(s.ops, "fs", None)
+        table = getattr(fs, "_inodes", None)
+        if table is None:
+            return set()
+        gone: dict[int, int] = {}
+        for ino in inodes:
+            inode = table.get(ino)
+            if inode is None or inode.nlink or inode.nlookup <= 0:
+                continue
+            try:
+                os.write(s.fd, inval_attrs_notification(ino))
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    gone[ino] = inode.nlookup
+                elif e.errno == errno.ENODEV:  # unmounted meanwhile
+                    return set()
+                else:
+                    log.warning("probing inode %d failed: %s", ino, e)
+        for ino, nlookup in gone.items():
+            s._handle(memoryview(bytearray(forget_request(ino, nlookup))))
+        if gone:
+            log.info("forgot %d unlinked inodes the kernel no longer holds (FORGETs lost "
+                     "with the dead server)", len(gone))
+        return set(gone)
+
+    def _invalidations(self, inodes: list[int]) -> list:
+        """NOTIFY_INVAL_INODE of each inode; a window's is followed by the store that
+        gives the kernel its size (fsimpl/windows.py ``size_store``): the dead server
+        may have died between ATTACH's commit and that store."""
+        s = self.session
+        wins = getattr(getattr(s.ops, "fs", None), "_windows", None)
+        msgs: list = []
+        for ino in inodes:
+            msgs.append([inval_inode_notification(ino)])
+            if wins is not None and wins.is_window(ino):
+                msgs.append(s._encode(wins.size_store(ino)))
+        return msgs
 
     def statistics(self) -> dict[str, int]:
         return {"resent_replayed": self.resent_replayed, "resent_handled": self.resent_handled}

@@ -3,13 +3,12 @@
 unexpected errno) in any worker, windows coherent (the window kinds of the stress
 tool check every byte seen through a window against the object's model).
 
-The window kinds are left out here: a read through a window shortly after a
-restart can come back short (the kernel holds a stale size of the window file;
-the server's state is right), in about one run in two of this test -- the one
-open bug of restartable mounts, docs/reliability.md section 4b, reproduced by
-``scripts/restart_kill_loop.py --seconds 60 --kills 50 --gap 0.1 --seed 1707``.
-Window survival across a restart is therefore not claimed; the kills inside a
-window REMAP and ATTACH (test_kill_requests.py) pass and stay.
+The window kinds run too (remap, load, store, MADV_REMOVE through a window
+over each worker's files): their short reads after a restart (the kernel's
+stale i_size of a window file: a GETATTR answered behind the restart's
+invalidations is dropped) are fixed by the size store of ATTACH and of a
+restart (fsimpl/windows.py ``size_store``; test_window_size.py reproduces
+the cause deterministically).
 
 The CI version of scripts/restart_kill_loop.py: 50 kills at random moments
 (uniform 0..0.2 s after each child starts serving): measured 40 s at load 5
@@ -33,7 +32,7 @@ from tests.support.mounts import ROOT, leftovers
 pytestmark = pytest.mark.mount
 
 SCRIPT = ROOT / "scripts" / "restart_kill_loop.py"
-WINDOW_KINDS = ("win_remap", "win_load", "win_store", "win_remove")
+WINDOW_KINDS = {"win_remap", "win_load", "win_store", "win_remove"}
 
 
 def test_fifty_kills_under_the_stress_oracle(tmp_path: Path) -> None:
@@ -42,8 +41,7 @@ def test_fifty_kills_under_the_stress_oracle(tmp_path: Path) -> None:
     tmp.mkdir()
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--seconds", "90", "--kills", "50", "--gap", "0.1",
-         "--procs", "3", "--seed", "1707", "--size", "512m", "--json", str(out),
-         "--skip", ",".join(WINDOW_KINDS)],
+         "--procs", "3", "--seed", "1707", "--size", "512m", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
         env={**os.environ, "TMPDIR": str(tmp)})
     s = json.loads(out.read_text())
@@ -54,7 +52,7 @@ def test_fifty_kills_under_the_stress_oracle(tmp_path: Path) -> None:
     assert s["kills"] >= 50, report
     assert s["supervisor_alive"], report  # the supervisor lived through every kill
     assert not s["log_errors"], s["log_errors"]
-    assert not set(WINDOW_KINDS) & set(s["per_kind"]), report
+    assert WINDOW_KINDS <= set(s["per_kind"]), report  # every window kind ran and was checked
     assert {"write", "mmap_store", "punch", "rename", "copy_range"} <= set(s["per_kind"]), report
     assert proc.returncode == 0, report
     assert leftovers(tmp) == []

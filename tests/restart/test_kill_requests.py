@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import mmap
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -170,6 +171,37 @@ def _remap_check(m: Path, st: dict) -> None:
     w.close()
 
 
+def _remap_mmap_setup(m: Path) -> dict:
+    """The worst moment for a REMAP: the pages it moves are cached by the kernel, one
+    of them dirty in a MAP_SHARED mapping of the window (its write-back must land in
+    the object page the store was made to, not the one the window shows after), and
+    the remap populates (its NOTIFY_STOREs are queued when the kill comes)."""
+    st = _remap_setup(m)
+    w = st["w"]
+    st["map"] = mm = mmap.mmap(w.fd, 4 * P, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    assert mm[2 * P:3 * P] == pattern(12, P)  # cached, clean
+    mm[P:P + 16] = b"M" * 16  # cached, dirty: a store to object page 1
+    return st
+
+
+def _remap_mmap_act(m: Path, st: dict) -> None:
+    st["w"].remap(1, 2, 5, populate=True)
+
+
+def _remap_mmap_check(m: Path, st: dict) -> None:
+    mm, w = st["map"], st["w"]
+    # done once: the mapping shows what the remap says, page by page
+    assert [mm[i * P:(i + 1) * P] for i in range(4)] == [
+        pattern(10, P), pattern(15, P), pattern(16, P), pattern(13, P)]
+    assert [p.pgoff for p in w.query(0, 4)] == [0, 5, 6, 3]
+    # the store made before the remap is in object page 1, nowhere else
+    mm.close()
+    obj = (m / "obj").read_bytes()
+    assert obj[P:2 * P] == b"M" * 16 + pattern(11, P)[16:]
+    assert obj[5 * P:7 * P] == pattern(15, P) + pattern(16, P)
+    w.close()
+
+
 def _attach_setup(m: Path) -> dict:
     obj = m / "obj"
     obj.write_bytes(b"".join(pattern(20 + i, P) for i in range(6)))
@@ -196,6 +228,8 @@ CASES: dict[str, tuple[str, int, Callable, Callable, Callable]] = {
     "setxattr": ("SETXATTR", 1, _setxattr_setup, _setxattr_act, _setxattr_check),
     "punch": ("FALLOCATE", 1, _punch_setup, _punch_act, _punch_check),
     "remap": (f"IOCTL:{abi.SHMFS_IOC_WIN_REMAP:#x}", 1, _remap_setup, _remap_act, _remap_check),
+    "remap_mmap": (f"IOCTL:{abi.SHMFS_IOC_WIN_REMAP:#x}", 1, _remap_mmap_setup, _remap_mmap_act,
+                   _remap_mmap_check),
 }
 
 

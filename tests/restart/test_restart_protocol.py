@@ -183,3 +183,36 @@ def test_readdirplus_from_the_journal_expires_every_entry() -> None:
         seen.append((head[0], ino, out[off + P.ENTRY_OUT_SIZE + 24:][:namelen]))
         off += P.ENTRY_OUT_SIZE + P.dirent_align(24 + namelen)
     assert seen == [(10, 10, b"a"), (11, 11, b"longer-name"), (12, 12, b"xyz")]
+
+
+def test_replies_from_the_journal_carry_the_current_attributes() -> None:
+    """A CREATE's recorded attributes (size 0) are those of its commit; the kernel
+    applies an entry reply's size without a version check, so a resent CREATE of a
+    file that has since become a window (or grown) must carry the size it has now."""
+    from types import SimpleNamespace
+
+    from mount.wire import codec as C
+
+    def attr(ino: int, size: int) -> SimpleNamespace:
+        return SimpleNamespace(ino=ino, size=size, blocks=0, atime_ns=1, mtime_ns=2,
+                               ctime_ns=3, mode=0o100600, nlink=1, uid=0, gid=0, rdev=0,
+                               blksize=4096, flags=0)
+
+    now = {7: C.pack_attr(attr(7, 65536)), 12: C.pack_attr(attr(12, 99))}
+    entry = C.reply(9, C.entry_out(attr(7, 0), 86400.0, 86400.0, 5))
+    out = R.expire_attrs(int(P.Opcode.CREATE), entry, now.get)
+    assert P.ENTRY_OUT_HEAD.unpack_from(out, 16) == (7, 5, 0, 0, 0, 0)
+    assert P.ATTR.unpack_from(out, 16 + P.ENTRY_OUT_HEAD.size)[:2] == (7, 65536)
+    gone = R.expire_attrs(int(P.Opcode.CREATE), C.reply(9, C.entry_out(attr(8, 3), 1.0, 1.0, 1)),
+                          now.get)
+    assert P.ATTR.unpack_from(gone, 16 + P.ENTRY_OUT_HEAD.size)[:2] == (8, 3)  # gone: as recorded
+    got = R.expire_attrs(int(P.Opcode.SETATTR), C.reply(9, C.attr_out(attr(12, 1), 86400.0)),
+                         now.get)
+    assert P.ATTR.unpack_from(got, 16 + P.ATTR_OUT_HEAD.size)[:2] == (12, 99)
+    buf = C.DirentBuffer(4096, plus=True)
+    buf.add(b"w", 7, 8, 1, C.entry_out(attr(7, 0), 86400.0, 86400.0, 1))
+    buf.add(b"f", 12, 8, 2, C.entry_out(attr(12, 0), 86400.0, 86400.0, 1))
+    plus = R.expire_attrs(int(P.Opcode.READDIRPLUS), C.reply(3, buf.getvalue()), now.get)
+    second = 16 + P.ENTRY_OUT_SIZE + P.dirent_align(24 + 1)
+    assert P.ATTR.unpack_from(plus, 16 + P.ENTRY_OUT_HEAD.size)[:2] == (7, 65536)
+    assert P.ATTR.unpack_from(plus, second + P.ENTRY_OUT_HEAD.size)[:2] == (12, 99)

@@ -5,6 +5,7 @@ mounting user may ask for a restart."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -201,3 +202,23 @@ def test_when_the_supervisor_dies_the_child_serves_on_until_unmounted() -> None:
         assert sorted(os.listdir(m.path)) == ["f", "g"]
         mounting.unmount(m.path)
         assert exited(child, 20)
+
+
+def test_when_the_supervisor_and_then_the_child_die_the_mount_ends_as_a_plain_one() -> None:
+    """docs/reliability.md: with the supervisor gone the child is the last holder of
+    /dev/fuse; its death then ends the connection as a plain daemon's does
+    (ENOTCONN), and nothing restarts it."""
+    with restartable_mount("size=8m", allow_errors=r"connection|not connected") as m:
+        child, _ = m.serving()
+        (m.path / "f").write_bytes(b"kept until the child dies")
+        os.kill(m.supervisor, 9)
+        assert exited(m.supervisor, 10)
+        assert (m.path / "f").read_bytes() == b"kept until the child dies"
+        os.kill(child, 9)
+        assert exited(child, 20)
+        try:
+            os.stat(m.path / "f")
+        except OSError as e:
+            assert e.errno == errno.ENOTCONN, e
+        else:
+            raise AssertionError("the mount still answers with no server")

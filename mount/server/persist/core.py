@@ -43,6 +43,7 @@ from typing import Any
 from mount.server.persist import journal as J
 from mount.server.persist import snapshot as S
 from mount.server.persist.inputs import Inputs
+from mount.winapi.abi import SHMFS_IOC_STATS
 
 log = logging.getLogger("shmfs.persist")
 
@@ -63,6 +64,10 @@ PURE_OPCODES = frozenset({
     52,  # STATX
 })
 NOREPLY_OPCODES = frozenset({2, 42})  # FORGET, BATCH_FORGET
+OP_IOCTL = 39
+IOCTL_CMD_OFF = 40 + 12  # fuse_ioctl_in: fh, flags, cmd
+# SHMFS_IOC_STATS changes nothing, and its reply (counters, timings) differs on replay
+PURE_IOCTLS = frozenset({SHMFS_IOC_STATS})
 OP_READ, OP_WRITE, OP_INIT = 15, 16, 26
 IN_HEADER_LEN = 40
 WRITE_IN_END = IN_HEADER_LEN + 40  # header + fuse_write_in: WRITE data is not journalled
@@ -335,7 +340,9 @@ class Persist:
         inputs.now = self.now()
         if inputs.consumed:
             inputs.consumed.clear()
-        if opcode in PURE_OPCODES:
+        if opcode in PURE_OPCODES or (
+                opcode == OP_IOCTL and len(msg) >= IOCTL_CMD_OFF + 4
+                and _U32.unpack_from(msg, IOCTL_CMD_OFF)[0] in PURE_IOCTLS):
             return False
         fs = self.ops.fs
         if (fs.defer_evictions != self._defer
