@@ -18,7 +18,7 @@
  * insert1 / insert_range: the allocator and the index stay in one place.
  *
  * Anything else is declined (None) before anything changes, and the session
- * answers the request in Python: a window file or any window at all, a shared
+ * answers the request in Python: a window file or a window's object, a shared
  * (copy-on-write) frame, a write that the size= limit would cut short or
  * refuse (ENOSPC), set-id bits a write may have to clear, write_flags other
  * than KILL_SUIDGID on a plain file, chattr flags, EFBIG, a bad handle or
@@ -99,7 +99,7 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_faults, *s_read, *s_write, *s_minor, *s_major, *s_pages_allocated, *s_zero_pages,
     *s_atime_ns, *s_mtime_ns, *s_ctime_ns, *s_clock, *s_atime_mode, *s_noatime, *s_nodiratime,
     *s_relatime, *s_ops, *s_nlink, *s_uid, *s_gid, *s_rdev, *s_window_blocks, *s_dir,
-    *s_getattr, *s_symlink_pages;
+    *s_getattr, *s_symlink_pages, *s_wins, *s_objs;
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -365,12 +365,27 @@ typedef struct {
 
 #define DECLINE() do { e->last_decline = __LINE__; goto decline; } while (0)
 
-static int windows_present(ctx_t *c)
+/* 0 when ino is neither a window file nor a window's object (or there are no
+ * windows): WindowTable.object_cached / object_changed do nothing for it then.
+ * Otherwise nonzero: the window's page table and the coherence rules (Python). */
+static int window_file(ctx_t *c, uint64_t nodeid)
 {
     PyObject *w = ga(c, c->e->fs, s_windows);
     if (!w)
         return -1;
-    return w != Py_None;
+    if (w == Py_None)
+        return 0;
+    PyObject *wins = ga(c, w, s_wins), *objs = wins ? ga(c, w, s_objs) : NULL;
+    if (!objs || !PyDict_Check(wins) || !PyDict_Check(objs))
+        return -1;
+    PyObject *key = PyLong_FromUnsignedLongLong(nodeid);
+    if (!key)
+        return -1;
+    int r = PyDict_Contains(wins, key);
+    if (r == 0)
+        r = PyDict_Contains(objs, key);
+    Py_DECREF(key);
+    return r;
 }
 
 static PyObject *inode_of(ctx_t *c, PyObject *inodes, uint64_t nodeid)
@@ -516,8 +531,7 @@ static int do_read(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uniq
     if (size > MAXSIZE || off > (uint64_t)LLONG_MAX)
         DECLINE();
     /* ---- phase 1: look and decide, nothing changes ---- */
-    int wp = windows_present(c);
-    if (wp != 0) /* windows: object_cached / the window's page table (Python) */
+    if (window_file(c, nodeid) != 0) /* the window's page table, object_cached (Python) */
         DECLINE();
     PyObject *inodes = ga(c, e->fs, s_inodes);
     if (!inodes || !PyDict_Check(inodes))
@@ -632,8 +646,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (wflags & ~(uint32_t)WRITE_KILL_SUIDGID) /* write-back (WRITE_CACHE), lock owner */
         DECLINE();
     /* ---- phase 1 ---- */
-    int wp = windows_present(c);
-    if (wp != 0) /* windows: object_changed / the window's page table (Python) */
+    if (window_file(c, nodeid) != 0) /* the window's page table, object_changed (Python) */
         DECLINE();
     PyObject *inodes = ga(c, e->fs, s_inodes);
     if (!inodes || !PyDict_Check(inodes))
@@ -1183,6 +1196,8 @@ PyMODINIT_FUNC PyInit__hotpath(void)
     INTERN(s_dir, "dir");
     INTERN(s_getattr, "getattr");
     INTERN(s_symlink_pages, "symlink_pages");
+    INTERN(s_wins, "wins");
+    INTERN(s_objs, "objs");
     if (PyType_Ready(&EngineType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&moddef);

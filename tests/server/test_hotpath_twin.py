@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from fsimpl import FsOptions, ShmFs
 from fsimpl.atime import AtimeMode
 from fsimpl.types import Ctx
+from fsimpl.windows import windows_of
 from mount.server import hotpath
 from mount.server.ops import Operations, OpsConfig
 from mount.wire.codec import CodecError, parse_request, reply_error
@@ -156,14 +157,15 @@ op_fsflags = st.tuples(st.just("fsflags"), st.integers(0, NFILES - 1),
 op_share = st.tuples(st.just("share"), st.integers(0, NFILES - 1), st.integers(0, NFILES - 1))
 op_falloc = st.tuples(st.just("falloc"), st.integers(0, NFILES - 1), st.integers(0, 20000),
                       st.integers(1, 20000))
+op_windows = st.tuples(st.just("windows"), st.integers(0, NFILES - 1))  # an empty table
 op_bad = st.tuples(st.just("bad"), st.integers(0, 7), st.integers(0, NFILES - 1))
 ops_st = st.lists(st.one_of(op_read, op_write, op_append, op_getattr, op_truncate, op_chmod,
-                            op_fsflags, op_share, op_falloc, op_bad), max_size=25)
+                            op_fsflags, op_share, op_falloc, op_windows, op_bad), max_size=25)
 
 
 def apply(c: Twin, py: Twin, op: tuple) -> None:
     kind = op[0]
-    if kind in ("truncate", "chmod", "fsflags", "share", "falloc"):
+    if kind in ("truncate", "chmod", "fsflags", "share", "falloc", "windows"):
         for t in (c, py):  # the same Python call on both twins
             ino, fh, _ = t.files[op[1]]
             try:
@@ -171,6 +173,8 @@ def apply(c: Twin, py: Twin, op: tuple) -> None:
                     t.fs.setattr(ino, CTX, size=op[2])
                 elif kind == "chmod":
                     t.fs.setattr(ino, CTX, mode=op[2])
+                elif kind == "windows":  # the STATS ioctl makes the table, no window
+                    windows_of(t.fs)
                 elif kind == "fsflags":
                     t.fs._inodes[ino].fsflags = op[2]
                 elif kind == "share":  # copy_file_range shares whole pages (cow)
