@@ -541,7 +541,8 @@ static int do_read(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uniq
     long long hflags;
     if (handle_flags(c, fh, nodeid, &hflags) < 0)
         DECLINE();
-    long long end = (long long)off + size < f.size ? (long long)off + size : f.size;
+    uint64_t want = off + size; /* off <= LLONG_MAX, size <= 1 MiB: no wrap in 64 bits */
+    long long end = want < (uint64_t)f.size ? (long long)want : f.size;
     long long len = end - (long long)off;
     long long first = 0, nr = 0, nzero = 0;
     reply_header(c, unique, 0);
@@ -556,10 +557,12 @@ static int do_read(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uniq
             int64_t fr = pc_get(c, &p, first + i, &fl);
             if (fr == -2)
                 DECLINE();
-            long long pend = (first + i + 1) << PAGE_SHIFT;
-            if (pend > end)
-                pend = end;
-            size_t in_page = (size_t)(pos & (PAGE_SIZE - 1)), k = (size_t)(pend - pos);
+            /* the bytes of this page: never (page + 1) << 12, which wraps at 2^63 */
+            size_t in_page = (size_t)(pos & (PAGE_SIZE - 1));
+            size_t k = PAGE_SIZE - in_page;
+            if ((long long)k > end - pos)
+                k = (size_t)(end - pos);
+            long long pend = pos + (long long)k;
             const unsigned char *src;
             if (fr < 0 || !(fl & PG_UPTODATE)) {
                 src = zero_page;
@@ -625,6 +628,21 @@ decline:
 }
 
 /* ------------------------------------------------------------------ WRITE */
+
+/* data -> bytes [pos, end) of the pages dst[0..nr) (Arena.store1 / copy_in) */
+static void copy_in(unsigned char *const *dst, long long nr, long long pos, long long end,
+                    const unsigned char *data)
+{
+    long long at = pos;
+    for (long long i = 0; i < nr && at < end; i++) {
+        size_t in_page = (size_t)(at & (PAGE_SIZE - 1));
+        size_t k = PAGE_SIZE - in_page;
+        if ((long long)k > end - at)
+            k = (size_t)(end - at);
+        memcpy(dst[i] + in_page, data + (at - pos), k);
+        at += (long long)k;
+    }
+}
 
 static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
                     uint64_t nodeid)
@@ -810,24 +828,10 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (size >= NOGIL_BYTES) {
         e->nogil++;
         Py_BEGIN_ALLOW_THREADS
-        long long at = pos;
-        for (long long i = 0; i < nr; i++) {
-            long long pend = (first + i + 1) << PAGE_SHIFT;
-            if (pend > end)
-                pend = end;
-            memcpy(dst[i] + (at & (PAGE_SIZE - 1)), data + (at - pos), (size_t)(pend - at));
-            at = pend;
-        }
+        copy_in(dst, nr, pos, end, data);
         Py_END_ALLOW_THREADS
     } else {
-        long long at = pos;
-        for (long long i = 0; i < nr; i++) {
-            long long pend = (first + i + 1) << PAGE_SHIFT;
-            if (pend > end)
-                pend = end;
-            memcpy(dst[i] + (at & (PAGE_SIZE - 1)), data + (at - pos), (size_t)(pend - at));
-            at = pend;
-        }
+        copy_in(dst, nr, pos, end, data);
     }
     if (count_fault(c, f.mapping, 1, nholes > 0, nr, nholes, 0) < 0)
         return -1;

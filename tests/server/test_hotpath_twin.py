@@ -141,7 +141,8 @@ def step(c: Twin, py: Twin, m: bytes) -> None:
 
 # --- the operations of a generated sequence -------------------------------------------------
 
-offsets = st.one_of(st.integers(0, 20000), st.sampled_from([0, 4095, 4096, 8191, 2 << 20]))
+offsets = st.one_of(st.integers(0, 20000),
+                   st.sampled_from([0, 4095, 4096, 8191, 2 << 20, (1 << 63) - 5, (1 << 63) - 1]))
 sizes = st.one_of(st.integers(0, 9000), st.sampled_from([4096, 65536, 1 << 20]))
 
 op_read = st.tuples(st.just("read"), st.integers(0, NFILES - 1), offsets, sizes)
