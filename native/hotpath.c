@@ -37,6 +37,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -146,15 +147,98 @@ static PyObject *keep(ctx_t *c, PyObject *o)
     return o;
 }
 
+/*
+ * Attribute access without the generic lookup (the attribute reads were most of
+ * the engine's time): per (exact type, interned name), resolved once,
+ *   - a __slots__ member (T_OBJECT_EX): read and written at its offset, as
+ *     PyMember_GetOne / PyMember_SetOne do;
+ *   - no attribute of that name on the type at all: the instance __dict__;
+ *   - anything else (a property, a descriptor): PyObject_GetAttr / SetAttr.
+ * The cache holds a reference to each type, so an address never means another.
+ */
+enum { K_GENERIC = 0, K_SLOT, K_DICT };
+#define ACC_SIZE 256
+typedef struct { PyTypeObject *tp; PyObject *name; int kind; Py_ssize_t off; } acc_t;
+static acc_t accs[ACC_SIZE];
+
+static acc_t *acc_of(PyObject *o, PyObject *name)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    size_t h = (((uintptr_t)tp >> 4) * 31 + ((uintptr_t)name >> 4)) & (ACC_SIZE - 1);
+    for (size_t i = 0; i < ACC_SIZE; i++) {
+        acc_t *a = &accs[(h + i) & (ACC_SIZE - 1)];
+        if (a->tp == tp && a->name == name)
+            return a;
+        if (a->tp == NULL) { /* resolve once */
+            PyObject *d = _PyType_Lookup(tp, name); /* borrowed, no exception */
+            a->kind = K_GENERIC;
+            if (d && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+                PyMemberDef *md = ((PyMemberDescrObject *)d)->d_member;
+                if (md->type == T_OBJECT_EX && !(md->flags & READONLY)) {
+                    a->kind = K_SLOT;
+                    a->off = md->offset;
+                }
+            } else if (!d && tp->tp_dictoffset != 0) {
+                a->kind = K_DICT;
+            }
+            Py_INCREF(tp);
+            Py_INCREF(name);
+            a->tp = tp;
+            a->name = name;
+            return a;
+        }
+    }
+    return NULL; /* full: generic access */
+}
+
+/* o.name as a new reference; NULL with an exception set */
+static PyObject *attr_get(PyObject *o, PyObject *name)
+{
+    acc_t *a = acc_of(o, name);
+    if (a && a->kind == K_SLOT) {
+        PyObject *v = *(PyObject **)((char *)o + a->off);
+        if (v)
+            return Py_NewRef(v);
+        PyErr_SetObject(PyExc_AttributeError, name);
+        return NULL;
+    }
+    if (a && a->kind == K_DICT) {
+        PyObject *dict = PyObject_GenericGetDict(o, NULL);
+        if (!dict)
+            return NULL;
+        PyObject *v = PyDict_GetItemWithError(dict, name);
+        Py_DECREF(dict);
+        if (v)
+            return Py_NewRef(v);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return PyObject_GetAttr(o, name);
+}
+
+/* o.name = v; -1 with an exception set */
+static int attr_set(PyObject *o, PyObject *name, PyObject *v)
+{
+    acc_t *a = acc_of(o, name);
+    if (a && a->kind == K_SLOT) {
+        PyObject **slot = (PyObject **)((char *)o + a->off);
+        PyObject *old = *slot;
+        *slot = Py_NewRef(v);
+        Py_XDECREF(old);
+        return 0;
+    }
+    return PyObject_SetAttr(o, name, v); /* the instance dict's own fast path */
+}
+
 static PyObject *ga(ctx_t *c, PyObject *o, PyObject *name)
 {
-    return keep(c, PyObject_GetAttr(o, name));
+    return keep(c, attr_get(o, name));
 }
 
 /* an int attribute as long long; -1 on failure (exception set) */
 static int ga_ll(PyObject *o, PyObject *name, long long *out)
 {
-    PyObject *v = PyObject_GetAttr(o, name);
+    PyObject *v = attr_get(o, name);
     if (!v)
         return -1;
     if (!PyLong_Check(v)) {
@@ -175,7 +259,7 @@ static int sa_ll(PyObject *o, PyObject *name, long long v)
     PyObject *nv = PyLong_FromLongLong(v);
     if (!nv)
         return -1;
-    int r = PyObject_SetAttr(o, name, nv);
+    int r = attr_set(o, name, nv);
     Py_DECREF(nv);
     return r;
 }
@@ -616,7 +700,7 @@ static int do_read(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uniq
         if (update && relatime)
             update = mtime >= atime || ctime >= atime ||
                      floordiv(t, 1000000000LL) - floordiv(atime, 1000000000LL) >= e->relatime_s;
-        if (update && atime != t && PyObject_SetAttr(f.inode, s_atime_ns, now) < 0)
+        if (update && atime != t && attr_set(f.inode, s_atime_ns, now) < 0)
             return -1;
     }
     e->n_read++;
@@ -836,8 +920,8 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (count_fault(c, f.mapping, 1, nholes > 0, nr, nholes, 0) < 0)
         return -1;
     PyObject *now = now_ns(c);
-    if (!now || PyObject_SetAttr(f.inode, s_mtime_ns, now) < 0 ||
-        PyObject_SetAttr(f.inode, s_ctime_ns, now) < 0)
+    if (!now || attr_set(f.inode, s_mtime_ns, now) < 0 ||
+        attr_set(f.inode, s_ctime_ns, now) < 0)
         return -1;
     reply_header(c, unique, 8); /* fuse_write_out */
     put_u32(c->hdr + OUT_HEADER, size);
