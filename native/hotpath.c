@@ -43,7 +43,9 @@
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE_SHIFT 12
@@ -85,12 +87,15 @@ typedef struct {
     PyObject_HEAD
     PyObject *fs;
     PyObject *t_inode, *t_handle, *t_mapping, *t_pages, *t_budget, *t_arena, *t_stats;
+    PyObject *t_watch; /* mount.server.mountflags.MountFlagsWatch, or NULL */
     PyObject *fault_stats;
     long long attr_sec, attr_nsec, relatime_s, dirent_size;
     long long max_file_size;
     unsigned long long n_read, n_write, n_getattr, declined, bytes_read, bytes_written;
     unsigned long long nogil, write_errors, errors;
     long last_decline;
+    struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
+    int ctx_busy;
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,
@@ -100,7 +105,7 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_faults, *s_read, *s_write, *s_minor, *s_major, *s_pages_allocated, *s_zero_pages,
     *s_atime_ns, *s_mtime_ns, *s_ctime_ns, *s_clock, *s_atime_mode, *s_noatime, *s_nodiratime,
     *s_relatime, *s_ops, *s_nlink, *s_uid, *s_gid, *s_rdev, *s_window_blocks, *s_dir,
-    *s_getattr, *s_symlink_pages, *s_wins, *s_objs;
+    *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_;
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -110,7 +115,7 @@ static uint64_t get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); 
 /* ------------------------------------------------------------------ context */
 
 /* One request's owned references and buffers, released together at the end. */
-typedef struct {
+typedef struct ctx {
     Engine *e;
     PyObject *own[MAXOWN];
     int nown;
@@ -686,7 +691,29 @@ static int do_read(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uniq
         if (!now)
             return -1;
         PyObject *mode_fn = ga(c, e->fs, s_atime_mode);
-        PyObject *mode = mode_fn ? keep(c, PyObject_CallNoArgs(mode_fn)) : NULL;
+        if (!mode_fn)
+            return -1;
+        PyObject *mode = NULL;
+        if (e->t_watch && (PyObject *)Py_TYPE(mode_fn) == e->t_watch) {
+            /* MountFlagsWatch.__call__ without the call: "if self._fd >= 0 and
+             * self._poll.poll(0): self.refresh()" (a POLLPRI poll of mountinfo),
+             * "return self.mode" */
+            long long wfd;
+            if (ga_ll(mode_fn, s_fd_, &wfd) < 0)
+                return -1;
+            int changed = 0;
+            if (wfd >= 0 && wfd <= INT_MAX) {
+                struct pollfd pf = {(int)wfd, POLLPRI, 0};
+                int r;
+                do {
+                    r = poll(&pf, 1, 0);
+                } while (r < 0 && errno == EINTR);
+                changed = r != 0; /* an error too: the Python call reports it */
+            }
+            mode = changed ? keep(c, PyObject_CallNoArgs(mode_fn)) : ga(c, mode_fn, s_mode);
+        } else {
+            mode = keep(c, PyObject_CallNoArgs(mode_fn));
+        }
         if (!mode)
             return -1;
         PyObject *na = ga(c, mode, s_noatime), *rel = na ? ga(c, mode, s_relatime) : NULL;
@@ -1072,37 +1099,112 @@ static int writev_all(int fd, struct iovec *iov, int niov, size_t total, Engine 
     return w < 0 ? errno : 0;
 }
 
-/*
- * Engine.handle(msg, fd, ordered) -> None (declined: nothing changed, answer it
- * in Python) or opcode | errno << 8 of the reply's writev to fd (0: written).
- * ordered: false while notifications are queued that a GETATTR reply would
- * have to wait for (only READ and WRITE are taken then).
- */
-static PyObject *Engine_handle(Engine *e, PyObject *args)
+/* requests[op] = [count, ns]: count it, with the time since t0 (perf_counter_ns) */
+static int count_request(PyObject *requests, int op, long long t0)
 {
-    PyObject *msg;
-    int fd, ordered;
-    if (!PyArg_ParseTuple(args, "Oip", &msg, &fd, &ordered))
-        return NULL;
-    ctx_t *c = PyMem_Malloc(sizeof *c);
-    if (!c)
-        return PyErr_NoMemory();
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* what time.perf_counter_ns reads */
+    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec - t0;
+    PyObject *key = PyLong_FromLong(op);
+    if (!key)
+        return -1;
+    PyObject *entry = PyDict_GetItemWithError(requests, key);
+    int r = -1;
+    if (!entry && !PyErr_Occurred()) {
+        entry = Py_BuildValue("[ii]", 0, 0);
+        if (entry) {
+            r = PyDict_SetItem(requests, key, entry);
+            Py_DECREF(entry); /* the dict holds it */
+            if (r < 0)
+                entry = NULL;
+        }
+    }
+    if (entry && PyList_Check(entry) && PyList_GET_SIZE(entry) == 2) {
+        long long n0 = PyLong_AsLongLong(PyList_GET_ITEM(entry, 0));
+        long long n1 = PyLong_AsLongLong(PyList_GET_ITEM(entry, 1));
+        if (!PyErr_Occurred()) {
+            PyObject *a = PyLong_FromLongLong(n0 + 1), *b = PyLong_FromLongLong(n1 + ns);
+            if (a && b) {
+                PyList_SetItem(entry, 0, a); /* steals */
+                PyList_SetItem(entry, 1, b);
+                r = 0;
+            } else {
+                Py_XDECREF(a);
+                Py_XDECREF(b);
+            }
+        }
+    } else if (entry && !PyErr_Occurred()) {
+        PyErr_SetString(PyExc_TypeError, "hotpath: a request counter is not [count, ns]");
+    }
+    Py_DECREF(key);
+    return r;
+}
+
+static ctx_t *ctx_take(Engine *e)
+{
+    ctx_t *c;
+    if (!e->ctx_busy && e->ctx) {
+        e->ctx_busy = 1;
+        c = e->ctx;
+    } else {
+        c = PyMem_Malloc(sizeof *c);
+        if (!c)
+            return NULL;
+    }
     c->e = e;
     c->nown = c->nbufs = 0;
+    return c;
+}
+
+static void ctx_give(Engine *e, ctx_t *c)
+{
+    ctx_release(c);
+    if (c == e->ctx)
+        e->ctx_busy = 0;
+    else
+        PyMem_Free(c);
+}
+
+/*
+ * Engine.handle(msg, fd, ordered, t0, requests) -> None (declined: nothing
+ * changed, answer it in Python) or the errno of the reply's writev to fd (0:
+ * written).  ordered: false while notifications are queued that a GETATTR reply
+ * would have to wait for (only READ and WRITE are taken then).  t0, requests:
+ * the session's service-time counters (Session.stats.requests), updated here.
+ */
+static PyObject *Engine_handle(Engine *e, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "handle(msg, fd, ordered, t0, requests)");
+        return NULL;
+    }
+    long fdl = PyLong_AsLong(args[1]);
+    int ordered = PyObject_IsTrue(args[2]);
+    long long t0 = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred() || ordered < 0)
+        return NULL;
+    if (fdl < 0 || fdl > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "hotpath: bad fd");
+        return NULL;
+    }
+    int fd = (int)fdl;
+    ctx_t *c = ctx_take(e);
+    if (!c)
+        return PyErr_NoMemory();
     Py_buffer mb;
     mb.obj = NULL;
     PyObject *res = NULL;
-    int op = serve(e, msg, ordered, c, &mb);
+    int op = serve(e, args[0], ordered, c, &mb);
     if (op > 0) {
         int err = writev_all(fd, c->iov, c->niov, c->total, e);
         if (err && err != ENOENT && err != ENODEV)
             e->write_errors++;
-        res = PyLong_FromLong(op | (err << 8));
+        if (count_request(args[4], op, t0) == 0)
+            res = PyLong_FromLong(err);
     } else if (op == 0) {
         res = Py_NewRef(Py_None);
     }
-    ctx_release(c);
-    PyMem_Free(c);
+    ctx_give(e, c);
     if (mb.obj)
         PyBuffer_Release(&mb);
     return res;
@@ -1115,11 +1217,9 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
     int ordered;
     if (!PyArg_ParseTuple(args, "Op", &msg, &ordered))
         return NULL;
-    ctx_t *c = PyMem_Malloc(sizeof *c);
+    ctx_t *c = ctx_take(e);
     if (!c)
         return PyErr_NoMemory();
-    c->e = e;
-    c->nown = c->nbufs = 0;
     Py_buffer mb;
     mb.obj = NULL;
     PyObject *res = NULL;
@@ -1136,8 +1236,7 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
     } else if (op == 0) {
         res = Py_NewRef(Py_None);
     }
-    ctx_release(c);
-    PyMem_Free(c);
+    ctx_give(e, c);
     if (mb.obj)
         PyBuffer_Release(&mb);
     return res;
@@ -1156,10 +1255,16 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
 {
     PyObject *fs, *types, *fstats;
+    PyObject *watch = Py_None;
     long long attr_sec, attr_nsec, relatime_s, dirent_size, max_file_size;
-    if (!PyArg_ParseTuple(args, "OO!OLLLLL", &fs, &PyTuple_Type, &types, &fstats, &attr_sec,
-                          &attr_nsec, &relatime_s, &dirent_size, &max_file_size))
+    if (!PyArg_ParseTuple(args, "OO!OLLLLL|O", &fs, &PyTuple_Type, &types, &fstats, &attr_sec,
+                          &attr_nsec, &relatime_s, &dirent_size, &max_file_size, &watch))
         return -1;
+    if (watch != Py_None && !PyType_Check(watch)) {
+        PyErr_SetString(PyExc_TypeError, "watch_type must be a type or None");
+        return -1;
+    }
+    Py_XSETREF(e->t_watch, watch == Py_None ? NULL : Py_NewRef(watch));
     PyObject *t[7];
     if (!PyArg_ParseTuple(types, "O!O!O!O!O!O!O!", &PyType_Type, &t[0], &PyType_Type, &t[1],
                           &PyType_Type, &t[2], &PyType_Type, &t[3], &PyType_Type, &t[4],
@@ -1183,6 +1288,10 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
     e->relatime_s = relatime_s;
     e->dirent_size = dirent_size;
     e->max_file_size = max_file_size;
+    if (!e->ctx && !(e->ctx = PyMem_Malloc(sizeof(ctx_t)))) {
+        PyErr_NoMemory();
+        return -1;
+    }
     return 0;
 }
 
@@ -1197,12 +1306,14 @@ static void Engine_dealloc(Engine *e)
     Py_XDECREF(e->t_arena);
     Py_XDECREF(e->t_stats);
     Py_XDECREF(e->fault_stats);
+    Py_XDECREF(e->t_watch);
+    PyMem_Free(e->ctx);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
 static PyMethodDef Engine_methods[] = {
-    {"handle", (PyCFunction)Engine_handle, METH_VARARGS,
-     "handle(msg, fd, ordered) -> None (declined) or opcode | errno << 8"},
+    {"handle", (PyCFunction)(void (*)(void))Engine_handle, METH_FASTCALL,
+     "handle(msg, fd, ordered, t0, requests) -> None (declined) or the reply's errno"},
     {"answer", (PyCFunction)Engine_answer, METH_VARARGS,
      "answer(msg, ordered) -> None (declined) or the reply bytes"},
     {"statistics", (PyCFunction)Engine_statistics, METH_NOARGS, "counters"},
@@ -1286,6 +1397,7 @@ PyMODINIT_FUNC PyInit__hotpath(void)
     INTERN(s_symlink_pages, "symlink_pages");
     INTERN(s_wins, "wins");
     INTERN(s_objs, "objs");
+    INTERN(s_fd_, "_fd");
     if (PyType_Ready(&EngineType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&moddef);

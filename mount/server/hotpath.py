@@ -55,6 +55,7 @@ def engine(fs: Any, attr_timeout: float) -> Any:
     from fsimpl.inode import Inode
     from fsimpl.state import Handle
     from fsimpl.types import BOGO_DIRENT_SIZE, MAX_FILE_SIZE, RELATIME_WINDOW_NS
+    from mount.server.mountflags import MountFlagsWatch
     from mount.wire.codec import _split_timeout
     from vmcore.arena import Arena
     from vmcore.budget import Budget
@@ -66,4 +67,4 @@ def engine(fs: Any, attr_timeout: float) -> Any:
     a_s, a_n = _split_timeout(attr_timeout)
     types = (Inode, Handle, Mapping, PageCache, Budget, Arena, FaultStats)
     return _hotpath.Engine(fs, types, FAULT_STATS, a_s, a_n, RELATIME_WINDOW_NS // 10**9,
-                           BOGO_DIRENT_SIZE, MAX_FILE_SIZE)
+                           BOGO_DIRENT_SIZE, MAX_FILE_SIZE, MountFlagsWatch)

@@ -492,28 +492,24 @@ class Session:
         return True
 
     def _hot(self, hp: Any, msg: memoryview, t0: int) -> bool:
-        """A READ, WRITE or GETATTR answered by the C hot path (native/hotpath.c),
-        reply written to this request's fd. Not while NOTIFY_STOREs are queued (a
-        READ or write(2) must cancel them: _cancel_stores); a GETATTR only when no
-        notification is queued that its reply would have to follow."""
-        if self._native_pending():
+        """A READ, WRITE or GETATTR answered by the C hot path (native/hotpath.c): the
+        reply written to this request's fd, its service time counted in
+        stats.requests. Not while NOTIFY_STOREs are queued (a READ or write(2) must
+        cancel them: _cancel_stores); a GETATTR only when no notification is queued
+        that its reply would have to follow."""
+        eng = self._winfast
+        if eng and eng.pending():
             return False
         try:
-            r = hp.handle(msg, self._reply_fd, not self._pending)
+            err = hp.handle(msg, self._reply_fd, not self._pending, t0, self.stats.requests)
         except Exception:  # only a failure after the engine began changing state
             log.exception("regular-file hot path failed")
             self._write([reply_error(int.from_bytes(msg[8:16], "little"), errno.EIO)])
             return True
-        if r is None:
+        if err is None:
             return False
-        if r >> 8:
-            self._write_failed(OSError(r >> 8, os.strerror(r >> 8)))
-        opcode = r & 0xFF
-        entry = self.stats.requests.get(opcode)
-        if entry is None:
-            entry = self.stats.requests[opcode] = [0, 0]
-        entry[0] += 1
-        entry[1] += time.perf_counter_ns() - t0
+        if err:
+            self._write_failed(OSError(err, os.strerror(err)))
         return True
 
     def _native_pending(self) -> bool:

@@ -263,3 +263,28 @@ def test_engine_declines_before_changing_anything() -> None:
     step(c, py, write_msg(ino, fh, 0, b"k" * 10, KILL))
     assert c.taken == taken
     assert c.fs.getattr(ino).mode & stat.S_ISUID == 0
+
+
+@pytest.mark.parametrize("initial", [AtimeMode(), AtimeMode(relatime=False),
+                                     AtimeMode(noatime=True)])
+def test_the_daemons_atime_source_is_read_as_python_reads_it(initial: AtimeMode) -> None:
+    """The daemon's atime_mode is a MountFlagsWatch (a POLLPRI poll of mountinfo, then
+    its mode); the engine reads it without the call: the same atime either way."""
+    from pathlib import Path
+
+    from mount.server.mountflags import MountFlagsWatch
+
+    c, py = Twin(True, 0, initial), Twin(False, 0, initial)
+    watches = [MountFlagsWatch(Path("/"), initial) for _ in (c, py)]
+    try:
+        for t, w in zip((c, py), watches, strict=True):
+            t.fs.atime_mode = w
+        ino, fh, _ = c.files[0]
+        step(c, py, write_msg(ino, fh, 0, b"q" * 5000))
+        for off in (0, 4096, 0, 100):
+            taken = c.taken
+            step(c, py, read_msg(ino, fh, off, 4096))
+            assert c.taken == taken + 1
+    finally:
+        for w in watches:
+            w.close()
