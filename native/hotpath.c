@@ -61,6 +61,8 @@
 #define GETATTR_IN 16
 #define OUT_HEADER 16
 #define ATTR_OUT 104 /* fuse_attr_out: 16 + fuse_attr 88 */
+#define ENTRY_OUT 128 /* fuse_entry_out: 40 + fuse_attr 88 */
+#define OP_LOOKUP 1
 
 #define PG_UPTODATE 0x1
 #define PG_DIRTY 0x2
@@ -88,6 +90,9 @@ typedef struct {
     PyObject *fs;
     PyObject *t_inode, *t_handle, *t_mapping, *t_pages, *t_budget, *t_arena, *t_stats;
     PyObject *t_watch; /* mount.server.mountflags.MountFlagsWatch, or NULL */
+    PyObject *t_dir;   /* fsimpl.directory.Directory */
+    long long entry_sec, entry_nsec;
+    unsigned long long generation, n_lookup;
     PyObject *fault_stats;
     long long attr_sec, attr_nsec, relatime_s, dirent_size;
     long long max_file_size;
@@ -105,7 +110,7 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_faults, *s_read, *s_write, *s_minor, *s_major, *s_pages_allocated, *s_zero_pages,
     *s_atime_ns, *s_mtime_ns, *s_ctime_ns, *s_clock, *s_atime_mode, *s_noatime, *s_nodiratime,
     *s_relatime, *s_ops, *s_nlink, *s_uid, *s_gid, *s_rdev, *s_window_blocks, *s_dir,
-    *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_;
+    *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op;
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -122,7 +127,7 @@ typedef struct ctx {
     Py_buffer bufs[MAXSEGS + 8];
     int nbufs;
     /* the reply */
-    unsigned char hdr[OUT_HEADER + ATTR_OUT];
+    unsigned char hdr[OUT_HEADER + ENTRY_OUT];
     struct iovec iov[MAXPAGES + 1];
     int niov;
     size_t total;
@@ -964,67 +969,69 @@ decline:
 
 /* ---------------------------------------------------------------- GETATTR */
 
-static int do_getattr(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
-                      uint64_t nodeid)
+/* struct fuse_attr (88 bytes at t) of an inode, as Inode.attr + codec._attr_fields
+ * make it; 0, or -1 to decline (no exception left) */
+static int attr_of(ctx_t *c, PyObject *inode, unsigned char *t)
 {
     Engine *e = c->e;
-    if (n != IN_HEADER + GETATTR_IN)
-        DECLINE();
-    PyObject *inodes = ga(c, e->fs, s_inodes);
-    if (!inodes || !PyDict_Check(inodes))
-        DECLINE();
-    PyObject *inode = inode_of(c, inodes, nodeid);
-    if (!inode || (PyObject *)Py_TYPE(inode) != e->t_inode)
-        DECLINE();
-    long long mode, nlink, uid, gid, rdev, at, mt, ct, size, blocks;
-    if (ga_ll(inode, s_mode, &mode) < 0)
-        DECLINE();
+    long long ino, mode, nlink, uid, gid, rdev, at, mt, ct, size, blocks;
+    if ((PyObject *)Py_TYPE(inode) != e->t_inode)
+        goto decline;
+    if (ga_ll(inode, s_ino, &ino) < 0 || ga_ll(inode, s_mode, &mode) < 0)
+        goto decline;
     PyObject *wb = ga(c, inode, s_window_blocks);
     if (!wb || wb != Py_None) /* a window's st_blocks: the Python path */
-        DECLINE();
-    if ((mode & S_IFMT_) == S_IFREG_) {
-        PyObject *mapping = ga(c, inode, s_mapping);
-        if (!mapping || (PyObject *)Py_TYPE(mapping) != e->t_mapping)
-            DECLINE();
+        goto decline;
+    PyObject *mapping = ga(c, inode, s_mapping);
+    if (!mapping)
+        goto decline;
+    if (mapping != Py_None) { /* Inode.size / .blocks: the mapping's */
+        if ((PyObject *)Py_TYPE(mapping) != e->t_mapping)
+            goto decline;
         PyObject *pages = ga(c, mapping, s_pages);
         if (!pages || (PyObject *)Py_TYPE(pages) != e->t_pages)
-            DECLINE();
+            goto decline;
         long long nrp;
         if (ga_ll(mapping, s_size, &size) < 0 || ga_ll(pages, s_nrpages, &nrp) < 0)
-            DECLINE();
+            goto decline;
         blocks = nrp << (PAGE_SHIFT - 9);
-    } else if ((mode & S_IFMT_) == S_IFDIR_) {
-        PyObject *mapping = ga(c, inode, s_mapping);
-        PyObject *dir = mapping ? ga(c, inode, s_dir) : NULL;
-        if (!dir || mapping != Py_None || dir == Py_None)
-            DECLINE();
-        Py_ssize_t entries = PyObject_Size(dir);
-        if (entries < 0)
-            DECLINE();
-        size = e->dirent_size * (2 + (long long)entries);
+    } else {
+        PyObject *dir = ga(c, inode, s_dir);
+        if (!dir)
+            goto decline;
+        if (dir != Py_None) {
+            if ((PyObject *)Py_TYPE(dir) != e->t_dir)
+                goto decline;
+            Py_ssize_t entries = PyObject_Size(dir);
+            if (entries < 0)
+                goto decline;
+            size = e->dirent_size * (2 + (long long)entries);
+        } else {
+            PyObject *target = ga(c, inode, s_target);
+            if (!target)
+                goto decline;
+            if (target == Py_None)
+                size = 0;
+            else if (PyBytes_Check(target))
+                size = PyBytes_GET_SIZE(target);
+            else
+                goto decline;
+        }
         long long spages;
         if (ga_ll(inode, s_symlink_pages, &spages) < 0)
-            DECLINE();
-        blocks = spages << (PAGE_SHIFT - 9); /* Inode.blocks without a mapping */
-    } else
-        DECLINE();
+            goto decline;
+        blocks = spages * (PAGE_SIZE / 512);
+    }
     if (ga_ll(inode, s_nlink, &nlink) < 0 || ga_ll(inode, s_uid, &uid) < 0 ||
         ga_ll(inode, s_gid, &gid) < 0 || ga_ll(inode, s_rdev, &rdev) < 0 ||
         ga_ll(inode, s_atime_ns, &at) < 0 || ga_ll(inode, s_mtime_ns, &mt) < 0 ||
         ga_ll(inode, s_ctime_ns, &ct) < 0)
-        DECLINE();
-    if (size < 0 || blocks < 0 || nlink < 0)
-        DECLINE(); /* struct.error in Python's pack: let it answer */
-    /* ---- phase 2 ---- */
-    if (count_op(c, s_getattr) < 0)
-        return -1;
+        goto decline;
+    if (ino < 0 || size < 0 || blocks < 0 || nlink < 0)
+        goto decline; /* struct.error in Python's pack: let it answer */
     const long long NS = 1000000000LL;
-    unsigned char *o = c->hdr + OUT_HEADER;
-    memset(o, 0, ATTR_OUT);
-    put_u64(o, (uint64_t)e->attr_sec);
-    put_u32(o + 8, (uint32_t)e->attr_nsec);
-    unsigned char *t = o + 16; /* struct fuse_attr */
-    put_u64(t, nodeid);
+    memset(t, 0, 88);
+    put_u64(t, (uint64_t)ino);
     put_u64(t + 8, (uint64_t)size);
     put_u64(t + 16, (uint64_t)blocks);
     put_u64(t + 24, (uint64_t)floordiv(at, NS));
@@ -1039,9 +1046,98 @@ static int do_getattr(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t u
     put_u32(t + 72, (uint32_t)gid);
     put_u32(t + 76, (uint32_t)rdev);
     put_u32(t + 80, PAGE_SIZE);
+    return 0;
+decline:
+    PyErr_Clear();
+    return -1;
+}
+
+static int do_getattr(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                      uint64_t nodeid)
+{
+    Engine *e = c->e;
+    if (n != IN_HEADER + GETATTR_IN)
+        DECLINE();
+    PyObject *inodes = ga(c, e->fs, s_inodes);
+    if (!inodes || !PyDict_Check(inodes))
+        DECLINE();
+    PyObject *inode = inode_of(c, inodes, nodeid);
+    unsigned char *o = c->hdr + OUT_HEADER;
+    if (!inode || attr_of(c, inode, o + 16) < 0)
+        DECLINE();
+    /* ---- phase 2 ---- */
+    if (count_op(c, s_getattr) < 0)
+        return -1;
+    put_u64(o, (uint64_t)e->attr_sec); /* fuse_attr_out: attr_valid, nsec, dummy */
+    put_u32(o + 8, (uint32_t)e->attr_nsec);
+    put_u32(o + 12, 0);
     reply_header(c, unique, ATTR_OUT);
     c->iov[0].iov_len = OUT_HEADER + ATTR_OUT;
     e->n_getattr++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/* ----------------------------------------------------------------- LOOKUP */
+
+/* LOOKUP of an existing name in a directory (NamespaceOps.lookup: nlookup += 1 and
+ * the entry); "." and "..", misses (ENOENT or a negative entry), long or
+ * malformed names: declined */
+static int do_lookup(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                     uint64_t nodeid)
+{
+    Engine *e = c->e;
+    const unsigned char *name = m + IN_HEADER;
+    Py_ssize_t room = n - IN_HEADER;
+    const unsigned char *nul = room > 0 ? memchr(name, 0, (size_t)room) : NULL;
+    if (!nul)
+        DECLINE();
+    Py_ssize_t len = nul - name;
+    if (len < 1 || len > 255) /* codec.plain_name, and ENAMETOOLONG past NAME_MAX */
+        DECLINE();
+    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+        DECLINE();
+    PyObject *inodes = ga(c, e->fs, s_inodes);
+    if (!inodes || !PyDict_Check(inodes))
+        DECLINE();
+    PyObject *parent = inode_of(c, inodes, nodeid);
+    if (!parent || (PyObject *)Py_TYPE(parent) != e->t_inode)
+        DECLINE();
+    PyObject *dir = ga(c, parent, s_dir);
+    if (!dir || (PyObject *)Py_TYPE(dir) != e->t_dir)
+        DECLINE();
+    PyObject *names = ga(c, dir, s_names_);
+    if (!names || !PyDict_Check(names))
+        DECLINE();
+    PyObject *key = keep(c, PyBytes_FromStringAndSize((const char *)name, len));
+    if (!key)
+        DECLINE();
+    PyObject *ent = PyDict_GetItemWithError(names, key); /* (cookie, ino) */
+    if (!ent || !PyTuple_Check(ent) || PyTuple_GET_SIZE(ent) != 2)
+        DECLINE();
+    PyObject *ino_o = PyTuple_GET_ITEM(ent, 1);
+    PyObject *child = PyDict_GetItemWithError(inodes, ino_o);
+    if (!child)
+        DECLINE();
+    child = keep(c, Py_NewRef(child));
+    long long nlookup;
+    unsigned char *o = c->hdr + OUT_HEADER;
+    if (!child || attr_of(c, child, o + 40) < 0 || ga_ll(child, s_nlookup, &nlookup) < 0)
+        DECLINE();
+    /* ---- phase 2 ---- */
+    if (count_op(c, s_lookup_op) < 0 || sa_ll(child, s_nlookup, nlookup + 1) < 0)
+        return -1;
+    memcpy(o, o + 40, 8); /* fuse_entry_out: nodeid = the attr's ino */
+    put_u64(o + 8, e->generation);
+    put_u64(o + 16, (uint64_t)e->entry_sec);
+    put_u64(o + 24, (uint64_t)e->attr_sec);
+    put_u32(o + 32, (uint32_t)e->entry_nsec);
+    put_u32(o + 36, (uint32_t)e->attr_nsec);
+    reply_header(c, unique, ENTRY_OUT);
+    c->iov[0].iov_len = OUT_HEADER + ENTRY_OUT;
+    e->n_lookup++;
     return 1;
 decline:
     PyErr_Clear();
@@ -1068,6 +1164,8 @@ static int serve(Engine *e, PyObject *msg, int ordered, ctx_t *c, Py_buffer *mb)
         r = do_write(c, m, n, unique, nodeid);
     else if (op == OP_GETATTR && ordered)
         r = do_getattr(c, m, n, unique, nodeid);
+    else if (op == OP_LOOKUP && ordered)
+        r = do_lookup(c, m, n, unique, nodeid);
     else
         goto declined;
     if (r > 0)
@@ -1245,8 +1343,8 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
-        "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
+        "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
         "last_decline_line", e->last_decline);
@@ -1255,11 +1353,17 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
 {
     PyObject *fs, *types, *fstats;
-    PyObject *watch = Py_None;
-    long long attr_sec, attr_nsec, relatime_s, dirent_size, max_file_size;
-    if (!PyArg_ParseTuple(args, "OO!OLLLLL|O", &fs, &PyTuple_Type, &types, &fstats, &attr_sec,
-                          &attr_nsec, &relatime_s, &dirent_size, &max_file_size, &watch))
+    PyObject *watch, *dirtype;
+    long long attr_sec, attr_nsec, relatime_s, dirent_size, max_file_size, entry_sec, entry_nsec;
+    unsigned long long generation;
+    if (!PyArg_ParseTuple(args, "OO!OLLLLLOO!LLK", &fs, &PyTuple_Type, &types, &fstats,
+                          &attr_sec, &attr_nsec, &relatime_s, &dirent_size, &max_file_size,
+                          &watch, &PyType_Type, &dirtype, &entry_sec, &entry_nsec, &generation))
         return -1;
+    Py_XSETREF(e->t_dir, Py_NewRef(dirtype));
+    e->entry_sec = entry_sec;
+    e->entry_nsec = entry_nsec;
+    e->generation = generation;
     if (watch != Py_None && !PyType_Check(watch)) {
         PyErr_SetString(PyExc_TypeError, "watch_type must be a type or None");
         return -1;
@@ -1307,6 +1411,7 @@ static void Engine_dealloc(Engine *e)
     Py_XDECREF(e->t_stats);
     Py_XDECREF(e->fault_stats);
     Py_XDECREF(e->t_watch);
+    Py_XDECREF(e->t_dir);
     PyMem_Free(e->ctx);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
@@ -1398,6 +1503,10 @@ PyMODINIT_FUNC PyInit__hotpath(void)
     INTERN(s_wins, "wins");
     INTERN(s_objs, "objs");
     INTERN(s_fd_, "_fd");
+    INTERN(s_target, "target");
+    INTERN(s_names_, "_names");
+    INTERN(s_nlookup, "nlookup");
+    INTERN(s_lookup_op, "lookup");
     if (PyType_Ready(&EngineType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&moddef);

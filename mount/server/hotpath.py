@@ -1,4 +1,4 @@
-"""The C hot path of regular-file READ, WRITE and GETATTR (native/hotpath.c).
+"""The C hot path of regular-file READ, WRITE, GETATTR and LOOKUP (native/hotpath.c).
 
 ``engine(fs, config)`` builds a ``mount.server._hotpath.Engine`` over a ShmFs, or
 returns None when the extension is missing (a checkout built without a C
@@ -6,7 +6,7 @@ compiler: the daemon logs a warning once and serves everything in Python) or
 ``SHMFS_HOTPATH=0`` is set (A/B measurements, the twin tests' Python side).
 
 The session calls ``Engine.handle(msg, fd, ordered)`` before its own fast path:
-the engine answers a READ, WRITE or GETATTR in the common state entirely in C,
+the engine answers a READ, WRITE, GETATTR or LOOKUP in the common state entirely in C,
 changing the same Python objects the Python path changes, and writes the reply
 to ``fd``; anything else it declines (None) untouched. ``Engine.answer(msg,
 ordered)`` returns the reply bytes instead (tests). Where the engine is not
@@ -39,8 +39,10 @@ def enabled() -> bool:
     return os.environ.get("SHMFS_HOTPATH", "1") != "0"
 
 
-def engine(fs: Any, attr_timeout: float) -> Any:
-    """An Engine for ``fs`` answering GETATTR with ``attr_timeout``, or None."""
+def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
+           generation: int = 0) -> Any:
+    """An Engine for ``fs`` answering GETATTR and LOOKUP with these timeouts and
+    fuse_entry_out.generation (Operations.generation), or None."""
     global _warned
     if not enabled():
         return None
@@ -52,6 +54,7 @@ def engine(fs: Any, attr_timeout: float) -> Any:
                         "in Python; run scripts/bootstrap.sh with a C compiler to build it", e)
             _warned = True
         return None
+    from fsimpl.directory import Directory
     from fsimpl.inode import Inode
     from fsimpl.state import Handle
     from fsimpl.types import BOGO_DIRENT_SIZE, MAX_FILE_SIZE, RELATIME_WINDOW_NS
@@ -65,6 +68,8 @@ def engine(fs: Any, attr_timeout: float) -> Any:
     from vmcore.stats import FaultStats
 
     a_s, a_n = _split_timeout(attr_timeout)
+    e_s, e_n = _split_timeout(entry_timeout)
     types = (Inode, Handle, Mapping, PageCache, Budget, Arena, FaultStats)
     return _hotpath.Engine(fs, types, FAULT_STATS, a_s, a_n, RELATIME_WINDOW_NS // 10**9,
-                           BOGO_DIRENT_SIZE, MAX_FILE_SIZE, MountFlagsWatch)
+                           BOGO_DIRENT_SIZE, MAX_FILE_SIZE, MountFlagsWatch, Directory, e_s, e_n,
+                           generation)

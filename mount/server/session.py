@@ -202,7 +202,8 @@ class Session:
         # (replies go to ring entries) and restartable (each request is journalled
         # before its reply leaves) -- docs/decisions.md, "The regular-file hot path in C"
         self._hotpath: Any = None if (debug or uring or persist is not None) else (
-            hotpath.engine(self.fs, ops.config.attr_timeout))
+            hotpath.engine(self.fs, ops.config.attr_timeout, ops.config.entry_timeout,
+                           ops.generation))
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
         # -o restartable (mount/server/restart.py): the journal hooks around every request,
@@ -492,11 +493,11 @@ class Session:
         return True
 
     def _hot(self, hp: Any, msg: memoryview, t0: int) -> bool:
-        """A READ, WRITE or GETATTR answered by the C hot path (native/hotpath.c): the
+        """A READ, WRITE, GETATTR or LOOKUP answered by the C hot path (native/hotpath.c): the
         reply written to this request's fd, its service time counted in
         stats.requests. Not while NOTIFY_STOREs are queued (a READ or write(2) must
-        cancel them: _cancel_stores); a GETATTR only when no notification is queued
-        that its reply would have to follow."""
+        cancel them: _cancel_stores); a GETATTR or LOOKUP only when no notification
+        is queued that its reply would have to follow."""
         eng = self._winfast
         if eng and eng.pending():
             return False

@@ -8,7 +8,8 @@ per-chunk counts, ``gen``, nrpages), every resident page's bytes, the Budget, th
 arena's allocator, the ops Counter, each mapping's fault counters and the global
 FAULT_STATS delta. The clocks are counters, so the twins must also ask the clock the
 same number of times. Declined cases (set-id bits, chattr flags, shared frames,
-ENOSPC, bad handles, malformed messages) are in the generated sequences too.
+ENOSPC, bad handles, lookup misses, "." and "..", malformed messages) are in the
+generated sequences too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from vmcore.fault import FAULT_STATS
 
 pytestmark = pytest.mark.skipif(not hotpath.available(), reason="_hotpath not built")
 
-GETATTR, READ, WRITE = 3, 15, 16
+LOOKUP, GETATTR, READ, WRITE = 1, 3, 15, 16
 CTX = Ctx(0, 0, 1, 0o022)
 KILL = 4  # FUSE_WRITE_KILL_SUIDGID
 NFILES = 3
@@ -70,6 +71,10 @@ def getattr_msg(nodeid: int) -> bytes:
     return msg(GETATTR, struct.pack("<IIQ", 0, 0, 0), nodeid=nodeid)
 
 
+def lookup_msg(parent: int, name: bytes) -> bytes:
+    return msg(LOOKUP, name + b"\0", nodeid=parent)
+
+
 class Twin:
     """One filesystem with its Operations, and (c=True) the C engine in front."""
 
@@ -78,13 +83,19 @@ class Twin:
                         clock=Clock())
         self.fs.atime_mode = lambda: mode
         self.ops = Operations(self.fs, OpsConfig(generation=7))
-        self.engine = hotpath.engine(self.fs, self.ops.config.attr_timeout) if c else None
+        cfg = self.ops.config
+        self.engine = hotpath.engine(self.fs, cfg.attr_timeout, cfg.entry_timeout,
+                                     self.ops.generation) if c else None
         self.taken = 0
         self.files: list[tuple[int, int, int]] = []  # (ino, fh, append fh)
         for i in range(NFILES):
             a, fh = self.fs.create(1, b"f%d" % i, 0o100666, os.O_RDWR, CTX)
             afh = self.fs.open(a.ino, os.O_WRONLY | os.O_APPEND)
             self.files.append((a.ino, fh, afh))
+        self.fs.mkdir(1, b"d", 0o755, CTX)
+        self.fs.symlink(1, b"ln", b"f0", CTX)
+        self.fs.symlink(1, b"long", b"t" * 200, CTX)  # its target lives in a page
+        self.fs.mknod(1, b"fifo", stat.S_IFIFO | 0o644, 0, CTX)
 
     def request(self, m: bytes) -> bytes | None:
         if self.engine is not None:
@@ -108,7 +119,8 @@ class Twin:
         arena = fs._backing.arena
         inodes = {}
         for ino, inode in sorted(fs._inodes.items()):
-            rec: list[Any] = [astuple(inode.attr()), inode.fsflags]
+            rec: list[Any] = [astuple(inode.attr()), inode.fsflags, inode.nlookup,
+                              inode.nopen]
             m = inode.mapping
             if m is not None:
                 pc = m.pages
@@ -149,7 +161,10 @@ op_read = st.tuples(st.just("read"), st.integers(0, NFILES - 1), offsets, sizes)
 op_write = st.tuples(st.just("write"), st.integers(0, NFILES - 1), offsets,
                      st.integers(1, 70000), st.sampled_from([0, 0, 0, KILL, 1, 2]))
 op_append = st.tuples(st.just("append"), st.integers(0, NFILES - 1), st.integers(1, 9000))
-op_getattr = st.tuples(st.just("getattr"), st.integers(0, NFILES + 2))
+op_getattr = st.tuples(st.just("getattr"), st.integers(0, NFILES + 6))
+op_lookup = st.tuples(st.just("lookup"), st.integers(1, 3),
+                      st.sampled_from([b"f0", b"f1", b"f2", b"d", b"ln", b"long", b"fifo",
+                                       b"nope", b".", b"..", b"x" * 256, b"f0\0junk"]))
 op_truncate = st.tuples(st.just("truncate"), st.integers(0, NFILES - 1), st.integers(0, 30000))
 op_chmod = st.tuples(st.just("chmod"), st.integers(0, NFILES - 1),
                      st.sampled_from([0o666, 0o4755, 0o2775, 0o6777, 0o2666]))
@@ -159,8 +174,9 @@ op_share = st.tuples(st.just("share"), st.integers(0, NFILES - 1), st.integers(0
 op_falloc = st.tuples(st.just("falloc"), st.integers(0, NFILES - 1), st.integers(0, 20000),
                       st.integers(1, 20000))
 op_windows = st.tuples(st.just("windows"), st.integers(0, NFILES - 1))  # an empty table
-op_bad = st.tuples(st.just("bad"), st.integers(0, 7), st.integers(0, NFILES - 1))
-ops_st = st.lists(st.one_of(op_read, op_write, op_append, op_getattr, op_truncate, op_chmod,
+op_bad = st.tuples(st.just("bad"), st.integers(0, 8), st.integers(0, NFILES - 1))
+ops_st = st.lists(st.one_of(op_read, op_write, op_append, op_getattr, op_lookup, op_truncate,
+                            op_chmod,
                             op_fsflags, op_share, op_falloc, op_windows, op_bad), max_size=25)
 
 
@@ -186,7 +202,7 @@ def apply(c: Twin, py: Twin, op: tuple) -> None:
             except Exception as e:  # the same failure on both
                 t.last_error = type(e).__name__  # type: ignore[attr-defined]
         return
-    ino, fh, afh = c.files[op[1] % NFILES] if kind != "getattr" else (0, 0, 0)
+    ino, fh, afh = c.files[op[1] % NFILES] if kind not in ("getattr", "lookup") else (0, 0, 0)
     if kind == "read":
         m = read_msg(ino, fh, op[2], op[3])
     elif kind == "write":
@@ -194,7 +210,9 @@ def apply(c: Twin, py: Twin, op: tuple) -> None:
     elif kind == "append":
         m = write_msg(ino, afh, 0, bytes([op[2] % 249 + 1]) * op[2])
     elif kind == "getattr":
-        m = getattr_msg(op[1] + 1)  # the root, the files, one that does not exist
+        m = getattr_msg(op[1] + 1)  # the root, files, dir, symlinks, fifo, one that is not
+    elif kind == "lookup":
+        m = lookup_msg(op[1], op[2])  # in the root, or in a file (ENOTDIR)
     else:
         m = bad_msg(op[1], ino, fh)
     step(c, py, m)
@@ -218,6 +236,8 @@ def bad_msg(kind: int, ino: int, fh: int) -> bytes:
                    nodeid=ino)  # size field larger than the data
     if kind == 6:
         return write_msg(1, fh, 0, b"dir")  # the root directory: not a regular file
+    if kind == 7:
+        return msg(LOOKUP, b"f0", nodeid=1)  # no NUL
     return getattr_msg(ino)[:-4]  # short GETATTR
 
 
@@ -240,7 +260,8 @@ def test_engine_takes_the_common_cases() -> None:
              write_msg(ino, fh, 100, b"c" * 200_000), read_msg(ino, fh, 0, 4096),
              read_msg(ino, fh, 4000, 300_000), read_msg(ino, fh, 1 << 30, 4096),
              getattr_msg(ino), getattr_msg(1), write_msg(ino, fh, 9 << 20, b"d" * 10),
-             read_msg(ino, fh, 5 << 20, 8192)]
+             read_msg(ino, fh, 5 << 20, 8192), lookup_msg(1, b"f1"), lookup_msg(1, b"d"),
+             lookup_msg(1, b"ln"), lookup_msg(1, b"long"), lookup_msg(1, b"fifo")]
     for i, m in enumerate(cases):
         taken = c.taken
         step(c, py, m)
