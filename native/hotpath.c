@@ -1297,8 +1297,13 @@ static PyObject *Engine_handle(Engine *e, PyObject *const *args, Py_ssize_t narg
         int err = writev_all(fd, c->iov, c->niov, c->total, e);
         if (err && err != ENOENT && err != ENODEV)
             e->write_errors++;
-        if (count_request(args[4], op, t0) == 0)
-            res = PyLong_FromLong(err);
+        /* the reply is out: a failure to count it must not make the caller answer
+         * the request a second time */
+        if (count_request(args[4], op, t0) < 0) {
+            PyErr_Clear();
+            e->errors++;
+        }
+        res = PyLong_FromLong(err);
     } else if (op == 0) {
         res = Py_NewRef(Py_None);
     }

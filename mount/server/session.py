@@ -197,7 +197,7 @@ class Session:
         # restartable (every REMAP is journalled before its reply, which the engine's
         # writer thread would send first) -- everything goes the Python way
         self._winfast: Any = False if (debug or uring or persist is not None) else None
-        # the C hot path of regular-file READ/WRITE/GETATTR (mount/server/hotpath.py); None:
+        # the C hot path of READ/WRITE/GETATTR/LOOKUP (mount/server/hotpath.py); None:
         # not available, or not allowed: --debug (every request is logged), uring
         # (replies go to ring entries) and restartable (each request is journalled
         # before its reply leaves) -- docs/decisions.md, "The regular-file hot path in C"

@@ -309,3 +309,14 @@ def test_the_daemons_atime_source_is_read_as_python_reads_it(initial: AtimeMode)
     finally:
         for w in watches:
             w.close()
+
+
+def test_getattr_and_lookup_wait_their_turn_behind_queued_notifications() -> None:
+    """ordered=False (the session has notifications queued that such a reply must
+    follow): GETATTR and LOOKUP are declined, READ and WRITE (never ordered) taken."""
+    c = Twin(True, 0, AtimeMode())
+    ino, fh, _ = c.files[0]
+    assert c.engine.answer(getattr_msg(ino), False) is None
+    assert c.engine.answer(lookup_msg(1, b"f0"), False) is None
+    assert c.engine.answer(write_msg(ino, fh, 0, b"w"), False) is not None
+    assert c.engine.answer(read_msg(ino, fh, 0, 1), False) is not None
