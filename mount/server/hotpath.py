@@ -39,12 +39,34 @@ def enabled() -> bool:
     return os.environ.get("SHMFS_HOTPATH", "1") != "0"
 
 
+def replaced_methods(fs: Any) -> list[str]:
+    """The ShmFs methods the engine stands in for that are not fsimpl's own on ``fs``
+    (another class, or one patched on the class or the instance: a fault-injection
+    test, tests/live/test_daemon_errors.py). The engine would bypass them."""
+    from fsimpl.attrs import AttrOps
+    from fsimpl.files import FileOps
+    from fsimpl.fs import ShmFs
+    from fsimpl.namespace import NamespaceOps
+
+    if type(fs) is not ShmFs:
+        return [type(fs).__name__]
+    own = {"read": FileOps.__dict__["read"], "write": FileOps.__dict__["write"],
+           "getattr": AttrOps.__dict__["getattr"], "lookup": NamespaceOps.__dict__["lookup"]}
+    inst = getattr(fs, "__dict__", {})
+    return [name for name, fn in own.items() if getattr(ShmFs, name) is not fn or name in inst]
+
+
 def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
            generation: int = 0) -> Any:
     """An Engine for ``fs`` answering GETATTR and LOOKUP with these timeouts and
-    fuse_entry_out.generation (Operations.generation), or None."""
+    fuse_entry_out.generation (Operations.generation), or None: also when one of the
+    methods it stands in for is not fsimpl's own (replaced_methods)."""
     global _warned
     if not enabled():
+        return None
+    replaced = replaced_methods(fs)
+    if replaced:
+        log.info("regular-file hot path off: %s not fsimpl's own", ", ".join(replaced))
         return None
     try:
         from mount.server import _hotpath

@@ -80,6 +80,14 @@ def test_the_modes_that_must_not_use_the_engine_do_not_build_it(
     assert _session(debug=True)._hotpath is None
     assert _session(uring=True)._hotpath is None
     assert _session(persist=object())._hotpath is None
+    # a fault-injection test replaces a ShmFs method: the engine must not bypass it
+    with monkeypatch.context() as m:
+        m.setattr(ShmFs, "write", lambda self, *a: None)
+        assert _session()._hotpath is None
+    fs = ShmFs(FsOptions())
+    fs.read = lambda *a: []  # type: ignore[method-assign]
+    assert hotpath.replaced_methods(fs) == ["read"]
+    assert _session()._hotpath is not None  # the class is fsimpl's own again
     monkeypatch.setenv("SHMFS_HOTPATH", "0")
     s = _session()
     assert s._hotpath is None
