@@ -7,6 +7,8 @@ accelerates; the tests that claim the native paths fail then, on purpose.
 
 - ``mount.server._winfast`` (native/winfast.c): the window REMAP fast path and
   its notification writer thread (docs/decisions.md 21, docs/performance.md).
+- ``mount.server._hotpath`` (native/hotpath.c): READ, WRITE and GETATTR of
+  regular files (mount/server/hotpath.py, docs/decisions.md).
 - ``mount.server._uring_native`` (native/uring.c): the FUSE-over-io_uring
   transport (mount/server/uring_fuse.py, docs/decisions.md 17).
 
@@ -17,6 +19,9 @@ from setuptools import Extension, setup
 
 EXTENSIONS = [
     Extension("mount.server._winfast", ["native/winfast.c"], optional=True,
+              extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                  "-Wno-missing-field-initializers"]),
+    Extension("mount.server._hotpath", ["native/hotpath.c"], optional=True,
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("mount.server._uring_native", ["native/uring.c"], optional=True,

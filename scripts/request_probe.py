@@ -3,12 +3,16 @@ the session's own ``Session._handle`` (fast path or parse + handle, drain_events
 stats bookkeeping, the reply's writev -- to /dev/null instead of /dev/fuse).
 
     .venv/bin/python scripts/request_probe.py [--n 20000] [--rounds 3] [--only OP,...]
-                                              [--profile OP] [--mountflags]
+                                              [--profile OP] [--mountflags] [--python]
+    .venv/bin/python scripts/request_probe.py --reply-ab
 
 Kinds: read (4 KiB of a resident page, random), read_hole, append4k, append512,
 overwrite4k, getattr, lookup_hit, lookup_miss, create, release, unlink, forget.
 ``--mountflags`` gives ShmFs a MountFlagsWatch of "/" (a poll of
-/proc/self/mountinfo per atime check), as the daemon does.
+/proc/self/mountinfo per atime check), as the daemon does. The session uses
+the C hot path (native/hotpath.c) where it is built; ``--python`` measures the
+Python path instead, ``--reply-ab`` the engine's reply written from C against
+returned as bytes (docs/performance.md change 23).
 ``SHMFS_TREE=/path/to/checkout`` runs another tree's code (A/B; the old
 layout with mount/session.py is understood too). Prints µs of this thread's CPU
 time per request (robust to preemption by other load), the minimum of the
@@ -149,6 +153,42 @@ def run(kind: str, n: int, mountflags: bool, profile: bool = False) -> float:
     return dt / n * 1e6
 
 
+def reply_ab(n: int, rounds: int) -> int:
+    """Engine.handle (C writes header + arena iovecs to the fd) against
+    os.writev(fd, [Engine.answer(msg)]) (the reply copied into bytes, written by
+    Python), for READs of 4 KiB, 128 KiB and 1 MiB and a GETATTR."""
+    from mount.server import hotpath
+
+    fs, _ = _session(False)
+    eng = hotpath.engine(fs, 86400.0)
+    if eng is None:
+        print("the C hot path is not available")
+        return 1
+    a, fh = fs.create(1, b"r", 0o100644, os.O_RDWR, CTX)
+    fs.write(a.ino, fh, 0, memoryview(b"x" * (300 << 12)))
+    out = os.open(os.devnull, os.O_WRONLY)
+    clock = time.thread_time_ns
+    cases = [("read4k", _msg(READ, a.ino, _read_in(fh, 8192, 4096)), n),
+             ("read128k", _msg(READ, a.ino, _read_in(fh, 0, 128 << 10)), max(1, n // 5)),
+             ("read1m", _msg(READ, a.ino, _read_in(fh, 0, 1 << 20)), max(1, n // 30)),
+             ("getattr", _msg(GETATTR, a.ino, struct.pack("<IIQ", 0, 0, 0)), n)]
+    requests: dict = {}
+    for name, m, k in cases:
+        c_best = py_best = float("inf")
+        for _ in range(rounds):
+            t0 = clock()
+            for _ in range(k):
+                eng.handle(m, out, True, 0, requests)
+            c_best = min(c_best, (clock() - t0) / k / 1000)
+            t0 = clock()
+            for _ in range(k):
+                os.writev(out, [eng.answer(m, True)])
+            py_best = min(py_best, (clock() - t0) / k / 1000)
+        print(f"{name:9s} C writes {c_best:6.2f} us   bytes + os.writev {py_best:6.2f} us")
+    print("load", open("/proc/loadavg").read().split()[0])
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=20000)
@@ -159,7 +199,16 @@ def main() -> int:
     p.add_argument("--wall", action="store_true",
                    help="wall time instead of CPU time: includes waiting for the GIL "
                         "(the populate-ahead thread) and preemption")
+    p.add_argument("--python", action="store_true",
+                   help="without the C hot path (SHMFS_HOTPATH=0): the Python path's cost")
+    p.add_argument("--reply-ab", action="store_true",
+                   help="the C hot path writing its reply itself against returning the "
+                        "bytes for os.writev (docs/performance.md change 23)")
     a = p.parse_args()
+    if a.python:
+        os.environ["SHMFS_HOTPATH"] = "0"
+    if a.reply_ab:
+        return reply_ab(a.n, a.rounds)
     global WALL
     WALL = a.wall
     threshold0 = getattr(session_mod, "GC_THRESHOLD0", None)

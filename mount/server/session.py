@@ -51,7 +51,7 @@ from typing import Any
 import trio
 
 from mount.mounting import kernel as mounting
-from mount.server import winfast
+from mount.server import hotpath, winfast
 from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
 from mount.server.ops import Operations
 from mount.server.restart import RestartHooks
@@ -197,6 +197,13 @@ class Session:
         # restartable (every REMAP is journalled before its reply, which the engine's
         # writer thread would send first) -- everything goes the Python way
         self._winfast: Any = False if (debug or uring or persist is not None) else None
+        # the C hot path of READ/WRITE/GETATTR/LOOKUP (mount/server/hotpath.py); None:
+        # not available, or not allowed: --debug (every request is logged), uring
+        # (replies go to ring entries) and restartable (each request is journalled
+        # before its reply leaves) -- docs/decisions.md, "The regular-file hot path in C"
+        self._hotpath: Any = None if (debug or uring or persist is not None) else (
+            hotpath.engine(self.fs, ops.config.attr_timeout, ops.config.entry_timeout,
+                           ops.generation))
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
         # -o restartable (mount/server/restart.py): the journal hooks around every request,
@@ -358,6 +365,9 @@ class Session:
         if (len(msg) > 40 and msg[4] == OPCODE_IOCTL and self._winfast is not False
                 and self._native(msg, t0)):
             return
+        hp = self._hotpath
+        if hp is not None and not self._stores and self._hot(hp, msg, t0):
+            return
         restart = self.restart
         if restart is not None:
             if restart.before(msg):  # answered from the journal (a resent request)
@@ -480,6 +490,27 @@ class Session:
             entry = self.stats.requests[OPCODE_IOCTL] = [0, 0]
         entry[0] += 1
         entry[1] += time.perf_counter_ns() - t0
+        return True
+
+    def _hot(self, hp: Any, msg: memoryview, t0: int) -> bool:
+        """A READ, WRITE, GETATTR or LOOKUP answered by the C hot path (native/hotpath.c): the
+        reply written to this request's fd, its service time counted in
+        stats.requests. Not while NOTIFY_STOREs are queued (a READ or write(2) must
+        cancel them: _cancel_stores); a GETATTR or LOOKUP only when no notification
+        is queued that its reply would have to follow."""
+        eng = self._winfast
+        if eng and eng.pending():
+            return False
+        try:
+            err = hp.handle(msg, self._reply_fd, not self._pending, t0, self.stats.requests)
+        except Exception:  # only a failure after the engine began changing state
+            log.exception("regular-file hot path failed")
+            self._write([reply_error(int.from_bytes(msg[8:16], "little"), errno.EIO)])
+            return True
+        if err is None:
+            return False
+        if err:
+            self._write_failed(OSError(err, os.strerror(err)))
         return True
 
     def _native_pending(self) -> bool:
@@ -696,6 +727,8 @@ class Session:
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),
             "restart": None if self.restart is None else self.restart.statistics(),
+            "hotpath": self._hotpath.statistics() if self._hotpath is not None else {
+                "available": hotpath.available(), "engaged": False},
             "winfast": self._winfast.statistics() if self._winfast else {
                 "available": winfast.available(), "engaged": False},
             "cpu_latency": {

@@ -1,0 +1,97 @@
+"""The C hot path of regular-file READ, WRITE, GETATTR and LOOKUP (native/hotpath.c).
+
+``engine(fs, config)`` builds a ``mount.server._hotpath.Engine`` over a ShmFs, or
+returns None when the extension is missing (a checkout built without a C
+compiler: the daemon logs a warning once and serves everything in Python) or
+``SHMFS_HOTPATH=0`` is set (A/B measurements, the twin tests' Python side).
+
+The session calls ``Engine.handle(msg, fd, ordered)`` before its own fast path:
+the engine answers a READ, WRITE, GETATTR or LOOKUP in the common state entirely in C,
+changing the same Python objects the Python path changes, and writes the reply
+to ``fd``; anything else it declines (None) untouched. ``Engine.answer(msg,
+ordered)`` returns the reply bytes instead (tests). Where the engine is not
+used at all (--debug, -o uring, -o restartable) and why: docs/decisions.md,
+"The regular-file hot path in C".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("shmfs.hotpath")
+
+_warned = False
+
+
+def available() -> bool:
+    """Whether the compiled extension can be imported."""
+    try:
+        from mount.server import _hotpath  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def enabled() -> bool:
+    """False when SHMFS_HOTPATH=0 asks for the Python path only."""
+    return os.environ.get("SHMFS_HOTPATH", "1") != "0"
+
+
+def replaced_methods(fs: Any) -> list[str]:
+    """The ShmFs methods the engine stands in for that are not fsimpl's own on ``fs``
+    (another class, or one patched on the class or the instance: a fault-injection
+    test, tests/live/test_daemon_errors.py). The engine would bypass them."""
+    from fsimpl.attrs import AttrOps
+    from fsimpl.files import FileOps
+    from fsimpl.fs import ShmFs
+    from fsimpl.namespace import NamespaceOps
+
+    if type(fs) is not ShmFs:
+        return [type(fs).__name__]
+    own = {"read": FileOps.__dict__["read"], "write": FileOps.__dict__["write"],
+           "getattr": AttrOps.__dict__["getattr"], "lookup": NamespaceOps.__dict__["lookup"]}
+    inst = getattr(fs, "__dict__", {})
+    return [name for name, fn in own.items() if getattr(ShmFs, name) is not fn or name in inst]
+
+
+def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
+           generation: int = 0) -> Any:
+    """An Engine for ``fs`` answering GETATTR and LOOKUP with these timeouts and
+    fuse_entry_out.generation (Operations.generation), or None: also when one of the
+    methods it stands in for is not fsimpl's own (replaced_methods)."""
+    global _warned
+    if not enabled():
+        return None
+    replaced = replaced_methods(fs)
+    if replaced:
+        log.info("regular-file hot path off: %s not fsimpl's own", ", ".join(replaced))
+        return None
+    try:
+        from mount.server import _hotpath
+    except ImportError as e:
+        if not _warned:
+            log.warning("regular-file hot path not built (%s): READ/WRITE/GETATTR are served "
+                        "in Python; run scripts/bootstrap.sh with a C compiler to build it", e)
+            _warned = True
+        return None
+    from fsimpl.directory import Directory
+    from fsimpl.inode import Inode
+    from fsimpl.state import Handle
+    from fsimpl.types import BOGO_DIRENT_SIZE, MAX_FILE_SIZE, RELATIME_WINDOW_NS
+    from mount.server.mountflags import MountFlagsWatch
+    from mount.wire.codec import _split_timeout
+    from vmcore.arena import Arena
+    from vmcore.budget import Budget
+    from vmcore.fault import FAULT_STATS
+    from vmcore.mapping import Mapping
+    from vmcore.pagecache import PageCache
+    from vmcore.stats import FaultStats
+
+    a_s, a_n = _split_timeout(attr_timeout)
+    e_s, e_n = _split_timeout(entry_timeout)
+    types = (Inode, Handle, Mapping, PageCache, Budget, Arena, FaultStats)
+    return _hotpath.Engine(fs, types, FAULT_STATS, a_s, a_n, RELATIME_WINDOW_NS // 10**9,
+                           BOGO_DIRENT_SIZE, MAX_FILE_SIZE, MountFlagsWatch, Directory, e_s, e_n,
+                           generation)

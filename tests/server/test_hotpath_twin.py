@@ -1,0 +1,322 @@
+"""The C hot path (native/hotpath.c) against the Python path, on twin filesystems.
+
+Two ShmFs are built by the same steps; every request goes to the C engine first on
+one twin (its Python path when the engine declines) and to the Python path only on
+the other. Every reply must be the same bytes and, after every step, the state the
+same: each inode's attributes and times, i_size, the page cache (frames, flags,
+per-chunk counts, ``gen``, nrpages), every resident page's bytes, the Budget, the
+arena's allocator, the ops Counter, each mapping's fault counters and the global
+FAULT_STATS delta. The clocks are counters, so the twins must also ask the clock the
+same number of times. Declined cases (set-id bits, chattr flags, shared frames,
+ENOSPC, bad handles, lookup misses, "." and "..", malformed messages) are in the
+generated sequences too.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from dataclasses import astuple
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fsimpl import FsOptions, ShmFs
+from fsimpl.atime import AtimeMode
+from fsimpl.types import Ctx
+from fsimpl.windows import windows_of
+from mount.server import hotpath
+from mount.server.ops import Operations, OpsConfig
+from mount.wire.codec import CodecError, parse_request, reply_error
+from vmcore.fault import FAULT_STATS
+
+pytestmark = pytest.mark.skipif(not hotpath.available(), reason="_hotpath not built")
+
+LOOKUP, GETATTR, READ, WRITE = 1, 3, 15, 16
+CTX = Ctx(0, 0, 1, 0o022)
+KILL = 4  # FUSE_WRITE_KILL_SUIDGID
+NFILES = 3
+
+
+class Clock:
+    """A deterministic clock: every call one microsecond later."""
+
+    def __init__(self) -> None:
+        self.t = 1_700_000_000_000_000_000
+
+    def __call__(self) -> int:
+        self.t += 1000
+        return self.t
+
+
+def msg(opcode: int, body: bytes, *, nodeid: int, unique: int = 9, length: int | None = None,
+        extlen: int = 0) -> bytes:
+    n = 40 + len(body) if length is None else length
+    return struct.pack("<IIQQIIIHH", n, opcode, unique, nodeid, 1000, 1000, 1, extlen, 0) + body
+
+
+def read_msg(nodeid: int, fh: int, off: int, size: int) -> bytes:
+    return msg(READ, struct.pack("<QQIIQII", fh, off, size, 0, 0, os.O_RDONLY, 0), nodeid=nodeid)
+
+
+def write_msg(nodeid: int, fh: int, off: int, data: bytes, flags: int = 0) -> bytes:
+    return msg(WRITE, struct.pack("<QQIIQII", fh, off, len(data), flags, 0, os.O_WRONLY, 0)
+               + data, nodeid=nodeid)
+
+
+def getattr_msg(nodeid: int) -> bytes:
+    return msg(GETATTR, struct.pack("<IIQ", 0, 0, 0), nodeid=nodeid)
+
+
+def lookup_msg(parent: int, name: bytes) -> bytes:
+    return msg(LOOKUP, name + b"\0", nodeid=parent)
+
+
+class Twin:
+    """One filesystem with its Operations, and (c=True) the C engine in front."""
+
+    def __init__(self, c: bool, size_pages: int, mode: AtimeMode) -> None:
+        self.fs = ShmFs(FsOptions(size_bytes=size_pages * 4096, nr_inodes=100, mode=0o1777),
+                        clock=Clock())
+        self.fs.atime_mode = lambda: mode
+        self.ops = Operations(self.fs, OpsConfig(generation=7))
+        cfg = self.ops.config
+        self.engine = hotpath.engine(self.fs, cfg.attr_timeout, cfg.entry_timeout,
+                                     self.ops.generation) if c else None
+        self.taken = 0
+        self.files: list[tuple[int, int, int]] = []  # (ino, fh, append fh)
+        for i in range(NFILES):
+            a, fh = self.fs.create(1, b"f%d" % i, 0o100666, os.O_RDWR, CTX)
+            afh = self.fs.open(a.ino, os.O_WRONLY | os.O_APPEND)
+            self.files.append((a.ino, fh, afh))
+        self.fs.mkdir(1, b"d", 0o755, CTX)
+        self.fs.symlink(1, b"ln", b"f0", CTX)
+        self.fs.symlink(1, b"long", b"t" * 200, CTX)  # its target lives in a page
+        self.fs.mknod(1, b"fifo", stat.S_IFIFO | 0o644, 0, CTX)
+
+    def request(self, m: bytes) -> bytes | None:
+        if self.engine is not None:
+            out = self.engine.answer(m, True)
+            if out is not None:
+                self.taken += 1
+                return out
+        view = memoryview(m)
+        fast = self.ops.handle_fast(view)
+        if fast is not None:
+            reply = fast[1]
+        else:
+            try:
+                reply = self.ops.handle(parse_request(view))
+            except CodecError as e:
+                reply = [reply_error(e.unique, e.errno)] if e.unique else None
+        return None if reply is None else b"".join(bytes(b) for b in reply)
+
+    def state(self) -> Any:
+        fs = self.fs
+        arena = fs._backing.arena
+        inodes = {}
+        for ino, inode in sorted(fs._inodes.items()):
+            rec: list[Any] = [astuple(inode.attr()), inode.fsflags, inode.nlookup,
+                              inode.nopen]
+            m = inode.mapping
+            if m is not None:
+                pc = m.pages
+                chunks = {k: (pc._frames[k].tolist(), pc._flags[k].tolist(), pc._count[k])
+                          for k in pc._keys}
+                data = {}
+                for k in pc._keys:
+                    for i, f in enumerate(pc._frames[k].tolist()):
+                        if f >= 0:
+                            data[(k << 9) + i] = bytes(arena.view(f))
+                st = m._fstats
+                rec += [m.size, pc.gen, pc.nrpages, chunks, data, m.budget.used_pages,
+                        None if st is None else st.as_dict()]
+            inodes[ino] = rec
+        return (inodes, dict(fs._ops), fs.budget.used_pages, arena.frames_allocated,
+                arena._bump, list(arena._free_runs), arena.nshared, fs._clock.t,
+                self.ops.statistics()["errors"])
+
+
+def step(c: Twin, py: Twin, m: bytes) -> None:
+    before = FAULT_STATS.as_dict()
+    rc = c.request(m)
+    mid = FAULT_STATS.as_dict()
+    rp = py.request(m)
+    after = FAULT_STATS.as_dict()
+    assert rc == rp, m[:64]
+    assert {k: mid[k] - before[k] for k in before} == {k: after[k] - mid[k] for k in mid}
+    assert c.state() == py.state()
+
+
+# --- the operations of a generated sequence -------------------------------------------------
+
+offsets = st.one_of(st.integers(0, 20000),
+                   st.sampled_from([0, 4095, 4096, 8191, 2 << 20, (1 << 63) - 5, (1 << 63) - 1]))
+sizes = st.one_of(st.integers(0, 9000), st.sampled_from([4096, 65536, 1 << 20]))
+
+op_read = st.tuples(st.just("read"), st.integers(0, NFILES - 1), offsets, sizes)
+op_write = st.tuples(st.just("write"), st.integers(0, NFILES - 1), offsets,
+                     st.integers(1, 70000), st.sampled_from([0, 0, 0, KILL, 1, 2]))
+op_append = st.tuples(st.just("append"), st.integers(0, NFILES - 1), st.integers(1, 9000))
+op_getattr = st.tuples(st.just("getattr"), st.integers(0, NFILES + 6))
+op_lookup = st.tuples(st.just("lookup"), st.integers(1, 3),
+                      st.sampled_from([b"f0", b"f1", b"f2", b"d", b"ln", b"long", b"fifo",
+                                       b"nope", b".", b"..", b"x" * 256, b"f0\0junk"]))
+op_truncate = st.tuples(st.just("truncate"), st.integers(0, NFILES - 1), st.integers(0, 30000))
+op_chmod = st.tuples(st.just("chmod"), st.integers(0, NFILES - 1),
+                     st.sampled_from([0o666, 0o4755, 0o2775, 0o6777, 0o2666]))
+op_fsflags = st.tuples(st.just("fsflags"), st.integers(0, NFILES - 1),
+                       st.sampled_from([0, 0x80, 0x20]))
+op_share = st.tuples(st.just("share"), st.integers(0, NFILES - 1), st.integers(0, NFILES - 1))
+op_falloc = st.tuples(st.just("falloc"), st.integers(0, NFILES - 1), st.integers(0, 20000),
+                      st.integers(1, 20000))
+op_windows = st.tuples(st.just("windows"), st.integers(0, NFILES - 1))  # an empty table
+op_bad = st.tuples(st.just("bad"), st.integers(0, 8), st.integers(0, NFILES - 1))
+ops_st = st.lists(st.one_of(op_read, op_write, op_append, op_getattr, op_lookup, op_truncate,
+                            op_chmod,
+                            op_fsflags, op_share, op_falloc, op_windows, op_bad), max_size=25)
+
+
+def apply(c: Twin, py: Twin, op: tuple) -> None:
+    kind = op[0]
+    if kind in ("truncate", "chmod", "fsflags", "share", "falloc", "windows"):
+        for t in (c, py):  # the same Python call on both twins
+            ino, fh, _ = t.files[op[1]]
+            try:
+                if kind == "truncate":
+                    t.fs.setattr(ino, CTX, size=op[2])
+                elif kind == "chmod":
+                    t.fs.setattr(ino, CTX, mode=op[2])
+                elif kind == "windows":  # the STATS ioctl makes the table, no window
+                    windows_of(t.fs)
+                elif kind == "fsflags":
+                    t.fs._inodes[ino].fsflags = op[2]
+                elif kind == "share":  # copy_file_range shares whole pages (cow)
+                    dst, dfh, _ = t.files[op[2]]
+                    t.fs.copy_file_range(ino, fh, 0, dst, dfh, 8192, 16384)
+                else:
+                    t.fs.fallocate(ino, fh, 0, op[2], op[3])
+            except Exception as e:  # the same failure on both
+                t.last_error = type(e).__name__  # type: ignore[attr-defined]
+        return
+    ino, fh, afh = c.files[op[1] % NFILES] if kind not in ("getattr", "lookup") else (0, 0, 0)
+    if kind == "read":
+        m = read_msg(ino, fh, op[2], op[3])
+    elif kind == "write":
+        m = write_msg(ino, fh, op[2], bytes([op[3] % 251]) * op[3], op[4])
+    elif kind == "append":
+        m = write_msg(ino, afh, 0, bytes([op[2] % 249 + 1]) * op[2])
+    elif kind == "getattr":
+        m = getattr_msg(op[1] + 1)  # the root, files, dir, symlinks, fifo, one that is not
+    elif kind == "lookup":
+        m = lookup_msg(op[1], op[2])  # in the root, or in a file (ENOTDIR)
+    else:
+        m = bad_msg(op[1], ino, fh)
+    step(c, py, m)
+
+
+def bad_msg(kind: int, ino: int, fh: int) -> bytes:
+    """Malformed or refused requests: each must get the Python path's answer."""
+    if kind == 0:
+        return read_msg(ino, fh + 100, 0, 4096)  # unknown handle: EBADF
+    if kind == 1:
+        return read_msg(ino + 50, fh, 0, 4096)  # unknown node: ENOENT
+    if kind == 2:
+        return read_msg(ino, fh, 0, 4096)[:-8]  # short body, length field true
+    if kind == 3:
+        m = write_msg(ino, fh, 0, b"x" * 100)
+        return m[:4] + struct.pack("<I", WRITE) + m[8:-10]  # length field says 10 more
+    if kind == 4:
+        return write_msg(ino, fh, 0, b"")  # empty write
+    if kind == 5:
+        return msg(WRITE, struct.pack("<QQIIQII", fh, 0, 500, 0, 0, 1, 0) + b"y" * 100,
+                   nodeid=ino)  # size field larger than the data
+    if kind == 6:
+        return write_msg(1, fh, 0, b"dir")  # the root directory: not a regular file
+    if kind == 7:
+        return msg(LOOKUP, b"f0", nodeid=1)  # no NUL
+    return getattr_msg(ino)[:-4]  # short GETATTR
+
+
+@settings(max_examples=int(os.environ.get("HOTPATH_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops_st, size_pages=st.sampled_from([0, 12, 40]),
+       mode=st.sampled_from([AtimeMode(), AtimeMode(noatime=True), AtimeMode(relatime=False)]))
+def test_c_and_python_agree(ops: list[tuple], size_pages: int, mode: AtimeMode) -> None:
+    c, py = Twin(True, size_pages, mode), Twin(False, size_pages, mode)
+    assert c.state() == py.state()
+    for op in ops:
+        apply(c, py, op)
+
+
+def test_engine_takes_the_common_cases() -> None:
+    """Not a vacuous twin: the plain cases are answered by C (reply and state as Python)."""
+    c, py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+    ino, fh, afh = c.files[0]
+    cases = [write_msg(ino, fh, 0, b"a" * 4096), write_msg(ino, afh, 0, b"b" * 512),
+             write_msg(ino, fh, 100, b"c" * 200_000), read_msg(ino, fh, 0, 4096),
+             read_msg(ino, fh, 4000, 300_000), read_msg(ino, fh, 1 << 30, 4096),
+             getattr_msg(ino), getattr_msg(1), write_msg(ino, fh, 9 << 20, b"d" * 10),
+             read_msg(ino, fh, 5 << 20, 8192), lookup_msg(1, b"f1"), lookup_msg(1, b"d"),
+             lookup_msg(1, b"ln"), lookup_msg(1, b"long"), lookup_msg(1, b"fifo")]
+    for i, m in enumerate(cases):
+        taken = c.taken
+        step(c, py, m)
+        assert c.taken == taken + 1, f"case {i} declined"
+    assert c.engine.statistics()["write"] == 4
+
+
+def test_engine_declines_before_changing_anything() -> None:
+    """ENOSPC, set-id bits, shared frames and chattr flags: declined, and the Python path
+    on the same twin then gives Python's answer (checked by step)."""
+    c, py = Twin(True, 4, AtimeMode()), Twin(False, 4, AtimeMode())
+    ino, fh, _ = c.files[0]
+    step(c, py, write_msg(ino, fh, 0, b"z" * 4096 * 3))
+    taken = c.taken
+    step(c, py, write_msg(ino, fh, 4096 * 3, b"z" * 8192))  # 2 pages, 1 left: short
+    step(c, py, write_msg(ino, fh, 4096 * 5, b"z" * 10))  # nothing left: ENOSPC
+    assert c.taken == taken
+    for t in (c, py):
+        t.fs.setattr(ino, CTX, mode=stat.S_ISUID | 0o755)
+    step(c, py, write_msg(ino, fh, 0, b"k" * 10, KILL))
+    assert c.taken == taken
+    assert c.fs.getattr(ino).mode & stat.S_ISUID == 0
+
+
+@pytest.mark.parametrize("initial", [AtimeMode(), AtimeMode(relatime=False),
+                                     AtimeMode(noatime=True)])
+def test_the_daemons_atime_source_is_read_as_python_reads_it(initial: AtimeMode) -> None:
+    """The daemon's atime_mode is a MountFlagsWatch (a POLLPRI poll of mountinfo, then
+    its mode); the engine reads it without the call: the same atime either way."""
+    from pathlib import Path
+
+    from mount.server.mountflags import MountFlagsWatch
+
+    c, py = Twin(True, 0, initial), Twin(False, 0, initial)
+    watches = [MountFlagsWatch(Path("/"), initial) for _ in (c, py)]
+    try:
+        for t, w in zip((c, py), watches, strict=True):
+            t.fs.atime_mode = w
+        ino, fh, _ = c.files[0]
+        step(c, py, write_msg(ino, fh, 0, b"q" * 5000))
+        for off in (0, 4096, 0, 100):
+            taken = c.taken
+            step(c, py, read_msg(ino, fh, off, 4096))
+            assert c.taken == taken + 1
+    finally:
+        for w in watches:
+            w.close()
+
+
+def test_getattr_and_lookup_wait_their_turn_behind_queued_notifications() -> None:
+    """ordered=False (the session has notifications queued that such a reply must
+    follow): GETATTR and LOOKUP are declined, READ and WRITE (never ordered) taken."""
+    c = Twin(True, 0, AtimeMode())
+    ino, fh, _ = c.files[0]
+    assert c.engine.answer(getattr_msg(ino), False) is None
+    assert c.engine.answer(lookup_msg(1, b"f0"), False) is None
+    assert c.engine.answer(write_msg(ino, fh, 0, b"w"), False) is not None
+    assert c.engine.answer(read_msg(ino, fh, 0, 1), False) is not None
