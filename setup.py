@@ -5,8 +5,9 @@ compiles them. Each is optional: where it does not build (no compiler, no
 Python headers) the daemon logs a warning and uses the pure-Python path it
 accelerates; the tests that claim the native paths fail then, on purpose.
 
-- ``mount.server._winfast`` (native/winfast.c): the window REMAP fast path and
-  its notification writer thread (docs/decisions.md 21, docs/performance.md).
+- ``mount.server._winfast`` (native/winfast.c, winlaunder.c): the window REMAP
+  fast path, its notification writer thread and the launder WRITE
+  (docs/decisions.md 21, docs/performance.md).
 - ``mount.server._uring_native`` (native/uring.c): the FUSE-over-io_uring
   transport (mount/server/uring_fuse.py, docs/decisions.md 17).
 
@@ -16,7 +17,7 @@ Other extensions: one ``Extension`` line each in EXTENSIONS.
 from setuptools import Extension, setup
 
 EXTENSIONS = [
-    Extension("mount.server._winfast", ["native/winfast.c"], optional=True,
+    Extension("mount.server._winfast", ["native/winfast.c", "native/winlaunder.c"], optional=True,
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("mount.server._uring_native", ["native/uring.c"], optional=True,
