@@ -102,6 +102,21 @@ int winlaunder_init(void)
     return 0;
 }
 
+/* Whether any of the n entries of a holds v: blocks of 64 OR-reduced, which the
+ * compiler vectorises (the scan of a 4096-page window was ~9 us as a branchy loop,
+ * ~1 us like this). */
+__attribute__((optimize("O3"))) static int holds(const int64_t *a, int n, int64_t v)
+{
+    for (int j = 0; j < n; j += 64) {
+        int m = n - j < 64 ? n - j : 64, any = 0;
+        for (int k = 0; k < m; k++)
+            any |= a[j + k] == v;
+        if (any)
+            return 1;
+    }
+    return 0;
+}
+
 /*
  * Whether a window page other than ``self_page`` of ``self_ws`` that the kernel may
  * cache shows object page ``pg`` through the nonlinear VMA ``vma``: what fsimpl's
@@ -170,17 +185,20 @@ static int shown_and_cached(PyObject *table_by_mm, PyObject *vma, long long pg,
         const uint8_t *bits = bv.buf;
         const int64_t *pgo = pv.buf;
         int hit = 0;
-        for (int j = 0; j < CHUNK && !hit; j++) {
-            long long vpn = (ck << CHUNK_SHIFT) + j;
+        long long vpn0 = ck << CHUNK_SHIFT;
+        /* the linear position's entry, if it is in this chunk: a none entry shows pg */
+        int lin_j = lin_vpn >= vpn0 && lin_vpn < vpn0 + CHUNK ? (int)(lin_vpn - vpn0) : -1;
+        if (lin_j >= 0)
+            lin_seen = 1;
+        int scan = holds(pgo, CHUNK, pg); /* the common case: no entry holds pg */
+        for (int j = scan ? 0 : (lin_j >= 0 ? lin_j : CHUNK); j < CHUNK && !hit; j++) {
+            if (pgo[j] != pg && j != lin_j)
+                continue;
             int b = bits[j];
-            int shows = 0;
-            if ((b & (PTE_PRESENT | PTE_FILE)) && !(b & PTE_ANON) && pgo[j] == pg)
+            int shows = (b & (PTE_PRESENT | PTE_FILE)) && !(b & PTE_ANON) && pgo[j] == pg;
+            if (j == lin_j && b == 0)
                 shows = 1;
-            if (vpn == lin_vpn) {
-                lin_seen = 1;
-                if (b == 0)
-                    shows = 1;
-            }
+            long long vpn = vpn0 + j;
             if (!shows || vpn < start_vpn || vpn >= start_vpn + npages)
                 continue;
             long long page = lo + (vpn - start_vpn);
