@@ -508,12 +508,11 @@ PyObject *Engine_launder(Engine *e, PyObject *args)
     PyBuffer_Release(&mb); /* nothing reads the message any more */
     ssize_t r;
     int err = 0;
-    Py_BEGIN_ALLOW_THREADS
-    do {
+    do { /* with the GIL held: a reply write does not block (releasing it here made
+          * no difference measurable at load 4, A/B in docs/performance.md) */
         r = write(fd, reply, sizeof reply);
     } while (r < 0 && errno == EINTR);
     err = r < 0 ? errno : 0;
-    Py_END_ALLOW_THREADS
     pthread_mutex_lock(&e->mu);
     e->launders++;
     if (discard)
