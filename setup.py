@@ -8,6 +8,8 @@ accelerates; the tests that claim the native paths fail then, on purpose.
 - ``mount.server._winfast`` (native/winfast.c, winlaunder.c): the window REMAP
   fast path, its notification writer thread and the launder WRITE
   (docs/decisions.md 21, docs/performance.md).
+- ``vmcore._ptscan`` (native/winscan.c): which page-table chunks a reverse-map
+  lookup or a zap of an object range must look at (vmcore/pagetable.py).
 - ``mount.server._uring_native`` (native/uring.c): the FUSE-over-io_uring
   transport (mount/server/uring_fuse.py, docs/decisions.md 17).
 
@@ -18,6 +20,9 @@ from setuptools import Extension, setup
 
 EXTENSIONS = [
     Extension("mount.server._winfast", ["native/winfast.c", "native/winlaunder.c"], optional=True,
+              extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                  "-Wno-missing-field-initializers"]),
+    Extension("vmcore._ptscan", ["native/winscan.c"], optional=True,
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("mount.server._uring_native", ["native/uring.c"], optional=True,
