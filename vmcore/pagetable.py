@@ -26,6 +26,7 @@ vectorised per chunk.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ PTE_OWNPROT = 0x20
 try:  # native/winscan.c: which chunks a pgoff-range scan must look at (C, optional)
     from vmcore._ptscan import hits as _chunk_hits
 except ImportError:  # built without a C compiler: every chunk goes through numpy
+    _chunk_hits = None
+if os.environ.get("SHMFS_PTSCAN", "1") == "0":  # A/B measurements: numpy only
     _chunk_hits = None
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 

@@ -194,6 +194,21 @@ def test_launders_take_the_native_path(wmount: Path, wdir: Path) -> None:
     pages: the kernel writes each back inside the remap's invalidation (the launder),
     the engine answers it, and every stored byte lands in the object page the window
     page showed when it was stored -- checked against a model after munmap and sync."""
+    _launder_model(wmount, wdir)
+
+
+def test_launders_with_two_readers(tmp_path: Path) -> None:
+    """The same with ``-o readers=2``: a launder read by the second reader is answered
+    on that reader's cloned fd (the kernel takes a reply only there)."""
+    from tests.support.mounts import shmfs_mount
+
+    with shmfs_mount("readers=2") as mnt:
+        d = mnt / "d"
+        d.mkdir()
+        _launder_model(mnt, d)
+
+
+def _launder_model(wmount: Path, wdir: Path) -> None:
     nobj, npages = 64, 16
     obj = wdir / "obj"
     make_object(obj, nobj)
