@@ -19,7 +19,8 @@ Other extensions: one ``Extension`` line each in EXTENSIONS.
 from setuptools import Extension, setup
 
 EXTENSIONS = [
-    Extension("mount.server._winfast", ["native/winfast.c", "native/winlaunder.c"], optional=True,
+    Extension("mount.server._winfast", ["native/winfast.c", "native/winlaunder.c",
+                                               "native/winwrite.c"], optional=True,
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("vmcore._ptscan", ["native/winscan.c"], optional=True,

@@ -959,14 +959,16 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     PyObject *r;
     pthread_mutex_lock(&e->mu);
-    r = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:l,s:K,s:K,s:K,s:K,s:l}", "remaps",
+    r = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:l,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:l}", "remaps",
                       e->handled, "declined", e->declined, "invals", e->invals, "stores",
                       e->stores, "stores_skipped", e->stores_skipped, "write_errors",
                       e->write_errors, "last_write_errno", e->last_write_errno, "queued",
                       e->queued, "last_decline", e->last_decline, "launders", e->launders,
                       "launders_discarded", e->launders_discarded, "launder_declined",
                       e->launder_declined, "launder_reply_errors", e->reply_errors,
-                      "last_launder_decline", e->last_launder_decline);
+                      "last_launder_decline", e->last_launder_decline, "wstores", e->wstores,
+                      "wstore_declined", e->wstore_declined, "last_wstore_decline",
+                      e->last_wstore_decline);
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1061,9 +1063,9 @@ static PyMethodDef Engine_methods[] = {
      "store_queued(ino, page): a NOTIFY_STORE of that page is queued here"},
     {"cancel", (PyCFunction)Engine_cancel, METH_VARARGS,
      "cancel(ino, first, last): drop queued stores of those pages"},
-    {"launder", (PyCFunction)Engine_launder, METH_VARARGS,
-     "launder(msg, fd) -> None (declined, nothing changed) or 0 / the errno of the reply "
-     "write: a window page's write-back answered (native/winlaunder.c)"},
+    {"write", (PyCFunction)Engine_write, METH_VARARGS,
+     "write(msg, fd) -> None (declined, nothing changed) or 0 / the errno of the reply "
+     "write: a WRITE of a window answered (native/winlaunder.c, winwrite.c)"},
     {"statistics", (PyCFunction)Engine_statistics, METH_NOARGS, "counters"},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, "write what is queued, stop the thread"},
     {NULL, NULL, 0, NULL},
@@ -1147,7 +1149,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_k_pushed, "pushed_pages");
     INTERN(s_k_inval_events, "inval_events");
     INTERN(s_k_inval_pages, "inval_pages");
-    if (winlaunder_init() < 0)
+    if (winlaunder_init() < 0 || winwrite_init() < 0)
         return NULL;
     if (PyType_Ready(&EngineType) < 0)
         return NULL;

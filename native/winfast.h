@@ -88,6 +88,9 @@ typedef struct {
     /* the launder (native/winlaunder.c) */
     unsigned long long launders, launders_discarded, launder_declined, reply_errors;
     long last_launder_decline;
+    /* the store through the page table (native/winwrite.c) */
+    unsigned long long wstores, wstore_declined;
+    long last_wstore_decline;
 } Engine;
 
 static inline void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
@@ -106,8 +109,24 @@ int store_queued(Engine *e, uint64_t ino, uint64_t page);
 int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
            PyObject *pending);
 
-/* winlaunder.c */
+/* winlaunder.c: Engine.write, the launder (a write-back with a pending target) */
+#define MAXW 16 /* pages of one WRITE the engine takes */
 int winlaunder_init(void);
-PyObject *Engine_launder(Engine *e, PyObject *args);
+PyObject *Engine_write(Engine *e, PyObject *args);
+int write_reply(Engine *e, int fd, uint64_t unique, uint32_t size);
+int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs, int npg,
+                     PyObject *self_ws, long long self_lo, long long self_hi);
+
+/* winwrite.c: a WRITE of window pages through the page table */
+typedef struct {
+    Engine *e;
+    int fd;
+    const unsigned char *data;
+    uint64_t unique, nodeid, off;
+    uint32_t size, wflags;
+    PyObject *ws, *inode, *handle; /* borrowed */
+} wreq_t;
+int winwrite_init(void);
+PyObject *winwrite_store(wreq_t *r);
 
 #endif

@@ -102,34 +102,63 @@ int winlaunder_init(void)
     return 0;
 }
 
-/* Whether any of the n entries of a holds v: blocks of 64 OR-reduced, which the
- * compiler vectorises (the scan of a 4096-page window was ~9 us as a branchy loop,
- * ~1 us like this). */
-__attribute__((optimize("O3"))) static int holds(const int64_t *a, int n, int64_t v)
+/* Whether any of the n entries of a is in [lo, hi]: blocks of 64 OR-reduced, which
+ * the compiler vectorises (the scan of a 4096-page window was ~9 us as a branchy
+ * loop, ~1 us like this). */
+__attribute__((optimize("O3"))) static int holds(const int64_t *a, int n, int64_t lo, int64_t hi)
 {
     for (int j = 0; j < n; j += 64) {
         int m = n - j < 64 ? n - j : 64, any = 0;
         for (int k = 0; k < m; k++)
-            any |= a[j + k] == v;
+            any |= (a[j + k] >= lo) & (a[j + k] <= hi);
         if (any)
             return 1;
     }
     return 0;
 }
 
+static int in_list(const long long *v, int n, long long x)
+{
+    for (int k = 0; k < n; k++)
+        if (v[k] == x)
+            return 1;
+    return 0;
+}
+
+/* Window page ``page`` of a window: not one of [self_lo, self_hi) of self_ws, and in
+ * ``cached``?  1 / 0 / -1 (error). */
+static int other_cached(PyObject *ws, PyObject *cached, long long page, PyObject *self_ws,
+                        long long self_lo, long long self_hi)
+{
+    if (ws == self_ws && page >= self_lo && page < self_hi)
+        return 0; /* a written page itself: its kernel copy is the new data */
+    PyObject *key = PyLong_FromLongLong(page);
+    if (!key)
+        return -1;
+    int in = PySet_Contains(cached, key);
+    Py_DECREF(key);
+    return in;
+}
+
 /*
- * Whether a window page other than ``self_page`` of ``self_ws`` that the kernel may
- * cache shows object page ``pg`` through the nonlinear VMA ``vma``: what fsimpl's
- * object_changed -> Rmap.lookup -> PageTable.find_pgoffs (+ the linear position of
- * none entries) finds, then _drop_cached's intersection with ``cached``.  1 yes, 0
- * no, -1 cannot tell (decline).
+ * Whether a window page (other than pages [self_lo, self_hi) of ``self_ws``) that the
+ * kernel may cache shows one of the object pages ``pgs`` (npg of them, at most
+ * MAXW) through the nonlinear VMA ``vma``: what fsimpl's object_changed ->
+ * Rmap.lookup -> PageTable.find_pgoffs (+ the linear position of none entries)
+ * finds, then _drop_cached's intersection with ``cached``.  1 yes, 0 no, -1 cannot
+ * tell (decline).
  */
-static int shown_and_cached(PyObject *table_by_mm, PyObject *vma, long long pg,
-                            PyObject *self_ws, long long self_page)
+int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs, int npg,
+                     PyObject *self_ws, long long self_lo, long long self_hi)
 {
     int r = -1;
     PyObject *mm = NULL, *mmkey = NULL, *ws = NULL, *window = NULL, *cached = NULL,
              *pt = NULL, *chunks = NULL;
+    long long pmin = pgs[0], pmax = pgs[0];
+    for (int q = 1; q < npg; q++) {
+        pmin = pgs[q] < pmin ? pgs[q] : pmin;
+        pmax = pgs[q] > pmax ? pgs[q] : pmax;
+    }
     mm = PyObject_GetAttr(vma, s_mm);
     if (!mm)
         goto out;
@@ -164,11 +193,7 @@ static int shown_and_cached(PyObject *table_by_mm, PyObject *vma, long long pg,
     chunks = PyObject_GetAttr(pt, s_chunks);
     if (!chunks || !PyDict_Check(chunks))
         goto out;
-    /* the linear position's entry: a none entry there shows pg too */
-    int lin_seen = 0; /* the linear position's entry was in a chunk (checked there) */
-    long long lin_vpn = -1;
-    if (pg >= vpgoff && pg - vpgoff < npages)
-        lin_vpn = start_vpn + (pg - vpgoff);
+    /* present or file entries holding one of pgs */
     Py_ssize_t pos = 0;
     PyObject *k, *c;
     while (PyDict_Next(chunks, &pos, &k, &c)) {
@@ -185,33 +210,20 @@ static int shown_and_cached(PyObject *table_by_mm, PyObject *vma, long long pg,
         const uint8_t *bits = bv.buf;
         const int64_t *pgo = pv.buf;
         int hit = 0;
-        long long vpn0 = ck << CHUNK_SHIFT;
-        /* the linear position's entry, if it is in this chunk: a none entry shows pg */
-        int lin_j = lin_vpn >= vpn0 && lin_vpn < vpn0 + CHUNK ? (int)(lin_vpn - vpn0) : -1;
-        if (lin_j >= 0)
-            lin_seen = 1;
-        int scan = holds(pgo, CHUNK, pg); /* the common case: no entry holds pg */
-        for (int j = scan ? 0 : (lin_j >= 0 ? lin_j : CHUNK); j < CHUNK && !hit; j++) {
-            if (pgo[j] != pg && j != lin_j)
-                continue;
-            int b = bits[j];
-            int shows = (b & (PTE_PRESENT | PTE_FILE)) && !(b & PTE_ANON) && pgo[j] == pg;
-            if (j == lin_j && b == 0)
-                shows = 1;
-            long long vpn = vpn0 + j;
-            if (!shows || vpn < start_vpn || vpn >= start_vpn + npages)
-                continue;
-            long long page = lo + (vpn - start_vpn);
-            if (ws == self_ws && page == self_page)
-                continue; /* the written page itself: its kernel copy is the new data */
-            PyObject *key = PyLong_FromLongLong(page);
-            if (!key) {
-                hit = -1;
-                break;
+        if (holds(pgo, CHUNK, pmin, pmax)) { /* the common case: no entry in range */
+            long long vpn0 = ck << CHUNK_SHIFT;
+            for (int j = 0; j < CHUNK && !hit; j++) {
+                int b = bits[j];
+                if (!(b & (PTE_PRESENT | PTE_FILE)) || (b & PTE_ANON) ||
+                    !in_list(pgs, npg, pgo[j]))
+                    continue;
+                long long vpn = vpn0 + j;
+                if (vpn < start_vpn || vpn >= start_vpn + npages)
+                    continue;
+                int in = other_cached(ws, cached, lo + (vpn - start_vpn), self_ws, self_lo,
+                                      self_hi);
+                hit = in < 0 ? -1 : in;
             }
-            int in = PySet_Contains(cached, key);
-            Py_DECREF(key);
-            hit = in < 0 ? -1 : in;
         }
         PyBuffer_Release(&bv);
         PyBuffer_Release(&pv);
@@ -220,20 +232,32 @@ static int shown_and_cached(PyObject *table_by_mm, PyObject *vma, long long pg,
             goto out;
         }
     }
-    if (lin_vpn >= 0 && !lin_seen) { /* in no chunk: a none entry */
-        long long page = lo + (lin_vpn - start_vpn);
-        if (!(ws == self_ws && page == self_page)) {
-            PyObject *key = PyLong_FromLongLong(page);
-            if (!key)
+    /* none entries at the linear position of one of pgs show it too */
+    for (int q = 0; q < npg; q++) {
+        if (pgs[q] < vpgoff || pgs[q] - vpgoff >= npages)
+            continue;
+        long long vpn = start_vpn + (pgs[q] - vpgoff);
+        int b = 0;
+        PyObject *kk = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
+        if (!kk)
+            goto out;
+        PyObject *cc = PyDict_GetItemWithError(chunks, kk);
+        Py_DECREF(kk);
+        if (cc) {
+            Py_buffer bv;
+            if (get_array(cc, s_bits, CHUNK, 1, &bv) < 0)
                 goto out;
-            int in = PySet_Contains(cached, key);
-            Py_DECREF(key);
-            if (in < 0)
-                goto out;
-            if (in) {
-                r = 1;
-                goto out;
-            }
+            b = ((const uint8_t *)bv.buf)[vpn & (CHUNK - 1)];
+            PyBuffer_Release(&bv);
+        } else if (PyErr_Occurred()) {
+            goto out;
+        }
+        if (b)
+            continue;
+        int in = other_cached(ws, cached, lo + (vpn - start_vpn), self_ws, self_lo, self_hi);
+        if (in) {
+            r = in < 0 ? -1 : 1;
+            goto out;
         }
     }
     r = 0;
@@ -250,6 +274,30 @@ out:
     return r;
 }
 
+/* Write a WRITE's reply (fuse_out_header + fuse_write_out{size, padding}) to fd: 0 or
+ * the errno.  With the GIL held: a reply write does not block (releasing it here
+ * made no difference measurable at load 4, A/B in docs/performance.md). */
+int write_reply(Engine *e, int fd, uint64_t unique, uint32_t size)
+{
+    unsigned char reply[24];
+    put_u32(reply, sizeof reply);
+    put_u32(reply + 4, 0);
+    put_u64(reply + 8, unique);
+    put_u32(reply + 16, size);
+    put_u32(reply + 20, 0);
+    ssize_t r;
+    do {
+        r = write(fd, reply, sizeof reply);
+    } while (r < 0 && errno == EINTR);
+    int err = r < 0 ? errno : 0;
+    if (err) {
+        pthread_mutex_lock(&e->mu);
+        e->reply_errors++;
+        pthread_mutex_unlock(&e->mu);
+    }
+    return err;
+}
+
 #define DECLINE() do { e->last_launder_decline = __LINE__; goto decline; } while (0)
 
 /*
@@ -257,7 +305,7 @@ out:
  * the reply is written to fd) or the errno of a failed reply write (the request
  * was answered as far as shmfs goes; ENOENT: the kernel no longer waits for it).
  */
-PyObject *Engine_launder(Engine *e, PyObject *args)
+PyObject *Engine_write(Engine *e, PyObject *args)
 {
     PyObject *msgobj;
     int fd;
@@ -271,7 +319,6 @@ PyObject *Engine_launder(Engine *e, PyObject *args)
     Py_buffer pfr = {0}, pfl = {0};
     int have_pc = 0;
     PyObject *result = NULL;
-    unsigned char reply[24];
 
     if (!PyArg_ParseTuple(args, "Oi", &msgobj, &fd))
         return NULL;
@@ -279,18 +326,19 @@ PyObject *Engine_launder(Engine *e, PyObject *args)
         return NULL;
     const unsigned char *m = mb.buf;
     /* the cheap tests first: every WRITE of a regular file passes through here */
-    if (mb.len != IN_HEADER + WRITE_IN + PAGE_SIZE || get_u32(m + 4) != OP_WRITE ||
-        get_u32(m) != (uint32_t)mb.len || get_u32(m + 36) != 0)
+    if (mb.len <= IN_HEADER + WRITE_IN || mb.len > IN_HEADER + WRITE_IN + MAXW * PAGE_SIZE ||
+        get_u32(m + 4) != OP_WRITE || get_u32(m) != (uint32_t)mb.len || get_u32(m + 36) != 0)
         goto decline_quiet;
     const unsigned char *w = m + IN_HEADER;
     uint64_t unique = get_u64(m + 8), nodeid = get_u64(m + 16);
     uint64_t fh = get_u64(w), off = get_u64(w + 8);
     uint32_t wsize = get_u32(w + 16), wflags = get_u32(w + 20);
-    if (wflags != FUSE_WRITE_CACHE || wsize != PAGE_SIZE || (off & (PAGE_SIZE - 1)) ||
+    if ((wflags != 0 && wflags != FUSE_WRITE_CACHE) || wsize != mb.len - IN_HEADER - WRITE_IN ||
         off >= (1ULL << 46) || nodeid > (uint64_t)LLONG_MAX || fh > (uint64_t)LLONG_MAX)
         goto decline_quiet;
     const unsigned char *data = w + WRITE_IN;
     long long i = (long long)(off >> PAGE_SHIFT);
+    PyObject *hobj = NULL; /* the handle (borrowed from fs._handles) */
 
     /* ---- phase 1: look (the settle is the one change: Python repeats it as is) ---- */
     wins = PyObject_GetAttr(e->table, s_wins);
@@ -325,6 +373,13 @@ PyObject *Engine_launder(Engine *e, PyObject *args)
         long long hino;
         if (attr_ll(h, s_ino, &hino) < 0 || (uint64_t)hino != nodeid)
             DECLINE();
+        hobj = h;
+    }
+    if (wflags != FUSE_WRITE_CACHE || wsize != PAGE_SIZE || (off & (PAGE_SIZE - 1))) {
+        /* not a one-page write-back: a store through the page table (winwrite.c) */
+        wreq_t rq = {e, fd, data, unique, nodeid, off, wsize, wflags, ws, inode, hobj};
+        result = winwrite_store(&rq);
+        goto out_buf;
     }
     long long npages;
     if (attr_ll(ws, s_npages, &npages) < 0 || i >= npages)
@@ -339,8 +394,14 @@ PyObject *Engine_launder(Engine *e, PyObject *args)
     if (settle(e, nodeid, (uint64_t)i, key, pushed, pending) < 0)
         DECLINE(); /* only an allocation can fail in it, before it changed anything */
     PyObject *target = PyDict_GetItemWithError(pending, key); /* borrowed */
-    if (!target)
-        DECLINE(); /* not pending: a write-back through the page table, Python's */
+    if (!target) {
+        if (PyErr_Occurred())
+            DECLINE();
+        /* not pending: a write-back through the page table (winwrite.c) */
+        wreq_t rq = {e, fd, data, unique, nodeid, off, wsize, wflags, ws, inode, hobj};
+        result = winwrite_store(&rq);
+        goto out_buf;
+    }
     int discard = target == Py_None;
     long long tpg = 0, tprot = 0, msize = 0, frame = 0;
     int m_full = 0;
@@ -407,7 +468,7 @@ PyObject *Engine_launder(Engine *e, PyObject *args)
         Py_ssize_t pos = 0;
         PyObject *vk, *vma;
         while (PyDict_Next(nonlin, &pos, &vk, &vma)) {
-            int s = shown_and_cached(by_mm, vma, tpg, ws, i);
+            int s = shown_and_cached(by_mm, vma, &tpg, 1, ws, i, i + 1);
             if (s != 0)
                 DECLINE();
         }
@@ -499,26 +560,12 @@ PyObject *Engine_launder(Engine *e, PyObject *args)
     if (!now || PyObject_SetAttr(inode, s_mtime, now) < 0 ||
         PyObject_SetAttr(inode, s_ctime, now) < 0)
         goto fail;
-    /* the reply: fuse_out_header + fuse_write_out{size, padding} */
-    put_u32(reply, sizeof reply);
-    put_u32(reply + 4, 0);
-    put_u64(reply + 8, unique);
-    put_u32(reply + 16, PAGE_SIZE);
-    put_u32(reply + 20, 0);
     PyBuffer_Release(&mb); /* nothing reads the message any more */
-    ssize_t r;
-    int err = 0;
-    do { /* with the GIL held: a reply write does not block (releasing it here made
-          * no difference measurable at load 4, A/B in docs/performance.md) */
-        r = write(fd, reply, sizeof reply);
-    } while (r < 0 && errno == EINTR);
-    err = r < 0 ? errno : 0;
+    int err = write_reply(e, fd, unique, PAGE_SIZE);
     pthread_mutex_lock(&e->mu);
     e->launders++;
     if (discard)
         e->launders_discarded++;
-    if (err)
-        e->reply_errors++;
     pthread_mutex_unlock(&e->mu);
     result = PyLong_FromLong(err);
     goto out;
@@ -527,6 +574,10 @@ fail:
     /* an allocation failed after phase 2 began: the caller answers EIO */
     PyBuffer_Release(&mb); /* a no-op once released */
     result = NULL;
+    goto out;
+
+out_buf:
+    PyBuffer_Release(&mb);
     goto out;
 
 decline:

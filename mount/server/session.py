@@ -484,11 +484,12 @@ class Session:
         return True
 
     def _launder(self, msg: memoryview, t0: int) -> bool:
-        """A window page's write-back (the launder a remap's invalidation waits for)
-        answered by the C engine (native/winlaunder.c), reply included, written here
-        by the reader: the writer thread may be blocked in that very invalidation."""
+        """A WRITE of a window answered by the C engine (native/winlaunder.c: the
+        launder a remap's invalidation waits for; native/winwrite.c: write(2) and
+        write-backs through the page table), reply included, written here by the
+        reader: the writer thread may be blocked in the invalidation it answers."""
         try:
-            err = self._winfast.launder(msg, self._reply_fd)
+            err = self._winfast.write(msg, self._reply_fd)
         except Exception:  # an allocation failure after the engine began changing state
             log.exception("window launder fast path failed")
             self._write([reply_error(int.from_bytes(msg[8:16], "little"), errno.EIO)])
