@@ -197,6 +197,7 @@ class Session:
         # restartable (every REMAP is journalled before its reply, which the engine's
         # writer thread would send first) -- everything goes the Python way
         self._winfast: Any = False if (debug or uring or persist is not None) else None
+        self._winfast_writes = winfast.writes_enabled()  # window WRITEs in C too
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
         # -o restartable (mount/server/restart.py): the journal hooks around every request,
@@ -357,7 +358,8 @@ class Session:
         t0 = time.perf_counter_ns()
         if (len(msg) > 40 and self._winfast is not False and (
                 (msg[4] == OPCODE_IOCTL and self._native(msg, t0))
-                or (msg[4] == OPCODE_WRITE and self._winfast and self._launder(msg, t0)))):
+                or (msg[4] == OPCODE_WRITE and self._winfast and self._winfast_writes
+                    and self._launder(msg, t0)))):
             return
         restart = self.restart
         if restart is not None:
