@@ -5,8 +5,9 @@ compiles them. Each is optional: where it does not build (no compiler, no
 Python headers) the daemon logs a warning and uses the pure-Python path it
 accelerates; the tests that claim the native paths fail then, on purpose.
 
-- ``mount.server._winfast`` (native/winfast.c, winlaunder.c): the window REMAP
-  fast path, its notification writer thread and the launder WRITE
+- ``mount.server._winfast`` (native/winfast.c, winlaunder.c, winwrite.c,
+  winread.c): the window REMAP fast path, its notification writer thread, and
+  window WRITEs (the launder, write(2), write-backs) and READs
   (docs/decisions.md 21, docs/performance.md).
 - ``vmcore._ptscan`` (native/winscan.c): which page-table chunks a reverse-map
   lookup or a zap of an object range must look at (vmcore/pagetable.py).
@@ -19,8 +20,9 @@ Other extensions: one ``Extension`` line each in EXTENSIONS.
 from setuptools import Extension, setup
 
 EXTENSIONS = [
-    Extension("mount.server._winfast", ["native/winfast.c", "native/winlaunder.c",
-                                               "native/winwrite.c"], optional=True,
+    Extension("mount.server._winfast",
+              ["native/winfast.c", "native/winlaunder.c", "native/winwrite.c",
+               "native/winread.c"], optional=True,
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("vmcore._ptscan", ["native/winscan.c"], optional=True,

@@ -56,6 +56,9 @@ static void *writer_main(void *arg)
         batch_t *b = e->head;
         if (!b)
             break; /* stop, and nothing left */
+        uint64_t t0 = now_ns();
+        e->t_handoff += t0 - b->t_queued;
+        e->n_handoff++;
         for (int k = 0; k < b->nmsg; k++) {
             if (b->state[k] == ST_CANCELLED) {
                 e->stores_skipped++;
@@ -67,11 +70,23 @@ static void *writer_main(void *arg)
                 b->state[k] = ST_WRITTEN;
             pthread_mutex_unlock(&e->mu);
             ssize_t r;
+            uint64_t tw = now_ns();
             do {
                 r = write(e->fd, b->buf + b->off[k], b->len[k]);
             } while (r < 0 && errno == EINTR);
             int err = r < 0 ? errno : 0;
+            tw = now_ns() - tw;
             pthread_mutex_lock(&e->mu);
+            if (k == b->nmsg - 1) {
+                e->t_reply += tw;
+                e->n_reply++;
+            } else if (get_u32(b->buf + b->off[k] + 4) == NOTIFY_STORE) {
+                e->t_store += tw;
+                e->n_store++;
+            } else {
+                e->t_inval += tw;
+                e->n_inval++;
+            }
             /* ENOENT: inode unknown to the kernel, or the request is gone */
             if (err && err != ENOENT && err != ENODEV) {
                 e->write_errors++;
@@ -831,6 +846,7 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
             for (int k = 0; k < n; k++)
                 b->state[nruns + k] = ST_QUEUED;
         b->next = NULL;
+        b->t_queued = now_ns();
         if (e->tail)
             e->tail->next = b;
         else
@@ -969,6 +985,23 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
                       "last_launder_decline", e->last_launder_decline, "wstores", e->wstores,
                       "wstore_declined", e->wstore_declined, "last_wstore_decline",
                       e->last_wstore_decline);
+    if (r) {
+        PyObject *t = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "handoff_ns",
+                                    e->t_handoff, "handoffs", e->n_handoff, "inval_write_ns",
+                                    e->t_inval, "inval_writes", e->n_inval, "store_write_ns",
+                                    e->t_store, "store_writes", e->n_store, "reply_write_ns",
+                                    e->t_reply, "reply_writes", e->n_reply);
+        if (!t || PyDict_SetItemString(r, "writer", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
+    if (r) {
+        PyObject *t = Py_BuildValue("{s:K,s:K,s:l}", "reads", e->reads, "declined",
+                                    e->read_declined, "last_decline", e->last_read_decline);
+        if (!t || PyDict_SetItemString(r, "read", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1066,6 +1099,9 @@ static PyMethodDef Engine_methods[] = {
     {"write", (PyCFunction)Engine_write, METH_VARARGS,
      "write(msg, fd) -> None (declined, nothing changed) or 0 / the errno of the reply "
      "write: a WRITE of a window answered (native/winlaunder.c, winwrite.c)"},
+    {"read", (PyCFunction)Engine_read, METH_VARARGS,
+     "read(msg, fd) -> None (declined) or 0 / the errno of the reply write: a READ of "
+     "window pages answered (native/winread.c)"},
     {"statistics", (PyCFunction)Engine_statistics, METH_NOARGS, "counters"},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, "write what is queued, stop the thread"},
     {NULL, NULL, 0, NULL},
@@ -1149,7 +1185,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_k_pushed, "pushed_pages");
     INTERN(s_k_inval_events, "inval_events");
     INTERN(s_k_inval_pages, "inval_pages");
-    if (winlaunder_init() < 0 || winwrite_init() < 0)
+    if (winlaunder_init() < 0 || winwrite_init() < 0 || winread_init() < 0)
         return NULL;
     if (PyType_Ready(&EngineType) < 0)
         return NULL;

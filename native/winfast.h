@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE 4096
@@ -62,6 +63,7 @@ typedef struct batch {
     int state[MAXMSG];
     uint64_t page[MAXMSG]; /* the window page a store is of */
     uint64_t ino;
+    uint64_t t_queued; /* CLOCK_MONOTONIC ns when queued: the hand-off's start */
     size_t cap;
     unsigned char buf[]; /* the messages, back to back */
 } batch_t;
@@ -88,10 +90,25 @@ typedef struct {
     /* the launder (native/winlaunder.c) */
     unsigned long long launders, launders_discarded, launder_declined, reply_errors;
     long last_launder_decline;
+    /* where the writer's time goes (ns, and how many): queue -> its first write
+     * (the hand-off), and the write(2) of each kind of message; an INVAL's write
+     * includes the launder the kernel makes us answer inside it */
+    unsigned long long t_handoff, n_handoff, t_inval, n_inval, t_store, n_store, t_reply,
+        n_reply;
     /* the store through the page table (native/winwrite.c) */
     unsigned long long wstores, wstore_declined;
     long last_wstore_decline;
+    /* the READ (native/winread.c) */
+    unsigned long long reads, read_declined;
+    long last_read_decline;
 } Engine;
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
 
 static inline void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -128,5 +145,10 @@ typedef struct {
 } wreq_t;
 int winwrite_init(void);
 PyObject *winwrite_store(wreq_t *r);
+int cancel_stores(Engine *e, uint64_t ino, long long first, long long last);
+
+/* winread.c: Engine.read, the READ of window pages */
+int winread_init(void);
+PyObject *Engine_read(Engine *e, PyObject *args);
 
 #endif

@@ -11,14 +11,17 @@
  * pages show the written object page; one step in five of the bench's stream pays
  * it.
  *
- * What: Engine.launder(msg, fd) takes one FUSE request.  If it is a one-page
- * write-back of a window page whose ``pending`` target is known (the common case:
- * redirect, or DISCARD), and nothing the Python path would do needs a
- * notification, it applies what fsimpl's FileOps.write -> WindowIO.write ->
+ * What: Engine.write(msg, fd) takes one FUSE request.  It checks the message, that
+ * the inode is a window of this table and that the handle is of it; then, for a
+ * one-page write-back of a window page whose ``pending`` target is known (the
+ * common case: redirect, or DISCARD), when nothing the Python path would do needs
+ * a notification, it applies what fsimpl's FileOps.write -> WindowIO.write ->
  * _write_back_pending (-> Mapping.write, _inval_object, object_changed) does to
- * the same Python objects and writes the reply to ``fd`` itself.  Anything else
- * returns None, untouched but for the settle of the page (which the Python path
- * repeats identically), and the session answers it in Python.
+ * the same Python objects and writes the reply to ``fd`` itself.  Any other WRITE
+ * of a window goes to native/winwrite.c (a store through the page table).
+ * Anything neither takes returns None, untouched but for the settle of the page
+ * (which the Python path repeats identically), and the session answers it in
+ * Python.
  *
  * The reply is written here, by the reader, never by the writer thread: that
  * thread may be blocked in the very NOTIFY_INVAL_INODE that waits for this
@@ -301,7 +304,7 @@ int write_reply(Engine *e, int fd, uint64_t unique, uint32_t size)
 #define DECLINE() do { e->last_launder_decline = __LINE__; goto decline; } while (0)
 
 /*
- * Engine.launder(msg, fd) -> None (declined: answer it in Python) or 0 (answered:
+ * Engine.write(msg, fd) -> None (declined: answer it in Python) or 0 (answered:
  * the reply is written to fd) or the errno of a failed reply write (the request
  * was answered as far as shmfs goes; ENOENT: the kernel no longer waits for it).
  */

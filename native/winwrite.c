@@ -169,7 +169,7 @@ static long long shown_pgoff(winview_t *v, long long i)
 
 /* the session's _cancel_stores for a write(2) of pages [first, last] of ino: the
  * engine's queued stores and the Python notifier's ({(ino, page): gen}) */
-static int cancel_stores(Engine *e, uint64_t ino, long long first, long long last)
+int cancel_stores(Engine *e, uint64_t ino, long long first, long long last)
 {
     pthread_mutex_lock(&e->mu);
     for (batch_t *b = e->head; b; b = b->next)

@@ -88,6 +88,7 @@ OPCODE_INIT = 26
 OPCODE_DESTROY = 38
 OPCODE_IOCTL = 39
 _UNORDERED = (OPCODE_READ, OPCODE_WRITE)  # replies that never wait for notifications
+_NATIVE_IO = (OPCODE_READ, OPCODE_WRITE)  # window READ/WRITE the C engine may answer
 
 
 def _read_request(fd: int, buf: bytearray) -> int | None:
@@ -358,8 +359,8 @@ class Session:
         t0 = time.perf_counter_ns()
         if (len(msg) > 40 and self._winfast is not False and (
                 (msg[4] == OPCODE_IOCTL and self._native(msg, t0))
-                or (msg[4] == OPCODE_WRITE and self._winfast and self._winfast_writes
-                    and self._launder(msg, t0)))):
+                or (msg[4] in _NATIVE_IO and self._winfast and self._winfast_writes
+                    and self._native_io(msg, t0)))):
             return
         restart = self.restart
         if restart is not None:
@@ -485,24 +486,27 @@ class Session:
         entry[1] += time.perf_counter_ns() - t0
         return True
 
-    def _launder(self, msg: memoryview, t0: int) -> bool:
-        """A WRITE of a window answered by the C engine (native/winlaunder.c: the
-        launder a remap's invalidation waits for; native/winwrite.c: write(2) and
-        write-backs through the page table), reply included, written here by the
-        reader: the writer thread may be blocked in the invalidation it answers."""
+    def _native_io(self, msg: memoryview, t0: int) -> bool:
+        """A WRITE or READ of a window answered by the C engine (native/winlaunder.c:
+        the launder a remap's invalidation waits for; native/winwrite.c: write(2) and
+        write-backs through the page table; native/winread.c: READ), reply included,
+        written here by the reader: the writer thread may be blocked in the
+        invalidation it answers."""
+        opcode = msg[4]
+        eng = self._winfast
         try:
-            err = self._winfast.write(msg, self._reply_fd)
+            err = (eng.write if opcode == OPCODE_WRITE else eng.read)(msg, self._reply_fd)
         except Exception:  # an allocation failure after the engine began changing state
-            log.exception("window launder fast path failed")
+            log.exception("window READ/WRITE fast path failed")
             self._write([reply_error(int.from_bytes(msg[8:16], "little"), errno.EIO)])
             return True
         if err is None:
             return False
         if err:
             self._write_failed(OSError(err, os.strerror(err)))
-        entry = self.stats.requests.get(OPCODE_WRITE)
+        entry = self.stats.requests.get(opcode)
         if entry is None:
-            entry = self.stats.requests[OPCODE_WRITE] = [0, 0]
+            entry = self.stats.requests[opcode] = [0, 0]
         entry[0] += 1
         entry[1] += time.perf_counter_ns() - t0
         return True

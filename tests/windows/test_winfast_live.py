@@ -176,6 +176,7 @@ def test_remaps_race_reads_writes_and_truncates(wmount: Path, wdir: Path) -> Non
         n, torn = map(int, out.split())
         assert n > 0 and torn == 0
         assert _native(wmount)["remaps"] > before
+        assert _native(wmount)["read"]["reads"] > 0  # the reader's preads, in C
         w.sync()
         size = os.stat(obj).st_size
         with open(obj, "rb") as f:
@@ -339,6 +340,14 @@ def test_launder_attack_read_only_window_user(tmp_path: Path) -> None:
                     os.close(fd)
 
             assert as_user(65534, 65534, attack) == ("ok", "refused")
+            # READ (in C when the page is present): exactly what open(2) grants
+            reads = _native(mnt)["read"]["reads"]
+            assert as_user(65534, 65534, lambda: os.pread(
+                os.open(mnt / "win", os.O_RDONLY), 16, 0)) == ("ok", page_of(5)[:16])
+            os.chmod(mnt / "win", 0o600)
+            assert as_user(65534, 65534, lambda: os.open(mnt / "win", os.O_RDONLY)) == (
+                "errno", errno.EACCES)
+            assert _native(mnt)["read"]["reads"] >= reads
             assert as_user(65534, 65534, lambda: os.open(mnt / "win", os.O_RDWR)) == (
                 "errno", errno.EACCES)
             w.remap(0, 1, 2, populate=True)
@@ -455,3 +464,22 @@ def test_window_writes_race_remaps_and_truncates(wmount: Path, wdir: Path) -> No
                     continue
                 f.seek(pinfo.pgoff * P)
                 assert w.pread(i * P, P) == f.read(P), (i, pinfo.pgoff)
+
+
+def test_window_reads_take_the_native_path(wmount: Path, wdir: Path) -> None:
+    """A page the remap made present but the kernel no longer caches (dropped here
+    with POSIX_FADV_DONTNEED; uml_physmem's guest faults after its page cache let go
+    are the same): its READ is answered in C, with the bytes of the page shown."""
+    nobj, npages = 64, 16
+    obj = wdir / "obj"
+    make_object(obj, nobj)
+    with Window.create(wdir / "win", obj, npages) as w:
+        w.remap(0, 1, 40, populate=True)
+        before = _native(wmount)["read"]["reads"]
+        rng = random.Random(21)
+        for _ in range(100):
+            i, pg = rng.randrange(npages - 1), rng.randrange(nobj - 1)
+            w.remap(i, 2, pg, populate=True)
+            os.posix_fadvise(w.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert w.pread(i * P + 8, P) == page_of(pg)[8:] + page_of(pg + 1)[:8]
+        assert _native(wmount)["read"]["reads"] - before >= 90

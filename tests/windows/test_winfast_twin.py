@@ -13,13 +13,14 @@ descriptors), so the decline rules are checked too: a decline that changed
 anything would make the states differ.
 
 The launder (native/winlaunder.c) is twinned the same way: a write-back WRITE
-(FUSE_WRITE_CACHE, one page) goes to ``Engine.launder`` first on the native twin
+(FUSE_WRITE_CACHE, one page) goes to ``Engine.write`` first on the native twin
 and must give the reply bytes and the state -- the object's page bytes, the
 filesystem's operation counters, the inode times (both twins run on a counting
 clock), the rmap's lookup count -- of the Python path, whether it was taken (a
 redirect to the page the window showed when stored, or a DISCARD) or declined
 (not pending, a refused page, another cached window page showing the target, a
-hole, the object's cached copy).
+hole, the object's cached copy); so are write(2)s and write-backs with nothing
+pending (native/winwrite.c: stores through the page table).
 """
 
 from __future__ import annotations
@@ -145,6 +146,21 @@ class Twin:
                 return True, self._drain()
         return False, self._python(msg)
 
+    def read_msg(self, page: int, size: int = P4, off: int = 0,
+                 fh: int | None = None) -> tuple[bool, list[bytes]]:
+        """The kernel's READ of ``size`` bytes at ``off`` into window page ``page``."""
+        self.unique += 1
+        body = P.READ_IN.pack(self.wfh if fh is None else fh, page * P4 + off, size, 0, 0,
+                              os.O_RDWR, 0)
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.READ), self.unique, self.win,
+                               0, 0, 1, 0, 0) + body
+        if self.engine is not None:
+            r = self.engine.read(memoryview(bytearray(msg)), self.wfd)
+            if r is not None:
+                assert r == 0
+                return True, self._drain()
+        return False, self._python(msg)
+
     def state(self) -> dict:
         ws = self.t.wins[self.win]
         vmas = ws.window.mm.vmas
@@ -201,6 +217,10 @@ OPS = st.one_of(
               st.sampled_from([0, 0, 16, P4 - 8]), st.sampled_from([0, 0, 0, 1])),
     st.tuples(st.just("pwrite"), st.sampled_from(PAGES), st.integers(0, 255),
               st.sampled_from([8, P4]), st.just(0), st.just(0)),
+    # a READ through a message: the engine's read path
+    st.tuples(st.just("rmsg"), st.sampled_from(PAGES), st.sampled_from([1, 100, P4, 2 * P4,
+                                                                        17 * P4]),
+              st.sampled_from([0, 0, 8, P4 - 4])),
 )
 
 
@@ -217,6 +237,9 @@ def _apply(tw: Twin, op: tuple) -> object:
         if page * P4 + off + size > WIN_PAGES * P4:
             size = WIN_PAGES * P4 - page * P4 - off
         return tw.launder(page, value, flags=flags, size=size, off=off)
+    if kind == "rmsg":  # (page, size, offset in the page)
+        _k, page, size, off = op
+        return tw.read_msg(page, size, off)
     if kind == "punch":  # FALLOC_FL_PUNCH_HOLE | KEEP_SIZE: pending targets become DISCARD
         tw.fs.fallocate(tw.obj, tw.ofh, 3, op[1] * P4, P4)
         return [encode_notify(ev) for ev in tw.fs.drain_events()]
@@ -248,7 +271,7 @@ def test_native_and_python_paths_agree(ops: list[tuple]) -> None:
         assert a.state() == b.state()
         for op in ops:
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg"):
                 assert ra[1] == rb[1], op  # the same notifications and reply bytes
             else:
                 a.fs.drain_events()
@@ -317,7 +340,7 @@ def test_long_random_sequence_mostly_native() -> None:
     Python path's bytes and state."""
     rng = np.random.default_rng(12)
     a, b = Twin(native=True), Twin(native=False)
-    native = launders = stores = 0
+    native = launders = stores = reads = 0
     try:
         for _ in range(600):
             r = rng.random()
@@ -332,16 +355,19 @@ def test_long_random_sequence_mostly_native() -> None:
                 op = ("writeback", page, int(rng.integers(0, 256)))
             elif r < 0.90:
                 op = ("launder", page, int(rng.integers(0, 256)))
-            elif r < 0.95:
+            elif r < 0.93:
                 op = ("pwrite", page, int(rng.integers(0, 256)), int(rng.choice([8, P4, 2 * P4])),
                       0, 0)
+            elif r < 0.95:
+                op = ("rmsg", page, int(rng.choice([8, P4, 2 * P4])), 0)
             else:
                 op = ("objwrite", int(rng.integers(0, 41)), int(rng.integers(0, 256)))
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg"):
                 native += ra[0]
                 launders += ra[0] and op[0] == "launder"
                 stores += ra[0] and op[0] == "pwrite"
+                reads += ra[0] and op[0] == "rmsg"
                 assert ra[1] == rb[1], op
             else:
                 a.fs.drain_events()
@@ -350,7 +376,8 @@ def test_long_random_sequence_mostly_native() -> None:
             assert a.state() == b.state(), op
         assert native > 150, native
         assert launders > 5, launders
-        assert stores > 5, stores
+        assert stores >= 3, stores
+        assert reads >= 3, reads
     finally:
         a.close()
         b.close()
@@ -551,6 +578,39 @@ def test_window_write_attacks_are_declined_untouched() -> None:
         before = a.state()
         assert a.engine.write(memoryview(bytearray(msg)), a.wfd) is None
         assert a.state() == before
+    finally:
+        a.close()
+        b.close()
+
+
+def test_window_reads_are_native_and_exact() -> None:
+    """A READ of pages whose PTEs are present and readable: the reply (header and
+    page bytes) and the state as in Python, a queued store of the page cancelled as
+    the session cancels it; a page that needs a fault, a foreign or unknown handle, a
+    READ past the window's end: Python, untouched."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)
+            tw.ioctl(P4, P4, 9, 0, POPULATE)
+            tw.ioctl(2 * P4, P4, 10, 0, POPULATE)
+            tw.ioctl(3 * P4, P4, 35, 0, POPULATE)  # a hole: populated, zero-filled
+        for page, size, off, want in [(1, P4, 0, True), (1, 2 * P4, 0, True),
+                                      (1, 100, 8, True), (3, P4, 0, True),
+                                      (2, 3 * P4, 0, False),  # pages 2-4: 4 needs a fault
+                                      (WIN_PAGES - 1, 2 * P4, 0, False)]:  # past the end
+            na, ga = a.read_msg(page, size, off)
+            nb, gb = b.read_msg(page, size, off)
+            assert na == want and not nb and ga == gb, (page, size, off)
+            assert a.state() == b.state(), (page, size, off)
+        got = a.read_msg(1, 16)[1][0]
+        assert got == b.read_msg(1, 16)[1][0]
+        assert got[16:24] == struct.pack("<Q", 9) and len(got) == 32
+        for fh_a, fh_b in [(a.ofh, b.ofh), (424242, 424242)]:
+            na, ga = a.read_msg(1, P4, fh=fh_a)
+            assert not na and ga == b.read_msg(1, P4, fh=fh_b)[1]
+            assert a.state() == b.state()
+        assert a.engine.statistics()["read"]["reads"] >= 5
     finally:
         a.close()
         b.close()

@@ -1,0 +1,326 @@
+/*
+ * mount.server._winfast, fourth part: the READ of window pages, in C.
+ *
+ * Why (docs/performance.md, "Window writes in C"): uml_physmem's guest faults are
+ * window READs (a page not pushed by a populating remap: after an MPROTECT, a
+ * REMAPV, a punch); each cost the daemon ~130 us in Python at load 5.
+ *
+ * What: Engine.read(msg, fd) takes a READ of 1 to MAXW pages inside one page-table
+ * chunk of a window of one VMA whose every page has a present PTE that allows a
+ * load (Mm._resolve's no-fault case: nothing in the page table changes), and does
+ * what the session (its cancel of queued NOTIFY_STOREs of those pages), FileOps.read
+ * and WindowIO.read do: the counters, ``pending``/``pushed`` dropped and ``cached``
+ * added for the pages, fs._touch_atime (called: the atime rules stay Python's);
+ * then it writes the reply -- the header and the arena pages, one writev(2).
+ * Anything else returns None (after the cancel, which the Python path repeats).
+ * Checks as Python's: a window of this table, a handle of that inode (no
+ * access-mode check: FileOps.read makes none, the kernel checked open(2)).
+ */
+#include "winfast.h"
+
+#include <errno.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define OP_READ 15
+#define READ_IN 40
+
+static PyObject *s_wins, *s_handles, *s_inodes, *s_ino, *s_npages, *s_cached, *s_pending,
+    *s_pushed, *s_window, *s_address, *s_mm, *s_vmas, *s_start, *s_end, *s_prot, *s_pt,
+    *s_chunks, *s_bits, *s_frame, *s_mapping, *s_arena, *s_fps, *s_addrs, *s_replaying,
+    *s_stats, *s_ops, *s_touch, *s_k_read, *s_k_reads, *s_k_read_bytes;
+
+#define INTERN(var, text) \
+    do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
+
+int winread_init(void)
+{
+    INTERN(s_wins, "wins");
+    INTERN(s_handles, "_handles");
+    INTERN(s_inodes, "_inodes");
+    INTERN(s_ino, "ino");
+    INTERN(s_npages, "npages");
+    INTERN(s_cached, "cached");
+    INTERN(s_pending, "pending");
+    INTERN(s_pushed, "pushed");
+    INTERN(s_window, "window");
+    INTERN(s_address, "address");
+    INTERN(s_mm, "mm");
+    INTERN(s_vmas, "_vmas");
+    INTERN(s_start, "start");
+    INTERN(s_end, "end");
+    INTERN(s_prot, "prot");
+    INTERN(s_pt, "pt");
+    INTERN(s_chunks, "_chunks");
+    INTERN(s_bits, "bits");
+    INTERN(s_frame, "frame");
+    INTERN(s_mapping, "mapping");
+    INTERN(s_arena, "arena");
+    INTERN(s_fps, "fps");
+    INTERN(s_addrs, "_addrs");
+    INTERN(s_replaying, "replaying");
+    INTERN(s_stats, "stats");
+    INTERN(s_ops, "_ops");
+    INTERN(s_touch, "_touch_atime");
+    INTERN(s_k_read, "read");
+    INTERN(s_k_reads, "reads");
+    INTERN(s_k_read_bytes, "read_bytes");
+    return 0;
+}
+
+#define DECLINE() do { e->last_read_decline = __LINE__; goto decline; } while (0)
+
+PyObject *Engine_read(Engine *e, PyObject *args)
+{
+    PyObject *msgobj;
+    int fd;
+    Py_buffer mb = {0}, bv = {0}, fv = {0}, prv = {0};
+    int have_chunk = 0;
+    PyObject *result = NULL, *wins = NULL, *ikey = NULL, *ws = NULL, *inodes = NULL,
+             *inode = NULL, *handles = NULL, *window = NULL, *mm = NULL, *vmas = NULL,
+             *vma = NULL, *pt = NULL, *chunks = NULL, *mapping = NULL, *arena = NULL,
+             *addrs = NULL, *tmp = NULL, *cached = NULL, *pending = NULL, *pushed = NULL,
+             *tstats = NULL, *fsops = NULL, *keys[MAXW] = {0};
+
+    if (!PyArg_ParseTuple(args, "Oi", &msgobj, &fd))
+        return NULL;
+    if (PyObject_GetBuffer(msgobj, &mb, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *m = mb.buf;
+    if (mb.len != IN_HEADER + READ_IN || get_u32(m + 4) != OP_READ ||
+        get_u32(m) != (uint32_t)mb.len || get_u32(m + 36) != 0)
+        goto decline_quiet;
+    uint64_t unique = get_u64(m + 8), nodeid = get_u64(m + 16);
+    const unsigned char *rd = m + IN_HEADER;
+    uint64_t fh = get_u64(rd), off = get_u64(rd + 8);
+    uint32_t size = get_u32(rd + 16);
+    PyBuffer_Release(&mb);
+    if (size == 0 || size > MAXW * PAGE_SIZE || off >= (1ULL << 46) ||
+        nodeid > (uint64_t)LLONG_MAX || fh > (uint64_t)LLONG_MAX)
+        goto decline_quiet;
+
+    wins = PyObject_GetAttr(e->table, s_wins);
+    if (!wins || !PyDict_Check(wins))
+        DECLINE();
+    ikey = PyLong_FromUnsignedLongLong(nodeid);
+    if (!ikey)
+        DECLINE();
+    ws = PyDict_GetItemWithError(wins, ikey);
+    if (!ws)
+        goto decline_quiet; /* not a window: the file's own path */
+    Py_INCREF(ws);
+    inodes = PyObject_GetAttr(e->fs, s_inodes);
+    if (!inodes || !PyDict_Check(inodes))
+        DECLINE();
+    inode = PyDict_GetItemWithError(inodes, ikey);
+    if (!inode)
+        DECLINE();
+    Py_INCREF(inode);
+    handles = PyObject_GetAttr(e->fs, s_handles);
+    if (!handles || !PyDict_Check(handles))
+        DECLINE();
+    {
+        PyObject *hk = PyLong_FromUnsignedLongLong(fh);
+        if (!hk)
+            DECLINE();
+        PyObject *h = PyDict_GetItemWithError(handles, hk);
+        Py_DECREF(hk);
+        long long hino;
+        if (!h || attr_ll(h, s_ino, &hino) < 0 || (uint64_t)hino != nodeid)
+            DECLINE(); /* EBADF, in Python */
+    }
+    /* the session's _cancel_stores: a READ answered first has the newer data */
+    long long first = (long long)(off >> PAGE_SHIFT);
+    long long last = (long long)((off + size - 1) >> PAGE_SHIFT);
+    if (cancel_stores(e, nodeid, first, last) < 0)
+        DECLINE();
+
+    long long npages, waddr, vstart, vend, vprot;
+    if (attr_ll(ws, s_npages, &npages) < 0)
+        DECLINE();
+    if (off + size > (uint64_t)npages << PAGE_SHIFT)
+        DECLINE(); /* clipped (or empty) at the window's end: Python */
+    long long lo = first, hi = last + 1;
+    int n = (int)(hi - lo);
+    if (n < 1 || n > MAXW)
+        DECLINE();
+    window = PyObject_GetAttr(ws, s_window);
+    if (!window || attr_ll(window, s_address, &waddr) < 0)
+        DECLINE();
+    mm = PyObject_GetAttr(window, s_mm);
+    vmas = mm ? PyObject_GetAttr(mm, s_vmas) : NULL;
+    if (!vmas || !PyList_Check(vmas) || PyList_GET_SIZE(vmas) != 1)
+        DECLINE();
+    vma = PyList_GET_ITEM(vmas, 0);
+    Py_INCREF(vma);
+    if (attr_ll(vma, s_start, &vstart) < 0 || attr_ll(vma, s_end, &vend) < 0 ||
+        attr_ll(vma, s_prot, &vprot) < 0)
+        DECLINE();
+    if (vstart != waddr || vend < waddr + (npages << PAGE_SHIFT))
+        DECLINE();
+    long long vpn0 = (waddr + (long long)off) >> PAGE_SHIFT;
+    int slot0 = (int)(vpn0 & (CHUNK - 1));
+    if (slot0 + n > CHUNK)
+        DECLINE(); /* across two page-table chunks */
+    pt = PyObject_GetAttr(vma, s_pt);
+    chunks = pt ? PyObject_GetAttr(pt, s_chunks) : NULL;
+    if (!chunks || !PyDict_Check(chunks))
+        DECLINE();
+    {
+        PyObject *ck = PyLong_FromLongLong(vpn0 >> CHUNK_SHIFT);
+        if (!ck)
+            DECLINE();
+        PyObject *c = PyDict_GetItemWithError(chunks, ck);
+        Py_DECREF(ck);
+        if (!c)
+            DECLINE(); /* no entry: a fault */
+        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0)
+            DECLINE();
+        if (get_array(c, s_frame, CHUNK, 8, &fv) < 0) {
+            PyBuffer_Release(&bv);
+            DECLINE();
+        }
+        if (get_array(c, s_prot, CHUNK, 1, &prv) < 0) {
+            PyBuffer_Release(&bv);
+            PyBuffer_Release(&fv);
+            DECLINE();
+        }
+        have_chunk = 1;
+    }
+    const uint8_t *cbits = bv.buf, *cprot = prv.buf;
+    const int64_t *cframe = fv.buf;
+    mapping = PyObject_GetAttr(vma, s_mapping);
+    arena = mapping ? PyObject_GetAttr(mapping, s_arena) : NULL;
+    long long fps;
+    if (!arena || attr_ll(arena, s_fps, &fps) < 0 || fps <= 0)
+        DECLINE();
+    tmp = PyObject_GetAttr(arena, s_replaying);
+    if (!tmp || PyObject_IsTrue(tmp) != 0)
+        DECLINE();
+    Py_CLEAR(tmp);
+    addrs = PyObject_GetAttr(arena, s_addrs);
+    if (!addrs || !PyList_Check(addrs))
+        DECLINE();
+    struct iovec iov[MAXW + 1];
+    unsigned char hdr[16];
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = sizeof hdr;
+    uint64_t end = off + size;
+    for (int k = 0; k < n; k++) {
+        int b = cbits[slot0 + k];
+        long long eff = (b & PTE_OWNPROT) ? cprot[slot0 + k] : vprot;
+        if (!(b & PTE_PRESENT) || !(eff & (PROT_READ_ | PROT_WRITE_ | PROT_EXEC_)))
+            DECLINE(); /* a fault (or SIGSEGV: EACCES): Python's */
+        long long frame = cframe[slot0 + k];
+        if (frame < 0)
+            DECLINE();
+        long long seg = frame / fps, idx = frame % fps;
+        if (seg >= PyList_GET_SIZE(addrs))
+            DECLINE();
+        unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
+        if (base == (unsigned long long)-1 && PyErr_Occurred())
+            DECLINE();
+        uint64_t a = (uint64_t)(lo + k) << PAGE_SHIFT;
+        uint64_t from = off > a ? off : a, to = end < a + PAGE_SIZE ? end : a + PAGE_SIZE;
+        iov[k + 1].iov_base = (unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT) +
+                              (from - a);
+        iov[k + 1].iov_len = (size_t)(to - from);
+    }
+    cached = PyObject_GetAttr(ws, s_cached);
+    pending = PyObject_GetAttr(ws, s_pending);
+    pushed = PyObject_GetAttr(ws, s_pushed);
+    tstats = PyObject_GetAttr(e->table, s_stats);
+    fsops = PyObject_GetAttr(e->fs, s_ops);
+    if (!cached || !pending || !pushed || !PySet_Check(cached) || !PyDict_Check(pending) ||
+        !PySet_Check(pushed) || !tstats || !PyDict_Check(tstats) || !fsops ||
+        !PyDict_Check(fsops))
+        DECLINE();
+    for (int k = 0; k < n; k++)
+        if (!(keys[k] = PyLong_FromLongLong(lo + k)))
+            DECLINE();
+
+    /* ---- apply, in the Python path's order ---- */
+    if (incr_item(fsops, s_k_read, 1) < 0) /* @counted FileOps.read */
+        goto fail;
+    for (int k = 0; k < n; k++) {
+        if (PyDict_DelItem(pending, keys[k]) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                goto fail;
+            PyErr_Clear();
+        }
+        if (PySet_Discard(pushed, keys[k]) < 0)
+            goto fail;
+    }
+    for (int k = 0; k < n; k++)
+        if (PySet_Add(cached, keys[k]) < 0)
+            goto fail;
+    if (incr_item(tstats, s_k_reads, 1) < 0 || incr_item(tstats, s_k_read_bytes, size) < 0)
+        goto fail;
+    tmp = PyObject_CallMethodOneArg(e->fs, s_touch, inode);
+    if (!tmp)
+        goto fail;
+    Py_CLEAR(tmp);
+    put_u32(hdr, 16 + size);
+    put_u32(hdr + 4, 0);
+    put_u64(hdr + 8, unique);
+    {
+        ssize_t r;
+        do {
+            r = writev(fd, iov, n + 1);
+        } while (r < 0 && errno == EINTR);
+        int err = r < 0 ? errno : 0;
+        pthread_mutex_lock(&e->mu);
+        e->reads++;
+        if (err)
+            e->reply_errors++;
+        pthread_mutex_unlock(&e->mu);
+        result = PyLong_FromLong(err);
+    }
+    goto out;
+
+fail:
+    result = NULL;
+    goto out;
+decline:
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    pthread_mutex_lock(&e->mu);
+    e->read_declined++;
+    pthread_mutex_unlock(&e->mu);
+decline_quiet:
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    PyBuffer_Release(&mb); /* a no-op once released */
+    Py_INCREF(Py_None);
+    result = Py_None;
+out:
+    if (have_chunk) {
+        PyBuffer_Release(&bv);
+        PyBuffer_Release(&fv);
+        PyBuffer_Release(&prv);
+    }
+    for (int k = 0; k < MAXW; k++)
+        Py_XDECREF(keys[k]);
+    Py_XDECREF(wins);
+    Py_XDECREF(ikey);
+    Py_XDECREF(ws);
+    Py_XDECREF(inodes);
+    Py_XDECREF(inode);
+    Py_XDECREF(handles);
+    Py_XDECREF(window);
+    Py_XDECREF(mm);
+    Py_XDECREF(vmas);
+    Py_XDECREF(vma);
+    Py_XDECREF(pt);
+    Py_XDECREF(chunks);
+    Py_XDECREF(mapping);
+    Py_XDECREF(arena);
+    Py_XDECREF(addrs);
+    Py_XDECREF(tmp);
+    Py_XDECREF(cached);
+    Py_XDECREF(pending);
+    Py_XDECREF(pushed);
+    Py_XDECREF(tstats);
+    Py_XDECREF(fsops);
+    return result;
+}
