@@ -204,16 +204,22 @@ int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs,
         if (ck == -1 && PyErr_Occurred())
             goto out;
         Py_buffer bv, pv;
-        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0)
+        /* the pgoffs first: most chunks hold none in range, and a buffer export costs
+         * more than the scan (the bits are fetched only for a chunk that does) */
+        if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0)
             goto out;
-        if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0) {
-            PyBuffer_Release(&bv);
+        const int64_t *pgo = pv.buf;
+        if (!holds(pgo, CHUNK, pmin, pmax)) {
+            PyBuffer_Release(&pv);
+            continue;
+        }
+        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0) {
+            PyBuffer_Release(&pv);
             goto out;
         }
         const uint8_t *bits = bv.buf;
-        const int64_t *pgo = pv.buf;
         int hit = 0;
-        if (holds(pgo, CHUNK, pmin, pmax)) { /* the common case: no entry in range */
+        {
             long long vpn0 = ck << CHUNK_SHIFT;
             for (int j = 0; j < CHUNK && !hit; j++) {
                 int b = bits[j];
