@@ -28,7 +28,9 @@
 static PyObject *s_wins, *s_handles, *s_inodes, *s_ino, *s_npages, *s_cached, *s_pending,
     *s_pushed, *s_window, *s_address, *s_mm, *s_vmas, *s_start, *s_end, *s_prot, *s_pt,
     *s_chunks, *s_bits, *s_frame, *s_mapping, *s_arena, *s_fps, *s_addrs, *s_replaying,
-    *s_stats, *s_ops, *s_touch, *s_k_read, *s_k_reads, *s_k_read_bytes;
+    *s_stats, *s_ops, *s_touch, *s_k_read, *s_k_reads, *s_k_read_bytes, *s_pflags_d,
+    *s_frames_d, *s_size, *s_pages, *s_gen, *s_nshared, *s_flags, *s_page_mkwrite,
+    *s_write_notify, *s_fstats, *s_faults, *s_via_vma, *s_minor, *s_pages_n, *s_rd, *s_pgoff;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
@@ -65,6 +67,22 @@ int winread_init(void)
     INTERN(s_k_read, "read");
     INTERN(s_k_reads, "reads");
     INTERN(s_k_read_bytes, "read_bytes");
+    INTERN(s_pflags_d, "_flags");
+    INTERN(s_frames_d, "_frames");
+    INTERN(s_size, "size");
+    INTERN(s_pages, "pages");
+    INTERN(s_gen, "gen");
+    INTERN(s_nshared, "nshared");
+    INTERN(s_flags, "flags");
+    INTERN(s_page_mkwrite, "page_mkwrite");
+    INTERN(s_write_notify, "write_notify");
+    INTERN(s_fstats, "fstats");
+    INTERN(s_faults, "faults");
+    INTERN(s_via_vma, "via_vma");
+    INTERN(s_minor, "minor");
+    INTERN(s_pages_n, "pages");
+    INTERN(s_rd, "read");
+    INTERN(s_pgoff, "pgoff");
     return 0;
 }
 
@@ -74,13 +92,20 @@ PyObject *Engine_read(Engine *e, PyObject *args)
 {
     PyObject *msgobj;
     int fd;
-    Py_buffer mb = {0}, bv = {0}, fv = {0}, prv = {0};
+    Py_buffer mb = {0}, bv = {0}, fv = {0}, prv = {0}, pgv = {0};
     int have_chunk = 0;
     PyObject *result = NULL, *wins = NULL, *ikey = NULL, *ws = NULL, *inodes = NULL,
              *inode = NULL, *handles = NULL, *window = NULL, *mm = NULL, *vmas = NULL,
              *vma = NULL, *pt = NULL, *chunks = NULL, *mapping = NULL, *arena = NULL,
              *addrs = NULL, *tmp = NULL, *cached = NULL, *pending = NULL, *pushed = NULL,
-             *tstats = NULL, *fsops = NULL, *keys[MAXW] = {0};
+             *tstats = NULL, *fsops = NULL, *keys[MAXW] = {0}, *pages = NULL,
+             *pframes_d = NULL, *pflags_d = NULL, *fstats = NULL, *mmstats = NULL;
+    /* pages that need a read fault (a file PTE of a resident object page) */
+    int nf = 0, fk[MAXW];
+    long long fframe[MAXW];
+    uint8_t *fpflag[MAXW], fbits[MAXW];
+    Py_buffer pcv[2 * MAXW];
+    int npcv = 0;
 
     if (!PyArg_ParseTuple(args, "Oi", &msgobj, &fd))
         return NULL;
@@ -185,10 +210,18 @@ PyObject *Engine_read(Engine *e, PyObject *args)
             PyBuffer_Release(&fv);
             DECLINE();
         }
+        if (get_array(c, s_pgoff, CHUNK, 8, &pgv) < 0) {
+            PyBuffer_Release(&bv);
+            PyBuffer_Release(&fv);
+            PyBuffer_Release(&prv);
+            DECLINE();
+        }
         have_chunk = 1;
     }
-    const uint8_t *cbits = bv.buf, *cprot = prv.buf;
-    const int64_t *cframe = fv.buf;
+    uint8_t *cbits = bv.buf;
+    const uint8_t *cprot = prv.buf;
+    int64_t *cframe = fv.buf;
+    const int64_t *cpgoff_r = pgv.buf;
     mapping = PyObject_GetAttr(vma, s_mapping);
     arena = mapping ? PyObject_GetAttr(mapping, s_arena) : NULL;
     long long fps;
@@ -201,6 +234,34 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     addrs = PyObject_GetAttr(arena, s_addrs);
     if (!addrs || !PyList_Check(addrs))
         DECLINE();
+    /* what a read fault needs, looked up once */
+    long long vflags, msize, nshared, eof_pages;
+    if (attr_ll(vma, s_flags, &vflags) < 0 || attr_ll(mapping, s_size, &msize) < 0 ||
+        attr_ll(arena, s_nshared, &nshared) < 0)
+        DECLINE();
+    eof_pages = (msize + PAGE_SIZE - 1) >> PAGE_SHIFT;
+    int can_fault = (vflags & (VM_NONLINEAR | VM_CAN_NONLINEAR)) ==
+                        (VM_NONLINEAR | VM_CAN_NONLINEAR) && nshared == 0;
+    if (can_fault && (vflags & (VM_WRITE | VM_SHARED)) == (VM_WRITE | VM_SHARED)) {
+        /* vma_wants_writenotify: then the fault's PTE stays read-only -- Python's */
+        tmp = PyObject_GetAttr(mapping, s_page_mkwrite);
+        can_fault = tmp == Py_None;
+        Py_CLEAR(tmp);
+        tmp = can_fault ? PyObject_GetAttr(mapping, s_write_notify) : NULL;
+        can_fault = can_fault && tmp && PyObject_IsTrue(tmp) == 0;
+        Py_CLEAR(tmp);
+        PyErr_Clear();
+    }
+    if (can_fault) {
+        pages = PyObject_GetAttr(mapping, s_pages);
+        pframes_d = pages ? PyObject_GetAttr(pages, s_frames_d) : NULL;
+        pflags_d = pages ? PyObject_GetAttr(pages, s_pflags_d) : NULL;
+        fstats = PyObject_GetAttr(mapping, s_fstats);
+        mmstats = PyObject_GetAttr(mm, s_stats);
+        if (!pframes_d || !pflags_d || !PyDict_Check(pframes_d) || !PyDict_Check(pflags_d) ||
+            !fstats || !mmstats)
+            DECLINE();
+    }
     struct iovec iov[MAXW + 1];
     unsigned char hdr[16];
     iov[0].iov_base = hdr;
@@ -209,9 +270,43 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     for (int k = 0; k < n; k++) {
         int b = cbits[slot0 + k];
         long long eff = (b & PTE_OWNPROT) ? cprot[slot0 + k] : vprot;
-        if (!(b & PTE_PRESENT) || !(eff & (PROT_READ_ | PROT_WRITE_ | PROT_EXEC_)))
-            DECLINE(); /* a fault (or SIGSEGV: EACCES): Python's */
+        if (!(eff & (PROT_READ_ | PROT_WRITE_ | PROT_EXEC_)))
+            DECLINE(); /* SIGSEGV: EACCES, Python's */
         long long frame = cframe[slot0 + k];
+        if (!(b & PTE_PRESENT)) {
+            /* handle_mm_fault -> do_nonlinear_fault -> fault(): a read fault of a file
+             * PTE whose object page is resident (a hole, EOF, a none PTE: Python) */
+            if (!can_fault || !(b & PTE_FILE) || (b & PTE_ANON))
+                DECLINE();
+            long long pg = cpgoff_r[slot0 + k];
+            if (pg < 0 || pg >= eof_pages)
+                DECLINE();
+            PyObject *ck = PyLong_FromLongLong(pg >> CHUNK_SHIFT);
+            if (!ck)
+                DECLINE();
+            PyObject *fa = PyDict_GetItemWithError(pframes_d, ck);
+            PyObject *fl = fa ? PyDict_GetItemWithError(pflags_d, ck) : NULL;
+            Py_DECREF(ck);
+            if (!fa || !fl)
+                DECLINE(); /* a hole: the fault allocates */
+            if (get_array_obj(fa, CHUNK, 8, &pcv[npcv]) < 0)
+                DECLINE();
+            npcv++;
+            if (get_array_obj(fl, CHUNK, 1, &pcv[npcv]) < 0)
+                DECLINE();
+            npcv++;
+            frame = ((int64_t *)pcv[npcv - 2].buf)[pg & (CHUNK - 1)];
+            if (frame <= 0)
+                DECLINE();
+            fk[nf] = k;
+            fframe[nf] = frame;
+            fpflag[nf] = (uint8_t *)pcv[npcv - 1].buf + (pg & (CHUNK - 1));
+            /* _install_bits of a read fault: writable when shared, allowed, and no
+             * write-notify (checked above) or frame sharing (nshared 0) */
+            fbits[nf] = (uint8_t)(PTE_PRESENT | (b & PTE_OWNPROT) |
+                                  ((vflags & VM_SHARED) && (eff & PROT_WRITE_) ? PTE_WRITE : 0));
+            nf++;
+        }
         if (frame < 0)
             DECLINE();
         long long seg = frame / fps, idx = frame % fps;
@@ -242,6 +337,24 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     /* ---- apply, in the Python path's order ---- */
     if (incr_item(fsops, s_k_read, 1) < 0) /* @counted FileOps.read */
         goto fail;
+    for (int q = 0; q < nf; q++) { /* the read faults: fault()'s one resident page */
+        if (!(*fpflag[q] & PG_UPTODATE)) {
+            if (incr_attr(pages, s_gen, 1) < 0)
+                goto fail;
+            *fpflag[q] |= PG_UPTODATE;
+        }
+        PyObject *fsl[2] = {e->fault_stats, fstats};
+        for (int z = 0; z < 2; z++)
+            if (incr_attr(fsl[z], s_faults, 1) < 0 || incr_attr(fsl[z], s_rd, 1) < 0 ||
+                incr_attr(fsl[z], s_via_vma, 1) < 0 || incr_attr(fsl[z], s_minor, 1) < 0 ||
+                incr_attr(fsl[z], s_pages_n, 1) < 0)
+                goto fail;
+        int slot = slot0 + fk[q];
+        cbits[slot] = fbits[q]; /* set_present: frame, the same pgoff and prot */
+        cframe[slot] = fframe[q];
+        if (incr_attr(mmstats, s_minor, 1) < 0)
+            goto fail;
+    }
     for (int k = 0; k < n; k++) {
         if (PyDict_DelItem(pending, keys[k]) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_KeyError))
@@ -298,7 +411,10 @@ out:
         PyBuffer_Release(&bv);
         PyBuffer_Release(&fv);
         PyBuffer_Release(&prv);
+        PyBuffer_Release(&pgv);
     }
+    for (int q = 0; q < npcv; q++)
+        PyBuffer_Release(&pcv[q]);
     for (int k = 0; k < MAXW; k++)
         Py_XDECREF(keys[k]);
     Py_XDECREF(wins);
@@ -322,5 +438,10 @@ out:
     Py_XDECREF(pushed);
     Py_XDECREF(tstats);
     Py_XDECREF(fsops);
+    Py_XDECREF(pages);
+    Py_XDECREF(pframes_d);
+    Py_XDECREF(pflags_d);
+    Py_XDECREF(fstats);
+    Py_XDECREF(mmstats);
     return result;
 }

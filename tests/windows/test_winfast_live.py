@@ -468,8 +468,9 @@ def test_window_writes_race_remaps_and_truncates(wmount: Path, wdir: Path) -> No
 
 def test_window_reads_take_the_native_path(wmount: Path, wdir: Path) -> None:
     """A page the remap made present but the kernel no longer caches (dropped here
-    with POSIX_FADV_DONTNEED; uml_physmem's guest faults after its page cache let go
-    are the same): its READ is answered in C, with the bytes of the page shown."""
+    with POSIX_FADV_DONTNEED), and a page remapped without populating (a file PTE,
+    as uml_physmem's after REMAPV/MPROTECT): its READ is answered in C -- faulting
+    the page in for the second -- with the bytes of the page shown."""
     nobj, npages = 64, 16
     obj = wdir / "obj"
     make_object(obj, nobj)
@@ -483,3 +484,14 @@ def test_window_reads_take_the_native_path(wmount: Path, wdir: Path) -> None:
             os.posix_fadvise(w.fd, 0, 0, os.POSIX_FADV_DONTNEED)
             assert w.pread(i * P + 8, P) == page_of(pg)[8:] + page_of(pg + 1)[:8]
         assert _native(wmount)["read"]["reads"] - before >= 90
+        # remapped without populating: a file PTE, faulted in by the READ, in C
+        before = _native(wmount)["read"]["reads"]
+        with MapChild(wdir / "win", npages * P) as c:
+            for step in range(100):
+                i, pg = rng.randrange(npages), rng.randrange(nobj)
+                _remap_raw(w.fd, i * P, P, pg, flags=0x10000)  # MAP_NONBLOCK
+                if step % 2:
+                    assert w.pread(i * P, 32) == page_of(pg)[:32]
+                else:
+                    assert c.read(i * P, 32) == page_of(pg)[:32]
+        assert _native(wmount)["read"]["reads"] - before >= 50
