@@ -6,8 +6,9 @@
  * REMAPV, a punch); each cost the daemon ~130 us in Python at load 5.
  *
  * What: Engine.read(msg, fd) takes a READ of 1 to MAXW pages inside one page-table
- * chunk of a window of one VMA whose every page has a present PTE that allows a
- * load (Mm._resolve's no-fault case: nothing in the page table changes), and does
+ * chunk of a window of one VMA whose every page has a PTE that allows a load and is
+ * present (Mm._resolve's no-fault case) or a file PTE (the read fault, done as
+ * fault() does it for one page: resident, or a hole it allocates), and does
  * what the session (its cancel of queued NOTIFY_STOREs of those pages), FileOps.read
  * and WindowIO.read do: the counters, ``pending``/``pushed`` dropped and ``cached``
  * added for the pages, fs._touch_atime (called: the atime rules stay Python's);
@@ -30,7 +31,8 @@ static PyObject *s_wins, *s_handles, *s_inodes, *s_ino, *s_npages, *s_cached, *s
     *s_chunks, *s_bits, *s_frame, *s_mapping, *s_arena, *s_fps, *s_addrs, *s_replaying,
     *s_stats, *s_ops, *s_touch, *s_k_read, *s_k_reads, *s_k_read_bytes, *s_pflags_d,
     *s_frames_d, *s_size, *s_pages, *s_gen, *s_nshared, *s_flags, *s_page_mkwrite,
-    *s_write_notify, *s_fstats, *s_faults, *s_via_vma, *s_minor, *s_pages_n, *s_rd, *s_pgoff;
+    *s_write_notify, *s_fstats, *s_faults, *s_via_vma, *s_minor, *s_pages_n, *s_rd, *s_pgoff,
+    *s_budget, *s_free_pages, *s_major, *s_pages_allocated;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
@@ -83,6 +85,18 @@ int winread_init(void)
     INTERN(s_pages_n, "pages");
     INTERN(s_rd, "read");
     INTERN(s_pgoff, "pgoff");
+    INTERN(s_budget, "budget");
+    INTERN(s_free_pages, "free_pages");
+    INTERN(s_major, "major");
+    INTERN(s_pages_allocated, "pages_allocated");
+    return 0;
+}
+
+static int pg_seen(const long long *v, int n, long long x)
+{
+    for (int k = 0; k < n; k++)
+        if (v[k] == x)
+            return 1;
     return 0;
 }
 
@@ -101,8 +115,9 @@ PyObject *Engine_read(Engine *e, PyObject *args)
              *tstats = NULL, *fsops = NULL, *keys[MAXW] = {0}, *pages = NULL,
              *pframes_d = NULL, *pflags_d = NULL, *fstats = NULL, *mmstats = NULL;
     /* pages that need a read fault (a file PTE of a resident object page) */
-    int nf = 0, fk[MAXW];
-    long long fframe[MAXW];
+    int nf = 0, fk[MAXW], nholes = 0;
+    long long fframe[MAXW], fpg[MAXW];
+    PyObject *budget = NULL;
     uint8_t *fpflag[MAXW], fbits[MAXW];
     Py_buffer pcv[2 * MAXW];
     int npcv = 0;
@@ -287,25 +302,38 @@ PyObject *Engine_read(Engine *e, PyObject *args)
             PyObject *fa = PyDict_GetItemWithError(pframes_d, ck);
             PyObject *fl = fa ? PyDict_GetItemWithError(pflags_d, ck) : NULL;
             Py_DECREF(ck);
-            if (!fa || !fl)
-                DECLINE(); /* a hole: the fault allocates */
-            if (get_array_obj(fa, CHUNK, 8, &pcv[npcv]) < 0)
+            if (PyErr_Occurred())
                 DECLINE();
-            npcv++;
-            if (get_array_obj(fl, CHUNK, 1, &pcv[npcv]) < 0)
-                DECLINE();
-            npcv++;
-            frame = ((int64_t *)pcv[npcv - 2].buf)[pg & (CHUNK - 1)];
-            if (frame <= 0)
-                DECLINE();
+            fpflag[nf] = NULL;
+            frame = -1;
+            if (fa && fl) {
+                if (get_array_obj(fa, CHUNK, 8, &pcv[npcv]) < 0)
+                    DECLINE();
+                npcv++;
+                if (get_array_obj(fl, CHUNK, 1, &pcv[npcv]) < 0)
+                    DECLINE();
+                npcv++;
+                frame = ((int64_t *)pcv[npcv - 2].buf)[pg & (CHUNK - 1)];
+                if (frame == 0)
+                    DECLINE();
+                if (frame > 0)
+                    fpflag[nf] = (uint8_t *)pcv[npcv - 1].buf + (pg & (CHUNK - 1));
+            }
+            if (frame < 0) { /* a hole: the fault allocates it (phase 2) */
+                if (pg_seen(fpg, nf, pg))
+                    DECLINE(); /* the same hole twice in one READ: Python */
+                nholes++;
+            }
             fk[nf] = k;
             fframe[nf] = frame;
-            fpflag[nf] = (uint8_t *)pcv[npcv - 1].buf + (pg & (CHUNK - 1));
+            fpg[nf] = pg;
             /* _install_bits of a read fault: writable when shared, allowed, and no
              * write-notify (checked above) or frame sharing (nshared 0) */
             fbits[nf] = (uint8_t)(PTE_PRESENT | (b & PTE_OWNPROT) |
                                   ((vflags & VM_SHARED) && (eff & PROT_WRITE_) ? PTE_WRITE : 0));
             nf++;
+            if (frame < 0)
+                continue; /* its address once allocated */
         }
         if (frame < 0)
             DECLINE();
@@ -320,6 +348,24 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         iov[k + 1].iov_base = (unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT) +
                               (from - a);
         iov[k + 1].iov_len = (size_t)(to - from);
+    }
+    if (nholes) {
+        /* fault() charges the size= budget one page at a time (SIGBUS when it cannot):
+         * decline unless every hole fits */
+        budget = PyObject_GetAttr(mapping, s_budget);
+        if (!budget)
+            DECLINE();
+        PyObject *fp = PyObject_GetAttr(budget, s_free_pages);
+        if (!fp)
+            DECLINE();
+        if (fp != Py_None) {
+            long long fr = PyLong_AsLongLong(fp);
+            Py_DECREF(fp);
+            if ((fr == -1 && PyErr_Occurred()) || fr < nholes)
+                DECLINE();
+        } else {
+            Py_DECREF(fp);
+        }
     }
     cached = PyObject_GetAttr(ws, s_cached);
     pending = PyObject_GetAttr(ws, s_pending);
@@ -337,8 +383,34 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     /* ---- apply, in the Python path's order ---- */
     if (incr_item(fsops, s_k_read, 1) < 0) /* @counted FileOps.read */
         goto fail;
-    for (int q = 0; q < nf; q++) { /* the read faults: fault()'s one resident page */
-        if (!(*fpflag[q] & PG_UPTODATE)) {
+    for (int q = 0; q < nf; q++) { /* the read faults, page by page as Mm.views */
+        int hole = fframe[q] < 0;
+        if (hole) { /* fault()'s one-hole path: charge, alloc1, insert1 */
+            PyObject *r = PyObject_CallMethod(budget, "charge", "i", 1);
+            if (!r)
+                goto fail;
+            long got = PyLong_AsLong(r);
+            Py_DECREF(r);
+            if (got != 1) { /* checked in phase 1: cannot happen */
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError, "winread: size= budget moved");
+                goto fail;
+            }
+            r = PyObject_CallMethod(arena, "alloc1", NULL);
+            if (!r)
+                goto fail;
+            fframe[q] = PyLong_AsLongLong(r);
+            Py_DECREF(r);
+            if (fframe[q] <= 0) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError, "winread: bad frame");
+                goto fail;
+            }
+            r = PyObject_CallMethod(pages, "insert1", "LLi", fpg[q], fframe[q], PG_UPTODATE);
+            if (!r)
+                goto fail;
+            Py_DECREF(r);
+        } else if (!(*fpflag[q] & PG_UPTODATE)) {
             if (incr_attr(pages, s_gen, 1) < 0)
                 goto fail;
             *fpflag[q] |= PG_UPTODATE;
@@ -346,14 +418,39 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         PyObject *fsl[2] = {e->fault_stats, fstats};
         for (int z = 0; z < 2; z++)
             if (incr_attr(fsl[z], s_faults, 1) < 0 || incr_attr(fsl[z], s_rd, 1) < 0 ||
-                incr_attr(fsl[z], s_via_vma, 1) < 0 || incr_attr(fsl[z], s_minor, 1) < 0 ||
-                incr_attr(fsl[z], s_pages_n, 1) < 0)
+                incr_attr(fsl[z], s_via_vma, 1) < 0 ||
+                incr_attr(fsl[z], hole ? s_major : s_minor, 1) < 0 ||
+                incr_attr(fsl[z], s_pages_n, 1) < 0 ||
+                (hole && incr_attr(fsl[z], s_pages_allocated, 1) < 0))
                 goto fail;
         int slot = slot0 + fk[q];
         cbits[slot] = fbits[q]; /* set_present: frame, the same pgoff and prot */
         cframe[slot] = fframe[q];
-        if (incr_attr(mmstats, s_minor, 1) < 0)
+        if (incr_attr(mmstats, hole ? s_major : s_minor, 1) < 0)
             goto fail;
+        if (hole) { /* the new frame's address (the arena may have grown) */
+            Py_CLEAR(addrs);
+            addrs = PyObject_GetAttr(arena, s_addrs);
+            if (!addrs || !PyList_Check(addrs)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError, "winread: arena._addrs");
+                goto fail;
+            }
+            long long seg = fframe[q] / fps, idx = fframe[q] % fps;
+            if (seg >= PyList_GET_SIZE(addrs)) {
+                PyErr_SetString(PyExc_RuntimeError, "winread: frame outside the arena");
+                goto fail;
+            }
+            unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
+            if (base == (unsigned long long)-1 && PyErr_Occurred())
+                goto fail;
+            int k = fk[q];
+            uint64_t a = (uint64_t)(lo + k) << PAGE_SHIFT;
+            uint64_t from = off > a ? off : a, to = end < a + PAGE_SIZE ? end : a + PAGE_SIZE;
+            iov[k + 1].iov_base = (unsigned char *)(uintptr_t)base +
+                                  ((size_t)idx << PAGE_SHIFT) + (from - a);
+            iov[k + 1].iov_len = (size_t)(to - from);
+        }
     }
     for (int k = 0; k < n; k++) {
         if (PyDict_DelItem(pending, keys[k]) < 0) {
@@ -443,5 +540,6 @@ out:
     Py_XDECREF(pflags_d);
     Py_XDECREF(fstats);
     Py_XDECREF(mmstats);
+    Py_XDECREF(budget);
     return result;
 }

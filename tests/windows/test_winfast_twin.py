@@ -584,10 +584,10 @@ def test_window_write_attacks_are_declined_untouched() -> None:
 
 
 def test_window_reads_are_native_and_exact() -> None:
-    """A READ of pages whose PTEs are present and readable, or file PTEs of resident
-    object pages (the read fault, in C): the reply (header and page bytes) and the
-    state as in Python; a page whose fault allocates or raises SIGBUS, a foreign or
-    unknown handle, a READ past the window's end: Python, untouched."""
+    """A READ of pages whose PTEs are present and readable, or file PTEs (the read
+    fault, in C, allocating a hole): the reply (header and page bytes) and the state
+    as in Python; a page whose fault raises SIGBUS, a foreign or unknown handle, a
+    READ past the window's end: Python, untouched."""
     a, b = Twin(native=True), Twin(native=False)
     try:
         for tw in (a, b):
@@ -603,18 +603,24 @@ def test_window_reads_are_native_and_exact() -> None:
             nb, gb = b.read_msg(page, size, off)
             assert na == want and not nb and ga == gb, (page, size, off)
             assert a.state() == b.state(), (page, size, off)
-        # a file PTE (remapped without populating): the READ faults it in, in C when the
-        # object page is resident; a hole (the fault allocates) or a page past the
-        # object's end (SIGBUS: EIO) stays Python
+        # a file PTE (remapped without populating): the READ faults it in, in C -- a
+        # resident object page, or a hole it allocates; a page past the object's end
+        # (SIGBUS: EIO) stays Python
         for tw in (a, b):
             tw.ioctl(4 * P4, P4, 11, 0, NONBLOCK)
             tw.ioctl(5 * P4, P4, 34, 0, NONBLOCK)
             tw.ioctl(6 * P4, P4, 44, 0, NONBLOCK)
-        for page, want in [(4, True), (5, False), (6, False), (4, True)]:
+        for page, want in [(4, True), (5, True), (6, False), (4, True), (5, True)]:
             na, ga = a.read_msg(page, P4)
             nb, gb = b.read_msg(page, P4)
             assert na == want and not nb and ga == gb, page
             assert a.state() == b.state(), page
+        for tw in (a, b):  # two window pages showing one hole: one READ allocates once
+            tw.ioctl(7 * P4, P4, 36, 0, NONBLOCK)
+            tw.ioctl(8 * P4, P4, 36, 0, NONBLOCK)
+        na, ga = a.read_msg(7, 2 * P4)
+        assert not na and ga == b.read_msg(7, 2 * P4)[1]  # declined: Python's order
+        assert a.state() == b.state()
         got = a.read_msg(1, 16)[1][0]
         assert got == b.read_msg(1, 16)[1][0]
         assert got[16:24] == struct.pack("<Q", 9) and len(got) == 32
