@@ -115,7 +115,7 @@ PyObject *Engine_read(Engine *e, PyObject *args)
              *tstats = NULL, *fsops = NULL, *keys[MAXW] = {0}, *pages = NULL,
              *pframes_d = NULL, *pflags_d = NULL, *fstats = NULL, *mmstats = NULL;
     /* pages that need a read fault (a file PTE of a resident object page) */
-    int nf = 0, fk[MAXW], nholes = 0;
+    int nf = 0, fk[MAXW], nholes = 0, fnone[MAXW];
     long long fframe[MAXW], fpg[MAXW];
     PyObject *budget = NULL;
     uint8_t *fpflag[MAXW], fbits[MAXW];
@@ -236,7 +236,7 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     uint8_t *cbits = bv.buf;
     const uint8_t *cprot = prv.buf;
     int64_t *cframe = fv.buf;
-    const int64_t *cpgoff_r = pgv.buf;
+    int64_t *cpgoff_r = pgv.buf;
     mapping = PyObject_GetAttr(vma, s_mapping);
     arena = mapping ? PyObject_GetAttr(mapping, s_arena) : NULL;
     long long fps;
@@ -250,9 +250,9 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     if (!addrs || !PyList_Check(addrs))
         DECLINE();
     /* what a read fault needs, looked up once */
-    long long vflags, msize, nshared, eof_pages;
+    long long vflags, msize, nshared, eof_pages, vpgoff;
     if (attr_ll(vma, s_flags, &vflags) < 0 || attr_ll(mapping, s_size, &msize) < 0 ||
-        attr_ll(arena, s_nshared, &nshared) < 0)
+        attr_ll(arena, s_nshared, &nshared) < 0 || attr_ll(vma, s_pgoff, &vpgoff) < 0)
         DECLINE();
     eof_pages = (msize + PAGE_SIZE - 1) >> PAGE_SHIFT;
     int can_fault = (vflags & (VM_NONLINEAR | VM_CAN_NONLINEAR)) ==
@@ -289,11 +289,15 @@ PyObject *Engine_read(Engine *e, PyObject *args)
             DECLINE(); /* SIGSEGV: EACCES, Python's */
         long long frame = cframe[slot0 + k];
         if (!(b & PTE_PRESENT)) {
-            /* handle_mm_fault -> do_nonlinear_fault -> fault(): a read fault of a file
-             * PTE whose object page is resident (a hole, EOF, a none PTE: Python) */
-            if (!can_fault || !(b & PTE_FILE) || (b & PTE_ANON))
+            /* handle_mm_fault -> do_(non)linear_fault -> fault(): a read fault of a file
+             * or none PTE (EOF: SIGBUS, Python's) */
+            if (!can_fault || (b & PTE_ANON) || (b && !(b & PTE_FILE)))
                 DECLINE();
-            long long pg = cpgoff_r[slot0 + k];
+            /* a file PTE: its pgoff (do_nonlinear_fault); a none PTE: the linear one
+             * (do_linear_fault, which installs that pgoff) */
+            long long pg = b ? cpgoff_r[slot0 + k]
+                             : vpn0 + k - (vstart >> PAGE_SHIFT) + vpgoff;
+            fnone[nf] = b == 0;
             if (pg < 0 || pg >= eof_pages)
                 DECLINE();
             PyObject *ck = PyLong_FromLongLong(pg >> CHUNK_SHIFT);
@@ -424,8 +428,10 @@ PyObject *Engine_read(Engine *e, PyObject *args)
                 (hole && incr_attr(fsl[z], s_pages_allocated, 1) < 0))
                 goto fail;
         int slot = slot0 + fk[q];
-        cbits[slot] = fbits[q]; /* set_present: frame, the same pgoff and prot */
+        cbits[slot] = fbits[q]; /* set_present: frame, pgoff, the same prot */
         cframe[slot] = fframe[q];
+        if (fnone[q])
+            cpgoff_r[slot] = fpg[q];
         if (incr_attr(mmstats, hole ? s_major : s_minor, 1) < 0)
             goto fail;
         if (hole) { /* the new frame's address (the arena may have grown) */

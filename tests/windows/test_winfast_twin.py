@@ -597,7 +597,7 @@ def test_window_reads_are_native_and_exact() -> None:
             tw.ioctl(3 * P4, P4, 35, 0, POPULATE)  # a hole: populated, zero-filled
         for page, size, off, want in [(1, P4, 0, True), (1, 2 * P4, 0, True),
                                       (1, 100, 8, True), (3, P4, 0, True),
-                                      (2, 3 * P4, 0, False),  # pages 2-4: 4 needs a fault
+                                      (2, 3 * P4, 0, True),  # 4: a none PTE, faulted in C
                                       (WIN_PAGES - 1, 2 * P4, 0, False)]:  # past the end
             na, ga = a.read_msg(page, size, off)
             nb, gb = b.read_msg(page, size, off)
@@ -615,6 +615,10 @@ def test_window_reads_are_native_and_exact() -> None:
             nb, gb = b.read_msg(page, P4)
             assert na == want and not nb and ga == gb, page
             assert a.state() == b.state(), page
+        # a none PTE (never remapped, in an existing chunk): the linear page, in C
+        na, ga = a.read_msg(30, P4)
+        assert na and ga == b.read_msg(30, P4)[1]
+        assert a.state() == b.state()
         for tw in (a, b):  # two window pages showing one hole: one READ allocates once
             tw.ioctl(7 * P4, P4, 36, 0, NONBLOCK)
             tw.ioctl(8 * P4, P4, 36, 0, NONBLOCK)
