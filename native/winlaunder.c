@@ -1,7 +1,7 @@
 /*
  * mount.server._winfast, second half: the launder WRITE of a window page, in C.
  *
- * Why (docs/performance.md, "The launder in C"): a page stored into through an
+ * Why (docs/performance.md, "Window WRITEs and READs in C"): a page stored into through an
  * mmap of a window and then remapped is written back by the kernel inside the
  * remap's NOTIFY_INVAL_INODE (launder), with a WRITE carrying FUSE_WRITE_CACHE.
  * The write-back belongs to the object page the window showed when the store was

@@ -1,7 +1,7 @@
 /*
  * mount.server._winfast, fourth part: the READ of window pages, in C.
  *
- * Why (docs/performance.md, "Window writes in C"): uml_physmem's guest faults are
+ * Why (docs/performance.md, "Window WRITEs and READs in C"): uml_physmem's guest faults are
  * window READs (a page not pushed by a populating remap: after an MPROTECT, a
  * REMAPV, a punch); each cost the daemon ~130 us in Python at load 5.
  *

@@ -2,7 +2,7 @@
  * vmcore._ptscan: which page-table chunks can hold an entry showing an object page
  * of [first, last] -- the filter in front of PageTable.find_pgoffs and zap.
  *
- * Why (docs/performance.md, "The launder in C"): a nonlinear window's reverse map
+ * Why (docs/performance.md, "Window WRITEs and READs in C"): a nonlinear window's reverse map
  * is a scan of its whole page table (there is no pgoff -> PTE index, as in the
  * kernel's nonlinear VMAs), done with ~6 numpy calls per 512-entry chunk.  A window
  * of 64 Ki pages (uml_physmem's physmem) has 128 chunks: every write(2) or

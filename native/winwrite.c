@@ -3,7 +3,7 @@
  * table, in C -- write(2) of a window (pwrite) and a write-back with nothing
  * pending (msync/fsync of a page stored into through a mapping).
  *
- * Why (docs/performance.md, "Window writes in C"): uml_physmem stores through
+ * Why (docs/performance.md, "Window WRITEs and READs in C"): uml_physmem stores through
  * pwrite and through mmap + msync, vlm_window through pwrite; each such WRITE
  * cost the daemon 300-900 us in Python (parse, FileOps.write, WindowIO.write:
  * the store fault, _stored's search for other cached views of the written object

@@ -59,7 +59,7 @@ def _candidates(chunks: dict[int, Any], first: int, last: int, need: int) -> set
     """The keys of the chunks that may hold an entry (``bits & need``) showing a pgoff
     in [first, last], or are empty; None: no filter (look at every chunk).  A scan of
     a big nonlinear table for one page is ~0.1 us a chunk in C instead of ~6 numpy
-    calls a chunk (docs/performance.md, "The launder in C")."""
+    calls a chunk (docs/performance.md, "Window WRITEs and READs in C")."""
     if _chunk_hits is None or len(chunks) < 4:
         return None
     return set(_chunk_hits(chunks, max(first, _I64_MIN), min(last, _I64_MAX), need))
