@@ -5,10 +5,14 @@ compiles them. Each is optional: where it does not build (no compiler, no
 Python headers) the daemon logs a warning and uses the pure-Python path it
 accelerates; the tests that claim the native paths fail then, on purpose.
 
-- ``mount.server._winfast`` (native/winfast.c): the window REMAP fast path and
-  its notification writer thread (docs/decisions.md 21, docs/performance.md).
-- ``mount.server._hotpath`` (native/hotpath.c): READ, WRITE and GETATTR of
-  regular files (mount/server/hotpath.py, docs/decisions.md).
+- ``mount.server._winfast`` (native/winfast.c, winlaunder.c, winwrite.c,
+  winread.c): the window REMAP fast path, its notification writer thread, and
+  window WRITEs (the launder, write(2), write-backs) and READs
+  (docs/decisions.md 21, docs/performance.md).
+- ``vmcore._ptscan`` (native/winscan.c): which page-table chunks a reverse-map
+  lookup or a zap of an object range must look at (vmcore/pagetable.py).
+- ``mount.server._hotpath`` (native/hotpath.c): READ, WRITE, GETATTR and LOOKUP
+  of regular files (mount/server/hotpath.py, docs/decisions.md 23).
 - ``mount.server._uring_native`` (native/uring.c): the FUSE-over-io_uring
   transport (mount/server/uring_fuse.py, docs/decisions.md 17).
 
@@ -18,7 +22,12 @@ Other extensions: one ``Extension`` line each in EXTENSIONS.
 from setuptools import Extension, setup
 
 EXTENSIONS = [
-    Extension("mount.server._winfast", ["native/winfast.c"], optional=True,
+    Extension("mount.server._winfast",
+              ["native/winfast.c", "native/winlaunder.c", "native/winwrite.c",
+               "native/winread.c"], optional=True,
+              extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                  "-Wno-missing-field-initializers"]),
+    Extension("vmcore._ptscan", ["native/winscan.c"], optional=True,
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("mount.server._hotpath", ["native/hotpath.c"], optional=True,

@@ -38,85 +38,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PAGE_SHIFT 12
-#define PAGE_SIZE 4096
-#define CHUNK_SHIFT 9
-#define CHUNK 512
 
-#define OP_IOCTL 39
-#define IN_HEADER 40
-#define IOCTL_IN 32
-#define REMAP_SIZE 32
-#define REMAP_CMD 0x40205302u
-#define NOTIFY_INVAL_INODE 2
-#define NOTIFY_STORE 4
+#include "winfast.h"
 
-#define PTE_PRESENT 0x01
-#define PTE_FILE 0x02
-#define PTE_WRITE 0x04
-#define PTE_DIRTY 0x08
-#define PTE_ANON 0x10
-#define PTE_OWNPROT 0x20
 
-#define PG_UPTODATE 0x1
-#define PG_DIRTY 0x2
-
-#define VM_WRITE 0x2
-#define VM_SHARED 0x8
-#define VM_NONLINEAR 0x00800000
-#define VM_CAN_NONLINEAR 0x08000000
-
-#define PROT_READ_ 0x1
-#define PROT_WRITE_ 0x2
-#define PROT_EXEC_ 0x4
-
-#define MAP_POPULATE_ 0x8000
-#define MAP_NONBLOCK_ 0x10000
-
-/* ------------------------------------------------------------------ batches */
-
-enum { ST_NONE = 0, ST_QUEUED, ST_CANCELLED, ST_WRITTEN };
-
-#define MAXPAGES 16 /* pages of one REMAP the engine takes (vlm_window's slots: 2) */
-#define MAXMSG (2 * MAXPAGES + 1)
-
-typedef struct batch {
-    struct batch *next;
-    int nmsg;
-    size_t off[MAXMSG], len[MAXMSG];
-    /* per message: ST_NONE (not a store) or the state of its NOTIFY_STORE */
-    int state[MAXMSG];
-    uint64_t page[MAXMSG]; /* the window page a store is of */
-    uint64_t ino;
-    size_t cap;
-    unsigned char buf[]; /* the messages, back to back */
-} batch_t;
-
-typedef struct {
-    PyObject_HEAD
-    int fd;
-    PyObject *table;       /* fsimpl WindowTable */
-    PyObject *fs;          /* its ShmFs */
-    PyObject *fault_stats; /* vmcore.fault.FAULT_STATS */
-    PyObject *py_stores;   /* the session's own queued stores: {(ino, page): gen} */
-    pthread_t thread;
-    int started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv, idle;
-    batch_t *head, *tail;
-    long queued;
-    int stop;
-    int sleeping; /* the writer waits on cv: only then does a new batch signal it */
-    /* counters */
-    unsigned long long handled, declined, invals, stores, stores_skipped, write_errors;
-    unsigned long long last_write_errno;
-    long last_decline; /* source line of the last decline after the header checks */
-} Engine;
-
-static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 static void *writer_main(void *arg)
 {
@@ -131,6 +56,9 @@ static void *writer_main(void *arg)
         batch_t *b = e->head;
         if (!b)
             break; /* stop, and nothing left */
+        uint64_t t0 = now_ns();
+        e->t_handoff += t0 - b->t_queued;
+        e->n_handoff++;
         for (int k = 0; k < b->nmsg; k++) {
             if (b->state[k] == ST_CANCELLED) {
                 e->stores_skipped++;
@@ -142,11 +70,23 @@ static void *writer_main(void *arg)
                 b->state[k] = ST_WRITTEN;
             pthread_mutex_unlock(&e->mu);
             ssize_t r;
+            uint64_t tw = now_ns();
             do {
                 r = write(e->fd, b->buf + b->off[k], b->len[k]);
             } while (r < 0 && errno == EINTR);
             int err = r < 0 ? errno : 0;
+            tw = now_ns() - tw;
             pthread_mutex_lock(&e->mu);
+            if (k == b->nmsg - 1) {
+                e->t_reply += tw;
+                e->n_reply++;
+            } else if (get_u32(b->buf + b->off[k] + 4) == NOTIFY_STORE) {
+                e->t_store += tw;
+                e->n_store++;
+            } else {
+                e->t_inval += tw;
+                e->n_inval++;
+            }
             /* ENOENT: inode unknown to the kernel, or the request is gone */
             if (err && err != ENOENT && err != ENODEV) {
                 e->write_errors++;
@@ -178,7 +118,7 @@ static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas
     *s_address, *s_k_remaps, *s_k_pushed, *s_k_inval_events, *s_k_inval_pages;
 
 /* getattr -> C long long; 0 ok, -1 declined (error cleared) */
-static int attr_ll(PyObject *o, PyObject *name, long long *out)
+int attr_ll(PyObject *o, PyObject *name, long long *out)
 {
     PyObject *v = PyObject_GetAttr(o, name);
     if (!v) {
@@ -196,7 +136,7 @@ static int attr_ll(PyObject *o, PyObject *name, long long *out)
 }
 
 /* obj.name += delta on an int attribute; -1 with an exception set on failure */
-static int incr_attr(PyObject *o, PyObject *name, long long delta)
+int incr_attr(PyObject *o, PyObject *name, long long delta)
 {
     long long v;
     PyObject *cur = PyObject_GetAttr(o, name);
@@ -215,7 +155,7 @@ static int incr_attr(PyObject *o, PyObject *name, long long delta)
 }
 
 /* d[key] += delta for a dict (collections.Counter included) */
-static int incr_item(PyObject *d, PyObject *key, long long delta)
+int incr_item(PyObject *d, PyObject *key, long long delta)
 {
     long long v = 0;
     PyObject *cur = PyDict_GetItemWithError(d, key); /* borrowed */
@@ -235,7 +175,7 @@ static int incr_item(PyObject *d, PyObject *key, long long delta)
 }
 
 /* A writable, C-contiguous buffer of exactly n items of itemsize bytes. */
-static int get_array(PyObject *owner, PyObject *name, Py_ssize_t n, Py_ssize_t itemsize,
+int get_array(PyObject *owner, PyObject *name, Py_ssize_t n, Py_ssize_t itemsize,
                      Py_buffer *view)
 {
     PyObject *arr = PyObject_GetAttr(owner, name);
@@ -256,7 +196,7 @@ static int get_array(PyObject *owner, PyObject *name, Py_ssize_t n, Py_ssize_t i
     return 0;
 }
 
-static int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view)
+int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view)
 {
     if (PyObject_GetBuffer(arr, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
         PyErr_Clear();
@@ -281,7 +221,7 @@ static int c_store_queued(Engine *e, uint64_t ino, uint64_t page)
 }
 
 /* fsimpl's store_queued(ino, page): in the session's Python queue or in ours. */
-static int store_queued(Engine *e, uint64_t ino, uint64_t page)
+int store_queued(Engine *e, uint64_t ino, uint64_t page)
 {
     int r;
     pthread_mutex_lock(&e->mu);
@@ -302,7 +242,7 @@ static int store_queued(Engine *e, uint64_t ino, uint64_t page)
 
 /* fsimpl _settle: a page pushed earlier whose NOTIFY_STORE is no longer queued is
  * neither pushed nor pending any more (the kernel has it). -1 with an exception set. */
-static int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
+int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
                   PyObject *pending)
 {
     int inp = PySet_Contains(pushed, key);
@@ -906,6 +846,7 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
             for (int k = 0; k < n; k++)
                 b->state[nruns + k] = ST_QUEUED;
         b->next = NULL;
+        b->t_queued = now_ns();
         if (e->tail)
             e->tail->next = b;
         else
@@ -1034,10 +975,33 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     PyObject *r;
     pthread_mutex_lock(&e->mu);
-    r = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:l}", "remaps", e->handled, "declined",
-                      e->declined, "invals", e->invals, "stores", e->stores, "stores_skipped",
-                      e->stores_skipped, "write_errors", e->write_errors, "last_write_errno",
-                      e->last_write_errno, "queued", e->queued, "last_decline", e->last_decline);
+    r = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:l,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:l}", "remaps",
+                      e->handled, "declined", e->declined, "invals", e->invals, "stores",
+                      e->stores, "stores_skipped", e->stores_skipped, "write_errors",
+                      e->write_errors, "last_write_errno", e->last_write_errno, "queued",
+                      e->queued, "last_decline", e->last_decline, "launders", e->launders,
+                      "launders_discarded", e->launders_discarded, "launder_declined",
+                      e->launder_declined, "launder_reply_errors", e->reply_errors,
+                      "last_launder_decline", e->last_launder_decline, "wstores", e->wstores,
+                      "wstore_declined", e->wstore_declined, "last_wstore_decline",
+                      e->last_wstore_decline);
+    if (r) {
+        PyObject *t = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "handoff_ns",
+                                    e->t_handoff, "handoffs", e->n_handoff, "inval_write_ns",
+                                    e->t_inval, "inval_writes", e->n_inval, "store_write_ns",
+                                    e->t_store, "store_writes", e->n_store, "reply_write_ns",
+                                    e->t_reply, "reply_writes", e->n_reply);
+        if (!t || PyDict_SetItemString(r, "writer", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
+    if (r) {
+        PyObject *t = Py_BuildValue("{s:K,s:K,s:l}", "reads", e->reads, "declined",
+                                    e->read_declined, "last_decline", e->last_read_decline);
+        if (!t || PyDict_SetItemString(r, "read", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1132,6 +1096,12 @@ static PyMethodDef Engine_methods[] = {
      "store_queued(ino, page): a NOTIFY_STORE of that page is queued here"},
     {"cancel", (PyCFunction)Engine_cancel, METH_VARARGS,
      "cancel(ino, first, last): drop queued stores of those pages"},
+    {"write", (PyCFunction)Engine_write, METH_VARARGS,
+     "write(msg, fd) -> None (declined, nothing changed) or 0 / the errno of the reply "
+     "write: a WRITE of a window answered (native/winlaunder.c, winwrite.c)"},
+    {"read", (PyCFunction)Engine_read, METH_VARARGS,
+     "read(msg, fd) -> None (declined) or 0 / the errno of the reply write: a READ of "
+     "window pages answered (native/winread.c)"},
     {"statistics", (PyCFunction)Engine_statistics, METH_NOARGS, "counters"},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, "write what is queued, stop the thread"},
     {NULL, NULL, 0, NULL},
@@ -1215,6 +1185,8 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_k_pushed, "pushed_pages");
     INTERN(s_k_inval_events, "inval_events");
     INTERN(s_k_inval_pages, "inval_pages");
+    if (winlaunder_init() < 0 || winwrite_init() < 0 || winread_init() < 0)
+        return NULL;
     if (PyType_Ready(&EngineType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&moddef);

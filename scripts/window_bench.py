@@ -138,10 +138,12 @@ class _Side:
         os.unlink(self.objpath)
 
 
-def stream(side: _Side, steps: int, seed: int) -> dict[str, Any]:
-    """The remap-then-touch stream; every load checked against the page's number."""
+def stream(side: _Side, steps: int, seed: int, stores: float = 0.25) -> dict[str, Any]:
+    """The remap-then-touch stream; every load checked against the page's number;
+    ``stores``: the fraction of steps that also store (each makes a launder WRITE
+    at the next remap of that window page)."""
     rng = random.Random(seed)
-    plan = [(rng.randrange(WIN_PAGES), rng.randrange(OBJ_PAGES), rng.random() < 0.25)
+    plan = [(rng.randrange(WIN_PAGES), rng.randrange(OBJ_PAGES), rng.random() < stores)
             for _ in range(steps)]
     errors = 0
     base = side.base
@@ -207,7 +209,7 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             if kind == "shmfs":
                 out["daemon_native"] = t.stats().get("session", {}).get("winfast", {})
             if "stream" in args.only:
-                out["stream"] = stream(side, args.steps, args.seed)
+                out["stream"] = stream(side, args.steps, args.seed, args.stores)
             if "batch" in args.only:
                 out["batch"] = batch(side, args.batch_rounds)
             if "remove" in args.only:
@@ -223,6 +225,8 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=20000, help="remap-then-touch steps")
+    p.add_argument("--stores", type=float, default=0.25,
+                   help="fraction of stream steps that also store (0: no launders)")
     p.add_argument("--batch-rounds", type=int, default=10, help="whole-window batch remaps")
     p.add_argument("--seed", type=int, default=12)
     p.add_argument("--no-remapv", action="store_true",

@@ -26,6 +26,7 @@ vectorised per chunk.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,24 @@ PTE_WRITE = 0x04
 PTE_DIRTY = 0x08
 PTE_ANON = 0x10
 PTE_OWNPROT = 0x20
+
+try:  # native/winscan.c: which chunks a pgoff-range scan must look at (C, optional)
+    from vmcore._ptscan import hits as _chunk_hits
+except ImportError:  # built without a C compiler: every chunk goes through numpy
+    _chunk_hits = None
+if os.environ.get("SHMFS_PTSCAN", "1") == "0":  # A/B measurements: numpy only
+    _chunk_hits = None
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _candidates(chunks: dict[int, Any], first: int, last: int, need: int) -> set[int] | None:
+    """The keys of the chunks that may hold an entry (``bits & need``) showing a pgoff
+    in [first, last], or are empty; None: no filter (look at every chunk).  A scan of
+    a big nonlinear table for one page is ~0.1 us a chunk in C instead of ~6 numpy
+    calls a chunk (docs/performance.md, "Window WRITEs and READs in C")."""
+    if _chunk_hits is None or len(chunks) < 4:
+        return None
+    return set(_chunk_hits(chunks, max(first, _I64_MIN), min(last, _I64_MAX), need))
 
 
 class _Chunk:
@@ -288,7 +307,16 @@ class PageTable:
         """
         parts: list[Zapped] = []
         last = (1 << 62) if pg_last is None else pg_last
+        cand = None
+        if not clear_file:  # chunks without a present entry in range are left as they are
+            f, t = (pg_first, last) if pg_first > 0 or pg_last is not None else (
+                _I64_MIN, _I64_MAX)
+            if pg_set is not None and len(pg_set):
+                f, t = max(f, int(pg_set[0])), min(t, int(pg_set[-1]))
+            cand = _candidates(self._chunks, f, t, PTE_PRESENT)
         for k, c, s, e in list(self._slices(lo, hi)):
+            if cand is not None and k not in cand:
+                continue
             b = c.bits[s:e]
             pg = c.pgoff[s:e]
             m = (b & PTE_PRESENT) != 0
@@ -367,7 +395,10 @@ class PageTable:
         """(vpns, pgoffs) of present or file entries whose pgoff is in [pg_first, pg_last]."""
         vs: list[np.ndarray] = []
         ps: list[np.ndarray] = []
+        cand = _candidates(self._chunks, pg_first, pg_last, PTE_PRESENT | PTE_FILE)
         for k, c in self._chunks.items():
+            if cand is not None and k not in cand:
+                continue
             m = ((c.bits & (PTE_PRESENT | PTE_FILE)) != 0) & ((c.bits & PTE_ANON) == 0)
             m &= (c.pgoff >= pg_first) & (c.pgoff <= pg_last)
             idx = np.flatnonzero(m)

@@ -88,6 +88,7 @@ OPCODE_INIT = 26
 OPCODE_DESTROY = 38
 OPCODE_IOCTL = 39
 _UNORDERED = (OPCODE_READ, OPCODE_WRITE)  # replies that never wait for notifications
+_NATIVE_IO = (OPCODE_READ, OPCODE_WRITE)  # window READ/WRITE the C engine may answer
 
 
 def _read_request(fd: int, buf: bytearray) -> int | None:
@@ -204,6 +205,7 @@ class Session:
         self._hotpath: Any = None if (debug or uring or persist is not None) else (
             hotpath.engine(self.fs, ops.config.attr_timeout, ops.config.entry_timeout,
                            ops.generation))
+        self._winfast_writes = winfast.writes_enabled()  # window WRITEs in C too
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
         # -o restartable (mount/server/restart.py): the journal hooks around every request,
@@ -362,8 +364,10 @@ class Session:
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
-        if (len(msg) > 40 and msg[4] == OPCODE_IOCTL and self._winfast is not False
-                and self._native(msg, t0)):
+        if (len(msg) > 40 and self._winfast is not False and (
+                (msg[4] == OPCODE_IOCTL and self._native(msg, t0))
+                or (msg[4] in _NATIVE_IO and self._winfast and self._winfast_writes
+                    and self._native_io(msg, t0)))):
             return
         hp = self._hotpath
         if hp is not None and not self._stores and self._hot(hp, msg, t0):
@@ -511,6 +515,31 @@ class Session:
             return False
         if err:
             self._write_failed(OSError(err, os.strerror(err)))
+        return True
+
+    def _native_io(self, msg: memoryview, t0: int) -> bool:
+        """A WRITE or READ of a window answered by the C engine (native/winlaunder.c:
+        the launder a remap's invalidation waits for; native/winwrite.c: write(2) and
+        write-backs through the page table; native/winread.c: READ), reply included,
+        written here by the reader: the writer thread may be blocked in the
+        invalidation it answers."""
+        opcode = msg[4]
+        eng = self._winfast
+        try:
+            err = (eng.write if opcode == OPCODE_WRITE else eng.read)(msg, self._reply_fd)
+        except Exception:  # an allocation failure after the engine began changing state
+            log.exception("window READ/WRITE fast path failed")
+            self._write([reply_error(int.from_bytes(msg[8:16], "little"), errno.EIO)])
+            return True
+        if err is None:
+            return False
+        if err:
+            self._write_failed(OSError(err, os.strerror(err)))
+        entry = self.stats.requests.get(opcode)
+        if entry is None:
+            entry = self.stats.requests[opcode] = [0, 0]
+        entry[0] += 1
+        entry[1] += time.perf_counter_ns() - t0
         return True
 
     def _native_pending(self) -> bool:

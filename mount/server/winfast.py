@@ -7,7 +7,10 @@ every REMAP in Python) or ``SHMFS_WINFAST=0`` is set (A/B measurements, the
 twin tests).  The engine answers a REMAP of one page in the common state
 entirely in C and hands its notifications and reply to its own writer thread;
 anything else it declines, untouched, to the Python path
-(docs/decisions.md, "The window REMAP fast path in C").
+(docs/decisions.md, "The window REMAP fast path in C").  ``Engine.write`` does
+the same for a WRITE of a window: the launder of a remapped page
+(native/winlaunder.c) and write(2)/write-backs through the page table
+(native/winwrite.c); ``SHMFS_WINFAST_WRITE=0`` leaves those to Python.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def writes_enabled() -> bool:
+    """Whether the session gives window WRITEs (launders, write(2), write-backs) to
+    the engine too; ``SHMFS_WINFAST_WRITE=0`` keeps them in Python (A/B runs)."""
+    return os.environ.get("SHMFS_WINFAST_WRITE", "1") != "0"
 
 
 def engine(fd: int, fs: Any, stores: dict) -> Any:

@@ -176,6 +176,7 @@ def test_remaps_race_reads_writes_and_truncates(wmount: Path, wdir: Path) -> Non
         n, torn = map(int, out.split())
         assert n > 0 and torn == 0
         assert _native(wmount)["remaps"] > before
+        assert _native(wmount)["read"]["reads"] > 0  # the reader's preads, in C
         w.sync()
         size = os.stat(obj).st_size
         with open(obj, "rb") as f:
@@ -187,3 +188,310 @@ def test_remaps_race_reads_writes_and_truncates(wmount: Path, wdir: Path) -> Non
                     continue
                 f.seek(pinfo.pgoff * P)
                 assert w.pread(i * P, P) == f.read(P), (i, pinfo.pgoff)
+
+
+def test_launders_take_the_native_path(wmount: Path, wdir: Path) -> None:
+    """Stores through a MAP_SHARED mapping of the window, then remaps of the stored
+    pages: the kernel writes each back inside the remap's invalidation (the launder),
+    the engine answers it, and every stored byte lands in the object page the window
+    page showed when it was stored -- checked against a model after munmap and sync."""
+    _launder_model(wmount, wdir)
+
+
+def test_launders_with_two_readers(tmp_path: Path) -> None:
+    """The same with ``-o readers=2``: a launder read by the second reader is answered
+    on that reader's cloned fd (the kernel takes a reply only there)."""
+    from tests.support.mounts import shmfs_mount
+
+    with shmfs_mount("readers=2") as mnt:
+        d = mnt / "d"
+        d.mkdir()
+        _launder_model(mnt, d)
+
+
+def _launder_model(wmount: Path, wdir: Path) -> None:
+    nobj, npages = 64, 16
+    obj = wdir / "obj"
+    make_object(obj, nobj)
+    model = [bytearray(page_of(p)) for p in range(nobj)]
+    with Window.create(wdir / "win", obj, npages) as w, \
+            MapChild(wdir / "win", npages * P) as c:
+        w.remap(0, 1, 40, populate=True)  # the first remap (nonlinear now): Python
+        shown = {i: q.pgoff for i, q in enumerate(w.query(0, npages))}
+        before = _native(wmount)
+        rng = random.Random(11)
+        for step in range(300):
+            i = rng.randrange(npages)
+            free = sorted(set(range(nobj)) - set(shown.values()))  # no aliases: exact model
+            pg = rng.choice(free)
+            w.remap(i, 1, pg, populate=True)
+            shown[i] = pg
+            assert c.read(i * P, 16) == bytes(model[pg][:16])
+            if rng.random() < 0.5:
+                data = struct.pack("<QQ", 0xC0FFEE, step)
+                c.store(i * P + 32, data)
+                model[pg][32:48] = data
+        after = _native(wmount)
+        assert c.munmap() == 0  # the last stores are written back now
+        w.sync()
+    assert after["launders"] - before["launders"] > 50
+    assert after["launder_reply_errors"] == 0 and after["write_errors"] == 0
+    with open(obj, "rb") as f:
+        got = f.read()
+    for p in range(nobj):
+        assert got[p * P:(p + 1) * P] == bytes(model[p]), p
+
+
+def test_launders_race_object_writes_and_truncates(wmount: Path, wdir: Path) -> None:
+    """Stores and remaps (native launders) while another thread rewrites and truncates
+    the object: the daemon stays up and answers, the launders it took are counted,
+    and afterwards every window page shows exactly the object page its table names."""
+    npages, nobj = 32, 128
+    obj = wdir / "obj"
+    make_object(obj, nobj)
+    ofd = os.open(obj, os.O_RDWR)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        rng = random.Random(6)
+        try:
+            while not stop.is_set():
+                p = rng.randrange(nobj)
+                os.pwrite(ofd, page_of(p, 3), p * P)
+                if rng.random() < 0.05:
+                    os.ftruncate(ofd, (nobj // 2) * P)
+                    os.ftruncate(ofd, nobj * P)
+        except BaseException as e:  # reported by the test
+            errors.append(e)
+
+    with Window.create(wdir / "win", obj, npages) as w:
+        w.remap(0, 1, 1, populate=True)
+        before = _native(wmount)["launders"]
+        t = threading.Thread(target=churn)
+        with MapChild(wdir / "win", npages * P) as c:
+            t.start()
+            try:
+                rng = random.Random(8)
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline:
+                    i = rng.randrange(npages)
+                    w.remap(i, 1, rng.randrange(nobj), populate=True)
+                    try:
+                        c.store(i * P + 64, b"\xee" * 16)
+                    except AssertionError:  # SIGBUS: the page is past a truncated end
+                        break
+            finally:
+                stop.set()
+                t.join()
+                os.close(ofd)
+        assert not errors, errors
+        assert _native(wmount)["launders"] > before
+        try:
+            w.sync()
+        except OSError as e:  # a store whose page a truncate took: reported once, as
+            assert e.errno == errno.EIO  # a write-back past a file's end is
+        w.sync()
+        size = os.stat(obj).st_size
+        with open(obj, "rb") as f:
+            for i, pinfo in enumerate(w.query(0, npages)):
+                if pinfo.pgoff * P >= size:
+                    continue
+                f.seek(pinfo.pgoff * P)
+                assert w.pread(i * P, P) == f.read(P), (i, pinfo.pgoff)
+
+
+def test_launder_attack_read_only_window_user(tmp_path: Path) -> None:
+    """An unprivileged user on an allow_other mount who may only read a window (0644)
+    gets no write-back into its object: no writable shared mapping, no writable
+    descriptor -- and so no launder, native or not, changes the object."""
+    from tests.live.helpers import as_user
+    from tests.support.mounts import shmfs_mount
+
+    with shmfs_mount("allow_other,mode=1777") as mnt:
+        obj = mnt / "obj"
+        make_object(obj, 8)
+        os.chmod(obj, 0o600)
+        with Window.create(mnt / "win", obj, 4) as w, MapChild(mnt / "win", 4 * P) as c:
+            os.chmod(mnt / "win", 0o644)
+            w.remap(0, 1, 5, populate=True)
+            w.remap(1, 1, 6, populate=True)
+            c.store(P + 16, b"root's store....")  # root's own launder, for contrast
+            w.remap(1, 1, 7, populate=True)
+            n = _native(mnt)["launders"]
+
+            def attack() -> object:
+                import mmap
+
+                fd = os.open(mnt / "win", os.O_RDONLY)
+                try:
+                    try:
+                        mmap.mmap(fd, 4 * P, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                        return "mapped writable"
+                    except PermissionError:
+                        pass
+                    try:
+                        os.pwrite(fd, b"x" * P, 0)
+                        return "wrote"
+                    except OSError as e:
+                        assert e.errno == errno.EBADF
+                    return "refused"
+                finally:
+                    os.close(fd)
+
+            assert as_user(65534, 65534, attack) == ("ok", "refused")
+            # READ (in C when the page is present): exactly what open(2) grants
+            reads = _native(mnt)["read"]["reads"]
+            assert as_user(65534, 65534, lambda: os.pread(
+                os.open(mnt / "win", os.O_RDONLY), 16, 0)) == ("ok", page_of(5)[:16])
+            os.chmod(mnt / "win", 0o600)
+            assert as_user(65534, 65534, lambda: os.open(mnt / "win", os.O_RDONLY)) == (
+                "errno", errno.EACCES)
+            assert _native(mnt)["read"]["reads"] >= reads
+            assert as_user(65534, 65534, lambda: os.open(mnt / "win", os.O_RDWR)) == (
+                "errno", errno.EACCES)
+            w.remap(0, 1, 2, populate=True)
+            assert _native(mnt)["launders"] == n  # nothing was dirtied since
+            with open(obj, "rb") as f:
+                data = f.read()
+            assert data[6 * P + 16:6 * P + 32] == b"root's store...."
+            assert data[5 * P:6 * P] == page_of(5)
+
+
+def test_window_writes_take_the_native_path(wmount: Path, wdir: Path) -> None:
+    """pwrite(2) into a window and msync of stores through a mapping: the engine
+    stores through the page table (STATS ``wstores``), and the object holds exactly
+    the bytes, page for page, where the window showed them."""
+    nobj, npages = 64, 16
+    obj = wdir / "obj"
+    make_object(obj, nobj)
+    model = [bytearray(page_of(p)) for p in range(nobj)]
+    with Window.create(wdir / "win", obj, npages) as w, \
+            MapChild(wdir / "win", npages * P) as c:
+        w.remap(0, 1, 40, populate=True)
+        rng = random.Random(4)
+        shown = {i: q.pgoff for i, q in enumerate(w.query(0, npages))}
+        before = _native(wmount)
+        for step in range(200):
+            i = rng.randrange(npages)
+            pg = rng.choice(sorted(set(range(nobj)) - set(shown.values())))
+            w.remap(i, 1, pg, populate=True)
+            shown[i] = pg
+            data = struct.pack("<QQ", 0xBEEF, step)
+            if step % 2:
+                os.pwrite(w.fd, data, i * P + 48)
+            else:
+                c.store(i * P + 48, data)
+                assert c.msync() == 0  # the write-back: nothing pending
+            model[pg][48:64] = data
+            assert w.pread(i * P + 48, 16) == data
+        after = _native(wmount)
+        assert c.munmap() == 0
+        w.sync()
+    assert after["wstores"] - before["wstores"] > 150
+    assert after["launder_reply_errors"] == 0
+    with open(obj, "rb") as f:
+        got = f.read()
+    for p in range(nobj):
+        assert got[p * P:(p + 1) * P] == bytes(model[p]), p
+
+
+_WRITER = textwrap.dedent("""
+    import os, sys, random, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    npages, until = int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+    rng, n = random.Random(17), 0
+    while time.monotonic() < until:
+        i = rng.randrange(npages)
+        try:
+            os.pwrite(fd, bytes([n & 255]) * 512, i * 4096 + 1024)
+        except OSError as e:
+            assert e.errno in (5, 28), e  # EIO past the object's end
+        n += 1
+    print(n, flush=True)
+""")
+
+
+def test_window_writes_race_remaps_and_truncates(wmount: Path, wdir: Path) -> None:
+    """Another process pwrites into the window while this one remaps (native) and
+    the object is rewritten and truncated: the daemon stays up, the engine took
+    writes, and afterwards every window page reads as the object page it shows."""
+    npages, nobj = 32, 128
+    obj = wdir / "obj"
+    make_object(obj, nobj)
+    ofd = os.open(obj, os.O_RDWR)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        rng = random.Random(2)
+        try:
+            while not stop.is_set():
+                p = rng.randrange(nobj)
+                os.pwrite(ofd, page_of(p, 4), p * P)
+                if rng.random() < 0.05:
+                    os.ftruncate(ofd, (nobj // 2) * P)
+                    os.ftruncate(ofd, nobj * P)
+        except BaseException as e:  # reported by the test
+            errors.append(e)
+
+    with Window.create(wdir / "win", obj, npages) as w:
+        for i in range(npages):
+            w.remap(i, 1, i, populate=True)
+        before = _native(wmount)["wstores"]
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(wdir / "win"),
+                                   str(npages), "3"], stdout=subprocess.PIPE, text=True)
+        t = threading.Thread(target=churn)
+        t.start()
+        try:
+            rng = random.Random(12)
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                w.remap(rng.randrange(npages), 1, rng.randrange(nobj), populate=True)
+        finally:
+            stop.set()
+            t.join()
+            out, _ = writer.communicate(timeout=60)
+            os.close(ofd)
+        assert not errors, errors
+        assert writer.returncode == 0 and int(out) > 0
+        assert _native(wmount)["wstores"] > before
+        w.sync()
+        size = os.stat(obj).st_size
+        with open(obj, "rb") as f:
+            for i, pinfo in enumerate(w.query(0, npages)):
+                if pinfo.pgoff * P >= size:
+                    continue
+                f.seek(pinfo.pgoff * P)
+                assert w.pread(i * P, P) == f.read(P), (i, pinfo.pgoff)
+
+
+def test_window_reads_take_the_native_path(wmount: Path, wdir: Path) -> None:
+    """A page the remap made present but the kernel no longer caches (dropped here
+    with POSIX_FADV_DONTNEED), and a page remapped without populating (a file PTE,
+    as uml_physmem's after REMAPV/MPROTECT): its READ is answered in C -- faulting
+    the page in for the second -- with the bytes of the page shown."""
+    nobj, npages = 64, 16
+    obj = wdir / "obj"
+    make_object(obj, nobj)
+    with Window.create(wdir / "win", obj, npages) as w:
+        w.remap(0, 1, 40, populate=True)
+        before = _native(wmount)["read"]["reads"]
+        rng = random.Random(21)
+        for _ in range(100):
+            i, pg = rng.randrange(npages - 1), rng.randrange(nobj - 1)
+            w.remap(i, 2, pg, populate=True)
+            os.posix_fadvise(w.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert w.pread(i * P + 8, P) == page_of(pg)[8:] + page_of(pg + 1)[:8]
+        assert _native(wmount)["read"]["reads"] - before >= 90
+        # remapped without populating: a file PTE, faulted in by the READ, in C
+        before = _native(wmount)["read"]["reads"]
+        with MapChild(wdir / "win", npages * P) as c:
+            for step in range(100):
+                i, pg = rng.randrange(npages), rng.randrange(nobj)
+                _remap_raw(w.fd, i * P, P, pg, flags=0x10000)  # MAP_NONBLOCK
+                if step % 2:
+                    assert w.pread(i * P, 32) == page_of(pg)[:32]
+                else:
+                    assert c.read(i * P, 32) == page_of(pg)[:32]
+        assert _native(wmount)["read"]["reads"] - before >= 50

@@ -11,11 +11,22 @@ what the engine must decline (first remap, a new page-table chunk, holes, pages
 beyond EOF, several pages, unaligned starts, prot, unknown flags, read-only
 descriptors), so the decline rules are checked too: a decline that changed
 anything would make the states differ.
+
+The launder (native/winlaunder.c) is twinned the same way: a write-back WRITE
+(FUSE_WRITE_CACHE, one page) goes to ``Engine.write`` first on the native twin
+and must give the reply bytes and the state -- the object's page bytes, the
+filesystem's operation counters, the inode times (both twins run on a counting
+clock), the rmap's lookup count -- of the Python path, whether it was taken (a
+redirect to the page the window showed when stored, or a DISCARD) or declined
+(not pending, a refused page, another cached window page showing the target, a
+hole, the object's cached copy); so are write(2)s and write-backs with nothing
+pending (native/winwrite.c: stores through the page table).
 """
 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import struct
 
@@ -49,7 +60,7 @@ class Twin:
     """One filesystem, its window, and how its replies are collected."""
 
     def __init__(self, native: bool) -> None:
-        self.fs = fs = ShmFs(FsOptions())
+        self.fs = fs = ShmFs(FsOptions(), clock=itertools.count(1).__next__)
         a, self.ofh = fs.create(1, b"obj", 0o644, os.O_RDWR, ROOT)
         self.obj = a.ino
         data = b"".join(struct.pack("<Q", p) * 512 for p in range(OBJ_DATA))
@@ -119,6 +130,37 @@ class Twin:
                 return True, got
         return False, self._python(msg)
 
+    def launder(self, page: int, value: int, fh: int | None = None,
+                flags: int = 1, size: int = P4, off: int = 0) -> tuple[bool, list[bytes]]:
+        """The kernel's write-back of window page ``page`` (a WRITE, FUSE_WRITE_CACHE),
+        or with ``flags`` 0 a write(2) of ``size`` bytes at ``off`` into the page."""
+        self.unique += 1
+        body = P.WRITE_IN.pack(self.wfh if fh is None else fh, page * P4 + off, size, flags, 0,
+                               os.O_RDWR, 0) + bytes([value]) * size
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.WRITE), self.unique, self.win,
+                               0, 0, 1, 0, 0) + body
+        if self.engine is not None:
+            r = self.engine.write(memoryview(bytearray(msg)), self.wfd)
+            if r is not None:
+                assert r == 0
+                return True, self._drain()
+        return False, self._python(msg)
+
+    def read_msg(self, page: int, size: int = P4, off: int = 0,
+                 fh: int | None = None) -> tuple[bool, list[bytes]]:
+        """The kernel's READ of ``size`` bytes at ``off`` into window page ``page``."""
+        self.unique += 1
+        body = P.READ_IN.pack(self.wfh if fh is None else fh, page * P4 + off, size, 0, 0,
+                              os.O_RDWR, 0)
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.READ), self.unique, self.win,
+                               0, 0, 1, 0, 0) + body
+        if self.engine is not None:
+            r = self.engine.read(memoryview(bytearray(msg)), self.wfd)
+            if r is not None:
+                assert r == 0
+                return True, self._drain()
+        return False, self._python(msg)
+
     def state(self) -> dict:
         ws = self.t.wins[self.win]
         vmas = ws.window.mm.vmas
@@ -136,7 +178,18 @@ class Twin:
             "epoch": ws.epoch, "stats": dict(self.t.stats),
             "mm": ws.window.mm.statistics(), "fstats": ws.obj.mapping.fstats.as_dict(),
             "objsize": ws.obj.mapping.size, "budget": self.t.budget.statistics(),
+            "objbytes": _object_bytes(ws.obj.mapping),
+            "ops": dict(self.fs._ops), "lookups": ws.obj.mapping.rmap.stats.lookups,
+            "times": {i: (n.mtime_ns, n.ctime_ns) for i, n in self.fs._inodes.items()},
         }
+
+
+def _object_bytes(mapping: object) -> list[bytes | None]:
+    """Each object page's bytes (None: a hole), read from the arena without a fault
+    (a read() would count one in the statistics the twins compare)."""
+    n = (mapping.size + P4 - 1) // P4
+    frames = mapping.pages.lookup_range(0, n).tolist() if n else []
+    return [bytes(mapping.arena.view(f)) if f >= 0 else None for f in frames]
 
 
 COMMON = st.tuples(st.just("remap"), st.sampled_from(PAGES), st.integers(0, 45),
@@ -155,6 +208,19 @@ OPS = st.one_of(
     st.tuples(st.just("read"), st.sampled_from(PAGES)),
     st.tuples(st.just("writeback"), st.sampled_from(PAGES), st.integers(0, 255)),
     st.tuples(st.just("objwrite"), st.integers(0, 40), st.integers(0, 255)),
+    st.tuples(st.just("launder"), st.sampled_from(PAGES), st.integers(0, 255)),
+    st.tuples(st.just("launder"), st.sampled_from(PAGES), st.integers(0, 255)),
+    st.tuples(st.just("punch"), st.integers(0, 40)),
+    # write(2) of a window through a WRITE message: the engine's store path
+    st.tuples(st.just("pwrite"), st.sampled_from(PAGES), st.integers(0, 255),
+              st.sampled_from([8, 100, P4, 2 * P4, 3 * P4 + 5, 17 * P4]),
+              st.sampled_from([0, 0, 16, P4 - 8]), st.sampled_from([0, 0, 0, 1])),
+    st.tuples(st.just("pwrite"), st.sampled_from(PAGES), st.integers(0, 255),
+              st.sampled_from([8, P4]), st.just(0), st.just(0)),
+    # a READ through a message: the engine's read path
+    st.tuples(st.just("rmsg"), st.sampled_from(PAGES), st.sampled_from([1, 100, P4, 2 * P4,
+                                                                        17 * P4]),
+              st.sampled_from([0, 0, 8, P4 - 4])),
 )
 
 
@@ -164,6 +230,19 @@ def _apply(tw: Twin, op: tuple) -> object:
         _k, page, pgoff, flags, size, prot, misalign, ro = op
         start = page * P4 + misalign
         return tw.ioctl(start, size, pgoff, prot, flags, tw.rofh if ro else None)
+    if kind == "launder":
+        return tw.launder(op[1], op[2])
+    if kind == "pwrite":  # (page, value, size, offset in the page, write flags)
+        _k, page, value, size, off, flags = op
+        if page * P4 + off + size > WIN_PAGES * P4:
+            size = WIN_PAGES * P4 - page * P4 - off
+        return tw.launder(page, value, flags=flags, size=size, off=off)
+    if kind == "rmsg":  # (page, size, offset in the page)
+        _k, page, size, off = op
+        return tw.read_msg(page, size, off)
+    if kind == "punch":  # FALLOC_FL_PUNCH_HOLE | KEEP_SIZE: pending targets become DISCARD
+        tw.fs.fallocate(tw.obj, tw.ofh, 3, op[1] * P4, P4)
+        return [encode_notify(ev) for ev in tw.fs.drain_events()]
     if kind == "read":
         return b"".join(bytes(v) for v in tw.t.read(tw.win, op[1] * P4, P4)) \
             if _readable(tw, op[1]) else None
@@ -192,7 +271,7 @@ def test_native_and_python_paths_agree(ops: list[tuple]) -> None:
         assert a.state() == b.state()
         for op in ops:
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] == "remap":
+            if op[0] in ("remap", "launder", "pwrite", "rmsg"):
                 assert ra[1] == rb[1], op  # the same notifications and reply bytes
             else:
                 a.fs.drain_events()
@@ -261,7 +340,7 @@ def test_long_random_sequence_mostly_native() -> None:
     Python path's bytes and state."""
     rng = np.random.default_rng(12)
     a, b = Twin(native=True), Twin(native=False)
-    native = 0
+    native = launders = stores = reads = 0
     try:
         for _ in range(600):
             r = rng.random()
@@ -272,13 +351,23 @@ def test_long_random_sequence_mostly_native() -> None:
                              int(rng.choice([1, 1, 1, 2, 3])) * P4, 0, 0, False)
             elif r < 0.75:
                 op = ("read", page)
-            elif r < 0.95:
+            elif r < 0.85:
                 op = ("writeback", page, int(rng.integers(0, 256)))
+            elif r < 0.90:
+                op = ("launder", page, int(rng.integers(0, 256)))
+            elif r < 0.93:
+                op = ("pwrite", page, int(rng.integers(0, 256)), int(rng.choice([8, P4, 2 * P4])),
+                      0, 0)
+            elif r < 0.95:
+                op = ("rmsg", page, int(rng.choice([8, P4, 2 * P4])), 0)
             else:
                 op = ("objwrite", int(rng.integers(0, 41)), int(rng.integers(0, 256)))
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] == "remap":
+            if op[0] in ("remap", "launder", "pwrite", "rmsg"):
                 native += ra[0]
+                launders += ra[0] and op[0] == "launder"
+                stores += ra[0] and op[0] == "pwrite"
+                reads += ra[0] and op[0] == "rmsg"
                 assert ra[1] == rb[1], op
             else:
                 a.fs.drain_events()
@@ -286,6 +375,9 @@ def test_long_random_sequence_mostly_native() -> None:
                 assert ra == rb, op
             assert a.state() == b.state(), op
         assert native > 150, native
+        assert launders > 5, launders
+        assert stores >= 3, stores
+        assert reads >= 3, reads
     finally:
         a.close()
         b.close()
@@ -306,6 +398,241 @@ def test_sixteen_pages_with_holes_in_one_call() -> None:
         native, got = a.ioctl(16 * P4, 17 * P4, 0, 0, POPULATE)
         assert not native and got == b.ioctl(16 * P4, 17 * P4, 0, 0, POPULATE)[1]
         assert a.state() == b.state()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_launder_redirect_and_discard_are_native_and_exact() -> None:
+    """A page the kernel cached, then remapped: its write-back goes to the object page
+    it showed (pending), taken by the engine, byte for byte and state for state as in
+    Python; after a punch of that object page, the write-back is dropped (DISCARD),
+    also in C.  A write-back of a page with nothing pending goes to Python."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)  # nonlinear
+            tw.t.read(tw.win, 3 * P4, P4)  # cached: shows object page 3
+            tw.ioctl(3 * P4, P4, 9, 0, NONBLOCK)  # moved: pending[3] = (3, rw)
+            assert tw.t.wins[tw.win].pending == {3: (3, 3)}
+        native, got = a.launder(3, 0xA5)
+        assert native and got == b.launder(3, 0xA5)[1]
+        assert [int.from_bytes(m[4:8], "little") for m in got] == [0]  # the reply alone
+        assert int.from_bytes(got[0][16:20], "little") == P4
+        assert a.state() == b.state()
+        pages = _object_bytes(a.t.wins[a.win].obj.mapping)
+        assert pages[3] == bytes([0xA5]) * P4  # where it was stored
+        assert pages[9][:8] == struct.pack("<Q", 9)  # not where it shows now
+        assert a.t.stats["writeback_redirected"] == 1
+        for tw in (a, b):  # a cached page's object page is punched: its write-back goes
+            tw.t.read(tw.win, 5 * P4, P4)
+            tw.fs.fallocate(tw.obj, tw.ofh, 3, 5 * P4, P4)
+            tw.fs.drain_events()
+            assert tw.t.wins[tw.win].pending[5] is None  # DISCARD
+        native, got = a.launder(5, 0x11)
+        assert native and got == b.launder(5, 0x11)[1]
+        assert a.state() == b.state() and a.t.stats["writeback_discarded"] == 1
+        # nothing pending for page 7: the write-back follows the page table, in Python
+        native, got = a.launder(7, 0x22)
+        assert not native and got == b.launder(7, 0x22)[1]
+        assert a.state() == b.state()
+        st_ = a.engine.statistics()
+        assert st_["launders"] == 2 and st_["launders_discarded"] == 1
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("case", ["short", "long", "flags0", "flags3", "unaligned", "badfh",
+                                  "otherfh", "past_end", "not_window", "huge_off", "header"])
+def test_malformed_launders_are_declined(case: str) -> None:
+    """What the engine must not take: each declines with the state untouched, and the
+    Python path answers it (an errno, or the write it is)."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)
+            tw.t.read(tw.win, 3 * P4, P4)
+            tw.ioctl(3 * P4, P4, 9, 0, NONBLOCK)  # pending: the engine's case but for `case`
+        kw: dict = {}
+        page = 3
+        if case == "short":
+            kw["size"] = 100
+        elif case == "long":
+            kw["size"] = 2 * P4
+        elif case == "flags0":
+            kw["flags"] = 0  # a write(2), not a write-back
+        elif case == "flags3":
+            kw["flags"] = 3  # FUSE_WRITE_LOCKOWNER too
+        elif case == "badfh":
+            kw["fh"] = 987654
+        elif case == "otherfh":
+            kw["fh"] = a.ofh  # a handle of another inode: EBADF in Python
+        elif case == "past_end":
+            page = WIN_PAGES
+        if case in ("unaligned", "not_window", "huge_off", "header"):
+            a.unique += 1
+            off = {"unaligned": 3 * P4 + 8, "huge_off": (1 << 63) - P4}.get(case, 3 * P4)
+            node = a.obj if case == "not_window" else a.win
+            body = P.WRITE_IN.pack(a.wfh, off, P4, 1, 0, 2, 0) + bytes(P4)
+            n = 40 + len(body) + (8 if case == "header" else 0)
+            msg = P.IN_HEADER.pack(n, int(P.Opcode.WRITE), a.unique, node, 0, 0, 1, 0, 0) + body
+            before = a.state()
+            assert a.engine.write(memoryview(bytearray(msg)), a.wfd) is None
+            assert a.state() == before
+            return
+        before = a.state()
+        native, got = a.launder(page, 0x33, **kw)
+        assert not native and got == b.launder(page, 0x33, **kw)[1]
+        assert a.state() == b.state()
+        assert before["objbytes"][3] == a.state()["objbytes"][3] or case in (
+            "flags0", "flags3", "long", "short")  # those are real writes, in Python
+    finally:
+        a.close()
+        b.close()
+
+
+def test_launder_with_another_cached_view_is_declined() -> None:
+    """Another cached window page shows the launder's target: the Python path must
+    invalidate it (a notification), so the engine declines; the outcome is Python's."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 3, 0, POPULATE)  # page 20 shows object page 3 (pushed)
+            tw.t.read(tw.win, 3 * P4, P4)  # page 3 (linear) shows it too, cached
+            tw.ioctl(3 * P4, P4, 9, 0, NONBLOCK)  # pending[3] = (3, rw)
+        native, got = a.launder(3, 0x44)
+        assert not native and got == b.launder(3, 0x44)[1]
+        assert a.state() == b.state()
+        assert 20 not in a.t.wins[a.win].cached  # invalidated by the Python path
+        assert a.engine.statistics()["launder_declined"] == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_window_writes_are_native_and_exact() -> None:
+    """write(2) and a write-back with nothing pending, of pages with a present,
+    writable PTE: the engine stores through the page table (the object page shown
+    now), byte for byte and state for state as in Python; a page that needs a fault,
+    or another cached view of the written object page, goes to Python."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)  # nonlinear
+            tw.ioctl(P4, P4, 9, 0, POPULATE)  # pages 1, 2: present, writable
+            tw.ioctl(2 * P4, P4, 10, 0, POPULATE)
+        cases = [
+            dict(page=1, value=0x51, flags=0, size=100, off=16),  # write(2) in one page
+            dict(page=1, value=0x52, flags=0, size=P4 + 16, off=P4 - 8),  # pages 2 and 3
+            dict(page=1, value=0x53, flags=0, size=2 * P4, off=0),  # pages 1 and 2
+            dict(page=2, value=0x54, flags=1, size=P4, off=0),  # write-back, nothing pending
+        ]
+        native = []
+        for c in cases:
+            na, ga = a.launder(c["page"], c["value"], flags=c["flags"], size=c["size"],
+                               off=c["off"])
+            nb, gb = b.launder(c["page"], c["value"], flags=c["flags"], size=c["size"],
+                               off=c["off"])
+            assert not nb and ga == gb, c
+            assert a.state() == b.state(), c
+            native.append(na)
+        # the second case reaches page 3, never faulted: Python; the others are native
+        assert native == [True, False, True, True]
+        pages = _object_bytes(a.t.wins[a.win].obj.mapping)
+        assert pages[9] == bytes([0x53]) * P4 and pages[10] == bytes([0x54]) * P4
+        assert a.engine.statistics()["wstores"] == 3
+        # another cached window page shows object page 9: Python invalidates it
+        for tw in (a, b):
+            tw.ioctl(5 * P4, P4, 9, 0, POPULATE)  # page 5 shows 9 too (pushed: cached)
+        na, ga = a.launder(1, 0x55, flags=0, size=8, off=0)
+        assert not na and ga == b.launder(1, 0x55, flags=0, size=8, off=0)[1]
+        assert a.state() == b.state() and 5 not in a.t.wins[a.win].cached
+    finally:
+        a.close()
+        b.close()
+
+
+def test_window_write_attacks_are_declined_untouched() -> None:
+    """Handles of another inode, unknown handles, O_APPEND handles, writes past the
+    window's end and lying sizes: declined with nothing changed (Python answers)."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)
+            tw.ioctl(P4, P4, 9, 0, POPULATE)
+        app = a.fs.open(a.win, os.O_RDWR | os.O_APPEND)
+        bpp = b.fs.open(b.win, os.O_RDWR | os.O_APPEND)
+        for fh_a, fh_b in [(a.ofh, b.ofh), (424242, 424242), (app, bpp)]:
+            na, ga = a.launder(1, 0x61, fh=fh_a, flags=0, size=8)
+            _nb, gb = b.launder(1, 0x61, fh=fh_b, flags=0, size=8)
+            assert not na and ga == gb
+            assert a.state() == b.state()
+        na, ga = a.launder(WIN_PAGES - 1, 0x62, flags=0, size=P4 + 8)  # past the end
+        assert not na and ga == b.launder(WIN_PAGES - 1, 0x62, flags=0, size=P4 + 8)[1]
+        assert a.state() == b.state()
+        a.unique += 1  # the header's length and the WRITE's size disagree
+        body = P.WRITE_IN.pack(a.wfh, P4, 100, 0, 0, 2, 0) + bytes(60)
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.WRITE), a.unique, a.win,
+                               0, 0, 1, 0, 0) + body
+        before = a.state()
+        assert a.engine.write(memoryview(bytearray(msg)), a.wfd) is None
+        assert a.state() == before
+    finally:
+        a.close()
+        b.close()
+
+
+def test_window_reads_are_native_and_exact() -> None:
+    """A READ of pages whose PTEs are present and readable, or file PTEs (the read
+    fault, in C, allocating a hole): the reply (header and page bytes) and the state
+    as in Python; a page whose fault raises SIGBUS, a foreign or unknown handle, a
+    READ past the window's end: Python, untouched."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)
+            tw.ioctl(P4, P4, 9, 0, POPULATE)
+            tw.ioctl(2 * P4, P4, 10, 0, POPULATE)
+            tw.ioctl(3 * P4, P4, 35, 0, POPULATE)  # a hole: populated, zero-filled
+        for page, size, off, want in [(1, P4, 0, True), (1, 2 * P4, 0, True),
+                                      (1, 100, 8, True), (3, P4, 0, True),
+                                      (2, 3 * P4, 0, True),  # 4: a none PTE, faulted in C
+                                      (WIN_PAGES - 1, 2 * P4, 0, False)]:  # past the end
+            na, ga = a.read_msg(page, size, off)
+            nb, gb = b.read_msg(page, size, off)
+            assert na == want and not nb and ga == gb, (page, size, off)
+            assert a.state() == b.state(), (page, size, off)
+        # a file PTE (remapped without populating): the READ faults it in, in C -- a
+        # resident object page, or a hole it allocates; a page past the object's end
+        # (SIGBUS: EIO) stays Python
+        for tw in (a, b):
+            tw.ioctl(4 * P4, P4, 11, 0, NONBLOCK)
+            tw.ioctl(5 * P4, P4, 34, 0, NONBLOCK)
+            tw.ioctl(6 * P4, P4, 44, 0, NONBLOCK)
+        for page, want in [(4, True), (5, True), (6, False), (4, True), (5, True)]:
+            na, ga = a.read_msg(page, P4)
+            nb, gb = b.read_msg(page, P4)
+            assert na == want and not nb and ga == gb, page
+            assert a.state() == b.state(), page
+        # a none PTE (never remapped, in an existing chunk): the linear page, in C
+        na, ga = a.read_msg(30, P4)
+        assert na and ga == b.read_msg(30, P4)[1]
+        assert a.state() == b.state()
+        for tw in (a, b):  # two window pages showing one hole: one READ allocates once
+            tw.ioctl(7 * P4, P4, 36, 0, NONBLOCK)
+            tw.ioctl(8 * P4, P4, 36, 0, NONBLOCK)
+        na, ga = a.read_msg(7, 2 * P4)
+        assert not na and ga == b.read_msg(7, 2 * P4)[1]  # declined: Python's order
+        assert a.state() == b.state()
+        got = a.read_msg(1, 16)[1][0]
+        assert got == b.read_msg(1, 16)[1][0]
+        assert got[16:24] == struct.pack("<Q", 9) and len(got) == 32
+        for fh_a, fh_b in [(a.ofh, b.ofh), (424242, 424242)]:
+            na, ga = a.read_msg(1, P4, fh=fh_a)
+            assert not na and ga == b.read_msg(1, P4, fh=fh_b)[1]
+            assert a.state() == b.state()
+        assert a.engine.statistics()["read"]["reads"] >= 5
     finally:
         a.close()
         b.close()

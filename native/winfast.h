@@ -1,0 +1,154 @@
+/*
+ * Shared by the two halves of mount.server._winfast: native/winfast.c (the REMAP,
+ * the writer thread, the module) and native/winlaunder.c (the launder WRITE).
+ */
+#ifndef SHMFS_WINFAST_H
+#define SHMFS_WINFAST_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define PAGE_SHIFT 12
+#define PAGE_SIZE 4096
+#define CHUNK_SHIFT 9
+#define CHUNK 512
+
+#define OP_IOCTL 39
+#define IN_HEADER 40
+#define IOCTL_IN 32
+#define REMAP_SIZE 32
+#define REMAP_CMD 0x40205302u
+#define NOTIFY_INVAL_INODE 2
+#define NOTIFY_STORE 4
+
+#define PTE_PRESENT 0x01
+#define PTE_FILE 0x02
+#define PTE_WRITE 0x04
+#define PTE_DIRTY 0x08
+#define PTE_ANON 0x10
+#define PTE_OWNPROT 0x20
+
+#define PG_UPTODATE 0x1
+#define PG_DIRTY 0x2
+
+#define VM_WRITE 0x2
+#define VM_SHARED 0x8
+#define VM_NONLINEAR 0x00800000
+#define VM_CAN_NONLINEAR 0x08000000
+
+#define PROT_READ_ 0x1
+#define PROT_WRITE_ 0x2
+#define PROT_EXEC_ 0x4
+
+#define MAP_POPULATE_ 0x8000
+#define MAP_NONBLOCK_ 0x10000
+
+/* ------------------------------------------------------------------ batches */
+
+enum { ST_NONE = 0, ST_QUEUED, ST_CANCELLED, ST_WRITTEN };
+
+#define MAXPAGES 16 /* pages of one REMAP the engine takes (vlm_window's slots: 2) */
+#define MAXMSG (2 * MAXPAGES + 1)
+
+typedef struct batch {
+    struct batch *next;
+    int nmsg;
+    size_t off[MAXMSG], len[MAXMSG];
+    /* per message: ST_NONE (not a store) or the state of its NOTIFY_STORE */
+    int state[MAXMSG];
+    uint64_t page[MAXMSG]; /* the window page a store is of */
+    uint64_t ino;
+    uint64_t t_queued; /* CLOCK_MONOTONIC ns when queued: the hand-off's start */
+    size_t cap;
+    unsigned char buf[]; /* the messages, back to back */
+} batch_t;
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    PyObject *table;       /* fsimpl WindowTable */
+    PyObject *fs;          /* its ShmFs */
+    PyObject *fault_stats; /* vmcore.fault.FAULT_STATS */
+    PyObject *py_stores;   /* the session's own queued stores: {(ino, page): gen} */
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv, idle;
+    batch_t *head, *tail;
+    long queued;
+    int stop;
+    int sleeping; /* the writer waits on cv: only then does a new batch signal it */
+    /* counters */
+    unsigned long long handled, declined, invals, stores, stores_skipped, write_errors;
+    unsigned long long last_write_errno;
+    long last_decline; /* source line of the last decline after the header checks */
+    /* the launder (native/winlaunder.c) */
+    unsigned long long launders, launders_discarded, launder_declined, reply_errors;
+    long last_launder_decline;
+    /* where the writer's time goes (ns, and how many): queue -> its first write
+     * (the hand-off), and the write(2) of each kind of message; an INVAL's write
+     * includes the launder the kernel makes us answer inside it */
+    unsigned long long t_handoff, n_handoff, t_inval, n_inval, t_store, n_store, t_reply,
+        n_reply;
+    /* the store through the page table (native/winwrite.c) */
+    unsigned long long wstores, wstore_declined;
+    long last_wstore_decline;
+    /* the READ (native/winread.c) */
+    unsigned long long reads, read_declined;
+    long last_read_decline;
+} Engine;
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static inline void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint32_t get_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* helpers of winfast.c (each documented there) */
+int attr_ll(PyObject *o, PyObject *name, long long *out);
+int incr_attr(PyObject *o, PyObject *name, long long delta);
+int incr_item(PyObject *d, PyObject *key, long long delta);
+int get_array(PyObject *owner, PyObject *name, Py_ssize_t n, Py_ssize_t itemsize,
+              Py_buffer *view);
+int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view);
+int store_queued(Engine *e, uint64_t ino, uint64_t page);
+int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
+           PyObject *pending);
+
+/* winlaunder.c: Engine.write, the launder (a write-back with a pending target) */
+#define MAXW 16 /* pages of one WRITE the engine takes */
+int winlaunder_init(void);
+PyObject *Engine_write(Engine *e, PyObject *args);
+int write_reply(Engine *e, int fd, uint64_t unique, uint32_t size);
+int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs, int npg,
+                     PyObject *self_ws, long long self_lo, long long self_hi);
+
+/* winwrite.c: a WRITE of window pages through the page table */
+typedef struct {
+    Engine *e;
+    int fd;
+    const unsigned char *data;
+    uint64_t unique, nodeid, off;
+    uint32_t size, wflags;
+    PyObject *ws, *inode, *handle; /* borrowed */
+} wreq_t;
+int winwrite_init(void);
+PyObject *winwrite_store(wreq_t *r);
+int cancel_stores(Engine *e, uint64_t ino, long long first, long long last);
+
+/* winread.c: Engine.read, the READ of window pages */
+int winread_init(void);
+PyObject *Engine_read(Engine *e, PyObject *args);
+
+#endif

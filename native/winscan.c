@@ -1,0 +1,108 @@
+/*
+ * vmcore._ptscan: which page-table chunks can hold an entry showing an object page
+ * of [first, last] -- the filter in front of PageTable.find_pgoffs and zap.
+ *
+ * Why (docs/performance.md, "Window WRITEs and READs in C"): a nonlinear window's reverse map
+ * is a scan of its whole page table (there is no pgoff -> PTE index, as in the
+ * kernel's nonlinear VMAs), done with ~6 numpy calls per 512-entry chunk.  A window
+ * of 64 Ki pages (uml_physmem's physmem) has 128 chunks: every write(2) or
+ * write-back of a window page (object_changed -> Rmap.lookup) and every punch of
+ * the object (unmap_mapping_range -> zap) paid ~800 numpy calls, ~0.5-0.9 ms,
+ * to find the one or two entries that matter.  This scan decides in C which
+ * chunks have any candidate (~0.1 us a chunk) and the numpy code runs on those
+ * only; it changes nothing.
+ *
+ * hits(chunks, first, last, need) -> list of the keys of ``chunks`` (a dict of
+ * vmcore.pagetable._Chunk) with an entry whose bits & need is nonzero and whose
+ * pgoff is in [first, last], or whose bits are all zero (an empty chunk: zap's
+ * _maybe_free must see it).  A chunk whose arrays are not what they should be is
+ * listed too (the numpy path then decides, as without this module).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#define CHUNK 512
+
+static PyObject *s_bits, *s_pgoff;
+
+__attribute__((optimize("O3"))) static int chunk_hit(const uint8_t *bits, const int64_t *pgo,
+                                                     int64_t first, int64_t last, int need)
+{
+    int any = 0, used = 0;
+    for (int j = 0; j < CHUNK; j++) {
+        any |= ((bits[j] & need) != 0) & (pgo[j] >= first) & (pgo[j] <= last);
+        used |= bits[j];
+    }
+    return any || !used;
+}
+
+static int view(PyObject *c, PyObject *name, Py_ssize_t itemsize, Py_buffer *v)
+{
+    PyObject *a = PyObject_GetAttr(c, name);
+    if (!a) {
+        PyErr_Clear();
+        return -1;
+    }
+    int r = PyObject_GetBuffer(a, v, PyBUF_C_CONTIGUOUS);
+    Py_DECREF(a);
+    if (r < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (v->len != CHUNK * itemsize || v->itemsize != itemsize) {
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *hits(PyObject *self, PyObject *args)
+{
+    PyObject *chunks;
+    long long first, last;
+    int need;
+    if (!PyArg_ParseTuple(args, "O!LLi", &PyDict_Type, &chunks, &first, &last, &need))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    Py_ssize_t pos = 0;
+    PyObject *k, *c;
+    while (PyDict_Next(chunks, &pos, &k, &c)) {
+        Py_buffer bv, pv;
+        int hit = 1; /* unless the arrays say otherwise */
+        if (view(c, s_bits, 1, &bv) == 0) {
+            if (view(c, s_pgoff, 8, &pv) == 0) {
+                hit = chunk_hit(bv.buf, pv.buf, first, last, need);
+                PyBuffer_Release(&pv);
+            }
+            PyBuffer_Release(&bv);
+        }
+        if (hit && PyList_Append(out, k) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"hits", hits, METH_VARARGS,
+     "hits(chunks, first, last, need) -> keys of the chunks that may hold an entry "
+     "(bits & need) showing a pgoff in [first, last], or are empty"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT, "_ptscan", "Page-table chunk filter (native/winscan.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__ptscan(void)
+{
+    if (!(s_bits = PyUnicode_InternFromString("bits")) ||
+        !(s_pgoff = PyUnicode_InternFromString("pgoff")))
+        return NULL;
+    return PyModule_Create(&moddef);
+}

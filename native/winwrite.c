@@ -1,0 +1,564 @@
+/*
+ * mount.server._winfast, third part: a WRITE of window pages through the page
+ * table, in C -- write(2) of a window (pwrite) and a write-back with nothing
+ * pending (msync/fsync of a page stored into through a mapping).
+ *
+ * Why (docs/performance.md, "Window WRITEs and READs in C"): uml_physmem stores through
+ * pwrite and through mmap + msync, vlm_window through pwrite; each such WRITE
+ * cost the daemon 300-900 us in Python (parse, FileOps.write, WindowIO.write:
+ * the store fault, _stored's search for other cached views of the written object
+ * pages, the bookkeeping), most of those tools' daemon time.
+ *
+ * What it takes, from winlaunder.c's Engine.write (which checked the message, that
+ * the inode is a window and the handle is of it): 1 to MAXW pages inside one
+ * page-table chunk of a window of one VMA, every page with a present, writable
+ * PTE whose protection allows the store (Mm._resolve's no-fault case: only
+ * PTE_DIRTY is set), write flags 0 (write(2), not on an O_APPEND handle) or
+ * FUSE_WRITE_CACHE with no page pending, and nothing for the Python path to
+ * invalidate: no written object page cached by the kernel, no other cached window
+ * page showing one.  It then does what FileOps.write -> WindowIO.write ->
+ * Mm.views + _stored does, on the same objects, in that order, and writes the
+ * reply.  Otherwise it returns None; what it changed before (the session's
+ * cancel of queued stores for write(2), _settle) the Python path repeats with the
+ * same result.
+ */
+#include "winfast.h"
+
+#include <errno.h>
+#include <fcntl.h>
+
+#define MAXWINS 64 /* windows of one object the engine looks through; more: Python */
+
+static PyObject *s_wins, *s_npages, *s_cached, *s_pending, *s_pushed, *s_obj, *s_mapping,
+    *s_objs, *s_by_mm, *s_rmap, *s_i_mmap, *s_nonlinear, *s_mm, *s_vmas, *s_start, *s_end,
+    *s_pgoff, *s_prot, *s_pt, *s_chunks, *s_bits, *s_frame, *s_window, *s_address, *s_arena,
+    *s_fps, *s_addrs, *s_replaying, *s_lookups, *s_stats, *s_ops, *s_now, *s_mtime, *s_ctime,
+    *s_flags, *s_ino, *s_k_write, *s_k_writes, *s_k_write_bytes;
+
+#define INTERN(var, text) \
+    do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
+
+int winwrite_init(void)
+{
+    INTERN(s_wins, "wins");
+    INTERN(s_npages, "npages");
+    INTERN(s_cached, "cached");
+    INTERN(s_pending, "pending");
+    INTERN(s_pushed, "pushed");
+    INTERN(s_obj, "obj");
+    INTERN(s_mapping, "mapping");
+    INTERN(s_objs, "objs");
+    INTERN(s_by_mm, "_by_mm");
+    INTERN(s_rmap, "rmap");
+    INTERN(s_i_mmap, "i_mmap");
+    INTERN(s_nonlinear, "i_mmap_nonlinear");
+    INTERN(s_mm, "mm");
+    INTERN(s_vmas, "_vmas");
+    INTERN(s_start, "start");
+    INTERN(s_end, "end");
+    INTERN(s_pgoff, "pgoff");
+    INTERN(s_prot, "prot");
+    INTERN(s_pt, "pt");
+    INTERN(s_chunks, "_chunks");
+    INTERN(s_bits, "bits");
+    INTERN(s_frame, "frame");
+    INTERN(s_window, "window");
+    INTERN(s_address, "address");
+    INTERN(s_arena, "arena");
+    INTERN(s_fps, "fps");
+    INTERN(s_addrs, "_addrs");
+    INTERN(s_replaying, "replaying");
+    INTERN(s_lookups, "lookups");
+    INTERN(s_stats, "stats");
+    INTERN(s_ops, "_ops");
+    INTERN(s_now, "_now");
+    INTERN(s_mtime, "mtime_ns");
+    INTERN(s_ctime, "ctime_ns");
+    INTERN(s_flags, "flags");
+    INTERN(s_ino, "ino");
+    INTERN(s_k_write, "write");
+    INTERN(s_k_writes, "writes");
+    INTERN(s_k_write_bytes, "write_bytes");
+    return 0;
+}
+
+/* The one VMA of a window and the views of the page-table chunk holding vpn; 0 ok,
+ * -1 decline.  A window split by MPROTECT_VMA (several VMAs) is Python's. */
+typedef struct {
+    PyObject *window, *mm, *vma, *pt, *chunks;
+    long long waddr, vstart, vend, vpgoff, vprot;
+} winview_t;
+
+static void winview_clear(winview_t *v)
+{
+    Py_CLEAR(v->window);
+    Py_CLEAR(v->mm);
+    Py_CLEAR(v->vma);
+    Py_CLEAR(v->pt);
+    Py_CLEAR(v->chunks);
+}
+
+static int winview(PyObject *ws, winview_t *v)
+{
+    PyObject *vmas = NULL;
+    v->window = PyObject_GetAttr(ws, s_window);
+    if (!v->window || attr_ll(v->window, s_address, &v->waddr) < 0)
+        goto bad;
+    v->mm = PyObject_GetAttr(v->window, s_mm);
+    if (!v->mm)
+        goto bad;
+    vmas = PyObject_GetAttr(v->mm, s_vmas);
+    if (!vmas || !PyList_Check(vmas) || PyList_GET_SIZE(vmas) != 1)
+        goto bad;
+    v->vma = PyList_GET_ITEM(vmas, 0);
+    Py_INCREF(v->vma);
+    Py_CLEAR(vmas);
+    if (attr_ll(v->vma, s_start, &v->vstart) < 0 || attr_ll(v->vma, s_end, &v->vend) < 0 ||
+        attr_ll(v->vma, s_pgoff, &v->vpgoff) < 0 || attr_ll(v->vma, s_prot, &v->vprot) < 0)
+        goto bad;
+    if (v->vstart != v->waddr || v->vend <= v->vstart || (v->vstart & (PAGE_SIZE - 1)))
+        goto bad;
+    v->pt = PyObject_GetAttr(v->vma, s_pt);
+    if (!v->pt)
+        goto bad;
+    v->chunks = PyObject_GetAttr(v->pt, s_chunks);
+    if (!v->chunks || !PyDict_Check(v->chunks))
+        goto bad;
+    return 0;
+bad:
+    PyErr_Clear();
+    Py_XDECREF(vmas);
+    winview_clear(v);
+    return -1;
+}
+
+/* What window page i of (the one-VMA window) v shows: _page_state's pgoff; -1 on
+ * error (decline). */
+static long long shown_pgoff(winview_t *v, long long i)
+{
+    long long a = v->waddr + (i << PAGE_SHIFT);
+    if (a < v->vstart || a >= v->vend)
+        return -1;
+    long long vpn = a >> PAGE_SHIFT;
+    PyObject *k = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
+    if (!k)
+        return -1;
+    PyObject *c = PyDict_GetItemWithError(v->chunks, k);
+    Py_DECREF(k);
+    int b = 0;
+    long long pg = 0;
+    if (c) {
+        Py_buffer bv, pv;
+        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0)
+            return -1;
+        if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0) {
+            PyBuffer_Release(&bv);
+            return -1;
+        }
+        b = ((const uint8_t *)bv.buf)[vpn & (CHUNK - 1)];
+        pg = ((const int64_t *)pv.buf)[vpn & (CHUNK - 1)];
+        PyBuffer_Release(&bv);
+        PyBuffer_Release(&pv);
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (b & (PTE_PRESENT | PTE_FILE))
+        return pg;
+    return vpn - (v->vstart >> PAGE_SHIFT) + v->vpgoff;
+}
+
+/* the session's _cancel_stores for a write(2) of pages [first, last] of ino: the
+ * engine's queued stores and the Python notifier's ({(ino, page): gen}) */
+int cancel_stores(Engine *e, uint64_t ino, long long first, long long last)
+{
+    pthread_mutex_lock(&e->mu);
+    for (batch_t *b = e->head; b; b = b->next)
+        if (b->ino == ino)
+            for (int k = 0; k < b->nmsg; k++)
+                if (b->state[k] == ST_QUEUED && (long long)b->page[k] >= first &&
+                    (long long)b->page[k] <= last)
+                    b->state[k] = ST_CANCELLED;
+    pthread_mutex_unlock(&e->mu);
+    if (e->py_stores && PyDict_Check(e->py_stores) && PyDict_GET_SIZE(e->py_stores)) {
+        for (long long p = first; p <= last; p++) {
+            PyObject *key = Py_BuildValue("(KL)", (unsigned long long)ino, p);
+            if (!key)
+                return -1;
+            int r = PyDict_DelItem(e->py_stores, key);
+            Py_DECREF(key);
+            if (r < 0) {
+                if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                    return -1;
+                PyErr_Clear();
+            }
+        }
+    }
+    return 0;
+}
+
+static int in_list_ll(const long long *v, int n, long long x)
+{
+    for (int k = 0; k < n; k++)
+        if (v[k] == x)
+            return 1;
+    return 0;
+}
+
+#define DECLINE() do { e->last_wstore_decline = __LINE__; goto decline; } while (0)
+
+PyObject *winwrite_store(wreq_t *r)
+{
+    Engine *e = r->e;
+    PyObject *ws = r->ws;
+    PyObject *result = NULL, *pushed = NULL, *pending = NULL, *cached = NULL, *keys[MAXW + 1] = {0};
+    PyObject *obj = NULL, *mapping = NULL, *arena = NULL, *addrs = NULL, *tmp = NULL,
+             *objs = NULL, *ostate = NULL, *ocached = NULL, *owins = NULL, *wins = NULL,
+             *rmap = NULL, *rstats = NULL, *tstats = NULL, *fsops = NULL, *now = NULL;
+    winview_t me = {0};
+    Py_buffer bv = {0}, fv = {0}, pv = {0}, prv = {0};
+    int have_chunk = 0;
+
+    long long npages;
+    if (attr_ll(ws, s_npages, &npages) < 0)
+        DECLINE();
+    uint64_t end = r->off + r->size;
+    if (end > (uint64_t)npages << PAGE_SHIFT)
+        DECLINE(); /* past the window's end: Python clips it */
+    long long lo = (long long)(r->off >> PAGE_SHIFT), hi = (long long)((end - 1) >> PAGE_SHIFT) + 1;
+    int n = (int)(hi - lo);
+    if (n < 1 || n > MAXW)
+        DECLINE();
+    if (r->wflags == 0) {
+        long long hflags;
+        if (attr_ll(r->handle, s_flags, &hflags) < 0 || (hflags & O_APPEND))
+            DECLINE(); /* appends at the window's size: Python */
+        if (cancel_stores(e, r->nodeid, lo, hi - 1) < 0)
+            DECLINE();
+    }
+    pushed = PyObject_GetAttr(ws, s_pushed);
+    pending = PyObject_GetAttr(ws, s_pending);
+    cached = PyObject_GetAttr(ws, s_cached);
+    if (!pushed || !pending || !cached || !PySet_Check(pushed) || !PyDict_Check(pending) ||
+        !PySet_Check(cached))
+        DECLINE();
+    for (int k = 0; k < n; k++) {
+        keys[k] = PyLong_FromLongLong(lo + k);
+        if (!keys[k])
+            DECLINE();
+        if (PySet_GET_SIZE(pushed) &&
+            settle(e, r->nodeid, (uint64_t)(lo + k), keys[k], pushed, pending) < 0)
+            DECLINE();
+        if (r->wflags) { /* a write-back of a page still pending: _write_back_pending */
+            int has = PyDict_Contains(pending, keys[k]);
+            if (has != 0)
+                DECLINE();
+        }
+    }
+
+    /* ---- phase 1: the store fault's no-fault case on every page ---- */
+    if (winview(ws, &me) < 0)
+        DECLINE();
+    long long vpn0 = (me.waddr + (long long)r->off) >> PAGE_SHIFT;
+    int slot0 = (int)(vpn0 & (CHUNK - 1));
+    if (slot0 + n > CHUNK)
+        DECLINE(); /* across two page-table chunks */
+    {
+        PyObject *ck = PyLong_FromLongLong(vpn0 >> CHUNK_SHIFT);
+        if (!ck)
+            DECLINE();
+        PyObject *c = PyDict_GetItemWithError(me.chunks, ck);
+        Py_DECREF(ck);
+        if (!c)
+            DECLINE();
+        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0)
+            DECLINE();
+        if (get_array(c, s_frame, CHUNK, 8, &fv) < 0) {
+            PyBuffer_Release(&bv);
+            DECLINE();
+        }
+        if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0) {
+            PyBuffer_Release(&bv);
+            PyBuffer_Release(&fv);
+            DECLINE();
+        }
+        if (get_array(c, s_prot, CHUNK, 1, &prv) < 0) {
+            PyBuffer_Release(&bv);
+            PyBuffer_Release(&fv);
+            PyBuffer_Release(&pv);
+            DECLINE();
+        }
+        have_chunk = 1;
+    }
+    uint8_t *cbits = bv.buf;
+    const uint8_t *cprot = prv.buf;
+    const int64_t *cframe = fv.buf, *cpgoff = pv.buf;
+    long long pgs[MAXW], frames[MAXW];
+    for (int k = 0; k < n; k++) {
+        int b = cbits[slot0 + k];
+        long long eff = (b & PTE_OWNPROT) ? cprot[slot0 + k] : me.vprot;
+        if (!(b & PTE_PRESENT) || !(b & PTE_WRITE) || (b & PTE_ANON) || !(eff & PROT_WRITE_))
+            DECLINE(); /* a fault: handle_mm_fault, Python's */
+        frames[k] = cframe[slot0 + k];
+        pgs[k] = cpgoff[slot0 + k];
+        if (frames[k] <= 0 || pgs[k] < 0)
+            DECLINE();
+    }
+    mapping = PyObject_GetAttr(me.vma, s_mapping);
+    arena = mapping ? PyObject_GetAttr(mapping, s_arena) : NULL;
+    long long fps;
+    if (!arena || attr_ll(arena, s_fps, &fps) < 0 || fps <= 0)
+        DECLINE();
+    tmp = PyObject_GetAttr(arena, s_replaying);
+    if (!tmp || PyObject_IsTrue(tmp) != 0)
+        DECLINE();
+    Py_CLEAR(tmp);
+    addrs = PyObject_GetAttr(arena, s_addrs);
+    if (!addrs || !PyList_Check(addrs))
+        DECLINE();
+    unsigned char *dst[MAXW];
+    for (int k = 0; k < n; k++) {
+        long long seg = frames[k] / fps, idx = frames[k] % fps;
+        if (seg >= PyList_GET_SIZE(addrs))
+            DECLINE();
+        unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
+        if (base == (unsigned long long)-1 && PyErr_Occurred())
+            DECLINE();
+        dst[k] = (unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
+    }
+
+    /* ---- _stored: nothing may need invalidating ---- */
+    long long shown[MAXW];
+    int nshown = 0;
+    for (int k = 0; k < n; k++) /* distinct, sorted (insertion: n <= 16) */
+        if (!in_list_ll(shown, nshown, pgs[k])) {
+            int j = nshown++;
+            while (j > 0 && shown[j - 1] > pgs[k]) {
+                shown[j] = shown[j - 1];
+                j--;
+            }
+            shown[j] = pgs[k];
+        }
+    obj = PyObject_GetAttr(ws, s_obj);
+    long long oino;
+    if (!obj || attr_ll(obj, s_ino, &oino) < 0)
+        DECLINE();
+    objs = PyObject_GetAttr(e->table, s_objs);
+    if (!objs || !PyDict_Check(objs))
+        DECLINE();
+    {
+        PyObject *ok = PyLong_FromLongLong(oino);
+        if (!ok)
+            DECLINE();
+        ostate = PyDict_GetItemWithError(objs, ok);
+        Py_DECREF(ok);
+        if (!ostate)
+            DECLINE();
+        Py_INCREF(ostate);
+    }
+    ocached = PyObject_GetAttr(ostate, s_cached);
+    owins = PyObject_GetAttr(ostate, s_wins);
+    wins = PyObject_GetAttr(e->table, s_wins);
+    if (!ocached || !PySet_Check(ocached) || !owins || !PyAnySet_Check(owins) || !wins ||
+        !PyDict_Check(wins))
+        DECLINE();
+    if (PySet_GET_SIZE(ocached)) /* _inval_object: the kernel's copy of an object page */
+        for (int q = 0; q < nshown; q++) {
+            PyObject *pk = PyLong_FromLongLong(shown[q]);
+            if (!pk)
+                DECLINE();
+            int in = PySet_Contains(ocached, pk);
+            Py_DECREF(pk);
+            if (in != 0)
+                DECLINE();
+        }
+    /* the windows of the object and how many pages the kernel may cache of them */
+    Py_ssize_t total = 0;
+    PyObject *wlist[MAXWINS];
+    int nw = 0;
+    if (PySet_GET_SIZE(owins) > MAXWINS)
+        DECLINE();
+    {
+        PyObject *it = PyObject_GetIter(owins), *wi;
+        if (!it)
+            DECLINE();
+        while ((wi = PyIter_Next(it))) {
+            PyObject *w = PyDict_GetItemWithError(wins, wi); /* borrowed: wins holds it */
+            Py_DECREF(wi);
+            if (!w || nw >= MAXWINS) {
+                Py_DECREF(it);
+                DECLINE();
+            }
+            wlist[nw++] = w;
+            PyObject *wc = PyObject_GetAttr(w, s_cached);
+            if (!wc || !PySet_Check(wc)) {
+                Py_XDECREF(wc);
+                Py_DECREF(it);
+                DECLINE();
+            }
+            total += PySet_GET_SIZE(wc);
+            Py_DECREF(wc);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            DECLINE();
+    }
+    int big = total > 8 * (Py_ssize_t)nshown + 64;
+    int nruns = 0;
+    if (!big) {
+        /* few cached pages: ask each what it shows (aliases in this window included) */
+        for (int q = 0; q < nw; q++) {
+            PyObject *w = wlist[q];
+            PyObject *wc = PyObject_GetAttr(w, s_cached);
+            if (!wc)
+                DECLINE();
+            if (PySet_GET_SIZE(wc) == 0) {
+                Py_DECREF(wc);
+                continue;
+            }
+            winview_t v = {0};
+            if (winview(w, &v) < 0) {
+                Py_DECREF(wc);
+                DECLINE();
+            }
+            PyObject *it = PyObject_GetIter(wc), *ci;
+            int hit = it ? 0 : -1;
+            while (!hit && (ci = PyIter_Next(it))) {
+                long long i = PyLong_AsLongLong(ci);
+                Py_DECREF(ci);
+                if (i == -1 && PyErr_Occurred()) {
+                    hit = -1;
+                    break;
+                }
+                if (w == ws && i >= lo && i < hi)
+                    continue;
+                long long pg = shown_pgoff(&v, i);
+                if (pg < 0)
+                    hit = -1;
+                else if (in_list_ll(shown, nshown, pg))
+                    hit = 1;
+            }
+            Py_XDECREF(it);
+            winview_clear(&v);
+            Py_DECREF(wc);
+            if (hit || PyErr_Occurred())
+                DECLINE();
+        }
+    } else {
+        /* object_changed per run of the shown pages: the reverse map, scanned in C */
+        rmap = PyObject_GetAttr(mapping, s_rmap);
+        if (!rmap || rmap == Py_None)
+            DECLINE();
+        tmp = PyObject_GetAttr(rmap, s_i_mmap);
+        if (!tmp || PyObject_Length(tmp) != 0)
+            DECLINE(); /* a linear VMA on the object: Python */
+        Py_CLEAR(tmp);
+        PyObject *nonlin = PyObject_GetAttr(rmap, s_nonlinear);
+        PyObject *by_mm = PyObject_GetAttr(e->table, s_by_mm);
+        int bad = !nonlin || !PyDict_Check(nonlin) || !by_mm || !PyDict_Check(by_mm);
+        Py_ssize_t pos = 0;
+        PyObject *vk, *vma;
+        while (!bad && PyDict_Next(nonlin, &pos, &vk, &vma))
+            bad = shown_and_cached(by_mm, vma, shown, nshown, ws, lo, hi) != 0;
+        Py_XDECREF(nonlin);
+        Py_XDECREF(by_mm);
+        if (bad)
+            DECLINE();
+        rstats = PyObject_GetAttr(rmap, s_stats);
+        if (!rstats)
+            DECLINE();
+        for (int q = 0; q < nshown; q++)
+            if (q == 0 || shown[q] != shown[q - 1] + 1)
+                nruns++;
+    }
+    tstats = PyObject_GetAttr(e->table, s_stats);
+    fsops = PyObject_GetAttr(e->fs, s_ops);
+    if (!tstats || !PyDict_Check(tstats) || !fsops || !PyDict_Check(fsops))
+        DECLINE();
+
+    /* ---- phase 2: apply, in the Python path's order ---- */
+    if (incr_item(fsops, s_k_write, 1) < 0) /* @counted FileOps.write */
+        goto fail;
+    {
+        size_t done = 0;
+        for (int k = 0; k < n; k++) { /* Mm._resolve: a store marks the PTE dirty */
+            if (!(cbits[slot0 + k] & PTE_DIRTY))
+                cbits[slot0 + k] |= PTE_DIRTY;
+            uint64_t a = (uint64_t)(lo + k) << PAGE_SHIFT;
+            uint64_t from = r->off > a ? r->off : a;
+            uint64_t to = end < a + PAGE_SIZE ? end : a + PAGE_SIZE;
+            memcpy(dst[k] + (from - a), r->data + done, (size_t)(to - from));
+            done += (size_t)(to - from);
+        }
+    }
+    if (big && incr_attr(rstats, s_lookups, nruns) < 0)
+        goto fail;
+    for (int k = 0; k < n; k++) {
+        if (r->wflags == 0) { /* a write(2) replaces what is pending or pushed */
+            if (PyDict_DelItem(pending, keys[k]) < 0) {
+                if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                    goto fail;
+                PyErr_Clear();
+            }
+            if (PySet_Discard(pushed, keys[k]) < 0)
+                goto fail;
+        }
+    }
+    for (int k = 0; k < n; k++)
+        if (PySet_Add(cached, keys[k]) < 0)
+            goto fail;
+    if (incr_item(tstats, s_k_writes, 1) < 0 || incr_item(tstats, s_k_write_bytes, r->size) < 0)
+        goto fail;
+    now = PyObject_CallMethodNoArgs(e->fs, s_now);
+    if (!now || PyObject_SetAttr(r->inode, s_mtime, now) < 0 ||
+        PyObject_SetAttr(r->inode, s_ctime, now) < 0)
+        goto fail;
+    {
+        int err = write_reply(e, r->fd, r->unique, r->size);
+        pthread_mutex_lock(&e->mu);
+        e->wstores++;
+        pthread_mutex_unlock(&e->mu);
+        result = PyLong_FromLong(err);
+    }
+    goto out;
+
+fail:
+    result = NULL;
+    goto out;
+decline:
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    pthread_mutex_lock(&e->mu);
+    e->wstore_declined++;
+    pthread_mutex_unlock(&e->mu);
+    Py_INCREF(Py_None);
+    result = Py_None;
+out:
+    if (have_chunk) {
+        PyBuffer_Release(&bv);
+        PyBuffer_Release(&fv);
+        PyBuffer_Release(&pv);
+        PyBuffer_Release(&prv);
+    }
+    winview_clear(&me);
+    for (int k = 0; k <= MAXW; k++)
+        Py_XDECREF(keys[k]);
+    Py_XDECREF(pushed);
+    Py_XDECREF(pending);
+    Py_XDECREF(cached);
+    Py_XDECREF(obj);
+    Py_XDECREF(mapping);
+    Py_XDECREF(arena);
+    Py_XDECREF(addrs);
+    Py_XDECREF(tmp);
+    Py_XDECREF(objs);
+    Py_XDECREF(ostate);
+    Py_XDECREF(ocached);
+    Py_XDECREF(owins);
+    Py_XDECREF(wins);
+    Py_XDECREF(rmap);
+    Py_XDECREF(rstats);
+    Py_XDECREF(tstats);
+    Py_XDECREF(fsops);
+    Py_XDECREF(now);
+    return result;
+}
