@@ -34,7 +34,9 @@ are the Budget's job.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import mmap
 import os
 import threading
@@ -716,7 +718,16 @@ class Arena:
         through page()/view()/views() go to a scratch mapping instead."""
         self.replaying = on
         if not on and self._sink is not None:
-            self._sink.close()
+            try:
+                self._sink.close()
+            except BufferError:
+                # a view of the scratch page can still be held by a reference cycle
+                # left by a replayed request (seen with window writes after a
+                # truncate): collect it and close; should anything still hold a view,
+                # it keeps only this scratch mapping alive -- never a frame of the arena
+                gc.collect()
+                with contextlib.suppress(BufferError):
+                    self._sink.close()
             self._sink = None
 
     def mark_free_stale(self) -> int:
