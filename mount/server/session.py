@@ -41,6 +41,7 @@ import queue
 import select
 import signal
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +52,7 @@ from typing import Any
 import trio
 
 from mount.mounting import kernel as mounting
-from mount.server import winfast
+from mount.server import reqtrace, winfast
 from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
 from mount.server.ops import Operations
 from mount.server.restart import RestartHooks
@@ -73,8 +74,17 @@ POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no
 # Threads reading /dev/fuse: the second one reads a cloned device fd
 # (FUSE_DEV_IOC_CLONE), so a small request is picked up while the first thread
 # waits for the kernel's copy of a large WRITE (docs/performance.md, change 13).
-READERS = 1
+READERS = 1  # a Session made directly (tests over a socket)
+DEFAULT_READERS = 2  # -o readers unset (docs/performance.md, change 23)
 FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
+# With two readers a WRITE larger than this is handled as consecutive WRITEs of at
+# most this size, and a small request the other reader holds is served between
+# them (Session._chunked_write; docs/performance.md, change 23). 0: never split.
+CHUNK_BYTES = 256 << 10
+# The other readers read the device only while the first one handles a request
+# larger than this (Session._serve_locked).
+BIG_REQUEST = 64 << 10
+SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
 
 # Cyclic GC while serving: every gen0 collection walks the young objects, and
 # with the default threshold (700 allocations) one ran every few dozen requests:
@@ -88,6 +98,17 @@ OPCODE_INIT = 26
 OPCODE_DESTROY = 38
 OPCODE_IOCTL = 39
 _UNORDERED = (OPCODE_READ, OPCODE_WRITE)  # replies that never wait for notifications
+_IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
+_WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad
+_WRITE_DATA = _IN_HEADER.size + _WRITE_IN.size
+_OUT_HEADER = struct.Struct("<IiQ")  # len error unique
+_WRITE_OUT = struct.Struct("<II")  # size pad
+# Requests that touch no file data: served between the chunks of a large WRITE.
+# LOOKUP FORGET GETATTR READLINK SYMLINK MKNOD MKDIR UNLINK RMDIR RENAME LINK OPEN
+# STATFS RELEASE SETXATTR GETXATTR LISTXATTR REMOVEXATTR FLUSH OPENDIR READDIR
+# RELEASEDIR ACCESS CREATE BATCH_FORGET READDIRPLUS RENAME2 STATX
+_SMALL = frozenset({1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 17, 18, 21, 22, 23, 24, 25,
+                    27, 28, 29, 34, 35, 42, 44, 45, 52})
 
 
 def _read_request(fd: int, buf: bytearray) -> int | None:
@@ -117,6 +138,34 @@ class _Store:
     msg: bytes
 
 
+class _Capture:
+    """The reply sink of one chunk of a large WRITE (Session._chunked_write): keeps
+    the reply instead of writing it; notifications are queued as usual."""
+
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out: bytes | None = None
+
+    def reply(self, buffers: Sequence[bytes | memoryview]) -> None:
+        self.out = b"".join(buffers)
+
+    def flush(self) -> None:
+        pass
+
+    def defer(self, reply: bytes) -> None:  # not reached for WRITE; kept exact anyway
+        self.out = reply
+
+    def result(self) -> tuple[int, int]:
+        """(-errno or 0, bytes written) from the captured reply."""
+        if self.out is None or len(self.out) < 16:
+            return errno.EIO, 0
+        err = _OUT_HEADER.unpack_from(self.out, 0)[1]
+        if err:
+            return -err, 0
+        return 0, _WRITE_OUT.unpack_from(self.out, 16)[0]
+
+
 @dataclass(slots=True)
 class SessionStats:
     """Requests by opcode with their total service time (for ``shmfs stat``)."""
@@ -127,6 +176,8 @@ class SessionStats:
     codec_errors: int = 0
     write_errors: int = 0
     second_reader: int = 0  # requests read from the cloned fd (readers=2)
+    write_chunks: int = 0  # chunks of large WRITEs handled in pieces (readers=2)
+    yields: int = 0  # times a large WRITE let a small request in between two chunks
 
 
 class Session:
@@ -171,13 +222,22 @@ class Session:
         self._queued_seq = self._written_seq = 0  # batches handed to / done by the writer
         # readers > 1: every request is handled (and answered) under _fs_lock; only
         # the reads of the device run in parallel (_clone_reader)
+        if readers <= 0:  # auto (-o readers unset): a clone reader wherever it can serve
+            readers = 1 if (uring or persist is not None) else DEFAULT_READERS
         self.readers = readers
+        self._readers_serving = 1
         self._fs_lock: threading.Lock | None = None
         # where the reply of the request being handled goes, and (clone reader) a reply
         # kept back until queued notifications are written; plain attributes, set
         # under _fs_lock (a threading.local read cost ~1 us per request)
         self._reply_fd = fd
         self._deferred: bytes | None = None
+        # readers=2, fairness (_serve_locked): readers waiting for _fs_lock with a small
+        # request, whom a large WRITE lets in between its chunks; _turn guards the count
+        self._waiting = 0
+        self._turn: threading.Condition | None = None
+        self._busy = threading.Event()  # the first reader is in a large request
+        self.chunk_bytes = CHUNK_BYTES
         # NOTIFY_STORE messages queued and not yet written: (ino, page) -> generation.
         # Read by fsimpl (store_queued) to route write-backs; the reader cancels an
         # entry when it answers a READ or a write(2) of the page first.
@@ -204,6 +264,10 @@ class Session:
         self.restart = None if persist is None else RestartHooks(self, persist, recovered,
                                                                  refuse)
         self.refused = False
+        # SHMFS_REQTRACE=FILE: a timeline of every request (mount/server/reqtrace.py)
+        self._trace = None if uring else reqtrace.RequestTrace.from_env()
+        if self._trace is not None:
+            self._handle = self._trace.wrap(self._handle)  # type: ignore[method-assign]
 
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
@@ -229,6 +293,8 @@ class Session:
             await trio.to_thread.run_sync(writer.join, 5.0)
             if self._winfast:
                 await trio.to_thread.run_sync(self._winfast.close)
+            if self._trace is not None:
+                self._trace.close()
         log.info("session for %s ended; %s", self.mountpoint, self.statistics())
 
     def _request_loop(self) -> None:
@@ -282,9 +348,12 @@ class Session:
         release_ms = RELEASE_AFTER_S * 1000
         lock = self._fs_lock
         idle_ms = None if lock is None else release_ms
+        trace = self._trace
         last = clock()
         try:
             while not self._done:
+                if trace is not None:
+                    trace.read_start()
                 try:
                     n = _read_request(fd, buf)
                 except BlockingIOError:
@@ -316,15 +385,17 @@ class Session:
                     continue
                 if n < 0:
                     return
+                if trace is not None:
+                    trace.read_done()
                 if not hold.engaged:
                     hold.engage()
                 if lock is None:
                     self._handle(view[:n])
                 else:
-                    with lock:
-                        self._handle(view[:n])
+                    self._serve_locked(view, n)
                 last = clock()
         finally:
+            self._busy.set()  # the other readers see ENODEV (or _done) and leave
             hold.close()
 
     def _reap(self, limit: int | None) -> None:
@@ -341,17 +412,19 @@ class Session:
         """The request loop without spinning: a blocking read(2) on the device."""
         fd, buf, view = self.fd, self._buf, self._view
         os.set_blocking(fd, True)
-        while not self._done:
-            n = _read_request(fd, buf)
-            if n is None:
-                continue
-            if n < 0:
-                return
-            if self._fs_lock is None:
-                self._handle(view[:n])
-            else:
-                with self._fs_lock:
+        try:
+            while not self._done:
+                n = _read_request(fd, buf)
+                if n is None:
+                    continue
+                if n < 0:
+                    return
+                if self._fs_lock is None:
                     self._handle(view[:n])
+                else:
+                    self._serve_locked(view, n)
+        finally:
+            self._busy.set()  # the other readers see ENODEV (or _done) and leave
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
@@ -599,20 +672,32 @@ class Session:
         kernel refuses the clone."""
         if self.readers < 2 or self.debug:
             return
-        try:
-            fd2 = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
-        except OSError as e:
-            log.info("no second reader: %s", e)
+        fds = []
+        for _ in range(self.readers - 1):
+            try:
+                fd2 = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+            except OSError as e:
+                log.info("no second reader: %s", e)
+                break
+            try:
+                fcntl.ioctl(fd2, FUSE_DEV_IOC_CLONE, struct.pack("I", self.fd))
+            except OSError as e:
+                os.close(fd2)
+                log.info("no second reader (FUSE_DEV_IOC_CLONE: %s)", e)
+                break
+            fds.append(fd2)
+        if not fds:
             return
-        try:
-            fcntl.ioctl(fd2, FUSE_DEV_IOC_CLONE, struct.pack("I", self.fd))
-        except OSError as e:
-            os.close(fd2)
-            log.info("no second reader (FUSE_DEV_IOC_CLONE: %s)", e)
-            return
+        self._readers_serving = 1 + len(fds)
+        if SWITCH_INTERVAL_S > 0:
+            # a reader woken with a small request waits for the GIL while another runs
+            # Python (a WRITE's handler): at most this long, not the default 5 ms
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._fs_lock = threading.Lock()
-        threading.Thread(target=self._clone_reader, args=(fd2,), name="shmfs-reader2",
-                         daemon=True).start()
+        self._turn = threading.Condition(threading.Lock())
+        for i, fd2 in enumerate(fds):
+            threading.Thread(target=self._clone_reader, args=(fd2,),
+                             name=f"shmfs-reader{i + 2}", daemon=True).start()
 
     def _clone_reader(self, fd: int) -> None:
         """Read and answer requests from the clone fd: the same _handle under the
@@ -626,25 +711,47 @@ class Session:
         spin = self.spin_ns > 0  # without the spin loop nobody would release the hold
         lock = self._fs_lock
         assert lock is not None
+        trace = self._trace
+        busy = self._busy
+        os.set_blocking(fd, False)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         try:
             while not self._done:
-                n = _read_request(fd, buf)
+                # park until the first reader is in a large request; then take what
+                # the device has while it stays there
+                if not busy.is_set():
+                    busy.wait()
+                    continue
+                if not poller.poll(1):
+                    continue
+                if trace is not None:
+                    trace.read_start()
+                try:
+                    n = _read_request(fd, buf)
+                except BlockingIOError:  # another reader took it
+                    continue
                 if n is None:
                     continue
                 if n < 0:
                     return
-                with lock:
+                if trace is not None:
+                    trace.read_done()
+                self._acquire(view[4])
+                try:
                     if spin and not hold.engaged:
                         hold.engage()  # released by the first reader's timer
                     self._deferred = None
                     self.stats.second_reader += 1
                     self._reply_fd = fd
                     try:
-                        self._handle(view[:n])
+                        self._dispatch(view, n)
                     finally:
                         self._reply_fd = self.fd
                     deferred = self._deferred
                     seq = self._queued_seq
+                finally:
+                    lock.release()
                 if deferred is not None:
                     with self._pending_lock:
                         self._pending_lock.wait_for(lambda s=seq: self._written_seq >= s)
@@ -653,6 +760,132 @@ class Session:
             log.exception("second reader failed; the first one keeps serving")
         finally:
             os.close(fd)
+
+    # --- fairness: small requests between the chunks of a large WRITE (readers=2) -----
+
+    def _acquire(self, opcode: int) -> None:
+        """Take the fs lock for a request with this opcode. A reader holding a small
+        request (_SMALL: no file data) counts itself as waiting first, so that a
+        large WRITE in progress lets it in at its next chunk boundary."""
+        lock = self._fs_lock
+        assert lock is not None and self._turn is not None
+        turn = self._turn
+        if opcode not in _SMALL:
+            if self._waiting:  # small requests first (with three readers or more)
+                with turn:
+                    turn.wait_for(lambda: not self._waiting, timeout=0.05)
+            lock.acquire()
+            return
+        with turn:
+            self._waiting += 1
+        try:
+            lock.acquire()
+        finally:
+            with turn:
+                self._waiting -= 1
+                turn.notify_all()
+
+    def _serve_locked(self, view: memoryview, n: int) -> None:
+        """The first reader's request with two readers: under the fs lock. While it
+        handles a large request the other readers read the device too (_clone_reader):
+        only then, so that a lone client's requests are all read by this spinning
+        thread, never by a sleeping one that has to be woken (~40 us here)."""
+        big = n > BIG_REQUEST
+        if big:
+            self._busy.set()
+        self._acquire(view[4])
+        try:
+            self._dispatch(view, n)
+        finally:
+            self._fs_lock.release()  # type: ignore[union-attr]
+            if big:
+                self._busy.clear()
+
+    def _dispatch(self, view: memoryview, n: int) -> None:
+        """Handle a request (fs lock held): a large WRITE in chunks, the rest as is."""
+        if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes < n - _WRITE_DATA
+                and self._sink is None and self.restart is None and not self.debug
+                and not self._stores):
+            self._chunked_write(view, n)
+        else:
+            self._handle(view[:n])
+
+    def _chunked_write(self, view: memoryview, n: int) -> None:
+        """A WRITE of more than chunk_bytes as consecutive WRITEs of chunk_bytes, each
+        handled as a request of its own (the same handler, the same events and
+        their ordering) with its reply captured; between two chunks, a small request
+        that the other reader holds is served (_yield_to_small). One reply for the
+        whole: the bytes written, or the first chunk's error.
+
+        Why this keeps the semantics: each chunk is a complete write of the fs, so
+        whatever runs between two chunks sees a consistent fs in which the write has
+        progressed partly -- as it would with two write(2)s -- and only requests
+        without file data run there (_SMALL). For the same file nothing else can
+        come: the kernel holds the inode lock for the whole write(2) (fuse_perform_write),
+        which excludes other writes, truncates, fallocates and O_APPEND writes to it;
+        a concurrent READ of the pages being written waits for their page locks in the
+        kernel. A chunk is laid out in place: its 80 bytes of headers are written just
+        before its data, over bytes of the previous chunk already stored."""
+        hdr = _IN_HEADER.unpack_from(view, 0)
+        fh, off, size, wflags, owner, flags, _pad = _WRITE_IN.unpack_from(view, 40)
+        if size != n - _WRITE_DATA or hdr[7]:  # not the plain layout: no splitting
+            self._handle(view[:n])
+            return
+        unique = hdr[2]
+        cap = _Capture()
+        step = self.chunk_bytes
+        done = 0
+        chunks = 0
+        error = 0
+        while done < size:
+            k = min(step, size - done)
+            base = done  # the chunk's headers go at [done, done + 80)
+            _IN_HEADER.pack_into(view, base, _WRITE_DATA + k, *hdr[1:])
+            _WRITE_IN.pack_into(view, base + 40, fh, off + done, k, wflags, owner, flags, 0)
+            cap.out = None
+            self._sink = cap
+            try:
+                self._handle(view[base:base + _WRITE_DATA + k])
+            finally:
+                self._sink = None
+            chunks += 1
+            err, written = cap.result()
+            if err:
+                if done == 0:
+                    error = err
+                break
+            done += written
+            if written < k:
+                break
+            if done < size and self._waiting:
+                self._yield_to_small()
+        entry = self.stats.requests.get(OPCODE_WRITE)
+        if entry is not None and chunks > 1:
+            entry[0] -= chunks - 1  # one request, as the kernel sent it
+        self.stats.write_chunks += chunks
+        if error:
+            self._write([reply_error(unique, error)])
+        else:
+            self._write([_OUT_HEADER.pack(_OUT_HEADER.size + _WRITE_OUT.size, 0, unique),
+                         _WRITE_OUT.pack(done, 0)])
+
+    def _yield_to_small(self) -> None:
+        """Between two chunks: let the reader waiting with a small request take the fs
+        lock, wait until it has it, then queue for the lock again (it is free once
+        that request is answered). The reply fd and deferred reply of our own request
+        are kept across."""
+        lock, turn = self._fs_lock, self._turn
+        assert lock is not None and turn is not None
+        reply_fd, deferred = self._reply_fd, self._deferred
+        self._reply_fd = self.fd  # what a reader finds when it takes the lock
+        self.stats.yields += 1
+        lock.release()
+        try:
+            with turn:
+                turn.wait_for(lambda: not self._waiting, timeout=0.05)
+        finally:
+            lock.acquire()
+            self._reply_fd, self._deferred = reply_fd, deferred
 
     async def _signal_watcher(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
@@ -691,8 +924,10 @@ class Session:
             "stores_skipped": self.stats.stores_skipped,
             "codec_errors": self.stats.codec_errors,
             "write_errors": self.stats.write_errors,
-            "readers": 1 if self._fs_lock is None else 2,
+            "readers": self._readers_serving,
             "second_reader_requests": self.stats.second_reader,
+            "write_chunks": self.stats.write_chunks,
+            "write_yields": self.stats.yields,
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),
             "restart": None if self.restart is None else self.restart.statistics(),
