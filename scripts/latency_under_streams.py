@@ -69,7 +69,8 @@ def measure(directory: str, seconds: float, streams: int = 2) -> dict[str, objec
                for i in range(streams)]
     lat: list[int] = []
     try:
-        time.sleep(0.3)  # let the streams start
+        if streams:
+            time.sleep(0.3)  # let the streams start
         made: list[str] = []
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -111,6 +112,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dir", nargs="?")
     p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--streams", type=int, default=2,
+                   help="streaming writers (0: the same creates on a quiet filesystem)")
     p.add_argument("--targets", help="mount these (bench.py spelling) and compare them")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--size", default="4g", help="size= of the mounted targets")
@@ -121,7 +124,7 @@ def main() -> int:
     if (a.dir is None) == (a.targets is None):
         p.error("give DIR or --targets")
     if a.dir is not None:
-        print(show(a.dir, measure(a.dir, a.seconds)), flush=True)
+        print(show(a.dir, measure(a.dir, a.seconds, a.streams)), flush=True)
         return 0
     from benchlib.targets import Target, parse_targets
 
@@ -149,7 +152,7 @@ def main() -> int:
             for t in targets[k:] + targets[:k]:
                 if kernel is not None:
                     kernel.start()
-                r = measure(str(t.path), a.seconds)
+                r = measure(str(t.path), a.seconds, a.streams)
                 if kernel is not None:
                     out = a.trace / f"{_safe(t.label)}-round{rnd + 1}.ktrace"
                     kernel.stop(out)

@@ -80,7 +80,7 @@ FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
 # With two readers a WRITE larger than this is handled as consecutive WRITEs of at
 # most this size, and a small request the other reader holds is served between
 # them (Session._chunked_write; docs/performance.md, change 23). 0: never split.
-CHUNK_BYTES = 256 << 10
+CHUNK_BYTES = int(os.environ.get("SHMFS_WRITE_CHUNK", 256 << 10))  # env: A/B runs
 # The other readers read the device only while the first one handles a request
 # larger than this (Session._serve_locked).
 BIG_REQUEST = 64 << 10
