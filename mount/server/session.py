@@ -26,6 +26,12 @@ would wait on each other). A WRITE's invalidations follow its reply; those of
 its own inode matter when the daemon refused bytes the kernel already cached.
 docs/windows.md states the guarantees.
 
+Fairness (docs/decisions.md 22): by default three threads read the device,
+the others on cloned fds and only while the first is in a large request;
+every request is handled under one lock, and a large WRITE is handled in
+chunks between which a small request (no file data) that another reader holds
+is answered, so creates and stats do not queue behind streaming writers.
+
 The session ends when the device says ENODEV (unmounted, by ``umount``,
 ``fusermount3 -u`` or our own signal handler) or after DESTROY.
 """
@@ -75,9 +81,10 @@ POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no
 # (FUSE_DEV_IOC_CLONE), so a small request is picked up while the first thread
 # waits for the kernel's copy of a large WRITE (docs/performance.md, change 13).
 READERS = 1  # a Session made directly (tests over a socket)
-DEFAULT_READERS = 2  # -o readers unset (docs/performance.md, change 23)
+# -o readers unset: enough for two streaming writers and a free reader (change 23)
+DEFAULT_READERS = 3
 FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
-# With two readers a WRITE larger than this is handled as consecutive WRITEs of at
+# With two readers or more a WRITE larger than this is handled as consecutive WRITEs of at
 # most this size, and a small request the other reader holds is served between
 # them (Session._chunked_write; docs/performance.md, change 23). 0: never split.
 CHUNK_BYTES = int(os.environ.get("SHMFS_WRITE_CHUNK", 256 << 10))  # env: A/B runs
@@ -175,8 +182,8 @@ class SessionStats:
     stores_skipped: int = 0
     codec_errors: int = 0
     write_errors: int = 0
-    second_reader: int = 0  # requests read from the cloned fd (readers=2)
-    write_chunks: int = 0  # chunks of large WRITEs handled in pieces (readers=2)
+    second_reader: int = 0  # requests read from the cloned fd (readers >= 2)
+    write_chunks: int = 0  # chunks of large WRITEs handled in pieces (readers >= 2)
     yields: int = 0  # times a large WRITE let a small request in between two chunks
 
 
@@ -232,7 +239,7 @@ class Session:
         # under _fs_lock (a threading.local read cost ~1 us per request)
         self._reply_fd = fd
         self._deferred: bytes | None = None
-        # readers=2, fairness (_serve_locked): readers waiting for _fs_lock with a small
+        # readers >= 2, fairness (_serve_locked): readers waiting for _fs_lock with a small
         # request, whom a large WRITE lets in between its chunks; _turn guards the count
         self._waiting = 0
         self._turn: threading.Condition | None = None
@@ -652,7 +659,7 @@ class Session:
                 if e.errno not in (errno.ENOENT, errno.ENODEV):
                     log.warning("notification failed: %s", e)
 
-    # --- the second reader (readers=2) ----------------------------------------------------
+    # --- the other readers (readers >= 2) --------------------------------------------------
 
     def _reply_behind(self, msgs: list[Sequence[bytes | memoryview]], reply: bytes) -> None:
         """Order ``reply`` behind the notifications queued so far. The writer thread
@@ -667,9 +674,9 @@ class Session:
             self._deferred = reply
 
     def _start_clone_reader(self) -> None:
-        """readers >= 2: a second thread on a clone of the device fd. Falls back to
-        one reader where the fd is not /dev/fuse (tests over a socket) or the
-        kernel refuses the clone."""
+        """readers >= 2: a thread on a clone of the device fd for each reader past
+        the first. Falls back to one reader where the fd is not /dev/fuse (tests
+        over a socket) or the kernel refuses the clone."""
         if self.readers < 2 or self.debug:
             return
         fds = []
@@ -761,7 +768,7 @@ class Session:
         finally:
             os.close(fd)
 
-    # --- fairness: small requests between the chunks of a large WRITE (readers=2) -----
+    # --- fairness: small requests between the chunks of a large WRITE (readers >= 2) --
 
     def _acquire(self, opcode: int) -> None:
         """Take the fs lock for a request with this opcode. A reader holding a small
@@ -769,6 +776,8 @@ class Session:
         large WRITE in progress lets it in at its next chunk boundary."""
         lock = self._fs_lock
         assert lock is not None and self._turn is not None
+        if not self._waiting and lock.acquire(False):  # uncontended: no bookkeeping
+            return
         turn = self._turn
         if opcode not in _SMALL:
             if self._waiting:  # small requests first (with three readers or more)

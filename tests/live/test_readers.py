@@ -33,7 +33,7 @@ for rnd in range(6):
 
 
 def test_the_option() -> None:
-    assert parse_options("").readers == 0  # auto: 2, or 1 with restartable / uring
+    assert parse_options("").readers == 0  # auto: 3, or 1 with restartable / uring
     assert parse_options("readers=1").readers == 1
     assert parse_options("readers=2").readers == 2
     assert parse_options("readers=3").readers == 3
