@@ -244,6 +244,8 @@ class Session:
         self._waiting = 0
         self._turn: threading.Condition | None = None
         self._busy = threading.Event()  # the first reader is in a large request
+        # where a chunk's reply goes when its handler writes to _reply_fd itself
+        self._chunk_pipe: tuple[int, int] | None = None
         self.chunk_bytes = CHUNK_BYTES
         # NOTIFY_STORE messages queued and not yet written: (ino, page) -> generation.
         # Read by fsimpl (store_queued) to route write-backs; the reader cancels an
@@ -302,6 +304,8 @@ class Session:
                 await trio.to_thread.run_sync(self._winfast.close)
             if self._trace is not None:
                 self._trace.close()
+            for pfd in self._chunk_pipe or ():
+                os.close(pfd)
         log.info("session for %s ended; %s", self.mountpoint, self.statistics())
 
     def _request_loop(self) -> None:
@@ -834,7 +838,10 @@ class Session:
         which excludes other writes, truncates, fallocates and O_APPEND writes to it;
         a concurrent READ of the pages being written waits for their page locks in the
         kernel. A chunk is laid out in place: its 80 bytes of headers are written just
-        before its data, over bytes of the previous chunk already stored."""
+        before its data, over bytes of the previous chunk already stored. Its reply is
+        caught whichever way the handler answers: through _write (the _sink) or, for
+        a handler that writes to _reply_fd itself (a C engine), through a pipe that
+        stands in for the device meanwhile."""
         hdr = _IN_HEADER.unpack_from(view, 0)
         fh, off, size, wflags, owner, flags, _pad = _WRITE_IN.unpack_from(view, 40)
         if size != n - _WRITE_DATA or hdr[7]:  # not the plain layout: no splitting
@@ -842,6 +849,10 @@ class Session:
             return
         unique = hdr[2]
         cap = _Capture()
+        if self._chunk_pipe is None:
+            self._chunk_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        pipe_r, pipe_w = self._chunk_pipe
+        reply_fd = self._reply_fd
         step = self.chunk_bytes
         done = 0
         chunks = 0
@@ -852,11 +863,20 @@ class Session:
             _IN_HEADER.pack_into(view, base, _WRITE_DATA + k, *hdr[1:])
             _WRITE_IN.pack_into(view, base + 40, fh, off + done, k, wflags, owner, flags, 0)
             cap.out = None
+            # a handler that writes its reply itself (a C engine given _reply_fd)
+            # writes it into the pipe; one that goes through _write, into cap
             self._sink = cap
+            self._reply_fd = pipe_w
             try:
                 self._handle(view[base:base + _WRITE_DATA + k])
             finally:
                 self._sink = None
+                self._reply_fd = reply_fd
+            if cap.out is None:
+                try:
+                    cap.out = os.read(pipe_r, 4096)
+                except BlockingIOError:
+                    pass  # no reply at all: result() says EIO
             chunks += 1
             err, written = cap.result()
             if err:

@@ -84,6 +84,19 @@ def test_a_short_write_at_enospc_is_the_same_in_chunks(size: str) -> None:
         assert data == (bytes((i * 7) & 0xFF for i in range(251)) * (n // 251 + 1))[:n]
 
 
+@pytest.mark.parametrize("readers", ["2", "3"])
+def test_one_large_write_is_answered_whole(readers: str) -> None:
+    """A 4 MiB write(2) (four 1 MiB WRITEs, each handled in chunks) returns 4 MiB, not
+    one chunk's worth: each chunk's reply is caught, only the whole is answered."""
+    with shmfs_mount(f"size=64m,readers={readers}") as mnt:
+        n, data, st_size = _big_write(mnt, 4 << 20)
+        stats = mount_stats(mnt)["session"]
+    assert n == 4 << 20 and st_size == n
+    assert data == (bytes((i * 7) & 0xFF for i in range(251)) * (n // 251 + 1))[:n]
+    assert stats["write_chunks"] >= 16 and stats["write_errors"] == 0, stats
+    assert stats["requests"]["WRITE"]["count"] == 4, stats  # four WRITEs, as the kernel sent them
+
+
 def test_o_append_writes_stay_whole_in_chunks() -> None:
     """Two processes appending 1 MiB records (each one write(2), split into chunks by
     the daemon): every record lands whole and contiguous, as on tmpfs."""
