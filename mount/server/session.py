@@ -88,9 +88,19 @@ FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
 # most this size, and a small request the other reader holds is served between
 # them (Session._chunked_write; docs/performance.md, change 23). 0: never split.
 CHUNK_BYTES = int(os.environ.get("SHMFS_WRITE_CHUNK", 256 << 10))  # env: A/B runs
+# ... but only while small requests come: within this long of the last one. Each
+# extra chunk costs ~60-130 us end to end, a lone 1 MiB writer 25-30 % (change 23).
+# SHMFS_CHUNK_WINDOW_MS=-1: always (the tests, which must not depend on timing).
+_WINDOW_MS = float(os.environ.get("SHMFS_CHUNK_WINDOW_MS", "100"))
+MIXED_WINDOW_NS = int(_WINDOW_MS * 1e6) if _WINDOW_MS >= 0 else 1 << 62
 # The other readers read the device only while the first one handles a request
 # larger than this (Session._serve_locked).
 BIG_REQUEST = 64 << 10
+# A clone reader that is up waits this long in poll(2) for a request before it looks
+# at the first reader again: a timer that fired every millisecond cost a 1 MiB
+# writer 28 % (each wake-up takes the GIL from the handler between its copies);
+# an arrival wakes it anyway, so it notices a quiet device at the next request.
+CLONE_POLL_MS = int(os.environ.get("SHMFS_CLONE_POLL_MS", "100"))
 SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
 
 # Cyclic GC while serving: every gen0 collection walks the young objects, and
@@ -247,6 +257,7 @@ class Session:
         # where a chunk's reply goes when its handler writes to _reply_fd itself
         self._chunk_pipe: tuple[int, int] | None = None
         self.chunk_bytes = CHUNK_BYTES
+        self._last_small = -(1 << 62)  # when a small request last took the fs lock
         # NOTIFY_STORE messages queued and not yet written: (ino, page) -> generation.
         # Read by fsimpl (store_queued) to route write-backs; the reader cancels an
         # entry when it answers a READ or a write(2) of the page first.
@@ -734,7 +745,7 @@ class Session:
                 if not busy.is_set():
                     busy.wait()
                     continue
-                if not poller.poll(1):
+                if not poller.poll(CLONE_POLL_MS):
                     continue
                 if trace is not None:
                     trace.read_start()
@@ -780,10 +791,13 @@ class Session:
         large WRITE in progress lets it in at its next chunk boundary."""
         lock = self._fs_lock
         assert lock is not None and self._turn is not None
+        small = opcode in _SMALL
+        if small:
+            self._last_small = time.perf_counter_ns()
         if not self._waiting and lock.acquire(False):  # uncontended: no bookkeeping
             return
         turn = self._turn
-        if opcode not in _SMALL:
+        if not small:
             if self._waiting:  # small requests first (with three readers or more)
                 with turn:
                     turn.wait_for(lambda: not self._waiting, timeout=0.05)
@@ -815,8 +829,10 @@ class Session:
                 self._busy.clear()
 
     def _dispatch(self, view: memoryview, n: int) -> None:
-        """Handle a request (fs lock held): a large WRITE in chunks, the rest as is."""
+        """Handle a request (fs lock held): a large WRITE in chunks while small
+        requests come (within MIXED_WINDOW_NS of the last), the rest as is."""
         if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes < n - _WRITE_DATA
+                and time.perf_counter_ns() - self._last_small < MIXED_WINDOW_NS
                 and self._sink is None and self.restart is None and not self.debug
                 and not self._stores):
             self._chunked_write(view, n)

@@ -27,6 +27,14 @@ pytestmark = pytest.mark.mount
 DEADLINE_S = 300.0  # generous: only a starved worker gets anywhere near it
 
 
+@pytest.fixture(autouse=True)
+def _always_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large WRITEs are chunked only while small requests come (a time window); the
+    daemons started here chunk every one, so that what is tested does not depend
+    on timing."""
+    monkeypatch.setenv("SHMFS_CHUNK_WINDOW_MS", "-1")
+
+
 @pytest.mark.parametrize("options", ["size=512m", "size=512m,readers=1", "size=512m,readers=3"])
 def test_no_worker_starves_in_the_mixed_stress(options: str) -> None:
     with shmfs_mount(options) as mnt:
