@@ -88,11 +88,12 @@ FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
 # most this size, and a small request the other reader holds is served between
 # them (Session._chunked_write; docs/performance.md, change 23). 0: never split.
 CHUNK_BYTES = int(os.environ.get("SHMFS_WRITE_CHUNK", 256 << 10))  # env: A/B runs
-# ... but only while small requests come: within this long of the last one. Each
-# extra chunk costs ~60-130 us end to end, a lone 1 MiB writer 25-30 % (change 23).
+# ... but only while small requests wait for the lock: within this long of the last
+# that did. Each extra chunk costs ~60-130 us end to end, a lone 1 MiB writer 25-30 %
+# (change 23).
 # SHMFS_CHUNK_WINDOW_MS=-1: always (the tests, which must not depend on timing).
 _WINDOW_MS = float(os.environ.get("SHMFS_CHUNK_WINDOW_MS", "100"))
-MIXED_WINDOW_NS = int(_WINDOW_MS * 1e6) if _WINDOW_MS >= 0 else 1 << 62
+MIXED_WINDOW_NS = int(_WINDOW_MS * 1e6) if _WINDOW_MS >= 0 else None  # None: always
 # The other readers read the device only while the first one handles a request
 # larger than this (Session._serve_locked).
 BIG_REQUEST = 64 << 10
@@ -791,13 +792,14 @@ class Session:
         large WRITE in progress lets it in at its next chunk boundary."""
         lock = self._fs_lock
         assert lock is not None and self._turn is not None
-        small = opcode in _SMALL
-        if small:
-            self._last_small = time.perf_counter_ns()
         if not self._waiting and lock.acquire(False):  # uncontended: no bookkeeping
             return
         turn = self._turn
-        if not small:
+        if opcode in _SMALL:
+            # a small request that has to wait: large WRITEs are chunked from now on
+            # for a while (_dispatch); a lone writer's own OPEN or FLUSH does not wait
+            self._last_small = time.perf_counter_ns()
+        else:
             if self._waiting:  # small requests first (with three readers or more)
                 with turn:
                     turn.wait_for(lambda: not self._waiting, timeout=0.05)
@@ -832,7 +834,8 @@ class Session:
         """Handle a request (fs lock held): a large WRITE in chunks while small
         requests come (within MIXED_WINDOW_NS of the last), the rest as is."""
         if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes < n - _WRITE_DATA
-                and time.perf_counter_ns() - self._last_small < MIXED_WINDOW_NS
+                and (MIXED_WINDOW_NS is None
+                     or time.perf_counter_ns() - self._last_small < MIXED_WINDOW_NS)
                 and self._sink is None and self.restart is None and not self.debug
                 and not self._stores):
             self._chunked_write(view, n)
