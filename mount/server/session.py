@@ -60,6 +60,7 @@ import trio
 from mount.mounting import kernel as mounting
 from mount.server import reqtrace, winfast
 from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
+from mount.server.fairness import CHUNK_BYTES, CLONE_POLL_MS, SWITCH_INTERVAL_S, Fairness
 from mount.server.ops import Operations
 from mount.server.restart import RestartHooks
 from mount.wire.codec import CodecError, encode_notify, parse_request, reply_error
@@ -84,26 +85,6 @@ READERS = 1  # a Session made directly (tests over a socket)
 # -o readers unset: enough for two streaming writers and a free reader (change 23)
 DEFAULT_READERS = 3
 FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
-# With two readers or more a WRITE larger than this is handled as consecutive WRITEs of at
-# most this size, and a small request the other reader holds is served between
-# them (Session._chunked_write; docs/performance.md, change 23). 0: never split.
-CHUNK_BYTES = int(os.environ.get("SHMFS_WRITE_CHUNK", 256 << 10))  # env: A/B runs
-# ... but only while small requests wait for the lock: within this long of the last
-# that did. Each extra chunk costs ~60-130 us end to end, a lone 1 MiB writer 25-30 %
-# (change 23).
-# SHMFS_CHUNK_WINDOW_MS=-1: always (the tests, which must not depend on timing).
-_WINDOW_MS = float(os.environ.get("SHMFS_CHUNK_WINDOW_MS", "100"))
-MIXED_WINDOW_NS = int(_WINDOW_MS * 1e6) if _WINDOW_MS >= 0 else None  # None: always
-# The other readers read the device only while the first one handles a request
-# larger than this (Session._serve_locked).
-BIG_REQUEST = 64 << 10
-# A clone reader that is up waits this long in poll(2) for a request before it looks
-# at the first reader again: a timer that fired every millisecond cost a 1 MiB
-# writer 28 % (each wake-up takes the GIL from the handler between its copies);
-# an arrival wakes it anyway, so it notices a quiet device at the next request.
-CLONE_POLL_MS = int(os.environ.get("SHMFS_CLONE_POLL_MS", "100"))
-SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
-
 # Cyclic GC while serving: every gen0 collection walks the young objects, and
 # with the default threshold (700 allocations) one ran every few dozen requests:
 # 4 KiB appends 27 -> 21.6 us, creates 27 -> 25 us in process at 5,000
@@ -116,19 +97,6 @@ OPCODE_INIT = 26
 OPCODE_DESTROY = 38
 OPCODE_IOCTL = 39
 _UNORDERED = (OPCODE_READ, OPCODE_WRITE)  # replies that never wait for notifications
-_IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
-_WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad
-_WRITE_DATA = _IN_HEADER.size + _WRITE_IN.size
-_OUT_HEADER = struct.Struct("<IiQ")  # len error unique
-_WRITE_OUT = struct.Struct("<II")  # size pad
-# Requests that touch no file data: served between the chunks of a large WRITE.
-# LOOKUP FORGET GETATTR READLINK SYMLINK MKNOD MKDIR UNLINK RMDIR RENAME LINK OPEN
-# STATFS RELEASE SETXATTR GETXATTR LISTXATTR REMOVEXATTR FLUSH OPENDIR READDIR
-# RELEASEDIR ACCESS CREATE BATCH_FORGET READDIRPLUS RENAME2 STATX
-_SMALL = frozenset({1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 17, 18, 21, 22, 23, 24, 25,
-                    27, 28, 29, 34, 35, 42, 44, 45, 52})
-
-
 def _read_request(fd: int, buf: bytearray) -> int | None:
     """Read one request into buf: its length; None to read again (interrupted, or
     the request was aborted before we got it); -1 once unmounted (ENODEV).
@@ -156,34 +124,6 @@ class _Store:
     msg: bytes
 
 
-class _Capture:
-    """The reply sink of one chunk of a large WRITE (Session._chunked_write): keeps
-    the reply instead of writing it; notifications are queued as usual."""
-
-    __slots__ = ("out",)
-
-    def __init__(self) -> None:
-        self.out: bytes | None = None
-
-    def reply(self, buffers: Sequence[bytes | memoryview]) -> None:
-        self.out = b"".join(buffers)
-
-    def flush(self) -> None:
-        pass
-
-    def defer(self, reply: bytes) -> None:  # not reached for WRITE; kept exact anyway
-        self.out = reply
-
-    def result(self) -> tuple[int, int]:
-        """(-errno or 0, bytes written) from the captured reply."""
-        if self.out is None or len(self.out) < 16:
-            return errno.EIO, 0
-        err = _OUT_HEADER.unpack_from(self.out, 0)[1]
-        if err:
-            return -err, 0
-        return 0, _WRITE_OUT.unpack_from(self.out, 16)[0]
-
-
 @dataclass(slots=True)
 class SessionStats:
     """Requests by opcode with their total service time (for ``shmfs stat``)."""
@@ -198,7 +138,7 @@ class SessionStats:
     yields: int = 0  # times a large WRITE let a small request in between two chunks
 
 
-class Session:
+class Session(Fairness):
     """Serves one mounted /dev/fuse channel until it is unmounted."""
 
     def __init__(
@@ -783,157 +723,6 @@ class Session:
             log.exception("second reader failed; the first one keeps serving")
         finally:
             os.close(fd)
-
-    # --- fairness: small requests between the chunks of a large WRITE (readers >= 2) --
-
-    def _acquire(self, opcode: int) -> None:
-        """Take the fs lock for a request with this opcode. A reader holding a small
-        request (_SMALL: no file data) counts itself as waiting first, so that a
-        large WRITE in progress lets it in at its next chunk boundary."""
-        lock = self._fs_lock
-        assert lock is not None and self._turn is not None
-        if not self._waiting and lock.acquire(False):  # uncontended: no bookkeeping
-            return
-        turn = self._turn
-        if opcode in _SMALL:
-            # a small request that has to wait: large WRITEs are chunked from now on
-            # for a while (_dispatch); a lone writer's own OPEN or FLUSH does not wait
-            self._last_small = time.perf_counter_ns()
-        else:
-            if self._waiting:  # small requests first (with three readers or more)
-                with turn:
-                    turn.wait_for(lambda: not self._waiting, timeout=0.05)
-            lock.acquire()
-            return
-        with turn:
-            self._waiting += 1
-        try:
-            lock.acquire()
-        finally:
-            with turn:
-                self._waiting -= 1
-                turn.notify_all()
-
-    def _serve_locked(self, view: memoryview, n: int) -> None:
-        """The first reader's request with two readers: under the fs lock. While it
-        handles a large request the other readers read the device too (_clone_reader):
-        only then, so that a lone client's requests are all read by this spinning
-        thread, never by a sleeping one that has to be woken (~40 us here)."""
-        big = n > BIG_REQUEST
-        if big:
-            self._busy.set()
-        self._acquire(view[4])
-        try:
-            self._dispatch(view, n)
-        finally:
-            self._fs_lock.release()  # type: ignore[union-attr]
-            if big:
-                self._busy.clear()
-
-    def _dispatch(self, view: memoryview, n: int) -> None:
-        """Handle a request (fs lock held): a large WRITE in chunks while small
-        requests come (within MIXED_WINDOW_NS of the last), the rest as is."""
-        if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes < n - _WRITE_DATA
-                and (MIXED_WINDOW_NS is None
-                     or time.perf_counter_ns() - self._last_small < MIXED_WINDOW_NS)
-                and self._sink is None and self.restart is None and not self.debug
-                and not self._stores):
-            self._chunked_write(view, n)
-        else:
-            self._handle(view[:n])
-
-    def _chunked_write(self, view: memoryview, n: int) -> None:
-        """A WRITE of more than chunk_bytes as consecutive WRITEs of chunk_bytes, each
-        handled as a request of its own (the same handler, the same events and
-        their ordering) with its reply captured; between two chunks, a small request
-        that the other reader holds is served (_yield_to_small). One reply for the
-        whole: the bytes written, or the first chunk's error.
-
-        Why this keeps the semantics: each chunk is a complete write of the fs, so
-        whatever runs between two chunks sees a consistent fs in which the write has
-        progressed partly -- as it would with two write(2)s -- and only requests
-        without file data run there (_SMALL). For the same file nothing else can
-        come: the kernel holds the inode lock for the whole write(2) (fuse_perform_write),
-        which excludes other writes, truncates, fallocates and O_APPEND writes to it;
-        a concurrent READ of the pages being written waits for their page locks in the
-        kernel. A chunk is laid out in place: its 80 bytes of headers are written just
-        before its data, over bytes of the previous chunk already stored. Its reply is
-        caught whichever way the handler answers: through _write (the _sink) or, for
-        a handler that writes to _reply_fd itself (a C engine), through a pipe that
-        stands in for the device meanwhile."""
-        hdr = _IN_HEADER.unpack_from(view, 0)
-        fh, off, size, wflags, owner, flags, _pad = _WRITE_IN.unpack_from(view, 40)
-        if size != n - _WRITE_DATA or hdr[7]:  # not the plain layout: no splitting
-            self._handle(view[:n])
-            return
-        unique = hdr[2]
-        cap = _Capture()
-        if self._chunk_pipe is None:
-            self._chunk_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        pipe_r, pipe_w = self._chunk_pipe
-        reply_fd = self._reply_fd
-        step = self.chunk_bytes
-        done = 0
-        chunks = 0
-        error = 0
-        while done < size:
-            k = min(step, size - done)
-            base = done  # the chunk's headers go at [done, done + 80)
-            _IN_HEADER.pack_into(view, base, _WRITE_DATA + k, *hdr[1:])
-            _WRITE_IN.pack_into(view, base + 40, fh, off + done, k, wflags, owner, flags, 0)
-            cap.out = None
-            # a handler that writes its reply itself (a C engine given _reply_fd)
-            # writes it into the pipe; one that goes through _write, into cap
-            self._sink = cap
-            self._reply_fd = pipe_w
-            try:
-                self._handle(view[base:base + _WRITE_DATA + k])
-            finally:
-                self._sink = None
-                self._reply_fd = reply_fd
-            if cap.out is None:
-                try:
-                    cap.out = os.read(pipe_r, 4096)
-                except BlockingIOError:
-                    pass  # no reply at all: result() says EIO
-            chunks += 1
-            err, written = cap.result()
-            if err:
-                if done == 0:
-                    error = err
-                break
-            done += written
-            if written < k:
-                break
-            if done < size and self._waiting:
-                self._yield_to_small()
-        entry = self.stats.requests.get(OPCODE_WRITE)
-        if entry is not None and chunks > 1:
-            entry[0] -= chunks - 1  # one request, as the kernel sent it
-        self.stats.write_chunks += chunks
-        if error:
-            self._write([reply_error(unique, error)])
-        else:
-            self._write([_OUT_HEADER.pack(_OUT_HEADER.size + _WRITE_OUT.size, 0, unique),
-                         _WRITE_OUT.pack(done, 0)])
-
-    def _yield_to_small(self) -> None:
-        """Between two chunks: let the reader waiting with a small request take the fs
-        lock, wait until it has it, then queue for the lock again (it is free once
-        that request is answered). The reply fd and deferred reply of our own request
-        are kept across."""
-        lock, turn = self._fs_lock, self._turn
-        assert lock is not None and turn is not None
-        reply_fd, deferred = self._reply_fd, self._deferred
-        self._reply_fd = self.fd  # what a reader finds when it takes the lock
-        self.stats.yields += 1
-        lock.release()
-        try:
-            with turn:
-                turn.wait_for(lambda: not self._waiting, timeout=0.05)
-        finally:
-            lock.acquire()
-            self._reply_fd, self._deferred = reply_fd, deferred
 
     async def _signal_watcher(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
