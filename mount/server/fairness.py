@@ -37,9 +37,10 @@ OPCODE_WRITE = 16
 # most this size, and a small request the other reader holds is served between
 # them (Fairness._chunked_write; docs/performance.md, change 23). 0: never split.
 CHUNK_BYTES = int(os.environ.get("SHMFS_WRITE_CHUNK", 256 << 10))  # env: A/B runs
-# ... but only while small requests wait for the lock: within this long of the last
-# that did. Each extra chunk costs ~60-130 us end to end, a lone 1 MiB writer 25-30 %
-# (change 23).
+# ... and the clone readers woken for large requests, only while the traffic is
+# mixed: within this long of a small request from another process than the last
+# large one's (Fairness._note), or of one that had to wait for the lock. Each extra
+# chunk costs ~60-130 us end to end, a lone 1 MiB writer 25-30 % (change 23).
 # SHMFS_CHUNK_WINDOW_MS=-1: always (the tests, which must not depend on timing).
 _WINDOW_MS = float(os.environ.get("SHMFS_CHUNK_WINDOW_MS", "100"))
 MIXED_WINDOW_NS = int(_WINDOW_MS * 1e6) if _WINDOW_MS >= 0 else None  # None: always
@@ -62,6 +63,8 @@ _WRITE_OUT = struct.Struct("<II")  # size pad
 # LOOKUP FORGET GETATTR READLINK SYMLINK MKNOD MKDIR UNLINK RMDIR RENAME LINK OPEN
 # STATFS RELEASE SETXATTR GETXATTR LISTXATTR REMOVEXATTR FLUSH OPENDIR READDIR
 # RELEASEDIR ACCESS CREATE BATCH_FORGET READDIRPLUS RENAME2 STATX
+_RECENT_NS = 10_000_000  # "a large request was just served": within 10 ms
+_FORGETS = (2, 42)  # FORGET, BATCH_FORGET: the kernel's, nobody waits for them
 SMALL = frozenset({1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 17, 18, 21, 22, 23, 24, 25,
                     27, 28, 29, 34, 35, 42, 44, 45, 52})
 
@@ -102,6 +105,8 @@ class Fairness:
     _waiting: int
     _busy: threading.Event
     _last_small: int
+    _big_pid: int
+    _big_ns: int
     chunk_bytes: int
     _chunk_pipe: tuple[int, int] | None
     _reply_fd: int
@@ -152,8 +157,8 @@ class Fairness:
         handles a large request the other readers read the device too (_clone_reader):
         only then, so that a lone client's requests are all read by this spinning
         thread, never by a sleeping one that has to be woken (~40 us here)."""
-        big = n > BIG_REQUEST
-        if big:
+        big = self._note(view, n)
+        if big and self._mixed():
             self._busy.set()
         self._acquire(view[4])
         try:
@@ -163,12 +168,33 @@ class Fairness:
             if big:
                 self._busy.clear()
 
+    def _note(self, view: memoryview, n: int) -> bool:
+        """Whether this request is large; a large one's sender is remembered, and a
+        small one from another process marks the traffic as mixed (_mixed). A lone
+        writer's own OPEN, FLUSH or GETATTR does not: its WRITEs stay whole and the
+        clone readers asleep (each cost it: change 23)."""
+        pid = int.from_bytes(view[32:36], "little")
+        if n > BIG_REQUEST:
+            self._big_pid = pid
+            self._big_ns = time.perf_counter_ns()
+            return True
+        if pid != self._big_pid and view[4] in SMALL and view[4] not in _FORGETS:
+            now = time.perf_counter_ns()
+            if now - self._big_ns < _RECENT_NS:  # a large request is (or was just) in the way
+                self._last_small = now
+        return False
+
+    def _mixed(self) -> bool:
+        """Small requests of other processes came within MIXED_WINDOW_NS (or had to
+        wait for the lock): chunk large WRITEs, wake the clone readers for them."""
+        return (MIXED_WINDOW_NS is None
+                or time.perf_counter_ns() - self._last_small < MIXED_WINDOW_NS)
+
     def _dispatch(self, view: memoryview, n: int) -> None:
-        """Handle a request (fs lock held): a large WRITE in chunks while small
-        requests come (within MIXED_WINDOW_NS of the last), the rest as is."""
+        """Handle a request (fs lock held): a large WRITE in chunks while the traffic
+        is mixed (_mixed), the rest as is."""
         if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes < n - _WRITE_DATA
-                and (MIXED_WINDOW_NS is None
-                     or time.perf_counter_ns() - self._last_small < MIXED_WINDOW_NS)
+                and self._mixed()
                 and self._sink is None and self.restart is None and not self.debug
                 and not self._stores):
             self._chunked_write(view, n)

@@ -198,7 +198,9 @@ class Session(Fairness):
         # where a chunk's reply goes when its handler writes to _reply_fd itself
         self._chunk_pipe: tuple[int, int] | None = None
         self.chunk_bytes = CHUNK_BYTES
-        self._last_small = -(1 << 62)  # when a small request last took the fs lock
+        self._last_small = -(1 << 62)  # when the traffic was last seen mixed (fairness.py)
+        self._big_pid = 0  # the sender of the last large request, and when it came
+        self._big_ns = -(1 << 62)
         # NOTIFY_STORE messages queued and not yet written: (ino, page) -> generation.
         # Read by fsimpl (store_queued) to route write-backs; the reader cancels an
         # entry when it answers a READ or a write(2) of the page first.
@@ -700,6 +702,7 @@ class Session(Fairness):
                     return
                 if trace is not None:
                     trace.read_done()
+                self._note(view, n)
                 self._acquire(view[4])
                 try:
                     if spin and not hold.engaged:
