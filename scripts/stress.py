@@ -4,6 +4,7 @@
     scripts/stress.py [--seconds S | --ops N] [--procs P] [--seed SEED]
                       [--tmpfs | --dir DIR] [--size 1g] [--json FILE]
     scripts/stress.py --seed SEED --replay PROC --ops N ...   (re-run one worker, traced)
+    scripts/stress.py --mixed [--seconds 120] [-o OPTIONS] ...  (issue 15: does anyone starve?)
 
 Several worker processes each run a reproducible stream of operations
 (read, write, mmap load/store + msync, truncate, fallocate, punch, rename,
@@ -17,6 +18,11 @@ By default a fresh shmfs is mounted for the run (and always unmounted);
 ``--tmpfs`` runs the same workload on a fresh kernel tmpfs, ``--dir`` on any
 directory. Exit status 0 only if every verification passed. See
 docs/reliability.md for the long runs and what they found.
+
+``--mixed`` runs issue 15's mix instead (stresslib/mixed.py: two 1 MiB
+streaming writers, mmap, dentry, rename, fallocate and xattr workers) and
+reports each worker's rounds; exit status 1 if a worker finished none
+(starved) or a check failed.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="self-test: at this op of process 0 change a byte behind the "
                         "oracle's back (the run must then fail)")
     p.add_argument("--json", type=Path, help="write the summary here as JSON")
+    p.add_argument("--mixed", action="store_true",
+                   help="issue 15's mix (streams + small workers), rounds per worker")
+    p.add_argument("-o", dest="options", default="", help="extra -o options of the shmfs")
     ns = p.parse_args(argv)
     if not ns.seconds and not ns.ops:
         ns.seconds = 10.0
@@ -74,8 +83,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ns
 
 
+def _mixed(ns: argparse.Namespace) -> int:
+    from stresslib.mixed import print_mixed, run_mixed
+
+    kind = "tmpfs" if ns.tmpfs else "dir" if ns.dir else "shmfs"
+    print(f"stress --mixed: {ns.seconds:g} s on {kind} {ns.options}", flush=True)
+    with target(kind, ns.dir, ns.size, ns.options) as root:
+        summary = run_mixed(root, ns.seconds, out=sys.stdout)
+    summary["target"] = kind
+    print_mixed(summary)
+    if ns.json:
+        ns.json.write_text(json.dumps(summary, indent=1))
+    return 0 if not summary["starved"] and not summary["errors"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
+    if ns.mixed:
+        return _mixed(ns)
     params = Params(seed=ns.seed, procs=ns.procs, files=ns.files, max_size=ns.max_size,
                     slots=ns.slots, history=ns.history, ops=ns.ops, seconds=ns.seconds,
                     skip=tuple(k for k in ns.skip.split(",") if k), inject=ns.inject,

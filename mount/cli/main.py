@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"shmfs: {problem}", file=sys.stderr)
         return 2
-    if opts.restartable and opts.readers != 1:
+    if opts.restartable and opts.readers > 1:
         # a cloned fd's requests are ended (ECONNABORTED) when the dying server's clone
         # closes, instead of waiting for the resend (fs/fuse/dev.c fuse_dev_release)
         print("shmfs: -o restartable serves with one reader; drop readers=2", file=sys.stderr)

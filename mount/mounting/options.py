@@ -104,9 +104,10 @@ class MountOptions:
     # FUSE_WRITEBACK_CACHE (opt-in; docs/performance.md "writeback_cache"): the kernel
     # batches small writes and reports ENOSPC at fsync/close instead of write(2)
     writeback_cache: bool = False
-    # threads reading /dev/fuse (readers=2: a second one on a cloned fd, so small
-    # requests do not wait behind large WRITEs; docs/performance.md change 13)
-    readers: int = 1
+    # threads reading /dev/fuse (more than 1: the others on cloned fds, so small
+    # requests do not wait behind large WRITEs; docs/performance.md changes 13, 23);
+    # 0 = auto: 3, or 1 where a clone cannot serve (restartable, uring)
+    readers: int = 0
     # FUSE over io_uring: off | auto (when the kernel allows) | on (or fail the mount);
     # mount/server/uring_fuse.py, docs/performance.md change 14
     uring: str = "off"
@@ -248,8 +249,8 @@ def _uring(o: MountOptions, v: str) -> None:
 
 
 def _readers(o: MountOptions, v: str) -> None:
-    """readers=1|2: threads reading /dev/fuse (docs/performance.md change 13)."""
-    if v not in ("1", "2"):
+    """readers=1|2|3: threads reading /dev/fuse (docs/performance.md changes 13, 23)."""
+    if v not in ("1", "2", "3"):
         raise _bad("readers")
     o.readers = int(v)
 

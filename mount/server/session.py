@@ -26,6 +26,12 @@ would wait on each other). A WRITE's invalidations follow its reply; those of
 its own inode matter when the daemon refused bytes the kernel already cached.
 docs/windows.md states the guarantees.
 
+Fairness (docs/decisions.md 25): by default three threads read the device,
+the others on cloned fds and only while the first is in a large request;
+every request is handled under one lock, and a large WRITE is handled in
+chunks between which a small request (no file data) that another reader holds
+is answered, so creates and stats do not queue behind streaming writers.
+
 The session ends when the device says ENODEV (unmounted, by ``umount``,
 ``fusermount3 -u`` or our own signal handler) or after DESTROY.
 """
@@ -41,6 +47,7 @@ import queue
 import select
 import signal
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,8 +58,9 @@ from typing import Any
 import trio
 
 from mount.mounting import kernel as mounting
-from mount.server import hotpath, winfast
+from mount.server import hotpath, reqtrace, winfast
 from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
+from mount.server.fairness import CHUNK_BYTES, CLONE_POLL_MS, SWITCH_INTERVAL_S, Fairness
 from mount.server.ops import Operations
 from mount.server.restart import RestartHooks
 from mount.wire.codec import CodecError, encode_notify, parse_request, reply_error
@@ -73,9 +81,10 @@ POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no
 # Threads reading /dev/fuse: the second one reads a cloned device fd
 # (FUSE_DEV_IOC_CLONE), so a small request is picked up while the first thread
 # waits for the kernel's copy of a large WRITE (docs/performance.md, change 13).
-READERS = 1
+READERS = 1  # a Session made directly (tests over a socket)
+# -o readers unset: enough for two streaming writers and a free reader (change 24)
+DEFAULT_READERS = 3
 FUSE_DEV_IOC_CLONE = 0x8004E500  # _IOR(229, 0, uint32_t)
-
 # Cyclic GC while serving: every gen0 collection walks the young objects, and
 # with the default threshold (700 allocations) one ran every few dozen requests:
 # 4 KiB appends 27 -> 21.6 us, creates 27 -> 25 us in process at 5,000
@@ -127,10 +136,12 @@ class SessionStats:
     stores_skipped: int = 0
     codec_errors: int = 0
     write_errors: int = 0
-    second_reader: int = 0  # requests read from the cloned fd (readers=2)
+    second_reader: int = 0  # requests read from the cloned fd (readers >= 2)
+    write_chunks: int = 0  # chunks of large WRITEs handled in pieces (readers >= 2)
+    yields: int = 0  # times a large WRITE let a small request in between two chunks
 
 
-class Session:
+class Session(Fairness):
     """Serves one mounted /dev/fuse channel until it is unmounted."""
 
     def __init__(
@@ -172,13 +183,27 @@ class Session:
         self._queued_seq = self._written_seq = 0  # batches handed to / done by the writer
         # readers > 1: every request is handled (and answered) under _fs_lock; only
         # the reads of the device run in parallel (_clone_reader)
+        if readers <= 0:  # auto (-o readers unset): a clone reader wherever it can serve
+            readers = 1 if (uring or persist is not None) else DEFAULT_READERS
         self.readers = readers
+        self._readers_serving = 1
         self._fs_lock: threading.Lock | None = None
         # where the reply of the request being handled goes, and (clone reader) a reply
         # kept back until queued notifications are written; plain attributes, set
         # under _fs_lock (a threading.local read cost ~1 us per request)
         self._reply_fd = fd
         self._deferred: bytes | None = None
+        # readers >= 2, fairness (_serve_locked): readers waiting for _fs_lock with a small
+        # request, whom a large WRITE lets in between its chunks; _turn guards the count
+        self._waiting = 0
+        self._turn: threading.Condition | None = None
+        self._busy = threading.Event()  # the first reader is in a large request
+        # where a chunk's reply goes when its handler writes to _reply_fd itself
+        self._chunk_pipe: tuple[int, int] | None = None
+        self.chunk_bytes = CHUNK_BYTES
+        self._last_small = -(1 << 62)  # when the traffic was last seen mixed (fairness.py)
+        self._big_pid = 0  # the sender of the last large request, and when it came
+        self._big_ns = -(1 << 62)
         # NOTIFY_STORE messages queued and not yet written: (ino, page) -> generation.
         # Read by fsimpl (store_queued) to route write-backs; the reader cancels an
         # entry when it answers a READ or a write(2) of the page first.
@@ -213,6 +238,10 @@ class Session:
         self.restart = None if persist is None else RestartHooks(self, persist, recovered,
                                                                  refuse)
         self.refused = False
+        # SHMFS_REQTRACE=FILE: a timeline of every request (mount/server/reqtrace.py)
+        self._trace = None if uring else reqtrace.RequestTrace.from_env()
+        if self._trace is not None:
+            self._handle = self._trace.wrap(self._handle)  # type: ignore[method-assign]
 
     async def serve(self) -> None:
         """Run until the filesystem is unmounted; handle SIGINT/SIGTERM by unmounting."""
@@ -238,6 +267,10 @@ class Session:
             await trio.to_thread.run_sync(writer.join, 5.0)
             if self._winfast:
                 await trio.to_thread.run_sync(self._winfast.close)
+            if self._trace is not None:
+                self._trace.close()
+            for pfd in self._chunk_pipe or ():
+                os.close(pfd)
         log.info("session for %s ended; %s", self.mountpoint, self.statistics())
 
     def _request_loop(self) -> None:
@@ -291,9 +324,12 @@ class Session:
         release_ms = RELEASE_AFTER_S * 1000
         lock = self._fs_lock
         idle_ms = None if lock is None else release_ms
+        trace = self._trace
         last = clock()
         try:
             while not self._done:
+                if trace is not None:
+                    trace.read_start()
                 try:
                     n = _read_request(fd, buf)
                 except BlockingIOError:
@@ -325,15 +361,17 @@ class Session:
                     continue
                 if n < 0:
                     return
+                if trace is not None:
+                    trace.read_done()
                 if not hold.engaged:
                     hold.engage()
                 if lock is None:
                     self._handle(view[:n])
                 else:
-                    with lock:
-                        self._handle(view[:n])
+                    self._serve_locked(view, n)
                 last = clock()
         finally:
+            self._busy.set()  # the other readers see ENODEV (or _done) and leave
             hold.close()
 
     def _reap(self, limit: int | None) -> None:
@@ -350,17 +388,19 @@ class Session:
         """The request loop without spinning: a blocking read(2) on the device."""
         fd, buf, view = self.fd, self._buf, self._view
         os.set_blocking(fd, True)
-        while not self._done:
-            n = _read_request(fd, buf)
-            if n is None:
-                continue
-            if n < 0:
-                return
-            if self._fs_lock is None:
-                self._handle(view[:n])
-            else:
-                with self._fs_lock:
+        try:
+            while not self._done:
+                n = _read_request(fd, buf)
+                if n is None:
+                    continue
+                if n < 0:
+                    return
+                if self._fs_lock is None:
                     self._handle(view[:n])
+                else:
+                    self._serve_locked(view, n)
+        finally:
+            self._busy.set()  # the other readers see ENODEV (or _done) and leave
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
@@ -639,7 +679,7 @@ class Session:
                 if e.errno not in (errno.ENOENT, errno.ENODEV):
                     log.warning("notification failed: %s", e)
 
-    # --- the second reader (readers=2) ----------------------------------------------------
+    # --- the other readers (readers >= 2) --------------------------------------------------
 
     def _reply_behind(self, msgs: list[Sequence[bytes | memoryview]], reply: bytes) -> None:
         """Order ``reply`` behind the notifications queued so far. The writer thread
@@ -654,25 +694,37 @@ class Session:
             self._deferred = reply
 
     def _start_clone_reader(self) -> None:
-        """readers >= 2: a second thread on a clone of the device fd. Falls back to
-        one reader where the fd is not /dev/fuse (tests over a socket) or the
-        kernel refuses the clone."""
+        """readers >= 2: a thread on a clone of the device fd for each reader past
+        the first. Falls back to one reader where the fd is not /dev/fuse (tests
+        over a socket) or the kernel refuses the clone."""
         if self.readers < 2 or self.debug:
             return
-        try:
-            fd2 = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
-        except OSError as e:
-            log.info("no second reader: %s", e)
+        fds = []
+        for _ in range(self.readers - 1):
+            try:
+                fd2 = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+            except OSError as e:
+                log.info("no second reader: %s", e)
+                break
+            try:
+                fcntl.ioctl(fd2, FUSE_DEV_IOC_CLONE, struct.pack("I", self.fd))
+            except OSError as e:
+                os.close(fd2)
+                log.info("no second reader (FUSE_DEV_IOC_CLONE: %s)", e)
+                break
+            fds.append(fd2)
+        if not fds:
             return
-        try:
-            fcntl.ioctl(fd2, FUSE_DEV_IOC_CLONE, struct.pack("I", self.fd))
-        except OSError as e:
-            os.close(fd2)
-            log.info("no second reader (FUSE_DEV_IOC_CLONE: %s)", e)
-            return
+        self._readers_serving = 1 + len(fds)
+        if SWITCH_INTERVAL_S > 0:
+            # a reader woken with a small request waits for the GIL while another runs
+            # Python (a WRITE's handler): at most this long, not the default 5 ms
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._fs_lock = threading.Lock()
-        threading.Thread(target=self._clone_reader, args=(fd2,), name="shmfs-reader2",
-                         daemon=True).start()
+        self._turn = threading.Condition(threading.Lock())
+        for i, fd2 in enumerate(fds):
+            threading.Thread(target=self._clone_reader, args=(fd2,),
+                             name=f"shmfs-reader{i + 2}", daemon=True).start()
 
     def _clone_reader(self, fd: int) -> None:
         """Read and answer requests from the clone fd: the same _handle under the
@@ -686,25 +738,48 @@ class Session:
         spin = self.spin_ns > 0  # without the spin loop nobody would release the hold
         lock = self._fs_lock
         assert lock is not None
+        trace = self._trace
+        busy = self._busy
+        os.set_blocking(fd, False)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         try:
             while not self._done:
-                n = _read_request(fd, buf)
+                # park until the first reader is in a large request; then take what
+                # the device has while it stays there
+                if not busy.is_set():
+                    busy.wait()
+                    continue
+                if not poller.poll(CLONE_POLL_MS):
+                    continue
+                if trace is not None:
+                    trace.read_start()
+                try:
+                    n = _read_request(fd, buf)
+                except BlockingIOError:  # another reader took it
+                    continue
                 if n is None:
                     continue
                 if n < 0:
                     return
-                with lock:
+                if trace is not None:
+                    trace.read_done()
+                self._note(view, n)
+                self._acquire(view[4])
+                try:
                     if spin and not hold.engaged:
                         hold.engage()  # released by the first reader's timer
                     self._deferred = None
                     self.stats.second_reader += 1
                     self._reply_fd = fd
                     try:
-                        self._handle(view[:n])
+                        self._dispatch(view, n)
                     finally:
                         self._reply_fd = self.fd
                     deferred = self._deferred
                     seq = self._queued_seq
+                finally:
+                    lock.release()
                 if deferred is not None:
                     with self._pending_lock:
                         self._pending_lock.wait_for(lambda s=seq: self._written_seq >= s)
@@ -751,8 +826,10 @@ class Session:
             "stores_skipped": self.stats.stores_skipped,
             "codec_errors": self.stats.codec_errors,
             "write_errors": self.stats.write_errors,
-            "readers": 1 if self._fs_lock is None else 2,
+            "readers": self._readers_serving,
             "second_reader_requests": self.stats.second_reader,
+            "write_chunks": self.stats.write_chunks,
+            "write_yields": self.stats.yields,
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),
             "restart": None if self.restart is None else self.restart.statistics(),

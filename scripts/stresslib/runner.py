@@ -227,7 +227,7 @@ def _umount(mnt: Path) -> None:
 
 
 @contextlib.contextmanager
-def target(kind: str, directory: Path | None, size: str) -> Iterator[Path]:
+def target(kind: str, directory: Path | None, size: str, options: str = "") -> Iterator[Path]:
     """A fresh directory to stress: 'shmfs' (mounted here), 'tmpfs' or 'dir'.
 
     A shmfs comes from ``mount.mounting.managed.managed_shmfs`` (ready once FUSE_INIT is
@@ -247,7 +247,8 @@ def target(kind: str, directory: Path | None, size: str) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
         return
     if kind == "shmfs":
-        with managed_shmfs(f"size={size}", prefix="shmfs-stress-") as m:
+        with managed_shmfs(",".join(filter(None, [f"size={size}", options])),
+                           prefix="shmfs-stress-") as m:
             yield m.path
             status = m.poll()
             if status is not None:

@@ -33,10 +33,12 @@ for rnd in range(6):
 
 
 def test_the_option() -> None:
-    assert parse_options("").readers == 1
+    assert parse_options("").readers == 0  # auto: 3, or 1 with restartable / uring
+    assert parse_options("readers=1").readers == 1
     assert parse_options("readers=2").readers == 2
+    assert parse_options("readers=3").readers == 3
     with pytest.raises(OptionError):
-        parse_options("readers=3")
+        parse_options("readers=4")
 
 
 def test_two_readers_serve_streams_and_small_requests_correctly() -> None:

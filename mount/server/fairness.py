@@ -1,0 +1,295 @@
+"""Fairness between readers: small requests are not queued behind large WRITEs.
+
+Mixed into ``Session`` (mount/server/session.py), whose readers call it with
+more than one reader (docs/decisions.md 25, docs/performance.md change 24):
+
+- ``_acquire(opcode)`` takes the fs lock; a reader holding a *small* request
+  (``SMALL``: no file data) counts itself as waiting, so that a large WRITE in
+  progress lets it in at its next chunk boundary, and requests with data wait
+  while it does;
+- ``_serve_locked`` is the first reader's request: while it is a large one
+  the clone readers read the device too (``Session._busy``);
+- ``_dispatch`` handles a request under the lock: a WRITE of more than
+  ``CHUNK_BYTES`` as consecutive WRITEs (``_chunked_write``) while small
+  requests have recently had to wait, everything else whole.
+
+What it uses of the session: ``_fs_lock``, ``_turn``, ``_waiting``,
+``_busy``, ``_last_small``, ``chunk_bytes``, ``_chunk_pipe``, ``_reply_fd``,
+``_deferred``, ``_sink``, ``_handle``, ``_write``, ``fd``, ``stats``,
+``restart``, ``debug``, ``_stores``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mount.wire.codec import reply_error
+
+OPCODE_WRITE = 16
+
+# With two readers or more a WRITE larger than this is handled as consecutive WRITEs of at
+# most this size, and a small request the other reader holds is served between
+# them (Fairness._chunked_write; docs/performance.md, change 24). 0: never split.
+CHUNK_BYTES = int(os.environ.get("SHMFS_WRITE_CHUNK", 256 << 10))  # env: A/B runs
+# ... and the clone readers woken for large requests, only while the traffic is
+# mixed: within this long of a small request from another process than the last
+# large one's (Fairness._note), or of one that had to wait for the lock. Each extra
+# chunk costs ~60-130 us end to end, a lone 1 MiB writer 25-30 % (change 24).
+# SHMFS_CHUNK_WINDOW_MS=-1: always (the tests, which must not depend on timing).
+_WINDOW_MS = float(os.environ.get("SHMFS_CHUNK_WINDOW_MS", "100"))
+MIXED_WINDOW_NS = int(_WINDOW_MS * 1e6) if _WINDOW_MS >= 0 else None  # None: always
+# The other readers read the device only while the first one handles a request
+# larger than this (Fairness._serve_locked).
+BIG_REQUEST = 64 << 10
+# A clone reader that is up waits this long in poll(2) for a request before it looks
+# at the first reader again: a timer that fired every millisecond cost a 1 MiB
+# writer 28 % (each wake-up takes the GIL from the handler between its copies);
+# an arrival wakes it anyway, so it notices a quiet device at the next request.
+CLONE_POLL_MS = int(os.environ.get("SHMFS_CLONE_POLL_MS", "100"))
+SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
+
+_IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
+_WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad
+_WRITE_DATA = _IN_HEADER.size + _WRITE_IN.size
+_OUT_HEADER = struct.Struct("<IiQ")  # len error unique
+_WRITE_OUT = struct.Struct("<II")  # size pad
+# Requests that touch no file data: served between the chunks of a large WRITE.
+# LOOKUP FORGET GETATTR READLINK SYMLINK MKNOD MKDIR UNLINK RMDIR RENAME LINK OPEN
+# STATFS RELEASE SETXATTR GETXATTR LISTXATTR REMOVEXATTR FLUSH OPENDIR READDIR
+# RELEASEDIR ACCESS CREATE BATCH_FORGET READDIRPLUS RENAME2 STATX
+_RECENT_NS = 10_000_000  # "a large request was just served": within 10 ms
+_FORGETS = (2, 42)  # FORGET, BATCH_FORGET: the kernel's, nobody waits for them
+SMALL = frozenset({1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 17, 18, 21, 22, 23, 24, 25,
+                    27, 28, 29, 34, 35, 42, 44, 45, 52})
+
+
+class _Capture:
+    """The reply sink of one chunk of a large WRITE (Session._chunked_write): keeps
+    the reply instead of writing it; notifications are queued as usual."""
+
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out: bytes | None = None
+
+    def reply(self, buffers: Sequence[bytes | memoryview]) -> None:
+        self.out = b"".join(buffers)
+
+    def flush(self) -> None:
+        pass
+
+    def defer(self, reply: bytes) -> None:  # not reached for WRITE; kept exact anyway
+        self.out = reply
+
+    def result(self) -> tuple[int, int]:
+        """(-errno or 0, bytes written) from the captured reply."""
+        if self.out is None or len(self.out) < 16:
+            return errno.EIO, 0
+        err = _OUT_HEADER.unpack_from(self.out, 0)[1]
+        if err:
+            return -err, 0
+        return 0, _WRITE_OUT.unpack_from(self.out, 16)[0]
+
+
+class Fairness:
+    """The fairness half of ``Session`` (a mixin: the state lives in the session)."""
+
+    _fs_lock: threading.Lock | None
+    _turn: threading.Condition | None
+    _waiting: int
+    _busy: threading.Event
+    _last_small: int
+    _big_pid: int
+    _big_ns: int
+    chunk_bytes: int
+    _chunk_pipe: tuple[int, int] | None
+    _reply_fd: int
+    _deferred: bytes | None
+    _sink: Any
+    fd: int
+    stats: Any
+    restart: Any
+    debug: bool
+    _stores: dict[tuple[int, int], int]
+
+    def _handle(self, msg: memoryview) -> None:  # Session's
+        raise NotImplementedError
+
+    def _write(self, buffers: Sequence[bytes | memoryview], fd: int | None = None) -> None:
+        raise NotImplementedError  # Session's
+
+    def _acquire(self, opcode: int) -> None:
+        """Take the fs lock for a request with this opcode. A reader holding a small
+        request (SMALL: no file data) counts itself as waiting first, so that a
+        large WRITE in progress lets it in at its next chunk boundary."""
+        lock = self._fs_lock
+        assert lock is not None and self._turn is not None
+        if not self._waiting and lock.acquire(False):  # uncontended: no bookkeeping
+            return
+        turn = self._turn
+        if opcode in SMALL:
+            # a small request that has to wait: large WRITEs are chunked from now on
+            # for a while (_dispatch); a lone writer's own OPEN or FLUSH does not wait
+            self._last_small = time.perf_counter_ns()
+        else:
+            if self._waiting:  # small requests first (with three readers or more)
+                with turn:
+                    turn.wait_for(lambda: not self._waiting, timeout=0.05)
+            lock.acquire()
+            return
+        with turn:
+            self._waiting += 1
+        try:
+            lock.acquire()
+        finally:
+            with turn:
+                self._waiting -= 1
+                turn.notify_all()
+
+    def _serve_locked(self, view: memoryview, n: int) -> None:
+        """The first reader's request with two readers: under the fs lock. While it
+        handles a large request the other readers read the device too (_clone_reader):
+        only then, so that a lone client's requests are all read by this spinning
+        thread, never by a sleeping one that has to be woken (~40 us here)."""
+        big = self._note(view, n)
+        if big and self._mixed():
+            self._busy.set()
+        self._acquire(view[4])
+        try:
+            self._dispatch(view, n)
+        finally:
+            self._fs_lock.release()  # type: ignore[union-attr]
+            if big:
+                self._busy.clear()
+
+    def _note(self, view: memoryview, n: int) -> bool:
+        """Whether this request is large; a large one's sender is remembered, and a
+        small one from another process marks the traffic as mixed (_mixed). A lone
+        writer's own OPEN, FLUSH or GETATTR does not: its WRITEs stay whole and the
+        clone readers asleep (each cost it: change 24)."""
+        pid = int.from_bytes(view[32:36], "little")
+        if n > BIG_REQUEST:
+            self._big_pid = pid
+            self._big_ns = time.perf_counter_ns()
+            return True
+        if pid != self._big_pid and view[4] in SMALL and view[4] not in _FORGETS:
+            now = time.perf_counter_ns()
+            if now - self._big_ns < _RECENT_NS:  # a large request is (or was just) in the way
+                self._last_small = now
+        return False
+
+    def _mixed(self) -> bool:
+        """Small requests of other processes came within MIXED_WINDOW_NS (or had to
+        wait for the lock): chunk large WRITEs, wake the clone readers for them."""
+        return (MIXED_WINDOW_NS is None
+                or time.perf_counter_ns() - self._last_small < MIXED_WINDOW_NS)
+
+    def _dispatch(self, view: memoryview, n: int) -> None:
+        """Handle a request (fs lock held): a large WRITE in chunks while the traffic
+        is mixed (_mixed), the rest as is."""
+        if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes < n - _WRITE_DATA
+                and self._mixed()
+                and self._sink is None and self.restart is None and not self.debug
+                and not self._stores):
+            self._chunked_write(view, n)
+        else:
+            self._handle(view[:n])
+
+    def _chunked_write(self, view: memoryview, n: int) -> None:
+        """A WRITE of more than chunk_bytes as consecutive WRITEs of chunk_bytes, each
+        handled as a request of its own (the same handler, the same events and
+        their ordering) with its reply captured; between two chunks, a small request
+        that the other reader holds is served (_yield_to_small). One reply for the
+        whole: the bytes written, or the first chunk's error.
+
+        Why this keeps the semantics: each chunk is a complete write of the fs, so
+        whatever runs between two chunks sees a consistent fs in which the write has
+        progressed partly -- as it would with two write(2)s -- and only requests
+        without file data run there (SMALL). For the same file nothing else can
+        come: the kernel holds the inode lock for the whole write(2) (fuse_perform_write),
+        which excludes other writes, truncates, fallocates and O_APPEND writes to it;
+        a concurrent READ of the pages being written waits for their page locks in the
+        kernel. A chunk is laid out in place: its 80 bytes of headers are written just
+        before its data, over bytes of the previous chunk already stored. Its reply is
+        caught whichever way the handler answers: through _write (the _sink) or, for
+        a handler that writes to _reply_fd itself (a C engine), through a pipe that
+        stands in for the device meanwhile."""
+        hdr = _IN_HEADER.unpack_from(view, 0)
+        fh, off, size, wflags, owner, flags, _pad = _WRITE_IN.unpack_from(view, 40)
+        if size != n - _WRITE_DATA or hdr[7]:  # not the plain layout: no splitting
+            self._handle(view[:n])
+            return
+        unique = hdr[2]
+        cap = _Capture()
+        if self._chunk_pipe is None:
+            self._chunk_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        pipe_r, pipe_w = self._chunk_pipe
+        reply_fd = self._reply_fd
+        step = self.chunk_bytes
+        done = 0
+        chunks = 0
+        error = 0
+        while done < size:
+            k = min(step, size - done)
+            base = done  # the chunk's headers go at [done, done + 80)
+            _IN_HEADER.pack_into(view, base, _WRITE_DATA + k, *hdr[1:])
+            _WRITE_IN.pack_into(view, base + 40, fh, off + done, k, wflags, owner, flags, 0)
+            cap.out = None
+            # a handler that writes its reply itself (a C engine given _reply_fd)
+            # writes it into the pipe; one that goes through _write, into cap
+            self._sink = cap
+            self._reply_fd = pipe_w
+            try:
+                self._handle(view[base:base + _WRITE_DATA + k])
+            finally:
+                self._sink = None
+                self._reply_fd = reply_fd
+            if cap.out is None:
+                try:
+                    cap.out = os.read(pipe_r, 4096)
+                except BlockingIOError:
+                    pass  # no reply at all: result() says EIO
+            chunks += 1
+            err, written = cap.result()
+            if err:
+                if done == 0:
+                    error = err
+                break
+            done += written
+            if written < k:
+                break
+            if done < size and self._waiting:
+                self._yield_to_small()
+        entry = self.stats.requests.get(OPCODE_WRITE)
+        if entry is not None and chunks > 1:
+            entry[0] -= chunks - 1  # one request, as the kernel sent it
+        self.stats.write_chunks += chunks
+        if error:
+            self._write([reply_error(unique, error)])
+        else:
+            self._write([_OUT_HEADER.pack(_OUT_HEADER.size + _WRITE_OUT.size, 0, unique),
+                         _WRITE_OUT.pack(done, 0)])
+
+    def _yield_to_small(self) -> None:
+        """Between two chunks: let the reader waiting with a small request take the fs
+        lock, wait until it has it, then queue for the lock again (it is free once
+        that request is answered). The reply fd and deferred reply of our own request
+        are kept across."""
+        lock, turn = self._fs_lock, self._turn
+        assert lock is not None and turn is not None
+        reply_fd, deferred = self._reply_fd, self._deferred
+        self._reply_fd = self.fd  # what a reader finds when it takes the lock
+        self.stats.yields += 1
+        lock.release()
+        try:
+            with turn:
+                turn.wait_for(lambda: not self._waiting, timeout=0.05)
+        finally:
+            lock.acquire()
+            self._reply_fd, self._deferred = reply_fd, deferred
