@@ -20,18 +20,14 @@ import logging
 import os
 from typing import Any
 
-log = logging.getLogger("shmfs.hotpath")
+from mount.server import native
 
-_warned = False
+log = logging.getLogger("shmfs.hotpath")
 
 
 def available() -> bool:
     """Whether the compiled extension can be imported."""
-    try:
-        from mount.server import _hotpath  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return native.available("_hotpath")
 
 
 def enabled() -> bool:
@@ -61,20 +57,14 @@ def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
     """An Engine for ``fs`` answering GETATTR and LOOKUP with these timeouts and
     fuse_entry_out.generation (Operations.generation), or None: also when one of the
     methods it stands in for is not fsimpl's own (replaced_methods)."""
-    global _warned
     if not enabled():
         return None
     replaced = replaced_methods(fs)
     if replaced:
         log.info("regular-file hot path off: %s not fsimpl's own", ", ".join(replaced))
         return None
-    try:
-        from mount.server import _hotpath
-    except ImportError as e:
-        if not _warned:
-            log.warning("regular-file hot path not built (%s): READ/WRITE/GETATTR are served "
-                        "in Python; run scripts/bootstrap.sh with a C compiler to build it", e)
-            _warned = True
+    _hotpath = native.load("_hotpath", log, "the regular-file hot path (READ/WRITE/GETATTR)")
+    if _hotpath is None:
         return None
     from fsimpl.directory import Directory
     from fsimpl.inode import Inode

@@ -545,17 +545,8 @@ class Session(Fairness):
         eng = self._winfast
         if eng and eng.pending():
             return False
-        try:
-            err = hp.handle(msg, self._reply_fd, not self._pending, t0, self.stats.requests)
-        except Exception:  # only a failure after the engine began changing state
-            log.exception("regular-file hot path failed")
-            self._write([reply_error(int.from_bytes(msg[8:16], "little"), errno.EIO)])
-            return True
-        if err is None:
-            return False
-        if err:
-            self._write_failed(OSError(err, os.strerror(err)))
-        return True
+        return self._native_answer("regular-file hot path", hp.handle, msg, self._reply_fd,
+                                   not self._pending, t0, self.stats.requests)
 
     def _native_io(self, msg: memoryview, t0: int) -> bool:
         """A WRITE or READ of a window answered by the C engine (native/winlaunder.c:
@@ -565,21 +556,32 @@ class Session(Fairness):
         invalidation it answers."""
         opcode = msg[4]
         eng = self._winfast
+        if not self._native_answer("window READ/WRITE fast path",
+                                   eng.write if opcode == OPCODE_WRITE else eng.read,
+                                   msg, self._reply_fd):
+            return False
+        entry = self.stats.requests.get(opcode)
+        if entry is None:
+            entry = self.stats.requests[opcode] = [0, 0]
+        entry[0] += 1
+        entry[1] += time.perf_counter_ns() - t0
+        return True
+
+    def _native_answer(self, what: str, call: Any, msg: memoryview, *args: Any) -> bool:
+        """Whether a C engine answered msg (``call(msg, *args)``: None declined, 0
+        answered, an errno answered but its reply could not be written). An
+        exception means the engine failed after it began changing state: logged,
+        and the request answered EIO."""
         try:
-            err = (eng.write if opcode == OPCODE_WRITE else eng.read)(msg, self._reply_fd)
-        except Exception:  # an allocation failure after the engine began changing state
-            log.exception("window READ/WRITE fast path failed")
+            err = call(msg, *args)
+        except Exception:
+            log.exception("%s failed", what)
             self._write([reply_error(int.from_bytes(msg[8:16], "little"), errno.EIO)])
             return True
         if err is None:
             return False
         if err:
             self._write_failed(OSError(err, os.strerror(err)))
-        entry = self.stats.requests.get(opcode)
-        if entry is None:
-            entry = self.stats.requests[opcode] = [0, 0]
-        entry[0] += 1
-        entry[1] += time.perf_counter_ns() - t0
         return True
 
     def _native_pending(self) -> bool:

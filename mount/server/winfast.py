@@ -19,18 +19,14 @@ import logging
 import os
 from typing import Any
 
-log = logging.getLogger("shmfs.winfast")
+from mount.server import native
 
-_warned = False
+log = logging.getLogger("shmfs.winfast")
 
 
 def available() -> bool:
     """Whether the compiled extension can be imported."""
-    try:
-        from mount.server import _winfast  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return native.available("_winfast")
 
 
 def writes_enabled() -> bool:
@@ -41,16 +37,10 @@ def writes_enabled() -> bool:
 
 def engine(fd: int, fs: Any, stores: dict) -> Any:
     """An Engine writing to ``fd`` for ``fs`` (its WindowTable), or None."""
-    global _warned
     if os.environ.get("SHMFS_WINFAST", "1") == "0":
         return None
-    try:
-        from mount.server import _winfast
-    except ImportError as e:
-        if not _warned:
-            log.warning("window REMAP fast path not built (%s): REMAPs are served in Python; "
-                        "run scripts/bootstrap.sh with a C compiler to build it", e)
-            _warned = True
+    _winfast = native.load("_winfast", log, "the window REMAP fast path")
+    if _winfast is None:
         return None
     from fsimpl.windows import windows_of
     from vmcore.fault import FAULT_STATS
