@@ -112,7 +112,7 @@ static PyObject *s_budget, *s_free_pages, *s_alloc1, *s_major, *s_pages_allocate
 static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas, *s_start,
     *s_end, *s_prot, *s_pgoff, *s_mapping, *s_pt, *s_chunks, *s_bits, *s_frame, *s_cached,
     *s_pending, *s_pushed, *s_epoch, *s_stats, *s_size, *s_pages, *s_frames, *s_pflags, *s_gen,
-    *s_arena, *s_nshared, *s_fps, *s_addrs, *s_fstats, *s_listeners, *s_pte_bits,
+    *s_arena, *s_nshared, *s_fps, *s_addrs, *s_fstats, *s_listeners, *s_pte_bits, *s_ext,
     *s_write_notify, *s_page_mkwrite, *s_private_data, *s_zaps, *s_ptes_zapped, *s_remaps,
     *s_remap_pages, *s_minor, *s_faults, *s_read, *s_write, *s_prefault, *s_via_vma, *s_npages,
     *s_address, *s_k_remaps, *s_k_pushed, *s_k_inval_events, *s_k_inval_pages;
@@ -369,13 +369,18 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     uint64_t start = get_u64(d), size = get_u64(d + 8), pgoff = get_u64(d + 16);
     uint32_t prot = get_u32(d + 24), rflags = get_u32(d + 28);
     int populate;
-    if (rflags == MAP_POPULATE_)
+    /* MAP_CHGPROT: the pages get their own protection (PagerExt.PER_PAGE_PROT); its
+     * further conditions (the extension on, prot within the VMA's, VM_MANYPROTS
+     * already set) are checked in phase 1 */
+    int chg = (rflags & MAP_CHGPROT_) != 0;
+    uint32_t base_flags = rflags & ~(uint32_t)MAP_CHGPROT_;
+    if (base_flags == MAP_POPULATE_)
         populate = 1;
-    else if (rflags == 0 || rflags == MAP_NONBLOCK_)
+    else if (base_flags == 0 || base_flags == MAP_NONBLOCK_)
         populate = 0;
     else
         goto decline_nobuf;
-    if (prot != 0 || (size & (PAGE_SIZE - 1)) || size < PAGE_SIZE ||
+    if ((prot != 0 && !chg) || prot > (PROT_READ_ | PROT_WRITE_ | PROT_EXEC_) || (size & (PAGE_SIZE - 1)) || size < PAGE_SIZE ||
         size > (uint64_t)MAXPAGES * PAGE_SIZE || (start & (PAGE_SIZE - 1)) ||
         start >= (1ULL << 46) || pgoff >= (1ULL << 46) || nodeid > (uint64_t)LLONG_MAX ||
         fh > (uint64_t)LLONG_MAX)
@@ -431,6 +436,17 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         attr_ll(vma, s_flags, &vflags) < 0 || attr_ll(vma, s_prot, &vprot) < 0 ||
         attr_ll(vma, s_pgoff, &vpgoff) < 0 || attr_ll(mm, s_pte_bits, &ptebits) < 0)
         DECLINE();
+    if (chg) {
+        long long ext;
+        if (attr_ll(mm, s_ext, &ext) < 0)
+            DECLINE();
+        if (!(ext & PAGER_EXT_PER_PAGE_PROT))
+            DECLINE(); /* MAP_CHGPROT ignored (prot != 0: EINVAL): Python */
+        if ((long long)prot & ~vprot)
+            DECLINE(); /* EACCES in Python */
+        if (!(vflags & VM_MANYPROTS))
+            DECLINE(); /* the first MAP_CHGPROT sets VM_MANYPROTS (an IntFlag): Python */
+    }
     if (vstart != waddr || vend != waddr + (npages << PAGE_SHIFT))
         DECLINE();
     if ((vflags & (VM_SHARED | VM_NONLINEAR | VM_CAN_NONLINEAR)) !=
@@ -529,7 +545,8 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
             DECLINE();
     }
     int write = (vflags & VM_WRITE) != 0;
-    long long new_eff = vprot; /* a remap without MAP_CHGPROT: the VMA's protection */
+    /* a remap without MAP_CHGPROT: the VMA's protection; with it, the page's own */
+    long long new_eff = chg ? (long long)prot : vprot;
     int was_cached[MAXPAGES], moved[MAXPAGES], nmoved = 0, nruns = 0;
     long long old_pg[MAXPAGES], old_eff[MAXPAGES];
     for (int k = 0; k < n; k++) {
@@ -724,8 +741,8 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
             goto fail;
     }
     for (int k = 0; k < n; k++) {
-        cbits[slot0 + k] = PTE_FILE;
-        cprot[slot0 + k] = 0;
+        cbits[slot0 + k] = chg ? (PTE_FILE | PTE_OWNPROT) : PTE_FILE; /* set_file(_range) */
+        cprot[slot0 + k] = chg ? (uint8_t)prot : 0;
         cframe[slot0 + k] = 0;
         cpgoff[slot0 + k] = (int64_t)pgoff + k;
     }
@@ -794,7 +811,7 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
                     (hole && incr_attr(fsl[q], s_pages_allocated, 1) < 0))
                     goto fail;
             }
-            int nb = PTE_PRESENT;
+            int nb = PTE_PRESENT | (chg ? PTE_OWNPROT : 0); /* set_present keeps prot */
             if (write)
                 nb |= PTE_WRITE | PTE_DIRTY;
             else if (new_eff & PROT_WRITE_)
@@ -1166,6 +1183,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_fstats, "fstats");
     INTERN(s_listeners, "_listeners");
     INTERN(s_pte_bits, "pte_file_max_bits");
+    INTERN(s_ext, "ext");
     INTERN(s_write_notify, "write_notify");
     INTERN(s_page_mkwrite, "page_mkwrite");
     INTERN(s_private_data, "private_data");

@@ -47,6 +47,9 @@
 
 #define MAP_POPULATE_ 0x8000
 #define MAP_NONBLOCK_ 0x10000
+#define MAP_CHGPROT_ 0x20000 /* vmcore.vma.MAP_CHGPROT */
+#define VM_MANYPROTS 0x40000000 /* vmcore.vma.VmFlags.MANYPROTS */
+#define PAGER_EXT_PER_PAGE_PROT 0x2 /* vmcore.vma.PagerExt.PER_PAGE_PROT */
 
 /* ------------------------------------------------------------------ batches */
 
