@@ -352,6 +352,13 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     if (PyObject_GetBuffer(arg, &mb, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *m = mb.buf;
+    if (winprot_is_mprotect(m, mb.len)) { /* native/winprot.c */
+        if (!e->prot_enabled)
+            goto decline_nobuf;
+        result = winprot_mprotect(e, m, mb.len);
+        PyBuffer_Release(&mb);
+        return result;
+    }
     if (mb.len != IN_HEADER + IOCTL_IN + REMAP_SIZE)
         goto decline_nobuf;
     if (get_u32(m) != (uint32_t)mb.len || get_u32(m + 4) != OP_IOCTL)
@@ -373,6 +380,8 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
      * further conditions (the extension on, prot within the VMA's, VM_MANYPROTS
      * already set) are checked in phase 1 */
     int chg = (rflags & MAP_CHGPROT_) != 0;
+    if (chg && !e->prot_enabled)
+        goto decline_nobuf;
     uint32_t base_flags = rflags & ~(uint32_t)MAP_CHGPROT_;
     if (base_flags == MAP_POPULATE_)
         populate = 1;
@@ -1019,6 +1028,12 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
+    if (r) { /* the IOCTLs in "remaps" include these (native/winprot.c) */
+        PyObject *t = PyLong_FromUnsignedLongLong(e->mprotects);
+        if (!t || PyDict_SetItemString(r, "mprotects", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1045,11 +1060,13 @@ static PyObject *Engine_close(Engine *e, PyObject *unused)
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"fd", "table", "fault_stats", "py_stores", NULL};
-    int fd;
+    static char *kwlist[] = {"fd", "table", "fault_stats", "py_stores", "prot", NULL};
+    int fd, prot = 1;
     PyObject *table, *fstats, *stores;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO", kwlist, &fd, &table, &fstats, &stores))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO|p", kwlist, &fd, &table, &fstats, &stores,
+                                     &prot))
         return -1;
+    e->prot_enabled = prot;
     if (e->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already started");
         return -1;
@@ -1203,7 +1220,8 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_k_pushed, "pushed_pages");
     INTERN(s_k_inval_events, "inval_events");
     INTERN(s_k_inval_pages, "inval_pages");
-    if (winlaunder_init() < 0 || winwrite_init() < 0 || winread_init() < 0)
+    if (winlaunder_init() < 0 || winwrite_init() < 0 || winread_init() < 0 ||
+        winprot_init() < 0)
         return NULL;
     if (PyType_Ready(&EngineType) < 0)
         return NULL;

@@ -134,15 +134,15 @@ class Twin:
 
     def mprotect(self, start: int, size: int, prot: int, flags: int,
                  fh: int | None = None) -> tuple[bool, list[bytes]]:
-        """SHMFS_IOC_WIN_MPROTECT as the kernel sends it: to the engine first (when it
-        has an mprotect path), else the Python path."""
+        """SHMFS_IOC_WIN_MPROTECT as the kernel sends it: to the engine first (its
+        Engine.remap takes per-page MPROTECTs too), else the Python path."""
         self.unique += 1
         body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, 0, MPROTECT_CMD, 0, 24, 0)
         body += struct.pack("<QQII", start, size, prot, flags)
         msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
                                0, 0, 1, 0, 0) + body
-        if self.engine is not None and hasattr(self.engine, "mprotect"):
-            n = self.engine.mprotect(memoryview(bytearray(msg)))
+        if self.engine is not None:
+            n = self.engine.remap(memoryview(bytearray(msg)))
             if n is not None:
                 got = self._drain()
                 assert len(got) == n + 1
@@ -372,7 +372,7 @@ def test_long_random_sequence_mostly_native() -> None:
     Python path's bytes and state."""
     rng = np.random.default_rng(12)
     a, b = Twin(native=True), Twin(native=False)
-    native = launders = stores = reads = chg = 0
+    native = launders = stores = reads = chg = mpr = 0
     try:
         for _ in range(600):
             r = rng.random()
@@ -405,6 +405,7 @@ def test_long_random_sequence_mostly_native() -> None:
             if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect"):
                 native += ra[0]
                 chg += ra[0] and op[0] == "remap" and bool(op[3] & CHGPROT)
+                mpr += ra[0] and op[0] == "mprotect"
                 launders += ra[0] and op[0] == "launder"
                 stores += ra[0] and op[0] == "pwrite"
                 reads += ra[0] and op[0] == "rmsg"
@@ -416,6 +417,7 @@ def test_long_random_sequence_mostly_native() -> None:
             assert a.state() == b.state(), op
         assert native > 150, native
         assert chg > 20, chg
+        assert mpr >= 3, mpr
         assert launders > 5, launders
         assert stores >= 3, stores
         assert reads >= 3, reads
@@ -715,6 +717,56 @@ def test_chgprot_remaps_are_native_and_exact() -> None:
         ws = a.t.wins[a.win]
         vma = ws.window.mm.vmas[0]
         assert vma.pt.get((ws.addr >> 12) + 1)[3] == 3  # page 1's own protection
+    finally:
+        a.close()
+        b.close()
+
+
+def test_mprotects_are_native_and_exact() -> None:
+    """Per-page MPROTECT (uml_physmem's protect): taken by the engine once the window
+    is nonlinear with VM_MANYPROTS, one coalesced INVAL of the cached pages whose
+    protection changes, byte for byte and state for state; declined untouched: an
+    unchanged cached page (Python refaults it), MPROTECT_VMA, a protection beyond
+    the window's, prot bits beyond READ|WRITE, a range past the window, 17 pages,
+    an unaligned start, a read-only descriptor, a malformed struct size."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            assert tw.mprotect(0, P4, 1, 0)[0] is False  # linear still: Python
+            tw.ioctl(20 * P4, P4, 7, 1, POPULATE | CHGPROT)  # nonlinear, MANYPROTS
+            tw.t.read(tw.win, 0, 6 * P4)  # cached
+        cases = [  # (start, size, prot, flags, fh, native, notifications)
+            (P4, P4, 1, 0, None, True, [2, 0]),  # cached, RW -> R: INVAL
+            (8 * P4, 2 * P4, 0, 0, None, True, [0]),  # not cached
+            (2 * P4, 3 * P4 - 100, 1, 0, None, True, [2, 0]),  # 3 pages (size rounded up)
+            (P4, P4, 1, 0, None, True, [0]),  # no longer cached
+            (5 * P4, P4, 3, 0, None, False, None),  # cached and unchanged: Python
+            (6 * P4, P4, 1, 1, None, False, None),  # MPROTECT_VMA
+            (6 * P4, P4, 4, 0, None, False, None),  # EINVAL
+            (6 * P4, P4, 3 | 8, 0, None, False, None),
+            ((WIN_PAGES - 1) * P4, 2 * P4, 1, 0, None, False, None),  # ENOMEM
+            (30 * P4, 17 * P4, 1, 0, None, False, None),
+            (6 * P4 + 1, P4, 1, 0, None, False, None),
+            (6 * P4, P4, 1, 0, "ro", False, None),  # EBADF
+            (6 * P4, 0, 1, 0, None, False, None),  # nothing to do: Python
+        ]
+        for start, size, prot, flags, fh, native, kinds in cases:
+            fa = a.rofh if fh == "ro" else None
+            fb = b.rofh if fh == "ro" else None
+            na, ga = a.mprotect(start, size, prot, flags, fa)
+            nb, gb = b.mprotect(start, size, prot, flags, fb)
+            assert na is native and nb is False, (start, size, prot, flags)
+            assert ga == gb, (start, size, prot, flags)
+            if kinds is not None:
+                assert [int.from_bytes(m[4:8], "little") for m in ga] == kinds
+            assert a.state() == b.state(), (start, size, prot, flags)
+        assert a.engine.statistics()["mprotects"] == 4
+        # a truncated MPROTECT struct is declined and answered by Python (EINVAL)
+        before = a.state()
+        body = P.IOCTL_IN.pack(a.wfh, 0, MPROTECT_CMD, 0, 16, 0) + bytes(16)
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), 1, a.win, 0, 0, 1, 0, 0)
+        assert a.engine.remap(memoryview(bytearray(msg + body))) is None
+        assert a.state() == before
     finally:
         a.close()
         b.close()
