@@ -112,7 +112,7 @@ static PyObject *s_budget, *s_free_pages, *s_alloc1, *s_major, *s_pages_allocate
 static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas, *s_start,
     *s_end, *s_prot, *s_pgoff, *s_mapping, *s_pt, *s_chunks, *s_bits, *s_frame, *s_cached,
     *s_pending, *s_pushed, *s_epoch, *s_stats, *s_size, *s_pages, *s_frames, *s_pflags, *s_gen,
-    *s_arena, *s_nshared, *s_fps, *s_addrs, *s_fstats, *s_listeners, *s_pte_bits,
+    *s_arena, *s_nshared, *s_fps, *s_addrs, *s_fstats, *s_listeners, *s_pte_bits, *s_ext,
     *s_write_notify, *s_page_mkwrite, *s_private_data, *s_zaps, *s_ptes_zapped, *s_remaps,
     *s_remap_pages, *s_minor, *s_faults, *s_read, *s_write, *s_prefault, *s_via_vma, *s_npages,
     *s_address, *s_k_remaps, *s_k_pushed, *s_k_inval_events, *s_k_inval_pages;
@@ -352,6 +352,13 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     if (PyObject_GetBuffer(arg, &mb, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *m = mb.buf;
+    if (winprot_is_mprotect(m, mb.len)) { /* native/winprot.c */
+        if (!e->prot_enabled)
+            goto decline_nobuf;
+        result = winprot_mprotect(e, m, mb.len);
+        PyBuffer_Release(&mb);
+        return result;
+    }
     if (mb.len != IN_HEADER + IOCTL_IN + REMAP_SIZE)
         goto decline_nobuf;
     if (get_u32(m) != (uint32_t)mb.len || get_u32(m + 4) != OP_IOCTL)
@@ -369,13 +376,20 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     uint64_t start = get_u64(d), size = get_u64(d + 8), pgoff = get_u64(d + 16);
     uint32_t prot = get_u32(d + 24), rflags = get_u32(d + 28);
     int populate;
-    if (rflags == MAP_POPULATE_)
+    /* MAP_CHGPROT: the pages get their own protection (PagerExt.PER_PAGE_PROT); its
+     * further conditions (the extension on, prot within the VMA's, VM_MANYPROTS
+     * already set) are checked in phase 1 */
+    int chg = (rflags & MAP_CHGPROT_) != 0;
+    if (chg && !e->prot_enabled)
+        goto decline_nobuf;
+    uint32_t base_flags = rflags & ~(uint32_t)MAP_CHGPROT_;
+    if (base_flags == MAP_POPULATE_)
         populate = 1;
-    else if (rflags == 0 || rflags == MAP_NONBLOCK_)
+    else if (base_flags == 0 || base_flags == MAP_NONBLOCK_)
         populate = 0;
     else
         goto decline_nobuf;
-    if (prot != 0 || (size & (PAGE_SIZE - 1)) || size < PAGE_SIZE ||
+    if ((prot != 0 && !chg) || prot > (PROT_READ_ | PROT_WRITE_ | PROT_EXEC_) || (size & (PAGE_SIZE - 1)) || size < PAGE_SIZE ||
         size > (uint64_t)MAXPAGES * PAGE_SIZE || (start & (PAGE_SIZE - 1)) ||
         start >= (1ULL << 46) || pgoff >= (1ULL << 46) || nodeid > (uint64_t)LLONG_MAX ||
         fh > (uint64_t)LLONG_MAX)
@@ -431,6 +445,17 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         attr_ll(vma, s_flags, &vflags) < 0 || attr_ll(vma, s_prot, &vprot) < 0 ||
         attr_ll(vma, s_pgoff, &vpgoff) < 0 || attr_ll(mm, s_pte_bits, &ptebits) < 0)
         DECLINE();
+    if (chg) {
+        long long ext;
+        if (attr_ll(mm, s_ext, &ext) < 0)
+            DECLINE();
+        if (!(ext & PAGER_EXT_PER_PAGE_PROT))
+            DECLINE(); /* MAP_CHGPROT ignored (prot != 0: EINVAL): Python */
+        if ((long long)prot & ~vprot)
+            DECLINE(); /* EACCES in Python */
+        if (!(vflags & VM_MANYPROTS))
+            DECLINE(); /* the first MAP_CHGPROT sets VM_MANYPROTS (an IntFlag): Python */
+    }
     if (vstart != waddr || vend != waddr + (npages << PAGE_SHIFT))
         DECLINE();
     if ((vflags & (VM_SHARED | VM_NONLINEAR | VM_CAN_NONLINEAR)) !=
@@ -529,7 +554,8 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
             DECLINE();
     }
     int write = (vflags & VM_WRITE) != 0;
-    long long new_eff = vprot; /* a remap without MAP_CHGPROT: the VMA's protection */
+    /* a remap without MAP_CHGPROT: the VMA's protection; with it, the page's own */
+    long long new_eff = chg ? (long long)prot : vprot;
     int was_cached[MAXPAGES], moved[MAXPAGES], nmoved = 0, nruns = 0;
     long long old_pg[MAXPAGES], old_eff[MAXPAGES];
     for (int k = 0; k < n; k++) {
@@ -724,8 +750,8 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
             goto fail;
     }
     for (int k = 0; k < n; k++) {
-        cbits[slot0 + k] = PTE_FILE;
-        cprot[slot0 + k] = 0;
+        cbits[slot0 + k] = chg ? (PTE_FILE | PTE_OWNPROT) : PTE_FILE; /* set_file(_range) */
+        cprot[slot0 + k] = chg ? (uint8_t)prot : 0;
         cframe[slot0 + k] = 0;
         cpgoff[slot0 + k] = (int64_t)pgoff + k;
     }
@@ -794,7 +820,7 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
                     (hole && incr_attr(fsl[q], s_pages_allocated, 1) < 0))
                     goto fail;
             }
-            int nb = PTE_PRESENT;
+            int nb = PTE_PRESENT | (chg ? PTE_OWNPROT : 0); /* set_present keeps prot */
             if (write)
                 nb |= PTE_WRITE | PTE_DIRTY;
             else if (new_eff & PROT_WRITE_)
@@ -1002,6 +1028,12 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
+    if (r) { /* the IOCTLs in "remaps" include these (native/winprot.c) */
+        PyObject *t = PyLong_FromUnsignedLongLong(e->mprotects);
+        if (!t || PyDict_SetItemString(r, "mprotects", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1028,11 +1060,13 @@ static PyObject *Engine_close(Engine *e, PyObject *unused)
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"fd", "table", "fault_stats", "py_stores", NULL};
-    int fd;
+    static char *kwlist[] = {"fd", "table", "fault_stats", "py_stores", "prot", NULL};
+    int fd, prot = 1;
     PyObject *table, *fstats, *stores;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO", kwlist, &fd, &table, &fstats, &stores))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO|p", kwlist, &fd, &table, &fstats, &stores,
+                                     &prot))
         return -1;
+    e->prot_enabled = prot;
     if (e->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already started");
         return -1;
@@ -1166,6 +1200,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_fstats, "fstats");
     INTERN(s_listeners, "_listeners");
     INTERN(s_pte_bits, "pte_file_max_bits");
+    INTERN(s_ext, "ext");
     INTERN(s_write_notify, "write_notify");
     INTERN(s_page_mkwrite, "page_mkwrite");
     INTERN(s_private_data, "private_data");
@@ -1185,7 +1220,8 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_k_pushed, "pushed_pages");
     INTERN(s_k_inval_events, "inval_events");
     INTERN(s_k_inval_pages, "inval_pages");
-    if (winlaunder_init() < 0 || winwrite_init() < 0 || winread_init() < 0)
+    if (winlaunder_init() < 0 || winwrite_init() < 0 || winread_init() < 0 ||
+        winprot_init() < 0)
         return NULL;
     if (PyType_Ready(&EngineType) < 0)
         return NULL;

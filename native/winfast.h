@@ -47,6 +47,9 @@
 
 #define MAP_POPULATE_ 0x8000
 #define MAP_NONBLOCK_ 0x10000
+#define MAP_CHGPROT_ 0x20000 /* vmcore.vma.MAP_CHGPROT */
+#define VM_MANYPROTS 0x40000000 /* vmcore.vma.VmFlags.MANYPROTS */
+#define PAGER_EXT_PER_PAGE_PROT 0x2 /* vmcore.vma.PagerExt.PER_PAGE_PROT */
 
 /* ------------------------------------------------------------------ batches */
 
@@ -101,6 +104,9 @@ typedef struct {
     /* the READ (native/winread.c) */
     unsigned long long reads, read_declined;
     long last_read_decline;
+    /* MAP_CHGPROT remaps and per-page MPROTECTs (native/winprot.c); 0: both Python */
+    int prot_enabled;
+    unsigned long long mprotects;
 } Engine;
 
 static inline uint64_t now_ns(void)
@@ -146,6 +152,11 @@ typedef struct {
 int winwrite_init(void);
 PyObject *winwrite_store(wreq_t *r);
 int cancel_stores(Engine *e, uint64_t ino, long long first, long long last);
+
+/* winprot.c: the per-page MPROTECT of a window, taken by Engine.remap */
+int winprot_init(void);
+int winprot_is_mprotect(const unsigned char *m, Py_ssize_t len);
+PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len);
 
 /* winread.c: Engine.read, the READ of window pages */
 int winread_init(void);

@@ -11,6 +11,8 @@ anything else it declines, untouched, to the Python path
 the same for a WRITE of a window: the launder of a remapped page
 (native/winlaunder.c) and write(2)/write-backs through the page table
 (native/winwrite.c); ``SHMFS_WINFAST_WRITE=0`` leaves those to Python.
+``Engine.remap`` also takes MAP_CHGPROT remaps and per-page MPROTECTs
+(native/winprot.c); ``SHMFS_WINFAST_PROT=0`` leaves those to Python.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def writes_enabled() -> bool:
     return os.environ.get("SHMFS_WINFAST_WRITE", "1") != "0"
 
 
+def prot_enabled() -> bool:
+    """Whether the engine takes MAP_CHGPROT remaps and per-page MPROTECTs too
+    (native/winprot.c); ``SHMFS_WINFAST_PROT=0`` keeps them in Python (A/B runs)."""
+    return os.environ.get("SHMFS_WINFAST_PROT", "1") != "0"
+
+
 def engine(fd: int, fs: Any, stores: dict) -> Any:
     """An Engine writing to ``fd`` for ``fs`` (its WindowTable), or None."""
     if os.environ.get("SHMFS_WINFAST", "1") == "0":
@@ -45,4 +53,4 @@ def engine(fd: int, fs: Any, stores: dict) -> Any:
     from fsimpl.windows import windows_of
     from vmcore.fault import FAULT_STATS
 
-    return _winfast.Engine(fd, windows_of(fs), FAULT_STATS, stores)
+    return _winfast.Engine(fd, windows_of(fs), FAULT_STATS, stores, prot=prot_enabled())

@@ -495,3 +495,114 @@ def test_window_reads_take_the_native_path(wmount: Path, wdir: Path) -> None:
                 else:
                     assert c.read(i * P, 32) == page_of(pg)[:32]
         assert _native(wmount)["read"]["reads"] - before >= 50
+
+
+def test_chgprot_remaps_and_mprotects_take_the_native_path(wmount: Path, wdir: Path) -> None:
+    """uml_physmem's page-table updates: MAP_CHGPROT remaps and one-page MPROTECTs go
+    through the engine (STATS ``remaps``/``mprotects``), the mapping shows what the
+    page table says, QUERY reports each page's own protection, and a store into a
+    page made read-only is refused as the protection says (EACCES)."""
+    from mount.winapi.client import PROT_READ, PROT_WRITE
+
+    rw = PROT_READ | PROT_WRITE
+    obj = wdir / "obj"
+    make_object(obj, 64)
+    with Window.create(wdir / "win", obj, 16) as w, MapChild(wdir / "win", 16 * P) as c:
+        w.remap(0, 1, 40, prot=rw, populate=True)  # nonlinear, VM_MANYPROTS: Python
+        before = _native(wmount)
+        rng = random.Random(5)
+        shown, prots = {}, {}
+        for _ in range(300):
+            i, pg = rng.randrange(16), rng.randrange(64)
+            if rng.random() < 0.6 or i not in shown:
+                w.remap(i, 1, pg, prot=rw, populate=True)
+                shown[i], prots[i] = pg, rw
+            else:
+                prot = rw if prots[i] == PROT_READ else PROT_READ
+                w.protect(i, 1, prot)
+                prots[i] = prot
+            assert c.read(i * P, 16) == page_of(shown[i])[:16]
+        after = _native(wmount)
+        assert after["mprotects"] - before["mprotects"] > 50
+        assert after["remaps"] - before["remaps"] > 200
+        assert after["write_errors"] == 0
+        q = {k: p for k, p in enumerate(w.query(0, 16)) if k in shown}
+        assert {k: p.pgoff for k, p in q.items()} == shown
+        assert {k: p.prot for k, p in q.items()} == prots
+        ro = next((k for k, p in prots.items() if p == PROT_READ), None)
+        if ro is None:
+            ro = 3
+            w.remap(ro, 1, 9, prot=rw, populate=True)
+            w.protect(ro, 1, PROT_READ)
+        with pytest.raises(PermissionError):
+            os.pwrite(w.fd, b"x" * 8, ro * P)
+
+
+def test_chgprot_and_mprotect_attack_read_only_user(tmp_path: Path) -> None:
+    """An unprivileged user on an allow_other mount gains no write through MAP_CHGPROT
+    or MPROTECT, with the engine's paths hot: (1) on root's window, which it may only
+    read, both ioctls are refused (EBADF: a read-only descriptor, as open(2) grants);
+    (2) on its own window over an object it may only read (attached PROT_READ), a
+    protection with PROT_WRITE is refused (EACCES) and write(2) stays refused; the
+    object is unchanged."""
+    from mount.winapi.client import PROT_READ, PROT_WRITE
+    from tests.live.helpers import as_user
+    from tests.support.mounts import shmfs_mount
+
+    rw = PROT_READ | PROT_WRITE
+    with shmfs_mount("allow_other,mode=1777") as mnt:
+        obj = mnt / "obj"
+        make_object(obj, 8)
+        os.chmod(obj, 0o644)
+        with Window.create(mnt / "win", obj, 4) as w:
+            os.chmod(mnt / "win", 0o644)
+            w.remap(0, 1, 5, prot=rw, populate=True)  # Python: nonlinear, MANYPROTS
+            w.remap(1, 1, 6, prot=rw, populate=True)  # the engine's
+            w.protect(1, 1, PROT_READ)
+            assert _native(mnt)["mprotects"] >= 1
+
+            def on_roots_window() -> object:
+                fd = os.open(mnt / "win", os.O_RDONLY)
+                out = []
+                try:
+                    for call in (lambda: _remap_raw(fd, 0, P, 5, rw, POPULATE | 0x20000),
+                                 lambda: Window(fd, owns_fd=False).protect(1, 1, rw)):
+                        try:
+                            call()
+                            out.append("done")
+                        except OSError as e:
+                            out.append(e.errno)
+                finally:
+                    os.close(fd)
+                return out
+
+            assert as_user(65534, 65534, on_roots_window) == ("ok", [errno.EBADF] * 2)
+
+        def own_window() -> object:
+            wpath = mnt / "mine"
+            with Window.create(wpath, obj, 4, prot=PROT_READ) as mw:
+                mw.remap(0, 1, 2, prot=PROT_READ, populate=True)  # Python
+                mw.remap(1, 1, 3, prot=PROT_READ, populate=True)  # the engine's
+                mw.protect(1, 1, 0)
+                mw.protect(1, 1, PROT_READ)
+                out = []
+                for call in (lambda: mw.remap(2, 1, 4, prot=rw, populate=True),
+                             lambda: mw.protect(1, 1, rw),
+                             lambda: os.pwrite(mw.fd, b"y" * 8, P)):
+                    try:
+                        call()
+                        out.append("done")
+                    except OSError as e:
+                        out.append(e.errno)
+                return out, os.pread(mw.fd, 8, P)
+
+        n = _native(mnt)["mprotects"]
+        got = as_user(65534, 65534, own_window)
+        assert got[0] == "ok", got
+        errs, data = got[1]
+        assert errs[:2] == [errno.EACCES, errno.EACCES], errs
+        assert errs[2] == errno.EACCES, errs  # the window was attached PROT_READ
+        assert data == page_of(3)[:8]
+        assert _native(mnt)["mprotects"] >= n + 2  # the user's legal MPROTECTs were native
+        with open(obj, "rb") as f:
+            assert f.read() == b"".join(page_of(k) for k in range(8))

@@ -39,6 +39,7 @@ from fsimpl import Ctx, FsOptions, ShmFs
 from fsimpl.windows import windows_of
 from mount.server import winfast
 from mount.server.ops import Operations
+from mount.winapi.abi import SHMFS_IOC_WIN_MPROTECT
 from mount.wire import protocol as P
 from mount.wire.codec import encode_notify, parse_request
 from vmcore.fault import FAULT_STATS
@@ -51,6 +52,7 @@ ROOT = Ctx(0, 0, 1)
 WIN_PAGES = 600  # two page-table chunks
 OBJ_DATA = 32  # object pages 0..31 hold data, 32..39 are holes, 40 holds data (EOF 41)
 REMAP_CMD = 0x40205302
+MPROTECT_CMD = SHMFS_IOC_WIN_MPROTECT
 POPULATE, NONBLOCK, CHGPROT = 0x8000, 0x10000, 0x20000
 PAGES = [0, 1, 2, 3, 5, 510, 511, 512, 513, 599]
 F_SETPIPE_SZ = 1031
@@ -120,6 +122,23 @@ class Twin:
         self.unique += 1
         body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, 0, REMAP_CMD, 0, 32, 0)
         body += struct.pack("<QQQII", start, size, pgoff, prot, flags)
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
+                               0, 0, 1, 0, 0) + body
+        if self.engine is not None:
+            n = self.engine.remap(memoryview(bytearray(msg)))
+            if n is not None:
+                got = self._drain()
+                assert len(got) == n + 1
+                return True, got
+        return False, self._python(msg)
+
+    def mprotect(self, start: int, size: int, prot: int, flags: int,
+                 fh: int | None = None) -> tuple[bool, list[bytes]]:
+        """SHMFS_IOC_WIN_MPROTECT as the kernel sends it: to the engine first (its
+        Engine.remap takes per-page MPROTECTs too), else the Python path."""
+        self.unique += 1
+        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, 0, MPROTECT_CMD, 0, 24, 0)
+        body += struct.pack("<QQII", start, size, prot, flags)
         msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
                                0, 0, 1, 0, 0) + body
         if self.engine is not None:
@@ -205,6 +224,15 @@ OPS = st.one_of(
               st.sampled_from([P4, P4, P4, 2 * P4, P4 + 100, 100]),
               st.sampled_from([0, 0, 0, 5, 1]), st.sampled_from([0, 0, 0, 0, 1, 2]),
               st.booleans()),
+    # MAP_CHGPROT remaps with every protection (5: beyond the window's, EACCES), and
+    # per-page MPROTECTs (Python's, or the engine's when it takes them)
+    st.tuples(st.just("remap"), st.sampled_from(PAGES), st.integers(0, 45),
+              st.sampled_from([POPULATE | CHGPROT, POPULATE | CHGPROT, CHGPROT,
+                               NONBLOCK | CHGPROT]),
+              st.sampled_from([P4, P4, 2 * P4, 16 * P4]), st.sampled_from([3, 3, 1, 2, 0, 5]),
+              st.just(0), st.just(False)),
+    st.tuples(st.just("mprotect"), st.sampled_from(PAGES), st.sampled_from([1, 1, 2, 16, 17]),
+              st.sampled_from([3, 3, 1, 2, 0, 5]), st.sampled_from([0, 0, 0, 0, 0, 0, 1])),
     st.tuples(st.just("read"), st.sampled_from(PAGES)),
     st.tuples(st.just("writeback"), st.sampled_from(PAGES), st.integers(0, 255)),
     st.tuples(st.just("objwrite"), st.integers(0, 40), st.integers(0, 255)),
@@ -232,6 +260,9 @@ def _apply(tw: Twin, op: tuple) -> object:
         return tw.ioctl(start, size, pgoff, prot, flags, tw.rofh if ro else None)
     if kind == "launder":
         return tw.launder(op[1], op[2])
+    if kind == "mprotect":  # (page, npages, prot, flags)
+        _k, page, npages, prot, flags = op
+        return tw.mprotect(page * P4, npages * P4, prot, flags)
     if kind == "pwrite":  # (page, value, size, offset in the page, write flags)
         _k, page, value, size, off, flags = op
         if page * P4 + off + size > WIN_PAGES * P4:
@@ -263,7 +294,8 @@ def _readable(tw: Twin, page: int) -> bool:
     return True
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("TWIN_EXAMPLES", "80")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(OPS, min_size=1, max_size=60))
 def test_native_and_python_paths_agree(ops: list[tuple]) -> None:
     a, b = Twin(native=True), Twin(native=False)
@@ -271,7 +303,7 @@ def test_native_and_python_paths_agree(ops: list[tuple]) -> None:
         assert a.state() == b.state()
         for op in ops:
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite", "rmsg"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect"):
                 assert ra[1] == rb[1], op  # the same notifications and reply bytes
             else:
                 a.fs.drain_events()
@@ -340,15 +372,22 @@ def test_long_random_sequence_mostly_native() -> None:
     Python path's bytes and state."""
     rng = np.random.default_rng(12)
     a, b = Twin(native=True), Twin(native=False)
-    native = launders = stores = reads = 0
+    native = launders = stores = reads = chg = mpr = 0
     try:
         for _ in range(600):
             r = rng.random()
             page = int(rng.choice(PAGES))
-            if r < 0.6:
+            if r < 0.45:
                 op: tuple = ("remap", page, int(rng.integers(0, 46)),
                              POPULATE if rng.random() < 0.8 else NONBLOCK,
                              int(rng.choice([1, 1, 1, 2, 3])) * P4, 0, 0, False)
+            elif r < 0.6:  # uml_physmem's: MAP_CHGPROT with the page's own protection
+                op = ("remap", page, int(rng.integers(0, 46)),
+                      CHGPROT | (POPULATE if rng.random() < 0.7 else NONBLOCK), P4,
+                      int(rng.choice([3, 3, 3, 1, 0])), 0, False)
+            elif r < 0.63:
+                op = ("mprotect", page, int(rng.choice([1, 1, 2])), int(rng.choice([3, 1, 0])),
+                      0)
             elif r < 0.75:
                 op = ("read", page)
             elif r < 0.85:
@@ -363,8 +402,10 @@ def test_long_random_sequence_mostly_native() -> None:
             else:
                 op = ("objwrite", int(rng.integers(0, 41)), int(rng.integers(0, 256)))
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite", "rmsg"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect"):
                 native += ra[0]
+                chg += ra[0] and op[0] == "remap" and bool(op[3] & CHGPROT)
+                mpr += ra[0] and op[0] == "mprotect"
                 launders += ra[0] and op[0] == "launder"
                 stores += ra[0] and op[0] == "pwrite"
                 reads += ra[0] and op[0] == "rmsg"
@@ -375,6 +416,8 @@ def test_long_random_sequence_mostly_native() -> None:
                 assert ra == rb, op
             assert a.state() == b.state(), op
         assert native > 150, native
+        assert chg > 20, chg
+        assert mpr >= 3, mpr
         assert launders > 5, launders
         assert stores >= 3, stores
         assert reads >= 3, reads
@@ -633,6 +676,97 @@ def test_window_reads_are_native_and_exact() -> None:
             assert not na and ga == b.read_msg(1, P4, fh=fh_b)[1]
             assert a.state() == b.state()
         assert a.engine.statistics()["read"]["reads"] >= 5
+    finally:
+        a.close()
+        b.close()
+
+
+def test_chgprot_remaps_are_native_and_exact() -> None:
+    """MAP_CHGPROT remaps (uml_physmem's page-table updates): the first one sets
+    VM_MANYPROTS in Python; after it, populating RW and non-populating read-only or
+    PROT_NONE remaps are the engine's, byte for byte and state for state.  Declined
+    untouched: a protection beyond the window's (EACCES), a populating read-only
+    remap of a writable window (its prefault is a write fault), a non-zero prot
+    without MAP_CHGPROT (EINVAL), a read-only descriptor (EBADF)."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            assert tw.ioctl(20 * P4, P4, 7, 1, POPULATE | CHGPROT)[0] is False  # MANYPROTS
+            tw.t.read(tw.win, 0, 4 * P4)  # cached: remaps of them invalidate first
+        cases = [  # (start, size, pgoff, prot, flags, fh, native)
+            (P4, P4, 9, 3, POPULATE | CHGPROT, None, True),
+            (2 * P4, 2 * P4, 11, 1, CHGPROT, None, True),
+            (5 * P4, P4, 12, 0, NONBLOCK | CHGPROT, None, True),
+            (P4, P4, 9, 1, CHGPROT, None, True),  # same page, new prot: an INVAL
+            (6 * P4, 3 * P4, 30, 3, POPULATE | CHGPROT, None, True),  # holes allocated
+            (7 * P4, P4, 3, 5, POPULATE | CHGPROT, None, False),  # EACCES
+            (7 * P4, P4, 3, 1, POPULATE | CHGPROT, None, False),  # write prefault of a RO page
+            (7 * P4, P4, 3, 1, POPULATE, None, False),  # EINVAL
+            (7 * P4, P4, 3, 3, POPULATE | CHGPROT, "ro", False),  # EBADF
+            (7 * P4, P4, 3, 3, POPULATE | CHGPROT | 0x4, None, False),  # unknown flag
+            (P4, P4, 9, 3, POPULATE | CHGPROT, None, True),
+        ]
+        for start, size, pgoff, prot, flags, fh, native in cases:
+            fa = a.rofh if fh == "ro" else None
+            fb = b.rofh if fh == "ro" else None
+            na, ga = a.ioctl(start, size, pgoff, prot, flags, fa)
+            nb, gb = b.ioctl(start, size, pgoff, prot, flags, fb)
+            assert na is native and nb is False, (start, prot, flags)
+            assert ga == gb, (start, prot, flags)
+            assert a.state() == b.state(), (start, prot, flags)
+        ws = a.t.wins[a.win]
+        vma = ws.window.mm.vmas[0]
+        assert vma.pt.get((ws.addr >> 12) + 1)[3] == 3  # page 1's own protection
+    finally:
+        a.close()
+        b.close()
+
+
+def test_mprotects_are_native_and_exact() -> None:
+    """Per-page MPROTECT (uml_physmem's protect): taken by the engine once the window
+    is nonlinear with VM_MANYPROTS, one coalesced INVAL of the cached pages whose
+    protection changes, byte for byte and state for state; declined untouched: an
+    unchanged cached page (Python refaults it), MPROTECT_VMA, a protection beyond
+    the window's, prot bits beyond READ|WRITE, a range past the window, 17 pages,
+    an unaligned start, a read-only descriptor, a malformed struct size."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            assert tw.mprotect(0, P4, 1, 0)[0] is False  # linear still: Python
+            tw.ioctl(20 * P4, P4, 7, 1, POPULATE | CHGPROT)  # nonlinear, MANYPROTS
+            tw.t.read(tw.win, 0, 6 * P4)  # cached
+        cases = [  # (start, size, prot, flags, fh, native, notifications)
+            (P4, P4, 1, 0, None, True, [2, 0]),  # cached, RW -> R: INVAL
+            (8 * P4, 2 * P4, 0, 0, None, True, [0]),  # not cached
+            (2 * P4, 3 * P4 - 100, 1, 0, None, True, [2, 0]),  # 3 pages (size rounded up)
+            (P4, P4, 1, 0, None, True, [0]),  # no longer cached
+            (5 * P4, P4, 3, 0, None, False, None),  # cached and unchanged: Python
+            (6 * P4, P4, 1, 1, None, False, None),  # MPROTECT_VMA
+            (6 * P4, P4, 4, 0, None, False, None),  # EINVAL
+            (6 * P4, P4, 3 | 8, 0, None, False, None),
+            ((WIN_PAGES - 1) * P4, 2 * P4, 1, 0, None, False, None),  # ENOMEM
+            (30 * P4, 17 * P4, 1, 0, None, False, None),
+            (6 * P4 + 1, P4, 1, 0, None, False, None),
+            (6 * P4, P4, 1, 0, "ro", False, None),  # EBADF
+            (6 * P4, 0, 1, 0, None, False, None),  # nothing to do: Python
+        ]
+        for start, size, prot, flags, fh, native, kinds in cases:
+            fa = a.rofh if fh == "ro" else None
+            fb = b.rofh if fh == "ro" else None
+            na, ga = a.mprotect(start, size, prot, flags, fa)
+            nb, gb = b.mprotect(start, size, prot, flags, fb)
+            assert na is native and nb is False, (start, size, prot, flags)
+            assert ga == gb, (start, size, prot, flags)
+            if kinds is not None:
+                assert [int.from_bytes(m[4:8], "little") for m in ga] == kinds
+            assert a.state() == b.state(), (start, size, prot, flags)
+        assert a.engine.statistics()["mprotects"] == 4
+        # a truncated MPROTECT struct is declined and answered by Python (EINVAL)
+        before = a.state()
+        body = P.IOCTL_IN.pack(a.wfh, 0, MPROTECT_CMD, 0, 16, 0) + bytes(16)
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), 1, a.win, 0, 0, 1, 0, 0)
+        assert a.engine.remap(memoryview(bytearray(msg + body))) is None
+        assert a.state() == before
     finally:
         a.close()
         b.close()
