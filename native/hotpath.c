@@ -63,6 +63,10 @@
 #define ATTR_OUT 104 /* fuse_attr_out: 16 + fuse_attr 88 */
 #define ENTRY_OUT 128 /* fuse_entry_out: 40 + fuse_attr 88 */
 #define OP_LOOKUP 1
+#define OP_RELEASE 18
+#define RELEASE_IN 24 /* fuse_release_in */
+#define ENOENT_ 2
+#define ROOT_INO 1
 
 #define PG_UPTODATE 0x1
 #define PG_DIRTY 0x2
@@ -92,7 +96,10 @@ typedef struct {
     PyObject *t_watch; /* mount.server.mountflags.MountFlagsWatch, or NULL */
     PyObject *t_dir;   /* fsimpl.directory.Directory */
     long long entry_sec, entry_nsec;
-    unsigned long long generation, n_lookup;
+    unsigned long long generation, n_lookup, n_lookup_miss, n_release;
+    PyObject *errors_counter; /* Operations._errors (a Counter), or NULL */
+    PyObject *enoent_key;     /* the int ENOENT, its key */
+    long long neg_sec, neg_nsec; /* negative entries' timeout; neg_sec < 0: none */
     PyObject *fault_stats;
     long long attr_sec, attr_nsec, relatime_s, dirent_size;
     long long max_file_size;
@@ -110,7 +117,8 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_faults, *s_read, *s_write, *s_minor, *s_major, *s_pages_allocated, *s_zero_pages,
     *s_atime_ns, *s_mtime_ns, *s_ctime_ns, *s_clock, *s_atime_mode, *s_noatime, *s_nodiratime,
     *s_relatime, *s_ops, *s_nlink, *s_uid, *s_gid, *s_rdev, *s_window_blocks, *s_dir,
-    *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op;
+    *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op,
+    *s_nopen, *s_release_op, *s_grants, *s_by_fh, *s_is_dir;
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -1082,6 +1090,38 @@ decline:
 
 /* ----------------------------------------------------------------- LOOKUP */
 
+/* A miss in a directory (NamespaceOps.lookup raises ENOENT): with negative_timeout,
+ * Operations._lookup_reply answers a negative entry (nodeid 0, the entry timeout,
+ * a zero attr); without, Operations._failed counts ENOENT in its Counter and
+ * answers -ENOENT. Either way `lookup` was counted first (the @counted wrapper).
+ * Declined when the engine was not given the Counter (hotpath.engine's errors). */
+static int lookup_miss(ctx_t *c, uint64_t unique)
+{
+    Engine *e = c->e;
+    if (e->neg_sec < 0 && !e->errors_counter) {
+        e->last_decline = __LINE__;
+        return 0;
+    }
+    /* ---- phase 2 ---- */
+    if (count_op(c, s_lookup_op) < 0)
+        return -1;
+    if (e->neg_sec < 0) {
+        if (incr_item(e->errors_counter, e->enoent_key) < 0)
+            return -1;
+        reply_header(c, unique, 0);
+        put_u32(c->hdr + 4, (uint32_t)-ENOENT_);
+    } else {
+        unsigned char *o = c->hdr + OUT_HEADER;
+        memset(o, 0, ENTRY_OUT);
+        put_u64(o + 16, (uint64_t)e->neg_sec);
+        put_u32(o + 32, (uint32_t)e->neg_nsec);
+        reply_header(c, unique, ENTRY_OUT);
+        c->iov[0].iov_len = OUT_HEADER + ENTRY_OUT;
+    }
+    e->n_lookup_miss++;
+    return 1;
+}
+
 /* LOOKUP of an existing name in a directory (NamespaceOps.lookup: nlookup += 1 and
  * the entry); "." and "..", misses (ENOENT or a negative entry), long or
  * malformed names: declined */
@@ -1115,6 +1155,8 @@ static int do_lookup(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t un
     if (!key)
         DECLINE();
     PyObject *ent = PyDict_GetItemWithError(names, key); /* (cookie, ino) */
+    if (!ent && !PyErr_Occurred())
+        return lookup_miss(c, unique);
     if (!ent || !PyTuple_Check(ent) || PyTuple_GET_SIZE(ent) != 2)
         DECLINE();
     PyObject *ino_o = PyTuple_GET_ITEM(ent, 1);
@@ -1144,6 +1186,75 @@ decline:
     return 0;
 }
 
+/* ----------------------------------------------------------------- RELEASE */
+
+/* RELEASE of a regular file's handle (FileOps.release -> FsCore._drop_handle):
+ * the handle popped, inode.nopen -= 1. Declined: a message of another length (the
+ * generic parser's answer), an unknown fh (Python answers 0 and changes nothing
+ * but the op count), a directory handle, a handle whose inode is gone or is not
+ * a plain regular file, a window file or a window's object, a handle holding
+ * window grant tokens (GrantTable.handle_released), the last open of an unlinked
+ * inode (the reclaim and eviction of _maybe_evict), an nopen that is not positive. */
+static int do_release(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                      uint64_t nodeid)
+{
+    Engine *e = c->e;
+    (void)nodeid; /* _drop_handle goes by the fh alone, as here */
+    if (n != IN_HEADER + RELEASE_IN)
+        DECLINE();
+    uint64_t fh = get_u64(m + IN_HEADER);
+    if (fh > (uint64_t)LLONG_MAX)
+        DECLINE();
+    PyObject *handles = ga(c, e->fs, s_handles);
+    PyObject *inodes = handles ? ga(c, e->fs, s_inodes) : NULL;
+    if (!inodes || !PyDict_Check(handles) || !PyDict_Check(inodes))
+        DECLINE();
+    PyObject *key = keep(c, PyLong_FromUnsignedLongLong(fh));
+    if (!key)
+        DECLINE();
+    PyObject *h = PyDict_GetItemWithError(handles, key);
+    if (!h || (PyObject *)Py_TYPE(h) != e->t_handle)
+        DECLINE();
+    h = keep(c, Py_NewRef(h));
+    PyObject *isdir = ga(c, h, s_is_dir);
+    long long hino, mode, nlink, nopen;
+    if (!isdir || isdir != Py_False || ga_ll(h, s_ino, &hino) < 0 || hino < 0)
+        DECLINE();
+    PyObject *inode = inode_of(c, inodes, (uint64_t)hino);
+    if (!inode || (PyObject *)Py_TYPE(inode) != e->t_inode || hino == ROOT_INO)
+        DECLINE();
+    if (ga_ll(inode, s_mode, &mode) < 0 || (mode & S_IFMT_) != S_IFREG_ ||
+        ga_ll(inode, s_nlink, &nlink) < 0 || ga_ll(inode, s_nopen, &nopen) < 0)
+        DECLINE();
+    if (nopen < 1 || (nlink == 0 && nopen == 1)) /* nopen must stay sane; reclaim: Python */
+        DECLINE();
+    PyObject *w = ga(c, e->fs, s_windows);
+    if (!w)
+        DECLINE();
+    if (w != Py_None) {
+        int wf = window_file(c, (uint64_t)hino);
+        if (wf != 0)
+            DECLINE();
+        PyObject *g = ga(c, w, s_grants);
+        PyObject *byfh = g ? ga(c, g, s_by_fh) : NULL;
+        if (!byfh || !PyDict_CheckExact(byfh))
+            DECLINE();
+        int has = PyDict_Contains(byfh, key);
+        if (has != 0)
+            DECLINE();
+    }
+    /* ---- phase 2 ---- */
+    if (count_op(c, s_release_op) < 0 || PyDict_DelItem(handles, key) < 0 ||
+        sa_ll(inode, s_nopen, nopen - 1) < 0)
+        return -1;
+    reply_header(c, unique, 0);
+    e->n_release++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
 /* ----------------------------------------------------------------- methods */
 
 /* 0 declined; OP answered (reply in c); -1 failed after a change */
@@ -1166,6 +1277,8 @@ static int serve(Engine *e, PyObject *msg, int ordered, ctx_t *c, Py_buffer *mb)
         r = do_getattr(c, m, n, unique, nodeid);
     else if (op == OP_LOOKUP && ordered)
         r = do_lookup(c, m, n, unique, nodeid);
+    else if (op == OP_RELEASE && ordered)
+        r = do_release(c, m, n, unique, nodeid);
     else
         goto declined;
     if (r > 0)
@@ -1348,8 +1461,9 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
+        "lookup_miss", e->n_lookup_miss, "release", e->n_release,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
         "last_decline_line", e->last_decline);
@@ -1361,10 +1475,22 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
     PyObject *watch, *dirtype;
     long long attr_sec, attr_nsec, relatime_s, dirent_size, max_file_size, entry_sec, entry_nsec;
     unsigned long long generation;
-    if (!PyArg_ParseTuple(args, "OO!OLLLLLOO!LLK", &fs, &PyTuple_Type, &types, &fstats,
+    PyObject *errors = Py_None;
+    long long neg_sec = -1, neg_nsec = 0;
+    if (!PyArg_ParseTuple(args, "OO!OLLLLLOO!LLK|OLL", &fs, &PyTuple_Type, &types, &fstats,
                           &attr_sec, &attr_nsec, &relatime_s, &dirent_size, &max_file_size,
-                          &watch, &PyType_Type, &dirtype, &entry_sec, &entry_nsec, &generation))
+                          &watch, &PyType_Type, &dirtype, &entry_sec, &entry_nsec, &generation,
+                          &errors, &neg_sec, &neg_nsec))
         return -1;
+    if (errors != Py_None && !PyDict_Check(errors)) {
+        PyErr_SetString(PyExc_TypeError, "errors must be a Counter or None");
+        return -1;
+    }
+    Py_XSETREF(e->errors_counter, errors == Py_None ? NULL : Py_NewRef(errors));
+    if (!e->enoent_key && !(e->enoent_key = PyLong_FromLong(ENOENT_)))
+        return -1;
+    e->neg_sec = neg_sec;
+    e->neg_nsec = neg_nsec;
     Py_XSETREF(e->t_dir, Py_NewRef(dirtype));
     e->entry_sec = entry_sec;
     e->entry_nsec = entry_nsec;
@@ -1417,6 +1543,8 @@ static void Engine_dealloc(Engine *e)
     Py_XDECREF(e->fault_stats);
     Py_XDECREF(e->t_watch);
     Py_XDECREF(e->t_dir);
+    Py_XDECREF(e->errors_counter);
+    Py_XDECREF(e->enoent_key);
     PyMem_Free(e->ctx);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
@@ -1512,6 +1640,11 @@ PyMODINIT_FUNC PyInit__hotpath(void)
     INTERN(s_names_, "_names");
     INTERN(s_nlookup, "nlookup");
     INTERN(s_lookup_op, "lookup");
+    INTERN(s_nopen, "nopen");
+    INTERN(s_release_op, "release");
+    INTERN(s_grants, "grants");
+    INTERN(s_by_fh, "_by_fh");
+    INTERN(s_is_dir, "is_dir");
     if (PyType_Ready(&EngineType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&moddef);
