@@ -38,7 +38,7 @@ from vmcore.fault import FAULT_STATS
 
 pytestmark = pytest.mark.skipif(not hotpath.available(), reason="_hotpath not built")
 
-LOOKUP, GETATTR, READ, WRITE, RELEASE = 1, 3, 15, 16, 18
+LOOKUP, GETATTR, OPEN, READ, WRITE, RELEASE = 1, 3, 14, 15, 16, 18
 CTX = Ctx(0, 0, 1, 0o022)
 KILL = 4  # FUSE_WRITE_KILL_SUIDGID
 NFILES = 3
@@ -78,6 +78,10 @@ def lookup_msg(parent: int, name: bytes) -> bytes:
     return msg(LOOKUP, name + b"\0", nodeid=parent)
 
 
+def open_msg(nodeid: int, flags: int, open_flags: int = 0) -> bytes:
+    return msg(OPEN, struct.pack("<II", flags, open_flags), nodeid=nodeid)
+
+
 def release_msg(nodeid: int, fh: int) -> bytes:
     return msg(RELEASE, struct.pack("<QIIQ", fh, os.O_RDWR, 0, 0), nodeid=nodeid)
 
@@ -86,16 +90,16 @@ class Twin:
     """One filesystem with its Operations, and (c=True) the C engine in front."""
 
     def __init__(self, c: bool, size_pages: int, mode: AtimeMode,
-                 negative_timeout: float = 0.0) -> None:
+                 negative_timeout: float = 0.0, keep_cache: bool = True) -> None:
         self.fs = ShmFs(FsOptions(size_bytes=size_pages * 4096, nr_inodes=100, mode=0o1777),
                         clock=Clock())
         self.fs.atime_mode = lambda: mode
-        self.ops = Operations(self.fs, OpsConfig(generation=7,
+        self.ops = Operations(self.fs, OpsConfig(generation=7, keep_cache=keep_cache,
                                                  negative_timeout=negative_timeout))
         cfg = self.ops.config
         self.engine = hotpath.engine(self.fs, cfg.attr_timeout, cfg.entry_timeout,
                                      self.ops.generation, cfg.negative_timeout,
-                                     self.ops._errors) if c else None
+                                     self.ops._errors, cfg.keep_cache) if c else None
         self.taken = 0
         self.extra: list[tuple[int, int]] = []  # (ino, fh) of the "open" steps
         self.files: list[tuple[int, int, int]] = []  # (ino, fh, append fh)
@@ -196,14 +200,37 @@ op_grant = st.tuples(st.just("grant"), st.integers(0, NFILES - 1))  # a token on
 # which: the file's fh, its O_APPEND fh, the last extra open, an unknown fh, another
 # file's node id with this fh (_drop_handle goes by the fh alone)
 op_release = st.tuples(st.just("release"), st.integers(0, NFILES - 1), st.integers(0, 4))
+# OPEN of a file, the root, the dir, a symlink, the fifo, a missing node; plain flags,
+# O_TRUNC, O_APPEND, O_LARGEFILE|O_NOATIME bits, FUSE_OPEN_KILL_SUIDGID
+op_openmsg = st.tuples(st.just("openmsg"), st.sampled_from([0, 1, 2, -1, -2, -3, -4, -9]),
+                       st.sampled_from([os.O_RDONLY, os.O_WRONLY, os.O_RDWR,
+                                        os.O_RDWR | os.O_TRUNC, os.O_WRONLY | os.O_APPEND,
+                                        os.O_RDONLY | 0o100000 | 0o1000000]),
+                       st.sampled_from([0, 0, 0, 1]))
+op_sleep = st.tuples(st.just("sleep"), st.sampled_from([1, 3, 86400 * 2]))  # clock jumps (s)
 ops_st = st.lists(st.one_of(op_read, op_write, op_append, op_getattr, op_lookup, op_truncate,
                             op_chmod,
                             op_fsflags, op_share, op_falloc, op_windows, op_bad, op_open,
-                            op_unlink, op_grant, op_release, op_release), max_size=25)
+                            op_unlink, op_grant, op_release, op_release, op_openmsg,
+                            op_openmsg, op_sleep), max_size=25)
 
 
 def apply(c: Twin, py: Twin, op: tuple) -> None:
     kind = op[0]
+    if kind == "sleep":
+        for t in (c, py):
+            t.fs._clock.t += op[1] * 10**9
+        return
+    if kind == "openmsg":
+        nodeid = {-1: 1, -2: NFILES + 2, -3: NFILES + 3, -4: NFILES + 5, -9: 99}.get(op[1])
+        if nodeid is None:
+            nodeid = c.files[op[1]][0]
+        fhs = (c.fs._next_fh, py.fs._next_fh)
+        step(c, py, open_msg(nodeid, op[2], op[3]))
+        for t, fh0 in zip((c, py), fhs, strict=True):
+            if t.fs._next_fh != fh0:
+                t.extra.append((nodeid, fh0))
+        return
     if kind in ("truncate", "chmod", "fsflags", "share", "falloc", "windows", "open", "unlink",
                 "grant"):
         for t in (c, py):  # the same Python call on both twins
@@ -284,10 +311,11 @@ def bad_msg(kind: int, ino: int, fh: int) -> bytes:
           suppress_health_check=[HealthCheck.too_slow])
 @given(ops=ops_st, size_pages=st.sampled_from([0, 12, 40]),
        mode=st.sampled_from([AtimeMode(), AtimeMode(noatime=True), AtimeMode(relatime=False)]),
-       negative=st.sampled_from([0.0, 1.5]))
+       negative=st.sampled_from([0.0, 1.5]), keep=st.booleans())
 def test_c_and_python_agree(ops: list[tuple], size_pages: int, mode: AtimeMode,
-                            negative: float) -> None:
-    c, py = Twin(True, size_pages, mode, negative), Twin(False, size_pages, mode, negative)
+                            negative: float, keep: bool) -> None:
+    c = Twin(True, size_pages, mode, negative, keep)
+    py = Twin(False, size_pages, mode, negative, keep)
     assert c.state() == py.state()
     for op in ops:
         apply(c, py, op)
@@ -404,3 +432,46 @@ def test_releases_that_python_must_do_are_declined() -> None:
     # and after the window table exists, a plain release is still taken
     step(c, py, release_msg(c.files[2][0], c.files[2][1]))
     assert c.taken == taken + 2
+
+
+@pytest.mark.parametrize("mode", [AtimeMode(), AtimeMode(relatime=False),
+                                  AtimeMode(noatime=True)])
+def test_opens_are_taken_with_pythons_keep_cache_decision(mode: AtimeMode) -> None:
+    """OPEN of a regular file: the new handle, nopen and FOPEN_KEEP_CACHE exactly as
+    Operations._open, through a write (mtime >= atime), a read (atime moves), a day
+    later (relatime's window) -- and O_TRUNC, O_APPEND, KILL_SUIDGID, chattr flags
+    declined."""
+    c, py = Twin(True, 0, mode), Twin(False, 0, mode)
+    ino, fh, _ = c.files[0]
+    taken = c.taken
+    flags = []
+    for m in (open_msg(ino, os.O_RDONLY), write_msg(ino, fh, 0, b"w" * 10),
+              open_msg(ino, os.O_RDWR), read_msg(ino, fh, 0, 10), open_msg(ino, os.O_WRONLY),
+              "day", open_msg(ino, os.O_RDONLY)):
+        if m == "day":
+            for t in (c, py):
+                t.fs._clock.t += 2 * 86400 * 10**9
+            continue
+        step(c, py, m)
+        if m[4] == OPEN:
+            flags.append(c.request(m)[24:28])  # again, to see the flags (state compared)
+            py.request(m)
+    assert c.taken == taken + 10  # 8 opens, the write, the read
+    assert c.engine.statistics()["open"] == 8
+    keep = {b"\x22\0\0\0": "keep", b"\x20\0\0\0": "drop"}
+    got = [keep[f] for f in flags]
+    # relatime keeps the cache until atime is a day old; strictatime always drops it
+    # (the next read moves atime); noatime always keeps it
+    want = (["keep"] * 4 if mode.noatime else ["keep", "keep", "keep", "drop"]
+            if mode.relatime else ["drop"] * 4)
+    assert got == want
+    taken = c.taken
+    for t in (c, py):
+        t.fs._inodes[c.files[1][0]].fsflags = 0x20  # chattr +a
+    for m in (open_msg(ino, os.O_RDWR | os.O_TRUNC), open_msg(ino, os.O_WRONLY | os.O_APPEND),
+              open_msg(ino, os.O_RDONLY, 1), open_msg(c.files[1][0], os.O_RDONLY),
+              open_msg(1, os.O_RDONLY), open_msg(99, os.O_RDONLY),
+              open_msg(ino, os.O_RDONLY)[:-4]):
+        step(c, py, m)
+    assert c.taken == taken
+    assert c.state() == py.state()
