@@ -1,10 +1,12 @@
-"""LOOKUP misses and RELEASE of regular files in the C hot path, on a live mount.
+"""LOOKUP misses, OPEN and RELEASE of regular files in the C hot path, on a live mount.
 
 What must hold with the engine answering them: it is really taken (its STATS counters
 move, and a miss is still counted as ENOENT in the daemon's errors); a create+close
 and stat of a missing name behave as on tmpfs; the last close of an unlinked file
 (which the engine declines: Python reclaims it) frees its space while other processes
-open, close, unlink and truncate the same files concurrently; an unprivileged user on
+open, close, unlink and truncate the same files concurrently; the opens the engine
+declines (O_TRUNC, O_APPEND, chattr flags) are answered as on tmpfs; an unprivileged
+user on
 an allow_other mount gets exactly what tmpfs gives (the kernel checks the directory's
 search permission before a LOOKUP reaches the daemon, which adds no check of its own).
 """
@@ -12,7 +14,9 @@ search permission before a LOOKUP reaches the daemon, which adds no check of its
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +174,60 @@ def test_an_unprivileged_user_gets_what_tmpfs_gives() -> None:
         after, _ = _stats(mnt)
         assert after["lookup_miss"] > before["lookup_miss"]
         assert after["release"] > before["release"]
+        assert after["open"] > before["open"]  # nobody's O_RDONLY of its own file
+
+
+FS_IOC_SETFLAGS = 0x40086602
+FS_APPEND_FL, FS_IMMUTABLE_FL = 0x20, 0x10
+
+
+def _open_scenario(mnt: Path) -> list[object]:
+    """Opens the engine takes (plain flags, then a read through the cache) and the
+    ones it declines: O_TRUNC of a file with data, O_APPEND, append-only and
+    immutable files (chattr), the set-id bits an unprivileged O_TRUNC clears."""
+    out: list[object] = []
+    f = mnt / "f"
+    f.write_bytes(b"0123456789")
+    for flags in (os.O_RDONLY, os.O_RDWR, os.O_WRONLY | os.O_APPEND, os.O_WRONLY | os.O_TRUNC):
+        fd = os.open(f, flags)
+        try:
+            out.append(os.write(fd, b"ab") if flags != os.O_RDONLY else os.read(fd, 4))
+        finally:
+            os.close(fd)
+        out.append(f.read_bytes())
+    for name, flag in (("a", FS_APPEND_FL), ("i", FS_IMMUTABLE_FL)):
+        p = mnt / name
+        p.write_bytes(b"x")
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", flag))
+        finally:
+            os.close(fd)
+        for flags in (os.O_RDONLY, os.O_WRONLY, os.O_WRONLY | os.O_APPEND, os.O_RDWR | os.O_TRUNC):
+            try:
+                os.close(os.open(p, flags))
+                out.append("ok")
+            except OSError as e:
+                out.append(errno.errorcode[e.errno])
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", 0))
+        finally:
+            os.close(fd)
+    s = mnt / "suid"
+    s.write_bytes(b"s" * 10)
+    os.chmod(s, 0o6777)
+    out.append(as_user(NOBODY, NOBODY, lambda: os.close(os.open(s, os.O_WRONLY | os.O_TRUNC))))
+    out.append((oct(os.stat(s).st_mode), os.stat(s).st_size))
+    return out
+
+
+def test_opens_taken_and_declined_as_on_tmpfs() -> None:
+    with shmfs_mount("size=64m,allow_other") as mnt, tmpfs_mount() as tmp:
+        before, _ = _stats(mnt)
+        got = _open_scenario(mnt)
+        assert got == _open_scenario(tmp)
+        assert got[-1] == ("0o100777", 0)  # nobody's O_TRUNC cleared set-id (Python's)
+        after, _ = _stats(mnt)
+        assert after["open"] - before["open"] >= 3
+        assert after["errors"] == 0
