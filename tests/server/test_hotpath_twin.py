@@ -90,7 +90,8 @@ class Twin:
     """One filesystem with its Operations, and (c=True) the C engine in front."""
 
     def __init__(self, c: bool, size_pages: int, mode: AtimeMode,
-                 negative_timeout: float = 0.0, keep_cache: bool = True) -> None:
+                 negative_timeout: float = 0.0, keep_cache: bool = True,
+                 ahead: int = 0) -> None:
         self.fs = ShmFs(FsOptions(size_bytes=size_pages * 4096, nr_inodes=100, mode=0o1777),
                         clock=Clock())
         self.fs.atime_mode = lambda: mode
@@ -100,6 +101,10 @@ class Twin:
         self.engine = hotpath.engine(self.fs, cfg.attr_timeout, cfg.entry_timeout,
                                      self.ops.generation, cfg.negative_timeout,
                                      self.ops._errors, cfg.keep_cache) if c else None
+        if ahead:  # populate-ahead's bookkeeping without its thread (deterministic):
+            arena = self.fs._backing.arena  # `ahead` frames past the bump are "ready"
+            arena._ahead, arena._ahead_chunk = 16, 8
+            arena._ready = arena._bump + ahead
         self.taken = 0
         self.extra: list[tuple[int, int]] = []  # (ino, fh) of the "open" steps
         self.files: list[tuple[int, int, int]] = []  # (ino, fh, append fh)
@@ -156,6 +161,8 @@ class Twin:
         return (inodes, handles, grants, dict(fs._ops), fs.budget.used_pages,
                 arena.frames_allocated,
                 arena._bump, list(arena._free_runs), arena.nshared, fs._clock.t,
+                arena._nfree, arena._in_use.nonzero()[0].tolist(), arena._free_ready,
+                arena._pop.nonzero()[0].tolist(), arena._limit,
                 self.ops.statistics()["errors"])
 
 
@@ -311,11 +318,12 @@ def bad_msg(kind: int, ino: int, fh: int) -> bytes:
           suppress_health_check=[HealthCheck.too_slow])
 @given(ops=ops_st, size_pages=st.sampled_from([0, 12, 40]),
        mode=st.sampled_from([AtimeMode(), AtimeMode(noatime=True), AtimeMode(relatime=False)]),
-       negative=st.sampled_from([0.0, 1.5]), keep=st.booleans())
+       negative=st.sampled_from([0.0, 1.5]), keep=st.booleans(),
+       ahead=st.sampled_from([0, 0, 12, 5000]))
 def test_c_and_python_agree(ops: list[tuple], size_pages: int, mode: AtimeMode,
-                            negative: float, keep: bool) -> None:
-    c = Twin(True, size_pages, mode, negative, keep)
-    py = Twin(False, size_pages, mode, negative, keep)
+                            negative: float, keep: bool, ahead: int) -> None:
+    c = Twin(True, size_pages, mode, negative, keep, ahead)
+    py = Twin(False, size_pages, mode, negative, keep, ahead)
     assert c.state() == py.state()
     for op in ops:
         apply(c, py, op)
@@ -475,3 +483,4 @@ def test_opens_are_taken_with_pythons_keep_cache_decision(mode: AtimeMode) -> No
         step(c, py, m)
     assert c.taken == taken
     assert c.state() == py.state()
+
