@@ -63,7 +63,7 @@ def replaced_methods(fs: Any) -> list[str]:
 def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
            generation: int = 0, negative_timeout: float = 0.0,
            errors: dict[int, int] | None = None, keep_cache: bool = True) -> Any:
-    """An Engine for ``fs`` answering GETATTR and LOOKUP with these timeouts and
+    """An Engine for ``fs`` answering GETATTR, LOOKUP and OPEN with these timeouts and
     fuse_entry_out.generation (Operations.generation), or None: also when one of the
     methods it stands in for is not fsimpl's own (replaced_methods).
 
@@ -83,7 +83,7 @@ def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
         from mount.server import _hotpath
     except ImportError as e:
         if not _warned:
-            log.warning("regular-file hot path not built (%s): READ/WRITE/GETATTR are served "
+            log.warning("regular-file hot path not built (%s): READ/WRITE/GETATTR/... are served "
                         "in Python; run scripts/bootstrap.sh with a C compiler to build it", e)
             _warned = True
         return None
