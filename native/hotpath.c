@@ -127,7 +127,7 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_atime_ns, *s_mtime_ns, *s_ctime_ns, *s_clock, *s_atime_mode, *s_noatime, *s_nodiratime,
     *s_relatime, *s_ops, *s_nlink, *s_uid, *s_gid, *s_rdev, *s_window_blocks, *s_dir,
     *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op,
-    *s_nopen, *s_release_op, *s_grants, *s_by_fh, *s_is_dir, *s_next_fh, *s_reclaimed,
+    *s_nopen, *s_refresh, *s_release_op, *s_grants, *s_by_fh, *s_is_dir, *s_next_fh, *s_reclaimed,
     *s_open_op;
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
@@ -615,7 +615,8 @@ static PyObject *now_ns(ctx_t *c)
 /* The mount's atime mode as FsCore reads it (fs.atime_mode()): noatime, relatime.
  * A MountFlagsWatch is read without the call: "if self._fd >= 0 and
  * self._poll.poll(0): self.refresh()" (a POLLPRI poll of mountinfo), "return
- * self.mode"; any other callable is called. 0, or -1 with an exception. */
+ * self.mode" -- refresh() called here when our poll saw the change; any other
+ * callable is called. 0, or -1 with an exception. */
 static int atime_mode(ctx_t *c, int *noatime, int *relatime)
 {
     Engine *e = c->e;
@@ -636,7 +637,13 @@ static int atime_mode(ctx_t *c, int *noatime, int *relatime)
             } while (r < 0 && errno == EINTR);
             changed = r != 0; /* an error too: the Python call reports it */
         }
-        mode = changed ? keep(c, PyObject_CallNoArgs(mode_fn)) : ga(c, mode_fn, s_mode);
+        if (changed) { /* our poll consumed the event (mounts_poll moves poll_event),
+                        * so __call__'s own poll would see nothing: refresh() itself */
+            PyObject *r = keep(c, PyObject_CallMethodNoArgs(mode_fn, s_refresh));
+            if (!r)
+                return -1;
+        }
+        mode = ga(c, mode_fn, s_mode);
     } else {
         mode = keep(c, PyObject_CallNoArgs(mode_fn));
     }
@@ -1772,6 +1779,7 @@ PyMODINIT_FUNC PyInit__hotpath(void)
     INTERN(s_nlookup, "nlookup");
     INTERN(s_lookup_op, "lookup");
     INTERN(s_nopen, "nopen");
+    INTERN(s_refresh, "refresh");
     INTERN(s_release_op, "release");
     INTERN(s_grants, "grants");
     INTERN(s_by_fh, "_by_fh");

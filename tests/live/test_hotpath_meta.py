@@ -231,3 +231,52 @@ def test_opens_taken_and_declined_as_on_tmpfs() -> None:
         after, _ = _stats(mnt)
         assert after["open"] - before["open"] >= 3
         assert after["errors"] == 0
+
+
+OLD_A = 10**18  # an old atime: relatime and strictatime would both move it
+
+
+def _direct_read(fd: int) -> None:
+    import mmap
+
+    buf = mmap.mmap(-1, 1 << 16)  # page-aligned for O_DIRECT: every byte from a READ
+    try:
+        assert os.preadv(fd, [buf], 0) == 4
+    finally:
+        buf.close()
+
+
+def test_a_remount_is_seen_by_whichever_c_request_polls_first() -> None:
+    """The daemon's atime mode follows `mount -o remount` through a POLLPRI poll of
+    mountinfo; a poll consumes the event, so the engine that sees it must refresh
+    the mode itself (the watch's own poll would then see nothing). Once with a READ
+    first (an O_DIRECT descriptor opened before the remount), once with an OPEN
+    first: neither may move atime under noatime, and relatime moves it again."""
+    with shmfs_mount("size=1m") as mnt:
+        f = mnt / "f"
+        f.write_bytes(b"data")
+        os.utime(f, ns=(OLD_A, OLD_A))
+        fd = os.open(f, os.O_RDONLY | os.O_DIRECT)
+        try:
+            subprocess.run(["mount", "-o", "remount,noatime", str(mnt)], check=True)
+            _direct_read(fd)  # the READ is the first request to poll
+            assert f.stat().st_atime_ns == OLD_A
+        finally:
+            os.close(fd)
+        subprocess.run(["mount", "-o", "remount,relatime", str(mnt)], check=True)
+        subprocess.run(["mount", "-o", "remount,noatime", str(mnt)], check=True)
+        fd = os.open(f, os.O_RDONLY | os.O_DIRECT)  # the OPEN polls first
+        try:
+            _direct_read(fd)
+            assert f.stat().st_atime_ns == OLD_A
+        finally:
+            os.close(fd)
+        subprocess.run(["mount", "-o", "remount,relatime", str(mnt)], check=True)
+        fd = os.open(f, os.O_RDONLY | os.O_DIRECT)
+        try:
+            _direct_read(fd)
+        finally:
+            os.close(fd)
+        assert f.stat().st_atime_ns > OLD_A  # relatime: a day-old atime moves
+        hot, _ = _stats(mnt)
+        assert hot["open"] >= 2 and hot["read"] >= 3
