@@ -63,15 +63,9 @@ def replaced_methods(fs: Any) -> list[str]:
 def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
            generation: int = 0, negative_timeout: float = 0.0,
            errors: dict[int, int] | None = None, keep_cache: bool = True) -> Any:
-    """An Engine for ``fs`` answering GETATTR, LOOKUP and OPEN with these timeouts and
+    """An Engine for ``fs`` answering GETATTR and LOOKUP with these timeouts and
     fuse_entry_out.generation (Operations.generation), or None: also when one of the
-    methods it stands in for is not fsimpl's own (replaced_methods).
-
-    A LOOKUP miss is answered as Operations._lookup_reply does: a negative entry
-    cached for ``negative_timeout`` when that is positive, else -ENOENT counted in
-    ``errors`` (Operations._errors, what ``shmfs stat`` reports); without ``errors``
-    such misses are declined to Python. ``keep_cache`` is OpsConfig.keep_cache (OPEN's
-    FOPEN_KEEP_CACHE)."""
+    methods it stands in for is not fsimpl's own (replaced_methods)."""
     global _warned
     if not enabled():
         return None
@@ -83,7 +77,7 @@ def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
         from mount.server import _hotpath
     except ImportError as e:
         if not _warned:
-            log.warning("regular-file hot path not built (%s): READ/WRITE/GETATTR/... are served "
+            log.warning("regular-file hot path not built (%s): READ/WRITE/GETATTR are served "
                         "in Python; run scripts/bootstrap.sh with a C compiler to build it", e)
             _warned = True
         return None
@@ -103,6 +97,11 @@ def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
     a_s, a_n = _split_timeout(attr_timeout)
     e_s, e_n = _split_timeout(entry_timeout)
     types = (Inode, Handle, Mapping, PageCache, Budget, Arena, FaultStats)
+    # A LOOKUP miss is answered as Operations._lookup_reply does: a negative entry
+    # cached for negative_timeout when that is positive, else -ENOENT counted in
+    # `errors` (Operations._errors, what `shmfs stat` reports); without `errors` such
+    # misses are declined to Python. keep_cache is OpsConfig.keep_cache (OPEN's
+    # FOPEN_KEEP_CACHE).
     n_s, n_n = _split_timeout(negative_timeout) if negative_timeout > 0 else (-1, 0)
     return _hotpath.Engine(fs, types, FAULT_STATS, a_s, a_n, RELATIME_WINDOW_NS // 10**9,
                            BOGO_DIRENT_SIZE, MAX_FILE_SIZE, MountFlagsWatch, Directory, e_s, e_n,
