@@ -11,8 +11,8 @@ accelerates; the tests that claim the native paths fail then, on purpose.
   (docs/decisions.md 21, docs/performance.md).
 - ``vmcore._ptscan`` (native/winscan.c): which page-table chunks a reverse-map
   lookup or a zap of an object range must look at (vmcore/pagetable.py).
-- ``mount.server._hotpath`` (native/hotpath.c): READ, WRITE, GETATTR and LOOKUP
-  of regular files (mount/server/hotpath.py, docs/decisions.md 23).
+- ``mount.server._hotpath`` (native/hotpath.c): READ, WRITE, GETATTR, OPEN and
+  RELEASE of regular files, LOOKUP (mount/server/hotpath.py, docs/decisions.md 23).
 - ``mount.server._uring_native`` (native/uring.c): the FUSE-over-io_uring
   transport (mount/server/uring_fuse.py, docs/decisions.md 17).
 

@@ -63,6 +63,17 @@
 #define ATTR_OUT 104 /* fuse_attr_out: 16 + fuse_attr 88 */
 #define ENTRY_OUT 128 /* fuse_entry_out: 40 + fuse_attr 88 */
 #define OP_LOOKUP 1
+#define OP_RELEASE 18
+#define OP_OPEN 14
+#define OPEN_IN 8 /* fuse_open_in */
+#define OPEN_OUT 16
+#define O_TRUNC_ 01000
+#define O_ACCMODE_ 3
+#define FOPEN_KEEP_CACHE 2
+#define FOPEN_NOFLUSH 32
+#define RELEASE_IN 24 /* fuse_release_in */
+#define ENOENT_ 2
+#define ROOT_INO 1
 
 #define PG_UPTODATE 0x1
 #define PG_DIRTY 0x2
@@ -92,7 +103,12 @@ typedef struct {
     PyObject *t_watch; /* mount.server.mountflags.MountFlagsWatch, or NULL */
     PyObject *t_dir;   /* fsimpl.directory.Directory */
     long long entry_sec, entry_nsec;
-    unsigned long long generation, n_lookup;
+    unsigned long long generation, n_lookup, n_lookup_miss, n_release;
+    PyObject *errors_counter; /* Operations._errors (a Counter), or NULL */
+    PyObject *enoent_key;     /* the int ENOENT, its key */
+    long long neg_sec, neg_nsec; /* negative entries' timeout; neg_sec < 0: none */
+    int keep_cache;              /* OpsConfig.keep_cache: FOPEN_KEEP_CACHE on OPEN */
+    unsigned long long n_open;
     PyObject *fault_stats;
     long long attr_sec, attr_nsec, relatime_s, dirent_size;
     long long max_file_size;
@@ -110,7 +126,9 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_faults, *s_read, *s_write, *s_minor, *s_major, *s_pages_allocated, *s_zero_pages,
     *s_atime_ns, *s_mtime_ns, *s_ctime_ns, *s_clock, *s_atime_mode, *s_noatime, *s_nodiratime,
     *s_relatime, *s_ops, *s_nlink, *s_uid, *s_gid, *s_rdev, *s_window_blocks, *s_dir,
-    *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op;
+    *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op,
+    *s_nopen, *s_refresh, *s_release_op, *s_grants, *s_by_fh, *s_is_dir, *s_next_fh, *s_reclaimed,
+    *s_open_op;
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -594,6 +612,51 @@ static PyObject *now_ns(ctx_t *c)
     return t;
 }
 
+/* The mount's atime mode as FsCore reads it (fs.atime_mode()): noatime, relatime.
+ * A MountFlagsWatch is read without the call: "if self._fd >= 0 and
+ * self._poll.poll(0): self.refresh()" (a POLLPRI poll of mountinfo), "return
+ * self.mode" -- refresh() called here when our poll saw the change; any other
+ * callable is called. 0, or -1 with an exception. */
+static int atime_mode(ctx_t *c, int *noatime, int *relatime)
+{
+    Engine *e = c->e;
+    PyObject *mode_fn = ga(c, e->fs, s_atime_mode);
+    if (!mode_fn)
+        return -1;
+    PyObject *mode = NULL;
+    if (e->t_watch && (PyObject *)Py_TYPE(mode_fn) == e->t_watch) {
+        long long wfd;
+        if (ga_ll(mode_fn, s_fd_, &wfd) < 0)
+            return -1;
+        int changed = 0;
+        if (wfd >= 0 && wfd <= INT_MAX) {
+            struct pollfd pf = {(int)wfd, POLLPRI, 0};
+            int r;
+            do {
+                r = poll(&pf, 1, 0);
+            } while (r < 0 && errno == EINTR);
+            changed = r != 0; /* an error too: the Python call reports it */
+        }
+        if (changed) { /* our poll consumed the event (mounts_poll moves poll_event),
+                        * so __call__'s own poll would see nothing: refresh() itself */
+            PyObject *r = keep(c, PyObject_CallMethodNoArgs(mode_fn, s_refresh));
+            if (!r)
+                return -1;
+        }
+        mode = ga(c, mode_fn, s_mode);
+    } else {
+        mode = keep(c, PyObject_CallNoArgs(mode_fn));
+    }
+    if (!mode)
+        return -1;
+    PyObject *na = ga(c, mode, s_noatime), *rel = na ? ga(c, mode, s_relatime) : NULL;
+    if (!rel)
+        return -1;
+    *noatime = PyObject_IsTrue(na);
+    *relatime = PyObject_IsTrue(rel);
+    return (*noatime < 0 || *relatime < 0) ? -1 : 0;
+}
+
 static long long floordiv(long long a, long long b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 
 static void reply_header(ctx_t *c, uint64_t unique, size_t payload)
@@ -695,38 +758,11 @@ static int do_read(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uniq
         PyObject *now = now_ns(c);
         if (!now)
             return -1;
-        PyObject *mode_fn = ga(c, e->fs, s_atime_mode);
-        if (!mode_fn)
+        int noatime, relatime;
+        if (atime_mode(c, &noatime, &relatime) < 0)
             return -1;
-        PyObject *mode = NULL;
-        if (e->t_watch && (PyObject *)Py_TYPE(mode_fn) == e->t_watch) {
-            /* MountFlagsWatch.__call__ without the call: "if self._fd >= 0 and
-             * self._poll.poll(0): self.refresh()" (a POLLPRI poll of mountinfo),
-             * "return self.mode" */
-            long long wfd;
-            if (ga_ll(mode_fn, s_fd_, &wfd) < 0)
-                return -1;
-            int changed = 0;
-            if (wfd >= 0 && wfd <= INT_MAX) {
-                struct pollfd pf = {(int)wfd, POLLPRI, 0};
-                int r;
-                do {
-                    r = poll(&pf, 1, 0);
-                } while (r < 0 && errno == EINTR);
-                changed = r != 0; /* an error too: the Python call reports it */
-            }
-            mode = changed ? keep(c, PyObject_CallNoArgs(mode_fn)) : ga(c, mode_fn, s_mode);
-        } else {
-            mode = keep(c, PyObject_CallNoArgs(mode_fn));
-        }
-        if (!mode)
-            return -1;
-        PyObject *na = ga(c, mode, s_noatime), *rel = na ? ga(c, mode, s_relatime) : NULL;
-        if (!rel)
-            return -1;
-        int noatime = PyObject_IsTrue(na), relatime = PyObject_IsTrue(rel);
         long long t = PyLong_AsLongLong(now);
-        if (noatime < 0 || relatime < 0 || (t == -1 && PyErr_Occurred()))
+        if (t == -1 && PyErr_Occurred())
             return -1;
         int update = !noatime; /* nodiratime: not a directory */
         if (update && relatime)
@@ -1082,6 +1118,38 @@ decline:
 
 /* ----------------------------------------------------------------- LOOKUP */
 
+/* A miss in a directory (NamespaceOps.lookup raises ENOENT): with negative_timeout,
+ * Operations._lookup_reply answers a negative entry (nodeid 0, the entry timeout,
+ * a zero attr); without, Operations._failed counts ENOENT in its Counter and
+ * answers -ENOENT. Either way `lookup` was counted first (the @counted wrapper).
+ * Declined when the engine was not given the Counter (hotpath.engine's errors). */
+static int lookup_miss(ctx_t *c, uint64_t unique)
+{
+    Engine *e = c->e;
+    if (e->neg_sec < 0 && !e->errors_counter) {
+        e->last_decline = __LINE__;
+        return 0;
+    }
+    /* ---- phase 2 ---- */
+    if (count_op(c, s_lookup_op) < 0)
+        return -1;
+    if (e->neg_sec < 0) {
+        if (incr_item(e->errors_counter, e->enoent_key) < 0)
+            return -1;
+        reply_header(c, unique, 0);
+        put_u32(c->hdr + 4, (uint32_t)-ENOENT_);
+    } else {
+        unsigned char *o = c->hdr + OUT_HEADER;
+        memset(o, 0, ENTRY_OUT);
+        put_u64(o + 16, (uint64_t)e->neg_sec);
+        put_u32(o + 32, (uint32_t)e->neg_nsec);
+        reply_header(c, unique, ENTRY_OUT);
+        c->iov[0].iov_len = OUT_HEADER + ENTRY_OUT;
+    }
+    e->n_lookup_miss++;
+    return 1;
+}
+
 /* LOOKUP of an existing name in a directory (NamespaceOps.lookup: nlookup += 1 and
  * the entry); "." and "..", misses (ENOENT or a negative entry), long or
  * malformed names: declined */
@@ -1115,6 +1183,8 @@ static int do_lookup(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t un
     if (!key)
         DECLINE();
     PyObject *ent = PyDict_GetItemWithError(names, key); /* (cookie, ino) */
+    if (!ent && !PyErr_Occurred())
+        return lookup_miss(c, unique);
     if (!ent || !PyTuple_Check(ent) || PyTuple_GET_SIZE(ent) != 2)
         DECLINE();
     PyObject *ino_o = PyTuple_GET_ITEM(ent, 1);
@@ -1144,6 +1214,181 @@ decline:
     return 0;
 }
 
+/* ----------------------------------------------------------------- OPEN */
+
+/* OPEN of a regular file (Operations._open -> FileOps.open -> _new_handle, then
+ * _open_flags): a new Handle(ino, flags, False) under fs._next_fh, inode.nopen += 1,
+ * the reply fuse_open_out with FOPEN_NOFLUSH, and FOPEN_KEEP_CACHE unless keep_cache
+ * is off or ShmFs.open_drops_cache says the next read must move atime (the same
+ * clock calls: one for _atime_stale's "now + 1", one more when it is stale).
+ * Declined, to Python's own checks: O_TRUNC (the truncate, set-id clearing with
+ * FUSE_OPEN_KILL_SUIDGID), O_APPEND (-o writeback_cache strips it: _handle_flags),
+ * any open_flags, any chattr flag (fsflags.check_open), a reclaimed inode (the
+ * recharge), window files and windows' objects, anything not a plain regular file,
+ * a message of another length. The access mode was checked by the kernel, which
+ * FileOps.open does not repeat either. */
+static int do_open(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                   uint64_t nodeid)
+{
+    Engine *e = c->e;
+    if (n != IN_HEADER + OPEN_IN)
+        DECLINE();
+    uint32_t flags = get_u32(m + IN_HEADER), open_flags = get_u32(m + IN_HEADER + 4);
+    if (open_flags || (flags & (O_TRUNC_ | O_APPEND_)))
+        DECLINE();
+    PyObject *inodes = ga(c, e->fs, s_inodes);
+    PyObject *handles = inodes ? ga(c, e->fs, s_handles) : NULL;
+    if (!handles || !PyDict_Check(inodes) || !PyDict_Check(handles))
+        DECLINE();
+    PyObject *inode = inode_of(c, inodes, nodeid);
+    if (!inode || (PyObject *)Py_TYPE(inode) != e->t_inode || nodeid == ROOT_INO)
+        DECLINE();
+    long long mode, fsflags, nopen, next_fh, atime = 0, mtime = 0, ctime = 0;
+    if (ga_ll(inode, s_mode, &mode) < 0 || (mode & S_IFMT_) != S_IFREG_ ||
+        ga_ll(inode, s_fsflags, &fsflags) < 0 || fsflags != 0 ||
+        ga_ll(inode, s_nopen, &nopen) < 0 || nopen < 0 || nopen == LLONG_MAX)
+        DECLINE();
+    PyObject *rec = ga(c, inode, s_reclaimed);
+    if (!rec || rec != Py_False)
+        DECLINE();
+    if (e->keep_cache && (ga_ll(inode, s_atime_ns, &atime) < 0 ||
+                          ga_ll(inode, s_mtime_ns, &mtime) < 0 ||
+                          ga_ll(inode, s_ctime_ns, &ctime) < 0))
+        DECLINE();
+    if (window_file(c, nodeid) != 0)
+        DECLINE();
+    if (ga_ll(e->fs, s_next_fh, &next_fh) < 0 || next_fh < 0 || next_fh == LLONG_MAX)
+        DECLINE();
+    PyObject *fh_key = keep(c, PyLong_FromLongLong(next_fh));
+    PyObject *ino_o = fh_key ? keep(c, PyLong_FromUnsignedLongLong(nodeid)) : NULL;
+    PyObject *fl_o = ino_o ? keep(c, PyLong_FromUnsignedLong(flags)) : NULL;
+    if (!fl_o)
+        DECLINE();
+    int has = PyDict_Contains(handles, fh_key);
+    if (has != 0) /* _next_fh is never reused; a clash is not ours to resolve */
+        DECLINE();
+    /* the Handle, made before any change (its __init__ has no side effect) */
+    PyObject *hargs[3] = {ino_o, fl_o, Py_False};
+    PyObject *h = keep(c, PyObject_Vectorcall(e->t_handle, hargs, 3, NULL));
+    if (!h || (PyObject *)Py_TYPE(h) != e->t_handle)
+        DECLINE();
+    /* ---- phase 2 ---- */
+    if (count_op(c, s_open_op) < 0 || sa_ll(e->fs, s_next_fh, next_fh + 1) < 0 ||
+        PyDict_SetItem(handles, fh_key, h) < 0 || sa_ll(inode, s_nopen, nopen + 1) < 0)
+        return -1;
+    uint32_t oflags = FOPEN_NOFLUSH;
+    if (e->keep_cache) { /* not ShmFs.open_drops_cache(ino) */
+        int noatime, relatime;
+        if (atime_mode(c, &noatime, &relatime) < 0)
+            return -1;
+        PyObject *now = now_ns(c);
+        long long t = now ? PyLong_AsLongLong(now) : -1;
+        if (!now || (t == -1 && PyErr_Occurred()))
+            return -1;
+        if (t == LLONG_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "hotpath: clock at its end");
+            return -1;
+        }
+        long long t1 = t + 1; /* fsimpl.atime.atime_needs_update(mode, False, ..., now + 1) */
+        int stale = !noatime;
+        if (stale && relatime)
+            stale = mtime >= atime || ctime >= atime ||
+                    floordiv(t1, 1000000000LL) - floordiv(atime, 1000000000LL) >= e->relatime_s;
+        stale = stale && atime != t1;
+        int drops = 0;
+        if (stale) {
+            PyObject *now2 = now_ns(c);
+            long long t2 = now2 ? PyLong_AsLongLong(now2) : -1;
+            if (!now2 || (t2 == -1 && PyErr_Occurred()))
+                return -1;
+            drops = !relatime ||
+                    floordiv(t2, 1000000000LL) - floordiv(atime, 1000000000LL) >= e->relatime_s;
+        }
+        if (!drops)
+            oflags |= FOPEN_KEEP_CACHE;
+    }
+    unsigned char *o = c->hdr + OUT_HEADER;
+    put_u64(o, (uint64_t)next_fh);
+    put_u32(o + 8, oflags);
+    put_u32(o + 12, 0);
+    reply_header(c, unique, OPEN_OUT);
+    c->iov[0].iov_len = OUT_HEADER + OPEN_OUT;
+    e->n_open++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/* ----------------------------------------------------------------- RELEASE */
+
+/* RELEASE of a regular file's handle (FileOps.release -> FsCore._drop_handle):
+ * the handle popped, inode.nopen -= 1. Declined: a message of another length (the
+ * generic parser's answer), an unknown fh (Python answers 0 and changes nothing
+ * but the op count), a directory handle, a handle whose inode is gone or is not
+ * a plain regular file, a window file or a window's object, a handle holding
+ * window grant tokens (GrantTable.handle_released), the last open of an unlinked
+ * inode (the reclaim and eviction of _maybe_evict), an nopen that is not positive. */
+static int do_release(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                      uint64_t nodeid)
+{
+    Engine *e = c->e;
+    (void)nodeid; /* _drop_handle goes by the fh alone, as here */
+    if (n != IN_HEADER + RELEASE_IN)
+        DECLINE();
+    uint64_t fh = get_u64(m + IN_HEADER);
+    if (fh > (uint64_t)LLONG_MAX)
+        DECLINE();
+    PyObject *handles = ga(c, e->fs, s_handles);
+    PyObject *inodes = handles ? ga(c, e->fs, s_inodes) : NULL;
+    if (!inodes || !PyDict_Check(handles) || !PyDict_Check(inodes))
+        DECLINE();
+    PyObject *key = keep(c, PyLong_FromUnsignedLongLong(fh));
+    if (!key)
+        DECLINE();
+    PyObject *h = PyDict_GetItemWithError(handles, key);
+    if (!h || (PyObject *)Py_TYPE(h) != e->t_handle)
+        DECLINE();
+    h = keep(c, Py_NewRef(h));
+    PyObject *isdir = ga(c, h, s_is_dir);
+    long long hino, mode, nlink, nopen;
+    if (!isdir || isdir != Py_False || ga_ll(h, s_ino, &hino) < 0 || hino < 0)
+        DECLINE();
+    PyObject *inode = inode_of(c, inodes, (uint64_t)hino);
+    if (!inode || (PyObject *)Py_TYPE(inode) != e->t_inode || hino == ROOT_INO)
+        DECLINE();
+    if (ga_ll(inode, s_mode, &mode) < 0 || (mode & S_IFMT_) != S_IFREG_ ||
+        ga_ll(inode, s_nlink, &nlink) < 0 || ga_ll(inode, s_nopen, &nopen) < 0)
+        DECLINE();
+    if (nopen < 1 || (nlink == 0 && nopen == 1)) /* nopen must stay sane; reclaim: Python */
+        DECLINE();
+    PyObject *w = ga(c, e->fs, s_windows);
+    if (!w)
+        DECLINE();
+    if (w != Py_None) {
+        int wf = window_file(c, (uint64_t)hino);
+        if (wf != 0)
+            DECLINE();
+        PyObject *g = ga(c, w, s_grants);
+        PyObject *byfh = g ? ga(c, g, s_by_fh) : NULL;
+        if (!byfh || !PyDict_CheckExact(byfh))
+            DECLINE();
+        int has = PyDict_Contains(byfh, key);
+        if (has != 0)
+            DECLINE();
+    }
+    /* ---- phase 2 ---- */
+    if (count_op(c, s_release_op) < 0 || PyDict_DelItem(handles, key) < 0 ||
+        sa_ll(inode, s_nopen, nopen - 1) < 0)
+        return -1;
+    reply_header(c, unique, 0);
+    e->n_release++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
 /* ----------------------------------------------------------------- methods */
 
 /* 0 declined; OP answered (reply in c); -1 failed after a change */
@@ -1166,6 +1411,10 @@ static int serve(Engine *e, PyObject *msg, int ordered, ctx_t *c, Py_buffer *mb)
         r = do_getattr(c, m, n, unique, nodeid);
     else if (op == OP_LOOKUP && ordered)
         r = do_lookup(c, m, n, unique, nodeid);
+    else if (op == OP_RELEASE && ordered)
+        r = do_release(c, m, n, unique, nodeid);
+    else if (op == OP_OPEN && ordered)
+        r = do_open(c, m, n, unique, nodeid);
     else
         goto declined;
     if (r > 0)
@@ -1348,8 +1597,9 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
+        "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
         "last_decline_line", e->last_decline);
@@ -1361,10 +1611,24 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
     PyObject *watch, *dirtype;
     long long attr_sec, attr_nsec, relatime_s, dirent_size, max_file_size, entry_sec, entry_nsec;
     unsigned long long generation;
-    if (!PyArg_ParseTuple(args, "OO!OLLLLLOO!LLK", &fs, &PyTuple_Type, &types, &fstats,
+    PyObject *errors = Py_None;
+    long long neg_sec = -1, neg_nsec = 0;
+    int keep_cache = 1;
+    if (!PyArg_ParseTuple(args, "OO!OLLLLLOO!LLK|OLLp", &fs, &PyTuple_Type, &types, &fstats,
                           &attr_sec, &attr_nsec, &relatime_s, &dirent_size, &max_file_size,
-                          &watch, &PyType_Type, &dirtype, &entry_sec, &entry_nsec, &generation))
+                          &watch, &PyType_Type, &dirtype, &entry_sec, &entry_nsec, &generation,
+                          &errors, &neg_sec, &neg_nsec, &keep_cache))
         return -1;
+    e->keep_cache = keep_cache;
+    if (errors != Py_None && !PyDict_Check(errors)) {
+        PyErr_SetString(PyExc_TypeError, "errors must be a Counter or None");
+        return -1;
+    }
+    Py_XSETREF(e->errors_counter, errors == Py_None ? NULL : Py_NewRef(errors));
+    if (!e->enoent_key && !(e->enoent_key = PyLong_FromLong(ENOENT_)))
+        return -1;
+    e->neg_sec = neg_sec;
+    e->neg_nsec = neg_nsec;
     Py_XSETREF(e->t_dir, Py_NewRef(dirtype));
     e->entry_sec = entry_sec;
     e->entry_nsec = entry_nsec;
@@ -1417,6 +1681,8 @@ static void Engine_dealloc(Engine *e)
     Py_XDECREF(e->fault_stats);
     Py_XDECREF(e->t_watch);
     Py_XDECREF(e->t_dir);
+    Py_XDECREF(e->errors_counter);
+    Py_XDECREF(e->enoent_key);
     PyMem_Free(e->ctx);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
@@ -1512,6 +1778,15 @@ PyMODINIT_FUNC PyInit__hotpath(void)
     INTERN(s_names_, "_names");
     INTERN(s_nlookup, "nlookup");
     INTERN(s_lookup_op, "lookup");
+    INTERN(s_nopen, "nopen");
+    INTERN(s_refresh, "refresh");
+    INTERN(s_release_op, "release");
+    INTERN(s_grants, "grants");
+    INTERN(s_by_fh, "_by_fh");
+    INTERN(s_is_dir, "is_dir");
+    INTERN(s_next_fh, "_next_fh");
+    INTERN(s_reclaimed, "reclaimed");
+    INTERN(s_open_op, "open");
     if (PyType_Ready(&EngineType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&moddef);

@@ -7,7 +7,7 @@ stats bookkeeping, the reply's writev -- to /dev/null instead of /dev/fuse).
     .venv/bin/python scripts/request_probe.py --reply-ab
 
 Kinds: read (4 KiB of a resident page, random), read_hole, append4k, append512,
-overwrite4k, getattr, lookup_hit, lookup_miss, create, release, unlink, forget.
+overwrite4k, getattr, lookup_hit, lookup_miss, create, release, open, unlink, forget.
 ``--mountflags`` gives ShmFs a MountFlagsWatch of "/" (a poll of
 /proc/self/mountinfo per atime check), as the daemon does. The session uses
 the C hot path (native/hotpath.c) where it is built; ``--python`` measures the
@@ -49,9 +49,10 @@ Session = session_mod.Session
 
 CTX = Ctx(0, 0, os.getpid(), 0o022)
 HDR = struct.Struct("<IIQQIIIHH")
-LOOKUP, FORGET, GETATTR, UNLINK, READ, WRITE, RELEASE, CREATE = 1, 2, 3, 10, 15, 16, 18, 35
+LOOKUP, FORGET, GETATTR, UNLINK, OPEN = 1, 2, 3, 10, 14
+READ, WRITE, RELEASE, CREATE = 15, 16, 18, 35
 KINDS = ("read", "read_hole", "append4k", "append512", "overwrite4k", "getattr",
-         "lookup_hit", "lookup_miss", "create", "release", "unlink", "forget")
+         "lookup_hit", "lookup_miss", "create", "release", "open", "unlink", "forget")
 FILE_PAGES = 16384  # 64 MiB resident file for the reads
 WALL = False
 
@@ -124,6 +125,8 @@ def build(kind: str, n: int, mountflags: bool) -> tuple[Session, list[memoryview
         return s, [_msg(RELEASE, a.ino, struct.pack("<QIIQ", fh, 0, 0, 0)) for a, fh in made]
     for a, fh in made:
         fs.release(a.ino, fh)
+    if kind == "open":  # O_RDONLY of a closed regular file
+        return s, [_msg(OPEN, a.ino, struct.pack("<II", os.O_RDONLY, 0)) for a, _ in made]
     if kind == "unlink":
         return s, [_msg(UNLINK, 1, nm + b"\0") for nm in names]
     if kind == "forget":  # unlinked, closed: the FORGET evicts (deferred, as in the daemon)

@@ -1,4 +1,4 @@
-"""The C hot path of regular-file READ, WRITE, GETATTR and LOOKUP (native/hotpath.c).
+"""The C hot path of regular-file READ, WRITE, GETATTR, LOOKUP, OPEN, RELEASE (native/hotpath.c).
 
 ``engine(fs, config)`` builds a ``mount.server._hotpath.Engine`` over a ShmFs, or
 returns None when the extension is missing (a checkout built without a C
@@ -6,7 +6,8 @@ compiler: the daemon logs a warning once and serves everything in Python) or
 ``SHMFS_HOTPATH=0`` is set (A/B measurements, the twin tests' Python side).
 
 The session calls ``Engine.handle(msg, fd, ordered)`` before its own fast path:
-the engine answers a READ, WRITE, GETATTR or LOOKUP in the common state entirely in C,
+the engine answers a READ, WRITE, GETATTR, LOOKUP (hit or miss), OPEN or RELEASE in the
+common state entirely in C,
 changing the same Python objects the Python path changes, and writes the reply
 to ``fd``; anything else it declines (None) untouched. ``Engine.answer(msg,
 ordered)`` returns the reply bytes instead (tests). Where the engine is not
@@ -43,17 +44,21 @@ def replaced_methods(fs: Any) -> list[str]:
     from fsimpl.files import FileOps
     from fsimpl.fs import ShmFs
     from fsimpl.namespace import NamespaceOps
+    from fsimpl.state import FsCore
 
     if type(fs) is not ShmFs:
         return [type(fs).__name__]
     own = {"read": FileOps.__dict__["read"], "write": FileOps.__dict__["write"],
-           "getattr": AttrOps.__dict__["getattr"], "lookup": NamespaceOps.__dict__["lookup"]}
+           "getattr": AttrOps.__dict__["getattr"], "lookup": NamespaceOps.__dict__["lookup"],
+           "release": FileOps.__dict__["release"], "open": FileOps.__dict__["open"],
+           "open_drops_cache": FsCore.__dict__["open_drops_cache"]}
     inst = getattr(fs, "__dict__", {})
     return [name for name, fn in own.items() if getattr(ShmFs, name) is not fn or name in inst]
 
 
 def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
-           generation: int = 0) -> Any:
+           generation: int = 0, negative_timeout: float = 0.0,
+           errors: dict[int, int] | None = None, keep_cache: bool = True) -> Any:
     """An Engine for ``fs`` answering GETATTR and LOOKUP with these timeouts and
     fuse_entry_out.generation (Operations.generation), or None: also when one of the
     methods it stands in for is not fsimpl's own (replaced_methods)."""
@@ -82,6 +87,12 @@ def engine(fs: Any, attr_timeout: float, entry_timeout: float = 86400.0,
     a_s, a_n = _split_timeout(attr_timeout)
     e_s, e_n = _split_timeout(entry_timeout)
     types = (Inode, Handle, Mapping, PageCache, Budget, Arena, FaultStats)
+    # A LOOKUP miss is answered as Operations._lookup_reply does: a negative entry
+    # cached for negative_timeout when that is positive, else -ENOENT counted in
+    # `errors` (Operations._errors, what `shmfs stat` reports); without `errors` such
+    # misses are declined to Python. keep_cache is OpsConfig.keep_cache (OPEN's
+    # FOPEN_KEEP_CACHE).
+    n_s, n_n = _split_timeout(negative_timeout) if negative_timeout > 0 else (-1, 0)
     return _hotpath.Engine(fs, types, FAULT_STATS, a_s, a_n, RELATIME_WINDOW_NS // 10**9,
                            BOGO_DIRENT_SIZE, MAX_FILE_SIZE, MountFlagsWatch, Directory, e_s, e_n,
-                           generation)
+                           generation, errors, n_s, n_n, keep_cache)

@@ -229,7 +229,8 @@ class Session(Fairness):
         # before its reply leaves) -- docs/decisions.md, "The regular-file hot path in C"
         self._hotpath: Any = None if (debug or uring or persist is not None) else (
             hotpath.engine(self.fs, ops.config.attr_timeout, ops.config.entry_timeout,
-                           ops.generation))
+                           ops.generation, ops.config.negative_timeout, ops._errors,
+                           ops.config.keep_cache))
         self._winfast_writes = winfast.writes_enabled()  # window WRITEs in C too
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]

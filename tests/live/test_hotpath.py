@@ -1,4 +1,5 @@
-"""The C hot path of READ/WRITE/GETATTR (native/hotpath.c) on a live mount.
+"""The C hot path of READ/WRITE/GETATTR (native/hotpath.c) on a live mount (LOOKUP
+misses, OPEN and RELEASE: tests/live/test_hotpath_meta.py).
 
 What must hold with the engine answering: it is really taken (its counters in
 STATS move with the requests); every byte is where it was written, under

@@ -62,6 +62,41 @@ def test_malformed_and_refused_requests_get_errnos_and_the_session_serves_on() -
     assert hot["errors"] == 0 and hot["declined"] >= len(bad)
 
 
+@_needs_engine
+def test_lookup_misses_opens_and_releases_through_the_session() -> None:
+    """Misses, OPEN and RELEASE are answered by the engine inside the real Session,
+    odd ones get the Python path's answer, and a miss is still an ENOENT in the ops'
+    error counts (`shmfs stat`)."""
+    with W.served_session() as ch:
+        c = ch.call(W.CREATE, 10, 1, struct.pack("<IIII", os.O_RDWR, 0o100644, 0, 0) + b"f\0")
+        assert c.error == 0
+        ino = struct.unpack_from("<Q", c.payload)[0]
+        fh = struct.unpack_from("<Q", c.payload, 128)[0]
+        assert ch.call(W.LOOKUP, 11, 1, b"nope\0").error == -E.ENOENT
+        o = ch.call(W.OPEN, 12, ino, struct.pack("<II", os.O_RDONLY, 0))
+        assert o.error == 0 and len(o.payload) == 16
+        fh2, oflags = struct.unpack_from("<QI", o.payload)
+        assert fh2 != fh and oflags & (1 << 5)  # FOPEN_NOFLUSH
+        cases = [
+            (W.OPEN, ino + 99, struct.pack("<II", os.O_RDONLY, 0), -E.ENOENT),
+            (W.OPEN, ino, struct.pack("<II", os.O_RDWR | os.O_TRUNC, 0), 0),  # Python's
+            (W.OPEN, ino, struct.pack("<I", 0), -E.EINVAL),  # short
+            (W.LOOKUP, ino, b"x\0", -E.ENOTDIR),  # a miss in a file
+            (W.LOOKUP, ino + 99, b"x\0", -E.ENOENT),  # in no inode
+            (W.RELEASE, ino, struct.pack("<QIIQ", fh2, 0, 0, 0), 0),
+            (W.RELEASE, ino, struct.pack("<QIIQ", fh2, 0, 0, 0), 0),  # again: unknown fh
+            (W.RELEASE, ino, struct.pack("<QII", fh, 0, 0), -E.EINVAL),  # short
+            (W.RELEASE, ino, struct.pack("<QIIQ", fh, 0, 0, 0), 0),
+        ]
+        for i, (op, nodeid, body, err) in enumerate(cases):
+            r = ch.call(op, 100 + i, nodeid, body)
+            assert r.error == err, (i, r)
+    st = ch.final_stats
+    hot = st["session"]["hotpath"]  # type: ignore[index]
+    assert hot["lookup_miss"] == 1 and hot["open"] == 1 and hot["release"] == 2
+    assert hot["errors"] == 0
+    assert st["ops"]["errors"]["ENOENT"] >= 3  # type: ignore[index]
+
 def _session(**kw: object) -> Session:
     fs = ShmFs(FsOptions())
     fd = os.open(os.devnull, os.O_WRONLY)

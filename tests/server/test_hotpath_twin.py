@@ -9,7 +9,10 @@ arena's allocator, the ops Counter, each mapping's fault counters and the global
 FAULT_STATS delta. The clocks are counters, so the twins must also ask the clock the
 same number of times. Declined cases (set-id bits, chattr flags, shared frames,
 ENOSPC, bad handles, lookup misses, "." and "..", malformed messages) are in the
-generated sequences too.
+generated sequences too. So are RELEASEs (of the files' handles, of extra opens, of
+unknown handles, of the last open of an unlinked file, of a handle holding window
+grant tokens) and LOOKUP misses with and without a negative-entry timeout; the
+state includes the open handles and each inode's nopen.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from vmcore.fault import FAULT_STATS
 
 pytestmark = pytest.mark.skipif(not hotpath.available(), reason="_hotpath not built")
 
-LOOKUP, GETATTR, READ, WRITE = 1, 3, 15, 16
+LOOKUP, GETATTR, OPEN, READ, WRITE, RELEASE = 1, 3, 14, 15, 16, 18
 CTX = Ctx(0, 0, 1, 0o022)
 KILL = 4  # FUSE_WRITE_KILL_SUIDGID
 NFILES = 3
@@ -75,18 +78,35 @@ def lookup_msg(parent: int, name: bytes) -> bytes:
     return msg(LOOKUP, name + b"\0", nodeid=parent)
 
 
+def open_msg(nodeid: int, flags: int, open_flags: int = 0) -> bytes:
+    return msg(OPEN, struct.pack("<II", flags, open_flags), nodeid=nodeid)
+
+
+def release_msg(nodeid: int, fh: int) -> bytes:
+    return msg(RELEASE, struct.pack("<QIIQ", fh, os.O_RDWR, 0, 0), nodeid=nodeid)
+
+
 class Twin:
     """One filesystem with its Operations, and (c=True) the C engine in front."""
 
-    def __init__(self, c: bool, size_pages: int, mode: AtimeMode) -> None:
+    def __init__(self, c: bool, size_pages: int, mode: AtimeMode,
+                 negative_timeout: float = 0.0, keep_cache: bool = True,
+                 ahead: int = 0) -> None:
         self.fs = ShmFs(FsOptions(size_bytes=size_pages * 4096, nr_inodes=100, mode=0o1777),
                         clock=Clock())
         self.fs.atime_mode = lambda: mode
-        self.ops = Operations(self.fs, OpsConfig(generation=7))
+        self.ops = Operations(self.fs, OpsConfig(generation=7, keep_cache=keep_cache,
+                                                 negative_timeout=negative_timeout))
         cfg = self.ops.config
         self.engine = hotpath.engine(self.fs, cfg.attr_timeout, cfg.entry_timeout,
-                                     self.ops.generation) if c else None
+                                     self.ops.generation, cfg.negative_timeout,
+                                     self.ops._errors, cfg.keep_cache) if c else None
+        if ahead:  # populate-ahead's bookkeeping without its thread (deterministic):
+            arena = self.fs._backing.arena  # `ahead` frames past the bump are "ready"
+            arena._ahead, arena._ahead_chunk = 16, 8
+            arena._ready = arena._bump + ahead
         self.taken = 0
+        self.extra: list[tuple[int, int]] = []  # (ino, fh) of the "open" steps
         self.files: list[tuple[int, int, int]] = []  # (ino, fh, append fh)
         for i in range(NFILES):
             a, fh = self.fs.create(1, b"f%d" % i, 0o100666, os.O_RDWR, CTX)
@@ -135,8 +155,14 @@ class Twin:
                 rec += [m.size, pc.gen, pc.nrpages, chunks, data, m.budget.used_pages,
                         None if st is None else st.as_dict()]
             inodes[ino] = rec
-        return (inodes, dict(fs._ops), fs.budget.used_pages, arena.frames_allocated,
+        handles = sorted((fh, astuple(h)) for fh, h in fs._handles.items())
+        w = fs._windows
+        grants = None if w is None else sorted(w.grants._by_fh)
+        return (inodes, handles, grants, dict(fs._ops), fs.budget.used_pages,
+                arena.frames_allocated,
                 arena._bump, list(arena._free_runs), arena.nshared, fs._clock.t,
+                arena._nfree, arena._in_use.nonzero()[0].tolist(), arena._free_ready,
+                arena._pop.nonzero()[0].tolist(), arena._limit,
                 self.ops.statistics()["errors"])
 
 
@@ -174,19 +200,56 @@ op_share = st.tuples(st.just("share"), st.integers(0, NFILES - 1), st.integers(0
 op_falloc = st.tuples(st.just("falloc"), st.integers(0, NFILES - 1), st.integers(0, 20000),
                       st.integers(1, 20000))
 op_windows = st.tuples(st.just("windows"), st.integers(0, NFILES - 1))  # an empty table
-op_bad = st.tuples(st.just("bad"), st.integers(0, 8), st.integers(0, NFILES - 1))
+op_bad = st.tuples(st.just("bad"), st.integers(0, 10), st.integers(0, NFILES - 1))
+op_open = st.tuples(st.just("open"), st.integers(0, NFILES - 1))
+op_unlink = st.tuples(st.just("unlink"), st.integers(0, NFILES - 1))
+op_grant = st.tuples(st.just("grant"), st.integers(0, NFILES - 1))  # a token on the fh
+# which: the file's fh, its O_APPEND fh, the last extra open, an unknown fh, another
+# file's node id with this fh (_drop_handle goes by the fh alone)
+op_release = st.tuples(st.just("release"), st.integers(0, NFILES - 1), st.integers(0, 4))
+# OPEN of a file, the root, the dir, a symlink, the fifo, a missing node; plain flags,
+# O_TRUNC, O_APPEND, O_LARGEFILE|O_NOATIME bits, FUSE_OPEN_KILL_SUIDGID
+op_openmsg = st.tuples(st.just("openmsg"), st.sampled_from([0, 1, 2, -1, -2, -3, -4, -9]),
+                       st.sampled_from([os.O_RDONLY, os.O_WRONLY, os.O_RDWR,
+                                        os.O_RDWR | os.O_TRUNC, os.O_WRONLY | os.O_APPEND,
+                                        os.O_RDONLY | 0o100000 | 0o1000000]),
+                       st.sampled_from([0, 0, 0, 1]))
+op_sleep = st.tuples(st.just("sleep"), st.sampled_from([1, 3, 86400 * 2]))  # clock jumps (s)
 ops_st = st.lists(st.one_of(op_read, op_write, op_append, op_getattr, op_lookup, op_truncate,
                             op_chmod,
-                            op_fsflags, op_share, op_falloc, op_windows, op_bad), max_size=25)
+                            op_fsflags, op_share, op_falloc, op_windows, op_bad, op_open,
+                            op_unlink, op_grant, op_release, op_release, op_openmsg,
+                            op_openmsg, op_sleep), max_size=25)
 
 
 def apply(c: Twin, py: Twin, op: tuple) -> None:
     kind = op[0]
-    if kind in ("truncate", "chmod", "fsflags", "share", "falloc", "windows"):
+    if kind == "sleep":
+        for t in (c, py):
+            t.fs._clock.t += op[1] * 10**9
+        return
+    if kind == "openmsg":
+        nodeid = {-1: 1, -2: NFILES + 2, -3: NFILES + 3, -4: NFILES + 5, -9: 99}.get(op[1])
+        if nodeid is None:
+            nodeid = c.files[op[1]][0]
+        fhs = (c.fs._next_fh, py.fs._next_fh)
+        step(c, py, open_msg(nodeid, op[2], op[3]))
+        for t, fh0 in zip((c, py), fhs, strict=True):
+            if t.fs._next_fh != fh0:
+                t.extra.append((nodeid, fh0))
+        return
+    if kind in ("truncate", "chmod", "fsflags", "share", "falloc", "windows", "open", "unlink",
+                "grant"):
         for t in (c, py):  # the same Python call on both twins
             ino, fh, _ = t.files[op[1]]
             try:
-                if kind == "truncate":
+                if kind == "open":
+                    t.extra.append((ino, t.fs.open(ino, os.O_RDONLY)))
+                elif kind == "unlink":
+                    t.fs.unlink(1, b"f%d" % op[1])
+                elif kind == "grant":  # an ATTACH token tied to the handle
+                    windows_of(t.fs).grants.mint(ino, fh, 0, 1)
+                elif kind == "truncate":
                     t.fs.setattr(ino, CTX, size=op[2])
                 elif kind == "chmod":
                     t.fs.setattr(ino, CTX, mode=op[2])
@@ -213,6 +276,12 @@ def apply(c: Twin, py: Twin, op: tuple) -> None:
         m = getattr_msg(op[1] + 1)  # the root, files, dir, symlinks, fifo, one that is not
     elif kind == "lookup":
         m = lookup_msg(op[1], op[2])  # in the root, or in a file (ENOTDIR)
+    elif kind == "release":
+        which = op[2]
+        if which == 2 and c.extra:
+            ino, fh = c.extra[-1]
+        m = release_msg(c.files[(op[1] + 1) % NFILES][0] if which == 4 else ino,
+                        (fh, afh, fh, fh + 1000, fh)[which])
     else:
         m = bad_msg(op[1], ino, fh)
     step(c, py, m)
@@ -238,15 +307,23 @@ def bad_msg(kind: int, ino: int, fh: int) -> bytes:
         return write_msg(1, fh, 0, b"dir")  # the root directory: not a regular file
     if kind == 7:
         return msg(LOOKUP, b"f0", nodeid=1)  # no NUL
+    if kind == 9:
+        return release_msg(ino, fh)[:-8]  # a short RELEASE
+    if kind == 10:
+        return release_msg(1, fh)  # the fh with the root's node id
     return getattr_msg(ino)[:-4]  # short GETATTR
 
 
 @settings(max_examples=int(os.environ.get("HOTPATH_EXAMPLES", "150")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(ops=ops_st, size_pages=st.sampled_from([0, 12, 40]),
-       mode=st.sampled_from([AtimeMode(), AtimeMode(noatime=True), AtimeMode(relatime=False)]))
-def test_c_and_python_agree(ops: list[tuple], size_pages: int, mode: AtimeMode) -> None:
-    c, py = Twin(True, size_pages, mode), Twin(False, size_pages, mode)
+       mode=st.sampled_from([AtimeMode(), AtimeMode(noatime=True), AtimeMode(relatime=False)]),
+       negative=st.sampled_from([0.0, 1.5]), keep=st.booleans(),
+       ahead=st.sampled_from([0, 0, 12, 5000]))
+def test_c_and_python_agree(ops: list[tuple], size_pages: int, mode: AtimeMode,
+                            negative: float, keep: bool, ahead: int) -> None:
+    c = Twin(True, size_pages, mode, negative, keep, ahead)
+    py = Twin(False, size_pages, mode, negative, keep, ahead)
     assert c.state() == py.state()
     for op in ops:
         apply(c, py, op)
@@ -320,3 +397,90 @@ def test_getattr_and_lookup_wait_their_turn_behind_queued_notifications() -> Non
     assert c.engine.answer(lookup_msg(1, b"f0"), False) is None
     assert c.engine.answer(write_msg(ino, fh, 0, b"w"), False) is not None
     assert c.engine.answer(read_msg(ino, fh, 0, 1), False) is not None
+
+
+@pytest.mark.parametrize("negative", [0.0, 1.5])
+def test_lookup_misses_and_releases_are_taken(negative: float) -> None:
+    """A miss (ENOENT counted in Operations' errors, or a negative entry) and the RELEASE
+    of a regular file's handle are answered by C, with Python's bytes and state."""
+    c, py = Twin(True, 0, AtimeMode(), negative), Twin(False, 0, AtimeMode(), negative)
+    ino, fh, afh = c.files[0]
+    cases = [lookup_msg(1, b"nope"), lookup_msg(1, b"x" * 255), release_msg(ino, afh),
+             release_msg(c.files[2][0], fh)]  # another node id: _drop_handle goes by fh
+    for i, m in enumerate(cases):
+        taken = c.taken
+        step(c, py, m)
+        assert c.taken == taken + 1, f"case {i} declined"
+    st_ = c.engine.statistics()
+    assert (st_["lookup_miss"], st_["release"]) == (2, 2)
+    assert fh not in c.fs._handles and c.fs._inodes[ino].nopen == 0
+    errors = c.ops.statistics()["errors"]
+    assert errors == ({} if negative else {"ENOENT": 2})
+
+
+def test_releases_that_python_must_do_are_declined() -> None:
+    """The last close of an unlinked file (reclaim), a handle with grant tokens, an
+    unknown fh, a short message: declined, and Python's answer given (step)."""
+    c, py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+    ino, fh, afh = c.files[0]
+    ino1, fh1, _ = c.files[1]
+    for t in (c, py):
+        t.fs.unlink(1, b"f0")
+        windows_of(t.fs).grants.mint(ino1, fh1, 0, 1)
+    taken = c.taken
+    step(c, py, release_msg(ino, fh))  # nopen 2 -> 1 of an unlinked file: C
+    assert c.taken == taken + 1
+    for m in (release_msg(ino, afh), release_msg(ino1, fh1), release_msg(ino, 999),
+              release_msg(ino1, c.files[2][1])[:-8]):
+        step(c, py, m)
+    assert c.taken == taken + 1
+    assert c.fs._inodes[ino].nopen == 0 and c.fs._inodes[ino].reclaimed
+    # the grant's handle is gone, its tokens with it, on both twins
+    assert fh1 not in c.fs._handles and not windows_of(c.fs).grants._by_fh
+    # and after the window table exists, a plain release is still taken
+    step(c, py, release_msg(c.files[2][0], c.files[2][1]))
+    assert c.taken == taken + 2
+
+
+@pytest.mark.parametrize("mode", [AtimeMode(), AtimeMode(relatime=False),
+                                  AtimeMode(noatime=True)])
+def test_opens_are_taken_with_pythons_keep_cache_decision(mode: AtimeMode) -> None:
+    """OPEN of a regular file: the new handle, nopen and FOPEN_KEEP_CACHE exactly as
+    Operations._open, through a write (mtime >= atime), a read (atime moves), a day
+    later (relatime's window) -- and O_TRUNC, O_APPEND, KILL_SUIDGID, chattr flags
+    declined."""
+    c, py = Twin(True, 0, mode), Twin(False, 0, mode)
+    ino, fh, _ = c.files[0]
+    taken = c.taken
+    flags = []
+    for m in (open_msg(ino, os.O_RDONLY), write_msg(ino, fh, 0, b"w" * 10),
+              open_msg(ino, os.O_RDWR), read_msg(ino, fh, 0, 10), open_msg(ino, os.O_WRONLY),
+              "day", open_msg(ino, os.O_RDONLY)):
+        if m == "day":
+            for t in (c, py):
+                t.fs._clock.t += 2 * 86400 * 10**9
+            continue
+        step(c, py, m)
+        if m[4] == OPEN:
+            flags.append(c.request(m)[24:28])  # again, to see the flags (state compared)
+            py.request(m)
+    assert c.taken == taken + 10  # 8 opens, the write, the read
+    assert c.engine.statistics()["open"] == 8
+    keep = {b"\x22\0\0\0": "keep", b"\x20\0\0\0": "drop"}
+    got = [keep[f] for f in flags]
+    # relatime keeps the cache until atime is a day old; strictatime always drops it
+    # (the next read moves atime); noatime always keeps it
+    want = (["keep"] * 4 if mode.noatime else ["keep", "keep", "keep", "drop"]
+            if mode.relatime else ["drop"] * 4)
+    assert got == want
+    taken = c.taken
+    for t in (c, py):
+        t.fs._inodes[c.files[1][0]].fsflags = 0x20  # chattr +a
+    for m in (open_msg(ino, os.O_RDWR | os.O_TRUNC), open_msg(ino, os.O_WRONLY | os.O_APPEND),
+              open_msg(ino, os.O_RDONLY, 1), open_msg(c.files[1][0], os.O_RDONLY),
+              open_msg(1, os.O_RDONLY), open_msg(99, os.O_RDONLY),
+              open_msg(ino, os.O_RDONLY)[:-4]):
+        step(c, py, m)
+    assert c.taken == taken
+    assert c.state() == py.state()
+
