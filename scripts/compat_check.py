@@ -53,6 +53,15 @@ STRESSORS: list[tuple[str, int, list[str]]] = [
     ("io", 1, []), ("readahead", 2, []), ("chmod", 2, []), ("chown", 2, []),
     ("utime", 2, []), ("open", 2, []), ("fstat", 2, []), ("getdent", 2, []),
     ("mknod", 1, []), ("iomix", 1, []), ("fiemap", 1, []),
+    ("hdd", 2, ["--hdd-opts", "direct,wr-rnd", "--verify", "--hdd-bytes", "4m"]),
+    ("hdd", 2, ["--hdd-opts", "fsync,rd-rnd,wr-seq,utimes", "--verify", "--hdd-bytes", "4m"]),
+    ("hdd", 1, ["--hdd-opts", "noatime,fadv-rnd", "--verify", "--hdd-bytes", "2m",
+                "--hdd-write-size", "1m"]),
+    ("access", 2, []), ("chattr", 1, []), ("chdir", 2, []), ("dirmany", 1, []),
+    ("dnotify", 1, []), ("dup", 2, []), ("fanotify", 1, []), ("file-ioctl", 2, []),
+    ("fpunch", 2, []), ("fsize", 2, []), ("handle", 1, []), ("inotify", 1, []),
+    ("lease", 2, []), ("locka", 2, []), ("lockofd", 2, []), ("touch", 2, []),
+    ("revio", 2, []), ("inode-flags", 1, []),
 ]
 
 # fio: every engine x pattern x block size, numjobs>1, crc32c verification;
