@@ -6,7 +6,7 @@
 # Idempotent: a second run only checks.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-APT_PACKAGES=(fuse3 user-mode-linux uml-utilities)
+APT_PACKAGES=(fuse3 user-mode-linux uml-utilities stress-ng fio)
 # the C extensions (setup.py, native/) need a compiler and Python's headers
 BUILD_PACKAGES=(gcc libc6-dev python3-dev)
 PY="${PYTHON:-python3}"
@@ -18,6 +18,9 @@ command -v "${CC:-cc}" >/dev/null || missing+=(gcc)
 "$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
     2>/dev/null || missing+=(python3-dev)
 command -v uml_mconsole >/dev/null || missing+=(uml-utilities)
+# the external tools tests/compat compares with a kernel tmpfs
+command -v stress-ng >/dev/null || missing+=(stress-ng)
+command -v fio >/dev/null || missing+=(fio)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
@@ -27,7 +30,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     else
         echo "bootstrap: missing Debian packages: ${missing[*]}" >&2
         echo "bootstrap: as root run: apt-get install ${APT_PACKAGES[*]} ${BUILD_PACKAGES[*]}" >&2
-        echo "bootstrap: (fuse3 is required to mount; the others only for the UML tests)" >&2
+        echo "bootstrap: (fuse3 is required to mount; the others only for the UML, native-extension and compat tests)" >&2
     fi
 fi
 if [ ! -e /dev/fuse ]; then

@@ -534,6 +534,12 @@ class Operations:
 
     def _lseek(self, req: Request) -> Reply:
         a: P.LseekIn = req.args
+        if self.init_flags & P.FUSE_WRITEBACK_CACHE:
+            # The kernel does not write its dirty pages back before FUSE_LSEEK (fuse_lseek),
+            # so SEEK_DATA/SEEK_HOLE here would miss data not yet written back: ENXIO for
+            # a file full of it. ENOSYS makes the kernel remember (fc->no_lseek) and answer
+            # from its own i_size, the whole file as data (docs/decisions.md, verify).
+            raise FsError(E.ENOSYS, "LSEEK with writeback_cache")
         return self._ok(req, C.lseek_out(self.fs.lseek(req.nodeid, a.fh, a.offset, a.whence)))
 
     def _copy_file_range(self, req: Request) -> Reply:
