@@ -13,16 +13,12 @@ land where a bug would show.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from mount.winapi.client import mount_stats
 from tests.compat import workloads
-from tests.support.mounts import ROOT, shmfs_mount, tmpfs_mount
+from tests.compat.oracle import summary
+from tests.support.mounts import shmfs_mount
 
 pytestmark = pytest.mark.mount
 
@@ -38,24 +34,6 @@ def _always_chunk_oddly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHMFS_WRITE_CHUNK", "12345")
 
 
-def _summary(name: str, where: Path) -> dict[str, object]:
-    d = where / "work"
-    d.mkdir()
-    p = subprocess.run([sys.executable, "-m", "tests.compat.workloads", name, str(d)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
-
-
-@pytest.fixture(scope="module")
-def oracle() -> dict[str, dict[str, object]]:
-    """Every workload's summary on one kernel tmpfs."""
-    with tmpfs_mount("size=256m") as t:
-        out = {}
-        for name in workloads.NAMES:
-            out[name] = _summary(name, t)
-            subprocess.run(["rm", "-rf", str(t / "work")], check=True)
-        return out
 
 
 @pytest.mark.parametrize("options", OPTIONS)
@@ -63,7 +41,7 @@ def oracle() -> dict[str, dict[str, object]]:
 def test_workload_matches_tmpfs(name: str, options: str,
                                 oracle: dict[str, dict[str, object]]) -> None:
     with shmfs_mount(options) as mnt:
-        got = _summary(name, mnt)
+        got = summary(name, mnt)
         session = mount_stats(mnt)["session"]
     assert got == oracle[name]
     if name == "big_writes_vs_creates" and "readers=1" not in options \
@@ -88,5 +66,5 @@ def test_the_oracle_says_what_is_expected(oracle: dict[str, dict[str, object]]) 
     p = oracle["punch_truncate_readers"]
     assert p["garbage_reads"] == 0 and p["md5"] == p["direct_md5"]
     assert p["size"] == p["st_size"] == ((workloads.PT_ROUNDS - 1) % 5 + 1) * 8 * 4096 + 123
-    for summary in oracle.values():
-        assert set(summary["exit"]) == {0}
+    for result in oracle.values():
+        assert set(result["exit"]) == {0}

@@ -12,16 +12,11 @@ reads racing punch/truncate: tests/compat/workloads.py).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from tests.compat import workloads
+from tests.compat.oracle import summary
 from tests.restart.restartable import restartable_mount
-from tests.support.mounts import ROOT, tmpfs_mount
 
 pytestmark = pytest.mark.mount
 
@@ -29,23 +24,6 @@ KILL_AT = {"append": 300, "big_writes_vs_creates": 10, "mmap_vs_pwrite": 500,
            "punch_truncate_readers": 100}
 
 
-def _summary(name: str, where: Path) -> dict[str, object]:
-    d = where / "work"
-    d.mkdir()
-    p = subprocess.run([sys.executable, "-m", "tests.compat.workloads", name, str(d)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
-
-
-@pytest.fixture(scope="module")
-def oracle() -> dict[str, dict[str, object]]:
-    with tmpfs_mount("size=256m") as t:
-        out = {}
-        for name in workloads.NAMES:
-            out[name] = _summary(name, t)
-            subprocess.run(["rm", "-rf", str(t / "work")], check=True)
-        return out
 
 
 @pytest.mark.parametrize("point", ["after_record", "after_commit"])
@@ -53,7 +31,7 @@ def oracle() -> dict[str, dict[str, object]]:
 def test_a_killed_server_changes_no_result(name: str, point: str,
                                            oracle: dict[str, dict[str, object]]) -> None:
     with restartable_mount("size=256m", kill=f"WRITE:{point}:{KILL_AT[name]}") as m:
-        got = _summary(name, m.path)
+        got = summary(name, m.path)
         _pid, generation = m.serving()
     assert generation >= 1  # the first child did die at that WRITE
     assert got == oracle[name]
