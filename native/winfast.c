@@ -327,6 +327,64 @@ static int pte_bits_at(PyObject *chunks, const uint8_t *cbits, int slot, long lo
     return r;
 }
 
+/* The checks before changing a window's PTEs in place, shared by the REMAP (here) and
+ * the MPROTECT (native/winprot.c): the window is its mm's only listener, the mapping
+ * has no page_mkwrite and no write_notify, and the n pages from vpn lie in one
+ * page-table chunk that exists already. 0: ok, with *mapping, *pt and *chunks owned
+ * and *chunk borrowed from *chunks; -1: decline (e->last_decline says where). On
+ * both, the references handed back so far are the caller's to release. */
+#define HDECLINE() do { e->last_decline = __LINE__; goto decline; } while (0)
+int inplace_chunk(Engine *e, PyObject *mm, PyObject *vma, long long vpn, int n,
+                  PyObject **mapping, PyObject **pt, PyObject **chunks, PyObject **chunk)
+{
+    PyObject *tmp = NULL, *ikey = NULL;
+    {
+        PyObject *lst = PyObject_GetAttr(mm, s_listeners);
+        if (!lst)
+            HDECLINE();
+        int ok = PyList_Check(lst) && PyList_GET_SIZE(lst) == 1; /* the window's only */
+        Py_DECREF(lst);
+        if (!ok)
+            HDECLINE();
+    }
+    *mapping = PyObject_GetAttr(vma, s_mapping);
+    if (!*mapping)
+        HDECLINE();
+    tmp = PyObject_GetAttr(*mapping, s_page_mkwrite);
+    if (!tmp || tmp != Py_None)
+        HDECLINE();
+    Py_CLEAR(tmp);
+    tmp = PyObject_GetAttr(*mapping, s_write_notify);
+    if (!tmp)
+        HDECLINE();
+    if (PyObject_IsTrue(tmp) != 0)
+        HDECLINE();
+    Py_CLEAR(tmp);
+
+    int slot0 = (int)(vpn & (CHUNK - 1));
+    if (slot0 + n > CHUNK)
+        HDECLINE(); /* across two page-table chunks: Python */
+    *pt = PyObject_GetAttr(vma, s_pt);
+    if (!*pt)
+        HDECLINE();
+    *chunks = PyObject_GetAttr(*pt, s_chunks);
+    if (!*chunks || !PyDict_Check(*chunks))
+        HDECLINE();
+    ikey = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
+    if (!ikey)
+        HDECLINE();
+    *chunk = PyDict_GetItemWithError(*chunks, ikey);
+    Py_CLEAR(ikey);
+    if (!*chunk)
+        HDECLINE(); /* _chunk_for_write would make (and charge) it: Python */
+    return 0;
+decline:
+    Py_XDECREF(tmp);
+    Py_XDECREF(ikey);
+    return -1;
+}
+#undef HDECLINE
+
 #define DECLINE() do { e->last_decline = __LINE__; goto decline; } while (0)
 
 /*
@@ -472,46 +530,11 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     if (tmp != Py_None)
         DECLINE();
     Py_CLEAR(tmp);
-    {
-        PyObject *lst = PyObject_GetAttr(mm, s_listeners);
-        if (!lst)
-            DECLINE();
-        int ok = PyList_Check(lst) && PyList_GET_SIZE(lst) == 1; /* the window's only */
-        Py_DECREF(lst);
-        if (!ok)
-            DECLINE();
-    }
-    mapping = PyObject_GetAttr(vma, s_mapping);
-    if (!mapping)
-        DECLINE();
-    tmp = PyObject_GetAttr(mapping, s_page_mkwrite);
-    if (!tmp || tmp != Py_None)
-        DECLINE();
-    Py_CLEAR(tmp);
-    tmp = PyObject_GetAttr(mapping, s_write_notify);
-    if (!tmp)
-        DECLINE();
-    if (PyObject_IsTrue(tmp) != 0)
-        DECLINE();
-    Py_CLEAR(tmp);
-
     long long vpn = (waddr + (long long)start) >> PAGE_SHIFT;
     int slot0 = (int)(vpn & (CHUNK - 1));
-    if (slot0 + n > CHUNK)
-        DECLINE(); /* across two page-table chunks: Python */
-    pt = PyObject_GetAttr(vma, s_pt);
-    if (!pt)
-        DECLINE();
-    chunks = PyObject_GetAttr(pt, s_chunks);
-    if (!chunks || !PyDict_Check(chunks))
-        DECLINE();
-    ikey = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
-    if (!ikey)
-        DECLINE();
-    PyObject *chunk = PyDict_GetItemWithError(chunks, ikey);
-    Py_CLEAR(ikey);
-    if (!chunk)
-        DECLINE(); /* a new chunk is charged to pt_size=: Python */
+    PyObject *chunk;
+    if (inplace_chunk(e, mm, vma, vpn, n, &mapping, &pt, &chunks, &chunk) < 0)
+        goto decline;
     if (load_chunk(chunk, &cv) < 0)
         DECLINE();
     uint8_t *cbits = cv.bits.buf, *cprot = cv.prot.buf;

@@ -131,6 +131,8 @@ int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *v
 int store_queued(Engine *e, uint64_t ino, uint64_t page);
 int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
            PyObject *pending);
+int inplace_chunk(Engine *e, PyObject *mm, PyObject *vma, long long vpn, int n,
+                  PyObject **mapping, PyObject **pt, PyObject **chunks, PyObject **chunk);
 
 /* winlaunder.c: Engine.write, the launder (a write-back with a pending target) */
 #define MAXW 16 /* pages of one WRITE the engine takes */
