@@ -141,6 +141,9 @@ PyObject *Engine_write(Engine *e, PyObject *args);
 int write_reply(Engine *e, int fd, uint64_t unique, uint32_t size);
 int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs, int npg,
                      PyObject *self_ws, long long self_lo, long long self_hi);
+int window_and_handle(Engine *e, uint64_t nodeid, uint64_t fh, PyObject **wins,
+                      PyObject **ikey, PyObject **ws, PyObject **inodes, PyObject **inode,
+                      PyObject **handles, PyObject **h, long *line);
 
 /* winwrite.c: a WRITE of window pages through the page table */
 typedef struct {

@@ -26,7 +26,7 @@
 #define OP_READ 15
 #define READ_IN 40
 
-static PyObject *s_wins, *s_handles, *s_inodes, *s_ino, *s_npages, *s_cached, *s_pending,
+static PyObject *s_npages, *s_cached, *s_pending,
     *s_pushed, *s_window, *s_address, *s_mm, *s_vmas, *s_start, *s_end, *s_prot, *s_pt,
     *s_chunks, *s_bits, *s_frame, *s_mapping, *s_arena, *s_fps, *s_addrs, *s_replaying,
     *s_stats, *s_ops, *s_touch, *s_k_read, *s_k_reads, *s_k_read_bytes, *s_pflags_d,
@@ -39,10 +39,6 @@ static PyObject *s_wins, *s_handles, *s_inodes, *s_ino, *s_npages, *s_cached, *s
 
 int winread_init(void)
 {
-    INTERN(s_wins, "wins");
-    INTERN(s_handles, "_handles");
-    INTERN(s_inodes, "_inodes");
-    INTERN(s_ino, "ino");
     INTERN(s_npages, "npages");
     INTERN(s_cached, "cached");
     INTERN(s_pending, "pending");
@@ -139,35 +135,17 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         nodeid > (uint64_t)LLONG_MAX || fh > (uint64_t)LLONG_MAX)
         goto decline_quiet;
 
-    wins = PyObject_GetAttr(e->table, s_wins);
-    if (!wins || !PyDict_Check(wins))
-        DECLINE();
-    ikey = PyLong_FromUnsignedLongLong(nodeid);
-    if (!ikey)
-        DECLINE();
-    ws = PyDict_GetItemWithError(wins, ikey);
-    if (!ws)
-        goto decline_quiet; /* not a window: the file's own path */
-    Py_INCREF(ws);
-    inodes = PyObject_GetAttr(e->fs, s_inodes);
-    if (!inodes || !PyDict_Check(inodes))
-        DECLINE();
-    inode = PyDict_GetItemWithError(inodes, ikey);
-    if (!inode)
-        DECLINE();
-    Py_INCREF(inode);
-    handles = PyObject_GetAttr(e->fs, s_handles);
-    if (!handles || !PyDict_Check(handles))
-        DECLINE();
     {
-        PyObject *hk = PyLong_FromUnsignedLongLong(fh);
-        if (!hk)
-            DECLINE();
-        PyObject *h = PyDict_GetItemWithError(handles, hk);
-        Py_DECREF(hk);
-        long long hino;
-        if (!h || attr_ll(h, s_ino, &hino) < 0 || (uint64_t)hino != nodeid)
-            DECLINE(); /* EBADF, in Python */
+        PyObject *h; /* borrowed */
+        long line;
+        int wr = window_and_handle(e, nodeid, fh, &wins, &ikey, &ws, &inodes, &inode,
+                                   &handles, &h, &line);
+        if (wr > 0)
+            goto decline_quiet; /* not a window: the file's own path */
+        if (wr < 0) {
+            e->last_read_decline = line;
+            goto decline;
+        }
     }
     /* the session's _cancel_stores: a READ answered first has the newer data */
     long long first = (long long)(off >> PAGE_SHIFT);
