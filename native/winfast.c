@@ -263,12 +263,8 @@ int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *push
 
 /* ---------------------------------------------------------------- the remap */
 
-typedef struct {
-    Py_buffer bits, frame, pgoff, prot;
-    int have;
-} chunk_views;
 
-static void release_chunk(chunk_views *c)
+void release_chunk(chunk_views *c)
 {
     if (c->have) {
         PyBuffer_Release(&c->bits);
@@ -279,7 +275,7 @@ static void release_chunk(chunk_views *c)
     }
 }
 
-static int load_chunk(PyObject *chunk, chunk_views *c)
+int load_chunk(PyObject *chunk, chunk_views *c)
 {
     if (get_array(chunk, s_bits, CHUNK, 1, &c->bits) < 0)
         return -1;

@@ -131,6 +131,14 @@ int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *v
 int store_queued(Engine *e, uint64_t ino, uint64_t page);
 int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
            PyObject *pending);
+/* the four arrays of a page-table chunk, held as buffers (load_chunk: 0 ok, -1 none
+ * held, error cleared as get_array leaves it; release_chunk: a no-op unless loaded) */
+typedef struct {
+    Py_buffer bits, frame, pgoff, prot;
+    int have;
+} chunk_views;
+int load_chunk(PyObject *chunk, chunk_views *c);
+void release_chunk(chunk_views *c);
 int inplace_chunk(Engine *e, PyObject *mm, PyObject *vma, long long vpn, int n,
                   PyObject **mapping, PyObject **pt, PyObject **chunks, PyObject **chunk);
 

@@ -20,7 +20,7 @@
 #define MPROTECT_SIZE 24
 
 static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas, *s_start,
-    *s_end, *s_prot, *s_pgoff, *s_bits, *s_frame, *s_cached,
+    *s_end, *s_prot, *s_pgoff, *s_cached,
     *s_pending, *s_pushed, *s_epoch, *s_stats, *s_pte_bits, *s_ext,
     *s_zaps, *s_ptes_zapped, *s_remaps, *s_remap_pages,
     *s_npages, *s_address, *s_k_mprotects, *s_k_inval_events, *s_k_inval_pages;
@@ -41,8 +41,6 @@ int winprot_init(void)
     INTERN(s_end, "end");
     INTERN(s_prot, "prot");
     INTERN(s_pgoff, "pgoff");
-    INTERN(s_bits, "bits");
-    INTERN(s_frame, "frame");
     INTERN(s_cached, "cached");
     INTERN(s_pending, "pending");
     INTERN(s_pushed, "pushed");
@@ -80,8 +78,7 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
     PyObject *pushed = NULL, *tstats = NULL, *mmstats = NULL, *ikey = NULL;
     PyObject *wins = NULL, *handles = NULL, *h = NULL;
     PyObject *keys[MAXPAGES] = {0}, *olds[MAXPAGES] = {0};
-    Py_buffer vb = {0}, vf = {0}, vp = {0}, vr = {0};
-    int nviews = 0;
+    chunk_views cv = {0};
     batch_t *b = NULL;
     PyObject *result = NULL;
 
@@ -172,20 +169,10 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
     PyObject *chunk;
     if (inplace_chunk(e, mm, vma, vpn, n, &mapping, &pt, &chunks, &chunk) < 0)
         goto decline;
-    if (get_array(chunk, s_bits, CHUNK, 1, &vb) < 0)
+    if (load_chunk(chunk, &cv) < 0)
         DECLINE();
-    nviews = 1;
-    if (get_array(chunk, s_frame, CHUNK, 8, &vf) < 0)
-        DECLINE();
-    nviews = 2;
-    if (get_array(chunk, s_pgoff, CHUNK, 8, &vp) < 0)
-        DECLINE();
-    nviews = 3;
-    if (get_array(chunk, s_prot, CHUNK, 1, &vr) < 0)
-        DECLINE();
-    nviews = 4;
-    uint8_t *cbits = vb.buf, *cprot = vr.buf;
-    int64_t *cframe = vf.buf, *cpgoff = vp.buf;
+    uint8_t *cbits = cv.bits.buf, *cprot = cv.prot.buf;
+    int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
 
     cached = PyObject_GetAttr(ws, s_cached);
     pending = PyObject_GetAttr(ws, s_pending);
@@ -334,14 +321,7 @@ decline:
     result = Py_None;
 out:
     free(b);
-    if (nviews >= 4)
-        PyBuffer_Release(&vr);
-    if (nviews >= 3)
-        PyBuffer_Release(&vp);
-    if (nviews >= 2)
-        PyBuffer_Release(&vf);
-    if (nviews >= 1)
-        PyBuffer_Release(&vb);
+    release_chunk(&cv);
     for (int k = 0; k < MAXPAGES; k++) {
         Py_XDECREF(keys[k]);
         Py_XDECREF(olds[k]);

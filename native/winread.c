@@ -28,7 +28,7 @@
 
 static PyObject *s_npages, *s_cached, *s_pending,
     *s_pushed, *s_window, *s_address, *s_mm, *s_vmas, *s_start, *s_end, *s_prot, *s_pt,
-    *s_chunks, *s_bits, *s_frame, *s_mapping, *s_arena, *s_fps, *s_addrs, *s_replaying,
+    *s_chunks, *s_mapping, *s_arena, *s_fps, *s_addrs, *s_replaying,
     *s_stats, *s_ops, *s_touch, *s_k_read, *s_k_reads, *s_k_read_bytes, *s_pflags_d,
     *s_frames_d, *s_size, *s_pages, *s_gen, *s_nshared, *s_flags, *s_page_mkwrite,
     *s_write_notify, *s_fstats, *s_faults, *s_via_vma, *s_minor, *s_pages_n, *s_rd, *s_pgoff,
@@ -52,8 +52,6 @@ int winread_init(void)
     INTERN(s_prot, "prot");
     INTERN(s_pt, "pt");
     INTERN(s_chunks, "_chunks");
-    INTERN(s_bits, "bits");
-    INTERN(s_frame, "frame");
     INTERN(s_mapping, "mapping");
     INTERN(s_arena, "arena");
     INTERN(s_fps, "fps");
@@ -102,8 +100,8 @@ PyObject *Engine_read(Engine *e, PyObject *args)
 {
     PyObject *msgobj;
     int fd;
-    Py_buffer mb = {0}, bv = {0}, fv = {0}, prv = {0}, pgv = {0};
-    int have_chunk = 0;
+    Py_buffer mb = {0};
+    chunk_views cv = {0};
     PyObject *result = NULL, *wins = NULL, *ikey = NULL, *ws = NULL, *inodes = NULL,
              *inode = NULL, *handles = NULL, *window = NULL, *mm = NULL, *vmas = NULL,
              *vma = NULL, *pt = NULL, *chunks = NULL, *mapping = NULL, *arena = NULL,
@@ -192,29 +190,13 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         Py_DECREF(ck);
         if (!c)
             DECLINE(); /* no entry: a fault */
-        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0)
+        if (load_chunk(c, &cv) < 0)
             DECLINE();
-        if (get_array(c, s_frame, CHUNK, 8, &fv) < 0) {
-            PyBuffer_Release(&bv);
-            DECLINE();
-        }
-        if (get_array(c, s_prot, CHUNK, 1, &prv) < 0) {
-            PyBuffer_Release(&bv);
-            PyBuffer_Release(&fv);
-            DECLINE();
-        }
-        if (get_array(c, s_pgoff, CHUNK, 8, &pgv) < 0) {
-            PyBuffer_Release(&bv);
-            PyBuffer_Release(&fv);
-            PyBuffer_Release(&prv);
-            DECLINE();
-        }
-        have_chunk = 1;
     }
-    uint8_t *cbits = bv.buf;
-    const uint8_t *cprot = prv.buf;
-    int64_t *cframe = fv.buf;
-    int64_t *cpgoff_r = pgv.buf;
+    uint8_t *cbits = cv.bits.buf;
+    const uint8_t *cprot = cv.prot.buf;
+    int64_t *cframe = cv.frame.buf;
+    int64_t *cpgoff_r = cv.pgoff.buf;
     mapping = PyObject_GetAttr(vma, s_mapping);
     arena = mapping ? PyObject_GetAttr(mapping, s_arena) : NULL;
     long long fps;
@@ -488,12 +470,7 @@ decline_quiet:
     Py_INCREF(Py_None);
     result = Py_None;
 out:
-    if (have_chunk) {
-        PyBuffer_Release(&bv);
-        PyBuffer_Release(&fv);
-        PyBuffer_Release(&prv);
-        PyBuffer_Release(&pgv);
-    }
+    release_chunk(&cv);
     for (int q = 0; q < npcv; q++)
         PyBuffer_Release(&pcv[q]);
     for (int k = 0; k < MAXW; k++)
