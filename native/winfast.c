@@ -323,6 +323,31 @@ static int pte_bits_at(PyObject *chunks, const uint8_t *cbits, int slot, long lo
     return r;
 }
 
+/* The address of frame ``frame`` after a fault made it (the arena may have grown):
+ * *addrs, the caller's reference, is replaced by arena._addrs fetched anew. NULL with
+ * a Python error set (``who`` names the engine in it) if the arena is not as
+ * expected; the caller releases *addrs on every path. */
+unsigned char *new_frame_addr(PyObject *arena, PyObject **addrs, long long frame,
+                              long long fps, const char *who)
+{
+    Py_CLEAR(*addrs);
+    *addrs = PyObject_GetAttr(arena, s_addrs);
+    if (!*addrs || !PyList_Check(*addrs)) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_RuntimeError, "%s: arena._addrs", who);
+        return NULL;
+    }
+    long long seg = frame / fps, idx = frame % fps;
+    if (seg >= PyList_GET_SIZE(*addrs)) {
+        PyErr_Format(PyExc_RuntimeError, "%s: frame outside the arena", who);
+        return NULL;
+    }
+    unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(*addrs, seg));
+    if (base == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    return (unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
+}
+
 /* The checks before changing a window's PTEs in place, shared by the REMAP (here) and
  * the MPROTECT (native/winprot.c): the window is its mm's only listener, the mapping
  * has no page_mkwrite and no write_notify, and the n pages from vpn lie in one
@@ -808,22 +833,9 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
                     goto fail;
                 Py_DECREF(r);
                 /* the frame's address, now that it exists (the arena may have grown) */
-                Py_CLEAR(addrs);
-                addrs = PyObject_GetAttr(arena, s_addrs);
-                if (!addrs || !PyList_Check(addrs)) {
-                    if (!PyErr_Occurred())
-                        PyErr_SetString(PyExc_RuntimeError, "winfast: arena._addrs");
+                src[k] = new_frame_addr(arena, &addrs, frames[k], fps_, "winfast");
+                if (!src[k])
                     goto fail;
-                }
-                long long seg = frames[k] / fps_, idx = frames[k] % fps_;
-                if (seg >= PyList_GET_SIZE(addrs)) {
-                    PyErr_SetString(PyExc_RuntimeError, "winfast: frame outside the arena");
-                    goto fail;
-                }
-                unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
-                if (base == (unsigned long long)-1 && PyErr_Occurred())
-                    goto fail;
-                src[k] = (const unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
             } else if (set_pflags[k]) {
                 pfl_p[k] |= (uint8_t)pflag_new;
                 if (incr_attr(pages, s_gen, 1) < 0)

@@ -395,26 +395,13 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         if (incr_attr(mmstats, hole ? s_major : s_minor, 1) < 0)
             goto fail;
         if (hole) { /* the new frame's address (the arena may have grown) */
-            Py_CLEAR(addrs);
-            addrs = PyObject_GetAttr(arena, s_addrs);
-            if (!addrs || !PyList_Check(addrs)) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_RuntimeError, "winread: arena._addrs");
-                goto fail;
-            }
-            long long seg = fframe[q] / fps, idx = fframe[q] % fps;
-            if (seg >= PyList_GET_SIZE(addrs)) {
-                PyErr_SetString(PyExc_RuntimeError, "winread: frame outside the arena");
-                goto fail;
-            }
-            unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
-            if (base == (unsigned long long)-1 && PyErr_Occurred())
+            unsigned char *fa = new_frame_addr(arena, &addrs, fframe[q], fps, "winread");
+            if (!fa)
                 goto fail;
             int k = fk[q];
             uint64_t a = (uint64_t)(lo + k) << PAGE_SHIFT;
             uint64_t from = off > a ? off : a, to = end < a + PAGE_SIZE ? end : a + PAGE_SIZE;
-            iov[k + 1].iov_base = (unsigned char *)(uintptr_t)base +
-                                  ((size_t)idx << PAGE_SHIFT) + (from - a);
+            iov[k + 1].iov_base = fa + (from - a);
             iov[k + 1].iov_len = (size_t)(to - from);
         }
     }
