@@ -323,6 +323,39 @@ static int pte_bits_at(PyObject *chunks, const uint8_t *cbits, int slot, long lo
     return r;
 }
 
+/* fault()'s one-hole path for the page ``pg`` of ``pages``: budget.charge(1),
+ * arena.alloc1(), pages.insert1(pg, frame, pflags). The new frame (> 0), or -1 with a
+ * Python error set (``who`` names the engine in it). No reference is left held. */
+long long fault_hole(PyObject *budget, PyObject *arena, PyObject *pages, long long pg,
+                     long long pflags, const char *who)
+{
+    PyObject *r = PyObject_CallMethod(budget, "charge", "i", 1);
+    if (!r)
+        return -1;
+    long got = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (got != 1) { /* checked in phase 1: cannot happen */
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_RuntimeError, "%s: size= budget moved", who);
+        return -1;
+    }
+    r = PyObject_CallMethodNoArgs(arena, s_alloc1);
+    if (!r)
+        return -1;
+    long long frame = PyLong_AsLongLong(r);
+    Py_DECREF(r);
+    if (frame <= 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_RuntimeError, "%s: bad frame", who);
+        return -1;
+    }
+    r = PyObject_CallMethod(pages, "insert1", "LLL", pg, frame, pflags);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return frame;
+}
+
 /* The address of frame ``frame`` after a fault made it (the arena may have grown):
  * *addrs, the caller's reference, is replaced by arena._addrs fetched anew. NULL with
  * a Python error set (``who`` names the engine in it) if the arena is not as
@@ -807,31 +840,10 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         for (int k = 0; k < n; k++) {
             int hole = frames[k] < 0;
             if (hole) { /* fault()'s single-hole path: charge, alloc1, insert1 */
-                PyObject *r = PyObject_CallMethod(budget, "charge", "i", 1);
-                if (!r)
+                frames[k] = fault_hole(budget, arena, pages, (long long)pgoff + k,
+                                       (long long)pflag_new, "winfast");
+                if (frames[k] < 0)
                     goto fail;
-                long got = PyLong_AsLong(r);
-                Py_DECREF(r);
-                if (got != 1) { /* checked in phase 1: cannot happen */
-                    if (!PyErr_Occurred())
-                        PyErr_SetString(PyExc_RuntimeError, "winfast: size= budget moved");
-                    goto fail;
-                }
-                r = PyObject_CallMethodNoArgs(arena, s_alloc1);
-                if (!r)
-                    goto fail;
-                frames[k] = PyLong_AsLongLong(r);
-                Py_DECREF(r);
-                if (frames[k] <= 0) {
-                    if (!PyErr_Occurred())
-                        PyErr_SetString(PyExc_RuntimeError, "winfast: bad frame");
-                    goto fail;
-                }
-                r = PyObject_CallMethod(pages, "insert1", "LLL", (long long)pgoff + k, frames[k],
-                                        pflag_new);
-                if (!r)
-                    goto fail;
-                Py_DECREF(r);
                 /* the frame's address, now that it exists (the arena may have grown) */
                 src[k] = new_frame_addr(arena, &addrs, frames[k], fps_, "winfast");
                 if (!src[k])

@@ -139,6 +139,8 @@ typedef struct {
 } chunk_views;
 int load_chunk(PyObject *chunk, chunk_views *c);
 void release_chunk(chunk_views *c);
+long long fault_hole(PyObject *budget, PyObject *arena, PyObject *pages, long long pg,
+                     long long pflags, const char *who);
 unsigned char *new_frame_addr(PyObject *arena, PyObject **addrs, long long frame,
                               long long fps, const char *who);
 int inplace_chunk(Engine *e, PyObject *mm, PyObject *vma, long long vpn, int n,

@@ -350,30 +350,9 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     for (int q = 0; q < nf; q++) { /* the read faults, page by page as Mm.views */
         int hole = fframe[q] < 0;
         if (hole) { /* fault()'s one-hole path: charge, alloc1, insert1 */
-            PyObject *r = PyObject_CallMethod(budget, "charge", "i", 1);
-            if (!r)
+            fframe[q] = fault_hole(budget, arena, pages, fpg[q], PG_UPTODATE, "winread");
+            if (fframe[q] < 0)
                 goto fail;
-            long got = PyLong_AsLong(r);
-            Py_DECREF(r);
-            if (got != 1) { /* checked in phase 1: cannot happen */
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_RuntimeError, "winread: size= budget moved");
-                goto fail;
-            }
-            r = PyObject_CallMethod(arena, "alloc1", NULL);
-            if (!r)
-                goto fail;
-            fframe[q] = PyLong_AsLongLong(r);
-            Py_DECREF(r);
-            if (fframe[q] <= 0) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_RuntimeError, "winread: bad frame");
-                goto fail;
-            }
-            r = PyObject_CallMethod(pages, "insert1", "LLi", fpg[q], fframe[q], PG_UPTODATE);
-            if (!r)
-                goto fail;
-            Py_DECREF(r);
         } else if (!(*fpflag[q] & PG_UPTODATE)) {
             if (incr_attr(pages, s_gen, 1) < 0)
                 goto fail;
