@@ -323,6 +323,29 @@ static int pte_bits_at(PyObject *chunks, const uint8_t *cbits, int slot, long lo
     return r;
 }
 
+/* Whether nholes more pages fit the mapping's size= budget (fault() charges it a page
+ * at a time and fails, SIGBUS, when it cannot). 0: they fit; -1: decline (an error
+ * may be set). *budget, mapping.budget, is handed back owned on both: the caller
+ * releases it. */
+int holes_fit(PyObject *mapping, PyObject **budget, long long nholes)
+{
+    *budget = PyObject_GetAttr(mapping, s_budget);
+    if (!*budget)
+        return -1;
+    PyObject *fp = PyObject_GetAttr(*budget, s_free_pages); /* a property */
+    if (!fp)
+        return -1;
+    if (fp == Py_None) { /* no size= limit */
+        Py_DECREF(fp);
+        return 0;
+    }
+    long long free = PyLong_AsLongLong(fp);
+    Py_DECREF(fp);
+    if ((free == -1 && PyErr_Occurred()) || free < nholes)
+        return -1;
+    return 0;
+}
+
 /* fault()'s one-hole path for the page ``pg`` of ``pages``: budget.charge(1),
  * arena.alloc1(), pages.insert1(pg, frame, pflags). The new frame (> 0), or -1 with a
  * Python error set (``who`` names the engine in it). No reference is left held. */
@@ -739,22 +762,9 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         if (!fstats)
             DECLINE();
         if (nholes) {
-            /* fault() charges the size= budget one page at a time and fails (SIGBUS,
-             * the prefault stops) when it cannot: decline unless every hole fits */
-            budget = PyObject_GetAttr(mapping, s_budget);
-            if (!budget)
+            /* the prefault stops at the first hole that does not fit: decline then */
+            if (holes_fit(mapping, &budget, nholes) < 0)
                 DECLINE();
-            PyObject *fp = PyObject_GetAttr(budget, s_free_pages); /* a property */
-            if (!fp)
-                DECLINE();
-            if (fp != Py_None) {
-                long long free = PyLong_AsLongLong(fp);
-                Py_DECREF(fp);
-                if ((free == -1 && PyErr_Occurred()) || free < nholes)
-                    DECLINE();
-            } else {
-                Py_DECREF(fp);
-            }
         }
     }
     tstats = PyObject_GetAttr(e->table, s_stats);

@@ -139,6 +139,7 @@ typedef struct {
 } chunk_views;
 int load_chunk(PyObject *chunk, chunk_views *c);
 void release_chunk(chunk_views *c);
+int holes_fit(PyObject *mapping, PyObject **budget, long long nholes);
 long long fault_hole(PyObject *budget, PyObject *arena, PyObject *pages, long long pg,
                      long long pflags, const char *who);
 unsigned char *new_frame_addr(PyObject *arena, PyObject **addrs, long long frame,

@@ -32,7 +32,7 @@ static PyObject *s_npages, *s_cached, *s_pending,
     *s_stats, *s_ops, *s_touch, *s_k_read, *s_k_reads, *s_k_read_bytes, *s_pflags_d,
     *s_frames_d, *s_size, *s_pages, *s_gen, *s_nshared, *s_flags, *s_page_mkwrite,
     *s_write_notify, *s_fstats, *s_faults, *s_via_vma, *s_minor, *s_pages_n, *s_rd, *s_pgoff,
-    *s_budget, *s_free_pages, *s_major, *s_pages_allocated;
+    *s_major, *s_pages_allocated;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
@@ -79,8 +79,6 @@ int winread_init(void)
     INTERN(s_pages_n, "pages");
     INTERN(s_rd, "read");
     INTERN(s_pgoff, "pgoff");
-    INTERN(s_budget, "budget");
-    INTERN(s_free_pages, "free_pages");
     INTERN(s_major, "major");
     INTERN(s_pages_allocated, "pages_allocated");
     return 0;
@@ -314,22 +312,9 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         iov[k + 1].iov_len = (size_t)(to - from);
     }
     if (nholes) {
-        /* fault() charges the size= budget one page at a time (SIGBUS when it cannot):
-         * decline unless every hole fits */
-        budget = PyObject_GetAttr(mapping, s_budget);
-        if (!budget)
+        /* decline unless every hole fits the size= budget */
+        if (holes_fit(mapping, &budget, nholes) < 0)
             DECLINE();
-        PyObject *fp = PyObject_GetAttr(budget, s_free_pages);
-        if (!fp)
-            DECLINE();
-        if (fp != Py_None) {
-            long long fr = PyLong_AsLongLong(fp);
-            Py_DECREF(fp);
-            if ((fr == -1 && PyErr_Occurred()) || fr < nholes)
-                DECLINE();
-        } else {
-            Py_DECREF(fp);
-        }
     }
     cached = PyObject_GetAttr(ws, s_cached);
     pending = PyObject_GetAttr(ws, s_pending);
