@@ -672,6 +672,24 @@ static void reply_header(ctx_t *c, uint64_t unique, size_t payload)
 
 /* ------------------------------------------------------------------ READ */
 
+/* The READ's and WRITE's common look: nodeid is neither a window file nor a
+ * window's object (window_file) and is a plain regular file (open_file, f filled).
+ * 0 ok; -1 declined, e->last_decline set here (the caller clears any error). */
+static int plain_file(ctx_t *c, uint64_t nodeid, file_t *f)
+{
+    Engine *e = c->e;
+    if (window_file(c, nodeid) != 0) /* the window's page table and coherence (Python) */
+        DECLINE();
+    PyObject *inodes = ga(c, e->fs, s_inodes);
+    if (!inodes || !PyDict_Check(inodes))
+        DECLINE();
+    if (open_file(c, inodes, nodeid, f) < 0)
+        DECLINE();
+    return 0;
+decline:
+    return -1;
+}
+
 /* 1 answered (reply in c), 0 declined, -1 failed after a change (exception set) */
 static int do_read(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
                    uint64_t nodeid)
@@ -688,13 +706,8 @@ static int do_read(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uniq
     if (size > MAXSIZE || off > (uint64_t)LLONG_MAX)
         DECLINE();
     /* ---- phase 1: look and decide, nothing changes ---- */
-    if (window_file(c, nodeid) != 0) /* the window's page table, object_cached (Python) */
-        DECLINE();
-    PyObject *inodes = ga(c, e->fs, s_inodes);
-    if (!inodes || !PyDict_Check(inodes))
-        DECLINE();
-    if (open_file(c, inodes, nodeid, &f) < 0)
-        DECLINE();
+    if (plain_file(c, nodeid, &f) < 0) /* a window's: object_cached (Python) */
+        goto decline;
     long long hflags;
     if (handle_flags(c, fh, nodeid, &hflags) < 0)
         DECLINE();
@@ -816,13 +829,8 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (wflags & ~(uint32_t)WRITE_KILL_SUIDGID) /* write-back (WRITE_CACHE), lock owner */
         DECLINE();
     /* ---- phase 1 ---- */
-    if (window_file(c, nodeid) != 0) /* the window's page table, object_changed (Python) */
-        DECLINE();
-    PyObject *inodes = ga(c, e->fs, s_inodes);
-    if (!inodes || !PyDict_Check(inodes))
-        DECLINE();
-    if (open_file(c, inodes, nodeid, &f) < 0)
-        DECLINE();
+    if (plain_file(c, nodeid, &f) < 0) /* a window's: object_changed (Python) */
+        goto decline;
     if (f.fsflags) /* chattr flags: the Python path */
         DECLINE();
     if ((wflags & WRITE_KILL_SUIDGID) && (f.mode & (S_ISUID_ | S_ISGID_)))

@@ -263,12 +263,8 @@ int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *push
 
 /* ---------------------------------------------------------------- the remap */
 
-typedef struct {
-    Py_buffer bits, frame, pgoff, prot;
-    int have;
-} chunk_views;
 
-static void release_chunk(chunk_views *c)
+void release_chunk(chunk_views *c)
 {
     if (c->have) {
         PyBuffer_Release(&c->bits);
@@ -279,7 +275,7 @@ static void release_chunk(chunk_views *c)
     }
 }
 
-static int load_chunk(PyObject *chunk, chunk_views *c)
+int load_chunk(PyObject *chunk, chunk_views *c)
 {
     if (get_array(chunk, s_bits, CHUNK, 1, &c->bits) < 0)
         return -1;
@@ -326,6 +322,145 @@ static int pte_bits_at(PyObject *chunks, const uint8_t *cbits, int slot, long lo
     PyBuffer_Release(&v);
     return r;
 }
+
+/* Whether nholes more pages fit the mapping's size= budget (fault() charges it a page
+ * at a time and fails, SIGBUS, when it cannot). 0: they fit; -1: decline (an error
+ * may be set). *budget, mapping.budget, is handed back owned on both: the caller
+ * releases it. */
+int holes_fit(PyObject *mapping, PyObject **budget, long long nholes)
+{
+    *budget = PyObject_GetAttr(mapping, s_budget);
+    if (!*budget)
+        return -1;
+    PyObject *fp = PyObject_GetAttr(*budget, s_free_pages); /* a property */
+    if (!fp)
+        return -1;
+    if (fp == Py_None) { /* no size= limit */
+        Py_DECREF(fp);
+        return 0;
+    }
+    long long free = PyLong_AsLongLong(fp);
+    Py_DECREF(fp);
+    if ((free == -1 && PyErr_Occurred()) || free < nholes)
+        return -1;
+    return 0;
+}
+
+/* fault()'s one-hole path for the page ``pg`` of ``pages``: budget.charge(1),
+ * arena.alloc1(), pages.insert1(pg, frame, pflags). The new frame (> 0), or -1 with a
+ * Python error set (``who`` names the engine in it). No reference is left held. */
+long long fault_hole(PyObject *budget, PyObject *arena, PyObject *pages, long long pg,
+                     long long pflags, const char *who)
+{
+    PyObject *r = PyObject_CallMethod(budget, "charge", "i", 1);
+    if (!r)
+        return -1;
+    long got = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (got != 1) { /* checked in phase 1: cannot happen */
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_RuntimeError, "%s: size= budget moved", who);
+        return -1;
+    }
+    r = PyObject_CallMethodNoArgs(arena, s_alloc1);
+    if (!r)
+        return -1;
+    long long frame = PyLong_AsLongLong(r);
+    Py_DECREF(r);
+    if (frame <= 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_RuntimeError, "%s: bad frame", who);
+        return -1;
+    }
+    r = PyObject_CallMethod(pages, "insert1", "LLL", pg, frame, pflags);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return frame;
+}
+
+/* The address of frame ``frame`` after a fault made it (the arena may have grown):
+ * *addrs, the caller's reference, is replaced by arena._addrs fetched anew. NULL with
+ * a Python error set (``who`` names the engine in it) if the arena is not as
+ * expected; the caller releases *addrs on every path. */
+unsigned char *new_frame_addr(PyObject *arena, PyObject **addrs, long long frame,
+                              long long fps, const char *who)
+{
+    Py_CLEAR(*addrs);
+    *addrs = PyObject_GetAttr(arena, s_addrs);
+    if (!*addrs || !PyList_Check(*addrs)) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_RuntimeError, "%s: arena._addrs", who);
+        return NULL;
+    }
+    long long seg = frame / fps, idx = frame % fps;
+    if (seg >= PyList_GET_SIZE(*addrs)) {
+        PyErr_Format(PyExc_RuntimeError, "%s: frame outside the arena", who);
+        return NULL;
+    }
+    unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(*addrs, seg));
+    if (base == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    return (unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
+}
+
+/* The checks before changing a window's PTEs in place, shared by the REMAP (here) and
+ * the MPROTECT (native/winprot.c): the window is its mm's only listener, the mapping
+ * has no page_mkwrite and no write_notify, and the n pages from vpn lie in one
+ * page-table chunk that exists already. 0: ok, with *mapping, *pt and *chunks owned
+ * and *chunk borrowed from *chunks; -1: decline (e->last_decline says where). On
+ * both, the references handed back so far are the caller's to release. */
+#define HDECLINE() do { e->last_decline = __LINE__; goto decline; } while (0)
+int inplace_chunk(Engine *e, PyObject *mm, PyObject *vma, long long vpn, int n,
+                  PyObject **mapping, PyObject **pt, PyObject **chunks, PyObject **chunk)
+{
+    PyObject *tmp = NULL, *ikey = NULL;
+    {
+        PyObject *lst = PyObject_GetAttr(mm, s_listeners);
+        if (!lst)
+            HDECLINE();
+        int ok = PyList_Check(lst) && PyList_GET_SIZE(lst) == 1; /* the window's only */
+        Py_DECREF(lst);
+        if (!ok)
+            HDECLINE();
+    }
+    *mapping = PyObject_GetAttr(vma, s_mapping);
+    if (!*mapping)
+        HDECLINE();
+    tmp = PyObject_GetAttr(*mapping, s_page_mkwrite);
+    if (!tmp || tmp != Py_None)
+        HDECLINE();
+    Py_CLEAR(tmp);
+    tmp = PyObject_GetAttr(*mapping, s_write_notify);
+    if (!tmp)
+        HDECLINE();
+    if (PyObject_IsTrue(tmp) != 0)
+        HDECLINE();
+    Py_CLEAR(tmp);
+
+    int slot0 = (int)(vpn & (CHUNK - 1));
+    if (slot0 + n > CHUNK)
+        HDECLINE(); /* across two page-table chunks: Python */
+    *pt = PyObject_GetAttr(vma, s_pt);
+    if (!*pt)
+        HDECLINE();
+    *chunks = PyObject_GetAttr(*pt, s_chunks);
+    if (!*chunks || !PyDict_Check(*chunks))
+        HDECLINE();
+    ikey = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
+    if (!ikey)
+        HDECLINE();
+    *chunk = PyDict_GetItemWithError(*chunks, ikey);
+    Py_CLEAR(ikey);
+    if (!*chunk)
+        HDECLINE(); /* _chunk_for_write would make (and charge) it: Python */
+    return 0;
+decline:
+    Py_XDECREF(tmp);
+    Py_XDECREF(ikey);
+    return -1;
+}
+#undef HDECLINE
 
 #define DECLINE() do { e->last_decline = __LINE__; goto decline; } while (0)
 
@@ -472,46 +607,11 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     if (tmp != Py_None)
         DECLINE();
     Py_CLEAR(tmp);
-    {
-        PyObject *lst = PyObject_GetAttr(mm, s_listeners);
-        if (!lst)
-            DECLINE();
-        int ok = PyList_Check(lst) && PyList_GET_SIZE(lst) == 1; /* the window's only */
-        Py_DECREF(lst);
-        if (!ok)
-            DECLINE();
-    }
-    mapping = PyObject_GetAttr(vma, s_mapping);
-    if (!mapping)
-        DECLINE();
-    tmp = PyObject_GetAttr(mapping, s_page_mkwrite);
-    if (!tmp || tmp != Py_None)
-        DECLINE();
-    Py_CLEAR(tmp);
-    tmp = PyObject_GetAttr(mapping, s_write_notify);
-    if (!tmp)
-        DECLINE();
-    if (PyObject_IsTrue(tmp) != 0)
-        DECLINE();
-    Py_CLEAR(tmp);
-
     long long vpn = (waddr + (long long)start) >> PAGE_SHIFT;
     int slot0 = (int)(vpn & (CHUNK - 1));
-    if (slot0 + n > CHUNK)
-        DECLINE(); /* across two page-table chunks: Python */
-    pt = PyObject_GetAttr(vma, s_pt);
-    if (!pt)
-        DECLINE();
-    chunks = PyObject_GetAttr(pt, s_chunks);
-    if (!chunks || !PyDict_Check(chunks))
-        DECLINE();
-    ikey = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
-    if (!ikey)
-        DECLINE();
-    PyObject *chunk = PyDict_GetItemWithError(chunks, ikey);
-    Py_CLEAR(ikey);
-    if (!chunk)
-        DECLINE(); /* a new chunk is charged to pt_size=: Python */
+    PyObject *chunk;
+    if (inplace_chunk(e, mm, vma, vpn, n, &mapping, &pt, &chunks, &chunk) < 0)
+        goto decline;
     if (load_chunk(chunk, &cv) < 0)
         DECLINE();
     uint8_t *cbits = cv.bits.buf, *cprot = cv.prot.buf;
@@ -662,22 +762,9 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         if (!fstats)
             DECLINE();
         if (nholes) {
-            /* fault() charges the size= budget one page at a time and fails (SIGBUS,
-             * the prefault stops) when it cannot: decline unless every hole fits */
-            budget = PyObject_GetAttr(mapping, s_budget);
-            if (!budget)
+            /* the prefault stops at the first hole that does not fit: decline then */
+            if (holes_fit(mapping, &budget, nholes) < 0)
                 DECLINE();
-            PyObject *fp = PyObject_GetAttr(budget, s_free_pages); /* a property */
-            if (!fp)
-                DECLINE();
-            if (fp != Py_None) {
-                long long free = PyLong_AsLongLong(fp);
-                Py_DECREF(fp);
-                if ((free == -1 && PyErr_Occurred()) || free < nholes)
-                    DECLINE();
-            } else {
-                Py_DECREF(fp);
-            }
         }
     }
     tstats = PyObject_GetAttr(e->table, s_stats);
@@ -763,48 +850,14 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         for (int k = 0; k < n; k++) {
             int hole = frames[k] < 0;
             if (hole) { /* fault()'s single-hole path: charge, alloc1, insert1 */
-                PyObject *r = PyObject_CallMethod(budget, "charge", "i", 1);
-                if (!r)
+                frames[k] = fault_hole(budget, arena, pages, (long long)pgoff + k,
+                                       (long long)pflag_new, "winfast");
+                if (frames[k] < 0)
                     goto fail;
-                long got = PyLong_AsLong(r);
-                Py_DECREF(r);
-                if (got != 1) { /* checked in phase 1: cannot happen */
-                    if (!PyErr_Occurred())
-                        PyErr_SetString(PyExc_RuntimeError, "winfast: size= budget moved");
-                    goto fail;
-                }
-                r = PyObject_CallMethodNoArgs(arena, s_alloc1);
-                if (!r)
-                    goto fail;
-                frames[k] = PyLong_AsLongLong(r);
-                Py_DECREF(r);
-                if (frames[k] <= 0) {
-                    if (!PyErr_Occurred())
-                        PyErr_SetString(PyExc_RuntimeError, "winfast: bad frame");
-                    goto fail;
-                }
-                r = PyObject_CallMethod(pages, "insert1", "LLL", (long long)pgoff + k, frames[k],
-                                        pflag_new);
-                if (!r)
-                    goto fail;
-                Py_DECREF(r);
                 /* the frame's address, now that it exists (the arena may have grown) */
-                Py_CLEAR(addrs);
-                addrs = PyObject_GetAttr(arena, s_addrs);
-                if (!addrs || !PyList_Check(addrs)) {
-                    if (!PyErr_Occurred())
-                        PyErr_SetString(PyExc_RuntimeError, "winfast: arena._addrs");
+                src[k] = new_frame_addr(arena, &addrs, frames[k], fps_, "winfast");
+                if (!src[k])
                     goto fail;
-                }
-                long long seg = frames[k] / fps_, idx = frames[k] % fps_;
-                if (seg >= PyList_GET_SIZE(addrs)) {
-                    PyErr_SetString(PyExc_RuntimeError, "winfast: frame outside the arena");
-                    goto fail;
-                }
-                unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
-                if (base == (unsigned long long)-1 && PyErr_Occurred())
-                    goto fail;
-                src[k] = (const unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
             } else if (set_pflags[k]) {
                 pfl_p[k] |= (uint8_t)pflag_new;
                 if (incr_attr(pages, s_gen, 1) < 0)

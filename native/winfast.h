@@ -131,6 +131,21 @@ int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *v
 int store_queued(Engine *e, uint64_t ino, uint64_t page);
 int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
            PyObject *pending);
+/* the four arrays of a page-table chunk, held as buffers (load_chunk: 0 ok, -1 none
+ * held, error cleared as get_array leaves it; release_chunk: a no-op unless loaded) */
+typedef struct {
+    Py_buffer bits, frame, pgoff, prot;
+    int have;
+} chunk_views;
+int load_chunk(PyObject *chunk, chunk_views *c);
+void release_chunk(chunk_views *c);
+int holes_fit(PyObject *mapping, PyObject **budget, long long nholes);
+long long fault_hole(PyObject *budget, PyObject *arena, PyObject *pages, long long pg,
+                     long long pflags, const char *who);
+unsigned char *new_frame_addr(PyObject *arena, PyObject **addrs, long long frame,
+                              long long fps, const char *who);
+int inplace_chunk(Engine *e, PyObject *mm, PyObject *vma, long long vpn, int n,
+                  PyObject **mapping, PyObject **pt, PyObject **chunks, PyObject **chunk);
 
 /* winlaunder.c: Engine.write, the launder (a write-back with a pending target) */
 #define MAXW 16 /* pages of one WRITE the engine takes */
@@ -139,6 +154,9 @@ PyObject *Engine_write(Engine *e, PyObject *args);
 int write_reply(Engine *e, int fd, uint64_t unique, uint32_t size);
 int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs, int npg,
                      PyObject *self_ws, long long self_lo, long long self_hi);
+int window_and_handle(Engine *e, uint64_t nodeid, uint64_t fh, PyObject **wins,
+                      PyObject **ikey, PyObject **ws, PyObject **inodes, PyObject **inode,
+                      PyObject **handles, PyObject **h, long *line);
 
 /* winwrite.c: a WRITE of window pages through the page table */
 typedef struct {

@@ -307,6 +307,50 @@ int write_reply(Engine *e, int fd, uint64_t unique, uint32_t size)
     return err;
 }
 
+/* The window, inode and handle of a READ or WRITE (FileOps: _reg(ino), _handle(fh, ino)),
+ * shared by the launder here and native/winread.c. 1: nodeid has no window (the file's
+ * own path); -1: decline, *line the source line of the failed check; 0: found, *ws
+ * and *inode owned, *h borrowed from *handles. On every return the references handed
+ * back (*wins, *ikey, *ws, *inodes, *inode, *handles) are the caller's to release. */
+int window_and_handle(Engine *e, uint64_t nodeid, uint64_t fh, PyObject **wins,
+                      PyObject **ikey, PyObject **ws, PyObject **inodes, PyObject **inode,
+                      PyObject **handles, PyObject **h, long *line)
+{
+#define WDECLINE() do { *line = __LINE__; return -1; } while (0)
+    *wins = PyObject_GetAttr(e->table, s_wins);
+    if (!*wins || !PyDict_Check(*wins))
+        WDECLINE();
+    *ikey = PyLong_FromUnsignedLongLong(nodeid);
+    if (!*ikey)
+        WDECLINE();
+    *ws = PyDict_GetItemWithError(*wins, *ikey); /* borrowed */
+    if (!*ws)
+        return 1;
+    Py_INCREF(*ws);
+    *inodes = PyObject_GetAttr(e->fs, s_inodes);
+    if (!*inodes || !PyDict_Check(*inodes))
+        WDECLINE();
+    *inode = PyDict_GetItemWithError(*inodes, *ikey);
+    if (!*inode)
+        WDECLINE();
+    Py_INCREF(*inode);
+    *handles = PyObject_GetAttr(e->fs, s_handles);
+    if (!*handles || !PyDict_Check(*handles))
+        WDECLINE();
+    PyObject *hk = PyLong_FromUnsignedLongLong(fh);
+    if (!hk)
+        WDECLINE();
+    *h = PyDict_GetItemWithError(*handles, hk); /* borrowed */
+    Py_DECREF(hk);
+    if (!*h)
+        WDECLINE(); /* EBADF, in Python */
+    long long hino;
+    if (attr_ll(*h, s_ino, &hino) < 0 || (uint64_t)hino != nodeid)
+        WDECLINE();
+    return 0;
+#undef WDECLINE
+}
+
 #define DECLINE() do { e->last_launder_decline = __LINE__; goto decline; } while (0)
 
 /*
@@ -350,39 +394,16 @@ PyObject *Engine_write(Engine *e, PyObject *args)
     PyObject *hobj = NULL; /* the handle (borrowed from fs._handles) */
 
     /* ---- phase 1: look (the settle is the one change: Python repeats it as is) ---- */
-    wins = PyObject_GetAttr(e->table, s_wins);
-    if (!wins || !PyDict_Check(wins))
-        DECLINE();
-    ikey = PyLong_FromUnsignedLongLong(nodeid);
-    if (!ikey)
-        DECLINE();
-    ws = PyDict_GetItemWithError(wins, ikey); /* borrowed */
-    if (!ws)
-        goto decline_quiet; /* not a window: the file's own path */
-    Py_INCREF(ws);
-    /* FileOps.write: _reg(ino) (the inode exists), _handle(fh, ino) */
-    inodes = PyObject_GetAttr(e->fs, s_inodes);
-    if (!inodes || !PyDict_Check(inodes))
-        DECLINE();
-    inode = PyDict_GetItemWithError(inodes, ikey);
-    if (!inode)
-        DECLINE();
-    Py_INCREF(inode);
-    handles = PyObject_GetAttr(e->fs, s_handles);
-    if (!handles || !PyDict_Check(handles))
-        DECLINE();
     {
-        PyObject *hk = PyLong_FromUnsignedLongLong(fh);
-        if (!hk)
-            DECLINE();
-        PyObject *h = PyDict_GetItemWithError(handles, hk); /* borrowed */
-        Py_DECREF(hk);
-        if (!h)
-            DECLINE(); /* EBADF, in Python */
-        long long hino;
-        if (attr_ll(h, s_ino, &hino) < 0 || (uint64_t)hino != nodeid)
-            DECLINE();
-        hobj = h;
+        long line;
+        int wr = window_and_handle(e, nodeid, fh, &wins, &ikey, &ws, &inodes, &inode,
+                                   &handles, &hobj, &line);
+        if (wr > 0)
+            goto decline_quiet; /* not a window: the file's own path */
+        if (wr < 0) {
+            e->last_launder_decline = line;
+            goto decline;
+        }
     }
     if (wflags != FUSE_WRITE_CACHE || wsize != PAGE_SIZE || (off & (PAGE_SIZE - 1))) {
         /* not a one-page write-back: a store through the page table (winwrite.c) */

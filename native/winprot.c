@@ -20,9 +20,9 @@
 #define MPROTECT_SIZE 24
 
 static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas, *s_start,
-    *s_end, *s_prot, *s_pgoff, *s_mapping, *s_pt, *s_chunks, *s_bits, *s_frame, *s_cached,
-    *s_pending, *s_pushed, *s_epoch, *s_stats, *s_listeners, *s_pte_bits, *s_ext,
-    *s_write_notify, *s_page_mkwrite, *s_zaps, *s_ptes_zapped, *s_remaps, *s_remap_pages,
+    *s_end, *s_prot, *s_pgoff, *s_cached,
+    *s_pending, *s_pushed, *s_epoch, *s_stats, *s_pte_bits, *s_ext,
+    *s_zaps, *s_ptes_zapped, *s_remaps, *s_remap_pages,
     *s_npages, *s_address, *s_k_mprotects, *s_k_inval_events, *s_k_inval_pages;
 
 #define INTERN(var, text) \
@@ -41,21 +41,13 @@ int winprot_init(void)
     INTERN(s_end, "end");
     INTERN(s_prot, "prot");
     INTERN(s_pgoff, "pgoff");
-    INTERN(s_mapping, "mapping");
-    INTERN(s_pt, "pt");
-    INTERN(s_chunks, "_chunks");
-    INTERN(s_bits, "bits");
-    INTERN(s_frame, "frame");
     INTERN(s_cached, "cached");
     INTERN(s_pending, "pending");
     INTERN(s_pushed, "pushed");
     INTERN(s_epoch, "epoch");
     INTERN(s_stats, "stats");
-    INTERN(s_listeners, "_listeners");
     INTERN(s_pte_bits, "pte_file_max_bits");
     INTERN(s_ext, "ext");
-    INTERN(s_write_notify, "write_notify");
-    INTERN(s_page_mkwrite, "page_mkwrite");
     INTERN(s_zaps, "zaps");
     INTERN(s_ptes_zapped, "ptes_zapped");
     INTERN(s_remaps, "remaps");
@@ -83,11 +75,10 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
 {
     PyObject *ws = NULL, *window = NULL, *mm = NULL, *vmas = NULL, *vma = NULL;
     PyObject *mapping = NULL, *pt = NULL, *chunks = NULL, *cached = NULL, *pending = NULL;
-    PyObject *pushed = NULL, *tstats = NULL, *mmstats = NULL, *ikey = NULL, *tmp = NULL;
+    PyObject *pushed = NULL, *tstats = NULL, *mmstats = NULL, *ikey = NULL;
     PyObject *wins = NULL, *handles = NULL, *h = NULL;
     PyObject *keys[MAXPAGES] = {0}, *olds[MAXPAGES] = {0};
-    Py_buffer vb = {0}, vf = {0}, vp = {0}, vr = {0};
-    int nviews = 0;
+    chunk_views cv = {0};
     batch_t *b = NULL;
     PyObject *result = NULL;
 
@@ -173,60 +164,15 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
         DECLINE();
     if (ptebits < 1 || ptebits > 62)
         DECLINE();
-    {
-        PyObject *lst = PyObject_GetAttr(mm, s_listeners);
-        if (!lst)
-            DECLINE();
-        int ok = PyList_Check(lst) && PyList_GET_SIZE(lst) == 1; /* the window's only */
-        Py_DECREF(lst);
-        if (!ok)
-            DECLINE();
-    }
-    mapping = PyObject_GetAttr(vma, s_mapping);
-    if (!mapping)
-        DECLINE();
-    tmp = PyObject_GetAttr(mapping, s_page_mkwrite);
-    if (!tmp || tmp != Py_None)
-        DECLINE();
-    Py_CLEAR(tmp);
-    tmp = PyObject_GetAttr(mapping, s_write_notify);
-    if (!tmp)
-        DECLINE();
-    if (PyObject_IsTrue(tmp) != 0)
-        DECLINE();
-    Py_CLEAR(tmp);
-
     long long vpn = (waddr + (long long)start) >> PAGE_SHIFT;
     int slot0 = (int)(vpn & (CHUNK - 1));
-    if (slot0 + n > CHUNK)
-        DECLINE(); /* across two page-table chunks: Python */
-    pt = PyObject_GetAttr(vma, s_pt);
-    if (!pt)
+    PyObject *chunk;
+    if (inplace_chunk(e, mm, vma, vpn, n, &mapping, &pt, &chunks, &chunk) < 0)
+        goto decline;
+    if (load_chunk(chunk, &cv) < 0)
         DECLINE();
-    chunks = PyObject_GetAttr(pt, s_chunks);
-    if (!chunks || !PyDict_Check(chunks))
-        DECLINE();
-    ikey = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
-    if (!ikey)
-        DECLINE();
-    PyObject *chunk = PyDict_GetItemWithError(chunks, ikey);
-    Py_CLEAR(ikey);
-    if (!chunk)
-        DECLINE(); /* _chunk_for_write would make (and charge) it: Python */
-    if (get_array(chunk, s_bits, CHUNK, 1, &vb) < 0)
-        DECLINE();
-    nviews = 1;
-    if (get_array(chunk, s_frame, CHUNK, 8, &vf) < 0)
-        DECLINE();
-    nviews = 2;
-    if (get_array(chunk, s_pgoff, CHUNK, 8, &vp) < 0)
-        DECLINE();
-    nviews = 3;
-    if (get_array(chunk, s_prot, CHUNK, 1, &vr) < 0)
-        DECLINE();
-    nviews = 4;
-    uint8_t *cbits = vb.buf, *cprot = vr.buf;
-    int64_t *cframe = vf.buf, *cpgoff = vp.buf;
+    uint8_t *cbits = cv.bits.buf, *cprot = cv.prot.buf;
+    int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
 
     cached = PyObject_GetAttr(ws, s_cached);
     pending = PyObject_GetAttr(ws, s_pending);
@@ -375,14 +321,7 @@ decline:
     result = Py_None;
 out:
     free(b);
-    if (nviews >= 4)
-        PyBuffer_Release(&vr);
-    if (nviews >= 3)
-        PyBuffer_Release(&vp);
-    if (nviews >= 2)
-        PyBuffer_Release(&vf);
-    if (nviews >= 1)
-        PyBuffer_Release(&vb);
+    release_chunk(&cv);
     for (int k = 0; k < MAXPAGES; k++) {
         Py_XDECREF(keys[k]);
         Py_XDECREF(olds[k]);
@@ -401,7 +340,6 @@ out:
     Py_XDECREF(tstats);
     Py_XDECREF(mmstats);
     Py_XDECREF(ikey);
-    Py_XDECREF(tmp);
     Py_XDECREF(wins);
     Py_XDECREF(handles);
     Py_XDECREF(h);

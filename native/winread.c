@@ -26,23 +26,19 @@
 #define OP_READ 15
 #define READ_IN 40
 
-static PyObject *s_wins, *s_handles, *s_inodes, *s_ino, *s_npages, *s_cached, *s_pending,
+static PyObject *s_npages, *s_cached, *s_pending,
     *s_pushed, *s_window, *s_address, *s_mm, *s_vmas, *s_start, *s_end, *s_prot, *s_pt,
-    *s_chunks, *s_bits, *s_frame, *s_mapping, *s_arena, *s_fps, *s_addrs, *s_replaying,
+    *s_chunks, *s_mapping, *s_arena, *s_fps, *s_addrs, *s_replaying,
     *s_stats, *s_ops, *s_touch, *s_k_read, *s_k_reads, *s_k_read_bytes, *s_pflags_d,
     *s_frames_d, *s_size, *s_pages, *s_gen, *s_nshared, *s_flags, *s_page_mkwrite,
     *s_write_notify, *s_fstats, *s_faults, *s_via_vma, *s_minor, *s_pages_n, *s_rd, *s_pgoff,
-    *s_budget, *s_free_pages, *s_major, *s_pages_allocated;
+    *s_major, *s_pages_allocated;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
 
 int winread_init(void)
 {
-    INTERN(s_wins, "wins");
-    INTERN(s_handles, "_handles");
-    INTERN(s_inodes, "_inodes");
-    INTERN(s_ino, "ino");
     INTERN(s_npages, "npages");
     INTERN(s_cached, "cached");
     INTERN(s_pending, "pending");
@@ -56,8 +52,6 @@ int winread_init(void)
     INTERN(s_prot, "prot");
     INTERN(s_pt, "pt");
     INTERN(s_chunks, "_chunks");
-    INTERN(s_bits, "bits");
-    INTERN(s_frame, "frame");
     INTERN(s_mapping, "mapping");
     INTERN(s_arena, "arena");
     INTERN(s_fps, "fps");
@@ -85,8 +79,6 @@ int winread_init(void)
     INTERN(s_pages_n, "pages");
     INTERN(s_rd, "read");
     INTERN(s_pgoff, "pgoff");
-    INTERN(s_budget, "budget");
-    INTERN(s_free_pages, "free_pages");
     INTERN(s_major, "major");
     INTERN(s_pages_allocated, "pages_allocated");
     return 0;
@@ -106,8 +98,8 @@ PyObject *Engine_read(Engine *e, PyObject *args)
 {
     PyObject *msgobj;
     int fd;
-    Py_buffer mb = {0}, bv = {0}, fv = {0}, prv = {0}, pgv = {0};
-    int have_chunk = 0;
+    Py_buffer mb = {0};
+    chunk_views cv = {0};
     PyObject *result = NULL, *wins = NULL, *ikey = NULL, *ws = NULL, *inodes = NULL,
              *inode = NULL, *handles = NULL, *window = NULL, *mm = NULL, *vmas = NULL,
              *vma = NULL, *pt = NULL, *chunks = NULL, *mapping = NULL, *arena = NULL,
@@ -139,35 +131,17 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         nodeid > (uint64_t)LLONG_MAX || fh > (uint64_t)LLONG_MAX)
         goto decline_quiet;
 
-    wins = PyObject_GetAttr(e->table, s_wins);
-    if (!wins || !PyDict_Check(wins))
-        DECLINE();
-    ikey = PyLong_FromUnsignedLongLong(nodeid);
-    if (!ikey)
-        DECLINE();
-    ws = PyDict_GetItemWithError(wins, ikey);
-    if (!ws)
-        goto decline_quiet; /* not a window: the file's own path */
-    Py_INCREF(ws);
-    inodes = PyObject_GetAttr(e->fs, s_inodes);
-    if (!inodes || !PyDict_Check(inodes))
-        DECLINE();
-    inode = PyDict_GetItemWithError(inodes, ikey);
-    if (!inode)
-        DECLINE();
-    Py_INCREF(inode);
-    handles = PyObject_GetAttr(e->fs, s_handles);
-    if (!handles || !PyDict_Check(handles))
-        DECLINE();
     {
-        PyObject *hk = PyLong_FromUnsignedLongLong(fh);
-        if (!hk)
-            DECLINE();
-        PyObject *h = PyDict_GetItemWithError(handles, hk);
-        Py_DECREF(hk);
-        long long hino;
-        if (!h || attr_ll(h, s_ino, &hino) < 0 || (uint64_t)hino != nodeid)
-            DECLINE(); /* EBADF, in Python */
+        PyObject *h; /* borrowed */
+        long line;
+        int wr = window_and_handle(e, nodeid, fh, &wins, &ikey, &ws, &inodes, &inode,
+                                   &handles, &h, &line);
+        if (wr > 0)
+            goto decline_quiet; /* not a window: the file's own path */
+        if (wr < 0) {
+            e->last_read_decline = line;
+            goto decline;
+        }
     }
     /* the session's _cancel_stores: a READ answered first has the newer data */
     long long first = (long long)(off >> PAGE_SHIFT);
@@ -214,29 +188,13 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         Py_DECREF(ck);
         if (!c)
             DECLINE(); /* no entry: a fault */
-        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0)
+        if (load_chunk(c, &cv) < 0)
             DECLINE();
-        if (get_array(c, s_frame, CHUNK, 8, &fv) < 0) {
-            PyBuffer_Release(&bv);
-            DECLINE();
-        }
-        if (get_array(c, s_prot, CHUNK, 1, &prv) < 0) {
-            PyBuffer_Release(&bv);
-            PyBuffer_Release(&fv);
-            DECLINE();
-        }
-        if (get_array(c, s_pgoff, CHUNK, 8, &pgv) < 0) {
-            PyBuffer_Release(&bv);
-            PyBuffer_Release(&fv);
-            PyBuffer_Release(&prv);
-            DECLINE();
-        }
-        have_chunk = 1;
     }
-    uint8_t *cbits = bv.buf;
-    const uint8_t *cprot = prv.buf;
-    int64_t *cframe = fv.buf;
-    int64_t *cpgoff_r = pgv.buf;
+    uint8_t *cbits = cv.bits.buf;
+    const uint8_t *cprot = cv.prot.buf;
+    int64_t *cframe = cv.frame.buf;
+    int64_t *cpgoff_r = cv.pgoff.buf;
     mapping = PyObject_GetAttr(vma, s_mapping);
     arena = mapping ? PyObject_GetAttr(mapping, s_arena) : NULL;
     long long fps;
@@ -354,22 +312,9 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         iov[k + 1].iov_len = (size_t)(to - from);
     }
     if (nholes) {
-        /* fault() charges the size= budget one page at a time (SIGBUS when it cannot):
-         * decline unless every hole fits */
-        budget = PyObject_GetAttr(mapping, s_budget);
-        if (!budget)
+        /* decline unless every hole fits the size= budget */
+        if (holes_fit(mapping, &budget, nholes) < 0)
             DECLINE();
-        PyObject *fp = PyObject_GetAttr(budget, s_free_pages);
-        if (!fp)
-            DECLINE();
-        if (fp != Py_None) {
-            long long fr = PyLong_AsLongLong(fp);
-            Py_DECREF(fp);
-            if ((fr == -1 && PyErr_Occurred()) || fr < nholes)
-                DECLINE();
-        } else {
-            Py_DECREF(fp);
-        }
     }
     cached = PyObject_GetAttr(ws, s_cached);
     pending = PyObject_GetAttr(ws, s_pending);
@@ -390,30 +335,9 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     for (int q = 0; q < nf; q++) { /* the read faults, page by page as Mm.views */
         int hole = fframe[q] < 0;
         if (hole) { /* fault()'s one-hole path: charge, alloc1, insert1 */
-            PyObject *r = PyObject_CallMethod(budget, "charge", "i", 1);
-            if (!r)
+            fframe[q] = fault_hole(budget, arena, pages, fpg[q], PG_UPTODATE, "winread");
+            if (fframe[q] < 0)
                 goto fail;
-            long got = PyLong_AsLong(r);
-            Py_DECREF(r);
-            if (got != 1) { /* checked in phase 1: cannot happen */
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_RuntimeError, "winread: size= budget moved");
-                goto fail;
-            }
-            r = PyObject_CallMethod(arena, "alloc1", NULL);
-            if (!r)
-                goto fail;
-            fframe[q] = PyLong_AsLongLong(r);
-            Py_DECREF(r);
-            if (fframe[q] <= 0) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_RuntimeError, "winread: bad frame");
-                goto fail;
-            }
-            r = PyObject_CallMethod(pages, "insert1", "LLi", fpg[q], fframe[q], PG_UPTODATE);
-            if (!r)
-                goto fail;
-            Py_DECREF(r);
         } else if (!(*fpflag[q] & PG_UPTODATE)) {
             if (incr_attr(pages, s_gen, 1) < 0)
                 goto fail;
@@ -435,26 +359,13 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         if (incr_attr(mmstats, hole ? s_major : s_minor, 1) < 0)
             goto fail;
         if (hole) { /* the new frame's address (the arena may have grown) */
-            Py_CLEAR(addrs);
-            addrs = PyObject_GetAttr(arena, s_addrs);
-            if (!addrs || !PyList_Check(addrs)) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_RuntimeError, "winread: arena._addrs");
-                goto fail;
-            }
-            long long seg = fframe[q] / fps, idx = fframe[q] % fps;
-            if (seg >= PyList_GET_SIZE(addrs)) {
-                PyErr_SetString(PyExc_RuntimeError, "winread: frame outside the arena");
-                goto fail;
-            }
-            unsigned long long base = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(addrs, seg));
-            if (base == (unsigned long long)-1 && PyErr_Occurred())
+            unsigned char *fa = new_frame_addr(arena, &addrs, fframe[q], fps, "winread");
+            if (!fa)
                 goto fail;
             int k = fk[q];
             uint64_t a = (uint64_t)(lo + k) << PAGE_SHIFT;
             uint64_t from = off > a ? off : a, to = end < a + PAGE_SIZE ? end : a + PAGE_SIZE;
-            iov[k + 1].iov_base = (unsigned char *)(uintptr_t)base +
-                                  ((size_t)idx << PAGE_SHIFT) + (from - a);
+            iov[k + 1].iov_base = fa + (from - a);
             iov[k + 1].iov_len = (size_t)(to - from);
         }
     }
@@ -510,12 +421,7 @@ decline_quiet:
     Py_INCREF(Py_None);
     result = Py_None;
 out:
-    if (have_chunk) {
-        PyBuffer_Release(&bv);
-        PyBuffer_Release(&fv);
-        PyBuffer_Release(&prv);
-        PyBuffer_Release(&pgv);
-    }
+    release_chunk(&cv);
     for (int q = 0; q < npcv; q++)
         PyBuffer_Release(&pcv[q]);
     for (int k = 0; k < MAXW; k++)

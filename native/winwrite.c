@@ -31,7 +31,7 @@
 
 static PyObject *s_wins, *s_npages, *s_cached, *s_pending, *s_pushed, *s_obj, *s_mapping,
     *s_objs, *s_by_mm, *s_rmap, *s_i_mmap, *s_nonlinear, *s_mm, *s_vmas, *s_start, *s_end,
-    *s_pgoff, *s_prot, *s_pt, *s_chunks, *s_bits, *s_frame, *s_window, *s_address, *s_arena,
+    *s_pgoff, *s_prot, *s_pt, *s_chunks, *s_bits, *s_window, *s_address, *s_arena,
     *s_fps, *s_addrs, *s_replaying, *s_lookups, *s_stats, *s_ops, *s_now, *s_mtime, *s_ctime,
     *s_flags, *s_ino, *s_k_write, *s_k_writes, *s_k_write_bytes;
 
@@ -61,7 +61,6 @@ int winwrite_init(void)
     INTERN(s_pt, "pt");
     INTERN(s_chunks, "_chunks");
     INTERN(s_bits, "bits");
-    INTERN(s_frame, "frame");
     INTERN(s_window, "window");
     INTERN(s_address, "address");
     INTERN(s_arena, "arena");
@@ -215,8 +214,7 @@ PyObject *winwrite_store(wreq_t *r)
              *objs = NULL, *ostate = NULL, *ocached = NULL, *owins = NULL, *wins = NULL,
              *rmap = NULL, *rstats = NULL, *tstats = NULL, *fsops = NULL, *now = NULL;
     winview_t me = {0};
-    Py_buffer bv = {0}, fv = {0}, pv = {0}, prv = {0};
-    int have_chunk = 0;
+    chunk_views cv = {0};
 
     long long npages;
     if (attr_ll(ws, s_npages, &npages) < 0)
@@ -270,28 +268,12 @@ PyObject *winwrite_store(wreq_t *r)
         Py_DECREF(ck);
         if (!c)
             DECLINE();
-        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0)
+        if (load_chunk(c, &cv) < 0)
             DECLINE();
-        if (get_array(c, s_frame, CHUNK, 8, &fv) < 0) {
-            PyBuffer_Release(&bv);
-            DECLINE();
-        }
-        if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0) {
-            PyBuffer_Release(&bv);
-            PyBuffer_Release(&fv);
-            DECLINE();
-        }
-        if (get_array(c, s_prot, CHUNK, 1, &prv) < 0) {
-            PyBuffer_Release(&bv);
-            PyBuffer_Release(&fv);
-            PyBuffer_Release(&pv);
-            DECLINE();
-        }
-        have_chunk = 1;
     }
-    uint8_t *cbits = bv.buf;
-    const uint8_t *cprot = prv.buf;
-    const int64_t *cframe = fv.buf, *cpgoff = pv.buf;
+    uint8_t *cbits = cv.bits.buf;
+    const uint8_t *cprot = cv.prot.buf;
+    const int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
     long long pgs[MAXW], frames[MAXW];
     for (int k = 0; k < n; k++) {
         int b = cbits[slot0 + k];
@@ -533,12 +515,7 @@ decline:
     Py_INCREF(Py_None);
     result = Py_None;
 out:
-    if (have_chunk) {
-        PyBuffer_Release(&bv);
-        PyBuffer_Release(&fv);
-        PyBuffer_Release(&pv);
-        PyBuffer_Release(&prv);
-    }
+    release_chunk(&cv);
     winview_clear(&me);
     for (int k = 0; k <= MAXW; k++)
         Py_XDECREF(keys[k]);
