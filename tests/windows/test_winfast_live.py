@@ -242,6 +242,22 @@ def _launder_model(wmount: Path, wdir: Path) -> None:
         assert got[p * P:(p + 1) * P] == bytes(model[p]), p
 
 
+def _churn_object(ofd: int, nobj: int, seed: int, gen: int, stop: threading.Event,
+                  errors: list[BaseException]) -> None:
+    """Rewrite random object pages (generation ``gen``) and now and then truncate the
+    object to half and back, until ``stop``; a failure goes to ``errors``."""
+    rng = random.Random(seed)
+    try:
+        while not stop.is_set():
+            p = rng.randrange(nobj)
+            os.pwrite(ofd, page_of(p, gen), p * P)
+            if rng.random() < 0.05:
+                os.ftruncate(ofd, (nobj // 2) * P)
+                os.ftruncate(ofd, nobj * P)
+    except BaseException as e:  # reported by the test
+        errors.append(e)
+
+
 def test_launders_race_object_writes_and_truncates(wmount: Path, wdir: Path) -> None:
     """Stores and remaps (native launders) while another thread rewrites and truncates
     the object: the daemon stays up and answers, the launders it took are counted,
@@ -254,16 +270,7 @@ def test_launders_race_object_writes_and_truncates(wmount: Path, wdir: Path) -> 
     errors: list[BaseException] = []
 
     def churn() -> None:
-        rng = random.Random(6)
-        try:
-            while not stop.is_set():
-                p = rng.randrange(nobj)
-                os.pwrite(ofd, page_of(p, 3), p * P)
-                if rng.random() < 0.05:
-                    os.ftruncate(ofd, (nobj // 2) * P)
-                    os.ftruncate(ofd, nobj * P)
-        except BaseException as e:  # reported by the test
-            errors.append(e)
+        _churn_object(ofd, nobj, 6, 3, stop, errors)
 
     with Window.create(wdir / "win", obj, npages) as w:
         w.remap(0, 1, 1, populate=True)
@@ -424,16 +431,7 @@ def test_window_writes_race_remaps_and_truncates(wmount: Path, wdir: Path) -> No
     errors: list[BaseException] = []
 
     def churn() -> None:
-        rng = random.Random(2)
-        try:
-            while not stop.is_set():
-                p = rng.randrange(nobj)
-                os.pwrite(ofd, page_of(p, 4), p * P)
-                if rng.random() < 0.05:
-                    os.ftruncate(ofd, (nobj // 2) * P)
-                    os.ftruncate(ofd, nobj * P)
-        except BaseException as e:  # reported by the test
-            errors.append(e)
+        _churn_object(ofd, nobj, 2, 4, stop, errors)
 
     with Window.create(wdir / "win", obj, npages) as w:
         for i in range(npages):
