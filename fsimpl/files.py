@@ -143,7 +143,9 @@ class FileOps(NamespaceOps):
         for a write by a non-member).
         EFBIG at or past MAX_FILE_SIZE (clipped when it straddles it); at the
         size= limit the write is short, or ENOSPC when nothing fits; bytes
-        already in the file are never changed by a failed write."""
+        already in the file are never changed by a failed write. A write-back
+        (FUSE_WRITE_CACHE) that does not fit whole stores what fits and answers
+        ENOSPC, never a short count, which the kernel would take as success."""
         inode = self._reg(ino)
         h = self._handle(fh, ino)
         assert inode.mapping is not None
@@ -174,6 +176,11 @@ class FileOps(NamespaceOps):
             w.object_changed(ino, off, n)
         if n:
             inode.mtime_ns = inode.ctime_ns = self._now()
+        if n < len(data) and flags & FUSE_WRITE_CACHE:
+            # A write-back is never answered short: the kernel takes a short count
+            # as success (fuse_writepage_end looks only at the error), so the bytes
+            # that did not fit would be lost with no error for fsync/msync/close.
+            raise FsError(errno.ENOSPC)
         return n
 
     @counted

@@ -32,6 +32,7 @@ from typing import Any
 from mount.wire.codec import reply_error
 
 OPCODE_WRITE = 16
+_WRITE_CACHE = 1  # FUSE_WRITE_CACHE in write_flags: the kernel's write-back of its cache
 
 # With two readers or more a WRITE larger than this is handled as consecutive WRITEs of at
 # most this size, and a small request the other reader holds is served between
@@ -258,8 +259,8 @@ class Fairness:
             chunks += 1
             err, written = cap.result()
             if err:
-                if done == 0:
-                    error = err
+                if done == 0 or wflags & _WRITE_CACHE:
+                    error = err  # a write-back is never short (ShmFs.write)
                 break
             done += written
             if written < k:

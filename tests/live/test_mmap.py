@@ -164,3 +164,27 @@ def test_store_into_hole_beyond_size_limit_fails_writeback(tmp_path: Path) -> No
             assert os.pread(fd, 1, 40 * PAGE) == b"\0"
         finally:
             os.close(fd)
+
+
+def test_write_back_straddling_the_size_limit_fails_not_short() -> None:
+    """Stores into eight consecutive hole pages with four pages left under size=:
+    the kernel writes them back in one WRITE, and the daemon must refuse it with
+    ENOSPC (msync fails) rather than store four pages and answer a short count,
+    which the kernel's write-back takes as success (the other four pages lost with
+    no error anywhere). The pages that fitted are stored."""
+    from tests.support.mounts import shmfs_mount
+
+    with shmfs_mount("size=64k") as mnt:
+        path = mnt / "full"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, 64 * PAGE)
+            os.pwrite(fd, b"x" * (12 * PAGE), 0)  # 48 of the 64 KiB
+            r = run_python("import mmap,os,sys; fd=os.open(sys.argv[1],os.O_RDWR); "
+                           "m=mmap.mmap(fd, 64*4096); m[20*4096:28*4096]=b'z'*(8*4096); "
+                           "m.flush()", str(path))
+            assert r.returncode == 1 and "[Errno 28]" in r.stderr, r
+            assert os.statvfs(mnt).f_bfree == 0
+            assert os.pread(fd, 12 * PAGE, 0) == b"x" * (12 * PAGE)
+        finally:
+            os.close(fd)
