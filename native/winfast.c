@@ -494,6 +494,13 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         PyBuffer_Release(&mb);
         return result;
     }
+    if (winvec_is_query(m, mb.len)) { /* native/winvec.c */
+        if (!e->vec_enabled)
+            goto decline_nobuf;
+        result = winvec_query(e, m, mb.len);
+        PyBuffer_Release(&mb);
+        return result;
+    }
     if (mb.len != IN_HEADER + IOCTL_IN + REMAP_SIZE)
         goto decline_nobuf;
     if (get_u32(m) != (uint32_t)mb.len || get_u32(m + 4) != OP_IOCTL)
@@ -1087,6 +1094,12 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
+    if (r) { /* and these (native/winvec.c) */
+        PyObject *t = PyLong_FromUnsignedLongLong(e->queries);
+        if (!t || PyDict_SetItemString(r, "queries", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1113,13 +1126,14 @@ static PyObject *Engine_close(Engine *e, PyObject *unused)
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"fd", "table", "fault_stats", "py_stores", "prot", NULL};
-    int fd, prot = 1;
+    static char *kwlist[] = {"fd", "table", "fault_stats", "py_stores", "prot", "vec", NULL};
+    int fd, prot = 1, vec = 1;
     PyObject *table, *fstats, *stores;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO|p", kwlist, &fd, &table, &fstats, &stores,
-                                     &prot))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO|pp", kwlist, &fd, &table, &fstats, &stores,
+                                     &prot, &vec))
         return -1;
     e->prot_enabled = prot;
+    e->vec_enabled = vec;
     if (e->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already started");
         return -1;
@@ -1274,7 +1288,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_k_inval_events, "inval_events");
     INTERN(s_k_inval_pages, "inval_pages");
     if (winlaunder_init() < 0 || winwrite_init() < 0 || winread_init() < 0 ||
-        winprot_init() < 0)
+        winprot_init() < 0 || winvec_init() < 0)
         return NULL;
     if (PyType_Ready(&EngineType) < 0)
         return NULL;

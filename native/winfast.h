@@ -107,6 +107,9 @@ typedef struct {
     /* MAP_CHGPROT remaps and per-page MPROTECTs (native/winprot.c); 0: both Python */
     int prot_enabled;
     unsigned long long mprotects;
+    /* the QUERY (native/winvec.c); 0: Python */
+    int vec_enabled;
+    unsigned long long queries;
 } Engine;
 
 static inline uint64_t now_ns(void)
@@ -179,5 +182,10 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len);
 /* winread.c: Engine.read, the READ of window pages */
 int winread_init(void);
 PyObject *Engine_read(Engine *e, PyObject *args);
+
+/* winvec.c: the QUERY of a window, taken by Engine.remap */
+int winvec_init(void);
+int winvec_is_query(const unsigned char *m, Py_ssize_t len);
+PyObject *winvec_query(Engine *e, const unsigned char *m, Py_ssize_t len);
 
 #endif
