@@ -25,6 +25,7 @@ pending (native/winwrite.c: stores through the page table).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import os
@@ -39,7 +40,7 @@ from fsimpl import Ctx, FsOptions, ShmFs
 from fsimpl.windows import windows_of
 from mount.server import winfast
 from mount.server.ops import Operations
-from mount.winapi.abi import SHMFS_IOC_WIN_MPROTECT
+from mount.winapi.abi import QUERY_SIZE, SHMFS_IOC_WIN_MPROTECT, SHMFS_IOC_WIN_QUERY
 from mount.wire import protocol as P
 from mount.wire.codec import encode_notify, parse_request
 from vmcore.fault import FAULT_STATS
@@ -149,6 +150,26 @@ class Twin:
                 return True, got
         return False, self._python(msg)
 
+    def query(self, first: int, count: int, flags: int = 0, fh: int | None = None,
+              in_size: int = QUERY_SIZE, out_size: int = QUERY_SIZE,
+              ioflags: int = 0) -> tuple[bool, list[bytes]]:
+        """SHMFS_IOC_WIN_QUERY as the kernel sends it: to the engine first (its
+        Engine.remap answers QUERYs, native/winvec.c), else the Python path."""
+        self.unique += 1
+        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, ioflags, SHMFS_IOC_WIN_QUERY, 0,
+                               in_size, out_size)
+        body += (struct.pack("<QII", first, count, flags) + bytes(QUERY_SIZE))[:in_size]
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
+                               0, 0, 1, 0, 0) + body
+        if self.engine is not None:
+            n = self.engine.remap(memoryview(bytearray(msg)))
+            if n is not None:
+                assert n == 0  # a QUERY queues no notification
+                got = self._drain()
+                assert len(got) == 1
+                return True, got
+        return False, self._python(msg)
+
     def launder(self, page: int, value: int, fh: int | None = None,
                 flags: int = 1, size: int = P4, off: int = 0) -> tuple[bool, list[bytes]]:
         """The kernel's write-back of window page ``page`` (a WRITE, FUSE_WRITE_CACHE),
@@ -234,6 +255,10 @@ OPS = st.one_of(
     st.tuples(st.just("mprotect"), st.sampled_from(PAGES), st.sampled_from([1, 1, 2, 16, 17]),
               st.sampled_from([3, 3, 1, 2, 0, 5]), st.sampled_from([0, 0, 0, 0, 0, 0, 1])),
     st.tuples(st.just("read"), st.sampled_from(PAGES)),
+    # QUERY (native/winvec.c): in range, across chunks, clipped, past the end, 0, 513
+    st.tuples(st.just("query"), st.sampled_from([0, 1, 5, 509, 511, 598, 600, 700]),
+              st.sampled_from([1, 1, 4, 16, 512, 0, 513]), st.sampled_from([0, 0, 0, 0, 1]),
+              st.sampled_from([False, False, False, True])),
     st.tuples(st.just("writeback"), st.sampled_from(PAGES), st.integers(0, 255)),
     st.tuples(st.just("objwrite"), st.integers(0, 40), st.integers(0, 255)),
     st.tuples(st.just("launder"), st.sampled_from(PAGES), st.integers(0, 255)),
@@ -260,6 +285,9 @@ def _apply(tw: Twin, op: tuple) -> object:
         return tw.ioctl(start, size, pgoff, prot, flags, tw.rofh if ro else None)
     if kind == "launder":
         return tw.launder(op[1], op[2])
+    if kind == "query":  # (first, count, flags, read-only descriptor)
+        _k, first, count, flags, ro = op
+        return tw.query(first, count, flags, tw.rofh if ro else None)
     if kind == "mprotect":  # (page, npages, prot, flags)
         _k, page, npages, prot, flags = op
         return tw.mprotect(page * P4, npages * P4, prot, flags)
@@ -303,7 +331,7 @@ def test_native_and_python_paths_agree(ops: list[tuple]) -> None:
         assert a.state() == b.state()
         for op in ops:
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect", "query"):
                 assert ra[1] == rb[1], op  # the same notifications and reply bytes
             else:
                 a.fs.drain_events()
@@ -402,7 +430,7 @@ def test_long_random_sequence_mostly_native() -> None:
             else:
                 op = ("objwrite", int(rng.integers(0, 41)), int(rng.integers(0, 256)))
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect", "query"):
                 native += ra[0]
                 chg += ra[0] and op[0] == "remap" and bool(op[3] & CHGPROT)
                 mpr += ra[0] and op[0] == "mprotect"
@@ -770,3 +798,81 @@ def test_mprotects_are_native_and_exact() -> None:
     finally:
         a.close()
         b.close()
+
+
+def _query_pages(reply: bytes) -> list[tuple[int, int, int]]:
+    """(pgoff, flags, prot) rows of a QUERY reply (FUSE header, ioctl_out, struct)."""
+    count = int.from_bytes(reply[32 + 8:32 + 12], "little")
+    return [struct.unpack_from("<QII", reply, 32 + 32 + 16 * i) for i in range(count)]
+
+
+def test_queries_are_native_and_exact() -> None:
+    """QUERY (uml_physmem's query) is the engine's on a window of one VMA, linear or
+    not, with pages present, file PTEs, own protections, holes, pages beyond EOF,
+    cached pages, across page-table chunks and clipped at the window's end -- byte for
+    byte the Python path's reply, and the same state (the "queries" counter
+    included); any descriptor of the window will do (a QUERY only reads).  Declined
+    untouched: flags != 0 or more than 512 pages (EINVAL), a descriptor of another
+    inode or none (EBADF), a directory ioctl (ENOTTY), short in/out sizes, a split
+    window (MPROTECT_VMA)."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        def both(*args: object, native: bool = True, **kw: object) -> list[bytes]:
+            na, ga = a.query(*args, **kw)  # type: ignore[arg-type]
+            nb, gb = b.query(*args, **kw)  # type: ignore[arg-type]
+            assert na is native and nb is False, args
+            assert ga == gb, args
+            assert a.state() == b.state(), args
+            return ga
+
+        got = both(0, 4)  # linear window, nothing touched
+        assert [p[0] for p in _query_pages(got[0])] == [0, 1, 2, 3]
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 1, POPULATE | CHGPROT)  # nonlinear, own prot
+            tw.ioctl(21 * P4, 2 * P4, 35, 0, NONBLOCK)  # file PTEs of holes
+            tw.ioctl(23 * P4, P4, 45, 0, NONBLOCK)  # beyond EOF
+            tw.ioctl(511 * P4, 2 * P4, 3, 0, POPULATE)  # across the chunk boundary
+            tw.t.read(tw.win, 0, 3 * P4)  # cached
+            tw.fs.drain_events()
+        rows = _query_pages(both(18, 8)[0])
+        assert rows[2] == (7, 0x02 | 0x08 | 0x20, 1)  # file PTE (no RO prefault), resident
+        assert rows[3][1] == 0x02 and rows[5][1] & 0x10  # file PTE of a hole; beyond EOF
+        assert _query_pages(both(0, 2)[0])[0][1] & 0x40  # cached
+        both(505, 16)
+        both(590, 512)  # clipped to the window's 10 last pages
+        both(600, 1)  # at the end: no page
+        both(1 << 40, 3)  # far past it
+        both(3, 0)
+        both(0, 512, fh=a.rofh)  # a read-only descriptor may QUERY
+        assert a.engine.statistics()["queries"] == 9
+        # declined, answered by Python with its errno
+        both(0, 1, flags=1, native=False)  # EINVAL
+        both(0, 513, native=False)  # EINVAL
+        both(0, 1, fh=a.ofh, native=False)  # another inode's descriptor: EBADF
+        both(0, 1, fh=9999, native=False)  # no such descriptor: EBADF
+        both(0, 1, ioflags=P.FUSE_IOCTL_DIR, native=False)  # ENOTTY
+        both(0, 1, out_size=16, native=False)  # EINVAL
+        errs = [int.from_bytes(both(0, 1, native=False, **kw)[-1][4:8], "little", signed=True)
+                for kw in ({"flags": 1}, {"fh": 9999}, {"fh": a.ofh})]
+        assert errs == [-errno.EINVAL, -errno.EBADF, -errno.EBADF]
+        assert a.engine.statistics()["queries"] == 9
+        for tw in (a, b):  # a split window: _state across VMAs, Python
+            tw.mprotect(100 * P4, P4, 1, 1)
+            tw.fs.drain_events()
+        both(95, 10, native=False)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("in_size", [0, 16, QUERY_SIZE - 1])
+def test_malformed_queries_are_declined(in_size: int) -> None:
+    """A QUERY whose fuse_ioctl_in sizes or length do not match is declined untouched
+    (mount/server/ioctl.py answers EINVAL)."""
+    tw = Twin(native=True)
+    try:
+        before = tw.state()
+        assert tw.query(0, 1, in_size=in_size)[0] is False
+        assert tw.state() == before
+    finally:
+        tw.close()
