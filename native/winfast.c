@@ -1099,6 +1099,10 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         if (!t || PyDict_SetItemString(r, "queries", t) < 0)
             Py_CLEAR(r);
         Py_XDECREF(t);
+        t = r ? PyLong_FromUnsignedLongLong(e->refaults) : NULL;
+        if (r && (!t || PyDict_SetItemString(r, "mprotect_refaults", t) < 0))
+            Py_CLEAR(r);
+        Py_XDECREF(t);
     }
     pthread_mutex_unlock(&e->mu);
     return r;

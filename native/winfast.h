@@ -107,9 +107,10 @@ typedef struct {
     /* MAP_CHGPROT remaps and per-page MPROTECTs (native/winprot.c); 0: both Python */
     int prot_enabled;
     unsigned long long mprotects;
-    /* the QUERY (native/winvec.c); 0: Python */
+    /* the QUERY and an MPROTECT's refault of unchanged cached pages (native/winvec.c);
+     * 0: Python */
     int vec_enabled;
-    unsigned long long queries;
+    unsigned long long queries, refaults;
 } Engine;
 
 static inline uint64_t now_ns(void)
@@ -187,5 +188,8 @@ PyObject *Engine_read(Engine *e, PyObject *args);
 int winvec_init(void);
 int winvec_is_query(const unsigned char *m, Py_ssize_t len);
 PyObject *winvec_query(Engine *e, const unsigned char *m, Py_ssize_t len);
+/* ... and the refault of an MPROTECT's unchanged cached page (native/winprot.c) */
+int winvec_refault_frame(PyObject *mapping, long long pgoff, long long *frame);
+int winvec_refault(Engine *e, PyObject *mapping, PyObject *mmstats);
 
 #endif

@@ -14,6 +14,13 @@
  * (Python's EINVAL / ENOTTY), no window or a handle that is not this inode's
  * (Python's ENOTTY / ENOENT / EBADF), a window of more than one VMA, a window whose
  * VMA is not exactly the window. uml_physmem's "query" is this call.
+ *
+ * It also holds the two halves of the refault native/winprot.c makes for a cached
+ * page whose protection an MPROTECT leaves unchanged (fsimpl _changed_vec ->
+ * _refault -> handle_mm_fault(read, prefault) -> do_nonlinear_fault -> fault()):
+ * winvec_refault_frame() checks, before anything changes, that the fault would be
+ * fault()'s one-resident-page MINOR case and finds the frame; winvec_refault()
+ * counts it as fault() and _do_fault do once the PTE is present again.
  */
 #include "winfast.h"
 
@@ -39,7 +46,8 @@
 
 static PyObject *s_wins, *s_handles, *s_ino, *s_window, *s_mm, *s_vmas, *s_start, *s_end,
     *s_prot, *s_pgoff, *s_cached, *s_stats, *s_npages, *s_address, *s_pt, *s_chunks,
-    *s_obj, *s_mapping, *s_size, *s_pages, *s_frames, *s_k_queries;
+    *s_obj, *s_mapping, *s_size, *s_pages, *s_frames, *s_k_queries, *s_pflags, *s_arena,
+    *s_nshared, *s_fstats, *s_faults, *s_read, *s_prefault, *s_via_vma, *s_minor;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
@@ -68,6 +76,15 @@ int winvec_init(void)
     INTERN(s_pages, "pages");
     INTERN(s_frames, "_frames");
     INTERN(s_k_queries, "queries");
+    INTERN(s_pflags, "_flags");
+    INTERN(s_arena, "arena");
+    INTERN(s_nshared, "nshared");
+    INTERN(s_fstats, "fstats");
+    INTERN(s_faults, "faults");
+    INTERN(s_read, "read");
+    INTERN(s_prefault, "prefault");
+    INTERN(s_via_vma, "via_vma");
+    INTERN(s_minor, "minor");
     return 0;
 }
 
@@ -337,4 +354,76 @@ out:
 decline_early:
     e->declined++;
     Py_RETURN_NONE;
+}
+
+/* Phase 1 of the refault of object page ``pgoff`` (see the top): 0 and *frame when it
+ * is a MINOR read prefault of a resident, up-to-date, unshared page inside the
+ * object's size; -1 (decline; an error may be set) otherwise. */
+int winvec_refault_frame(PyObject *mapping, long long pgoff, long long *frame)
+{
+    PyObject *arena = NULL, *pages = NULL, *fr_d = NULL, *fl_d = NULL;
+    Py_buffer fv = {0}, lv = {0};
+    int have = 0, r = -1;
+    long long msize, nshared;
+    if (pgoff < 0 || attr_ll(mapping, s_size, &msize) < 0 ||
+        pgoff >= (msize + PAGE_SIZE - 1) >> PAGE_SHIFT)
+        goto out; /* beyond EOF: SIGBUS, Python */
+    arena = PyObject_GetAttr(mapping, s_arena);
+    if (!arena || attr_ll(arena, s_nshared, &nshared) < 0 || nshared != 0)
+        goto out; /* copy_file_range sharing: _install_bits asks is_shared, Python */
+    pages = PyObject_GetAttr(mapping, s_pages);
+    if (!pages)
+        goto out;
+    fr_d = PyObject_GetAttr(pages, s_frames);
+    fl_d = PyObject_GetAttr(pages, s_pflags);
+    if (!fr_d || !fl_d || !PyDict_Check(fr_d) || !PyDict_Check(fl_d))
+        goto out;
+    PyObject *fa = get_int_key(fr_d, pgoff >> CHUNK_SHIFT);
+    PyObject *fl = fa ? get_int_key(fl_d, pgoff >> CHUNK_SHIFT) : NULL;
+    if (!fa || !fl)
+        goto out; /* a hole: the fault would allocate (MAJOR), Python */
+    if (get_array_obj(fa, CHUNK, 8, &fv) < 0)
+        goto out;
+    if (get_array_obj(fl, CHUNK, 1, &lv) < 0) {
+        PyBuffer_Release(&fv);
+        goto out;
+    }
+    have = 1;
+    int slot = (int)(pgoff & (CHUNK - 1));
+    long long f = ((const int64_t *)fv.buf)[slot];
+    if (f <= 0 || !(((const uint8_t *)lv.buf)[slot] & PG_UPTODATE))
+        goto out; /* a hole, the zero frame, or a flag fault() would set: Python */
+    *frame = f;
+    r = 0;
+out:
+    if (have) {
+        PyBuffer_Release(&fv);
+        PyBuffer_Release(&lv);
+    }
+    Py_XDECREF(arena);
+    Py_XDECREF(pages);
+    Py_XDECREF(fr_d);
+    Py_XDECREF(fl_d);
+    return r;
+}
+
+/* Phase 2: the counters of one such refault -- fault()'s _count(read, prefault,
+ * via_vma, MINOR, one page) into FAULT_STATS and the mapping's fstats, and the mm's
+ * minor fault. -1 only on a failed allocation. */
+int winvec_refault(Engine *e, PyObject *mapping, PyObject *mmstats)
+{
+    PyObject *fstats = PyObject_GetAttr(mapping, s_fstats);
+    if (!fstats)
+        return -1;
+    PyObject *fsl[2] = {e->fault_stats, fstats};
+    for (int q = 0; q < 2; q++) {
+        if (incr_attr(fsl[q], s_faults, 1) < 0 || incr_attr(fsl[q], s_read, 1) < 0 ||
+            incr_attr(fsl[q], s_prefault, 1) < 0 || incr_attr(fsl[q], s_via_vma, 1) < 0 ||
+            incr_attr(fsl[q], s_minor, 1) < 0 || incr_attr(fsl[q], s_pages, 1) < 0) {
+            Py_DECREF(fstats);
+            return -1;
+        }
+    }
+    Py_DECREF(fstats);
+    return incr_attr(mmstats, s_minor, 1);
 }

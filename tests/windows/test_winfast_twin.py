@@ -753,8 +753,9 @@ def test_chgprot_remaps_are_native_and_exact() -> None:
 def test_mprotects_are_native_and_exact() -> None:
     """Per-page MPROTECT (uml_physmem's protect): taken by the engine once the window
     is nonlinear with VM_MANYPROTS, one coalesced INVAL of the cached pages whose
-    protection changes, byte for byte and state for state; declined untouched: an
-    unchanged cached page (Python refaults it), MPROTECT_VMA, a protection beyond
+    protection changes, byte for byte and state for state (an unchanged cached page
+    is refaulted: test_mprotect_refaults_are_native_and_exact); declined untouched:
+    MPROTECT_VMA, a protection beyond
     the window's, prot bits beyond READ|WRITE, a range past the window, 17 pages,
     an unaligned start, a read-only descriptor, a malformed struct size."""
     a, b = Twin(native=True), Twin(native=False)
@@ -768,7 +769,7 @@ def test_mprotects_are_native_and_exact() -> None:
             (8 * P4, 2 * P4, 0, 0, None, True, [0]),  # not cached
             (2 * P4, 3 * P4 - 100, 1, 0, None, True, [2, 0]),  # 3 pages (size rounded up)
             (P4, P4, 1, 0, None, True, [0]),  # no longer cached
-            (5 * P4, P4, 3, 0, None, False, None),  # cached and unchanged: Python
+            (5 * P4, P4, 3, 0, None, True, [0]),  # cached and unchanged: refaulted
             (6 * P4, P4, 1, 1, None, False, None),  # MPROTECT_VMA
             (6 * P4, P4, 4, 0, None, False, None),  # EINVAL
             (6 * P4, P4, 3 | 8, 0, None, False, None),
@@ -788,7 +789,7 @@ def test_mprotects_are_native_and_exact() -> None:
             if kinds is not None:
                 assert [int.from_bytes(m[4:8], "little") for m in ga] == kinds
             assert a.state() == b.state(), (start, size, prot, flags)
-        assert a.engine.statistics()["mprotects"] == 4
+        assert a.engine.statistics()["mprotects"] == 5
         # a truncated MPROTECT struct is declined and answered by Python (EINVAL)
         before = a.state()
         body = P.IOCTL_IN.pack(a.wfh, 0, MPROTECT_CMD, 0, 16, 0) + bytes(16)
@@ -876,3 +877,53 @@ def test_malformed_queries_are_declined(in_size: int) -> None:
         assert tw.state() == before
     finally:
         tw.close()
+
+
+def test_mprotect_refaults_are_native_and_exact() -> None:
+    """An MPROTECT that leaves a cached page's protection unchanged (uml_physmem's
+    protect to the protection a page already has) is the engine's: the page's PTE
+    becomes an own-protection file PTE and is refaulted present (a MINOR read
+    prefault, native/winvec.c), no notification for it, byte for byte and state for
+    state (fault counters included).  Declined untouched: an unchanged cached page
+    between two changing ones (the coalesced INVAL drops it: Python), the switch off
+    (SHMFS_WINFAST_VEC=0)."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 1, POPULATE | CHGPROT)  # nonlinear, MANYPROTS
+            tw.t.read(tw.win, 0, 8 * P4)  # cached
+        faults = FAULT_STATS.faults
+
+        def both(start: int, size: int, prot: int, native: bool, kinds: list[int] | None,
+                 reread: bool = False) -> None:
+            na, ga = a.mprotect(start, size, prot, 0)
+            nb, gb = b.mprotect(start, size, prot, 0)
+            assert na is native and nb is False, (start, size, prot)
+            assert ga == gb, (start, size, prot)
+            if kinds is not None:
+                assert [int.from_bytes(m[4:8], "little") for m in ga] == kinds
+            assert a.state() == b.state(), (start, size, prot)
+            if reread:
+                for tw in (a, b):
+                    tw.t.read(tw.win, 0, 8 * P4)
+                assert a.state() == b.state()
+
+        both(0, P4, 3, True, [0])  # the VMA's protection, now the page's own: refaulted
+        ws = a.t.wins[a.win]
+        bits = ws.window.mm.vmas[0].pt.get(ws.addr >> 12)[0]
+        assert bits & 0x01 and bits & 0x20 and 0 in ws.cached  # present, own prot, cached
+        both(0, 3 * P4, 1, True, [2, 0], reread=True)  # all three change: one INVAL
+        both(0, 3 * P4, 1, True, [0])  # all three unchanged: three refaults
+        both(4 * P4, P4, 1, True, [2, 0], reread=True)
+        both(3 * P4, 3 * P4, 1, False, None)  # 3 and 5 change around unchanged 4: Python
+        for tw in (a, b):
+            tw.t.read(tw.win, 0, 8 * P4)
+        both(6 * P4, P4, 1, True, [2, 0], reread=True)
+        # 5 (Python made it read-only) and 6 unchanged ahead of 7, which changes:
+        # refaulted outside the INVAL's span
+        both(5 * P4, 3 * P4, 1, True, [2, 0])
+        assert a.engine.statistics()["mprotect_refaults"] == 1 + 3 + 2
+        assert FAULT_STATS.faults > faults
+    finally:
+        a.close()
+        b.close()
