@@ -169,3 +169,93 @@ def test_query_attack_read_only_user(tmp_path: Path) -> None:
             assert w.pread(0, 8) == page_of(5)[:8]
         with open(obj, "rb") as f:
             assert f.read() == b"".join(page_of(k) for k in range(8))
+
+
+def test_unchanged_mprotects_take_the_native_path(wmount: Path, wdir: Path) -> None:
+    """uml_physmem's protect to the protection a page already has: with the page
+    cached by the kernel (the child touched it) the engine refaults it
+    (``mprotect_refaults``), the mapping keeps showing the right bytes without a
+    READ, and a read-only page still refuses a store."""
+    obj = wdir / "obj"
+    make_object(obj, 64)
+    with Window.create(wdir / "win", obj, 16) as w, MapChild(wdir / "win", 16 * P) as c:
+        w.remap(0, 1, 40, prot=RW, populate=True)  # nonlinear, VM_MANYPROTS: Python
+        rng = random.Random(9)
+        shown, prots = {}, {}
+        for i in range(16):
+            pg = rng.randrange(64)
+            w.remap(i, 1, pg, prot=RW, populate=True)
+            shown[i], prots[i] = pg, RW
+        before = _native(wmount)
+        for _ in range(200):
+            i = rng.randrange(16)
+            assert c.read(i * P, 16) == page_of(shown[i])[:16]  # cached now
+            prot = prots[i] if rng.random() < 0.7 else (
+                PROT_READ if prots[i] == RW else RW)
+            w.protect(i, 1, prot)
+            prots[i] = prot
+            assert c.read(i * P, 16) == page_of(shown[i])[:16]
+        after = _native(wmount)
+        assert after["mprotect_refaults"] - before["mprotect_refaults"] > 50
+        assert after["mprotects"] - before["mprotects"] == 200
+        assert after["write_errors"] == 0
+        q = w.query(0, 16)
+        assert {k: p.prot for k, p in enumerate(q)} == prots
+        assert all(p.present for p in q)
+        ro = next((k for k, p in prots.items() if p == PROT_READ), None)
+        if ro is None:
+            ro = 3
+            w.protect(ro, 1, PROT_READ)
+        with pytest.raises(PermissionError):
+            os.pwrite(w.fd, b"x" * 8, ro * P)
+        assert w.pread(ro * P, 16) == page_of(shown[ro])[:16]
+
+
+def test_mprotect_refault_attack_read_only_user(tmp_path: Path) -> None:
+    """An unprivileged user with its own window over an object it may only read
+    (attached PROT_READ), with the engine's refault hot: re-protecting a cached page
+    to the protection it has refaults it (``mprotect_refaults``) and grants nothing --
+    PROT_WRITE is still EACCES, write(2) through the window still EACCES, the
+    object unchanged; on root's window its read-only descriptor gets EBADF."""
+    from tests.live.helpers import as_user
+    from tests.support.mounts import shmfs_mount
+
+    with shmfs_mount("allow_other,mode=1777") as mnt:
+        obj = mnt / "obj"
+        make_object(obj, 8)
+        os.chmod(obj, 0o644)
+        with Window.create(mnt / "win", obj, 4) as w:
+            os.chmod(mnt / "win", 0o644)
+            w.remap(0, 1, 5, prot=RW, populate=True)
+
+            def user() -> object:
+                out: list[object] = []
+                fd = os.open(mnt / "win", os.O_RDONLY)
+                try:
+                    Window(fd, owns_fd=False).protect(0, 1, RW)  # unchanged on root's
+                    out.append("done")
+                except OSError as e:
+                    out.append(e.errno)
+                finally:
+                    os.close(fd)
+                with Window.create(mnt / "mine", obj, 4, prot=PROT_READ) as mw:
+                    mw.remap(0, 1, 2, prot=PROT_READ, populate=True)
+                    mw.remap(1, 1, 3, prot=PROT_READ, populate=True)
+                    assert os.pread(mw.fd, 8, P) == page_of(3)[:8]  # cached
+                    mw.protect(1, 1, PROT_READ)  # unchanged: the engine's refault
+                    for call in (lambda: mw.protect(1, 1, RW),
+                                 lambda: os.pwrite(mw.fd, b"y" * 8, P)):
+                        try:
+                            call()
+                            out.append("done")
+                        except OSError as e:
+                            out.append(e.errno)
+                    out.append(os.pread(mw.fd, 8, P) == page_of(3)[:8])
+                return out
+
+            n = _native(mnt)["mprotect_refaults"]
+            got = as_user(65534, 65534, user)
+            assert got == ("ok", [errno.EBADF, errno.EACCES, errno.EACCES, True]), got
+            assert _native(mnt)["mprotect_refaults"] >= n + 1
+        with open(obj, "rb") as f:
+            assert f.read() == b"".join(page_of(k) for k in range(8))
