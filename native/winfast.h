@@ -110,7 +110,11 @@ typedef struct {
     /* the QUERY and an MPROTECT's refault of unchanged cached pages (native/winvec.c);
      * 0: Python */
     int vec_enabled;
-    unsigned long long queries, refaults;
+    unsigned long long queries, refaults, remapvs;
+    /* Engine_remap on a REMAPV's entry: VEC_DRY checks only (phase 1, adding its holes
+     * to vec_holes), VEC_NOREPLY applies it without the reply; 0 otherwise */
+    int vec_mode;
+    long long vec_holes;
 } Engine;
 
 static inline uint64_t now_ns(void)
@@ -184,10 +188,16 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len);
 int winread_init(void);
 PyObject *Engine_read(Engine *e, PyObject *args);
 
-/* winvec.c: the QUERY of a window, taken by Engine.remap */
+/* winfast.c: Engine.remap (the REMAP; the other kinds are dispatched from it) */
+PyObject *Engine_remap(Engine *e, PyObject *arg);
+enum { VEC_NONE = 0, VEC_DRY, VEC_NOREPLY };
+
+/* winvec.c: the QUERY and short REMAPV of a window, taken by Engine.remap */
 int winvec_init(void);
 int winvec_is_query(const unsigned char *m, Py_ssize_t len);
 PyObject *winvec_query(Engine *e, const unsigned char *m, Py_ssize_t len);
+int winvec_is_remapv(const unsigned char *m, Py_ssize_t len);
+PyObject *winvec_remapv(Engine *e, const unsigned char *m, Py_ssize_t len);
 /* ... and the refault of an MPROTECT's unchanged cached page (native/winprot.c) */
 int winvec_refault_frame(PyObject *mapping, long long pgoff, long long *frame);
 int winvec_refault(Engine *e, PyObject *mapping, PyObject *mmstats);

@@ -1,5 +1,5 @@
 /*
- * The window QUERY in C (issue 12, winvec).
+ * The window QUERY and short REMAPV in C (issue 12, winvec).
  *
  * SHMFS_IOC_WIN_QUERY reports, for up to 512 window pages from ``first``, the object
  * page each shows, its flags (present, file PTE, dirty, own protection, beyond EOF,
@@ -21,6 +21,17 @@
  * winvec_refault_frame() checks, before anything changes, that the fault would be
  * fault()'s one-resident-page MINOR case and finds the frame; winvec_refault()
  * counts it as fault() and _do_fault do once the PTE is present again.
+ *
+ * And the short REMAPV: 1 to 8 entries (fsimpl applies such a vector entry by entry,
+ * each exactly a REMAP: WindowTable.remapv -> _remapv_each -> remap), whose window
+ * ranges, each with the page after it (REMAP's snapshot), are pairwise disjoint.
+ * winvec_remapv() runs Engine_remap's checks on every entry first (VEC_DRY: phase 1
+ * only, the holes of all entries against the size= budget together), so it takes
+ * the whole vector or declines it untouched; then applies the entries in order
+ * (VEC_NOREPLY: each queues its notifications, no reply) and queues the REMAPV
+ * reply after them: the struct copied back with ``done`` = count. Disjoint ranges
+ * make each entry's checks independent of the entries before it (docs/decisions.md,
+ * "The short REMAPV and QUERY in C").
  */
 #include "winfast.h"
 
@@ -47,7 +58,7 @@
 static PyObject *s_wins, *s_handles, *s_ino, *s_window, *s_mm, *s_vmas, *s_start, *s_end,
     *s_prot, *s_pgoff, *s_cached, *s_stats, *s_npages, *s_address, *s_pt, *s_chunks,
     *s_obj, *s_mapping, *s_size, *s_pages, *s_frames, *s_k_queries, *s_pflags, *s_arena,
-    *s_nshared, *s_fstats, *s_faults, *s_read, *s_prefault, *s_via_vma, *s_minor;
+    *s_nshared, *s_fstats, *s_faults, *s_read, *s_prefault, *s_via_vma, *s_minor, *s_epoch;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
@@ -85,6 +96,7 @@ int winvec_init(void)
     INTERN(s_prefault, "prefault");
     INTERN(s_via_vma, "via_vma");
     INTERN(s_minor, "minor");
+    INTERN(s_epoch, "epoch");
     return 0;
 }
 
@@ -426,4 +438,177 @@ int winvec_refault(Engine *e, PyObject *mapping, PyObject *mmstats)
     }
     Py_DECREF(fstats);
     return incr_attr(mmstats, s_minor, 1);
+}
+
+/* ------------------------------------------------------------- short REMAPV */
+
+#define REMAPV_MAX 511
+#define REMAPV_SIZE (16 + REMAPV_MAX * REMAP_SIZE) /* 16368 */
+/* _IOWR('S', 10, struct shmfs_win_remapv) */
+#define REMAPV_CMD ((3u << 30) | ((uint32_t)REMAPV_SIZE << 16) | ('S' << 8) | 10u)
+#define REMAPV_SHORT 8 /* fsimpl's REMAPV_SCALAR_MAX: entry by entry up to here */
+#define ENTRY_MSG (IN_HEADER + IOCTL_IN + REMAP_SIZE)
+
+int winvec_is_remapv(const unsigned char *m, Py_ssize_t len)
+{
+    return len == IN_HEADER + IOCTL_IN + REMAPV_SIZE &&
+           get_u32(m + IN_HEADER + 12) == REMAPV_CMD;
+}
+
+/* Engine_remap on one entry's REMAP message in the given mode: 1 taken (or would
+ * be), 0 declined, -1 error (set). */
+static int entry_remap(Engine *e, const unsigned char *msg, int mode, long *notes)
+{
+    PyObject *mv = PyBytes_FromStringAndSize((const char *)msg, ENTRY_MSG);
+    if (!mv)
+        return -1;
+    e->vec_mode = mode;
+    PyObject *r = Engine_remap(e, mv);
+    e->vec_mode = VEC_NONE;
+    Py_DECREF(mv);
+    if (!r)
+        return -1;
+    int taken = r != Py_None;
+    if (taken && notes && PyLong_Check(r))
+        *notes += PyLong_AsLong(r);
+    Py_DECREF(r);
+    return taken;
+}
+
+/* The message (known to be a REMAPV of the right length by winvec_is_remapv). None:
+ * declined, nothing changed; else the number of notifications queued ahead of the
+ * reply. */
+PyObject *winvec_remapv(Engine *e, const unsigned char *m, Py_ssize_t len)
+{
+    unsigned char msgs[REMAPV_SHORT][ENTRY_MSG];
+    PyObject *wins = NULL, *ikey = NULL, *ws = NULL;
+    batch_t *b = NULL;
+
+    if (get_u32(m) != (uint32_t)len || get_u32(m + 4) != OP_IOCTL || get_u32(m + 36) != 0)
+        goto decline_early;
+    uint64_t unique = get_u64(m + 8), nodeid = get_u64(m + 16);
+    const unsigned char *io = m + IN_HEADER;
+    if (get_u32(io + 8) != 0 || get_u32(io + 24) != REMAPV_SIZE ||
+        get_u32(io + 28) < REMAPV_SIZE || nodeid > (uint64_t)LLONG_MAX)
+        goto decline_early;
+    const unsigned char *d = io + IOCTL_IN;
+    uint32_t count = get_u32(d), vflags = get_u32(d + 4), reserved = get_u32(d + 12);
+    if (vflags || reserved || count < 1 || count > REMAPV_SHORT)
+        goto decline_early; /* EINVAL, an empty or a long vector: Python */
+    uint64_t lo[REMAPV_SHORT], hi[REMAPV_SHORT];
+    for (uint32_t k = 0; k < count; k++) {
+        const unsigned char *ent = d + 16 + (size_t)k * REMAP_SIZE;
+        uint64_t start = get_u64(ent), size = get_u64(ent + 8);
+        if ((start & (PAGE_SIZE - 1)) || (size & (PAGE_SIZE - 1)) || size < PAGE_SIZE ||
+            size > (uint64_t)MAXPAGES * PAGE_SIZE || start >= (1ULL << 46))
+            goto decline_early; /* Engine_remap would decline it too */
+        lo[k] = start >> PAGE_SHIFT;
+        hi[k] = lo[k] + (size >> PAGE_SHIFT); /* inclusive: REMAP's snapshot page */
+        for (uint32_t j = 0; j < k; j++)
+            if (lo[k] <= hi[j] && lo[j] <= hi[k])
+                goto decline_early; /* entries that see each other: Python */
+        unsigned char *msg = msgs[k];
+        memcpy(msg, m, IN_HEADER);
+        put_u32(msg, ENTRY_MSG);
+        memcpy(msg + IN_HEADER, io, IOCTL_IN);
+        put_u32(msg + IN_HEADER + 12, REMAP_CMD);
+        put_u32(msg + IN_HEADER + 24, REMAP_SIZE);
+        put_u32(msg + IN_HEADER + 28, 0);
+        memcpy(msg + IN_HEADER + IOCTL_IN, ent, REMAP_SIZE);
+    }
+    wins = PyObject_GetAttr(e->table, s_wins);
+    if (!wins || !PyDict_Check(wins))
+        goto decline;
+    ikey = PyLong_FromUnsignedLongLong(nodeid);
+    if (!ikey)
+        goto decline;
+    ws = PyDict_GetItemWithError(wins, ikey);
+    if (!ws)
+        goto decline;
+    Py_INCREF(ws);
+
+    /* ---- phase 1: every entry's checks, nothing changes ---- */
+    e->vec_holes = 0;
+    for (uint32_t k = 0; k < count; k++) {
+        int t = entry_remap(e, msgs[k], VEC_DRY, NULL);
+        if (t < 0)
+            goto decline;
+        if (!t) { /* Engine_remap counted the decline */
+            Py_XDECREF(wins);
+            Py_XDECREF(ikey);
+            Py_XDECREF(ws);
+            Py_RETURN_NONE;
+        }
+    }
+    /* the reply, built before anything changes: the struct copied back, done = count */
+    size_t rlen = 32 + REMAPV_SIZE;
+    b = malloc(sizeof(batch_t) + rlen);
+    if (!b) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    memset(b, 0, sizeof(batch_t));
+    b->cap = rlen;
+    b->ino = nodeid;
+    put_u32(b->buf, (uint32_t)rlen);
+    put_u32(b->buf + 4, 0);
+    put_u64(b->buf + 8, unique);
+    memset(b->buf + 16, 0, 16); /* fuse_ioctl_out: result 0, no flags, no iovs */
+    memcpy(b->buf + 32, d, REMAPV_SIZE);
+    put_u32(b->buf + 32 + 8, count); /* done */
+    b->off[0] = 0;
+    b->len[0] = rlen;
+    b->nmsg = 1;
+
+    /* ---- phase 2: remapv's own epoch step, then each entry as its REMAP ---- */
+    if (incr_attr(ws, s_epoch, 1) < 0)
+        goto fail;
+    long notes = 0;
+    for (uint32_t k = 0; k < count; k++) {
+        int t = entry_remap(e, msgs[k], VEC_NOREPLY, &notes);
+        if (t < 0)
+            goto fail;
+        if (!t) { /* ruled out by the checks above: answered EIO, logged */
+            PyErr_Format(PyExc_RuntimeError,
+                         "REMAPV entry %u declined after its check (line %ld)", k,
+                         e->last_decline);
+            goto fail;
+        }
+    }
+
+    /* ---- queue the reply behind the entries' batches ---- */
+    pthread_mutex_lock(&e->mu);
+    b->next = NULL;
+    b->t_queued = now_ns();
+    if (e->tail)
+        e->tail->next = b;
+    else
+        e->head = b;
+    e->tail = b;
+    e->queued++;
+    e->remapvs++;
+    int wake = e->sleeping;
+    pthread_mutex_unlock(&e->mu);
+    if (wake)
+        pthread_cond_signal(&e->cv);
+    Py_XDECREF(wins);
+    Py_XDECREF(ikey);
+    Py_XDECREF(ws);
+    return PyLong_FromLong(notes);
+
+fail:
+    free(b);
+    Py_XDECREF(wins);
+    Py_XDECREF(ikey);
+    Py_XDECREF(ws);
+    return NULL;
+decline:
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    Py_XDECREF(wins);
+    Py_XDECREF(ikey);
+    Py_XDECREF(ws);
+decline_early:
+    e->declined++;
+    Py_RETURN_NONE;
 }

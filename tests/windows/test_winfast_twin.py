@@ -40,7 +40,14 @@ from fsimpl import Ctx, FsOptions, ShmFs
 from fsimpl.windows import windows_of
 from mount.server import winfast
 from mount.server.ops import Operations
-from mount.winapi.abi import QUERY_SIZE, SHMFS_IOC_WIN_MPROTECT, SHMFS_IOC_WIN_QUERY
+from mount.winapi.abi import (
+    QUERY_SIZE,
+    REMAPV_SIZE,
+    SHMFS_IOC_WIN_MPROTECT,
+    SHMFS_IOC_WIN_QUERY,
+    SHMFS_IOC_WIN_REMAPV,
+    encode_remapv,
+)
 from mount.wire import protocol as P
 from mount.wire.codec import encode_notify, parse_request
 from vmcore.fault import FAULT_STATS
@@ -170,6 +177,28 @@ class Twin:
                 return True, got
         return False, self._python(msg)
 
+    def remapv(self, entries: list[tuple[int, int, int, int, int]], fh: int | None = None,
+               head: tuple[int, int, int, int] | None = None,
+               in_size: int = REMAPV_SIZE) -> tuple[bool, list[bytes]]:
+        """SHMFS_IOC_WIN_REMAPV of (start, size, pgoff, prot, flags) entries as the
+        kernel sends it: to the engine first (native/winvec.c), else Python. ``head``
+        overrides the struct's (count, flags, done, reserved)."""
+        self.unique += 1
+        data = encode_remapv(entries)
+        if head is not None:
+            struct.pack_into("<IIII", data, 0, *head)
+        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, 0, SHMFS_IOC_WIN_REMAPV, 0,
+                               in_size, REMAPV_SIZE) + bytes(data)[:in_size]
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
+                               0, 0, 1, 0, 0) + body
+        if self.engine is not None:
+            n = self.engine.remap(memoryview(bytearray(msg)))
+            if n is not None:
+                got = self._drain()
+                assert len(got) == n + 1
+                return True, got
+        return False, self._python(msg)
+
     def launder(self, page: int, value: int, fh: int | None = None,
                 flags: int = 1, size: int = P4, off: int = 0) -> tuple[bool, list[bytes]]:
         """The kernel's write-back of window page ``page`` (a WRITE, FUSE_WRITE_CACHE),
@@ -255,6 +284,16 @@ OPS = st.one_of(
     st.tuples(st.just("mprotect"), st.sampled_from(PAGES), st.sampled_from([1, 1, 2, 16, 17]),
               st.sampled_from([3, 3, 1, 2, 0, 5]), st.sampled_from([0, 0, 0, 0, 0, 0, 1])),
     st.tuples(st.just("read"), st.sampled_from(PAGES)),
+    # short REMAPVs (native/winvec.c): one-page entries, overlapping or not, some
+    # beyond the window or the object, read-only descriptors
+    st.tuples(st.just("remapv"),
+              st.lists(st.tuples(st.sampled_from([*PAGES, 4, 6, 8, 600]), st.integers(0, 45),
+                                 st.sampled_from([POPULATE | CHGPROT, POPULATE | CHGPROT,
+                                                  CHGPROT, POPULATE, 0]),
+                                 st.sampled_from([3, 3, 1, 0, 5]),
+                                 st.sampled_from([1, 1, 1, 2])),
+                       min_size=1, max_size=10),
+              st.sampled_from([False, False, False, True])),
     # QUERY (native/winvec.c): in range, across chunks, clipped, past the end, 0, 513
     st.tuples(st.just("query"), st.sampled_from([0, 1, 5, 509, 511, 598, 600, 700]),
               st.sampled_from([1, 1, 4, 16, 512, 0, 513]), st.sampled_from([0, 0, 0, 0, 1]),
@@ -285,6 +324,10 @@ def _apply(tw: Twin, op: tuple) -> object:
         return tw.ioctl(start, size, pgoff, prot, flags, tw.rofh if ro else None)
     if kind == "launder":
         return tw.launder(op[1], op[2])
+    if kind == "remapv":  # ([(page, pgoff, flags, prot, npages)], read-only descriptor)
+        _k, ents, ro = op
+        return tw.remapv([(p * P4, n * P4, pg, prot if flags & CHGPROT else 0, flags)
+                          for p, pg, flags, prot, n in ents], tw.rofh if ro else None)
     if kind == "query":  # (first, count, flags, read-only descriptor)
         _k, first, count, flags, ro = op
         return tw.query(first, count, flags, tw.rofh if ro else None)
@@ -331,7 +374,7 @@ def test_native_and_python_paths_agree(ops: list[tuple]) -> None:
         assert a.state() == b.state()
         for op in ops:
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect", "query"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect", "query", "remapv"):
                 assert ra[1] == rb[1], op  # the same notifications and reply bytes
             else:
                 a.fs.drain_events()
@@ -430,7 +473,7 @@ def test_long_random_sequence_mostly_native() -> None:
             else:
                 op = ("objwrite", int(rng.integers(0, 41)), int(rng.integers(0, 256)))
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect", "query"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect", "query", "remapv"):
                 native += ra[0]
                 chg += ra[0] and op[0] == "remap" and bool(op[3] & CHGPROT)
                 mpr += ra[0] and op[0] == "mprotect"
@@ -924,6 +967,52 @@ def test_mprotect_refaults_are_native_and_exact() -> None:
         both(5 * P4, 3 * P4, 1, True, [2, 0])
         assert a.engine.statistics()["mprotect_refaults"] == 1 + 3 + 2
         assert FAULT_STATS.faults > faults
+    finally:
+        a.close()
+        b.close()
+
+
+def test_short_remapvs_are_native_and_exact() -> None:
+    """A short REMAPV (uml_physmem's page-table switch: 2-8 one-page MAP_CHGPROT
+    entries) of disjoint entries is the engine's whole: each entry's INVAL / STOREs in
+    order, then the reply with the struct copied back and ``done`` = count, byte for
+    byte and state for state.  Declined untouched (Python answers, ``done`` saying how
+    many entries it applied): entries that overlap or touch (an entry's range and the
+    page after it), an entry the engine would decline (here: beyond the window, a
+    protection beyond the window's), more than 8 entries, none, flags or reserved
+    set, a read-only descriptor (EBADF), a truncated struct."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        def both(ents: list[tuple[int, ...]], native: bool, **kw: object) -> list[bytes]:
+            na, ga = a.remapv(ents, **kw)  # type: ignore[arg-type]
+            nb, gb = b.remapv(ents, **kw)  # type: ignore[arg-type]
+            assert na is native and nb is False, ents
+            assert ga == gb, ents
+            assert a.state() == b.state(), ents
+            return ga
+
+        rw = POPULATE | CHGPROT
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 1, rw)  # nonlinear, MANYPROTS: Python
+            tw.t.read(tw.win, 0, 8 * P4)  # cached
+        got = both([(0, P4, 9, 3, rw), (2 * P4, P4, 10, 3, rw), (4 * P4, P4, 11, 1, CHGPROT)],
+                   True)
+        assert [int.from_bytes(m[4:8], "little") for m in got] == [2, 4, 2, 4, 2, 0]
+        assert int.from_bytes(got[-1][32 + 8:32 + 12], "little") == 3  # done
+        both([(510 * P4, P4, 33, 3, rw), (100 * P4, 2 * P4, 34, 3, rw)], True)  # holes
+        both([(6 * P4, P4, 3, 0, CHGPROT)], True)
+        both([(0, P4, 1, 3, rw), (P4, P4, 2, 3, rw)], False)  # 0's next page is 1
+        both([(0, P4, 1, 3, rw), (0, P4, 2, 3, rw)], False)  # the same page twice
+        both([(0, P4, 1, 3, rw), (600 * P4, P4, 2, 3, rw)], False)  # beyond: done = 1
+        both([(0, P4, 1, 3, rw), (8 * P4, P4, 2, 5, rw)], False)  # EACCES: done = 1
+        both([(2 * k * P4, P4, k, 3, rw) for k in range(9)], False)  # 9: the vector path
+        both([], False)
+        both([(0, P4, 1, 3, rw)], False, head=(1, 1, 0, 0))  # flags: EINVAL
+        both([(0, P4, 1, 3, rw)], False, head=(1, 0, 0, 7))  # reserved: EINVAL
+        both([(0, P4, 1, 3, rw)], False, fh=a.rofh)  # EBADF
+        both([(0, P4, 1, 3, rw)], False, in_size=REMAPV_SIZE - 32)  # EINVAL
+        both([(2 * k * P4, P4, 20 + k, 3, rw) for k in range(8)], True)
+        assert a.engine.statistics()["remapvs"] == 4
     finally:
         a.close()
         b.close()
