@@ -259,3 +259,107 @@ def test_mprotect_refault_attack_read_only_user(tmp_path: Path) -> None:
             assert _native(mnt)["mprotect_refaults"] >= n + 1
         with open(obj, "rb") as f:
             assert f.read() == b"".join(page_of(k) for k in range(8))
+
+
+def test_short_remapvs_take_the_native_path(wmount: Path, wdir: Path) -> None:
+    """uml_physmem's page-table switches: short REMAPVs of disjoint one-page
+    MAP_CHGPROT entries are the engine's whole (``remapvs``), the mapping shows what
+    each entry says with no READ; overlapping entries go to Python and still apply
+    in order (the later entry wins); a bad entry gets its errno with ``done``; the
+    daemon lives."""
+    from mount.winapi.client import MAP_CHGPROT, SHMFS_REMAP_POPULATE
+
+    obj = wdir / "obj"
+    make_object(obj, 64)
+    with Window.create(wdir / "win", obj, 32) as w, MapChild(wdir / "win", 32 * P) as c:
+        w.remap(0, 1, 40, prot=RW, populate=True)  # nonlinear, VM_MANYPROTS: Python
+        before = _native(wmount)
+        reads = mount_stats(wmount)["session"]["requests"].get("READ", {"count": 0})["count"]
+        rng = random.Random(13)
+        shown = {0: 40}
+        for _ in range(60):
+            pages = sorted(rng.sample(range(0, 32, 2), rng.randint(2, 8)))  # disjoint
+            ents = [(i * P, P, rng.randrange(64), RW, MAP_CHGPROT | SHMFS_REMAP_POPULATE)
+                    for i in pages]
+            assert w.remapv_bytes(ents) == len(ents)
+            shown.update((e[0] // P, e[2]) for e in ents)
+            for i in pages:
+                assert c.read(i * P, 16) == page_of(shown[i])[:16]
+        after = _native(wmount)
+        assert after["remapvs"] - before["remapvs"] == 60
+        assert after["write_errors"] == 0
+        now = mount_stats(wmount)["session"]["requests"].get("READ", {"count": 0})["count"]
+        assert now == reads  # every touch a minor fault: the entries' stores went first
+        # overlapping entries: Python, in order
+        n = _native(wmount)["remapvs"]
+        w.remapv_bytes([(2 * P, P, 5, RW, MAP_CHGPROT), (2 * P, P, 6, RW, MAP_CHGPROT)])
+        assert w.query(2, 1)[0].pgoff == 6 and c.read(2 * P, 16) == page_of(6)[:16]
+        # a bad second entry: EINVAL, done = 1, the first applied
+        with pytest.raises(OSError) as ei:
+            w.remapv_bytes([(4 * P, P, 7, RW, MAP_CHGPROT), (40 * P, P, 8, RW, MAP_CHGPROT)])
+        assert ei.value.errno == errno.EINVAL and ei.value.done == 1  # type: ignore[attr-defined]
+        assert w.query(4, 1)[0].pgoff == 7
+        assert _native(wmount)["remapvs"] == n
+        w.remapv_bytes([(6 * P, P, 9, RW, MAP_CHGPROT), (8 * P, P, 10, RW, MAP_CHGPROT)])
+        assert _native(wmount)["remapvs"] == n + 1  # still alive, still native
+        assert [p.pgoff for p in w.query(6, 3)] == [9, shown.get(7, 7), 10]
+
+
+def test_remapv_attack_read_only_user(tmp_path: Path) -> None:
+    """An unprivileged user on an allow_other mount, with the engine's REMAPV hot:
+    through root's 0644 window (read-only open) a REMAPV is EBADF with nothing
+    applied; on its own PROT_READ window over a read-only object, an entry asking for
+    PROT_WRITE is EACCES (``done`` = the entries before it); the object unchanged."""
+    from mount.winapi.client import MAP_CHGPROT
+    from tests.live.helpers import as_user
+    from tests.support.mounts import shmfs_mount
+
+    with shmfs_mount("allow_other,mode=1777") as mnt:
+        obj = mnt / "obj"
+        make_object(obj, 8)
+        os.chmod(obj, 0o644)
+        with Window.create(mnt / "win", obj, 4) as w:
+            os.chmod(mnt / "win", 0o644)
+            w.remap(0, 1, 5, prot=RW, populate=True)
+            n = _native(mnt)["remapvs"]
+            for _ in range(3):  # the first may find Python's remap still being written
+                w.remapv_bytes([(P, P, 6, RW, MAP_CHGPROT), (3 * P, P, 7, RW, MAP_CHGPROT)])
+            assert _native(mnt)["remapvs"] > n
+            n = _native(mnt)["remapvs"]
+
+            def user() -> object:
+                out: list[object] = []
+                fd = os.open(mnt / "win", os.O_RDONLY)
+                try:
+                    Window(fd, owns_fd=False).remapv_bytes(
+                        [(0, P, 1, RW, MAP_CHGPROT), (2 * P, P, 2, RW, MAP_CHGPROT)])
+                    out.append("done")
+                except OSError as e:
+                    out.append((e.errno, getattr(e, "done", None)))
+                finally:
+                    os.close(fd)
+                with Window.create(mnt / "mine", obj, 4, prot=PROT_READ) as mw:
+                    mw.remap(0, 1, 2, prot=PROT_READ, populate=True)
+                    mw.remapv_bytes([(P, P, 3, PROT_READ, MAP_CHGPROT),
+                                     (3 * P, P, 4, PROT_READ, MAP_CHGPROT)])  # allowed
+                    try:
+                        mw.remapv_bytes([(P, P, 3, PROT_READ, MAP_CHGPROT),
+                                         (3 * P, P, 4, RW, MAP_CHGPROT)])
+                        out.append("done")
+                    except OSError as e:
+                        out.append((e.errno, getattr(e, "done", None)))
+                    try:
+                        os.pwrite(mw.fd, b"y" * 8, 3 * P)
+                        out.append("done")
+                    except OSError as e:
+                        out.append(e.errno)
+                    out.append([p.pgoff for p in mw.query(0, 4)])
+                return out
+
+            got = as_user(65534, 65534, user)
+            assert got == ("ok", [(errno.EBADF, 0), (errno.EACCES, 1), errno.EACCES,
+                                  [2, 3, 2, 4]]), got
+            assert _native(mnt)["remapvs"] >= n + 1  # the user's legal REMAPV was native
+            assert [p.pgoff for p in w.query(0, 4)] == [5, 6, 2, 7]
+        with open(obj, "rb") as f:
+            assert f.read() == b"".join(page_of(k) for k in range(8))
