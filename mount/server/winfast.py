@@ -13,8 +13,9 @@ the same for a WRITE of a window: the launder of a remapped page
 (native/winwrite.c); ``SHMFS_WINFAST_WRITE=0`` leaves those to Python.
 ``Engine.remap`` also takes MAP_CHGPROT remaps and per-page MPROTECTs
 (native/winprot.c); ``SHMFS_WINFAST_PROT=0`` leaves those to Python.
-``Engine.remap`` also answers window QUERYs (native/winvec.c);
-``SHMFS_WINFAST_VEC=0`` leaves those to Python.
+``Engine.remap`` also answers window QUERYs, short REMAPVs (1-8 disjoint
+entries) and the refault of an MPROTECT that leaves a cached page's protection
+unchanged (native/winvec.c); ``SHMFS_WINFAST_VEC=0`` leaves those to Python.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def prot_enabled() -> bool:
 
 
 def vec_enabled() -> bool:
-    """Whether the engine answers window QUERYs too (native/winvec.c);
-    ``SHMFS_WINFAST_VEC=0`` keeps them in Python (A/B runs)."""
+    """Whether the engine answers window QUERYs, short REMAPVs and unchanged-protection
+    MPROTECTs too (native/winvec.c); ``SHMFS_WINFAST_VEC=0`` keeps them in Python
+    (A/B runs)."""
     return os.environ.get("SHMFS_WINFAST_VEC", "1") != "0"
 
 
