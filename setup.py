@@ -24,7 +24,7 @@ from setuptools import Extension, setup
 EXTENSIONS = [
     Extension("mount.server._winfast",
               ["native/winfast.c", "native/winlaunder.c", "native/winwrite.c",
-               "native/winread.c", "native/winprot.c"], optional=True,
+               "native/winread.c", "native/winprot.c", "native/winvec.c"], optional=True,
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("vmcore._ptscan", ["native/winscan.c"], optional=True,

@@ -468,7 +468,7 @@ decline:
  * Engine.remap(msg) -> None (declined: nothing changed, answer it in Python) or
  * the number of notifications queued ahead of the reply.
  */
-static PyObject *Engine_remap(Engine *e, PyObject *arg)
+PyObject *Engine_remap(Engine *e, PyObject *arg)
 {
     Py_buffer mb;
     PyObject *ws = NULL, *window = NULL, *mm = NULL, *vmas = NULL, *vma = NULL, *mapping = NULL;
@@ -491,6 +491,20 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
         if (!e->prot_enabled)
             goto decline_nobuf;
         result = winprot_mprotect(e, m, mb.len);
+        PyBuffer_Release(&mb);
+        return result;
+    }
+    if (winvec_is_remapv(m, mb.len)) { /* native/winvec.c: a short REMAPV */
+        if (!e->vec_enabled || e->vec_mode)
+            goto decline_nobuf;
+        result = winvec_remapv(e, m, mb.len);
+        PyBuffer_Release(&mb);
+        return result;
+    }
+    if (winvec_is_query(m, mb.len)) { /* native/winvec.c */
+        if (!e->vec_enabled)
+            goto decline_nobuf;
+        result = winvec_query(e, m, mb.len);
         PyBuffer_Release(&mb);
         return result;
     }
@@ -763,7 +777,9 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
             DECLINE();
         if (nholes) {
             /* the prefault stops at the first hole that does not fit: decline then */
-            if (holes_fit(mapping, &budget, nholes) < 0)
+            /* (a REMAPV's dry run: with the holes of its earlier entries) */
+            if (holes_fit(mapping, &budget,
+                          nholes + (e->vec_mode == VEC_DRY ? e->vec_holes : 0)) < 0)
                 DECLINE();
         }
     }
@@ -771,8 +787,14 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
     mmstats = PyObject_GetAttr(mm, s_stats);
     if (!tstats || !PyDict_Check(tstats) || !mmstats)
         DECLINE();
+    if (e->vec_mode == VEC_DRY) { /* a REMAPV entry's check (native/winvec.c) */
+        e->vec_holes += nholes;
+        result = Py_True;
+        Py_INCREF(result);
+        goto out;
+    }
     /* the messages, built before anything changes: an INVAL per run of moved pages,
-     * a STORE per page, the reply */
+     * a STORE per page, the reply (not for a REMAPV's entry: winvec.c sends it) */
     {
         size_t cap = (size_t)nruns * 40 + (populate ? (size_t)n * (40 + PAGE_SIZE) : 0) + 32;
         b = malloc(sizeof(batch_t) + cap);
@@ -818,13 +840,15 @@ static PyObject *Engine_remap(Engine *e, PyObject *arg)
                 pos += 40 + PAGE_SIZE;
             }
         }
-        unsigned char *p = b->buf + pos;
-        put_u32(p, 32);
-        put_u32(p + 4, 0);
-        put_u64(p + 8, unique);
-        memset(p + 16, 0, 16); /* fuse_ioctl_out: result 0, no flags, no iovs */
-        b->off[b->nmsg] = pos;
-        b->len[b->nmsg++] = 32;
+        if (e->vec_mode != VEC_NOREPLY) {
+            unsigned char *p = b->buf + pos;
+            put_u32(p, 32);
+            put_u32(p + 4, 0);
+            put_u64(p + 8, unique);
+            memset(p + 16, 0, 16); /* fuse_ioctl_out: result 0, no flags, no iovs */
+            b->off[b->nmsg] = pos;
+            b->len[b->nmsg++] = 32;
+        }
     }
 
     /* ---- phase 2: apply (what the Python path does, in its order) ---- */
@@ -1087,6 +1111,20 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
+    if (r) { /* and these (native/winvec.c) */
+        PyObject *t = PyLong_FromUnsignedLongLong(e->queries);
+        if (!t || PyDict_SetItemString(r, "queries", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+        t = r ? PyLong_FromUnsignedLongLong(e->remapvs) : NULL;
+        if (r && (!t || PyDict_SetItemString(r, "remapvs", t) < 0))
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+        t = r ? PyLong_FromUnsignedLongLong(e->refaults) : NULL;
+        if (r && (!t || PyDict_SetItemString(r, "mprotect_refaults", t) < 0))
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1113,13 +1151,14 @@ static PyObject *Engine_close(Engine *e, PyObject *unused)
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"fd", "table", "fault_stats", "py_stores", "prot", NULL};
-    int fd, prot = 1;
+    static char *kwlist[] = {"fd", "table", "fault_stats", "py_stores", "prot", "vec", NULL};
+    int fd, prot = 1, vec = 1;
     PyObject *table, *fstats, *stores;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO|p", kwlist, &fd, &table, &fstats, &stores,
-                                     &prot))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO|pp", kwlist, &fd, &table, &fstats, &stores,
+                                     &prot, &vec))
         return -1;
     e->prot_enabled = prot;
+    e->vec_enabled = vec;
     if (e->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already started");
         return -1;
@@ -1274,7 +1313,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_k_inval_events, "inval_events");
     INTERN(s_k_inval_pages, "inval_pages");
     if (winlaunder_init() < 0 || winwrite_init() < 0 || winread_init() < 0 ||
-        winprot_init() < 0)
+        winprot_init() < 0 || winvec_init() < 0)
         return NULL;
     if (PyType_Ready(&EngineType) < 0)
         return NULL;

@@ -107,6 +107,14 @@ typedef struct {
     /* MAP_CHGPROT remaps and per-page MPROTECTs (native/winprot.c); 0: both Python */
     int prot_enabled;
     unsigned long long mprotects;
+    /* the QUERY and an MPROTECT's refault of unchanged cached pages (native/winvec.c);
+     * 0: Python */
+    int vec_enabled;
+    unsigned long long queries, refaults, remapvs;
+    /* Engine_remap on a REMAPV's entry: VEC_DRY checks only (phase 1, adding its holes
+     * to vec_holes), VEC_NOREPLY applies it without the reply; 0 otherwise */
+    int vec_mode;
+    long long vec_holes;
 } Engine;
 
 static inline uint64_t now_ns(void)
@@ -179,5 +187,19 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len);
 /* winread.c: Engine.read, the READ of window pages */
 int winread_init(void);
 PyObject *Engine_read(Engine *e, PyObject *args);
+
+/* winfast.c: Engine.remap (the REMAP; the other kinds are dispatched from it) */
+PyObject *Engine_remap(Engine *e, PyObject *arg);
+enum { VEC_NONE = 0, VEC_DRY, VEC_NOREPLY };
+
+/* winvec.c: the QUERY and short REMAPV of a window, taken by Engine.remap */
+int winvec_init(void);
+int winvec_is_query(const unsigned char *m, Py_ssize_t len);
+PyObject *winvec_query(Engine *e, const unsigned char *m, Py_ssize_t len);
+int winvec_is_remapv(const unsigned char *m, Py_ssize_t len);
+PyObject *winvec_remapv(Engine *e, const unsigned char *m, Py_ssize_t len);
+/* ... and the refault of an MPROTECT's unchanged cached page (native/winprot.c) */
+int winvec_refault_frame(PyObject *mapping, long long pgoff, long long *frame);
+int winvec_refault(Engine *e, PyObject *mapping, PyObject *mmstats);
 
 #endif

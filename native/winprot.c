@@ -9,7 +9,8 @@
  * winprot_mprotect() does exactly that for the common case -- 1 to 16 pages inside
  * one existing page-table chunk of a window of one VMA that is already nonlinear and
  * VM_MANYPROTS, no anonymous PTE, and every cached page of the range changing its
- * protection (an unchanged cached page is refaulted by Python) -- on the same Python
+ * protection or, outside the changing ones' span, refaulted as a MINOR read prefault
+ * of a resident page (native/winvec.c) -- on the same Python
  * objects, every check before the first change, and returns None (untouched) for
  * anything else, so the session answers it in Python. uml_physmem's "protect" is
  * this call for one page.
@@ -180,8 +181,8 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
     if (!cached || !pending || !pushed || !PySet_Check(cached) || !PyDict_Check(pending) ||
         !PySet_Check(pushed))
         DECLINE();
-    long long shown[MAXPAGES], old_eff[MAXPAGES];
-    int moved[MAXPAGES], npresent = 0, pgruns = 0, first_moved = -1, last_moved = -1;
+    long long shown[MAXPAGES], old_eff[MAXPAGES], aframe[MAXPAGES];
+    int moved[MAXPAGES], again[MAXPAGES], nagain = 0, npresent = 0, pgruns = 0, first_moved = -1, last_moved = -1;
     for (int k = 0; k < n; k++) {
         int ob = cbits[slot0 + k];
         if (ob & PTE_ANON)
@@ -203,8 +204,14 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
         if (c < 0)
             DECLINE();
         moved[k] = c && old_eff[k] != (long long)prot;
-        if (c && !moved[k])
-            DECLINE(); /* unchanged but left a file PTE: Python refaults it */
+        again[k] = c && !moved[k]; /* unchanged but left a file PTE: refaulted */
+        if (again[k]) {
+            /* a read prefault of a resident page (native/winvec.c), else Python */
+            if (!e->vec_enabled || !(prot & PROT_READ_) ||
+                winvec_refault_frame(mapping, shown[k], &aframe[k]) < 0)
+                DECLINE();
+            nagain++;
+        }
         if (moved[k]) {
             if (first_moved < 0)
                 first_moved = k;
@@ -214,12 +221,18 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
                 DECLINE();
         }
     }
+    /* a refaulted page inside the moved span would be dropped by the coalesced INVAL
+     * (_drop_cached's merged run): Python */
+    for (int k = first_moved + 1; nagain && k < last_moved; k++)
+        if (again[k])
+            DECLINE();
     tstats = PyObject_GetAttr(e->table, s_stats);
     mmstats = PyObject_GetAttr(mm, s_stats);
     if (!tstats || !PyDict_Check(tstats) || !mmstats)
         DECLINE();
-    /* _drop_cached(coalesce=True): the moved pages are all the range's cached pages,
-     * so the merged runs are one: [first_moved, last_moved] */
+    /* _drop_cached(coalesce=True): the moved pages are the range's cached pages but
+     * the refaulted ones outside them, so the merged runs are one:
+     * [first_moved, last_moved] */
     int ninval = first_moved >= 0;
     {
         size_t cap = 40 + 32;
@@ -269,6 +282,16 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
         goto fail;
     if (incr_attr(mmstats, s_remaps, pgruns) < 0 || incr_attr(mmstats, s_remap_pages, n) < 0)
         goto fail;
+    /* _changed_vec -> _refault: the unchanged cached pages present again, a read
+     * prefault (_install_bits: writable when the page's protection is) */
+    for (int k = 0; k < n && nagain; k++) {
+        if (!again[k])
+            continue;
+        cbits[slot0 + k] = (uint8_t)(PTE_PRESENT | PTE_OWNPROT | ((prot & PROT_WRITE_) ? PTE_WRITE : 0));
+        cframe[slot0 + k] = aframe[k];
+        if (winvec_refault(e, mapping, mmstats) < 0)
+            goto fail;
+    }
     /* _changed_vec -> _drop_cached: settle, uncache, remember the old target */
     for (int k = 0; k < n; k++) {
         if (!moved[k])
@@ -301,6 +324,7 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
     e->queued++;
     e->handled++;
     e->mprotects++;
+    e->refaults += (unsigned long long)nagain;
     e->invals += (unsigned long long)ninval;
     int wake = e->sleeping;
     pthread_mutex_unlock(&e->mu);

@@ -13,6 +13,9 @@ the same for a WRITE of a window: the launder of a remapped page
 (native/winwrite.c); ``SHMFS_WINFAST_WRITE=0`` leaves those to Python.
 ``Engine.remap`` also takes MAP_CHGPROT remaps and per-page MPROTECTs
 (native/winprot.c); ``SHMFS_WINFAST_PROT=0`` leaves those to Python.
+``Engine.remap`` also answers window QUERYs, short REMAPVs (1-8 disjoint
+entries) and the refault of an MPROTECT that leaves a cached page's protection
+unchanged (native/winvec.c); ``SHMFS_WINFAST_VEC=0`` leaves those to Python.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ def prot_enabled() -> bool:
     return os.environ.get("SHMFS_WINFAST_PROT", "1") != "0"
 
 
+def vec_enabled() -> bool:
+    """Whether the engine answers window QUERYs, short REMAPVs and unchanged-protection
+    MPROTECTs too (native/winvec.c); ``SHMFS_WINFAST_VEC=0`` keeps them in Python
+    (A/B runs)."""
+    return os.environ.get("SHMFS_WINFAST_VEC", "1") != "0"
+
+
 def engine(fd: int, fs: Any, stores: dict) -> Any:
     """An Engine writing to ``fd`` for ``fs`` (its WindowTable), or None."""
     if os.environ.get("SHMFS_WINFAST", "1") == "0":
@@ -53,4 +63,5 @@ def engine(fd: int, fs: Any, stores: dict) -> Any:
     from fsimpl.windows import windows_of
     from vmcore.fault import FAULT_STATS
 
-    return _winfast.Engine(fd, windows_of(fs), FAULT_STATS, stores, prot=prot_enabled())
+    return _winfast.Engine(fd, windows_of(fs), FAULT_STATS, stores, prot=prot_enabled(),
+                           vec=vec_enabled())

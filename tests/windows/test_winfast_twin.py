@@ -25,6 +25,7 @@ pending (native/winwrite.c: stores through the page table).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import os
@@ -39,7 +40,14 @@ from fsimpl import Ctx, FsOptions, ShmFs
 from fsimpl.windows import windows_of
 from mount.server import winfast
 from mount.server.ops import Operations
-from mount.winapi.abi import SHMFS_IOC_WIN_MPROTECT
+from mount.winapi.abi import (
+    QUERY_SIZE,
+    REMAPV_SIZE,
+    SHMFS_IOC_WIN_MPROTECT,
+    SHMFS_IOC_WIN_QUERY,
+    SHMFS_IOC_WIN_REMAPV,
+    encode_remapv,
+)
 from mount.wire import protocol as P
 from mount.wire.codec import encode_notify, parse_request
 from vmcore.fault import FAULT_STATS
@@ -149,6 +157,48 @@ class Twin:
                 return True, got
         return False, self._python(msg)
 
+    def query(self, first: int, count: int, flags: int = 0, fh: int | None = None,
+              in_size: int = QUERY_SIZE, out_size: int = QUERY_SIZE,
+              ioflags: int = 0) -> tuple[bool, list[bytes]]:
+        """SHMFS_IOC_WIN_QUERY as the kernel sends it: to the engine first (its
+        Engine.remap answers QUERYs, native/winvec.c), else the Python path."""
+        self.unique += 1
+        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, ioflags, SHMFS_IOC_WIN_QUERY, 0,
+                               in_size, out_size)
+        body += (struct.pack("<QII", first, count, flags) + bytes(QUERY_SIZE))[:in_size]
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
+                               0, 0, 1, 0, 0) + body
+        if self.engine is not None:
+            n = self.engine.remap(memoryview(bytearray(msg)))
+            if n is not None:
+                assert n == 0  # a QUERY queues no notification
+                got = self._drain()
+                assert len(got) == 1
+                return True, got
+        return False, self._python(msg)
+
+    def remapv(self, entries: list[tuple[int, int, int, int, int]], fh: int | None = None,
+               head: tuple[int, int, int, int] | None = None,
+               in_size: int = REMAPV_SIZE) -> tuple[bool, list[bytes]]:
+        """SHMFS_IOC_WIN_REMAPV of (start, size, pgoff, prot, flags) entries as the
+        kernel sends it: to the engine first (native/winvec.c), else Python. ``head``
+        overrides the struct's (count, flags, done, reserved)."""
+        self.unique += 1
+        data = encode_remapv(entries)
+        if head is not None:
+            struct.pack_into("<IIII", data, 0, *head)
+        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, 0, SHMFS_IOC_WIN_REMAPV, 0,
+                               in_size, REMAPV_SIZE) + bytes(data)[:in_size]
+        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
+                               0, 0, 1, 0, 0) + body
+        if self.engine is not None:
+            n = self.engine.remap(memoryview(bytearray(msg)))
+            if n is not None:
+                got = self._drain()
+                assert len(got) == n + 1
+                return True, got
+        return False, self._python(msg)
+
     def launder(self, page: int, value: int, fh: int | None = None,
                 flags: int = 1, size: int = P4, off: int = 0) -> tuple[bool, list[bytes]]:
         """The kernel's write-back of window page ``page`` (a WRITE, FUSE_WRITE_CACHE),
@@ -234,6 +284,20 @@ OPS = st.one_of(
     st.tuples(st.just("mprotect"), st.sampled_from(PAGES), st.sampled_from([1, 1, 2, 16, 17]),
               st.sampled_from([3, 3, 1, 2, 0, 5]), st.sampled_from([0, 0, 0, 0, 0, 0, 1])),
     st.tuples(st.just("read"), st.sampled_from(PAGES)),
+    # short REMAPVs (native/winvec.c): one-page entries, overlapping or not, some
+    # beyond the window or the object, read-only descriptors
+    st.tuples(st.just("remapv"),
+              st.lists(st.tuples(st.sampled_from([*PAGES, 4, 6, 8, 600]), st.integers(0, 45),
+                                 st.sampled_from([POPULATE | CHGPROT, POPULATE | CHGPROT,
+                                                  CHGPROT, POPULATE, 0]),
+                                 st.sampled_from([3, 3, 1, 0, 5]),
+                                 st.sampled_from([1, 1, 1, 2])),
+                       min_size=1, max_size=10),
+              st.sampled_from([False, False, False, True])),
+    # QUERY (native/winvec.c): in range, across chunks, clipped, past the end, 0, 513
+    st.tuples(st.just("query"), st.sampled_from([0, 1, 5, 509, 511, 598, 600, 700]),
+              st.sampled_from([1, 1, 4, 16, 512, 0, 513]), st.sampled_from([0, 0, 0, 0, 1]),
+              st.sampled_from([False, False, False, True])),
     st.tuples(st.just("writeback"), st.sampled_from(PAGES), st.integers(0, 255)),
     st.tuples(st.just("objwrite"), st.integers(0, 40), st.integers(0, 255)),
     st.tuples(st.just("launder"), st.sampled_from(PAGES), st.integers(0, 255)),
@@ -260,6 +324,13 @@ def _apply(tw: Twin, op: tuple) -> object:
         return tw.ioctl(start, size, pgoff, prot, flags, tw.rofh if ro else None)
     if kind == "launder":
         return tw.launder(op[1], op[2])
+    if kind == "remapv":  # ([(page, pgoff, flags, prot, npages)], read-only descriptor)
+        _k, ents, ro = op
+        return tw.remapv([(p * P4, n * P4, pg, prot if flags & CHGPROT else 0, flags)
+                          for p, pg, flags, prot, n in ents], tw.rofh if ro else None)
+    if kind == "query":  # (first, count, flags, read-only descriptor)
+        _k, first, count, flags, ro = op
+        return tw.query(first, count, flags, tw.rofh if ro else None)
     if kind == "mprotect":  # (page, npages, prot, flags)
         _k, page, npages, prot, flags = op
         return tw.mprotect(page * P4, npages * P4, prot, flags)
@@ -303,7 +374,7 @@ def test_native_and_python_paths_agree(ops: list[tuple]) -> None:
         assert a.state() == b.state()
         for op in ops:
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect", "query", "remapv"):
                 assert ra[1] == rb[1], op  # the same notifications and reply bytes
             else:
                 a.fs.drain_events()
@@ -402,7 +473,7 @@ def test_long_random_sequence_mostly_native() -> None:
             else:
                 op = ("objwrite", int(rng.integers(0, 41)), int(rng.integers(0, 256)))
             ra, rb = _apply(a, op), _apply(b, op)
-            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect"):
+            if op[0] in ("remap", "launder", "pwrite", "rmsg", "mprotect", "query", "remapv"):
                 native += ra[0]
                 chg += ra[0] and op[0] == "remap" and bool(op[3] & CHGPROT)
                 mpr += ra[0] and op[0] == "mprotect"
@@ -725,8 +796,9 @@ def test_chgprot_remaps_are_native_and_exact() -> None:
 def test_mprotects_are_native_and_exact() -> None:
     """Per-page MPROTECT (uml_physmem's protect): taken by the engine once the window
     is nonlinear with VM_MANYPROTS, one coalesced INVAL of the cached pages whose
-    protection changes, byte for byte and state for state; declined untouched: an
-    unchanged cached page (Python refaults it), MPROTECT_VMA, a protection beyond
+    protection changes, byte for byte and state for state (an unchanged cached page
+    is refaulted: test_mprotect_refaults_are_native_and_exact); declined untouched:
+    MPROTECT_VMA, a protection beyond
     the window's, prot bits beyond READ|WRITE, a range past the window, 17 pages,
     an unaligned start, a read-only descriptor, a malformed struct size."""
     a, b = Twin(native=True), Twin(native=False)
@@ -740,7 +812,7 @@ def test_mprotects_are_native_and_exact() -> None:
             (8 * P4, 2 * P4, 0, 0, None, True, [0]),  # not cached
             (2 * P4, 3 * P4 - 100, 1, 0, None, True, [2, 0]),  # 3 pages (size rounded up)
             (P4, P4, 1, 0, None, True, [0]),  # no longer cached
-            (5 * P4, P4, 3, 0, None, False, None),  # cached and unchanged: Python
+            (5 * P4, P4, 3, 0, None, True, [0]),  # cached and unchanged: refaulted
             (6 * P4, P4, 1, 1, None, False, None),  # MPROTECT_VMA
             (6 * P4, P4, 4, 0, None, False, None),  # EINVAL
             (6 * P4, P4, 3 | 8, 0, None, False, None),
@@ -760,13 +832,187 @@ def test_mprotects_are_native_and_exact() -> None:
             if kinds is not None:
                 assert [int.from_bytes(m[4:8], "little") for m in ga] == kinds
             assert a.state() == b.state(), (start, size, prot, flags)
-        assert a.engine.statistics()["mprotects"] == 4
+        assert a.engine.statistics()["mprotects"] == 5
         # a truncated MPROTECT struct is declined and answered by Python (EINVAL)
         before = a.state()
         body = P.IOCTL_IN.pack(a.wfh, 0, MPROTECT_CMD, 0, 16, 0) + bytes(16)
         msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), 1, a.win, 0, 0, 1, 0, 0)
         assert a.engine.remap(memoryview(bytearray(msg + body))) is None
         assert a.state() == before
+    finally:
+        a.close()
+        b.close()
+
+
+def _query_pages(reply: bytes) -> list[tuple[int, int, int]]:
+    """(pgoff, flags, prot) rows of a QUERY reply (FUSE header, ioctl_out, struct)."""
+    count = int.from_bytes(reply[32 + 8:32 + 12], "little")
+    return [struct.unpack_from("<QII", reply, 32 + 32 + 16 * i) for i in range(count)]
+
+
+def test_queries_are_native_and_exact() -> None:
+    """QUERY (uml_physmem's query) is the engine's on a window of one VMA, linear or
+    not, with pages present, file PTEs, own protections, holes, pages beyond EOF,
+    cached pages, across page-table chunks and clipped at the window's end -- byte for
+    byte the Python path's reply, and the same state (the "queries" counter
+    included); any descriptor of the window will do (a QUERY only reads).  Declined
+    untouched: flags != 0 or more than 512 pages (EINVAL), a descriptor of another
+    inode or none (EBADF), a directory ioctl (ENOTTY), short in/out sizes, a split
+    window (MPROTECT_VMA)."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        def both(*args: object, native: bool = True, **kw: object) -> list[bytes]:
+            na, ga = a.query(*args, **kw)  # type: ignore[arg-type]
+            nb, gb = b.query(*args, **kw)  # type: ignore[arg-type]
+            assert na is native and nb is False, args
+            assert ga == gb, args
+            assert a.state() == b.state(), args
+            return ga
+
+        got = both(0, 4)  # linear window, nothing touched
+        assert [p[0] for p in _query_pages(got[0])] == [0, 1, 2, 3]
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 1, POPULATE | CHGPROT)  # nonlinear, own prot
+            tw.ioctl(21 * P4, 2 * P4, 35, 0, NONBLOCK)  # file PTEs of holes
+            tw.ioctl(23 * P4, P4, 45, 0, NONBLOCK)  # beyond EOF
+            tw.ioctl(511 * P4, 2 * P4, 3, 0, POPULATE)  # across the chunk boundary
+            tw.t.read(tw.win, 0, 3 * P4)  # cached
+            tw.fs.drain_events()
+        rows = _query_pages(both(18, 8)[0])
+        assert rows[2] == (7, 0x02 | 0x08 | 0x20, 1)  # file PTE (no RO prefault), resident
+        assert rows[3][1] == 0x02 and rows[5][1] & 0x10  # file PTE of a hole; beyond EOF
+        assert _query_pages(both(0, 2)[0])[0][1] & 0x40  # cached
+        both(505, 16)
+        both(590, 512)  # clipped to the window's 10 last pages
+        both(600, 1)  # at the end: no page
+        both(1 << 40, 3)  # far past it
+        both(3, 0)
+        both(0, 512, fh=a.rofh)  # a read-only descriptor may QUERY
+        assert a.engine.statistics()["queries"] == 9
+        # declined, answered by Python with its errno
+        both(0, 1, flags=1, native=False)  # EINVAL
+        both(0, 513, native=False)  # EINVAL
+        both(0, 1, fh=a.ofh, native=False)  # another inode's descriptor: EBADF
+        both(0, 1, fh=9999, native=False)  # no such descriptor: EBADF
+        both(0, 1, ioflags=P.FUSE_IOCTL_DIR, native=False)  # ENOTTY
+        both(0, 1, out_size=16, native=False)  # EINVAL
+        errs = [int.from_bytes(both(0, 1, native=False, **kw)[-1][4:8], "little", signed=True)
+                for kw in ({"flags": 1}, {"fh": 9999}, {"fh": a.ofh})]
+        assert errs == [-errno.EINVAL, -errno.EBADF, -errno.EBADF]
+        assert a.engine.statistics()["queries"] == 9
+        for tw in (a, b):  # a split window: _state across VMAs, Python
+            tw.mprotect(100 * P4, P4, 1, 1)
+            tw.fs.drain_events()
+        both(95, 10, native=False)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("in_size", [0, 16, QUERY_SIZE - 1])
+def test_malformed_queries_are_declined(in_size: int) -> None:
+    """A QUERY whose fuse_ioctl_in sizes or length do not match is declined untouched
+    (mount/server/ioctl.py answers EINVAL)."""
+    tw = Twin(native=True)
+    try:
+        before = tw.state()
+        assert tw.query(0, 1, in_size=in_size)[0] is False
+        assert tw.state() == before
+    finally:
+        tw.close()
+
+
+def test_mprotect_refaults_are_native_and_exact() -> None:
+    """An MPROTECT that leaves a cached page's protection unchanged (uml_physmem's
+    protect to the protection a page already has) is the engine's: the page's PTE
+    becomes an own-protection file PTE and is refaulted present (a MINOR read
+    prefault, native/winvec.c), no notification for it, byte for byte and state for
+    state (fault counters included).  Declined untouched: an unchanged cached page
+    between two changing ones (the coalesced INVAL drops it: Python), the switch off
+    (SHMFS_WINFAST_VEC=0)."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 1, POPULATE | CHGPROT)  # nonlinear, MANYPROTS
+            tw.t.read(tw.win, 0, 8 * P4)  # cached
+        faults = FAULT_STATS.faults
+
+        def both(start: int, size: int, prot: int, native: bool, kinds: list[int] | None,
+                 reread: bool = False) -> None:
+            na, ga = a.mprotect(start, size, prot, 0)
+            nb, gb = b.mprotect(start, size, prot, 0)
+            assert na is native and nb is False, (start, size, prot)
+            assert ga == gb, (start, size, prot)
+            if kinds is not None:
+                assert [int.from_bytes(m[4:8], "little") for m in ga] == kinds
+            assert a.state() == b.state(), (start, size, prot)
+            if reread:
+                for tw in (a, b):
+                    tw.t.read(tw.win, 0, 8 * P4)
+                assert a.state() == b.state()
+
+        both(0, P4, 3, True, [0])  # the VMA's protection, now the page's own: refaulted
+        ws = a.t.wins[a.win]
+        bits = ws.window.mm.vmas[0].pt.get(ws.addr >> 12)[0]
+        assert bits & 0x01 and bits & 0x20 and 0 in ws.cached  # present, own prot, cached
+        both(0, 3 * P4, 1, True, [2, 0], reread=True)  # all three change: one INVAL
+        both(0, 3 * P4, 1, True, [0])  # all three unchanged: three refaults
+        both(4 * P4, P4, 1, True, [2, 0], reread=True)
+        both(3 * P4, 3 * P4, 1, False, None)  # 3 and 5 change around unchanged 4: Python
+        for tw in (a, b):
+            tw.t.read(tw.win, 0, 8 * P4)
+        both(6 * P4, P4, 1, True, [2, 0], reread=True)
+        # 5 (Python made it read-only) and 6 unchanged ahead of 7, which changes:
+        # refaulted outside the INVAL's span
+        both(5 * P4, 3 * P4, 1, True, [2, 0])
+        assert a.engine.statistics()["mprotect_refaults"] == 1 + 3 + 2
+        assert FAULT_STATS.faults > faults
+    finally:
+        a.close()
+        b.close()
+
+
+def test_short_remapvs_are_native_and_exact() -> None:
+    """A short REMAPV (uml_physmem's page-table switch: 2-8 one-page MAP_CHGPROT
+    entries) of disjoint entries is the engine's whole: each entry's INVAL / STOREs in
+    order, then the reply with the struct copied back and ``done`` = count, byte for
+    byte and state for state.  Declined untouched (Python answers, ``done`` saying how
+    many entries it applied): entries that overlap or touch (an entry's range and the
+    page after it), an entry the engine would decline (here: beyond the window, a
+    protection beyond the window's), more than 8 entries, none, flags or reserved
+    set, a read-only descriptor (EBADF), a truncated struct."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        def both(ents: list[tuple[int, ...]], native: bool, **kw: object) -> list[bytes]:
+            na, ga = a.remapv(ents, **kw)  # type: ignore[arg-type]
+            nb, gb = b.remapv(ents, **kw)  # type: ignore[arg-type]
+            assert na is native and nb is False, ents
+            assert ga == gb, ents
+            assert a.state() == b.state(), ents
+            return ga
+
+        rw = POPULATE | CHGPROT
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 1, rw)  # nonlinear, MANYPROTS: Python
+            tw.t.read(tw.win, 0, 8 * P4)  # cached
+        got = both([(0, P4, 9, 3, rw), (2 * P4, P4, 10, 3, rw), (4 * P4, P4, 11, 1, CHGPROT)],
+                   True)
+        assert [int.from_bytes(m[4:8], "little") for m in got] == [2, 4, 2, 4, 2, 0]
+        assert int.from_bytes(got[-1][32 + 8:32 + 12], "little") == 3  # done
+        both([(510 * P4, P4, 33, 3, rw), (100 * P4, 2 * P4, 34, 3, rw)], True)  # holes
+        both([(6 * P4, P4, 3, 0, CHGPROT)], True)
+        both([(0, P4, 1, 3, rw), (P4, P4, 2, 3, rw)], False)  # 0's next page is 1
+        both([(0, P4, 1, 3, rw), (0, P4, 2, 3, rw)], False)  # the same page twice
+        both([(0, P4, 1, 3, rw), (600 * P4, P4, 2, 3, rw)], False)  # beyond: done = 1
+        both([(0, P4, 1, 3, rw), (8 * P4, P4, 2, 5, rw)], False)  # EACCES: done = 1
+        both([(2 * k * P4, P4, k, 3, rw) for k in range(9)], False)  # 9: the vector path
+        both([], False)
+        both([(0, P4, 1, 3, rw)], False, head=(1, 1, 0, 0))  # flags: EINVAL
+        both([(0, P4, 1, 3, rw)], False, head=(1, 0, 0, 7))  # reserved: EINVAL
+        both([(0, P4, 1, 3, rw)], False, fh=a.rofh)  # EBADF
+        both([(0, P4, 1, 3, rw)], False, in_size=REMAPV_SIZE - 32)  # EINVAL
+        both([(2 * k * P4, P4, 20 + k, 3, rw) for k in range(8)], True)
+        assert a.engine.statistics()["remapvs"] == 4
     finally:
         a.close()
         b.close()
