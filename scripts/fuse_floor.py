@@ -315,7 +315,7 @@ class Workloads:
         self.requests: dict[str, dict[str, float]] = {}
 
     def run(self, target: str, root: Path, only: set[str] | None = None) -> dict[str, float]:
-        """The rows on root (all, or those named in only); returns {row: µs per op}."""
+        """The rows on root (all, or the units or rows named in only); {row: µs per op}."""
         self.requests = {}
         units: dict[str, Callable[[], dict[str, float]]] = {
             "rand_read_4k": lambda: {"rand_read_4k": self.rand_read(root)},
@@ -332,7 +332,7 @@ class Workloads:
         }
         out: dict[str, float] = {}
         for name, fn in units.items():
-            if not only or only & set(self.UNITS[name]):
+            if not only or name in only or only & set(self.UNITS[name]):
                 out.update(fn())
         return out
 
