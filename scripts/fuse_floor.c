@@ -42,6 +42,12 @@
  *   fuse_floor ioctl PATH CMD N          N ioctl(fd, CMD, 0), any result
  *   fuse_floor step PATH PAGES N         N x (ioctl STEP of a random page, load
  *                                        8 bytes through MAP_SHARED, check)
+ *   fuse_floor emul PATH PAGES OBJPAGES N  the kernel's remap_file_pages emulation
+ *                                        on the same loop (for a tmpfs): PATH gets
+ *                                        OBJPAGES pages, each holding its number
+ *                                        (untimed), then N x (mmap MAP_FIXED of one
+ *                                        random object page over a random page of a
+ *                                        PAGES-page mapping, load 8 bytes, check)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -565,6 +571,39 @@ static int step_loop(const char *path, long long pages, long long n)
 	return errors ? 1 : 0;
 }
 
+static int emul_loop(const char *path, long long pages, long long objpages, long long n)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		die("open", path);
+	for (long long p = 0; p < objpages; p++) {
+		uint64_t v = p;
+		if (pwrite(fd, &v, sizeof(v), p * PAGE) != sizeof(v))
+			die("pwrite", path);
+	}
+	if (ftruncate(fd, objpages * PAGE))
+		die("ftruncate", path);
+	char *base = mmap(NULL, pages * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED)
+		die("mmap", path);
+	long long errors = 0, t0 = now_ns();
+	for (long long i = 0; i < n; i++) {
+		uint64_t page = rnd() % pages, p = rnd() % objpages;
+		if (mmap(base + page * PAGE, PAGE, PROT_READ, MAP_SHARED | MAP_FIXED, fd,
+			 p * PAGE) == MAP_FAILED)
+			die("mmap MAP_FIXED", path);
+		if (*(volatile uint64_t *)(base + page * PAGE) != p)
+			errors++;
+	}
+	long long ns = now_ns() - t0;
+	munmap(base, pages * PAGE);
+	close(fd);
+	report(ns, n, 0);
+	if (errors)
+		fprintf(stderr, "fuse_floor: %lld of %lld loads saw the wrong page\n", errors, n);
+	return errors ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && !strcmp(argv[1], "serve")) {
@@ -593,6 +632,8 @@ int main(int argc, char **argv)
 		return ioctl_loop(argv[2], strtoul(argv[3], NULL, 0), atoll(argv[4]));
 	if (argc == 5 && !strcmp(argv[1], "step"))
 		return step_loop(argv[2], atoll(argv[3]), atoll(argv[4]));
-	fprintf(stderr, "usage: fuse_floor serve|append|ioctl|step ...\n");
+	if (argc == 6 && !strcmp(argv[1], "emul"))
+		return emul_loop(argv[2], atoll(argv[3]), atoll(argv[4]), atoll(argv[5]));
+	fprintf(stderr, "usage: fuse_floor serve|append|ioctl|step|emul ...\n");
 	return 2;
 }

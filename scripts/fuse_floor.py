@@ -67,6 +67,7 @@ NCOUNTS = 64
 FLOOR_IOC_COUNTS = (2 << 30) | ((NCOUNTS * 8) << 16) | (0xF1 << 8) | 2  # _IOR(0xF1, 2, u64[64])
 PAGE = 4096
 WIN_PAGES = 4096
+OBJ_PAGES = (256 << 20) // PAGE  # window_bench.py's object
 MNT_DETACH = 2
 READY_TIMEOUT = 10.0
 EXIT_TIMEOUT = 5.0
@@ -325,10 +326,7 @@ class Workloads:
             "append_512": lambda: {"append_512": self.append(root, 512,
                                                              self.sizes.append_512_bytes)},
             "ioctl": lambda: {"ioctl": self.ioctl(root)},
-            "step": lambda: ({"step_py": self.window_bench_step(target, root)}
-                             if target in ("shmfs", "tmpfs")
-                             else {"step": self.floor_step(root),
-                                   "step_py": self.floor_step_py(root)}),
+            "step": lambda: self.step(target, root),
         }
         out: dict[str, float] = {}
         for name, fn in units.items():
@@ -399,6 +397,27 @@ class Workloads:
         try:
             with self._counted("ioctl", root, lambda: self.sizes.ioctl_n):
                 ns, ops = _client(self.exe, "ioctl", path, TCGETS, self.sizes.ioctl_n)
+        finally:
+            path.unlink(missing_ok=True)
+        return _us(ns, ops)
+
+    def step(self, target: str, root: Path) -> dict[str, float]:
+        """The window-step rows: from C (floor: ioctl STEP; tmpfs: the kernel's
+        MAP_FIXED emulation; shmfs: none) and from Python (floor: the same ioctl;
+        shmfs, tmpfs: window_bench.py's stream)."""
+        if target == "shmfs":
+            return {"step_py": self.window_bench_step(target, root)}
+        if target == "tmpfs":
+            return {"step": self.emul_step(root),
+                    "step_py": self.window_bench_step(target, root)}
+        return {"step": self.floor_step(root), "step_py": self.floor_step_py(root)}
+
+    def emul_step(self, root: Path) -> float:
+        """The kernel emulation's step from C: MAP_FIXED of one page of a 256 MiB
+        object over a 4096-page mapping, then one load (window_bench's tmpfs side)."""
+        path = root / "emul"
+        try:
+            ns, ops = _client(self.exe, "emul", path, WIN_PAGES, OBJ_PAGES, self.sizes.step_n)
         finally:
             path.unlink(missing_ok=True)
         return _us(ns, ops)
@@ -476,7 +495,8 @@ GOALS: dict[str, tuple[str, float | None, str]] = {
     "create_close": ("create+close", 30.0, "issue 15: <= 30 µs"),
     "unlink": ("unlink", 20.0, "issue 15: <= 20 µs"),
     "ioctl": ("ioctl round trip (TCGETS: ENOTTY)", None, "-"),
-    "step": ("window step, C client (ioctl + inval + store + load)", None,
+    "step": ("window step, C client (floor: ioctl + inval + store + load; tmpfs: "
+             "MAP_FIXED + load)", None,
              "issue 12: >= 0.5x kernel emulation"),
     "step_py": ("window step, Python client (window_bench stream on shmfs/tmpfs)", None,
                 "issue 12: >= 0.5x kernel emulation"),
@@ -496,7 +516,7 @@ def goal_us(row: str, results: dict[str, dict[str, list[float]]]) -> float | Non
     """The goal of a row in µs per op; the window step's is twice the kernel
     emulation's step time in the same run (0.5x its rate)."""
     if row in ("step", "step_py"):
-        emu = results.get("tmpfs", {}).get("step_py", [])
+        emu = results.get("tmpfs", {}).get(row, [])
         return 2 * statistics.median(emu) if emu else None
     return GOALS[row][1]
 
