@@ -261,6 +261,18 @@ def _us(ns: int, ops: int) -> float:
     return ns / 1e3 / ops
 
 
+def idle_policy() -> str:
+    """The cpuidle driver and haltpoll's guest_halt_poll_ns: they decide what an idle
+    machine's wake-ups cost (docs/performance.md, "this VM does not halt-poll")."""
+    def read(p: str) -> str:
+        try:
+            return Path(p).read_text().strip()
+        except OSError:
+            return "?"
+    return (f"cpuidle {read('/sys/devices/system/cpu/cpuidle/current_driver')}, "
+            f"guest_halt_poll_ns {read('/sys/module/haltpoll/parameters/guest_halt_poll_ns')}")
+
+
 def qos_now() -> int | None:
     """The CPU latency limit the kernel applies now (µs; QOS_DEFAULT: no request held)."""
     try:
@@ -581,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[float]]] = {t: {} for t in targets}
     requests: dict[str, dict[str, dict[str, float]]] = {}  # floor: requests per op, last round
     doc: dict[str, Any] = {"loadavg_start": loadavg(), "rounds": [], "sizes": vars(sizes),
-                           "kernel": os.uname().release, "command": sys.argv}
+                           "kernel": os.uname().release, "command": sys.argv,
+                           "idle_policy": idle_policy()}
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fuse-floor-build-") as tmp:
         exe = build(Path(tmp))
@@ -607,15 +620,22 @@ def main(argv: list[str] | None = None) -> int:
     doc["results"] = results
     doc["requests_per_op"] = requests
     print(f"\n`{' '.join(sys.argv)}` -- {len(doc['rounds'])} round(s), kernel "
-          f"{doc['kernel']}; µs per operation, median (min-max) over the rounds\n")
+          f"{doc['kernel']}, {doc['idle_policy']}; µs per operation, median (min-max) "
+          "over the rounds\n")
     print(table(results, targets))
     print("\nload (/proc/loadavg) at each round: " + "; ".join(
         f"{x['loadavg_start'].split()[0]}-{x['loadavg_end'].split()[0]}" for x in doc["rounds"]))
-    held = {t: q for x in doc["rounds"] for t, q in x["qos_before"].items()
-            if q is not None and q < QOS_DEFAULT and "lat0" not in t and t != "shmfs"}
+    # a column meant to run at the default idle policy, started while someone else's
+    # request was held (other shmfs daemons hold 0 while busy): say how often
+    held: dict[str, int] = {}
+    for x in doc["rounds"]:
+        for t, q in x["qos_before"].items():
+            if q is not None and q < QOS_DEFAULT and "lat0" not in t and t != "shmfs":
+                held[t] = held.get(t, 0) + 1
     if held:
-        print(f"note: another process held a CPU latency request before {sorted(held)} "
-              f"({held}): those columns did not run at the default idle policy")
+        print("note: another process held a CPU latency request (/dev/cpu_dma_latency) when "
+              + ", ".join(f"{t} ({n} of {len(doc['rounds'])} rounds)" for t, n in held.items())
+              + " started: those runs did not have the default idle policy")
     if requests:
         print("\nrequests the floor server read per operation (last round, "
               f"{next(iter(requests))}):")
