@@ -21,7 +21,9 @@ burns a CPU only while it is measured. Prints a Markdown table (µs per
 operation, median over the rounds, min-max), /proc/loadavg at each round,
 each operation's goal and whether the best floor is under it.
 
-Root only (mount(2), drop_caches, /dev/cpu_dma_latency).
+Root only (mount(2), drop_caches, /dev/cpu_dma_latency). Mounting, the
+targets and the request counts: scripts/fuse_floor_mount.py; the test:
+tests/test_fuse_floor.py.
 """
 
 from __future__ import annotations
@@ -30,19 +32,15 @@ import argparse
 import contextlib
 import ctypes
 import ctypes.util
-import fcntl
 import json
 import os
-import select
-import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,173 +51,28 @@ for _p in (str(SCRIPTS), str(REPO)):
         sys.path.insert(0, _p)
 
 from benchlib.engine import CEngine  # noqa: E402
+from fuse_floor_mount import (  # noqa: E402
+    CONFIGS,
+    FLOOR_IOC_STEP,
+    PAGE,
+    TCGETS,
+    build,
+    libc,
+    open_target,
+    request_counts,
+)
 
-from mount.mounting.kernel import abort_connection, mount_fstype, set_readahead  # noqa: E402
-from mount.mounting.managed import managed_shmfs  # noqa: E402
 from mount.wire.protocol import Opcode  # noqa: E402
 
-SRC = SCRIPTS / "fuse_floor.c"
-FSTYPE = "fuse.fuse_floor"
-TCGETS = 0x5401  # answered ENOTTY by every target: one bare IOCTL round trip on FUSE
-FLOOR_IOC_NOP = 0xF100  # _IO(0xF1, 0)
-FLOOR_IOC_STEP = 0xF101  # _IO(0xF1, 1)
-NCOUNTS = 64
-FLOOR_IOC_COUNTS = (2 << 30) | ((NCOUNTS * 8) << 16) | (0xF1 << 8) | 2  # _IOR(0xF1, 2, u64[64])
-PAGE = 4096
 WIN_PAGES = 4096
 OBJ_PAGES = (256 << 20) // PAGE  # window_bench.py's object
-MNT_DETACH = 2
-READY_TIMEOUT = 10.0
-EXIT_TIMEOUT = 5.0
-CONFIGS = ("block", "block+lat0", "poll", "poll+lat0")
 QOS_DEFAULT = 2_000_000_000  # PM_QOS_CPU_LATENCY_DEFAULT_VALUE: nobody asks for anything
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
 
 
 def loadavg() -> str:
     """/proc/loadavg, stripped: recorded with every figure (the machine is shared)."""
     with open("/proc/loadavg") as f:
         return f.read().strip()
-
-
-def build(dest: Path) -> Path:
-    """Compile fuse_floor.c with gcc -O2 into dest; returns the executable."""
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise RuntimeError("fuse_floor needs a C compiler (apt-get install gcc)")
-    exe = dest / "fuse_floor"
-    subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(SRC)], check=True)
-    return exe
-
-
-@dataclass
-class FloorMount:
-    """A mounted floor server: where, its process, and (after teardown) its exit status."""
-
-    path: Path
-    proc: subprocess.Popen[bytes]
-    config: str
-    returncode: int | None = None
-    unmounted_cleanly: bool = False
-    log: Path = field(default_factory=Path)
-
-
-def _mount_fuse(mnt: Path) -> int:
-    """Open /dev/fuse and mount it on mnt with shmfs's FUSE options
-    (mount/mounting/kernel.py _mount_as_root); returns the descriptor."""
-    fd = os.open("/dev/fuse", os.O_RDWR)
-    data = (f"fd={fd},rootmode=41777,user_id={os.getuid()},group_id={os.getgid()},"
-            "default_permissions,max_read=1048576")
-    if _libc.mount(b"fuse_floor", os.fsencode(mnt), FSTYPE.encode(), 0, data.encode()) != 0:
-        err = ctypes.get_errno()
-        os.close(fd)
-        raise OSError(err, f"mount {FSTYPE} on {mnt}: {os.strerror(err)}")
-    return fd
-
-
-def _unmount(mnt: Path) -> bool:
-    """umount2; if that fails, abort the connection and detach. True if the plain one worked."""
-    if mount_fstype(mnt) is None:
-        return True
-    if _libc.umount2(os.fsencode(mnt), 0) == 0:
-        return True
-    abort_connection(mnt)
-    _libc.umount2(os.fsencode(mnt), MNT_DETACH)
-    return False
-
-
-def _wait_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    return proc.stdout.readline() if ready else b""
-
-
-@contextlib.contextmanager
-def floor_mount(exe: Path, config: str = "block",
-                parent: Path | None = None) -> Iterator[FloorMount]:
-    """Mount a fresh floor server (config: block|poll, optionally +lat0) and yield it.
-
-    Always torn down, also on errors: umount2 (else abort + lazy detach), the
-    server reaped (killed if it does not exit by itself on ENODEV), the
-    temporary mountpoint removed once nothing is mounted on it."""
-    mode, _, lat = config.partition("+")
-    if mode not in ("block", "poll") or lat not in ("", "lat0"):
-        raise ValueError(f"bad floor config {config!r}: block|poll, optionally +lat0")
-    base = Path(tempfile.mkdtemp(prefix="fuse-floor-", dir=parent))
-    mnt = base / "mnt"
-    mnt.mkdir()
-    log = base / "server.log"
-    fd = -1
-    proc: subprocess.Popen[bytes] | None = None
-    fm: FloorMount | None = None
-    try:
-        fd = _mount_fuse(mnt)
-        args = [str(exe), "serve", "--fd", str(fd)]
-        args += ["--poll"] if mode == "poll" else []
-        args += ["--cpu-latency"] if lat else []
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(args, pass_fds=(fd,), stdout=subprocess.PIPE, stderr=err)
-        os.close(fd)
-        fd = -1
-        if _wait_line(proc, READY_TIMEOUT) != b"init\n":
-            raise RuntimeError(f"fuse_floor did not answer INIT: {log.read_text()[-2000:]}")
-        set_readahead(mnt, 1024)  # as the shmfs daemon does at mount
-        fm = FloorMount(mnt, proc, config, log=log)
-        yield fm
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        clean = _unmount(mnt)
-        if proc is not None:
-            try:
-                proc.wait(timeout=EXIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-            if fm is not None:
-                fm.returncode = proc.returncode
-                fm.unmounted_cleanly = clean
-        if mount_fstype(mnt) is None:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            print(f"fuse_floor: {mnt} is still mounted; left in place", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def tmpfs_mount() -> Iterator[Path]:
-    """A fresh kernel tmpfs (size=2g), unmounted (lazily if busy) and removed after."""
-    base = Path(tempfile.mkdtemp(prefix="fuse-floor-tmpfs-"))
-    mnt = base / "mnt"
-    mnt.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g", "tmpfs", str(mnt)], check=True)
-        yield mnt
-    finally:
-        if mount_fstype(mnt) is not None and _libc.umount2(os.fsencode(mnt), 0) != 0:
-            _libc.umount2(os.fsencode(mnt), MNT_DETACH)
-        if mount_fstype(mnt) is None:
-            shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def open_target(name: str, exe: Path, shmfs_options: str) -> Iterator[Path]:
-    """A fresh mount of the named target: a floor config, "shmfs" or "tmpfs"."""
-    if name == "tmpfs":
-        with tmpfs_mount() as p:
-            yield p
-    elif name == "shmfs":
-        opts = ",".join(filter(None, ["size=2g", shmfs_options]))
-        with managed_shmfs(opts, prefix="fuse-floor-shmfs-") as m:
-            yield m.path
-    else:
-        with floor_mount(exe, name) as fm:
-            yield fm.path
 
 
 # ---- workloads: each returns µs per operation ------------------------------------
@@ -283,20 +136,6 @@ def qos_now() -> int | None:
         return int.from_bytes(os.read(fd, 4), "little", signed=True)
     finally:
         os.close(fd)
-
-
-def request_counts(root: Path) -> list[int] | None:
-    """How many requests of each opcode a floor server has read (FLOOR_IOC_COUNTS on
-    its root), or None when root is not a floor mount."""
-    if mount_fstype(root) != FSTYPE:
-        return None
-    buf = bytearray(NCOUNTS * 8)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.ioctl(fd, FLOOR_IOC_COUNTS, buf, True)
-    finally:
-        os.close(fd)
-    return list(struct.unpack(f"<{NCOUNTS}Q", buf))
 
 
 def _opname(code: int) -> str:
@@ -462,7 +301,7 @@ class Workloads:
             rng = random.Random(12)
             plan = [rng.randrange(WIN_PAGES) for _ in range(self.sizes.step_n)]
             errors = 0
-            ioctl, load = _libc.ioctl, ctypes.c_uint64.from_address
+            ioctl, load = libc.ioctl, ctypes.c_uint64.from_address
             t = time.perf_counter_ns()
             for n, page in enumerate(plan):
                 arg = ((n + 1) << 32) | page

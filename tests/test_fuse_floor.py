@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import fuse_floor as ff  # noqa: E402
+import fuse_floor_mount as ffm  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 
@@ -41,24 +42,24 @@ PAGE = 4096
 
 @pytest.fixture(scope="module")
 def exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ff.build(tmp_path_factory.mktemp("fuse-floor-build"))
+    return ffm.build(tmp_path_factory.mktemp("fuse-floor-build"))
 
 
 @pytest.fixture
-def floor(exe: Path, tmp_path: Path) -> Iterator[ff.FloorMount]:
-    with ff.floor_mount(exe, "block", parent=tmp_path) as fm:
+def floor(exe: Path, tmp_path: Path) -> Iterator[ffm.FloorMount]:
+    with ffm.floor_mount(exe, "block", parent=tmp_path) as fm:
         yield fm
     assert fm.returncode == 0
     assert leftovers(tmp_path) == []
 
 
 def _counts(root: Path) -> dict[str, int]:
-    got = ff.request_counts(root)
+    got = ffm.request_counts(root)
     assert got is not None
     return {ff._opname(i): n for i, n in enumerate(got) if n}
 
 
-def test_read_returns_the_bytes_asked_up_to_eof(floor: ff.FloorMount) -> None:
+def test_read_returns_the_bytes_asked_up_to_eof(floor: ffm.FloorMount) -> None:
     path = floor.path / "data"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
     try:
@@ -77,7 +78,7 @@ def test_read_returns_the_bytes_asked_up_to_eof(floor: ff.FloorMount) -> None:
     assert (st.st_mode & 0o7777, st.st_size, st.st_uid) == (0o640, 10000, os.getuid())
 
 
-def test_namespace_create_lookup_unlink(floor: ff.FloorMount) -> None:
+def test_namespace_create_lookup_unlink(floor: ffm.FloorMount) -> None:
     a = floor.path / "a"
     os.close(os.open(a, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     with pytest.raises(FileExistsError):
@@ -98,7 +99,7 @@ def test_namespace_create_lookup_unlink(floor: ff.FloorMount) -> None:
     assert e.value.errno == errno.ENOSYS
 
 
-def test_step_ioctl_stores_the_page_without_a_read(floor: ff.FloorMount) -> None:
+def test_step_ioctl_stores_the_page_without_a_read(floor: ffm.FloorMount) -> None:
     path = floor.path / "win"
     path.touch()
     os.truncate(path, 4 * PAGE)
@@ -108,28 +109,28 @@ def test_step_ioctl_stores_the_page_without_a_read(floor: ff.FloorMount) -> None
         try:
             assert m[2 * PAGE:2 * PAGE + 8] == bytes(8)  # faulted in by a READ: zeros
             arg = (7 << 32) | 2
-            assert ff._libc.ioctl(fd, ff.FLOOR_IOC_STEP, arg) == 0
+            assert ffm.libc.ioctl(fd, ffm.FLOOR_IOC_STEP, arg) == 0
             reads = _counts(floor.path).get("READ", 0)
             assert struct.unpack_from("<Q", m, 2 * PAGE)[0] == arg
             assert m[2 * PAGE + 8:3 * PAGE] == bytes(PAGE - 8)
             # the store, not a READ, made the page: the load was a minor fault
             assert _counts(floor.path).get("READ", 0) == reads
-            assert ff._libc.ioctl(fd, ff.FLOOR_IOC_STEP, (8 << 32) | 2) == 0
+            assert ffm.libc.ioctl(fd, ffm.FLOOR_IOC_STEP, (8 << 32) | 2) == 0
             assert struct.unpack_from("<Q", m, 2 * PAGE)[0] == (8 << 32) | 2
             assert m[PAGE:PAGE + 8] == bytes(8)  # another page: untouched
         finally:
             m.close()
         # a page beyond the end of the file: refused, not stored
-        assert ff._libc.ioctl(fd, ff.FLOOR_IOC_STEP, 4) == -1
+        assert ffm.libc.ioctl(fd, ffm.FLOOR_IOC_STEP, 4) == -1
         assert ctypes.get_errno() == errno.EINVAL
-        assert ff._libc.ioctl(fd, ff.FLOOR_IOC_NOP, 0) == 0
-        assert ff._libc.ioctl(fd, ff.TCGETS, 0) == -1
+        assert ffm.libc.ioctl(fd, ffm.FLOOR_IOC_NOP, 0) == 0
+        assert ffm.libc.ioctl(fd, ffm.TCGETS, 0) == -1
         assert ctypes.get_errno() == errno.ENOTTY
     finally:
         os.close(fd)
 
 
-def test_each_call_costs_the_requests_expected(floor: ff.FloorMount, exe: Path) -> None:
+def test_each_call_costs_the_requests_expected(floor: ffm.FloorMount, exe: Path) -> None:
     # the per-operation request record of the runner: what the docs table quotes
     work = ff.Workloads(exe, ff.CEngine.build(), ff.Sizes.quick())
     work.sizes.meta_n = 200
@@ -150,8 +151,8 @@ def test_each_call_costs_the_requests_expected(floor: ff.FloorMount, exe: Path) 
 
 @pytest.mark.parametrize("config", ["block", "poll+lat0"])
 def test_unmount_ends_the_server_cleanly(exe: Path, tmp_path: Path, config: str) -> None:
-    with ff.floor_mount(exe, config, parent=tmp_path) as fm:
-        assert ff.mount_fstype(fm.path) == ff.FSTYPE
+    with ffm.floor_mount(exe, config, parent=tmp_path) as fm:
+        assert ffm.mount_fstype(fm.path) == ffm.FSTYPE
         (fm.path / "x").write_bytes(b"abc")
         assert (fm.path / "x").stat().st_size == 3
         pid = fm.proc.pid
@@ -163,7 +164,7 @@ def test_unmount_ends_the_server_cleanly(exe: Path, tmp_path: Path, config: str)
 
 
 def test_a_failing_workload_still_unmounts(exe: Path, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError), ff.floor_mount(exe, "block", parent=tmp_path) as fm:
+    with pytest.raises(FileNotFoundError), ffm.floor_mount(exe, "block", parent=tmp_path) as fm:
         os.stat(fm.path / "missing")
     assert fm.returncode == 0
     assert leftovers(tmp_path) == []
