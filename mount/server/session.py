@@ -76,7 +76,7 @@ BUFFER_SIZE = (1 << 20) + 64 * 1024
 # After each request the reader polls the device for this long before it sleeps:
 # on this VM (cpuidle haltpoll with guest_halt_poll_ns=0) a sleeping CPU costs
 # ~40 us more per round trip (docs/performance.md). 0 turns it off.
-SPIN_NS = 50_000
+SPIN_NS = int(os.environ.get("SHMFS_SPIN_US", "50")) * 1000  # env: A/B runs
 POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no data
 # Threads reading /dev/fuse: the second one reads a cloned device fd
 # (FUSE_DEV_IOC_CLONE), so a small request is picked up while the first thread
