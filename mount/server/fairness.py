@@ -60,6 +60,9 @@ BIG_REQUEST = 64 << 10
 # an arrival wakes it anyway, so it notices a quiet device at the next request.
 CLONE_POLL_MS = int(os.environ.get("SHMFS_CLONE_POLL_MS", "100"))
 SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
+# The clone readers stay up for as long as the traffic is mixed (1), not only while the
+# first reader is in a large request (0: the fifth session's rule); A/B runs
+CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "0") != "0"
 
 _IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
 _WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad
@@ -183,6 +186,8 @@ class Fairness:
         had just returned from an earlier wait looks at ``_busy`` again first."""
         if not self._owned:
             self._serve_locked(view, n)
+            if CLONES_STAY and self._busy.is_set():
+                self._rest()
             self._try_own()
             return
         if self._note(view, n) and self._mixed():
@@ -192,9 +197,17 @@ class Fairness:
                 self._dispatch(view, n)
             finally:
                 self._fs_lock.release()  # type: ignore[union-attr]
-                self._busy.clear()
+                self._rest()
         else:
             self._dispatch(view, n)
+
+    def _rest(self) -> None:
+        """After a request of the first reader: the clone readers go back to sleep
+        (``_busy`` cleared) -- with CLONES_STAY only once the traffic is no longer
+        mixed, since the first reader's next read(2) of a 1 MiB WRITE (~0.3 ms) is
+        itself a time when small requests find no reader otherwise."""
+        if not CLONES_STAY or not self._mixed():
+            self._busy.clear()
 
     def _try_own(self) -> None:
         """Keep the fs lock from now on if every clone reader is parked (_serve_first)."""
@@ -223,7 +236,7 @@ class Fairness:
         finally:
             self._fs_lock.release()  # type: ignore[union-attr]
             if big:
-                self._busy.clear()
+                self._rest()
 
     def _note(self, view: memoryview, n: int) -> bool:
         """Whether this request is large; a large one's sender is remembered, and a

@@ -783,6 +783,8 @@ class Session(Fairness):
                     parked.discard(fd)
                     continue
                 if not poller.poll(CLONE_POLL_MS):
+                    if not self._mixed():  # the first reader may be asleep: nobody else
+                        busy.clear()       # would end the mixed spell (fairness._rest)
                     continue
                 if trace is not None:
                     trace.read_start()
