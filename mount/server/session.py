@@ -64,6 +64,7 @@ from mount.server.fairness import (
     BIG_REQUEST,
     CHUNK_BYTES,
     CLONE_POLL_MS,
+    CLONES_STAY,
     RECENT_NS,
     SWITCH_INTERVAL_S,
     Fairness,
@@ -783,8 +784,8 @@ class Session(Fairness):
                     parked.discard(fd)
                     continue
                 if not poller.poll(CLONE_POLL_MS):
-                    if not self._mixed():  # the first reader may be asleep: nobody else
-                        busy.clear()       # would end the mixed spell (fairness._rest)
+                    if CLONES_STAY and not self._mixed():  # the first reader may be
+                        busy.clear()  # asleep: nobody else would end the mixed spell (_rest)
                     continue
                 if trace is not None:
                     trace.read_start()
