@@ -385,7 +385,7 @@ class Session(Fairness):
                     self._handle(view[:n])
                 elif self._owned and n <= BIG_REQUEST:
                     # a quiet mount: the lock is ours already, no bookkeeping but
-                    # _note's within _RECENT_NS of a large request (``last`` is
+                    # _note's within RECENT_NS of a large request (``last`` is
                     # at most now, so this errs towards calling it)
                     if last - self._big_ns < RECENT_NS:
                         self._note(view, n)
