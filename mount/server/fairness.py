@@ -13,10 +13,17 @@ more than one reader (docs/decisions.md 25, docs/performance.md change 24):
   ``CHUNK_BYTES`` as consecutive WRITEs (``_chunked_write``) while small
   requests have recently had to wait, everything else whole.
 
+A quiet mount pays none of this (``_serve_first``): while every clone reader
+is parked (not reading, not in a request: ``_parked``) the first reader keeps
+the fs lock across requests (``_owned``) and handles small ones as ``readers=1``
+does; it lets go of the lock only after a large request of mixed traffic, the
+one moment the clone readers are woken (docs/decisions.md, "A quiet mount
+with three readers").
+
 What it uses of the session: ``_fs_lock``, ``_turn``, ``_waiting``,
-``_busy``, ``_last_small``, ``chunk_bytes``, ``_chunk_pipe``, ``_reply_fd``,
-``_deferred``, ``_sink``, ``_handle``, ``_write``, ``fd``, ``stats``,
-``restart``, ``debug``, ``_stores``.
+``_busy``, ``_owned``, ``_parked``, ``_clones``, ``_last_small``, ``chunk_bytes``,
+``_chunk_pipe``, ``_reply_fd``, ``_deferred``, ``_sink``, ``_handle``, ``_write``, ``fd``,
+``stats``, ``restart``, ``debug``, ``_stores``.
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ BIG_REQUEST = 64 << 10
 # an arrival wakes it anyway, so it notices a quiet device at the next request.
 CLONE_POLL_MS = int(os.environ.get("SHMFS_CLONE_POLL_MS", "100"))
 SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
+# The clone readers stay up for as long as the traffic is mixed (1), not only while the
+# first reader is in a large request (0: the fifth session's rule); A/B runs
+CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "0") != "0"
 
 _IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
 _WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad
@@ -64,7 +74,7 @@ _WRITE_OUT = struct.Struct("<II")  # size pad
 # LOOKUP FORGET GETATTR READLINK SYMLINK MKNOD MKDIR UNLINK RMDIR RENAME LINK OPEN
 # STATFS RELEASE SETXATTR GETXATTR LISTXATTR REMOVEXATTR FLUSH OPENDIR READDIR
 # RELEASEDIR ACCESS CREATE BATCH_FORGET READDIRPLUS RENAME2 STATX
-_RECENT_NS = 10_000_000  # "a large request was just served": within 10 ms
+RECENT_NS = 10_000_000  # "a large request was just served": within 10 ms
 _FORGETS = (2, 42)  # FORGET, BATCH_FORGET: the kernel's, nobody waits for them
 SMALL = frozenset({1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 17, 18, 21, 22, 23, 24, 25,
                     27, 28, 29, 34, 35, 42, 44, 45, 52})
@@ -105,6 +115,9 @@ class Fairness:
     _turn: threading.Condition | None
     _waiting: int
     _busy: threading.Event
+    _owned: bool
+    _parked: set[int]
+    _clones: int
     _last_small: int
     _big_pid: int
     _big_ns: int
@@ -153,6 +166,63 @@ class Fairness:
                 self._waiting -= 1
                 turn.notify_all()
 
+    def _serve_first(self, view: memoryview, n: int) -> None:
+        """The first reader's request with clone readers (the loops call it for
+        every request but a small one while ``_owned``).
+
+        While ``_owned`` the first reader holds the fs lock already, and every clone
+        reader is parked in ``_busy.wait()``: a large request is handled under that
+        lock; if it is one of mixed traffic the clones are woken (``_busy``) for its
+        duration and the lock is let go after it, so that they can take it. Otherwise
+        (some clone reader awake) the request takes the lock as ``_serve_locked``
+        says, and afterwards the lock is kept if every clone has parked meanwhile.
+
+        Why no clone reader can touch the fs while ``_owned``: a clone reader adds
+        itself to ``_parked`` only after it saw ``_busy`` clear, and takes itself out
+        only after ``_busy.wait()`` returned; between the two it reads nothing.
+        ``_busy.wait()`` returns only once ``_busy`` is set, which only this thread
+        does, and only for a request it then handles before letting go of the lock.
+        So with ``_busy`` clear and all ``_clones`` in ``_parked`` (_try_own), every
+        clone reader reads nothing until this thread sets ``_busy``; a clone that
+        had just returned from an earlier wait looks at ``_busy`` again first."""
+        if not self._owned:
+            self._serve_locked(view, n)
+            if CLONES_STAY and self._busy.is_set():
+                self._rest()
+            self._try_own()
+            return
+        if self._note(view, n) and self._mixed():
+            self._owned = False  # from now on the lock is taken per request
+            self._busy.set()
+            try:
+                self._dispatch(view, n)
+            finally:
+                self._fs_lock.release()  # type: ignore[union-attr]
+                self._rest()
+        else:
+            self._dispatch(view, n)
+
+    def _rest(self) -> None:
+        """After a request of the first reader: the clone readers go back to sleep
+        (``_busy`` cleared) -- with CLONES_STAY only once the traffic is no longer
+        mixed, since the first reader's next read(2) of a 1 MiB WRITE (~0.3 ms) is
+        itself a time when small requests find no reader otherwise."""
+        if not CLONES_STAY or not self._mixed():
+            self._busy.clear()
+
+    def _try_own(self) -> None:
+        """Keep the fs lock from now on if every clone reader is parked (_serve_first)."""
+        if (len(self._parked) == self._clones and not self._busy.is_set()
+                and self._fs_lock.acquire(False)):  # type: ignore[union-attr]
+            self._owned = True
+            self.stats.lock_kept += 1
+
+    def _disown(self) -> None:
+        """Let go of a kept fs lock (the first reader leaving its loop)."""
+        if self._owned:
+            self._owned = False
+            self._fs_lock.release()  # type: ignore[union-attr]
+
     def _serve_locked(self, view: memoryview, n: int) -> None:
         """The first reader's request with two readers: under the fs lock. While it
         handles a large request the other readers read the device too (_clone_reader):
@@ -167,7 +237,7 @@ class Fairness:
         finally:
             self._fs_lock.release()  # type: ignore[union-attr]
             if big:
-                self._busy.clear()
+                self._rest()
 
     def _note(self, view: memoryview, n: int) -> bool:
         """Whether this request is large; a large one's sender is remembered, and a
@@ -181,7 +251,7 @@ class Fairness:
             return True
         if pid != self._big_pid and view[4] in SMALL and view[4] not in _FORGETS:
             now = time.perf_counter_ns()
-            if now - self._big_ns < _RECENT_NS:  # a large request is (or was just) in the way
+            if now - self._big_ns < RECENT_NS:  # a large request is (or was just) in the way
                 self._last_small = now
         return False
 

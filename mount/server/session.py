@@ -60,7 +60,15 @@ import trio
 from mount.mounting import kernel as mounting
 from mount.server import hotpath, reqtrace, winfast
 from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
-from mount.server.fairness import CHUNK_BYTES, CLONE_POLL_MS, SWITCH_INTERVAL_S, Fairness
+from mount.server.fairness import (
+    BIG_REQUEST,
+    CHUNK_BYTES,
+    CLONE_POLL_MS,
+    CLONES_STAY,
+    RECENT_NS,
+    SWITCH_INTERVAL_S,
+    Fairness,
+)
 from mount.server.ops import Operations
 from mount.server.restart import RestartHooks
 from mount.wire.codec import CodecError, encode_notify, parse_request, reply_error
@@ -139,6 +147,7 @@ class SessionStats:
     second_reader: int = 0  # requests read from the cloned fd (readers >= 2)
     write_chunks: int = 0  # chunks of large WRITEs handled in pieces (readers >= 2)
     yields: int = 0  # times a large WRITE let a small request in between two chunks
+    lock_kept: int = 0  # times the first reader kept the fs lock (all clones parked)
 
 
 class Session(Fairness):
@@ -198,6 +207,11 @@ class Session(Fairness):
         self._waiting = 0
         self._turn: threading.Condition | None = None
         self._busy = threading.Event()  # the first reader is in a large request
+        # a quiet mount (fairness.py, _serve_first): the first reader keeps _fs_lock
+        # across requests while every clone reader is parked (in _parked)
+        self._owned = False
+        self._parked: set[int] = set()
+        self._clones = 0
         # where a chunk's reply goes when its handler writes to _reply_fd itself
         self._chunk_pipe: tuple[int, int] | None = None
         self.chunk_bytes = CHUNK_BYTES
@@ -335,7 +349,7 @@ class Session(Fairness):
                     n = _read_request(fd, buf)
                 except BlockingIOError:
                     if pending:  # nothing queued right now: one eviction, then look again
-                        if lock is None:
+                        if lock is None or self._owned:
                             self._reap(1)
                         else:
                             with lock:
@@ -343,7 +357,8 @@ class Session(Fairness):
                         continue
                     if clock() - last >= spin_ns:
                         if hold.engaged and not poller.poll(release_ms):
-                            if lock is None or not lock.locked():  # the other reader is idle
+                            # the other readers are idle: parked, or not in a request
+                            if lock is None or self._owned or not lock.locked():
                                 hold.release()
                         # with a second reader, which engages the hold but has no
                         # timer, wake up every release_ms to release it when quiet
@@ -368,10 +383,18 @@ class Session(Fairness):
                     hold.engage()
                 if lock is None:
                     self._handle(view[:n])
+                elif self._owned and n <= BIG_REQUEST:
+                    # a quiet mount: the lock is ours already, no bookkeeping but
+                    # _note's within RECENT_NS of a large request (``last`` is
+                    # at most now, so this errs towards calling it)
+                    if last - self._big_ns < RECENT_NS:
+                        self._note(view, n)
+                    self._handle(view[:n])
                 else:
-                    self._serve_locked(view, n)
+                    self._serve_first(view, n)
                 last = clock()
         finally:
+            self._disown()
             self._busy.set()  # the other readers see ENODEV (or _done) and leave
             hold.close()
 
@@ -399,8 +422,9 @@ class Session(Fairness):
                 if self._fs_lock is None:
                     self._handle(view[:n])
                 else:
-                    self._serve_locked(view, n)
+                    self._serve_first(view, n)
         finally:
+            self._disown()
             self._busy.set()  # the other readers see ENODEV (or _done) and leave
 
     def _handle(self, msg: memoryview) -> None:
@@ -725,6 +749,7 @@ class Session(Fairness):
             sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._fs_lock = threading.Lock()
         self._turn = threading.Condition(threading.Lock())
+        self._clones = len(fds)
         for i, fd2 in enumerate(fds):
             threading.Thread(target=self._clone_reader, args=(fd2,),
                              name=f"shmfs-reader{i + 2}", daemon=True).start()
@@ -743,6 +768,7 @@ class Session(Fairness):
         assert lock is not None
         trace = self._trace
         busy = self._busy
+        parked = self._parked
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
@@ -751,9 +777,15 @@ class Session(Fairness):
                 # park until the first reader is in a large request; then take what
                 # the device has while it stays there
                 if not busy.is_set():
+                    # parked: the first reader may keep the lock meanwhile (_try_own);
+                    # only it sets busy, and it lets go of the lock after that request
+                    parked.add(fd)
                     busy.wait()
+                    parked.discard(fd)
                     continue
                 if not poller.poll(CLONE_POLL_MS):
+                    if CLONES_STAY and not self._mixed():  # the first reader may be
+                        busy.clear()  # asleep: nobody else would end the mixed spell (_rest)
                     continue
                 if trace is not None:
                     trace.read_start()
@@ -833,6 +865,8 @@ class Session(Fairness):
             "second_reader_requests": self.stats.second_reader,
             "write_chunks": self.stats.write_chunks,
             "write_yields": self.stats.yields,
+            "lock_kept": self.stats.lock_kept,  # a quiet mount's first reader (fairness.py)
+            "lock_owned": self._owned,
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),
             "restart": None if self.restart is None else self.restart.statistics(),

@@ -1,0 +1,130 @@
+"""Issue 15: a quiet mount with three readers pays nothing for them (the first
+reader keeps the fs lock while every clone reader is parked: fairness.py
+``_serve_first``), and gives the lock up whenever large WRITEs of mixed traffic
+wake the clone readers -- with every byte and every file still exact.
+
+No timing: the tests look at the session's counters (``lock_kept``,
+``lock_owned``, ``second_reader_requests``) and at file contents.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mount.winapi.client import mount_stats
+from tests.support.mounts import shmfs_mount
+
+pytestmark = pytest.mark.mount
+
+_WRITER = r"""
+import os, sys
+path, tag, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+for r in range(rounds):
+    rec = bytes([tag * 16 + r % 16]) * (1 << 20)
+    assert os.pwrite(fd, rec, (tag * rounds + r) << 20) == 1 << 20
+os.close(fd)
+"""
+
+_CREATOR = r"""
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(d, exist_ok=True)
+for i in range(n):
+    p = os.path.join(d, f"f{i}")
+    with open(p, "wb") as f:
+        f.write(i.to_bytes(4, "little"))
+    if i % 3 == 0:
+        os.unlink(p)
+"""
+
+
+@pytest.fixture(autouse=True)
+def _always_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every large WRITE counts as mixed traffic (no time window): it wakes the clone
+    readers, so the lock is given up for it."""
+    monkeypatch.setenv("SHMFS_CHUNK_WINDOW_MS", "-1")
+
+
+def _session(mnt: Path) -> dict:
+    return mount_stats(mnt)["session"]
+
+
+def _quiet_until_owned(mnt: Path, tries: int = 2000) -> dict:
+    """Small requests until the first reader keeps the lock again (the clone readers
+    park once they see no large request: at most one CLONE_POLL_MS later)."""
+    for i in range(tries):
+        os.stat(mnt)
+        (mnt / f"q{i}").touch()
+        os.unlink(mnt / f"q{i}")
+        s = _session(mnt)
+        if s["lock_owned"]:
+            return s
+    raise AssertionError(f"the lock was never kept again: {_session(mnt)}")
+
+
+def test_a_quiet_mount_keeps_the_lock() -> None:
+    with shmfs_mount("size=64m") as mnt:
+        s = _quiet_until_owned(mnt)
+        assert s["readers"] == 3, s
+        assert s["lock_kept"] >= 1, s
+        # a quiet mount's requests all go to the first reader
+        assert s["second_reader_requests"] == 0, s
+
+
+def test_readers_1_never_keeps_a_lock() -> None:
+    with shmfs_mount("size=64m,readers=1") as mnt:
+        for i in range(50):
+            (mnt / f"f{i}").touch()
+        s = _session(mnt)
+    assert s["readers"] == 1 and s["lock_kept"] == 0 and not s["lock_owned"], s
+
+
+@pytest.mark.parametrize("stay", ["0", "1"])
+def test_streams_take_the_lock_back_and_quiet_returns_it(monkeypatch: pytest.MonkeyPatch,
+                                                         stay: str) -> None:
+    """Quiet, then two writers streaming 1 MiB pwrites into one file while a third
+    process creates, writes and unlinks small files, then quiet again, twice over:
+    the clone readers served requests (the lock was given up), the first reader kept
+    the lock again afterwards, and the big file and every small file are exact.
+    SHMFS_CLONES_STAY=1 (the clone readers up while the traffic is mixed, which
+    without a time window is from the first large request on): the same bytes; the
+    lock is not kept again there, by design."""
+    monkeypatch.setenv("SHMFS_CLONES_STAY", stay)
+    rounds = 12
+    with shmfs_mount("size=256m") as mnt:
+        kept = _quiet_until_owned(mnt)["lock_kept"]
+        served = 0
+        for phase in range(2):
+            big = mnt / f"big{phase}"
+            small = mnt / f"small{phase}"
+            ps = [subprocess.Popen([sys.executable, "-c", _WRITER, str(big), str(t),
+                                    str(rounds)]) for t in (0, 1)]
+            ps.append(subprocess.Popen([sys.executable, "-c", _CREATOR, str(small), "300"]))
+            for p in ps:
+                assert p.wait(timeout=300) == 0
+            data = big.read_bytes()
+            assert len(data) == 2 * rounds << 20
+            for t in (0, 1):
+                for r in range(rounds):
+                    rec = data[(t * rounds + r) << 20:(t * rounds + r + 1) << 20]
+                    assert rec == bytes([t * 16 + r % 16]) * (1 << 20), (phase, t, r)
+            names = sorted(os.listdir(small))
+            assert names == sorted(f"f{i}" for i in range(300) if i % 3), phase
+            for name in names:
+                assert (small / name).read_bytes() == int(name[1:]).to_bytes(4, "little")
+            s = _session(mnt)
+            assert s["write_chunks"] > 0, s
+            served = s["second_reader_requests"]
+            if stay == "1":
+                continue
+            s = _quiet_until_owned(mnt)
+            assert s["lock_kept"] > kept, s  # kept again after the streams
+            kept = s["lock_kept"]
+        # the clone readers did serve while the streams ran
+        assert served > 0, s
