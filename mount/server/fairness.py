@@ -3,7 +3,7 @@
 Mixed into ``Session`` (mount/server/session.py), whose readers call it with
 more than one reader (docs/decisions.md 25, docs/performance.md change 24):
 
-- ``_acquire(opcode)`` takes the fs lock; a reader holding a *small* request
+- ``_acquire(view)`` takes the fs lock; a reader holding a *small* request
   (``SMALL``: no file data) counts itself as waiting, so that a large WRITE in
   progress lets it in at its next chunk boundary, and requests with data wait
   while it does;
@@ -78,6 +78,21 @@ RECENT_NS = 10_000_000  # "a large request was just served": within 10 ms
 _FORGETS = (2, 42)  # FORGET, BATCH_FORGET: the kernel's, nobody waits for them
 SMALL = frozenset({1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 17, 18, 21, 22, 23, 24, 25,
                     27, 28, 29, 34, 35, 42, 44, 45, 52})
+_OPEN, _CREATE = 14, 35
+
+
+def _small(view: memoryview) -> bool:
+    """A request that may run between two chunks of a WRITE: SMALL, except an OPEN
+    or CREATE with O_TRUNC. That one truncates the file (FUSE_ATOMIC_O_TRUNC) and
+    the kernel does not hold the inode lock for it (fuse_open takes it only with
+    the writeback cache or DAX), so between two chunks it could zero the start of a
+    write(2) that tmpfs would have made whole (tests/live/test_fairness_races.py)."""
+    op = view[4]
+    if op not in SMALL:
+        return False
+    if op in (_OPEN, _CREATE) and len(view) >= 44:
+        return not int.from_bytes(view[40:44], "little") & os.O_TRUNC
+    return True
 
 
 class _Capture:
@@ -114,6 +129,7 @@ class Fairness:
     _fs_lock: threading.Lock | None
     _turn: threading.Condition | None
     _waiting: int
+    _chunking = False  # a chunked WRITE is in progress (only small requests in between)
     _busy: threading.Event
     _owned: bool
     _parked: set[int]
@@ -138,25 +154,34 @@ class Fairness:
     def _write(self, buffers: Sequence[bytes | memoryview], fd: int | None = None) -> None:
         raise NotImplementedError  # Session's
 
-    def _acquire(self, opcode: int) -> None:
-        """Take the fs lock for a request with this opcode. A reader holding a small
-        request (SMALL: no file data) counts itself as waiting first, so that a
-        large WRITE in progress lets it in at its next chunk boundary."""
+    def _acquire(self, view: memoryview) -> None:
+        """Take the fs lock for the request in ``view``. A reader holding a small
+        request (SMALL: no file data, see _small) counts itself as waiting first, so
+        that a large WRITE in progress lets it in at its next chunk boundary."""
         lock = self._fs_lock
         assert lock is not None and self._turn is not None
+        small = _small(view)
         if not self._waiting and lock.acquire(False):  # uncontended: no bookkeeping
-            return
+            if small or not self._chunking:
+                return
+            lock.release()  # a chunked WRITE let small requests in: not this one
         turn = self._turn
-        if opcode in SMALL:
+        if small:
             # a small request that has to wait: large WRITEs are chunked from now on
             # for a while (_dispatch); a lone writer's own OPEN or FLUSH does not wait
             self._last_small = time.perf_counter_ns()
         else:
-            if self._waiting:  # small requests first (with three readers or more)
-                with turn:
-                    turn.wait_for(lambda: not self._waiting, timeout=0.05)
-            lock.acquire()
-            return
+            # small requests first (with three readers or more); never between two
+            # chunks of a WRITE, which _chunked_write holds open for small ones only
+            while True:
+                if self._waiting or self._chunking:
+                    with turn:
+                        turn.wait_for(lambda: not self._waiting and not self._chunking,
+                                      timeout=0.05)
+                lock.acquire()
+                if not self._chunking:
+                    return
+                lock.release()
         with turn:
             self._waiting += 1
         try:
@@ -231,7 +256,7 @@ class Fairness:
         big = self._note(view, n)
         if big and self._mixed():
             self._busy.set()
-        self._acquire(view[4])
+        self._acquire(view)
         try:
             self._dispatch(view, n)
         finally:
@@ -282,9 +307,12 @@ class Fairness:
         Why this keeps the semantics: each chunk is a complete write of the fs, so
         whatever runs between two chunks sees a consistent fs in which the write has
         progressed partly -- as it would with two write(2)s -- and only requests
-        without file data run there (SMALL). For the same file nothing else can
-        come: the kernel holds the inode lock for the whole write(2) (fuse_perform_write),
-        which excludes other writes, truncates, fallocates and O_APPEND writes to it;
+        without file data run there (_small; any other request that finds the lock
+        free between two chunks gives it back, _acquire). For the same file nothing
+        else can come: the kernel holds the inode lock for the whole write(2)
+        (fuse_perform_write), which excludes other writes, truncates, fallocates and
+        O_APPEND writes to it -- but not an open(O_TRUNC), which is why that one is
+        not small;
         a concurrent READ of the pages being written waits for their page locks in the
         kernel. A chunk is laid out in place: its 80 bytes of headers are written just
         before its data, over bytes of the previous chunk already stored. Its reply is
@@ -297,6 +325,17 @@ class Fairness:
             self._handle(view[:n])
             return
         unique = hdr[2]
+        self._chunking = True
+        try:
+            self._chunks(view, hdr, fh, off, size, wflags, owner, flags, unique)
+        finally:
+            with self._turn:  # type: ignore[union-attr]
+                self._chunking = False
+                self._turn.notify_all()  # type: ignore[union-attr]
+
+    def _chunks(self, view: memoryview, hdr: tuple, fh: int, off: int, size: int,
+                wflags: int, owner: int, flags: int, unique: int) -> None:
+        """_chunked_write's loop: the chunks, the yields between them, one reply."""
         cap = _Capture()
         if self._chunk_pipe is None:
             self._chunk_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

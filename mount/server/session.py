@@ -800,7 +800,7 @@ class Session(Fairness):
                 if trace is not None:
                     trace.read_done()
                 self._note(view, n)
-                self._acquire(view[4])
+                self._acquire(view)
                 try:
                     if spin and not hold.engaged:
                         hold.engage()  # released by the first reader's timer
