@@ -111,9 +111,10 @@ class WindowCoherence(TableState):
         return {i: self._page_state(ws, i) for i in self._cached_in(ws, lo, hi)}
 
     def _changed(self, ws: WinState, before: dict[int, tuple[int, int]],
-                 coalesce: bool = False) -> None:
+                 coalesce: bool = False) -> set[int]:
         """After a remap/mprotect: invalidate the cached pages whose pgoff or prot moved,
-        remembering where a write-back of each must still go.
+        remembering where a write-back of each must still go. Returns the cached pages
+        that did not move (_push must not overwrite them).
 
         A cached page that still shows the same thing keeps its place in the kernel's
         cache, but the remap left it a file PTE; it is faulted in again, because only
@@ -125,14 +126,17 @@ class WindowCoherence(TableState):
                 moved[i] = old
         if moved:
             self._drop_cached(ws, list(moved), moved, coalesce=coalesce)
+        return {i for i in before if i not in moved}
 
     def _changed_vec(self, ws: WinState, pages: np.ndarray,
-                     before: tuple[np.ndarray, ...]) -> None:
+                     before: tuple[np.ndarray, ...]) -> set[int]:
         """_changed for a vector remap: ``before`` = (pgoff, prot, bits) of the cached
         ``pages`` (sorted) before it, compared as arrays; the invalidations of the call
-        are merged into as few ranged notifications as the layout allows."""
+        are merged into as few ranged notifications as the layout allows. Returns the
+        cached pages that did not move (also those a merged notification dropped: the
+        kernel writes a dirty one back where it shows, after any store queued now)."""
         if not len(pages):
-            return
+            return set()
         pg_a, eff_a, bits_a = self._states_of(ws, pages)  # type: ignore[attr-defined]
         pg_b, eff_b, _bits_b = before
         moved = (pg_a != pg_b) | (eff_a != eff_b)
@@ -147,6 +151,7 @@ class WindowCoherence(TableState):
             old = dict(zip(mv, zip(pg_b[idx].tolist(), eff_b[idx].tolist(), strict=True),
                            strict=True))
             self._drop_cached(ws, mv, old, coalesce=True)
+        return set(pages[~moved].tolist())
 
     def _refault(self, ws: WinState, i: int) -> bool:
         """Make window page i's PTE present again (a read prefault); False if it cannot be."""
@@ -163,11 +168,15 @@ class WindowCoherence(TableState):
         return True
 
     # ------------------------------------------------------------ NOTIFY_STORE
-    def _push(self, ws: WinState, pages: Any) -> None:
+    def _push(self, ws: WinState, pages: Any, unchanged: set[int] | frozenset = frozenset()
+              ) -> None:
         """Give the pages a populating remap just made present to the kernel's page
         cache (NOTIFY_STORE, queued after the remap's invalidations): the access that
         follows is a minor fault with no READ.  Pages that cannot be read (beyond the
-        object's end, no read permission) are left to fault as before.  Not on a
+        object's end, no read permission) are left to fault as before, and so are
+        the ``unchanged`` ones: the kernel may hold them dirty (a store through the
+        mmap not yet written back), and a store of the object's page would overwrite
+        that; remap_file_pages onto the page already shown keeps its data.  Not on a
         restartable mount (``fs.push_stores`` False, mount/server/daemon.py): a dead
         server's queued stores may or may not have reached the kernel, and the
         write-back routing of ``pushed`` pages depends on which."""
@@ -175,6 +184,8 @@ class WindowCoherence(TableState):
             return
         arena = ws.obj.mapping.arena
         for i in pages:
+            if i in unchanged:
+                continue
             a = ws.addr + (i << PAGE_SHIFT)
             vma = ws.window.mm.vma_at(a)
             if vma is None:

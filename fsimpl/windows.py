@@ -259,14 +259,15 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
             vm_flags |= MAP_NONBLOCK
         lo = min(start >> PAGE_SHIFT, ws.npages)
         before = self._snapshot(ws, lo, min(lo + (size >> PAGE_SHIFT) + 1, ws.npages))
+        unchanged: set[int] = set()
         try:
             ws.window.mm.remap_file_pages(ws.addr + start, size, prot, pgoff, vm_flags)
         except VmError as e:
             raise _vm(e) from e
         finally:  # a remap refused part way (ENOMEM: pt_size=) has still changed pages
-            self._changed(ws, before)
+            unchanged = self._changed(ws, before)
         if not vm_flags & MAP_NONBLOCK:
-            self._push(ws, range(lo, min(lo + (size >> PAGE_SHIFT), ws.npages)))
+            self._push(ws, range(lo, min(lo + (size >> PAGE_SHIFT), ws.npages)), unchanged)
         self.stats["remaps"] += 1
 
     def remapv(self, ino: int, fh: int, entries: list[tuple[int, int, int, int, int]]) -> int:
@@ -296,13 +297,13 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         hit = self._cached_ranges(ws, start[:n] >> PAGE_SHIFT, size[:n] >> PAGE_SHIFT)
         before = self._states_of(ws, hit)
         done, err = ws.window.mm.remap_file_pages_vec(vm)
-        self._changed_vec(ws, hit, before)
+        unchanged = self._changed_vec(ws, hit, before)
         pop = np.flatnonzero((vm_flags[:done] & MAP_NONBLOCK) == 0)
         if len(pop):
             first = np.minimum(start[pop] >> PAGE_SHIFT, ws.npages)
             last = np.minimum(first + (size[pop] >> PAGE_SHIFT), ws.npages)
             self._push(ws, sorted({i for a, b in zip(first.tolist(), last.tolist(), strict=True)
-                                   for i in range(a, b)}))
+                                   for i in range(a, b)}), unchanged)
         self.stats["remaps"] += done
         self.stats["remapv_calls"] += 1
         if err is not None or n < len(a):

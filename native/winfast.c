@@ -684,8 +684,9 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
                                                      : (vpn + k - (vstart >> PAGE_SHIFT)) + vpgoff;
         old_eff[k] = (ob & PTE_OWNPROT) ? cprot[slot0 + k] : vprot;
         moved[k] = was_cached[k] && (old_pg[k] != (long long)pgoff + k || old_eff[k] != new_eff);
-        if (!populate && was_cached[k] && !moved[k])
-            DECLINE(); /* unchanged cached page left a file PTE: Python refaults it */
+        if (was_cached[k] && !moved[k])
+            DECLINE(); /* an unchanged cached page: Python refaults it, and does not
+                        * push it (the kernel may hold it dirty: fsimpl _push) */
         if (moved[k]) {
             if (!(k > 0 && moved[k - 1]))
                 nruns++;
