@@ -1,10 +1,12 @@
 /*
- * CREATE and UNLINK of regular files in the hot path (part of mount.server._hotpath).
+ * CREATE and UNLINK of regular files, FORGET and BATCH_FORGET, in the hot path (part of
+ * mount.server._hotpath).
  *
  * Why (docs/performance.md, issue 15): a create+close is LOOKUP, CREATE, GETATTR of
  * the directory and RELEASE; every one of them but CREATE was already answered in
  * C, and CREATE alone cost ~25 us of Python, 83 % of the daemon's CPU of a
- * create+close. An unlink is UNLINK (~10 us of Python), GETATTR, FORGET.
+ * create+close. An unlink is UNLINK (~10 us of Python), GETATTR, FORGET (~3 us of
+ * Python, or a BATCH_FORGET).
  *
  * This file is #included by native/hotpath.c (one translation unit: it uses that
  * file's context, attribute cache, reply helpers and interned names) and keeps the
@@ -22,7 +24,8 @@
 
 static PyObject *m_next_ino, *m_max_inodes, *m_free_ispace, *m_backing, *m_new_mapping,
     *m_by_cookie_, *m_cookies_, *m_dead_, *m_next_cookie_, *m_acl_default, *m_create_op,
-    *m_unlink_op, *m_budget_fs, *m_reclaimed_n, *m_xattr_space;
+    *m_unlink_op, *m_budget_fs, *m_reclaimed_n, *m_xattr_space, *m_defer_evictions,
+    *m_evict_later, *m_forget_op, *m_append;
 
 #define BOGO_INODE_SIZE 1024
 #define CREATE_IN 16 /* fuse_create_in: flags, mode, umask, open_flags */
@@ -48,6 +51,10 @@ static int hotmeta_intern(void)
     MINTERN(m_budget_fs, "budget");
     MINTERN(m_reclaimed_n, "_reclaimed");
     MINTERN(m_xattr_space, "xattr_space");
+    MINTERN(m_defer_evictions, "defer_evictions");
+    MINTERN(m_evict_later, "evict_later");
+    MINTERN(m_forget_op, "forget");
+    MINTERN(m_append, "append");
 #undef MINTERN
     return 0;
 }
@@ -375,6 +382,137 @@ static int do_unlink(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t un
     }
     reply_header(c, unique, 0);
     e->n_unlink++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/* ----------------------------------------------------------------- FORGET */
+
+#define OP_FORGET 2
+#define OP_BATCH_FORGET 42
+#define FORGET_IN 8        /* fuse_forget_in: nlookup */
+#define BATCH_FORGET_IN 8  /* fuse_batch_forget_in: count, dummy */
+#define FORGET_ONE 16      /* fuse_forget_one: nodeid, nlookup */
+#define MAXFORGET 32       /* a larger batch: Python's (and MAXOWN bounds the refs) */
+#define EVICT_LATER_MAX 256 /* fsimpl.state.EVICT_LATER_MAX */
+
+/* One forget as ShmFs.forget makes it: the inode (NULL: none, only the op count),
+ * its new nlookup, and whether it goes to evict_later (_maybe_evict, later=True). */
+typedef struct {
+    PyObject *inode;
+    long long nlookup;
+    int evict;
+} forget_t;
+
+/* The checks of one forget; 0 ok, -1 declined. _maybe_evict's reclaim (the last
+ * lookup of a nameless, closed, unreclaimed inode) and an eviction now (no
+ * defer_evictions) are Python's, as is the root. */
+static int forget_check(ctx_t *c, PyObject *inodes, uint64_t nodeid, uint64_t n, int defer,
+                        forget_t *f)
+{
+    Engine *e = c->e;
+    f->inode = NULL;
+    f->evict = 0;
+    if (nodeid > (uint64_t)LLONG_MAX || nodeid == ROOT_INO)
+        return -1;
+    PyObject *key = PyLong_FromUnsignedLongLong(nodeid);
+    if (!key)
+        return -1;
+    PyObject *inode = PyDict_GetItemWithError(inodes, key);
+    Py_DECREF(key);
+    if (!inode)
+        return PyErr_Occurred() ? -1 : 0;
+    if ((PyObject *)Py_TYPE(inode) != e->t_inode)
+        return -1;
+    f->inode = keep(c, Py_NewRef(inode));
+    long long nlookup, nlink, nopen;
+    if (!f->inode || ga_ll(inode, s_nlookup, &nlookup) < 0 || nlookup < 0 ||
+        ga_ll(inode, s_nlink, &nlink) < 0 || ga_ll(inode, s_nopen, &nopen) < 0)
+        return -1;
+    f->nlookup = (uint64_t)nlookup > n ? nlookup - (long long)n : 0;
+    if (nlink == 0 && nopen == 0) {
+        PyObject *rec = ga(c, inode, s_reclaimed);
+        if (!rec || rec != Py_True)
+            return -1; /* the reclaim: Python's */
+        if (f->nlookup == 0) {
+            if (!defer)
+                return -1;
+            f->evict = 1;
+        }
+    }
+    return 0;
+}
+
+/* FORGET and BATCH_FORGET (ShmFs.forget per entry; no reply): nlookup lowered, an
+ * inode nothing holds any more appended to fs.evict_later, reaped by the session
+ * between requests as after the Python path. Declined: any entry forget_check
+ * declines, a batch of more than MAXFORGET or with a node id twice, evict_later
+ * so long that Python would reap at once, a message of another length. */
+static int do_forget(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint32_t op,
+                     uint64_t nodeid)
+{
+    Engine *e = c->e;
+    forget_t f[MAXFORGET];
+    uint64_t ids[MAXFORGET];
+    uint32_t count = 1;
+    if (op == OP_FORGET) {
+        if (n != IN_HEADER + FORGET_IN)
+            DECLINE();
+        ids[0] = nodeid;
+    } else {
+        if (n < IN_HEADER + BATCH_FORGET_IN)
+            DECLINE();
+        count = get_u32(m + IN_HEADER);
+        if (count > MAXFORGET || n != IN_HEADER + BATCH_FORGET_IN + (Py_ssize_t)count * FORGET_ONE)
+            DECLINE();
+    }
+    PyObject *fs = e->fs;
+    PyObject *inodes = ga(c, fs, s_inodes);
+    PyObject *defer_o = inodes ? ga(c, fs, m_defer_evictions) : NULL;
+    PyObject *later = defer_o ? ga(c, fs, m_evict_later) : NULL;
+    if (!later || !PyDict_CheckExact(inodes))
+        DECLINE();
+    int defer = PyObject_IsTrue(defer_o);
+    if (defer < 0)
+        DECLINE();
+    int evicts = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const unsigned char *one = m + IN_HEADER + BATCH_FORGET_IN + (size_t)i * FORGET_ONE;
+        uint64_t id = op == OP_FORGET ? nodeid : get_u64(one);
+        uint64_t nl = op == OP_FORGET ? get_u64(m + IN_HEADER) : get_u64(one + 8);
+        for (uint32_t j = 0; j < i; j++)
+            if (ids[j] == id)
+                DECLINE(); /* the second would see the first's change */
+        ids[i] = id;
+        if (forget_check(c, inodes, id, nl, defer, &f[i]) < 0)
+            DECLINE();
+        evicts += f[i].evict;
+    }
+    if (evicts) {
+        Py_ssize_t len = PyObject_Size(later);
+        if (len < 0 || len + evicts > EVICT_LATER_MAX)
+            DECLINE(); /* _maybe_evict reaps at once: Python's */
+    }
+    /* ---- phase 2 ---- */
+    for (uint32_t i = 0; i < count; i++) {
+        if (count_op(c, m_forget_op) < 0)
+            return -1;
+        if (!f[i].inode)
+            continue;
+        if (sa_ll(f[i].inode, s_nlookup, f[i].nlookup) < 0)
+            return -1;
+        if (f[i].evict) {
+            PyObject *r = PyObject_CallMethodOneArg(later, m_append, f[i].inode);
+            if (!r)
+                return -1;
+            Py_DECREF(r);
+        }
+    }
+    c->niov = 0; /* no reply */
+    c->total = 0;
+    e->n_forget += count;
     return 1;
 decline:
     PyErr_Clear();

@@ -110,7 +110,7 @@ typedef struct {
     PyObject *enoent_key;     /* the int ENOENT, its key */
     long long neg_sec, neg_nsec; /* negative entries' timeout; neg_sec < 0: none */
     int keep_cache;              /* OpsConfig.keep_cache: FOPEN_KEEP_CACHE on OPEN */
-    unsigned long long n_open, n_create, n_unlink; /* n_create, n_unlink: hotmeta.c */
+    unsigned long long n_open, n_create, n_unlink, n_forget; /* the last three: hotmeta.c */
     PyObject *fault_stats;
     long long attr_sec, attr_nsec, relatime_s, dirent_size;
     long long max_file_size;
@@ -1414,7 +1414,7 @@ decline:
     return 0;
 }
 
-#include "hotmeta.c" /* CREATE and UNLINK */
+#include "hotmeta.c" /* CREATE, UNLINK, FORGET, BATCH_FORGET */
 
 /* ----------------------------------------------------------------- methods */
 
@@ -1446,6 +1446,8 @@ static int serve(Engine *e, PyObject *msg, int ordered, ctx_t *c, Py_buffer *mb)
         r = do_create(c, m, n, unique, nodeid);
     else if (op == OP_UNLINK && ordered)
         r = do_unlink(c, m, n, unique, nodeid);
+    else if (op == OP_FORGET || op == OP_BATCH_FORGET) /* no reply: never waits */
+        r = do_forget(c, m, n, op, nodeid);
     else
         goto declined;
     if (r > 0)
@@ -1574,7 +1576,7 @@ static PyObject *Engine_handle(Engine *e, PyObject *const *args, Py_ssize_t narg
     PyObject *res = NULL;
     int op = serve(e, args[0], ordered, c, &mb);
     if (op > 0) {
-        int err = writev_all(fd, c->iov, c->niov, c->total, e);
+        int err = c->total ? writev_all(fd, c->iov, c->niov, c->total, e) : 0; /* FORGET: none */
         if (err && err != ENOENT && err != ENODEV)
             e->write_errors++;
         /* the reply is out: a failure to count it must not make the caller answer
@@ -1593,7 +1595,8 @@ static PyObject *Engine_handle(Engine *e, PyObject *const *args, Py_ssize_t narg
     return res;
 }
 
-/* Engine.answer(msg, ordered) -> None (declined) or the reply bytes (twin tests). */
+/* Engine.answer(msg, ordered) -> None (declined) or the reply bytes (twin tests; b""
+ * for a FORGET taken, which has no reply). */
 static PyObject *Engine_answer(Engine *e, PyObject *args)
 {
     PyObject *msg;
@@ -1628,9 +1631,9 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
-        "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink,
+        "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
         "last_decline_line", e->last_decline);

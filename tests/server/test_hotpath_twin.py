@@ -46,7 +46,8 @@ from vmcore.fault import FAULT_STATS
 
 pytestmark = pytest.mark.skipif(not hotpath.available(), reason="_hotpath not built")
 
-LOOKUP, GETATTR, UNLINK, OPEN, READ, WRITE, RELEASE, CREATE = 1, 3, 10, 14, 15, 16, 18, 35
+LOOKUP, FORGET, GETATTR, UNLINK, OPEN, READ, WRITE, RELEASE = 1, 2, 3, 10, 14, 15, 16, 18
+CREATE, BATCH_FORGET = 35, 42
 CTX = Ctx(0, 0, 1, 0o022)
 KILL = 4  # FUSE_WRITE_KILL_SUIDGID
 NFILES = 3
@@ -104,6 +105,15 @@ def unlink_msg(parent: int, name: bytes) -> bytes:
     return msg(UNLINK, name + b"\0", nodeid=parent)
 
 
+def forget_msg(nodeid: int, nlookup: int) -> bytes:
+    return msg(FORGET, struct.pack("<Q", nlookup), nodeid=nodeid)
+
+
+def batch_forget_msg(pairs: list[tuple[int, int]], extra: int = 0) -> bytes:
+    body = struct.pack("<II", len(pairs) + extra, 0)
+    return msg(BATCH_FORGET, body + b"".join(struct.pack("<QQ", *p) for p in pairs), nodeid=0)
+
+
 class Twin:
     """One filesystem with its Operations, and (c=True) the C engine in front."""
 
@@ -140,7 +150,7 @@ class Twin:
             out = self.engine.answer(m, True)
             if out is not None:
                 self.taken += 1
-                return out
+                return out or None  # b"": a FORGET taken (no reply)
         view = memoryview(m)
         fast = self.ops.handle_fast(view)
         if fast is not None:
@@ -184,6 +194,7 @@ class Twin:
         grants = None if w is None else sorted(w.grants._by_fh)
         return (inodes, handles, grants, dict(fs._ops), fs.budget.used_pages,
                 fs.free_ispace, fs._next_ino, fs._next_fh, fs._reclaimed, fs._evicted,
+                [i.ino for i in fs.evict_later],
                 arena.frames_allocated,
                 arena._bump, list(arena._free_runs), arena.nshared, fs._clock.t,
                 arena._nfree, arena._in_use.nonzero()[0].tolist(), arena._free_ready,
@@ -261,9 +272,16 @@ op_unlinkmsg = st.tuples(st.just("unlinkmsg"), st.sampled_from([1, 1, 1, DIR, 2,
 op_meta = st.tuples(st.just("meta"), st.sampled_from(["sgid", "acl", "immutable", "append",
                                                       "plain", "link", "forget", "rmdir"]),
                     st.sampled_from([1, DIR]), st.integers(0, NFILES - 1))
-ops_st = st.lists(st.one_of(op_createmsg, op_createmsg, op_createmsg, op_unlinkmsg,
-                            op_unlinkmsg, op_unlinkmsg, op_meta, op_read, op_write, op_append,
-                            op_getattr, op_lookup, op_truncate, op_chmod,
+# FORGET / BATCH_FORGET of files, created files, the root, missing nodes; a batch with
+# a node twice, a batch whose count says one more than it holds
+op_forget = st.tuples(st.just("forget"),
+                      st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 9, 10, 11, 12, 99]),
+                                         st.sampled_from([1, 1, 2, 1 << 40])),
+                               min_size=1, max_size=4),
+                      st.booleans(), st.sampled_from([0, 0, 0, 1]), st.booleans())
+ops_st = st.lists(st.one_of(op_forget, op_forget, op_createmsg, op_createmsg, op_createmsg,
+                            op_unlinkmsg, op_unlinkmsg, op_unlinkmsg, op_meta, op_read, op_write,
+                            op_append, op_getattr, op_lookup, op_truncate, op_chmod,
                             op_fsflags, op_share, op_falloc, op_windows, op_bad, op_open,
                             op_unlink, op_grant, op_release, op_release, op_openmsg,
                             op_openmsg, op_sleep), max_size=25)
@@ -298,6 +316,13 @@ def apply(c: Twin, py: Twin, op: tuple) -> None:
                 meta(t, *op[1:])
             except Exception as e:  # the same failure on both
                 t.last_error = type(e).__name__  # type: ignore[attr-defined]
+        return
+    if kind == "forget":
+        _, pairs, batch, extra, defer = op
+        for t in (c, py):
+            t.fs.defer_evictions = defer
+        step(c, py, batch_forget_msg(pairs, extra) if batch or extra else
+             forget_msg(*pairs[0]))
         return
     if kind in ("createmsg", "unlinkmsg"):
         fhs = (c.fs._next_fh, py.fs._next_fh)
@@ -671,3 +696,45 @@ def test_create_and_unlink_wait_their_turn_behind_queued_notifications() -> None
     assert c.engine.answer(create_msg(1, b"n0"), False) is None
     assert c.engine.answer(unlink_msg(1, b"f0"), False) is None
     assert b"n0" not in c.fs._inodes[1].dir and c.fs._inodes[1].dir.get(b"f0") is not None
+
+
+def test_forgets_are_taken_and_evictions_left_for_later() -> None:
+    """FORGET and BATCH_FORGET: nlookup lowered in C, an unlinked closed file appended to
+    evict_later (reaped by the session later, as after Python); an eviction now (no
+    defer_evictions), a full evict_later, the root, a node twice in one batch and a
+    count larger than the message: declined, with Python's outcome."""
+    c, py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+    for t in (c, py):
+        t.fs.defer_evictions = True
+        t.fs.lookup(1, b"f1")  # nlookup 2
+    ino0, ino1, ino2 = (f[0] for f in c.files)
+    assert _taken(c, py, forget_msg(ino1, 1))
+    assert _taken(c, py, forget_msg(99, 1))  # no such node: only counted
+    assert _taken(c, py, create_msg(1, b"n0"))
+    n0 = c.fs._inodes[1].dir.get(b"n0")
+    fh = max(c.fs._handles)
+    for m in (release_msg(n0, fh), unlink_msg(1, b"n0")):
+        assert _taken(c, py, m)
+    assert _taken(c, py, batch_forget_msg([(n0, 1), (ino1, 5)]))
+    assert [i.ino for i in c.fs.evict_later] == [n0] and c.fs._inodes[ino1].nlookup == 0
+    assert c.fs.reap() == py.fs.reap() == 1 and n0 not in c.fs._inodes
+    for m in (forget_msg(1, 1), batch_forget_msg([(ino0, 1), (ino0, 1)]),
+              batch_forget_msg([(ino0, 1)], extra=1), forget_msg(ino0, 1)[:-1]):
+        assert not _taken(c, py, m)
+    for t in (c, py):
+        f = t.files[2]
+        t.fs.release(f[0], f[1])
+        t.fs.release(f[0], f[2])
+        t.fs.unlink(1, b"f2")
+        t.fs.evict_later.extend([t.fs._inodes[1]] * 256)  # full (reap skips the root)
+    assert not _taken(c, py, forget_msg(ino2, 1))  # Python appends, then reaps at once
+    assert ino2 not in c.fs._inodes and not c.fs.evict_later
+    assert _taken(c, py, create_msg(1, b"n1"))
+    n1 = c.fs._inodes[1].dir.get(b"n1")
+    for m in (release_msg(n1, max(c.fs._handles)), unlink_msg(1, b"n1")):
+        assert _taken(c, py, m)
+    for t in (c, py):
+        t.fs.defer_evictions = False
+    assert not _taken(c, py, forget_msg(n1, 1))  # evicted now, by Python
+    assert n1 not in c.fs._inodes
+    assert c.engine.statistics()["forget"] == 4
