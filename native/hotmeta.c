@@ -1,6 +1,6 @@
 /*
- * CREATE and UNLINK of regular files, FORGET and BATCH_FORGET, in the hot path (part of
- * mount.server._hotpath).
+ * CREATE and UNLINK of regular files, MKDIR and RMDIR, FORGET and BATCH_FORGET, in the
+ * hot path (part of mount.server._hotpath).
  *
  * Why (docs/performance.md, issue 15): a create+close is LOOKUP, CREATE, GETATTR of
  * the directory and RELEASE; every one of them but CREATE was already answered in
@@ -25,10 +25,11 @@
 static PyObject *m_next_ino, *m_max_inodes, *m_free_ispace, *m_backing, *m_new_mapping,
     *m_by_cookie_, *m_cookies_, *m_dead_, *m_next_cookie_, *m_acl_default, *m_create_op,
     *m_unlink_op, *m_budget_fs, *m_reclaimed_n, *m_xattr_space, *m_defer_evictions,
-    *m_evict_later, *m_forget_op, *m_append;
+    *m_evict_later, *m_forget_op, *m_append, *m_mkdir_op, *m_rmdir_op, *m_parent;
 
 #define BOGO_INODE_SIZE 1024
 #define CREATE_IN 16 /* fuse_create_in: flags, mode, umask, open_flags */
+#define MKDIR_IN 8   /* fuse_mkdir_in: mode, umask */
 #define CREATE_OUT (ENTRY_OUT + OPEN_OUT)
 #define S_ISVTX_ 01000
 
@@ -55,6 +56,9 @@ static int hotmeta_intern(void)
     MINTERN(m_evict_later, "evict_later");
     MINTERN(m_forget_op, "forget");
     MINTERN(m_append, "append");
+    MINTERN(m_mkdir_op, "mkdir");
+    MINTERN(m_rmdir_op, "rmdir");
+    MINTERN(m_parent, "parent");
 #undef MINTERN
     return 0;
 }
@@ -84,128 +88,182 @@ static int plain_dir(ctx_t *c, PyObject *inode, PyObject **dir, PyObject **names
     return (*names && PyDict_CheckExact(*names)) ? 0 : -1;
 }
 
-/* ----------------------------------------------------------------- CREATE */
+/* ------------------------------------------------------- CREATE and MKDIR */
+
+/* A new inode's name in its directory, checked (FsCore._check_name, NamespaceOps.
+ * _prepare_new, FsCore._new_child, _alloc_inode) and its objects prepared, before
+ * any change: the parent and its Directory, the name, the inode number and the
+ * directory's next cookie. */
+typedef struct {
+    PyObject *fs, *inodes, *parent, *dir, *names, *by_cookie, *cookies, *key, *ino_o,
+        *cookie_o, *ent, *uid_o, *gid_o;
+    long long max_inodes, free_ispace, next_ino, cookie;
+} newchild_t;
+
+/* 0 ready, -1 declined: a name the codec or _check_name refuse ('/' inside, "."
+ * and "..", > 255 bytes, no NUL), an existing name, a parent that is not a plain
+ * directory, removed (nlink 0), with chattr flags, set-gid (the gid and mode rules
+ * of _new_child) or a default ACL (acl.inherit); nr_inodes exhausted (ENOSPC); an
+ * inode number already in the table. */
+static int newchild_check(ctx_t *c, const unsigned char *m, Py_ssize_t n, Py_ssize_t at,
+                          uint64_t nodeid, newchild_t *k)
+{
+    Engine *e = c->e;
+    const unsigned char *name = m + at;
+    Py_ssize_t len = plain_name_len(name, n - at);
+    if (len < 0 || memchr(name, '/', (size_t)len))
+        return -1;
+    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+        return -1;
+    k->fs = e->fs;
+    k->inodes = ga(c, k->fs, s_inodes);
+    if (!k->inodes || !PyDict_CheckExact(k->inodes))
+        return -1;
+    k->parent = inode_of(c, k->inodes, nodeid);
+    if (!k->parent || plain_dir(c, k->parent, &k->dir, &k->names) < 0)
+        return -1;
+    k->key = keep(c, PyBytes_FromStringAndSize((const char *)name, len));
+    if (!k->key || PyDict_Contains(k->names, k->key) != 0)
+        return -1;
+    long long pnlink, pmode, pfsflags;
+    if (ga_ll(k->parent, s_nlink, &pnlink) < 0 || pnlink == 0 ||
+        ga_ll(k->parent, s_mode, &pmode) < 0 || (pmode & S_ISGID_) ||
+        ga_ll(k->parent, s_fsflags, &pfsflags) < 0 || pfsflags != 0)
+        return -1;
+    PyObject *acl = ga(c, k->parent, m_acl_default);
+    if (!acl || acl != Py_None)
+        return -1;
+    k->free_ispace = 0;
+    if (ga_ll(k->fs, m_max_inodes, &k->max_inodes) < 0 ||
+        (k->max_inodes && (ga_ll(k->fs, m_free_ispace, &k->free_ispace) < 0 ||
+                           k->free_ispace < BOGO_INODE_SIZE)))
+        return -1;
+    if (ga_ll(k->fs, m_next_ino, &k->next_ino) < 0 || k->next_ino < 0 ||
+        k->next_ino == LLONG_MAX)
+        return -1;
+    k->ino_o = keep(c, PyLong_FromLongLong(k->next_ino));
+    if (!k->ino_o || PyDict_Contains(k->inodes, k->ino_o) != 0)
+        return -1;
+    /* the directory's cookie state (Directory.add) */
+    k->by_cookie = ga(c, k->dir, m_by_cookie_);
+    k->cookies = k->by_cookie ? ga(c, k->dir, m_cookies_) : NULL;
+    if (!k->cookies || !PyDict_CheckExact(k->by_cookie) || !PyList_CheckExact(k->cookies) ||
+        ga_ll(k->dir, m_next_cookie_, &k->cookie) < 0 || k->cookie == LLONG_MAX)
+        return -1;
+    k->uid_o = keep(c, PyLong_FromUnsignedLong(get_u32(m + 24)));
+    k->gid_o = k->uid_o ? keep(c, PyLong_FromUnsignedLong(get_u32(m + 28))) : NULL;
+    k->cookie_o = k->gid_o ? keep(c, PyLong_FromLongLong(k->cookie)) : NULL;
+    k->ent = k->cookie_o ? keep(c, PyTuple_Pack(2, k->cookie_o, k->ino_o)) : NULL;
+    return k->ent ? 0 : -1;
+}
+
+/* Inode(ino, mode, uid, gid, now): _alloc_inode's, with its clock reading */
+static PyObject *newchild_inode(ctx_t *c, newchild_t *k, long long mode, PyObject **now)
+{
+    PyObject *mode_o = keep(c, PyLong_FromLongLong(mode));
+    *now = mode_o ? now_ns(c) : NULL;
+    if (!*now)
+        return NULL;
+    PyObject *iargs[5] = {k->ino_o, mode_o, k->uid_o, k->gid_o, *now};
+    return keep(c, PyObject_Vectorcall(c->e->t_inode, iargs, 5, NULL));
+}
+
+/* Phase 2 of a new child: _alloc_inode's ispace, _next_ino and table entry, then
+ * _link_child's Directory.add (_next_cookie, _names, _by_cookie, _cookies) and the
+ * parent's mtime and ctime from a second clock reading. The caller has set the
+ * child's own fields (mapping, nlink; a directory's parent). -1 on failure. */
+static int newchild_link(ctx_t *c, newchild_t *k, PyObject *child)
+{
+    if (k->max_inodes && sa_ll(k->fs, m_free_ispace, k->free_ispace - BOGO_INODE_SIZE) < 0)
+        return -1;
+    if (sa_ll(k->fs, m_next_ino, k->next_ino + 1) < 0 ||
+        PyDict_SetItem(k->inodes, k->ino_o, child) < 0)
+        return -1;
+    if (sa_ll(k->dir, m_next_cookie_, k->cookie + 1) < 0 ||
+        PyDict_SetItem(k->names, k->key, k->ent) < 0 ||
+        PyDict_SetItem(k->by_cookie, k->cookie_o, k->key) < 0 ||
+        PyList_Append(k->cookies, k->cookie_o) < 0)
+        return -1;
+    PyObject *now2 = now_ns(c);
+    if (!now2 || attr_set(k->parent, s_mtime_ns, now2) < 0 ||
+        attr_set(k->parent, s_ctime_ns, now2) < 0)
+        return -1;
+    return 0;
+}
+
+/* fuse_entry_out of the new child at o (LOOKUP's layout); -1 on failure */
+static int newchild_entry(ctx_t *c, newchild_t *k, PyObject *child, unsigned char *o)
+{
+    Engine *e = c->e;
+    if (attr_of(c, child, o + 40) < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "hotpath: the new inode has no plain attr");
+        return -1;
+    }
+    put_u64(o, (uint64_t)k->next_ino);
+    put_u64(o + 8, e->generation);
+    put_u64(o + 16, (uint64_t)e->entry_sec);
+    put_u64(o + 24, (uint64_t)e->attr_sec);
+    put_u32(o + 32, (uint32_t)e->entry_nsec);
+    put_u32(o + 36, (uint32_t)e->attr_nsec);
+    return 0;
+}
 
 /*
  * CREATE of a new regular file (Operations.handle_fast -> FileOps.create, then
- * _create_reply): _ops["create"] += 1; FsCore._alloc_inode's ispace reservation,
- * inode number, Inode(ino, mode, uid, gid, now) with a Mapping from
- * fs._backing.new_mapping(), entered in fs._inodes; _link_child's Directory.add
- * (cookie), nlink 1, the parent's mtime and ctime (a second clock reading);
- * _new_handle's Handle and nopen; _entry's nlookup; the reply's FOPEN flags as
- * OPEN computes them (open_keeps_cache). The mode is S_IFREG | mode & 07777 less
- * the umask's permission bits (acl.inherit without a default ACL).
+ * _create_reply): _ops["create"] += 1; the new child (newchild_*) with a Mapping
+ * from fs._backing.new_mapping() and nlink 1; _new_handle's Handle and nopen;
+ * _entry's nlookup; the reply's FOPEN flags as OPEN computes them
+ * (open_keeps_cache). The mode is S_IFREG | mode & 07777 less the umask's
+ * permission bits (acl.inherit without a default ACL).
  *
- * Declined: an existing name (O_EXCL's EEXIST, or the open of the existing file),
- * names the codec or _check_name refuse ('/' inside, "." and "..", > 255 bytes, no
- * NUL), O_APPEND (-o writeback_cache strips it: _handle_flags), a parent that is
- * not a plain directory, removed (nlink 0), with chattr flags, set-gid (the gid and
- * mode rules of _new_child) or a default ACL; nr_inodes exhausted (ENOSPC); an
- * inode number or fh already in its table; a message of another length.
- * The request's open_flags are ignored, as FileOps.create ignores them.
+ * Declined: what newchild_check declines -- an existing name among them (O_EXCL's
+ * EEXIST, or the open of the existing file) --, O_APPEND (-o writeback_cache
+ * strips it: _handle_flags), an fh already in its table, a message of another
+ * length. The request's open_flags are ignored, as FileOps.create ignores them.
  */
 static int do_create(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
                      uint64_t nodeid)
 {
     Engine *e = c->e;
+    newchild_t k;
     if (n <= IN_HEADER + CREATE_IN)
         DECLINE();
     uint32_t flags = get_u32(m + IN_HEADER), mode_in = get_u32(m + IN_HEADER + 4);
     uint32_t umask = get_u32(m + IN_HEADER + 8);
-    uint32_t uid = get_u32(m + 24), gid = get_u32(m + 28);
-    const unsigned char *name = m + IN_HEADER + CREATE_IN;
-    Py_ssize_t len = plain_name_len(name, n - IN_HEADER - CREATE_IN);
-    if (len < 0 || memchr(name, '/', (size_t)len))
-        DECLINE();
-    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-        DECLINE();
     if (flags & O_APPEND_)
         DECLINE();
-    PyObject *fs = e->fs;
-    PyObject *inodes = ga(c, fs, s_inodes);
-    PyObject *handles = inodes ? ga(c, fs, s_handles) : NULL;
-    if (!handles || !PyDict_CheckExact(inodes) || !PyDict_CheckExact(handles))
+    if (newchild_check(c, m, n, IN_HEADER + CREATE_IN, nodeid, &k) < 0)
         DECLINE();
-    PyObject *parent = inode_of(c, inodes, nodeid), *dir, *names;
-    if (!parent || plain_dir(c, parent, &dir, &names) < 0)
+    PyObject *handles = ga(c, k.fs, s_handles);
+    long long next_fh;
+    if (!handles || !PyDict_CheckExact(handles) ||
+        ga_ll(k.fs, s_next_fh, &next_fh) < 0 || next_fh < 0 || next_fh == LLONG_MAX)
         DECLINE();
-    PyObject *key = keep(c, PyBytes_FromStringAndSize((const char *)name, len));
-    if (!key)
+    PyObject *fh_o = keep(c, PyLong_FromLongLong(next_fh));
+    if (!fh_o || PyDict_Contains(handles, fh_o) != 0)
         DECLINE();
-    int has = PyDict_Contains(names, key);
-    if (has != 0)
+    PyObject *backing = ga(c, k.fs, m_backing);
+    PyObject *fl_o = backing ? keep(c, PyLong_FromUnsignedLong(flags)) : NULL;
+    if (!fl_o)
         DECLINE();
-    long long pnlink, pmode, pfsflags, max_inodes, free_ispace = 0, next_ino, next_fh;
-    if (ga_ll(parent, s_nlink, &pnlink) < 0 || pnlink == 0 ||
-        ga_ll(parent, s_mode, &pmode) < 0 || (pmode & S_ISGID_) ||
-        ga_ll(parent, s_fsflags, &pfsflags) < 0 || pfsflags != 0)
-        DECLINE();
-    PyObject *acl = ga(c, parent, m_acl_default);
-    if (!acl || acl != Py_None)
-        DECLINE();
-    if (ga_ll(fs, m_max_inodes, &max_inodes) < 0 ||
-        (max_inodes && (ga_ll(fs, m_free_ispace, &free_ispace) < 0 ||
-                        free_ispace < BOGO_INODE_SIZE)))
-        DECLINE();
-    if (ga_ll(fs, m_next_ino, &next_ino) < 0 || next_ino < 0 || next_ino == LLONG_MAX ||
-        ga_ll(fs, s_next_fh, &next_fh) < 0 || next_fh < 0 || next_fh == LLONG_MAX)
-        DECLINE();
-    PyObject *ino_o = keep(c, PyLong_FromLongLong(next_ino));
-    PyObject *fh_o = ino_o ? keep(c, PyLong_FromLongLong(next_fh)) : NULL;
-    if (!fh_o || PyDict_Contains(inodes, ino_o) != 0 || PyDict_Contains(handles, fh_o) != 0)
-        DECLINE();
-    /* the directory's cookie state (Directory.add), read before any change */
-    PyObject *by_cookie = ga(c, dir, m_by_cookie_), *cookies = by_cookie ? ga(c, dir, m_cookies_) : NULL;
-    long long cookie;
-    if (!cookies || !PyDict_CheckExact(by_cookie) || !PyList_CheckExact(cookies) ||
-        ga_ll(dir, m_next_cookie_, &cookie) < 0 || cookie == LLONG_MAX)
-        DECLINE();
-    PyObject *backing = ga(c, fs, m_backing);
-    if (!backing)
-        DECLINE();
-    long long mode = S_IFREG_ | (mode_in & 07777);
-    mode &= ~(long long)(umask & 0777);
-    PyObject *mode_o = keep(c, PyLong_FromLongLong(mode));
-    PyObject *uid_o = mode_o ? keep(c, PyLong_FromUnsignedLong(uid)) : NULL;
-    PyObject *gid_o = uid_o ? keep(c, PyLong_FromUnsignedLong(gid)) : NULL;
-    PyObject *fl_o = gid_o ? keep(c, PyLong_FromUnsignedLong(flags)) : NULL;
-    PyObject *cookie_o = fl_o ? keep(c, PyLong_FromLongLong(cookie)) : NULL;
-    PyObject *ent = cookie_o ? keep(c, PyTuple_Pack(2, cookie_o, ino_o)) : NULL;
-    if (!ent)
-        DECLINE();
+    long long mode = (S_IFREG_ | (mode_in & 07777)) & ~(long long)(umask & 0777);
     /* ---- the objects, made before any change (no side effect but the clock) ---- */
-    PyObject *now = now_ns(c); /* _alloc_inode's Inode(..., self._now()) */
-    if (!now)
-        return -1;
-    PyObject *iargs[5] = {ino_o, mode_o, uid_o, gid_o, now};
-    PyObject *child = keep(c, PyObject_Vectorcall(e->t_inode, iargs, 5, NULL));
+    PyObject *now;
+    PyObject *child = newchild_inode(c, &k, mode, &now);
     if (!child)
         return -1;
     PyObject *mapping = keep(c, PyObject_CallMethodNoArgs(backing, m_new_mapping));
     if (!mapping)
         return -1;
-    PyObject *hargs[3] = {ino_o, fl_o, Py_False};
+    PyObject *hargs[3] = {k.ino_o, fl_o, Py_False};
     PyObject *h = keep(c, PyObject_Vectorcall(e->t_handle, hargs, 3, NULL));
     if (!h)
         return -1;
     /* ---- phase 2 ---- */
-    if (count_op(c, m_create_op) < 0)
+    if (count_op(c, m_create_op) < 0 || attr_set(child, s_mapping, mapping) < 0 ||
+        sa_ll(child, s_nlink, 1) < 0 || newchild_link(c, &k, child) < 0)
         return -1;
-    if (max_inodes && sa_ll(fs, m_free_ispace, free_ispace - BOGO_INODE_SIZE) < 0)
-        return -1;
-    if (sa_ll(fs, m_next_ino, next_ino + 1) < 0 || attr_set(child, s_mapping, mapping) < 0 ||
-        PyDict_SetItem(inodes, ino_o, child) < 0)
-        return -1;
-    /* Directory.add: _next_cookie += 1, _names[name] = (cookie, ino), _by_cookie, _cookies */
-    if (sa_ll(dir, m_next_cookie_, cookie + 1) < 0 || PyDict_SetItem(names, key, ent) < 0 ||
-        PyDict_SetItem(by_cookie, cookie_o, key) < 0 || PyList_Append(cookies, cookie_o) < 0)
-        return -1;
-    if (sa_ll(child, s_nlink, 1) < 0)
-        return -1;
-    PyObject *now2 = now_ns(c); /* _link_child: parent.mtime_ns = parent.ctime_ns = now */
-    if (!now2 || attr_set(parent, s_mtime_ns, now2) < 0 || attr_set(parent, s_ctime_ns, now2) < 0)
-        return -1;
-    if (sa_ll(fs, s_next_fh, next_fh + 1) < 0 || PyDict_SetItem(handles, fh_o, h) < 0 ||
+    if (sa_ll(k.fs, s_next_fh, next_fh + 1) < 0 || PyDict_SetItem(handles, fh_o, h) < 0 ||
         sa_ll(child, s_nopen, 1) < 0 || sa_ll(child, s_nlookup, 1) < 0)
         return -1;
     long long t = PyLong_AsLongLong(now);
@@ -215,16 +273,8 @@ static int do_create(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t un
     if (open_keeps_cache(c, t, t, t, &oflags) < 0)
         return -1;
     unsigned char *o = c->hdr + OUT_HEADER;
-    if (attr_of(c, child, o + 40) < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "hotpath: the new inode has no plain attr");
+    if (newchild_entry(c, &k, child, o) < 0)
         return -1;
-    }
-    put_u64(o, (uint64_t)next_ino);
-    put_u64(o + 8, e->generation);
-    put_u64(o + 16, (uint64_t)e->entry_sec);
-    put_u64(o + 24, (uint64_t)e->attr_sec);
-    put_u32(o + 32, (uint32_t)e->entry_nsec);
-    put_u32(o + 36, (uint32_t)e->attr_nsec);
     put_u64(o + ENTRY_OUT, (uint64_t)next_fh);
     put_u32(o + ENTRY_OUT + 8, oflags);
     put_u32(o + ENTRY_OUT + 12, 0);
@@ -237,81 +287,196 @@ decline:
     return 0;
 }
 
-/* ----------------------------------------------------------------- UNLINK */
-
 /*
- * UNLINK of a regular file's name (NamespaceOps.unlink): _ops["unlink"] += 1;
- * Directory.remove (its tombstone count and the lazy compaction of _cookies);
- * the parent's mtime and ctime and the victim's ctime (one clock reading);
- * _drop_link: a name of a file with other links gives its ispace slot back, nlink
- * -= 1; the last name of a closed file is reclaimed (FsCore._reclaim: its pages
- * uncharged from size=, its mapping moved to a private Budget, its ispace and
- * xattr space given back, fs._reclaimed += 1).
- *
- * Declined: a missing name (ENOENT), a victim that is not a plain regular file
- * (directories' EISDIR, symlinks, device nodes), chattr flags on the directory or
- * the victim (EPERM), a window file or a window's object, an eviction (the kernel
- * holds no lookup of the victim: Python frees it), a victim already reclaimed or
- * whose mapping is not charged to the mount's Budget, long-symlink pages, a
- * parent that is not a plain directory, a message the codec would refuse.
+ * MKDIR (Operations._mkdir -> NamespaceOps.mkdir): _ops["mkdir"] += 1; the new
+ * child (newchild_*) of mode S_IFDIR | mode & 07777 less the umask's permission
+ * bits, whose Directory Inode.__init__ makes; _link_child's child.parent, nlink 2
+ * and the parent's nlink + 1; _entry's nlookup. Declined: what newchild_check
+ * declines (EEXIST among them), a message of another length.
  */
-static int do_unlink(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
-                     uint64_t nodeid)
+static int do_mkdir(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                    uint64_t nodeid)
+{
+    Engine *e = c->e;
+    newchild_t k;
+    if (n <= IN_HEADER + MKDIR_IN)
+        DECLINE();
+    uint32_t mode_in = get_u32(m + IN_HEADER), umask = get_u32(m + IN_HEADER + 4);
+    if (newchild_check(c, m, n, IN_HEADER + MKDIR_IN, nodeid, &k) < 0)
+        DECLINE();
+    long long pnlink;
+    PyObject *pino = ga(c, k.parent, s_ino);
+    if (!pino || ga_ll(k.parent, s_nlink, &pnlink) < 0 || pnlink == LLONG_MAX)
+        DECLINE();
+    long long mode = (S_IFDIR_ | (mode_in & 07777)) & ~(long long)(umask & 0777);
+    PyObject *now;
+    PyObject *child = newchild_inode(c, &k, mode, &now);
+    if (!child)
+        return -1;
+    /* ---- phase 2 ---- */
+    if (count_op(c, m_mkdir_op) < 0 || attr_set(child, m_parent, pino) < 0 ||
+        sa_ll(child, s_nlink, 2) < 0 || sa_ll(k.parent, s_nlink, pnlink + 1) < 0 ||
+        newchild_link(c, &k, child) < 0 || sa_ll(child, s_nlookup, 1) < 0)
+        return -1;
+    unsigned char *o = c->hdr + OUT_HEADER;
+    if (newchild_entry(c, &k, child, o) < 0)
+        return -1;
+    reply_header(c, unique, ENTRY_OUT);
+    c->iov[0].iov_len = OUT_HEADER + ENTRY_OUT;
+    e->n_mkdir++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/* ------------------------------------------------------- UNLINK and RMDIR */
+
+/* A name about to be removed (NamespaceOps.unlink / rmdir), checked before any
+ * change: the parent and its Directory's state, the entry, the victim inode. */
+typedef struct {
+    PyObject *fs, *parent, *dir, *names, *key, *cookie_o, *victim, *by_cookie, *cookies;
+    long long vino, dead, max_inodes, free_ispace, xspace, reclaimed_n;
+} victim_t;
+
+/* 0 ready, -1 declined: a name the codec refuses, a parent that is not a plain
+ * directory, a missing name (ENOENT), a victim of an unexpected type or the root,
+ * chattr flags on the directory or the victim (fsflags.check_dir_remove's EPERM),
+ * a victim already reclaimed, an entry Directory.remove would fail on. */
+static int victim_check(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t nodeid,
+                        victim_t *v)
 {
     Engine *e = c->e;
     const unsigned char *name = m + IN_HEADER;
     Py_ssize_t len = plain_name_len(name, n - IN_HEADER);
     if (len < 0)
-        DECLINE();
-    PyObject *fs = e->fs;
-    PyObject *inodes = ga(c, fs, s_inodes);
+        return -1;
+    v->fs = e->fs;
+    PyObject *inodes = ga(c, v->fs, s_inodes);
     if (!inodes || !PyDict_CheckExact(inodes))
-        DECLINE();
-    PyObject *parent = inode_of(c, inodes, nodeid), *dir, *names;
-    if (!parent || plain_dir(c, parent, &dir, &names) < 0)
-        DECLINE();
-    PyObject *key = keep(c, PyBytes_FromStringAndSize((const char *)name, len));
-    if (!key)
-        DECLINE();
-    PyObject *ent = PyDict_GetItemWithError(names, key); /* (cookie, ino) */
+        return -1;
+    v->parent = inode_of(c, inodes, nodeid);
+    if (!v->parent || plain_dir(c, v->parent, &v->dir, &v->names) < 0)
+        return -1;
+    v->key = keep(c, PyBytes_FromStringAndSize((const char *)name, len));
+    if (!v->key)
+        return -1;
+    PyObject *ent = PyDict_GetItemWithError(v->names, v->key); /* (cookie, ino) */
     if (!ent || !PyTuple_CheckExact(ent) || PyTuple_GET_SIZE(ent) != 2)
-        DECLINE();
+        return -1;
     ent = keep(c, Py_NewRef(ent));
-    PyObject *cookie_o = PyTuple_GET_ITEM(ent, 0), *ino_o = PyTuple_GET_ITEM(ent, 1);
-    long long vino = PyLong_AsLongLong(ino_o);
-    if (vino == -1 && PyErr_Occurred())
-        DECLINE();
+    v->cookie_o = PyTuple_GET_ITEM(ent, 0);
+    PyObject *ino_o = PyTuple_GET_ITEM(ent, 1);
+    v->vino = PyLong_AsLongLong(ino_o);
+    if (v->vino == -1 && PyErr_Occurred())
+        return -1;
     PyObject *victim = PyDict_GetItemWithError(inodes, ino_o);
-    if (!victim || (PyObject *)Py_TYPE(victim) != e->t_inode || vino == ROOT_INO)
+    if (!victim || (PyObject *)Py_TYPE(victim) != e->t_inode || v->vino == ROOT_INO)
+        return -1;
+    v->victim = keep(c, Py_NewRef(victim));
+    long long pfsflags, vfsflags;
+    if (!v->victim || ga_ll(v->parent, s_fsflags, &pfsflags) < 0 || pfsflags != 0 ||
+        ga_ll(v->victim, s_fsflags, &vfsflags) < 0 || vfsflags != 0 ||
+        ga_ll(v->victim, m_xattr_space, &v->xspace) < 0 || v->xspace < 0)
+        return -1;
+    PyObject *rec = ga(c, v->victim, s_reclaimed);
+    if (!rec || rec != Py_False)
+        return -1;
+    v->free_ispace = 0;
+    if (ga_ll(v->fs, m_max_inodes, &v->max_inodes) < 0 ||
+        (v->max_inodes && ga_ll(v->fs, m_free_ispace, &v->free_ispace) < 0) ||
+        ga_ll(v->fs, m_reclaimed_n, &v->reclaimed_n) < 0)
+        return -1;
+    /* Directory.remove's state */
+    v->by_cookie = ga(c, v->dir, m_by_cookie_);
+    v->cookies = v->by_cookie ? ga(c, v->dir, m_cookies_) : NULL;
+    if (!v->cookies || !PyDict_CheckExact(v->by_cookie) || !PyList_CheckExact(v->cookies) ||
+        ga_ll(v->dir, m_dead_, &v->dead) < 0 || v->dead == LLONG_MAX)
+        return -1;
+    return PyDict_Contains(v->by_cookie, v->cookie_o) == 1 ? 0 : -1;
+}
+
+/* Phase 2 of a removal: Directory.remove (the entry, its cookie, the tombstone
+ * count and the lazy compaction of _cookies), then the parent's mtime and ctime
+ * from one clock reading, returned (kept in c); NULL on failure. */
+static PyObject *victim_remove(ctx_t *c, victim_t *v)
+{
+    if (PyDict_DelItem(v->names, v->key) < 0 || PyDict_DelItem(v->by_cookie, v->cookie_o) < 0)
+        return NULL;
+    long long dead = v->dead + 1;
+    if (dead > 32 && dead > PyDict_GET_SIZE(v->names)) {
+        Py_ssize_t nc = PyList_GET_SIZE(v->cookies);
+        PyObject *live = keep(c, PyList_New(0));
+        if (!live)
+            return NULL;
+        for (Py_ssize_t i = 0; i < nc; i++) {
+            PyObject *ck = PyList_GET_ITEM(v->cookies, i);
+            int in = PyDict_Contains(v->by_cookie, ck);
+            if (in < 0 || (in && PyList_Append(live, ck) < 0))
+                return NULL;
+        }
+        if (attr_set(v->dir, m_cookies_, live) < 0)
+            return NULL;
+        dead = 0;
+    }
+    if (sa_ll(v->dir, m_dead_, dead) < 0)
+        return NULL;
+    PyObject *now = now_ns(c);
+    if (!now || attr_set(v->parent, s_mtime_ns, now) < 0 ||
+        attr_set(v->parent, s_ctime_ns, now) < 0)
+        return NULL;
+    return now;
+}
+
+/* FsCore._reclaim's bookkeeping common to every inode: reclaimed, ispace and xattr
+ * space back (free_ispace as it stands now), _reclaimed += 1. -1 on failure. */
+static int victim_reclaimed(ctx_t *c, victim_t *v, long long free_ispace)
+{
+    if (attr_set(v->victim, s_reclaimed, Py_True) < 0)
+        return -1;
+    if (v->max_inodes &&
+        sa_ll(v->fs, m_free_ispace, free_ispace + BOGO_INODE_SIZE + v->xspace) < 0)
+        return -1;
+    return sa_ll(v->fs, m_reclaimed_n, v->reclaimed_n + 1);
+}
+
+/*
+ * UNLINK of a regular file's name (NamespaceOps.unlink): _ops["unlink"] += 1;
+ * victim_remove; the victim's ctime (the same clock reading); _drop_link: a name
+ * of a file with other links gives its ispace slot back, nlink -= 1; the last
+ * name of a closed file is reclaimed (FsCore._reclaim: its pages uncharged from
+ * size=, its mapping moved to a private Budget, victim_reclaimed).
+ *
+ * Declined: what victim_check declines, a victim that is not a plain regular file
+ * (directories' EISDIR, symlinks, device nodes), a window file or a window's
+ * object, an eviction (the kernel holds no lookup of the victim: Python frees
+ * it), a mapping not charged to the mount's Budget, long-symlink pages.
+ */
+static int do_unlink(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                     uint64_t nodeid)
+{
+    Engine *e = c->e;
+    victim_t v;
+    if (victim_check(c, m, n, nodeid, &v) < 0)
         DECLINE();
-    victim = keep(c, Py_NewRef(victim));
-    long long pfsflags, vmode, vfsflags, nlink, nlookup, nopen, spages, xspace;
-    if (ga_ll(parent, s_fsflags, &pfsflags) < 0 || pfsflags != 0 ||
-        ga_ll(victim, s_mode, &vmode) < 0 || (vmode & S_IFMT_) != S_IFREG_ ||
-        ga_ll(victim, s_fsflags, &vfsflags) < 0 || vfsflags != 0 ||
+    PyObject *victim = v.victim;
+    long long vmode, nlink, nlookup, nopen, spages;
+    if (ga_ll(victim, s_mode, &vmode) < 0 || (vmode & S_IFMT_) != S_IFREG_ ||
         ga_ll(victim, s_nlink, &nlink) < 0 || nlink < 1 ||
         ga_ll(victim, s_nlookup, &nlookup) < 0 || nlookup < 0 ||
         ga_ll(victim, s_nopen, &nopen) < 0 || nopen < 0 ||
-        ga_ll(victim, s_symlink_pages, &spages) < 0 || spages != 0 ||
-        ga_ll(victim, m_xattr_space, &xspace) < 0 || xspace < 0)
+        ga_ll(victim, s_symlink_pages, &spages) < 0 || spages != 0)
         DECLINE();
-    PyObject *rec = ga(c, victim, s_reclaimed);
-    if (!rec || rec != Py_False)
-        DECLINE();
-    if (window_file(c, (uint64_t)vino) != 0)
+    if (window_file(c, (uint64_t)v.vino) != 0)
         DECLINE();
     int reclaim = nlink == 1 && nopen == 0;
-    if (nlink == 1 && nopen == 0 && nlookup == 0)
+    if (reclaim && nlookup == 0)
         DECLINE(); /* _maybe_evict drops it now: Python's */
-    long long max_inodes, free_ispace = 0;
-    if (ga_ll(fs, m_max_inodes, &max_inodes) < 0 ||
-        (max_inodes && ga_ll(fs, m_free_ispace, &free_ispace) < 0))
-        DECLINE();
     /* the reclaim's objects: the mount's Budget must be the mapping's */
     PyObject *budget = NULL, *mapping = NULL, *pages = NULL, *private = NULL;
-    long long nrpages = 0, used = 0, reclaimed_n = 0;
+    long long nrpages = 0, used = 0;
     if (reclaim) {
-        budget = ga(c, fs, m_budget_fs);
+        budget = ga(c, v.fs, m_budget_fs);
         mapping = budget ? ga(c, victim, s_mapping) : NULL;
         if (!mapping || (PyObject *)Py_TYPE(mapping) != e->t_mapping ||
             (PyObject *)Py_TYPE(budget) != e->t_budget)
@@ -320,68 +485,86 @@ static int do_unlink(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t un
         pages = mb ? ga(c, mapping, s_pages) : NULL;
         if (!pages || mb != budget || (PyObject *)Py_TYPE(pages) != e->t_pages ||
             ga_ll(pages, s_nrpages, &nrpages) < 0 || ga_ll(budget, s_used_pages, &used) < 0 ||
-            nrpages < 0 || nrpages > used || ga_ll(fs, m_reclaimed_n, &reclaimed_n) < 0)
+            nrpages < 0 || nrpages > used)
             DECLINE(); /* Budget.uncharge's ValueError: Python's */
         PyObject *zero = keep(c, PyLong_FromLong(0));
         private = zero ? keep(c, PyObject_Vectorcall(e->t_budget, &zero, 1, NULL)) : NULL;
         if (!private)
             DECLINE();
     }
-    /* Directory.remove's state */
-    PyObject *by_cookie = ga(c, dir, m_by_cookie_), *cookies = by_cookie ? ga(c, dir, m_cookies_) : NULL;
-    long long dead;
-    if (!cookies || !PyDict_CheckExact(by_cookie) || !PyList_CheckExact(cookies) ||
-        ga_ll(dir, m_dead_, &dead) < 0 || dead == LLONG_MAX)
-        DECLINE();
-    int has = PyDict_Contains(by_cookie, cookie_o);
-    if (has != 1)
-        DECLINE(); /* Directory.remove's KeyError: Python's */
     /* ---- phase 2 ---- */
     if (count_op(c, m_unlink_op) < 0)
         return -1;
-    if (PyDict_DelItem(names, key) < 0 || PyDict_DelItem(by_cookie, cookie_o) < 0)
+    PyObject *now = victim_remove(c, &v);
+    if (!now)
         return -1;
-    dead += 1;
-    if (dead > 32 && dead > PyDict_GET_SIZE(names)) { /* compaction of the tombstones */
-        Py_ssize_t nc = PyList_GET_SIZE(cookies);
-        PyObject *live = keep(c, PyList_New(0));
-        if (!live)
-            return -1;
-        for (Py_ssize_t i = 0; i < nc; i++) {
-            PyObject *ck = PyList_GET_ITEM(cookies, i);
-            int in = PyDict_Contains(by_cookie, ck);
-            if (in < 0 || (in && PyList_Append(live, ck) < 0))
-                return -1;
-        }
-        if (attr_set(dir, m_cookies_, live) < 0)
-            return -1;
-        dead = 0;
-    }
-    if (sa_ll(dir, m_dead_, dead) < 0)
-        return -1;
-    PyObject *now = now_ns(c);
-    if (!now || attr_set(parent, s_mtime_ns, now) < 0 || attr_set(parent, s_ctime_ns, now) < 0)
-        return -1;
-    /* _drop_link */
-    if (nlink > 1 && max_inodes) {
+    long long free_ispace = v.free_ispace;
+    if (nlink > 1 && v.max_inodes) { /* _drop_link */
         free_ispace += BOGO_INODE_SIZE;
-        if (sa_ll(fs, m_free_ispace, free_ispace) < 0)
+        if (sa_ll(v.fs, m_free_ispace, free_ispace) < 0)
             return -1;
     }
     if (sa_ll(victim, s_nlink, nlink - 1) < 0 || attr_set(victim, s_ctime_ns, now) < 0)
         return -1;
     if (reclaim) { /* FsCore._reclaim */
-        if (attr_set(victim, s_reclaimed, Py_True) < 0 ||
-            sa_ll(budget, s_used_pages, used - nrpages) < 0 ||
-            sa_ll(private, s_used_pages, nrpages) < 0 || attr_set(mapping, s_budget, private) < 0)
-            return -1;
-        if (max_inodes && sa_ll(fs, m_free_ispace, free_ispace + BOGO_INODE_SIZE + xspace) < 0)
-            return -1;
-        if (sa_ll(fs, m_reclaimed_n, reclaimed_n + 1) < 0)
+        if (sa_ll(budget, s_used_pages, used - nrpages) < 0 ||
+            sa_ll(private, s_used_pages, nrpages) < 0 || attr_set(mapping, s_budget, private) < 0 ||
+            victim_reclaimed(c, &v, free_ispace) < 0)
             return -1;
     }
     reply_header(c, unique, 0);
     e->n_unlink++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/*
+ * RMDIR of an empty directory (NamespaceOps.rmdir): _ops["rmdir"] += 1;
+ * victim_remove; _drop_link: the victim's nlink 0, the parent's nlink - 1, the
+ * victim's ctime; a closed directory is reclaimed (victim_reclaimed: a directory
+ * has no pages). Declined: "." (EINVAL) and ".." (ENOTEMPTY), what victim_check
+ * declines, a victim that is not a plain directory (ENOTDIR) or not empty
+ * (ENOTEMPTY), an eviction (no lookup and no open handle left: Python's), a
+ * parent with an nlink below 1.
+ */
+static int do_rmdir(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                    uint64_t nodeid)
+{
+    Engine *e = c->e;
+    victim_t v;
+    const unsigned char *name = m + IN_HEADER;
+    Py_ssize_t room = n - IN_HEADER;
+    if (room >= 2 && name[0] == '.' && (name[1] == 0 || (room >= 3 && name[1] == '.' &&
+                                                         name[2] == 0)))
+        DECLINE();
+    if (victim_check(c, m, n, nodeid, &v) < 0)
+        DECLINE();
+    PyObject *vdir, *vnames;
+    long long nlookup, nopen, pnlink;
+    if (plain_dir(c, v.victim, &vdir, &vnames) < 0)
+        DECLINE();
+    Py_ssize_t entries = PyObject_Size(vdir); /* len(victim.dir) */
+    if (entries != 0 || ga_ll(v.victim, s_nlookup, &nlookup) < 0 || nlookup < 0 ||
+        ga_ll(v.victim, s_nopen, &nopen) < 0 || nopen < 0 ||
+        ga_ll(v.parent, s_nlink, &pnlink) < 0 || pnlink < 1)
+        DECLINE();
+    if (nopen == 0 && nlookup == 0)
+        DECLINE(); /* _maybe_evict drops it now: Python's */
+    /* ---- phase 2 ---- */
+    if (count_op(c, m_rmdir_op) < 0)
+        return -1;
+    PyObject *now = victim_remove(c, &v);
+    if (!now)
+        return -1;
+    if (sa_ll(v.victim, s_nlink, 0) < 0 || sa_ll(v.parent, s_nlink, pnlink - 1) < 0 ||
+        attr_set(v.victim, s_ctime_ns, now) < 0)
+        return -1;
+    if (nopen == 0 && victim_reclaimed(c, &v, v.free_ispace) < 0)
+        return -1;
+    reply_header(c, unique, 0);
+    e->n_rmdir++;
     return 1;
 decline:
     PyErr_Clear();

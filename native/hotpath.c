@@ -67,6 +67,8 @@
 #define OP_OPEN 14
 #define OP_UNLINK 10
 #define OP_CREATE 35
+#define OP_MKDIR 9
+#define OP_RMDIR 11
 #define OPEN_IN 8 /* fuse_open_in */
 #define OPEN_OUT 16
 #define O_TRUNC_ 01000
@@ -110,7 +112,7 @@ typedef struct {
     PyObject *enoent_key;     /* the int ENOENT, its key */
     long long neg_sec, neg_nsec; /* negative entries' timeout; neg_sec < 0: none */
     int keep_cache;              /* OpsConfig.keep_cache: FOPEN_KEEP_CACHE on OPEN */
-    unsigned long long n_open, n_create, n_unlink, n_forget; /* the last three: hotmeta.c */
+    unsigned long long n_open, n_create, n_unlink, n_forget, n_mkdir, n_rmdir; /* hotmeta.c */
     PyObject *fault_stats;
     long long attr_sec, attr_nsec, relatime_s, dirent_size;
     long long max_file_size;
@@ -1414,7 +1416,7 @@ decline:
     return 0;
 }
 
-#include "hotmeta.c" /* CREATE, UNLINK, FORGET, BATCH_FORGET */
+#include "hotmeta.c" /* CREATE, UNLINK, MKDIR, RMDIR, FORGET, BATCH_FORGET */
 
 /* ----------------------------------------------------------------- methods */
 
@@ -1446,6 +1448,10 @@ static int serve(Engine *e, PyObject *msg, int ordered, ctx_t *c, Py_buffer *mb)
         r = do_create(c, m, n, unique, nodeid);
     else if (op == OP_UNLINK && ordered)
         r = do_unlink(c, m, n, unique, nodeid);
+    else if (op == OP_MKDIR && ordered)
+        r = do_mkdir(c, m, n, unique, nodeid);
+    else if (op == OP_RMDIR && ordered)
+        r = do_rmdir(c, m, n, unique, nodeid);
     else if (op == OP_FORGET || op == OP_BATCH_FORGET) /* no reply: never waits */
         r = do_forget(c, m, n, op, nodeid);
     else
@@ -1631,9 +1637,9 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
-        "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget,
+        "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
         "last_decline_line", e->last_decline);

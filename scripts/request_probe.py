@@ -9,7 +9,8 @@ stats bookkeeping, the reply's writev -- to /dev/null instead of /dev/fuse).
 ``--reap-every N`` reaps the evictions FORGETs left for later every N requests,
 untimed (without it, after 256 FORGETs each one also reaps one, in the timing).
 Kinds: read (4 KiB of a resident page, random), read_hole, append4k, append512,
-overwrite4k, getattr, lookup_hit, lookup_miss, create, release, open, unlink, forget.
+overwrite4k, getattr, lookup_hit, lookup_miss, create, release, open, unlink, forget,
+mkdir, rmdir.
 ``--mountflags`` gives ShmFs a MountFlagsWatch of "/" (a poll of
 /proc/self/mountinfo per atime check), as the daemon does. The session uses
 the C hot path (native/hotpath.c) where it is built; ``--python`` measures the
@@ -51,10 +52,11 @@ Session = session_mod.Session
 
 CTX = Ctx(0, 0, os.getpid(), 0o022)
 HDR = struct.Struct("<IIQQIIIHH")
-LOOKUP, FORGET, GETATTR, UNLINK, OPEN = 1, 2, 3, 10, 14
+LOOKUP, FORGET, GETATTR, MKDIR, UNLINK, RMDIR, OPEN = 1, 2, 3, 9, 10, 11, 14
 READ, WRITE, RELEASE, CREATE = 15, 16, 18, 35
 KINDS = ("read", "read_hole", "append4k", "append512", "overwrite4k", "getattr",
-         "lookup_hit", "lookup_miss", "create", "release", "open", "unlink", "forget")
+         "lookup_hit", "lookup_miss", "create", "release", "open", "unlink", "forget",
+         "mkdir", "rmdir")
 FILE_PAGES = 16384  # 64 MiB resident file for the reads
 WALL = False
 REAP_EVERY = 0  # --reap-every: evict_later reaped (untimed) every so many requests
@@ -119,6 +121,12 @@ def build(kind: str, n: int, mountflags: bool) -> tuple[Session, list[memoryview
         return s, [_msg(CREATE, 1, body + nm + b"\0") for nm in names]
     if kind == "lookup_miss":
         return s, [_msg(LOOKUP, 1, nm + b"\0") for nm in names]
+    if kind == "mkdir":
+        return s, [_msg(MKDIR, 1, struct.pack("<II", 0o755, 0o022) + nm + b"\0") for nm in names]
+    if kind == "rmdir":  # empty directories the kernel still holds (nlookup 1)
+        for nm in names:
+            fs.mkdir(1, nm, 0o755, CTX)
+        return s, [_msg(RMDIR, 1, nm + b"\0") for nm in names]
     made = [fs.create(1, nm, 0o100644, os.O_WRONLY, CTX) for nm in names]
     if kind == "getattr":
         return s, [_msg(GETATTR, 1, struct.pack("<IIQ", 0, 0, 0)) for _ in range(n)]

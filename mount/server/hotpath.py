@@ -1,5 +1,5 @@
 """The C hot path of regular-file READ, WRITE, GETATTR, LOOKUP, OPEN, RELEASE, CREATE,
-UNLINK and FORGET (native/hotpath.c, native/hotmeta.c).
+UNLINK, and of MKDIR, RMDIR and FORGET (native/hotpath.c, native/hotmeta.c).
 
 ``engine(fs, config)`` builds a ``mount.server._hotpath.Engine`` over a ShmFs, or
 returns None when the extension is missing (a checkout built without a C
@@ -8,8 +8,9 @@ compiler: the daemon logs a warning once and serves everything in Python) or
 
 The session calls ``Engine.handle(msg, fd, ordered)`` before its own fast path:
 the engine answers a READ, WRITE, GETATTR, LOOKUP (hit or miss), OPEN, RELEASE, CREATE
-(of a new regular file), UNLINK (of a regular file's name), FORGET or BATCH_FORGET in the
-common state entirely in C (the last three: native/hotmeta.c),
+(of a new regular file), UNLINK (of a regular file's name), MKDIR, RMDIR (of an empty
+directory), FORGET or BATCH_FORGET in the common state entirely in C (the last six:
+native/hotmeta.c),
 changing the same Python objects the Python path changes, and writes the reply
 to ``fd``; anything else it declines (None) untouched. ``Engine.answer(msg,
 ordered)`` returns the reply bytes instead (tests). Where the engine is not
@@ -60,7 +61,9 @@ def replaced_methods(fs: Any) -> list[str]:
            "_new_handle": FsCore.__dict__["_new_handle"],
            "_link_child": NamespaceOps.__dict__["_link_child"],
            "_drop_link": NamespaceOps.__dict__["_drop_link"],
-           "forget": AttrOps.__dict__["forget"], "_maybe_evict": FsCore.__dict__["_maybe_evict"]}
+           "forget": AttrOps.__dict__["forget"], "_maybe_evict": FsCore.__dict__["_maybe_evict"],
+           "mkdir": NamespaceOps.__dict__["mkdir"], "rmdir": NamespaceOps.__dict__["rmdir"],
+           "_prepare_new": NamespaceOps.__dict__["_prepare_new"]}
     inst = getattr(fs, "__dict__", {})
     return [name for name, fn in own.items() if getattr(ShmFs, name) is not fn or name in inst]
 

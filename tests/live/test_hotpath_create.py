@@ -1,4 +1,4 @@
-"""CREATE, UNLINK and FORGET in the C hot path (native/hotmeta.c), on a live mount.
+"""CREATE, UNLINK, MKDIR, RMDIR and FORGET in the C hot path (native/hotmeta.c), live.
 
 What must hold with the engine answering them: it is really taken (its STATS counters
 move); creates, unlinks, links and the errors around them (EEXIST, ENOENT, EISDIR,
@@ -120,6 +120,53 @@ def test_creates_and_unlinks_are_served_by_the_engine_as_on_tmpfs() -> None:
         assert after["unlink"] - before["unlink"] >= 6
         assert after["forget"] > before["forget"]
         assert after["errors"] == 0 and after["write_errors"] == 0
+
+
+def _dirs_scenario(mnt: Path) -> list[object]:
+    """mkdir with modes and umasks, nested; rmdir of empty, non-empty, open and missing
+    directories and of a file; link counts, modes and free inodes along the way."""
+    out: list[object] = []
+    base = os.statvfs(mnt).f_ffree
+    old = os.umask(0o022)
+    try:
+        for name, mode, umask in (("a", 0o755, 0o022), ("b", 0o1777, 0), ("c", 0o777, 0o077)):
+            os.umask(umask)
+            os.mkdir(mnt / name, mode)
+        os.umask(0o022)
+        os.makedirs(mnt / "a" / "x" / "y")
+        out.append(sorted((n, oct(os.stat(mnt / n).st_mode), os.stat(mnt / n).st_nlink)
+                          for n in ("a", "b", "c")))
+        out.append(_err(lambda: os.mkdir(mnt / "a")))
+        out.append(_err(lambda: os.rmdir(mnt / "a")))
+        (mnt / "b" / "f").write_bytes(b"f")
+        out.append(_err(lambda: os.rmdir(mnt / "b" / "f")))
+        out.append(_err(lambda: os.rmdir(mnt / "nope")))
+        fd = os.open(mnt / "c", os.O_RDONLY | os.O_DIRECTORY)
+        os.rmdir(mnt / "c")  # still open
+        out.append(os.fstat(fd).st_nlink)
+        os.close(fd)
+        os.rmdir(mnt / "a" / "x" / "y")
+        os.rmdir(mnt / "a" / "x")
+        out.append(os.stat(mnt / "a").st_nlink)
+        os.rmdir(mnt / "a")
+        os.unlink(mnt / "b" / "f")
+        os.rmdir(mnt / "b")
+        out.append((base - os.statvfs(mnt).f_ffree, sorted(os.listdir(mnt))))
+    finally:
+        os.umask(old)
+    return out
+
+
+def test_mkdirs_and_rmdirs_are_served_by_the_engine_as_on_tmpfs() -> None:
+    with shmfs_mount("nr_inodes=100") as mnt, tmpfs_mount("nr_inodes=100") as tmp:
+        before = _hot(mnt)
+        got = _dirs_scenario(mnt)
+        assert got == _dirs_scenario(tmp)
+        assert got[-1] == (0, [])
+        after = _hot(mnt)
+        assert after["mkdir"] - before["mkdir"] >= 5
+        assert after["rmdir"] - before["rmdir"] >= 5
+        assert after["errors"] == 0
 
 
 def test_enospc_when_nr_inodes_runs_out_as_on_tmpfs() -> None:

@@ -47,7 +47,7 @@ from vmcore.fault import FAULT_STATS
 pytestmark = pytest.mark.skipif(not hotpath.available(), reason="_hotpath not built")
 
 LOOKUP, FORGET, GETATTR, UNLINK, OPEN, READ, WRITE, RELEASE = 1, 2, 3, 10, 14, 15, 16, 18
-CREATE, BATCH_FORGET = 35, 42
+MKDIR, RMDIR, CREATE, BATCH_FORGET = 9, 11, 35, 42
 CTX = Ctx(0, 0, 1, 0o022)
 KILL = 4  # FUSE_WRITE_KILL_SUIDGID
 NFILES = 3
@@ -103,6 +103,14 @@ def create_msg(parent: int, name: bytes, flags: int = os.O_WRONLY | os.O_CREAT,
 
 def unlink_msg(parent: int, name: bytes) -> bytes:
     return msg(UNLINK, name + b"\0", nodeid=parent)
+
+
+def mkdir_msg(parent: int, name: bytes, mode: int = 0o755, umask: int = 0o022) -> bytes:
+    return msg(MKDIR, struct.pack("<II", mode, umask) + name + b"\0", nodeid=parent)
+
+
+def rmdir_msg(parent: int, name: bytes) -> bytes:
+    return msg(RMDIR, name + b"\0", nodeid=parent)
 
 
 def forget_msg(nodeid: int, nlookup: int) -> bytes:
@@ -279,7 +287,16 @@ op_forget = st.tuples(st.just("forget"),
                                          st.sampled_from([1, 1, 2, 1 << 40])),
                                min_size=1, max_size=4),
                       st.booleans(), st.sampled_from([0, 0, 0, 1]), st.booleans())
-ops_st = st.lists(st.one_of(op_forget, op_forget, op_createmsg, op_createmsg, op_createmsg,
+# MKDIR (modes with set-id and sticky bits, umasks) and RMDIR (empty, not empty, files,
+# ".", "..", missing) in the root, in "d", in a file, in a missing node
+op_mkdirmsg = st.tuples(st.just("mkdirmsg"), st.sampled_from([1, 1, DIR, 2, 99]),
+                        st.sampled_from(NAMES[:3] * 3 + NAMES),
+                        st.sampled_from([0o755, 0o7777, 0o2775, 0o40700]),
+                        st.sampled_from([0o022, 0, 0o777]))
+op_rmdirmsg = st.tuples(st.just("rmdirmsg"), st.sampled_from([1, 1, DIR, 2, 99]),
+                        st.sampled_from(NAMES[:3] * 3 + NAMES))
+ops_st = st.lists(st.one_of(op_mkdirmsg, op_rmdirmsg, op_forget, op_forget, op_createmsg,
+                            op_createmsg, op_createmsg,
                             op_unlinkmsg, op_unlinkmsg, op_unlinkmsg, op_meta, op_read, op_write,
                             op_append, op_getattr, op_lookup, op_truncate, op_chmod,
                             op_fsflags, op_share, op_falloc, op_windows, op_bad, op_open,
@@ -324,9 +341,10 @@ def apply(c: Twin, py: Twin, op: tuple) -> None:
         step(c, py, batch_forget_msg(pairs, extra) if batch or extra else
              forget_msg(*pairs[0]))
         return
-    if kind in ("createmsg", "unlinkmsg"):
+    if kind in ("createmsg", "unlinkmsg", "mkdirmsg", "rmdirmsg"):
         fhs = (c.fs._next_fh, py.fs._next_fh)
-        m = create_msg(*op[1:]) if kind == "createmsg" else unlink_msg(*op[1:])
+        m = {"createmsg": create_msg, "unlinkmsg": unlink_msg, "mkdirmsg": mkdir_msg,
+             "rmdirmsg": rmdir_msg}[kind](*op[1:])
         step(c, py, m)
         for t, fh0 in zip((c, py), fhs, strict=True):
             if t.fs._next_fh != fh0:  # a new handle: the "release" steps may close it
@@ -738,3 +756,35 @@ def test_forgets_are_taken_and_evictions_left_for_later() -> None:
     assert not _taken(c, py, forget_msg(n1, 1))  # evicted now, by Python
     assert n1 not in c.fs._inodes
     assert c.engine.statistics()["forget"] == 4
+
+
+def test_mkdirs_and_rmdirs_are_taken_and_the_odd_ones_declined() -> None:
+    """MKDIR (umasks, set-id and sticky bits kept as Python keeps them) and RMDIR of an
+    empty directory, closed (reclaimed) or still open, in C; EEXIST, set-gid parents,
+    ENOTEMPTY, ENOTDIR, ".", "..", a forgotten directory (its eviction): Python's."""
+    c, py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+    for i, m in enumerate((mkdir_msg(1, b"a"), mkdir_msg(DIR, b"b", 0o7777, 0),
+                           mkdir_msg(1, b"c", 0o777, 0o077), mkdir_msg(1, b"e"))):
+        assert _taken(c, py, m), f"mkdir {i} declined"
+    a = c.fs._inodes[1].dir.get(b"a")
+    assert c.fs._inodes[a].nlink == 2 and c.fs._inodes[a].parent == 1
+    for t in (c, py):
+        t.fs.create(a, b"inside", 0o100644, os.O_RDONLY, CTX)
+        t.fs.opendir(t.fs._inodes[1].dir.get(b"e"), os.O_RDONLY)  # held open
+    for m in (mkdir_msg(1, b"a"), mkdir_msg(1, b"f0"), rmdir_msg(1, b"a"), rmdir_msg(1, b"f0"),
+              rmdir_msg(1, b"."), rmdir_msg(1, b".."), rmdir_msg(1, b"nope"),
+              rmdir_msg(2, b"x"), mkdir_msg(2, b"x"), mkdir_msg(1, b"y" * 256)):
+        assert not _taken(c, py, m), m
+    free = c.fs.free_ispace
+    assert _taken(c, py, rmdir_msg(1, b"c"))  # closed: reclaimed
+    assert c.fs.free_ispace == free + 1024
+    assert _taken(c, py, rmdir_msg(1, b"e"))  # open: not yet
+    assert _taken(c, py, rmdir_msg(DIR, b"b"))
+    for t in (c, py):
+        meta(t, "sgid", DIR, 0)
+        t.fs.mkdir(1, b"gone", 0o755, CTX)
+        t.fs.forget(t.fs._inodes[1].dir.get(b"gone"), 1)
+    assert not _taken(c, py, mkdir_msg(DIR, b"g"))
+    assert not _taken(c, py, rmdir_msg(1, b"gone"))  # evicted now, by Python
+    st_ = c.engine.statistics()
+    assert (st_["mkdir"], st_["rmdir"]) == (4, 3)
