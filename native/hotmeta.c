@@ -194,17 +194,11 @@ static int newchild_link(ctx_t *c, newchild_t *k, PyObject *child)
 /* fuse_entry_out of the new child at o (LOOKUP's layout); -1 on failure */
 static int newchild_entry(ctx_t *c, newchild_t *k, PyObject *child, unsigned char *o)
 {
-    Engine *e = c->e;
     if (attr_of(c, child, o + 40) < 0) {
         PyErr_SetString(PyExc_RuntimeError, "hotpath: the new inode has no plain attr");
         return -1;
     }
-    put_u64(o, (uint64_t)k->next_ino);
-    put_u64(o + 8, e->generation);
-    put_u64(o + 16, (uint64_t)e->entry_sec);
-    put_u64(o + 24, (uint64_t)e->attr_sec);
-    put_u32(o + 32, (uint32_t)e->entry_nsec);
-    put_u32(o + 36, (uint32_t)e->attr_nsec);
+    entry_head(c->e, o, (uint64_t)k->next_ino);
     return 0;
 }
 

@@ -1162,6 +1162,18 @@ static int lookup_miss(ctx_t *c, uint64_t unique)
     return 1;
 }
 
+/* fuse_entry_out's first 40 bytes at o: nodeid, the mount's generation, the entry
+ * and attr timeouts (codec.entry_out); the attr follows at o + 40 */
+static void entry_head(Engine *e, unsigned char *o, uint64_t nodeid)
+{
+    put_u64(o, nodeid);
+    put_u64(o + 8, e->generation);
+    put_u64(o + 16, (uint64_t)e->entry_sec);
+    put_u64(o + 24, (uint64_t)e->attr_sec);
+    put_u32(o + 32, (uint32_t)e->entry_nsec);
+    put_u32(o + 36, (uint32_t)e->attr_nsec);
+}
+
 /* LOOKUP of an existing name in a directory (NamespaceOps.lookup: nlookup += 1 and
  * the entry); "." and "..", misses (ENOENT or a negative entry), long or
  * malformed names: declined */
@@ -1211,12 +1223,7 @@ static int do_lookup(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t un
     /* ---- phase 2 ---- */
     if (count_op(c, s_lookup_op) < 0 || sa_ll(child, s_nlookup, nlookup + 1) < 0)
         return -1;
-    memcpy(o, o + 40, 8); /* fuse_entry_out: nodeid = the attr's ino */
-    put_u64(o + 8, e->generation);
-    put_u64(o + 16, (uint64_t)e->entry_sec);
-    put_u64(o + 24, (uint64_t)e->attr_sec);
-    put_u32(o + 32, (uint32_t)e->entry_nsec);
-    put_u32(o + 36, (uint32_t)e->attr_nsec);
+    entry_head(e, o, get_u64(o + 40)); /* nodeid = the attr's ino */
     reply_header(c, unique, ENTRY_OUT);
     c->iov[0].iov_len = OUT_HEADER + ENTRY_OUT;
     e->n_lookup++;
