@@ -572,7 +572,8 @@ decline:
 #define FORGET_IN 8        /* fuse_forget_in: nlookup */
 #define BATCH_FORGET_IN 8  /* fuse_batch_forget_in: count, dummy */
 #define FORGET_ONE 16      /* fuse_forget_one: nodeid, nlookup */
-#define MAXFORGET 32       /* a larger batch: Python's (and MAXOWN bounds the refs) */
+#define MAXFORGET 32       /* a larger batch: Python's (MAXOWN bounds the refs kept: one
+                            * per entry and four more) */
 #define EVICT_LATER_MAX 256 /* fsimpl.state.EVICT_LATER_MAX */
 
 /* One forget as ShmFs.forget makes it: the inode (NULL: none, only the op count),
@@ -649,7 +650,8 @@ static int do_forget(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint32_t op
     PyObject *inodes = ga(c, fs, s_inodes);
     PyObject *defer_o = inodes ? ga(c, fs, m_defer_evictions) : NULL;
     PyObject *later = defer_o ? ga(c, fs, m_evict_later) : NULL;
-    if (!later || !PyDict_CheckExact(inodes))
+    PyObject *ops = later ? ga(c, fs, s_ops) : NULL; /* once: count_op keeps a ref a call */
+    if (!ops || !PyDict_CheckExact(inodes) || !PyDict_Check(ops))
         DECLINE();
     int defer = PyObject_IsTrue(defer_o);
     if (defer < 0)
@@ -674,7 +676,7 @@ static int do_forget(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint32_t op
     }
     /* ---- phase 2 ---- */
     for (uint32_t i = 0; i < count; i++) {
-        if (count_op(c, m_forget_op) < 0)
+        if (incr_item(ops, m_forget_op) < 0)
             return -1;
         if (!f[i].inode)
             continue;

@@ -788,3 +788,16 @@ def test_mkdirs_and_rmdirs_are_taken_and_the_odd_ones_declined() -> None:
     assert not _taken(c, py, rmdir_msg(1, b"gone"))  # evicted now, by Python
     st_ = c.engine.statistics()
     assert (st_["mkdir"], st_["rmdir"]) == (4, 3)
+
+
+def test_the_largest_batch_forget_is_taken_and_a_larger_one_declined() -> None:
+    """BATCH_FORGET of 32 files (the engine's limit: it keeps one reference per entry)
+    in C, of 33 in Python; the same nlookups either way."""
+    c, py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+    for t in (c, py):
+        for i in range(40):
+            t.fs.create(1, b"b%d" % i, 0o100644, os.O_RDONLY, CTX)
+    inos = [c.fs._inodes[1].dir.get(b"b%d" % i) for i in range(40)]
+    assert _taken(c, py, batch_forget_msg([(i, 1) for i in inos[:32]]))
+    assert not _taken(c, py, batch_forget_msg([(i, 1) for i in inos[7:40]]))
+    assert c.engine.statistics()["forget"] == 32 and c.engine.statistics()["errors"] == 0
