@@ -11,8 +11,9 @@ accelerates; the tests that claim the native paths fail then, on purpose.
   (docs/decisions.md 21, docs/performance.md).
 - ``vmcore._ptscan`` (native/winscan.c): which page-table chunks a reverse-map
   lookup or a zap of an object range must look at (vmcore/pagetable.py).
-- ``mount.server._hotpath`` (native/hotpath.c): READ, WRITE, GETATTR, OPEN and
-  RELEASE of regular files, LOOKUP (mount/server/hotpath.py, docs/decisions.md 23).
+- ``mount.server._hotpath`` (native/hotpath.c, with native/hotmeta.c #included):
+  READ, WRITE, GETATTR, OPEN, RELEASE, CREATE and UNLINK of regular files, LOOKUP
+  (mount/server/hotpath.py, docs/decisions.md 23).
 - ``mount.server._uring_native`` (native/uring.c): the FUSE-over-io_uring
   transport (mount/server/uring_fuse.py, docs/decisions.md 17).
 
@@ -31,6 +32,7 @@ EXTENSIONS = [
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("mount.server._hotpath", ["native/hotpath.c"], optional=True,
+              depends=["native/hotmeta.c"],  # #included: CREATE and UNLINK
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("mount.server._uring_native", ["native/uring.c"], optional=True,

@@ -65,6 +65,10 @@
 #define OP_LOOKUP 1
 #define OP_RELEASE 18
 #define OP_OPEN 14
+#define OP_UNLINK 10
+#define OP_CREATE 35
+#define OP_MKDIR 9
+#define OP_RMDIR 11
 #define OPEN_IN 8 /* fuse_open_in */
 #define OPEN_OUT 16
 #define O_TRUNC_ 01000
@@ -108,7 +112,7 @@ typedef struct {
     PyObject *enoent_key;     /* the int ENOENT, its key */
     long long neg_sec, neg_nsec; /* negative entries' timeout; neg_sec < 0: none */
     int keep_cache;              /* OpsConfig.keep_cache: FOPEN_KEEP_CACHE on OPEN */
-    unsigned long long n_open;
+    unsigned long long n_open, n_create, n_unlink, n_forget, n_mkdir, n_rmdir; /* hotmeta.c */
     PyObject *fault_stats;
     long long attr_sec, attr_nsec, relatime_s, dirent_size;
     long long max_file_size;
@@ -145,7 +149,7 @@ typedef struct ctx {
     Py_buffer bufs[MAXSEGS + 8];
     int nbufs;
     /* the reply */
-    unsigned char hdr[OUT_HEADER + ENTRY_OUT];
+    unsigned char hdr[OUT_HEADER + ENTRY_OUT + OPEN_OUT]; /* CREATE's entry + open */
     struct iovec iov[MAXPAGES + 1];
     int niov;
     size_t total;
@@ -1158,6 +1162,18 @@ static int lookup_miss(ctx_t *c, uint64_t unique)
     return 1;
 }
 
+/* fuse_entry_out's first 40 bytes at o: nodeid, the mount's generation, the entry
+ * and attr timeouts (codec.entry_out); the attr follows at o + 40 */
+static void entry_head(Engine *e, unsigned char *o, uint64_t nodeid)
+{
+    put_u64(o, nodeid);
+    put_u64(o + 8, e->generation);
+    put_u64(o + 16, (uint64_t)e->entry_sec);
+    put_u64(o + 24, (uint64_t)e->attr_sec);
+    put_u32(o + 32, (uint32_t)e->entry_nsec);
+    put_u32(o + 36, (uint32_t)e->attr_nsec);
+}
+
 /* LOOKUP of an existing name in a directory (NamespaceOps.lookup: nlookup += 1 and
  * the entry); "." and "..", misses (ENOENT or a negative entry), long or
  * malformed names: declined */
@@ -1207,12 +1223,7 @@ static int do_lookup(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t un
     /* ---- phase 2 ---- */
     if (count_op(c, s_lookup_op) < 0 || sa_ll(child, s_nlookup, nlookup + 1) < 0)
         return -1;
-    memcpy(o, o + 40, 8); /* fuse_entry_out: nodeid = the attr's ino */
-    put_u64(o + 8, e->generation);
-    put_u64(o + 16, (uint64_t)e->entry_sec);
-    put_u64(o + 24, (uint64_t)e->attr_sec);
-    put_u32(o + 32, (uint32_t)e->entry_nsec);
-    put_u32(o + 36, (uint32_t)e->attr_nsec);
+    entry_head(e, o, get_u64(o + 40)); /* nodeid = the attr's ino */
     reply_header(c, unique, ENTRY_OUT);
     c->iov[0].iov_len = OUT_HEADER + ENTRY_OUT;
     e->n_lookup++;
@@ -1223,6 +1234,49 @@ decline:
 }
 
 /* ----------------------------------------------------------------- OPEN */
+
+/* The FOPEN flags of an OPEN or CREATE reply (Operations._open_flags): FOPEN_NOFLUSH,
+ * and FOPEN_KEEP_CACHE unless keep_cache is off or ShmFs.open_drops_cache says the
+ * next read must move atime (the same clock calls: one for _atime_stale's "now + 1",
+ * one more when it is stale). 0, or -1 with an exception. */
+static int open_keeps_cache(ctx_t *c, long long atime, long long mtime, long long ctime,
+                            uint32_t *out)
+{
+    uint32_t oflags = FOPEN_NOFLUSH;
+    Engine *e = c->e;
+    if (e->keep_cache) { /* not ShmFs.open_drops_cache(ino) */
+        int noatime, relatime;
+        if (atime_mode(c, &noatime, &relatime) < 0)
+            return -1;
+        PyObject *now = now_ns(c);
+        long long t = now ? PyLong_AsLongLong(now) : -1;
+        if (!now || (t == -1 && PyErr_Occurred()))
+            return -1;
+        if (t == LLONG_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "hotpath: clock at its end");
+            return -1;
+        }
+        long long t1 = t + 1; /* fsimpl.atime.atime_needs_update(mode, False, ..., now + 1) */
+        int stale = !noatime;
+        if (stale && relatime)
+            stale = mtime >= atime || ctime >= atime ||
+                    floordiv(t1, 1000000000LL) - floordiv(atime, 1000000000LL) >= e->relatime_s;
+        stale = stale && atime != t1;
+        int drops = 0;
+        if (stale) {
+            PyObject *now2 = now_ns(c);
+            long long t2 = now2 ? PyLong_AsLongLong(now2) : -1;
+            if (!now2 || (t2 == -1 && PyErr_Occurred()))
+                return -1;
+            drops = !relatime ||
+                    floordiv(t2, 1000000000LL) - floordiv(atime, 1000000000LL) >= e->relatime_s;
+        }
+        if (!drops)
+            oflags |= FOPEN_KEEP_CACHE;
+    }
+    *out = oflags;
+    return 0;
+}
 
 /* OPEN of a regular file (Operations._open -> FileOps.open -> _new_handle, then
  * _open_flags): a new Handle(ino, flags, False) under fs._next_fh, inode.nopen += 1,
@@ -1284,37 +1338,9 @@ static int do_open(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uniq
     if (count_op(c, s_open_op) < 0 || sa_ll(e->fs, s_next_fh, next_fh + 1) < 0 ||
         PyDict_SetItem(handles, fh_key, h) < 0 || sa_ll(inode, s_nopen, nopen + 1) < 0)
         return -1;
-    uint32_t oflags = FOPEN_NOFLUSH;
-    if (e->keep_cache) { /* not ShmFs.open_drops_cache(ino) */
-        int noatime, relatime;
-        if (atime_mode(c, &noatime, &relatime) < 0)
-            return -1;
-        PyObject *now = now_ns(c);
-        long long t = now ? PyLong_AsLongLong(now) : -1;
-        if (!now || (t == -1 && PyErr_Occurred()))
-            return -1;
-        if (t == LLONG_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "hotpath: clock at its end");
-            return -1;
-        }
-        long long t1 = t + 1; /* fsimpl.atime.atime_needs_update(mode, False, ..., now + 1) */
-        int stale = !noatime;
-        if (stale && relatime)
-            stale = mtime >= atime || ctime >= atime ||
-                    floordiv(t1, 1000000000LL) - floordiv(atime, 1000000000LL) >= e->relatime_s;
-        stale = stale && atime != t1;
-        int drops = 0;
-        if (stale) {
-            PyObject *now2 = now_ns(c);
-            long long t2 = now2 ? PyLong_AsLongLong(now2) : -1;
-            if (!now2 || (t2 == -1 && PyErr_Occurred()))
-                return -1;
-            drops = !relatime ||
-                    floordiv(t2, 1000000000LL) - floordiv(atime, 1000000000LL) >= e->relatime_s;
-        }
-        if (!drops)
-            oflags |= FOPEN_KEEP_CACHE;
-    }
+    uint32_t oflags;
+    if (open_keeps_cache(c, atime, mtime, ctime, &oflags) < 0)
+        return -1;
     unsigned char *o = c->hdr + OUT_HEADER;
     put_u64(o, (uint64_t)next_fh);
     put_u32(o + 8, oflags);
@@ -1397,6 +1423,8 @@ decline:
     return 0;
 }
 
+#include "hotmeta.c" /* CREATE, UNLINK, MKDIR, RMDIR, FORGET, BATCH_FORGET */
+
 /* ----------------------------------------------------------------- methods */
 
 /* 0 declined; OP answered (reply in c); -1 failed after a change */
@@ -1423,6 +1451,16 @@ static int serve(Engine *e, PyObject *msg, int ordered, ctx_t *c, Py_buffer *mb)
         r = do_release(c, m, n, unique, nodeid);
     else if (op == OP_OPEN && ordered)
         r = do_open(c, m, n, unique, nodeid);
+    else if (op == OP_CREATE && ordered)
+        r = do_create(c, m, n, unique, nodeid);
+    else if (op == OP_UNLINK && ordered)
+        r = do_unlink(c, m, n, unique, nodeid);
+    else if (op == OP_MKDIR && ordered)
+        r = do_mkdir(c, m, n, unique, nodeid);
+    else if (op == OP_RMDIR && ordered)
+        r = do_rmdir(c, m, n, unique, nodeid);
+    else if (op == OP_FORGET || op == OP_BATCH_FORGET) /* no reply: never waits */
+        r = do_forget(c, m, n, op, nodeid);
     else
         goto declined;
     if (r > 0)
@@ -1551,7 +1589,7 @@ static PyObject *Engine_handle(Engine *e, PyObject *const *args, Py_ssize_t narg
     PyObject *res = NULL;
     int op = serve(e, args[0], ordered, c, &mb);
     if (op > 0) {
-        int err = writev_all(fd, c->iov, c->niov, c->total, e);
+        int err = c->total ? writev_all(fd, c->iov, c->niov, c->total, e) : 0; /* FORGET: none */
         if (err && err != ENOENT && err != ENODEV)
             e->write_errors++;
         /* the reply is out: a failure to count it must not make the caller answer
@@ -1570,7 +1608,8 @@ static PyObject *Engine_handle(Engine *e, PyObject *const *args, Py_ssize_t narg
     return res;
 }
 
-/* Engine.answer(msg, ordered) -> None (declined) or the reply bytes (twin tests). */
+/* Engine.answer(msg, ordered) -> None (declined) or the reply bytes (twin tests; b""
+ * for a FORGET taken, which has no reply). */
 static PyObject *Engine_answer(Engine *e, PyObject *args)
 {
     PyObject *msg;
@@ -1605,9 +1644,9 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
-        "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open,
+        "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
         "last_decline_line", e->last_decline);
@@ -1795,6 +1834,8 @@ PyMODINIT_FUNC PyInit__hotpath(void)
     INTERN(s_next_fh, "_next_fh");
     INTERN(s_reclaimed, "reclaimed");
     INTERN(s_open_op, "open");
+    if (hotmeta_intern() < 0)
+        return NULL;
     if (PyType_Ready(&EngineType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&moddef);

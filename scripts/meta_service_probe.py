@@ -63,7 +63,8 @@ def main() -> int:
             dt = (time.perf_counter() - t) / args.n * 1e6
             print(f"{label:13s} {dt:7.1f} µs/op; daemon µs: {_diff(before, _requests(mnt))}")
         hot = mount_stats(mnt)["session"]["hotpath"]
-        print("hotpath", {k: hot.get(k) for k in ("lookup_miss", "open", "release", "declined")})
+        kinds = ("lookup_miss", "open", "release", "create", "unlink", "forget", "declined")
+        print("hotpath", {k: hot.get(k) for k in kinds})
     print("load", open("/proc/loadavg").read().split()[:3])
     return 0
 

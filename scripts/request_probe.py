@@ -6,8 +6,11 @@ stats bookkeeping, the reply's writev -- to /dev/null instead of /dev/fuse).
                                               [--profile OP] [--mountflags] [--python]
     .venv/bin/python scripts/request_probe.py --reply-ab
 
+``--reap-every N`` reaps the evictions FORGETs left for later every N requests,
+untimed (without it, after 256 FORGETs each one also reaps one, in the timing).
 Kinds: read (4 KiB of a resident page, random), read_hole, append4k, append512,
-overwrite4k, getattr, lookup_hit, lookup_miss, create, release, open, unlink, forget.
+overwrite4k, getattr, lookup_hit, lookup_miss, create, release, open, unlink, forget,
+mkdir, rmdir.
 ``--mountflags`` gives ShmFs a MountFlagsWatch of "/" (a poll of
 /proc/self/mountinfo per atime check), as the daemon does. The session uses
 the C hot path (native/hotpath.c) where it is built; ``--python`` measures the
@@ -49,12 +52,14 @@ Session = session_mod.Session
 
 CTX = Ctx(0, 0, os.getpid(), 0o022)
 HDR = struct.Struct("<IIQQIIIHH")
-LOOKUP, FORGET, GETATTR, UNLINK, OPEN = 1, 2, 3, 10, 14
+LOOKUP, FORGET, GETATTR, MKDIR, UNLINK, RMDIR, OPEN = 1, 2, 3, 9, 10, 11, 14
 READ, WRITE, RELEASE, CREATE = 15, 16, 18, 35
 KINDS = ("read", "read_hole", "append4k", "append512", "overwrite4k", "getattr",
-         "lookup_hit", "lookup_miss", "create", "release", "open", "unlink", "forget")
+         "lookup_hit", "lookup_miss", "create", "release", "open", "unlink", "forget",
+         "mkdir", "rmdir")
 FILE_PAGES = 16384  # 64 MiB resident file for the reads
 WALL = False
+REAP_EVERY = 0  # --reap-every: evict_later reaped (untimed) every so many requests
 
 
 def _msg(opcode: int, nodeid: int, body: bytes, unique: int = 7) -> memoryview:
@@ -116,6 +121,12 @@ def build(kind: str, n: int, mountflags: bool) -> tuple[Session, list[memoryview
         return s, [_msg(CREATE, 1, body + nm + b"\0") for nm in names]
     if kind == "lookup_miss":
         return s, [_msg(LOOKUP, 1, nm + b"\0") for nm in names]
+    if kind == "mkdir":
+        return s, [_msg(MKDIR, 1, struct.pack("<II", 0o755, 0o022) + nm + b"\0") for nm in names]
+    if kind == "rmdir":  # empty directories the kernel still holds (nlookup 1)
+        for nm in names:
+            fs.mkdir(1, nm, 0o755, CTX)
+        return s, [_msg(RMDIR, 1, nm + b"\0") for nm in names]
     made = [fs.create(1, nm, 0o100644, os.O_WRONLY, CTX) for nm in names]
     if kind == "getattr":
         return s, [_msg(GETATTR, 1, struct.pack("<IIQ", 0, 0, 0)) for _ in range(n)]
@@ -145,10 +156,20 @@ def run(kind: str, n: int, mountflags: bool, profile: bool = False) -> float:
     # CPU time of this thread: other engineers' load preempts the loop, which
     # wall time would count (the populate-ahead thread's work is not included)
     clock = time.perf_counter if WALL else time.thread_time
-    t = clock()
-    for m in msgs:
-        handle(m)
-    dt = clock() - t
+    if REAP_EVERY:  # the daemon reaps in the gaps between requests, not in them
+        reap = s.fs.reap
+        dt = 0.0
+        for i in range(0, len(msgs), REAP_EVERY):
+            t = clock()
+            for m in msgs[i:i + REAP_EVERY]:
+                handle(m)
+            dt += clock() - t
+            reap()
+    else:
+        t = clock()
+        for m in msgs:
+            handle(m)
+        dt = clock() - t
     if prof:
         prof.disable()
         top = int(os.environ.get("PROBE_TOP", "20"))  # PROBE_SORT=cumulative for callers
@@ -204,6 +225,9 @@ def main() -> int:
                         "(the populate-ahead thread) and preemption")
     p.add_argument("--python", action="store_true",
                    help="without the C hot path (SHMFS_HOTPATH=0): the Python path's cost")
+    p.add_argument("--reap-every", type=int, default=0, metavar="N",
+                   help="reap the evictions FORGETs left for later every N requests, "
+                        "outside the timing, as the daemon does between requests")
     p.add_argument("--reply-ab", action="store_true",
                    help="the C hot path writing its reply itself against returning the "
                         "bytes for os.writev (docs/performance.md change 23)")
@@ -212,8 +236,9 @@ def main() -> int:
         os.environ["SHMFS_HOTPATH"] = "0"
     if a.reply_ab:
         return reply_ab(a.n, a.rounds)
-    global WALL
+    global WALL, REAP_EVERY
     WALL = a.wall
+    REAP_EVERY = a.reap_every
     threshold0 = getattr(session_mod, "GC_THRESHOLD0", None)
     if threshold0:  # what Session.serve does in the daemon
         gc.freeze()

@@ -1,4 +1,5 @@
-"""The C hot path of regular-file READ, WRITE, GETATTR, LOOKUP, OPEN, RELEASE (native/hotpath.c).
+"""The C hot path of regular-file READ, WRITE, GETATTR, LOOKUP, OPEN, RELEASE, CREATE,
+UNLINK, and of MKDIR, RMDIR and FORGET (native/hotpath.c, native/hotmeta.c).
 
 ``engine(fs, config)`` builds a ``mount.server._hotpath.Engine`` over a ShmFs, or
 returns None when the extension is missing (a checkout built without a C
@@ -6,8 +7,10 @@ compiler: the daemon logs a warning once and serves everything in Python) or
 ``SHMFS_HOTPATH=0`` is set (A/B measurements, the twin tests' Python side).
 
 The session calls ``Engine.handle(msg, fd, ordered)`` before its own fast path:
-the engine answers a READ, WRITE, GETATTR, LOOKUP (hit or miss), OPEN or RELEASE in the
-common state entirely in C,
+the engine answers a READ, WRITE, GETATTR, LOOKUP (hit or miss), OPEN, RELEASE, CREATE
+(of a new regular file), UNLINK (of a regular file's name), MKDIR, RMDIR (of an empty
+directory), FORGET or BATCH_FORGET in the common state entirely in C (the last six:
+native/hotmeta.c),
 changing the same Python objects the Python path changes, and writes the reply
 to ``fd``; anything else it declines (None) untouched. ``Engine.answer(msg,
 ordered)`` returns the reply bytes instead (tests). Where the engine is not
@@ -51,7 +54,16 @@ def replaced_methods(fs: Any) -> list[str]:
     own = {"read": FileOps.__dict__["read"], "write": FileOps.__dict__["write"],
            "getattr": AttrOps.__dict__["getattr"], "lookup": NamespaceOps.__dict__["lookup"],
            "release": FileOps.__dict__["release"], "open": FileOps.__dict__["open"],
-           "open_drops_cache": FsCore.__dict__["open_drops_cache"]}
+           "open_drops_cache": FsCore.__dict__["open_drops_cache"],
+           "create": FileOps.__dict__["create"], "unlink": NamespaceOps.__dict__["unlink"],
+           "_alloc_inode": FsCore.__dict__["_alloc_inode"],
+           "_new_child": FsCore.__dict__["_new_child"], "_reclaim": FsCore.__dict__["_reclaim"],
+           "_new_handle": FsCore.__dict__["_new_handle"],
+           "_link_child": NamespaceOps.__dict__["_link_child"],
+           "_drop_link": NamespaceOps.__dict__["_drop_link"],
+           "forget": AttrOps.__dict__["forget"], "_maybe_evict": FsCore.__dict__["_maybe_evict"],
+           "mkdir": NamespaceOps.__dict__["mkdir"], "rmdir": NamespaceOps.__dict__["rmdir"],
+           "_prepare_new": NamespaceOps.__dict__["_prepare_new"]}
     inst = getattr(fs, "__dict__", {})
     return [name for name, fn in own.items() if getattr(ShmFs, name) is not fn or name in inst]
 

@@ -97,6 +97,47 @@ def test_lookup_misses_opens_and_releases_through_the_session() -> None:
     assert hot["errors"] == 0
     assert st["ops"]["errors"]["ENOENT"] >= 3  # type: ignore[index]
 
+@_needs_engine
+def test_creates_unlinks_and_forgets_through_the_session() -> None:
+    """CREATE, UNLINK, FORGET and BATCH_FORGET answered by the engine inside the real
+    Session: the replies (none for the forgets: a stray empty message would be a
+    protocol violation), the Python path's errnos for the declined ones, and the
+    session's own request counts."""
+    with W.served_session() as ch:
+        made = []
+        for i in range(3):
+            c = ch.call(W.CREATE, 10 + i, 1,
+                        struct.pack("<IIII", os.O_RDWR | os.O_CREAT, 0o100644, 0o022, 0)
+                        + b"f%d\0" % i)
+            assert c.error == 0 and len(c.payload) == 144
+            made.append(struct.unpack_from("<Q", c.payload)[0])
+            assert struct.unpack_from("<I", c.payload, 40 + 60)[0] == 0o100644
+        cases = [
+            (W.CREATE, 1, struct.pack("<IIII", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644, 0, 0)
+             + b"f0\0", -E.EEXIST),  # Python's
+            (W.CREATE, made[0], struct.pack("<IIII", os.O_RDWR, 0o644, 0, 0) + b"x\0",
+             -E.ENOTDIR),
+            (W.UNLINK, 1, b"nope\0", -E.ENOENT),
+            (W.UNLINK, 1, b"f1\0", 0),
+            (W.UNLINK, 1, b"f1\0", -E.ENOENT),
+            (W.UNLINK, 1, b"f2\0", 0),
+        ]
+        for i, (op, nodeid, body, err) in enumerate(cases):
+            r = ch.call(op, 100 + i, nodeid, body)
+            assert r.error == err, (i, r)
+        assert ch.exchange(W.request(W.FORGET, 200, made[1], struct.pack("<Q", 1))) == []
+        batch = struct.pack("<II", 2, 0) + struct.pack("<QQQQ", made[2], 1, made[0], 1)
+        assert ch.exchange(W.request(W.BATCH_FORGET, 201, 0, batch)) == []
+        r = ch.call(W.LOOKUP, 202, 1, b"f0\0")  # f0 still named: found again
+        assert r.error == 0 and struct.unpack_from("<Q", r.payload)[0] == made[0]
+    st = ch.final_stats
+    hot = st["session"]["hotpath"]  # type: ignore[index]
+    assert (hot["create"], hot["unlink"], hot["forget"]) == (3, 2, 3)
+    assert hot["errors"] == 0 and hot["write_errors"] == 0
+    reqs = st["session"]["requests"]  # type: ignore[index]
+    assert reqs[str(W.FORGET)]["count"] == 1 and reqs[str(W.BATCH_FORGET)]["count"] == 1
+
+
 def _session(**kw: object) -> Session:
     fs = ShmFs(FsOptions())
     fd = os.open(os.devnull, os.O_WRONLY)

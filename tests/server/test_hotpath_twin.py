@@ -13,6 +13,14 @@ generated sequences too. So are RELEASEs (of the files' handles, of extra opens,
 unknown handles, of the last open of an unlinked file, of a handle holding window
 grant tokens) and LOOKUP misses with and without a negative-entry timeout; the
 state includes the open handles and each inode's nopen.
+
+CREATE and UNLINK (native/hotmeta.c) too: new names, existing ones (EEXIST with O_EXCL,
+else the open of the file), "." / ".." / "/" / 255- and 256-byte names, O_APPEND,
+set-gid and default-ACL directories, chattr flags, a removed directory, nr_inodes
+running out (ENOSPC), hard links, names of directories, symlinks and FIFOs, missing
+names, the last name of a closed file (the reclaim) and of a forgotten one (the
+eviction). The state then also covers every directory's entries with their cookies,
+the ispace pool, the inode and handle counters, the reclaims and each mapping's Budget.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ from vmcore.fault import FAULT_STATS
 
 pytestmark = pytest.mark.skipif(not hotpath.available(), reason="_hotpath not built")
 
-LOOKUP, GETATTR, OPEN, READ, WRITE, RELEASE = 1, 3, 14, 15, 16, 18
+LOOKUP, FORGET, GETATTR, UNLINK, OPEN, READ, WRITE, RELEASE = 1, 2, 3, 10, 14, 15, 16, 18
+MKDIR, RMDIR, CREATE, BATCH_FORGET = 9, 11, 35, 42
 CTX = Ctx(0, 0, 1, 0o022)
 KILL = 4  # FUSE_WRITE_KILL_SUIDGID
 NFILES = 3
@@ -86,14 +95,41 @@ def release_msg(nodeid: int, fh: int) -> bytes:
     return msg(RELEASE, struct.pack("<QIIQ", fh, os.O_RDWR, 0, 0), nodeid=nodeid)
 
 
+def create_msg(parent: int, name: bytes, flags: int = os.O_WRONLY | os.O_CREAT,
+               mode: int = 0o100644, umask: int = 0o022, open_flags: int = 0) -> bytes:
+    return msg(CREATE, struct.pack("<IIII", flags, mode, umask, open_flags) + name + b"\0",
+               nodeid=parent)
+
+
+def unlink_msg(parent: int, name: bytes) -> bytes:
+    return msg(UNLINK, name + b"\0", nodeid=parent)
+
+
+def mkdir_msg(parent: int, name: bytes, mode: int = 0o755, umask: int = 0o022) -> bytes:
+    return msg(MKDIR, struct.pack("<II", mode, umask) + name + b"\0", nodeid=parent)
+
+
+def rmdir_msg(parent: int, name: bytes) -> bytes:
+    return msg(RMDIR, name + b"\0", nodeid=parent)
+
+
+def forget_msg(nodeid: int, nlookup: int) -> bytes:
+    return msg(FORGET, struct.pack("<Q", nlookup), nodeid=nodeid)
+
+
+def batch_forget_msg(pairs: list[tuple[int, int]], extra: int = 0) -> bytes:
+    body = struct.pack("<II", len(pairs) + extra, 0)
+    return msg(BATCH_FORGET, body + b"".join(struct.pack("<QQ", *p) for p in pairs), nodeid=0)
+
+
 class Twin:
     """One filesystem with its Operations, and (c=True) the C engine in front."""
 
     def __init__(self, c: bool, size_pages: int, mode: AtimeMode,
                  negative_timeout: float = 0.0, keep_cache: bool = True,
-                 ahead: int = 0) -> None:
-        self.fs = ShmFs(FsOptions(size_bytes=size_pages * 4096, nr_inodes=100, mode=0o1777),
-                        clock=Clock())
+                 ahead: int = 0, nr_inodes: int = 100) -> None:
+        self.fs = ShmFs(FsOptions(size_bytes=size_pages * 4096, nr_inodes=nr_inodes,
+                                  mode=0o1777), clock=Clock())
         self.fs.atime_mode = lambda: mode
         self.ops = Operations(self.fs, OpsConfig(generation=7, keep_cache=keep_cache,
                                                  negative_timeout=negative_timeout))
@@ -122,7 +158,7 @@ class Twin:
             out = self.engine.answer(m, True)
             if out is not None:
                 self.taken += 1
-                return out
+                return out or None  # b"": a FORGET taken (no reply)
         view = memoryview(m)
         fast = self.ops.handle_fast(view)
         if fast is not None:
@@ -154,11 +190,19 @@ class Twin:
                 st = m._fstats
                 rec += [m.size, pc.gen, pc.nrpages, chunks, data, m.budget.used_pages,
                         None if st is None else st.as_dict()]
+            rec += [inode.reclaimed, inode.xattr_space, inode.acl_access, inode.acl_default,
+                    None if m is None else m.budget is fs.budget]
+            d = inode.dir
+            if d is not None:  # the entries with their cookies (readdir's offsets)
+                rec += [dict(d._names), dict(d._by_cookie), list(d._cookies), d._dead,
+                        d._next_cookie]
             inodes[ino] = rec
         handles = sorted((fh, astuple(h)) for fh, h in fs._handles.items())
         w = fs._windows
         grants = None if w is None else sorted(w.grants._by_fh)
         return (inodes, handles, grants, dict(fs._ops), fs.budget.used_pages,
+                fs.free_ispace, fs._next_ino, fs._next_fh, fs._reclaimed, fs._evicted,
+                [i.ino for i in fs.evict_later],
                 arena.frames_allocated,
                 arena._bump, list(arena._free_runs), arena.nshared, fs._clock.t,
                 arena._nfree, arena._in_use.nonzero()[0].tolist(), arena._free_ready,
@@ -215,15 +259,97 @@ op_openmsg = st.tuples(st.just("openmsg"), st.sampled_from([0, 1, 2, -1, -2, -3,
                                         os.O_RDONLY | 0o100000 | 0o1000000]),
                        st.sampled_from([0, 0, 0, 1]))
 op_sleep = st.tuples(st.just("sleep"), st.sampled_from([1, 3, 86400 * 2]))  # clock jumps (s)
-ops_st = st.lists(st.one_of(op_read, op_write, op_append, op_getattr, op_lookup, op_truncate,
-                            op_chmod,
+DIR = NFILES + 2  # the directory "d"
+NAMES = [b"n0", b"n1", b"n2", b"f0", b"f1", b"h0", b"d", b"ln", b"fifo", b".", b"..", b"a/b",
+         b"x" * 255, b"y" * 256]
+# CREATE in the root, in "d", in a file (ENOTDIR), in a missing node; plain, O_EXCL,
+# O_TRUNC, O_APPEND, O_LARGEFILE; set-id and plain modes; umasks; open_flags ignored
+op_createmsg = st.tuples(st.just("createmsg"), st.sampled_from([1, 1, DIR, 2, 99]),
+                         st.sampled_from(NAMES[:3] * 4 + NAMES),
+                         st.sampled_from([os.O_WRONLY | os.O_CREAT,
+                                          os.O_RDWR | os.O_CREAT | os.O_EXCL,
+                                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                          os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                          os.O_RDONLY | os.O_CREAT | 0o100000]),
+                         st.sampled_from([0o100644, 0o104755, 0o2777, 0o060644]),
+                         st.sampled_from([0o022, 0, 0o777]), st.sampled_from([0, 0, 1]))
+op_unlinkmsg = st.tuples(st.just("unlinkmsg"), st.sampled_from([1, 1, 1, DIR, 2, 99]),
+                         st.sampled_from(NAMES[:5] * 3 + NAMES + [b"f2", b"nope"]))
+# Python-side changes the CREATE/UNLINK checks look at: a set-gid or default-ACL
+# directory, chattr flags on it, a hard link, a FORGET of every lookup, rmdir of "d"
+op_meta = st.tuples(st.just("meta"), st.sampled_from(["sgid", "acl", "immutable", "append",
+                                                      "plain", "link", "forget", "rmdir"]),
+                    st.sampled_from([1, DIR]), st.integers(0, NFILES - 1))
+# FORGET / BATCH_FORGET of files, created files, the root, missing nodes; a batch with
+# a node twice, a batch whose count says one more than it holds
+op_forget = st.tuples(st.just("forget"),
+                      st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 9, 10, 11, 12, 99]),
+                                         st.sampled_from([1, 1, 2, 1 << 40])),
+                               min_size=1, max_size=4),
+                      st.booleans(), st.sampled_from([0, 0, 0, 1]), st.booleans())
+# MKDIR (modes with set-id and sticky bits, umasks) and RMDIR (empty, not empty, files,
+# ".", "..", missing) in the root, in "d", in a file, in a missing node
+op_mkdirmsg = st.tuples(st.just("mkdirmsg"), st.sampled_from([1, 1, DIR, 2, 99]),
+                        st.sampled_from(NAMES[:3] * 3 + NAMES),
+                        st.sampled_from([0o755, 0o7777, 0o2775, 0o40700]),
+                        st.sampled_from([0o022, 0, 0o777]))
+op_rmdirmsg = st.tuples(st.just("rmdirmsg"), st.sampled_from([1, 1, DIR, 2, 99]),
+                        st.sampled_from(NAMES[:3] * 3 + NAMES))
+ops_st = st.lists(st.one_of(op_mkdirmsg, op_rmdirmsg, op_forget, op_forget, op_createmsg,
+                            op_createmsg, op_createmsg,
+                            op_unlinkmsg, op_unlinkmsg, op_unlinkmsg, op_meta, op_read, op_write,
+                            op_append, op_getattr, op_lookup, op_truncate, op_chmod,
                             op_fsflags, op_share, op_falloc, op_windows, op_bad, op_open,
                             op_unlink, op_grant, op_release, op_release, op_openmsg,
                             op_openmsg, op_sleep), max_size=25)
 
 
+def meta(t: Twin, what: str, dino: int, i: int) -> None:
+    """One Python-side change of op_meta on one twin."""
+    from fsimpl.acl import ACL_GROUP_OBJ, ACL_OTHER, ACL_UNDEFINED_ID, ACL_USER_OBJ
+
+    fs = t.fs
+    if what == "sgid":
+        fs.setattr(dino, CTX, mode=0o2777)
+    elif what == "acl":
+        fs._inodes[dino].acl_default = ((ACL_USER_OBJ, 7, ACL_UNDEFINED_ID),
+                                        (ACL_GROUP_OBJ, 5, ACL_UNDEFINED_ID),
+                                        (ACL_OTHER, 4, ACL_UNDEFINED_ID))
+    elif what in ("immutable", "append", "plain"):
+        fs._inodes[dino].fsflags = {"immutable": 0x10, "append": 0x20, "plain": 0}[what]
+    elif what == "link":
+        fs.link(t.files[i][0], dino, b"h%d" % i)
+    elif what == "forget":
+        fs.forget(t.files[i][0], 1 << 30)
+    else:
+        fs.rmdir(1, b"d")
+
+
 def apply(c: Twin, py: Twin, op: tuple) -> None:
     kind = op[0]
+    if kind == "meta":
+        for t in (c, py):
+            try:
+                meta(t, *op[1:])
+            except Exception as e:  # the same failure on both
+                t.last_error = type(e).__name__  # type: ignore[attr-defined]
+        return
+    if kind == "forget":
+        _, pairs, batch, extra, defer = op
+        for t in (c, py):
+            t.fs.defer_evictions = defer
+        step(c, py, batch_forget_msg(pairs, extra) if batch or extra else
+             forget_msg(*pairs[0]))
+        return
+    if kind in ("createmsg", "unlinkmsg", "mkdirmsg", "rmdirmsg"):
+        fhs = (c.fs._next_fh, py.fs._next_fh)
+        m = {"createmsg": create_msg, "unlinkmsg": unlink_msg, "mkdirmsg": mkdir_msg,
+             "rmdirmsg": rmdir_msg}[kind](*op[1:])
+        step(c, py, m)
+        for t, fh0 in zip((c, py), fhs, strict=True):
+            if t.fs._next_fh != fh0:  # a new handle: the "release" steps may close it
+                t.extra.append((t.fs._handles[fh0].ino, fh0))
+        return
     if kind == "sleep":
         for t in (c, py):
             t.fs._clock.t += op[1] * 10**9
@@ -484,3 +610,194 @@ def test_opens_are_taken_with_pythons_keep_cache_decision(mode: AtimeMode) -> No
     assert c.taken == taken
     assert c.state() == py.state()
 
+
+
+def _taken(c: Twin, py: Twin, m: bytes) -> bool:
+    """step(), and whether the C engine answered it."""
+    before = c.taken
+    step(c, py, m)
+    return c.taken == before + 1
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_creates_and_unlinks_are_taken(keep: bool) -> None:
+    """CREATE of new names (root and a subdirectory, umasks, O_EXCL, O_TRUNC, set-id mode
+    bits the umask does not strip) and UNLINK of an open file, of a closed file with
+    pages (the reclaim: size= and nr_inodes given back), of one name of two (its ispace
+    slot back): all in C, with Python's bytes and whole state."""
+    c, py = Twin(True, 40, AtimeMode(), keep_cache=keep), Twin(False, 40, AtimeMode(),
+                                                                  keep_cache=keep)
+    creates = [create_msg(1, b"a"), create_msg(DIR, b"b", os.O_RDWR | os.O_CREAT | os.O_EXCL),
+               create_msg(1, b"c", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o104755, 0),
+               create_msg(1, b"z" * 255, mode=0o100777, umask=0o777),
+               create_msg(DIR, b"e", open_flags=1)]
+    for i, m in enumerate(creates):
+        assert _taken(c, py, m), f"create {i} declined"
+    ino_a = c.fs._inodes[1].dir.get(b"a")
+    fh_a = max(fh for fh, h in c.fs._handles.items() if h.ino == ino_a)
+    step(c, py, write_msg(ino_a, fh_a, 0, b"p" * 10000))  # 3 pages charged
+    used = c.fs.budget.used_pages
+    assert _taken(c, py, release_msg(ino_a, fh_a))
+    free = c.fs.free_ispace
+    assert _taken(c, py, unlink_msg(1, b"a"))  # closed, 3 pages: reclaimed
+    assert c.fs.budget.used_pages == used - 3 and c.fs.free_ispace == free + 1024
+    assert c.fs._inodes[ino_a].reclaimed and c.fs._inodes[ino_a].nlink == 0
+    assert _taken(c, py, unlink_msg(1, b"c"))  # still open: nlink 0, not reclaimed
+    for t in (c, py):
+        t.fs.link(t.files[1][0], DIR, b"second")
+    free = c.fs.free_ispace
+    assert _taken(c, py, unlink_msg(1, b"f1"))  # one name of two: its slot back
+    assert c.fs.free_ispace == free + 1024
+    assert _taken(c, py, unlink_msg(DIR, b"second"))  # the last, the file still open
+    st_ = c.engine.statistics()
+    assert (st_["create"], st_["unlink"]) == (5, 4)
+    assert c.fs._ops["create"] == py.fs._ops["create"] == 5 + NFILES
+
+
+def test_creates_and_unlinks_python_must_do_are_declined() -> None:
+    """Existing names (EEXIST, the open of the file), names the codec or _check_name
+    refuse, O_APPEND, set-gid, default-ACL, immutable and removed directories; unlinks of
+    missing names, directories, symlinks, FIFOs, chattr'd files or directories and of a
+    forgotten file (its eviction): declined, Python's answer (step compares)."""
+    c, py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+    for m in (create_msg(1, b"f0", os.O_RDWR | os.O_CREAT | os.O_EXCL), create_msg(1, b"f0"),
+              create_msg(1, b"d"), create_msg(1, b"y" * 256), create_msg(1, b"."),
+              create_msg(1, b".."), create_msg(1, b"a/b"), create_msg(2, b"x"),
+              create_msg(99, b"x"), create_msg(1, b"ap", os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+              create_msg(1, b"short")[:-1],
+              unlink_msg(1, b"nope"), unlink_msg(1, b"d"), unlink_msg(1, b"ln"),
+              unlink_msg(1, b"long"), unlink_msg(1, b"fifo"), unlink_msg(2, b"x"),
+              unlink_msg(1, b"y" * 256), unlink_msg(99, b"f0")):
+        assert not _taken(c, py, m), m
+    for what in ("sgid", "acl", "immutable", "append", "rmdir"):
+        fresh_c, fresh_py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+        for t in (fresh_c, fresh_py):
+            meta(t, what, DIR, 0)
+        assert not _taken(fresh_c, fresh_py, create_msg(DIR, b"new")), what
+        if what == "append":  # nothing leaves an append-only directory
+            for t in (fresh_c, fresh_py):
+                t.fs._inodes[DIR].fsflags = 0
+                t.fs.create(DIR, b"in", 0o100644, os.O_RDONLY, CTX)
+                t.fs._inodes[DIR].fsflags = 0x20
+            assert not _taken(fresh_c, fresh_py, unlink_msg(DIR, b"in"))
+    for t in (c, py):
+        t.fs._inodes[t.files[0][0]].fsflags = 0x10  # chattr +i: EPERM
+        t.fs.release(t.files[2][0], t.files[2][1])
+        t.fs.release(t.files[2][0], t.files[2][2])
+        t.fs.forget(t.files[2][0], 1)  # closed, no lookup: the unlink evicts it
+    assert not _taken(c, py, unlink_msg(1, b"f0"))
+    assert not _taken(c, py, unlink_msg(1, b"f2"))
+    assert c.files[2][0] not in c.fs._inodes  # evicted by Python, on both (state equal)
+
+
+def test_create_declines_enospc_and_takes_again_after_an_unlink() -> None:
+    """nr_inodes: the creates that fit are C's, the one that does not is Python's ENOSPC;
+    the unlink of a closed file gives its slot back (in C) and the next create fits."""
+    # root, 3 files, d, ln, long, fifo: 8 inodes; nr_inodes=10 leaves two
+    c, py = Twin(True, 0, AtimeMode(), nr_inodes=10), Twin(False, 0, AtimeMode(), nr_inodes=10)
+    assert _taken(c, py, create_msg(1, b"n0"))
+    assert _taken(c, py, create_msg(1, b"n1"))
+    assert not _taken(c, py, create_msg(1, b"n2"))
+    assert c.request(create_msg(1, b"n2"))[4:8] == struct.pack("<i", -28)  # ENOSPC
+    py.request(create_msg(1, b"n2"))
+    ino = c.fs._inodes[1].dir.get(b"n0")
+    fh = max(fh for fh, h in c.fs._handles.items() if h.ino == ino)
+    assert _taken(c, py, release_msg(ino, fh))
+    assert _taken(c, py, unlink_msg(1, b"n0"))
+    assert _taken(c, py, create_msg(1, b"n2"))
+    assert c.ops.statistics()["errors"] == {"ENOSPC": 2}
+
+
+def test_create_and_unlink_wait_their_turn_behind_queued_notifications() -> None:
+    """ordered=False: CREATE and UNLINK are declined (their replies follow the queue)."""
+    c = Twin(True, 0, AtimeMode())
+    assert c.engine.answer(create_msg(1, b"n0"), False) is None
+    assert c.engine.answer(unlink_msg(1, b"f0"), False) is None
+    assert b"n0" not in c.fs._inodes[1].dir and c.fs._inodes[1].dir.get(b"f0") is not None
+
+
+def test_forgets_are_taken_and_evictions_left_for_later() -> None:
+    """FORGET and BATCH_FORGET: nlookup lowered in C, an unlinked closed file appended to
+    evict_later (reaped by the session later, as after Python); an eviction now (no
+    defer_evictions), a full evict_later, the root, a node twice in one batch and a
+    count larger than the message: declined, with Python's outcome."""
+    c, py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+    for t in (c, py):
+        t.fs.defer_evictions = True
+        t.fs.lookup(1, b"f1")  # nlookup 2
+    ino0, ino1, ino2 = (f[0] for f in c.files)
+    assert _taken(c, py, forget_msg(ino1, 1))
+    assert _taken(c, py, forget_msg(99, 1))  # no such node: only counted
+    assert _taken(c, py, create_msg(1, b"n0"))
+    n0 = c.fs._inodes[1].dir.get(b"n0")
+    fh = max(c.fs._handles)
+    for m in (release_msg(n0, fh), unlink_msg(1, b"n0")):
+        assert _taken(c, py, m)
+    assert _taken(c, py, batch_forget_msg([(n0, 1), (ino1, 5)]))
+    assert [i.ino for i in c.fs.evict_later] == [n0] and c.fs._inodes[ino1].nlookup == 0
+    assert c.fs.reap() == py.fs.reap() == 1 and n0 not in c.fs._inodes
+    for m in (forget_msg(1, 1), batch_forget_msg([(ino0, 1), (ino0, 1)]),
+              batch_forget_msg([(ino0, 1)], extra=1), forget_msg(ino0, 1)[:-1]):
+        assert not _taken(c, py, m)
+    for t in (c, py):
+        f = t.files[2]
+        t.fs.release(f[0], f[1])
+        t.fs.release(f[0], f[2])
+        t.fs.unlink(1, b"f2")
+        t.fs.evict_later.extend([t.fs._inodes[1]] * 256)  # full (reap skips the root)
+    assert not _taken(c, py, forget_msg(ino2, 1))  # Python appends, then reaps at once
+    assert ino2 not in c.fs._inodes and not c.fs.evict_later
+    assert _taken(c, py, create_msg(1, b"n1"))
+    n1 = c.fs._inodes[1].dir.get(b"n1")
+    for m in (release_msg(n1, max(c.fs._handles)), unlink_msg(1, b"n1")):
+        assert _taken(c, py, m)
+    for t in (c, py):
+        t.fs.defer_evictions = False
+    assert not _taken(c, py, forget_msg(n1, 1))  # evicted now, by Python
+    assert n1 not in c.fs._inodes
+    assert c.engine.statistics()["forget"] == 4
+
+
+def test_mkdirs_and_rmdirs_are_taken_and_the_odd_ones_declined() -> None:
+    """MKDIR (umasks, set-id and sticky bits kept as Python keeps them) and RMDIR of an
+    empty directory, closed (reclaimed) or still open, in C; EEXIST, set-gid parents,
+    ENOTEMPTY, ENOTDIR, ".", "..", a forgotten directory (its eviction): Python's."""
+    c, py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+    for i, m in enumerate((mkdir_msg(1, b"a"), mkdir_msg(DIR, b"b", 0o7777, 0),
+                           mkdir_msg(1, b"c", 0o777, 0o077), mkdir_msg(1, b"e"))):
+        assert _taken(c, py, m), f"mkdir {i} declined"
+    a = c.fs._inodes[1].dir.get(b"a")
+    assert c.fs._inodes[a].nlink == 2 and c.fs._inodes[a].parent == 1
+    for t in (c, py):
+        t.fs.create(a, b"inside", 0o100644, os.O_RDONLY, CTX)
+        t.fs.opendir(t.fs._inodes[1].dir.get(b"e"), os.O_RDONLY)  # held open
+    for m in (mkdir_msg(1, b"a"), mkdir_msg(1, b"f0"), rmdir_msg(1, b"a"), rmdir_msg(1, b"f0"),
+              rmdir_msg(1, b"."), rmdir_msg(1, b".."), rmdir_msg(1, b"nope"),
+              rmdir_msg(2, b"x"), mkdir_msg(2, b"x"), mkdir_msg(1, b"y" * 256)):
+        assert not _taken(c, py, m), m
+    free = c.fs.free_ispace
+    assert _taken(c, py, rmdir_msg(1, b"c"))  # closed: reclaimed
+    assert c.fs.free_ispace == free + 1024
+    assert _taken(c, py, rmdir_msg(1, b"e"))  # open: not yet
+    assert _taken(c, py, rmdir_msg(DIR, b"b"))
+    for t in (c, py):
+        meta(t, "sgid", DIR, 0)
+        t.fs.mkdir(1, b"gone", 0o755, CTX)
+        t.fs.forget(t.fs._inodes[1].dir.get(b"gone"), 1)
+    assert not _taken(c, py, mkdir_msg(DIR, b"g"))
+    assert not _taken(c, py, rmdir_msg(1, b"gone"))  # evicted now, by Python
+    st_ = c.engine.statistics()
+    assert (st_["mkdir"], st_["rmdir"]) == (4, 3)
+
+
+def test_the_largest_batch_forget_is_taken_and_a_larger_one_declined() -> None:
+    """BATCH_FORGET of 32 files (the engine's limit: it keeps one reference per entry)
+    in C, of 33 in Python; the same nlookups either way."""
+    c, py = Twin(True, 0, AtimeMode()), Twin(False, 0, AtimeMode())
+    for t in (c, py):
+        for i in range(40):
+            t.fs.create(1, b"b%d" % i, 0o100644, os.O_RDONLY, CTX)
+    inos = [c.fs._inodes[1].dir.get(b"b%d" % i) for i in range(40)]
+    assert _taken(c, py, batch_forget_msg([(i, 1) for i in inos[:32]]))
+    assert not _taken(c, py, batch_forget_msg([(i, 1) for i in inos[7:40]]))
+    assert c.engine.statistics()["forget"] == 32 and c.engine.statistics()["errors"] == 0

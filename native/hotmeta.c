@@ -1,0 +1,699 @@
+/*
+ * CREATE and UNLINK of regular files, MKDIR and RMDIR, FORGET and BATCH_FORGET, in the
+ * hot path (part of mount.server._hotpath).
+ *
+ * Why (docs/performance.md, issue 15): a create+close is LOOKUP, CREATE, GETATTR of
+ * the directory and RELEASE; every one of them but CREATE was already answered in
+ * C, and CREATE alone cost ~25 us of Python, 83 % of the daemon's CPU of a
+ * create+close. An unlink is UNLINK (~10 us of Python), GETATTR, FORGET (~3 us of
+ * Python, or a BATCH_FORGET).
+ *
+ * This file is #included by native/hotpath.c (one translation unit: it uses that
+ * file's context, attribute cache, reply helpers and interned names) and keeps the
+ * two operations apart from the READ/WRITE code. Same contract as the rest of the
+ * engine: every check first, then the same changes to the same Python objects the
+ * Python path makes (FileOps.create, NamespaceOps.unlink and the FsCore helpers they
+ * call), in an order that asks the clock the same number of times; anything
+ * unusual is declined untouched and answered in Python.
+ *
+ * Permissions: the mount always has default_permissions, so the kernel checks
+ * write+exec on the directory and the sticky bit before sending CREATE or UNLINK;
+ * the Python path checks neither, and neither does this (the live tests check
+ * the kernel's refusals on both paths).
+ */
+
+static PyObject *m_next_ino, *m_max_inodes, *m_free_ispace, *m_backing, *m_new_mapping,
+    *m_by_cookie_, *m_cookies_, *m_dead_, *m_next_cookie_, *m_acl_default, *m_create_op,
+    *m_unlink_op, *m_budget_fs, *m_reclaimed_n, *m_xattr_space, *m_defer_evictions,
+    *m_evict_later, *m_forget_op, *m_append, *m_mkdir_op, *m_rmdir_op, *m_parent;
+
+#define BOGO_INODE_SIZE 1024
+#define CREATE_IN 16 /* fuse_create_in: flags, mode, umask, open_flags */
+#define MKDIR_IN 8   /* fuse_mkdir_in: mode, umask */
+#define CREATE_OUT (ENTRY_OUT + OPEN_OUT)
+#define S_ISVTX_ 01000
+
+static int hotmeta_intern(void)
+{
+#define MINTERN(var, text) \
+    do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
+    MINTERN(m_next_ino, "_next_ino");
+    MINTERN(m_max_inodes, "max_inodes");
+    MINTERN(m_free_ispace, "free_ispace");
+    MINTERN(m_backing, "_backing");
+    MINTERN(m_new_mapping, "new_mapping");
+    MINTERN(m_by_cookie_, "_by_cookie");
+    MINTERN(m_cookies_, "_cookies");
+    MINTERN(m_dead_, "_dead");
+    MINTERN(m_next_cookie_, "_next_cookie");
+    MINTERN(m_acl_default, "acl_default");
+    MINTERN(m_create_op, "create");
+    MINTERN(m_unlink_op, "unlink");
+    MINTERN(m_budget_fs, "budget");
+    MINTERN(m_reclaimed_n, "_reclaimed");
+    MINTERN(m_xattr_space, "xattr_space");
+    MINTERN(m_defer_evictions, "defer_evictions");
+    MINTERN(m_evict_later, "evict_later");
+    MINTERN(m_forget_op, "forget");
+    MINTERN(m_append, "append");
+    MINTERN(m_mkdir_op, "mkdir");
+    MINTERN(m_rmdir_op, "rmdir");
+    MINTERN(m_parent, "parent");
+#undef MINTERN
+    return 0;
+}
+
+/* The name of a LOOKUP/UNLINK/CREATE body as codec.plain_name takes it: 1 to 255
+ * bytes up to a NUL inside the message; its length, or -1 (declined: the generic
+ * parser answers). */
+static Py_ssize_t plain_name_len(const unsigned char *name, Py_ssize_t room)
+{
+    const unsigned char *nul = room > 0 ? memchr(name, 0, (size_t)room) : NULL;
+    if (!nul)
+        return -1;
+    Py_ssize_t len = nul - name;
+    return (len < 1 || len > 255) ? -1 : len;
+}
+
+/* A directory inode of plain types: its Directory and that Directory's _names */
+static int plain_dir(ctx_t *c, PyObject *inode, PyObject **dir, PyObject **names)
+{
+    Engine *e = c->e;
+    if ((PyObject *)Py_TYPE(inode) != e->t_inode)
+        return -1;
+    *dir = ga(c, inode, s_dir);
+    if (!*dir || (PyObject *)Py_TYPE(*dir) != e->t_dir)
+        return -1;
+    *names = ga(c, *dir, s_names_);
+    return (*names && PyDict_CheckExact(*names)) ? 0 : -1;
+}
+
+/* ------------------------------------------------------- CREATE and MKDIR */
+
+/* A new inode's name in its directory, checked (FsCore._check_name, NamespaceOps.
+ * _prepare_new, FsCore._new_child, _alloc_inode) and its objects prepared, before
+ * any change: the parent and its Directory, the name, the inode number and the
+ * directory's next cookie. */
+typedef struct {
+    PyObject *fs, *inodes, *parent, *dir, *names, *by_cookie, *cookies, *key, *ino_o,
+        *cookie_o, *ent, *uid_o, *gid_o;
+    long long max_inodes, free_ispace, next_ino, cookie;
+} newchild_t;
+
+/* 0 ready, -1 declined: a name the codec or _check_name refuse ('/' inside, "."
+ * and "..", > 255 bytes, no NUL), an existing name, a parent that is not a plain
+ * directory, removed (nlink 0), with chattr flags, set-gid (the gid and mode rules
+ * of _new_child) or a default ACL (acl.inherit); nr_inodes exhausted (ENOSPC); an
+ * inode number already in the table. */
+static int newchild_check(ctx_t *c, const unsigned char *m, Py_ssize_t n, Py_ssize_t at,
+                          uint64_t nodeid, newchild_t *k)
+{
+    Engine *e = c->e;
+    const unsigned char *name = m + at;
+    Py_ssize_t len = plain_name_len(name, n - at);
+    if (len < 0 || memchr(name, '/', (size_t)len))
+        return -1;
+    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+        return -1;
+    k->fs = e->fs;
+    k->inodes = ga(c, k->fs, s_inodes);
+    if (!k->inodes || !PyDict_CheckExact(k->inodes))
+        return -1;
+    k->parent = inode_of(c, k->inodes, nodeid);
+    if (!k->parent || plain_dir(c, k->parent, &k->dir, &k->names) < 0)
+        return -1;
+    k->key = keep(c, PyBytes_FromStringAndSize((const char *)name, len));
+    if (!k->key || PyDict_Contains(k->names, k->key) != 0)
+        return -1;
+    long long pnlink, pmode, pfsflags;
+    if (ga_ll(k->parent, s_nlink, &pnlink) < 0 || pnlink == 0 ||
+        ga_ll(k->parent, s_mode, &pmode) < 0 || (pmode & S_ISGID_) ||
+        ga_ll(k->parent, s_fsflags, &pfsflags) < 0 || pfsflags != 0)
+        return -1;
+    PyObject *acl = ga(c, k->parent, m_acl_default);
+    if (!acl || acl != Py_None)
+        return -1;
+    k->free_ispace = 0;
+    if (ga_ll(k->fs, m_max_inodes, &k->max_inodes) < 0 ||
+        (k->max_inodes && (ga_ll(k->fs, m_free_ispace, &k->free_ispace) < 0 ||
+                           k->free_ispace < BOGO_INODE_SIZE)))
+        return -1;
+    if (ga_ll(k->fs, m_next_ino, &k->next_ino) < 0 || k->next_ino < 0 ||
+        k->next_ino == LLONG_MAX)
+        return -1;
+    k->ino_o = keep(c, PyLong_FromLongLong(k->next_ino));
+    if (!k->ino_o || PyDict_Contains(k->inodes, k->ino_o) != 0)
+        return -1;
+    /* the directory's cookie state (Directory.add) */
+    k->by_cookie = ga(c, k->dir, m_by_cookie_);
+    k->cookies = k->by_cookie ? ga(c, k->dir, m_cookies_) : NULL;
+    if (!k->cookies || !PyDict_CheckExact(k->by_cookie) || !PyList_CheckExact(k->cookies) ||
+        ga_ll(k->dir, m_next_cookie_, &k->cookie) < 0 || k->cookie == LLONG_MAX)
+        return -1;
+    k->uid_o = keep(c, PyLong_FromUnsignedLong(get_u32(m + 24)));
+    k->gid_o = k->uid_o ? keep(c, PyLong_FromUnsignedLong(get_u32(m + 28))) : NULL;
+    k->cookie_o = k->gid_o ? keep(c, PyLong_FromLongLong(k->cookie)) : NULL;
+    k->ent = k->cookie_o ? keep(c, PyTuple_Pack(2, k->cookie_o, k->ino_o)) : NULL;
+    return k->ent ? 0 : -1;
+}
+
+/* Inode(ino, mode, uid, gid, now): _alloc_inode's, with its clock reading */
+static PyObject *newchild_inode(ctx_t *c, newchild_t *k, long long mode, PyObject **now)
+{
+    PyObject *mode_o = keep(c, PyLong_FromLongLong(mode));
+    *now = mode_o ? now_ns(c) : NULL;
+    if (!*now)
+        return NULL;
+    PyObject *iargs[5] = {k->ino_o, mode_o, k->uid_o, k->gid_o, *now};
+    return keep(c, PyObject_Vectorcall(c->e->t_inode, iargs, 5, NULL));
+}
+
+/* Phase 2 of a new child: _alloc_inode's ispace, _next_ino and table entry, then
+ * _link_child's Directory.add (_next_cookie, _names, _by_cookie, _cookies) and the
+ * parent's mtime and ctime from a second clock reading. The caller has set the
+ * child's own fields (mapping, nlink; a directory's parent). -1 on failure. */
+static int newchild_link(ctx_t *c, newchild_t *k, PyObject *child)
+{
+    if (k->max_inodes && sa_ll(k->fs, m_free_ispace, k->free_ispace - BOGO_INODE_SIZE) < 0)
+        return -1;
+    if (sa_ll(k->fs, m_next_ino, k->next_ino + 1) < 0 ||
+        PyDict_SetItem(k->inodes, k->ino_o, child) < 0)
+        return -1;
+    if (sa_ll(k->dir, m_next_cookie_, k->cookie + 1) < 0 ||
+        PyDict_SetItem(k->names, k->key, k->ent) < 0 ||
+        PyDict_SetItem(k->by_cookie, k->cookie_o, k->key) < 0 ||
+        PyList_Append(k->cookies, k->cookie_o) < 0)
+        return -1;
+    PyObject *now2 = now_ns(c);
+    if (!now2 || attr_set(k->parent, s_mtime_ns, now2) < 0 ||
+        attr_set(k->parent, s_ctime_ns, now2) < 0)
+        return -1;
+    return 0;
+}
+
+/* fuse_entry_out of the new child at o (LOOKUP's layout); -1 on failure */
+static int newchild_entry(ctx_t *c, newchild_t *k, PyObject *child, unsigned char *o)
+{
+    if (attr_of(c, child, o + 40) < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "hotpath: the new inode has no plain attr");
+        return -1;
+    }
+    entry_head(c->e, o, (uint64_t)k->next_ino);
+    return 0;
+}
+
+/*
+ * CREATE of a new regular file (Operations.handle_fast -> FileOps.create, then
+ * _create_reply): _ops["create"] += 1; the new child (newchild_*) with a Mapping
+ * from fs._backing.new_mapping() and nlink 1; _new_handle's Handle and nopen;
+ * _entry's nlookup; the reply's FOPEN flags as OPEN computes them
+ * (open_keeps_cache). The mode is S_IFREG | mode & 07777 less the umask's
+ * permission bits (acl.inherit without a default ACL).
+ *
+ * Declined: what newchild_check declines -- an existing name among them (O_EXCL's
+ * EEXIST, or the open of the existing file) --, O_APPEND (-o writeback_cache
+ * strips it: _handle_flags), an fh already in its table, a message of another
+ * length. The request's open_flags are ignored, as FileOps.create ignores them.
+ */
+static int do_create(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                     uint64_t nodeid)
+{
+    Engine *e = c->e;
+    newchild_t k;
+    if (n <= IN_HEADER + CREATE_IN)
+        DECLINE();
+    uint32_t flags = get_u32(m + IN_HEADER), mode_in = get_u32(m + IN_HEADER + 4);
+    uint32_t umask = get_u32(m + IN_HEADER + 8);
+    if (flags & O_APPEND_)
+        DECLINE();
+    if (newchild_check(c, m, n, IN_HEADER + CREATE_IN, nodeid, &k) < 0)
+        DECLINE();
+    PyObject *handles = ga(c, k.fs, s_handles);
+    long long next_fh;
+    if (!handles || !PyDict_CheckExact(handles) ||
+        ga_ll(k.fs, s_next_fh, &next_fh) < 0 || next_fh < 0 || next_fh == LLONG_MAX)
+        DECLINE();
+    PyObject *fh_o = keep(c, PyLong_FromLongLong(next_fh));
+    if (!fh_o || PyDict_Contains(handles, fh_o) != 0)
+        DECLINE();
+    PyObject *backing = ga(c, k.fs, m_backing);
+    PyObject *fl_o = backing ? keep(c, PyLong_FromUnsignedLong(flags)) : NULL;
+    if (!fl_o)
+        DECLINE();
+    long long mode = (S_IFREG_ | (mode_in & 07777)) & ~(long long)(umask & 0777);
+    /* ---- the objects, made before any change (no side effect but the clock) ---- */
+    PyObject *now;
+    PyObject *child = newchild_inode(c, &k, mode, &now);
+    if (!child)
+        return -1;
+    PyObject *mapping = keep(c, PyObject_CallMethodNoArgs(backing, m_new_mapping));
+    if (!mapping)
+        return -1;
+    PyObject *hargs[3] = {k.ino_o, fl_o, Py_False};
+    PyObject *h = keep(c, PyObject_Vectorcall(e->t_handle, hargs, 3, NULL));
+    if (!h)
+        return -1;
+    /* ---- phase 2 ---- */
+    if (count_op(c, m_create_op) < 0 || attr_set(child, s_mapping, mapping) < 0 ||
+        sa_ll(child, s_nlink, 1) < 0 || newchild_link(c, &k, child) < 0)
+        return -1;
+    if (sa_ll(k.fs, s_next_fh, next_fh + 1) < 0 || PyDict_SetItem(handles, fh_o, h) < 0 ||
+        sa_ll(child, s_nopen, 1) < 0 || sa_ll(child, s_nlookup, 1) < 0)
+        return -1;
+    long long t = PyLong_AsLongLong(now);
+    if (t == -1 && PyErr_Occurred())
+        return -1;
+    uint32_t oflags;
+    if (open_keeps_cache(c, t, t, t, &oflags) < 0)
+        return -1;
+    unsigned char *o = c->hdr + OUT_HEADER;
+    if (newchild_entry(c, &k, child, o) < 0)
+        return -1;
+    put_u64(o + ENTRY_OUT, (uint64_t)next_fh);
+    put_u32(o + ENTRY_OUT + 8, oflags);
+    put_u32(o + ENTRY_OUT + 12, 0);
+    reply_header(c, unique, CREATE_OUT);
+    c->iov[0].iov_len = OUT_HEADER + CREATE_OUT;
+    e->n_create++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/*
+ * MKDIR (Operations._mkdir -> NamespaceOps.mkdir): _ops["mkdir"] += 1; the new
+ * child (newchild_*) of mode S_IFDIR | mode & 07777 less the umask's permission
+ * bits, whose Directory Inode.__init__ makes; _link_child's child.parent, nlink 2
+ * and the parent's nlink + 1; _entry's nlookup. Declined: what newchild_check
+ * declines (EEXIST among them), a message of another length.
+ */
+static int do_mkdir(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                    uint64_t nodeid)
+{
+    Engine *e = c->e;
+    newchild_t k;
+    if (n <= IN_HEADER + MKDIR_IN)
+        DECLINE();
+    uint32_t mode_in = get_u32(m + IN_HEADER), umask = get_u32(m + IN_HEADER + 4);
+    if (newchild_check(c, m, n, IN_HEADER + MKDIR_IN, nodeid, &k) < 0)
+        DECLINE();
+    long long pnlink;
+    PyObject *pino = ga(c, k.parent, s_ino);
+    if (!pino || ga_ll(k.parent, s_nlink, &pnlink) < 0 || pnlink == LLONG_MAX)
+        DECLINE();
+    long long mode = (S_IFDIR_ | (mode_in & 07777)) & ~(long long)(umask & 0777);
+    PyObject *now;
+    PyObject *child = newchild_inode(c, &k, mode, &now);
+    if (!child)
+        return -1;
+    /* ---- phase 2 ---- */
+    if (count_op(c, m_mkdir_op) < 0 || attr_set(child, m_parent, pino) < 0 ||
+        sa_ll(child, s_nlink, 2) < 0 || sa_ll(k.parent, s_nlink, pnlink + 1) < 0 ||
+        newchild_link(c, &k, child) < 0 || sa_ll(child, s_nlookup, 1) < 0)
+        return -1;
+    unsigned char *o = c->hdr + OUT_HEADER;
+    if (newchild_entry(c, &k, child, o) < 0)
+        return -1;
+    reply_header(c, unique, ENTRY_OUT);
+    c->iov[0].iov_len = OUT_HEADER + ENTRY_OUT;
+    e->n_mkdir++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/* ------------------------------------------------------- UNLINK and RMDIR */
+
+/* A name about to be removed (NamespaceOps.unlink / rmdir), checked before any
+ * change: the parent and its Directory's state, the entry, the victim inode. */
+typedef struct {
+    PyObject *fs, *parent, *dir, *names, *key, *cookie_o, *victim, *by_cookie, *cookies;
+    long long vino, dead, max_inodes, free_ispace, xspace, reclaimed_n;
+} victim_t;
+
+/* 0 ready, -1 declined: a name the codec refuses, a parent that is not a plain
+ * directory, a missing name (ENOENT), a victim of an unexpected type or the root,
+ * chattr flags on the directory or the victim (fsflags.check_dir_remove's EPERM),
+ * a victim already reclaimed, an entry Directory.remove would fail on. */
+static int victim_check(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t nodeid,
+                        victim_t *v)
+{
+    Engine *e = c->e;
+    const unsigned char *name = m + IN_HEADER;
+    Py_ssize_t len = plain_name_len(name, n - IN_HEADER);
+    if (len < 0)
+        return -1;
+    v->fs = e->fs;
+    PyObject *inodes = ga(c, v->fs, s_inodes);
+    if (!inodes || !PyDict_CheckExact(inodes))
+        return -1;
+    v->parent = inode_of(c, inodes, nodeid);
+    if (!v->parent || plain_dir(c, v->parent, &v->dir, &v->names) < 0)
+        return -1;
+    v->key = keep(c, PyBytes_FromStringAndSize((const char *)name, len));
+    if (!v->key)
+        return -1;
+    PyObject *ent = PyDict_GetItemWithError(v->names, v->key); /* (cookie, ino) */
+    if (!ent || !PyTuple_CheckExact(ent) || PyTuple_GET_SIZE(ent) != 2)
+        return -1;
+    ent = keep(c, Py_NewRef(ent));
+    v->cookie_o = PyTuple_GET_ITEM(ent, 0);
+    PyObject *ino_o = PyTuple_GET_ITEM(ent, 1);
+    v->vino = PyLong_AsLongLong(ino_o);
+    if (v->vino == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *victim = PyDict_GetItemWithError(inodes, ino_o);
+    if (!victim || (PyObject *)Py_TYPE(victim) != e->t_inode || v->vino == ROOT_INO)
+        return -1;
+    v->victim = keep(c, Py_NewRef(victim));
+    long long pfsflags, vfsflags;
+    if (!v->victim || ga_ll(v->parent, s_fsflags, &pfsflags) < 0 || pfsflags != 0 ||
+        ga_ll(v->victim, s_fsflags, &vfsflags) < 0 || vfsflags != 0 ||
+        ga_ll(v->victim, m_xattr_space, &v->xspace) < 0 || v->xspace < 0)
+        return -1;
+    PyObject *rec = ga(c, v->victim, s_reclaimed);
+    if (!rec || rec != Py_False)
+        return -1;
+    v->free_ispace = 0;
+    if (ga_ll(v->fs, m_max_inodes, &v->max_inodes) < 0 ||
+        (v->max_inodes && ga_ll(v->fs, m_free_ispace, &v->free_ispace) < 0) ||
+        ga_ll(v->fs, m_reclaimed_n, &v->reclaimed_n) < 0)
+        return -1;
+    /* Directory.remove's state */
+    v->by_cookie = ga(c, v->dir, m_by_cookie_);
+    v->cookies = v->by_cookie ? ga(c, v->dir, m_cookies_) : NULL;
+    if (!v->cookies || !PyDict_CheckExact(v->by_cookie) || !PyList_CheckExact(v->cookies) ||
+        ga_ll(v->dir, m_dead_, &v->dead) < 0 || v->dead == LLONG_MAX)
+        return -1;
+    return PyDict_Contains(v->by_cookie, v->cookie_o) == 1 ? 0 : -1;
+}
+
+/* Phase 2 of a removal: Directory.remove (the entry, its cookie, the tombstone
+ * count and the lazy compaction of _cookies), then the parent's mtime and ctime
+ * from one clock reading, returned (kept in c); NULL on failure. */
+static PyObject *victim_remove(ctx_t *c, victim_t *v)
+{
+    if (PyDict_DelItem(v->names, v->key) < 0 || PyDict_DelItem(v->by_cookie, v->cookie_o) < 0)
+        return NULL;
+    long long dead = v->dead + 1;
+    if (dead > 32 && dead > PyDict_GET_SIZE(v->names)) {
+        Py_ssize_t nc = PyList_GET_SIZE(v->cookies);
+        PyObject *live = keep(c, PyList_New(0));
+        if (!live)
+            return NULL;
+        for (Py_ssize_t i = 0; i < nc; i++) {
+            PyObject *ck = PyList_GET_ITEM(v->cookies, i);
+            int in = PyDict_Contains(v->by_cookie, ck);
+            if (in < 0 || (in && PyList_Append(live, ck) < 0))
+                return NULL;
+        }
+        if (attr_set(v->dir, m_cookies_, live) < 0)
+            return NULL;
+        dead = 0;
+    }
+    if (sa_ll(v->dir, m_dead_, dead) < 0)
+        return NULL;
+    PyObject *now = now_ns(c);
+    if (!now || attr_set(v->parent, s_mtime_ns, now) < 0 ||
+        attr_set(v->parent, s_ctime_ns, now) < 0)
+        return NULL;
+    return now;
+}
+
+/* FsCore._reclaim's bookkeeping common to every inode: reclaimed, ispace and xattr
+ * space back (free_ispace as it stands now), _reclaimed += 1. -1 on failure. */
+static int victim_reclaimed(ctx_t *c, victim_t *v, long long free_ispace)
+{
+    if (attr_set(v->victim, s_reclaimed, Py_True) < 0)
+        return -1;
+    if (v->max_inodes &&
+        sa_ll(v->fs, m_free_ispace, free_ispace + BOGO_INODE_SIZE + v->xspace) < 0)
+        return -1;
+    return sa_ll(v->fs, m_reclaimed_n, v->reclaimed_n + 1);
+}
+
+/*
+ * UNLINK of a regular file's name (NamespaceOps.unlink): _ops["unlink"] += 1;
+ * victim_remove; the victim's ctime (the same clock reading); _drop_link: a name
+ * of a file with other links gives its ispace slot back, nlink -= 1; the last
+ * name of a closed file is reclaimed (FsCore._reclaim: its pages uncharged from
+ * size=, its mapping moved to a private Budget, victim_reclaimed).
+ *
+ * Declined: what victim_check declines, a victim that is not a plain regular file
+ * (directories' EISDIR, symlinks, device nodes), a window file or a window's
+ * object, an eviction (the kernel holds no lookup of the victim: Python frees
+ * it), a mapping not charged to the mount's Budget, long-symlink pages.
+ */
+static int do_unlink(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                     uint64_t nodeid)
+{
+    Engine *e = c->e;
+    victim_t v;
+    if (victim_check(c, m, n, nodeid, &v) < 0)
+        DECLINE();
+    PyObject *victim = v.victim;
+    long long vmode, nlink, nlookup, nopen, spages;
+    if (ga_ll(victim, s_mode, &vmode) < 0 || (vmode & S_IFMT_) != S_IFREG_ ||
+        ga_ll(victim, s_nlink, &nlink) < 0 || nlink < 1 ||
+        ga_ll(victim, s_nlookup, &nlookup) < 0 || nlookup < 0 ||
+        ga_ll(victim, s_nopen, &nopen) < 0 || nopen < 0 ||
+        ga_ll(victim, s_symlink_pages, &spages) < 0 || spages != 0)
+        DECLINE();
+    if (window_file(c, (uint64_t)v.vino) != 0)
+        DECLINE();
+    int reclaim = nlink == 1 && nopen == 0;
+    if (reclaim && nlookup == 0)
+        DECLINE(); /* _maybe_evict drops it now: Python's */
+    /* the reclaim's objects: the mount's Budget must be the mapping's */
+    PyObject *budget = NULL, *mapping = NULL, *pages = NULL, *private = NULL;
+    long long nrpages = 0, used = 0;
+    if (reclaim) {
+        budget = ga(c, v.fs, m_budget_fs);
+        mapping = budget ? ga(c, victim, s_mapping) : NULL;
+        if (!mapping || (PyObject *)Py_TYPE(mapping) != e->t_mapping ||
+            (PyObject *)Py_TYPE(budget) != e->t_budget)
+            DECLINE();
+        PyObject *mb = ga(c, mapping, s_budget);
+        pages = mb ? ga(c, mapping, s_pages) : NULL;
+        if (!pages || mb != budget || (PyObject *)Py_TYPE(pages) != e->t_pages ||
+            ga_ll(pages, s_nrpages, &nrpages) < 0 || ga_ll(budget, s_used_pages, &used) < 0 ||
+            nrpages < 0 || nrpages > used)
+            DECLINE(); /* Budget.uncharge's ValueError: Python's */
+        PyObject *zero = keep(c, PyLong_FromLong(0));
+        private = zero ? keep(c, PyObject_Vectorcall(e->t_budget, &zero, 1, NULL)) : NULL;
+        if (!private)
+            DECLINE();
+    }
+    /* ---- phase 2 ---- */
+    if (count_op(c, m_unlink_op) < 0)
+        return -1;
+    PyObject *now = victim_remove(c, &v);
+    if (!now)
+        return -1;
+    long long free_ispace = v.free_ispace;
+    if (nlink > 1 && v.max_inodes) { /* _drop_link */
+        free_ispace += BOGO_INODE_SIZE;
+        if (sa_ll(v.fs, m_free_ispace, free_ispace) < 0)
+            return -1;
+    }
+    if (sa_ll(victim, s_nlink, nlink - 1) < 0 || attr_set(victim, s_ctime_ns, now) < 0)
+        return -1;
+    if (reclaim) { /* FsCore._reclaim */
+        if (sa_ll(budget, s_used_pages, used - nrpages) < 0 ||
+            sa_ll(private, s_used_pages, nrpages) < 0 || attr_set(mapping, s_budget, private) < 0 ||
+            victim_reclaimed(c, &v, free_ispace) < 0)
+            return -1;
+    }
+    reply_header(c, unique, 0);
+    e->n_unlink++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/*
+ * RMDIR of an empty directory (NamespaceOps.rmdir): _ops["rmdir"] += 1;
+ * victim_remove; _drop_link: the victim's nlink 0, the parent's nlink - 1, the
+ * victim's ctime; a closed directory is reclaimed (victim_reclaimed: a directory
+ * has no pages). Declined: "." (EINVAL) and ".." (ENOTEMPTY), what victim_check
+ * declines, a victim that is not a plain directory (ENOTDIR) or not empty
+ * (ENOTEMPTY), an eviction (no lookup and no open handle left: Python's), a
+ * parent with an nlink below 1.
+ */
+static int do_rmdir(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
+                    uint64_t nodeid)
+{
+    Engine *e = c->e;
+    victim_t v;
+    const unsigned char *name = m + IN_HEADER;
+    Py_ssize_t room = n - IN_HEADER;
+    if (room >= 2 && name[0] == '.' && (name[1] == 0 || (room >= 3 && name[1] == '.' &&
+                                                         name[2] == 0)))
+        DECLINE();
+    if (victim_check(c, m, n, nodeid, &v) < 0)
+        DECLINE();
+    PyObject *vdir, *vnames;
+    long long nlookup, nopen, pnlink;
+    if (plain_dir(c, v.victim, &vdir, &vnames) < 0)
+        DECLINE();
+    Py_ssize_t entries = PyObject_Size(vdir); /* len(victim.dir) */
+    if (entries != 0 || ga_ll(v.victim, s_nlookup, &nlookup) < 0 || nlookup < 0 ||
+        ga_ll(v.victim, s_nopen, &nopen) < 0 || nopen < 0 ||
+        ga_ll(v.parent, s_nlink, &pnlink) < 0 || pnlink < 1)
+        DECLINE();
+    if (nopen == 0 && nlookup == 0)
+        DECLINE(); /* _maybe_evict drops it now: Python's */
+    /* ---- phase 2 ---- */
+    if (count_op(c, m_rmdir_op) < 0)
+        return -1;
+    PyObject *now = victim_remove(c, &v);
+    if (!now)
+        return -1;
+    if (sa_ll(v.victim, s_nlink, 0) < 0 || sa_ll(v.parent, s_nlink, pnlink - 1) < 0 ||
+        attr_set(v.victim, s_ctime_ns, now) < 0)
+        return -1;
+    if (nopen == 0 && victim_reclaimed(c, &v, v.free_ispace) < 0)
+        return -1;
+    reply_header(c, unique, 0);
+    e->n_rmdir++;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
+
+/* ----------------------------------------------------------------- FORGET */
+
+#define OP_FORGET 2
+#define OP_BATCH_FORGET 42
+#define FORGET_IN 8        /* fuse_forget_in: nlookup */
+#define BATCH_FORGET_IN 8  /* fuse_batch_forget_in: count, dummy */
+#define FORGET_ONE 16      /* fuse_forget_one: nodeid, nlookup */
+#define MAXFORGET 32       /* a larger batch: Python's (MAXOWN bounds the refs kept: one
+                            * per entry and four more) */
+#define EVICT_LATER_MAX 256 /* fsimpl.state.EVICT_LATER_MAX */
+
+/* One forget as ShmFs.forget makes it: the inode (NULL: none, only the op count),
+ * its new nlookup, and whether it goes to evict_later (_maybe_evict, later=True). */
+typedef struct {
+    PyObject *inode;
+    long long nlookup;
+    int evict;
+} forget_t;
+
+/* The checks of one forget; 0 ok, -1 declined. _maybe_evict's reclaim (the last
+ * lookup of a nameless, closed, unreclaimed inode) and an eviction now (no
+ * defer_evictions) are Python's, as is the root. */
+static int forget_check(ctx_t *c, PyObject *inodes, uint64_t nodeid, uint64_t n, int defer,
+                        forget_t *f)
+{
+    Engine *e = c->e;
+    f->inode = NULL;
+    f->evict = 0;
+    if (nodeid > (uint64_t)LLONG_MAX || nodeid == ROOT_INO)
+        return -1;
+    PyObject *key = PyLong_FromUnsignedLongLong(nodeid);
+    if (!key)
+        return -1;
+    PyObject *inode = PyDict_GetItemWithError(inodes, key);
+    Py_DECREF(key);
+    if (!inode)
+        return PyErr_Occurred() ? -1 : 0;
+    if ((PyObject *)Py_TYPE(inode) != e->t_inode)
+        return -1;
+    f->inode = keep(c, Py_NewRef(inode));
+    long long nlookup, nlink, nopen;
+    if (!f->inode || ga_ll(inode, s_nlookup, &nlookup) < 0 || nlookup < 0 ||
+        ga_ll(inode, s_nlink, &nlink) < 0 || ga_ll(inode, s_nopen, &nopen) < 0)
+        return -1;
+    f->nlookup = (uint64_t)nlookup > n ? nlookup - (long long)n : 0;
+    if (nlink == 0 && nopen == 0) {
+        PyObject *rec = ga(c, inode, s_reclaimed);
+        if (!rec || rec != Py_True)
+            return -1; /* the reclaim: Python's */
+        if (f->nlookup == 0) {
+            if (!defer)
+                return -1;
+            f->evict = 1;
+        }
+    }
+    return 0;
+}
+
+/* FORGET and BATCH_FORGET (ShmFs.forget per entry; no reply): nlookup lowered, an
+ * inode nothing holds any more appended to fs.evict_later, reaped by the session
+ * between requests as after the Python path. Declined: any entry forget_check
+ * declines, a batch of more than MAXFORGET or with a node id twice, evict_later
+ * so long that Python would reap at once, a message of another length. */
+static int do_forget(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint32_t op,
+                     uint64_t nodeid)
+{
+    Engine *e = c->e;
+    forget_t f[MAXFORGET];
+    uint64_t ids[MAXFORGET];
+    uint32_t count = 1;
+    if (op == OP_FORGET) {
+        if (n != IN_HEADER + FORGET_IN)
+            DECLINE();
+        ids[0] = nodeid;
+    } else {
+        if (n < IN_HEADER + BATCH_FORGET_IN)
+            DECLINE();
+        count = get_u32(m + IN_HEADER);
+        if (count > MAXFORGET || n != IN_HEADER + BATCH_FORGET_IN + (Py_ssize_t)count * FORGET_ONE)
+            DECLINE();
+    }
+    PyObject *fs = e->fs;
+    PyObject *inodes = ga(c, fs, s_inodes);
+    PyObject *defer_o = inodes ? ga(c, fs, m_defer_evictions) : NULL;
+    PyObject *later = defer_o ? ga(c, fs, m_evict_later) : NULL;
+    PyObject *ops = later ? ga(c, fs, s_ops) : NULL; /* once: count_op keeps a ref a call */
+    if (!ops || !PyDict_CheckExact(inodes) || !PyDict_Check(ops))
+        DECLINE();
+    int defer = PyObject_IsTrue(defer_o);
+    if (defer < 0)
+        DECLINE();
+    int evicts = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const unsigned char *one = m + IN_HEADER + BATCH_FORGET_IN + (size_t)i * FORGET_ONE;
+        uint64_t id = op == OP_FORGET ? nodeid : get_u64(one);
+        uint64_t nl = op == OP_FORGET ? get_u64(m + IN_HEADER) : get_u64(one + 8);
+        for (uint32_t j = 0; j < i; j++)
+            if (ids[j] == id)
+                DECLINE(); /* the second would see the first's change */
+        ids[i] = id;
+        if (forget_check(c, inodes, id, nl, defer, &f[i]) < 0)
+            DECLINE();
+        evicts += f[i].evict;
+    }
+    if (evicts) {
+        Py_ssize_t len = PyObject_Size(later);
+        if (len < 0 || len + evicts > EVICT_LATER_MAX)
+            DECLINE(); /* _maybe_evict reaps at once: Python's */
+    }
+    /* ---- phase 2 ---- */
+    for (uint32_t i = 0; i < count; i++) {
+        if (incr_item(ops, m_forget_op) < 0)
+            return -1;
+        if (!f[i].inode)
+            continue;
+        if (sa_ll(f[i].inode, s_nlookup, f[i].nlookup) < 0)
+            return -1;
+        if (f[i].evict) {
+            PyObject *r = PyObject_CallMethodOneArg(later, m_append, f[i].inode);
+            if (!r)
+                return -1;
+            Py_DECREF(r);
+        }
+    }
+    c->niov = 0; /* no reply */
+    c->total = 0;
+    e->n_forget += count;
+    return 1;
+decline:
+    PyErr_Clear();
+    return 0;
+}
