@@ -220,7 +220,8 @@ def _unmount(mnt: Path) -> None:
         return
     try:
         unmount(mnt)
-    except MountError:
+    except MountError as e:
+        print(f"shmfs: {e}; aborting the connection", file=sys.stderr)
         abort_connection(mnt)  # a busy or dead mount: nothing may wait on it any more
         with contextlib.suppress(MountError):
             unmount(mnt, lazy=True)
