@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from vmcore import pagetable
 from vmcore.errors import VmError
 from vmcore.pagetable import PTE_DIRTY, PTE_FILE, PTE_OWNPROT, PTE_PRESENT
 from vmcore.vma import (
@@ -433,7 +434,7 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
     def _shown(self, ws: WinState, lo: int, hi: int) -> list[int]:
         """The object page each window page of [lo, hi) shows (``_state``'s pgoffs); one
         page without numpy (uml_physmem's guests free one frame at a time)."""
-        if hi - lo == 1:
+        if hi - lo == 1 and pagetable.WINMADV:
             a = ws.addr + (lo << PAGE_SHIFT)
             if ws.window.mm.vma_at(a) is not None:
                 return [self._page_state(ws, lo)[0]]

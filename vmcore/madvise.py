@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vmcore import pagetable
 from vmcore.errors import VmError
 from vmcore.fault import VmFault, fault
 from vmcore.flags import FaultFlags
@@ -117,7 +118,7 @@ def _madvise_remove(mm: Mm, vma: Vma, s: int, e: int) -> None:
         mapping.punch_hole(off, e - s)
         return
     # extension: punch every object page the window shows, in runs
-    if e - s == PAGE_SIZE:  # one page (a guest freeing a frame): no numpy on the way
+    if e - s == PAGE_SIZE and pagetable.WINMADV:  # one page (a guest freeing a frame)
         one = _pgoff_shown1(vma, s >> PAGE_SHIFT)
         if one is not None:
             mapping.punch_hole(one << PAGE_SHIFT, PAGE_SIZE)

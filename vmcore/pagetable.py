@@ -53,6 +53,13 @@ except ImportError:  # built without a C compiler: every chunk goes through nump
 if os.environ.get("SHMFS_PTSCAN", "1") == "0":  # A/B measurements: numpy only
     _chunk_hits = None
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+# The cheap paths of a small MADV_REMOVE (docs/decisions.md, "A one-page MADV_REMOVE
+# without numpy"): zap walks only the candidate chunks, a zap that clears nothing
+# returns a shared empty result, and vmcore.madvise / fsimpl.windows find the one page
+# an MADV_REMOVE of one page shows with scalar lookups.  Same results either way;
+# ``SHMFS_WINMADV=0`` (or setting this to False, as the twin test does) keeps the
+# general paths for A/B measurements.
+WINMADV = os.environ.get("SHMFS_WINMADV", "1") != "0"
 
 
 def _candidates(chunks: dict[int, Any], first: int, last: int, need: int) -> set[int] | None:
@@ -105,7 +112,7 @@ class Zapped:
     @staticmethod
     def concat(parts: list[Zapped]) -> Zapped:
         if not parts:
-            return _NOTHING_ZAPPED
+            return _NOTHING_ZAPPED if WINMADV else Zapped.empty()
         if len(parts) == 1:
             return parts[0]
         return Zapped(
@@ -341,7 +348,10 @@ class PageTable:
             if pg_set is not None and len(pg_set):
                 f, t = max(f, int(pg_set[0])), min(t, int(pg_set[-1]))
             cand = _candidates(self._chunks, f, t, PTE_PRESENT)
-        slices = list(self._slices(lo, hi)) if cand is None else self._slices_in(cand, lo, hi)
+        if cand is not None and WINMADV:
+            slices = self._slices_in(cand, lo, hi)
+        else:
+            slices = [sl for sl in self._slices(lo, hi) if cand is None or sl[0] in cand]
         for k, c, s, e in slices:
             b = c.bits[s:e]
             pg = c.pgoff[s:e]
