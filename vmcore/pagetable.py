@@ -277,7 +277,11 @@ class PageTable:
             return []
         c_lo, c_hi = lo >> CHUNK_SHIFT, (hi - 1) >> CHUNK_SHIFT
         out = []
-        for k in sorted(keys):
+        # the smaller of the two: a one-page range of a table whose every chunk is a
+        # candidate (a remap's zap, any pgoff) looks at one key, not at all of them
+        ks = (k for k in range(c_lo, c_hi + 1) if k in keys) if c_hi - c_lo < len(keys) \
+            else sorted(keys)
+        for k in ks:
             if c_lo <= k <= c_hi and k in self._chunks:
                 base = k << CHUNK_SHIFT
                 out.append((k, self._chunks[k], max(lo - base, 0), min(hi - base, CHUNK)))
