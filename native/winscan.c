@@ -32,7 +32,7 @@ static PyObject *s_bits, *s_pgoff;
  * picked at load time, where the CPU has it) the 64-bit compares are vector ones too:
  * ~0.8 -> ~0.2 us a chunk, and a one-page punch scans every nonlinear VMA's chunks
  * twice (docs/performance.md, "A one-page MADV_REMOVE without numpy"). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
 #define SCAN_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define SCAN_CLONES
