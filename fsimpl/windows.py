@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from vmcore import pagetable
 from vmcore.errors import VmError
 from vmcore.pagetable import PTE_DIRTY, PTE_FILE, PTE_OWNPROT, PTE_PRESENT
 from vmcore.vma import (
@@ -416,7 +417,7 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
             raise FsError(errno.EINVAL, f"unsupported advice {advice}")
         lo = min(start >> PAGE_SHIFT, ws.npages)
         hi = min((start + size + PAGE_SIZE - 1) >> PAGE_SHIFT, ws.npages)
-        shown = self._state(ws, lo, hi)[0] if advice == MADV_REMOVE else None
+        shown = self._shown(ws, lo, hi) if advice == MADV_REMOVE else None
         obj = ws.obj
         blocks = obj.blocks
         try:
@@ -426,9 +427,18 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         finally:
             if shown is not None and obj.blocks != blocks:
                 # the object's own cache and attributes (st_blocks) changed behind the kernel
-                self._inval_object(obj.ino, shown.tolist(), attrs=True)
+                self._inval_object(obj.ino, shown, attrs=True)
                 obj.mtime_ns = obj.ctime_ns = self.fs._now()
         self.stats[f"madvise_{advice}"] += 1
+
+    def _shown(self, ws: WinState, lo: int, hi: int) -> list[int]:
+        """The object page each window page of [lo, hi) shows (``_state``'s pgoffs); one
+        page without numpy (uml_physmem's guests free one frame at a time)."""
+        if hi - lo == 1 and pagetable.WINMADV:
+            a = ws.addr + (lo << PAGE_SHIFT)
+            if ws.window.mm.vma_at(a) is not None:
+                return [self._page_state(ws, lo)[0]]
+        return self._state(ws, lo, hi)[0].tolist()
 
     def query(self, ino: int, fh: int, first: int, count: int) -> tuple[int, int, list]:
         """(window pages, object size, [(pgoff, flags, prot)]) for pages from ``first``."""

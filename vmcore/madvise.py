@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vmcore import pagetable
 from vmcore.errors import VmError
 from vmcore.fault import VmFault, fault
 from vmcore.flags import FaultFlags
@@ -117,6 +118,11 @@ def _madvise_remove(mm: Mm, vma: Vma, s: int, e: int) -> None:
         mapping.punch_hole(off, e - s)
         return
     # extension: punch every object page the window shows, in runs
+    if e - s == PAGE_SIZE and pagetable.WINMADV:  # one page (a guest freeing a frame)
+        one = _pgoff_shown1(vma, s >> PAGE_SHIFT)
+        if one is not None:
+            mapping.punch_hole(one << PAGE_SHIFT, PAGE_SIZE)
+        return
     pg = sorted_unique(_pgoffs_shown(mm, vma, s >> PAGE_SHIFT, e >> PAGE_SHIFT))
     if not len(pg):
         return
@@ -136,6 +142,14 @@ def sorted_unique(a: np.ndarray) -> np.ndarray:
     if len(a) > 1:
         a = a[np.concatenate(([True], a[1:] != a[:-1]))]
     return a
+
+
+def _pgoff_shown1(vma: Vma, vpn: int) -> int | None:
+    """``_pgoffs_shown`` of the one page ``vpn``: its object page, None for a COW copy."""
+    bits, _f, pgoff, _p = vma.pt.get(vpn)
+    if bits & PTE_ANON:
+        return None
+    return pgoff if bits & (PTE_PRESENT | PTE_FILE) else vpn - vma.start_vpn + vma.pgoff
 
 
 def _pgoffs_shown(mm: Mm, vma: Vma, lo: int, hi: int) -> np.ndarray:

@@ -53,6 +53,13 @@ except ImportError:  # built without a C compiler: every chunk goes through nump
 if os.environ.get("SHMFS_PTSCAN", "1") == "0":  # A/B measurements: numpy only
     _chunk_hits = None
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+# The cheap paths of a small MADV_REMOVE (docs/decisions.md, "A one-page MADV_REMOVE
+# without numpy"): zap walks only the candidate chunks, a zap that clears nothing
+# returns a shared empty result, and vmcore.madvise / fsimpl.windows find the one page
+# an MADV_REMOVE of one page shows with scalar lookups.  Same results either way;
+# ``SHMFS_WINMADV=0`` (or setting this to False, as the twin test does) keeps the
+# general paths for A/B measurements.
+WINMADV = os.environ.get("SHMFS_WINMADV", "1") != "0"
 
 
 def _candidates(chunks: dict[int, Any], first: int, last: int, need: int) -> set[int] | None:
@@ -105,7 +112,7 @@ class Zapped:
     @staticmethod
     def concat(parts: list[Zapped]) -> Zapped:
         if not parts:
-            return Zapped.empty()
+            return _NOTHING_ZAPPED if WINMADV else Zapped.empty()
         if len(parts) == 1:
             return parts[0]
         return Zapped(
@@ -114,6 +121,18 @@ class Zapped:
             np.concatenate([p.pgoff for p in parts]),
             np.concatenate([p.bits for p in parts]),
         )
+
+
+def _read_only_empty() -> Zapped:
+    z = Zapped.empty()
+    for a in (z.vpn, z.frame, z.pgoff, z.bits):
+        a.setflags(write=False)
+    return z
+
+
+# what a zap that cleared nothing returns (shared, read-only): a one-page punch zaps
+# every nonlinear VMA of the object twice and most find nothing (~2 us of numpy each)
+_NOTHING_ZAPPED = _read_only_empty()
 
 
 class PageTable:
@@ -249,6 +268,25 @@ class PageTable:
             e = min(hi - base, CHUNK)
             yield k, self._chunks[k], s, e
 
+    def _slices_in(self, keys: set[int], lo: int, hi: int
+                   ) -> list[tuple[int, _Chunk, int, int]]:
+        """``_slices(lo, hi)`` restricted to the chunk keys ``keys`` (a ``_candidates``
+        set), in the same order: a one-page scan of a big table then costs a few Python
+        steps for the chunks that matter instead of one per populated chunk."""
+        if hi <= lo or not keys:
+            return []
+        c_lo, c_hi = lo >> CHUNK_SHIFT, (hi - 1) >> CHUNK_SHIFT
+        out = []
+        # the smaller of the two: a one-page range of a table whose every chunk is a
+        # candidate (a remap's zap, any pgoff) looks at one key, not at all of them
+        ks = (k for k in range(c_lo, c_hi + 1) if k in keys) if c_hi - c_lo < len(keys) \
+            else sorted(keys)
+        for k in ks:
+            if c_lo <= k <= c_hi and k in self._chunks:
+                base = k << CHUNK_SHIFT
+                out.append((k, self._chunks[k], max(lo - base, 0), min(hi - base, CHUNK)))
+        return out
+
     def _maybe_free(self, k: int, c: _Chunk) -> None:
         if not c.bits.any():
             del self._chunks[k]
@@ -314,9 +352,11 @@ class PageTable:
             if pg_set is not None and len(pg_set):
                 f, t = max(f, int(pg_set[0])), min(t, int(pg_set[-1]))
             cand = _candidates(self._chunks, f, t, PTE_PRESENT)
-        for k, c, s, e in list(self._slices(lo, hi)):
-            if cand is not None and k not in cand:
-                continue
+        if cand is not None and WINMADV:
+            slices = self._slices_in(cand, lo, hi)
+        else:
+            slices = [sl for sl in self._slices(lo, hi) if cand is None or sl[0] in cand]
+        for k, c, s, e in slices:
             b = c.bits[s:e]
             pg = c.pgoff[s:e]
             m = (b & PTE_PRESENT) != 0

@@ -107,3 +107,27 @@ def test_the_filter_skips_chunks_without_candidates() -> None:
     assert 9 in pagetable._candidates(pt._chunks, 0, 0, PTE_PRESENT)
     vpns, pgs = pt.find_pgoffs(5 * CHUNK + 7, 5 * CHUNK + 7)
     assert vpns.tolist() == [5 * CHUNK + 7] and pgs.tolist() == [5 * CHUNK + 7]
+
+
+_EDGES = [-(1 << 63), -(1 << 63) + 1, -5, -1, 0, 1, 2, 511, 512, 1000,
+          (1 << 63) - 2, (1 << 63) - 1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, PTE_PRESENT, PTE_FILE, PTE_PRESENT | PTE_ANON]),
+                          st.one_of(st.sampled_from(_EDGES), st.integers(-10, 1100))),
+                min_size=0, max_size=6),
+       st.sampled_from([*_EDGES, 3, 700]), st.sampled_from([*_EDGES, 3, 700]),
+       st.sampled_from([PTE_PRESENT, PTE_PRESENT | PTE_FILE]))
+def test_hits_is_the_numpy_predicate(entries: list[tuple[int, int]], first: int, last: int,
+                                     need: int) -> None:
+    """hits() against its definition, at the int64 edges and with first > last (an empty
+    range): the vectorised unsigned compare of native/winscan.c must agree."""
+    chunks = {0: _Chunk(), 1: _Chunk()}  # chunk 1 stays empty: always listed
+    for j, (bits, pg) in enumerate(entries):
+        chunks[0].bits[j * 97 % CHUNK] = bits
+        chunks[0].pgoff[j * 97 % CHUNK] = pg
+    c = chunks[0]
+    hit = bool((((c.bits & need) != 0) & (c.pgoff >= first) & (c.pgoff <= last)).any())
+    want = {1} | ({0} if hit or not c.bits.any() else set())
+    assert set(pagetable._chunk_hits(chunks, first, last, need)) == want
