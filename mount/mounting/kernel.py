@@ -46,7 +46,12 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 class MountError(Exception):
-    """Mounting or unmounting failed; the message says what to do about it."""
+    """Mounting or unmounting failed; the message says what to do about it.
+    ``errno``: the system call's, when one failed (0 otherwise)."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +166,7 @@ def unmount(mountpoint: Path, *, lazy: bool = False) -> None:
         rc = _libc.umount2(os.fsencode(mountpoint), MNT_DETACH if lazy else 0)
         if rc != 0:
             err = ctypes.get_errno()
-            raise MountError(f"umount({mountpoint}) failed: {os.strerror(err)}")
+            raise MountError(f"umount({mountpoint}) failed: {os.strerror(err)}", err)
         return
     args = ["fusermount3", "-u", *(["-z"] if lazy else []), "--", os.fspath(mountpoint)]
     proc = subprocess.run(args, capture_output=True, check=False)

@@ -31,6 +31,7 @@ nothing but the standard library installed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import select
@@ -39,6 +40,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ REPO = Path(__file__).resolve().parents[2]  # the checkout: mount/mounting/manag
 READY_TIMEOUT = 60.0  # from start to "ok" on the ready fd
 EXIT_TIMEOUT = 20.0  # after the unmount, before SIGTERM
 TERM_GRACE = 5.0  # after SIGTERM, before SIGKILL
+UNMOUNT_TRIES = 5  # umount2 answering EBUSY, before the connection is aborted
 LOG_IN_ERRORS = 16 * 1024  # the tail of the daemon's log quoted in an error
 
 
@@ -218,13 +221,21 @@ def _unmount(mnt: Path) -> None:
     """umount2(2); if it fails, abort the connection (fusectl) and detach lazily."""
     if not is_mounted(mnt):
         return
-    try:
-        unmount(mnt)
-    except MountError as e:
-        print(f"shmfs: {e}; aborting the connection", file=sys.stderr)
-        abort_connection(mnt)  # a busy or dead mount: nothing may wait on it any more
-        with contextlib.suppress(MountError):
-            unmount(mnt, lazy=True)
+    for attempt in range(UNMOUNT_TRIES):
+        try:
+            unmount(mnt)
+            return
+        except MountError as e:
+            # EBUSY can be a moment's reference from another process (one reading
+            # /proc/PID/fd links, a path walk): try again before giving up on it
+            if e.errno == errno.EBUSY and attempt + 1 < UNMOUNT_TRIES:
+                time.sleep(0.02 * (attempt + 1))
+                continue
+            print(f"shmfs: {e}; aborting the connection", file=sys.stderr)
+            break
+    abort_connection(mnt)  # a busy or dead mount: nothing may wait on it any more
+    with contextlib.suppress(MountError):
+        unmount(mnt, lazy=True)
 
 
 def _stop(proc: subprocess.Popen[bytes], mnt: Path, exit_timeout: float,
