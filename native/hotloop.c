@@ -148,7 +148,8 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
             }
         }
         ctx_give(e, c);
-        if (op == 0) { /* declined: nothing changed */
+        if (op == 0) { /* declined: nothing changed; counted when Python offers it again */
+            e->declined--;
             code = r;
             break;
         }
