@@ -3,7 +3,7 @@
  * #included by native/hotpath.c after the engine's methods' helpers (serve_raw,
  * writev_all, count_request, ctx_take/ctx_give).
  *
- * Engine.serve(fd, buf, last, spin_ns, io_ok, pending, requests) reads /dev/fuse
+ * Engine.serve(fd, buf, last, spin_ns, pending, requests) reads /dev/fuse
  * (non-blocking fd) into buf and answers every request the engine takes, without
  * going back to Python: the read and the spin run with the GIL released, the GIL
  * is taken only to run the engine on a request whose opcode it may take (the
@@ -11,9 +11,8 @@
  * count it in `requests` (Session.stats.requests).  It returns, with the GIL held:
  *
  *   (n, last)       n > 0: a request of n bytes is in buf, untouched: one the
- *                   engine does not take (any other opcode, READ/WRITE when
- *                   io_ok is false, more than BIG_REQUEST bytes, shorter than a
- *                   header) or one it declined (nothing changed): Python
+ *                   engine does not take (any other opcode, more than
+ *                   BIG_REQUEST bytes, shorter than a header) or one it declined (nothing changed): Python
  *                   handles it as if it had read it itself;
  *   (0, last)       nothing to read right now and the loop has something to do:
  *                   spin_ns passed since `last` (the end of the last request), or
@@ -43,12 +42,11 @@ static inline long long mono_ns(void)
 }
 
 /* an opcode serve_raw may take with ordered = 1 (the rest is declined unread) */
-static int cloop_opcode(uint32_t op, int io_ok)
+static int cloop_opcode(uint32_t op)
 {
     switch (op) {
     case OP_READ:
     case OP_WRITE:
-        return io_ok;
     case OP_GETATTR:
     case OP_LOOKUP:
     case OP_RELEASE:
@@ -67,17 +65,15 @@ static int cloop_opcode(uint32_t op, int io_ok)
 
 static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7 || !PyDict_Check(args[6])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "serve(fd, buf, last, spin_ns, io_ok, pending, requests)");
+    if (nargs != 6 || !PyDict_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "serve(fd, buf, last, spin_ns, pending, requests)");
         return NULL;
     }
     long fdl = PyLong_AsLong(args[0]);
     long long last = PyLong_AsLongLong(args[2]);
     long long spin_ns = PyLong_AsLongLong(args[3]);
-    int io_ok = PyObject_IsTrue(args[4]);
-    PyObject *pending = args[5], *requests = args[6];
-    if (PyErr_Occurred() || io_ok < 0)
+    PyObject *pending = args[4], *requests = args[5];
+    if (PyErr_Occurred())
         return NULL;
     if (fdl < 0 || fdl > INT_MAX) {
         PyErr_SetString(PyExc_ValueError, "hotpath: bad fd");
@@ -125,7 +121,7 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
                 err = en;
             break;
         }
-        if (r < IN_HEADER || r > CLOOP_BIG || !cloop_opcode(get_u32(buf + 4), io_ok)) {
+        if (r < IN_HEADER || r > CLOOP_BIG || !cloop_opcode(get_u32(buf + 4))) {
             code = r; /* Python's */
             break;
         }

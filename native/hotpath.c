@@ -1751,7 +1751,7 @@ static PyMethodDef Engine_methods[] = {
      "answer(msg, ordered) -> None (declined) or the reply bytes"},
     {"statistics", (PyCFunction)Engine_statistics, METH_NOARGS, "counters"},
     {"serve", (PyCFunction)(void (*)(void))Engine_serve, METH_FASTCALL,
-     "serve(fd, buf, last, spin_ns, io_ok, pending, requests): the reader's loop (hotloop.c)"},
+     "serve(fd, buf, last, spin_ns, pending, requests): the reader's loop (hotloop.c)"},
     {NULL, NULL, 0, NULL},
 };
 

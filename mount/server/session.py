@@ -356,9 +356,7 @@ class Session(Fairness):
                     trace.read_start()
                 try:
                     if cloop is not None and self._cloop_ok(pending, last):
-                        n, last, *failed = cloop(
-                            fd, buf, last, spin_ns,
-                            not (self._winfast and self._winfast_writes), pending, requests)
+                        n, last, *failed = cloop(fd, buf, last, spin_ns, pending, requests)
                         if n == 0:  # nothing read, and Python has something to do
                             raise BlockingIOError
                         if failed:
