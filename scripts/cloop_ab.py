@@ -1,4 +1,4 @@
-"""A/B of the first reader's loop in C (SHMFS_CLOOP) on two live mounts side by side.
+"""A/B of the first reader's loop in C (SHMFS_CLOOP; the spin, SHMFS_SPIN_US) on live mounts.
 
     sudo .venv/bin/python scripts/cloop_ab.py [--rounds R] [--n N] [--env NAME=VALUE ...]
 
@@ -81,7 +81,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for both daemons")
-    p.add_argument("--modes", default="1,0", help="SHMFS_CLOOP values, one mount each")
+    p.add_argument("--modes", default="1,0",
+                   help="SHMFS_CLOOP values, one mount each; 1@20: with SHMFS_SPIN_US=20")
     args = p.parse_args()
     for kv in args.env:
         k, v = kv.split("=", 1)
@@ -92,7 +93,9 @@ def main() -> int:
     with ExitStack() as stack:
         mnts = {}
         for m in modes:
-            os.environ["SHMFS_CLOOP"] = m
+            os.environ["SHMFS_CLOOP"], _, spin = m.partition("@")
+            if spin:
+                os.environ["SHMFS_SPIN_US"] = spin
             mnts[m] = stack.enter_context(managed_shmfs("size=1g")).path
             with open(mnts[m] / "data", "wb") as f:
                 f.write(os.urandom(PAGE) * FILE_PAGES)
