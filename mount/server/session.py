@@ -5,6 +5,10 @@ in memory, so there is nothing to wait for) and its reply is written before the
 next request is read. The reader spins briefly on the non-blocking device after
 each request and then sleeps in poll(2), so a busy stream of requests costs one
 syscall each way and an idle one no CPU (docs/decisions.md, docs/performance.md).
+While nothing else needs Python, the first reader's loop runs in C
+(native/hotloop.c, ``Engine.serve``): it reads, spins and answers the C hot path's
+requests with the GIL released between them, and returns every other request to
+this loop (``_cloop_ok``; docs/decisions.md, "The first reader's loop in C").
 
 Kernel notifications (NOTIFY_INVAL_INODE / INVAL_ENTRY) that a handler queued in
 fsimpl are written by a dedicated writer thread, never by the reader: an
