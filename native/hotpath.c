@@ -118,6 +118,7 @@ typedef struct {
     long long max_file_size;
     unsigned long long n_read, n_write, n_getattr, declined, bytes_read, bytes_written;
     unsigned long long nogil, write_errors, errors;
+    unsigned long long cl_entries, cl_served, cl_returned; /* hotloop.c */
     long last_decline;
     struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
     int ctx_busy;
@@ -1428,12 +1429,18 @@ decline:
 /* ----------------------------------------------------------------- methods */
 
 /* 0 declined; OP answered (reply in c); -1 failed after a change */
+static int serve_raw(Engine *e, const unsigned char *m, Py_ssize_t n, int ordered, ctx_t *c);
+
 static int serve(Engine *e, PyObject *msg, int ordered, ctx_t *c, Py_buffer *mb)
 {
     if (PyObject_GetBuffer(msg, mb, PyBUF_SIMPLE) < 0)
         return -1;
-    const unsigned char *m = mb->buf;
-    Py_ssize_t n = mb->len;
+    return serve_raw(e, mb->buf, mb->len, ordered, c);
+}
+
+/* serve() on the request's bytes (the C loop's own buffer, native/hotloop.c) */
+static int serve_raw(Engine *e, const unsigned char *m, Py_ssize_t n, int ordered, ctx_t *c)
+{
     if (n < IN_HEADER || get_u32(m) != (uint32_t)n || get_u32(m + 36) != 0) /* extlen */
         goto declined;
     uint32_t op = get_u32(m + 4);
@@ -1558,6 +1565,8 @@ static void ctx_give(Engine *e, ctx_t *c)
         PyMem_Free(c);
 }
 
+#include "hotloop.c" /* Engine.serve: the first reader's loop */
+
 /*
  * Engine.handle(msg, fd, ordered, t0, requests) -> None (declined: nothing
  * changed, answer it in Python) or the errno of the reply's writev to fd (0:
@@ -1644,12 +1653,13 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
-        "last_decline_line", e->last_decline);
+        "last_decline_line", e->last_decline, "cloop_entries", e->cl_entries,
+        "cloop_served", e->cl_served, "cloop_returned", e->cl_returned);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
@@ -1740,6 +1750,8 @@ static PyMethodDef Engine_methods[] = {
     {"answer", (PyCFunction)Engine_answer, METH_VARARGS,
      "answer(msg, ordered) -> None (declined) or the reply bytes"},
     {"statistics", (PyCFunction)Engine_statistics, METH_NOARGS, "counters"},
+    {"serve", (PyCFunction)(void (*)(void))Engine_serve, METH_FASTCALL,
+     "serve(fd, buf, last, spin_ns, pending, requests): the reader's loop (hotloop.c)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,7 +13,10 @@ directory), FORGET or BATCH_FORGET in the common state entirely in C (the last s
 native/hotmeta.c),
 changing the same Python objects the Python path changes, and writes the reply
 to ``fd``; anything else it declines (None) untouched. ``Engine.answer(msg,
-ordered)`` returns the reply bytes instead (tests). Where the engine is not
+ordered)`` returns the reply bytes instead (tests). ``Engine.serve(...)`` is the
+first reader's loop in C (native/hotloop.c): it reads the device and answers these
+requests itself until one needs Python (docs/decisions.md, "The first reader's loop
+in C"; ``SHMFS_CLOOP=0`` in the session keeps the Python loop). Where the engine is not
 used at all (--debug, -o uring, -o restartable) and why: docs/decisions.md,
 "The regular-file hot path in C".
 """

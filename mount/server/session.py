@@ -5,6 +5,10 @@ in memory, so there is nothing to wait for) and its reply is written before the
 next request is read. The reader spins briefly on the non-blocking device after
 each request and then sleeps in poll(2), so a busy stream of requests costs one
 syscall each way and an idle one no CPU (docs/decisions.md, docs/performance.md).
+While nothing else needs Python, the first reader's loop runs in C
+(native/hotloop.c, ``Engine.serve``): it reads, spins and answers the C hot path's
+requests with the GIL released between them, and returns every other request to
+this loop (``_cloop_ok``; docs/decisions.md, "The first reader's loop in C").
 
 Kernel notifications (NOTIFY_INVAL_INODE / INVAL_ENTRY) that a handler queued in
 fsimpl are written by a dedicated writer thread, never by the reader: an
@@ -85,6 +89,10 @@ BUFFER_SIZE = (1 << 20) + 64 * 1024
 # on this VM (cpuidle haltpoll with guest_halt_poll_ns=0) a sleeping CPU costs
 # ~40 us more per round trip (docs/performance.md). 0 turns it off.
 SPIN_NS = int(os.environ.get("SHMFS_SPIN_US", "50")) * 1000  # env: A/B runs
+# The first reader's loop in C (native/hotloop.c, Engine.serve): reads, spins and
+# answers the hot path's requests without returning to Python while nothing else is
+# to be done (docs/decisions.md, "The first reader's loop in C"). 0: the Python loop.
+CLOOP = os.environ.get("SHMFS_CLOOP", "1") != "0"  # env: A/B runs
 POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no data
 # Threads reading /dev/fuse: the second one reads a cloned device fd
 # (FUSE_DEV_IOC_CLONE), so a small request is picked up while the first thread
@@ -340,13 +348,27 @@ class Session(Fairness):
         lock = self._fs_lock
         idle_ms = None if lock is None else release_ms
         trace = self._trace
+        # the loop in C (_cloop_ok says when it may run; it stands in for the read, the
+        # spin and _handle of the hot path's requests, and returns everything else)
+        cloop = (self._hotpath.serve if CLOOP and self._hotpath is not None and trace is None
+                 else None)
+        requests = self.stats.requests
         last = clock()
         try:
             while not self._done:
                 if trace is not None:
                     trace.read_start()
                 try:
-                    n = _read_request(fd, buf)
+                    if cloop is not None and self._cloop_ok(pending, last):
+                        n, last, *failed = cloop(fd, buf, last, spin_ns, pending, requests)
+                        if n == 0:  # nothing read, and Python has something to do
+                            raise BlockingIOError
+                        if failed:
+                            self._cloop_failed(view, failed[0])
+                            last = clock()
+                            continue
+                    else:
+                        n = _read_request(fd, buf)
                 except BlockingIOError:
                     if pending:  # nothing queued right now: one eviction, then look again
                         if lock is None or self._owned:
@@ -397,6 +419,27 @@ class Session(Fairness):
             self._disown()
             self._busy.set()  # the other readers see ENODEV (or _done) and leave
             hold.close()
+
+    def _cloop_ok(self, pending: Any, last: int) -> bool:
+        """Whether the C loop (Engine.serve) may read the next requests: only where the
+        Python loop would hand each hot request straight to ``_handle`` and ``_handle``
+        straight to the engine with ``ordered`` true -- no eviction to reap, no
+        notification or NOTIFY_STORE queued (only this thread queues them), the fs
+        lock not needed per request (one reader, or kept while every clone is parked)
+        and no ``_note`` due (no large request within RECENT_NS), the CPU latency hold
+        engaged (or unavailable), no window batch pending in the winfast engine
+        (docs/decisions.md, "The first reader's loop in C")."""
+        return (not pending and not self._pending and not self._stores
+                and (self._fs_lock is None
+                     or (self._owned and last - self._big_ns >= RECENT_NS))
+                and (self.cpu_latency.engaged or not self.cpu_latency.available)
+                and not self._native_pending())
+
+    def _cloop_failed(self, view: memoryview, exc: BaseException) -> None:
+        """The engine failed in the C loop after it began changing state: logged and
+        answered EIO, as _native_answer does for Engine.handle."""
+        log.error("regular-file hot path failed", exc_info=exc)
+        self._write([reply_error(int.from_bytes(view[8:16], "little"), errno.EIO)])
 
     def _reap(self, limit: int | None) -> None:
         """Run evictions left for later; their notifications (if any) go out as
