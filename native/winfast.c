@@ -240,6 +240,26 @@ int store_queued(Engine *e, uint64_t ino, uint64_t page)
     return 0;
 }
 
+/* The end of every queueing (the caller holds e->mu and has added its own counters):
+ * link batch b at the tail of the writer's queue, unlock, and wake the writer if it
+ * sleeps -- after the unlock, so that the woken writer does not block on our mutex; a
+ * futex wake costs a syscall, so only then. */
+void queue_and_wake(Engine *e, batch_t *b)
+{
+    b->next = NULL;
+    b->t_queued = now_ns();
+    if (e->tail)
+        e->tail->next = b;
+    else
+        e->head = b;
+    e->tail = b;
+    e->queued++;
+    int wake = e->sleeping;
+    pthread_mutex_unlock(&e->mu);
+    if (wake)
+        pthread_cond_signal(&e->cv);
+}
+
 /* fsimpl _settle: a page pushed earlier whose NOTIFY_STORE is no longer queued is
  * neither pushed nor pending any more (the kernel has it). -1 with an exception set. */
 int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
@@ -949,21 +969,10 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
         if (populate)
             for (int k = 0; k < n; k++)
                 b->state[nruns + k] = ST_QUEUED;
-        b->next = NULL;
-        b->t_queued = now_ns();
-        if (e->tail)
-            e->tail->next = b;
-        else
-            e->head = b;
-        e->tail = b;
-        e->queued++;
         e->handled++;
         e->invals += (unsigned long long)nruns;
         e->stores += populate ? (unsigned long long)n : 0;
-        int wake = e->sleeping; /* a futex wake costs a syscall: only when it sleeps */
-        pthread_mutex_unlock(&e->mu);
-        if (wake) /* after the unlock: the woken writer must not block on our mutex */
-            pthread_cond_signal(&e->cv);
+        queue_and_wake(e, b);
         b = NULL;
         result = PyLong_FromLong(nnotes);
     }

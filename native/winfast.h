@@ -137,6 +137,7 @@ int get_array(PyObject *owner, PyObject *name, Py_ssize_t n, Py_ssize_t itemsize
               Py_buffer *view);
 int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view);
 int store_queued(Engine *e, uint64_t ino, uint64_t page);
+void queue_and_wake(Engine *e, batch_t *b); /* e->mu held; unlocks it */
 int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
            PyObject *pending);
 /* the four arrays of a page-table chunk, held as buffers (load_chunk: 0 ok, -1 none

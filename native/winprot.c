@@ -314,22 +314,11 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
 
     /* ---- queue it (the writer thread writes the INVAL, then the reply) ---- */
     pthread_mutex_lock(&e->mu);
-    b->next = NULL;
-    b->t_queued = now_ns();
-    if (e->tail)
-        e->tail->next = b;
-    else
-        e->head = b;
-    e->tail = b;
-    e->queued++;
     e->handled++;
     e->mprotects++;
     e->refaults += (unsigned long long)nagain;
     e->invals += (unsigned long long)ninval;
-    int wake = e->sleeping;
-    pthread_mutex_unlock(&e->mu);
-    if (wake)
-        pthread_cond_signal(&e->cv);
+    queue_and_wake(e, b);
     b = NULL;
     result = PyLong_FromLong(ninval);
     goto out;

@@ -578,19 +578,8 @@ PyObject *winvec_remapv(Engine *e, const unsigned char *m, Py_ssize_t len)
 
     /* ---- queue the reply behind the entries' batches ---- */
     pthread_mutex_lock(&e->mu);
-    b->next = NULL;
-    b->t_queued = now_ns();
-    if (e->tail)
-        e->tail->next = b;
-    else
-        e->head = b;
-    e->tail = b;
-    e->queued++;
     e->remapvs++;
-    int wake = e->sleeping;
-    pthread_mutex_unlock(&e->mu);
-    if (wake)
-        pthread_cond_signal(&e->cv);
+    queue_and_wake(e, b);
     Py_XDECREF(wins);
     Py_XDECREF(ikey);
     Py_XDECREF(ws);
