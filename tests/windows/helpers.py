@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 P = 4096
@@ -145,3 +147,25 @@ def shmfs_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mount.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@contextmanager
+def readonly_for_others(prot: int) -> Iterator[tuple[Path, Path, object]]:
+    """The setting of the unprivileged-user attack tests: an ``allow_other`` mount
+    (mode 1777), root's 8-page object and root's 4-page window over it, both 0644
+    (others may only read them), window page 0 showing object page 5 (MAP_CHGPROT
+    ``prot``, populated). Yields (mountpoint, object path, root's Window); on leaving,
+    checks the object still holds exactly what make_object wrote."""
+    from mount.winapi.client import Window
+    from tests.support.mounts import shmfs_mount
+
+    with shmfs_mount("allow_other,mode=1777") as mnt:
+        obj = mnt / "obj"
+        make_object(obj, 8)
+        os.chmod(obj, 0o644)
+        with Window.create(mnt / "win", obj, 4) as w:
+            os.chmod(mnt / "win", 0o644)
+            w.remap(0, 1, 5, prot=prot, populate=True)
+            yield mnt, obj, w
+        with open(obj, "rb") as f:
+            assert f.read() == b"".join(page_of(k) for k in range(8))

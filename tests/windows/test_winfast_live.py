@@ -25,7 +25,7 @@ import pytest
 
 from mount.server import winfast
 from mount.winapi.client import Window, mount_stats
-from tests.windows.helpers import MapChild, P, make_object, page_of
+from tests.windows.helpers import MapChild, P, make_object, page_of, readonly_for_others
 
 pytestmark = [pytest.mark.mount,
               pytest.mark.skipif(not winfast.available(),
@@ -550,36 +550,29 @@ def test_chgprot_and_mprotect_attack_read_only_user(tmp_path: Path) -> None:
     object is unchanged."""
     from mount.winapi.client import PROT_READ, PROT_WRITE
     from tests.live.helpers import as_user
-    from tests.support.mounts import shmfs_mount
 
     rw = PROT_READ | PROT_WRITE
-    with shmfs_mount("allow_other,mode=1777") as mnt:
-        obj = mnt / "obj"
-        make_object(obj, 8)
-        os.chmod(obj, 0o644)
-        with Window.create(mnt / "win", obj, 4) as w:
-            os.chmod(mnt / "win", 0o644)
-            w.remap(0, 1, 5, prot=rw, populate=True)  # Python: nonlinear, MANYPROTS
-            w.remap(1, 1, 6, prot=rw, populate=True)  # the engine's
-            w.protect(1, 1, PROT_READ)
-            assert _native(mnt)["mprotects"] >= 1
+    with readonly_for_others(rw) as (mnt, obj, w):
+        w.remap(1, 1, 6, prot=rw, populate=True)  # the engine's
+        w.protect(1, 1, PROT_READ)
+        assert _native(mnt)["mprotects"] >= 1
 
-            def on_roots_window() -> object:
-                fd = os.open(mnt / "win", os.O_RDONLY)
-                out = []
-                try:
-                    for call in (lambda: _remap_raw(fd, 0, P, 5, rw, POPULATE | 0x20000),
-                                 lambda: Window(fd, owns_fd=False).protect(1, 1, rw)):
-                        try:
-                            call()
-                            out.append("done")
-                        except OSError as e:
-                            out.append(e.errno)
-                finally:
-                    os.close(fd)
-                return out
+        def on_roots_window() -> object:
+            fd = os.open(mnt / "win", os.O_RDONLY)
+            out = []
+            try:
+                for call in (lambda: _remap_raw(fd, 0, P, 5, rw, POPULATE | 0x20000),
+                             lambda: Window(fd, owns_fd=False).protect(1, 1, rw)):
+                    try:
+                        call()
+                        out.append("done")
+                    except OSError as e:
+                        out.append(e.errno)
+            finally:
+                os.close(fd)
+            return out
 
-            assert as_user(65534, 65534, on_roots_window) == ("ok", [errno.EBADF] * 2)
+        assert as_user(65534, 65534, on_roots_window) == ("ok", [errno.EBADF] * 2)
 
         def own_window() -> object:
             wpath = mnt / "mine"
@@ -607,5 +600,3 @@ def test_chgprot_and_mprotect_attack_read_only_user(tmp_path: Path) -> None:
         assert errs[2] == errno.EACCES, errs  # the window was attached PROT_READ
         assert data == page_of(3)[:8]
         assert _native(mnt)["mprotects"] >= n + 2  # the user's legal MPROTECTs were native
-        with open(obj, "rb") as f:
-            assert f.read() == b"".join(page_of(k) for k in range(8))

@@ -19,7 +19,7 @@ import pytest
 
 from mount.winapi.abi import MADVISE, SHMFS_IOC_WIN_MADVISE
 from mount.winapi.client import PROT_READ, PROT_WRITE, Window, mount_stats
-from tests.windows.helpers import MapChild, P, make_object, page_of
+from tests.windows.helpers import MapChild, P, make_object, page_of, readonly_for_others
 
 pytestmark = pytest.mark.mount
 
@@ -111,44 +111,34 @@ def test_punch_attack_read_only_user(tmp_path: Path) -> None:
     root's 0644 object can only be read-only (EACCES for MADV_REMOVE, row 11); nothing
     of the object is freed."""
     from tests.live.helpers import as_user
-    from tests.support.mounts import shmfs_mount
 
-    with shmfs_mount("allow_other,mode=1777") as mnt:
-        obj = mnt / "obj"
-        make_object(obj, 8)
-        os.chmod(obj, 0o644)
-        with Window.create(mnt / "win", obj, 4) as w:
-            os.chmod(mnt / "win", 0o644)
-            w.remap(0, 1, 5, prot=RW, populate=True)
+    with readonly_for_others(RW) as (mnt, obj, w):
+        def user() -> object:
+            out: list[object] = []
+            fd = os.open(mnt / "win", os.O_RDONLY)
+            try:
+                _madvise_raw(fd, 0, P, MADV_REMOVE)
+                out.append("punched")
+            except OSError as e:
+                out.append(e.errno)
+            finally:
+                os.close(fd)
+            try:
+                Window.create(mnt / "mine", obj, 4, RW)
+                out.append("rw window")
+            except OSError as e:
+                out.append(e.errno)
+            with Window.create(mnt / "mine2", obj, 4, PROT_READ) as mine:
+                mine.remap(0, 1, 5, prot=PROT_READ)
+                for advice in (MADV_REMOVE, MADV_DONTNEED):
+                    try:
+                        mine.madvise(0, 1, advice)
+                        out.append("done")
+                    except OSError as e:
+                        out.append(e.errno)
+            return out
 
-            def user() -> object:
-                out: list[object] = []
-                fd = os.open(mnt / "win", os.O_RDONLY)
-                try:
-                    _madvise_raw(fd, 0, P, MADV_REMOVE)
-                    out.append("punched")
-                except OSError as e:
-                    out.append(e.errno)
-                finally:
-                    os.close(fd)
-                try:
-                    Window.create(mnt / "mine", obj, 4, RW)
-                    out.append("rw window")
-                except OSError as e:
-                    out.append(e.errno)
-                with Window.create(mnt / "mine2", obj, 4, PROT_READ) as mine:
-                    mine.remap(0, 1, 5, prot=PROT_READ)
-                    for advice in (MADV_REMOVE, MADV_DONTNEED):
-                        try:
-                            mine.madvise(0, 1, advice)
-                            out.append("done")
-                        except OSError as e:
-                            out.append(e.errno)
-                return out
-
-            got = as_user(65534, 65534, user)
-            assert got[0] == "ok", got
-            assert got[1] == [errno.EBADF, errno.EACCES, errno.EACCES, "done"]
-            assert w.pread(0, 8) == page_of(5)[:8]
-        with open(obj, "rb") as f:
-            assert f.read() == b"".join(page_of(k) for k in range(8))
+        got = as_user(65534, 65534, user)
+        assert got[0] == "ok", got
+        assert got[1] == [errno.EBADF, errno.EACCES, errno.EACCES, "done"]
+        assert w.pread(0, 8) == page_of(5)[:8]

@@ -29,7 +29,7 @@ from mount.winapi.abi import (
     SHMFS_IOC_WIN_QUERY,
 )
 from mount.winapi.client import PROT_READ, PROT_WRITE, Window, mount_stats
-from tests.windows.helpers import MapChild, P, make_object, page_of
+from tests.windows.helpers import MapChild, P, make_object, page_of, readonly_for_others
 
 pytestmark = [pytest.mark.mount,
               pytest.mark.skipif(not winfast.available(),
@@ -218,47 +218,37 @@ def test_mprotect_refault_attack_read_only_user(tmp_path: Path) -> None:
     PROT_WRITE is still EACCES, write(2) through the window still EACCES, the
     object unchanged; on root's window its read-only descriptor gets EBADF."""
     from tests.live.helpers import as_user
-    from tests.support.mounts import shmfs_mount
 
-    with shmfs_mount("allow_other,mode=1777") as mnt:
-        obj = mnt / "obj"
-        make_object(obj, 8)
-        os.chmod(obj, 0o644)
-        with Window.create(mnt / "win", obj, 4) as w:
-            os.chmod(mnt / "win", 0o644)
-            w.remap(0, 1, 5, prot=RW, populate=True)
+    with readonly_for_others(RW) as (mnt, obj, _w):
+        def user() -> object:
+            out: list[object] = []
+            fd = os.open(mnt / "win", os.O_RDONLY)
+            try:
+                Window(fd, owns_fd=False).protect(0, 1, RW)  # unchanged on root's
+                out.append("done")
+            except OSError as e:
+                out.append(e.errno)
+            finally:
+                os.close(fd)
+            with Window.create(mnt / "mine", obj, 4, prot=PROT_READ) as mw:
+                mw.remap(0, 1, 2, prot=PROT_READ, populate=True)
+                mw.remap(1, 1, 3, prot=PROT_READ, populate=True)
+                assert os.pread(mw.fd, 8, P) == page_of(3)[:8]  # cached
+                mw.protect(1, 1, PROT_READ)  # unchanged: the engine's refault
+                for call in (lambda: mw.protect(1, 1, RW),
+                             lambda: os.pwrite(mw.fd, b"y" * 8, P)):
+                    try:
+                        call()
+                        out.append("done")
+                    except OSError as e:
+                        out.append(e.errno)
+                out.append(os.pread(mw.fd, 8, P) == page_of(3)[:8])
+            return out
 
-            def user() -> object:
-                out: list[object] = []
-                fd = os.open(mnt / "win", os.O_RDONLY)
-                try:
-                    Window(fd, owns_fd=False).protect(0, 1, RW)  # unchanged on root's
-                    out.append("done")
-                except OSError as e:
-                    out.append(e.errno)
-                finally:
-                    os.close(fd)
-                with Window.create(mnt / "mine", obj, 4, prot=PROT_READ) as mw:
-                    mw.remap(0, 1, 2, prot=PROT_READ, populate=True)
-                    mw.remap(1, 1, 3, prot=PROT_READ, populate=True)
-                    assert os.pread(mw.fd, 8, P) == page_of(3)[:8]  # cached
-                    mw.protect(1, 1, PROT_READ)  # unchanged: the engine's refault
-                    for call in (lambda: mw.protect(1, 1, RW),
-                                 lambda: os.pwrite(mw.fd, b"y" * 8, P)):
-                        try:
-                            call()
-                            out.append("done")
-                        except OSError as e:
-                            out.append(e.errno)
-                    out.append(os.pread(mw.fd, 8, P) == page_of(3)[:8])
-                return out
-
-            n = _native(mnt)["mprotect_refaults"]
-            got = as_user(65534, 65534, user)
-            assert got == ("ok", [errno.EBADF, errno.EACCES, errno.EACCES, True]), got
-            assert _native(mnt)["mprotect_refaults"] >= n + 1
-        with open(obj, "rb") as f:
-            assert f.read() == b"".join(page_of(k) for k in range(8))
+        n = _native(mnt)["mprotect_refaults"]
+        got = as_user(65534, 65534, user)
+        assert got == ("ok", [errno.EBADF, errno.EACCES, errno.EACCES, True]), got
+        assert _native(mnt)["mprotect_refaults"] >= n + 1
 
 
 def test_short_remapvs_take_the_native_path(wmount: Path, wdir: Path) -> None:
@@ -314,54 +304,45 @@ def test_remapv_attack_read_only_user(tmp_path: Path) -> None:
     PROT_WRITE is EACCES (``done`` = the entries before it); the object unchanged."""
     from mount.winapi.client import MAP_CHGPROT
     from tests.live.helpers import as_user
-    from tests.support.mounts import shmfs_mount
 
-    with shmfs_mount("allow_other,mode=1777") as mnt:
-        obj = mnt / "obj"
-        make_object(obj, 8)
-        os.chmod(obj, 0o644)
-        with Window.create(mnt / "win", obj, 4) as w:
-            os.chmod(mnt / "win", 0o644)
-            w.remap(0, 1, 5, prot=RW, populate=True)
-            n = _native(mnt)["remapvs"]
-            for _ in range(3):  # the first may find Python's remap still being written
-                w.remapv_bytes([(P, P, 6, RW, MAP_CHGPROT), (3 * P, P, 7, RW, MAP_CHGPROT)])
-            assert _native(mnt)["remapvs"] > n
-            n = _native(mnt)["remapvs"]
+    with readonly_for_others(RW) as (mnt, obj, w):
+        n = _native(mnt)["remapvs"]
+        for _ in range(3):  # the first may find Python's remap still being written
+            w.remapv_bytes([(P, P, 6, RW, MAP_CHGPROT), (3 * P, P, 7, RW, MAP_CHGPROT)])
+        assert _native(mnt)["remapvs"] > n
+        n = _native(mnt)["remapvs"]
 
-            def user() -> object:
-                out: list[object] = []
-                fd = os.open(mnt / "win", os.O_RDONLY)
+        def user() -> object:
+            out: list[object] = []
+            fd = os.open(mnt / "win", os.O_RDONLY)
+            try:
+                Window(fd, owns_fd=False).remapv_bytes(
+                    [(0, P, 1, RW, MAP_CHGPROT), (2 * P, P, 2, RW, MAP_CHGPROT)])
+                out.append("done")
+            except OSError as e:
+                out.append((e.errno, getattr(e, "done", None)))
+            finally:
+                os.close(fd)
+            with Window.create(mnt / "mine", obj, 4, prot=PROT_READ) as mw:
+                mw.remap(0, 1, 2, prot=PROT_READ, populate=True)
+                mw.remapv_bytes([(P, P, 3, PROT_READ, MAP_CHGPROT),
+                                 (3 * P, P, 4, PROT_READ, MAP_CHGPROT)])  # allowed
                 try:
-                    Window(fd, owns_fd=False).remapv_bytes(
-                        [(0, P, 1, RW, MAP_CHGPROT), (2 * P, P, 2, RW, MAP_CHGPROT)])
+                    mw.remapv_bytes([(P, P, 3, PROT_READ, MAP_CHGPROT),
+                                     (3 * P, P, 4, RW, MAP_CHGPROT)])
                     out.append("done")
                 except OSError as e:
                     out.append((e.errno, getattr(e, "done", None)))
-                finally:
-                    os.close(fd)
-                with Window.create(mnt / "mine", obj, 4, prot=PROT_READ) as mw:
-                    mw.remap(0, 1, 2, prot=PROT_READ, populate=True)
-                    mw.remapv_bytes([(P, P, 3, PROT_READ, MAP_CHGPROT),
-                                     (3 * P, P, 4, PROT_READ, MAP_CHGPROT)])  # allowed
-                    try:
-                        mw.remapv_bytes([(P, P, 3, PROT_READ, MAP_CHGPROT),
-                                         (3 * P, P, 4, RW, MAP_CHGPROT)])
-                        out.append("done")
-                    except OSError as e:
-                        out.append((e.errno, getattr(e, "done", None)))
-                    try:
-                        os.pwrite(mw.fd, b"y" * 8, 3 * P)
-                        out.append("done")
-                    except OSError as e:
-                        out.append(e.errno)
-                    out.append([p.pgoff for p in mw.query(0, 4)])
-                return out
+                try:
+                    os.pwrite(mw.fd, b"y" * 8, 3 * P)
+                    out.append("done")
+                except OSError as e:
+                    out.append(e.errno)
+                out.append([p.pgoff for p in mw.query(0, 4)])
+            return out
 
-            got = as_user(65534, 65534, user)
-            assert got == ("ok", [(errno.EBADF, 0), (errno.EACCES, 1), errno.EACCES,
-                                  [2, 3, 2, 4]]), got
-            assert _native(mnt)["remapvs"] >= n + 1  # the user's legal REMAPV was native
-            assert [p.pgoff for p in w.query(0, 4)] == [5, 6, 2, 7]
-        with open(obj, "rb") as f:
-            assert f.read() == b"".join(page_of(k) for k in range(8))
+        got = as_user(65534, 65534, user)
+        assert got == ("ok", [(errno.EBADF, 0), (errno.EACCES, 1), errno.EACCES,
+                              [2, 3, 2, 4]]), got
+        assert _native(mnt)["remapvs"] >= n + 1  # the user's legal REMAPV was native
+        assert [p.pgoff for p in w.query(0, 4)] == [5, 6, 2, 7]
