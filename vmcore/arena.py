@@ -57,6 +57,9 @@ _MADV_NOHUGEPAGE = getattr(mmap, "MADV_NOHUGEPAGE", 15)
 _MADV_REMOVE = getattr(mmap, "MADV_REMOVE", 9)
 # replay: the data-touching methods write into (and read from) this scratch mapping
 _SINK_BYTES = 2 << 20
+# SHMFS_REUSE_AHEAD=0 (A/B runs): the populate-ahead thread's free-list window as
+# before change 29 of docs/performance.md
+REUSE_AHEAD = os.environ.get("SHMFS_REUSE_AHEAD", "1") != "0"
 
 # mmap.madvise holds the GIL for the whole syscall (measured: a 512 MiB
 # MADV_POPULATE_WRITE stops every other thread for 0.2 s); the populate-ahead
@@ -339,21 +342,25 @@ class Arena:
     def _next_free_range(self) -> tuple[int, int] | None:
         """(lock held) The next free frames not yet populated that alloc will
         take soon (free runs are reused from the end of the list), or None."""
-        budget = self._ahead - self._free_ready
-        if budget <= 0:
+        if self._free_ready >= self._ahead:
             return None
+        # the window is the next ``_ahead`` frames alloc will hand out (populated or
+        # not), so the thread tops it up in whole chunks; a window of only the
+        # unpopulated count (before change 29) ended inside the populated head and
+        # left one or two frames a wake-up (docs/performance.md, change 29)
+        window = self._ahead if REUSE_AHEAD else self._ahead - self._free_ready
         # a snapshot: alloc and free change the list without this lock (the slice
         # is taken under the GIL in one step; a stale entry costs a redundant populate)
         for s, k in reversed(self._free_runs[-64:]):
-            w = min(k, budget)  # alloc takes a run from its start
+            w = min(k, window)  # alloc takes a run from its start
             todo = np.flatnonzero(~self._pop[s : s + w])
             if todo.size:
                 a = s + int(todo[0])
                 gaps = np.flatnonzero(np.diff(todo) != 1)
                 b = s + int(todo[gaps[0]] if gaps.size else todo[-1]) + 1
                 return a, min(b, a + self._ahead_chunk, (a // self.fps + 1) * self.fps)
-            budget -= w
-            if budget <= 0:
+            window -= w
+            if window <= 0:
                 return None
         return None
 

@@ -143,3 +143,33 @@ def _tools_scenario(d: Path) -> list[object]:
 
 def test_tools_like_tmpfs(shmfs: Path, tmpfs: Path) -> None:
     assert _tools_scenario(shmfs) == _tools_scenario(tmpfs)
+
+
+def test_file_written_into_freed_frames_reads_back_exactly_with_zero_holes(shmfs: Path) -> None:
+    """A file written after another file's pages were freed gets those frames back
+    (the free list is reused first, and the populate-ahead thread pre-faults its
+    head: docs/performance.md change 29): it must read back exactly its own bytes,
+    and its holes and the tail of its last page as zeros, never the old file's."""
+    old = bytes(range(1, 256)) * ((12 << 20) // 255 + 1)  # no zero byte in it
+    (shmfs / "old").write_bytes(old[: 12 << 20])  # past the 8 MiB populate-ahead budget
+    assert (shmfs / "old").stat().st_size == 12 << 20
+    (shmfs / "old").unlink()
+    rng = random.Random(29)
+    fd = os.open(shmfs / "new", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        model = bytearray()
+        for _ in range(3000):  # 4 KiB appends, as dd bs=4k does
+            block = rng.randbytes(PAGE)
+            assert os.write(fd, block) == PAGE
+            model += block
+        hole_at = len(model) + 5 * PAGE + 100  # a hole, then a partial page
+        tail = rng.randbytes(777)
+        assert os.pwrite(fd, tail, hole_at) == len(tail)
+        model += bytes(hole_at - len(model)) + tail
+        os.ftruncate(fd, len(model) + 3 * PAGE)  # extension reads as zeros
+        model += bytes(3 * PAGE)
+        os.lseek(fd, 0, os.SEEK_SET)
+        whole = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+        assert whole == bytes(model)
+    finally:
+        os.close(fd)

@@ -250,3 +250,51 @@ def test_scattered_free_in_one_batch_zeroes_exactly_the_freed_frames() -> None:
         assert a.statistics()["frames_in_use"] == len(kept)
     finally:
         a.close()
+
+
+def _populate_step(a: Arena) -> tuple[int, int] | None:
+    """One round of the populate-ahead thread's free-list work, without the thread
+    or the syscall (the bookkeeping is what decides which frames get populated)."""
+    with a._cond:
+        r = a._next_free_range()
+        if r is not None:
+            s, e = r
+            newly = ~a._in_use[s:e] & ~a._pop[s:e]
+            a._pop[s:e] |= newly
+            a._free_ready += int(np.count_nonzero(newly))
+    return r
+
+
+def test_populate_ahead_tops_up_the_free_list_head_in_whole_chunks() -> None:
+    """docs/performance.md change 29: once alloc has used half of the populated
+    head of the free list, the thread populates the next unpopulated frames of the
+    ``ahead`` frames alloc takes next in chunks, not the one or two frames past a
+    window that ended inside the populated head (appends into freed frames ran at
+    half speed). Never more than ``ahead`` (+ one chunk) free frames populated."""
+    a = Arena(segment_bytes=4 << 20)  # 1024 frames a segment
+    try:
+        ahead, chunk = 256, 64
+        frames = a.alloc(600)
+        a.free(frames)
+        a._ahead, a._ahead_chunk = ahead, chunk  # start_populate_ahead minus the thread
+        head = int(frames[0])  # alloc1 takes the single free run from its start
+        steps = []
+        while (r := _populate_step(a)) is not None:
+            steps.append(r)
+        assert steps == [(head + i, head + i + chunk) for i in range(0, ahead, chunk)]
+        assert a._free_ready == ahead
+        taken = [a.alloc1() for _ in range(ahead // 2 + 1)]
+        assert taken == list(range(head, head + ahead // 2 + 1))
+        assert a._free_ready == ahead // 2 - 1
+        first = _populate_step(a)
+        assert first == (head + ahead, head + ahead + chunk)  # a whole chunk, not 1-2 frames
+        while _populate_step(a) is not None:
+            pass
+        nxt = head + ahead // 2 + 1  # what alloc hands out next: all of it populated
+        assert a._pop[nxt : nxt + ahead].all()
+        assert a._free_ready == int(np.count_nonzero(a._pop & ~a._in_use)) <= ahead + chunk
+        for f in [a.alloc1() for _ in range(20)]:  # still zero-filled when handed out
+            assert not a.page(f).any()
+    finally:
+        a._ahead = 0
+        a.close()
