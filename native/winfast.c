@@ -240,6 +240,20 @@ int store_queued(Engine *e, uint64_t ino, uint64_t page)
     return 0;
 }
 
+/* Append to batch b, at byte pos, the reply to IOCTL ``unique``: its fuse_out_header
+ * and a fuse_ioctl_out of result 0, no flags, no iovs, in a message of ``len`` bytes
+ * (the caller writes any bytes past the first 32). */
+void add_ioctl_reply(batch_t *b, size_t pos, uint64_t unique, uint32_t len)
+{
+    unsigned char *p = b->buf + pos;
+    put_u32(p, len);
+    put_u32(p + 4, 0);
+    put_u64(p + 8, unique);
+    memset(p + 16, 0, 16);
+    b->off[b->nmsg] = pos;
+    b->len[b->nmsg++] = len;
+}
+
 /* The end of every queueing (the caller holds e->mu and has added its own counters):
  * link batch b at the tail of the writer's queue, unlock, and wake the writer if it
  * sleeps -- after the unlock, so that the woken writer does not block on our mutex; a
@@ -861,15 +875,8 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
                 pos += 40 + PAGE_SIZE;
             }
         }
-        if (e->vec_mode != VEC_NOREPLY) {
-            unsigned char *p = b->buf + pos;
-            put_u32(p, 32);
-            put_u32(p + 4, 0);
-            put_u64(p + 8, unique);
-            memset(p + 16, 0, 16); /* fuse_ioctl_out: result 0, no flags, no iovs */
-            b->off[b->nmsg] = pos;
-            b->len[b->nmsg++] = 32;
-        }
+        if (e->vec_mode != VEC_NOREPLY)
+            add_ioctl_reply(b, pos, unique, 32);
     }
 
     /* ---- phase 2: apply (what the Python path does, in its order) ---- */

@@ -138,6 +138,7 @@ int get_array(PyObject *owner, PyObject *name, Py_ssize_t n, Py_ssize_t itemsize
 int get_array_obj(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view);
 int store_queued(Engine *e, uint64_t ino, uint64_t page);
 void queue_and_wake(Engine *e, batch_t *b); /* e->mu held; unlocks it */
+void add_ioctl_reply(batch_t *b, size_t pos, uint64_t unique, uint32_t len);
 int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *pushed,
            PyObject *pending);
 /* the four arrays of a page-table chunk, held as buffers (load_chunk: 0 ok, -1 none

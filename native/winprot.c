@@ -257,13 +257,7 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
             b->len[b->nmsg++] = 40;
             pos = 40;
         }
-        unsigned char *p = b->buf + pos;
-        put_u32(p, 32);
-        put_u32(p + 4, 0);
-        put_u64(p + 8, unique);
-        memset(p + 16, 0, 16); /* fuse_ioctl_out: result 0, no flags, no iovs */
-        b->off[b->nmsg] = pos;
-        b->len[b->nmsg++] = 32;
+        add_ioctl_reply(b, pos, unique, 32);
     }
 
     /* ---- phase 2: apply, as the Python path does ---- */

@@ -550,15 +550,9 @@ PyObject *winvec_remapv(Engine *e, const unsigned char *m, Py_ssize_t len)
     memset(b, 0, sizeof(batch_t));
     b->cap = rlen;
     b->ino = nodeid;
-    put_u32(b->buf, (uint32_t)rlen);
-    put_u32(b->buf + 4, 0);
-    put_u64(b->buf + 8, unique);
-    memset(b->buf + 16, 0, 16); /* fuse_ioctl_out: result 0, no flags, no iovs */
+    add_ioctl_reply(b, 0, unique, (uint32_t)rlen);
     memcpy(b->buf + 32, d, REMAPV_SIZE);
     put_u32(b->buf + 32 + 8, count); /* done */
-    b->off[0] = 0;
-    b->len[0] = rlen;
-    b->nmsg = 1;
 
     /* ---- phase 2: remapv's own epoch step, then each entry as its REMAP ---- */
     if (incr_attr(ws, s_epoch, 1) < 0)
