@@ -100,6 +100,10 @@ typedef struct {
         n_reply;
     /* the store through the page table (native/winwrite.c) */
     unsigned long long wstores, wstore_declined;
+    /* a store over object pages the kernel caches: their INVALs queued after the
+     * reply (wstore_invals of them); wstore_inval 0 (SHMFS_WINFAST_OINVAL=0): Python */
+    int wstore_inval;
+    unsigned long long wstore_invals;
     long last_wstore_decline;
     /* the READ (native/winread.c) */
     unsigned long long reads, read_declined;

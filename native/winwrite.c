@@ -33,7 +33,8 @@ static PyObject *s_wins, *s_npages, *s_cached, *s_pending, *s_pushed, *s_obj, *s
     *s_objs, *s_by_mm, *s_rmap, *s_i_mmap, *s_nonlinear, *s_mm, *s_vmas, *s_start, *s_end,
     *s_pgoff, *s_prot, *s_pt, *s_chunks, *s_bits, *s_window, *s_address, *s_arena,
     *s_fps, *s_addrs, *s_replaying, *s_lookups, *s_stats, *s_ops, *s_now, *s_mtime, *s_ctime,
-    *s_flags, *s_ino, *s_k_write, *s_k_writes, *s_k_write_bytes;
+    *s_flags, *s_ino, *s_k_write, *s_k_writes, *s_k_write_bytes, *s_k_inval_events,
+    *s_k_inval_pages;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
@@ -78,6 +79,8 @@ int winwrite_init(void)
     INTERN(s_k_write, "write");
     INTERN(s_k_writes, "writes");
     INTERN(s_k_write_bytes, "write_bytes");
+    INTERN(s_k_inval_events, "inval_events");
+    INTERN(s_k_inval_pages, "inval_pages");
     return 0;
 }
 
@@ -203,6 +206,181 @@ static int in_list_ll(const long long *v, int n, long long x)
     return 0;
 }
 
+#define MAXHV 8     /* other windows' VMAs whose cached pages a store invalidates */
+#define MAXHIT 32   /* cached pages of one such VMA; more: Python */
+
+/* Whether any of the n entries of a is in [lo, hi] (vectorised as winlaunder.c's). */
+__attribute__((optimize("O3"))) static int holds_range(const int64_t *a, int n, int64_t lo,
+                                                       int64_t hi)
+{
+    for (int j = 0; j < n; j += 64) {
+        int m = n - j < 64 ? n - j : 64, any = 0;
+        for (int k = 0; k < m; k++)
+            any |= (a[j + k] >= lo) & (a[j + k] <= hi);
+        if (any)
+            return 1;
+    }
+    return 0;
+}
+
+/* One nonlinear VMA's share of object_changed(obj, [pmin, pmax], writer, written) for
+ * a store: Rmap.lookup's window pages of ``vma`` showing an object page in [pmin,
+ * pmax] (present or file entries holding one, none entries at its linear position),
+ * intersected with that window's ``cached`` -- the pages _drop_cached invalidates.
+ * On 0, *hws is the window's WinState (a new reference, NULL if the VMA is not a
+ * window's) and hits[0..*nh) its cached pages found, ascending; -1: cannot tell or
+ * more than MAXHIT (decline). */
+static int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long long pmax,
+                          PyObject *self_ws, long long self_lo, long long self_hi,
+                          PyObject **hws, long long *hits, int *nh)
+{
+    int r = -1;
+    PyObject *mm = NULL, *mmkey = NULL, *ws = NULL, *window = NULL, *cached = NULL,
+             *pt = NULL, *chunks = NULL;
+    *hws = NULL;
+    *nh = 0;
+    mm = PyObject_GetAttr(vma, s_mm);
+    mmkey = mm ? PyLong_FromVoidPtr(mm) : NULL; /* id(vma.mm) */
+    if (!mmkey)
+        goto out;
+    ws = PyDict_GetItemWithError(table_by_mm, mmkey); /* borrowed */
+    if (!ws) {
+        r = PyErr_Occurred() ? -1 : 0; /* not a window: object_changed skips it */
+        goto out;
+    }
+    Py_INCREF(ws);
+    long long vstart, vend, vpgoff, waddr;
+    window = PyObject_GetAttr(ws, s_window);
+    if (!window || attr_ll(window, s_address, &waddr) < 0 || attr_ll(vma, s_start, &vstart) < 0 ||
+        attr_ll(vma, s_end, &vend) < 0 || attr_ll(vma, s_pgoff, &vpgoff) < 0)
+        goto out;
+    if (vstart < waddr || vend <= vstart || ((vstart | vend | waddr) & (PAGE_SIZE - 1)))
+        goto out;
+    cached = PyObject_GetAttr(ws, s_cached);
+    if (!cached || !PySet_Check(cached))
+        goto out;
+    if (PySet_GET_SIZE(cached) == 0) {
+        r = 0;
+        goto out;
+    }
+    long long start_vpn = vstart >> PAGE_SHIFT, npages = (vend - vstart) >> PAGE_SHIFT;
+    long long lo = (vstart - waddr) >> PAGE_SHIFT; /* window page of the VMA's first */
+    pt = PyObject_GetAttr(vma, s_pt);
+    chunks = pt ? PyObject_GetAttr(pt, s_chunks) : NULL;
+    if (!chunks || !PyDict_Check(chunks))
+        goto out;
+    long long cand[MAXHIT * 4];
+    int nc = 0;
+    /* present or file entries holding one of [pmin, pmax] */
+    Py_ssize_t pos = 0;
+    PyObject *k, *c;
+    while (PyDict_Next(chunks, &pos, &k, &c)) {
+        long long ck = PyLong_AsLongLong(k);
+        if (ck == -1 && PyErr_Occurred())
+            goto out;
+        Py_buffer bv, pv;
+        if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0)
+            goto out;
+        const int64_t *pgo = pv.buf;
+        if (!holds_range(pgo, CHUNK, pmin, pmax)) {
+            PyBuffer_Release(&pv);
+            continue;
+        }
+        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0) {
+            PyBuffer_Release(&pv);
+            goto out;
+        }
+        const uint8_t *bits = bv.buf;
+        int over = 0;
+        for (int j = 0; j < CHUNK; j++) {
+            int b = bits[j];
+            if (!(b & (PTE_PRESENT | PTE_FILE)) || (b & PTE_ANON) || pgo[j] < pmin ||
+                pgo[j] > pmax)
+                continue;
+            long long vpn = (ck << CHUNK_SHIFT) + j;
+            if (vpn < start_vpn || vpn >= start_vpn + npages)
+                continue;
+            if (nc >= MAXHIT * 4) {
+                over = 1;
+                break;
+            }
+            cand[nc++] = lo + (vpn - start_vpn);
+        }
+        PyBuffer_Release(&bv);
+        PyBuffer_Release(&pv);
+        if (over)
+            goto out;
+    }
+    /* none entries at the linear position of one of [pmin, pmax] show it too */
+    for (long long pg = pmin; pg <= pmax; pg++) {
+        if (pg < vpgoff || pg - vpgoff >= npages)
+            continue;
+        long long vpn = start_vpn + (pg - vpgoff);
+        int b = 0;
+        PyObject *kk = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
+        if (!kk)
+            goto out;
+        PyObject *cc = PyDict_GetItemWithError(chunks, kk);
+        Py_DECREF(kk);
+        if (cc) {
+            Py_buffer bv;
+            if (get_array(cc, s_bits, CHUNK, 1, &bv) < 0)
+                goto out;
+            b = ((const uint8_t *)bv.buf)[vpn & (CHUNK - 1)];
+            PyBuffer_Release(&bv);
+        } else if (PyErr_Occurred()) {
+            goto out;
+        }
+        if (b)
+            continue;
+        if (nc >= MAXHIT * 4)
+            goto out;
+        cand[nc++] = lo + (vpn - start_vpn);
+    }
+    /* _drop_cached: the cached ones, the writer's written pages left out; sorted */
+    for (int q = 0; q < nc; q++) {
+        long long page = cand[q];
+        if (ws == self_ws && page >= self_lo && page < self_hi)
+            continue;
+        PyObject *key = PyLong_FromLongLong(page);
+        if (!key)
+            goto out;
+        int in = PySet_Contains(cached, key);
+        Py_DECREF(key);
+        if (in < 0)
+            goto out;
+        if (!in)
+            continue;
+        if (*nh >= MAXHIT)
+            goto out;
+        int j = (*nh)++;
+        while (j > 0 && hits[j - 1] > page) {
+            hits[j] = hits[j - 1];
+            j--;
+        }
+        hits[j] = page;
+    }
+    for (int q = 1; q < *nh; q++)
+        if (hits[q] == hits[q - 1])
+            goto out; /* one page found twice: cannot be (disjoint lists) */
+    r = 0;
+    if (*nh) {
+        *hws = ws;
+        ws = NULL;
+    }
+out:
+    if (r < 0)
+        PyErr_Clear();
+    Py_XDECREF(mm);
+    Py_XDECREF(mmkey);
+    Py_XDECREF(ws);
+    Py_XDECREF(window);
+    Py_XDECREF(cached);
+    Py_XDECREF(pt);
+    Py_XDECREF(chunks);
+    return r;
+}
+
 #define DECLINE() do { e->last_wstore_decline = __LINE__; goto decline; } while (0)
 
 PyObject *winwrite_store(wreq_t *r)
@@ -214,6 +392,17 @@ PyObject *winwrite_store(wreq_t *r)
              *objs = NULL, *ostate = NULL, *ocached = NULL, *owins = NULL, *wins = NULL,
              *rmap = NULL, *rstats = NULL, *tstats = NULL, *fsops = NULL, *now = NULL;
     winview_t me = {0};
+    batch_t *ob = NULL; /* the object's INVALs (_inval_object), queued after the reply */
+    long long ohit[MAXW]; /* the written object pages the kernel caches, ascending */
+    PyObject *okeys[MAXW] = {0};
+    int nohit = 0, norun = 0;
+    struct { /* other windows' cached views of the written pages (_drop_cached) */
+        PyObject *ws, *ino_cached, *pushed, *pending;
+        long long ino, pages[MAXHIT];
+        int n;
+    } hv[MAXHV];
+    int nhv = 0, nhvrun = 0;
+    memset(hv, 0, sizeof hv);
     chunk_views cv = {0};
 
     long long npages;
@@ -278,8 +467,10 @@ PyObject *winwrite_store(wreq_t *r)
     for (int k = 0; k < n; k++) {
         int b = cbits[slot0 + k];
         long long eff = (b & PTE_OWNPROT) ? cprot[slot0 + k] : me.vprot;
-        if (!(b & PTE_PRESENT) || !(b & PTE_WRITE) || (b & PTE_ANON) || !(eff & PROT_WRITE_))
+        if (!(b & PTE_PRESENT))
             DECLINE(); /* a fault: handle_mm_fault, Python's */
+        if (!(b & PTE_WRITE) || (b & PTE_ANON) || !(eff & PROT_WRITE_))
+            DECLINE(); /* a write-protect fault or a refusal: Python's */
         frames[k] = cframe[slot0 + k];
         pgs[k] = cpgoff[slot0 + k];
         if (frames[k] <= 0 || pgs[k] < 0)
@@ -343,16 +534,31 @@ PyObject *winwrite_store(wreq_t *r)
     if (!ocached || !PySet_Check(ocached) || !owins || !PyAnySet_Check(owins) || !wins ||
         !PyDict_Check(wins))
         DECLINE();
-    if (PySet_GET_SIZE(ocached)) /* _inval_object: the kernel's copy of an object page */
+    /* _inval_object: the written object pages the kernel caches through the object's
+     * own inode (a pread of it) are dropped from ostate.cached and invalidated, one
+     * INVAL per run of them in ascending order (_runs), queued after the reply as the
+     * session queues a WRITE's notifications of another inode (docs/decisions.md,
+     * "A window write-back over an object page the kernel caches") */
+    if (PySet_GET_SIZE(ocached))
         for (int q = 0; q < nshown; q++) {
             PyObject *pk = PyLong_FromLongLong(shown[q]);
             if (!pk)
                 DECLINE();
             int in = PySet_Contains(ocached, pk);
-            Py_DECREF(pk);
-            if (in != 0)
+            if (in < 0 || (in && !e->wstore_inval)) {
+                Py_DECREF(pk);
                 DECLINE();
+            }
+            if (in) {
+                ohit[nohit] = shown[q];
+                okeys[nohit++] = pk; /* released at out */
+            } else {
+                Py_DECREF(pk);
+            }
         }
+    for (int q = 0; q < nohit; q++)
+        if (q == 0 || ohit[q] != ohit[q - 1] + 1)
+            norun++;
     /* the windows of the object and how many pages the kernel may cache of them */
     Py_ssize_t total = 0;
     PyObject *wlist[MAXWINS];
@@ -437,10 +643,31 @@ PyObject *winwrite_store(wreq_t *r)
         PyObject *nonlin = PyObject_GetAttr(rmap, s_nonlinear);
         PyObject *by_mm = PyObject_GetAttr(e->table, s_by_mm);
         int bad = !nonlin || !PyDict_Check(nonlin) || !by_mm || !PyDict_Check(by_mm);
+        /* one run of shown pages (one lookup): other windows' cached views of them are
+         * invalidated here (_drop_cached); several runs with a cached view: Python */
+        int onerun = shown[nshown - 1] - shown[0] == nshown - 1;
         Py_ssize_t pos = 0;
         PyObject *vk, *vma;
-        while (!bad && PyDict_Next(nonlin, &pos, &vk, &vma))
-            bad = shown_and_cached(by_mm, vma, shown, nshown, ws, lo, hi) != 0;
+        while (!bad && PyDict_Next(nonlin, &pos, &vk, &vma)) {
+            if (!e->wstore_inval || !onerun) {
+                bad = shown_and_cached(by_mm, vma, shown, nshown, ws, lo, hi) != 0;
+                continue;
+            }
+            PyObject *hw = NULL;
+            int nh = 0;
+            if (nhv >= MAXHV) {
+                bad = 1;
+                break;
+            }
+            bad = cached_showing(by_mm, vma, shown[0], shown[nshown - 1], ws, lo, hi, &hw,
+                                 hv[nhv].pages, &nh) != 0;
+            if (!bad && nh) {
+                hv[nhv].ws = hw;
+                hv[nhv++].n = nh;
+                if (hw == ws)
+                    bad = 1; /* an alias in the writer's own window: its INVAL goes last */
+            }
+        }
         Py_XDECREF(nonlin);
         Py_XDECREF(by_mm);
         if (bad)
@@ -456,6 +683,61 @@ PyObject *winwrite_store(wreq_t *r)
     fsops = PyObject_GetAttr(e->fs, s_ops);
     if (!tstats || !PyDict_Check(tstats) || !fsops || !PyDict_Check(fsops))
         DECLINE();
+    for (int v = 0; v < nhv; v++) { /* their sets and inode numbers, checked now */
+        hv[v].ino_cached = PyObject_GetAttr(hv[v].ws, s_cached);
+        hv[v].pushed = PyObject_GetAttr(hv[v].ws, s_pushed);
+        hv[v].pending = PyObject_GetAttr(hv[v].ws, s_pending);
+        if (!hv[v].ino_cached || !PySet_Check(hv[v].ino_cached) || !hv[v].pushed ||
+            !PySet_Check(hv[v].pushed) || !hv[v].pending || !PyDict_Check(hv[v].pending) ||
+            attr_ll(hv[v].ws, s_ino, &hv[v].ino) < 0)
+            DECLINE();
+        for (int q = 0; q < hv[v].n; q++)
+            if (q == 0 || hv[v].pages[q] != hv[v].pages[q - 1] + 1)
+                nhvrun++;
+    }
+    if (norun + nhvrun > MAXMSG)
+        DECLINE();
+    if (norun + nhvrun) { /* the INVALs, built before anything changes: the object's
+                           * (_inval_object), then each other window's (object_changed) */
+        size_t cap = (size_t)(norun + nhvrun) * 40;
+        ob = malloc(sizeof(batch_t) + cap);
+        if (!ob)
+            DECLINE();
+        memset(ob, 0, sizeof(batch_t));
+        ob->cap = cap;
+        ob->ino = (uint64_t)oino;
+        for (int q = 0; q < nohit;) {
+            int j = q + 1;
+            while (j < nohit && ohit[j] == ohit[j - 1] + 1)
+                j++;
+            unsigned char *p = ob->buf + (size_t)ob->nmsg * 40;
+            put_u32(p, 40);
+            put_u32(p + 4, NOTIFY_INVAL_INODE);
+            put_u64(p + 8, 0);
+            put_u64(p + 16, (uint64_t)oino);
+            put_u64(p + 24, (uint64_t)ohit[q] << PAGE_SHIFT);
+            put_u64(p + 32, (uint64_t)(j - q) << PAGE_SHIFT);
+            ob->off[ob->nmsg] = (size_t)ob->nmsg * 40;
+            ob->len[ob->nmsg++] = 40;
+            q = j;
+        }
+        for (int v = 0; v < nhv; v++)
+            for (int q = 0; q < hv[v].n;) {
+                int j = q + 1;
+                while (j < hv[v].n && hv[v].pages[j] == hv[v].pages[j - 1] + 1)
+                    j++;
+                unsigned char *p = ob->buf + (size_t)ob->nmsg * 40;
+                put_u32(p, 40);
+                put_u32(p + 4, NOTIFY_INVAL_INODE);
+                put_u64(p + 8, 0);
+                put_u64(p + 16, (uint64_t)hv[v].ino);
+                put_u64(p + 24, (uint64_t)hv[v].pages[q] << PAGE_SHIFT);
+                put_u64(p + 32, (uint64_t)(j - q) << PAGE_SHIFT);
+                ob->off[ob->nmsg] = (size_t)ob->nmsg * 40;
+                ob->len[ob->nmsg++] = 40;
+                q = j;
+            }
+    }
 
     /* ---- phase 2: apply, in the Python path's order ---- */
     if (incr_item(fsops, s_k_write, 1) < 0) /* @counted FileOps.write */
@@ -472,8 +754,36 @@ PyObject *winwrite_store(wreq_t *r)
             done += (size_t)(to - from);
         }
     }
+    /* _stored -> _inval_object, before the other views' checks (which found nothing) */
+    for (int q = 0; q < nohit; q++)
+        if (PySet_Discard(ocached, okeys[q]) < 0)
+            goto fail;
+    if (norun && (incr_item(tstats, s_k_inval_events, norun) < 0 ||
+                  incr_item(tstats, s_k_inval_pages, nohit) < 0))
+        goto fail;
     if (big && incr_attr(rstats, s_lookups, nruns) < 0)
         goto fail;
+    /* object_changed -> _drop_cached of each other window's cached views: settle the
+     * pushed ones, uncache them, one INVAL per run (built above) */
+    for (int v = 0; v < nhv; v++) {
+        for (int q = 0; q < hv[v].n; q++) {
+            PyObject *key = PyLong_FromLongLong(hv[v].pages[q]);
+            if (!key)
+                goto fail;
+            int bad = (PySet_GET_SIZE(hv[v].pushed) &&
+                       settle(e, (uint64_t)hv[v].ino, (uint64_t)hv[v].pages[q], key,
+                              hv[v].pushed, hv[v].pending) < 0) ||
+                      PySet_Discard(hv[v].ino_cached, key) < 0;
+            Py_DECREF(key);
+            if (bad)
+                goto fail;
+        }
+    }
+    if (nhvrun && incr_item(tstats, s_k_inval_events, nhvrun) < 0)
+        goto fail;
+    for (int v = 0; v < nhv; v++)
+        if (incr_item(tstats, s_k_inval_pages, hv[v].n) < 0)
+            goto fail;
     for (int k = 0; k < n; k++) {
         if (r->wflags == 0) { /* a write(2) replaces what is pending or pushed */
             if (PyDict_DelItem(pending, keys[k]) < 0) {
@@ -498,7 +808,14 @@ PyObject *winwrite_store(wreq_t *r)
         int err = write_reply(e, r->fd, r->unique, r->size);
         pthread_mutex_lock(&e->mu);
         e->wstores++;
-        pthread_mutex_unlock(&e->mu);
+        if (ob) { /* the reply first: no WRITE reply waits for a notification */
+            e->invals += (unsigned long long)ob->nmsg;
+            e->wstore_invals += (unsigned long long)ob->nmsg;
+            queue_and_wake(e, ob); /* unlocks */
+            ob = NULL;
+        } else {
+            pthread_mutex_unlock(&e->mu);
+        }
         result = PyLong_FromLong(err);
     }
     goto out;
@@ -515,6 +832,15 @@ decline:
     Py_INCREF(Py_None);
     result = Py_None;
 out:
+    free(ob);
+    for (int v = 0; v < MAXHV; v++) {
+        Py_XDECREF(hv[v].ws);
+        Py_XDECREF(hv[v].ino_cached);
+        Py_XDECREF(hv[v].pushed);
+        Py_XDECREF(hv[v].pending);
+    }
+    for (int q = 0; q < MAXW; q++)
+        Py_XDECREF(okeys[q]);
     release_chunk(&cv);
     winview_clear(&me);
     for (int k = 0; k <= MAXW; k++)

@@ -105,9 +105,17 @@ class Twin:
             os.close(self.wfd)
 
     def _python(self, msg: bytes) -> list[bytes]:
-        out = self.ops.handle(parse_request(msg))
-        msgs = [encode_notify(ev) for ev in self.fs.drain_events()]
-        return [*msgs, b"".join(bytes(x) for x in out)]
+        req = parse_request(msg)
+        out = self.ops.handle(req)
+        events = self.fs.drain_events()
+        reply = b"".join(bytes(x) for x in out)
+        if req.opcode == P.Opcode.WRITE:
+            # the session's order for a WRITE (Session._handle): the reply first, then
+            # the notifications of other inodes, then its own inode's
+            own = [ev for ev in events if getattr(ev, "ino", None) == req.nodeid]
+            other = [ev for ev in events if getattr(ev, "ino", None) != req.nodeid]
+            return [reply, *(encode_notify(ev) for ev in [*other, *own])]
+        return [*(encode_notify(ev) for ev in events), reply]
 
     def _drain(self) -> list[bytes]:
         self.engine.wait_idle()
@@ -244,6 +252,7 @@ class Twin:
             "vmas": [(v.start, v.end, int(v.flags), v.prot, v.pgoff) for v in vmas],
             "chunks": chunks, "cache": cache, "gen": pc.gen, "nrpages": pc.nrpages,
             "cached": set(ws.cached), "pending": dict(ws.pending), "pushed": set(ws.pushed),
+            "ocached": set(self.t.objs[self.obj].cached),
             "epoch": ws.epoch, "stats": dict(self.t.stats),
             "mm": ws.window.mm.statistics(), "fstats": ws.obj.mapping.fstats.as_dict(),
             "objsize": ws.obj.mapping.size, "budget": self.t.budget.statistics(),
