@@ -1147,6 +1147,10 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         if (!t || PyDict_SetItemString(r, "wstore_invals", t) < 0)
             Py_CLEAR(r);
         Py_XDECREF(t);
+        t = r ? PyLong_FromUnsignedLongLong(e->wstore_faults) : NULL;
+        if (r && (!t || PyDict_SetItemString(r, "wstore_faults", t) < 0))
+            Py_CLEAR(r);
+        Py_XDECREF(t);
     }
     pthread_mutex_unlock(&e->mu);
     return r;
@@ -1185,6 +1189,8 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
     { /* native/winwrite.c: a store over an object page the kernel caches; 0: Python */
         const char *v = getenv("SHMFS_WINFAST_OINVAL");
         e->wstore_inval = !(v && strcmp(v, "0") == 0);
+        v = getenv("SHMFS_WINFAST_WFAULT"); /* and one that faults the page in */
+        e->wstore_fault = !(v && strcmp(v, "0") == 0);
     }
     if (e->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already started");

@@ -104,6 +104,10 @@ typedef struct {
      * reply (wstore_invals of them); wstore_inval 0 (SHMFS_WINFAST_OINVAL=0): Python */
     int wstore_inval;
     unsigned long long wstore_invals;
+    /* a store into a window page that is not present: its fault (one page) in C, the
+     * count; wstore_fault 0 (SHMFS_WINFAST_WFAULT=0): Python */
+    int wstore_fault;
+    unsigned long long wstore_faults;
     long last_wstore_decline;
     /* the READ (native/winread.c) */
     unsigned long long reads, read_declined;

@@ -34,7 +34,8 @@ static PyObject *s_wins, *s_npages, *s_cached, *s_pending, *s_pushed, *s_obj, *s
     *s_pgoff, *s_prot, *s_pt, *s_chunks, *s_bits, *s_window, *s_address, *s_arena,
     *s_fps, *s_addrs, *s_replaying, *s_lookups, *s_stats, *s_ops, *s_now, *s_mtime, *s_ctime,
     *s_flags, *s_ino, *s_k_write, *s_k_writes, *s_k_write_bytes, *s_k_inval_events,
-    *s_k_inval_pages;
+    *s_k_inval_pages, *s_page_mkwrite, *s_size, *s_nshared, *s_pages, *s_frames, *s_pflags,
+    *s_gen, *s_fstats, *s_faults, *s_via_vma, *s_major, *s_minor, *s_pages_allocated;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
@@ -81,6 +82,19 @@ int winwrite_init(void)
     INTERN(s_k_write_bytes, "write_bytes");
     INTERN(s_k_inval_events, "inval_events");
     INTERN(s_k_inval_pages, "inval_pages");
+    INTERN(s_page_mkwrite, "page_mkwrite");
+    INTERN(s_size, "size");
+    INTERN(s_nshared, "nshared");
+    INTERN(s_pages, "pages");
+    INTERN(s_frames, "_frames");
+    INTERN(s_pflags, "_flags");
+    INTERN(s_gen, "gen");
+    INTERN(s_fstats, "fstats");
+    INTERN(s_faults, "faults");
+    INTERN(s_via_vma, "via_vma");
+    INTERN(s_major, "major");
+    INTERN(s_minor, "minor");
+    INTERN(s_pages_allocated, "pages_allocated");
     return 0;
 }
 
@@ -393,6 +407,9 @@ PyObject *winwrite_store(wreq_t *r)
              *rmap = NULL, *rstats = NULL, *tstats = NULL, *fsops = NULL, *now = NULL;
     winview_t me = {0};
     batch_t *ob = NULL; /* the object's INVALs (_inval_object), queued after the reply */
+    PyObject *pages = NULL, *fstats = NULL, *mmstats = NULL, *budget = NULL;
+    Py_buffer pfr = {0}, pfl = {0}; /* the page cache's chunk of a faulted page */
+    int have_pc = 0;
     long long ohit[MAXW]; /* the written object pages the kernel caches, ascending */
     PyObject *okeys[MAXW] = {0};
     int nohit = 0, norun = 0;
@@ -462,13 +479,29 @@ PyObject *winwrite_store(wreq_t *r)
     }
     uint8_t *cbits = cv.bits.buf;
     const uint8_t *cprot = cv.prot.buf;
-    const int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
+    int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
     long long pgs[MAXW], frames[MAXW];
+    int wfault = 0, wfault_bits = 0; /* one page, not present: the store faults it in */
     for (int k = 0; k < n; k++) {
         int b = cbits[slot0 + k];
         long long eff = (b & PTE_OWNPROT) ? cprot[slot0 + k] : me.vprot;
-        if (!(b & PTE_PRESENT))
-            DECLINE(); /* a fault: handle_mm_fault, Python's */
+        if (!(b & PTE_PRESENT)) {
+            /* handle_mm_fault(write) of a file or none PTE: do_nonlinear_fault /
+             * do_linear_fault -> fault(WRITE) of one page (checked below), one page
+             * only (a second page could fault the same object page) */
+            if (n != 1 || !e->wstore_fault || (b & ~(PTE_FILE | PTE_OWNPROT)))
+                DECLINE();
+            if (!(eff & PROT_WRITE_))
+                DECLINE(); /* SIGSEGV: Python's */
+            wfault = 1;
+            wfault_bits = b;
+            frames[k] = -1;
+            pgs[k] = (b & PTE_FILE) ? cpgoff[slot0 + k]
+                                    : me.vpgoff + (vpn0 + k - (me.vstart >> PAGE_SHIFT));
+            if (pgs[k] < 0)
+                DECLINE();
+            continue;
+        }
         if (!(b & PTE_WRITE) || (b & PTE_ANON) || !(eff & PROT_WRITE_))
             DECLINE(); /* a write-protect fault or a refusal: Python's */
         frames[k] = cframe[slot0 + k];
@@ -485,11 +518,75 @@ PyObject *winwrite_store(wreq_t *r)
     if (!tmp || PyObject_IsTrue(tmp) != 0)
         DECLINE();
     Py_CLEAR(tmp);
+    int fhole = 0, fsetflags = 0;
+    if (wfault) { /* the fault's checks: it must succeed, and do what Python's does */
+        long long vflags, msize, nshared;
+        if (attr_ll(me.vma, s_flags, &vflags) < 0 || !(vflags & VM_SHARED))
+            DECLINE(); /* a private write: COW, Python's */
+        if ((wfault_bits & PTE_FILE) && (vflags & (VM_NONLINEAR | VM_CAN_NONLINEAR)) !=
+                                            (VM_NONLINEAR | VM_CAN_NONLINEAR))
+            DECLINE();
+        tmp = PyObject_GetAttr(mapping, s_page_mkwrite);
+        if (!tmp || tmp != Py_None)
+            DECLINE(); /* _page_mkwrite's hook */
+        Py_CLEAR(tmp);
+        if (attr_ll(mapping, s_size, &msize) < 0 ||
+            pgs[0] >= (msize + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            DECLINE(); /* beyond EOF: SIGBUS, Python's */
+        if (attr_ll(arena, s_nshared, &nshared) < 0 || nshared != 0)
+            DECLINE(); /* copy_file_range sharing: break_shares, Python's */
+        pages = PyObject_GetAttr(mapping, s_pages);
+        fstats = PyObject_GetAttr(mapping, s_fstats);
+        mmstats = PyObject_GetAttr(me.mm, s_stats);
+        if (!pages || !fstats || !mmstats)
+            DECLINE();
+        PyObject *fr_d = PyObject_GetAttr(pages, s_frames), *fl_d = PyObject_GetAttr(pages, s_pflags);
+        int bad = !fr_d || !fl_d || !PyDict_Check(fr_d) || !PyDict_Check(fl_d);
+        PyObject *fa = NULL, *fl = NULL;
+        if (!bad) {
+            PyObject *pkey = PyLong_FromLongLong(pgs[0] >> CHUNK_SHIFT);
+            bad = !pkey;
+            fa = pkey ? PyDict_GetItemWithError(fr_d, pkey) : NULL;
+            fl = fa ? PyDict_GetItemWithError(fl_d, pkey) : NULL;
+            Py_XDECREF(pkey);
+            bad = bad || PyErr_Occurred() || (fa && !fl);
+        }
+        if (!bad && fa) {
+            if (get_array_obj(fa, CHUNK, 8, &pfr) < 0)
+                bad = 1;
+            else if (get_array_obj(fl, CHUNK, 1, &pfl) < 0) {
+                PyBuffer_Release(&pfr);
+                bad = 1;
+            } else {
+                have_pc = 1;
+            }
+        }
+        Py_XDECREF(fr_d);
+        Py_XDECREF(fl_d);
+        if (bad)
+            DECLINE();
+        int ps = (int)(pgs[0] & (CHUNK - 1));
+        frames[0] = have_pc ? ((int64_t *)pfr.buf)[ps] : -1;
+        if (frames[0] == 0)
+            DECLINE();
+        fhole = frames[0] < 0;
+        if (fhole) {
+            if (holes_fit(mapping, &budget, 1) < 0)
+                DECLINE(); /* ENOSPC: SIGBUS, Python's */
+        } else {
+            fsetflags = (((uint8_t *)pfl.buf)[ps] & (PG_UPTODATE | PG_DIRTY)) !=
+                        (PG_UPTODATE | PG_DIRTY);
+        }
+    }
     addrs = PyObject_GetAttr(arena, s_addrs);
     if (!addrs || !PyList_Check(addrs))
         DECLINE();
     unsigned char *dst[MAXW];
     for (int k = 0; k < n; k++) {
+        if (frames[k] < 0) { /* a hole the fault allocates: its address in phase 2 */
+            dst[k] = NULL;
+            continue;
+        }
         long long seg = frames[k] / fps, idx = frames[k] % fps;
         if (seg >= PyList_GET_SIZE(addrs))
             DECLINE();
@@ -742,6 +839,35 @@ PyObject *winwrite_store(wreq_t *r)
     /* ---- phase 2: apply, in the Python path's order ---- */
     if (incr_item(fsops, s_k_write, 1) < 0) /* @counted FileOps.write */
         goto fail;
+    if (wfault) { /* _resolve -> handle_mm_fault -> _do_fault: fault(WRITE), the PTE */
+        if (fhole) { /* fault()'s one-hole path: charge, alloc1, insert1 */
+            frames[0] = fault_hole(budget, arena, pages, pgs[0],
+                                   PG_UPTODATE | PG_DIRTY, "winwrite");
+            if (frames[0] < 0)
+                goto fail;
+            dst[0] = new_frame_addr(arena, &addrs, frames[0], fps, "winwrite");
+            if (!dst[0])
+                goto fail;
+        } else if (fsetflags) { /* pages.set_flags: UPTODATE|DIRTY, a new generation */
+            ((uint8_t *)pfl.buf)[pgs[0] & (CHUNK - 1)] |= PG_UPTODATE | PG_DIRTY;
+            if (incr_attr(pages, s_gen, 1) < 0)
+                goto fail;
+        }
+        PyObject *fsl[2] = {e->fault_stats, fstats};
+        for (int q = 0; q < 2; q++) /* _count(WRITE, via_vma, MAJOR/MINOR, 1, hole, 0) */
+            if (incr_attr(fsl[q], s_faults, 1) < 0 || incr_attr(fsl[q], s_k_write, 1) < 0 ||
+                incr_attr(fsl[q], s_via_vma, 1) < 0 ||
+                incr_attr(fsl[q], fhole ? s_major : s_minor, 1) < 0 ||
+                incr_attr(fsl[q], s_pages, 1) < 0 ||
+                (fhole && incr_attr(fsl[q], s_pages_allocated, 1) < 0))
+                goto fail;
+        /* set_present(vpn, frame, pgoff, _install_bits(write), prot): prot kept */
+        cbits[slot0] = (uint8_t)(PTE_PRESENT | (wfault_bits & PTE_OWNPROT) | PTE_WRITE | PTE_DIRTY);
+        cframe[slot0] = frames[0];
+        cpgoff[slot0] = pgs[0];
+        if (incr_attr(mmstats, fhole ? s_major : s_minor, 1) < 0)
+            goto fail;
+    }
     {
         size_t done = 0;
         for (int k = 0; k < n; k++) { /* Mm._resolve: a store marks the PTE dirty */
@@ -808,6 +934,7 @@ PyObject *winwrite_store(wreq_t *r)
         int err = write_reply(e, r->fd, r->unique, r->size);
         pthread_mutex_lock(&e->mu);
         e->wstores++;
+        e->wstore_faults += (unsigned long long)wfault;
         if (ob) { /* the reply first: no WRITE reply waits for a notification */
             e->invals += (unsigned long long)ob->nmsg;
             e->wstore_invals += (unsigned long long)ob->nmsg;
@@ -832,6 +959,14 @@ decline:
     Py_INCREF(Py_None);
     result = Py_None;
 out:
+    if (have_pc) {
+        PyBuffer_Release(&pfr);
+        PyBuffer_Release(&pfl);
+    }
+    Py_XDECREF(pages);
+    Py_XDECREF(fstats);
+    Py_XDECREF(mmstats);
+    Py_XDECREF(budget);
     free(ob);
     for (int v = 0; v < MAXHV; v++) {
         Py_XDECREF(hv[v].ws);

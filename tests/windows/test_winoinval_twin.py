@@ -341,6 +341,75 @@ def test_random_two_windows_sequence() -> None:
         st = a.engine.statistics()
         assert st["wstores"] >= 40, st
         assert st["wstore_invals"] >= 5, st
+        assert st["wstore_faults"] >= 3, st
+    finally:
+        a.close()
+        b.close()
+
+
+def test_store_faults_are_native_and_exact() -> None:
+    """A write(2) or write-back of a window page that is not present: the engine makes
+    the store fault (a resident object page: MINOR, UPTODATE|DIRTY; a hole: MAJOR, a
+    frame charged and allocated; a none PTE: its linear object page) with Python's
+    bytes and state; beyond EOF, read-only, and a full size= budget stay Python's."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)  # nonlinear
+            tw.ioctl(P4, P4, 9, 0, NONBLOCK)  # page 1: file PTE of resident page 9
+            tw.ioctl(2 * P4, P4, 35, 0, NONBLOCK)  # page 2: file PTE of a hole (35)
+            tw.ioctl(4 * P4, P4, 45, 0, NONBLOCK)  # page 4: beyond EOF (41 pages)
+            tw.ioctl(6 * P4, P4, 11, 1, NONBLOCK | 0x20000)  # page 6: read-only, own prot
+        cases = [  # (page, write flags, size, native)
+            (1, 0, 8, True), (2, 0, P4, True), (4, 0, 8, False), (6, 0, 8, False),
+            (5, 0, 8, True),  # none PTE: linear page 5 of the object (resident)
+            (33, 0, 100, True),  # none PTE, a hole at its linear position
+        ]
+        for page, flags, size, want in cases:
+            before = a.t.objs[a.obj]
+            na, ga = a.launder(page, 0x40 + page, flags=flags, size=size)
+            nb, gb = b.launder(page, 0x40 + page, flags=flags, size=size)
+            assert na == want and not nb, (page, na)
+            assert ga == gb, page
+            assert a.state() == b.state(), page
+            del before
+        st = a.engine.statistics()
+        assert st["wstore_faults"] == 4, st
+        assert a.state()["objbytes"][35][:8] == bytes([0x42]) * 8
+        assert a.state()["fstats"]["pages_allocated"] == b.state()["fstats"]["pages_allocated"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_store_fault_with_full_budget_is_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No page left under size=: the hole's store fault is Python's (ENOSPC)."""
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)
+            tw.ioctl(2 * P4, P4, 35, 0, NONBLOCK)
+            budget = tw.t.wins[tw.win].obj.mapping.budget
+            monkeypatch.setattr(type(budget), "free_pages", property(lambda self: 0))
+        na, ga = a.launder(2, 0x50, flags=0, size=8)
+        assert not na and ga == b.launder(2, 0x50, flags=0, size=8)[1]
+        assert a.state() == b.state()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_wfault_switch_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHMFS_WINFAST_WFAULT=0: a store into a not-present page goes to Python."""
+    monkeypatch.setenv("SHMFS_WINFAST_WFAULT", "0")
+    a, b = Twin(native=True), Twin(native=False)
+    try:
+        for tw in (a, b):
+            tw.ioctl(20 * P4, P4, 7, 0, POPULATE)
+            tw.ioctl(P4, P4, 9, 0, NONBLOCK)
+        na, ga = a.launder(1, 0x51, flags=0, size=8)
+        assert not na and ga == b.launder(1, 0x51, flags=0, size=8)[1]
+        assert a.state() == b.state() and a.engine.statistics()["wstore_faults"] == 0
     finally:
         a.close()
         b.close()
