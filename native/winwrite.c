@@ -707,6 +707,11 @@ PyObject *winwrite_store(wreq_t *r)
             }
             PyObject *it = PyObject_GetIter(wc), *ci;
             int hit = it ? 0 : -1;
+            /* another window's views are invalidated here (_drop_cached, sorted runs);
+             * an alias in the writer's own window (its INVAL goes last): Python */
+            int mine = w != ws && e->wstore_inval && nhv < MAXHV;
+            if (mine)
+                hv[nhv].n = 0;
             while (!hit && (ci = PyIter_Next(it))) {
                 long long i = PyLong_AsLongLong(ci);
                 Py_DECREF(ci);
@@ -719,10 +724,24 @@ PyObject *winwrite_store(wreq_t *r)
                 long long pg = shown_pgoff(&v, i);
                 if (pg < 0)
                     hit = -1;
-                else if (in_list_ll(shown, nshown, pg))
-                    hit = 1;
+                else if (in_list_ll(shown, nshown, pg)) {
+                    if (!mine || hv[nhv].n >= MAXHIT) {
+                        hit = 1;
+                        break;
+                    }
+                    int j = hv[nhv].n++;
+                    while (j > 0 && hv[nhv].pages[j - 1] > i) {
+                        hv[nhv].pages[j] = hv[nhv].pages[j - 1];
+                        j--;
+                    }
+                    hv[nhv].pages[j] = i;
+                }
             }
             Py_XDECREF(it);
+            if (!hit && mine && hv[nhv].n) {
+                Py_INCREF(w);
+                hv[nhv++].ws = w;
+            }
             winview_clear(&v);
             Py_DECREF(wc);
             if (hit || PyErr_Occurred())
