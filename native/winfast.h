@@ -187,6 +187,14 @@ typedef struct {
 } wreq_t;
 int winwrite_init(void);
 PyObject *winwrite_store(wreq_t *r);
+
+/* winviews.c: another window's cached views of stored object pages (winwrite.c's) */
+#define MAXHV 8   /* other windows' VMAs whose cached pages a store invalidates */
+#define MAXHIT 32 /* cached pages of one such VMA; more: Python */
+int winviews_init(void);
+int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long long pmax,
+                   PyObject *self_ws, long long self_lo, long long self_hi, PyObject **hws,
+                   long long *hits, int *nh);
 int cancel_stores(Engine *e, uint64_t ino, long long first, long long last);
 
 /* winprot.c: the per-page MPROTECT of a window, taken by Engine.remap */
