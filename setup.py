@@ -5,7 +5,7 @@ compiles them. Each is optional: where it does not build (no compiler, no
 Python headers) the daemon logs a warning and uses the pure-Python path it
 accelerates; the tests that claim the native paths fail then, on purpose.
 
-- ``mount.server._winfast`` (native/winfast.c, winlaunder.c, winwrite.c,
+- ``mount.server._winfast`` (native/winfast.c, winlaunder.c, winwrite.c, winviews.c,
   winread.c): the window REMAP fast path, its notification writer thread, and
   window WRITEs (the launder, write(2), write-backs) and READs
   (docs/decisions.md 21, docs/performance.md).
@@ -25,7 +25,8 @@ from setuptools import Extension, setup
 EXTENSIONS = [
     Extension("mount.server._winfast",
               ["native/winfast.c", "native/winlaunder.c", "native/winwrite.c",
-               "native/winread.c", "native/winprot.c", "native/winvec.c"], optional=True,
+               "native/winread.c", "native/winprot.c", "native/winvec.c",
+               "native/winviews.c"], optional=True,
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("vmcore._ptscan", ["native/winscan.c"], optional=True,

@@ -1142,6 +1142,16 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
+    if (r) { /* native/winwrite.c: the object INVALs of stores (also in "invals") */
+        PyObject *t = PyLong_FromUnsignedLongLong(e->wstore_invals);
+        if (!t || PyDict_SetItemString(r, "wstore_invals", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+        t = r ? PyLong_FromUnsignedLongLong(e->wstore_faults) : NULL;
+        if (r && (!t || PyDict_SetItemString(r, "wstore_faults", t) < 0))
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1176,6 +1186,12 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
         return -1;
     e->prot_enabled = prot;
     e->vec_enabled = vec;
+    { /* native/winwrite.c: a store over an object page the kernel caches; 0: Python */
+        const char *v = getenv("SHMFS_WINFAST_OINVAL");
+        e->wstore_inval = !(v && strcmp(v, "0") == 0);
+        v = getenv("SHMFS_WINFAST_WFAULT"); /* and one that faults the page in */
+        e->wstore_fault = !(v && strcmp(v, "0") == 0);
+    }
     if (e->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already started");
         return -1;

@@ -100,6 +100,14 @@ typedef struct {
         n_reply;
     /* the store through the page table (native/winwrite.c) */
     unsigned long long wstores, wstore_declined;
+    /* a store over object pages the kernel caches: their INVALs queued after the
+     * reply (wstore_invals of them); wstore_inval 0 (SHMFS_WINFAST_OINVAL=0): Python */
+    int wstore_inval;
+    unsigned long long wstore_invals;
+    /* a store into a window page that is not present: its fault (one page) in C, the
+     * count; wstore_fault 0 (SHMFS_WINFAST_WFAULT=0): Python */
+    int wstore_fault;
+    unsigned long long wstore_faults;
     long last_wstore_decline;
     /* the READ (native/winread.c) */
     unsigned long long reads, read_declined;
@@ -179,6 +187,14 @@ typedef struct {
 } wreq_t;
 int winwrite_init(void);
 PyObject *winwrite_store(wreq_t *r);
+
+/* winviews.c: another window's cached views of stored object pages (winwrite.c's) */
+#define MAXHV 8   /* other windows' VMAs whose cached pages a store invalidates */
+#define MAXHIT 32 /* cached pages of one such VMA; more: Python */
+int winviews_init(void);
+int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long long pmax,
+                   PyObject *self_ws, long long self_lo, long long self_hi, PyObject **hws,
+                   long long *hits, int *nh);
 int cancel_stores(Engine *e, uint64_t ino, long long first, long long last);
 
 /* winprot.c: the per-page MPROTECT of a window, taken by Engine.remap */

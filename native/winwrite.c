@@ -13,12 +13,18 @@
  * the inode is a window and the handle is of it): 1 to MAXW pages inside one
  * page-table chunk of a window of one VMA, every page with a present, writable
  * PTE whose protection allows the store (Mm._resolve's no-fault case: only
- * PTE_DIRTY is set), write flags 0 (write(2), not on an O_APPEND handle) or
- * FUSE_WRITE_CACHE with no page pending, and nothing for the Python path to
- * invalidate: no written object page cached by the kernel, no other cached window
- * page showing one.  It then does what FileOps.write -> WindowIO.write ->
+ * PTE_DIRTY is set) -- or one page that is not present, whose store fault
+ * (handle_mm_fault -> fault(WRITE): a resident page or a hole allocated) is
+ * checked to succeed and then made here --, write flags 0 (write(2), not on an
+ * O_APPEND handle) or FUSE_WRITE_CACHE with no page pending.  What _stored must
+ * invalidate is invalidated here too: the written object pages the kernel caches
+ * through the object's inode (_inval_object) and other windows' cached pages
+ * showing them (object_changed / the few-pages path), one INVAL_INODE per run
+ * queued on the writer thread after the reply; an alias in the writer's own
+ * window is Python's.  It then does what FileOps.write -> WindowIO.write ->
  * Mm.views + _stored does, on the same objects, in that order, and writes the
- * reply.  Otherwise it returns None; what it changed before (the session's
+ * reply (docs/decisions.md 24 and "Window stores that invalidate other views,
+ * and store faults, in C").  Otherwise it returns None; what it changed before (the session's
  * cancel of queued stores for write(2), _settle) the Python path repeats with the
  * same result.
  */
@@ -33,7 +39,9 @@ static PyObject *s_wins, *s_npages, *s_cached, *s_pending, *s_pushed, *s_obj, *s
     *s_objs, *s_by_mm, *s_rmap, *s_i_mmap, *s_nonlinear, *s_mm, *s_vmas, *s_start, *s_end,
     *s_pgoff, *s_prot, *s_pt, *s_chunks, *s_bits, *s_window, *s_address, *s_arena,
     *s_fps, *s_addrs, *s_replaying, *s_lookups, *s_stats, *s_ops, *s_now, *s_mtime, *s_ctime,
-    *s_flags, *s_ino, *s_k_write, *s_k_writes, *s_k_write_bytes;
+    *s_flags, *s_ino, *s_k_write, *s_k_writes, *s_k_write_bytes, *s_k_inval_events,
+    *s_k_inval_pages, *s_page_mkwrite, *s_size, *s_nshared, *s_pages, *s_frames, *s_pflags,
+    *s_gen, *s_fstats, *s_faults, *s_via_vma, *s_major, *s_minor, *s_pages_allocated;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
@@ -78,7 +86,22 @@ int winwrite_init(void)
     INTERN(s_k_write, "write");
     INTERN(s_k_writes, "writes");
     INTERN(s_k_write_bytes, "write_bytes");
-    return 0;
+    INTERN(s_k_inval_events, "inval_events");
+    INTERN(s_k_inval_pages, "inval_pages");
+    INTERN(s_page_mkwrite, "page_mkwrite");
+    INTERN(s_size, "size");
+    INTERN(s_nshared, "nshared");
+    INTERN(s_pages, "pages");
+    INTERN(s_frames, "_frames");
+    INTERN(s_pflags, "_flags");
+    INTERN(s_gen, "gen");
+    INTERN(s_fstats, "fstats");
+    INTERN(s_faults, "faults");
+    INTERN(s_via_vma, "via_vma");
+    INTERN(s_major, "major");
+    INTERN(s_minor, "minor");
+    INTERN(s_pages_allocated, "pages_allocated");
+    return winviews_init();
 }
 
 /* The one VMA of a window and the views of the page-table chunk holding vpn; 0 ok,
@@ -214,6 +237,20 @@ PyObject *winwrite_store(wreq_t *r)
              *objs = NULL, *ostate = NULL, *ocached = NULL, *owins = NULL, *wins = NULL,
              *rmap = NULL, *rstats = NULL, *tstats = NULL, *fsops = NULL, *now = NULL;
     winview_t me = {0};
+    batch_t *ob = NULL; /* the object's INVALs (_inval_object), queued after the reply */
+    PyObject *pages = NULL, *fstats = NULL, *mmstats = NULL, *budget = NULL;
+    Py_buffer pfr = {0}, pfl = {0}; /* the page cache's chunk of a faulted page */
+    int have_pc = 0;
+    long long ohit[MAXW]; /* the written object pages the kernel caches, ascending */
+    PyObject *okeys[MAXW] = {0};
+    int nohit = 0, norun = 0;
+    struct { /* other windows' cached views of the written pages (_drop_cached) */
+        PyObject *ws, *ino_cached, *pushed, *pending;
+        long long ino, pages[MAXHIT];
+        int n;
+    } hv[MAXHV];
+    int nhv = 0, nhvrun = 0;
+    memset(hv, 0, sizeof hv);
     chunk_views cv = {0};
 
     long long npages;
@@ -273,13 +310,31 @@ PyObject *winwrite_store(wreq_t *r)
     }
     uint8_t *cbits = cv.bits.buf;
     const uint8_t *cprot = cv.prot.buf;
-    const int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
+    int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
     long long pgs[MAXW], frames[MAXW];
+    int wfault = 0, wfault_bits = 0; /* one page, not present: the store faults it in */
     for (int k = 0; k < n; k++) {
         int b = cbits[slot0 + k];
         long long eff = (b & PTE_OWNPROT) ? cprot[slot0 + k] : me.vprot;
-        if (!(b & PTE_PRESENT) || !(b & PTE_WRITE) || (b & PTE_ANON) || !(eff & PROT_WRITE_))
-            DECLINE(); /* a fault: handle_mm_fault, Python's */
+        if (!(b & PTE_PRESENT)) {
+            /* handle_mm_fault(write) of a file or none PTE: do_nonlinear_fault /
+             * do_linear_fault -> fault(WRITE) of one page (checked below), one page
+             * only (a second page could fault the same object page) */
+            if (n != 1 || !e->wstore_fault || (b & ~(PTE_FILE | PTE_OWNPROT)))
+                DECLINE();
+            if (!(eff & PROT_WRITE_))
+                DECLINE(); /* SIGSEGV: Python's */
+            wfault = 1;
+            wfault_bits = b;
+            frames[k] = -1;
+            pgs[k] = (b & PTE_FILE) ? cpgoff[slot0 + k]
+                                    : me.vpgoff + (vpn0 + k - (me.vstart >> PAGE_SHIFT));
+            if (pgs[k] < 0)
+                DECLINE();
+            continue;
+        }
+        if (!(b & PTE_WRITE) || (b & PTE_ANON) || !(eff & PROT_WRITE_))
+            DECLINE(); /* a write-protect fault or a refusal: Python's */
         frames[k] = cframe[slot0 + k];
         pgs[k] = cpgoff[slot0 + k];
         if (frames[k] <= 0 || pgs[k] < 0)
@@ -294,11 +349,75 @@ PyObject *winwrite_store(wreq_t *r)
     if (!tmp || PyObject_IsTrue(tmp) != 0)
         DECLINE();
     Py_CLEAR(tmp);
+    int fhole = 0, fsetflags = 0;
+    if (wfault) { /* the fault's checks: it must succeed, and do what Python's does */
+        long long vflags, msize, nshared;
+        if (attr_ll(me.vma, s_flags, &vflags) < 0 || !(vflags & VM_SHARED))
+            DECLINE(); /* a private write: COW, Python's */
+        if ((wfault_bits & PTE_FILE) && (vflags & (VM_NONLINEAR | VM_CAN_NONLINEAR)) !=
+                                            (VM_NONLINEAR | VM_CAN_NONLINEAR))
+            DECLINE();
+        tmp = PyObject_GetAttr(mapping, s_page_mkwrite);
+        if (!tmp || tmp != Py_None)
+            DECLINE(); /* _page_mkwrite's hook */
+        Py_CLEAR(tmp);
+        if (attr_ll(mapping, s_size, &msize) < 0 ||
+            pgs[0] >= (msize + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            DECLINE(); /* beyond EOF: SIGBUS, Python's */
+        if (attr_ll(arena, s_nshared, &nshared) < 0 || nshared != 0)
+            DECLINE(); /* copy_file_range sharing: break_shares, Python's */
+        pages = PyObject_GetAttr(mapping, s_pages);
+        fstats = PyObject_GetAttr(mapping, s_fstats);
+        mmstats = PyObject_GetAttr(me.mm, s_stats);
+        if (!pages || !fstats || !mmstats)
+            DECLINE();
+        PyObject *fr_d = PyObject_GetAttr(pages, s_frames), *fl_d = PyObject_GetAttr(pages, s_pflags);
+        int bad = !fr_d || !fl_d || !PyDict_Check(fr_d) || !PyDict_Check(fl_d);
+        PyObject *fa = NULL, *fl = NULL;
+        if (!bad) {
+            PyObject *pkey = PyLong_FromLongLong(pgs[0] >> CHUNK_SHIFT);
+            bad = !pkey;
+            fa = pkey ? PyDict_GetItemWithError(fr_d, pkey) : NULL;
+            fl = fa ? PyDict_GetItemWithError(fl_d, pkey) : NULL;
+            Py_XDECREF(pkey);
+            bad = bad || PyErr_Occurred() || (fa && !fl);
+        }
+        if (!bad && fa) {
+            if (get_array_obj(fa, CHUNK, 8, &pfr) < 0)
+                bad = 1;
+            else if (get_array_obj(fl, CHUNK, 1, &pfl) < 0) {
+                PyBuffer_Release(&pfr);
+                bad = 1;
+            } else {
+                have_pc = 1;
+            }
+        }
+        Py_XDECREF(fr_d);
+        Py_XDECREF(fl_d);
+        if (bad)
+            DECLINE();
+        int ps = (int)(pgs[0] & (CHUNK - 1));
+        frames[0] = have_pc ? ((int64_t *)pfr.buf)[ps] : -1;
+        if (frames[0] == 0)
+            DECLINE();
+        fhole = frames[0] < 0;
+        if (fhole) {
+            if (holes_fit(mapping, &budget, 1) < 0)
+                DECLINE(); /* ENOSPC: SIGBUS, Python's */
+        } else {
+            fsetflags = (((uint8_t *)pfl.buf)[ps] & (PG_UPTODATE | PG_DIRTY)) !=
+                        (PG_UPTODATE | PG_DIRTY);
+        }
+    }
     addrs = PyObject_GetAttr(arena, s_addrs);
     if (!addrs || !PyList_Check(addrs))
         DECLINE();
     unsigned char *dst[MAXW];
     for (int k = 0; k < n; k++) {
+        if (frames[k] < 0) { /* a hole the fault allocates: its address in phase 2 */
+            dst[k] = NULL;
+            continue;
+        }
         long long seg = frames[k] / fps, idx = frames[k] % fps;
         if (seg >= PyList_GET_SIZE(addrs))
             DECLINE();
@@ -343,16 +462,31 @@ PyObject *winwrite_store(wreq_t *r)
     if (!ocached || !PySet_Check(ocached) || !owins || !PyAnySet_Check(owins) || !wins ||
         !PyDict_Check(wins))
         DECLINE();
-    if (PySet_GET_SIZE(ocached)) /* _inval_object: the kernel's copy of an object page */
+    /* _inval_object: the written object pages the kernel caches through the object's
+     * own inode (a pread of it) are dropped from ostate.cached and invalidated, one
+     * INVAL per run of them in ascending order (_runs), queued after the reply as the
+     * session queues a WRITE's notifications of another inode (docs/decisions.md,
+     * "Window stores that invalidate other views, and store faults, in C") */
+    if (PySet_GET_SIZE(ocached))
         for (int q = 0; q < nshown; q++) {
             PyObject *pk = PyLong_FromLongLong(shown[q]);
             if (!pk)
                 DECLINE();
             int in = PySet_Contains(ocached, pk);
-            Py_DECREF(pk);
-            if (in != 0)
+            if (in < 0 || (in && !e->wstore_inval)) {
+                Py_DECREF(pk);
                 DECLINE();
+            }
+            if (in) {
+                ohit[nohit] = shown[q];
+                okeys[nohit++] = pk; /* released at out */
+            } else {
+                Py_DECREF(pk);
+            }
         }
+    for (int q = 0; q < nohit; q++)
+        if (q == 0 || ohit[q] != ohit[q - 1] + 1)
+            norun++;
     /* the windows of the object and how many pages the kernel may cache of them */
     Py_ssize_t total = 0;
     PyObject *wlist[MAXWINS];
@@ -404,6 +538,11 @@ PyObject *winwrite_store(wreq_t *r)
             }
             PyObject *it = PyObject_GetIter(wc), *ci;
             int hit = it ? 0 : -1;
+            /* another window's views are invalidated here (_drop_cached, sorted runs);
+             * an alias in the writer's own window (its INVAL goes last): Python */
+            int mine = w != ws && e->wstore_inval && nhv < MAXHV;
+            if (mine)
+                hv[nhv].n = 0;
             while (!hit && (ci = PyIter_Next(it))) {
                 long long i = PyLong_AsLongLong(ci);
                 Py_DECREF(ci);
@@ -416,10 +555,24 @@ PyObject *winwrite_store(wreq_t *r)
                 long long pg = shown_pgoff(&v, i);
                 if (pg < 0)
                     hit = -1;
-                else if (in_list_ll(shown, nshown, pg))
-                    hit = 1;
+                else if (in_list_ll(shown, nshown, pg)) {
+                    if (!mine || hv[nhv].n >= MAXHIT) {
+                        hit = 1;
+                        break;
+                    }
+                    int j = hv[nhv].n++;
+                    while (j > 0 && hv[nhv].pages[j - 1] > i) {
+                        hv[nhv].pages[j] = hv[nhv].pages[j - 1];
+                        j--;
+                    }
+                    hv[nhv].pages[j] = i;
+                }
             }
             Py_XDECREF(it);
+            if (!hit && mine && hv[nhv].n) {
+                Py_INCREF(w);
+                hv[nhv++].ws = w;
+            }
             winview_clear(&v);
             Py_DECREF(wc);
             if (hit || PyErr_Occurred())
@@ -437,10 +590,31 @@ PyObject *winwrite_store(wreq_t *r)
         PyObject *nonlin = PyObject_GetAttr(rmap, s_nonlinear);
         PyObject *by_mm = PyObject_GetAttr(e->table, s_by_mm);
         int bad = !nonlin || !PyDict_Check(nonlin) || !by_mm || !PyDict_Check(by_mm);
+        /* one run of shown pages (one lookup): other windows' cached views of them are
+         * invalidated here (_drop_cached); several runs with a cached view: Python */
+        int onerun = shown[nshown - 1] - shown[0] == nshown - 1;
         Py_ssize_t pos = 0;
         PyObject *vk, *vma;
-        while (!bad && PyDict_Next(nonlin, &pos, &vk, &vma))
-            bad = shown_and_cached(by_mm, vma, shown, nshown, ws, lo, hi) != 0;
+        while (!bad && PyDict_Next(nonlin, &pos, &vk, &vma)) {
+            if (!e->wstore_inval || !onerun) {
+                bad = shown_and_cached(by_mm, vma, shown, nshown, ws, lo, hi) != 0;
+                continue;
+            }
+            PyObject *hw = NULL;
+            int nh = 0;
+            if (nhv >= MAXHV) {
+                bad = 1;
+                break;
+            }
+            bad = cached_showing(by_mm, vma, shown[0], shown[nshown - 1], ws, lo, hi, &hw,
+                                 hv[nhv].pages, &nh) != 0;
+            if (!bad && nh) {
+                hv[nhv].ws = hw;
+                hv[nhv++].n = nh;
+                if (hw == ws)
+                    bad = 1; /* an alias in the writer's own window: its INVAL goes last */
+            }
+        }
         Py_XDECREF(nonlin);
         Py_XDECREF(by_mm);
         if (bad)
@@ -456,10 +630,94 @@ PyObject *winwrite_store(wreq_t *r)
     fsops = PyObject_GetAttr(e->fs, s_ops);
     if (!tstats || !PyDict_Check(tstats) || !fsops || !PyDict_Check(fsops))
         DECLINE();
+    for (int v = 0; v < nhv; v++) { /* their sets and inode numbers, checked now */
+        hv[v].ino_cached = PyObject_GetAttr(hv[v].ws, s_cached);
+        hv[v].pushed = PyObject_GetAttr(hv[v].ws, s_pushed);
+        hv[v].pending = PyObject_GetAttr(hv[v].ws, s_pending);
+        if (!hv[v].ino_cached || !PySet_Check(hv[v].ino_cached) || !hv[v].pushed ||
+            !PySet_Check(hv[v].pushed) || !hv[v].pending || !PyDict_Check(hv[v].pending) ||
+            attr_ll(hv[v].ws, s_ino, &hv[v].ino) < 0)
+            DECLINE();
+        for (int q = 0; q < hv[v].n; q++)
+            if (q == 0 || hv[v].pages[q] != hv[v].pages[q - 1] + 1)
+                nhvrun++;
+    }
+    if (norun + nhvrun > MAXMSG)
+        DECLINE();
+    if (norun + nhvrun) { /* the INVALs, built before anything changes: the object's
+                           * (_inval_object), then each other window's (object_changed) */
+        size_t cap = (size_t)(norun + nhvrun) * 40;
+        ob = malloc(sizeof(batch_t) + cap);
+        if (!ob)
+            DECLINE();
+        memset(ob, 0, sizeof(batch_t));
+        ob->cap = cap;
+        ob->ino = (uint64_t)oino;
+        for (int q = 0; q < nohit;) {
+            int j = q + 1;
+            while (j < nohit && ohit[j] == ohit[j - 1] + 1)
+                j++;
+            unsigned char *p = ob->buf + (size_t)ob->nmsg * 40;
+            put_u32(p, 40);
+            put_u32(p + 4, NOTIFY_INVAL_INODE);
+            put_u64(p + 8, 0);
+            put_u64(p + 16, (uint64_t)oino);
+            put_u64(p + 24, (uint64_t)ohit[q] << PAGE_SHIFT);
+            put_u64(p + 32, (uint64_t)(j - q) << PAGE_SHIFT);
+            ob->off[ob->nmsg] = (size_t)ob->nmsg * 40;
+            ob->len[ob->nmsg++] = 40;
+            q = j;
+        }
+        for (int v = 0; v < nhv; v++)
+            for (int q = 0; q < hv[v].n;) {
+                int j = q + 1;
+                while (j < hv[v].n && hv[v].pages[j] == hv[v].pages[j - 1] + 1)
+                    j++;
+                unsigned char *p = ob->buf + (size_t)ob->nmsg * 40;
+                put_u32(p, 40);
+                put_u32(p + 4, NOTIFY_INVAL_INODE);
+                put_u64(p + 8, 0);
+                put_u64(p + 16, (uint64_t)hv[v].ino);
+                put_u64(p + 24, (uint64_t)hv[v].pages[q] << PAGE_SHIFT);
+                put_u64(p + 32, (uint64_t)(j - q) << PAGE_SHIFT);
+                ob->off[ob->nmsg] = (size_t)ob->nmsg * 40;
+                ob->len[ob->nmsg++] = 40;
+                q = j;
+            }
+    }
 
     /* ---- phase 2: apply, in the Python path's order ---- */
     if (incr_item(fsops, s_k_write, 1) < 0) /* @counted FileOps.write */
         goto fail;
+    if (wfault) { /* _resolve -> handle_mm_fault -> _do_fault: fault(WRITE), the PTE */
+        if (fhole) { /* fault()'s one-hole path: charge, alloc1, insert1 */
+            frames[0] = fault_hole(budget, arena, pages, pgs[0],
+                                   PG_UPTODATE | PG_DIRTY, "winwrite");
+            if (frames[0] < 0)
+                goto fail;
+            dst[0] = new_frame_addr(arena, &addrs, frames[0], fps, "winwrite");
+            if (!dst[0])
+                goto fail;
+        } else if (fsetflags) { /* pages.set_flags: UPTODATE|DIRTY, a new generation */
+            ((uint8_t *)pfl.buf)[pgs[0] & (CHUNK - 1)] |= PG_UPTODATE | PG_DIRTY;
+            if (incr_attr(pages, s_gen, 1) < 0)
+                goto fail;
+        }
+        PyObject *fsl[2] = {e->fault_stats, fstats};
+        for (int q = 0; q < 2; q++) /* _count(WRITE, via_vma, MAJOR/MINOR, 1, hole, 0) */
+            if (incr_attr(fsl[q], s_faults, 1) < 0 || incr_attr(fsl[q], s_k_write, 1) < 0 ||
+                incr_attr(fsl[q], s_via_vma, 1) < 0 ||
+                incr_attr(fsl[q], fhole ? s_major : s_minor, 1) < 0 ||
+                incr_attr(fsl[q], s_pages, 1) < 0 ||
+                (fhole && incr_attr(fsl[q], s_pages_allocated, 1) < 0))
+                goto fail;
+        /* set_present(vpn, frame, pgoff, _install_bits(write), prot): prot kept */
+        cbits[slot0] = (uint8_t)(PTE_PRESENT | (wfault_bits & PTE_OWNPROT) | PTE_WRITE | PTE_DIRTY);
+        cframe[slot0] = frames[0];
+        cpgoff[slot0] = pgs[0];
+        if (incr_attr(mmstats, fhole ? s_major : s_minor, 1) < 0)
+            goto fail;
+    }
     {
         size_t done = 0;
         for (int k = 0; k < n; k++) { /* Mm._resolve: a store marks the PTE dirty */
@@ -472,8 +730,36 @@ PyObject *winwrite_store(wreq_t *r)
             done += (size_t)(to - from);
         }
     }
+    /* _stored -> _inval_object, before the other views' checks (which found nothing) */
+    for (int q = 0; q < nohit; q++)
+        if (PySet_Discard(ocached, okeys[q]) < 0)
+            goto fail;
+    if (norun && (incr_item(tstats, s_k_inval_events, norun) < 0 ||
+                  incr_item(tstats, s_k_inval_pages, nohit) < 0))
+        goto fail;
     if (big && incr_attr(rstats, s_lookups, nruns) < 0)
         goto fail;
+    /* object_changed -> _drop_cached of each other window's cached views: settle the
+     * pushed ones, uncache them, one INVAL per run (built above) */
+    for (int v = 0; v < nhv; v++) {
+        for (int q = 0; q < hv[v].n; q++) {
+            PyObject *key = PyLong_FromLongLong(hv[v].pages[q]);
+            if (!key)
+                goto fail;
+            int bad = (PySet_GET_SIZE(hv[v].pushed) &&
+                       settle(e, (uint64_t)hv[v].ino, (uint64_t)hv[v].pages[q], key,
+                              hv[v].pushed, hv[v].pending) < 0) ||
+                      PySet_Discard(hv[v].ino_cached, key) < 0;
+            Py_DECREF(key);
+            if (bad)
+                goto fail;
+        }
+    }
+    if (nhvrun && incr_item(tstats, s_k_inval_events, nhvrun) < 0)
+        goto fail;
+    for (int v = 0; v < nhv; v++)
+        if (incr_item(tstats, s_k_inval_pages, hv[v].n) < 0)
+            goto fail;
     for (int k = 0; k < n; k++) {
         if (r->wflags == 0) { /* a write(2) replaces what is pending or pushed */
             if (PyDict_DelItem(pending, keys[k]) < 0) {
@@ -498,7 +784,15 @@ PyObject *winwrite_store(wreq_t *r)
         int err = write_reply(e, r->fd, r->unique, r->size);
         pthread_mutex_lock(&e->mu);
         e->wstores++;
-        pthread_mutex_unlock(&e->mu);
+        e->wstore_faults += (unsigned long long)wfault;
+        if (ob) { /* the reply first: no WRITE reply waits for a notification */
+            e->invals += (unsigned long long)ob->nmsg;
+            e->wstore_invals += (unsigned long long)ob->nmsg;
+            queue_and_wake(e, ob); /* unlocks */
+            ob = NULL;
+        } else {
+            pthread_mutex_unlock(&e->mu);
+        }
         result = PyLong_FromLong(err);
     }
     goto out;
@@ -515,6 +809,23 @@ decline:
     Py_INCREF(Py_None);
     result = Py_None;
 out:
+    if (have_pc) {
+        PyBuffer_Release(&pfr);
+        PyBuffer_Release(&pfl);
+    }
+    Py_XDECREF(pages);
+    Py_XDECREF(fstats);
+    Py_XDECREF(mmstats);
+    Py_XDECREF(budget);
+    free(ob);
+    for (int v = 0; v < MAXHV; v++) {
+        Py_XDECREF(hv[v].ws);
+        Py_XDECREF(hv[v].ino_cached);
+        Py_XDECREF(hv[v].pushed);
+        Py_XDECREF(hv[v].pending);
+    }
+    for (int q = 0; q < MAXW; q++)
+        Py_XDECREF(okeys[q]);
     release_chunk(&cv);
     winview_clear(&me);
     for (int k = 0; k <= MAXW; k++)
