@@ -138,6 +138,47 @@ static int cloop_window(PyObject *win, int fd, unsigned char *buf, ssize_t r, ui
     return rc;
 }
 
+static PyObject *enotty_key; /* the int ENOTTY: Operations._errors' key */
+
+/*
+ * Operations._ioctl's "not a tty", for an IOCTL the window engine declined: a message
+ * parse_request accepts (its length, no extensions, fuse_ioctl_in and in_size bytes
+ * of data) whose command is neither shmfs's (type 'S': ioctl.serve's) nor chattr's
+ * (types 'f' and 'X': fileattr.serve's, whatever the number) -- ioctl.serve raises
+ * ENOTTY, Operations._failed counts it in ops._errors and answers -ENOTTY, with no
+ * notification (its reply waits for none: the caller checked the engine's queue).
+ * 1 answered (*werr: the reply write's errno, or 0), 0 Python's.  GIL held.
+ */
+static int cloop_enotty(Engine *e, int fd, const unsigned char *buf, ssize_t r, int *werr)
+{
+    if (!e->errors_counter || r < IN_HEADER + IOCTL_IN_ || get_u32(buf) != (uint32_t)r ||
+        get_u32(buf + 36) != 0)
+        return 0;
+    uint32_t cmd = get_u32(buf + IN_HEADER + 12), in_size = get_u32(buf + IN_HEADER + 24);
+    unsigned type = (cmd >> 8) & 0xFF;
+    if ((uint64_t)in_size > (uint64_t)(r - IN_HEADER - IOCTL_IN_) || type == 'S' ||
+        type == 'f' || type == 'X')
+        return 0;
+    if (!enotty_key && !(enotty_key = PyLong_FromLong(ENOTTY)))
+        goto fail;
+    if (incr_item(e->errors_counter, enotty_key) < 0) /* nothing changed if it failed */
+        goto fail;
+    unsigned char out[OUT_HEADER];
+    put_u32(out, OUT_HEADER);
+    put_u32(out + 4, (uint32_t)-ENOTTY);
+    put_u64(out + 8, get_u64(buf + 8));
+    ssize_t w;
+    do {
+        w = write(fd, out, OUT_HEADER);
+    } while (w < 0 && errno == EINTR);
+    *werr = w < 0 ? errno : 0;
+    e->cl_enotty++;
+    return 1;
+fail:
+    PyErr_Clear();
+    return 0;
+}
+
 static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs)
 {
     if ((nargs != 6 && nargs != 9) || !PyDict_Check(args[5])) {
@@ -248,14 +289,28 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
                 }
                 goto done_one;
             }
-            if (!cloop_opcode(opc)) { /* an IOCTL the engine declined */
+        }
+        if (win && winfast_api->pending(win) > 0) { /* Session._hot: eng.pending(); and
+                                                      * a reply other than READ's or
+                                                      * WRITE's follows the engine's
+                                                      * queued batches (_handle) */
+            code = r;
+            break;
+        }
+        if (opc == OP_IOCTL) { /* the engine declined it: Operations._ioctl's */
+            if (!cloop_enotty(e, fd, buf, r, &werr)) {
                 code = r;
                 break;
             }
-        }
-        if (win && winfast_api->pending(win) > 0) { /* Session._hot: eng.pending() */
-            code = r;
-            break;
+            if (count_request(requests, OP_IOCTL, t0) < 0)
+                PyErr_Clear();
+            if (werr) {
+                e->cl_served++;
+                last = mono_ns();
+                code = -3;
+                break;
+            }
+            goto done_one;
         }
         ctx_t *c = ctx_take(e);
         if (!c) { /* Python's handle meets the same shortage and answers it */

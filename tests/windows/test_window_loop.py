@@ -1,10 +1,11 @@
 """Window IOCTLs and window READ/WRITEs answered by the first reader's loop in C
 (native/hotloop.c hands them to the window engine's C entry points, native/winfast_api.h)
-on a live mount: the loop takes them (its ``cloop_window`` counter), an IOCTL the engine
-declines between them (a foreign command: ENOTTY) is answered once, by Python, and
-counted once, and every page shows what the page table says -- the same results and
-the same counts as with ``SHMFS_CLOOP_IOCTL=0`` (every window request back to Python,
-the A/B switch). Malformed and declined IOCTLs over a socket against the same oracle:
+on a live mount: the loop takes them (its ``cloop_window`` counter); an IOCTL the engine
+declines between them (a foreign command) is answered ENOTTY once -- by the loop itself,
+``cloop_enotty`` -- and counted once in the engine's declines and in ops' errors; every
+page shows what the page table says -- the same results and the same counts as with
+``SHMFS_CLOOP_IOCTL=0`` (every window request back to Python, the A/B switch).
+Malformed and declined IOCTLs over a socket against the same oracle:
 tests/server/test_window_loop.py."""
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def _delta(a: dict, b: dict) -> dict:
         "reads": b["winfast"]["read"]["reads"] - a["winfast"]["read"]["reads"],
         "wstores": b["winfast"]["wstores"] - a["winfast"]["wstores"],
         "cloop_window": b["hotpath"]["cloop_window"] - a["hotpath"]["cloop_window"],
+        "cloop_enotty": b["hotpath"]["cloop_enotty"] - a["hotpath"]["cloop_enotty"],
     }
 
 
@@ -57,7 +59,8 @@ def _stream(mnt: Path) -> tuple[dict, list[bytes], bytes]:
             MapChild(mnt / "win", NPAGES * P) as child:
         w.remap(0, 1, 40, populate=True)  # the first remap makes it nonlinear: Python's
         shown = [q.pgoff for q in w.query(0, NPAGES)]
-        before = mount_stats(mnt)["session"]
+        stats = mount_stats(mnt)
+        before, enotty = stats["session"], stats["ops"]["errors"].get("ENOTTY", 0)
         for k in range(N):
             i = rng.randrange(NPAGES)
             pg = rng.choice([p for p in range(NOBJ) if p != shown[i]])
@@ -77,13 +80,14 @@ def _stream(mnt: Path) -> tuple[dict, list[bytes], bytes]:
                 data = bytes([k & 0xFF]) * 100
                 assert w.pwrite(m * P + 512, data) == 100
                 model[shown[m] * P + 512:shown[m] * P + 612] = data
-        after = mount_stats(mnt)["session"]
+        stats = mount_stats(mnt)
+        after, enotty = stats["session"], stats["ops"]["errors"]["ENOTTY"] - enotty
         assert [q.pgoff for q in w.query(0, NPAGES)] == shown
         w.sync()
         seen = [child.read(i * P, P) for i in range(NPAGES)]
         assert seen == [w.pread(i * P, P) for i in range(NPAGES)]
     assert obj.read_bytes() == model
-    return _delta(before, after), seen, bytes(model)
+    return {**_delta(before, after), "enotty": enotty}, seen, bytes(model)
 
 
 @pytest.mark.parametrize("mode", ["1", "0"])
@@ -104,11 +108,14 @@ def test_window_requests_in_the_c_loop_and_declined_ioctls_between(
     assert d["declined"] >= N + 1
     assert d["remaps"] >= N  # the populating remaps onto other pages
     assert d["reads"] >= rounds4 // 2 and d["wstores"] >= rounds4 // 2
+    assert d["enotty"] == N  # each TCGETS counted once in ops' errors, C or Python
     if mode == "1":
-        # the loop in C answered most window requests itself
+        # the loop in C answered most window requests itself, and most TCGETS (the
+        # engine declined them, the loop answered ENOTTY as Operations._ioctl does)
         assert d["cloop_window"] >= N // 2
+        assert d["cloop_enotty"] >= N // 2
     else:
-        assert d["cloop_window"] == 0
+        assert d["cloop_window"] == 0 and d["cloop_enotty"] == 0
     # every window page as the page table says (the tag in its first bytes)
     for i, page in enumerate(seen):
         pg = int.from_bytes(page[:8], "little")
