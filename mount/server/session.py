@@ -443,8 +443,10 @@ class Session(Fairness):
         notification or NOTIFY_STORE queued (only this thread queues them), the fs
         lock not needed per request (one reader, or kept while every clone is parked)
         and no ``_note`` due (no large request within RECENT_NS), the CPU latency hold
-        engaged (or unavailable), no window batch pending in the winfast engine
-        (docs/decisions.md, "The first reader's loop in C")."""
+        engaged (or unavailable), no window batch pending in the winfast engine unless
+        the loop takes window requests too (CLOOP_IOCTL: it applies _hot's rule per
+        request) (docs/decisions.md, "The first reader's loop in C", "Window IOCTLs,
+        READs and WRITEs in the C loop")."""
         return (not pending and not self._pending and not self._stores
                 and (self._fs_lock is None
                      or (self._owned and last - self._big_ns >= RECENT_NS))
