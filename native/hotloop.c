@@ -23,6 +23,21 @@
  *                   request is in buf; Python logs it and answers EIO, as
  *                   Session._native_answer does for Engine.handle.
  *
+ *   (n, last, True) n > 0: as (n, last), but the window engine was offered it
+ *                   and declined it (nothing changed): Python does not offer it
+ *                   to the engine again (its counters count each decline once);
+ *   (-2, last, exc, what) as above for the window engine (what: which path);
+ *   (-3, last, err) a window READ/WRITE was answered and counted, but its reply
+ *                   could not be written (errno err): Python's _write_failed.
+ *
+ * serve(..., win, win_io, stats), with `win` a mount.server._winfast.Engine (or
+ * None): every FUSE_IOCTL, and with win_io every READ/WRITE, is first handed to
+ * the window engine's C entry points (native/winfast_api.h) as Session._native /
+ * _native_io hand them to it, its notifications counted in stats.notifications;
+ * a hot-path request is left to Python while the engine has batches queued (the
+ * rule of Session._hot).  docs/decisions.md, "Window IOCTLs, READs and WRITEs in
+ * the C loop".
+ *
  * `last` is the CLOCK_MONOTONIC (time.perf_counter_ns) time at which the last
  * request served here was done, or the caller's own `last` if none was.  Any
  * other read error is raised as OSError (as Session._read_request raises it).
@@ -63,11 +78,134 @@ static int cloop_opcode(uint32_t op)
     }
 }
 
+static const winfast_api_t *winfast_api; /* imported at the first serve given an engine */
+static PyObject *s_notifications;
+
+/*
+ * A window request (FUSE_IOCTL, or READ/WRITE) handed to the window engine `win`,
+ * GIL held, as Session._native / _native_io do: 1 answered (counted in requests,
+ * an IOCTL's notifications in stats.notifications), 0 declined (nothing changed),
+ * -1 the engine failed (exception set), -3 answered but its reply not written
+ * (*werr: the errno).
+ */
+static int cloop_window(PyObject *win, int fd, unsigned char *buf, ssize_t r, uint32_t op,
+                        PyObject *requests, PyObject *stats, long long t0, int *werr)
+{
+    PyObject *mv = PyMemoryView_FromMemory((char *)buf, r, PyBUF_READ);
+    if (!mv)
+        return -1;
+    PyObject *res;
+    if (op == OP_IOCTL) {
+        res = winfast_api->ioctl(win, mv);
+    } else {
+        PyObject *a = Py_BuildValue("(Oi)", mv, fd);
+        res = a ? (op == OP_WRITE ? winfast_api->write : winfast_api->read)(win, a) : NULL;
+        Py_XDECREF(a);
+    }
+    Py_DECREF(mv);
+    if (!res)
+        return -1;
+    if (res == Py_None) {
+        Py_DECREF(res);
+        return 0;
+    }
+    long n = PyLong_AsLong(res);
+    Py_DECREF(res);
+    if (n == -1 && PyErr_Occurred()) { /* answered: not the engine's failure */
+        PyErr_Clear();
+        n = 0;
+    }
+    int rc = 1;
+    if (op == OP_IOCTL) { /* Session._native: stats.notifications += n */
+        if (n > 0) {
+            PyObject *v = PyObject_GetAttr(stats, s_notifications), *w = NULL;
+            if (v) {
+                PyObject *k = PyLong_FromLong(n);
+                w = k ? PyNumber_Add(v, k) : NULL;
+                Py_XDECREF(k);
+                Py_DECREF(v);
+            }
+            if (!w || PyObject_SetAttr(stats, s_notifications, w) < 0)
+                PyErr_Clear();
+            Py_XDECREF(w);
+        }
+    } else if (n) { /* Session._native_answer: the reply's errno, _write_failed's */
+        *werr = (int)n;
+        rc = -3;
+    }
+    if (count_request(requests, (int)op, t0) < 0)
+        PyErr_Clear();
+    return rc;
+}
+
+static PyObject *enotty_key; /* the int ENOTTY: Operations._errors' key */
+
+/*
+ * Operations._ioctl's "not a tty", for an IOCTL the window engine declined: a message
+ * parse_request accepts (its length, no extensions, fuse_ioctl_in and in_size bytes
+ * of data) whose command is neither shmfs's (type 'S': ioctl.serve's) nor chattr's
+ * (types 'f' and 'X': fileattr.serve's, whatever the number) -- ioctl.serve raises
+ * ENOTTY, Operations._failed counts it in ops._errors and answers -ENOTTY, with no
+ * notification (its reply waits for none: the caller checked the engine's queue).
+ * 1 answered (*werr: the reply write's errno, or 0), 0 Python's.  GIL held.
+ */
+static int cloop_enotty(Engine *e, int fd, const unsigned char *buf, ssize_t r, int *werr)
+{
+    if (!e->errors_counter || r < IN_HEADER + IOCTL_IN_ || get_u32(buf) != (uint32_t)r ||
+        get_u32(buf + 36) != 0)
+        return 0;
+    uint32_t cmd = get_u32(buf + IN_HEADER + 12), in_size = get_u32(buf + IN_HEADER + 24);
+    unsigned type = (cmd >> 8) & 0xFF;
+    if ((uint64_t)in_size > (uint64_t)(r - IN_HEADER - IOCTL_IN_) || type == 'S' ||
+        type == 'f' || type == 'X')
+        return 0;
+    if (!enotty_key && !(enotty_key = PyLong_FromLong(ENOTTY)))
+        goto fail;
+    if (incr_item(e->errors_counter, enotty_key) < 0) /* nothing changed if it failed */
+        goto fail;
+    unsigned char out[OUT_HEADER];
+    put_u32(out, OUT_HEADER);
+    put_u32(out + 4, (uint32_t)-ENOTTY);
+    put_u64(out + 8, get_u64(buf + 8));
+    ssize_t w;
+    do {
+        w = write(fd, out, OUT_HEADER);
+    } while (w < 0 && errno == EINTR);
+    *werr = w < 0 ? errno : 0;
+    e->cl_enotty++;
+    return 1;
+fail:
+    PyErr_Clear();
+    return 0;
+}
+
 static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 || !PyDict_Check(args[5])) {
-        PyErr_SetString(PyExc_TypeError, "serve(fd, buf, last, spin_ns, pending, requests)");
+    if ((nargs != 6 && nargs != 9) || !PyDict_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "serve(fd, buf, last, spin_ns, pending, requests[, win, win_io, stats])");
         return NULL;
+    }
+    PyObject *win = nargs == 9 && args[6] != Py_None ? args[6] : NULL;
+    PyObject *stats = nargs == 9 ? args[8] : NULL;
+    int win_io = nargs == 9 && PyObject_IsTrue(args[7]) > 0;
+    if (win) {
+        if (!winfast_api) {
+            if (!s_notifications && !(s_notifications = PyUnicode_InternFromString("notifications")))
+                return NULL;
+            const winfast_api_t *api = PyCapsule_Import(WINFAST_API_CAPSULE, 0);
+            if (!api)
+                return NULL;
+            if (api->version != WINFAST_API_VERSION) {
+                PyErr_SetString(PyExc_ImportError, "hotpath: _winfast API version mismatch");
+                return NULL;
+            }
+            winfast_api = api;
+        }
+        if (Py_TYPE(win) != winfast_api->type) {
+            PyErr_SetString(PyExc_TypeError, "serve: win is not a _winfast.Engine");
+            return NULL;
+        }
     }
     long fdl = PyLong_AsLong(args[0]);
     long long last = PyLong_AsLongLong(args[2]);
@@ -99,8 +237,9 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
     e->cl_entries++;
     long long code = 0;
     unsigned long served = 0;
-    int err = 0;
+    int err = 0, offered = 0, werr = 0;
     PyObject *exc = NULL;
+    const char *what = "regular-file hot path";
     PyThreadState *ts = PyEval_SaveThread();
     int gil = 0;
     for (;;) {
@@ -121,13 +260,58 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
                 err = en;
             break;
         }
-        if (r < IN_HEADER || r > CLOOP_BIG || !cloop_opcode(get_u32(buf + 4))) {
+        uint32_t opc = r >= IN_HEADER ? get_u32(buf + 4) : 0;
+        /* Session._handle: len(msg) > 40, an IOCTL (_native) or a READ/WRITE (_native_io) */
+        int winop = win && r > IN_HEADER &&
+                    (opc == OP_IOCTL || (win_io && (opc == OP_READ || opc == OP_WRITE)));
+        if (r < IN_HEADER || r > CLOOP_BIG || (!winop && !cloop_opcode(opc))) {
             code = r; /* Python's */
             break;
         }
         long long t0 = mono_ns();
         PyEval_RestoreThread(ts);
         gil = 1;
+        if (winop) {
+            int wr = cloop_window(win, fd, buf, r, opc, requests, stats, t0, &werr);
+            if (wr == 0) {
+                offered = 1; /* declined: Python goes on from _handle's next step */
+            } else if (wr == -1) {
+                what = opc == OP_IOCTL ? "window REMAP fast path" : "window READ/WRITE fast path";
+                code = -2;
+                goto failed;
+            } else {
+                e->cl_window++;
+                if (wr == -3) {
+                    e->cl_served++;
+                    last = mono_ns();
+                    code = -3;
+                    break;
+                }
+                goto done_one;
+            }
+        }
+        if (win && winfast_api->pending(win) > 0) { /* Session._hot: eng.pending(); and
+                                                      * a reply other than READ's or
+                                                      * WRITE's follows the engine's
+                                                      * queued batches (_handle) */
+            code = r;
+            break;
+        }
+        if (opc == OP_IOCTL) { /* the engine declined it: Operations._ioctl's */
+            if (!cloop_enotty(e, fd, buf, r, &werr)) {
+                code = r;
+                break;
+            }
+            if (count_request(requests, OP_IOCTL, t0) < 0)
+                PyErr_Clear();
+            if (werr) {
+                e->cl_served++;
+                last = mono_ns();
+                code = -3;
+                break;
+            }
+            goto done_one;
+        }
         ctx_t *c = ctx_take(e);
         if (!c) { /* Python's handle meets the same shortage and answers it */
             code = r;
@@ -150,6 +334,8 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
             break;
         }
         if (op < 0) {
+            code = -2;
+        failed:;
             PyObject *type, *value, *tb;
             PyErr_Fetch(&type, &value, &tb);
             PyErr_NormalizeException(&type, &value, &tb);
@@ -158,9 +344,9 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
             Py_XDECREF(type);
             Py_XDECREF(tb);
             exc = value ? value : Py_NewRef(Py_None);
-            code = -2;
             break;
         }
+    done_one:
         e->cl_served++;
         served++;
         last = mono_ns();
@@ -187,6 +373,10 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
     if (code > 0)
         e->cl_returned++;
     if (exc)
-        return Py_BuildValue("(LLN)", code, last, exc);
+        return Py_BuildValue("(LLNs)", code, last, exc, what);
+    if (code == -3)
+        return Py_BuildValue("(LLi)", code, last, werr);
+    if (code > 0 && offered)
+        return Py_BuildValue("(LLO)", code, last, Py_True);
     return Py_BuildValue("(LL)", code, last);
 }

@@ -56,6 +56,8 @@
 #define OP_GETATTR 3
 #define OP_READ 15
 #define OP_WRITE 16
+#define OP_IOCTL 39 /* hotloop.c: handed to the window engine */
+#define IOCTL_IN_ 32 /* hotloop.c: struct fuse_ioctl_in */
 #define IN_HEADER 40
 #define RW_IN 40 /* fuse_read_in / fuse_write_in */
 #define GETATTR_IN 16
@@ -119,6 +121,8 @@ typedef struct {
     unsigned long long n_read, n_write, n_getattr, declined, bytes_read, bytes_written;
     unsigned long long nogil, write_errors, errors;
     unsigned long long cl_entries, cl_served, cl_returned; /* hotloop.c */
+    unsigned long long cl_window; /* hotloop.c: answered by the window engine */
+    unsigned long long cl_enotty; /* hotloop.c: foreign IOCTLs answered ENOTTY */
     long last_decline;
     struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
     int ctx_busy;
@@ -1565,6 +1569,7 @@ static void ctx_give(Engine *e, ctx_t *c)
         PyMem_Free(c);
 }
 
+#include "winfast_api.h"
 #include "hotloop.c" /* Engine.serve: the first reader's loop */
 
 /*
@@ -1653,13 +1658,14 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
         "last_decline_line", e->last_decline, "cloop_entries", e->cl_entries,
-        "cloop_served", e->cl_served, "cloop_returned", e->cl_returned);
+        "cloop_served", e->cl_served, "cloop_returned", e->cl_returned,
+        "cloop_window", e->cl_window, "cloop_enotty", e->cl_enotty);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)

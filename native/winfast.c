@@ -40,6 +40,7 @@
 
 
 #include "winfast.h"
+#include "winfast_api.h"
 
 
 
@@ -1042,13 +1043,18 @@ decline_nobuf:
 
 /* ------------------------------------------------------------ other methods */
 
-static PyObject *Engine_pending(Engine *e, PyObject *unused)
+static long engine_pending(Engine *e)
 {
     long n;
     pthread_mutex_lock(&e->mu);
     n = e->queued;
     pthread_mutex_unlock(&e->mu);
-    return PyLong_FromLong(n);
+    return n;
+}
+
+static PyObject *Engine_pending(Engine *e, PyObject *unused)
+{
+    return PyLong_FromLong(engine_pending(e));
 }
 
 static PyObject *Engine_wait_idle(Engine *e, PyObject *unused)
@@ -1356,6 +1362,20 @@ PyMODINIT_FUNC PyInit__winfast(void)
     Py_INCREF(&EngineType);
     if (PyModule_AddObject(mod, "Engine", (PyObject *)&EngineType) < 0) {
         Py_DECREF(&EngineType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    /* the entry points as C functions, for the C request loop (winfast_api.h) */
+    static winfast_api_t api;
+    api.version = WINFAST_API_VERSION;
+    api.type = &EngineType;
+    api.ioctl = (PyObject * (*)(PyObject *, PyObject *))Engine_remap;
+    api.read = (PyObject * (*)(PyObject *, PyObject *))Engine_read;
+    api.write = (PyObject * (*)(PyObject *, PyObject *))Engine_write;
+    api.pending = (long (*)(PyObject *))engine_pending;
+    PyObject *cap = PyCapsule_New(&api, WINFAST_API_CAPSULE, NULL);
+    if (!cap || PyModule_AddObject(mod, "_C_API", cap) < 0) {
+        Py_XDECREF(cap);
         Py_DECREF(mod);
         return NULL;
     }

@@ -93,6 +93,10 @@ SPIN_NS = int(os.environ.get("SHMFS_SPIN_US", "50")) * 1000  # env: A/B runs
 # answers the hot path's requests without returning to Python while nothing else is
 # to be done (docs/decisions.md, "The first reader's loop in C"). 0: the Python loop.
 CLOOP = os.environ.get("SHMFS_CLOOP", "1") != "0"  # env: A/B runs
+# ... and hands window IOCTLs and window READ/WRITEs straight to the window engine's C
+# entry points (docs/decisions.md, "Window IOCTLs, READs and WRITEs in the C loop").
+# 0: those return to Python, as before (A/B runs).
+CLOOP_IOCTL = os.environ.get("SHMFS_CLOOP_IOCTL", "1") != "0"  # env: A/B runs
 POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no data
 # Threads reading /dev/fuse: the second one reads a cloned device fd
 # (FUSE_DEV_IOC_CLONE), so a small request is picked up while the first thread
@@ -254,6 +258,9 @@ class Session(Fairness):
                            ops.generation, ops.config.negative_timeout, ops._errors,
                            ops.config.keep_cache))
         self._winfast_writes = winfast.writes_enabled()  # window WRITEs in C too
+        # the C loop offered the request being returned to the window engine, which
+        # declined it (nothing changed): _handle does not offer it again
+        self._offered = False
         # hook: the STATS ioctl (mount/winapi/abi.py) reports the session's counters too
         ops.session_statistics = self.statistics  # type: ignore[attr-defined]
         # -o restartable (mount/server/restart.py): the journal hooks around every request,
@@ -360,13 +367,22 @@ class Session(Fairness):
                     trace.read_start()
                 try:
                     if cloop is not None and self._cloop_ok(pending, last):
-                        n, last, *failed = cloop(fd, buf, last, spin_ns, pending, requests)
+                        # the window engine, once made (_native), takes its requests in C
+                        win = ((self._winfast or None, self._winfast_writes, self.stats)
+                               if CLOOP_IOCTL else ())
+                        n, last, *extra = cloop(fd, buf, last, spin_ns, pending, requests,
+                                                *win)
                         if n == 0:  # nothing read, and Python has something to do
                             raise BlockingIOError
-                        if failed:
-                            self._cloop_failed(view, failed[0])
-                            last = clock()
-                            continue
+                        if extra:
+                            if n == -2:  # an engine failed: (exc, which path)
+                                self._cloop_failed(view, *extra)
+                                last = clock()
+                                continue
+                            if n == -3:  # a window READ/WRITE's reply was not written
+                                self._write_failed(OSError(extra[0], os.strerror(extra[0])))
+                                continue
+                            self._offered = True  # declined by the window engine already
                     else:
                         n = _read_request(fd, buf)
                 except BlockingIOError:
@@ -427,18 +443,22 @@ class Session(Fairness):
         notification or NOTIFY_STORE queued (only this thread queues them), the fs
         lock not needed per request (one reader, or kept while every clone is parked)
         and no ``_note`` due (no large request within RECENT_NS), the CPU latency hold
-        engaged (or unavailable), no window batch pending in the winfast engine
-        (docs/decisions.md, "The first reader's loop in C")."""
+        engaged (or unavailable), no window batch pending in the winfast engine unless
+        the loop takes window requests too (CLOOP_IOCTL: it applies _hot's rule per
+        request) (docs/decisions.md, "The first reader's loop in C", "Window IOCTLs,
+        READs and WRITEs in the C loop")."""
         return (not pending and not self._pending and not self._stores
                 and (self._fs_lock is None
                      or (self._owned and last - self._big_ns >= RECENT_NS))
                 and (self.cpu_latency.engaged or not self.cpu_latency.available)
-                and not self._native_pending())
+                # with CLOOP_IOCTL the loop applies _hot's eng.pending() rule itself
+                and (CLOOP_IOCTL or not self._native_pending()))
 
-    def _cloop_failed(self, view: memoryview, exc: BaseException) -> None:
-        """The engine failed in the C loop after it began changing state: logged and
-        answered EIO, as _native_answer does for Engine.handle."""
-        log.error("regular-file hot path failed", exc_info=exc)
+    def _cloop_failed(self, view: memoryview, exc: BaseException,
+                      what: str = "regular-file hot path") -> None:
+        """An engine failed in the C loop after it began changing state: logged and
+        answered EIO, as _native_answer and _native do."""
+        log.error("%s failed", what, exc_info=exc)
         self._write([reply_error(int.from_bytes(view[8:16], "little"), errno.EIO)])
 
     def _reap(self, limit: int | None) -> None:
@@ -472,7 +492,9 @@ class Session(Fairness):
 
     def _handle(self, msg: memoryview) -> None:
         t0 = time.perf_counter_ns()
-        if (len(msg) > 40 and self._winfast is not False and (
+        if self._offered:  # the C loop's window engine declined it: not offered again
+            self._offered = False
+        elif (len(msg) > 40 and self._winfast is not False and (
                 (msg[4] == OPCODE_IOCTL and self._native(msg, t0))
                 or (msg[4] in _NATIVE_IO and self._winfast and self._winfast_writes
                     and self._native_io(msg, t0)))):

@@ -16,6 +16,10 @@ the same for a WRITE of a window: the launder of a remapped page
 ``Engine.remap`` also answers window QUERYs, short REMAPVs (1-8 disjoint
 entries) and the refault of an MPROTECT that leaves a cached page's protection
 unchanged (native/winvec.c); ``SHMFS_WINFAST_VEC=0`` leaves those to Python.
+The module also exports those entry points as C functions (the capsule
+``_C_API``, native/winfast_api.h): the first reader's loop in C hands IOCTLs and
+window READ/WRITEs to them without returning to Python (``SHMFS_CLOOP_IOCTL=0`` in
+the session: it does not).
 """
 
 from __future__ import annotations
