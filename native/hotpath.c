@@ -42,6 +42,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <poll.h>
 #include <sys/uio.h>
@@ -119,6 +120,7 @@ typedef struct {
     unsigned long long n_read, n_write, n_getattr, declined, bytes_read, bytes_written;
     unsigned long long nogil, write_errors, errors;
     unsigned long long cl_entries, cl_served, cl_returned; /* hotloop.c */
+    unsigned long long n_respop; /* new pages taken from the arena's reserve in C */
     long last_decline;
     struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
     int ctx_busy;
@@ -133,7 +135,7 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_relatime, *s_ops, *s_nlink, *s_uid, *s_gid, *s_rdev, *s_window_blocks, *s_dir,
     *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op,
     *s_nopen, *s_refresh, *s_release_op, *s_grants, *s_by_fh, *s_is_dir, *s_next_fh, *s_reclaimed,
-    *s_open_op;
+    *s_open_op, *s_res_, *s_frames_allocated;
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -814,6 +816,38 @@ static void copy_in(unsigned char *const *dst, long long nr, long long pos, long
     }
 }
 
+/* Arena.alloc1() for one new page: the reserve's next frame popped here, as
+ * alloc1 pops it ("res.pop(); frames_allocated += 1"), without the Python call;
+ * an empty reserve (or none: reserve off) is alloc1's own business (the batch
+ * refill, the free runs, populate-ahead).  The frame as an int (owned by c), or
+ * NULL with an exception.  docs/performance.md change 30; SHMFS_CRESERVE=0 (read
+ * at import) always calls alloc1 (A/B). */
+static int c_reserve = 1;
+
+static PyObject *arena_pop(ctx_t *c, PyObject *arena)
+{
+    PyObject *res = c_reserve ? ga(c, arena, s_res_) : NULL;
+    if (c_reserve && !res)
+        return NULL;
+    if (res && PyList_CheckExact(res) && PyList_GET_SIZE(res) > 0) {
+        Py_ssize_t k = PyList_GET_SIZE(res);
+        PyObject *fo = PyList_GET_ITEM(res, k - 1);
+        if (!PyLong_CheckExact(fo)) {
+            PyErr_SetString(PyExc_TypeError, "hotpath: a reserved frame is no int");
+            return NULL;
+        }
+        Py_INCREF(fo);
+        if (!keep(c, fo))
+            return NULL;
+        if (PyList_SetSlice(res, k - 1, k, NULL) < 0 ||
+            incr_attr(arena, s_frames_allocated, 1) < 0)
+            return NULL;
+        c->e->n_respop++;
+        return fo;
+    }
+    return keep(c, PyObject_CallMethodNoArgs(arena, s_alloc1));
+}
+
 static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
                     uint64_t nodeid)
 {
@@ -887,7 +921,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
         return -1;
     if (nr == 1) { /* fault.write1 */
         if (nholes) {
-            PyObject *fo = keep(c, PyObject_CallMethodNoArgs(f.arena, s_alloc1));
+            PyObject *fo = arena_pop(c, f.arena);
             if (!fo)
                 return -1;
             long long frame = PyLong_AsLongLong(fo);
@@ -1653,13 +1687,14 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
         "last_decline_line", e->last_decline, "cloop_entries", e->cl_entries,
-        "cloop_served", e->cl_served, "cloop_returned", e->cl_returned);
+        "cloop_served", e->cl_served, "cloop_returned", e->cl_returned,
+        "reserve_pops", e->n_respop);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
@@ -1776,6 +1811,8 @@ static struct PyModuleDef moddef = {
 
 PyMODINIT_FUNC PyInit__hotpath(void)
 {
+    const char *cres = getenv("SHMFS_CRESERVE");
+    c_reserve = !(cres && strcmp(cres, "0") == 0);
     INTERN(s_inodes, "_inodes");
     INTERN(s_handles, "_handles");
     INTERN(s_windows, "_windows");
@@ -1800,6 +1837,8 @@ PyMODINIT_FUNC PyInit__hotpath(void)
     INTERN(s_fps, "fps");
     INTERN(s_mvs, "_mvs");
     INTERN(s_alloc1, "alloc1");
+    INTERN(s_res_, "_res");
+    INTERN(s_frames_allocated, "frames_allocated");
     INTERN(s_alloc, "alloc");
     INTERN(s_insert1, "insert1");
     INTERN(s_insert_range, "insert_range");

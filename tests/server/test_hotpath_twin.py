@@ -127,9 +127,12 @@ class Twin:
 
     def __init__(self, c: bool, size_pages: int, mode: AtimeMode,
                  negative_timeout: float = 0.0, keep_cache: bool = True,
-                 ahead: int = 0, nr_inodes: int = 100) -> None:
+                 ahead: int = 0, nr_inodes: int = 100, reserve: int = 0) -> None:
         self.fs = ShmFs(FsOptions(size_bytes=size_pages * 4096, nr_inodes=nr_inodes,
                                   mode=0o1777), clock=Clock())
+        # alloc1's reserve (the session sets it): the engine pops it in C, Python in
+        # alloc1; both must hand out the same frames and refill at the same moments
+        self.fs._backing.arena.set_reserve(reserve)
         self.fs.atime_mode = lambda: mode
         self.ops = Operations(self.fs, OpsConfig(generation=7, keep_cache=keep_cache,
                                                  negative_timeout=negative_timeout))
@@ -206,7 +209,7 @@ class Twin:
                 arena.frames_allocated,
                 arena._bump, list(arena._free_runs), arena.nshared, fs._clock.t,
                 arena._nfree, arena._in_use.nonzero()[0].tolist(), arena._free_ready,
-                arena._pop.nonzero()[0].tolist(), arena._limit,
+                arena._pop.nonzero()[0].tolist(), arena._limit, list(arena._res),
                 self.ops.statistics()["errors"])
 
 
@@ -445,11 +448,11 @@ def bad_msg(kind: int, ino: int, fh: int) -> bytes:
 @given(ops=ops_st, size_pages=st.sampled_from([0, 12, 40]),
        mode=st.sampled_from([AtimeMode(), AtimeMode(noatime=True), AtimeMode(relatime=False)]),
        negative=st.sampled_from([0.0, 1.5]), keep=st.booleans(),
-       ahead=st.sampled_from([0, 0, 12, 5000]))
+       ahead=st.sampled_from([0, 0, 12, 5000]), reserve=st.sampled_from([0, 0, 3, 64]))
 def test_c_and_python_agree(ops: list[tuple], size_pages: int, mode: AtimeMode,
-                            negative: float, keep: bool, ahead: int) -> None:
-    c = Twin(True, size_pages, mode, negative, keep, ahead)
-    py = Twin(False, size_pages, mode, negative, keep, ahead)
+                            negative: float, keep: bool, ahead: int, reserve: int) -> None:
+    c = Twin(True, size_pages, mode, negative, keep, ahead, reserve=reserve)
+    py = Twin(False, size_pages, mode, negative, keep, ahead, reserve=reserve)
     assert c.state() == py.state()
     for op in ops:
         apply(c, py, op)
