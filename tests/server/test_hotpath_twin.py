@@ -475,6 +475,38 @@ def test_engine_takes_the_common_cases() -> None:
     assert c.engine.statistics()["write"] == 4
 
 
+@pytest.mark.parametrize("size_pages", [0, 5])
+def test_appends_pop_the_reserve_in_c_and_refill_through_alloc1(size_pages: int) -> None:
+    """The engine's new page comes from the arena's reserve without a call to
+    Python (alloc1 only when the reserve is empty, to refill it); frames, counters
+    and replies as Python's -- up to the size= limit, where both answer ENOSPC
+    alike and the reserve's frames are not charged to the budget."""
+    c, py = (Twin(x, size_pages, AtimeMode(), reserve=3) for x in (True, False))
+    calls = []
+    arena = c.fs._backing.arena
+    real = arena.alloc1
+
+    def counted() -> int:
+        calls.append(1)
+        return real()
+
+    arena.alloc1 = counted  # the engine calls the instance's method
+    ino, _, afh = c.files[0]
+    used0 = c.fs.budget.used_pages - arena.statistics()["frames_in_use"]
+    sizes = [4096] * 3 + [512] * 8 + [4096] * 3  # 7 new pages, each a one-page WRITE
+    for i, n in enumerate(sizes):
+        step(c, py, write_msg(ino, afh, 0, bytes([i + 1]) * n))
+    st = c.engine.statistics()
+    assert len(calls) == 2 + (size_pages == 0)  # refills at new pages 1, 4 (and 7)
+    if size_pages:  # the symlink's page and 4 new ones: the fifth is ENOSPC (Python)
+        assert used0 == 1 and c.fs.budget.used_pages == py.fs.budget.used_pages == 5
+        assert c.fs.getattr(ino).size == 4 * 4096
+        assert st["write"] == 3 + 8 and st["reserve_pops"] == 2
+    else:
+        assert st["write"] == len(sizes) and st["reserve_pops"] == 4
+    assert arena.statistics()["frames_in_use"] == c.fs.budget.used_pages - used0
+
+
 def test_engine_declines_before_changing_anything() -> None:
     """ENOSPC, set-id bits, shared frames and chattr flags: declined, and the Python path
     on the same twin then gives Python's answer (checked by step)."""
