@@ -947,6 +947,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (pc_open(c, f.pages, &p) < 0 || arena_open(c, f.arena, &a) < 0)
         DECLINE();
     long long nholes = 0, notboth = 0;
+    unsigned char *dst[MAXPAGES]; /* the pages' bytes: final here when nothing is allocated */
     for (long long i = 0; i < nr; i++) {
         uint8_t fl;
         int64_t fr = pc_get(c, &p, first + i, &fl);
@@ -955,7 +956,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
         if (fr < 0)
             nholes++;
         else {
-            if (!frame_mem(c, &a, fr))
+            if (!(dst[i] = frame_mem(c, &a, fr)))
                 DECLINE();
             if ((fl & PG_BOTH) != PG_BOTH)
                 notboth++;
@@ -1063,14 +1064,11 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
                 return -1;
         }
     }
-    if (nholes && pc_open(c, f.pages, &p) < 0) /* the chunk tables may have changed */
+    /* the copy: Arena.store1 / copy_in; with new pages, their frames are looked up
+     * again (the chunk tables may have changed, the arena may have grown) */
+    if (nholes && (pc_open(c, f.pages, &p) < 0 || arena_open(c, f.arena, &a) < 0))
         return -1;
-    /* the copy: Arena.store1 / copy_in */
-    unsigned char *dst[MAXPAGES];
-    a.mvs = NULL;
-    if (arena_open(c, f.arena, &a) < 0)
-        return -1;
-    for (long long i = 0; i < nr; i++) {
+    for (long long i = 0; nholes && i < nr; i++) {
         uint8_t fl;
         int64_t fr = pc_get(c, &p, first + i, &fl);
         if (fr < 0) {
