@@ -154,6 +154,7 @@ class Arena:
         # in use for the allocator but not yet handed out; the next one is last
         self._reserve = 0
         self._res: list[int] = []
+        self._res_lo = self._res_hi = 0  # bounds of the batch (free's check)
         self._grow()
         self._in_use[0] = True  # the zero page is permanently "allocated"
 
@@ -316,8 +317,10 @@ class Arena:
 
     def _refill(self) -> int:
         """(reserve on, empty) Take the next batch; hand out its first frame."""
-        frames = self._take(self._reserve).tolist()
-        frames.reverse()  # ascending as handed out: runs stay contiguous for READs
+        # ascending as handed out (pieces of free runs and fresh space come in the
+        # allocator's order): a file's pages stay in runs for READs' merged iovecs
+        frames = np.sort(self._take(self._reserve))[::-1].tolist()
+        self._res_lo, self._res_hi = frames[-1], frames[0]  # the batch's bounds
         s = frames.pop()
         self._res = frames
         self.frames_allocated += 1
@@ -482,9 +485,12 @@ class Arena:
             f = np.unique(np.asarray(frames, dtype=np.int64))  # sorted, no duplicates
         if f.size == 0:
             return
-        if f[0] <= 0 or f[-1] >= self._limit or not self._in_use[f].all():
+        lo, hi = int(f[0]), int(f[-1])
+        if lo <= 0 or hi >= self._limit or not self._in_use[f].all():
             raise ValueError("free of a frame that is not allocated (or the zero frame)")
-        if self._res and np.isin(f, self._res).any():
+        # (the batch's bounds spare most frees the isin: f is sorted)
+        if self._res and lo <= self._res_hi and hi >= self._res_lo and np.isin(
+                f, self._res).any():
             raise ValueError("free of a reserved frame (never handed out)")
         if self.nshared:
             # a shared frame loses one reference per entry; only the last one frees it

@@ -418,3 +418,18 @@ def test_reserve_never_loses_or_double_uses_a_frame_under_the_populate_thread() 
     finally:
         a.close()
     assert a._free_ready == int(np.count_nonzero(a._pop & ~a._in_use))
+
+
+def test_reserve_batch_across_a_free_run_and_fresh_space_is_handed_out_ascending() -> None:
+    a = Arena(segment_bytes=64 * PAGE_SIZE)
+    try:
+        first = a.alloc(10)  # frames 1..10
+        a.free(first[2:5])  # 3, 4, 5 back on the free list
+        a.set_reserve(8)
+        got = [a.alloc1() for _ in range(8)]
+        assert got == [3, 4, 5, 11, 12, 13, 14, 15]
+        _partition_ok(a, set(first.tolist()) - {3, 4, 5} | set(got))
+        with pytest.raises(ValueError):  # 16 was never taken: not in use at all
+            a.free(np.array([16], dtype=np.int64))
+    finally:
+        a.close()

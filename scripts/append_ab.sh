@@ -1,0 +1,44 @@
+#!/bin/bash
+# Appends A/B (docs/performance.md change 30): for each configuration, a fresh
+# `shmfs MNT -o size=4g`, then `dd bs=4k count=40000` twice and `dd bs=512
+# count=80000` twice, removing the file after each (the first run of each size
+# writes fresh frames, the second the frames the previous file freed); a kernel
+# tmpfs in the same rounds; /proc/loadavg after each mount.
+#
+#   scripts/append_ab.sh [ROUNDS] CONFIG...
+#
+# CONFIG is `NAME=ENV...@SHMFS` with SHMFS the shmfs command (another checkout's
+# .venv/bin/shmfs for a before/after pair), e.g.
+#   scripts/append_ab.sh 3 "reserve@.venv/bin/shmfs" \
+#       "off=SHMFS_RESERVE=0@.venv/bin/shmfs" "main@/work/main/.venv/bin/shmfs" tmpfs
+# The configurations alternate within each round.
+set -u
+rounds=$1; shift
+configs=("$@")
+M=$(mktemp -d /tmp/append_ab.XXXX)
+trap 'mountpoint -q "$M" && umount "$M"; rmdir "$M"' EXIT
+one() {  # bs count -> "MB/s" of one dd into a new file, then rm
+  local r
+  r=$(dd if=/dev/zero of="$M/f" bs="$1" count="$2" 2>&1 | tail -1)
+  rm -f "$M/f"
+  awk '{u=$NF; v=$(NF-1); if (u=="GB/s") v*=1000; if (u=="kB/s") v/=1000; printf "%.1f", v}' <<<"$r"
+}
+for ((round = 1; round <= rounds; round++)); do
+  for cfg in "${configs[@]}"; do
+    if [ "$cfg" = tmpfs ]; then
+      mount -t tmpfs -o size=4g tmpfs "$M" || exit 1
+    else
+      name=${cfg%%@*}; cmd=${cfg#*@}; envs=${name#*=}; [ "$envs" = "$name" ] && envs=""
+      # shellcheck disable=SC2086
+      env $envs $cmd "$M" -o size=4g || exit 1
+    fi
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    line="${cfg%%@*}"
+    for bs in 4k 512; do
+      n=40000; [ $bs = 512 ] && n=80000
+      line="$line | $bs fresh $(one $bs $n) reuse $(one $bs $n)"
+    done
+    umount "$M"
+    echo "round $round: $line MB/s | load $load"
+  done
+done
