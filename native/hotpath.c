@@ -14,8 +14,10 @@
  * inode's times, FAULT_STATS and the mapping's own counters, the ops Counter
  * of ShmFs -- and writes the reply to ``fd`` itself (``handle``), or returns
  * it (``answer``, for the twin tests).  Frames are allocated by calling the
- * arena's own alloc1 / alloc, and chunks created by the page cache's own
- * insert1 / insert_range: the allocator and the index stay in one place.
+ * arena's own alloc1 / alloc (a one-page WRITE pops the arena's reserve list
+ * itself, as alloc1 would, and calls alloc1 to refill it), and chunks created by
+ * the page cache's own insert1 / insert_range: the allocator and the index stay
+ * in one place.
  *
  * Anything else is declined (None) before anything changes, and the session
  * answers the request in Python: a window file or a window's object, a shared
