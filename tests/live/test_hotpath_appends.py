@@ -133,3 +133,19 @@ def test_reserve_is_charged_nowhere_and_off_with_the_switch(
             results[env] = (vf.f_blocks, vf.f_bfree, st.st_size, st.st_blocks)
     assert results["64"] == results["0"]
     assert results["64"][1] == results["64"][0] - 37
+
+
+def test_the_c_pop_switch_keeps_the_reserve_and_the_data(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHMFS_CRESERVE=0: the reserve stays (alloc1 pops it) but the engine calls
+    alloc1 for every new page -- the A/B of the C pop alone; the same bytes."""
+    monkeypatch.setenv("SHMFS_CRESERVE", "0")
+    with shmfs_mount("size=4m") as m:
+        with open(m / "f", "wb") as f:
+            for i in range(10):
+                f.write(bytes([i + 1]) * 4096)
+                f.flush()
+        hot = mount_stats(m)["session"]["hotpath"]
+        assert hot["reserve_pops"] == 0 and hot["write"] >= 10
+        assert _arena(m)["frames_reserved"] == 64 - 10
+        assert (m / "f").read_bytes() == b"".join(bytes([i + 1]) * 4096 for i in range(10))
