@@ -11,17 +11,29 @@
 # .venv/bin/shmfs for a before/after pair), e.g.
 #   scripts/append_ab.sh 3 "reserve@.venv/bin/shmfs" \
 #       "off=SHMFS_RESERVE=0@.venv/bin/shmfs" "main@/work/main/.venv/bin/shmfs" tmpfs
-# The configurations alternate within each round.
+# The configurations alternate within each round. PERF=1 adds the daemon's CPU
+# time per WRITE (perf stat over all its threads) after each MB/s.
 set -u
 rounds=$1; shift
 configs=("$@")
 M=$(mktemp -d /tmp/append_ab.XXXX)
 trap 'mountpoint -q "$M" && umount "$M"; rmdir "$M"' EXIT
-one() {  # bs count -> "MB/s" of one dd into a new file, then rm
-  local r
-  r=$(dd if=/dev/zero of="$M/f" bs="$1" count="$2" 2>&1 | tail -1)
+# PERF=1: also the daemon's CPU time per WRITE (all its threads; perf stat -p):
+# robust to other load where dd's MB/s is not, since here dd and the request loop
+# take turns on one vCPU (docs/performance.md, change 30)
+one() {  # bs count -> "MB/s" of one dd into a new file (and "/us CPU"), then rm
+  local r c=""
+  if [ "${PERF:-0}" = 1 ] && [ -n "$pid" ]; then
+    r=$(perf stat -x, -e task-clock -p "$pid" -o "$M.perf" -- \
+        dd if=/dev/zero of="$M/f" bs="$1" count="$2" 2>&1 | tail -1)
+    c=$(awk -F, -v n="$2" '/task-clock/ {printf "/%.2fus", $1 * 1000 / n}' "$M.perf")
+    rm -f "$M.perf"
+  else
+    r=$(dd if=/dev/zero of="$M/f" bs="$1" count="$2" 2>&1 | tail -1)
+  fi
   rm -f "$M/f"
   awk '{u=$NF; v=$(NF-1); if (u=="GB/s") v*=1000; if (u=="kB/s") v/=1000; printf "%.1f", v}' <<<"$r"
+  printf "%s" "$c"
 }
 for ((round = 1; round <= rounds; round++)); do
   for cfg in "${configs[@]}"; do
@@ -32,6 +44,7 @@ for ((round = 1; round <= rounds; round++)); do
       # shellcheck disable=SC2086
       env $envs $cmd "$M" -o size=4g || exit 1
     fi
+    pid=$(pgrep -f -- " $M( |\$)" | head -1)
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     line="${cfg%%@*}"
     for bs in 4k 512; do
