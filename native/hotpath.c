@@ -14,8 +14,10 @@
  * inode's times, FAULT_STATS and the mapping's own counters, the ops Counter
  * of ShmFs -- and writes the reply to ``fd`` itself (``handle``), or returns
  * it (``answer``, for the twin tests).  Frames are allocated by calling the
- * arena's own alloc1 / alloc, and chunks created by the page cache's own
- * insert1 / insert_range: the allocator and the index stay in one place.
+ * arena's own alloc1 / alloc (a one-page WRITE pops the arena's reserve list
+ * itself, as alloc1 would, and calls alloc1 to refill it), and chunks created by
+ * the page cache's own insert1 / insert_range: the allocator and the index stay
+ * in one place.
  *
  * Anything else is declined (None) before anything changes, and the session
  * answers the request in Python: a window file or a window's object, a shared
@@ -42,6 +44,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <poll.h>
 #include <sys/uio.h>
@@ -123,6 +126,7 @@ typedef struct {
     unsigned long long cl_entries, cl_served, cl_returned; /* hotloop.c */
     unsigned long long cl_window; /* hotloop.c: answered by the window engine */
     unsigned long long cl_enotty; /* hotloop.c: foreign IOCTLs answered ENOTTY */
+    unsigned long long n_respop; /* new pages taken from the arena's reserve in C */
     long last_decline;
     struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
     int ctx_busy;
@@ -137,7 +141,7 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_relatime, *s_ops, *s_nlink, *s_uid, *s_gid, *s_rdev, *s_window_blocks, *s_dir,
     *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op,
     *s_nopen, *s_refresh, *s_release_op, *s_grants, *s_by_fh, *s_is_dir, *s_next_fh, *s_reclaimed,
-    *s_open_op;
+    *s_open_op, *s_res_, *s_frames_allocated, *s__fstats;
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -575,16 +579,74 @@ static int handle_flags(ctx_t *c, uint64_t fh, uint64_t nodeid, long long *hflag
     return ga_ll(h, s_flags, hflags);
 }
 
-/* fault counters of one fault: FAULT_STATS and the mapping's own (made on first use) */
+/* The slot offsets of FaultStats's counters (a slots dataclass), resolved once per
+ * type: count_fault adds to them in place, without the per-name attribute cache
+ * (ten increments a WRITE were ~0.5 us, docs/performance.md change 30). */
+enum { FS_FAULTS, FS_READ, FS_WRITE, FS_MINOR, FS_MAJOR, FS_PAGES, FS_ALLOC, FS_ZERO, FS_N };
+static PyTypeObject *fs_tp;
+static Py_ssize_t fs_off[FS_N];
+
+static int stats_offsets(PyObject *s)
+{
+    if (Py_TYPE(s) == fs_tp)
+        return 0;
+    PyObject *names[FS_N] = {s_faults, s_read, s_write, s_minor, s_major, s_pages,
+                             s_pages_allocated, s_zero_pages};
+    Py_ssize_t off[FS_N];
+    for (int i = 0; i < FS_N; i++) {
+        acc_t *a = acc_of(s, names[i]);
+        if (!a || a->kind != K_SLOT)
+            return -1; /* not a slots class: the generic increments */
+        off[i] = a->off;
+    }
+    memcpy(fs_off, off, sizeof off);
+    fs_tp = Py_TYPE(s); /* acc_of holds a reference to the type */
+    return 0;
+}
+
+/* the int in the slot at off += d; -1 with an exception set */
+static int slot_add(PyObject *o, Py_ssize_t off, long long d)
+{
+    PyObject **slot = (PyObject **)((char *)o + off);
+    PyObject *old = *slot;
+    if (!old || !PyLong_CheckExact(old)) {
+        PyErr_SetString(PyExc_TypeError, "hotpath: a fault counter is not an int");
+        return -1;
+    }
+    long long v = PyLong_AsLongLong(old);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *nv = PyLong_FromLongLong(v + d);
+    if (!nv)
+        return -1;
+    *slot = nv;
+    Py_DECREF(old);
+    return 0;
+}
+
+/* fault counters of one fault: FAULT_STATS and the mapping's own (made on first use:
+ * the ``fstats`` property when its ``_fstats`` slot is still None) */
 static int count_fault(ctx_t *c, PyObject *mapping, int write, int major, long long pages,
                        long long allocated, long long zero)
 {
-    PyObject *fst = ga(c, mapping, s_fstats);
+    PyObject *fst = ga(c, mapping, s__fstats);
+    if (fst == Py_None)
+        fst = ga(c, mapping, s_fstats);
     if (!fst)
         return -1;
     PyObject *both[2] = {c->e->fault_stats, fst};
     for (int i = 0; i < 2; i++) {
         PyObject *s = both[i];
+        if (stats_offsets(s) == 0) {
+            if (slot_add(s, fs_off[FS_FAULTS], 1) < 0 ||
+                slot_add(s, fs_off[write ? FS_WRITE : FS_READ], 1) < 0 ||
+                slot_add(s, fs_off[major ? FS_MAJOR : FS_MINOR], 1) < 0 ||
+                slot_add(s, fs_off[FS_PAGES], pages) < 0 ||
+                (allocated && slot_add(s, fs_off[FS_ALLOC], allocated) < 0) ||
+                (zero && slot_add(s, fs_off[FS_ZERO], zero) < 0))
+                return -1;
+            continue;
+        }
         if (incr_attr(s, s_faults, 1) < 0 || incr_attr(s, write ? s_write : s_read, 1) < 0 ||
             incr_attr(s, major ? s_major : s_minor, 1) < 0 || incr_attr(s, s_pages, pages) < 0)
             return -1;
@@ -818,6 +880,38 @@ static void copy_in(unsigned char *const *dst, long long nr, long long pos, long
     }
 }
 
+/* Arena.alloc1() for one new page: the reserve's next frame popped here, as
+ * alloc1 pops it ("res.pop(); frames_allocated += 1"), without the Python call;
+ * an empty reserve (or none: reserve off) is alloc1's own business (the batch
+ * refill, the free runs, populate-ahead).  The frame as an int (owned by c), or
+ * NULL with an exception.  docs/performance.md change 30; SHMFS_CRESERVE=0 (read
+ * at import) always calls alloc1 (A/B). */
+static int c_reserve = 1;
+
+static PyObject *arena_pop(ctx_t *c, PyObject *arena)
+{
+    PyObject *res = c_reserve ? ga(c, arena, s_res_) : NULL;
+    if (c_reserve && !res)
+        return NULL;
+    if (res && PyList_CheckExact(res) && PyList_GET_SIZE(res) > 0) {
+        Py_ssize_t k = PyList_GET_SIZE(res);
+        PyObject *fo = PyList_GET_ITEM(res, k - 1);
+        if (!PyLong_CheckExact(fo)) {
+            PyErr_SetString(PyExc_TypeError, "hotpath: a reserved frame is no int");
+            return NULL;
+        }
+        Py_INCREF(fo);
+        if (!keep(c, fo))
+            return NULL;
+        if (PyList_SetSlice(res, k - 1, k, NULL) < 0 ||
+            incr_attr(arena, s_frames_allocated, 1) < 0)
+            return NULL;
+        c->e->n_respop++;
+        return fo;
+    }
+    return keep(c, PyObject_CallMethodNoArgs(arena, s_alloc1));
+}
+
 static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
                     uint64_t nodeid)
 {
@@ -859,6 +953,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (pc_open(c, f.pages, &p) < 0 || arena_open(c, f.arena, &a) < 0)
         DECLINE();
     long long nholes = 0, notboth = 0;
+    unsigned char *dst[MAXPAGES]; /* the pages' bytes: final here when nothing is allocated */
     for (long long i = 0; i < nr; i++) {
         uint8_t fl;
         int64_t fr = pc_get(c, &p, first + i, &fl);
@@ -867,7 +962,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
         if (fr < 0)
             nholes++;
         else {
-            if (!frame_mem(c, &a, fr))
+            if (!(dst[i] = frame_mem(c, &a, fr)))
                 DECLINE();
             if ((fl & PG_BOTH) != PG_BOTH)
                 notboth++;
@@ -891,7 +986,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
         return -1;
     if (nr == 1) { /* fault.write1 */
         if (nholes) {
-            PyObject *fo = keep(c, PyObject_CallMethodNoArgs(f.arena, s_alloc1));
+            PyObject *fo = arena_pop(c, f.arena);
             if (!fo)
                 return -1;
             long long frame = PyLong_AsLongLong(fo);
@@ -975,14 +1070,11 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
                 return -1;
         }
     }
-    if (nholes && pc_open(c, f.pages, &p) < 0) /* the chunk tables may have changed */
+    /* the copy: Arena.store1 / copy_in; with new pages, their frames are looked up
+     * again (the chunk tables may have changed, the arena may have grown) */
+    if (nholes && (pc_open(c, f.pages, &p) < 0 || arena_open(c, f.arena, &a) < 0))
         return -1;
-    /* the copy: Arena.store1 / copy_in */
-    unsigned char *dst[MAXPAGES];
-    a.mvs = NULL;
-    if (arena_open(c, f.arena, &a) < 0)
-        return -1;
-    for (long long i = 0; i < nr; i++) {
+    for (long long i = 0; nholes && i < nr; i++) {
         uint8_t fl;
         int64_t fr = pc_get(c, &p, first + i, &fl);
         if (fr < 0) {
@@ -1658,14 +1750,15 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
         "gil_released", e->nogil, "write_errors", e->write_errors, "errors", e->errors,
         "last_decline_line", e->last_decline, "cloop_entries", e->cl_entries,
         "cloop_served", e->cl_served, "cloop_returned", e->cl_returned,
-        "cloop_window", e->cl_window, "cloop_enotty", e->cl_enotty);
+        "cloop_window", e->cl_window, "cloop_enotty", e->cl_enotty,
+        "reserve_pops", e->n_respop);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
@@ -1782,6 +1875,8 @@ static struct PyModuleDef moddef = {
 
 PyMODINIT_FUNC PyInit__hotpath(void)
 {
+    const char *cres = getenv("SHMFS_CRESERVE");
+    c_reserve = !(cres && strcmp(cres, "0") == 0);
     INTERN(s_inodes, "_inodes");
     INTERN(s_handles, "_handles");
     INTERN(s_windows, "_windows");
@@ -1806,12 +1901,15 @@ PyMODINIT_FUNC PyInit__hotpath(void)
     INTERN(s_fps, "fps");
     INTERN(s_mvs, "_mvs");
     INTERN(s_alloc1, "alloc1");
+    INTERN(s_res_, "_res");
+    INTERN(s_frames_allocated, "frames_allocated");
     INTERN(s_alloc, "alloc");
     INTERN(s_insert1, "insert1");
     INTERN(s_insert_range, "insert_range");
     INTERN(s_set_flags, "set_flags");
     INTERN(s_lookup, "lookup");
     INTERN(s_fstats, "fstats");
+    INTERN(s__fstats, "_fstats");
     INTERN(s_faults, "faults");
     INTERN(s_read, "read");
     INTERN(s_write, "write");

@@ -82,6 +82,9 @@ def _session(mountflags: bool) -> tuple[ShmFs, Session]:
         fs.atime_mode = MountFlagsWatch(Path("/"))
     if not os.environ.get("PROBE_NO_AHEAD"):
         fs._backing.arena.start_populate_ahead(8 << 20)  # as the session does
+    set_reserve = getattr(fs._backing.arena, "set_reserve", None)
+    if set_reserve is not None:  # as the session does (SHMFS_RESERVE=0: off)
+        set_reserve()
     ops = Operations(fs, OpsConfig())
     out = os.open(os.devnull, os.O_WRONLY)
     s = Session(out, ops, Path("/nonexistent"))

@@ -60,6 +60,9 @@ _SINK_BYTES = 2 << 20
 # SHMFS_REUSE_AHEAD=0 (A/B runs): the populate-ahead thread's free-list window as
 # before change 29 of docs/performance.md
 REUSE_AHEAD = os.environ.get("SHMFS_REUSE_AHEAD", "1") != "0"
+# Frames alloc1 takes from the allocator in one batch (set_reserve, enabled by the
+# session; docs/performance.md change 30); SHMFS_RESERVE=0 turns it off (A/B runs)
+RESERVE_FRAMES = max(int(os.environ.get("SHMFS_RESERVE", "64")), 0)
 
 # mmap.madvise holds the GIL for the whole syscall (measured: a 512 MiB
 # MADV_POPULATE_WRITE stops every other thread for 0.2 s); the populate-ahead
@@ -147,6 +150,11 @@ class Arena:
         # per frame, meaningful only while the frame is free, and their count
         self._pop = np.zeros(0, dtype=np.bool_)
         self._free_ready = 0
+        # the reserve (set_reserve): frames taken from the allocator in one batch,
+        # in use for the allocator but not yet handed out; the next one is last
+        self._reserve = 0
+        self._res: list[int] = []
+        self._res_lo = self._res_hi = 0  # bounds of the batch (free's check)
         self._grow()
         self._in_use[0] = True  # the zero page is permanently "allocated"
 
@@ -185,6 +193,12 @@ class Arena:
         """Return n zero-filled frames (int64), contiguous where possible."""
         if n <= 0:
             return np.empty(0, dtype=np.int64)
+        frames = self._take(n)
+        self.frames_allocated += n
+        return frames
+
+    def _take(self, n: int) -> np.ndarray:
+        """alloc(n) without counting the frames as allocated (the reserve's batch)."""
         pieces: list[tuple[int, int]] = []
         need = n
         runs = self._free_runs
@@ -227,7 +241,6 @@ class Arena:
         else:
             frames = np.concatenate([np.arange(s, s + k, dtype=np.int64) for s, k in pieces])
         self._in_use[frames] = True
-        self.frames_allocated += n
         return frames
 
     def alloc1(self) -> int:
@@ -237,7 +250,16 @@ class Arena:
         general ``alloc`` (numpy arange, run bookkeeping, a MADV_POPULATE_WRITE
         syscall for the single page) was most of its extra cost over an
         overwrite (docs/performance.md, change 10). One page is not prefaulted:
-        the copy that follows faults it in at the same cost as the madvise."""
+        the copy that follows faults it in at the same cost as the madvise.
+
+        With a reserve (``set_reserve``) the frame is the reserve's next one, and an
+        empty reserve is refilled by one ``alloc``-like batch first."""
+        res = self._res
+        if res:  # native/hotpath.c's WRITE pops the same list the same way
+            self.frames_allocated += 1
+            return res.pop()
+        if self._reserve and not self.replaying:
+            return self._refill()
         runs = self._free_runs
         if runs:
             s, k = runs[-1]
@@ -265,6 +287,52 @@ class Arena:
         self._in_use[s] = True
         self.frames_allocated += 1
         return s
+
+    # -- the reserve ---------------------------------------------------------------------
+
+    def set_reserve(self, frames: int = RESERVE_FRAMES) -> None:
+        """Let ``alloc1`` take ``frames`` frames at a time from the allocator and hand
+        them out one by one (0: off, and the reserve is given back).
+
+        Why (docs/performance.md change 30): with populate-ahead on, every ``alloc1``
+        took the thread's lock (and woke it) and numpy-indexed its flags: 1.6-2.0 us
+        of the appending thread's CPU a frame against 0.4-0.6 without the thread.
+        A batch pays that once, and its frames are populated (by the thread or one
+        MADV_POPULATE_WRITE) instead of faulted one by one by the copy; the C hot
+        path's WRITE (native/hotpath.c) pops the reserve itself without calling
+        Python.  The arena owns the reserved frames: they are in use for the
+        allocator (never handed out twice, never populated or punched by the
+        thread) but not counted in ``frames_allocated`` until handed out, so
+        ``frames_in_use`` counts only frames that hold data; ``statistics()``
+        shows them as ``frames_reserved``.  The budget (``size=``, statfs) charges
+        pages, not frames, so it never sees them.  They are given back (punched, to
+        the free list) when the arena has no frame in use any more (the last file
+        freed), by ``set_reserve(0)`` and by ``close``; at most ``frames`` frames of
+        memory hold no data.  Not on restartable mounts (``memfd``): their journal
+        checks the allocator's state per record and a replay must hand out exactly
+        the frames of the first run."""
+        self._reserve = max(int(frames), 0) if self.memfd is None else 0
+        if not self._reserve:
+            self.release_reserve()
+
+    def _refill(self) -> int:
+        """(reserve on, empty) Take the next batch; hand out its first frame."""
+        # ascending as handed out (pieces of free runs and fresh space come in the
+        # allocator's order): a file's pages stay in runs for READs' merged iovecs
+        frames = np.sort(self._take(self._reserve))[::-1].tolist()
+        self._res_lo, self._res_hi = frames[-1], frames[0]  # the batch's bounds
+        s = frames.pop()
+        self._res = frames
+        self.frames_allocated += 1
+        return s
+
+    def release_reserve(self) -> None:
+        """Give the reserved frames back: punched, to the free list, as ``free``."""
+        if not self._res:
+            return
+        f = np.array(sorted(self._res), dtype=np.int64)
+        self._res = []
+        self._put_back(f)
 
     def _prefault(self, start: int, n: int) -> None:
         """MADV_POPULATE_WRITE the frames' memory in one syscall per run: the
@@ -417,8 +485,13 @@ class Arena:
             f = np.unique(np.asarray(frames, dtype=np.int64))  # sorted, no duplicates
         if f.size == 0:
             return
-        if f[0] <= 0 or f[-1] >= self._limit or not self._in_use[f].all():
+        lo, hi = int(f[0]), int(f[-1])
+        if lo <= 0 or hi >= self._limit or not self._in_use[f].all():
             raise ValueError("free of a frame that is not allocated (or the zero frame)")
+        # (the batch's bounds spare most frees the isin: f is sorted)
+        if self._res and lo <= self._res_hi and hi >= self._res_lo and np.isin(
+                f, self._res).any():
+            raise ValueError("free of a reserved frame (never handed out)")
         if self.nshared:
             # a shared frame loses one reference per entry; only the last one frees it
             dec = np.minimum(self._refs[f], cnt).astype(np.int32)
@@ -431,12 +504,18 @@ class Arena:
             f = f[rest == 1]
             if f.size == 0:
                 return
+        self.frames_freed += int(f.size)
+        self._put_back(f)
+        if self._res and self.frames_allocated == self.frames_freed:
+            self.release_reserve()  # nothing stored any more: no memory without data
+
+    def _put_back(self, f: np.ndarray) -> None:
+        """Frames (sorted, distinct, in use, unshared) back to the free list, punched."""
         self._in_use[f] = False
         if self.replaying:  # the frames' bytes are the memfd's business (set_replaying)
             runs = self._runs_sorted(f)
             self._free_runs.extend(runs)
             self._nfree += int(f.size)
-            self.frames_freed += int(f.size)
             self.frames_returned += int(f.size)  # the first run punched them
             return
         if self._thread is not None:
@@ -460,7 +539,6 @@ class Arena:
                 self.punch_calls += 1
         self._free_runs.extend(runs)
         self._nfree += int(f.size)
-        self.frames_freed += int(f.size)
         self.frames_returned += int(f.size)
 
     # -- copy-on-write sharing (vmcore/cow.py) -----------------------------------------
@@ -829,6 +907,7 @@ class Arena:
             "frames_allocated": self.frames_allocated,
             "frames_freed": self.frames_freed,
             "frames_free": self._nfree,
+            "frames_reserved": len(self._res),
             "free_runs": len(self._free_runs),
             "frames_returned": self.frames_returned,
             "punch_calls": self.punch_calls,
@@ -845,6 +924,7 @@ class Arena:
 
     def close(self) -> None:
         """Drop the mappings (views still exported keep theirs alive)."""
+        self._res = []  # the memory goes with the mappings
         if self._thread is not None:
             with self._cond:
                 self._closing = True

@@ -315,11 +315,17 @@ class Session(Fairness):
         uring_fuse.serve(self, ready)
 
     def _start_populate_ahead(self) -> None:
-        """Let the arena populate fresh memory ahead of large writes (when the fs has one)."""
+        """Let the arena populate fresh memory ahead of large writes and keep a
+        reserve of frames for appends (when the fs has one)."""
         arena = getattr(getattr(self.fs, "_backing", None), "arena", None)
         start = getattr(arena, "start_populate_ahead", None)
         if start is not None and self.populate_ahead > 0:
             start(self.populate_ahead)
+        # alloc1 takes frames in batches, which the C WRITE pops (docs/performance.md
+        # change 30; SHMFS_RESERVE=0 in the environment: off, for A/B runs)
+        reserve = getattr(arena, "set_reserve", None)
+        if reserve is not None:
+            reserve()
 
     def _blocking_loop(self) -> None:
         """The request loop in a worker thread, blocking in read(2) on the device.

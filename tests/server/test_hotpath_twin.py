@@ -127,9 +127,12 @@ class Twin:
 
     def __init__(self, c: bool, size_pages: int, mode: AtimeMode,
                  negative_timeout: float = 0.0, keep_cache: bool = True,
-                 ahead: int = 0, nr_inodes: int = 100) -> None:
+                 ahead: int = 0, nr_inodes: int = 100, reserve: int = 0) -> None:
         self.fs = ShmFs(FsOptions(size_bytes=size_pages * 4096, nr_inodes=nr_inodes,
                                   mode=0o1777), clock=Clock())
+        # alloc1's reserve (the session sets it): the engine pops it in C, Python in
+        # alloc1; both must hand out the same frames and refill at the same moments
+        self.fs._backing.arena.set_reserve(reserve)
         self.fs.atime_mode = lambda: mode
         self.ops = Operations(self.fs, OpsConfig(generation=7, keep_cache=keep_cache,
                                                  negative_timeout=negative_timeout))
@@ -206,7 +209,7 @@ class Twin:
                 arena.frames_allocated,
                 arena._bump, list(arena._free_runs), arena.nshared, fs._clock.t,
                 arena._nfree, arena._in_use.nonzero()[0].tolist(), arena._free_ready,
-                arena._pop.nonzero()[0].tolist(), arena._limit,
+                arena._pop.nonzero()[0].tolist(), arena._limit, list(arena._res),
                 self.ops.statistics()["errors"])
 
 
@@ -445,11 +448,11 @@ def bad_msg(kind: int, ino: int, fh: int) -> bytes:
 @given(ops=ops_st, size_pages=st.sampled_from([0, 12, 40]),
        mode=st.sampled_from([AtimeMode(), AtimeMode(noatime=True), AtimeMode(relatime=False)]),
        negative=st.sampled_from([0.0, 1.5]), keep=st.booleans(),
-       ahead=st.sampled_from([0, 0, 12, 5000]))
+       ahead=st.sampled_from([0, 0, 12, 5000]), reserve=st.sampled_from([0, 0, 3, 64]))
 def test_c_and_python_agree(ops: list[tuple], size_pages: int, mode: AtimeMode,
-                            negative: float, keep: bool, ahead: int) -> None:
-    c = Twin(True, size_pages, mode, negative, keep, ahead)
-    py = Twin(False, size_pages, mode, negative, keep, ahead)
+                            negative: float, keep: bool, ahead: int, reserve: int) -> None:
+    c = Twin(True, size_pages, mode, negative, keep, ahead, reserve=reserve)
+    py = Twin(False, size_pages, mode, negative, keep, ahead, reserve=reserve)
     assert c.state() == py.state()
     for op in ops:
         apply(c, py, op)
@@ -470,6 +473,38 @@ def test_engine_takes_the_common_cases() -> None:
         step(c, py, m)
         assert c.taken == taken + 1, f"case {i} declined"
     assert c.engine.statistics()["write"] == 4
+
+
+@pytest.mark.parametrize("size_pages", [0, 5])
+def test_appends_pop_the_reserve_in_c_and_refill_through_alloc1(size_pages: int) -> None:
+    """The engine's new page comes from the arena's reserve without a call to
+    Python (alloc1 only when the reserve is empty, to refill it); frames, counters
+    and replies as Python's -- up to the size= limit, where both answer ENOSPC
+    alike and the reserve's frames are not charged to the budget."""
+    c, py = (Twin(x, size_pages, AtimeMode(), reserve=3) for x in (True, False))
+    calls = []
+    arena = c.fs._backing.arena
+    real = arena.alloc1
+
+    def counted() -> int:
+        calls.append(1)
+        return real()
+
+    arena.alloc1 = counted  # the engine calls the instance's method
+    ino, _, afh = c.files[0]
+    used0 = c.fs.budget.used_pages - arena.statistics()["frames_in_use"]
+    sizes = [4096] * 3 + [512] * 8 + [4096] * 3  # 7 new pages, each a one-page WRITE
+    for i, n in enumerate(sizes):
+        step(c, py, write_msg(ino, afh, 0, bytes([i + 1]) * n))
+    st = c.engine.statistics()
+    assert len(calls) == 2 + (size_pages == 0)  # refills at new pages 1, 4 (and 7)
+    if size_pages:  # the symlink's page and 4 new ones: the fifth is ENOSPC (Python)
+        assert used0 == 1 and c.fs.budget.used_pages == py.fs.budget.used_pages == 5
+        assert c.fs.getattr(ino).size == 4 * 4096
+        assert st["write"] == 3 + 8 and st["reserve_pops"] == 2
+    else:
+        assert st["write"] == len(sizes) and st["reserve_pops"] == 4
+    assert arena.statistics()["frames_in_use"] == c.fs.budget.used_pages - used0
 
 
 def test_engine_declines_before_changing_anything() -> None:

@@ -298,3 +298,138 @@ def test_populate_ahead_tops_up_the_free_list_head_in_whole_chunks() -> None:
     finally:
         a._ahead = 0
         a.close()
+
+
+# -- the reserve (set_reserve; docs/performance.md change 30) ----------------------------
+
+
+def _partition_ok(a: Arena, live: set[int]) -> None:
+    """Every frame below the bump pointer is exactly one of: the zero page, live
+    (handed out), reserved, or on the free list; the counters agree."""
+    free = [f for s, k in a._free_runs for f in range(s, s + k)]
+    res = list(a._res)
+    parts = [0, *live, *res, *free]
+    assert len(parts) == len(set(parts)), "a frame is in two places at once"
+    assert set(parts) == set(range(a._bump)), "a frame was lost"
+    assert set(np.flatnonzero(a._in_use).tolist()) == {0, *live, *res}
+    st = a.statistics()
+    assert st["frames_in_use"] == len(live) and st["frames_reserved"] == len(res)
+    assert st["frames_free"] == len(free) == a._nfree
+
+
+def test_reserve_hands_out_batches_in_order_and_counts_only_what_it_hands_out() -> None:
+    a = Arena(segment_bytes=64 * PAGE_SIZE)
+    try:
+        a.set_reserve(8)
+        got = [a.alloc1() for _ in range(3)]
+        assert got == [1, 2, 3]  # ascending: a file's pages stay one run for READs
+        assert a._res == [8, 7, 6, 5, 4] and a._bump == 9  # one batch of 8 taken
+        _partition_ok(a, set(got))
+        assert a.statistics()["frames_allocated"] == 3
+        for f in got:
+            assert not a.page(f).any()
+        got += [a.alloc1() for _ in range(6)]  # crosses into the second batch
+        assert got == list(range(1, 10)) and len(a._res) == 7
+        _partition_ok(a, set(got))
+        more = a.alloc(4)  # alloc() never takes reserved frames
+        assert not set(more.tolist()) & set(a._res)
+        _partition_ok(a, set(got) | set(more.tolist()))
+        with pytest.raises(ValueError):  # a reserved frame was never handed out
+            a.free(np.array([a._res[0]], dtype=np.int64))
+        _partition_ok(a, set(got) | set(more.tolist()))
+    finally:
+        a.close()
+
+
+def test_reserve_comes_back_when_nothing_is_stored_and_when_turned_off() -> None:
+    a = Arena(segment_bytes=256 * PAGE_SIZE)
+    try:
+        base = a.resident_bytes()
+        a.set_reserve(16)
+        frames = [a.alloc1() for _ in range(5)]
+        for f in frames:
+            a.page(f)[:] = 7
+        assert a.statistics()["frames_reserved"] == 11
+        a.free(np.array(frames[:4], dtype=np.int64))
+        assert a.statistics()["frames_reserved"] == 11  # a frame is still stored
+        a.free(np.array(frames[4:], dtype=np.int64))
+        st = a.statistics()  # the last one freed: the reserve is punched and free too
+        assert st["frames_reserved"] == 0 and st["frames_in_use"] == 0
+        assert st["frames_free"] == 16 and a.resident_bytes() == base
+        _partition_ok(a, set())
+        again = [a.alloc1() for _ in range(16)]  # the same frames, zeroed
+        assert sorted(again) == list(range(1, 17))
+        assert all(not a.page(f).any() for f in again)
+        a.set_reserve(0)
+        assert a.statistics()["frames_reserved"] == 0
+        _partition_ok(a, set(again))
+        assert a.alloc1() == 17 and a._res == []  # off: one frame at a time
+    finally:
+        a.close()
+
+
+def test_reserve_is_off_on_restartable_arenas() -> None:
+    """The journal checks (bump, nfree) per record and a replay must hand out the
+    first run's frames: a memfd arena keeps alloc1's one-frame behaviour."""
+    fd = os.memfd_create("test-reserve")
+    a = Arena(segment_bytes=64 * PAGE_SIZE, memfd=fd)
+    try:
+        a.set_reserve(8)
+        assert a.alloc1() == 1 and a._res == [] and a._bump == 2
+    finally:
+        a.close()
+        os.close(fd)
+
+
+def test_reserve_never_loses_or_double_uses_a_frame_under_the_populate_thread() -> None:
+    """Random alloc1 / alloc / free with the reserve and the populate-ahead thread:
+    handed-out frames are distinct and zeroed, keep their bytes, and every frame
+    stays in exactly one place."""
+    a = Arena(segment_bytes=1024 * PAGE_SIZE)
+    try:
+        a.start_populate_ahead(256 << 10, chunk_bytes=64 << 10)
+        a.set_reserve(24)
+        rng = np.random.default_rng(11)
+        live: dict[int, int] = {}
+        for round_ in range(60):
+            k = int(rng.integers(1, 80))
+            if round_ % 3:
+                new = [a.alloc1() for _ in range(k)]
+            else:
+                new = a.alloc(k).tolist()
+            for f in new:
+                assert f not in live, f"frame {f} handed out twice"
+                page = a.page(f)
+                assert not page.any(), f"frame {f} not zero when handed out"
+                page[:] = (f + round_) % 251 + 1
+                live[f] = (f + round_) % 251 + 1
+            if round_ % 4 == 3:  # sometimes everything: the reserve goes back too
+                victims = list(live) if round_ % 8 == 7 else [
+                    f for f in live if rng.random() < 0.5]
+                if victims:
+                    a.free(np.array(victims, dtype=np.int64))
+                for f in victims:
+                    del live[f]
+                if not live:
+                    assert a.statistics()["frames_reserved"] == 0
+            for f, v in live.items():
+                assert (a.page(f) == v).all(), f"frame {f} changed while handed out"
+            _partition_ok(a, set(live))
+    finally:
+        a.close()
+    assert a._free_ready == int(np.count_nonzero(a._pop & ~a._in_use))
+
+
+def test_reserve_batch_across_a_free_run_and_fresh_space_is_handed_out_ascending() -> None:
+    a = Arena(segment_bytes=64 * PAGE_SIZE)
+    try:
+        first = a.alloc(10)  # frames 1..10
+        a.free(first[2:5])  # 3, 4, 5 back on the free list
+        a.set_reserve(8)
+        got = [a.alloc1() for _ in range(8)]
+        assert got == [3, 4, 5, 11, 12, 13, 14, 15]
+        _partition_ok(a, set(first.tolist()) - {3, 4, 5} | set(got))
+        with pytest.raises(ValueError):  # 16 was never taken: not in use at all
+            a.free(np.array([16], dtype=np.int64))
+    finally:
+        a.close()
