@@ -64,6 +64,14 @@ SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
 # The clone readers stay up for as long as the traffic is mixed (1), not only while the
 # first reader is in a large request (0: the fifth session's rule); A/B runs
 CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "0") != "0"
+# A clone reader that has just answered a request looks at the device without sleeping
+# for this long (poll(0) turns) before it sleeps in poll(2), as the first reader spins
+# after each of its requests: a client's requests come one after another a few us
+# apart (LOOKUP, CREATE, FLUSH, RELEASE), and a clone asleep in poll(2) is woken for
+# each on this VM at ~40 us (docs/performance.md, "halt-poll"). Only one clone spins
+# at a time (Session._spinning). Clones are up only for mixed traffic, so a quiet
+# mount never spins here. 0: sleep at once (the sixth session's clones); A/B runs.
+CLONE_SPIN_NS = int(float(os.environ.get("SHMFS_CLONE_SPIN_US", "0")) * 1000)
 
 _IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
 _WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad

@@ -68,6 +68,7 @@ from mount.server.fairness import (
     BIG_REQUEST,
     CHUNK_BYTES,
     CLONE_POLL_MS,
+    CLONE_SPIN_NS,
     CLONES_STAY,
     RECENT_NS,
     SWITCH_INTERVAL_S,
@@ -156,6 +157,8 @@ class SessionStats:
     write_chunks: int = 0  # chunks of large WRITEs handled in pieces (readers >= 2)
     yields: int = 0  # times a large WRITE let a small request in between two chunks
     lock_kept: int = 0  # times the first reader kept the fs lock (all clones parked)
+    clone_spins: int = 0  # a clone reader looked at its fd without sleeping (CLONE_SPIN_NS)
+    clone_spin_hits: int = 0  # ... and found a request there
 
 
 class Session(Fairness):
@@ -220,6 +223,7 @@ class Session(Fairness):
         self._owned = False
         self._parked: set[int] = set()
         self._clones = 0
+        self._spinning = 0  # the clone reader spinning on its fd (CLONE_SPIN_NS), or 0
         # where a chunk's reply goes when its handler writes to _reply_fd itself
         self._chunk_pipe: tuple[int, int] | None = None
         self.chunk_bytes = CHUNK_BYTES
@@ -815,6 +819,10 @@ class Session(Fairness):
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        poll = poller.poll
+        clock = time.perf_counter_ns
+        spin_ns = CLONE_SPIN_NS
+        last = 0  # when this reader last answered a request (0: spun since)
         try:
             while not self._done:
                 # park until the first reader is in a large request; then take what
@@ -825,6 +833,21 @@ class Session(Fairness):
                     parked.add(fd)
                     busy.wait()
                     parked.discard(fd)
+                    continue
+                if spin_ns and not self._spinning and clock() - last < spin_ns:
+                    # just answered one: look again without sleeping for a while
+                    self._spinning = fd
+                    self.stats.clone_spins += 1
+                    deadline = last + spin_ns
+                    try:
+                        while not poll(0):
+                            if clock() >= deadline:
+                                break
+                        else:
+                            self.stats.clone_spin_hits += 1
+                    finally:
+                        self._spinning = 0
+                    last = 0  # once per request answered
                     continue
                 if not poller.poll(CLONE_POLL_MS):
                     if CLONES_STAY and not self._mixed():  # the first reader may be
@@ -862,6 +885,7 @@ class Session(Fairness):
                     with self._pending_lock:
                         self._pending_lock.wait_for(lambda s=seq: self._written_seq >= s)
                     self._write([deferred], fd)
+                last = clock()
         except Exception:
             log.exception("second reader failed; the first one keeps serving")
         finally:
@@ -909,6 +933,8 @@ class Session(Fairness):
             "write_chunks": self.stats.write_chunks,
             "write_yields": self.stats.yields,
             "lock_kept": self.stats.lock_kept,  # a quiet mount's first reader (fairness.py)
+            "clone_spins": self.stats.clone_spins,  # SHMFS_CLONE_SPIN_US
+            "clone_spin_hits": self.stats.clone_spin_hits,
             "lock_owned": self._owned,
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),
