@@ -61,17 +61,20 @@ BIG_REQUEST = 64 << 10
 # an arrival wakes it anyway, so it notices a quiet device at the next request.
 CLONE_POLL_MS = int(os.environ.get("SHMFS_CLONE_POLL_MS", "100"))
 SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
-# The clone readers stay up for as long as the traffic is mixed (1), not only while the
-# first reader is in a large request (0: the fifth session's rule); A/B runs
-CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "0") != "0"
+# The clone readers stay up for as long as the traffic is mixed (1, the default since
+# change 30), not only while the first reader is in a large request (0: the fifth and
+# sixth sessions' rule): the first reader's own read(2) of the next 1 MiB WRITE (~0.25
+# ms) is a time when a small request finds no reader otherwise; A/B runs
+CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "1") != "0"
 # A clone reader that has just answered a request looks at the device without sleeping
 # for this long (poll(0) turns) before it sleeps in poll(2), as the first reader spins
 # after each of its requests: a client's requests come one after another a few us
 # apart (LOOKUP, CREATE, FLUSH, RELEASE), and a clone asleep in poll(2) is woken for
-# each on this VM at ~40 us (docs/performance.md, "halt-poll"). Only one clone spins
-# at a time (Session._spinning). Clones are up only for mixed traffic, so a quiet
-# mount never spins here. 0: sleep at once (the sixth session's clones); A/B runs.
-CLONE_SPIN_NS = int(float(os.environ.get("SHMFS_CLONE_SPIN_US", "0")) * 1000)
+# each on this VM at ~40 us (docs/performance.md, "halt-poll"), on a CPU that two
+# streaming writers keep busy. Only one clone spins at a time (Session._spinning).
+# Clones are up only for mixed traffic, so a quiet mount never spins here. 0: sleep
+# at once (the sixth session's clones); A/B runs (docs/performance.md, change 30).
+CLONE_SPIN_NS = int(float(os.environ.get("SHMFS_CLONE_SPIN_US", "50")) * 1000)
 
 _IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
 _WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad

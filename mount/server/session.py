@@ -801,6 +801,24 @@ class Session(Fairness):
             threading.Thread(target=self._clone_reader, args=(fd2,),
                              name=f"shmfs-reader{i + 2}", daemon=True).start()
 
+    def _spin_fn(self, poll: Callable[[int], list], clock: Callable[[], int]
+                 ) -> Callable[[int, int], bool]:
+        """A clone reader's spin (CLONE_SPIN_NS): ``spin(fd, ns)`` looks at the fd
+        without sleeping for ``ns`` and says whether a request is there -- the C
+        engine's, with the GIL released, where it exists (a Python spin holds the
+        GIL between its turns, keeping the reader that copies a WRITE in waiting)."""
+        engine_spin = getattr(self._hotpath, "spin", None)
+        if engine_spin is not None:
+            return engine_spin
+
+        def spin(fd: int, ns: int) -> bool:
+            deadline = clock() + ns
+            while not poll(0):
+                if clock() >= deadline:
+                    return False
+            return True
+        return spin
+
     def _clone_reader(self, fd: int) -> None:
         """Read and answer requests from the clone fd: the same _handle under the
         same lock, replies written to this fd. A reply that must follow queued
@@ -822,6 +840,7 @@ class Session(Fairness):
         poll = poller.poll
         clock = time.perf_counter_ns
         spin_ns = CLONE_SPIN_NS
+        spin = self._spin_fn(poll, clock)
         last = 0  # when this reader last answered a request (0: spun since)
         try:
             while not self._done:
@@ -838,12 +857,8 @@ class Session(Fairness):
                     # just answered one: look again without sleeping for a while
                     self._spinning = fd
                     self.stats.clone_spins += 1
-                    deadline = last + spin_ns
                     try:
-                        while not poll(0):
-                            if clock() >= deadline:
-                                break
-                        else:
+                        if spin(fd, last + spin_ns - clock()):
                             self.stats.clone_spin_hits += 1
                     finally:
                         self._spinning = 0
@@ -886,6 +901,10 @@ class Session(Fairness):
                         self._pending_lock.wait_for(lambda s=seq: self._written_seq >= s)
                     self._write([deferred], fd)
                 last = clock()
+                if CLONES_STAY and not self._mixed():
+                    # the mixed spell is over: park (and let the first reader keep the
+                    # lock again) even while requests keep this reader from timing out
+                    busy.clear()
         except Exception:
             log.exception("second reader failed; the first one keeps serving")
         finally:
