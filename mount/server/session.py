@@ -357,6 +357,7 @@ class Session(Fairness):
         cloop = (self._hotpath.serve if CLOOP and self._hotpath is not None and trace is None
                  else None)
         requests = self.stats.requests
+        spin = self._spin_fn(poll, clock)
         last = clock()
         try:
             while not self._done:
@@ -394,10 +395,10 @@ class Session(Fairness):
                         continue
                     # spin on poll(0) until a request is there: ~0.5 us a turn, where a
                     # failed readv costs ~1.8 (a BlockingIOError and its strerror), and
-                    # a request arriving mid-turn waits out the rest of the turn
-                    deadline = last + spin_ns
-                    while not poll(0) and clock() < deadline:
-                        pass
+                    # a request arriving mid-turn waits out the rest of the turn; in C
+                    # with the GIL released where the engine exists (the clone readers
+                    # of mixed traffic need the GIL meanwhile: _spin_fn)
+                    spin(fd, last + spin_ns - clock())
                     continue
                 if n is None:
                     continue
@@ -803,10 +804,11 @@ class Session(Fairness):
 
     def _spin_fn(self, poll: Callable[[int], list], clock: Callable[[], int]
                  ) -> Callable[[int, int], bool]:
-        """A clone reader's spin (CLONE_SPIN_NS): ``spin(fd, ns)`` looks at the fd
-        without sleeping for ``ns`` and says whether a request is there -- the C
-        engine's, with the GIL released, where it exists (a Python spin holds the
-        GIL between its turns, keeping the reader that copies a WRITE in waiting)."""
+        """A reader's spin (the first reader's spin_ns, a clone's CLONE_SPIN_NS):
+        ``spin(fd, ns)`` looks at the fd without sleeping for ``ns`` and says whether
+        a request is there -- the C engine's, with the GIL released, where it exists
+        (a Python spin holds the GIL between its turns, keeping a reader that needs
+        it -- one copying a WRITE in, between its copies -- waiting meanwhile)."""
         engine_spin = getattr(self._hotpath, "spin", None)
         if engine_spin is not None:
             return engine_spin
