@@ -90,6 +90,9 @@ BUFFER_SIZE = (1 << 20) + 64 * 1024
 # on this VM (cpuidle haltpoll with guest_halt_poll_ns=0) a sleeping CPU costs
 # ~40 us more per round trip (docs/performance.md). 0 turns it off.
 SPIN_NS = int(os.environ.get("SHMFS_SPIN_US", "50")) * 1000  # env: A/B runs
+# SHMFS_PY_SPIN=1: the readers' spins in Python even with the C engine (A/B runs of
+# Session._spin_fn: a Python spin holds the GIL between its turns)
+PY_SPIN = os.environ.get("SHMFS_PY_SPIN", "0") != "0"
 # The first reader's loop in C (native/hotloop.c, Engine.serve): reads, spins and
 # answers the hot path's requests without returning to Python while nothing else is
 # to be done (docs/decisions.md, "The first reader's loop in C"). 0: the Python loop.
@@ -810,7 +813,7 @@ class Session(Fairness):
         (a Python spin holds the GIL between its turns, keeping a reader that needs
         it -- one copying a WRITE in, between its copies -- waiting meanwhile)."""
         engine_spin = getattr(self._hotpath, "spin", None)
-        if engine_spin is not None:
+        if engine_spin is not None and not PY_SPIN:
             return engine_spin
 
         def spin(fd: int, ns: int) -> bool:
