@@ -8,7 +8,9 @@ more than one reader (docs/decisions.md 25, docs/performance.md change 24):
   progress lets it in at its next chunk boundary, and requests with data wait
   while it does;
 - ``_serve_locked`` is the first reader's request: while it is a large one
-  the clone readers read the device too (``Session._busy``);
+  the clone readers read the device too (``Session._busy``), and by default
+  (CLONES_STAY) for as long as the traffic stays mixed, spinning for a while
+  after each request they answer (CLONE_SPIN_NS; docs/decisions.md 33);
 - ``_dispatch`` handles a request under the lock: a WRITE of more than
   ``CHUNK_BYTES`` as consecutive WRITEs (``_chunked_write``) while small
   requests have recently had to wait, everything else whole.
