@@ -192,14 +192,14 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
 }
 
 /*
- * Engine.spin(fd, spin_ns) -> bool: a clone reader's look at its fd without
- * sleeping (issue 15, hol: mount.server.fairness.CLONE_SPIN_NS), poll(2) with a
- * zero timeout until the fd is readable (True) or spin_ns have passed (False),
- * all with the GIL released.  A spin in Python (select.poll's poll(0) in a loop)
- * takes the GIL back after every turn, and a thread that waits for it (the
- * reader copying a large WRITE in, between its copies) is not let in until that
- * spin ends: a GIL-holding spinner delays everyone else's Python by up to its
- * length.  Reads nothing: the caller reads (and parks first if it must).
+ * Engine.spin(fd, spin_ns) -> bool: a reader's look at its fd without sleeping
+ * (issue 15, hol: a clone's mount.server.fairness.CLONE_SPIN_NS, and the first
+ * reader's spin where Engine.serve does not run), poll(2) with a zero timeout
+ * until the fd is readable (True) or spin_ns have passed (False), all with the
+ * GIL released.  A spin in Python (select.poll's poll(0) in a loop) takes the
+ * GIL back after every turn, and a thread that waits for it (the reader copying
+ * a large WRITE in, between its copies) mostly loses the race for it until the
+ * spin ends.  Reads nothing: the caller reads (and parks first if it must).
  */
 static PyObject *Engine_spin(Engine *e, PyObject *const *args, Py_ssize_t nargs)
 {
