@@ -385,7 +385,9 @@ class Session(Fairness):
                             with lock:
                                 self._reap(1)
                         continue
-                    if clock() - last >= spin_ns:
+                    # a clone spinning already (mixed traffic, CLONE_SPIN_NS): sleep
+                    # now rather than keep the other CPU of two spinning too
+                    if clock() - last >= spin_ns or self._spinning:
                         if hold.engaged and not poller.poll(release_ms):
                             # the other readers are idle: parked, or not in a request
                             if lock is None or self._owned or not lock.locked():
