@@ -9,8 +9,8 @@ more than one reader (docs/decisions.md 25, docs/performance.md change 24):
   while it does;
 - ``_serve_locked`` is the first reader's request: while it is a large one
   the clone readers read the device too (``Session._busy``), and by default
-  (CLONES_STAY) for as long as the traffic stays mixed, spinning for a while
-  after each request they answer (CLONE_SPIN_NS; docs/decisions.md 33);
+  (CLONES_STAY) for as long as the traffic stays mixed -- opt-in, spinning for a
+  while after each request they answer (CLONE_SPIN_NS; docs/decisions.md 33);
 - ``_dispatch`` handles a request under the lock: a WRITE of more than
   ``CHUNK_BYTES`` as consecutive WRITEs (``_chunked_write``) while small
   requests have recently had to wait, everything else whole.
@@ -74,9 +74,11 @@ CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "1") != "0"
 # apart (LOOKUP, CREATE, FLUSH, RELEASE), and a clone asleep in poll(2) is woken for
 # each on this VM at ~40 us (docs/performance.md, "halt-poll"), on a CPU that two
 # streaming writers keep busy. Only one clone spins at a time (Session._spinning).
-# Clones are up only for mixed traffic, so a quiet mount never spins here. 0: sleep
-# at once (the sixth session's clones); A/B runs (docs/performance.md, change 30).
-CLONE_SPIN_NS = int(float(os.environ.get("SHMFS_CLONE_SPIN_US", "50")) * 1000)
+# Clones are up only for mixed traffic, so a quiet mount never spins here. 0 (the
+# default): sleep at once -- with cpu_latency=off the spin made the tail worse in the
+# runs of change 30 (docs/performance.md), and with it on nothing could be told from
+# the noise of a loaded machine; opt-in for the idle run to decide.
+CLONE_SPIN_NS = int(float(os.environ.get("SHMFS_CLONE_SPIN_US", "0")) * 1000)
 
 _IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
 _WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad
