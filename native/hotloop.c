@@ -380,3 +380,43 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         return Py_BuildValue("(LLO)", code, last, Py_True);
     return Py_BuildValue("(LL)", code, last);
 }
+
+/*
+ * Engine.spin(fd, spin_ns) -> bool: a reader's look at its fd without sleeping
+ * (issue 15, hol: a clone's mount.server.fairness.CLONE_SPIN_NS, and the first
+ * reader's spin where Engine.serve does not run), poll(2) with a zero timeout
+ * until the fd is readable (True) or spin_ns have passed (False), all with the
+ * GIL released.  A spin in Python (select.poll's poll(0) in a loop) takes the
+ * GIL back after every turn, and a thread that waits for it (the reader copying
+ * a large WRITE in, between its copies) mostly loses the race for it until the
+ * spin ends.  Reads nothing: the caller reads (and parks first if it must).
+ */
+static PyObject *Engine_spin(Engine *e, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)e;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "spin(fd, spin_ns)");
+        return NULL;
+    }
+    long fdl = PyLong_AsLong(args[0]);
+    long long spin_ns = PyLong_AsLongLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (fdl < 0 || fdl > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "hotpath: bad fd");
+        return NULL;
+    }
+    struct pollfd p = {.fd = (int)fdl, .events = POLLIN};
+    int ready = 0;
+    Py_BEGIN_ALLOW_THREADS
+    long long deadline = mono_ns() + spin_ns;
+    do {
+        p.revents = 0;
+        if (poll(&p, 1, 0) > 0) {
+            ready = 1;
+            break;
+        }
+    } while (mono_ns() < deadline);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(ready);
+}

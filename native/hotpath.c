@@ -1851,6 +1851,8 @@ static PyMethodDef Engine_methods[] = {
     {"statistics", (PyCFunction)Engine_statistics, METH_NOARGS, "counters"},
     {"serve", (PyCFunction)(void (*)(void))Engine_serve, METH_FASTCALL,
      "serve(fd, buf, last, spin_ns, pending, requests): the reader's loop (hotloop.c)"},
+    {"spin", (PyCFunction)(void (*)(void))Engine_spin, METH_FASTCALL,
+     "spin(fd, spin_ns) -> readable: a clone reader's spin, GIL released (hotloop.c)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -45,12 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 _WRITER = """
 import os, sys, time
 buf = b"w" * (1 << 20)
-end = time.time() + float(sys.argv[2])
+t0 = time.time()
+end = t0 + float(sys.argv[2])
+done = 0
 while time.time() < end:
     fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
     for _ in range(64):
-        os.write(fd, buf)
+        done += os.write(fd, buf)
     os.close(fd)
+print(done / (time.time() - t0) / 1e6)
 """
 
 
@@ -65,8 +68,10 @@ def measure(directory: str, seconds: float, streams: int = 2) -> dict[str, objec
     os.makedirs(cdir, exist_ok=True)
     load0 = _load()
     writers = [subprocess.Popen([sys.executable, "-c", _WRITER,
-                                 os.path.join(directory, f"stream{i}"), str(seconds + 0.5)])
+                                 os.path.join(directory, f"stream{i}"), str(seconds + 0.5)],
+                                stdout=subprocess.PIPE, text=True)
                for i in range(streams)]
+    mbs = 0.0
     lat: list[int] = []
     try:
         if streams:
@@ -87,7 +92,8 @@ def measure(directory: str, seconds: float, streams: int = 2) -> dict[str, objec
             os.unlink(q)
     finally:
         for w in writers:
-            w.wait()
+            out = w.communicate()[0].strip()
+            mbs += float(out) if w.returncode == 0 and out else 0.0
     lat.sort()
 
     def pct(f: float) -> float:
@@ -95,12 +101,14 @@ def measure(directory: str, seconds: float, streams: int = 2) -> dict[str, objec
 
     return {"creates": len(lat), "median_us": pct(0.5), "p90_us": pct(0.9),
             "p99_us": pct(0.99), "max_us": lat[-1] / 1000 if lat else 0.0,
-            "load_before": load0, "load_after": _load()}
+            "load_before": load0, "load_after": _load(),
+            "streams_mb_s": mbs}  # the writers' bytes per second, all streams together
 
 
 def show(label: str, r: dict[str, object]) -> str:
     return (f"{label}: create+close x {r['creates']}: median {r['median_us']:.0f} us, "
             f"p90 {r['p90_us']:.0f}, p99 {r['p99_us']:.0f}, max {r['max_us']:.0f}; "
+            f"streams {r['streams_mb_s']:.0f} MB/s; "
             f"load {r['load_before']} -> {r['load_after']}")
 
 

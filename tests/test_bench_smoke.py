@@ -212,6 +212,25 @@ def test_target_specs() -> None:
         parse_targets("ext4,tmpfs", "1g")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a shmfs")
+def test_shmfs_env_items_go_to_the_daemon_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``shmfs:SHMFS_NAME=VALUE+OPT``: the SHMFS_ item is in that daemon's environment
+    (its /proc/PID/environ), not in its -o options nor left in ours; OPT is an option."""
+    monkeypatch.delenv("SHMFS_CLONE_SPIN_US", raising=False)
+    (t, _ref) = parse_targets("shmfs:SHMFS_CLONE_SPIN_US=7+nr_inodes=5000,tmpfs", "64m")
+    try:
+        t.open()
+        assert "SHMFS_CLONE_SPIN_US" not in os.environ
+        assert t.env == {"SHMFS_CLONE_SPIN_US": "7"}
+        assert t.mount_options == "size=64m,nr_inodes=5000"
+        assert t.daemon_pid is not None
+        with open(f"/proc/{t.daemon_pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+        assert b"SHMFS_CLONE_SPIN_US=7" in environ
+    finally:
+        t.close()
+
+
 def _bench(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     """bench.py with its temporary mountpoints (TMPDIR) in tmp_path/tmp."""
     (tmp_path / "tmp").mkdir()

@@ -8,7 +8,9 @@ more than one reader (docs/decisions.md 25, docs/performance.md change 24):
   progress lets it in at its next chunk boundary, and requests with data wait
   while it does;
 - ``_serve_locked`` is the first reader's request: while it is a large one
-  the clone readers read the device too (``Session._busy``);
+  the clone readers read the device too (``Session._busy``), and by default
+  (CLONES_STAY) for as long as the traffic stays mixed -- opt-in, spinning for a
+  while after each request they answer (CLONE_SPIN_NS; docs/decisions.md 36);
 - ``_dispatch`` handles a request under the lock: a WRITE of more than
   ``CHUNK_BYTES`` as consecutive WRITEs (``_chunked_write``) while small
   requests have recently had to wait, everything else whole.
@@ -61,9 +63,22 @@ BIG_REQUEST = 64 << 10
 # an arrival wakes it anyway, so it notices a quiet device at the next request.
 CLONE_POLL_MS = int(os.environ.get("SHMFS_CLONE_POLL_MS", "100"))
 SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
-# The clone readers stay up for as long as the traffic is mixed (1), not only while the
-# first reader is in a large request (0: the fifth session's rule); A/B runs
-CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "0") != "0"
+# The clone readers stay up for as long as the traffic is mixed (1, the default since
+# change 31), not only while the first reader is in a large request (0: the fifth and
+# sixth sessions' rule): the first reader's own read(2) of the next 1 MiB WRITE (~0.25
+# ms) is a time when a small request finds no reader otherwise; A/B runs
+CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "1") != "0"
+# A clone reader that has just answered a request looks at the device without sleeping
+# for this long (poll(0) turns) before it sleeps in poll(2), as the first reader spins
+# after each of its requests: a client's requests come one after another a few us
+# apart (LOOKUP, CREATE, FLUSH, RELEASE), and a clone asleep in poll(2) is woken for
+# each on this VM at ~40 us (docs/performance.md, "halt-poll"), on a CPU that two
+# streaming writers keep busy. Only one clone spins at a time (Session._spinning).
+# Clones are up only for mixed traffic, so a quiet mount never spins here. 0 (the
+# default): sleep at once -- with cpu_latency=off the spin made the tail worse in the
+# runs of change 31 (docs/performance.md), and with it on nothing could be told from
+# the noise of a loaded machine; opt-in for the idle run to decide.
+CLONE_SPIN_NS = int(float(os.environ.get("SHMFS_CLONE_SPIN_US", "0")) * 1000)
 
 _IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
 _WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad

@@ -68,6 +68,7 @@ from mount.server.fairness import (
     BIG_REQUEST,
     CHUNK_BYTES,
     CLONE_POLL_MS,
+    CLONE_SPIN_NS,
     CLONES_STAY,
     RECENT_NS,
     SWITCH_INTERVAL_S,
@@ -89,6 +90,9 @@ BUFFER_SIZE = (1 << 20) + 64 * 1024
 # on this VM (cpuidle haltpoll with guest_halt_poll_ns=0) a sleeping CPU costs
 # ~40 us more per round trip (docs/performance.md). 0 turns it off.
 SPIN_NS = int(os.environ.get("SHMFS_SPIN_US", "50")) * 1000  # env: A/B runs
+# SHMFS_PY_SPIN=1: the readers' spins in Python even with the C engine (A/B runs of
+# Session._spin_fn: a Python spin holds the GIL between its turns)
+PY_SPIN = os.environ.get("SHMFS_PY_SPIN", "0") != "0"
 # The first reader's loop in C (native/hotloop.c, Engine.serve): reads, spins and
 # answers the hot path's requests without returning to Python while nothing else is
 # to be done (docs/decisions.md, "The first reader's loop in C"). 0: the Python loop.
@@ -160,6 +164,8 @@ class SessionStats:
     write_chunks: int = 0  # chunks of large WRITEs handled in pieces (readers >= 2)
     yields: int = 0  # times a large WRITE let a small request in between two chunks
     lock_kept: int = 0  # times the first reader kept the fs lock (all clones parked)
+    clone_spins: int = 0  # a clone reader looked at its fd without sleeping (CLONE_SPIN_NS)
+    clone_spin_hits: int = 0  # ... and found a request there
 
 
 class Session(Fairness):
@@ -224,6 +230,7 @@ class Session(Fairness):
         self._owned = False
         self._parked: set[int] = set()
         self._clones = 0
+        self._spinning = 0  # the clone reader spinning on its fd (CLONE_SPIN_NS), or 0
         # where a chunk's reply goes when its handler writes to _reply_fd itself
         self._chunk_pipe: tuple[int, int] | None = None
         self.chunk_bytes = CHUNK_BYTES
@@ -366,6 +373,7 @@ class Session(Fairness):
         cloop = (self._hotpath.serve if CLOOP and self._hotpath is not None and trace is None
                  else None)
         requests = self.stats.requests
+        spin = self._spin_fn(poll, clock)
         last = clock()
         try:
             while not self._done:
@@ -399,7 +407,9 @@ class Session(Fairness):
                             with lock:
                                 self._reap(1)
                         continue
-                    if clock() - last >= spin_ns:
+                    # a clone spinning already (mixed traffic, CLONE_SPIN_NS): sleep
+                    # now rather than keep the other CPU of two spinning too
+                    if clock() - last >= spin_ns or self._spinning:
                         if hold.engaged and not poller.poll(release_ms):
                             # the other readers are idle: parked, or not in a request
                             if lock is None or self._owned or not lock.locked():
@@ -412,10 +422,10 @@ class Session(Fairness):
                         continue
                     # spin on poll(0) until a request is there: ~0.5 us a turn, where a
                     # failed readv costs ~1.8 (a BlockingIOError and its strerror), and
-                    # a request arriving mid-turn waits out the rest of the turn
-                    deadline = last + spin_ns
-                    while not poll(0) and clock() < deadline:
-                        pass
+                    # a request arriving mid-turn waits out the rest of the turn; in C
+                    # with the GIL released where the engine exists (the clone readers
+                    # of mixed traffic need the GIL meanwhile: _spin_fn)
+                    spin(fd, last + spin_ns - clock())
                     continue
                 if n is None:
                     continue
@@ -825,6 +835,25 @@ class Session(Fairness):
             threading.Thread(target=self._clone_reader, args=(fd2,),
                              name=f"shmfs-reader{i + 2}", daemon=True).start()
 
+    def _spin_fn(self, poll: Callable[[int], list], clock: Callable[[], int]
+                 ) -> Callable[[int, int], bool]:
+        """A reader's spin (the first reader's spin_ns, a clone's CLONE_SPIN_NS):
+        ``spin(fd, ns)`` looks at the fd without sleeping for ``ns`` and says whether
+        a request is there -- the C engine's, with the GIL released, where it exists
+        (a Python spin holds the GIL between its turns, keeping a reader that needs
+        it -- one copying a WRITE in, between its copies -- waiting meanwhile)."""
+        engine_spin = getattr(self._hotpath, "spin", None)
+        if engine_spin is not None and not PY_SPIN:
+            return engine_spin
+
+        def spin(fd: int, ns: int) -> bool:
+            deadline = clock() + ns
+            while not poll(0):
+                if clock() >= deadline:
+                    return False
+            return True
+        return spin
+
     def _clone_reader(self, fd: int) -> None:
         """Read and answer requests from the clone fd: the same _handle under the
         same lock, replies written to this fd. A reply that must follow queued
@@ -843,6 +872,11 @@ class Session(Fairness):
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        poll = poller.poll
+        clock = time.perf_counter_ns
+        spin_ns = CLONE_SPIN_NS
+        spin = self._spin_fn(poll, clock)
+        last = 0  # when this reader last answered a request (0: spun since)
         try:
             while not self._done:
                 # park until the first reader is in a large request; then take what
@@ -853,6 +887,17 @@ class Session(Fairness):
                     parked.add(fd)
                     busy.wait()
                     parked.discard(fd)
+                    continue
+                if spin_ns and not self._spinning and clock() - last < spin_ns:
+                    # just answered one: look again without sleeping for a while
+                    self._spinning = fd
+                    self.stats.clone_spins += 1
+                    try:
+                        if spin(fd, last + spin_ns - clock()):
+                            self.stats.clone_spin_hits += 1
+                    finally:
+                        self._spinning = 0
+                    last = 0  # once per request answered
                     continue
                 if not poller.poll(CLONE_POLL_MS):
                     if CLONES_STAY and not self._mixed():  # the first reader may be
@@ -890,6 +935,11 @@ class Session(Fairness):
                     with self._pending_lock:
                         self._pending_lock.wait_for(lambda s=seq: self._written_seq >= s)
                     self._write([deferred], fd)
+                last = clock()
+                if CLONES_STAY and not self._mixed():
+                    # the mixed spell is over: park (and let the first reader keep the
+                    # lock again) even while requests keep this reader from timing out
+                    busy.clear()
         except Exception:
             log.exception("second reader failed; the first one keeps serving")
         finally:
@@ -937,6 +987,8 @@ class Session(Fairness):
             "write_chunks": self.stats.write_chunks,
             "write_yields": self.stats.yields,
             "lock_kept": self.stats.lock_kept,  # a quiet mount's first reader (fairness.py)
+            "clone_spins": self.stats.clone_spins,  # SHMFS_CLONE_SPIN_US
+            "clone_spin_hits": self.stats.clone_spin_hits,
             "lock_owned": self._owned,
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),

@@ -1,14 +1,17 @@
 """The filesystems a benchmark run compares, and their mounting and unmounting.
 
-A target spec is ``shmfs``, ``shmfs:OPT+OPT`` (extra ``-o`` options joined
-by ``+``, e.g. ``shmfs:cpu_latency=off``), ``tmpfs`` or ``dir:/some/path`` (an existing
-directory, benchmarked as it is -- useful without root or for any other
-filesystem). ``tmpfs`` and ``shmfs`` targets are fresh mounts made for this run
-on a private temporary mountpoint; ``Target.close`` always unmounts them (the
-caller drives it from a ``finally``/ExitStack, so Ctrl-C and errors unmount
-too). A shmfs is mounted and taken down by ``mount.mounting.managed.managed_shmfs``,
-shared with the tests and the other tools; its daemon is the process it
-started, so the pid (and the RSS at mount) needs no search.
+A target spec is ``shmfs``, ``shmfs:OPT+OPT`` (extra ``-o`` options joined by
+``+``, e.g. ``shmfs:cpu_latency=off``; an item spelled ``SHMFS_NAME=VALUE`` is
+put in that daemon's environment instead, for interleaved A/B runs of the
+daemon's env switches, e.g. ``shmfs:SHMFS_CLONES_STAY=1``), ``tmpfs`` or
+``dir:/some/path`` (an existing directory, benchmarked as it is -- useful
+without root or for any other filesystem). ``tmpfs`` and ``shmfs`` targets are
+fresh mounts made for this run on a private temporary mountpoint;
+``Target.close`` always unmounts them (the caller drives it from a
+``finally``/ExitStack, so Ctrl-C and errors unmount too). A shmfs is mounted and
+taken down by ``mount.mounting.managed.managed_shmfs``, shared with the tests
+and the other tools; its daemon is the process it started, so the pid (and the
+RSS at mount) needs no search.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Target:
     rss_at_mount: int | None = None
     command: list[str] | None = None
     extra_options: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # the daemon's SHMFS_* switches
     _shmfs: contextlib.ExitStack | None = None
 
     def open(self) -> None:
@@ -69,7 +73,10 @@ class Target:
             if not self.path.is_dir():
                 raise FileNotFoundError(f"{self.path} is not a directory")
             return
-        self.mount_options = ",".join(filter(None, [f"size={self.size}", self.extra_options]))
+        opts = [o for o in self.extra_options.split(",") if o]
+        self.env = dict(o.split("=", 1) for o in opts if o.startswith("SHMFS_") and "=" in o)
+        opts = [o for o in opts if not (o.startswith("SHMFS_") and "=" in o)]
+        self.mount_options = ",".join([f"size={self.size}", *opts])
         if self.kind == "tmpfs":
             self._tmpdir = Path(tempfile.mkdtemp(prefix=f"shmfs-bench-{self.kind}-"))
             self.path = self._tmpdir / "mnt"
@@ -84,8 +91,17 @@ class Target:
     def _mount_shmfs(self) -> None:
         """A fresh shmfs through managed_shmfs, held open until close()."""
         self._shmfs = contextlib.ExitStack()  # before mounting: close() always undoes it
-        m = self._shmfs.enter_context(managed_shmfs(
-            self.mount_options, prefix="shmfs-bench-shmfs-", ready_timeout=MOUNT_TIMEOUT))
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)  # the daemon inherits them (managed_shmfs spawns it)
+        try:
+            m = self._shmfs.enter_context(managed_shmfs(
+                self.mount_options, prefix="shmfs-bench-shmfs-", ready_timeout=MOUNT_TIMEOUT))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         self.path, self.daemon_pid, self.command = m.path, m.pid, m.command
         self.mounted = True
         self.rss_at_mount = vm_rss_bytes(m.pid)
@@ -129,6 +145,7 @@ class Target:
             "path": str(self.path),
             "fstype": self.fstype() if self.kind != "dir" else None,
             "mount_options": self.mount_options,
+            "env": self.env,
             "daemon_pid": self.daemon_pid,
             "daemon_rss_at_mount": self.rss_at_mount,
             "command": self.command,

@@ -73,8 +73,8 @@ def test_a_quiet_mount_keeps_the_lock() -> None:
         s = _quiet_until_owned(mnt)
         assert s["readers"] == 3, s
         assert s["lock_kept"] >= 1, s
-        # a quiet mount's requests all go to the first reader
-        assert s["second_reader_requests"] == 0, s
+        # a quiet mount's requests all go to the first reader; no clone spins
+        assert s["second_reader_requests"] == 0 and s["clone_spins"] == 0, s
 
 
 def test_readers_1_never_keeps_a_lock() -> None:
@@ -85,7 +85,7 @@ def test_readers_1_never_keeps_a_lock() -> None:
     assert s["readers"] == 1 and s["lock_kept"] == 0 and not s["lock_owned"], s
 
 
-@pytest.mark.parametrize("stay", ["0", "1"])
+@pytest.mark.parametrize("stay", ["0", "1", "spin"])
 def test_streams_take_the_lock_back_and_quiet_returns_it(monkeypatch: pytest.MonkeyPatch,
                                                          stay: str) -> None:
     """Quiet, then two writers streaming 1 MiB pwrites into one file while a third
@@ -94,8 +94,12 @@ def test_streams_take_the_lock_back_and_quiet_returns_it(monkeypatch: pytest.Mon
     the lock again afterwards, and the big file and every small file are exact.
     SHMFS_CLONES_STAY=1 (the clone readers up while the traffic is mixed, which
     without a time window is from the first large request on): the same bytes; the
-    lock is not kept again there, by design."""
-    monkeypatch.setenv("SHMFS_CLONES_STAY", stay)
+    lock is not kept again there, by design. ``spin``: the same with the clone readers
+    looking at their fd without sleeping after each request they answer
+    (SHMFS_CLONE_SPIN_US; 1 ms here, so that a preempted reader still spins at least
+    once): the same bytes, and the spins happened."""
+    monkeypatch.setenv("SHMFS_CLONES_STAY", "0" if stay == "0" else "1")
+    monkeypatch.setenv("SHMFS_CLONE_SPIN_US", "1000" if stay == "spin" else "0")
     rounds = 12
     with shmfs_mount("size=256m") as mnt:
         kept = _quiet_until_owned(mnt)["lock_kept"]
@@ -121,10 +125,48 @@ def test_streams_take_the_lock_back_and_quiet_returns_it(monkeypatch: pytest.Mon
             s = _session(mnt)
             assert s["write_chunks"] > 0, s
             served = s["second_reader_requests"]
-            if stay == "1":
+            if stay == "spin":
+                assert 0 < s["clone_spins"] and s["clone_spin_hits"] <= s["clone_spins"], s
+            else:
+                assert s["clone_spins"] == 0, s
+            if stay != "0":
                 continue
             s = _quiet_until_owned(mnt)
             assert s["lock_kept"] > kept, s  # kept again after the streams
             kept = s["lock_kept"]
         # the clone readers did serve while the streams ran
         assert served > 0, s
+
+
+def test_clones_staying_up_park_once_the_traffic_is_no_longer_mixed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (SHMFS_CLONES_STAY and SHMFS_CLONE_SPIN_US as shipped), with a mixed
+    spell that ends: while two writers stream and another process creates, the clone
+    readers serve requests and spin; once the streams are done the small requests that
+    keep coming are no longer mixed traffic, the clone readers park and the first reader
+    keeps the lock again -- even though the clones are kept awake by those requests
+    (a clone parks after a request it answered once the spell is over). Files exact."""
+    monkeypatch.setenv("SHMFS_CHUNK_WINDOW_MS", "20")  # a spell ends 20 ms after the last
+    monkeypatch.delenv("SHMFS_CLONES_STAY", raising=False)
+    monkeypatch.delenv("SHMFS_CLONE_SPIN_US", raising=False)
+    rounds = 24
+    with shmfs_mount("size=256m") as mnt:
+        kept = _quiet_until_owned(mnt)["lock_kept"]
+        big = mnt / "big"
+        small = mnt / "small"
+        ps = [subprocess.Popen([sys.executable, "-c", _WRITER, str(big), str(t), str(rounds)])
+              for t in (0, 1)]
+        ps.append(subprocess.Popen([sys.executable, "-c", _CREATOR, str(small), "600"]))
+        for p in ps:
+            assert p.wait(timeout=300) == 0
+        s = _session(mnt)
+        assert s["second_reader_requests"] > 0, s  # the clones were up and served
+        s = _quiet_until_owned(mnt, tries=20000)
+        assert s["lock_kept"] > kept, s
+        data = big.read_bytes()
+        for t in (0, 1):
+            for r in range(rounds):
+                rec = data[(t * rounds + r) << 20:(t * rounds + r + 1) << 20]
+                assert rec == bytes([t * 16 + r % 16]) * (1 << 20), (t, r)
+        names = sorted(os.listdir(small))
+        assert names == sorted(f"f{i}" for i in range(600) if i % 3)

@@ -125,13 +125,15 @@ def test_truncates_racing_large_writes_on_tmpfs(tmp_path: Path, how: str) -> Non
 
 
 @pytest.mark.parametrize("how", ["open", "ftruncate"])
-@pytest.mark.parametrize("stay", ["0", "1"])
+@pytest.mark.parametrize("stay", ["0", "1", "spin"])
 def test_truncates_racing_chunked_writes_on_shmfs(monkeypatch: pytest.MonkeyPatch,
                                                   how: str, stay: str) -> None:
     """The same on shmfs with every large WRITE chunked (no time window), the clone
-    readers parked between large requests (stay=0) or up throughout (stay=1)."""
+    readers parked between large requests (stay=0), up throughout (stay=1), or up
+    and spinning after each request they answer (spin)."""
     monkeypatch.setenv("SHMFS_CHUNK_WINDOW_MS", "-1")
-    monkeypatch.setenv("SHMFS_CLONES_STAY", stay)
+    monkeypatch.setenv("SHMFS_CLONES_STAY", "0" if stay == "0" else "1")
+    monkeypatch.setenv("SHMFS_CLONE_SPIN_US", "1000" if stay == "spin" else "0")
     with shmfs_mount("size=256m") as mnt:
         r = _race(mnt, how)
         s = mount_stats(mnt)["session"]
