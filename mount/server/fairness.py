@@ -8,7 +8,7 @@ more than one reader (docs/decisions.md 25, docs/performance.md change 24):
   progress lets it in at its next chunk boundary, and requests with data wait
   while it does;
 - ``_serve_locked`` is the first reader's request: while it is a large one
-  the clone readers read the device too (``Session._busy``), and by default
+  the clone readers read the device too (``Session._busy``), and opt-in
   (CLONES_STAY) for as long as the traffic stays mixed -- opt-in, spinning for a
   while after each request they answer (CLONE_SPIN_NS; docs/decisions.md 36);
 - ``_dispatch`` handles a request under the lock: a WRITE of more than
@@ -63,11 +63,14 @@ BIG_REQUEST = 64 << 10
 # an arrival wakes it anyway, so it notices a quiet device at the next request.
 CLONE_POLL_MS = int(os.environ.get("SHMFS_CLONE_POLL_MS", "100"))
 SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
-# The clone readers stay up for as long as the traffic is mixed (1, the default since
-# change 31), not only while the first reader is in a large request (0: the fifth and
-# sixth sessions' rule): the first reader's own read(2) of the next 1 MiB WRITE (~0.25
-# ms) is a time when a small request finds no reader otherwise; A/B runs
-CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "1") != "0"
+# The clone readers stay up for as long as the traffic is mixed (1, opt-in), not only
+# while the first reader is in a large request (0, the default): the first reader's own
+# read(2) of the next 1 MiB WRITE (~0.25 ms) is a time when a small request finds no
+# reader otherwise. Not the default: a clone that is up reads window IOCTLs and window
+# READ/WRITEs too, and only the first reader may hand them to the C window engine, so
+# window traffic mixed with large WRITEs went to Python (docs/decisions.md 36); and
+# its gain under streams was inside the noise of change 31. A/B runs
+CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "0") != "0"
 # A clone reader that has just answered a request looks at the device without sleeping
 # for this long (poll(0) turns) before it sleeps in poll(2), as the first reader spins
 # after each of its requests: a client's requests come one after another a few us

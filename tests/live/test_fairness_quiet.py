@@ -140,14 +140,14 @@ def test_streams_take_the_lock_back_and_quiet_returns_it(monkeypatch: pytest.Mon
 
 def test_clones_staying_up_park_once_the_traffic_is_no_longer_mixed(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default (SHMFS_CLONES_STAY and SHMFS_CLONE_SPIN_US as shipped), with a mixed
+    """SHMFS_CLONES_STAY=1 (the opt-in; the spin as shipped), with a mixed
     spell that ends: while two writers stream and another process creates, the clone
     readers serve requests and spin; once the streams are done the small requests that
     keep coming are no longer mixed traffic, the clone readers park and the first reader
     keeps the lock again -- even though the clones are kept awake by those requests
     (a clone parks after a request it answered once the spell is over). Files exact."""
     monkeypatch.setenv("SHMFS_CHUNK_WINDOW_MS", "20")  # a spell ends 20 ms after the last
-    monkeypatch.delenv("SHMFS_CLONES_STAY", raising=False)
+    monkeypatch.setenv("SHMFS_CLONES_STAY", "1")
     monkeypatch.delenv("SHMFS_CLONE_SPIN_US", raising=False)
     rounds = 24
     with shmfs_mount("size=256m") as mnt:
