@@ -535,6 +535,8 @@ class Session(Fairness):
             if restart is not None:
                 out = restart.after(opcode, out)
             events = self.fs.drain_events()
+        if events and opcode == OPCODE_READ and self._sink is None:
+            events = self._attrs_inline(events)
         if events:
             after: list = []
             if opcode == OPCODE_WRITE:
@@ -651,6 +653,25 @@ class Session(Fairness):
         if err:
             self._write_failed(OSError(err, os.strerror(err)))
         return True
+
+    def _attrs_inline(self, events: list) -> list:
+        """A READ's attribute-only INVAL_INODEs (a window READ's fault allocated a hole of
+        the object: its st_blocks) written here, before the reply, and the other
+        events returned.  Such an INVAL locks no page (fuse_reverse_inval_inode with
+        a negative offset), so the reader may write it; queued, it would put the
+        READ's reply behind notifications that may wait for the pages this READ
+        holds (docs/windows.md "Coherence")."""
+        rest = []
+        for ev in events:
+            if getattr(ev, "off", 0) < 0:  # InvalInode(ino, -1, 0): attributes only
+                self.stats.notifications += 1
+                try:
+                    os.writev(self.fd, [encode_notify(ev)])
+                except OSError as e:  # ENOENT: the kernel forgot the inode
+                    self._write_failed(e)
+            else:
+                rest.append(ev)
+        return rest
 
     def _native_pending(self) -> bool:
         eng = self._winfast
