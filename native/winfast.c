@@ -1116,8 +1116,9 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         Py_XDECREF(t);
     }
     if (r) {
-        PyObject *t = Py_BuildValue("{s:K,s:K,s:l}", "reads", e->reads, "declined",
-                                    e->read_declined, "last_decline", e->last_read_decline);
+        PyObject *t = Py_BuildValue("{s:K,s:K,s:l,s:K}", "reads", e->reads, "declined",
+                                    e->read_declined, "last_decline", e->last_read_decline,
+                                    "attr_invals", e->read_attr_invals);
         if (!t || PyDict_SetItemString(r, "read", t) < 0)
             Py_CLEAR(r);
         Py_XDECREF(t);

@@ -919,9 +919,13 @@ class Session(Fairness):
             op: {"count": c, "mean_us": (ns / c / 1000) if c else 0.0, "total_ns": ns}
             for op, (c, ns) in sorted(self.stats.requests.items())
         }
+        wf = self._winfast.statistics() if self._winfast else None
         return {
             "requests": per_op,
-            "notifications": self.stats.notifications,
+            # and those the engine's window WRITEs and READs sent (its remaps' are counted
+            # as they are answered, Session._native)
+            "notifications": self.stats.notifications + (
+                wf["wstore_invals"] + wf["read"]["attr_invals"] if wf else 0),
             "stores_skipped": self.stats.stores_skipped,
             "codec_errors": self.stats.codec_errors,
             "write_errors": self.stats.write_errors,
@@ -936,7 +940,7 @@ class Session(Fairness):
             "restart": None if self.restart is None else self.restart.statistics(),
             "hotpath": self._hotpath.statistics() if self._hotpath is not None else {
                 "available": hotpath.available(), "engaged": False},
-            "winfast": self._winfast.statistics() if self._winfast else {
+            "winfast": wf if wf else {
                 "available": winfast.available(), "engaged": False},
             "cpu_latency": {
                 "available": self.cpu_latency.available,
