@@ -535,7 +535,7 @@ class Session(Fairness):
             if restart is not None:
                 out = restart.after(opcode, out)
             events = self.fs.drain_events()
-        if events and opcode == OPCODE_READ and self._sink is None:
+        if events and opcode == OPCODE_READ:
             events = self._attrs_inline(events)
         if events:
             after: list = []
