@@ -170,5 +170,36 @@ def test_object_attributes_after_window_fault_as_tmpfs(case: str, mnt: Path, tmp
         assert stats[1]["notifications"] == stats[0]["notifications"] + 1, stats
 
 
+
+def test_object_attributes_after_populating_remap_of_a_hole(mnt: Path, tmpfs: Path,
+                                                            request: pytest.FixtureRequest
+                                                            ) -> None:
+    """REMAP with SHMFS_REMAP_POPULATE onto a hole prefaults it (a read fault through
+    a shared mapping, which on tmpfs allocates: MAP_POPULATE of the hole)."""
+    name = f"remap_{request.node.callspec.params['mnt']}"
+    got = {}
+    for fs in (tmpfs, mnt):
+        d = fs / name
+        d.mkdir()
+        obj = d / "obj"
+        _sparse_object(obj)
+        if fs == tmpfs:
+            before = _attrs(obj)
+            fd = os.open(obj, os.O_RDWR)
+            try:
+                mmap.mmap(fd, P, offset=HOLE * P, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE
+                          ).close()
+            finally:
+                os.close(fd)
+        else:
+            with Window.create(d / "win", obj, 1) as w:
+                w.remap(0, 1, 1)  # nonlinear
+                before = _attrs(obj)
+                w.remap(0, 1, HOLE, populate=True)
+        got[fs] = (before, _attrs(obj))
+    assert got[tmpfs][1][1] > got[tmpfs][0][1]
+    assert got[mnt] == got[tmpfs], got
+
+
 def _engine(mnt: Path) -> dict:
     return mount_stats(mnt)["session"].get("winfast", {})

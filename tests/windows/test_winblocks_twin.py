@@ -28,10 +28,14 @@ ATTRS = (1 << 64) - 1  # offset -1 on the wire: attributes only
 
 
 def _kinds(msgs: list[bytes]) -> list[tuple]:
-    """Each message: ('reply', error) or ('inval', ino, offset, length)."""
+    """Each message: ('reply', error), ('store', ino, offset) or ('inval', ino, offset,
+    length)."""
     out: list[tuple] = []
     for m in msgs:
-        if int.from_bytes(m[8:16], "little") == 0:  # unique 0: a notification
+        if int.from_bytes(m[8:16], "little") == 0 and int.from_bytes(m[4:8], "little") == 4:
+            out.append(("store", int.from_bytes(m[16:24], "little"),
+                        int.from_bytes(m[24:32], "little")))
+        elif int.from_bytes(m[8:16], "little") == 0:  # unique 0: a notification
             assert int.from_bytes(m[4:8], "little") == INVAL
             out.append(("inval", int.from_bytes(m[16:24], "little"),
                         int.from_bytes(m[24:32], "little"), int.from_bytes(m[32:40], "little")))
@@ -106,6 +110,36 @@ def test_read_fault_of_a_hole_sends_the_objects_attributes_before_the_reply() ->
             assert _kinds(ga)[:len(want)] == want, page
             assert a.state() == b.state(), page
         assert a.engine.statistics()["read"]["attr_invals"] == 2
+    finally:
+        a.close()
+        b.close()
+
+
+def test_populating_remaps_of_holes_send_the_objects_attributes() -> None:
+    """A populating REMAP whose prefault allocates holes: the window's INVALs, the
+    object's attribute INVAL, the STOREs, the reply; a short REMAPV: one per entry
+    that allocated (each entry is exactly a REMAP) -- from C as from Python; a REMAP
+    of resident pages sends none."""
+    a, b = _twins()
+    try:
+        for ents, want in [
+                ([(8 * P4, 2 * P4, 38, 0, POPULATE)], 1),  # holes 38, 39
+                ([(10 * P4, P4, 3, 0, POPULATE)], 0),  # a resident page
+                ([(11 * P4, P4, 32, 0, POPULATE), (13 * P4, P4, 4, 0, POPULATE),
+                  (15 * P4, P4, 33, 0, POPULATE)], 2)]:  # two entries allocate
+            na, ga = a.remapv(ents)
+            nb, gb = b.remapv(ents)
+            assert na and not nb, ents
+            assert ga == gb, ents
+            attrs = [m for m in ga if _kinds([m])[0] == ("inval", a.obj, ATTRS, 0)]
+            assert len(attrs) == want, ents
+            assert a.state() == b.state(), ents
+        na, ga = a.ioctl(16 * P4, P4, 34, 0, POPULATE)  # a single REMAP of hole 34
+        nb, gb = b.ioctl(16 * P4, P4, 34, 0, POPULATE)
+        assert na and not nb and ga == gb
+        assert _kinds(ga[:1]) == [("inval", a.obj, ATTRS, 0)]  # nothing cached: first
+        assert _kinds(ga[1:2]) == [("store", a.win, 16 * P4)]  # then the STORE
+        assert a.state() == b.state()
     finally:
         a.close()
         b.close()
