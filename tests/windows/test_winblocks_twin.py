@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pytest
 
+from fsimpl.windows import REMAPV_SCALAR_MAX
 from mount.server import winfast
 from tests.windows.test_winfast_twin import NONBLOCK, P4, POPULATE, Twin
 from tests.windows.test_winoinval_twin import _objread
@@ -143,3 +144,19 @@ def test_populating_remaps_of_holes_send_the_objects_attributes() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_long_remapv_sends_the_objects_attributes_once() -> None:
+    """A REMAPV past the scalar threshold (numpy, Python only): one attribute INVAL of
+    the object for the call when its prefaults allocated holes, none otherwise."""
+    tw = Twin(native=False)
+    try:
+        tw.ioctl(20 * P4, P4, 7, 0, POPULATE)
+        for pgoffs, want in [(list(range(32, 40)) * 2, 1), (list(range(8)) * 2, 0)]:
+            ents = [(p * P4, P4, pg, 0, POPULATE) for p, pg in enumerate(pgoffs, start=100)]
+            assert len(ents) > REMAPV_SCALAR_MAX
+            _native, got = tw.remapv(ents)
+            attrs = [m for m in got if _kinds([m])[0] == ("inval", tw.obj, ATTRS, 0)]
+            assert len(attrs) == want, pgoffs
+    finally:
+        tw.close()
