@@ -76,14 +76,19 @@ class WindowCoherence(TableState):
             ostate.cached.update(range(off >> PAGE_SHIFT, ((off + length - 1) >> PAGE_SHIFT) + 1))
 
     def _inval_object(self, obj_ino: int, pgoffs: Any, attrs: bool = False) -> None:
-        """Invalidate the object's cached pages among ``pgoffs`` (or only its attributes)."""
+        """Invalidate the object's cached pages among ``pgoffs``; else, with ``attrs``,
+        only its attributes (st_blocks after a fault allocated or a punch freed a page:
+        an INVAL of pages drops the attributes too, fuse_reverse_inval_inode).  One
+        attribute-only INVAL per object per request: a second one changes nothing."""
         ostate = self.objs.get(obj_ino)
         hit = [] if ostate is None else [p for p in pgoffs if p in ostate.cached]
         if hit:
             ostate.cached.difference_update(hit)  # type: ignore[union-attr]
             self._inval(obj_ino, hit)
         elif attrs:
-            self.fs._queue(InvalInode(obj_ino, -1, 0))
+            ev = InvalInode(obj_ino, -1, 0)
+            if ev not in self.fs._events:
+                self.fs._queue(ev)
 
     def _inval(self, ino: int, pages: Any) -> None:
         for first, n in _runs(pages):

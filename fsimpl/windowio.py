@@ -42,9 +42,12 @@ class WindowIO(TableState):
         if size <= 0:
             return []
         lo, hi = off >> PAGE_SHIFT, ((off + size - 1) >> PAGE_SHIFT) + 1
-        # No events from a READ (not even the object's st_blocks after a read fault
-        # allocated a hole): a READ's reply must never wait behind a notification,
-        # which may itself wait for pages another request holds (docs/windows.md).
+        # The only event a READ queues: the object's attributes when a read fault
+        # allocated a hole (st_blocks, as tmpfs shows it at once).  An attribute-only
+        # INVAL_INODE locks no page, so the session writes it from the reader, before
+        # the reply, which never waits behind a queued notification (docs/windows.md
+        # "Coherence": a page INVAL may wait for pages this READ holds).
+        blocks = ws.obj.blocks
         try:
             views = ws.window.read_views(off, size)
         except Sigbus as e:
@@ -59,6 +62,8 @@ class WindowIO(TableState):
             ws.pending.pop(i, None)
             ws.pushed.discard(i)
         ws.cached.update(range(lo, hi))
+        if ws.obj.blocks != blocks:
+            self._inval_object(ws.obj.ino, (), attrs=True)
         self.stats["reads"] += 1
         self.stats["read_bytes"] += size
         return views
@@ -80,6 +85,7 @@ class WindowIO(TableState):
             return self._write_back_pending(ws, off, data)
         done = 0
         err: VmError | None = None
+        blocks = ws.obj.blocks  # a store fault may allocate a hole: st_blocks changes
         try:
             views = ws.window.write_views(off, n)
         except VmError:
@@ -97,7 +103,9 @@ class WindowIO(TableState):
             v[:] = data[done : done + k]
             done += k
         if done:
-            self._stored(ws, off, done)
+            self._stored(ws, off, done, ws.obj.blocks != blocks)
+        elif ws.obj.blocks != blocks:  # allocated, then refused: the count still moved
+            self._inval_object(ws.obj.ino, (), attrs=True)
         if not cache:
             for i in range(lo, hi):
                 ws.pending.pop(i, None)
@@ -115,12 +123,14 @@ class WindowIO(TableState):
         self.stats["write_bytes"] += done
         return done
 
-    def _stored(self, ws: WinState, off: int, n: int) -> None:
+    def _stored(self, ws: WinState, off: int, n: int, allocated: bool = False) -> None:
         """A window store changed object pages: invalidate the object's and other windows'
-        cached copies of them."""
+        cached copies of them; the object's attributes too if the store's fault
+        ``allocated`` a hole (an INVAL of its pages drops them as well, so the
+        attribute-only one is sent only when no page of the object is invalidated)."""
         lo, hi = off >> PAGE_SHIFT, ((off + n - 1) >> PAGE_SHIFT) + 1
         pg = self._state(ws, lo, hi)[0]
-        self._inval_object(ws.obj.ino, pg.tolist())
+        self._inval_object(ws.obj.ino, pg.tolist(), attrs=allocated)
         written = range(lo, hi)
         wins = [self.wins[i] for i in self.objs[ws.obj.ino].wins]
         shown = set(pg.tolist())
@@ -161,11 +171,13 @@ class WindowIO(TableState):
                     dst = (target[0] << PAGE_SHIFT) + (a & (PAGE_SIZE - 1))
                     m = max(0, min(k, mapping.size - dst))  # never extends the object
                     if m:
+                        blocks = ws.obj.blocks
                         try:
                             mapping.write(dst, data[pos : pos + m])
                         except VmError as e:
                             raise _vm(e) from e
-                        self._inval_object(ws.obj.ino, [target[0]])
+                        self._inval_object(ws.obj.ino, [target[0]],
+                                           attrs=ws.obj.blocks != blocks)
                         self.object_changed(ws.obj.ino, dst, m, ws, range(i, i + 1))
                     self.stats["writeback_redirected"] += 1
             pos += k

@@ -261,15 +261,25 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         lo = min(start >> PAGE_SHIFT, ws.npages)
         before = self._snapshot(ws, lo, min(lo + (size >> PAGE_SHIFT) + 1, ws.npages))
         unchanged: set[int] = set()
+        blocks = ws.obj.blocks
         try:
             ws.window.mm.remap_file_pages(ws.addr + start, size, prot, pgoff, vm_flags)
         except VmError as e:
             raise _vm(e) from e
         finally:  # a remap refused part way (ENOMEM: pt_size=) has still changed pages
             unchanged = self._changed(ws, before)
+            self._blocks_changed(ws, blocks)
         if not vm_flags & MAP_NONBLOCK:
             self._push(ws, range(lo, min(lo + (size >> PAGE_SHIFT), ws.npages)), unchanged)
         self.stats["remaps"] += 1
+
+    def _blocks_changed(self, ws: WinState, blocks: int) -> None:
+        """A populating remap's prefault allocated holes of the object: its st_blocks
+        changed behind the kernel, so one attribute-only INVAL of it, after the
+        window's INVALs and before the stores (one per REMAP, as the C engine sends
+        it for each entry of a short REMAPV; docs/windows.md "Coherence")."""
+        if ws.obj.blocks != blocks:
+            self.fs._queue(InvalInode(ws.obj.ino, -1, 0))
 
     def remapv(self, ino: int, fh: int, entries: list[tuple[int, int, int, int, int]]) -> int:
         """SHMFS_IOC_WIN_REMAPV: (start, size, pgoff, prot, flags) entries, each exactly a
@@ -297,8 +307,10 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
         vm = np.stack([ws.addr + start, size, prot, pgoff, vm_flags], axis=1)[:n]
         hit = self._cached_ranges(ws, start[:n] >> PAGE_SHIFT, size[:n] >> PAGE_SHIFT)
         before = self._states_of(ws, hit)
+        blocks = ws.obj.blocks
         done, err = ws.window.mm.remap_file_pages_vec(vm)
         unchanged = self._changed_vec(ws, hit, before)
+        self._blocks_changed(ws, blocks)
         pop = np.flatnonzero((vm_flags[:done] & MAP_NONBLOCK) == 0)
         if len(pop):
             first = np.minimum(start[pop] >> PAGE_SHIFT, ws.npages)

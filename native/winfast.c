@@ -109,7 +109,7 @@ static void *writer_main(void *arg)
 
 /* ------------------------------------------------------ Python object access */
 
-static PyObject *s_budget, *s_free_pages, *s_alloc1, *s_major, *s_pages_allocated;
+static PyObject *s_budget, *s_free_pages, *s_alloc1, *s_major, *s_pages_allocated, *s_obj;
 static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas, *s_start,
     *s_end, *s_prot, *s_pgoff, *s_mapping, *s_pt, *s_chunks, *s_bits, *s_frame, *s_cached,
     *s_pending, *s_pushed, *s_epoch, *s_stats, *s_size, *s_pages, *s_frames, *s_pflags, *s_gen,
@@ -823,6 +823,16 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     mmstats = PyObject_GetAttr(mm, s_stats);
     if (!tstats || !PyDict_Check(tstats) || !mmstats)
         DECLINE();
+    /* a prefault that allocates holes changes the object's st_blocks: one attribute-only
+     * INVAL of the object after the window's INVALs (fsimpl remap, its finally) */
+    long long oino = -1;
+    if (nholes) {
+        PyObject *o = PyObject_GetAttr(ws, s_obj);
+        int bad = !o || attr_ll(o, s_ino, &oino) < 0;
+        Py_XDECREF(o);
+        if (bad)
+            DECLINE();
+    }
     if (e->vec_mode == VEC_DRY) { /* a REMAPV entry's check (native/winvec.c) */
         e->vec_holes += nholes;
         result = Py_True;
@@ -832,7 +842,8 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     /* the messages, built before anything changes: an INVAL per run of moved pages,
      * a STORE per page, the reply (not for a REMAPV's entry: winvec.c sends it) */
     {
-        size_t cap = (size_t)nruns * 40 + (populate ? (size_t)n * (40 + PAGE_SIZE) : 0) + 32;
+        size_t cap = (size_t)(nruns + (nholes > 0)) * 40 +
+                     (populate ? (size_t)n * (40 + PAGE_SIZE) : 0) + 32;
         b = malloc(sizeof(batch_t) + cap);
         if (!b) {
             PyErr_NoMemory();
@@ -855,6 +866,18 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
             put_u64(p + 16, nodeid);
             put_u64(p + 24, (uint64_t)(lo + k) << PAGE_SHIFT);
             put_u64(p + 32, (uint64_t)(r - k) << PAGE_SHIFT);
+            b->off[b->nmsg] = pos;
+            b->len[b->nmsg++] = 40;
+            pos += 40;
+        }
+        if (nholes) {
+            unsigned char *p = b->buf + pos;
+            put_u32(p, 40);
+            put_u32(p + 4, NOTIFY_INVAL_INODE);
+            put_u64(p + 8, 0);
+            put_u64(p + 16, (uint64_t)oino);
+            put_u64(p + 24, (uint64_t)-1); /* attributes only */
+            put_u64(p + 32, 0);
             b->off[b->nmsg] = pos;
             b->len[b->nmsg++] = 40;
             pos += 40;
@@ -956,7 +979,7 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
         goto fail;
     /* fsimpl _push: the pages the remap made present go to the kernel's cache */
     if (populate) {
-        int km = nruns; /* the first STORE message */
+        int km = nruns + (nholes > 0); /* the first STORE message */
         for (int k = 0; k < n; k++) {
             memcpy(b->buf + b->off[km + k] + 40, src[k], PAGE_SIZE);
             if (settle(e, nodeid, (uint64_t)(lo + k), keys[k], pushed, pending) < 0)
@@ -972,13 +995,14 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
 
     /* ---- queue it ---- */
     {
-        long nnotes = nruns + (populate ? n : 0);
+        int natt = nholes > 0;
+        long nnotes = nruns + natt + (populate ? n : 0);
         pthread_mutex_lock(&e->mu);
         if (populate)
             for (int k = 0; k < n; k++)
-                b->state[nruns + k] = ST_QUEUED;
+                b->state[nruns + natt + k] = ST_QUEUED;
         e->handled++;
-        e->invals += (unsigned long long)nruns;
+        e->invals += (unsigned long long)(nruns + natt);
         e->stores += populate ? (unsigned long long)n : 0;
         queue_and_wake(e, b);
         b = NULL;
@@ -1122,8 +1146,9 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         Py_XDECREF(t);
     }
     if (r) {
-        PyObject *t = Py_BuildValue("{s:K,s:K,s:l}", "reads", e->reads, "declined",
-                                    e->read_declined, "last_decline", e->last_read_decline);
+        PyObject *t = Py_BuildValue("{s:K,s:K,s:l,s:K}", "reads", e->reads, "declined",
+                                    e->read_declined, "last_decline", e->last_read_decline,
+                                    "attr_invals", e->read_attr_invals);
         if (!t || PyDict_SetItemString(r, "read", t) < 0)
             Py_CLEAR(r);
         Py_XDECREF(t);
@@ -1301,6 +1326,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_pages_allocated, "pages_allocated");
     INTERN(s_handles, "_handles");
     INTERN(s_ino, "ino");
+    INTERN(s_obj, "obj");
     INTERN(s_flags, "flags");
     INTERN(s_window, "window");
     INTERN(s_mm, "mm");

@@ -111,6 +111,9 @@ typedef struct {
     long last_wstore_decline;
     /* the READ (native/winread.c) */
     unsigned long long reads, read_declined;
+    /* READs whose fault allocated a hole: the object's attribute-only INVAL written
+     * before the reply (also counted in the session's notifications) */
+    unsigned long long read_attr_invals;
     long last_read_decline;
     /* MAP_CHGPROT remaps and per-page MPROTECTs (native/winprot.c); 0: both Python */
     int prot_enabled;

@@ -32,7 +32,7 @@ static PyObject *s_npages, *s_cached, *s_pending,
     *s_stats, *s_ops, *s_touch, *s_k_read, *s_k_reads, *s_k_read_bytes, *s_pflags_d,
     *s_frames_d, *s_size, *s_pages, *s_gen, *s_nshared, *s_flags, *s_page_mkwrite,
     *s_write_notify, *s_fstats, *s_faults, *s_via_vma, *s_minor, *s_pages_n, *s_rd, *s_pgoff,
-    *s_major, *s_pages_allocated;
+    *s_major, *s_pages_allocated, *s_obj, *s_ino;
 
 #define INTERN(var, text) \
     do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
@@ -40,6 +40,8 @@ static PyObject *s_npages, *s_cached, *s_pending,
 int winread_init(void)
 {
     INTERN(s_npages, "npages");
+    INTERN(s_obj, "obj");
+    INTERN(s_ino, "ino");
     INTERN(s_cached, "cached");
     INTERN(s_pending, "pending");
     INTERN(s_pushed, "pushed");
@@ -311,10 +313,15 @@ PyObject *Engine_read(Engine *e, PyObject *args)
                               (from - a);
         iov[k + 1].iov_len = (size_t)(to - from);
     }
+    long long oino = 0; /* the object's inode: its attributes change if a hole is allocated */
     if (nholes) {
         /* decline unless every hole fits the size= budget */
         if (holes_fit(mapping, &budget, nholes) < 0)
             DECLINE();
+        tmp = PyObject_GetAttr(ws, s_obj);
+        if (!tmp || attr_ll(tmp, s_ino, &oino) < 0)
+            DECLINE();
+        Py_CLEAR(tmp);
     }
     cached = PyObject_GetAttr(ws, s_cached);
     pending = PyObject_GetAttr(ws, s_pending);
@@ -392,14 +399,37 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     put_u64(hdr + 8, unique);
     {
         ssize_t r;
+        int aerr = 0;
+        if (nholes) {
+            /* the fault allocated a hole: the object's st_blocks changed.  WindowIO.read
+             * queues InvalInode(obj, -1, 0), which the session writes from the reader
+             * before the reply (Session._attrs_inline): an attribute-only INVAL locks no
+             * page, so it cannot wait for this READ's pages, and the READ's reply never
+             * waits behind the writer thread's queue */
+            unsigned char note[40];
+            put_u32(note, 40);
+            put_u32(note + 4, NOTIFY_INVAL_INODE);
+            put_u64(note + 8, 0);
+            put_u64(note + 16, (uint64_t)oino);
+            put_u64(note + 24, (uint64_t)-1);
+            put_u64(note + 32, 0);
+            do {
+                r = write(fd, note, sizeof note);
+            } while (r < 0 && errno == EINTR);
+            aerr = r < 0 && errno != ENOENT; /* ENOENT: the kernel forgot the object */
+        }
         do {
             r = writev(fd, iov, n + 1);
         } while (r < 0 && errno == EINTR);
         int err = r < 0 ? errno : 0;
         pthread_mutex_lock(&e->mu);
         e->reads++;
+        if (nholes)
+            e->read_attr_invals++;
         if (err)
             e->reply_errors++;
+        if (aerr)
+            e->write_errors++;
         pthread_mutex_unlock(&e->mu);
         result = PyLong_FromLong(err);
     }

@@ -642,17 +642,32 @@ PyObject *winwrite_store(wreq_t *r)
             if (q == 0 || hv[v].pages[q] != hv[v].pages[q - 1] + 1)
                 nhvrun++;
     }
-    if (norun + nhvrun > MAXMSG)
+    /* _inval_object(attrs=allocated): a store fault that allocated a hole changed the
+     * object's st_blocks; when none of its pages is invalidated (an INVAL of pages drops
+     * the attributes too), one attribute-only INVAL of it (offset -1), in their place */
+    int oattr = fhole && nohit == 0;
+    if (norun + oattr + nhvrun > MAXMSG)
         DECLINE();
-    if (norun + nhvrun) { /* the INVALs, built before anything changes: the object's
-                           * (_inval_object), then each other window's (object_changed) */
-        size_t cap = (size_t)(norun + nhvrun) * 40;
+    if (norun + oattr + nhvrun) { /* the INVALs, built before anything changes: the
+                           * object's (_inval_object), then each other window's */
+        size_t cap = (size_t)(norun + oattr + nhvrun) * 40;
         ob = malloc(sizeof(batch_t) + cap);
         if (!ob)
             DECLINE();
         memset(ob, 0, sizeof(batch_t));
         ob->cap = cap;
         ob->ino = (uint64_t)oino;
+        if (oattr) {
+            unsigned char *p = ob->buf;
+            put_u32(p, 40);
+            put_u32(p + 4, NOTIFY_INVAL_INODE);
+            put_u64(p + 8, 0);
+            put_u64(p + 16, (uint64_t)oino);
+            put_u64(p + 24, (uint64_t)-1); /* attributes only (fuse_reverse_inval_inode) */
+            put_u64(p + 32, 0);
+            ob->off[0] = 0;
+            ob->len[ob->nmsg++] = 40;
+        }
         for (int q = 0; q < nohit;) {
             int j = q + 1;
             while (j < nohit && ohit[j] == ohit[j - 1] + 1)

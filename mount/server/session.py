@@ -573,6 +573,8 @@ class Session(Fairness):
             if restart is not None:
                 out = restart.after(opcode, out)
             events = self.fs.drain_events()
+        if events and opcode == OPCODE_READ:
+            events = self._attrs_inline(events)
         if events:
             after: list = []
             if opcode == OPCODE_WRITE:
@@ -689,6 +691,25 @@ class Session(Fairness):
         if err:
             self._write_failed(OSError(err, os.strerror(err)))
         return True
+
+    def _attrs_inline(self, events: list) -> list:
+        """A READ's attribute-only INVAL_INODEs (a window READ's fault allocated a hole of
+        the object: its st_blocks) written here, before the reply, and the other
+        events returned.  Such an INVAL locks no page (fuse_reverse_inval_inode with
+        a negative offset), so the reader may write it; queued, it would put the
+        READ's reply behind notifications that may wait for the pages this READ
+        holds (docs/windows.md "Coherence")."""
+        rest = []
+        for ev in events:
+            if getattr(ev, "off", 0) < 0:  # InvalInode(ino, -1, 0): attributes only
+                self.stats.notifications += 1
+                try:
+                    os.writev(self.fd, [encode_notify(ev)])
+                except OSError as e:  # ENOENT: the kernel forgot the inode
+                    self._write_failed(e)
+            else:
+                rest.append(ev)
+        return rest
 
     def _native_pending(self) -> bool:
         eng = self._winfast
@@ -976,9 +997,13 @@ class Session(Fairness):
             op: {"count": c, "mean_us": (ns / c / 1000) if c else 0.0, "total_ns": ns}
             for op, (c, ns) in sorted(self.stats.requests.items())
         }
+        wf = self._winfast.statistics() if self._winfast else None
         return {
             "requests": per_op,
-            "notifications": self.stats.notifications,
+            # and those the engine's window WRITEs and READs sent (its remaps' are counted
+            # as they are answered, Session._native)
+            "notifications": self.stats.notifications + (
+                wf["wstore_invals"] + wf["read"]["attr_invals"] if wf else 0),
             "stores_skipped": self.stats.stores_skipped,
             "codec_errors": self.stats.codec_errors,
             "write_errors": self.stats.write_errors,
@@ -995,7 +1020,7 @@ class Session(Fairness):
             "restart": None if self.restart is None else self.restart.statistics(),
             "hotpath": self._hotpath.statistics() if self._hotpath is not None else {
                 "available": hotpath.available(), "engaged": False},
-            "winfast": self._winfast.statistics() if self._winfast else {
+            "winfast": wf if wf else {
                 "available": winfast.available(), "engaged": False},
             "cpu_latency": {
                 "available": self.cpu_latency.available,

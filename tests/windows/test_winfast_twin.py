@@ -522,7 +522,11 @@ def test_sixteen_pages_with_holes_in_one_call() -> None:
             tw.t.read(tw.win, 0, 16 * P4)  # cached: the remap invalidates them first
         native, got = a.ioctl(0, 16 * P4, 24, 0, POPULATE)  # object pages 24..39: 32.. holes
         assert native and got == b.ioctl(0, 16 * P4, 24, 0, POPULATE)[1]
-        assert [int.from_bytes(m[4:8], "little") for m in got] == [2] + [4] * 16 + [0]
+        # the window's INVAL, the object's attribute INVAL (the holes allocated: its
+        # st_blocks), 16 STOREs, the reply
+        assert [int.from_bytes(m[4:8], "little") for m in got] == [2, 2] + [4] * 16 + [0]
+        assert [int.from_bytes(got[1][k:k + 8], "little") for k in (16, 24, 32)] == [
+            a.obj, (1 << 64) - 1, 0]
         assert a.state() == b.state()
         native, got = a.ioctl(16 * P4, 17 * P4, 0, 0, POPULATE)
         assert not native and got == b.ioctl(16 * P4, 17 * P4, 0, 0, POPULATE)[1]

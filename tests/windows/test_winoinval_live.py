@@ -82,14 +82,16 @@ def test_store_fault_allocates_a_hole(wmount: Path, wdir: Path) -> None:
     with Window.create(wdir / "w", obj, 16) as w:
         w.remap(2, 1, 12, prot=RW)  # a file PTE, not populated
         used, before = _used(wdir), _engine(wmount)
+        blocks = os.stat(obj).st_blocks  # now the kernel's cached attribute
         data = page_of(99)
         assert w.pwrite(2 * P, data) == P
         os.fsync(w.fd)
         after = _engine(wmount)
-        # statfs counts the page at once; the object's st_blocks is the kernel's cached
-        # attribute until it expires (a window store does not invalidate the object's
-        # attributes, in the Python path as in C), so it is not compared here
+        # statfs counts the page at once, and so does the object's st_blocks: the store
+        # fault's attribute INVAL of the object (test_winblocks_live.py) preceded the
+        # fsync's reply
         assert _used(wdir) == used + P
+        assert os.stat(obj).st_blocks == blocks + P // 512
         got = obj.read_bytes()
         assert got[12 * P:13 * P] == data
         assert got[13 * P:] == bytes(3 * P) and got[4 * P:12 * P] == bytes(8 * P)
