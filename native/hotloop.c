@@ -247,8 +247,24 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         if (r < 0) {
             int en = errno;
             if (en == EAGAIN) {
-                /* Python's loop: reap one eviction on EAGAIN; after spin_ns it sleeps */
-                if (reap || mono_ns() - last >= spin_ns)
+                /* Python's loop: reap one eviction on EAGAIN; after spin_ns it sleeps.
+                 * An eviction reap_one takes (an unlinked empty file's) is reaped
+                 * here, one per empty read as Python would, without leaving. */
+                if (reap) {
+                    PyEval_RestoreThread(ts);
+                    int rr = pending != Py_None ? reap_one(e) : 0;
+                    Py_ssize_t k = rr > 0 ? PyObject_Size(pending) : 0;
+                    if (rr < 0 || k < 0) { /* only a MemoryError: counted (errors) */
+                        PyErr_Clear();
+                        e->errors++;
+                    }
+                    ts = PyEval_SaveThread();
+                    if (rr <= 0 || k < 0)
+                        break; /* Python's reap (or its skip of a stale entry) */
+                    reap = k > 0; /* one per empty read, as Python's loop */
+                    continue;
+                }
+                if (mono_ns() - last >= spin_ns)
                     break;
                 continue;
             }
