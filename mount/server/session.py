@@ -441,8 +441,8 @@ class Session(Fairness):
         Python loop would hand each hot request straight to ``_handle`` and ``_handle``
         straight to the engine with ``ordered`` true -- no notification or NOTIFY_STORE
         queued (only this thread queues them), the fs lock not needed per request (one
-        reader, or kept while every clone is parked) and no ``_note`` due (no large request within RECENT_NS), the CPU latency hold
-        engaged (or unavailable), no window batch pending in the winfast engine unless
+        reader, or kept while every clone is parked) and no ``_note`` due (no large
+        request within RECENT_NS), the CPU latency hold engaged (or unavailable), no window batch pending in the winfast engine unless
         the loop takes window requests too (CLOOP_IOCTL: it applies _hot's rule per
         request) (docs/decisions.md, "The first reader's loop in C", "Window IOCTLs,
         READs and WRITEs in the C loop"). Evictions waiting in ``pending`` do not keep
