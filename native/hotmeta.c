@@ -633,11 +633,15 @@ static int forget_check(ctx_t *c, PyObject *inodes, uint64_t nodeid, uint64_t n,
     return 0;
 }
 
+static int reap_one(Engine *e);
+
 /* FORGET and BATCH_FORGET (ShmFs.forget per entry; no reply): nlookup lowered, an
  * inode nothing holds any more appended to fs.evict_later, reaped by the session
- * between requests as after the Python path. Declined: any entry forget_check
- * declines, a batch of more than MAXFORGET or with a node id twice, evict_later
- * so long that Python would reap at once, a message of another length. */
+ * between requests as after the Python path; when that makes evict_later longer
+ * than EVICT_LATER_MAX, its head is reaped at once (reap_one), as _maybe_evict
+ * does. Declined: any entry forget_check declines, a batch of more than MAXFORGET
+ * or with a node id twice, an excess head reap_one declines, a message of another
+ * length. */
 static int do_forget(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint32_t op,
                      uint64_t nodeid)
 {
@@ -681,8 +685,20 @@ static int do_forget(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint32_t op
     }
     if (evicts) {
         Py_ssize_t len = PyObject_Size(later);
-        if (len < 0 || len + evicts > EVICT_LATER_MAX)
-            DECLINE(); /* _maybe_evict reaps at once: Python's */
+        if (len < 0)
+            DECLINE();
+        /* _maybe_evict appends, then reaps the excess over EVICT_LATER_MAX at once
+         * from the head: reaped here first, each a whole FsCore.reap(1) (the same
+         * heads: the excess is at most `evicts` <= 32, the deque holds 256). A head
+         * reap_one declines (pages, stale): the request is declined with the reaps
+         * before it done, and Python's forget reaps the rest, as it would have. */
+        for (Py_ssize_t x = len + evicts - EVICT_LATER_MAX; x > 0; x--) {
+            int rr = reap_one(e);
+            if (rr < 0)
+                return -1;
+            if (rr == 0)
+                DECLINE();
+        }
     }
     /* ---- phase 2 ---- */
     for (uint32_t i = 0; i < count; i++) {

@@ -869,3 +869,40 @@ def test_reap_in_c_evicts_as_python_and_declines_the_rest() -> None:
     assert _reap_step(c, py) == 0  # stale: Python drops it from the deque
     assert c.engine.statistics()["reap"] == 2
     assert c.fs._evicted == py.fs._evicted
+
+
+def test_a_forget_past_a_full_evict_later_reaps_its_head_in_c() -> None:
+    """A FORGET that makes evict_later longer than EVICT_LATER_MAX (a long unlink burst
+    whose device never emptied): _maybe_evict appends and reaps the head at once; the
+    engine reaps the head in C first (an unlinked empty file), also for a BATCH_FORGET
+    of two, with Python's state after. A head it cannot reap (pages): declined, nothing
+    changed, and Python's forget reaps it."""
+    c = Twin(True, 40, AtimeMode(), nr_inodes=1000)
+    py = Twin(False, 40, AtimeMode(), nr_inodes=1000)
+    fresh: list[int] = []
+    for t in (c, py):
+        inos = []
+        for i in range(260):
+            a, fh = t.fs.create(1, b"u%d" % i, 0o100644, os.O_WRONLY, CTX)
+            t.fs.release(a.ino, fh)
+            t.fs.unlink(1, b"u%d" % i)
+            inos.append(a.ino)
+        t.fs.defer_evictions = True
+        for ino in inos[:256]:
+            t.fs.forget(ino, 1)
+        assert len(t.fs.evict_later) == 256
+        fresh = inos[256:]
+    evicted = c.fs._evicted
+    assert _taken(c, py, forget_msg(fresh[0], 1))
+    assert len(c.fs.evict_later) == 256 and c.fs._evicted == evicted + 1
+    assert _taken(c, py, batch_forget_msg([(fresh[1], 1), (fresh[2], 1)]))
+    assert c.fs._evicted == evicted + 3 and c.engine.statistics()["reap"] == 3
+    for t in (c, py):  # a file with pages appended (Python reaps one head) ...
+        ino = _left_for_later(t, b"pages", data=b"d" * 6000)
+        t.fs.evict_later.rotate(1)  # ... and moved to the head
+        assert t.fs.evict_later[0].ino == ino and len(t.fs.evict_later) == 256
+    before = c.state()
+    assert c.engine.answer(forget_msg(fresh[3], 1), True) is None  # head with pages
+    assert c.state() == before
+    assert not _taken(c, py, forget_msg(fresh[3], 1))  # Python: append, reap the head
+    assert len(c.fs.evict_later) == 256
