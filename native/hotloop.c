@@ -16,7 +16,8 @@
  *                   handles it as if it had read it itself;
  *   (0, last)       nothing to read right now and the loop has something to do:
  *                   spin_ns passed since `last` (the end of the last request), or
- *                   `pending` (fs.evict_later) is not empty, or CLOOP_BATCH
+ *                   `pending` (fs.evict_later) is not empty and its head is not
+ *                   one Engine.reap evicts here (hotmeta.c reap_one), or CLOOP_BATCH
  *                   requests were served (Python looks at _done and the rest);
  *   (-1, last)      ENODEV: unmounted;
  *   (-2, last, exc) the engine failed after it began changing state (exc): the
