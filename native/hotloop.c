@@ -16,7 +16,8 @@
  *                   handles it as if it had read it itself;
  *   (0, last)       nothing to read right now and the loop has something to do:
  *                   spin_ns passed since `last` (the end of the last request), or
- *                   `pending` (fs.evict_later) is not empty, or CLOOP_BATCH
+ *                   `pending` (fs.evict_later) is not empty and its head is not
+ *                   one Engine.reap evicts here (hotmeta.c reap_one), or CLOOP_BATCH
  *                   requests were served (Python looks at _done and the rest);
  *   (-1, last)      ENODEV: unmounted;
  *   (-2, last, exc) the engine failed after it began changing state (exc): the
@@ -247,8 +248,24 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         if (r < 0) {
             int en = errno;
             if (en == EAGAIN) {
-                /* Python's loop: reap one eviction on EAGAIN; after spin_ns it sleeps */
-                if (reap || mono_ns() - last >= spin_ns)
+                /* Python's loop: reap one eviction on EAGAIN; after spin_ns it sleeps.
+                 * An eviction reap_one takes (an unlinked empty file's) is reaped
+                 * here, one per empty read as Python would, without leaving. */
+                if (reap) {
+                    PyEval_RestoreThread(ts);
+                    int rr = pending != Py_None ? reap_one(e) : 0;
+                    Py_ssize_t k = rr > 0 ? PyObject_Size(pending) : 0;
+                    if (rr < 0 || k < 0) { /* only a MemoryError: counted (errors) */
+                        PyErr_Clear();
+                        e->errors++;
+                    }
+                    ts = PyEval_SaveThread();
+                    if (rr <= 0 || k < 0)
+                        break; /* Python's reap (or its skip of a stale entry) */
+                    reap = k > 0; /* one per empty read, as Python's loop */
+                    continue;
+                }
+                if (mono_ns() - last >= spin_ns)
                     break;
                 continue;
             }

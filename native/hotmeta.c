@@ -25,7 +25,9 @@
 static PyObject *m_next_ino, *m_max_inodes, *m_free_ispace, *m_backing, *m_new_mapping,
     *m_by_cookie_, *m_cookies_, *m_dead_, *m_next_cookie_, *m_acl_default, *m_create_op,
     *m_unlink_op, *m_budget_fs, *m_reclaimed_n, *m_xattr_space, *m_defer_evictions,
-    *m_evict_later, *m_forget_op, *m_append, *m_mkdir_op, *m_rmdir_op, *m_parent;
+    *m_evict_later, *m_forget_op, *m_append, *m_mkdir_op, *m_rmdir_op, *m_parent,
+    *m_evicted_n, *m_xattrs, *m_rmap, *m_keys_, *m_nr_unmaps, *m_popleft, *m_linkable,
+    *m_acl_access;
 
 #define BOGO_INODE_SIZE 1024
 #define CREATE_IN 16 /* fuse_create_in: flags, mode, umask, open_flags */
@@ -59,6 +61,14 @@ static int hotmeta_intern(void)
     MINTERN(m_mkdir_op, "mkdir");
     MINTERN(m_rmdir_op, "rmdir");
     MINTERN(m_parent, "parent");
+    MINTERN(m_evicted_n, "_evicted");
+    MINTERN(m_xattrs, "xattrs");
+    MINTERN(m_rmap, "rmap");
+    MINTERN(m_keys_, "_keys");
+    MINTERN(m_nr_unmaps, "nr_unmaps");
+    MINTERN(m_popleft, "popleft");
+    MINTERN(m_linkable, "linkable");
+    MINTERN(m_acl_access, "acl_access");
 #undef MINTERN
     return 0;
 }
@@ -623,11 +633,15 @@ static int forget_check(ctx_t *c, PyObject *inodes, uint64_t nodeid, uint64_t n,
     return 0;
 }
 
+static int reap_one(Engine *e);
+
 /* FORGET and BATCH_FORGET (ShmFs.forget per entry; no reply): nlookup lowered, an
  * inode nothing holds any more appended to fs.evict_later, reaped by the session
- * between requests as after the Python path. Declined: any entry forget_check
- * declines, a batch of more than MAXFORGET or with a node id twice, evict_later
- * so long that Python would reap at once, a message of another length. */
+ * between requests as after the Python path; when that makes evict_later longer
+ * than EVICT_LATER_MAX, its head is reaped at once (reap_one), as _maybe_evict
+ * does. Declined: any entry forget_check declines, a batch of more than MAXFORGET
+ * or with a node id twice, an excess head reap_one declines, a message of another
+ * length. */
 static int do_forget(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint32_t op,
                      uint64_t nodeid)
 {
@@ -671,8 +685,20 @@ static int do_forget(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint32_t op
     }
     if (evicts) {
         Py_ssize_t len = PyObject_Size(later);
-        if (len < 0 || len + evicts > EVICT_LATER_MAX)
-            DECLINE(); /* _maybe_evict reaps at once: Python's */
+        if (len < 0)
+            DECLINE();
+        /* _maybe_evict appends, then reaps the excess over EVICT_LATER_MAX at once
+         * from the head: reaped here first, each a whole FsCore.reap(1) (the same
+         * heads: the excess is at most `evicts` <= 32, the deque holds 256). A head
+         * reap_one declines (pages, stale): the request is declined with the reaps
+         * before it done, and Python's forget reaps the rest, as it would have. */
+        for (Py_ssize_t x = len + evicts - EVICT_LATER_MAX; x > 0; x--) {
+            int rr = reap_one(e);
+            if (rr < 0)
+                return -1;
+            if (rr == 0)
+                DECLINE();
+        }
     }
     /* ---- phase 2 ---- */
     for (uint32_t i = 0; i < count; i++) {
@@ -696,4 +722,103 @@ static int do_forget(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint32_t op
 decline:
     PyErr_Clear();
     return 0;
+}
+
+/* ------------------------------------------------------------------ REAP */
+
+/*
+ * One eviction FORGET left for later (FsCore.reap(1) -> _drop -> _evict), for the
+ * case an unlink of an empty, closed regular file leaves: the head of
+ * fs.evict_later is an Inode still in fs._inodes, evictable (nlink, nlookup and
+ * nopen 0), already reclaimed (its space went back at UNLINK), no window file nor
+ * a window's object, no long-symlink pages, its Mapping holding no page and no
+ * rmap (Mapping.release then only counts an unmap and bumps the PageCache's gen:
+ * remove_range of nothing), its xattrs a plain dict. Then, as _evict and _drop do:
+ * linkable False, nr_unmaps + 1, pages.gen + 1, symlink_pages 0, xattr_space 0,
+ * xattrs cleared, both ACLs None, the popleft, del fs._inodes[ino], _evicted + 1.
+ * No event: _evict queues one only through WindowTable.release, for a window.
+ *
+ * Why (docs/performance.md change 32): each unlink leaves one such eviction, and
+ * the C loop returned to Python for it at the next empty read: ~3 us of Python
+ * (reap) plus the loop's exit and re-entry, on the path of the client's next
+ * request whenever it arrives meanwhile.
+ *
+ * Returns 1 reaped, 0 declined (nothing changed: Python's reap does it, or skips
+ * an entry that is no longer evictable), -1 failed after a change (exception set).
+ */
+static ctx_t *ctx_take(Engine *e);
+static void ctx_give(Engine *e, ctx_t *c);
+
+static int reap_one(Engine *e)
+{
+    ctx_t *c = ctx_take(e);
+    if (!c)
+        return 0;
+    int rc = 0;
+    PyObject *fs = e->fs;
+    PyObject *later = ga(c, fs, m_evict_later);
+    PyObject *inodes = later ? ga(c, fs, s_inodes) : NULL;
+    if (!inodes || !PyDict_CheckExact(inodes) || PyObject_Size(later) <= 0)
+        goto out;
+    PyObject *inode = keep(c, PySequence_GetItem(later, 0));
+    if (!inode || (PyObject *)Py_TYPE(inode) != e->t_inode)
+        goto out;
+    long long ino, nlink, nlookup, nopen, spages, evicted, nr_unmaps, gen, nrpages;
+    if (ga_ll(inode, s_ino, &ino) < 0 || ino == ROOT_INO || ino < 0 ||
+        ga_ll(inode, s_nlink, &nlink) < 0 || nlink != 0 ||
+        ga_ll(inode, s_nlookup, &nlookup) < 0 || nlookup != 0 ||
+        ga_ll(inode, s_nopen, &nopen) < 0 || nopen != 0 ||
+        ga_ll(inode, s_symlink_pages, &spages) < 0 || spages != 0 ||
+        ga_ll(fs, m_evicted_n, &evicted) < 0)
+        goto out;
+    PyObject *rec = ga(c, inode, s_reclaimed);
+    PyObject *key = rec ? keep(c, PyLong_FromLongLong(ino)) : NULL;
+    if (!key || rec != Py_True)
+        goto out;
+    PyObject *cur = PyDict_GetItemWithError(inodes, key);
+    if (cur != inode || window_file(c, (uint64_t)ino) != 0)
+        goto out;
+    PyObject *xattrs = ga(c, inode, m_xattrs);
+    PyObject *mapping = xattrs ? ga(c, inode, s_mapping) : NULL;
+    if (!mapping || !PyDict_CheckExact(xattrs) ||
+        (PyObject *)Py_TYPE(mapping) != e->t_mapping)
+        goto out;
+    PyObject *rmap = ga(c, mapping, m_rmap);
+    PyObject *pages = rmap ? ga(c, mapping, s_pages) : NULL;
+    PyObject *keys = pages && (PyObject *)Py_TYPE(pages) == e->t_pages ?
+        ga(c, pages, m_keys_) : NULL;
+    if (!keys || rmap != Py_None || !(PyList_CheckExact(keys) || PyTuple_CheckExact(keys)) ||
+        PySequence_Fast_GET_SIZE(keys) != 0 || /* no chunk (_NO_KEYS, or emptied) */
+        ga_ll(pages, s_nrpages, &nrpages) < 0 || nrpages != 0 ||
+        ga_ll(pages, s_gen, &gen) < 0 || ga_ll(mapping, m_nr_unmaps, &nr_unmaps) < 0)
+        goto out;
+    /* ---- phase 2 ---- */
+    rc = -1;
+    PyObject *head = PyObject_CallMethodNoArgs(later, m_popleft);
+    if (!head)
+        goto out;
+    Py_DECREF(head);
+    if (attr_set(inode, m_linkable, Py_False) < 0 || sa_ll(mapping, m_nr_unmaps, nr_unmaps + 1) < 0 ||
+        sa_ll(pages, s_gen, gen + 1) < 0 || sa_ll(inode, s_symlink_pages, 0) < 0 ||
+        sa_ll(inode, m_xattr_space, 0) < 0)
+        goto out;
+    PyDict_Clear(xattrs);
+    if (attr_set(inode, m_acl_access, Py_None) < 0 || attr_set(inode, m_acl_default, Py_None) < 0 ||
+        PyDict_DelItem(inodes, key) < 0 || sa_ll(fs, m_evicted_n, evicted + 1) < 0)
+        goto out;
+    e->n_reap++;
+    rc = 1;
+out:
+    if (rc == 0)
+        PyErr_Clear();
+    ctx_give(e, c);
+    return rc;
+}
+
+/* Engine.reap() -> 1 reaped, 0 declined (reap_one; for the tests and the C loop) */
+static PyObject *Engine_reap(Engine *e, PyObject *noargs)
+{
+    (void)noargs;
+    int r = reap_one(e);
+    return r < 0 ? NULL : PyLong_FromLong(r);
 }

@@ -118,6 +118,7 @@ typedef struct {
     long long neg_sec, neg_nsec; /* negative entries' timeout; neg_sec < 0: none */
     int keep_cache;              /* OpsConfig.keep_cache: FOPEN_KEEP_CACHE on OPEN */
     unsigned long long n_open, n_create, n_unlink, n_forget, n_mkdir, n_rmdir; /* hotmeta.c */
+    unsigned long long n_reap; /* hotmeta.c: evictions reaped in C */
     PyObject *fault_stats;
     long long attr_sec, attr_nsec, relatime_s, dirent_size;
     long long max_file_size;
@@ -1750,7 +1751,7 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
@@ -1758,7 +1759,7 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         "last_decline_line", e->last_decline, "cloop_entries", e->cl_entries,
         "cloop_served", e->cl_served, "cloop_returned", e->cl_returned,
         "cloop_window", e->cl_window, "cloop_enotty", e->cl_enotty,
-        "reserve_pops", e->n_respop);
+        "reserve_pops", e->n_respop, "reap", e->n_reap);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
@@ -1849,6 +1850,8 @@ static PyMethodDef Engine_methods[] = {
     {"answer", (PyCFunction)Engine_answer, METH_VARARGS,
      "answer(msg, ordered) -> None (declined) or the reply bytes"},
     {"statistics", (PyCFunction)Engine_statistics, METH_NOARGS, "counters"},
+    {"reap", (PyCFunction)Engine_reap, METH_NOARGS,
+     "reap() -> 1: fs.evict_later's head evicted as FsCore.reap(1) would, 0: declined"},
     {"serve", (PyCFunction)(void (*)(void))Engine_serve, METH_FASTCALL,
      "serve(fd, buf, last, spin_ns, pending, requests): the reader's loop (hotloop.c)"},
     {"spin", (PyCFunction)(void (*)(void))Engine_spin, METH_FASTCALL,

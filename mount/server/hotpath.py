@@ -66,7 +66,9 @@ def replaced_methods(fs: Any) -> list[str]:
            "_drop_link": NamespaceOps.__dict__["_drop_link"],
            "forget": AttrOps.__dict__["forget"], "_maybe_evict": FsCore.__dict__["_maybe_evict"],
            "mkdir": NamespaceOps.__dict__["mkdir"], "rmdir": NamespaceOps.__dict__["rmdir"],
-           "_prepare_new": NamespaceOps.__dict__["_prepare_new"]}
+           "_prepare_new": NamespaceOps.__dict__["_prepare_new"],
+           "reap": FsCore.__dict__["reap"], "_drop": FsCore.__dict__["_drop"],
+           "_evict": FsCore.__dict__["_evict"]}
     inst = getattr(fs, "__dict__", {})
     return [name for name, fn in own.items() if getattr(ShmFs, name) is not fn or name in inst]
 

@@ -455,15 +455,19 @@ class Session(Fairness):
     def _cloop_ok(self, pending: Any, last: int) -> bool:
         """Whether the C loop (Engine.serve) may read the next requests: only where the
         Python loop would hand each hot request straight to ``_handle`` and ``_handle``
-        straight to the engine with ``ordered`` true -- no eviction to reap, no
-        notification or NOTIFY_STORE queued (only this thread queues them), the fs
-        lock not needed per request (one reader, or kept while every clone is parked)
-        and no ``_note`` due (no large request within RECENT_NS), the CPU latency hold
-        engaged (or unavailable), no window batch pending in the winfast engine unless
-        the loop takes window requests too (CLOOP_IOCTL: it applies _hot's rule per
-        request) (docs/decisions.md, "The first reader's loop in C", "Window IOCTLs,
-        READs and WRITEs in the C loop")."""
-        return (not pending and not self._pending and not self._stores
+        straight to the engine with ``ordered`` true -- no notification or NOTIFY_STORE
+        queued (only this thread queues them), the fs lock not needed per request (one
+        reader, or kept while every clone is parked) and no ``_note`` due (no large
+        request within RECENT_NS), the CPU latency hold engaged (or unavailable), no
+        window batch pending in the winfast engine unless the loop takes window
+        requests too (CLOOP_IOCTL: it applies _hot's rule per request)
+        (docs/decisions.md, "The first reader's loop in C", "Window IOCTLs, READs and
+        WRITEs in the C loop"). Evictions waiting in ``pending`` do not keep it out:
+        it reaps one on each empty read as this loop does, in C when Engine.reap takes
+        it, else it returns (0, last) and this loop reaps ("An unlink's eviction
+        reaped in the C loop")."""
+        del pending  # see above: the C loop's own business
+        return (not self._pending and not self._stores
                 and (self._fs_lock is None
                      or (self._owned and last - self._big_ns >= RECENT_NS))
                 and (self.cpu_latency.engaged or not self.cpu_latency.available)

@@ -296,3 +296,43 @@ def test_racing_creates_and_unlinks_leave_what_tmpfs_leaves() -> None:
         assert after["create"] - before["create"] > 100
         assert after["unlink"] - before["unlink"] > 100
         assert after["errors"] == 0 and after["write_errors"] == 0
+
+
+def _unlink_burst(mnt: Path, n: int) -> list[object]:
+    """n empty files and two with pages, all unlinked in a row (an rm of a directory's
+    files): the directory's link count and the free inodes and blocks on the way."""
+    d = mnt / "burst"
+    d.mkdir()
+    base = os.statvfs(mnt)
+    for i in range(n):
+        os.close(os.open(d / f"e{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    (d / "p0").write_bytes(b"p" * 9000)
+    (d / "p1").write_bytes(b"q" * 5000)
+    mid = os.statvfs(mnt)
+    for name in sorted(os.listdir(d)):
+        os.unlink(d / name)
+    end = os.statvfs(mnt)
+    st = os.stat(d)
+    return [base.f_ffree - mid.f_ffree, base.f_bfree - mid.f_bfree,
+            base.f_ffree - end.f_ffree, base.f_bfree - end.f_bfree,
+            st.st_nlink, os.listdir(d), _err(lambda: os.unlink(d / "e0"))]
+
+
+def test_an_unlink_burst_is_reaped_in_c_and_frees_what_tmpfs_frees() -> None:
+    """The evictions the unlinks' FORGETs leave for later: the C loop reaps those of
+    empty files itself (its `reap` counter), Python those with pages; every inode and
+    block comes back as on tmpfs, and the daemon ends with no inode but the root and
+    the directory."""
+    n = 400
+    with shmfs_mount("size=64m,nr_inodes=1000") as mnt, \
+            tmpfs_mount("size=64m,nr_inodes=1000") as tmp:
+        before = _hot(mnt)
+        got = _unlink_burst(mnt, n)
+        assert got == _unlink_burst(tmp, n)
+        assert got[2:4] == [0, 0]  # every inode and block back
+        stats = mount_stats(mnt)  # reaps what is left first (exact counts)
+        after = stats["session"]["hotpath"]
+        assert after["unlink"] - before["unlink"] == n + 2
+        assert after["reap"] - before["reap"] > 0
+        assert stats["fs"]["inodes"] == 2 and stats["fs"]["inodes_evicted"] >= n + 2
+        assert after["errors"] == 0 and after["write_errors"] == 0

@@ -836,3 +836,108 @@ def test_the_largest_batch_forget_is_taken_and_a_larger_one_declined() -> None:
     assert _taken(c, py, batch_forget_msg([(i, 1) for i in inos[:32]]))
     assert not _taken(c, py, batch_forget_msg([(i, 1) for i in inos[7:40]]))
     assert c.engine.statistics()["forget"] == 32 and c.engine.statistics()["errors"] == 0
+
+
+def _left_for_later(t: Twin, name: bytes, data: bytes = b"", xattr: bool = False) -> int:
+    """A file created, (written,) closed, unlinked and forgotten with deferred
+    evictions: what an unlink leaves in evict_later. Its inode number."""
+    t.fs.defer_evictions = True
+    a, fh = t.fs.create(1, name, 0o100644, os.O_RDWR, CTX)
+    if data:
+        t.fs.write(a.ino, fh, 0, data)
+    if xattr:
+        t.fs.setxattr(a.ino, b"user.k", b"v" * 40, 0)
+    t.fs.release(a.ino, fh)
+    t.fs.unlink(1, name)
+    t.fs.forget(a.ino, 1)
+    return a.ino
+
+
+def _reap_step(c: Twin, py: Twin) -> int:
+    """Engine.reap on c, FsCore.reap(1) on py: same state after; when C declines,
+    nothing changed and Python's reap on c gives the same state again. C's answer."""
+    heads = [t.fs.evict_later[0] if t.fs.evict_later else None for t in (c, py)]
+    before = c.state(), _evicted_fields(heads[0])
+    took = c.engine.reap()
+    py.fs.reap(1)
+    if not took:
+        assert (c.state(), _evicted_fields(heads[0])) == before  # declined untouched
+        c.fs.reap(1)
+    assert c.state() == py.state()
+    # the evicted inode is out of the table (state() no longer sees it): its own fields
+    assert _evicted_fields(heads[0]) == _evicted_fields(heads[1])
+    return took
+
+
+def _evicted_fields(inode: Any) -> Any:
+    """What _evict changes on the inode object itself."""
+    if inode is None:
+        return None
+    m = inode.mapping
+    return (inode.ino, inode.linkable, dict(inode.xattrs), inode.xattr_space,
+            inode.symlink_pages, inode.acl_access, inode.acl_default, inode.reclaimed,
+            None if m is None else (m.nr_unmaps, m.pages.gen, m.pages.nrpages))
+
+
+def test_reap_in_c_evicts_as_python_and_declines_the_rest() -> None:
+    """Engine.reap (the C loop's reap on an empty read): an unlinked empty file, also
+    one with xattrs, evicted in C with Python's whole state (the inode gone, _evicted,
+    its xattrs and ACLs, the mapping's unmap count and generation); a file with pages,
+    the root at the head (Python skips it), a stale entry and an empty evict_later:
+    declined with nothing changed."""
+    c, py = Twin(True, 40, AtimeMode()), Twin(False, 40, AtimeMode())
+    for t in (c, py):
+        _left_for_later(t, b"e0")
+        _left_for_later(t, b"e1", xattr=True)
+        _left_for_later(t, b"p0", data=b"x" * 5000)
+        t.fs.evict_later.append(t.fs._inodes[1])
+    e0 = c.fs.evict_later[0].ino
+    assert _reap_step(c, py) == 1 and e0 not in c.fs._inodes
+    assert _reap_step(c, py) == 1  # xattrs: cleared, their space already back
+    assert _reap_step(c, py) == 0  # pages: Python frees them
+    assert _reap_step(c, py) == 0 and not c.fs.evict_later  # the root: skipped by Python
+    assert _reap_step(c, py) == 0  # nothing left
+    for t in (c, py):
+        ino = _left_for_later(t, b"s0")
+        t.fs.evict_later.append(t.fs.evict_later[0])  # twice: the second is stale
+        assert t.fs.reap(1) == 1 and ino not in t.fs._inodes
+    assert _reap_step(c, py) == 0  # stale: Python drops it from the deque
+    assert c.engine.statistics()["reap"] == 2
+    assert c.fs._evicted == py.fs._evicted
+
+
+def test_a_forget_past_a_full_evict_later_reaps_its_head_in_c() -> None:
+    """A FORGET that makes evict_later longer than EVICT_LATER_MAX (a long unlink burst
+    whose device never emptied): _maybe_evict appends and reaps the head at once; the
+    engine reaps the head in C first (an unlinked empty file), also for a BATCH_FORGET
+    of two, with Python's state after. A head it cannot reap (pages): declined, nothing
+    changed, and Python's forget reaps it."""
+    c = Twin(True, 40, AtimeMode(), nr_inodes=1000)
+    py = Twin(False, 40, AtimeMode(), nr_inodes=1000)
+    fresh: list[int] = []
+    for t in (c, py):
+        inos = []
+        for i in range(260):
+            a, fh = t.fs.create(1, b"u%d" % i, 0o100644, os.O_WRONLY, CTX)
+            t.fs.release(a.ino, fh)
+            t.fs.unlink(1, b"u%d" % i)
+            inos.append(a.ino)
+        t.fs.defer_evictions = True
+        for ino in inos[:256]:
+            t.fs.forget(ino, 1)
+        assert len(t.fs.evict_later) == 256
+        fresh = inos[256:]
+    evicted = c.fs._evicted
+    assert _taken(c, py, forget_msg(fresh[0], 1))
+    assert len(c.fs.evict_later) == 256 and c.fs._evicted == evicted + 1
+    assert _taken(c, py, batch_forget_msg([(fresh[1], 1), (fresh[2], 1)]))
+    assert c.fs._evicted == evicted + 3 and c.engine.statistics()["reap"] == 3
+    for t in (c, py):  # a file with pages appended (Python reaps one head) ...
+        ino = _left_for_later(t, b"pages", data=b"d" * 6000)
+        t.fs.evict_later.rotate(1)  # ... and moved to the head
+        assert t.fs.evict_later[0].ino == ino and len(t.fs.evict_later) == 256
+    before = c.state()
+    assert c.engine.answer(forget_msg(fresh[3], 1), True) is None  # head with pages
+    assert c.state() == before
+    assert not _taken(c, py, forget_msg(fresh[3], 1))  # Python: append, reap the head
+    assert len(c.fs.evict_later) == 256
