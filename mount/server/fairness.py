@@ -8,8 +8,9 @@ more than one reader (docs/decisions.md 25, docs/performance.md change 24):
   progress lets it in at its next chunk boundary, and requests with data wait
   while it does;
 - ``_serve_locked`` is the first reader's request: while it is a large one
-  the clone readers read the device too (``Session._busy``), and opt-in
-  (CLONES_STAY) for as long as the traffic stays mixed -- opt-in, spinning for a
+  the clone readers read the device too (``Session._busy``), and by default
+  (CLONES_STAY; not once windows are in use) for as long as the traffic stays
+  mixed -- opt-in, spinning for a
   while after each request they answer (CLONE_SPIN_NS; docs/decisions.md 36);
 - ``_dispatch`` handles a request under the lock: a WRITE of more than
   ``CHUNK_BYTES`` as consecutive WRITEs (``_chunked_write``) while small
@@ -63,14 +64,14 @@ BIG_REQUEST = 64 << 10
 # an arrival wakes it anyway, so it notices a quiet device at the next request.
 CLONE_POLL_MS = int(os.environ.get("SHMFS_CLONE_POLL_MS", "100"))
 SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
-# The clone readers stay up for as long as the traffic is mixed (1, opt-in), not only
-# while the first reader is in a large request (0, the default): the first reader's own
-# read(2) of the next 1 MiB WRITE (~0.25 ms) is a time when a small request finds no
-# reader otherwise. Not the default: a clone that is up reads window IOCTLs and window
-# READ/WRITEs too, and only the first reader may hand them to the C window engine, so
-# window traffic mixed with large WRITEs went to Python (docs/decisions.md 36); and
-# its gain under streams was inside the noise of change 31. A/B runs
-CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "0") != "0"
+# The clone readers stay up for as long as the traffic is mixed (1, the default), not
+# only while the first reader is in a large request (0: the sixth session's rule): the
+# first reader's own read(2) of the next 1 MiB WRITE (~0.25 ms) is a time when a small
+# request finds no reader otherwise. Idle, create+close under two streams: median
+# 92-96 us / p99 1.9-2.2 ms against 97-531 / 2.8-7.7 ms with 0 (docs/benchmarks.md,
+# seventh session). Not on a mount whose windows are in use (Fairness._stay): only
+# the first reader may hand a window request to the C window engine. A/B runs
+CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "1") != "0"
 # A clone reader that has just answered a request looks at the device without sleeping
 # for this long (poll(0) turns) before it sleeps in poll(2), as the first reader spins
 # after each of its requests: a client's requests come one after another a few us
@@ -230,7 +231,7 @@ class Fairness:
         had just returned from an earlier wait looks at ``_busy`` again first."""
         if not self._owned:
             self._serve_locked(view, n)
-            if CLONES_STAY and self._busy.is_set():
+            if self._stay() and self._busy.is_set():
                 self._rest()
             self._try_own()
             return
@@ -250,7 +251,7 @@ class Fairness:
         (``_busy`` cleared) -- with CLONES_STAY only once the traffic is no longer
         mixed, since the first reader's next read(2) of a 1 MiB WRITE (~0.3 ms) is
         itself a time when small requests find no reader otherwise."""
-        if not CLONES_STAY or not self._mixed():
+        if not self._stay() or not self._mixed():
             self._busy.clear()
 
     def _try_own(self) -> None:
@@ -297,6 +298,13 @@ class Fairness:
             if now - self._big_ns < RECENT_NS:  # a large request is (or was just) in the way
                 self._last_small = now
         return False
+
+    def _stay(self) -> bool:
+        """Whether the clone readers stay up for the whole mixed spell (CLONES_STAY) on
+        this mount: not once windows are in use (the C window engine engaged), since
+        only the first reader may hand a window request to that engine and a clone
+        that is up would read some of them and give them to Python (decisions 36)."""
+        return CLONES_STAY and not getattr(self, "_winfast", None)
 
     def _mixed(self) -> bool:
         """Small requests of other processes came within MIXED_WINDOW_NS (or had to

@@ -69,7 +69,6 @@ from mount.server.fairness import (
     CHUNK_BYTES,
     CLONE_POLL_MS,
     CLONE_SPIN_NS,
-    CLONES_STAY,
     RECENT_NS,
     SWITCH_INTERVAL_S,
     Fairness,
@@ -925,7 +924,7 @@ class Session(Fairness):
                     last = 0  # once per request answered
                     continue
                 if not poller.poll(CLONE_POLL_MS):
-                    if CLONES_STAY and not self._mixed():  # the first reader may be
+                    if self._stay() and not self._mixed():  # the first reader may be
                         busy.clear()  # asleep: nobody else would end the mixed spell (_rest)
                     continue
                 if trace is not None:
@@ -961,7 +960,7 @@ class Session(Fairness):
                         self._pending_lock.wait_for(lambda s=seq: self._written_seq >= s)
                     self._write([deferred], fd)
                 last = clock()
-                if CLONES_STAY and not self._mixed():
+                if self._stay() and not self._mixed():
                     # the mixed spell is over: park (and let the first reader keep the
                     # lock again) even while requests keep this reader from timing out
                     busy.clear()
