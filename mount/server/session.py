@@ -752,11 +752,22 @@ class Session(Fairness):
                 self._stores.pop((ino, page), None)
 
     def _write(self, buffers: Sequence[bytes | memoryview], fd: int | None = None) -> None:
+        """The one place a reply leaves: to the sink of the request being handled (a
+        ring entry, a chunk's capture), else to ``fd`` or the request's reply fd. An
+        explicit ``fd`` always means that device: a clone reader's deferred reply is
+        written outside the fs lock, while another reader's request may have set
+        ``_sink`` (a chunk of a large WRITE), which must not swallow it."""
+        if fd is not None:
+            try:
+                os.writev(fd, buffers)
+            except OSError as e:
+                self._write_failed(e)
+            return
         if self._sink is not None:  # a request from a ring entry: the reply goes there
             self._sink.reply(buffers)
             return
         try:
-            os.writev(self._reply_fd if fd is None else fd, buffers)
+            os.writev(self._reply_fd, buffers)
         except OSError as e:
             self._write_failed(e)
 

@@ -1,0 +1,69 @@
+"""Window IOCTLs beside streaming writers: answered, and by the C window engine.
+
+Clone readers stay up through mixed traffic (SHMFS_CLONES_STAY=1, the default;
+docs/decisions.md 36), but not on a mount whose windows are in use: only the first
+reader may hand a window request to the C engine, and a clone that is up would read
+some of them and answer them in Python. Here two processes stream 1 MiB WRITEs
+(mixed traffic, the clones read requests) while this process remaps window pages one
+at a time and checks each through a mapping: every remap must be the engine's, every
+view right, and the streamed records exact."""
+
+from __future__ import annotations
+
+import mmap
+import subprocess
+import sys
+
+from mount.winapi.client import Window, mount_stats
+from tests.support.mounts import shmfs_mount
+from tests.windows.helpers import P, make_object, page_of
+
+_WRITER = r"""
+import os, sys
+path, tag, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+for r in range(rounds):
+    rec = bytes([tag * 16 + r % 16]) * (1 << 20)
+    assert os.pwrite(fd, rec, (tag * rounds + r) << 20) == 1 << 20
+os.close(fd)
+"""
+
+
+def test_window_remaps_beside_streams_stay_in_the_engine() -> None:
+    rounds = 32
+    with shmfs_mount("size=256m") as mnt:
+        obj = mnt / "obj"
+        make_object(obj, 64)
+        with Window.create(mnt / "win", obj, 8) as w:
+            for i in range(3):  # engages the engine (a window's first remap is Python's)
+                w.remap(i, 1, 1 + i, populate=True)
+            engine = mount_stats(mnt)["session"]["winfast"]
+            assert engine["remaps"] >= 1, engine
+            before = engine["remaps"]
+            clones_before = mount_stats(mnt)["session"]["second_reader_requests"]
+            big = mnt / "big"
+            ps = [subprocess.Popen([sys.executable, "-c", _WRITER, str(big), str(t),
+                                    str(rounds)]) for t in (0, 1)]
+            done = 0
+            with open(mnt / "win", "r+b") as f:
+                m = mmap.mmap(f.fileno(), 8 * P, mmap.MAP_SHARED)
+                try:
+                    while any(p.poll() is None for p in ps) or done < 200:
+                        pg = 2 + done % 62
+                        w.remap(done % 8, 1, pg, populate=True)
+                        off = (done % 8) * P
+                        assert m[off:off + 16] == page_of(pg)[:16], (done, pg)
+                        done += 1
+                finally:
+                    m.close()
+            for p in ps:
+                assert p.wait(timeout=300) == 0
+            s = mount_stats(mnt)["session"]
+            assert 0 < s["winfast"]["remaps"] - before <= done, (done, s["winfast"])
+            # the streams made the traffic mixed: the clone readers did read requests
+            assert s["second_reader_requests"] > clones_before, s
+        data = big.read_bytes()
+        for t in (0, 1):
+            for r in range(rounds):
+                rec = data[(t * rounds + r) << 20:(t * rounds + r + 1) << 20]
+                assert rec == bytes([t * 16 + r % 16]) * (1 << 20), (t, r)
