@@ -128,6 +128,7 @@ typedef struct {
     unsigned long long cl_window; /* hotloop.c: answered by the window engine */
     unsigned long long cl_enotty; /* hotloop.c: foreign IOCTLs answered ENOTTY */
     unsigned long long n_respop; /* new pages taken from the arena's reserve in C */
+    unsigned long long cl_kept; /* hotloop.c: requests read with the GIL kept (appends2) */
     long last_decline;
     struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
     int ctx_busy;
@@ -985,6 +986,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
         return -1;
     if (nholes && sa_ll(f.budget, s_used_pages, used + nholes) < 0)
         return -1;
+    int direct = 0; /* dst[0] set here: the new frame in a chunk the first pass had */
     if (nr == 1) { /* fault.write1 */
         if (nholes) {
             PyObject *fo = arena_pop(c, f.arena);
@@ -1020,6 +1022,12 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
                 if (sa_ll(f.pages, s_nrpages, nrpages + 1) < 0 ||
                     sa_ll(f.pages, s_gen, gen + 1) < 0)
                     return -1;
+                /* the frame's bytes: no second lookup (the chunk arrays are the ones
+                 * just written; a refill may have grown the arena, which frame_mem
+                 * sees: its segment list is the arena's own, read per frame) */
+                if (!(dst[0] = frame_mem(c, &a, frame)))
+                    return -1;
+                direct = 1;
             } else {
                 PyObject *r = keep(c, PyObject_CallMethodObjArgs(
                     f.pages, s_insert1, keep(c, PyLong_FromLongLong(first)), fo,
@@ -1073,9 +1081,10 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     }
     /* the copy: Arena.store1 / copy_in; with new pages, their frames are looked up
      * again (the chunk tables may have changed, the arena may have grown) */
-    if (nholes && (pc_open(c, f.pages, &p) < 0 || arena_open(c, f.arena, &a) < 0))
+    if (nholes && !direct &&
+        (pc_open(c, f.pages, &p) < 0 || arena_open(c, f.arena, &a) < 0))
         return -1;
-    for (long long i = 0; nholes && i < nr; i++) {
+    for (long long i = 0; nholes && !direct && i < nr; i++) {
         uint8_t fl;
         int64_t fr = pc_get(c, &p, first + i, &fl);
         if (fr < 0) {
@@ -1596,12 +1605,11 @@ static int writev_all(int fd, struct iovec *iov, int niov, size_t total, Engine 
     return w < 0 ? errno : 0;
 }
 
-/* requests[op] = [count, ns]: count it, with the time since t0 (perf_counter_ns) */
-static int count_request(PyObject *requests, int op, long long t0)
+/* requests[op] = [count, ns]: count it, with the time from t0 to t1 (perf_counter_ns's
+ * clock; the C loop passes the t1 it keeps as its `last`: one clock read fewer) */
+static int count_request_at(PyObject *requests, int op, long long t0, long long t1)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* what time.perf_counter_ns reads */
-    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec - t0;
+    long long ns = t1 - t0;
     PyObject *key = PyLong_FromLong(op);
     if (!key)
         return -1;
@@ -1635,6 +1643,14 @@ static int count_request(PyObject *requests, int op, long long t0)
     }
     Py_DECREF(key);
     return r;
+}
+
+/* requests[op] = [count, ns]: count it, with the time since t0 (perf_counter_ns) */
+static int count_request(PyObject *requests, int op, long long t0)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* what time.perf_counter_ns reads */
+    return count_request_at(requests, op, t0, (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
 }
 
 static ctx_t *ctx_take(Engine *e)
@@ -1751,7 +1767,7 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
@@ -1759,7 +1775,7 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         "last_decline_line", e->last_decline, "cloop_entries", e->cl_entries,
         "cloop_served", e->cl_served, "cloop_returned", e->cl_returned,
         "cloop_window", e->cl_window, "cloop_enotty", e->cl_enotty,
-        "reserve_pops", e->n_respop, "reap", e->n_reap);
+        "reserve_pops", e->n_respop, "reap", e->n_reap, "cloop_gil_kept", e->cl_kept);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
@@ -1882,6 +1898,9 @@ PyMODINIT_FUNC PyInit__hotpath(void)
 {
     const char *cres = getenv("SHMFS_CRESERVE");
     c_reserve = !(cres && strcmp(cres, "0") == 0);
+    const char *chold = getenv("SHMFS_CLOOP_HOLD"); /* 0: the GIL around every read (A/B) */
+    if (chold && strcmp(chold, "0") == 0)
+        cloop_hold_ns = 0;
     INTERN(s_inodes, "_inodes");
     INTERN(s_handles, "_handles");
     INTERN(s_windows, "_windows");
