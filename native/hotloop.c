@@ -252,6 +252,8 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
     }
     unsigned char *buf = bb.buf;
     e->cl_entries++;
+    wc_clear(e); /* the WRITE cache lives inside this call only (decisions 39) */
+    e->wc_on = 1;
     long long code = 0;
     unsigned long served = 0;
     int err = 0, offered = 0, werr = 0;
@@ -265,6 +267,7 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         if (r < 0) {
             int en = errno;
             if (en == EAGAIN && gil) { /* nothing to read: the GIL goes, as before */
+                wc_clear(e); /* other threads may run: the next WRITE looks again */
                 ts = PyEval_SaveThread();
                 gil = 0;
             }
@@ -314,6 +317,8 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         } else {
             e->cl_kept++;
         }
+        if (opc != OP_WRITE || winop) /* the WRITE cache holds across C WRITEs only */
+            wc_clear(e);
         if (winop) {
             int wr = cloop_window(win, fd, buf, r, opc, requests, stats, t0, &werr);
             if (wr == 0) {
@@ -406,12 +411,15 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         if (served >= CLOOP_BATCH)
             break;
         if (last - held >= cloop_hold_ns) { /* the next read without the GIL */
+            wc_clear(e);
             ts = PyEval_SaveThread();
             gil = 0;
         }
     }
     if (!gil)
         PyEval_RestoreThread(ts);
+    wc_clear(e);
+    e->wc_on = 0;
     PyBuffer_Release(&bb);
     if (err) {
         errno = err;

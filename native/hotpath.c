@@ -129,6 +129,17 @@ typedef struct {
     unsigned long long cl_enotty; /* hotloop.c: foreign IOCTLs answered ENOTTY */
     unsigned long long n_respop; /* new pages taken from the arena's reserve in C */
     unsigned long long cl_kept; /* hotloop.c: requests read with the GIL kept (appends2) */
+    /* The C loop's WRITE cache (appends2; docs/decisions.md 39): what do_write's first
+     * checks found for (wc_node, wc_fh) -- the objects (owned), the mode, chattr flags
+     * and the handle's flags -- reused by the next WRITE of the same node and handle
+     * while the loop keeps it valid: only inside Engine.serve (wc_on), emptied by
+     * wc_clear whenever the loop releases the GIL, serves anything but a WRITE, or a
+     * WRITE called Python (wc_py) or did not complete. */
+    int wc_on, wc_py;
+    uint64_t wc_node, wc_fh;
+    PyObject *wc_inode, *wc_mapping, *wc_pages, *wc_arena, *wc_budget;
+    long long wc_mode, wc_hflags;
+    unsigned long long n_wcached; /* WRITEs that used it */
     long last_decline;
     struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
     int ctx_busy;
@@ -144,6 +155,15 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op,
     *s_nopen, *s_refresh, *s_release_op, *s_grants, *s_by_fh, *s_is_dir, *s_next_fh, *s_reclaimed,
     *s_open_op, *s_res_, *s_frames_allocated, *s__fstats;
+
+static void wc_clear(Engine *e)
+{
+    Py_CLEAR(e->wc_inode);
+    Py_CLEAR(e->wc_mapping);
+    Py_CLEAR(e->wc_pages);
+    Py_CLEAR(e->wc_arena);
+    Py_CLEAR(e->wc_budget);
+}
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -677,6 +697,8 @@ static PyObject *now_ns(ctx_t *c)
     PyObject *clock = ga(c, c->e->fs, s_clock);
     if (!clock)
         return NULL;
+    if (!PyCFunction_Check(clock)) /* a Python clock (tests): its code may let go of the GIL */
+        c->e->wc_py = 1;
     PyObject *t = keep(c, PyObject_CallNoArgs(clock));
     if (t && !PyLong_Check(t)) {
         PyErr_SetString(PyExc_TypeError, "hotpath: the clock gave no int");
@@ -911,6 +933,7 @@ static PyObject *arena_pop(ctx_t *c, PyObject *arena)
         c->e->n_respop++;
         return fo;
     }
+    c->e->wc_py = 1;
     return keep(c, PyObject_CallMethodNoArgs(arena, s_alloc1));
 }
 
@@ -934,15 +957,46 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (wflags & ~(uint32_t)WRITE_KILL_SUIDGID) /* write-back (WRITE_CACHE), lock owner */
         DECLINE();
     /* ---- phase 1 ---- */
-    if (plain_file(c, nodeid, &f) < 0) /* a window's: object_changed (Python) */
-        goto decline;
-    if (f.fsflags) /* chattr flags: the Python path */
-        DECLINE();
+    long long hflags;
+    e->wc_py = 0;
+    if (e->wc_on && e->wc_inode && e->wc_node == nodeid && e->wc_fh == fh) {
+        /* the C loop's cache: every check below passed for this node and handle, and
+         * nothing but C WRITEs of the engine ran since (decisions 39) */
+        f.inode = keep(c, Py_NewRef(e->wc_inode));
+        f.mapping = keep(c, Py_NewRef(e->wc_mapping));
+        f.pages = keep(c, Py_NewRef(e->wc_pages));
+        f.arena = keep(c, Py_NewRef(e->wc_arena));
+        f.budget = keep(c, Py_NewRef(e->wc_budget));
+        if (!f.inode || !f.mapping || !f.pages || !f.arena || !f.budget)
+            DECLINE();
+        f.mode = e->wc_mode;
+        f.fsflags = 0;
+        hflags = e->wc_hflags;
+        if (ga_ll(f.mapping, s_size, &f.size) < 0 || f.size < 0)
+            DECLINE();
+        e->n_wcached++;
+    } else {
+        if (plain_file(c, nodeid, &f) < 0) /* a window's: object_changed (Python) */
+            goto decline;
+        if (f.fsflags) /* chattr flags: the Python path */
+            DECLINE();
+        if (handle_flags(c, fh, nodeid, &hflags) < 0)
+            DECLINE();
+        if (e->wc_on) {
+            wc_clear(e);
+            e->wc_node = nodeid;
+            e->wc_fh = fh;
+            e->wc_inode = Py_NewRef(f.inode);
+            e->wc_mapping = Py_NewRef(f.mapping);
+            e->wc_pages = Py_NewRef(f.pages);
+            e->wc_arena = Py_NewRef(f.arena);
+            e->wc_budget = Py_NewRef(f.budget);
+            e->wc_mode = f.mode;
+            e->wc_hflags = hflags;
+        }
+    }
     if ((wflags & WRITE_KILL_SUIDGID) && (f.mode & (S_ISUID_ | S_ISGID_)))
         DECLINE(); /* privs.modify_kill needs the caller's groups */
-    long long hflags;
-    if (handle_flags(c, fh, nodeid, &hflags) < 0)
-        DECLINE();
     long long pos = (hflags & O_APPEND_) ? f.size : (long long)off;
     if (pos < 0 || (unsigned long long)pos >= (unsigned long long)e->max_file_size ||
         (unsigned long long)pos + size > (unsigned long long)e->max_file_size)
@@ -1029,6 +1083,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
                     return -1;
                 direct = 1;
             } else {
+                e->wc_py = 1;
                 PyObject *r = keep(c, PyObject_CallMethodObjArgs(
                     f.pages, s_insert1, keep(c, PyLong_FromLongLong(first)), fo,
                     keep(c, PyLong_FromLong(PG_BOTH)), NULL));
@@ -1043,6 +1098,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
                 return -1;
         }
     } else { /* fault(): the allocating path for a run */
+        e->wc_py = 1; /* alloc, lookup, insert_range, set_flags: Python's */
         if (nholes) {
             PyObject *cnt = keep(c, PyLong_FromLongLong(nholes));
             PyObject *newf = cnt ? keep(c, PyObject_CallMethodOneArg(f.arena, s_alloc, cnt)) : NULL;
@@ -1098,6 +1154,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     }
     if (size >= NOGIL_BYTES) {
         e->nogil++;
+        e->wc_py = 1; /* other threads may run meanwhile */
         Py_BEGIN_ALLOW_THREADS
         copy_in(dst, nr, pos, end, data);
         Py_END_ALLOW_THREADS
@@ -1110,6 +1167,8 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (!now || attr_set(f.inode, s_mtime_ns, now) < 0 ||
         attr_set(f.inode, s_ctime_ns, now) < 0)
         return -1;
+    if (e->wc_py) /* Python ran (or the GIL was let go): the next WRITE looks again */
+        wc_clear(e);
     reply_header(c, unique, 8); /* fuse_write_out */
     put_u32(c->hdr + OUT_HEADER, size);
     put_u32(c->hdr + OUT_HEADER + 4, 0);
@@ -1767,7 +1826,7 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
@@ -1775,7 +1834,8 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         "last_decline_line", e->last_decline, "cloop_entries", e->cl_entries,
         "cloop_served", e->cl_served, "cloop_returned", e->cl_returned,
         "cloop_window", e->cl_window, "cloop_enotty", e->cl_enotty,
-        "reserve_pops", e->n_respop, "reap", e->n_reap, "cloop_gil_kept", e->cl_kept);
+        "reserve_pops", e->n_respop, "reap", e->n_reap, "cloop_gil_kept", e->cl_kept,
+        "write_cached", e->n_wcached);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
@@ -1856,6 +1916,7 @@ static void Engine_dealloc(Engine *e)
     Py_XDECREF(e->t_dir);
     Py_XDECREF(e->errors_counter);
     Py_XDECREF(e->enoent_key);
+    wc_clear(e);
     PyMem_Free(e->ctx);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }

@@ -3,8 +3,9 @@
     .venv/bin/python scripts/append_threads.py [--rounds 3] [--count 40000] [--bs 4k,512]
                                                [--nice -20] CONFIG...
 
-CONFIG is ``NAME=ENV,ENV...`` (``hold=`` for none, ``nohold=SHMFS_CLOOP_HOLD=0``); the
-configurations alternate within each round. For each: a fresh ``shmfs MNT -o size=4g``
+CONFIG is ``NAME=ENV,ENV...[@SHMFS]`` (``hold=`` for none, ``nohold=SHMFS_CLOOP_HOLD=0``,
+``main=@/work/main/.venv/bin/shmfs`` for another checkout's daemon); the configurations
+alternate within each round. For each: a fresh ``shmfs MNT -o size=4g``
 of this checkout (env items added to the daemon's environment), then per block size one
 ``dd bs=BS count=N`` into a new file (fresh frames) and one after removing it (the
 frames the first freed). Per run it prints dd's MB/s and, per WRITE, the CPU time of
@@ -95,12 +96,13 @@ def main() -> int:
     try:
         for rnd in range(1, args.rounds + 1):
             for cfg in args.configs:
+                cfg, _, cmd = cfg.partition("@")
                 name, _, envs = cfg.partition("=")
                 env = dict(os.environ)
                 for item in filter(None, envs.split(",")):
                     k, _, v = item.partition("=")
                     env[k] = v
-                subprocess.run(["nice", "-n", str(args.nice), str(SHMFS), mnt, "-o",
+                subprocess.run(["nice", "-n", str(args.nice), cmd or str(SHMFS), mnt, "-o",
                                 "size=4g"], env=env, check=True)
                 try:
                     pid = int(subprocess.run(["pgrep", "-f", f" {mnt}( |$)"],
