@@ -305,6 +305,13 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         /* Session._handle: len(msg) > 40, an IOCTL (_native) or a READ/WRITE (_native_io) */
         int winop = win && r > IN_HEADER &&
                     (opc == OP_IOCTL || (win_io && (opc == OP_READ || opc == OP_WRITE)));
+        /* a WRITE of the node and handle the WRITE cache holds: that node is no window
+         * nor a window's object, and nothing that could make it one ran since (the
+         * cache's rule), so the window engine would decline it quietly (winlaunder.c:
+         * not in its table's wins, no counter): not offered (decisions 39) */
+        if (winop && opc == OP_WRITE && e->wc_inode && r >= IN_HEADER + RW_IN &&
+            get_u64(buf + 16) == e->wc_node && get_u64(buf + IN_HEADER) == e->wc_fh)
+            winop = 0;
         if (r < IN_HEADER || r > CLOOP_BIG || (!winop && !cloop_opcode(opc))) {
             code = r; /* Python's */
             break;

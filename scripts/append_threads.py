@@ -5,16 +5,17 @@
 
 CONFIG is ``NAME=ENV,ENV...[@SHMFS]`` (``hold=`` for none, ``nohold=SHMFS_CLOOP_HOLD=0``,
 ``main=@/work/main/.venv/bin/shmfs`` for another checkout's daemon); the configurations
-alternate within each round. For each: a fresh ``shmfs MNT -o size=4g``
-of this checkout (env items added to the daemon's environment), then per block size one
-``dd bs=BS count=N`` into a new file (fresh frames) and one after removing it (the
-frames the first freed). Per run it prints dd's MB/s and, per WRITE, the CPU time of
-the request loop's thread and of the populate-ahead thread (``/proc/PID/task/TID/
-schedstat``: ns on CPU, exact, unlike tick-sampled utime), the loop's voluntary context
-switches (sleeps: in poll(2) after the spin, or waiting for the GIL) and the populate
-thread's (every wake-up) per 1,000 WRITEs, and the engine's ``cloop_gil_kept`` share.
-CPU time per WRITE is the figure to compare under other load; MB/s is the one the goal
-names. /proc/loadavg is printed with each mount.
+alternate within each round. For each: a fresh ``shmfs MNT -o size=4g`` of this checkout
+(env items added to the daemon's environment), then per block size one ``dd bs=BS
+count=N`` (N = --count, four times that for 512 B) into a new file (fresh frames) and one
+after removing it (the frames the first freed). Per run it prints dd's MB/s and, per
+WRITE, the CPU time of the request loop's thread and of the busiest other thread (the
+populate-ahead thread; ``/proc/PID/task/TID/schedstat``: ns on CPU, exact, unlike
+tick-sampled utime), the loop's voluntary context switches (sleeps: in poll(2) after the
+spin, or waiting for the GIL) and the other thread's (its wake-ups) per 1,000 WRITEs, the
+share of requests the loop read with the GIL kept (``cloop_gil_kept``) and of WRITEs that
+used its WRITE cache (``write_cached``). CPU time per WRITE is the figure to compare under
+other load; MB/s is the one the goal names. /proc/loadavg is printed with each mount.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,7 +82,8 @@ def one(mnt: str, pid: int, loop: int, others: list[int], bs: str, count: int,
     if busiest is not None:
         out += (f" | other {d[busiest][0] / count / 1000:5.2f}us wakes "
                 f"{d[busiest][1] * 1000 / count:5.0f}/k")
-    out += f" | kept {kept * 100 / max(served, 1):3.0f}%"
+    cached = hot1.get("write_cached", 0) - hot0.get("write_cached", 0)
+    out += f" | kept {kept * 100 / max(served, 1):3.0f}% cached {cached * 100 / count:3.0f}%"
     return out
 
 
@@ -92,6 +95,7 @@ def main() -> int:
     p.add_argument("--bs", default="4k,512")
     p.add_argument("--nice", type=int, default=0)
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unmount on the way out
     mnt = tempfile.mkdtemp(prefix="append_threads.")
     try:
         for rnd in range(1, args.rounds + 1):
@@ -117,7 +121,7 @@ def main() -> int:
                               for t in ts if t != pid]
                     load = Path("/proc/loadavg").read_text().split()[:3]
                     for bs in args.bs.split(","):
-                        n = args.count * (8 if bs == "512" else 1)
+                        n = args.count * (4 if bs == "512" else 1)
                         for what in ("fresh", "reuse"):
                             print(f"round {rnd} {name:8s} {bs:>3s} {what}: "
                                   f"{one(mnt, pid, loop, others, bs, n, args.nice)}"
