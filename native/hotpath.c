@@ -128,21 +128,21 @@ typedef struct {
     unsigned long long cl_window; /* hotloop.c: answered by the window engine */
     unsigned long long cl_enotty; /* hotloop.c: foreign IOCTLs answered ENOTTY */
     unsigned long long n_respop; /* new pages taken from the arena's reserve in C */
+    long last_decline;
+    struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
+    int ctx_busy;
     unsigned long long cl_kept; /* hotloop.c: requests read with the GIL kept (appends2) */
     /* The C loop's WRITE cache (appends2; docs/decisions.md 39): what do_write's first
-     * checks found for (wc_node, wc_fh) -- the objects (owned), the mode, chattr flags
-     * and the handle's flags -- reused by the next WRITE of the same node and handle
-     * while the loop keeps it valid: only inside Engine.serve (wc_on), emptied by
-     * wc_clear whenever the loop releases the GIL, serves anything but a WRITE, or a
-     * WRITE called Python (wc_py) or did not complete. */
+     * checks found for (wc_node, wc_fh) -- the objects (owned), the mode and the
+     * handle's flags (its chattr flags were 0) -- reused by the next WRITE of the same
+     * node and handle while the loop keeps it valid: only inside Engine.serve (wc_on),
+     * emptied by wc_clear whenever the loop releases the GIL, serves anything but a
+     * WRITE, or a WRITE called Python (wc_py) or did not complete. */
     int wc_on, wc_py;
     uint64_t wc_node, wc_fh;
     PyObject *wc_inode, *wc_mapping, *wc_pages, *wc_arena, *wc_budget;
     long long wc_mode, wc_hflags;
     unsigned long long n_wcached; /* WRITEs that used it */
-    long last_decline;
-    struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
-    int ctx_busy;
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,
