@@ -49,6 +49,22 @@
 
 #define CLOOP_BATCH 65536        /* requests served before Python looks at its state */
 #define CLOOP_BIG (64 * 1024)    /* mount.server.fairness.BIG_REQUEST */
+/* The GIL kept across requests that follow one another (issue 15, appends2): after a
+ * request is answered the next read(2) -- non-blocking, it never sleeps -- is made
+ * with the GIL still held, and the GIL is released only when that read finds nothing
+ * (the spin, the reap, Python's idle path: as before) or when it has been held for
+ * CLOOP_HOLD_NS since it was last taken: then the next read is made without it, as
+ * every read was before, which gives a thread that waits for it (the populate-ahead
+ * thread, the notifier, trio's) its turn -- at least as often as the interpreter's
+ * own switch interval (5 ms) would.  Why: every release of a GIL some thread waits
+ * for wakes that thread (a futex wake, an IPI to the other vCPU), which mostly loses
+ * the race for it and sleeps again; during fresh 4 KiB appends the populate-ahead
+ * thread was woken ~12,000 times per 40,000 WRITEs and the loop itself slept ~10,000
+ * times waiting for the GIL back (docs/performance.md, change 33).  cloop_hold_ns 0
+ * (SHMFS_CLOOP_HOLD=0 in the environment when _hotpath is imported): the GIL released
+ * around every read, as before (A/B). */
+#define CLOOP_HOLD_NS 1000000LL
+static long long cloop_hold_ns = CLOOP_HOLD_NS;
 
 static inline long long mono_ns(void)
 {
@@ -236,6 +252,8 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
     }
     unsigned char *buf = bb.buf;
     e->cl_entries++;
+    wc_clear(e); /* the WRITE cache lives inside this call only (decisions 39) */
+    e->wc_on = 1;
     long long code = 0;
     unsigned long served = 0;
     int err = 0, offered = 0, werr = 0;
@@ -243,10 +261,16 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
     const char *what = "regular-file hot path";
     PyThreadState *ts = PyEval_SaveThread();
     int gil = 0;
+    long long held = 0; /* when the GIL was last taken (gil: held since then) */
     for (;;) {
         ssize_t r = read(fd, buf, (size_t)bb.len);
         if (r < 0) {
             int en = errno;
+            if (en == EAGAIN && gil) { /* nothing to read: the GIL goes, as before */
+                wc_clear(e); /* other threads may run: the next WRITE looks again */
+                ts = PyEval_SaveThread();
+                gil = 0;
+            }
             if (en == EAGAIN) {
                 /* Python's loop: reap one eviction on EAGAIN; after spin_ns it sleeps.
                  * An eviction reap_one takes (an unlinked empty file's) is reaped
@@ -281,13 +305,27 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         /* Session._handle: len(msg) > 40, an IOCTL (_native) or a READ/WRITE (_native_io) */
         int winop = win && r > IN_HEADER &&
                     (opc == OP_IOCTL || (win_io && (opc == OP_READ || opc == OP_WRITE)));
+        /* a WRITE of the node and handle the WRITE cache holds: that node is no window
+         * nor a window's object, and nothing that could make it one ran since (the
+         * cache's rule), so the window engine would decline it quietly (winlaunder.c:
+         * not in its table's wins, no counter): not offered (decisions 39) */
+        if (winop && opc == OP_WRITE && e->wc_inode && r >= IN_HEADER + RW_IN &&
+            get_u64(buf + 16) == e->wc_node && get_u64(buf + IN_HEADER) == e->wc_fh)
+            winop = 0;
         if (r < IN_HEADER || r > CLOOP_BIG || (!winop && !cloop_opcode(opc))) {
             code = r; /* Python's */
             break;
         }
         long long t0 = mono_ns();
-        PyEval_RestoreThread(ts);
-        gil = 1;
+        if (!gil) {
+            PyEval_RestoreThread(ts);
+            gil = 1;
+            held = t0;
+        } else {
+            e->cl_kept++;
+        }
+        if (opc != OP_WRITE || winop) /* the WRITE cache holds across C WRITEs only */
+            wc_clear(e);
         if (winop) {
             int wr = cloop_window(win, fd, buf, r, opc, requests, stats, t0, &werr);
             if (wr == 0) {
@@ -339,8 +377,8 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
             int w = c->total ? writev_all(fd, c->iov, c->niov, c->total, e) : 0;
             if (w && w != ENOENT && w != ENODEV)
                 e->write_errors++;
-            if (count_request(requests, op, t0) < 0) { /* the reply is out */
-                PyErr_Clear();
+            if (count_request_at(requests, op, t0, (last = mono_ns())) < 0) {
+                PyErr_Clear(); /* the reply is out */
                 e->errors++;
             }
         }
@@ -363,10 +401,12 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
             exc = value ? value : Py_NewRef(Py_None);
             break;
         }
+        goto counted; /* `last`: when count_request_at read the clock */
     done_one:
+        last = mono_ns();
+    counted:
         e->cl_served++;
         served++;
-        last = mono_ns();
         if (pending != Py_None) {
             Py_ssize_t k = PyObject_Size(pending);
             if (k < 0) {
@@ -377,11 +417,16 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         }
         if (served >= CLOOP_BATCH)
             break;
-        ts = PyEval_SaveThread();
-        gil = 0;
+        if (last - held >= cloop_hold_ns) { /* the next read without the GIL */
+            wc_clear(e);
+            ts = PyEval_SaveThread();
+            gil = 0;
+        }
     }
     if (!gil)
         PyEval_RestoreThread(ts);
+    wc_clear(e);
+    e->wc_on = 0;
     PyBuffer_Release(&bb);
     if (err) {
         errno = err;

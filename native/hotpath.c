@@ -131,6 +131,18 @@ typedef struct {
     long last_decline;
     struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
     int ctx_busy;
+    unsigned long long cl_kept; /* hotloop.c: requests read with the GIL kept (appends2) */
+    /* The C loop's WRITE cache (appends2; docs/decisions.md 39): what do_write's first
+     * checks found for (wc_node, wc_fh) -- the objects (owned), the mode and the
+     * handle's flags (its chattr flags were 0) -- reused by the next WRITE of the same
+     * node and handle while the loop keeps it valid: only inside Engine.serve (wc_on),
+     * emptied by wc_clear whenever the loop releases the GIL, serves anything but a
+     * WRITE, or a WRITE called Python (wc_py) or did not complete. */
+    int wc_on, wc_py;
+    uint64_t wc_node, wc_fh;
+    PyObject *wc_inode, *wc_mapping, *wc_pages, *wc_arena, *wc_budget;
+    long long wc_mode, wc_hflags;
+    unsigned long long n_wcached; /* WRITEs that used it */
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,
@@ -143,6 +155,15 @@ static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s
     *s_getattr, *s_symlink_pages, *s_wins, *s_objs, *s_fd_, *s_target, *s_names_, *s_nlookup, *s_lookup_op,
     *s_nopen, *s_refresh, *s_release_op, *s_grants, *s_by_fh, *s_is_dir, *s_next_fh, *s_reclaimed,
     *s_open_op, *s_res_, *s_frames_allocated, *s__fstats;
+
+static void wc_clear(Engine *e)
+{
+    Py_CLEAR(e->wc_inode);
+    Py_CLEAR(e->wc_mapping);
+    Py_CLEAR(e->wc_pages);
+    Py_CLEAR(e->wc_arena);
+    Py_CLEAR(e->wc_budget);
+}
 
 static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -676,6 +697,8 @@ static PyObject *now_ns(ctx_t *c)
     PyObject *clock = ga(c, c->e->fs, s_clock);
     if (!clock)
         return NULL;
+    if (!PyCFunction_Check(clock)) /* a Python clock (tests): its code may let go of the GIL */
+        c->e->wc_py = 1;
     PyObject *t = keep(c, PyObject_CallNoArgs(clock));
     if (t && !PyLong_Check(t)) {
         PyErr_SetString(PyExc_TypeError, "hotpath: the clock gave no int");
@@ -910,6 +933,7 @@ static PyObject *arena_pop(ctx_t *c, PyObject *arena)
         c->e->n_respop++;
         return fo;
     }
+    c->e->wc_py = 1;
     return keep(c, PyObject_CallMethodNoArgs(arena, s_alloc1));
 }
 
@@ -933,15 +957,46 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (wflags & ~(uint32_t)WRITE_KILL_SUIDGID) /* write-back (WRITE_CACHE), lock owner */
         DECLINE();
     /* ---- phase 1 ---- */
-    if (plain_file(c, nodeid, &f) < 0) /* a window's: object_changed (Python) */
-        goto decline;
-    if (f.fsflags) /* chattr flags: the Python path */
-        DECLINE();
+    long long hflags;
+    e->wc_py = 0;
+    if (e->wc_on && e->wc_inode && e->wc_node == nodeid && e->wc_fh == fh) {
+        /* the C loop's cache: every check below passed for this node and handle, and
+         * nothing but C WRITEs of the engine ran since (decisions 39) */
+        f.inode = keep(c, Py_NewRef(e->wc_inode));
+        f.mapping = keep(c, Py_NewRef(e->wc_mapping));
+        f.pages = keep(c, Py_NewRef(e->wc_pages));
+        f.arena = keep(c, Py_NewRef(e->wc_arena));
+        f.budget = keep(c, Py_NewRef(e->wc_budget));
+        if (!f.inode || !f.mapping || !f.pages || !f.arena || !f.budget)
+            DECLINE();
+        f.mode = e->wc_mode;
+        f.fsflags = 0;
+        hflags = e->wc_hflags;
+        if (ga_ll(f.mapping, s_size, &f.size) < 0 || f.size < 0)
+            DECLINE();
+        e->n_wcached++;
+    } else {
+        if (plain_file(c, nodeid, &f) < 0) /* a window's: object_changed (Python) */
+            goto decline;
+        if (f.fsflags) /* chattr flags: the Python path */
+            DECLINE();
+        if (handle_flags(c, fh, nodeid, &hflags) < 0)
+            DECLINE();
+        if (e->wc_on) {
+            wc_clear(e);
+            e->wc_node = nodeid;
+            e->wc_fh = fh;
+            e->wc_inode = Py_NewRef(f.inode);
+            e->wc_mapping = Py_NewRef(f.mapping);
+            e->wc_pages = Py_NewRef(f.pages);
+            e->wc_arena = Py_NewRef(f.arena);
+            e->wc_budget = Py_NewRef(f.budget);
+            e->wc_mode = f.mode;
+            e->wc_hflags = hflags;
+        }
+    }
     if ((wflags & WRITE_KILL_SUIDGID) && (f.mode & (S_ISUID_ | S_ISGID_)))
         DECLINE(); /* privs.modify_kill needs the caller's groups */
-    long long hflags;
-    if (handle_flags(c, fh, nodeid, &hflags) < 0)
-        DECLINE();
     long long pos = (hflags & O_APPEND_) ? f.size : (long long)off;
     if (pos < 0 || (unsigned long long)pos >= (unsigned long long)e->max_file_size ||
         (unsigned long long)pos + size > (unsigned long long)e->max_file_size)
@@ -985,6 +1040,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
         return -1;
     if (nholes && sa_ll(f.budget, s_used_pages, used + nholes) < 0)
         return -1;
+    int direct = 0; /* dst[0] set here: the new frame in a chunk the first pass had */
     if (nr == 1) { /* fault.write1 */
         if (nholes) {
             PyObject *fo = arena_pop(c, f.arena);
@@ -1020,7 +1076,14 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
                 if (sa_ll(f.pages, s_nrpages, nrpages + 1) < 0 ||
                     sa_ll(f.pages, s_gen, gen + 1) < 0)
                     return -1;
+                /* the frame's bytes: no second lookup (the chunk arrays are the ones
+                 * just written; a refill may have grown the arena, which frame_mem
+                 * sees: its segment list is the arena's own, read per frame) */
+                if (!(dst[0] = frame_mem(c, &a, frame)))
+                    return -1;
+                direct = 1;
             } else {
+                e->wc_py = 1;
                 PyObject *r = keep(c, PyObject_CallMethodObjArgs(
                     f.pages, s_insert1, keep(c, PyLong_FromLongLong(first)), fo,
                     keep(c, PyLong_FromLong(PG_BOTH)), NULL));
@@ -1035,6 +1098,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
                 return -1;
         }
     } else { /* fault(): the allocating path for a run */
+        e->wc_py = 1; /* alloc, lookup, insert_range, set_flags: Python's */
         if (nholes) {
             PyObject *cnt = keep(c, PyLong_FromLongLong(nholes));
             PyObject *newf = cnt ? keep(c, PyObject_CallMethodOneArg(f.arena, s_alloc, cnt)) : NULL;
@@ -1073,9 +1137,10 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     }
     /* the copy: Arena.store1 / copy_in; with new pages, their frames are looked up
      * again (the chunk tables may have changed, the arena may have grown) */
-    if (nholes && (pc_open(c, f.pages, &p) < 0 || arena_open(c, f.arena, &a) < 0))
+    if (nholes && !direct &&
+        (pc_open(c, f.pages, &p) < 0 || arena_open(c, f.arena, &a) < 0))
         return -1;
-    for (long long i = 0; nholes && i < nr; i++) {
+    for (long long i = 0; nholes && !direct && i < nr; i++) {
         uint8_t fl;
         int64_t fr = pc_get(c, &p, first + i, &fl);
         if (fr < 0) {
@@ -1089,6 +1154,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     }
     if (size >= NOGIL_BYTES) {
         e->nogil++;
+        e->wc_py = 1; /* other threads may run meanwhile */
         Py_BEGIN_ALLOW_THREADS
         copy_in(dst, nr, pos, end, data);
         Py_END_ALLOW_THREADS
@@ -1101,6 +1167,8 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (!now || attr_set(f.inode, s_mtime_ns, now) < 0 ||
         attr_set(f.inode, s_ctime_ns, now) < 0)
         return -1;
+    if (e->wc_py) /* Python ran (or the GIL was let go): the next WRITE looks again */
+        wc_clear(e);
     reply_header(c, unique, 8); /* fuse_write_out */
     put_u32(c->hdr + OUT_HEADER, size);
     put_u32(c->hdr + OUT_HEADER + 4, 0);
@@ -1596,12 +1664,11 @@ static int writev_all(int fd, struct iovec *iov, int niov, size_t total, Engine 
     return w < 0 ? errno : 0;
 }
 
-/* requests[op] = [count, ns]: count it, with the time since t0 (perf_counter_ns) */
-static int count_request(PyObject *requests, int op, long long t0)
+/* requests[op] = [count, ns]: count it, with the time from t0 to t1 (perf_counter_ns's
+ * clock; the C loop passes the t1 it keeps as its `last`: one clock read fewer) */
+static int count_request_at(PyObject *requests, int op, long long t0, long long t1)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* what time.perf_counter_ns reads */
-    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec - t0;
+    long long ns = t1 - t0;
     PyObject *key = PyLong_FromLong(op);
     if (!key)
         return -1;
@@ -1635,6 +1702,14 @@ static int count_request(PyObject *requests, int op, long long t0)
     }
     Py_DECREF(key);
     return r;
+}
+
+/* requests[op] = [count, ns]: count it, with the time since t0 (perf_counter_ns) */
+static int count_request(PyObject *requests, int op, long long t0)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* what time.perf_counter_ns reads */
+    return count_request_at(requests, op, t0, (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
 }
 
 static ctx_t *ctx_take(Engine *e)
@@ -1751,7 +1826,7 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
@@ -1759,7 +1834,8 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         "last_decline_line", e->last_decline, "cloop_entries", e->cl_entries,
         "cloop_served", e->cl_served, "cloop_returned", e->cl_returned,
         "cloop_window", e->cl_window, "cloop_enotty", e->cl_enotty,
-        "reserve_pops", e->n_respop, "reap", e->n_reap);
+        "reserve_pops", e->n_respop, "reap", e->n_reap, "cloop_gil_kept", e->cl_kept,
+        "write_cached", e->n_wcached);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
@@ -1840,6 +1916,7 @@ static void Engine_dealloc(Engine *e)
     Py_XDECREF(e->t_dir);
     Py_XDECREF(e->errors_counter);
     Py_XDECREF(e->enoent_key);
+    wc_clear(e);
     PyMem_Free(e->ctx);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
@@ -1882,6 +1959,9 @@ PyMODINIT_FUNC PyInit__hotpath(void)
 {
     const char *cres = getenv("SHMFS_CRESERVE");
     c_reserve = !(cres && strcmp(cres, "0") == 0);
+    const char *chold = getenv("SHMFS_CLOOP_HOLD"); /* 0: the GIL around every read (A/B) */
+    if (chold && strcmp(chold, "0") == 0)
+        cloop_hold_ns = 0;
     INTERN(s_inodes, "_inodes");
     INTERN(s_handles, "_handles");
     INTERN(s_windows, "_windows");
