@@ -216,6 +216,12 @@ static int newchild_entry(ctx_t *c, newchild_t *k, PyObject *child, unsigned cha
     return 0;
 }
 
+static int fn_create_ok(Engine *e, PyObject *backing);
+static PyObject *fn_inode(ctx_t *c, PyObject *ino, PyObject *mode, PyObject *uid,
+                          PyObject *gid, PyObject *now);
+static PyObject *fn_mapping(ctx_t *c, PyObject *backing);
+static PyObject *fn_handle(ctx_t *c, PyObject *ino, PyObject *flags);
+
 /*
  * CREATE of a new regular file (Operations.handle_fast -> FileOps.create, then
  * _create_reply): _ops["create"] += 1; the new child (newchild_*) with a Mapping
@@ -255,18 +261,31 @@ static int do_create(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t un
     if (!fl_o)
         DECLINE();
     long long mode = (S_IFREG_ | (mode_in & 07777)) & ~(long long)(umask & 0777);
-    /* ---- the objects, made before any change (no side effect but the clock) ---- */
-    PyObject *now;
-    PyObject *child = newchild_inode(c, &k, mode, &now);
-    if (!child)
-        return -1;
-    PyObject *mapping = keep(c, PyObject_CallMethodNoArgs(backing, m_new_mapping));
-    if (!mapping)
-        return -1;
-    PyObject *hargs[3] = {k.ino_o, fl_o, Py_False};
-    PyObject *h = keep(c, PyObject_Vectorcall(e->t_handle, hargs, 3, NULL));
-    if (!h)
-        return -1;
+    /* ---- the objects, made before any change (no side effect but the clock) ----
+     * from C where their types are the plain ones (fn_create_ok), else by calling
+     * their constructors; either way one clock reading, the Inode's */
+    PyObject *now, *child, *mapping, *h;
+    if (fn_create_ok(e, backing)) {
+        PyObject *mode_o = keep(c, PyLong_FromLongLong(mode));
+        now = mode_o ? now_ns(c) : NULL;
+        child = now ? fn_inode(c, k.ino_o, mode_o, k.uid_o, k.gid_o, now) : NULL;
+        mapping = child ? fn_mapping(c, backing) : NULL;
+        h = mapping ? fn_handle(c, k.ino_o, fl_o) : NULL;
+        if (!h)
+            return -1;
+        e->n_fast_new++;
+    } else {
+        child = newchild_inode(c, &k, mode, &now);
+        if (!child)
+            return -1;
+        mapping = keep(c, PyObject_CallMethodNoArgs(backing, m_new_mapping));
+        if (!mapping)
+            return -1;
+        PyObject *hargs[3] = {k.ino_o, fl_o, Py_False};
+        h = keep(c, PyObject_Vectorcall(e->t_handle, hargs, 3, NULL));
+        if (!h)
+            return -1;
+    }
     /* ---- phase 2 ---- */
     if (count_op(c, m_create_op) < 0 || attr_set(child, s_mapping, mapping) < 0 ||
         sa_ll(child, s_nlink, 1) < 0 || newchild_link(c, &k, child) < 0)
@@ -1070,6 +1089,174 @@ static int reap_pages_apply(ctx_t *c, reapp_t *r)
         sa_ll(r->mapping, m_frames_freed, r->mfreed + n) < 0)
         return -1;
     return 0;
+}
+
+/* ------------------------------------------- CREATE's objects without __init__ */
+
+/*
+ * A regular file's Inode, its Mapping and PageCache, and the Handle, made as their
+ * Python constructors make them (Inode.__init__ of an S_IFREG mode, Backing.
+ * new_mapping -> Mapping(arena, budget) -> PageCache(), Handle(ino, flags, False))
+ * but by filling their __slots__ from C: the four calls into Python code were ~3 of
+ * CREATE's ~5.3 us of engine CPU (docs/performance.md change 33).
+ *
+ * Guarded, per type, once: the class's own __slots__ are exactly the names listed
+ * here (in that order), its base is object, it has no __dict__ and object's __new__;
+ * otherwise (a field added, a subclass) CREATE calls the constructors as before. The
+ * values each constructor gives its fields are held to Python's by
+ * tests/server/test_hotpath_twin.py (every slot of the objects a CREATE made in C
+ * against those of the Python path's).
+ */
+enum { FN_INODE, FN_MAPPING, FN_PAGES, FN_HANDLE, FN_TYPES };
+static const char *const fn_inode_slots[] = {
+    "acl_access", "acl_default", "atime_ns", "btime_ns", "ctime_ns", "dir", "fsflags", "gid",
+    "ino", "linkable", "mapping", "mode", "mtime_ns", "nlink", "nlookup", "nopen", "parent",
+    "rdev", "reclaimed", "symlink_pages", "target", "uid", "window_blocks", "xattr_space",
+    "xattrs", NULL};
+static const char *const fn_mapping_slots[] = {
+    "_fstats", "arena", "budget", "can_nonlinear", "frames_freed", "nr_punches",
+    "nr_truncates", "nr_unmaps", "page_mkwrite", "pages", "rmap", "size", "write_notify",
+    NULL};
+static const char *const fn_pages_slots[] = {"_count", "_flags", "_frames", "_keys", "gen",
+                                             "nrpages", NULL};
+static const char *const fn_handle_slots[] = {"ino", "flags", "is_dir", "dir_end", NULL};
+static const char *const *const fn_slots[FN_TYPES] = {fn_inode_slots, fn_mapping_slots,
+                                                      fn_pages_slots, fn_handle_slots};
+#define FN_MAXSLOTS 25
+static PyObject *fn_names[FN_TYPES][FN_MAXSLOTS];
+static int fn_nslots[FN_TYPES];
+static PyTypeObject *fn_checked[FN_TYPES]; /* the type last checked, and its verdict */
+static int fn_ok[FN_TYPES];
+static PyObject *fn_backing_t, *fn_new_mapping; /* fsimpl.backing.Backing, its method */
+static int fast_new_on = 1; /* SHMFS_FAST_NEW=0: the constructors (A/B, twin tests) */
+
+/* Whether tp may be made here (see above); the names interned on the way. */
+static int fn_type_ok(int which, PyTypeObject *tp)
+{
+    if (fn_checked[which] == tp)
+        return fn_ok[which];
+    int ok = 0;
+    if (!fn_nslots[which]) {
+        int n = 0;
+        for (const char *const *s = fn_slots[which]; *s; s++, n++)
+            if (!(fn_names[which][n] = PyUnicode_InternFromString(*s)))
+                goto out;
+        fn_nslots[which] = n;
+    }
+    if (tp->tp_base != &PyBaseObject_Type || tp->tp_new != PyBaseObject_Type.tp_new ||
+        tp->tp_dictoffset != 0 || !tp->tp_alloc)
+        goto out;
+    PyObject *slots = PyDict_GetItemString(tp->tp_dict, "__slots__"); /* borrowed */
+    if (!slots || !PyTuple_CheckExact(slots) || PyTuple_GET_SIZE(slots) != fn_nslots[which])
+        goto out;
+    for (int i = 0; i < fn_nslots[which]; i++) {
+        PyObject *s = PyTuple_GET_ITEM(slots, i);
+        if (!PyUnicode_Check(s) || PyUnicode_Compare(s, fn_names[which][i]) != 0)
+            goto out;
+        PyObject *d = _PyType_Lookup(tp, fn_names[which][i]);
+        if (!d || !Py_IS_TYPE(d, &PyMemberDescr_Type))
+            goto out;
+    }
+    ok = 1;
+out:
+    PyErr_Clear();
+    Py_XSETREF(fn_checked[which], (PyTypeObject *)Py_NewRef(tp));
+    fn_ok[which] = ok;
+    return ok;
+}
+
+/* A new instance of tp with its slots set to vals (new reference), or NULL */
+static PyObject *fn_make(int which, PyTypeObject *tp, PyObject *const *vals)
+{
+    PyObject *o = tp->tp_alloc(tp, 0);
+    if (!o)
+        return NULL;
+    for (int i = 0; i < fn_nslots[which]; i++) {
+        if (attr_set(o, fn_names[which][i], vals[i]) < 0) {
+            Py_DECREF(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+/* May CREATE make its objects here? The four types checked, the backing's plain */
+static int fn_create_ok(Engine *e, PyObject *backing)
+{
+    if (!fast_new_on)
+        return 0;
+    if (!fn_backing_t) {
+        const char *env = getenv("SHMFS_FAST_NEW");
+        if (env && strcmp(env, "0") == 0) {
+            fast_new_on = 0;
+            return 0;
+        }
+        PyObject *mod = PyImport_ImportModule("fsimpl.backing");
+        PyObject *bt = mod ? PyObject_GetAttrString(mod, "Backing") : NULL;
+        Py_XDECREF(mod);
+        if (!bt || !PyType_Check(bt)) {
+            Py_XDECREF(bt);
+            PyErr_Clear();
+            fast_new_on = 0;
+            return 0;
+        }
+        fn_backing_t = bt;
+        fn_new_mapping = _PyType_Lookup((PyTypeObject *)bt, m_new_mapping);
+        Py_XINCREF(fn_new_mapping);
+        if (reap_pages_stand_ins() < 0) { /* _NO_CHUNKS, _NO_KEYS */
+            PyErr_Clear();
+            fast_new_on = 0;
+            return 0;
+        }
+    }
+    return (PyObject *)Py_TYPE(backing) == fn_backing_t &&
+           _PyType_Lookup(Py_TYPE(backing), m_new_mapping) == fn_new_mapping &&
+           fn_new_mapping != NULL &&
+           fn_type_ok(FN_INODE, (PyTypeObject *)e->t_inode) &&
+           fn_type_ok(FN_MAPPING, (PyTypeObject *)e->t_mapping) &&
+           fn_type_ok(FN_PAGES, (PyTypeObject *)e->t_pages) &&
+           fn_type_ok(FN_HANDLE, (PyTypeObject *)e->t_handle);
+}
+
+/* Inode(ino, mode, uid, gid, now) of a regular file: Inode.__init__'s values */
+static PyObject *fn_inode(ctx_t *c, PyObject *ino, PyObject *mode, PyObject *uid,
+                          PyObject *gid, PyObject *now)
+{
+    PyObject *zero = keep(c, PyLong_FromLong(0));
+    PyObject *xattrs = zero ? keep(c, PyDict_New()) : NULL;
+    if (!xattrs)
+        return NULL;
+    PyObject *vals[] = {Py_None, Py_None, now, now, now, Py_None, zero, gid, ino, Py_False,
+                        Py_None, mode, now, zero, zero, zero, zero, zero, Py_False, zero,
+                        Py_None, uid, Py_None, zero, xattrs};
+    return keep(c, fn_make(FN_INODE, (PyTypeObject *)c->e->t_inode, vals));
+}
+
+/* Backing.new_mapping(): Mapping(arena, budget) with its PageCache() */
+static PyObject *fn_mapping(ctx_t *c, PyObject *backing)
+{
+    PyObject *arena = ga(c, backing, s_arena);
+    PyObject *budget = arena ? ga(c, backing, s_budget) : NULL;
+    PyObject *zero = budget ? keep(c, PyLong_FromLong(0)) : NULL;
+    if (!zero)
+        return NULL;
+    PyObject *pvals[] = {m_no_chunks, m_no_chunks, m_no_chunks, m_no_keys, zero, zero};
+    PyObject *pages = keep(c, fn_make(FN_PAGES, (PyTypeObject *)c->e->t_pages, pvals));
+    if (!pages)
+        return NULL;
+    PyObject *mvals[] = {Py_None, arena, budget, Py_True, zero, zero, zero, zero, Py_None,
+                         pages, Py_None, zero, Py_False};
+    return keep(c, fn_make(FN_MAPPING, (PyTypeObject *)c->e->t_mapping, mvals));
+}
+
+/* Handle(ino, flags, False) */
+static PyObject *fn_handle(ctx_t *c, PyObject *ino, PyObject *flags)
+{
+    PyObject *zero = keep(c, PyLong_FromLong(0));
+    if (!zero)
+        return NULL;
+    PyObject *vals[] = {ino, flags, Py_False, zero};
+    return keep(c, fn_make(FN_HANDLE, (PyTypeObject *)c->e->t_handle, vals));
 }
 
 /* ------------------------------------------------------------------ REAP */

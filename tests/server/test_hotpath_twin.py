@@ -1065,3 +1065,54 @@ def test_reap_in_c_declines_pages_python_must_free() -> None:
     arena._thread = arena._busy = None
     py.fs.reap(1)
     assert c.state() == py.state()
+
+
+def _slots(obj: Any, twin: Twin) -> dict[str, Any]:
+    """Every __slots__ field of obj as a comparable value: the twin's own shared objects
+    (its arena, budget, the page cache's empty stand-ins) by name, containers by value,
+    the rest by type where identity is all there is."""
+    fs = twin.fs
+    from vmcore import pagecache
+
+    named = {id(fs._backing.arena): "arena", id(fs.budget): "budget",
+             id(pagecache._NO_CHUNKS): "_NO_CHUNKS", id(pagecache._NO_KEYS): "_NO_KEYS"}
+    out: dict[str, Any] = {}
+    for name in type(obj).__slots__:
+        if not hasattr(obj, name):
+            out[name] = "<unset>"
+            continue
+        v = getattr(obj, name)
+        if id(v) in named:
+            out[name] = named[id(v)]
+        elif isinstance(v, (int, bytes, str, bool, type(None), dict, list, tuple)):
+            out[name] = (type(v).__name__, v)
+        else:
+            out[name] = type(v).__name__
+    return out
+
+
+def test_a_creates_objects_made_in_c_are_pythons_slot_for_slot() -> None:
+    """CREATE makes the new file's Inode, Mapping, PageCache and Handle in C by filling
+    their __slots__ (native/hotmeta.c fn_*): every field of each, set or unset, equal to
+    what the Python constructors give (Inode.__init__, Backing.new_mapping, PageCache(),
+    Handle); then the file is written, read, truncated and unlinked through both paths
+    with the same state (the objects work as Python's do). A class whose __slots__ differ
+    from the engine's list would be made by its constructor instead (fn_type_ok)."""
+    c, py = Twin(True, 40, AtimeMode()), Twin(False, 40, AtimeMode())
+    assert _taken(c, py, create_msg(1, b"new", os.O_RDWR | os.O_CREAT, 0o100640, 0o027))
+    assert c.engine.statistics()["create_objects_in_c"] == 1
+    objs = []
+    for t in (c, py):
+        inode = t.fs._inodes[t.fs._inodes[1].dir.get(b"new")]
+        fh = max(fh for fh, h in t.fs._handles.items() if h.ino == inode.ino)
+        m = inode.mapping
+        objs.append((inode.ino, fh, [_slots(inode, t), _slots(m, t), _slots(m.pages, t),
+                                     _slots(t.fs._handles[fh], t)]))
+    assert objs[0] == objs[1]
+    ino, fh, _ = objs[0]
+    for m in (write_msg(ino, fh, 4090, b"w" * 20), read_msg(ino, fh, 0, 8192),
+              getattr_msg(ino), release_msg(ino, fh), unlink_msg(1, b"new")):
+        step(c, py, m)
+    inode = c.fs._inodes[ino]  # reclaimed: its two pages held (until the eviction) ...
+    assert inode.reclaimed and inode.mapping.nrpages == 2
+    assert inode.mapping.budget is not c.fs.budget  # ... by a private Budget
