@@ -820,6 +820,18 @@ static int reap_pages_stand_ins(void)
     return 0;
 }
 
+/* SHMFS_REAP_PAGES=0 in the daemon's environment: files with pages reaped in Python
+ * (the A/B switch of docs/performance.md change 33) */
+static int reap_pages_enabled(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *env = getenv("SHMFS_REAP_PAGES");
+        on = !(env && strcmp(env, "0") == 0);
+    }
+    return on;
+}
+
 typedef struct {
     PyObject *pages, *mapping, *mbudget, *arena, *keys, *frames_d, *flags_d, *count_d, *cond;
     PyObject *in_use_o, *pop_o, *addrs, *free_runs;
@@ -1332,7 +1344,7 @@ static int reap_one(Engine *e)
     if (nrpages == 0 && PySequence_Fast_GET_SIZE(keys) != 0)
         goto out; /* an emptied chunk that stayed: Python's */
     /* a file with pages: Mapping.release's frees, checked (reap_pages_check) */
-    if (nrpages > 0 && reap_pages_check(c, mapping, pages, nrpages, &rp) < 0)
+    if (nrpages > 0 && (!reap_pages_enabled() || reap_pages_check(c, mapping, pages, nrpages, &rp) < 0))
         goto out;
     /* ---- phase 2 ---- */
     rc = -1;
