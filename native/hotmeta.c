@@ -892,7 +892,7 @@ static int reap_pages_check(ctx_t *c, PyObject *mapping, PyObject *pages, long l
         !PyDict_CheckExact(r->flags_d) || !PyDict_CheckExact(r->count_d))
         return -1;
     Py_ssize_t nk = PyList_GET_SIZE(r->keys);
-    if (nk < 1 || nk > REAP_MAX_CHUNKS || PyDict_GET_SIZE(r->frames_d) != nk ||
+    if (nk < 1 || nk > REAP_MAX_CHUNKS || nrpages > nk * CHUNK || PyDict_GET_SIZE(r->frames_d) != nk ||
         PyDict_GET_SIZE(r->flags_d) != nk || PyDict_GET_SIZE(r->count_d) != nk)
         return -1;
     r->f = PyMem_Malloc((size_t)nrpages * sizeof(int64_t));
