@@ -133,7 +133,7 @@ def test_files_unlinked_while_open_or_mapped_keep_their_pages_as_on_tmpfs() -> N
         assert got[1] == b"AAAAA" and got[-1] == 0
         stats = _after_release(mnt)  # the munmap's RELEASE and FORGET come later
         assert stats["fs"]["used_pages"] == 0 and stats["fs"]["inodes"] == 1
-        assert stats["arena"]["frames_in_use"] == 0
+        assert stats["arena"]["frames_in_use"] == 0, json.dumps(stats["arena"])
         assert stats["session"]["hotpath"]["errors"] == 0
 
 
@@ -160,7 +160,7 @@ def _window_case(mnt: Path) -> dict:
     end = _after_release(mnt)
     assert end["fs"]["inodes"] == 1 and end["windows"]["windows"] == 0
     assert end["fs"]["used_pages"] == 0
-    assert end["session"]["hotpath"]["errors"] == 0
+    assert end["session"]["hotpath"].get("errors", 0) == 0
     return end
 
 
@@ -172,10 +172,10 @@ def test_an_object_unlinked_under_a_window_keeps_its_pages_until_the_window_goes
         _window_case(mnt)
 
 
-@pytest.mark.xfail(strict=False, reason="pre-existing (also with SHMFS_HOTPATH=0): the "
-                   "object's eviction after its window's sometimes leaves its frames "
-                   "allocated (docs/performance.md change 33, 'Found')")
 def test_an_object_evicted_after_its_window_gives_its_frames_back() -> None:
+    """The eviction of the object after its window's frees its frames, and the STATS
+    document shows it: its arena counters are taken after the reap its fs counters
+    make (they were taken before, and showed the frames of inodes already gone)."""
     with shmfs_mount("size=64m") as mnt:
         end = _window_case(mnt)
         assert end["arena"]["frames_in_use"] == 0, json.dumps(end["arena"])
