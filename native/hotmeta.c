@@ -22,6 +22,8 @@
  * the kernel's refusals on both paths).
  */
 
+#include <sys/mman.h> /* madvise: an evicted file's frames (reap_pages_apply) */
+
 static PyObject *m_next_ino, *m_max_inodes, *m_free_ispace, *m_backing, *m_new_mapping,
     *m_by_cookie_, *m_cookies_, *m_dead_, *m_next_cookie_, *m_acl_default, *m_create_op,
     *m_unlink_op, *m_budget_fs, *m_reclaimed_n, *m_xattr_space, *m_defer_evictions,
@@ -34,6 +36,8 @@ static PyObject *m_next_ino, *m_max_inodes, *m_free_ispace, *m_backing, *m_new_m
 #define MKDIR_IN 8   /* fuse_mkdir_in: mode, umask */
 #define CREATE_OUT (ENTRY_OUT + OPEN_OUT)
 #define S_ISVTX_ 01000
+
+static int reap_pages_intern(void);
 
 static int hotmeta_intern(void)
 {
@@ -70,7 +74,7 @@ static int hotmeta_intern(void)
     MINTERN(m_linkable, "linkable");
     MINTERN(m_acl_access, "acl_access");
 #undef MINTERN
-    return 0;
+    return reap_pages_intern();
 }
 
 /* The name of a LOOKUP/UNLINK/CREATE body as codec.plain_name takes it: 1 to 255
@@ -212,6 +216,12 @@ static int newchild_entry(ctx_t *c, newchild_t *k, PyObject *child, unsigned cha
     return 0;
 }
 
+static int fn_create_ok(Engine *e, PyObject *backing);
+static PyObject *fn_inode(ctx_t *c, PyObject *ino, PyObject *mode, PyObject *uid,
+                          PyObject *gid, PyObject *now);
+static PyObject *fn_mapping(ctx_t *c, PyObject *backing);
+static PyObject *fn_handle(ctx_t *c, PyObject *ino, PyObject *flags);
+
 /*
  * CREATE of a new regular file (Operations.handle_fast -> FileOps.create, then
  * _create_reply): _ops["create"] += 1; the new child (newchild_*) with a Mapping
@@ -251,18 +261,31 @@ static int do_create(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t un
     if (!fl_o)
         DECLINE();
     long long mode = (S_IFREG_ | (mode_in & 07777)) & ~(long long)(umask & 0777);
-    /* ---- the objects, made before any change (no side effect but the clock) ---- */
-    PyObject *now;
-    PyObject *child = newchild_inode(c, &k, mode, &now);
-    if (!child)
-        return -1;
-    PyObject *mapping = keep(c, PyObject_CallMethodNoArgs(backing, m_new_mapping));
-    if (!mapping)
-        return -1;
-    PyObject *hargs[3] = {k.ino_o, fl_o, Py_False};
-    PyObject *h = keep(c, PyObject_Vectorcall(e->t_handle, hargs, 3, NULL));
-    if (!h)
-        return -1;
+    /* ---- the objects, made before any change (no side effect but the clock) ----
+     * from C where their types are the plain ones (fn_create_ok), else by calling
+     * their constructors; either way one clock reading, the Inode's */
+    PyObject *now, *child, *mapping, *h;
+    if (fn_create_ok(e, backing)) {
+        PyObject *mode_o = keep(c, PyLong_FromLongLong(mode));
+        now = mode_o ? now_ns(c) : NULL;
+        child = now ? fn_inode(c, k.ino_o, mode_o, k.uid_o, k.gid_o, now) : NULL;
+        mapping = child ? fn_mapping(c, backing) : NULL;
+        h = mapping ? fn_handle(c, k.ino_o, fl_o) : NULL;
+        if (!h)
+            return -1;
+        e->n_fast_new++;
+    } else {
+        child = newchild_inode(c, &k, mode, &now);
+        if (!child)
+            return -1;
+        mapping = keep(c, PyObject_CallMethodNoArgs(backing, m_new_mapping));
+        if (!mapping)
+            return -1;
+        PyObject *hargs[3] = {k.ino_o, fl_o, Py_False};
+        h = keep(c, PyObject_Vectorcall(e->t_handle, hargs, 3, NULL));
+        if (!h)
+            return -1;
+    }
     /* ---- phase 2 ---- */
     if (count_op(c, m_create_op) < 0 || attr_set(child, s_mapping, mapping) < 0 ||
         sa_ll(child, s_nlink, 1) < 0 || newchild_link(c, &k, child) < 0)
@@ -724,6 +747,530 @@ decline:
     return 0;
 }
 
+/* ------------------------------------------------- an evicted file's pages */
+
+/*
+ * The pages of an evicted regular file freed as Mapping.release() -> PageCache.
+ * remove_range(0, None) and Mapping._free -> Arena.free -> Arena._put_back free them,
+ * for the plain case: no rmap (checked by the caller), every chunk's count equal to
+ * the frames it holds, the arena private (no memfd, not replaying, no stale frames,
+ * nothing shared copy-on-write), the frames distinct, in use, none reserved, fewer
+ * than _BATCH_DISCARD_MIN runs (one madvise per run: the batch of process_madvise
+ * is Python's), the mapping's private Budget holding them, the populate-ahead
+ * thread (if any) neither holding its lock nor populating an overlapping range, and
+ * not the last frames in use while a reserve is held (Python's release_reserve).
+ *
+ * Why (docs/performance.md change 34): Python's eviction of a one-page file cost
+ * ~44 us of the reader's CPU (numpy's unique and isin, the chunk walk), where an
+ * empty file's costs ~1 us in C; `rm` of real files pays it once per file.
+ */
+#define REAP_MAX_CHUNKS 16  /* 2 buffers a chunk: the ctx holds MAXSEGS + 8 */
+#define BATCH_DISCARD_MIN 16 /* vmcore.arena._BATCH_DISCARD_MIN */
+#define REAP_MAX_RUNS (BATCH_DISCARD_MIN - 1) /* _put_back: fewer runs, one madvise each */
+
+static PyObject *m_memfd, *m_stale_, *m_limit_, *m_in_use_, *m_res_lo_, *m_res_hi_,
+    *m_frames_freed, *m_thread_, *m_cond_, *m_busy_, *m_pop_, *m_free_ready_, *m_addrs_,
+    *m_free_runs_, *m_nfree_, *m_frames_returned, *m_punch_calls, *m_acquire, *m_release,
+    *m_no_chunks, *m_no_keys;
+
+static int reap_pages_intern(void)
+{
+#define MINTERN(var, text) \
+    do { if (!((var) = PyUnicode_InternFromString(text))) return -1; } while (0)
+    MINTERN(m_memfd, "memfd");
+    MINTERN(m_stale_, "_stale");
+    MINTERN(m_limit_, "_limit");
+    MINTERN(m_in_use_, "_in_use");
+    MINTERN(m_res_lo_, "_res_lo");
+    MINTERN(m_res_hi_, "_res_hi");
+    MINTERN(m_frames_freed, "frames_freed");
+    MINTERN(m_thread_, "_thread");
+    MINTERN(m_cond_, "_cond");
+    MINTERN(m_busy_, "_busy");
+    MINTERN(m_pop_, "_pop");
+    MINTERN(m_free_ready_, "_free_ready");
+    MINTERN(m_addrs_, "_addrs");
+    MINTERN(m_free_runs_, "_free_runs");
+    MINTERN(m_nfree_, "_nfree");
+    MINTERN(m_frames_returned, "frames_returned");
+    MINTERN(m_punch_calls, "punch_calls");
+    MINTERN(m_acquire, "acquire");
+    MINTERN(m_release, "release");
+#undef MINTERN
+    return 0;
+}
+
+/* vmcore.pagecache's shared stand-ins of an empty cache, imported once */
+static int reap_pages_stand_ins(void)
+{
+    if (m_no_chunks)
+        return 0;
+    PyObject *mod = PyImport_ImportModule("vmcore.pagecache");
+    if (!mod)
+        return -1;
+    PyObject *ch = PyObject_GetAttrString(mod, "_NO_CHUNKS");
+    PyObject *ks = ch ? PyObject_GetAttrString(mod, "_NO_KEYS") : NULL;
+    Py_DECREF(mod);
+    if (!ks) {
+        Py_XDECREF(ch);
+        return -1;
+    }
+    m_no_chunks = ch;
+    m_no_keys = ks;
+    return 0;
+}
+
+/* SHMFS_REAP_PAGES=0 in the daemon's environment: files with pages reaped in Python
+ * (the A/B switch of docs/performance.md change 34) */
+static int reap_pages_enabled(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *env = getenv("SHMFS_REAP_PAGES");
+        on = !(env && strcmp(env, "0") == 0);
+    }
+    return on;
+}
+
+typedef struct {
+    PyObject *pages, *mapping, *mbudget, *arena, *keys, *frames_d, *flags_d, *count_d, *cond;
+    PyObject *in_use_o, *pop_o, *addrs, *free_runs;
+    long long n, used, fps, mfreed, afreed, nfree, returned, punches, free_ready, unmaps, gen;
+    int nchunks, nruns, locked;
+    int64_t *cfr[REAP_MAX_CHUNKS];
+    uint8_t *cfl[REAP_MAX_CHUNKS];
+    int64_t *f;                      /* the frames, sorted (PyMem) */
+    uint8_t *in_use, *pop;           /* the arena's flags (pop: NULL without the thread) */
+    long long run_s[REAP_MAX_RUNS], run_k[REAP_MAX_RUNS];
+} reapp_t;
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void reap_pages_done(reapp_t *r)
+{
+    if (r->locked) {
+        PyObject *t = PyObject_CallMethodNoArgs(r->cond, m_release);
+        if (!t)
+            PyErr_WriteUnraisable(r->cond); /* cannot happen: we hold it */
+        Py_XDECREF(t);
+        r->locked = 0;
+    }
+    PyMem_Free(r->f);
+    r->f = NULL;
+}
+
+/* The checks (nothing changed): 0 ready (r->locked: the populate thread's lock is
+ * held until reap_pages_done), -1 declined (or an exception: the caller clears it). */
+static int reap_pages_check(ctx_t *c, PyObject *mapping, PyObject *pages, long long nrpages,
+                            reapp_t *r)
+{
+    Engine *e = c->e;
+    memset(r, 0, sizeof *r);
+    r->pages = pages;
+    r->mapping = mapping;
+    r->n = nrpages;
+    if (reap_pages_stand_ins() < 0)
+        return -1;
+    r->mbudget = ga(c, mapping, s_budget);
+    r->arena = r->mbudget ? ga(c, mapping, s_arena) : NULL;
+    if (!r->arena || (PyObject *)Py_TYPE(r->mbudget) != e->t_budget ||
+        (PyObject *)Py_TYPE(r->arena) != e->t_arena ||
+        ga_ll(r->mbudget, s_used_pages, &r->used) < 0 || r->used < nrpages ||
+        ga_ll(mapping, m_frames_freed, &r->mfreed) < 0 || ga_ll(mapping, m_nr_unmaps, &r->unmaps) < 0 ||
+        ga_ll(pages, s_gen, &r->gen) < 0)
+        return -1;
+    /* the page cache: chunk key list, dicts and counts */
+    r->keys = ga(c, pages, m_keys_);
+    r->frames_d = r->keys ? ga(c, pages, s_frames_) : NULL;
+    r->flags_d = r->frames_d ? ga(c, pages, s_flags_) : NULL;
+    r->count_d = r->flags_d ? ga(c, pages, s_count_) : NULL;
+    if (!r->count_d || !PyList_CheckExact(r->keys) || !PyDict_CheckExact(r->frames_d) ||
+        !PyDict_CheckExact(r->flags_d) || !PyDict_CheckExact(r->count_d))
+        return -1;
+    Py_ssize_t nk = PyList_GET_SIZE(r->keys);
+    if (nk < 1 || nk > REAP_MAX_CHUNKS || nrpages > nk * CHUNK || PyDict_GET_SIZE(r->frames_d) != nk ||
+        PyDict_GET_SIZE(r->flags_d) != nk || PyDict_GET_SIZE(r->count_d) != nk)
+        return -1;
+    r->f = PyMem_Malloc((size_t)nrpages * sizeof(int64_t));
+    if (!r->f)
+        return -1;
+    long long got = 0;
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        PyObject *k = PyList_GET_ITEM(r->keys, i);
+        PyObject *fr = PyDict_GetItemWithError(r->frames_d, k);
+        PyObject *fl = fr ? PyDict_GetItemWithError(r->flags_d, k) : NULL;
+        PyObject *cn = fl ? PyDict_GetItemWithError(r->count_d, k) : NULL;
+        if (!cn || !PyLong_CheckExact(cn))
+            return -1;
+        long long cnt = PyLong_AsLongLong(cn);
+        r->cfr[i] = get_buf(c, fr, CHUNK, 8, 1, NULL);
+        r->cfl[i] = r->cfr[i] ? get_buf(c, fl, CHUNK, 1, 1, NULL) : NULL;
+        if (!r->cfl[i])
+            return -1;
+        long long held = 0;
+        for (int j = 0; j < CHUNK; j++) {
+            int64_t x = r->cfr[i][j];
+            if (x >= 0) {
+                if (got + held >= nrpages)
+                    return -1; /* more frames than nrpages says */
+                r->f[got + held++] = x;
+            }
+        }
+        if (held == 0 || held != cnt) /* the chunk would stay (_uncount) */
+            return -1;
+        got += held;
+    }
+    r->nchunks = (int)nk;
+    if (got != nrpages)
+        return -1;
+    /* Arena.free: no sharing, a private arena, the frames distinct and in use */
+    long long nshared, limit, afall;
+    PyObject *memfd = ga(c, r->arena, m_memfd);
+    PyObject *stale = memfd ? ga(c, r->arena, m_stale_) : NULL;
+    PyObject *repl = stale ? ga(c, r->arena, s_replaying) : NULL;
+    if (!repl || memfd != Py_None || stale != Py_None || repl != Py_False ||
+        ga_ll(r->arena, s_nshared, &nshared) < 0 || nshared != 0 ||
+        ga_ll(r->arena, m_limit_, &limit) < 0 || ga_ll(r->arena, s_fps, &r->fps) < 0 ||
+        r->fps <= 0 || ga_ll(r->arena, m_frames_freed, &r->afreed) < 0 ||
+        ga_ll(r->arena, s_frames_allocated, &afall) < 0 ||
+        ga_ll(r->arena, m_nfree_, &r->nfree) < 0 ||
+        ga_ll(r->arena, m_frames_returned, &r->returned) < 0 ||
+        ga_ll(r->arena, m_punch_calls, &r->punches) < 0)
+        return -1;
+    qsort(r->f, (size_t)nrpages, sizeof(int64_t), cmp_i64);
+    int64_t lo = r->f[0], hi = r->f[nrpages - 1];
+    if (lo <= 0 || hi >= limit)
+        return -1;
+    for (long long i = 1; i < nrpages; i++)
+        if (r->f[i] == r->f[i - 1])
+            return -1; /* np.unique would fold them: Python's */
+    Py_ssize_t ilen;
+    r->in_use_o = ga(c, r->arena, m_in_use_);
+    r->in_use = r->in_use_o ? get_buf(c, r->in_use_o, -1, 1, 1, &ilen) : NULL;
+    if (!r->in_use || ilen < limit)
+        return -1;
+    for (long long i = 0; i < nrpages; i++)
+        if (!r->in_use[r->f[i]])
+            return -1; /* Arena.free's ValueError: Python's */
+    PyObject *res = ga(c, r->arena, s_res_);
+    if (!res || !PyList_CheckExact(res))
+        return -1;
+    if (PyList_GET_SIZE(res)) {
+        long long rlo, rhi;
+        if (ga_ll(r->arena, m_res_lo_, &rlo) < 0 || ga_ll(r->arena, m_res_hi_, &rhi) < 0)
+            return -1;
+        if (lo <= rhi && hi >= rlo) { /* np.isin(f, _res): a reserved frame is Python's */
+            for (Py_ssize_t j = 0; j < PyList_GET_SIZE(res); j++) {
+                long long x = PyLong_AsLongLong(PyList_GET_ITEM(res, j));
+                if (x == -1 && PyErr_Occurred())
+                    return -1;
+                int64_t *hit = bsearch(&x, r->f, (size_t)nrpages, sizeof(int64_t), cmp_i64);
+                if (hit)
+                    return -1;
+            }
+        }
+        if (afall == r->afreed + nrpages)
+            return -1; /* the last frames in use: release_reserve follows (Python's) */
+    }
+    /* Arena._runs_sorted: runs of consecutive frames, split at segment boundaries */
+    r->nruns = 0;
+    for (long long i = 0; i < nrpages; i++) {
+        if (i == 0 || r->f[i] != r->f[i - 1] + 1 || r->f[i] % r->fps == 0) {
+            if (r->nruns == REAP_MAX_RUNS)
+                return -1; /* _discard_batch (process_madvise): Python's */
+            r->run_s[r->nruns] = r->f[i];
+            r->run_k[r->nruns++] = 0;
+        }
+        r->run_k[r->nruns - 1]++;
+    }
+    r->addrs = ga(c, r->arena, m_addrs_);
+    r->free_runs = r->addrs ? ga(c, r->arena, m_free_runs_) : NULL;
+    if (!r->free_runs || !PyList_CheckExact(r->addrs) || !PyList_CheckExact(r->free_runs))
+        return -1;
+    long long nseg = PyList_GET_SIZE(r->addrs);
+    if (hi / r->fps >= nseg)
+        return -1;
+    /* the populate-ahead thread: its lock taken without waiting (it needs the GIL to
+     * let go of it), no range of ours being populated (_wait_not_busy's) */
+    PyObject *thread = ga(c, r->arena, m_thread_);
+    if (!thread)
+        return -1;
+    if (thread != Py_None) {
+        r->cond = ga(c, r->arena, m_cond_);
+        if (!r->cond)
+            return -1;
+        PyObject *ok = PyObject_CallMethodOneArg(r->cond, m_acquire, Py_False);
+        if (!ok)
+            return -1;
+        r->locked = ok == Py_True;
+        Py_DECREF(ok);
+        if (!r->locked)
+            return -1;
+        PyObject *busy = ga(c, r->arena, m_busy_);
+        if (!busy)
+            return -1;
+        if (busy != Py_None) {
+            if (!PyTuple_CheckExact(busy) || PyTuple_GET_SIZE(busy) != 2)
+                return -1;
+            long long b0 = PyLong_AsLongLong(PyTuple_GET_ITEM(busy, 0));
+            long long b1 = PyLong_AsLongLong(PyTuple_GET_ITEM(busy, 1));
+            if (PyErr_Occurred() || (b0 <= hi && lo < b1))
+                return -1; /* _wait_not_busy would wait: Python's */
+        }
+        Py_ssize_t plen;
+        r->pop_o = ga(c, r->arena, m_pop_);
+        r->pop = r->pop_o ? get_buf(c, r->pop_o, -1, 1, 1, &plen) : NULL;
+        if (!r->pop || plen < limit || ga_ll(r->arena, m_free_ready_, &r->free_ready) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Phase 2: exactly release()'s changes, in its order. -1 on failure (exception set). */
+static int reap_pages_apply(ctx_t *c, reapp_t *r)
+{
+    (void)c;
+    long long n = r->n;
+    /* Mapping.unmap_mapping_range (no rmap) */
+    if (sa_ll(r->mapping, m_nr_unmaps, r->unmaps + 1) < 0)
+        return -1;
+    /* PageCache.remove_range(0, None): every chunk emptied and dropped */
+    for (int i = 0; i < r->nchunks; i++) {
+        for (int j = 0; j < CHUNK; j++)
+            r->cfr[i][j] = -1;
+        memset(r->cfl[i], 0, CHUNK);
+    }
+    if (sa_ll(r->pages, s_gen, r->gen + 1) < 0 || sa_ll(r->pages, s_nrpages, 0) < 0 ||
+        attr_set(r->pages, s_frames_, m_no_chunks) < 0 ||
+        attr_set(r->pages, s_flags_, m_no_chunks) < 0 ||
+        attr_set(r->pages, s_count_, m_no_chunks) < 0 || attr_set(r->pages, m_keys_, m_no_keys) < 0)
+        return -1;
+    /* Arena.free -> _put_back */
+    if (sa_ll(r->arena, m_frames_freed, r->afreed + n) < 0)
+        return -1;
+    for (long long i = 0; i < n; i++)
+        r->in_use[r->f[i]] = 0;
+    if (r->pop) {
+        long long was = 0;
+        for (long long i = 0; i < n; i++) {
+            was += r->pop[r->f[i]] != 0;
+            r->pop[r->f[i]] = 0;
+        }
+        if (sa_ll(r->arena, m_free_ready_, r->free_ready - was) < 0)
+            return -1;
+    }
+    if (r->locked) {
+        PyObject *t = PyObject_CallMethodNoArgs(r->cond, m_release);
+        if (!t)
+            return -1;
+        Py_DECREF(t);
+        r->locked = 0;
+    }
+    for (int i = 0; i < r->nruns; i++) {
+        long long seg = r->run_s[i] / r->fps, idx = r->run_s[i] % r->fps;
+        PyObject *ao = PyList_GET_ITEM(r->addrs, seg);
+        uintptr_t base = (uintptr_t)PyLong_AsUnsignedLongLong(ao);
+        if (base == (uintptr_t)-1 && PyErr_Occurred())
+            return -1;
+        if (madvise((void *)(base + ((uintptr_t)idx << PAGE_SHIFT)),
+                    (size_t)r->run_k[i] << PAGE_SHIFT, MADV_DONTNEED) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (sa_ll(r->arena, m_punch_calls, r->punches + i + 1) < 0)
+            return -1;
+    }
+    for (int i = 0; i < r->nruns; i++) {
+        PyObject *run = Py_BuildValue("(LL)", r->run_s[i], r->run_k[i]);
+        if (!run)
+            return -1;
+        int a = PyList_Append(r->free_runs, run);
+        Py_DECREF(run);
+        if (a < 0)
+            return -1;
+    }
+    if (sa_ll(r->arena, m_nfree_, r->nfree + n) < 0 ||
+        sa_ll(r->arena, m_frames_returned, r->returned + n) < 0)
+        return -1;
+    /* Mapping._free: the private Budget's uncharge, the mapping's counter */
+    if (sa_ll(r->mbudget, s_used_pages, r->used - n) < 0 ||
+        sa_ll(r->mapping, m_frames_freed, r->mfreed + n) < 0)
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------- CREATE's objects without __init__ */
+
+/*
+ * A regular file's Inode, its Mapping and PageCache, and the Handle, made as their
+ * Python constructors make them (Inode.__init__ of an S_IFREG mode, Backing.
+ * new_mapping -> Mapping(arena, budget) -> PageCache(), Handle(ino, flags, False))
+ * but by filling their __slots__ from C: the four calls into Python code were ~3 of
+ * CREATE's ~5.3 us of engine CPU (docs/performance.md change 34).
+ *
+ * Guarded, per type, once: the class's own __slots__ are exactly the names listed
+ * here (in that order), its base is object, it has no __dict__ and object's __new__;
+ * otherwise (a field added, a subclass) CREATE calls the constructors as before. The
+ * values each constructor gives its fields are held to Python's by
+ * tests/server/test_hotpath_twin.py (every slot of the objects a CREATE made in C
+ * against those of the Python path's).
+ */
+enum { FN_INODE, FN_MAPPING, FN_PAGES, FN_HANDLE, FN_TYPES };
+static const char *const fn_inode_slots[] = {
+    "acl_access", "acl_default", "atime_ns", "btime_ns", "ctime_ns", "dir", "fsflags", "gid",
+    "ino", "linkable", "mapping", "mode", "mtime_ns", "nlink", "nlookup", "nopen", "parent",
+    "rdev", "reclaimed", "symlink_pages", "target", "uid", "window_blocks", "xattr_space",
+    "xattrs", NULL};
+static const char *const fn_mapping_slots[] = {
+    "_fstats", "arena", "budget", "can_nonlinear", "frames_freed", "nr_punches",
+    "nr_truncates", "nr_unmaps", "page_mkwrite", "pages", "rmap", "size", "write_notify",
+    NULL};
+static const char *const fn_pages_slots[] = {"_count", "_flags", "_frames", "_keys", "gen",
+                                             "nrpages", NULL};
+static const char *const fn_handle_slots[] = {"ino", "flags", "is_dir", "dir_end", NULL};
+static const char *const *const fn_slots[FN_TYPES] = {fn_inode_slots, fn_mapping_slots,
+                                                      fn_pages_slots, fn_handle_slots};
+#define FN_MAXSLOTS 25
+static PyObject *fn_names[FN_TYPES][FN_MAXSLOTS];
+static int fn_nslots[FN_TYPES];
+static PyTypeObject *fn_checked[FN_TYPES]; /* the type last checked, and its verdict */
+static int fn_ok[FN_TYPES];
+static PyObject *fn_backing_t, *fn_new_mapping; /* fsimpl.backing.Backing, its method */
+static int fast_new_on = 1; /* SHMFS_FAST_NEW=0: the constructors (A/B, twin tests) */
+
+/* Whether tp may be made here (see above); the names interned on the way. */
+static int fn_type_ok(int which, PyTypeObject *tp)
+{
+    if (fn_checked[which] == tp)
+        return fn_ok[which];
+    int ok = 0;
+    if (!fn_nslots[which]) {
+        int n = 0;
+        for (const char *const *s = fn_slots[which]; *s; s++, n++)
+            if (!(fn_names[which][n] = PyUnicode_InternFromString(*s)))
+                goto out;
+        fn_nslots[which] = n;
+    }
+    if (tp->tp_base != &PyBaseObject_Type || tp->tp_new != PyBaseObject_Type.tp_new ||
+        tp->tp_dictoffset != 0 || !tp->tp_alloc)
+        goto out;
+    PyObject *slots = PyDict_GetItemString(tp->tp_dict, "__slots__"); /* borrowed */
+    if (!slots || !PyTuple_CheckExact(slots) || PyTuple_GET_SIZE(slots) != fn_nslots[which])
+        goto out;
+    for (int i = 0; i < fn_nslots[which]; i++) {
+        PyObject *s = PyTuple_GET_ITEM(slots, i);
+        if (!PyUnicode_Check(s) || PyUnicode_Compare(s, fn_names[which][i]) != 0)
+            goto out;
+        PyObject *d = _PyType_Lookup(tp, fn_names[which][i]);
+        if (!d || !Py_IS_TYPE(d, &PyMemberDescr_Type))
+            goto out;
+    }
+    ok = 1;
+out:
+    PyErr_Clear();
+    Py_XSETREF(fn_checked[which], (PyTypeObject *)Py_NewRef(tp));
+    fn_ok[which] = ok;
+    return ok;
+}
+
+/* A new instance of tp with its slots set to vals (new reference), or NULL */
+static PyObject *fn_make(int which, PyTypeObject *tp, PyObject *const *vals)
+{
+    PyObject *o = tp->tp_alloc(tp, 0);
+    if (!o)
+        return NULL;
+    for (int i = 0; i < fn_nslots[which]; i++) {
+        if (attr_set(o, fn_names[which][i], vals[i]) < 0) {
+            Py_DECREF(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+/* May CREATE make its objects here? The four types checked, the backing's plain */
+static int fn_create_ok(Engine *e, PyObject *backing)
+{
+    if (!fast_new_on)
+        return 0;
+    if (!fn_backing_t) {
+        const char *env = getenv("SHMFS_FAST_NEW");
+        if (env && strcmp(env, "0") == 0) {
+            fast_new_on = 0;
+            return 0;
+        }
+        PyObject *mod = PyImport_ImportModule("fsimpl.backing");
+        PyObject *bt = mod ? PyObject_GetAttrString(mod, "Backing") : NULL;
+        Py_XDECREF(mod);
+        if (!bt || !PyType_Check(bt)) {
+            Py_XDECREF(bt);
+            PyErr_Clear();
+            fast_new_on = 0;
+            return 0;
+        }
+        fn_backing_t = bt;
+        fn_new_mapping = _PyType_Lookup((PyTypeObject *)bt, m_new_mapping);
+        Py_XINCREF(fn_new_mapping);
+        if (reap_pages_stand_ins() < 0) { /* _NO_CHUNKS, _NO_KEYS */
+            PyErr_Clear();
+            fast_new_on = 0;
+            return 0;
+        }
+    }
+    return (PyObject *)Py_TYPE(backing) == fn_backing_t &&
+           _PyType_Lookup(Py_TYPE(backing), m_new_mapping) == fn_new_mapping &&
+           fn_new_mapping != NULL &&
+           fn_type_ok(FN_INODE, (PyTypeObject *)e->t_inode) &&
+           fn_type_ok(FN_MAPPING, (PyTypeObject *)e->t_mapping) &&
+           fn_type_ok(FN_PAGES, (PyTypeObject *)e->t_pages) &&
+           fn_type_ok(FN_HANDLE, (PyTypeObject *)e->t_handle);
+}
+
+/* Inode(ino, mode, uid, gid, now) of a regular file: Inode.__init__'s values */
+static PyObject *fn_inode(ctx_t *c, PyObject *ino, PyObject *mode, PyObject *uid,
+                          PyObject *gid, PyObject *now)
+{
+    PyObject *zero = keep(c, PyLong_FromLong(0));
+    PyObject *xattrs = zero ? keep(c, PyDict_New()) : NULL;
+    if (!xattrs)
+        return NULL;
+    PyObject *vals[] = {Py_None, Py_None, now, now, now, Py_None, zero, gid, ino, Py_False,
+                        Py_None, mode, now, zero, zero, zero, zero, zero, Py_False, zero,
+                        Py_None, uid, Py_None, zero, xattrs};
+    return keep(c, fn_make(FN_INODE, (PyTypeObject *)c->e->t_inode, vals));
+}
+
+/* Backing.new_mapping(): Mapping(arena, budget) with its PageCache() */
+static PyObject *fn_mapping(ctx_t *c, PyObject *backing)
+{
+    PyObject *arena = ga(c, backing, s_arena);
+    PyObject *budget = arena ? ga(c, backing, s_budget) : NULL;
+    PyObject *zero = budget ? keep(c, PyLong_FromLong(0)) : NULL;
+    if (!zero)
+        return NULL;
+    PyObject *pvals[] = {m_no_chunks, m_no_chunks, m_no_chunks, m_no_keys, zero, zero};
+    PyObject *pages = keep(c, fn_make(FN_PAGES, (PyTypeObject *)c->e->t_pages, pvals));
+    if (!pages)
+        return NULL;
+    PyObject *mvals[] = {Py_None, arena, budget, Py_True, zero, zero, zero, zero, Py_None,
+                         pages, Py_None, zero, Py_False};
+    return keep(c, fn_make(FN_MAPPING, (PyTypeObject *)c->e->t_mapping, mvals));
+}
+
+/* Handle(ino, flags, False) */
+static PyObject *fn_handle(ctx_t *c, PyObject *ino, PyObject *flags)
+{
+    PyObject *zero = keep(c, PyLong_FromLong(0));
+    if (!zero)
+        return NULL;
+    PyObject *vals[] = {ino, flags, Py_False, zero};
+    return keep(c, fn_make(FN_HANDLE, (PyTypeObject *)c->e->t_handle, vals));
+}
+
 /* ------------------------------------------------------------------ REAP */
 
 /*
@@ -755,6 +1302,9 @@ static int reap_one(Engine *e)
     if (!c)
         return 0;
     int rc = 0;
+    reapp_t rp;
+    rp.f = NULL;
+    rp.locked = 0;
     PyObject *fs = e->fs;
     PyObject *later = ga(c, fs, m_evict_later);
     PyObject *inodes = later ? ga(c, fs, s_inodes) : NULL;
@@ -788,9 +1338,13 @@ static int reap_one(Engine *e)
     PyObject *keys = pages && (PyObject *)Py_TYPE(pages) == e->t_pages ?
         ga(c, pages, m_keys_) : NULL;
     if (!keys || rmap != Py_None || !(PyList_CheckExact(keys) || PyTuple_CheckExact(keys)) ||
-        PySequence_Fast_GET_SIZE(keys) != 0 || /* no chunk (_NO_KEYS, or emptied) */
-        ga_ll(pages, s_nrpages, &nrpages) < 0 || nrpages != 0 ||
+        ga_ll(pages, s_nrpages, &nrpages) < 0 || nrpages < 0 ||
         ga_ll(pages, s_gen, &gen) < 0 || ga_ll(mapping, m_nr_unmaps, &nr_unmaps) < 0)
+        goto out;
+    if (nrpages == 0 && PySequence_Fast_GET_SIZE(keys) != 0)
+        goto out; /* an emptied chunk that stayed: Python's */
+    /* a file with pages: Mapping.release's frees, checked (reap_pages_check) */
+    if (nrpages > 0 && (!reap_pages_enabled() || reap_pages_check(c, mapping, pages, nrpages, &rp) < 0))
         goto out;
     /* ---- phase 2 ---- */
     rc = -1;
@@ -798,9 +1352,16 @@ static int reap_one(Engine *e)
     if (!head)
         goto out;
     Py_DECREF(head);
-    if (attr_set(inode, m_linkable, Py_False) < 0 || sa_ll(mapping, m_nr_unmaps, nr_unmaps + 1) < 0 ||
-        sa_ll(pages, s_gen, gen + 1) < 0 || sa_ll(inode, s_symlink_pages, 0) < 0 ||
-        sa_ll(inode, m_xattr_space, 0) < 0)
+    if (attr_set(inode, m_linkable, Py_False) < 0)
+        goto out;
+    if (nrpages > 0) {
+        if (reap_pages_apply(c, &rp) < 0)
+            goto out;
+        e->n_reap_pages += (unsigned long long)nrpages;
+    } else if (sa_ll(mapping, m_nr_unmaps, nr_unmaps + 1) < 0 || sa_ll(pages, s_gen, gen + 1) < 0) {
+        goto out;
+    }
+    if (sa_ll(inode, s_symlink_pages, 0) < 0 || sa_ll(inode, m_xattr_space, 0) < 0)
         goto out;
     PyDict_Clear(xattrs);
     if (attr_set(inode, m_acl_access, Py_None) < 0 || attr_set(inode, m_acl_default, Py_None) < 0 ||
@@ -811,6 +1372,7 @@ static int reap_one(Engine *e)
 out:
     if (rc == 0)
         PyErr_Clear();
+    reap_pages_done(&rp); /* the populate thread's lock, the frame list */
     ctx_give(e, c);
     return rc;
 }

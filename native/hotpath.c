@@ -128,6 +128,8 @@ typedef struct {
     unsigned long long cl_window; /* hotloop.c: answered by the window engine */
     unsigned long long cl_enotty; /* hotloop.c: foreign IOCTLs answered ENOTTY */
     unsigned long long n_respop; /* new pages taken from the arena's reserve in C */
+    unsigned long long n_reap_pages; /* hotmeta.c: pages of evicted files freed in C */
+    unsigned long long n_fast_new; /* hotmeta.c: CREATEs whose objects C made itself */
     long last_decline;
     struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
     int ctx_busy;
@@ -1826,7 +1828,7 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
@@ -1835,7 +1837,8 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         "cloop_served", e->cl_served, "cloop_returned", e->cl_returned,
         "cloop_window", e->cl_window, "cloop_enotty", e->cl_enotty,
         "reserve_pops", e->n_respop, "reap", e->n_reap, "cloop_gil_kept", e->cl_kept,
-        "write_cached", e->n_wcached);
+        "write_cached", e->n_wcached, "reap_pages", e->n_reap_pages,
+        "create_objects_in_c", e->n_fast_new);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)

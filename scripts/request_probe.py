@@ -6,6 +6,9 @@ stats bookkeeping, the reply's writev -- to /dev/null instead of /dev/fuse).
                                               [--profile OP] [--mountflags] [--python]
     .venv/bin/python scripts/request_probe.py --reply-ab
 
+``--engine`` times the C engine's ``Engine.handle`` alone (serve_raw, the reply's
+writev to /dev/null, the request's count: what the C loop runs per request, less
+its read(2)), where the default goes through ``Session._handle``.
 ``--reap-every N`` reaps the evictions FORGETs left for later every N requests,
 untimed (without it, after 256 FORGETs each one also reaps one, in the timing).
 Kinds: read (4 KiB of a resident page, random), read_hole, append4k, append512,
@@ -59,6 +62,7 @@ KINDS = ("read", "read_hole", "append4k", "append512", "overwrite4k", "getattr",
          "mkdir", "rmdir")
 FILE_PAGES = 16384  # 64 MiB resident file for the reads
 WALL = False
+ENGINE = False  # --engine: Engine.handle alone, as the C loop (Engine.serve) calls it
 REAP_EVERY = 0  # --reap-every: evict_later reaped (untimed) every so many requests
 
 
@@ -153,6 +157,12 @@ def build(kind: str, n: int, mountflags: bool) -> tuple[Session, list[memoryview
 def run(kind: str, n: int, mountflags: bool, profile: bool = False) -> float:
     s, msgs = build(kind, n, mountflags)
     handle: Callable[[memoryview], None] = s._handle
+    if ENGINE:  # serve_raw + the reply's writev + the request's count, no Session
+        hp, fd, requests = s._hotpath, s.fd, s.stats.requests
+
+        def handle(m: memoryview) -> None:
+            if hp.handle(m, fd, True, 0, requests) is None:
+                raise SystemExit(f"the engine declined a {kind} request")
     prof = cProfile.Profile() if profile else None
     if prof:
         prof.enable()
@@ -228,6 +238,9 @@ def main() -> int:
                         "(the populate-ahead thread) and preemption")
     p.add_argument("--python", action="store_true",
                    help="without the C hot path (SHMFS_HOTPATH=0): the Python path's cost")
+    p.add_argument("--engine", action="store_true",
+                   help="time the C engine's Engine.handle alone (what the C loop runs per "
+                        "request, less its read(2)), not Session._handle")
     p.add_argument("--reap-every", type=int, default=0, metavar="N",
                    help="reap the evictions FORGETs left for later every N requests, "
                         "outside the timing, as the daemon does between requests")
@@ -239,8 +252,9 @@ def main() -> int:
         os.environ["SHMFS_HOTPATH"] = "0"
     if a.reply_ab:
         return reply_ab(a.n, a.rounds)
-    global WALL, REAP_EVERY
+    global WALL, REAP_EVERY, ENGINE
     WALL = a.wall
+    ENGINE = a.engine
     REAP_EVERY = a.reap_every
     threshold0 = getattr(session_mod, "GC_THRESHOLD0", None)
     if threshold0:  # what Session.serve does in the daemon

@@ -214,11 +214,15 @@ def stats_document(ops: Any, table: Any) -> dict[str, Any]:
     from vmcore.fault import statistics as fault_statistics
 
     fs = ops.fs
+    # first: fs.statistics() reaps the evictions still pending, whose frees the arena's
+    # and the pager's counters below must include (taken before, they showed the frames
+    # of inodes the same document no longer counted)
+    fs_stats = fs.statistics()
     doc: dict[str, Any] = {"faults": fault_statistics()}
     backing = getattr(fs, "_backing", None)
     if backing is not None:
         doc["arena"] = backing.arena.statistics()
-    doc["fs"] = fs.statistics()
+    doc["fs"] = fs_stats
     doc["windows"] = table.statistics()
     doc["ops"] = ops.statistics()
     session_stats = getattr(ops, "session_statistics", None)

@@ -210,6 +210,7 @@ class Twin:
                 arena._bump, list(arena._free_runs), arena.nshared, fs._clock.t,
                 arena._nfree, arena._in_use.nonzero()[0].tolist(), arena._free_ready,
                 arena._pop.nonzero()[0].tolist(), arena._limit, list(arena._res),
+                arena.frames_freed, arena.frames_returned, arena.punch_calls,
                 self.ops.statistics()["errors"])
 
 
@@ -874,17 +875,21 @@ def _evicted_fields(inode: Any) -> Any:
     if inode is None:
         return None
     m = inode.mapping
+    pc = None if m is None else m.pages
     return (inode.ino, inode.linkable, dict(inode.xattrs), inode.xattr_space,
             inode.symlink_pages, inode.acl_access, inode.acl_default, inode.reclaimed,
-            None if m is None else (m.nr_unmaps, m.pages.gen, m.pages.nrpages))
+            None if m is None else (m.nr_unmaps, pc.gen, pc.nrpages, m.frames_freed,
+                                    m.budget.used_pages, type(pc._frames).__name__,
+                                    type(pc._keys).__name__, len(pc._keys)))
 
 
 def test_reap_in_c_evicts_as_python_and_declines_the_rest() -> None:
     """Engine.reap (the C loop's reap on an empty read): an unlinked empty file, also
-    one with xattrs, evicted in C with Python's whole state (the inode gone, _evicted,
-    its xattrs and ACLs, the mapping's unmap count and generation); a file with pages,
-    the root at the head (Python skips it), a stale entry and an empty evict_later:
-    declined with nothing changed."""
+    one with xattrs, and one with pages, evicted in C with Python's whole state (the
+    inode gone, _evicted, its xattrs and ACLs, the mapping's unmap count and
+    generation, its frames back on the arena's free list); the root at the head
+    (Python skips it), a stale entry and an empty evict_later: declined with nothing
+    changed."""
     c, py = Twin(True, 40, AtimeMode()), Twin(False, 40, AtimeMode())
     for t in (c, py):
         _left_for_later(t, b"e0")
@@ -894,7 +899,7 @@ def test_reap_in_c_evicts_as_python_and_declines_the_rest() -> None:
     e0 = c.fs.evict_later[0].ino
     assert _reap_step(c, py) == 1 and e0 not in c.fs._inodes
     assert _reap_step(c, py) == 1  # xattrs: cleared, their space already back
-    assert _reap_step(c, py) == 0  # pages: Python frees them
+    assert _reap_step(c, py) == 1  # pages: freed in C (test_reap_in_c_frees_pages...)
     assert _reap_step(c, py) == 0 and not c.fs.evict_later  # the root: skipped by Python
     assert _reap_step(c, py) == 0  # nothing left
     for t in (c, py):
@@ -902,7 +907,7 @@ def test_reap_in_c_evicts_as_python_and_declines_the_rest() -> None:
         t.fs.evict_later.append(t.fs.evict_later[0])  # twice: the second is stale
         assert t.fs.reap(1) == 1 and ino not in t.fs._inodes
     assert _reap_step(c, py) == 0  # stale: Python drops it from the deque
-    assert c.engine.statistics()["reap"] == 2
+    assert c.engine.statistics()["reap"] == 3
     assert c.fs._evicted == py.fs._evicted
 
 
@@ -910,8 +915,9 @@ def test_a_forget_past_a_full_evict_later_reaps_its_head_in_c() -> None:
     """A FORGET that makes evict_later longer than EVICT_LATER_MAX (a long unlink burst
     whose device never emptied): _maybe_evict appends and reaps the head at once; the
     engine reaps the head in C first (an unlinked empty file), also for a BATCH_FORGET
-    of two, with Python's state after. A head it cannot reap (pages): declined, nothing
-    changed, and Python's forget reaps it."""
+    of two, with Python's state after. A head it cannot reap (pages in more runs than
+    one madvise each: Python's batch): declined, nothing changed, and Python's forget
+    reaps it."""
     c = Twin(True, 40, AtimeMode(), nr_inodes=1000)
     py = Twin(False, 40, AtimeMode(), nr_inodes=1000)
     fresh: list[int] = []
@@ -933,7 +939,7 @@ def test_a_forget_past_a_full_evict_later_reaps_its_head_in_c() -> None:
     assert _taken(c, py, batch_forget_msg([(fresh[1], 1), (fresh[2], 1)]))
     assert c.fs._evicted == evicted + 3 and c.engine.statistics()["reap"] == 3
     for t in (c, py):  # a file with pages appended (Python reaps one head) ...
-        ino = _left_for_later(t, b"pages", data=b"d" * 6000)
+        ino = _scattered_left_for_later(t, b"pages", BATCH_RUNS)
         t.fs.evict_later.rotate(1)  # ... and moved to the head
         assert t.fs.evict_later[0].ino == ino and len(t.fs.evict_later) == 256
     before = c.state()
@@ -941,3 +947,172 @@ def test_a_forget_past_a_full_evict_later_reaps_its_head_in_c() -> None:
     assert c.state() == before
     assert not _taken(c, py, forget_msg(fresh[3], 1))  # Python: append, reap the head
     assert len(c.fs.evict_later) == 256
+
+
+BATCH_RUNS = 16  # vmcore.arena._BATCH_DISCARD_MIN: so many runs are freed in one batch
+
+
+def _scattered_left_for_later(t: Twin, name: bytes, runs: int) -> int:
+    """_left_for_later of a file of ``runs`` pages whose frames are not contiguous (a
+    second file's pages were allocated between them): freed as ``runs`` runs."""
+    t.fs.defer_evictions = True
+    a, fh = t.fs.create(1, name, 0o100644, os.O_RDWR, CTX)
+    b, gh = t.fs.create(1, name + b".gap", 0o100644, os.O_RDWR, CTX)
+    for i in range(runs):
+        t.fs.write(a.ino, fh, i * 4096, b"a" * 4096)
+        t.fs.write(b.ino, gh, i * 4096, b"b" * 4096)
+    t.fs.release(a.ino, fh)
+    t.fs.release(b.ino, gh)
+    t.fs.unlink(1, name)
+    t.fs.forget(a.ino, 1)
+    return a.ino
+
+
+@pytest.mark.parametrize("reserve", [0, 8])
+def test_reap_in_c_frees_pages_as_python(reserve: int) -> None:
+    """Engine.reap of files with pages (an unlink of a file with data, its FORGET):
+    Mapping.release's work in C -- the page cache emptied (its shared empty stand-ins
+    back), the frames discarded and on the arena's free list in Python's runs, the
+    arena's and the mapping's counters, the private Budget uncharged -- with Python's
+    state after each step: one page, two, pages in two chunks and far apart (a sparse
+    file), fallocated (!UPTODATE) pages, a file truncated to a hole, fifteen runs (one
+    madvise each), with and without the reserve; the populate thread's bookkeeping
+    (its flags of populated free frames) kept as _put_back keeps it."""
+    size = 2000
+    c = Twin(True, size, AtimeMode(), nr_inodes=1000, reserve=reserve)
+    py = Twin(False, size, AtimeMode(), nr_inodes=1000, reserve=reserve)
+    for t in (c, py):  # frames that stay in use: the reserve is never released here
+        a, fh = t.fs.create(1, b"keep", 0o100644, os.O_RDWR, CTX)
+        t.fs.write(a.ino, fh, 0, b"k" * 4096)
+    for name, data, off in [(b"one", b"x" * 10, 0), (b"two", b"y" * 5000, 0),
+                            (b"chunks", b"z" * 8192, 510 * 4096),
+                            (b"sparse", b"s" * 3, 1 << 30)]:
+        for t in (c, py):
+            t.fs.defer_evictions = True
+            a, fh = t.fs.create(1, name, 0o100644, os.O_RDWR, CTX)
+            t.fs.write(a.ino, fh, off, data)
+            t.fs.write(a.ino, fh, 0, b"head")
+            t.fs.release(a.ino, fh)
+            t.fs.unlink(1, name)
+            t.fs.forget(a.ino, 1)
+        assert _reap_step(c, py) == 1
+    for t in (c, py):  # fallocated pages, and a file truncated after its pages went
+        t.fs.defer_evictions = True
+        a, fh = t.fs.create(1, b"falloc", 0o100644, os.O_RDWR, CTX)
+        t.fs.fallocate(a.ino, fh, 0, 4096, 3 * 4096)
+        t.fs.write(a.ino, fh, 0, b"w")
+        t.fs.release(a.ino, fh)
+        t.fs.unlink(1, b"falloc")
+        t.fs.forget(a.ino, 1)
+    assert _reap_step(c, py) == 1
+    for t in (c, py):
+        _scattered_left_for_later(t, b"runs", BATCH_RUNS - 1)
+        arena = t.fs._backing.arena  # the populate thread's flags, without its thread
+        arena._thread = object()
+        arena._pop[arena._in_use.nonzero()[0][-6:]] = True  # (stale flags: uncounted)
+        arena._free_ready = 6
+    assert _reap_step(c, py) == 1
+    for t in (c, py):
+        assert t.fs._backing.arena._free_ready == 6 - 6 + sum(
+            1 for f in t.fs._backing.arena._pop.nonzero()[0])
+        t.fs._backing.arena._thread = None
+    st = c.engine.statistics()
+    assert st["reap"] == 6 and st["reap_pages"] == 1 + 2 + 3 + 2 + 4 + BATCH_RUNS - 1
+    assert c.fs.budget.used_pages == py.fs.budget.used_pages
+
+
+def test_reap_in_c_declines_pages_python_must_free() -> None:
+    """Files with pages Engine.reap leaves to Python, untouched: sixteen runs or more
+    (Python's process_madvise batch), frames shared copy-on-write (copy_file_range),
+    the populate thread's lock held or its range overlapping the frames (_wait_not_busy
+    would wait), the last frames in use while the reserve holds frames (Python gives the
+    reserve back then)."""
+    c = Twin(True, 2000, AtimeMode(), nr_inodes=1000, reserve=8)
+    py = Twin(False, 2000, AtimeMode(), nr_inodes=1000, reserve=8)
+    for t in (c, py):  # the only frames in use: their eviction gives the reserve back
+        _left_for_later(t, b"last", data=b"l" * 4096)
+    assert _reap_step(c, py) == 0
+    assert not c.fs._backing.arena._res  # Python's release_reserve ran
+    for t in (c, py):
+        _scattered_left_for_later(t, b"batch", BATCH_RUNS)
+    assert _reap_step(c, py) == 0
+    for t in (c, py):
+        t.fs.defer_evictions = True
+        a, fh = t.fs.create(1, b"src", 0o100644, os.O_RDWR, CTX)
+        t.fs.write(a.ino, fh, 0, b"s" * 8192)
+        b, gh = t.fs.create(1, b"dst", 0o100644, os.O_RDWR, CTX)
+        assert t.fs.copy_file_range(a.ino, fh, 0, b.ino, gh, 0, 8192) == 8192
+        assert t.fs._backing.arena.nshared
+        for ino, h, name in ((b.ino, gh, b"dst"), (a.ino, fh, b"src")):
+            t.fs.release(ino, h)
+            t.fs.unlink(1, name)
+            t.fs.forget(ino, 1)
+    assert _reap_step(c, py) == 0  # shared frames: Python's refcounts
+    assert _reap_step(c, py) == 1  # the source: its own again (refs dropped), freed in C
+    for t in (c, py):
+        _left_for_later(t, b"locked", data=b"x" * 4096)
+    arena = c.fs._backing.arena
+    arena._thread = object()  # the populate thread's path, without the thread
+    before = c.state()
+    with arena._cond:  # the thread holds its lock: C does not wait for it
+        assert c.engine.reap() == 0
+    frame = int(c.fs.evict_later[0].mapping.pages._frames[0][0])
+    arena._busy = (frame, frame + 1)  # ... or is populating this frame
+    assert c.engine.reap() == 0
+    arena._busy = (frame + 1, frame + 5)  # a range next to it: no wait
+    assert c.state() == before
+    assert c.engine.reap() == 1
+    arena._thread = arena._busy = None
+    py.fs.reap(1)
+    assert c.state() == py.state()
+
+
+def _slots(obj: Any, twin: Twin) -> dict[str, Any]:
+    """Every __slots__ field of obj as a comparable value: the twin's own shared objects
+    (its arena, budget, the page cache's empty stand-ins) by name, containers by value,
+    the rest by type where identity is all there is."""
+    fs = twin.fs
+    from vmcore import pagecache
+
+    named = {id(fs._backing.arena): "arena", id(fs.budget): "budget",
+             id(pagecache._NO_CHUNKS): "_NO_CHUNKS", id(pagecache._NO_KEYS): "_NO_KEYS"}
+    out: dict[str, Any] = {}
+    for name in type(obj).__slots__:
+        if not hasattr(obj, name):
+            out[name] = "<unset>"
+            continue
+        v = getattr(obj, name)
+        if id(v) in named:
+            out[name] = named[id(v)]
+        elif isinstance(v, (int, bytes, str, bool, type(None), dict, list, tuple)):
+            out[name] = (type(v).__name__, v)
+        else:
+            out[name] = type(v).__name__
+    return out
+
+
+def test_a_creates_objects_made_in_c_are_pythons_slot_for_slot() -> None:
+    """CREATE makes the new file's Inode, Mapping, PageCache and Handle in C by filling
+    their __slots__ (native/hotmeta.c fn_*): every field of each, set or unset, equal to
+    what the Python constructors give (Inode.__init__, Backing.new_mapping, PageCache(),
+    Handle); then the file is written, read, truncated and unlinked through both paths
+    with the same state (the objects work as Python's do). A class whose __slots__ differ
+    from the engine's list would be made by its constructor instead (fn_type_ok)."""
+    c, py = Twin(True, 40, AtimeMode()), Twin(False, 40, AtimeMode())
+    assert _taken(c, py, create_msg(1, b"new", os.O_RDWR | os.O_CREAT, 0o100640, 0o027))
+    assert c.engine.statistics()["create_objects_in_c"] == 1
+    objs = []
+    for t in (c, py):
+        inode = t.fs._inodes[t.fs._inodes[1].dir.get(b"new")]
+        fh = max(fh for fh, h in t.fs._handles.items() if h.ino == inode.ino)
+        m = inode.mapping
+        objs.append((inode.ino, fh, [_slots(inode, t), _slots(m, t), _slots(m.pages, t),
+                                     _slots(t.fs._handles[fh], t)]))
+    assert objs[0] == objs[1]
+    ino, fh, _ = objs[0]
+    for m in (write_msg(ino, fh, 4090, b"w" * 20), read_msg(ino, fh, 0, 8192),
+              getattr_msg(ino), release_msg(ino, fh), unlink_msg(1, b"new")):
+        step(c, py, m)
+    inode = c.fs._inodes[ino]  # reclaimed: its two pages held (until the eviction) ...
+    assert inode.reclaimed and inode.mapping.nrpages == 2
+    assert inode.mapping.budget is not c.fs.budget  # ... by a private Budget
