@@ -8,9 +8,10 @@ page showing what its page table says.
 
 The counts ("the engine answered 200 remaps", "... at least n + 2 MPROTECTs") are the
 engine's own counters (STATS ``winfast``), which count every request the engine
-answered whichever reader read it: the module's mount has three readers, and after
-a large WRITE (mixed traffic) the clone readers are up and read some of these
-requests -- they hand them to the engine as the first reader does
+answered whichever reader read it: the module's mount has three readers, and while
+the traffic is mixed (a large WRITE beside small requests of another process) the
+clone readers are up and may read some of these requests -- they hand them to the
+engine as the first reader does
 (docs/decisions.md, "Clone readers hand window requests to the engine";
 test_winclones.py proves that path and counts it). So the counts fail if the engine
 does not take the requests, and do not depend on which reader read them; a failure
