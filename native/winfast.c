@@ -1114,7 +1114,9 @@ static PyObject *Engine_remap_to(Engine *e, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "remap_to: a negative fd");
         return NULL;
     }
-    e->reply_fd = fd; /* GIL held for the whole call: no other call sees it */
+    /* no other engine call runs meanwhile: every caller holds the GIL and, with clone
+     * readers, the fs lock (the C loop runs only while the first reader keeps it) */
+    e->reply_fd = fd;
     PyObject *r = Engine_remap(e, msg);
     e->reply_fd = -1;
     return r;
