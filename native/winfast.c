@@ -69,11 +69,16 @@ static void *writer_main(void *arg)
                                            * after this is of the stored copy (the
                                            * launder of the replaced one came before) */
                 b->state[k] = ST_WRITTEN;
+            /* a notification's unique is 0; the reply goes to the fd its request was
+             * read from (a clone reader's: each device fd answers its own requests) */
+            int fd = get_u64(b->buf + b->off[k] + 8) ? b->reply_fd : e->fd;
+            if (fd != e->fd)
+                e->clone_replies++;
             pthread_mutex_unlock(&e->mu);
             ssize_t r;
             uint64_t tw = now_ns();
             do {
-                r = write(e->fd, b->buf + b->off[k], b->len[k]);
+                r = write(fd, b->buf + b->off[k], b->len[k]);
             } while (r < 0 && errno == EINTR);
             int err = r < 0 ? errno : 0;
             tw = now_ns() - tw;
@@ -98,8 +103,9 @@ static void *writer_main(void *arg)
         if (!e->head)
             e->tail = NULL;
         e->queued--;
+        e->seq_written++;
         free(b);
-        if (!e->head)
+        if (!e->head || e->seq_waiters)
             pthread_cond_broadcast(&e->idle);
     }
     pthread_cond_broadcast(&e->idle);
@@ -263,6 +269,8 @@ void queue_and_wake(Engine *e, batch_t *b)
 {
     b->next = NULL;
     b->t_queued = now_ns();
+    b->reply_fd = engine_reply_fd(e);
+    e->seq_queued++;
     if (e->tail)
         e->tail->next = b;
     else
@@ -1092,6 +1100,61 @@ static PyObject *Engine_wait_idle(Engine *e, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* remap_to(msg, fd): Engine.remap for a request read from ``fd`` (a clone reader's
+ * device fd): the batches it queues send their reply there, their notifications to the
+ * engine's fd as always (docs/decisions.md, "Clone readers hand window requests to the
+ * engine").  The same result as remap. */
+static PyObject *Engine_remap_to(Engine *e, PyObject *args)
+{
+    PyObject *msg;
+    int fd;
+    if (!PyArg_ParseTuple(args, "Oi", &msg, &fd))
+        return NULL;
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "remap_to: a negative fd");
+        return NULL;
+    }
+    /* no other engine call runs meanwhile: every caller holds the GIL and, with clone
+     * readers, the fs lock (the C loop runs only while the first reader keeps it) */
+    e->reply_fd = fd;
+    PyObject *r = Engine_remap(e, msg);
+    e->reply_fd = -1;
+    return r;
+}
+
+static unsigned long long seq_now(Engine *e)
+{
+    unsigned long long s;
+    pthread_mutex_lock(&e->mu);
+    s = e->seq_queued;
+    pthread_mutex_unlock(&e->mu);
+    return s;
+}
+
+static PyObject *Engine_queued_seq(Engine *e, PyObject *unused)
+{
+    return PyLong_FromUnsignedLongLong(seq_now(e));
+}
+
+/* wait_written(seq): wait (GIL released) until the first ``seq`` batches ever queued are
+ * written -- a reply kept back by a clone reader waits for the engine's batches queued
+ * before it, not for the later ones wait_idle would also wait for. */
+static PyObject *Engine_wait_written(Engine *e, PyObject *arg)
+{
+    unsigned long long seq = PyLong_AsUnsignedLongLong(arg);
+    if (seq == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&e->mu);
+    e->seq_waiters++;
+    while (e->seq_written < seq && e->started && e->head)
+        pthread_cond_wait(&e->idle, &e->mu);
+    e->seq_waiters--;
+    pthread_mutex_unlock(&e->mu);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_store_queued(Engine *e, PyObject *args)
 {
     unsigned long long ino, page;
@@ -1183,6 +1246,12 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
+    if (r) { /* replies written to a clone reader's fd (Engine.remap_to) */
+        PyObject *t = PyLong_FromUnsignedLongLong(e->clone_replies);
+        if (!t || PyDict_SetItemString(r, "clone_replies", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1252,6 +1321,7 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (!e)
         return NULL;
     e->fd = -1;
+    e->reply_fd = -1;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     pthread_cond_init(&e->idle, NULL);
@@ -1279,6 +1349,12 @@ static void Engine_dealloc(Engine *e)
 static PyMethodDef Engine_methods[] = {
     {"remap", (PyCFunction)Engine_remap, METH_O,
      "remap(msg) -> None (declined, nothing changed) or the notifications queued"},
+    {"remap_to", (PyCFunction)Engine_remap_to, METH_VARARGS,
+     "remap_to(msg, fd): remap of a request read from fd, its reply written there"},
+    {"queued_seq", (PyCFunction)Engine_queued_seq, METH_NOARGS,
+     "how many batches were ever queued"},
+    {"wait_written", (PyCFunction)Engine_wait_written, METH_O,
+     "wait_written(seq): wait (GIL released) until the first seq batches are written"},
     {"pending", (PyCFunction)Engine_pending, METH_NOARGS, "batches queued, not yet written"},
     {"wait_idle", (PyCFunction)Engine_wait_idle, METH_NOARGS,
      "wait (GIL released) until every queued batch is written"},

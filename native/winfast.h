@@ -67,6 +67,7 @@ typedef struct batch {
     uint64_t page[MAXMSG]; /* the window page a store is of */
     uint64_t ino;
     uint64_t t_queued; /* CLOCK_MONOTONIC ns when queued: the hand-off's start */
+    int reply_fd; /* where its reply (the message with a unique) goes: queue_and_wake */
     size_t cap;
     unsigned char buf[]; /* the messages, back to back */
 } batch_t;
@@ -126,6 +127,13 @@ typedef struct {
      * to vec_holes), VEC_NOREPLY applies it without the reply; 0 otherwise */
     int vec_mode;
     long long vec_holes;
+    /* the fd of the request being answered (Engine.remap_to: a clone reader's) or -1
+     * (e->fd); a batch's reply goes there, its notifications to e->fd.  seq_queued /
+     * seq_written count batches (Engine.queued_seq / wait_written), clone_replies the
+     * replies written to another fd than e->fd (docs/decisions.md, "Clone readers hand
+     * window requests to the engine") */
+    int reply_fd, seq_waiters;
+    unsigned long long seq_queued, seq_written, clone_replies;
 } Engine;
 
 static inline uint64_t now_ns(void)
@@ -139,6 +147,13 @@ static inline void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
 static inline uint32_t get_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline uint64_t get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* the fd the reply of the request being answered goes to: the one it was read from
+ * (Engine.remap_to: a clone reader's), else the engine's */
+static inline int engine_reply_fd(const Engine *e)
+{
+    return e->reply_fd >= 0 ? e->reply_fd : e->fd;
+}
 
 /* helpers of winfast.c (each documented there) */
 int attr_ll(PyObject *o, PyObject *name, long long *out);

@@ -316,7 +316,7 @@ PyObject *winvec_query(Engine *e, const unsigned char *m, Py_ssize_t len)
     {
         ssize_t r;
         do {
-            r = write(e->fd, buf, 32 + QUERY_SIZE);
+            r = write(engine_reply_fd(e), buf, 32 + QUERY_SIZE); /* the reader's fd */
         } while (r < 0 && errno == EINTR);
         pthread_mutex_lock(&e->mu);
         e->queries++;

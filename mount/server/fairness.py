@@ -9,7 +9,7 @@ more than one reader (docs/decisions.md 25, docs/performance.md change 24):
   while it does;
 - ``_serve_locked`` is the first reader's request: while it is a large one
   the clone readers read the device too (``Session._busy``), and by default
-  (CLONES_STAY; not once windows are in use) for as long as the traffic stays
+  (CLONES_STAY) for as long as the traffic stays
   mixed -- opt-in, spinning for a
   while after each request they answer (CLONE_SPIN_NS; docs/decisions.md 36);
 - ``_dispatch`` handles a request under the lock: a WRITE of more than
@@ -69,8 +69,8 @@ SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
 # first reader's own read(2) of the next 1 MiB WRITE (~0.25 ms) is a time when a small
 # request finds no reader otherwise. Idle, create+close under two streams: median
 # 92-96 us / p99 1.9-2.2 ms against 97-531 / 2.8-7.7 ms with 0 (docs/benchmarks.md,
-# seventh session). Not on a mount whose windows are in use (Fairness._stay): only
-# the first reader may hand a window request to the C window engine. A/B runs
+# seventh session). Windowed mounts too: a clone reader hands window requests to the C
+# window engine as the first reader does (Fairness._stay). A/B runs
 CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "1") != "0"
 # A clone reader that has just answered a request looks at the device without sleeping
 # for this long (poll(0) turns) before it sleeps in poll(2), as the first reader spins
@@ -300,11 +300,11 @@ class Fairness:
         return False
 
     def _stay(self) -> bool:
-        """Whether the clone readers stay up for the whole mixed spell (CLONES_STAY) on
-        this mount: not once windows are in use (the C window engine engaged), since
-        only the first reader may hand a window request to that engine and a clone
-        that is up would read some of them and give them to Python (decisions 36)."""
-        return CLONES_STAY and not getattr(self, "_winfast", None)
+        """Whether the clone readers stay up for the whole mixed spell (CLONES_STAY),
+        windowed mounts included: a clone reader hands window requests to the C
+        window engine too, its reply written to the clone's fd (docs/decisions.md 36,
+        "Clone readers hand window requests to the engine")."""
+        return CLONES_STAY
 
     def _mixed(self) -> bool:
         """Small requests of other processes came within MIXED_WINDOW_NS (or had to

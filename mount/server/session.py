@@ -165,6 +165,10 @@ class SessionStats:
     lock_kept: int = 0  # times the first reader kept the fs lock (all clones parked)
     clone_spins: int = 0  # a clone reader looked at its fd without sleeping (CLONE_SPIN_NS)
     clone_spin_hits: int = 0  # ... and found a request there
+    # window requests read by a clone reader and answered by the C window engine, by
+    # opcode (IOCTL, READ, WRITE): docs/decisions.md, "Clone readers hand window requests
+    # to the engine"
+    clone_window: dict[int, int] = field(default_factory=dict)
 
 
 class Session(Fairness):
@@ -619,19 +623,23 @@ class Session(Fairness):
 
     def _native(self, msg: memoryview, t0: int) -> bool:
         """A window REMAP answered by the C engine (native/winfast.c): its notifications
-        and reply go out through the engine's writer thread. Only on the first reader
-        (a clone fd's replies are its own) and only with no Python notification still
-        queued (the engine's batch would overtake it); the engine declines anything
-        but the common case, untouched."""
+        and reply go out through the engine's writer thread, the notifications to the
+        main fd and the reply to the fd the request was read from (``_reply_fd``: a
+        clone reader's own, ``Engine.remap_to``). Only with no Python notification
+        still queued (the engine's batch would overtake it) and no reply sink (a ring
+        entry, a chunk's capture: the engine writes the device itself); the engine
+        declines anything but the common case, untouched (docs/decisions.md, "Clone
+        readers hand window requests to the engine")."""
         eng = self._winfast
         if eng is None:
             eng = self._winfast = winfast.engine(self.fd, self.fs, self._stores) or False
             if eng is False:
                 return False
-        if self._pending or self._reply_fd != self.fd:
+        if self._pending or self._sink is not None:
             return False
+        fd = self._reply_fd
         try:
-            n = eng.remap(msg)
+            n = eng.remap(msg) if fd == self.fd else eng.remap_to(msg, fd)
         except Exception:  # only an allocation failure after the engine began changing
             # state can get here: answer, as ops.handle answers an unexpected error
             log.exception("window REMAP fast path failed")
@@ -640,6 +648,9 @@ class Session(Fairness):
         if n is None:
             return False
         self.stats.notifications += n
+        if fd != self.fd:
+            cw = self.stats.clone_window
+            cw[OPCODE_IOCTL] = cw.get(OPCODE_IOCTL, 0) + 1
         entry = self.stats.requests.get(OPCODE_IOCTL)
         if entry is None:
             entry = self.stats.requests[OPCODE_IOCTL] = [0, 0]
@@ -667,10 +678,14 @@ class Session(Fairness):
         invalidation it answers."""
         opcode = msg[4]
         eng = self._winfast
+        fd = self._reply_fd  # a clone reader's own fd while it holds the fs lock
         if not self._native_answer("window READ/WRITE fast path",
                                    eng.write if opcode == OPCODE_WRITE else eng.read,
-                                   msg, self._reply_fd):
+                                   msg, fd):
             return False
+        if fd != self.fd and self._sink is None:  # not a chunk's pipe: a clone's fd
+            cw = self.stats.clone_window
+            cw[opcode] = cw.get(opcode, 0) + 1
         entry = self.stats.requests.get(opcode)
         if entry is None:
             entry = self.stats.requests[opcode] = [0, 0]
@@ -964,11 +979,16 @@ class Session(Fairness):
                         self._reply_fd = self.fd
                     deferred = self._deferred
                     seq = self._queued_seq
+                    # ... and behind the window engine's batches queued so far
+                    eng = self._winfast
+                    eseq = eng.queued_seq() if deferred is not None and eng else 0
                 finally:
                     lock.release()
                 if deferred is not None:
                     with self._pending_lock:
                         self._pending_lock.wait_for(lambda s=seq: self._written_seq >= s)
+                    if eseq:
+                        eng.wait_written(eseq)
                     self._write([deferred], fd)
                 last = clock()
                 if self._stay() and not self._mixed():
@@ -978,6 +998,11 @@ class Session(Fairness):
         except Exception:
             log.exception("second reader failed; the first one keeps serving")
         finally:
+            # the engine's writer may still hold replies for this fd (remap_to): they
+            # go out (or fail: unmounted) before the fd number can be reused
+            eng = self._winfast
+            if eng:
+                eng.wait_written(eng.queued_seq())
             os.close(fd)
 
     async def _signal_watcher(self, scope: trio.CancelScope) -> None:
@@ -1028,6 +1053,9 @@ class Session(Fairness):
             "lock_kept": self.stats.lock_kept,  # a quiet mount's first reader (fairness.py)
             "clone_spins": self.stats.clone_spins,  # SHMFS_CLONE_SPIN_US
             "clone_spin_hits": self.stats.clone_spin_hits,
+            # window requests read by a clone reader and answered by the C engine
+            "clone_window": {name: self.stats.clone_window.get(op, 0) for name, op in (
+                ("ioctl", OPCODE_IOCTL), ("read", OPCODE_READ), ("write", OPCODE_WRITE))},
             "lock_owned": self._owned,
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),

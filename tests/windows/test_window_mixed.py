@@ -1,12 +1,14 @@
 """Window IOCTLs beside streaming writers: answered, and by the C window engine.
 
 Clone readers stay up through mixed traffic (SHMFS_CLONES_STAY=1, the default;
-docs/decisions.md 36), but not on a mount whose windows are in use: only the first
-reader may hand a window request to the C engine, and a clone that is up would read
-some of them and answer them in Python. Here two processes stream 1 MiB WRITEs
-(mixed traffic, the clones read requests) while this process remaps window pages one
-at a time and checks each through a mapping: every remap must be the engine's, every
-view right, and the streamed records exact."""
+docs/decisions.md 36), windowed mounts included: a clone reader hands the window
+requests it reads to the C engine too, whose writer sends the reply on the clone's
+fd ("Clone readers hand window requests to the engine"). Here two processes stream
+1 MiB WRITEs (mixed traffic, the clones read requests) while this process remaps
+window pages one at a time and checks each through a mapping: every remap answered
+(a reply on the wrong fd would hang it: run under a timeout), the engine's remaps
+counted whichever reader read them, every view right, and the streamed records
+exact. It hung before decision 38 (a clone's deferred reply swallowed by a chunk)."""
 
 from __future__ import annotations
 
