@@ -102,10 +102,12 @@ def test_window_requests_in_the_c_loop_and_declined_ioctls_between(
     assert d["ioctls"] == 2 * N + rounds4 + 1
     # each IOCTL offered to the engine at most once (Python does not offer it while
     # its own notifications are queued): answered there (remaps) or declined once --
-    # each TCGETS and the second STATS (declined before its document is made) -- and
-    # not offered again by Python after the C loop's offer
+    # each TCGETS, and the second STATS (declined before its document is made) unless
+    # it finds Python notifications still queued (an eviction's, reaped in a gap: then
+    # Python does not offer it at all) -- and not offered again by Python after the C
+    # loop's offer
     assert d["remaps"] + d["declined"] <= d["ioctls"]
-    assert d["declined"] >= N + 1
+    assert d["declined"] >= N
     assert d["remaps"] >= N  # the populating remaps onto other pages
     assert d["reads"] >= rounds4 // 2 and d["wstores"] >= rounds4 // 2
     assert d["enotty"] == N  # each TCGETS counted once in ops' errors, C or Python
