@@ -195,6 +195,17 @@ PyObject *winwrite_store(wreq_t *r);
 #define MAXHV 8   /* other windows' VMAs whose cached pages a store invalidates */
 #define MAXHIT 32 /* cached pages of one such VMA; more: Python */
 int winviews_init(void);
+/* a nonlinear VMA of the object as the window it belongs to (vmaview_get: 1 set, 0
+ * not a window's or nothing cached, -1 cannot tell); shared by the reverse-map
+ * scans of winviews.c and winlaunder.c */
+typedef struct {
+    PyObject *ws, *cached, *chunks; /* WinState, its cached set, vma.pt._chunks: new refs */
+    long long start_vpn, npages;    /* the VMA's first vpn and its pages */
+    long long lo, vpgoff;           /* window page of the VMA's first page; vma.pgoff */
+} vmaview_t;
+int vmaview_get(PyObject *table_by_mm, PyObject *vma, vmaview_t *v);
+void vmaview_clear(vmaview_t *v);
+int pgoffs_hold(const int64_t *a, int n, int64_t lo, int64_t hi);
 int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long long pmax,
                    PyObject *self_ws, long long self_lo, long long self_hi, PyObject **hws,
                    long long *hits, int *nh);
