@@ -57,6 +57,8 @@ static inline long long mono_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+#define OP_FSYNC 20 /* handed to the window engine (native/winfsync.c) */
+
 /* an opcode serve_raw may take with ordered = 1 (the rest is declined unread) */
 static int cloop_opcode(uint32_t op)
 {
@@ -96,7 +98,7 @@ static int cloop_window(PyObject *win, int fd, unsigned char *buf, ssize_t r, ui
     if (!mv)
         return -1;
     PyObject *res;
-    if (op == OP_IOCTL) {
+    if (op != OP_READ && op != OP_WRITE) { /* an IOCTL or an FSYNC: Engine.remap */
         res = winfast_api->ioctl(win, mv);
     } else {
         PyObject *a = Py_BuildValue("(Oi)", mv, fd);
@@ -117,7 +119,7 @@ static int cloop_window(PyObject *win, int fd, unsigned char *buf, ssize_t r, ui
         n = 0;
     }
     int rc = 1;
-    if (op == OP_IOCTL) { /* Session._native: stats.notifications += n */
+    if (op != OP_READ && op != OP_WRITE) { /* Session._native: notifications += n */
         if (n > 0) {
             PyObject *v = PyObject_GetAttr(stats, s_notifications), *w = NULL;
             if (v) {
@@ -280,7 +282,8 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         uint32_t opc = r >= IN_HEADER ? get_u32(buf + 4) : 0;
         /* Session._handle: len(msg) > 40, an IOCTL (_native) or a READ/WRITE (_native_io) */
         int winop = win && r > IN_HEADER &&
-                    (opc == OP_IOCTL || (win_io && (opc == OP_READ || opc == OP_WRITE)));
+                    (opc == OP_IOCTL || opc == OP_FSYNC || /* FSYNC: native/winfsync.c */
+                     (win_io && (opc == OP_READ || opc == OP_WRITE)));
         if (r < IN_HEADER || r > CLOOP_BIG || (!winop && !cloop_opcode(opc))) {
             code = r; /* Python's */
             break;
@@ -311,6 +314,10 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
                                                       * a reply other than READ's or
                                                       * WRITE's follows the engine's
                                                       * queued batches (_handle) */
+            code = r;
+            break;
+        }
+        if (opc == OP_FSYNC) { /* declined by the engine: Python's, as any other */
             code = r;
             break;
         }

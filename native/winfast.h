@@ -19,6 +19,7 @@
 #define CHUNK 512
 
 #define OP_IOCTL 39
+#define OP_FSYNC 20
 #define IN_HEADER 40
 #define IOCTL_IN 32
 #define REMAP_SIZE 32
@@ -126,6 +127,10 @@ typedef struct {
      * to vec_holes), VEC_NOREPLY applies it without the reply; 0 otherwise */
     int vec_mode;
     long long vec_holes;
+    /* FSYNC (native/winfsync.c): answered, of them queued behind batches, declined;
+     * fsync_enabled 0 (SHMFS_WINFAST_FSYNC=0): Python */
+    int fsync_enabled;
+    unsigned long long fsyncs, fsyncs_queued, fsync_declined;
 } Engine;
 
 static inline uint64_t now_ns(void)
@@ -233,5 +238,10 @@ PyObject *winvec_remapv(Engine *e, const unsigned char *m, Py_ssize_t len);
 /* ... and the refault of an MPROTECT's unchanged cached page (native/winprot.c) */
 int winvec_refault_frame(PyObject *mapping, long long pgoff, long long *frame);
 int winvec_refault(Engine *e, PyObject *mapping, PyObject *mmstats);
+
+/* winfsync.c: the FSYNC of a file, taken by Engine.remap */
+int winfsync_init(void);
+int winfsync_is_fsync(const unsigned char *m, Py_ssize_t len);
+PyObject *winfsync(Engine *e, const unsigned char *m, Py_ssize_t len);
 
 #endif
