@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mount.server import winfast
+from mount.server import hotpath, winfast
 from mount.winapi.client import PROT_READ, PROT_WRITE, Window, mount_stats
 from tests.windows.helpers import MapChild, P, make_object, page_of, readonly_for_others
 
@@ -77,6 +77,29 @@ def test_msync_and_fsync_answered_in_c(wmount: Path, wdir: Path) -> None:
             kid.close()
         a.close()
         b.close()
+
+
+@pytest.mark.skipif(not (winfast.available() and hotpath.available()),
+                    reason="the C extensions are not built (scripts/bootstrap.sh)")
+def test_fsync_burst_stays_in_the_c_loop(wmount: Path, wdir: Path) -> None:
+    """FSYNCs of a file while the window engine exists are handed to it by the first
+    reader's loop in C (its ``cloop_window`` counter), not returned to Python."""
+    obj = wdir / "obj"
+    make_object(obj, 2)
+    n = 200
+    with Window.create(wdir / "w", obj, 2):  # the engine exists from the first IOCTL
+        fd = os.open(obj, os.O_RDWR)
+        try:
+            s0 = mount_stats(wmount)["session"]
+            for _ in range(n):
+                os.fsync(fd)
+            s1 = mount_stats(wmount)["session"]
+        finally:
+            os.close(fd)
+    answered = s1["winfast"]["fsync"]["answered"] - s0["winfast"]["fsync"]["answered"]
+    loop = s1["hotpath"]["cloop_window"] - s0["hotpath"]["cloop_window"]
+    assert answered == n, (answered, n)
+    assert loop >= n // 2, (loop, n)  # a few may meet Python's loop (a STATS, a wake-up)
 
 
 def test_fsync_attack_read_only_user(tmp_path: Path) -> None:
