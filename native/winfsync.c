@@ -24,6 +24,13 @@
  * The handle is not looked at, as fsimpl does not: the kernel sends FSYNC only on a
  * file it opened, and an fsync grants nothing (no byte changes).
  *
+ * Only the first reader's FSYNCs come here (the C loop runs on it; Session._handle
+ * offers an FSYNC only when the reply fd is the engine's), so the reply's fd is the
+ * engine's own: e->fd, and a queued reply goes there too.  Were a clone reader's FSYNC
+ * ever handed over (Engine.remap_to, with a reply fd of its own), the direct write
+ * below would have to go to that fd: each device fd answers only the requests read
+ * from it (a reply written to another is ENOENT, and the caller would hang).
+ *
  * ``SHMFS_WINFAST_FSYNC=0`` in the daemon's environment, read when the engine is
  * made, declines every FSYNC (A/B runs, the twin tests).
  */

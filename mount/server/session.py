@@ -515,7 +515,8 @@ class Session(Fairness):
         if self._offered:  # the C loop's window engine declined it: not offered again
             self._offered = False
         elif (len(msg) > 40 and self._winfast is not False and (
-                ((msg[4] == OPCODE_IOCTL or (msg[4] == OPCODE_FSYNC and self._winfast))
+                ((msg[4] == OPCODE_IOCTL or (msg[4] == OPCODE_FSYNC and self._winfast
+                                              and self._reply_fd == self.fd))
                  and self._native(msg, t0))
                 or (msg[4] in _NATIVE_IO and self._winfast and self._winfast_writes
                     and self._native_io(msg, t0)))):
