@@ -6,8 +6,9 @@ Python headers) the daemon logs a warning and uses the pure-Python path it
 accelerates; the tests that claim the native paths fail then, on purpose.
 
 - ``mount.server._winfast`` (native/winfast.c, winlaunder.c, winwrite.c, winviews.c,
-  winread.c): the window REMAP fast path, its notification writer thread, and
-  window WRITEs (the launder, write(2), write-backs) and READs
+  winread.c, winprot.c, winvec.c, winfsync.c): the window REMAP fast path, its
+  notification writer thread, window WRITEs (the launder, write(2), write-backs)
+  and READs, and the FSYNC of a file
   (docs/decisions.md 21, docs/performance.md).
 - ``vmcore._ptscan`` (native/winscan.c): which page-table chunks a reverse-map
   lookup or a zap of an object range must look at (vmcore/pagetable.py).
@@ -26,7 +27,7 @@ EXTENSIONS = [
     Extension("mount.server._winfast",
               ["native/winfast.c", "native/winlaunder.c", "native/winwrite.c",
                "native/winread.c", "native/winprot.c", "native/winvec.c",
-               "native/winviews.c"], optional=True,
+               "native/winviews.c", "native/winfsync.c"], optional=True,
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("vmcore._ptscan", ["native/winscan.c"], optional=True,

@@ -276,7 +276,7 @@ class FileOps(NamespaceOps):
             if mode & FALLOC_FL_PUNCH_HOLE:
                 inode.mapping.punch_hole(off, length)
                 if w is not None:  # zeroed partial edges: windows showing them
-                    w.object_changed(ino, off, length)
+                    w.object_punched(ino, off, length)
             else:
                 inode.mapping.fallocate(off, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))
         except VmError as e:

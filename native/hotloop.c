@@ -73,6 +73,8 @@ static inline long long mono_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+#define OP_FSYNC 20 /* handed to the window engine (native/winfsync.c) */
+
 /* an opcode serve_raw may take with ordered = 1 (the rest is declined unread) */
 static int cloop_opcode(uint32_t op)
 {
@@ -112,7 +114,7 @@ static int cloop_window(PyObject *win, int fd, unsigned char *buf, ssize_t r, ui
     if (!mv)
         return -1;
     PyObject *res;
-    if (op == OP_IOCTL) {
+    if (op != OP_READ && op != OP_WRITE) { /* an IOCTL or an FSYNC: Engine.remap */
         res = winfast_api->ioctl(win, mv);
     } else {
         PyObject *a = Py_BuildValue("(Oi)", mv, fd);
@@ -133,7 +135,7 @@ static int cloop_window(PyObject *win, int fd, unsigned char *buf, ssize_t r, ui
         n = 0;
     }
     int rc = 1;
-    if (op == OP_IOCTL) { /* Session._native: stats.notifications += n */
+    if (op != OP_READ && op != OP_WRITE) { /* Session._native: notifications += n */
         if (n > 0) {
             PyObject *v = PyObject_GetAttr(stats, s_notifications), *w = NULL;
             if (v) {
@@ -304,7 +306,8 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         uint32_t opc = r >= IN_HEADER ? get_u32(buf + 4) : 0;
         /* Session._handle: len(msg) > 40, an IOCTL (_native) or a READ/WRITE (_native_io) */
         int winop = win && r > IN_HEADER &&
-                    (opc == OP_IOCTL || (win_io && (opc == OP_READ || opc == OP_WRITE)));
+                    (opc == OP_IOCTL || opc == OP_FSYNC || /* FSYNC: native/winfsync.c */
+                     (win_io && (opc == OP_READ || opc == OP_WRITE)));
         /* a WRITE of the node and handle the WRITE cache holds: that node is no window
          * nor a window's object, and nothing that could make it one ran since (the
          * cache's rule), so the window engine would decline it quietly (winlaunder.c:
@@ -349,6 +352,10 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
                                                       * a reply other than READ's or
                                                       * WRITE's follows the engine's
                                                       * queued batches (_handle) */
+            code = r;
+            break;
+        }
+        if (opc == OP_FSYNC) { /* declined by the engine: Python's, as any other */
             code = r;
             break;
         }

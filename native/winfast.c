@@ -530,6 +530,11 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     if (PyObject_GetBuffer(arg, &mb, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *m = mb.buf;
+    if (winfsync_is_fsync(m, mb.len)) { /* native/winfsync.c */
+        result = winfsync(e, m, mb.len);
+        PyBuffer_Release(&mb);
+        return result;
+    }
     if (winprot_is_mprotect(m, mb.len)) { /* native/winprot.c */
         if (!e->prot_enabled)
             goto decline_nobuf;
@@ -1252,6 +1257,13 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
+    if (r) { /* native/winfsync.c: FSYNCs answered (not in "remaps"), queued, declined */
+        PyObject *t = Py_BuildValue("{s:K,s:K,s:K}", "answered", e->fsyncs, "queued",
+                                    e->fsyncs_queued, "declined", e->fsync_declined);
+        if (!t || PyDict_SetItemString(r, "fsync", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1291,6 +1303,8 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
         e->wstore_inval = !(v && strcmp(v, "0") == 0);
         v = getenv("SHMFS_WINFAST_WFAULT"); /* and one that faults the page in */
         e->wstore_fault = !(v && strcmp(v, "0") == 0);
+        v = getenv("SHMFS_WINFAST_FSYNC"); /* native/winfsync.c: the FSYNC */
+        e->fsync_enabled = !(v && strcmp(v, "0") == 0);
     }
     if (e->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already started");
@@ -1454,7 +1468,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_k_inval_events, "inval_events");
     INTERN(s_k_inval_pages, "inval_pages");
     if (winlaunder_init() < 0 || winwrite_init() < 0 || winread_init() < 0 ||
-        winprot_init() < 0 || winvec_init() < 0)
+        winprot_init() < 0 || winvec_init() < 0 || winfsync_init() < 0)
         return NULL;
     if (PyType_Ready(&EngineType) < 0)
         return NULL;

@@ -19,6 +19,7 @@
 #define CHUNK 512
 
 #define OP_IOCTL 39
+#define OP_FSYNC 20
 #define IN_HEADER 40
 #define IOCTL_IN 32
 #define REMAP_SIZE 32
@@ -134,6 +135,10 @@ typedef struct {
      * window requests to the engine") */
     int reply_fd, seq_waiters;
     unsigned long long seq_queued, seq_written, clone_replies;
+    /* FSYNC (native/winfsync.c): answered, of them queued behind batches, declined;
+     * fsync_enabled 0 (SHMFS_WINFAST_FSYNC=0): Python */
+    int fsync_enabled;
+    unsigned long long fsyncs, fsyncs_queued, fsync_declined;
 } Engine;
 
 static inline uint64_t now_ns(void)
@@ -210,6 +215,17 @@ PyObject *winwrite_store(wreq_t *r);
 #define MAXHV 8   /* other windows' VMAs whose cached pages a store invalidates */
 #define MAXHIT 32 /* cached pages of one such VMA; more: Python */
 int winviews_init(void);
+/* a nonlinear VMA of the object as the window it belongs to (vmaview_get: 1 set, 0
+ * not a window's or nothing cached, -1 cannot tell); shared by the reverse-map
+ * scans of winviews.c and winlaunder.c */
+typedef struct {
+    PyObject *ws, *cached, *chunks; /* WinState, its cached set, vma.pt._chunks: new refs */
+    long long start_vpn, npages;    /* the VMA's first vpn and its pages */
+    long long lo, vpgoff;           /* window page of the VMA's first page; vma.pgoff */
+} vmaview_t;
+int vmaview_get(PyObject *table_by_mm, PyObject *vma, vmaview_t *v);
+void vmaview_clear(vmaview_t *v);
+int pgoffs_hold(const int64_t *a, int n, int64_t lo, int64_t hi);
 int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long long pmax,
                    PyObject *self_ws, long long self_lo, long long self_hi, PyObject **hws,
                    long long *hits, int *nh);
@@ -237,5 +253,10 @@ PyObject *winvec_remapv(Engine *e, const unsigned char *m, Py_ssize_t len);
 /* ... and the refault of an MPROTECT's unchanged cached page (native/winprot.c) */
 int winvec_refault_frame(PyObject *mapping, long long pgoff, long long *frame);
 int winvec_refault(Engine *e, PyObject *mapping, PyObject *mmstats);
+
+/* winfsync.c: the FSYNC of a file, taken by Engine.remap */
+int winfsync_init(void);
+int winfsync_is_fsync(const unsigned char *m, Py_ssize_t len);
+PyObject *winfsync(Engine *e, const unsigned char *m, Py_ssize_t len);
 
 #endif

@@ -105,21 +105,6 @@ int winlaunder_init(void)
     return 0;
 }
 
-/* Whether any of the n entries of a is in [lo, hi]: blocks of 64 OR-reduced, which
- * the compiler vectorises (the scan of a 4096-page window was ~9 us as a branchy
- * loop, ~1 us like this). */
-__attribute__((optimize("O3"))) static int holds(const int64_t *a, int n, int64_t lo, int64_t hi)
-{
-    for (int j = 0; j < n; j += 64) {
-        int m = n - j < 64 ? n - j : 64, any = 0;
-        for (int k = 0; k < m; k++)
-            any |= (a[j + k] >= lo) & (a[j + k] <= hi);
-        if (any)
-            return 1;
-    }
-    return 0;
-}
-
 static int in_list(const long long *v, int n, long long x)
 {
     for (int k = 0; k < n; k++)
@@ -154,48 +139,18 @@ static int other_cached(PyObject *ws, PyObject *cached, long long page, PyObject
 int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs, int npg,
                      PyObject *self_ws, long long self_lo, long long self_hi)
 {
-    int r = -1;
-    PyObject *mm = NULL, *mmkey = NULL, *ws = NULL, *window = NULL, *cached = NULL,
-             *pt = NULL, *chunks = NULL;
     long long pmin = pgs[0], pmax = pgs[0];
     for (int q = 1; q < npg; q++) {
         pmin = pgs[q] < pmin ? pgs[q] : pmin;
         pmax = pgs[q] > pmax ? pgs[q] : pmax;
     }
-    mm = PyObject_GetAttr(vma, s_mm);
-    if (!mm)
-        goto out;
-    mmkey = PyLong_FromVoidPtr(mm); /* id(vma.mm) */
-    if (!mmkey)
-        goto out;
-    ws = PyDict_GetItemWithError(table_by_mm, mmkey); /* borrowed */
-    if (!ws) {
-        r = PyErr_Occurred() ? -1 : 0; /* not a window: object_changed skips it */
-        goto out;
-    }
-    Py_INCREF(ws);
-    long long vstart, vend, vpgoff, waddr;
-    window = PyObject_GetAttr(ws, s_window);
-    if (!window || attr_ll(window, s_address, &waddr) < 0 || attr_ll(vma, s_start, &vstart) < 0 ||
-        attr_ll(vma, s_end, &vend) < 0 || attr_ll(vma, s_pgoff, &vpgoff) < 0)
-        goto out;
-    if (vstart < waddr || vend <= vstart || ((vstart | vend | waddr) & (PAGE_SIZE - 1)))
-        goto out;
-    cached = PyObject_GetAttr(ws, s_cached);
-    if (!cached || !PySet_Check(cached))
-        goto out;
-    if (PySet_GET_SIZE(cached) == 0) {
-        r = 0;
-        goto out;
-    }
-    long long start_vpn = vstart >> PAGE_SHIFT, npages = (vend - vstart) >> PAGE_SHIFT;
-    long long lo = (vstart - waddr) >> PAGE_SHIFT; /* window page of the VMA's first */
-    pt = PyObject_GetAttr(vma, s_pt);
-    if (!pt)
-        goto out;
-    chunks = PyObject_GetAttr(pt, s_chunks);
-    if (!chunks || !PyDict_Check(chunks))
-        goto out;
+    vmaview_t v;
+    int r = vmaview_get(table_by_mm, vma, &v);
+    if (r < 1)
+        return r;
+    r = -1;
+    PyObject *ws = v.ws, *cached = v.cached, *chunks = v.chunks;
+    long long start_vpn = v.start_vpn, npages = v.npages, lo = v.lo, vpgoff = v.vpgoff;
     /* present or file entries holding one of pgs */
     Py_ssize_t pos = 0;
     PyObject *k, *c;
@@ -209,7 +164,7 @@ int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs,
         if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0)
             goto out;
         const int64_t *pgo = pv.buf;
-        if (!holds(pgo, CHUNK, pmin, pmax)) {
+        if (!pgoffs_hold(pgo, CHUNK, pmin, pmax)) {
             PyBuffer_Release(&pv);
             continue;
         }
@@ -273,13 +228,7 @@ int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs,
 out:
     if (r < 0)
         PyErr_Clear();
-    Py_XDECREF(mm);
-    Py_XDECREF(mmkey);
-    Py_XDECREF(ws);
-    Py_XDECREF(window);
-    Py_XDECREF(cached);
-    Py_XDECREF(pt);
-    Py_XDECREF(chunks);
+    vmaview_clear(&v);
     return r;
 }
 

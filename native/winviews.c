@@ -28,18 +28,97 @@ int winviews_init(void)
     return 0;
 }
 
-/* Whether any of the n entries of a is in [lo, hi] (vectorised as winlaunder.c's). */
-__attribute__((optimize("O3"))) static int holds_range(const int64_t *a, int n, int64_t lo,
-                                                       int64_t hi)
+/* Whether any of the n entries of a is in [lo, hi]: one unsigned compare per entry
+ * ((a - lo) <= (hi - lo) modulo 2^64 is lo <= a <= hi), blocks of 64 OR-reduced
+ * without a branch, so the loop vectorises; with AVX2 (a clone picked at load time,
+ * as native/winscan.c's chunk_hit) the 64-bit compares are vector ones too.  The
+ * signed pair of compares it replaces did not vectorise without SSE4.2: a window
+ * store scanned every populated chunk of every other window that way, about half
+ * of a uml_physmem WRITE's time in the engine (docs/performance.md, "uml_physmem's
+ * requests by kind and path"). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#define SCAN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SCAN_CLONES
+#endif
+SCAN_CLONES __attribute__((optimize("O3"))) int pgoffs_hold(const int64_t *a, int n,
+                                                            int64_t lo, int64_t hi)
 {
+    if (lo > hi)
+        return 0;
+    const uint64_t span = (uint64_t)hi - (uint64_t)lo;
     for (int j = 0; j < n; j += 64) {
-        int m = n - j < 64 ? n - j : 64, any = 0;
+        int m = n - j < 64 ? n - j : 64;
+        uint64_t any = 0;
         for (int k = 0; k < m; k++)
-            any |= (a[j + k] >= lo) & (a[j + k] <= hi);
+            any |= ((uint64_t)a[j + k] - (uint64_t)lo) <= span;
         if (any)
             return 1;
     }
     return 0;
+}
+
+void vmaview_clear(vmaview_t *v)
+{
+    Py_CLEAR(v->ws);
+    Py_CLEAR(v->cached);
+    Py_CLEAR(v->chunks);
+}
+
+/* The VMA -> window-state lookup both reverse-map scans of a store start with (this
+ * file's cached_showing, winlaunder.c's shown_and_cached): the window whose mm the
+ * VMA is of (the table's by_mm, keyed by id(vma.mm)), its ``cached`` set and the
+ * VMA's page-table chunks, and where the VMA lies in the window.  1: set (every
+ * reference in *v new; vmaview_clear releases them); 0: nothing to look at -- not a
+ * window's VMA (object_changed skips it) or a window caching no page; -1: cannot
+ * tell (error cleared): the caller declines. */
+int vmaview_get(PyObject *table_by_mm, PyObject *vma, vmaview_t *v)
+{
+    int r = -1;
+    PyObject *mm = NULL, *mmkey = NULL, *window = NULL, *pt = NULL;
+    memset(v, 0, sizeof *v);
+    mm = PyObject_GetAttr(vma, s_mm);
+    mmkey = mm ? PyLong_FromVoidPtr(mm) : NULL; /* id(vma.mm) */
+    if (!mmkey)
+        goto out;
+    v->ws = PyDict_GetItemWithError(table_by_mm, mmkey); /* borrowed */
+    if (!v->ws) {
+        r = PyErr_Occurred() ? -1 : 0; /* not a window: object_changed skips it */
+        goto out;
+    }
+    Py_INCREF(v->ws);
+    long long vstart, vend, waddr;
+    window = PyObject_GetAttr(v->ws, s_window);
+    if (!window || attr_ll(window, s_address, &waddr) < 0 || attr_ll(vma, s_start, &vstart) < 0 ||
+        attr_ll(vma, s_end, &vend) < 0 || attr_ll(vma, s_pgoff, &v->vpgoff) < 0)
+        goto out;
+    if (vstart < waddr || vend <= vstart || ((vstart | vend | waddr) & (PAGE_SIZE - 1)))
+        goto out;
+    v->cached = PyObject_GetAttr(v->ws, s_cached);
+    if (!v->cached || !PySet_Check(v->cached))
+        goto out;
+    if (PySet_GET_SIZE(v->cached) == 0) {
+        r = 0;
+        goto out;
+    }
+    v->start_vpn = vstart >> PAGE_SHIFT;
+    v->npages = (vend - vstart) >> PAGE_SHIFT;
+    v->lo = (vstart - waddr) >> PAGE_SHIFT; /* window page of the VMA's first */
+    pt = PyObject_GetAttr(vma, s_pt);
+    v->chunks = pt ? PyObject_GetAttr(pt, s_chunks) : NULL;
+    if (!v->chunks || !PyDict_Check(v->chunks))
+        goto out;
+    r = 1;
+out:
+    if (r < 0)
+        PyErr_Clear();
+    if (r < 1)
+        vmaview_clear(v);
+    Py_XDECREF(mm);
+    Py_XDECREF(mmkey);
+    Py_XDECREF(window);
+    Py_XDECREF(pt);
+    return r;
 }
 
 /* One nonlinear VMA's share of object_changed(obj, [pmin, pmax], writer, written) for
@@ -53,41 +132,15 @@ int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long lo
                    PyObject *self_ws, long long self_lo, long long self_hi, PyObject **hws,
                    long long *hits, int *nh)
 {
-    int r = -1;
-    PyObject *mm = NULL, *mmkey = NULL, *ws = NULL, *window = NULL, *cached = NULL,
-             *pt = NULL, *chunks = NULL;
+    vmaview_t v;
     *hws = NULL;
     *nh = 0;
-    mm = PyObject_GetAttr(vma, s_mm);
-    mmkey = mm ? PyLong_FromVoidPtr(mm) : NULL; /* id(vma.mm) */
-    if (!mmkey)
-        goto out;
-    ws = PyDict_GetItemWithError(table_by_mm, mmkey); /* borrowed */
-    if (!ws) {
-        r = PyErr_Occurred() ? -1 : 0; /* not a window: object_changed skips it */
-        goto out;
-    }
-    Py_INCREF(ws);
-    long long vstart, vend, vpgoff, waddr;
-    window = PyObject_GetAttr(ws, s_window);
-    if (!window || attr_ll(window, s_address, &waddr) < 0 || attr_ll(vma, s_start, &vstart) < 0 ||
-        attr_ll(vma, s_end, &vend) < 0 || attr_ll(vma, s_pgoff, &vpgoff) < 0)
-        goto out;
-    if (vstart < waddr || vend <= vstart || ((vstart | vend | waddr) & (PAGE_SIZE - 1)))
-        goto out;
-    cached = PyObject_GetAttr(ws, s_cached);
-    if (!cached || !PySet_Check(cached))
-        goto out;
-    if (PySet_GET_SIZE(cached) == 0) {
-        r = 0;
-        goto out;
-    }
-    long long start_vpn = vstart >> PAGE_SHIFT, npages = (vend - vstart) >> PAGE_SHIFT;
-    long long lo = (vstart - waddr) >> PAGE_SHIFT; /* window page of the VMA's first */
-    pt = PyObject_GetAttr(vma, s_pt);
-    chunks = pt ? PyObject_GetAttr(pt, s_chunks) : NULL;
-    if (!chunks || !PyDict_Check(chunks))
-        goto out;
+    int r = vmaview_get(table_by_mm, vma, &v);
+    if (r < 1)
+        return r;
+    r = -1;
+    PyObject *ws = v.ws, *cached = v.cached, *chunks = v.chunks;
+    long long start_vpn = v.start_vpn, npages = v.npages, lo = v.lo, vpgoff = v.vpgoff;
     long long cand[MAXHIT * 4];
     int nc = 0;
     /* present or file entries holding one of [pmin, pmax] */
@@ -101,7 +154,7 @@ int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long lo
         if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0)
             goto out;
         const int64_t *pgo = pv.buf;
-        if (!holds_range(pgo, CHUNK, pmin, pmax)) {
+        if (!pgoffs_hold(pgo, CHUNK, pmin, pmax)) {
             PyBuffer_Release(&pv);
             continue;
         }
@@ -185,18 +238,12 @@ int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long lo
     r = 0;
     if (*nh) {
         *hws = ws;
-        ws = NULL;
+        v.ws = NULL;
     }
 out:
     if (r < 0)
         PyErr_Clear();
-    Py_XDECREF(mm);
-    Py_XDECREF(mmkey);
-    Py_XDECREF(ws);
-    Py_XDECREF(window);
-    Py_XDECREF(cached);
-    Py_XDECREF(pt);
-    Py_XDECREF(chunks);
+    vmaview_clear(&v);
     return r;
 }
 

@@ -119,6 +119,7 @@ OPCODE_WRITE = 16
 OPCODE_INIT = 26
 OPCODE_DESTROY = 38
 OPCODE_IOCTL = 39
+OPCODE_FSYNC = 20  # answered by the window engine once it exists (native/winfsync.c)
 _UNORDERED = (OPCODE_READ, OPCODE_WRITE)  # replies that never wait for notifications
 _NATIVE_IO = (OPCODE_READ, OPCODE_WRITE)  # window READ/WRITE the C engine may answer
 
@@ -518,7 +519,9 @@ class Session(Fairness):
         if self._offered:  # the C loop's window engine declined it: not offered again
             self._offered = False
         elif (len(msg) > 40 and self._winfast is not False and (
-                (msg[4] == OPCODE_IOCTL and self._native(msg, t0))
+                ((msg[4] == OPCODE_IOCTL or (msg[4] == OPCODE_FSYNC and self._winfast
+                                              and self._reply_fd == self.fd))
+                 and self._native(msg, t0))
                 or (msg[4] in _NATIVE_IO and self._winfast and self._winfast_writes
                     and self._native_io(msg, t0)))):
             return
@@ -651,9 +654,9 @@ class Session(Fairness):
         if fd != self.fd:
             cw = self.stats.clone_window
             cw[OPCODE_IOCTL] = cw.get(OPCODE_IOCTL, 0) + 1
-        entry = self.stats.requests.get(OPCODE_IOCTL)
+        entry = self.stats.requests.get(msg[4])  # IOCTL, or FSYNC (winfsync.c)
         if entry is None:
-            entry = self.stats.requests[OPCODE_IOCTL] = [0, 0]
+            entry = self.stats.requests[msg[4]] = [0, 0]
         entry[0] += 1
         entry[1] += time.perf_counter_ns() - t0
         return True
