@@ -324,8 +324,11 @@ class Fairness:
 
     def _dispatch(self, view: memoryview, n: int) -> None:
         """Handle a request (fs lock held): a large WRITE in chunks while the traffic
-        is mixed (_mixed), the rest as is."""
-        if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes < n - _WRITE_DATA
+        is mixed (_mixed), the rest as is. With COPY_UNLOCKED a large WRITE no larger
+        than a chunk goes the same way as one chunk, for its copy without the lock."""
+        if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes
+                and (self.chunk_bytes < n - _WRITE_DATA
+                     or (COPY_UNLOCKED and n > BIG_REQUEST))
                 and self._mixed()
                 and self._sink is None and self.restart is None and not self.debug
                 and not self._stores):
