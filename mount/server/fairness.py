@@ -14,7 +14,9 @@ more than one reader (docs/decisions.md 25, docs/performance.md change 24):
   while after each request they answer (CLONE_SPIN_NS; docs/decisions.md 36);
 - ``_dispatch`` handles a request under the lock: a WRITE of more than
   ``CHUNK_BYTES`` as consecutive WRITEs (``_chunked_write``) while small
-  requests have recently had to wait, everything else whole.
+  requests have recently had to wait, everything else whole; each chunk's C
+  WRITE copies its data with the lock let go (``_copy_unlock``, COPY_UNLOCKED;
+  docs/decisions.md, "A large WRITE's copy outside the fs lock").
 
 A quiet mount pays none of this (``_serve_first``): while every clone reader
 is parked (not reading, not in a request: ``_parked``) the first reader keeps
