@@ -268,3 +268,23 @@ def test_enospc_mid_stream_on_shmfs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(err == 28 for _, _, err in res), res
     assert sum(done for done, _, _ in res) > 20 << 20, res
     assert s["hotpath"]["copies_unlocked"] > 0, s["hotpath"]
+
+
+def test_a_lone_writer_keeps_the_old_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not mixed traffic (one process, its own small requests only, the default time
+    window): no chunks, so no copy leaves the lock -- the quiet path is the old one."""
+    monkeypatch.delenv("SHMFS_CHUNK_WINDOW_MS", raising=False)
+    script = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+for i in range(32):
+    assert os.write(fd, bytes([1 + i]) * (1 << 20)) == 1 << 20
+os.close(fd)
+"""
+    with shmfs_mount("size=64m") as mnt:
+        subprocess.run([sys.executable, "-c", script, str(mnt / "f")], check=True)
+        s = mount_stats(mnt)["session"]
+        data = (mnt / "f").read_bytes()
+    assert data == b"".join(bytes([1 + i]) * MB for i in range(32))
+    assert s["hotpath"]["gil_released"] >= 32, s["hotpath"]  # the C WRITE took them
+    assert s["write_chunks"] == 0 and s["hotpath"]["copies_unlocked"] == 0, s
