@@ -128,13 +128,13 @@ typedef struct {
     unsigned long long cl_window; /* hotloop.c: answered by the window engine */
     unsigned long long cl_enotty; /* hotloop.c: foreign IOCTLs answered ENOTTY */
     unsigned long long n_respop; /* new pages taken from the arena's reserve in C */
+    long last_decline;
+    struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
+    int ctx_busy;
     /* holcopy: (before, after) around a large WRITE's copy (Session._copy_unlock /
      * _copy_relock: the fs lock let go for it, fairness.py), or NULL */
     PyObject *copy_hooks;
     unsigned long long n_unlocked; /* copies made with the hooks' lock let go */
-    long last_decline;
-    struct ctx *ctx; /* one request's scratch, reused (handle is never re-entered) */
-    int ctx_busy;
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,
@@ -1098,16 +1098,16 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
          * while only requests that touch no file data may take it (fairness.py,
          * Fairness._copy_unlock: why nothing frees or reads these frames meanwhile);
          * after() takes it back before anything else changes */
-        PyObject *un = e->copy_hooks ? keep(c, PyObject_CallNoArgs(
-            PyTuple_GET_ITEM(e->copy_hooks, 0))) : NULL;
-        if (e->copy_hooks && !un)
+        PyObject *hooks = e->copy_hooks ? keep(c, Py_NewRef(e->copy_hooks)) : NULL;
+        PyObject *un = hooks ? keep(c, PyObject_CallNoArgs(PyTuple_GET_ITEM(hooks, 0))) : NULL;
+        if (hooks && !un)
             return -1;
         Py_BEGIN_ALLOW_THREADS
         copy_in(dst, nr, pos, end, data);
         Py_END_ALLOW_THREADS
         if (un == Py_True) {
             e->n_unlocked++;
-            if (!keep(c, PyObject_CallNoArgs(PyTuple_GET_ITEM(e->copy_hooks, 1))))
+            if (!keep(c, PyObject_CallNoArgs(PyTuple_GET_ITEM(hooks, 1))))
                 return -1;
         }
     } else {
