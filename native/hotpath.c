@@ -145,6 +145,10 @@ typedef struct {
     PyObject *wc_inode, *wc_mapping, *wc_pages, *wc_arena, *wc_budget;
     long long wc_mode, wc_hflags;
     unsigned long long n_wcached; /* WRITEs that used it */
+    /* holcopy: (before, after) around a large WRITE's copy (Session._copy_unlock /
+     * _copy_relock: the fs lock let go for it, fairness.py), or NULL */
+    PyObject *copy_hooks;
+    unsigned long long n_unlocked; /* copies made with the hooks' lock let go */
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,
@@ -1157,9 +1161,23 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
     if (size >= NOGIL_BYTES) {
         e->nogil++;
         e->wc_py = 1; /* other threads may run meanwhile */
+        /* holcopy: the frames are allocated and indexed; before() may let go of the
+         * session's fs lock for the copy (True) -- only for a chunk of a large WRITE,
+         * while only requests that touch no file data may take it (fairness.py,
+         * Fairness._copy_unlock: why nothing frees or reads these frames meanwhile);
+         * after() takes it back before anything else changes */
+        PyObject *hooks = e->copy_hooks ? keep(c, Py_NewRef(e->copy_hooks)) : NULL;
+        PyObject *un = hooks ? keep(c, PyObject_CallNoArgs(PyTuple_GET_ITEM(hooks, 0))) : NULL;
+        if (hooks && !un)
+            return -1;
         Py_BEGIN_ALLOW_THREADS
         copy_in(dst, nr, pos, end, data);
         Py_END_ALLOW_THREADS
+        if (un == Py_True) {
+            e->n_unlocked++;
+            if (!keep(c, PyObject_CallNoArgs(PyTuple_GET_ITEM(hooks, 1))))
+                return -1;
+        }
     } else {
         copy_in(dst, nr, pos, end, data);
     }
@@ -1828,7 +1846,7 @@ static PyObject *Engine_answer(Engine *e, PyObject *args)
 static PyObject *Engine_statistics(Engine *e, PyObject *unused)
 {
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:l,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "engaged", Py_True,
         "read", e->n_read, "write", e->n_write, "getattr", e->n_getattr, "lookup", e->n_lookup,
         "lookup_miss", e->n_lookup_miss, "release", e->n_release, "open", e->n_open, "create", e->n_create, "unlink", e->n_unlink, "forget", e->n_forget, "mkdir", e->n_mkdir, "rmdir", e->n_rmdir,
         "declined", e->declined, "bytes_read", e->bytes_read, "bytes_written", e->bytes_written,
@@ -1838,7 +1856,7 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         "cloop_window", e->cl_window, "cloop_enotty", e->cl_enotty,
         "reserve_pops", e->n_respop, "reap", e->n_reap, "cloop_gil_kept", e->cl_kept,
         "write_cached", e->n_wcached, "reap_pages", e->n_reap_pages,
-        "create_objects_in_c", e->n_fast_new);
+        "create_objects_in_c", e->n_fast_new, "copies_unlocked", e->n_unlocked);
 }
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
@@ -1920,11 +1938,27 @@ static void Engine_dealloc(Engine *e)
     Py_XDECREF(e->errors_counter);
     Py_XDECREF(e->enoent_key);
     wc_clear(e);
+    Py_XDECREF(e->copy_hooks);
     PyMem_Free(e->ctx);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
+/* Engine.copy_hooks(hooks): (before, after) or None -- see do_write (holcopy) */
+static PyObject *Engine_copy_hooks(Engine *e, PyObject *hooks)
+{
+    if (hooks != Py_None && (!PyTuple_CheckExact(hooks) || PyTuple_GET_SIZE(hooks) != 2 ||
+                             !PyCallable_Check(PyTuple_GET_ITEM(hooks, 0)) ||
+                             !PyCallable_Check(PyTuple_GET_ITEM(hooks, 1)))) {
+        PyErr_SetString(PyExc_TypeError, "copy_hooks((before, after)) or copy_hooks(None)");
+        return NULL;
+    }
+    Py_XSETREF(e->copy_hooks, hooks == Py_None ? NULL : Py_NewRef(hooks));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Engine_methods[] = {
+    {"copy_hooks", (PyCFunction)Engine_copy_hooks, METH_O,
+     "copy_hooks((before, after) | None): around a large WRITE's copy (fairness.py)"},
     {"handle", (PyCFunction)(void (*)(void))Engine_handle, METH_FASTCALL,
      "handle(msg, fd, ordered, t0, requests) -> None (declined) or the reply's errno"},
     {"answer", (PyCFunction)Engine_answer, METH_VARARGS,

@@ -14,7 +14,9 @@ more than one reader (docs/decisions.md 25, docs/performance.md change 24):
   while after each request they answer (CLONE_SPIN_NS; docs/decisions.md 36);
 - ``_dispatch`` handles a request under the lock: a WRITE of more than
   ``CHUNK_BYTES`` as consecutive WRITEs (``_chunked_write``) while small
-  requests have recently had to wait, everything else whole.
+  requests have recently had to wait, everything else whole; each chunk's C
+  WRITE copies its data with the lock let go (``_copy_unlock``, COPY_UNLOCKED;
+  docs/decisions.md, "A large WRITE's copy outside the fs lock").
 
 A quiet mount pays none of this (``_serve_first``): while every clone reader
 is parked (not reading, not in a request: ``_parked``) the first reader keeps
@@ -83,6 +85,12 @@ CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "1") != "0"
 # runs of change 31 (docs/performance.md), and with it on nothing could be told from
 # the noise of a loaded machine; opt-in for the idle run to decide.
 CLONE_SPIN_NS = int(float(os.environ.get("SHMFS_CLONE_SPIN_US", "0")) * 1000)
+# A chunk of a large WRITE copies its data into the arena with the fs lock let go (the
+# C WRITE calls Fairness._copy_unlock / _copy_relock around its copy): small requests
+# waiting for the lock are served during the copy instead of after it (docs/decisions.md,
+# "A large WRITE's copy outside the fs lock"). SHMFS_COPY_UNLOCKED=0: the copy under the
+# lock, as before (A/B runs).
+COPY_UNLOCKED = os.environ.get("SHMFS_COPY_UNLOCKED", "1") != "0"
 
 _IN_HEADER = struct.Struct("<IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
 _WRITE_IN = struct.Struct("<QQIIQII")  # fh offset size write_flags lock_owner flags pad
@@ -166,6 +174,10 @@ class Fairness:
     restart: Any
     debug: bool
     _stores: dict[tuple[int, int], int]
+    _hotpath: Any
+    _copy_tid = 0  # the thread whose chunk may copy without the fs lock (_copy_unlock)
+    _copy_saved: tuple = ()
+    _copy_hooked = False
 
     def _handle(self, msg: memoryview) -> None:  # Session's
         raise NotImplementedError
@@ -314,8 +326,11 @@ class Fairness:
 
     def _dispatch(self, view: memoryview, n: int) -> None:
         """Handle a request (fs lock held): a large WRITE in chunks while the traffic
-        is mixed (_mixed), the rest as is."""
-        if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes < n - _WRITE_DATA
+        is mixed (_mixed), the rest as is. With COPY_UNLOCKED a large WRITE no larger
+        than a chunk goes the same way as one chunk, for its copy without the lock."""
+        if (view[4] == OPCODE_WRITE and 0 < self.chunk_bytes
+                and (self.chunk_bytes < n - _WRITE_DATA
+                     or (COPY_UNLOCKED and n > BIG_REQUEST))
                 and self._mixed()
                 and self._sink is None and self.restart is None and not self.debug
                 and not self._stores):
@@ -363,6 +378,10 @@ class Fairness:
                 wflags: int, owner: int, flags: int, unique: int) -> None:
         """_chunked_write's loop: the chunks, the yields between them, one reply."""
         cap = _Capture()
+        if not self._copy_hooked:
+            self._copy_hooked = True
+            if COPY_UNLOCKED and self._hotpath is not None:
+                self._hotpath.copy_hooks((self._copy_unlock, self._copy_relock))
         if self._chunk_pipe is None:
             self._chunk_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         pipe_r, pipe_w = self._chunk_pipe
@@ -381,9 +400,11 @@ class Fairness:
             # writes it into the pipe; one that goes through _write, into cap
             self._sink = cap
             self._reply_fd = pipe_w
+            self._copy_tid = threading.get_ident()
             try:
                 self._handle(view[base:base + _WRITE_DATA + k])
             finally:
+                self._copy_tid = 0
                 self._sink = None
                 self._reply_fd = reply_fd
             if cap.out is None:
@@ -411,6 +432,46 @@ class Fairness:
         else:
             self._write([_OUT_HEADER.pack(_OUT_HEADER.size + _WRITE_OUT.size, 0, unique),
                          _WRITE_OUT.pack(done, 0)])
+
+    def _copy_unlock(self) -> bool:
+        """Called by the C WRITE (native/hotpath.c do_write, GIL held, fs lock held)
+        once a large WRITE's frames are allocated and indexed, just before it copies
+        the data into them: True if it let go of the fs lock for the copy, which it
+        does only for a chunk of ``_chunked_write`` on this thread (``_copy_tid``).
+        ``_copy_relock`` takes the lock back after the copy, before anything else
+        changes; the request's reply routing (``_sink``, ``_reply_fd``, ``_deferred``)
+        is set aside meanwhile, as ``_yield_to_small`` does, so that the small
+        request another reader answers in the gap replies to its own fd.
+
+        Why nothing can free, reuse or read the frames being copied into meanwhile
+        (docs/decisions.md, "A large WRITE's copy outside the fs lock"): the lock is
+        let go with ``_chunking`` set, so only requests without file data take it
+        (``_acquire``, ``_small``): no READ, WRITE, SETATTR (truncate), FALLOCATE
+        (punch), IOCTL (window remap, MADV_REMOVE), COPY_FILE_RANGE (a shared frame
+        broken), LSEEK or FSYNC, and no OPEN/CREATE with O_TRUNC. Of what may run,
+        nothing frees a frame of a file with an open handle: UNLINK/RENAME drop a name
+        only, an eviction (FORGET, RELEASE, the first reader's ``_reap``) needs the
+        inode without handles, and this WRITE's handle is held by the kernel until it
+        is answered; frames freed for *other* files are other frames, and the arena
+        grows by new mappings, never moving one. The bytes become readable only
+        through a READ (excluded until the whole write(2) is answered) -- the kernel
+        holds these pages locked and its i_size unchanged meanwhile. One slot
+        (``_copy_saved``) is enough: no other WRITE takes the lock while ``_chunking``,
+        so one copy at most is out at a time."""
+        if self._copy_tid != threading.get_ident():
+            return False
+        self._copy_saved = (self._sink, self._reply_fd, self._deferred)
+        self._sink = None
+        self._reply_fd = self.fd
+        self._fs_lock.release()  # type: ignore[union-attr]
+        return True
+
+    def _copy_relock(self) -> None:
+        """After an unlocked copy (_copy_unlock): the fs lock back, the routing of
+        this request's reply restored."""
+        self._fs_lock.acquire()  # type: ignore[union-attr]
+        self._sink, self._reply_fd, self._deferred = self._copy_saved
+        self._copy_saved = ()
 
     def _yield_to_small(self) -> None:
         """Between two chunks: let the reader waiting with a small request take the fs
