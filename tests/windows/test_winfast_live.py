@@ -301,6 +301,11 @@ def test_launders_race_object_writes_and_truncates(wmount: Path, wdir: Path) -> 
         before = _native(wmount)["launders"]
         t = threading.Thread(target=churn)
         with MapChild(wdir / "win", npages * P) as c:
+            # one launder before the race: the race's loop may stop at its first
+            # store (SIGBUS, a truncate in the way) before any remap launders
+            c.store(64, b"\xdd" * 16)
+            w.remap(0, 1, 2, populate=True)
+            assert _native(wmount)["launders"] > before
             t.start()
             try:
                 rng = random.Random(8)
