@@ -14,6 +14,10 @@ hit on demand (scripts/unmount_race.py provokes it in a loop: about one unmount 
 said ENODEV -- exactly the outcome of the race -- in the Python loop
 (``os.readv``) and in the C loop (``Engine.serve``), patched in before the CLI
 starts. Each test fails on the old code (DaemonErrors: "session failed").
+
+And the suspect the trace cleared, made impossible anyway: abort_connection (the
+fixtures' last resort) must not abort a mount that took over the connection
+number of the mount it looked up (fails on the old code: ENOTCONN).
 """
 
 from __future__ import annotations
@@ -111,3 +115,28 @@ def test_econnaborted_while_mounted_says_aborted() -> None:
                      rf"\({re.escape(str(mnt))}\): read of /dev/fuse fd \d+ said ECONNABORTED: "
                      r"the kernel aborted the connection while the mount is still attached",
                      m.log_text), m.log_text
+
+
+def test_abort_by_a_stale_lookup_spares_the_mount_that_reused_the_number(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """abort_connection finds the connection number in mountinfo, then writes to
+    fusectl. Connection numbers are reused at once, so if the mount went away in
+    between, the number may already be another mount's: the abort must not reach
+    it. Simulated: the lookup for a mountpoint that has nothing mounted answers,
+    once, the device of a live mount (what a lookup just before that mount's
+    predecessor left would have answered)."""
+    import mount.mounting.kernel as kernel
+
+    real = kernel.mount_device
+    with shmfs_mount() as mnt:
+        other = real(mnt)
+        assert other is not None
+        stale = tmp_path / "gone"
+        stale.mkdir()
+        answers = iter([other])
+        monkeypatch.setattr(kernel, "mount_device",
+                            lambda p: next(answers, None) if Path(p) == stale else real(p))
+        kernel.abort_connection(stale)
+        (mnt / "f").write_bytes(b"still served")  # ENOTCONN had it been aborted
+        assert (mnt / "f").read_bytes() == b"still served"
+        assert daemon(mnt).alive()
