@@ -1,6 +1,6 @@
 """The restart socket is named after the connection number, which the kernel hands
 out again at once (the lowest free one); the supervisor of the unmounted mount that
-had it holds the name a moment longer (60-80 ms seen under a full-suite run) while
+had it holds the name a moment longer (20-335 ms seen in a full-suite run) while
 it reaps its child. A new mount's supervisor must wait that moment out instead of
 serving without a restart socket ("not a restartable mount" to ``shmfs restart``:
 test_kill_requests failed so in a full-suite run). Fails on the old code (None)."""
