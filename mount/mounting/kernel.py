@@ -254,8 +254,17 @@ def abort_connection(mountpoint: Path) -> None:
     if not os.path.ismount(FUSECTL):
         subprocess.run(["mount", "-t", "fusectl", "none", str(FUSECTL)],
                        check=False, capture_output=True)
+    # Connection numbers are reused at once (the lowest free anonymous minor): open
+    # the abort file first, then make sure the mount still is that connection, so a
+    # mount gone meanwhile cannot lead to aborting whichever mount got its number.
+    # An abort file whose connection went away after the open does nothing.
     with contextlib.suppress(OSError):
-        (FUSECTL / dev.split(":")[1] / "abort").write_text("1")
+        fd = os.open(FUSECTL / dev.split(":")[1] / "abort", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            if mount_device(mountpoint) == dev:
+                os.write(fd, b"1")
+        finally:
+            os.close(fd)
 
 
 def is_mounted(mountpoint: Path) -> bool:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from mount.mounting import kernel as mounting
 from mount.mounting.options import MountOptions, default_limits, default_oom_score_adj
+from mount.server import devabort
 
 if TYPE_CHECKING:
     from mount.server.session import Session
@@ -130,6 +131,7 @@ def run_daemon(mnt: Path, opts: MountOptions, debug: bool, report: Callable[[str
     except mounting.MountError as e:
         report(str(e))
         return 1
+    devabort.serving(mnt)  # which connection this is, for the log (devabort.aborted)
     flags = MountFlagsWatch(mnt)
     ops = _operations(fs, flags, opts)
 
@@ -214,6 +216,7 @@ def run_child(cfg: ChildConfig) -> int:
             mounting.set_readahead(mnt, READAHEAD_KIB)
         ctl.ready()
 
+    devabort.serving(mnt)
     session = Session(cfg.fuse_fd, ops, mnt, on_ready=ready, debug=cfg.debug,
                       cpu_latency=CpuLatencyHold(opts.cpu_latency_us), readers=1,
                       persist=persist, recovered=info if cfg.generation > 0 else None,

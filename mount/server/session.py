@@ -62,7 +62,7 @@ from typing import Any
 import trio
 
 from mount.mounting import kernel as mounting
-from mount.server import hotpath, reqtrace, winfast
+from mount.server import devabort, hotpath, reqtrace, winfast
 from mount.server.cpulatency import RELEASE_AFTER_S, CpuLatencyHold
 from mount.server.fairness import (
     BIG_REQUEST,
@@ -126,8 +126,9 @@ _NATIVE_IO = (OPCODE_READ, OPCODE_WRITE)  # window READ/WRITE the C engine may a
 
 def _read_request(fd: int, buf: bytearray) -> int | None:
     """Read one request into buf: its length; None to read again (interrupted, or
-    the request was aborted before we got it); -1 once unmounted (ENODEV).
-    BlockingIOError passes through for the callers that poll."""
+    the request was aborted before we got it); -1 once unmounted (ENODEV), or once
+    the connection was aborted under the read (ECONNABORTED: an unmount racing it,
+    logged by devabort). BlockingIOError passes through for the callers that poll."""
     try:
         return os.readv(fd, [buf])
     except InterruptedError:
@@ -137,6 +138,8 @@ def _read_request(fd: int, buf: bytearray) -> int | None:
             return None
         if e.errno == errno.ENODEV:
             return -1
+        if e.errno == errno.ECONNABORTED:
+            return devabort.aborted(fd)
         raise
 
 
@@ -388,8 +391,11 @@ class Session(Fairness):
                         # the window engine, once made (_native), takes its requests in C
                         win = ((self._winfast or None, self._winfast_writes, self.stats)
                                if CLOOP_IOCTL else ())
-                        n, last, *extra = cloop(fd, buf, last, spin_ns, pending, requests,
-                                                *win)
+                        try:
+                            n, last, *extra = cloop(fd, buf, last, spin_ns, pending,
+                                                    requests, *win)
+                        except ConnectionAbortedError:  # the C loop's read: as above
+                            n, extra = devabort.aborted(fd, self.mountpoint), []
                         if n == 0:  # nothing read, and Python has something to do
                             raise BlockingIOError
                         if extra:
