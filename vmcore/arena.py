@@ -270,6 +270,10 @@ class Arena:
             self._nfree -= 1
             if self._ahead and not self.replaying:  # the thread may have populated it: uncount
                 with self._cond:
+                    # in use from here on, under the thread's lock: a populate that ends
+                    # after this no longer counts it (``newly``), one that ended before
+                    # left _pop set, uncounted here -- either order counts it once
+                    self._in_use[s] = True
                     if self._pop[s]:
                         self._pop[s] = False
                         self._free_ready -= 1
@@ -393,6 +397,7 @@ class Arena:
         """Prefault a run taken from the free list, except the frames the thread
         already populated; wake the thread when its free-list headroom runs low."""
         with self._cond:
+            self._in_use[s : s + k] = True  # as in alloc1: counted once whichever ends first
             pop = self._pop[s : s + k]
             done = int(np.count_nonzero(pop))
             if done:

@@ -4,7 +4,7 @@ Clone readers stay up through mixed traffic (SHMFS_CLONES_STAY=1, the default;
 docs/decisions.md 36), windowed mounts included: a clone reader hands the window
 requests it reads to the C engine too, whose writer sends the reply on the clone's
 fd ("Clone readers hand window requests to the engine"). Here two processes stream
-1 MiB WRITEs (mixed traffic, the clones read requests) while this process remaps
+1 MiB WRITEs (mixed traffic: clone readers may read requests) while this process remaps
 window pages one at a time and checks each through a mapping: every remap answered
 (a reply on the wrong fd would hang it: run under a timeout), the engine's remaps
 counted whichever reader read them, every view right, and the streamed records
@@ -42,7 +42,6 @@ def test_window_remaps_beside_streams_stay_in_the_engine() -> None:
             engine = mount_stats(mnt)["session"]["winfast"]
             assert engine["remaps"] >= 1, engine
             before = engine["remaps"]
-            clones_before = mount_stats(mnt)["session"]["second_reader_requests"]
             big = mnt / "big"
             ps = [subprocess.Popen([sys.executable, "-c", _WRITER, str(big), str(t),
                                     str(rounds)]) for t in (0, 1)]
@@ -62,8 +61,8 @@ def test_window_remaps_beside_streams_stay_in_the_engine() -> None:
                 assert p.wait(timeout=300) == 0
             s = mount_stats(mnt)["session"]
             assert 0 < s["winfast"]["remaps"] - before <= done, (done, s["winfast"])
-            # the streams made the traffic mixed: the clone readers did read requests
-            assert s["second_reader_requests"] > clones_before, s
+            # whether the clone readers read any of these requests depends on timing
+            # (the mixed-traffic window); test_winclones.py makes them, deterministically
         data = big.read_bytes()
         for t in (0, 1):
             for r in range(rounds):
