@@ -60,10 +60,28 @@ def _fill(d: Path, bs: int, append: bool) -> tuple[list[object], bytes]:
     return obs, got
 
 
+def _space_back(d: Path, timeout: float = 10.0) -> os.statvfs_result:
+    """statvfs once the space of the closed, unlinked file is back (or the deadline).
+
+    FUSE sends RELEASE asynchronously, when the kernel drops its last reference to
+    the open file (fuse_file_put), and the completion of a READ that the reading
+    client no longer waits for can hold one: the RELEASE may then reach the daemon
+    after the UNLINK and the STATFS that follow close(2). Until it does the file is
+    open as far as shmfs knows, and an open unlinked file keeps its space (tmpfs
+    does the same for a file still open). tmpfs returns at once; a lost RELEASE
+    would leave the space used and fail the comparison."""
+    deadline = time.monotonic() + timeout
+    while True:
+        vf = os.statvfs(d)
+        if vf.f_bfree >= vf.f_blocks or time.monotonic() >= deadline:
+            return vf
+        os.sched_yield()
+
+
 def _scenario(d: Path, bs: int, append: bool) -> list[object]:
     obs, _ = _fill(d, bs, append)
     os.unlink(d / "f")
-    vf = os.statvfs(d)
+    vf = _space_back(d)
     obs.append(("after-unlink", vf.f_blocks, vf.f_bfree))
     fd = os.open(d / "g", os.O_WRONLY | os.O_CREAT, 0o644)  # all the space is back
     try:
