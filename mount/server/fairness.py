@@ -72,7 +72,7 @@ SWITCH_INTERVAL_S = float(os.environ.get("SHMFS_SWITCH_INTERVAL", "0"))
 # request finds no reader otherwise. Idle, create+close under two streams: median
 # 92-96 us / p99 1.9-2.2 ms against 97-531 / 2.8-7.7 ms with 0 (docs/benchmarks.md,
 # seventh session). Windowed mounts too: a clone reader hands window requests to the C
-# window engine as the first reader does (Fairness._stay). A/B runs
+# window engine as the first reader does (decisions 41). A/B runs
 CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "1") != "0"
 # A clone reader that has just answered a request looks at the device without sleeping
 # for this long (poll(0) turns) before it sleeps in poll(2), as the first reader spins
@@ -243,7 +243,7 @@ class Fairness:
         had just returned from an earlier wait looks at ``_busy`` again first."""
         if not self._owned:
             self._serve_locked(view, n)
-            if self._stay() and self._busy.is_set():
+            if CLONES_STAY and self._busy.is_set():
                 self._rest()
             self._try_own()
             return
@@ -263,7 +263,7 @@ class Fairness:
         (``_busy`` cleared) -- with CLONES_STAY only once the traffic is no longer
         mixed, since the first reader's next read(2) of a 1 MiB WRITE (~0.3 ms) is
         itself a time when small requests find no reader otherwise."""
-        if not self._stay() or not self._mixed():
+        if not CLONES_STAY or not self._mixed():
             self._busy.clear()
 
     def _try_own(self) -> None:
@@ -310,13 +310,6 @@ class Fairness:
             if now - self._big_ns < RECENT_NS:  # a large request is (or was just) in the way
                 self._last_small = now
         return False
-
-    def _stay(self) -> bool:
-        """Whether the clone readers stay up for the whole mixed spell (CLONES_STAY),
-        windowed mounts included: a clone reader hands window requests to the C
-        window engine too, its reply written to the clone's fd (docs/decisions.md 36,
-        "Clone readers hand window requests to the engine")."""
-        return CLONES_STAY
 
     def _mixed(self) -> bool:
         """Small requests of other processes came within MIXED_WINDOW_NS (or had to

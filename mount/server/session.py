@@ -69,6 +69,7 @@ from mount.server.fairness import (
     CHUNK_BYTES,
     CLONE_POLL_MS,
     CLONE_SPIN_NS,
+    CLONES_STAY,
     RECENT_NS,
     SWITCH_INTERVAL_S,
     Fairness,
@@ -959,7 +960,7 @@ class Session(Fairness):
                     last = 0  # once per request answered
                     continue
                 if not poller.poll(CLONE_POLL_MS):
-                    if self._stay() and not self._mixed():  # the first reader may be
+                    if CLONES_STAY and not self._mixed():  # the first reader may be
                         busy.clear()  # asleep: nobody else would end the mixed spell (_rest)
                     continue
                 if trace is not None:
@@ -1000,7 +1001,7 @@ class Session(Fairness):
                         eng.wait_written(eseq)
                     self._write([deferred], fd)
                 last = clock()
-                if self._stay() and not self._mixed():
+                if CLONES_STAY and not self._mixed():
                     # the mixed spell is over: park (and let the first reader keep the
                     # lock again) even while requests keep this reader from timing out
                     busy.clear()
