@@ -153,3 +153,64 @@ def case_dir_nlink_through_renames(ctx: Ctx) -> None:
     r.stat("b/z")
     os.rmdir("b/z/y")
     counts("rmdir b/z/y")
+
+
+@case(A)
+def case_rename_over_open_victims(ctx: Ctx) -> None:
+    """xfstests generic/035: the file or empty directory a rename replaces,
+    held open, reports nlink 0 and stays usable (the file's data, an empty
+    listing); creates in the replaced directory fail."""
+    os.mkdir("d1")
+    os.mkdir("d2")
+    with open("f1", "wb") as f:
+        f.write(b"one")
+    with open("f2", "wb") as f:
+        f.write(b"two")
+    ffd = os.open("f2", os.O_RDWR)
+    dfd = os.open("d2", os.O_RDONLY | os.O_DIRECTORY)
+    r = ctx.rec
+    r.call("rename f1 over open f2", os.rename, "f1", "f2")
+    r.call("victim nlink", lambda: os.fstat(ffd).st_nlink)
+    r.call("victim data", os.pread, ffd, 10, 0)
+    r.call("write to victim", os.pwrite, ffd, b"X", 0)
+    r.call("new f2", lambda: open("f2", "rb").read())
+    r.call("rename d1 over open d2", os.rename, "d1", "d2")
+    r.call("dir victim nlink", lambda: os.fstat(dfd).st_nlink)
+    r.call("dir victim listing", os.listdir, dfd)
+    r.call("create in dir victim", lambda: os.open("n", os.O_CREAT | os.O_WRONLY, 0o644,
+                                                   dir_fd=dfd))
+    r.stat(".")
+    r.stat("d2")
+
+
+@case("open")
+def case_tmpfile_modes_and_umask(ctx: Ctx) -> None:
+    """O_TMPFILE creation modes under several umasks, as root and as another
+    user in a setgid directory; the mode survives linkat."""
+    os.mkdir("sg", 0o2777)
+    os.chmod("sg", 0o2777)
+    os.chown("sg", 0, 1500)
+    r = ctx.rec
+
+    def make(rec, tag: str, d: str) -> None:
+        for um in (0o022, 0o077, 0):
+            old = os.umask(um)
+            for mode in (0o7777, 0o644, 0o2755):
+                fd = rec.call(f"{tag} umask {um:o} mode {mode:o}",
+                              os.open, d, os.O_TMPFILE | os.O_RDWR, mode)
+                if fd is None:
+                    continue
+                st = os.fstat(fd)
+                rec.note(f"{tag} mode/gid", (oct(st.st_mode & 0o7777), st.st_gid, st.st_nlink))
+                name = f"{d}/t_{tag}_{um:o}_{mode:o}"
+                rec.call(f"{tag} link", linkat, -100, f"/proc/self/fd/{fd}", -100, name,
+                         0x400)  # AT_SYMLINK_FOLLOW
+                rec.call(f"{tag} linked mode", lambda n=name: oct(os.stat(n).st_mode & 0o7777))
+                os.close(fd)
+            os.umask(old)
+
+    make(r, "root", ".")
+    ctx.as_user(lambda rec: make(rec, "user", "sg"), 1000, 1000, [])
+    r.call("O_TMPFILE without write access", os.open, ".", os.O_TMPFILE | os.O_RDONLY, 0o600)
+    r.call("O_TMPFILE|O_EXCL", lambda: os.fstat(os.open("sg", os.O_TMPFILE | os.O_WRONLY
+                                                        | os.O_EXCL, 0o600)).st_nlink)

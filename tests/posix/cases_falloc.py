@@ -134,3 +134,35 @@ def case_truncate_partial_pages(ctx: Ctx) -> None:
     model.extend(bytes(2 * P - len(model)))
     check("down to P-1 and up")
     r.fstat(fd)
+
+
+@case("size")
+def case_seek_page_granularity(ctx: Ctx) -> None:
+    """SEEK_DATA/SEEK_HOLE at every page edge (and one byte either side) of a
+    layout of written, one-byte, fallocated, punched and hole pages, with an
+    unaligned EOF inside a data page and after a hole."""
+    fd = _file()
+    os.pwrite(fd, b"a" * P, 0)                # page 0 data
+    os.pwrite(fd, b"b", 2 * P + 4095)         # page 2: last byte only
+    os.pwrite(fd, b"c" * 10, 4 * P - 5)       # straddles pages 3 and 4
+    fallocate(fd, KEEP, 6 * P, 2 * P)         # pages 6, 7 fallocated, unwritten
+    os.pwrite(fd, b"d" * (3 * P), 9 * P)      # pages 9..11 data
+    fallocate(fd, KEEP | PUNCH, 10 * P, P)    # page 10 punched
+    os.ftruncate(fd, 11 * P + 100)            # EOF inside page 11
+    r = ctx.rec
+    offs = sorted({max(0, p * P + d) for p in range(13) for d in (-1, 0, 1)})
+    res = []
+    for off in offs:
+        out = []
+        for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+            try:
+                out.append(os.lseek(fd, off, whence))
+            except OSError as e:
+                out.append(e.errno)
+        res.append((off, *out))
+    r.note("seeks", res)
+    os.ftruncate(fd, 14 * P)                  # EOF after a hole
+    r.note("after growing", [(o, os.lseek(fd, o, os.SEEK_HOLE)) for o in (11 * P, 11 * P + 99,
+                                                                           11 * P + 100)])
+    r.call("SEEK_DATA in trailing hole", os.lseek, fd, 12 * P, os.SEEK_DATA)
+    r.fstat(fd)
