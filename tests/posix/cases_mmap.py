@@ -234,3 +234,21 @@ def case_mapping_outlives_unlink_and_close(ctx: Ctx) -> None:
     r.note("first page", _peek(m, 3))
     r.call("munmap", _libc.munmap, m, 2 * P)
     r.call("listing", lambda: sorted(os.listdir(".")))
+
+
+@case(A)
+def case_store_past_eof_then_extend(ctx: Ctx) -> None:
+    """A store through the mapping past EOF inside the EOF page, then the file
+    grows by ftruncate: 6.18 tmpfs shows the stored bytes (the page is kept);
+    POSIX and shmfs give zeros. A strict xfail on shmfs (test_conformance.py
+    SHMFS_EXCLUSIONS, docs/divergences.md 19)."""
+    fd = _file("f", b"q" * 100)
+    r = ctx.rec
+    m = _mmap(fd, P)
+    _poke(m + 200, b"GARBAGE")
+    r.call("msync", _msync, m, P, MS_SYNC)
+    _libc.munmap(m, P)
+    os.ftruncate(fd, 1000)
+    r.call("read after extend", os.pread, fd, 8, 200)
+    m2 = _mmap(fd, P, mmap.PROT_READ)
+    r.note("new mapping", _peek(m2 + 200, 8))
