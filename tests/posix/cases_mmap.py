@@ -255,3 +255,66 @@ def case_store_past_eof_then_extend(ctx: Ctx) -> None:
     r.call("read after extend", os.pread, fd, 8, 200)
     m2 = _mmap(fd, P, mmap.PROT_READ)
     r.note("new mapping", _peek(m2 + 200, 8))
+
+
+@case(A)
+def case_seek_data_sees_unsynced_stores(ctx: Ctx) -> None:
+    """SEEK_DATA/SEEK_HOLE and st_blocks after stores through a shared mapping
+    into holes, once msync or fsync has run.  Before that, FUSE's lseek asks
+    the daemon, which has not been sent the dirty pages yet (docs/divergences.md
+    15), so those answers are not compared."""
+    fd = _file("f")
+    os.ftruncate(fd, 8 * P)
+    m = _mmap(fd, 8 * P)
+    _poke(m + 3 * P + 5, b"x")
+    _poke(m + 6 * P, b"y")
+    r = ctx.rec
+    r.call("pread", os.pread, fd, 1, 6 * P)
+    r.call("msync", _msync, m, 8 * P, MS_SYNC)
+    r.call("SEEK_DATA 0", os.lseek, fd, 0, os.SEEK_DATA)
+    r.call("SEEK_HOLE 3P", os.lseek, fd, 3 * P, os.SEEK_HOLE)
+    r.call("SEEK_DATA 4P", os.lseek, fd, 4 * P, os.SEEK_DATA)
+    r.fstat(fd)
+    _poke(m + P, b"z")
+    r.call("fsync", os.fsync, fd)
+    r.call("SEEK_DATA 0 after fsync", os.lseek, fd, 0, os.SEEK_DATA)
+    r.fstat(fd)
+
+
+@case(A)
+def case_io_through_own_mapping(ctx: Ctx) -> None:
+    """write(2) from a buffer that maps the same file, and read(2) into one
+    (the page-fault-while-copying cases that deadlock careless filesystems)."""
+    fd = _file("f", bytes(range(256)) * 32)  # 8 KiB
+    r = ctx.rec
+    mm = mmap.mmap(fd, 2 * P)
+    r.call("pwrite from own mapping", os.pwrite, fd, memoryview(mm)[:100], P + 50)
+    r.call("pread into own mapping", os.preadv, fd, [memoryview(mm)[P:P + 200]], 0)
+    r.call("content", lambda: os.pread(fd, 2 * P, 0) == bytes(mm[:2 * P]))
+    r.note("bytes", (mm[P:P + 4], mm[P + 50:P + 54], mm[P + 200:P + 204]))
+    os.ftruncate(fd, 3 * P)
+    mm2 = mmap.mmap(fd, 3 * P)
+    r.call("pwrite from mapped hole", os.pwrite, fd, memoryview(mm2)[2 * P:2 * P + 10], 0)
+    r.call("zeros written", os.pread, fd, 12, 0)
+    r.note("size", os.fstat(fd).st_size)  # not blocks: divergences.md 18
+    mm.close()
+    mm2.close()
+
+
+@case(A)
+def case_punch_and_truncate_while_mapped(ctx: Ctx) -> None:
+    """A punch zeroes what shared mappings show; a truncate below a private
+    mapping's copied pages makes them SIGBUS too."""
+    fd = _file("f", b"p" * (4 * P))
+    r = ctx.rec
+    sh = _mmap(fd, 4 * P)
+    pv = _mmap(fd, 4 * P, RW, mmap.MAP_PRIVATE)
+    _poke(pv + 3 * P, b"private")
+    from .libc import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
+    fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, P, P)
+    r.note("shared sees punch", _peek(sh + P, 4))
+    r.note("private untouched page sees punch", _peek(pv + P, 4))
+    os.ftruncate(fd, 2 * P)
+    r.note("private copied page past EOF", _fate(lambda: _peek(pv + 3 * P, 7)))
+    r.note("shared page past EOF", _fate(lambda: _peek(sh + 3 * P, 1)))
+    r.note("size", os.fstat(fd).st_size)  # not blocks: the loads from the hole (divergences.md 18)
