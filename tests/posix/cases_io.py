@@ -154,3 +154,86 @@ def case_getdents_d_off(ctx: Ctx) -> None:
     r.note("seeks that resumed wrongly", bad)
     os.lseek(fd, 0, os.SEEK_SET)
     r.note("rewind gives all", len([n for n, _ in getdents()]) > 0)
+
+
+RWF_HIPRI, RWF_DSYNC, RWF_SYNC, RWF_NOWAIT, RWF_APPEND, RWF_NOAPPEND = 1, 2, 4, 8, 16, 32
+
+
+@case(A)
+def case_rwf_flags(ctx: Ctx) -> None:
+    """preadv2/pwritev2 flags: RWF_APPEND, RWF_DSYNC/RWF_SYNC, RWF_HIPRI,
+    unknown bits; pwrite on an O_APPEND descriptor appends whatever the offset.
+    (RWF_NOAPPEND: case rwf_noappend.)"""
+    fd = os.open("f", os.O_CREAT | os.O_RDWR, 0o644)
+    os.write(fd, b"0123456789")
+    r = ctx.rec
+    r.call("pwritev2 RWF_APPEND", os.pwritev, fd, [b"AP"], 0, RWF_APPEND)
+    r.call("content", os.pread, fd, 20, 0)
+    ap = os.open("f", os.O_WRONLY | os.O_APPEND)
+    r.call("pwrite on O_APPEND at 0", os.pwrite, ap, b"pw", 0)
+    r.call("content 2", os.pread, fd, 20, 0)
+    for label, flag in (("DSYNC", RWF_DSYNC), ("SYNC", RWF_SYNC), ("HIPRI", RWF_HIPRI),
+                        ("unknown 0x4000", 0x4000)):
+        r.call(f"pwritev2 {label}", os.pwritev, fd, [b"s"], 3, flag)
+        r.call(f"preadv2 {label}", os.preadv, fd, [bytearray(4)], 0, flag)
+    r.fstat(fd)
+
+
+@case(A)
+def case_rwf_noappend(ctx: Ctx) -> None:
+    """pwritev2(RWF_NOAPPEND) on an O_APPEND descriptor writes at the offset
+    given (6.9+).  A strict xfail on shmfs (docs/divergences.md 20)."""
+    fd = os.open("f", os.O_CREAT | os.O_RDWR, 0o644)
+    os.write(fd, b"0123456789")
+    ap = os.open("f", os.O_WRONLY | os.O_APPEND)
+    r = ctx.rec
+    r.call("pwritev2 RWF_NOAPPEND on O_APPEND", os.pwritev, ap, [b"NA"], 1, RWF_NOAPPEND)
+    r.call("content", os.pread, fd, 20, 0)
+    r.call("RWF_APPEND|RWF_NOAPPEND", os.pwritev, ap, [b"x"], 0, RWF_APPEND | RWF_NOAPPEND)
+
+
+@case(A)
+def case_inotify_events(ctx: Ctx) -> None:
+    """inotify events of common calls on a directory and a file in it."""
+    import select
+
+    libc = _libc
+    ifd = libc.inotify_init1(os.O_NONBLOCK)
+    os.mkdir("d")
+    mask = 0xFFF  # IN_ALL_EVENTS
+    libc.inotify_add_watch(ifd, b"d", mask)
+
+    def drain() -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        while select.select([ifd], [], [], 0)[0]:
+            try:
+                buf = os.read(ifd, 65536)
+            except BlockingIOError:
+                break
+            pos = 0
+            while pos < len(buf):
+                _wd, m, _cookie, ln = struct.unpack_from("iIII", buf, pos)
+                name = buf[pos + 16:pos + 16 + ln].split(b"\0", 1)[0].decode()
+                out.append((m & ~0x40000000, name))  # without IN_ISDIR
+                pos += 16 + ln
+        return out
+
+    r = ctx.rec
+    fd = os.open("d/f", os.O_CREAT | os.O_RDWR, 0o644)
+    r.note("create", drain())
+    os.write(fd, b"x")
+    os.pread(fd, 1, 0)
+    r.note("write, read", drain())
+    os.fchmod(fd, 0o600)
+    os.ftruncate(fd, 100)
+    r.note("chmod, truncate", drain())
+    os.close(fd)
+    r.note("close", drain())
+    os.rename("d/f", "d/g")
+    os.link("d/g", "d/h")
+    os.unlink("d/h")
+    os.mkdir("d/sub")
+    os.rmdir("d/sub")
+    os.setxattr("d/g", "user.a", b"1")
+    r.note("rename, link, unlink, mkdir, rmdir, setxattr", drain())
+    os.close(ifd)

@@ -36,6 +36,9 @@ SHMFS_EXCLUSIONS: dict[str, str] = {
         "FUSE: write-back of the EOF page sends only the bytes below i_size and a size "
         "change drops the kernel's cache, so bytes stored past EOF are gone when the file "
         "grows (zeros, as POSIX says); tmpfs keeps them (docs/divergences.md 19)",
+    "io.rwf_noappend":
+        "FUSE_WRITE carries the file's O_APPEND but not RWF_NOAPPEND, and shmfs puts "
+        "writes of O_APPEND handles at its own EOF (docs/divergences.md 20)",
 }
 
 
