@@ -257,3 +257,30 @@ def case_splice_file_pipe(ctx: Ctx) -> None:
     r.fstat(dst)
     r.call("tail", os.pread, dst, 8, os.fstat(dst).st_size - 8)
     r.call("file->file", os.splice, src, dst, 4, offset_src=0, offset_dst=0)
+
+
+@case(A)
+def case_rlimit_fsize(ctx: Ctx) -> None:
+    """xfstests generic/564: copy_file_range, sendfile and splice past
+    RLIMIT_FSIZE (SIGXFSZ ignored) are short, then EFBIG; nothing is written
+    beyond the limit."""
+    import resource
+    import signal
+
+    src = _file("s", b"r" * 20000)
+    dst = _file("d")
+
+    def body(rec) -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (10000, 10000))
+        rec.call("cfr crossing the limit", _cfr, src, dst, 500, 0, 9800)
+        rec.call("cfr at the limit", _cfr, src, dst, 10, 0, 10000)
+        rec.call("cfr past the limit", _cfr, src, dst, 10, 0, 20000)
+        os.lseek(dst, 9900, os.SEEK_SET)
+        rec.call("sendfile crossing the limit", os.sendfile, dst, src, 0, 500)
+        rp, wp = os.pipe()
+        os.write(wp, b"p" * 300)
+        rec.call("splice crossing the limit", os.splice, rp, dst, 300, offset_dst=9950)
+
+    ctx.in_child(body)
+    ctx.rec.fstat(dst)
