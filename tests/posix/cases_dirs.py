@@ -214,3 +214,70 @@ def case_tmpfile_modes_and_umask(ctx: Ctx) -> None:
     r.call("O_TMPFILE without write access", os.open, ".", os.O_TMPFILE | os.O_RDONLY, 0o600)
     r.call("O_TMPFILE|O_EXCL", lambda: os.fstat(os.open("sg", os.O_TMPFILE | os.O_WRONLY
                                                         | os.O_EXCL, 0o600)).st_nlink)
+
+
+def _mountpoint() -> str:
+    d = os.getcwd()
+    while not os.path.ismount(d):
+        d = os.path.dirname(d)
+    return d
+
+
+@case("ro", mount="size=1m")
+def case_remount_read_only(ctx: Ctx) -> None:
+    """xfstests generic/294-style: after mount(2) MS_REMOUNT|MS_RDONLY every
+    call that changes the filesystem is EROFS, reads and existing read-only
+    descriptors work; a remount to ro with a file open for writing is EBUSY;
+    back to rw, writes work again."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    mnt = _mountpoint().encode()
+    MS_REMOUNT, MS_RDONLY = 0x20, 0x1
+
+    def remount(flags: int) -> None:
+        if libc.mount(None, mnt, None, MS_REMOUNT | flags, None) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+
+    with open("f", "wb") as f:
+        f.write(b"data")
+    os.mkdir("d")
+    os.symlink("f", "l")
+    r = ctx.rec
+    wfd = os.open("f", os.O_WRONLY)
+    r.call("remount ro with a writer", remount, MS_RDONLY)
+    os.close(wfd)
+    rfd = os.open("f", os.O_RDONLY)
+    r.call("remount ro", remount, MS_RDONLY)
+    try:
+        for label, fn in (
+            ("creat", lambda: os.open("g", os.O_CREAT | os.O_WRONLY, 0o644)),
+            ("open for write", lambda: os.open("f", os.O_WRONLY)),
+            ("O_TRUNC", lambda: os.open("f", os.O_RDONLY | os.O_TRUNC)),
+            ("O_TMPFILE", lambda: os.open(".", os.O_TMPFILE | os.O_RDWR, 0o600)),
+            ("mkdir", lambda: os.mkdir("e")),
+            ("mkfifo", lambda: os.mkfifo("p")),
+            ("symlink", lambda: os.symlink("f", "m")),
+            ("link", lambda: os.link("f", "h")),
+            ("rename", lambda: os.rename("f", "g")),
+            ("unlink", lambda: os.unlink("f")),
+            ("rmdir", lambda: os.rmdir("d")),
+            ("chmod", lambda: os.chmod("f", 0o600)),
+            ("chown", lambda: os.chown("f", 1, 1)),
+            ("utime", lambda: os.utime("f", (1, 1))),
+            ("truncate", lambda: os.truncate("f", 0)),
+            ("setxattr", lambda: os.setxattr("f", "user.a", b"1")),
+            ("removexattr", lambda: os.removexattr("f", "user.a")),
+            ("read", lambda: os.pread(rfd, 10, 0)),
+            ("stat", lambda: os.stat("f").st_size),
+            ("readlink", lambda: os.readlink("l")),
+            ("listdir", lambda: sorted(os.listdir("."))),
+            ("access W_OK", lambda: os.access("f", os.W_OK)),
+            ("statvfs flag ro", lambda: bool(os.statvfs(".").f_flag & 1)),
+        ):
+            r.call(f"ro: {label}", fn)
+    finally:
+        remount(0)
+    r.call("rw: write", lambda: os.pwrite(os.open("f", os.O_WRONLY), b"X", 0))
+    r.call("rw: content", lambda: open("f", "rb").read())
