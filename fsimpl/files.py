@@ -34,6 +34,7 @@ from .types import (
     SEEK_SET,
     Attr,
     Ctx,
+    InvalInode,
 )
 
 FUSE_WRITE_KILL_SUIDGID = 1 << 2  # write_flags bit of FUSE_WRITE (linux/fuse.h)
@@ -231,7 +232,13 @@ class FileOps(NamespaceOps):
             if w is not None:  # windows showing the destination's pages drop their copies
                 w.object_changed(ino_out, off_out, n)
             dst.mtime_ns = dst.ctime_ns = self._now()
+            before = src.atime_ns
             self._touch_atime(src)
+            if src.atime_ns != before:
+                # the kernel refreshes only the destination's attributes after
+                # COPY_FILE_RANGE (fs/fuse/file.c), so a stat of the source would
+                # show the old atime from its cache: drop the source's attributes
+                self._queue(InvalInode(ino_in, -1, 0))
         return n
 
     @counted

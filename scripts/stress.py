@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Stress a filesystem with an oracle: seeded random operations, every read verified.
 
-    scripts/stress.py [--seconds S | --ops N] [--procs P] [--seed SEED]
+    scripts/stress.py [--seconds S | --ops N] [--procs P] [--seed SEED] [--fsx]
                       [--tmpfs | --dir DIR] [--size 1g] [--json FILE]
     scripts/stress.py --seed SEED --replay PROC --ops N ...   (re-run one worker, traced)
     scripts/stress.py --mixed [--seconds 120] [-o OPTIONS] ...  (issue 15: does anyone starve?)
@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--replay", type=int, default=None, metavar="PROC",
                    help="re-run only this worker's stream in-process, printing each op")
     p.add_argument("--trace", action="store_true", help="print every operation")
+    p.add_argument("--fsx", action="store_true",
+                   help="also fsx's checks: EOF-page zeros through a mapping, mapped writes "
+                        "that extend the file, O_DIRECT I/O (stresslib/fsxops.py)")
     p.add_argument("--skip", default="", metavar="KIND,...",
                    help="leave these op kinds out (narrowing a failure down)")
     p.add_argument("--inject", type=int, default=-1, metavar="OP",
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     params = Params(seed=ns.seed, procs=ns.procs, files=ns.files, max_size=ns.max_size,
                     slots=ns.slots, history=ns.history, ops=ns.ops, seconds=ns.seconds,
                     skip=tuple(k for k in ns.skip.split(",") if k), inject=ns.inject,
-                    trace=ns.trace or ns.replay is not None)
+                    trace=ns.trace or ns.replay is not None, fsx=ns.fsx)
     kind = "tmpfs" if ns.tmpfs else "dir" if ns.dir else "shmfs"
     limit = f"{ns.ops} ops/process" if ns.ops else f"{ns.seconds:g} s"
     print(f"stress: seed {ns.seed}, {ns.procs} processes, {limit}, on {kind}"

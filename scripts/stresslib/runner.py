@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mount.mounting.managed import daemon_log_errors, managed_shmfs
+from stresslib.fsxops import FSX_OPS
 from stresslib.opkinds import ALL_OPS, INJECT, verify_whole
 from stresslib.oracle import Mismatch, check_record
 from stresslib.worker import Params, Worker
@@ -44,10 +45,11 @@ def final_verify(w: Worker) -> None:
 
 
 def _ops(params: Params) -> list[tuple[str, int, Any]]:
-    unknown = set(params.skip) - {name for name, _, _ in ALL_OPS}
+    kinds = ALL_OPS + (FSX_OPS if params.fsx else [])
+    unknown = set(params.skip) - {name for name, _, _ in kinds}
     if unknown:
         raise ValueError(f"unknown op kinds {sorted(unknown)}")
-    return [op for op in ALL_OPS if op[0] not in params.skip] + [INJECT]
+    return [op for op in kinds if op[0] not in params.skip] + [INJECT]
 
 
 def _child(proc: int, root: Path, params: Params, conn: Any, stop: Any, counters: Any) -> None:

@@ -39,6 +39,7 @@ class Params:
     skip: tuple[str, ...] = ()  # op kinds left out (to narrow a failure down)
     inject: int = -1  # self-test: corrupt a file behind the oracle's back at this op of proc 0
     trace: bool = False
+    fsx: bool = False  # add fsx's eofpage/mapwrite/O_DIRECT kinds (stresslib/fsxops.py)
 
 
 @dataclass(slots=True)
@@ -226,4 +227,6 @@ def replay_command(p: Params, proc: int, ops: int) -> str:
         parts.append(f"--skip {','.join(p.skip)}")
     if p.inject >= 0:
         parts.append(f"--inject {p.inject}")
+    if p.fsx:
+        parts.append("--fsx")
     return " ".join(parts) + " [--tmpfs | --dir DIR]"

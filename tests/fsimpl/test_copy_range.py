@@ -39,6 +39,28 @@ def test_copy_shares_and_updates_times(fs: ShmFs, clock: Clock) -> None:
     assert fs.copy_file_range(a, fa, 10 * P4, b, fb, 0, 5) == 0  # past the source's EOF
 
 
+def test_source_atime_moves_and_its_cached_attributes_are_dropped(fs: ShmFs,
+                                                                  clock: Clock) -> None:
+    """tmpfs moves the source's atime (relatime: atime <= mtime). The kernel
+    refreshes only the destination's attributes after COPY_FILE_RANGE, so the
+    daemon must ask it to drop the source's (InvalInode with off -1), else stat
+    shows the old atime (found by tests/posix copy.cfr_times_and_suid)."""
+    from fsimpl import InvalInode
+
+    a, fa = new(fs, b"a")
+    b, fb = new(fs, b"b")
+    fs.write(a, fa, 0, memoryview(b"s" * 100))
+    fs.setattr(a, ROOT, atime_ns=10**9, mtime_ns=10**9)
+    fs.drain_events()
+    clock.tick()
+    assert fs.copy_file_range(a, fa, 0, b, fb, 0, 50) == 50
+    assert fs.getattr(a).atime_ns > 10**9
+    assert InvalInode(a, -1, 0) in fs.drain_events()
+    clock.tick()
+    assert fs.copy_file_range(a, fa, 0, b, fb, 0, 50) == 50  # relatime: atime > mtime now
+    assert InvalInode(a, -1, 0) not in fs.drain_events()
+
+
 def test_checks(fs: ShmFs) -> None:
     a, fa = new(fs, b"a")
     b, fb = new(fs, b"b")

@@ -61,6 +61,21 @@ def test_short_run_on_shmfs_verifies_everything(tmp_path: Path) -> None:
     assert _left(tmp_path) == []  # the shmfs it mounted is gone again, and its daemon
 
 
+def test_fsx_kinds_on_shmfs(tmp_path: Path) -> None:
+    """--fsx adds fsx's checks (zeros past EOF in the EOF page through a mapping,
+    mapped writes that extend the file, O_DIRECT I/O); they must all pass, and
+    the replay command must carry --fsx (it shapes the op stream)."""
+    rc, text, s = _stress(tmp_path, "--seconds", "8", "--procs", "2", "--seed", "77", "--fsx")
+    assert rc == 0, text
+    assert s["errors"] == 0 and not s["failures"], text
+    assert {"eofpage", "mapwrite_extend", "direct_io"} <= set(s["per_kind"]), text
+    rc, text, s = _stress(tmp_path, "--tmpfs", "--ops", "80", "--procs", "1", "--seed", "77",
+                          "--fsx", "--inject", "60")
+    assert rc == 1, text
+    assert "--fsx" in s["failures"][0].split("replay:")[1], text
+    assert not _left(tmp_path)
+
+
 def test_oracle_catches_a_corruption_and_prints_the_replay(tmp_path: Path) -> None:
     # --inject changes one byte behind the oracle's back; the run must fail, say where,
     # and its replay (process 0 alone, same seed) must fail the same way.
