@@ -38,6 +38,12 @@ def child(kind: str, n: int) -> None:
     import request_probe as rp  # its SHMFS_TREE puts that tree first on sys.path
 
     s, msgs = rp.build(kind, n, False)
+    threshold0 = getattr(rp.session_mod, "GC_THRESHOLD0", None)
+    if threshold0:  # what Session.serve does in the daemon (appends3: was missing here)
+        import gc
+
+        gc.freeze()
+        gc.set_threshold(threshold0, *gc.get_threshold()[1:])
     hp = s._hotpath
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for sk in (a, b):
@@ -71,7 +77,8 @@ def main() -> int:
     if args.child:
         child(args.child, args.n)
         return 0
-    modes = [("hold", {}), ("nohold", {"SHMFS_CLOOP_HOLD": "0"})]
+    modes = [("hold", {}), ("nohold", {"SHMFS_CLOOP_HOLD": "0"}),
+             ("nodefer", {"SHMFS_WC_DEFER": "0"})]  # appends3's off-switch
     if os.environ.get("SHMFS_TREE_B"):
         modes.append(("base", {"SHMFS_TREE": os.environ["SHMFS_TREE_B"]}))
     print("load", Path("/proc/loadavg").read_text().strip())

@@ -215,17 +215,26 @@ def test_a_python_request_between_two_c_writes_is_seen_by_the_second(
     cache (what the first checks found for the node and handle, decisions 39) is used
     between them -- and must not outlive the SETATTRs."""
     runs = {}
-    for cloop, hold in (("1", "1"), ("1", "0"), ("0", "1")):
+    # appends3: ("1", "d") the cache's counts, times and buffers not kept in C
+    # (SHMFS_WC_DEFER=0): same replies, same counts
+    for cloop, hold in (("1", "1"), ("1", "0"), ("0", "1"), ("1", "d")):
         monkeypatch.setenv("SHMFS_CLOOP", cloop)
-        monkeypatch.setenv("SHMFS_CLOOP_HOLD", hold)
+        monkeypatch.setenv("SHMFS_CLOOP_HOLD", "1" if hold == "d" else hold)
+        monkeypatch.setenv("SHMFS_WC_DEFER", "0" if hold == "d" else "1")
         runs[cloop, hold] = _appends_with_python_between()
     data, replies, _ = runs["0", "1"]
     assert [err for err, _ in replies if err] == [-E.EBADF]
-    for key in (("1", "1"), ("1", "0")):
+    requests = {op: v["count"]  # type: ignore[index]
+                for op, v in runs["0", "1"][2]["session"]["requests"].items()}  # type: ignore[index]
+    for key in (("1", "1"), ("1", "0"), ("1", "d")):
         assert runs[key][0] == data and runs[key][1] == replies
         hot = runs[key][2]["session"]["hotpath"]  # type: ignore[index]
         # all but the four WRITEs after a set-user-ID chmod (Python's: they clear it)
         assert hot["write"] == 8 * 12 - 4 + 2 and hot["errors"] == 0
+        # every request counted once: the deferred WRITEs' counts folded in
+        assert {op: v["count"] for op, v in  # type: ignore[index]
+                runs[key][2]["session"]["requests"].items()} == requests  # type: ignore[index]
+        assert (hot["write_deferred"] > 0) == (key == ("1", "1"))
     kept = runs["1", "1"][2]["session"]["hotpath"]  # type: ignore[index]
     assert kept["cloop_gil_kept"] > 0 and kept["write_cached"] > 0
     # the cache lives while the GIL is kept: released around every read, never used
