@@ -168,6 +168,11 @@ typedef struct {
     Py_ssize_t wc_seglen[MAXSEGS];
     Py_buffer wc_segbuf[MAXSEGS];
     unsigned long long n_deferred; /* WRITEs whose counts and times were deferred */
+    /* the cached file's state a WRITE changes, kept here by cached WRITEs (wd_state 1)
+     * and written back by wd_flush: the mapping's size, the budget's used_pages, the
+     * page cache's gen and nrpages */
+    int wd_state;
+    long long wd_size, wd_used, wd_gen, wd_nrpages;
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,
@@ -821,11 +826,19 @@ static PyObject *time_ns_fn; /* time.time_ns: the clock read here as clock_getti
  */
 static void wd_flush(Engine *e)
 {
-    if (!e->wd_writes && !e->wd_req_n)
+    if (!e->wd_writes && !e->wd_req_n && !e->wd_state)
         return;
     PyObject *et, *ev, *etb;
     PyErr_Fetch(&et, &ev, &etb);
     int bad = 0;
+    if (e->wd_state) { /* first: the file's state, then what counts it */
+        e->wd_state = 0;
+        if (!e->wc_inode || sa_ll(e->wc_mapping, s_size, e->wd_size) < 0 ||
+            sa_ll(e->wc_budget, s_used_pages, e->wd_used) < 0 ||
+            sa_ll(e->wc_pages, s_gen, e->wd_gen) < 0 ||
+            sa_ll(e->wc_pages, s_nrpages, e->wd_nrpages) < 0)
+            bad = 1;
+    }
     if (e->wd_writes && e->wc_inode) {
         PyObject *ops = attr_get(e->fs, s_ops);
         if (!ops || !PyDict_Check(ops)) {
@@ -1132,6 +1145,10 @@ static PyObject *arena_pop(ctx_t *c, PyObject *arena)
     return keep(c, PyObject_CallMethodNoArgs(arena, s_alloc1));
 }
 
+/* o.name = v, or its copy in the engine while cached WRITEs keep the state (wd_state:
+ * wd_python may have folded it back meanwhile, then the object) */
+#define WD_SET(field, o, name, v) (e->wd_state ? (e->field = (v), 0) : sa_ll(o, name, v))
+
 static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t unique,
                     uint64_t nodeid)
 {
@@ -1169,7 +1186,9 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
         f.mode = e->wc_mode;
         f.fsflags = 0;
         hflags = e->wc_hflags;
-        if (ga_ll(f.mapping, s_size, &f.size) < 0 || f.size < 0)
+        if (e->wd_state) /* kept here by the cached WRITEs before this one */
+            f.size = e->wd_size;
+        else if (ga_ll(f.mapping, s_size, &f.size) < 0 || f.size < 0)
             DECLINE();
         e->n_wcached++;
         cached = 1;
@@ -1232,20 +1251,35 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
         }
     }
     long long max_pages, used;
-    if (ga_ll(f.budget, s_max_pages, &max_pages) < 0 || ga_ll(f.budget, s_used_pages, &used) < 0)
+    if (ga_ll(f.budget, s_max_pages, &max_pages) < 0)
+        DECLINE();
+    if (e->wd_state)
+        used = e->wd_used;
+    else if (ga_ll(f.budget, s_used_pages, &used) < 0)
         DECLINE();
     if (nholes && max_pages && max_pages - used < nholes)
         DECLINE(); /* a short write or ENOSPC: the Python path answers it */
     long long gen, nrpages;
-    if (ga_ll(f.pages, s_gen, &gen) < 0 || ga_ll(f.pages, s_nrpages, &nrpages) < 0)
+    if (e->wd_state) {
+        gen = e->wd_gen;
+        nrpages = e->wd_nrpages;
+    } else if (ga_ll(f.pages, s_gen, &gen) < 0 || ga_ll(f.pages, s_nrpages, &nrpages) < 0) {
         DECLINE();
+    }
+    if (defer && !e->wd_state) { /* from here on kept in C until wd_flush */
+        e->wd_size = f.size;
+        e->wd_used = used;
+        e->wd_gen = gen;
+        e->wd_nrpages = nrpages;
+        e->wd_state = 1;
+    }
 
     /* ---- phase 2: Mapping.write's order: i_size, charge, frames, index, copy ---- */
     if (!defer && count_op(c, s_write) < 0) /* deferred: by wd_flush, or below */
         return -1;
-    if (end > f.size && sa_ll(f.mapping, s_size, end) < 0)
+    if (end > f.size && WD_SET(wd_size, f.mapping, s_size, end) < 0)
         return -1;
-    if (nholes && sa_ll(f.budget, s_used_pages, used + nholes) < 0)
+    if (nholes && WD_SET(wd_used, f.budget, s_used_pages, used + nholes) < 0)
         return -1;
     int direct = 0; /* dst[0] set here: the new frame in a chunk the first pass had */
     if (nr == 1) { /* fault.write1 */
@@ -1280,8 +1314,8 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
                 }
                 p.cfr[i] = frame;
                 p.cfl[i] = PG_BOTH;
-                if (sa_ll(f.pages, s_nrpages, nrpages + 1) < 0 ||
-                    sa_ll(f.pages, s_gen, gen + 1) < 0)
+                if (WD_SET(wd_nrpages, f.pages, s_nrpages, nrpages + 1) < 0 ||
+                    WD_SET(wd_gen, f.pages, s_gen, gen + 1) < 0)
                     return -1;
                 /* the frame's bytes: no second lookup (the chunk arrays are the ones
                  * just written; a refill may have grown the arena, which frame_mem
@@ -1301,7 +1335,7 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
             uint8_t fl;
             pc_get(c, &p, first, &fl);
             p.cfl[first & (CHUNK - 1)] |= PG_BOTH;
-            if (sa_ll(f.pages, s_gen, gen + 1) < 0)
+            if (WD_SET(wd_gen, f.pages, s_gen, gen + 1) < 0)
                 return -1;
         }
     } else { /* fault(): the allocating path for a run */
