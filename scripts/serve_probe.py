@@ -5,7 +5,7 @@ process and without the kernel's FUSE (issue 15, appends2: docs/performance.md c
 
 Each round, for each mode, runs a fresh interpreter (the modes are environment switches
 read when ``_hotpath`` is imported): ``hold`` (the default), ``nohold``
-(``SHMFS_CLOOP_HOLD=0``) and, with ``SHMFS_TREE_B=/path/to/checkout``, that checkout's
+(``SHMFS_CLOOP_HOLD=0``), ``nodefer`` (``SHMFS_WC_DEFER=0``: appends3's change 38 off) and, with ``SHMFS_TREE_B=/path/to/checkout``, that checkout's
 engine (``base``). The child builds a session as scripts/request_probe.py does
 (populate-ahead and the arena's reserve on, as the daemon), queues N WRITEs appending
 to one file in a SOCK_SEQPACKET socketpair (buffers enlarged with SO_SNDBUFFORCE /
