@@ -1193,6 +1193,11 @@ static int do_write(ctx_t *c, const unsigned char *m, Py_ssize_t n, uint64_t uni
         e->n_wcached++;
         cached = 1;
     } else {
+        /* first: what cached WRITEs of another handle or node left in C goes back into
+         * the objects before this WRITE reads them (i_size: another handle appending
+         * to the same file; decisions 45) */
+        if (e->wc_on)
+            wc_clear(e);
         if (plain_file(c, nodeid, &f) < 0) /* a window's: object_changed (Python) */
             goto decline;
         if (f.fsflags) /* chattr flags: the Python path */
