@@ -65,6 +65,15 @@
  * around every read, as before (A/B). */
 #define CLOOP_HOLD_NS 1000000LL
 static long long cloop_hold_ns = CLOOP_HOLD_NS;
+/* appends3: after a small WRITE served from the WRITE cache (the cache still valid),
+ * a read that finds nothing keeps the GIL -- and with it the cache and the WRITE
+ * counts waiting in C -- for up to WC_SPIN_NS since that WRITE's end before the GIL
+ * goes as above: in a writer's ping-pong (dd bs=4k) the next WRITE arrives a few
+ * microseconds after the reply, and each release emptied the cache and folded the
+ * counts.  Bounded by CLOOP_HOLD_NS and by spin_ns as every hold is.
+ * SHMFS_WC_SPIN=N (µs, read at import; 0 off) changes it. */
+#define WC_SPIN_NS 20000LL
+static long long wc_spin_ns = WC_SPIN_NS;
 
 static inline long long mono_ns(void)
 {
@@ -256,6 +265,7 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
     e->cl_entries++;
     wc_clear(e); /* the WRITE cache lives inside this call only (decisions 39) */
     e->wc_on = 1;
+    e->wd_requests = requests; /* wd_flush folds deferred WRITEs' counts into it */
     long long code = 0;
     unsigned long served = 0;
     int err = 0, offered = 0, werr = 0;
@@ -268,6 +278,11 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         ssize_t r = read(fd, buf, (size_t)bb.len);
         if (r < 0) {
             int en = errno;
+            if (en == EAGAIN && gil && wc_spin_ns && e->wc_inode) { /* appends3 */
+                long long now = mono_ns();
+                if (now - last < wc_spin_ns && now - last < spin_ns && now - held < cloop_hold_ns)
+                    continue; /* the GIL and the WRITE cache kept a little longer */
+            }
             if (en == EAGAIN && gil) { /* nothing to read: the GIL goes, as before */
                 wc_clear(e); /* other threads may run: the next WRITE looks again */
                 ts = PyEval_SaveThread();
@@ -384,7 +399,11 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
             int w = c->total ? writev_all(fd, c->iov, c->niov, c->total, e) : 0;
             if (w && w != ENOENT && w != ENODEV)
                 e->write_errors++;
-            if (count_request_at(requests, op, t0, (last = mono_ns())) < 0) {
+            if (e->wd_hit && e->wc_inode) { /* a deferred WRITE: counted by wd_flush */
+                e->wd_hit = 0;
+                e->wd_req_n++;
+                e->wd_req_ns += (last = mono_ns()) - t0;
+            } else if (count_request_at(requests, op, t0, (last = mono_ns())) < 0) {
                 PyErr_Clear(); /* the reply is out */
                 e->errors++;
             }
@@ -434,6 +453,7 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         PyEval_RestoreThread(ts);
     wc_clear(e);
     e->wc_on = 0;
+    e->wd_requests = NULL;
     PyBuffer_Release(&bb);
     if (err) {
         errno = err;

@@ -5,17 +5,16 @@ process and without the kernel's FUSE (issue 15, appends2: docs/performance.md c
 
 Each round, for each mode, runs a fresh interpreter (the modes are environment switches
 read when ``_hotpath`` is imported): ``hold`` (the default), ``nohold``
-(``SHMFS_CLOOP_HOLD=0``) and, with ``SHMFS_TREE_B=/path/to/checkout``, that checkout's
-engine (``base``). The child builds a session as scripts/request_probe.py does
-(populate-ahead and the arena's reserve on, as the daemon), queues N WRITEs appending
-to one file in a SOCK_SEQPACKET socketpair (buffers enlarged with SO_SNDBUFFORCE /
-SO_RCVBUFFORCE, root only, so that all of them fit), then times one ``Engine.serve``
-over them -- the reads, the engine, the replies' writes to the socket, the counters --
-with this thread's CPU time, and prints µs per WRITE with the loop's counters. This is
-the dd ping-pong's case where the next WRITE is already queued when the loop reads
-(72-98 % of them in the live runs of change 33), without dd, the kernel's FUSE and the
-other engineers' load in the figure.
-"""
+(``SHMFS_CLOOP_HOLD=0``), ``nodefer`` (``SHMFS_WC_DEFER=0``: change 38 off) and, with
+``SHMFS_TREE_B=/path/to/checkout``, that checkout's engine (``base``). The child builds
+a session as scripts/request_probe.py does (populate-ahead and the arena's reserve on,
+as the daemon), queues N WRITEs appending to one file in a SOCK_SEQPACKET socketpair
+(buffers enlarged with SO_SNDBUFFORCE / SO_RCVBUFFORCE, root only, so that all of them
+fit), then times one ``Engine.serve`` over them -- the reads, the engine, the replies'
+writes to the socket, the counters -- with this thread's CPU time, and prints µs per
+WRITE with the loop's counters. This is the dd ping-pong's case where the next WRITE is
+already queued when the loop reads (72-98 % of them in the live runs of change 33),
+without dd, the kernel's FUSE and the other engineers' load in the figure."""
 
 from __future__ import annotations
 
@@ -38,6 +37,12 @@ def child(kind: str, n: int) -> None:
     import request_probe as rp  # its SHMFS_TREE puts that tree first on sys.path
 
     s, msgs = rp.build(kind, n, False)
+    threshold0 = getattr(rp.session_mod, "GC_THRESHOLD0", None)
+    if threshold0:  # what Session.serve does in the daemon (appends3: was missing here)
+        import gc
+
+        gc.freeze()
+        gc.set_threshold(threshold0, *gc.get_threshold()[1:])
     hp = s._hotpath
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for sk in (a, b):
@@ -71,7 +76,8 @@ def main() -> int:
     if args.child:
         child(args.child, args.n)
         return 0
-    modes = [("hold", {}), ("nohold", {"SHMFS_CLOOP_HOLD": "0"})]
+    modes = [("hold", {}), ("nohold", {"SHMFS_CLOOP_HOLD": "0"}),
+             ("nodefer", {"SHMFS_WC_DEFER": "0"})]  # appends3's off-switch
     if os.environ.get("SHMFS_TREE_B"):
         modes.append(("base", {"SHMFS_TREE": os.environ["SHMFS_TREE_B"]}))
     print("load", Path("/proc/loadavg").read_text().strip())

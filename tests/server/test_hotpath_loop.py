@@ -215,17 +215,26 @@ def test_a_python_request_between_two_c_writes_is_seen_by_the_second(
     cache (what the first checks found for the node and handle, decisions 39) is used
     between them -- and must not outlive the SETATTRs."""
     runs = {}
-    for cloop, hold in (("1", "1"), ("1", "0"), ("0", "1")):
+    # appends3: ("1", "d") the cache's counts, times and buffers not kept in C
+    # (SHMFS_WC_DEFER=0): same replies, same counts
+    for cloop, hold in (("1", "1"), ("1", "0"), ("0", "1"), ("1", "d")):
         monkeypatch.setenv("SHMFS_CLOOP", cloop)
-        monkeypatch.setenv("SHMFS_CLOOP_HOLD", hold)
+        monkeypatch.setenv("SHMFS_CLOOP_HOLD", "1" if hold == "d" else hold)
+        monkeypatch.setenv("SHMFS_WC_DEFER", "0" if hold == "d" else "1")
         runs[cloop, hold] = _appends_with_python_between()
     data, replies, _ = runs["0", "1"]
     assert [err for err, _ in replies if err] == [-E.EBADF]
-    for key in (("1", "1"), ("1", "0")):
+    requests = {op: v["count"]  # type: ignore[index]
+                for op, v in runs["0", "1"][2]["session"]["requests"].items()}  # type: ignore[index]
+    for key in (("1", "1"), ("1", "0"), ("1", "d")):
         assert runs[key][0] == data and runs[key][1] == replies
         hot = runs[key][2]["session"]["hotpath"]  # type: ignore[index]
         # all but the four WRITEs after a set-user-ID chmod (Python's: they clear it)
         assert hot["write"] == 8 * 12 - 4 + 2 and hot["errors"] == 0
+        # every request counted once: the deferred WRITEs' counts folded in
+        assert {op: v["count"] for op, v in  # type: ignore[index]
+                runs[key][2]["session"]["requests"].items()} == requests  # type: ignore[index]
+        assert (hot["write_deferred"] > 0) == (key == ("1", "1"))
     kept = runs["1", "1"][2]["session"]["hotpath"]  # type: ignore[index]
     assert kept["cloop_gil_kept"] > 0 and kept["write_cached"] > 0
     # the cache lives while the GIL is kept: released around every read, never used
@@ -241,3 +250,53 @@ def test_a_python_request_between_two_c_writes_is_seen_by_the_second(
     at = 8 * 3000  # the first append after it (i = 6: 512 B of 7 * 12 + 6), the next
     assert data[at - 1] != 0 and data[at:at + 512] == bytes([90]) * 512
     assert data[at + 512:at + 512 + 4096] == bytes([91]) * 4096
+
+
+def _appends_on_two_handles() -> tuple[bytes, list[tuple[int, bytes]], dict]:
+    """Runs of O_APPEND WRITEs on one file through two handles (as two processes
+    appending to one log), all sent before any reply is read: the file's bytes, every
+    reply, the final statistics."""
+    replies: list[tuple[int, bytes]] = []
+    with W.served_session() as ch:
+        c = ch.call(W.CREATE, 10, 1, struct.pack("<IIII", os.O_RDWR | os.O_APPEND, 0o100644, 0,
+                                                 0) + b"log\0")
+        assert c.error == 0
+        ino = struct.unpack_from("<Q", c.payload)[0]
+        fhs = [struct.unpack_from("<Q", c.payload, 128)[0]]
+        o = ch.call(W.OPEN, 11, ino, struct.pack("<II", os.O_RDWR | os.O_APPEND, 0))
+        fhs.append(struct.unpack_from("<Q", o.payload)[0])
+        u = 100
+        msgs = []
+        for i in range(60):  # runs of 1, 2, 3 ... WRITEs per handle, 64 B records
+            k = (i * i // 7) % 2
+            body = struct.pack("<QQIIQII", fhs[k], 0, 64, 0, 0, os.O_RDWR, 0)
+            msgs.append(W.request(W.WRITE, u, ino, body + bytes([65 + k]) * 63 + b"\n"))
+            u += 1
+        for m in msgs:
+            ch.send(m)
+        got = ch.exchange(W.request(W.GETATTR, u, ino, bytes(16)))
+        assert len(got) == len(msgs) + 1
+        replies += [(g.error, g.payload if len(g.payload) != 104 else g.payload[16:32])
+                    for g in got]
+        rd = ch.call(W.READ, u + 1, ino, rw_in(fhs[0], 0, 60 * 64))
+        assert rd.error == 0
+        data = rd.payload
+    return data, replies, ch.final_stats
+
+
+def test_appends_on_two_handles_of_one_file_as_the_python_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two handles appending to one file in one burst: a WRITE on the other handle misses
+    the WRITE cache, and must append at the size the cached WRITEs before it left in C
+    (decisions 45) -- every record whole, none overwritten, as the Python loop."""
+    runs = {}
+    for cloop, defer in (("0", "1"), ("1", "1"), ("1", "0")):
+        monkeypatch.setenv("SHMFS_CLOOP", cloop)
+        monkeypatch.setenv("SHMFS_CLOOP_HOLD", "1")
+        monkeypatch.setenv("SHMFS_WC_DEFER", defer)
+        runs[cloop, defer] = _appends_on_two_handles()
+    data, replies, _ = runs["0", "1"]
+    assert len(data) == 60 * 64 and all(err == 0 for err, _ in replies)
+    for key in (("1", "1"), ("1", "0")):
+        assert runs[key][0] == data and runs[key][1] == replies, key
+    assert runs["1", "1"][2]["session"]["hotpath"]["write_deferred"] > 0  # type: ignore[index]
