@@ -149,6 +149,8 @@ typedef struct {
      * _copy_relock: the fs lock let go for it, fairness.py), or NULL */
     PyObject *copy_hooks;
     unsigned long long n_unlocked; /* copies made with the hooks' lock let go */
+    /* clonec: the clone readers' loop (hotclone.c, Engine.serve_clone) */
+    unsigned long long cc_entries, cc_served, cc_returned, cc_slow;
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,
@@ -1759,6 +1761,7 @@ static void ctx_give(Engine *e, ctx_t *c)
 
 #include "winfast_api.h"
 #include "hotloop.c" /* Engine.serve: the first reader's loop */
+#include "hotclone.c" /* Engine.serve_clone: a clone reader's loop */
 
 /*
  * Engine.handle(msg, fd, ordered, t0, requests) -> None (declined: nothing
@@ -1970,6 +1973,10 @@ static PyMethodDef Engine_methods[] = {
      "serve(fd, buf, last, spin_ns, pending, requests): the reader's loop (hotloop.c)"},
     {"spin", (PyCFunction)(void (*)(void))Engine_spin, METH_FASTCALL,
      "spin(fd, spin_ns) -> readable: a clone reader's spin, GIL released (hotloop.c)"},
+    {"serve_clone", (PyCFunction)(void (*)(void))Engine_serve_clone, METH_FASTCALL,
+     "serve_clone(fd, buf, session, ...): a clone reader's loop (hotclone.c)"},
+    {"clone_statistics", (PyCFunction)Engine_clone_statistics, METH_NOARGS,
+     "the clone loop's counters (hotclone.c)"},
     {NULL, NULL, 0, NULL},
 };
 
