@@ -151,6 +151,7 @@ typedef struct {
     unsigned long long n_unlocked; /* copies made with the hooks' lock let go */
     /* clonec: the clone readers' loop (hotclone.c, Engine.serve_clone) */
     unsigned long long cc_entries, cc_served, cc_returned, cc_slow;
+    long long cc_lock_ns, cc_handle_ns; /* read -> lock held, lock held -> answered */
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,
