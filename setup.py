@@ -34,7 +34,7 @@ EXTENSIONS = [
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("mount.server._hotpath", ["native/hotpath.c"], optional=True,
-              depends=["native/hotmeta.c", "native/hotloop.c",  # #included
+              depends=["native/hotmeta.c", "native/hotloop.c", "native/hotclone.c",  # #included
                        "native/winfast_api.h"],
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),

@@ -173,6 +173,9 @@ typedef struct {
      * page cache's gen and nrpages */
     int wd_state;
     long long wd_size, wd_used, wd_gen, wd_nrpages;
+    /* clonec: the clone readers' loop (hotclone.c, Engine.serve_clone) */
+    unsigned long long cc_entries, cc_served, cc_returned, cc_slow;
+    long long cc_lock_ns, cc_handle_ns; /* read -> lock held, lock held -> answered */
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,
@@ -2021,6 +2024,7 @@ static void ctx_give(Engine *e, ctx_t *c)
 
 #include "winfast_api.h"
 #include "hotloop.c" /* Engine.serve: the first reader's loop */
+#include "hotclone.c" /* Engine.serve_clone: a clone reader's loop */
 
 /*
  * Engine.handle(msg, fd, ordered, t0, requests) -> None (declined: nothing
@@ -2233,6 +2237,10 @@ static PyMethodDef Engine_methods[] = {
      "serve(fd, buf, last, spin_ns, pending, requests): the reader's loop (hotloop.c)"},
     {"spin", (PyCFunction)(void (*)(void))Engine_spin, METH_FASTCALL,
      "spin(fd, spin_ns) -> readable: a clone reader's spin, GIL released (hotloop.c)"},
+    {"serve_clone", (PyCFunction)(void (*)(void))Engine_serve_clone, METH_FASTCALL,
+     "serve_clone(fd, buf, session, ...): a clone reader's loop (hotclone.c)"},
+    {"clone_statistics", (PyCFunction)Engine_clone_statistics, METH_NOARGS,
+     "the clone loop's counters (hotclone.c)"},
     {NULL, NULL, 0, NULL},
 };
 

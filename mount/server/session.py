@@ -70,6 +70,7 @@ from mount.server.fairness import (
     CLONE_POLL_MS,
     CLONE_SPIN_NS,
     CLONES_STAY,
+    MIXED_WINDOW_NS,
     RECENT_NS,
     SWITCH_INTERVAL_S,
     Fairness,
@@ -101,6 +102,10 @@ CLOOP = os.environ.get("SHMFS_CLOOP", "1") != "0"  # env: A/B runs
 # entry points (docs/decisions.md, "Window IOCTLs, READs and WRITEs in the C loop").
 # 0: those return to Python, as before (A/B runs).
 CLOOP_IOCTL = os.environ.get("SHMFS_CLOOP_IOCTL", "1") != "0"  # env: A/B runs
+# The clone readers' loop in C (native/hotclone.c, Engine.serve_clone): a clone reader
+# polls, reads, takes the fs lock and answers the hot path's small requests in C
+# (docs/decisions.md, "Clone readers' small requests in C"). 0: in Python (A/B runs).
+CLONE_CLOOP = os.environ.get("SHMFS_CLONE_CLOOP", "1") != "0"  # env: A/B runs
 POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no data
 # Threads reading /dev/fuse: the second one reads a cloned device fd
 # (FUSE_DEV_IOC_CLONE), so a small request is picked up while the first thread
@@ -273,6 +278,7 @@ class Session(Fairness):
                            ops.generation, ops.config.negative_timeout, ops._errors,
                            ops.config.keep_cache))
         self._winfast_writes = winfast.writes_enabled()  # window WRITEs in C too
+        self._clone_cloop = CLONE_CLOOP  # the clone readers' loop in C (tests set it)
         # the C loop offered the request being returned to the window engine, which
         # declined it (nothing changed): _handle does not offer it again
         self._offered = False
@@ -923,7 +929,9 @@ class Session(Fairness):
         buf = bytearray(BUFFER_SIZE)
         view = memoryview(buf)
         hold = self.cpu_latency
-        spin = self.spin_ns > 0  # without the spin loop nobody would release the hold
+        # without the first reader's spin loop nobody would release the hold (this
+        # was a local ``spin`` that the spin function below overwrote: always true)
+        engage = self.spin_ns > 0
         lock = self._fs_lock
         assert lock is not None
         trace = self._trace
@@ -937,6 +945,14 @@ class Session(Fairness):
         spin_ns = CLONE_SPIN_NS
         spin = self._spin_fn(poll, clock)
         last = 0  # when this reader last answered a request (0: spun since)
+        # the loop in C (native/hotclone.c): poll, read, _note, _acquire and the hot
+        # path's requests, until Python has something to look at
+        cserve = (self._hotpath.serve_clone
+                  if self._clone_cloop and self._hotpath is not None and trace is None
+                  and hasattr(self._hotpath, "serve_clone") else None)
+        cflags = ((1 if CLONES_STAY else 0) | (2 if spin_ns else 0) | (4 if engage else 0))
+        window = -1 if MIXED_WINDOW_NS is None else MIXED_WINDOW_NS
+        requests = self.stats.requests
         try:
             while not self._done:
                 # park until the first reader is in a large request; then take what
@@ -959,29 +975,55 @@ class Session(Fairness):
                         self._spinning = 0
                     last = 0  # once per request answered
                     continue
-                if not poller.poll(CLONE_POLL_MS):
-                    if CLONES_STAY and not self._mixed():  # the first reader may be
-                        busy.clear()  # asleep: nobody else would end the mixed spell (_rest)
-                    continue
-                if trace is not None:
-                    trace.read_start()
+                locked = False  # the C loop returned the request with the lock taken
+                if cserve is not None:
+                    try:
+                        n, clast, *extra = cserve(fd, buf, self, lock, busy, hold, requests,
+                                                  CLONE_POLL_MS, window, cflags)
+                    except ConnectionAbortedError:  # as _read_request
+                        n, extra = devabort.aborted(fd), []
+                    if n == -4 or n == -2:  # answered some: look at the spell, busy
+                        last = clast
+                        if n == -2:  # an engine failed; the lock is released
+                            log.error("regular-file hot path failed", exc_info=extra[0])
+                            self._write([reply_error(int.from_bytes(view[8:16], "little"),
+                                                     errno.EIO)], fd)
+                        if CLONES_STAY and not self._mixed():
+                            busy.clear()
+                        continue
+                    if n == 0:  # poll timed out: as below
+                        if CLONES_STAY and not self._mixed():
+                            busy.clear()
+                        continue
+                    if n < 0:
+                        return
+                    locked = bool(extra)
+                else:
+                    if not poller.poll(CLONE_POLL_MS):
+                        if CLONES_STAY and not self._mixed():  # the first reader may be
+                            busy.clear()  # asleep: nobody else would end the spell (_rest)
+                        continue
+                    if trace is not None:
+                        trace.read_start()
+                    try:
+                        n = _read_request(fd, buf)
+                    except BlockingIOError:  # another reader took it
+                        continue
+                    if n is None:
+                        continue
+                    if n < 0:
+                        return
+                    if trace is not None:
+                        trace.read_done()
+                if not locked:
+                    self._note(view, n)
+                    self._acquire(view)
                 try:
-                    n = _read_request(fd, buf)
-                except BlockingIOError:  # another reader took it
-                    continue
-                if n is None:
-                    continue
-                if n < 0:
-                    return
-                if trace is not None:
-                    trace.read_done()
-                self._note(view, n)
-                self._acquire(view)
-                try:
-                    if spin and not hold.engaged:
-                        hold.engage()  # released by the first reader's timer
+                    if not locked:  # (the C loop did these under the lock already)
+                        if engage and not hold.engaged:
+                            hold.engage()  # released by the first reader's timer
+                        self.stats.second_reader += 1
                     self._deferred = None
-                    self.stats.second_reader += 1
                     self._reply_fd = fd
                     try:
                         self._dispatch(view, n)
@@ -1014,6 +1056,14 @@ class Session(Fairness):
             if eng:
                 eng.wait_written(eng.queued_seq())
             os.close(fd)
+
+    def _hotpath_statistics(self) -> dict[str, object]:
+        """The engine's counters, with the clone readers' loop's (hotclone.c)."""
+        st = self._hotpath.statistics()
+        extra = getattr(self._hotpath, "clone_statistics", None)
+        if extra is not None:
+            st.update(extra())
+        return st
 
     async def _signal_watcher(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
@@ -1070,7 +1120,7 @@ class Session(Fairness):
             "uring": (self.uring_statistics() if self.uring_statistics is not None
                       else {"active": False}),
             "restart": None if self.restart is None else self.restart.statistics(),
-            "hotpath": self._hotpath.statistics() if self._hotpath is not None else {
+            "hotpath": self._hotpath_statistics() if self._hotpath is not None else {
                 "available": hotpath.available(), "engaged": False},
             "winfast": wf if wf else {
                 "available": winfast.available(), "engaged": False},
