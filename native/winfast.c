@@ -47,6 +47,10 @@
 /* How long the writer spins for the seal of a REMAP batch queued early before it
  * sleeps on cv: the reader's phase 2 of a one-page remap takes a few µs. */
 #define SEAL_SPIN_NS 5000ULL
+/* After the writer had to sleep for a seal, this many REMAPs are queued whole (as
+ * with the switch off): waking the writer early only pays while it gets a CPU of its
+ * own; on a busy two-CPU machine it preempts the reader it then waits for. */
+#define EARLY_BACKOFF 256
 
 /* The writer (e->mu held) reached message k of batch b, which the reader queued early
  * and has not sealed up to k: spin without the mutex, then sleep, until it does.
@@ -61,8 +65,15 @@ static int wait_sealed(Engine *e, batch_t *b, int k)
            k < __atomic_load_n(&b->nmsg, __ATOMIC_ACQUIRE) && now_ns() - t0 < spin)
         __builtin_ia32_pause();
     pthread_mutex_lock(&e->mu);
-    if (k >= b->nready && k < b->nmsg)
+    if (k >= b->nready && k < b->nmsg) {
         e->early_sleeps++;
+        /* the reader did not seal within the spin: it lost its CPU (most likely to
+         * this writer, on a busy machine) -- queue the next REMAPs whole */
+        if (e->early_enabled == 1) {
+            e->early_backoff = EARLY_BACKOFF;
+            e->early_backoffs++;
+        }
+    }
     while (k >= b->nready && k < b->nmsg) { /* remap_seal signals cv if we sleep */
         e->sleeping = 1;
         pthread_cond_wait(&e->cv, &e->mu);
@@ -586,6 +597,7 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     PyObject *result = NULL;
     int n = 0;
 
+    uint64_t t_entry = now_ns();
     if (PyObject_GetBuffer(arg, &mb, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *m = mb.buf;
@@ -978,8 +990,13 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     ninval_early = nruns + (nholes > 0);
     if (e->early_enabled && e->vec_mode == VEC_NONE && ninval_early > 0) {
         pthread_mutex_lock(&e->mu);
-        queue_early(e, b, ninval_early);
-        early = b;
+        if (e->early_backoff > 0) { /* backing off (wait_sealed): queued whole below */
+            e->early_backoff--;
+            pthread_mutex_unlock(&e->mu);
+        } else {
+            queue_early(e, b, ninval_early);
+            early = b;
+        }
     }
 
     /* ---- phase 2: apply (what the Python path does, in its order) ---- */
@@ -1083,6 +1100,10 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
         e->handled++;
         e->invals += (unsigned long long)(nruns + natt);
         e->stores += populate ? (unsigned long long)n : 0;
+        if (e->vec_mode == VEC_NONE) {
+            e->t_remap += now_ns() - t_entry;
+            e->n_remap++;
+        }
         if (early)
             remap_seal(e, b, b->nmsg);
         else
@@ -1335,9 +1356,11 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         Py_XDECREF(t);
     }
     if (r) { /* winstep: REMAP batches queued before phase 2; the writer's waits */
-        PyObject *t = Py_BuildValue("{s:K,s:K,s:K,s:i,s:K}", "batches", e->early_batches,
-                                    "spins", e->early_spins, "sleeps", e->early_sleeps,
-                                    "enabled", e->early_enabled, "seal_ns", e->t_early_seal);
+        PyObject *t = Py_BuildValue("{s:K,s:K,s:K,s:i,s:K,s:K,s:K,s:K}", "batches",
+                                    e->early_batches, "spins", e->early_spins, "sleeps",
+                                    e->early_sleeps, "enabled", e->early_enabled, "seal_ns",
+                                    e->t_early_seal, "remap_ns", e->t_remap, "remaps",
+                                    e->n_remap, "backoffs", e->early_backoffs);
         if (!t || PyDict_SetItemString(r, "early", t) < 0)
             Py_CLEAR(r);
         Py_XDECREF(t);

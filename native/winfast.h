@@ -150,6 +150,12 @@ typedef struct {
     int early_enabled;
     unsigned long long early_batches, early_spins, early_sleeps;
     unsigned long long t_early_seal; /* ns from queue_early to remap_seal, summed */
+    /* ns in Engine_remap for the one-REMAP batches it queued (entry -> queued), and
+     * how many: the reader's share of a step (docs/performance.md, winstep) */
+    unsigned long long t_remap, n_remap;
+    /* REMAPs left to queue whole after the writer slept for a seal; how often it began */
+    long early_backoff;
+    unsigned long long early_backoffs;
 } Engine;
 
 static inline uint64_t now_ns(void)

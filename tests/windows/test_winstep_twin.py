@@ -72,9 +72,13 @@ def test_early_invals_change_no_byte(monkeypatch: pytest.MonkeyPatch, early: str
     assert st["write_errors"] == 0, st
     if early == "0":
         assert ea["batches"] == 0 and ea["spins"] == 0, ea
+    elif early == "1":
+        # adaptive: after a sleep for a seal it queues the next 256 REMAPs whole, so
+        # how many went early depends on timing; the first INVAL-carrying one did
+        assert ea["batches"] >= 1, ea
     else:
-        # a populating remap over a cached page carries an INVAL: most of them here
+        # "2": always, and never spinning; a populating remap over a cached page
+        # carries an INVAL: most of them here
         assert ea["batches"] > 50, ea
         assert ea["batches"] <= st["remaps"], (ea, st["remaps"])
-    if early == "2":
-        assert ea["sleeps"] == ea["spins"], ea  # no spin: every wait is a sleep
+        assert ea["sleeps"] == ea["spins"] and ea["backoffs"] == 0, ea
