@@ -7,8 +7,9 @@ cache are changed; the writer writes the INVALs meanwhile and waits for the seal
 These twins prove that this changes nothing the kernel receives: the same long
 random sequence as tests/windows/test_winfast_twin.py, checked against the Python
 path's bytes (notifications in order, then the reply) and state after every
-operation, with the early queueing on, on with the writer never spinning (so that
-it sleeps for every seal it reaches: the condition-variable path), and off.
+operation, with the early queueing on (``1``: adaptive, it backs off after the
+writer slept for a seal), always with the writer never spinning (``2``: it sleeps
+for every seal it reaches, the condition-variable path), and off (``0``).
 """
 
 from __future__ import annotations
