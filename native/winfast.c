@@ -44,6 +44,44 @@
 
 
 
+/* How long the writer spins for the seal of a REMAP batch queued early before it
+ * sleeps on cv: the reader's phase 2 of a one-page remap takes a few µs. */
+#define SEAL_SPIN_NS 5000ULL
+/* After the writer had to sleep for a seal, this many REMAPs are queued whole (as
+ * with the switch off): waking the writer early only pays while it gets a CPU of its
+ * own; on a busy two-CPU machine it preempts the reader it then waits for. */
+#define EARLY_BACKOFF 256
+
+/* The writer (e->mu held) reached message k of batch b, which the reader queued early
+ * and has not sealed up to k: spin without the mutex, then sleep, until it does.
+ * 1: message k is ready; 0: the batch was sealed with fewer messages. */
+static int wait_sealed(Engine *e, batch_t *b, int k)
+{
+    e->early_spins++;
+    pthread_mutex_unlock(&e->mu);
+    uint64_t t0 = now_ns();
+    uint64_t spin = e->early_enabled == 2 ? 0 : SEAL_SPIN_NS; /* 2: tests' sleep path */
+    while (k >= __atomic_load_n(&b->nready, __ATOMIC_ACQUIRE) &&
+           k < __atomic_load_n(&b->nmsg, __ATOMIC_ACQUIRE) && now_ns() - t0 < spin)
+        __builtin_ia32_pause();
+    pthread_mutex_lock(&e->mu);
+    if (k >= b->nready && k < b->nmsg) {
+        e->early_sleeps++;
+        /* the reader did not seal within the spin: it lost its CPU (most likely to
+         * this writer, on a busy machine) -- queue the next REMAPs whole */
+        if (e->early_enabled == 1) {
+            e->early_backoff = EARLY_BACKOFF;
+            e->early_backoffs++;
+        }
+    }
+    while (k >= b->nready && k < b->nmsg) { /* remap_seal signals cv if we sleep */
+        e->sleeping = 1;
+        pthread_cond_wait(&e->cv, &e->mu);
+        e->sleeping = 0;
+    }
+    return k < b->nready;
+}
+
 static void *writer_main(void *arg)
 {
     Engine *e = (Engine *)arg;
@@ -61,6 +99,8 @@ static void *writer_main(void *arg)
         e->t_handoff += t0 - b->t_queued;
         e->n_handoff++;
         for (int k = 0; k < b->nmsg; k++) {
+            if (k >= b->nready && !wait_sealed(e, b, k))
+                break; /* sealed shorter (the remap failed after its INVALs) */
             if (b->state[k] == ST_CANCELLED) {
                 e->stores_skipped++;
                 continue;
@@ -83,7 +123,7 @@ static void *writer_main(void *arg)
             int err = r < 0 ? errno : 0;
             tw = now_ns() - tw;
             pthread_mutex_lock(&e->mu);
-            if (k == b->nmsg - 1) {
+            if (fd != e->fd || get_u64(b->buf + b->off[k] + 8)) {
                 e->t_reply += tw;
                 e->n_reply++;
             } else if (get_u32(b->buf + b->off[k] + 4) == NOTIFY_STORE) {
@@ -267,6 +307,8 @@ void add_ioctl_reply(batch_t *b, size_t pos, uint64_t unique, uint32_t len)
  * futex wake costs a syscall, so only then. */
 void queue_and_wake(Engine *e, batch_t *b)
 {
+    if (!b->nready)
+        b->nready = b->nmsg;
     b->next = NULL;
     b->t_queued = now_ns();
     b->reply_fd = engine_reply_fd(e);
@@ -277,6 +319,33 @@ void queue_and_wake(Engine *e, batch_t *b)
         e->head = b;
     e->tail = b;
     e->queued++;
+    int wake = e->sleeping;
+    pthread_mutex_unlock(&e->mu);
+    if (wake)
+        pthread_cond_signal(&e->cv);
+}
+
+/* winstep: queue REMAP batch b whose first ``ninval`` messages (the INVALs) are final,
+ * waking the writer now, while the reader still applies the remap (phase 2).  Safe
+ * because every request those INVALs can make the kernel send (a launder WRITE of the
+ * replaced page, a READ of the window page) is served under the GIL, which the reader
+ * holds until the remap is applied and the batch sealed (docs/decisions.md, "A REMAP's
+ * INVALs written while it is applied").  The caller holds e->mu; unlocks it. */
+static void queue_early(Engine *e, batch_t *b, int ninval)
+{
+    b->nready = ninval;
+    e->early_batches++;
+    queue_and_wake(e, b);
+}
+
+/* The end of a batch queued early: its remaining messages (the STOREs, with their
+ * data, and the reply) become writable; nmsg = ninval on a failed phase 2 (the reply
+ * is then the session's).  The caller holds e->mu; unlocks it. */
+static void remap_seal(Engine *e, batch_t *b, int nmsg)
+{
+    __atomic_store_n(&b->nmsg, nmsg, __ATOMIC_RELEASE);
+    __atomic_store_n(&b->nready, nmsg, __ATOMIC_RELEASE);
+    e->t_early_seal += now_ns() - b->t_queued;
     int wake = e->sleeping;
     pthread_mutex_unlock(&e->mu);
     if (wake)
@@ -523,10 +592,12 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     chunk_views cv = {0};
     Py_buffer pfr = {0}, pfl = {0};
     int have_pc = 0;
-    batch_t *b = NULL;
+    batch_t *b = NULL, *early = NULL; /* early: b, queued before phase 2 (winstep) */
+    int ninval_early = 0;
     PyObject *result = NULL;
     int n = 0;
 
+    uint64_t t_entry = now_ns();
     if (PyObject_GetBuffer(arg, &mb, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *m = mb.buf;
@@ -915,6 +986,18 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
         if (e->vec_mode != VEC_NOREPLY)
             add_ioctl_reply(b, pos, unique, 32);
     }
+    /* winstep: the INVALs go now, so that the writer's wake-up overlaps phase 2 */
+    ninval_early = nruns + (nholes > 0);
+    if (e->early_enabled && e->vec_mode == VEC_NONE && ninval_early > 0) {
+        pthread_mutex_lock(&e->mu);
+        if (e->early_backoff > 0) { /* backing off (wait_sealed): queued whole below */
+            e->early_backoff--;
+            pthread_mutex_unlock(&e->mu);
+        } else {
+            queue_early(e, b, ninval_early);
+            early = b;
+        }
+    }
 
     /* ---- phase 2: apply (what the Python path does, in its order) ---- */
     if (incr_attr(ws, s_epoch, 1) < 0)
@@ -1017,8 +1100,16 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
         e->handled++;
         e->invals += (unsigned long long)(nruns + natt);
         e->stores += populate ? (unsigned long long)n : 0;
-        queue_and_wake(e, b);
+        if (e->vec_mode == VEC_NONE) {
+            e->t_remap += now_ns() - t_entry;
+            e->n_remap++;
+        }
+        if (early)
+            remap_seal(e, b, b->nmsg);
+        else
+            queue_and_wake(e, b);
         b = NULL;
+        early = NULL;
         result = PyLong_FromLong(nnotes);
     }
     goto out;
@@ -1026,6 +1117,13 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
 fail:
     /* only a failed allocation of a Python object can get here, in phase 2 */
     result = NULL;
+    if (early) { /* its INVALs are written (harmless: an INVAL only drops a cached
+                  * page), the rest not: the session answers the request */
+        pthread_mutex_lock(&e->mu);
+        remap_seal(e, early, ninval_early);
+        b = NULL;
+        early = NULL;
+    }
     goto out;
 
 decline:
@@ -1257,6 +1355,16 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
+    if (r) { /* winstep: REMAP batches queued before phase 2; the writer's waits */
+        PyObject *t = Py_BuildValue("{s:K,s:K,s:K,s:i,s:K,s:K,s:K,s:K}", "batches",
+                                    e->early_batches, "spins", e->early_spins, "sleeps",
+                                    e->early_sleeps, "enabled", e->early_enabled, "seal_ns",
+                                    e->t_early_seal, "remap_ns", e->t_remap, "remaps",
+                                    e->n_remap, "backoffs", e->early_backoffs);
+        if (!t || PyDict_SetItemString(r, "early", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     if (r) { /* native/winfsync.c: FSYNCs answered (not in "remaps"), queued, declined */
         PyObject *t = Py_BuildValue("{s:K,s:K,s:K}", "answered", e->fsyncs, "queued",
                                     e->fsyncs_queued, "declined", e->fsync_declined);
@@ -1305,6 +1413,10 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
         e->wstore_fault = !(v && strcmp(v, "0") == 0);
         v = getenv("SHMFS_WINFAST_FSYNC"); /* native/winfsync.c: the FSYNC */
         e->fsync_enabled = !(v && strcmp(v, "0") == 0);
+        v = getenv("SHMFS_WINFAST_EARLY"); /* a REMAP's INVALs before its phase 2; */
+        e->early_enabled = !(v && strcmp(v, "0") == 0); /* "2": the writer never spins */
+        if (v && strcmp(v, "2") == 0)
+            e->early_enabled = 2;
     }
     if (e->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already started");

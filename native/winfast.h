@@ -69,6 +69,10 @@ typedef struct batch {
     uint64_t ino;
     uint64_t t_queued; /* CLOCK_MONOTONIC ns when queued: the hand-off's start */
     int reply_fd; /* where its reply (the message with a unique) goes: queue_and_wake */
+    /* the messages the writer may write: nmsg (queue_and_wake), or for a REMAP queued
+     * early (winstep: its INVALs before the reader has applied the remap) the INVALs
+     * until the reader seals it (remap_seal); read and set under e->mu, or atomically */
+    int nready;
     size_t cap;
     unsigned char buf[]; /* the messages, back to back */
 } batch_t;
@@ -139,6 +143,19 @@ typedef struct {
      * fsync_enabled 0 (SHMFS_WINFAST_FSYNC=0): Python */
     int fsync_enabled;
     unsigned long long fsyncs, fsyncs_queued, fsync_declined;
+    /* winstep: a REMAP's INVALs queued (the writer woken) before its phase 2, the rest
+     * of the batch sealed after it; early_enabled 0 (SHMFS_WINFAST_EARLY=0): one batch
+     * queued at the end, as before.  early_batches queued so; early_spins / early_sleeps:
+     * the writer reached an unsealed batch's end and spun / then slept for the seal */
+    int early_enabled;
+    unsigned long long early_batches, early_spins, early_sleeps;
+    unsigned long long t_early_seal; /* ns from queue_early to remap_seal, summed */
+    /* ns in Engine_remap for the one-REMAP batches it queued (entry -> queued), and
+     * how many: the reader's share of a step (docs/performance.md, winstep) */
+    unsigned long long t_remap, n_remap;
+    /* REMAPs left to queue whole after the writer slept for a seal; how often it began */
+    long early_backoff;
+    unsigned long long early_backoffs;
 } Engine;
 
 static inline uint64_t now_ns(void)
