@@ -48,6 +48,28 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+def drain_messages(fd: int) -> list[bytes]:
+    """Every whole FUSE message (reply or notification, each led by its u32 length)
+    that can be read from the non-blocking ``fd`` now, in order: what the window
+    engine wrote into the pipe a twin test gives it for /dev/fuse."""
+    buf = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    out = []
+    while buf:
+        n = int.from_bytes(buf[:4], "little")
+        assert 16 <= n <= len(buf), (n, len(buf))  # a torn message is a failure
+        out.append(buf[:n])
+        buf = buf[n:]
+    return out
+
+
 def page_of(tag: int, gen: int = 1) -> bytes:
     """A page whose every 16 bytes say (tag, gen): torn or stale data is visible."""
     return (tag.to_bytes(8, "little") + gen.to_bytes(8, "little")) * (P // 16)
