@@ -14,6 +14,7 @@ and look through the *existing* mapping of another process:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -46,6 +47,14 @@ _CHILD = textwrap.dedent("""
             except OSError as e:
                 print("err", e.errno, flush=True)
 """)
+
+
+def dir_for_test(mount: Path, node_name: str) -> Path:
+    """A new directory on ``mount`` named after the test ``node_name`` (the ``wdir``
+    fixtures: each test of a module sharing one mount gets a directory of its own)."""
+    d = mount / re.sub(r"[^A-Za-z0-9_]+", "_", node_name)[:100]
+    d.mkdir()
+    return d
 
 
 def drain_messages(fd: int) -> list[bytes]:
