@@ -54,9 +54,11 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="options", action="append", default=[],
                    help="size=,nr_blocks=,nr_inodes=,mode=,uid=,gid=,allow_other, "
                         "suid/nosuid,dev/nodev,exec/noexec,noatime,relatime,strictatime,"
-                        "nodiratime,lazytime (as tmpfs); cpu_latency=US|off, oom_score_adj=N, "
-                        "restartable (shmfs's own); mount(8)-only options (defaults,noauto,user,"
-                        "_netdev,nofail,x-*) are ignored")
+                        "nodiratime,lazytime (as tmpfs); pt_size=, cpu_latency=US|off, "
+                        "oom_score_adj=N, writeback_cache, readers=1|2|3, "
+                        "uring=off|auto|on, restartable (shmfs's own; README.md); "
+                        "mount(8)-only options (defaults,noauto,user,_netdev,nofail,x-*) "
+                        "are ignored")
     p.add_argument("--version", action="version", version=f"shmfs {version()}")
     p.add_argument("-f", "--foreground", action="store_true", help="do not daemonise")
     p.add_argument("--debug", action="store_true", help="log every request (implies -f)")
@@ -249,7 +251,11 @@ def _subcommand(name: str, argv: list[str]) -> int:
         try:
             mounting.unmount(ns.mountpoint.absolute(), lazy=ns.lazy)
         except mounting.MountError as e:
-            print(f"shmfs: {e}", file=sys.stderr)
+            busy = e.errno == errno.EBUSY or "busy" in str(e)
+            print(f"shmfs: unmount {ns.mountpoint}: target is busy (a process has a file or "
+                  f"its working directory there); 'shmfs unmount -z' detaches it now, the "
+                  f"daemon ends when the last file is closed" if busy else f"shmfs: {e}",
+                  file=sys.stderr)
             return 1
         return 0
     raise AssertionError(name)
