@@ -11,7 +11,7 @@ wrong writer shows in ``check_records``.
 Overlap is not left to the scheduler where a test depends on it: a process started
 with ``wait=True`` boots its interpreter, says ``ready`` and waits; ``go(procs)``
 waits for every ``ready`` and then releases them all at once. A Python start-up
-costs 50-200 ms on a loaded machine, more than a 12 MiB stream takes, so without
+took 0.08-0.33 s here at load 13, as long as a 12 MiB stream or longer, so without
 the barrier the "concurrent" clients of a test may well run one after the other.
 The creator (``start_creator``) makes, writes and unlinks small files until it is
 told to stop (``stop_creator``, after the writers are done) and has made at least
