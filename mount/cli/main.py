@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         from mount.cli import remount
 
         return remount.apply(ns.mountpoint, opts)
-    problem = _check_mountpoint(ns.mountpoint)
+    problem = _check_mountpoint(ns.mountpoint) or _check_files(ns.log, ns.pidfile)
     if problem:
         print(f"shmfs: {problem}", file=sys.stderr)
         return 2
@@ -139,6 +139,28 @@ def _check_mountpoint(path: Path) -> str | None:
         return f"mountpoint {path}: {e.strerror}"
     if not stat.S_ISDIR(st.st_mode):
         return f"mountpoint {path} is not a directory"
+    return None
+
+
+def _check_files(log: Path | None, pidfile: Path | None) -> str | None:
+    """Why --log or --pidfile cannot be written, before anything is mounted: found
+    later, the daemon died after the mount (a traceback with -f; a dead mount left
+    behind for a pidfile). The log is opened for appending as the daemon will open it;
+    the pidfile's directory must let us create it."""
+    if log is not None:
+        try:
+            with open(log, "a"):
+                pass
+        except OSError as e:
+            return f"--log {log}: {e.strerror}"
+    if pidfile is not None:
+        where = pidfile.parent
+        if pidfile.is_dir():
+            return f"--pidfile {pidfile}: Is a directory"
+        if not where.is_dir():
+            return f"--pidfile {pidfile}: No such directory {where}"
+        if not os.access(where, os.W_OK | os.X_OK) and not os.access(pidfile, os.W_OK):
+            return f"--pidfile {pidfile}: Permission denied"
     return None
 
 

@@ -195,3 +195,28 @@ def test_mountpoint_problems_are_one_line(tmp_path: Path) -> None:
     assert line == f"shmfs: mountpoint {tmp_path / 'missing'}: No such file or directory"
     line = _one_line_error(shmfs_cli(str(tmp_path / "file")), 2)
     assert line == f"shmfs: mountpoint {tmp_path / 'file'} is not a directory"
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (("--log", "{tmp}/no/such/dir/log"), "shmfs: --log {tmp}/no/such/dir/log: No such file"),
+    (("-f", "--log", "{tmp}/no/such/dir/log"), "shmfs: --log {tmp}/no/such/dir/log: No such "),
+    (("--log", "{tmp}"), "shmfs: --log {tmp}: Is a directory"),
+    (("--pidfile", "{tmp}/no/such/dir/pid"), "shmfs: --pidfile {tmp}/no/such/dir/pid: No such "
+                                             "directory"),
+    (("--pidfile", "{tmp}"), "shmfs: --pidfile {tmp}: Is a directory"),
+])
+def test_unwritable_log_or_pidfile_is_refused_before_mounting(
+        tmp_path: Path, flags: tuple[str, ...], said: str) -> None:
+    """Found only after the mount, these killed the daemon: a traceback with -f, "the
+    daemon exited before the mount was ready" for --log, and for --pidfile a dead
+    mount left behind ("Transport endpoint is not connected")."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = [f.format(tmp=tmp_path) for f in flags]
+    try:
+        line = _one_line_error(shmfs_cli(str(mnt), *args, "-o", "size=1m"), 2)
+        assert line.startswith(said.format(tmp=tmp_path)), line
+        assert mount_fstype(mnt) is None
+    finally:
+        if mount_fstype(mnt) is not None:  # a failure above must not leave it mounted
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
