@@ -104,8 +104,11 @@ def test_streams_take_the_lock_back_and_quiet_returns_it(monkeypatch: pytest.Mon
     without a time window is from the first large request on): the same bytes; the
     lock is not kept again there, by design. ``spin``: the same with the clone readers
     looking at their fd without sleeping after each request they answer
-    (SHMFS_CLONE_SPIN_US; 1 ms here, so that a preempted reader still spins at least
-    once): the same bytes, and the spins happened."""
+    (SHMFS_CLONE_SPIN_US; 1 ms here): the same bytes, and the spins happened -- a
+    reply followed by a preemption longer than the spin counts none, so the clients
+    overlap by construction (_mixed_traffic) and the clones answer hundreds of
+    requests, not the writers' dozen (docs/decisions.md, "test_fairness_quiet's
+    clients overlap by construction")."""
     monkeypatch.setenv("SHMFS_CLONES_STAY", "0" if stay == "0" else "1")
     monkeypatch.setenv("SHMFS_CLONE_SPIN_US", "1000" if stay == "spin" else "0")
     rounds = 12
