@@ -54,9 +54,11 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="options", action="append", default=[],
                    help="size=,nr_blocks=,nr_inodes=,mode=,uid=,gid=,allow_other, "
                         "suid/nosuid,dev/nodev,exec/noexec,noatime,relatime,strictatime,"
-                        "nodiratime,lazytime (as tmpfs); cpu_latency=US|off, oom_score_adj=N, "
-                        "restartable (shmfs's own); mount(8)-only options (defaults,noauto,user,"
-                        "_netdev,nofail,x-*) are ignored")
+                        "nodiratime,lazytime (as tmpfs); pt_size=, cpu_latency=US|off, "
+                        "oom_score_adj=N, writeback_cache, readers=1|2|3, "
+                        "uring=off|auto|on, restartable (shmfs's own; README.md); "
+                        "mount(8)-only options (defaults,noauto,user,_netdev,nofail,x-*) "
+                        "are ignored")
     p.add_argument("--version", action="version", version=f"shmfs {version()}")
     p.add_argument("-f", "--foreground", action="store_true", help="do not daemonise")
     p.add_argument("--debug", action="store_true", help="log every request (implies -f)")
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         from mount.cli import remount
 
         return remount.apply(ns.mountpoint, opts)
-    problem = _check_mountpoint(ns.mountpoint)
+    problem = _check_mountpoint(ns.mountpoint) or _check_files(ns.log, ns.pidfile)
     if problem:
         print(f"shmfs: {problem}", file=sys.stderr)
         return 2
@@ -137,6 +139,28 @@ def _check_mountpoint(path: Path) -> str | None:
         return f"mountpoint {path}: {e.strerror}"
     if not stat.S_ISDIR(st.st_mode):
         return f"mountpoint {path} is not a directory"
+    return None
+
+
+def _check_files(log: Path | None, pidfile: Path | None) -> str | None:
+    """Why --log or --pidfile cannot be written, before anything is mounted: found
+    later, the daemon died after the mount (a traceback with -f; a dead mount left
+    behind for a pidfile). The log is opened for appending as the daemon will open it;
+    the pidfile's directory must let us create it."""
+    if log is not None:
+        try:
+            with open(log, "a"):
+                pass
+        except OSError as e:
+            return f"--log {log}: {e.strerror}"
+    if pidfile is not None:
+        where = pidfile.parent
+        if pidfile.is_dir():
+            return f"--pidfile {pidfile}: Is a directory"
+        if not where.is_dir():
+            return f"--pidfile {pidfile}: No such directory {where}"
+        if not os.access(where, os.W_OK | os.X_OK) and not os.access(pidfile, os.W_OK):
+            return f"--pidfile {pidfile}: Permission denied"
     return None
 
 
@@ -249,7 +273,11 @@ def _subcommand(name: str, argv: list[str]) -> int:
         try:
             mounting.unmount(ns.mountpoint.absolute(), lazy=ns.lazy)
         except mounting.MountError as e:
-            print(f"shmfs: {e}", file=sys.stderr)
+            busy = e.errno == errno.EBUSY or "busy" in str(e)
+            print(f"shmfs: unmount {ns.mountpoint}: target is busy (a process has a file or "
+                  f"its working directory there); 'shmfs unmount -z' detaches it now, the "
+                  f"daemon ends when the last file is closed" if busy else f"shmfs: {e}",
+                  file=sys.stderr)
             return 1
         return 0
     raise AssertionError(name)

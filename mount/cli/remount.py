@@ -9,7 +9,9 @@ parameter" and a bad value "Bad value" exactly as at mount time. Then:
 * size=, nr_blocks=, nr_inodes=: FUSE does not pass remount options to the
   daemon, so they go through the SHMFS_IOC_REMOUNT ioctl on the mount root.
   As tmpfs (shmem_reconfigure): a limit below current use, or a limit on a
-  mount that was unlimited, is EINVAL and nothing changes.
+  mount that was unlimited, is EINVAL and nothing changes; the message is
+  tmpfs's ("Too small a size for current use", "Cannot retroactively limit
+  inodes" ...), with what is in use.
 * VFS flags (noatime, relatime, strictatime, nodiratime, nosuid, nodev,
   noexec ...): mount(2) MS_REMOUNT with the mount's current flags changed by
   the ones given (root only, as for any mount); the daemon sees the new atime
@@ -101,12 +103,34 @@ def apply(mountpoint: Path, opts: MountOptions) -> int:
         remount(mountpoint, size_bytes=opts.size_bytes if opts.size_given else None,
                 nr_inodes=opts.nr_inodes if opts.nr_inodes_given else None)
     except OSError as e:
-        why = {22: "below current use, or limiting an unlimited mount",
+        why = {22: refusal(mountpoint, opts),
                1: "only root or the mounting user may remount",
                25: "not a shmfs mount"}.get(e.errno or 0, e.strerror)
         print(f"shmfs: remount {mountpoint}: {why}", file=sys.stderr)
         return 1
     return 0
+
+
+def refusal(mountpoint: Path, opts: MountOptions) -> str:
+    """Why a limit was refused (EINVAL), in shmem_reconfigure's words and order: the
+    ioctl carries only the errno, so the reason is read back from statfs (which
+    reports 0 blocks / 0 files for an unlimited mount, as tmpfs's does)."""
+    try:
+        st = os.statvfs(mountpoint)
+    except OSError:
+        return "below current use, or limiting an unlimited mount"
+    if opts.size_given and opts.size_bytes:
+        if not st.f_blocks:
+            return "Cannot retroactively limit size"
+        if opts.size_bytes < (st.f_blocks - st.f_bfree) * st.f_frsize:
+            return (f"Too small a size for current use "
+                    f"({(st.f_blocks - st.f_bfree) * st.f_frsize:,} bytes in use)")
+    if opts.nr_inodes_given and opts.nr_inodes:
+        if not st.f_files:
+            return "Cannot retroactively limit inodes"
+        if opts.nr_inodes < st.f_files - st.f_ffree:
+            return f"Too few inodes for current use ({st.f_files - st.f_ffree:,} in use)"
+    return "below current use, or limiting an unlimited mount"
 
 
 def main(argv: list[str]) -> int:

@@ -127,13 +127,25 @@ def _fail(what: str, e: OSError, context: str = "") -> int:
     return 1
 
 
+# what an errno of a window ioctl means, in words a user can act on (docs/windows.md)
+_HINTS = {
+    errno.ENOTTY: "not a window (a file made by 'shmfs window create' on a shmfs mount)",
+    errno.ENOMEM: "beyond the window, or the mount's page tables would pass its pt_size= "
+                  "limit",
+}
+
+
 def window_main(argv: list[str]) -> int:
-    """``shmfs window ...``"""
+    """``shmfs window ...``: one line on stderr and status 1 for an error, naming the
+    path and the errno, and what it means where that is not obvious."""
     ns = _window_parser().parse_args(argv)
     try:
         return _COMMANDS[ns.cmd](ns)
     except OSError as e:
-        return _fail(ns.cmd, e)
+        hint = _HINTS.get(e.errno or 0)
+        if hint and not (ns.cmd == "create" and e.errno == errno.ENOTTY):
+            return _fail(ns.cmd, e, f"{ns.path}: {hint}")
+        return _fail(ns.cmd, e, ns.path)
 
 
 def _create(ns: argparse.Namespace) -> int:
@@ -222,6 +234,10 @@ def _query(ns: argparse.Namespace) -> int:
 
 
 def _destroy(ns: argparse.Namespace) -> int:
+    """Unlink the window -- only a window: INFO first, so that a typo or a wrong path
+    never removes an ordinary file (it fails with ENOTTY and nothing is removed)."""
+    with Window.open(ns.path, writable=False) as w:
+        w.info()
     os.unlink(ns.path)
     return 0
 
@@ -246,7 +262,9 @@ def stat_main(argv: list[str]) -> int:
         doc = mount_stats(ns.mountpoint)
     except OSError as e:
         name = errno.errorcode.get(e.errno or 0, str(e.errno))
-        print(f"shmfs stat: {ns.mountpoint}: {name} ({e.strerror})", file=sys.stderr)
+        why = ("not on a shmfs mount" if e.errno == errno.ENOTTY
+               else f"{name} ({e.strerror})")
+        print(f"shmfs stat: {ns.mountpoint}: {why}", file=sys.stderr)
         return 1
     if ns.json:
         print(json.dumps(doc, indent=1, sort_keys=True))

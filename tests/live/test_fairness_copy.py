@@ -26,14 +26,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from mount.winapi.client import mount_stats
-from tests.support.mounts import shmfs_mount
+from tests.support.mounts import shmfs_mount, tmpfs_mount
 
 pytestmark = pytest.mark.mount
 
@@ -162,24 +160,13 @@ def _check(r: dict[str, tuple[int, int]], racer: str) -> None:
         assert r["reader"][0] > 0, r
 
 
-@contextmanager
-def _tmpfs(tmp_path: Path) -> Iterator[Path]:
-    d = tmp_path / "tmpfs"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "none", str(d)], check=True)
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", str(d)], check=True)
-
-
 RACERS = ["truncate", "punch", "read", "unlink"]
 
 
 @pytest.mark.parametrize("racer", RACERS)
 def test_copy_races_on_tmpfs(tmp_path: Path, racer: str) -> None:
     """The oracle: these checks hold on the kernel's tmpfs."""
-    with _tmpfs(tmp_path) as d:
+    with tmpfs_mount("size=64m", parent=tmp_path) as d:
         r = _race(d, racer)
     _check(r, racer)
 

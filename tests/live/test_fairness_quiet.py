@@ -10,38 +10,46 @@ No timing: the tests look at the session's counters (``lock_kept``,
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mount.winapi.client import mount_stats
 from tests.support.mounts import shmfs_mount
+from tests.support.streams import (
+    check_created,
+    check_records,
+    go,
+    running,
+    start_creator,
+    start_writers,
+    stop_creator,
+)
 
 pytestmark = pytest.mark.mount
 
-_WRITER = r"""
-import os, sys
-path, tag, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-for r in range(rounds):
-    rec = bytes([tag * 16 + r % 16]) * (1 << 20)
-    assert os.pwrite(fd, rec, (tag * rounds + r) << 20) == 1 << 20
-os.close(fd)
-"""
 
-_CREATOR = r"""
-import os, sys
-d, n = sys.argv[1], int(sys.argv[2])
-os.makedirs(d, exist_ok=True)
-for i in range(n):
-    p = os.path.join(d, f"f{i}")
-    with open(p, "wb") as f:
-        f.write(i.to_bytes(4, "little"))
-    if i % 3 == 0:
-        os.unlink(p)
-"""
+def _mixed_traffic(mnt: Path, name: str, rounds: int, least: int) -> Callable[[], None]:
+    """Two writers stream ``rounds`` 1 MiB pwrites each into ``mnt/big{name}`` while a
+    third process creates, writes and unlinks small files in ``mnt/small{name}`` --
+    all three released together once started (tests/support/streams.py: on a loaded
+    machine a process's start-up can outlast a stream, and the clients would take
+    turns instead of mixing), the creator going on until the streams are done (and
+    ``least`` files). Returns the check that every record and every small file is
+    exact (its READs are requests too: the caller reads the counters first)."""
+    big, small = mnt / f"big{name}", mnt / f"small{name}"
+    creator = start_creator(small, least)
+    with running([*start_writers(big, rounds, wait=True), creator]) as ps:
+        go(ps)
+        for p in ps[:2]:
+            assert p.wait(timeout=300) == 0
+        made = stop_creator(creator)
+
+    def check() -> None:
+        check_records(big.read_bytes(), rounds, where=name)
+        check_created(small, made)
+    return check
 
 
 @pytest.fixture(autouse=True)
@@ -96,8 +104,11 @@ def test_streams_take_the_lock_back_and_quiet_returns_it(monkeypatch: pytest.Mon
     without a time window is from the first large request on): the same bytes; the
     lock is not kept again there, by design. ``spin``: the same with the clone readers
     looking at their fd without sleeping after each request they answer
-    (SHMFS_CLONE_SPIN_US; 1 ms here, so that a preempted reader still spins at least
-    once): the same bytes, and the spins happened."""
+    (SHMFS_CLONE_SPIN_US; 1 ms here): the same bytes, and the spins happened -- a
+    reply followed by a preemption longer than the spin counts none, so the clients
+    overlap by construction (_mixed_traffic) and the clones answer hundreds of
+    requests, not the writers' dozen (docs/decisions.md, "test_fairness_quiet's
+    clients overlap by construction")."""
     monkeypatch.setenv("SHMFS_CLONES_STAY", "0" if stay == "0" else "1")
     monkeypatch.setenv("SHMFS_CLONE_SPIN_US", "1000" if stay == "spin" else "0")
     rounds = 12
@@ -105,23 +116,7 @@ def test_streams_take_the_lock_back_and_quiet_returns_it(monkeypatch: pytest.Mon
         kept = _quiet_until_owned(mnt)["lock_kept"]
         served = 0
         for phase in range(2):
-            big = mnt / f"big{phase}"
-            small = mnt / f"small{phase}"
-            ps = [subprocess.Popen([sys.executable, "-c", _WRITER, str(big), str(t),
-                                    str(rounds)]) for t in (0, 1)]
-            ps.append(subprocess.Popen([sys.executable, "-c", _CREATOR, str(small), "300"]))
-            for p in ps:
-                assert p.wait(timeout=300) == 0
-            data = big.read_bytes()
-            assert len(data) == 2 * rounds << 20
-            for t in (0, 1):
-                for r in range(rounds):
-                    rec = data[(t * rounds + r) << 20:(t * rounds + r + 1) << 20]
-                    assert rec == bytes([t * 16 + r % 16]) * (1 << 20), (phase, t, r)
-            names = sorted(os.listdir(small))
-            assert names == sorted(f"f{i}" for i in range(300) if i % 3), phase
-            for name in names:
-                assert (small / name).read_bytes() == int(name[1:]).to_bytes(4, "little")
+            _mixed_traffic(mnt, str(phase), rounds, 300)()
             s = _session(mnt)
             assert s["write_chunks"] > 0, s
             served = s["second_reader_requests"]
@@ -152,21 +147,9 @@ def test_clones_staying_up_park_once_the_traffic_is_no_longer_mixed(
     rounds = 24
     with shmfs_mount("size=256m") as mnt:
         kept = _quiet_until_owned(mnt)["lock_kept"]
-        big = mnt / "big"
-        small = mnt / "small"
-        ps = [subprocess.Popen([sys.executable, "-c", _WRITER, str(big), str(t), str(rounds)])
-              for t in (0, 1)]
-        ps.append(subprocess.Popen([sys.executable, "-c", _CREATOR, str(small), "600"]))
-        for p in ps:
-            assert p.wait(timeout=300) == 0
+        check = _mixed_traffic(mnt, "", rounds, 600)
         s = _session(mnt)
         assert s["second_reader_requests"] > 0, s  # the clones were up and served
         s = _quiet_until_owned(mnt, tries=20000)
         assert s["lock_kept"] > kept, s
-        data = big.read_bytes()
-        for t in (0, 1):
-            for r in range(rounds):
-                rec = data[(t * rounds + r) << 20:(t * rounds + r + 1) << 20]
-                assert rec == bytes([t * 16 + r % 16]) * (1 << 20), (t, r)
-        names = sorted(os.listdir(small))
-        assert names == sorted(f"f{i}" for i in range(600) if i % 3)
+        check()

@@ -17,14 +17,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from mount.winapi.client import mount_stats
-from tests.support.mounts import shmfs_mount
+from tests.support.mounts import shmfs_mount, tmpfs_mount
 
 pytestmark = pytest.mark.mount
 
@@ -92,17 +90,6 @@ def _race(d: Path, how: str) -> dict[str, int]:
             "final_ok": int(data in (b"", b"x" * (1 << 20)))}
 
 
-@contextmanager
-def _tmpfs(tmp_path: Path) -> Iterator[Path]:
-    d = tmp_path / "tmpfs"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "none", str(d)], check=True)
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", str(d)], check=True)
-
-
 def _check(r: dict[str, int], how: str) -> None:
     assert r["writer"] == 0 and r["truncater"] == 0, r
     assert r["truncates"] > 1 and r["reads"] > 0, r
@@ -118,7 +105,7 @@ def _check(r: dict[str, int], how: str) -> None:
 @pytest.mark.parametrize("how", ["open", "ftruncate"])
 def test_truncates_racing_large_writes_on_tmpfs(tmp_path: Path, how: str) -> None:
     """The oracle: never a zero byte, never anything but x."""
-    with _tmpfs(tmp_path) as d:
+    with tmpfs_mount("size=64m", parent=tmp_path) as d:
         r = _race(d, how)
     _check(r, how)
     assert r["torn"] == 0, r

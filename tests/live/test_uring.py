@@ -64,6 +64,7 @@ from tests.live.test_namespace import (  # noqa: F401
 )
 from tests.support.mounts import daemon, daemon_pid, shmfs_mount
 from tests.support.procs import exited
+from tests.windows.helpers import dir_for_test
 from tests.windows.test_coherence import (  # noqa: F401
     test_object_write_is_seen_through_every_window,
     test_punch_and_truncate_of_the_object_reach_window_mappings,
@@ -130,9 +131,7 @@ def wmount(uring_param: None) -> Iterator[Path]:
 
 @pytest.fixture
 def wdir(wmount: Path, request: pytest.FixtureRequest) -> Path:
-    d = wmount / re.sub(r"[^A-Za-z0-9_]+", "_", request.node.name)[:100]
-    d.mkdir()
-    return d
+    return dir_for_test(wmount, request.node.name)
 
 
 # --- the option -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno as E
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -123,6 +124,14 @@ class Channel:
         replies = self.exchange(request(opcode, unique, nodeid, body))
         check_replies(replies, unique, True)
         return replies[0]
+
+    def create(self, unique: int, name: bytes = b"f", flags: int = os.O_RDWR,
+               mode: int = 0o100644, parent: int = 1) -> tuple[int, int]:
+        """CREATE ``name`` in ``parent`` (it must succeed): (its nodeid, its fh)."""
+        c = self.call(CREATE, unique, parent, struct.pack("<IIII", flags, mode, 0, 0)
+                      + name + b"\0")
+        assert c.error == 0, c
+        return struct.unpack_from("<Q", c.payload)[0], struct.unpack_from("<Q", c.payload, 128)[0]
 
 
 def check_replies(replies: list[Reply], unique: int, owed: bool | None) -> None:

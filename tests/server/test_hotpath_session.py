@@ -31,10 +31,7 @@ def rw_in(fh: int, off: int, size: int, flags: int = 0) -> bytes:
 @_needs_engine
 def test_malformed_and_refused_requests_get_errnos_and_the_session_serves_on() -> None:
     with W.served_session() as ch:
-        c = ch.call(W.CREATE, 10, 1, struct.pack("<IIII", os.O_RDWR, 0o100644, 0, 0) + b"f\0")
-        assert c.error == 0
-        ino = struct.unpack_from("<Q", c.payload)[0]
-        fh = struct.unpack_from("<Q", c.payload, 128)[0]
+        ino, fh = ch.create(10)
         r = ch.call(W.WRITE, 11, ino, rw_in(fh, 0, 5000) + b"h" * 5000)
         assert r.error == 0 and struct.unpack_from("<I", r.payload)[0] == 5000
         r = ch.call(W.READ, 12, ino, rw_in(fh, 4000, 4096))
@@ -68,10 +65,7 @@ def test_lookup_misses_opens_and_releases_through_the_session() -> None:
     odd ones get the Python path's answer, and a miss is still an ENOENT in the ops'
     error counts (`shmfs stat`)."""
     with W.served_session() as ch:
-        c = ch.call(W.CREATE, 10, 1, struct.pack("<IIII", os.O_RDWR, 0o100644, 0, 0) + b"f\0")
-        assert c.error == 0
-        ino = struct.unpack_from("<Q", c.payload)[0]
-        fh = struct.unpack_from("<Q", c.payload, 128)[0]
+        ino, fh = ch.create(10)
         assert ch.call(W.LOOKUP, 11, 1, b"nope\0").error == -E.ENOENT
         o = ch.call(W.OPEN, 12, ino, struct.pack("<II", os.O_RDONLY, 0))
         assert o.error == 0 and len(o.payload) == 16

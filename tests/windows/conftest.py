@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.mounts import shmfs_mount
+from tests.windows.helpers import dir_for_test
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,4 @@ def wmount() -> Iterator[Path]:
 @pytest.fixture
 def wdir(wmount: Path, request: pytest.FixtureRequest) -> Path:
     """A directory of its own on the module's mount for one test."""
-    d = wmount / re.sub(r"[^A-Za-z0-9_]+", "_", request.node.name)[:100]
-    d.mkdir()
-    return d
+    return dir_for_test(wmount, request.node.name)

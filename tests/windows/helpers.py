@@ -14,6 +14,7 @@ and look through the *existing* mapping of another process:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -46,6 +47,36 @@ _CHILD = textwrap.dedent("""
             except OSError as e:
                 print("err", e.errno, flush=True)
 """)
+
+
+def dir_for_test(mount: Path, node_name: str) -> Path:
+    """A new directory on ``mount`` named after the test ``node_name`` (the ``wdir``
+    fixtures: each test of a module sharing one mount gets a directory of its own)."""
+    d = mount / re.sub(r"[^A-Za-z0-9_]+", "_", node_name)[:100]
+    d.mkdir()
+    return d
+
+
+def drain_messages(fd: int) -> list[bytes]:
+    """Every whole FUSE message (reply or notification, each led by its u32 length)
+    that can be read from the non-blocking ``fd`` now, in order: what the window
+    engine wrote into the pipe a twin test gives it for /dev/fuse."""
+    buf = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    out = []
+    while buf:
+        n = int.from_bytes(buf[:4], "little")
+        assert 16 <= n <= len(buf), (n, len(buf))  # a torn message is a failure
+        out.append(buf[:n])
+        buf = buf[n:]
+    return out
 
 
 def page_of(tag: int, gen: int = 1) -> bytes:

@@ -13,22 +13,11 @@ exact. It hung before decision 38 (a clone's deferred reply swallowed by a chunk
 from __future__ import annotations
 
 import mmap
-import subprocess
-import sys
 
 from mount.winapi.client import Window, mount_stats
 from tests.support.mounts import shmfs_mount
+from tests.support.streams import check_records, running, start_writers
 from tests.windows.helpers import P, make_object, page_of
-
-_WRITER = r"""
-import os, sys
-path, tag, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-for r in range(rounds):
-    rec = bytes([tag * 16 + r % 16]) * (1 << 20)
-    assert os.pwrite(fd, rec, (tag * rounds + r) << 20) == 1 << 20
-os.close(fd)
-"""
 
 
 def test_window_remaps_beside_streams_stay_in_the_engine() -> None:
@@ -43,10 +32,8 @@ def test_window_remaps_beside_streams_stay_in_the_engine() -> None:
             assert engine["remaps"] >= 1, engine
             before = engine["remaps"]
             big = mnt / "big"
-            ps = [subprocess.Popen([sys.executable, "-c", _WRITER, str(big), str(t),
-                                    str(rounds)]) for t in (0, 1)]
             done = 0
-            with open(mnt / "win", "r+b") as f:
+            with running(start_writers(big, rounds)) as ps, open(mnt / "win", "r+b") as f:
                 m = mmap.mmap(f.fileno(), 8 * P, mmap.MAP_SHARED)
                 try:
                     while any(p.poll() is None for p in ps) or done < 200:
@@ -57,14 +44,8 @@ def test_window_remaps_beside_streams_stay_in_the_engine() -> None:
                         done += 1
                 finally:
                     m.close()
-            for p in ps:
-                assert p.wait(timeout=300) == 0
             s = mount_stats(mnt)["session"]
             assert 0 < s["winfast"]["remaps"] - before <= done, (done, s["winfast"])
             # whether the clone readers read any of these requests depends on timing
             # (the mixed-traffic window); test_winclones.py makes them, deterministically
-        data = big.read_bytes()
-        for t in (0, 1):
-            for r in range(rounds):
-                rec = data[(t * rounds + r) << 20:(t * rounds + r + 1) << 20]
-                assert rec == bytes([t * 16 + r % 16]) * (1 << 20), (t, r)
+        check_records(big.read_bytes(), rounds)

@@ -13,26 +13,11 @@ import os
 import pytest
 
 from mount.server import winfast
+from tests.windows.helpers import drain_messages
 from tests.windows.test_winfast_twin import CHGPROT, P4, POPULATE, Twin
 
 pytestmark = pytest.mark.skipif(not winfast.available(),
                                 reason="the C extension is not built (scripts/bootstrap.sh)")
-
-
-def _messages(fd: int) -> list[bytes]:
-    buf = b""
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            break
-        buf += chunk
-    out = []
-    while buf:
-        n = int.from_bytes(buf[:4], "little")
-        out.append(buf[:n])
-        buf = buf[n:]
-    return out
 
 
 def _unique(msg: bytes) -> int:
@@ -55,7 +40,7 @@ class _AsClone:
 
         def both() -> list[bytes]:
             main = drain()  # waits until the engine's writer is idle
-            clone = _messages(self.cr)
+            clone = drain_messages(self.cr)
             self.seen.append((main, clone))
             return main + clone
 

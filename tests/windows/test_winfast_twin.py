@@ -50,6 +50,7 @@ from mount.winapi.abi import (
 )
 from mount.wire import protocol as P
 from mount.wire.codec import encode_notify, parse_request
+from tests.windows.helpers import drain_messages
 from vmcore.fault import FAULT_STATS
 
 pytestmark = pytest.mark.skipif(not winfast.available(),
@@ -119,71 +120,30 @@ class Twin:
 
     def _drain(self) -> list[bytes]:
         self.engine.wait_idle()
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(self.rfd, 1 << 16)
-            except BlockingIOError:
-                break
-            buf += chunk
-        out = []
-        while buf:
-            n = int.from_bytes(buf[:4], "little")
-            out.append(buf[:n])
-            buf = buf[n:]
-        return out
+        return drain_messages(self.rfd)
 
     def ioctl(self, start: int, size: int, pgoff: int, prot: int, flags: int,
               fh: int | None = None) -> tuple[bool, list[bytes]]:
-        self.unique += 1
-        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, 0, REMAP_CMD, 0, 32, 0)
-        body += struct.pack("<QQQII", start, size, pgoff, prot, flags)
-        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
-                               0, 0, 1, 0, 0) + body
-        if self.engine is not None:
-            n = self.engine.remap(memoryview(bytearray(msg)))
-            if n is not None:
-                got = self._drain()
-                assert len(got) == n + 1
-                return True, got
-        return False, self._python(msg)
+        return self._send_ioctl(REMAP_CMD, struct.pack("<QQQII", start, size, pgoff, prot,
+                                                       flags), 32, 0, fh)
 
     def mprotect(self, start: int, size: int, prot: int, flags: int,
                  fh: int | None = None) -> tuple[bool, list[bytes]]:
         """SHMFS_IOC_WIN_MPROTECT as the kernel sends it: to the engine first (its
         Engine.remap takes per-page MPROTECTs too), else the Python path."""
-        self.unique += 1
-        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, 0, MPROTECT_CMD, 0, 24, 0)
-        body += struct.pack("<QQII", start, size, prot, flags)
-        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
-                               0, 0, 1, 0, 0) + body
-        if self.engine is not None:
-            n = self.engine.remap(memoryview(bytearray(msg)))
-            if n is not None:
-                got = self._drain()
-                assert len(got) == n + 1
-                return True, got
-        return False, self._python(msg)
+        return self._send_ioctl(MPROTECT_CMD, struct.pack("<QQII", start, size, prot, flags),
+                                24, 0, fh)
 
     def query(self, first: int, count: int, flags: int = 0, fh: int | None = None,
               in_size: int = QUERY_SIZE, out_size: int = QUERY_SIZE,
               ioflags: int = 0) -> tuple[bool, list[bytes]]:
         """SHMFS_IOC_WIN_QUERY as the kernel sends it: to the engine first (its
         Engine.remap answers QUERYs, native/winvec.c), else the Python path."""
-        self.unique += 1
-        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, ioflags, SHMFS_IOC_WIN_QUERY, 0,
-                               in_size, out_size)
-        body += (struct.pack("<QII", first, count, flags) + bytes(QUERY_SIZE))[:in_size]
-        msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
-                               0, 0, 1, 0, 0) + body
-        if self.engine is not None:
-            n = self.engine.remap(memoryview(bytearray(msg)))
-            if n is not None:
-                assert n == 0  # a QUERY queues no notification
-                got = self._drain()
-                assert len(got) == 1
-                return True, got
-        return False, self._python(msg)
+        payload = (struct.pack("<QII", first, count, flags) + bytes(QUERY_SIZE))[:in_size]
+        native, got = self._send_ioctl(SHMFS_IOC_WIN_QUERY, payload, in_size, out_size, fh,
+                                       ioflags)
+        assert not native or len(got) == 1  # a QUERY queues no notification
+        return native, got
 
     def remapv(self, entries: list[tuple[int, int, int, int, int]], fh: int | None = None,
                head: tuple[int, int, int, int] | None = None,
@@ -191,12 +151,21 @@ class Twin:
         """SHMFS_IOC_WIN_REMAPV of (start, size, pgoff, prot, flags) entries as the
         kernel sends it: to the engine first (native/winvec.c), else Python. ``head``
         overrides the struct's (count, flags, done, reserved)."""
-        self.unique += 1
         data = encode_remapv(entries)
         if head is not None:
             struct.pack_into("<IIII", data, 0, *head)
-        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, 0, SHMFS_IOC_WIN_REMAPV, 0,
-                               in_size, REMAPV_SIZE) + bytes(data)[:in_size]
+        return self._send_ioctl(SHMFS_IOC_WIN_REMAPV, bytes(data)[:in_size], in_size,
+                                REMAPV_SIZE, fh)
+
+    def _send_ioctl(self, cmd: int, payload: bytes, in_size: int, out_size: int,
+                    fh: int | None, ioflags: int = 0) -> tuple[bool, list[bytes]]:
+        """An IOCTL ``cmd`` of the window with ``payload`` as the kernel sends it: to
+        the engine first (Engine.remap: REMAP, MPROTECT, QUERY, REMAPV), else Python.
+        (True, the engine's messages: its notifications, then the reply) or (False,
+        the Python path's)."""
+        self.unique += 1
+        body = P.IOCTL_IN.pack(self.wfh if fh is None else fh, ioflags, cmd, 0, in_size,
+                               out_size) + payload
         msg = P.IN_HEADER.pack(40 + len(body), int(P.Opcode.IOCTL), self.unique, self.win,
                                0, 0, 1, 0, 0) + body
         if self.engine is not None:

@@ -43,7 +43,12 @@ PAGES = [0, 1, 2, 3, 7, 510, 511, 512, 513, 1024, 1099]
 
 
 class Twin:
-    """One filesystem: an object, three windows over it, a counting clock."""
+    """One filesystem: an object, three windows over it, a counting clock.
+
+    ``SWITCH`` names the module flag that ``run(op, fast)`` sets to ``fast`` for the
+    operation (a subclass twins another shortcut by naming its flag)."""
+
+    SWITCH: tuple[object, str] = (pagetable, "WINMADV")
 
     def __init__(self) -> None:
         self.fs = fs = ShmFs(FsOptions(), clock=itertools.count(1).__next__)
@@ -62,9 +67,11 @@ class Twin:
         fs.drain_events()
 
     def run(self, op: tuple, fast: bool) -> tuple[int, list[bytes]]:
-        """Apply ``op``; (errno or 0, the notifications it queued, encoded)."""
-        saved = pagetable.WINMADV
-        pagetable.WINMADV = fast
+        """Apply ``op`` with the SWITCH flag set to ``fast``; (errno or 0, the
+        notifications it queued, encoded)."""
+        module, flag = self.SWITCH
+        saved = getattr(module, flag)
+        setattr(module, flag, fast)
         try:
             err = 0
             try:
@@ -73,7 +80,7 @@ class Twin:
                 err = e.errno
             return err, [bytes(encode_notify(ev)) for ev in self.fs.drain_events()]
         finally:
-            pagetable.WINMADV = saved
+            setattr(module, flag, saved)
 
     def _apply(self, op: tuple) -> None:
         kind, w = op[0], op[1]

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fsimpl import FsError, wincoherence
+from fsimpl import wincoherence
 from fsimpl.types import InvalInode
 from mount.wire.codec import encode_notify
 from tests.windows import test_winmadv_twin as base
@@ -36,20 +36,10 @@ PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
 
 
 class Twin(base.Twin):
-    """test_winmadv_twin's filesystem, with punches of the object and populating remaps."""
+    """test_winmadv_twin's filesystem, with punches of the object and populating remaps;
+    ``run(op, fast)`` switches the punch's shortcut."""
 
-    def run(self, op: tuple, fast: bool) -> tuple[int, list[bytes]]:
-        saved = wincoherence.WINPUNCH
-        wincoherence.WINPUNCH = fast
-        try:
-            err = 0
-            try:
-                self._apply(op)
-            except FsError as e:
-                err = e.errno
-            return err, [bytes(encode_notify(ev)) for ev in self.fs.drain_events()]
-        finally:
-            wincoherence.WINPUNCH = saved
+    SWITCH = (wincoherence, "WINPUNCH")
 
     def _apply(self, op: tuple) -> None:
         if op[0] == "punch":
