@@ -108,7 +108,84 @@ static PyObject *hits(PyObject *self, PyObject *args)
     return out;
 }
 
+/* vmas_hit(vmas, first, last, need) -> (indices, chunks) or None.  For a list of VMAs
+ * (vmcore.vma.Vma, each with its page table ``pt`` and its ``pt._chunks`` dict), the
+ * indices of those whose table has a chunk ``hits`` would list -- the only VMAs whose
+ * zap over [first, last] can change anything -- and the number of populated chunks of
+ * all of them (Rmap's ``nonlinear_pages_scanned`` / 512).  None when the VMAs do not
+ * each have a table of their own (a zap of one could then free a chunk another's count
+ * includes): the caller walks them one by one, as before.  A VMA whose table cannot be
+ * read is listed (its zap decides). */
+#define MAXV 64
+static PyObject *s_pt, *s_chunks;
+static PyObject *vmas_hit(PyObject *self, PyObject *args)
+{
+    PyObject *vmas;
+    long long first, last;
+    int need;
+    if (!PyArg_ParseTuple(args, "O!LLi", &PyList_Type, &vmas, &first, &last, &need))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(vmas);
+    if (n > MAXV)
+        Py_RETURN_NONE;
+    PyObject *pts[MAXV];
+    Py_ssize_t got = 0, nch = 0;
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    int distinct = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pt = PyObject_GetAttr(PyList_GET_ITEM(vmas, i), s_pt);
+        PyObject *chunks = pt ? PyObject_GetAttr(pt, s_chunks) : NULL;
+        int hit = 1;
+        if (!chunks || !PyDict_Check(chunks)) {
+            PyErr_Clear();
+        } else {
+            for (Py_ssize_t j = 0; j < got; j++)
+                if (pts[j] == pt)
+                    distinct = 0;
+            nch += PyDict_GET_SIZE(chunks);
+            hit = 0;
+            Py_ssize_t pos = 0;
+            PyObject *k, *c;
+            while (!hit && PyDict_Next(chunks, &pos, &k, &c)) {
+                Py_buffer bv, pv;
+                hit = 1;
+                if (view(c, s_bits, 1, &bv) == 0) {
+                    if (view(c, s_pgoff, 8, &pv) == 0) {
+                        hit = chunk_hit(bv.buf, pv.buf, first, last, need);
+                        PyBuffer_Release(&pv);
+                    }
+                    PyBuffer_Release(&bv);
+                }
+            }
+        }
+        Py_XDECREF(chunks);
+        if (pt)
+            pts[got++] = pt; /* a reference kept until the end: identities stay unique */
+        PyObject *ix = hit ? PyLong_FromSsize_t(i) : NULL;
+        if (hit && (!ix || PyList_Append(out, ix) < 0)) {
+            Py_XDECREF(ix);
+            for (Py_ssize_t j = 0; j < got; j++)
+                Py_DECREF(pts[j]);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_XDECREF(ix);
+    }
+    for (Py_ssize_t j = 0; j < got; j++)
+        Py_DECREF(pts[j]);
+    if (!distinct) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(Nn)", out, nch);
+}
+
 static PyMethodDef methods[] = {
+    {"vmas_hit", vmas_hit, METH_VARARGS,
+     "vmas_hit(vmas, first, last, need) -> (indices of the VMAs whose table has a chunk "
+     "hits() would list, populated chunks of all) or None (tables shared)"},
     {"hits", hits, METH_VARARGS,
      "hits(chunks, first, last, need) -> keys of the chunks that may hold an entry "
      "(bits & need) showing a pgoff in [first, last], or are empty"},
@@ -122,7 +199,9 @@ static struct PyModuleDef moddef = {
 PyMODINIT_FUNC PyInit__ptscan(void)
 {
     if (!(s_bits = PyUnicode_InternFromString("bits")) ||
-        !(s_pgoff = PyUnicode_InternFromString("pgoff")))
+        !(s_pgoff = PyUnicode_InternFromString("pgoff")) ||
+        !(s_pt = PyUnicode_InternFromString("pt")) ||
+        !(s_chunks = PyUnicode_InternFromString("_chunks")))
         return NULL;
     return PyModule_Create(&moddef);
 }
