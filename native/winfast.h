@@ -242,6 +242,9 @@ typedef struct {
 } vmaview_t;
 int vmaview_get(PyObject *table_by_mm, PyObject *vma, vmaview_t *v);
 void vmaview_clear(vmaview_t *v);
+int vmaview_next(vmaview_t *v, Py_ssize_t *pos, long long pmin, long long pmax,
+                 long long *vpn0, Py_buffer *bv, Py_buffer *pv);
+int vmaview_none_at(vmaview_t *v, long long pg, long long *vpn);
 int pgoffs_hold(const int64_t *a, int n, int64_t lo, int64_t hi);
 int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long long pmax,
                    PyObject *self_ws, long long self_lo, long long self_hi, PyObject **hws,

@@ -149,45 +149,27 @@ int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs,
     if (r < 1)
         return r;
     r = -1;
-    PyObject *ws = v.ws, *cached = v.cached, *chunks = v.chunks;
-    long long start_vpn = v.start_vpn, npages = v.npages, lo = v.lo, vpgoff = v.vpgoff;
+    PyObject *ws = v.ws, *cached = v.cached;
+    long long start_vpn = v.start_vpn, npages = v.npages, lo = v.lo;
     /* present or file entries holding one of pgs */
     Py_ssize_t pos = 0;
-    PyObject *k, *c;
-    while (PyDict_Next(chunks, &pos, &k, &c)) {
-        long long ck = PyLong_AsLongLong(k);
-        if (ck == -1 && PyErr_Occurred())
-            goto out;
-        Py_buffer bv, pv;
-        /* the pgoffs first: most chunks hold none in range, and a buffer export costs
-         * more than the scan (the bits are fetched only for a chunk that does) */
-        if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0)
-            goto out;
-        const int64_t *pgo = pv.buf;
-        if (!pgoffs_hold(pgo, CHUNK, pmin, pmax)) {
-            PyBuffer_Release(&pv);
-            continue;
-        }
-        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0) {
-            PyBuffer_Release(&pv);
-            goto out;
-        }
+    long long vpn0, vpn;
+    Py_buffer bv, pv;
+    int g;
+    while ((g = vmaview_next(&v, &pos, pmin, pmax, &vpn0, &bv, &pv)) > 0) {
         const uint8_t *bits = bv.buf;
+        const int64_t *pgo = pv.buf;
         int hit = 0;
-        {
-            long long vpn0 = ck << CHUNK_SHIFT;
-            for (int j = 0; j < CHUNK && !hit; j++) {
-                int b = bits[j];
-                if (!(b & (PTE_PRESENT | PTE_FILE)) || (b & PTE_ANON) ||
-                    !in_list(pgs, npg, pgo[j]))
-                    continue;
-                long long vpn = vpn0 + j;
-                if (vpn < start_vpn || vpn >= start_vpn + npages)
-                    continue;
-                int in = other_cached(ws, cached, lo + (vpn - start_vpn), self_ws, self_lo,
-                                      self_hi);
-                hit = in < 0 ? -1 : in;
-            }
+        for (int j = 0; j < CHUNK && !hit; j++) {
+            int b = bits[j];
+            if (!(b & (PTE_PRESENT | PTE_FILE)) || (b & PTE_ANON) || !in_list(pgs, npg, pgo[j]))
+                continue;
+            vpn = vpn0 + j;
+            if (vpn < start_vpn || vpn >= start_vpn + npages)
+                continue;
+            int in = other_cached(ws, cached, lo + (vpn - start_vpn), self_ws, self_lo,
+                                  self_hi);
+            hit = in < 0 ? -1 : in;
         }
         PyBuffer_Release(&bv);
         PyBuffer_Release(&pv);
@@ -196,27 +178,14 @@ int shown_and_cached(PyObject *table_by_mm, PyObject *vma, const long long *pgs,
             goto out;
         }
     }
+    if (g < 0)
+        goto out;
     /* none entries at the linear position of one of pgs show it too */
     for (int q = 0; q < npg; q++) {
-        if (pgs[q] < vpgoff || pgs[q] - vpgoff >= npages)
-            continue;
-        long long vpn = start_vpn + (pgs[q] - vpgoff);
-        int b = 0;
-        PyObject *kk = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
-        if (!kk)
+        int none = vmaview_none_at(&v, pgs[q], &vpn);
+        if (none < 0)
             goto out;
-        PyObject *cc = PyDict_GetItemWithError(chunks, kk);
-        Py_DECREF(kk);
-        if (cc) {
-            Py_buffer bv;
-            if (get_array(cc, s_bits, CHUNK, 1, &bv) < 0)
-                goto out;
-            b = ((const uint8_t *)bv.buf)[vpn & (CHUNK - 1)];
-            PyBuffer_Release(&bv);
-        } else if (PyErr_Occurred()) {
-            goto out;
-        }
-        if (b)
+        if (!none)
             continue;
         int in = other_cached(ws, cached, lo + (vpn - start_vpn), self_ws, self_lo, self_hi);
         if (in) {

@@ -58,14 +58,15 @@ SCAN_CLONES __attribute__((optimize("O3"))) static int chunk_hit(const uint8_t *
     return any || !used;
 }
 
-static int view(PyObject *c, PyObject *name, Py_ssize_t itemsize, Py_buffer *v)
+static int view_flags(PyObject *c, PyObject *name, Py_ssize_t itemsize, Py_buffer *v,
+                      int flags)
 {
     PyObject *a = PyObject_GetAttr(c, name);
     if (!a) {
         PyErr_Clear();
         return -1;
     }
-    int r = PyObject_GetBuffer(a, v, PyBUF_C_CONTIGUOUS);
+    int r = PyObject_GetBuffer(a, v, flags);
     Py_DECREF(a);
     if (r < 0) {
         PyErr_Clear();
@@ -76,6 +77,11 @@ static int view(PyObject *c, PyObject *name, Py_ssize_t itemsize, Py_buffer *v)
         return -1;
     }
     return 0;
+}
+
+static int view(PyObject *c, PyObject *name, Py_ssize_t itemsize, Py_buffer *v)
+{
+    return view_flags(c, name, itemsize, v, PyBUF_C_CONTIGUOUS);
 }
 
 static PyObject *hits(PyObject *self, PyObject *args)
@@ -108,7 +114,156 @@ static PyObject *hits(PyObject *self, PyObject *args)
     return out;
 }
 
+/* vmas_hit(vmas, first, last, need) -> (indices, chunks) or None.  For a list of VMAs
+ * (vmcore.vma.Vma, each with its page table ``pt`` and its ``pt._chunks`` dict), the
+ * indices of those whose table has a chunk ``hits`` would list -- the only VMAs whose
+ * zap over [first, last] can change anything -- and the number of populated chunks of
+ * all of them (Rmap's ``nonlinear_pages_scanned`` / 512).  None when the VMAs do not
+ * each have a table of their own (a zap of one could then free a chunk another's count
+ * includes): the caller walks them one by one, as before.  A VMA whose table cannot be
+ * read is listed (its zap decides). */
+#define MAXV 64
+static PyObject *s_pt, *s_chunks;
+static PyObject *vmas_hit(PyObject *self, PyObject *args)
+{
+    PyObject *vmas;
+    long long first, last;
+    int need;
+    if (!PyArg_ParseTuple(args, "O!LLi", &PyList_Type, &vmas, &first, &last, &need))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(vmas);
+    if (n > MAXV)
+        Py_RETURN_NONE;
+    PyObject *pts[MAXV];
+    Py_ssize_t got = 0, nch = 0;
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    int distinct = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pt = PyObject_GetAttr(PyList_GET_ITEM(vmas, i), s_pt);
+        PyObject *chunks = pt ? PyObject_GetAttr(pt, s_chunks) : NULL;
+        int hit = 1;
+        if (!chunks || !PyDict_Check(chunks)) {
+            PyErr_Clear();
+        } else {
+            for (Py_ssize_t j = 0; j < got; j++)
+                if (pts[j] == pt)
+                    distinct = 0;
+            nch += PyDict_GET_SIZE(chunks);
+            hit = 0;
+            Py_ssize_t pos = 0;
+            PyObject *k, *c;
+            while (!hit && PyDict_Next(chunks, &pos, &k, &c)) {
+                Py_buffer bv, pv;
+                hit = 1;
+                if (view(c, s_bits, 1, &bv) == 0) {
+                    if (view(c, s_pgoff, 8, &pv) == 0) {
+                        hit = chunk_hit(bv.buf, pv.buf, first, last, need);
+                        PyBuffer_Release(&pv);
+                    }
+                    PyBuffer_Release(&bv);
+                }
+            }
+        }
+        Py_XDECREF(chunks);
+        if (pt)
+            pts[got++] = pt; /* a reference kept until the end: identities stay unique */
+        PyObject *ix = hit ? PyLong_FromSsize_t(i) : NULL;
+        if (hit && (!ix || PyList_Append(out, ix) < 0)) {
+            Py_XDECREF(ix);
+            for (Py_ssize_t j = 0; j < got; j++)
+                Py_DECREF(pts[j]);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_XDECREF(ix);
+    }
+    for (Py_ssize_t j = 0; j < got; j++)
+        Py_DECREF(pts[j]);
+    if (!distinct) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(Nn)", out, nch);
+}
+
+/* zap_chunk(chunk, s, e, pg_first, pg_last, skip_anon, base, vstart, vpgoff) -> list of
+ * (vpn, frame, pgoff, bits) or None.  PageTable.zap's work on one chunk slice [s, e) of
+ * a nonlinear VMA (nonlinear_base = (vstart, vpgoff)), for a pgoff range: every present
+ * entry whose pgoff is in [pg_first, pg_last] (signed, as numpy compares int64), and not
+ * a private COW copy when skip_anon, is reported as it was and cleared -- to a file PTE
+ * keeping its pgoff and its own-protection bit where the pgoff is not its linear one or
+ * it carries its own protection, else to none -- with its frame set to 0.  Exactly the
+ * numpy statements of zap, in slot order; the per-chunk numpy calls (about a dozen) were
+ * most of a one-page punch's zap (docs/decisions.md, "A one-page punch ...").  None: the
+ * chunk's arrays are not what they should be (the caller takes the numpy path). */
+#define PTE_PRESENT_ 0x01
+#define PTE_FILE_ 0x02
+#define PTE_ANON_ 0x10
+#define PTE_OWNPROT_ 0x20
+static PyObject *s_frame;
+static PyObject *zap_chunk(PyObject *self, PyObject *args)
+{
+    PyObject *c;
+    int s, e, skip_anon;
+    long long pg_first, pg_last, base, vstart, vpgoff;
+    if (!PyArg_ParseTuple(args, "OiiLLpLLL", &c, &s, &e, &pg_first, &pg_last, &skip_anon,
+                          &base, &vstart, &vpgoff))
+        return NULL;
+    if (s < 0 || e > CHUNK || s > e) {
+        PyErr_SetString(PyExc_ValueError, "slot range outside a chunk");
+        return NULL;
+    }
+    Py_buffer bv, fv, pv;
+    if (view_flags(c, s_bits, 1, &bv, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+        Py_RETURN_NONE;
+    if (view_flags(c, s_frame, 8, &fv, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&bv);
+        Py_RETURN_NONE;
+    }
+    if (view(c, s_pgoff, 8, &pv) < 0) {
+        PyBuffer_Release(&bv);
+        PyBuffer_Release(&fv);
+        Py_RETURN_NONE;
+    }
+    uint8_t *bits = bv.buf;
+    int64_t *frame = fv.buf;
+    const int64_t *pgo = pv.buf;
+    PyObject *out = PyList_New(0);
+    for (int j = s; out && j < e; j++) {
+        uint8_t b = bits[j];
+        int64_t pg = pgo[j];
+        if (!(b & PTE_PRESENT_) || pg < pg_first || pg > pg_last ||
+            (skip_anon && (b & PTE_ANON_)))
+            continue;
+        PyObject *row = Py_BuildValue("(LLLi)", (long long)(base + j), (long long)frame[j],
+                                      (long long)pg, (int)b);
+        if (!row || PyList_Append(out, row) < 0) {
+            Py_XDECREF(row);
+            Py_CLEAR(out);
+            break;
+        }
+        Py_DECREF(row);
+        long long linear = base + j - vstart + vpgoff;
+        int own = b & PTE_OWNPROT_;
+        bits[j] = (pg != linear || own) ? (uint8_t)(PTE_FILE_ | own) : 0;
+        frame[j] = 0;
+    }
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&fv);
+    PyBuffer_Release(&pv);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"zap_chunk", zap_chunk, METH_VARARGS,
+     "zap_chunk(chunk, s, e, pg_first, pg_last, skip_anon, base, vstart, vpgoff) -> "
+     "[(vpn, frame, pgoff, bits)] of the present entries cleared (nonlinear zap of a "
+     "pgoff range), or None (arrays not as expected)"},
+    {"vmas_hit", vmas_hit, METH_VARARGS,
+     "vmas_hit(vmas, first, last, need) -> (indices of the VMAs whose table has a chunk "
+     "hits() would list, populated chunks of all) or None (tables shared)"},
     {"hits", hits, METH_VARARGS,
      "hits(chunks, first, last, need) -> keys of the chunks that may hold an entry "
      "(bits & need) showing a pgoff in [first, last], or are empty"},
@@ -122,7 +277,10 @@ static struct PyModuleDef moddef = {
 PyMODINIT_FUNC PyInit__ptscan(void)
 {
     if (!(s_bits = PyUnicode_InternFromString("bits")) ||
-        !(s_pgoff = PyUnicode_InternFromString("pgoff")))
+        !(s_pgoff = PyUnicode_InternFromString("pgoff")) ||
+        !(s_pt = PyUnicode_InternFromString("pt")) ||
+        !(s_frame = PyUnicode_InternFromString("frame")) ||
+        !(s_chunks = PyUnicode_InternFromString("_chunks")))
         return NULL;
     return PyModule_Create(&moddef);
 }

@@ -121,6 +121,59 @@ out:
     return r;
 }
 
+/* The next page-table chunk of v (from *pos, PyDict_Next's cursor) whose pgoffs hold one
+ * in [pmin, pmax]: 1 with its first vpn in *vpn0 and its bits and pgoffs held in bv, pv
+ * (the caller releases both), 0 when none is left, -1 when a chunk cannot be read.  The
+ * pgoffs are fetched first: most chunks hold none in range, and a buffer export costs
+ * more than the scan.  The loop head of both reverse-map scans of a store
+ * (cached_showing here, winlaunder.c's shown_and_cached). */
+int vmaview_next(vmaview_t *v, Py_ssize_t *pos, long long pmin, long long pmax,
+                 long long *vpn0, Py_buffer *bv, Py_buffer *pv)
+{
+    PyObject *k, *c;
+    while (PyDict_Next(v->chunks, pos, &k, &c)) {
+        long long ck = PyLong_AsLongLong(k);
+        if (ck == -1 && PyErr_Occurred())
+            return -1;
+        if (get_array(c, s_pgoff, CHUNK, 8, pv) < 0)
+            return -1;
+        if (!pgoffs_hold(pv->buf, CHUNK, pmin, pmax)) {
+            PyBuffer_Release(pv);
+            continue;
+        }
+        if (get_array(c, s_bits, CHUNK, 1, bv) < 0) {
+            PyBuffer_Release(pv);
+            return -1;
+        }
+        *vpn0 = ck << CHUNK_SHIFT;
+        return 1;
+    }
+    return 0;
+}
+
+/* Whether object page pg shows through v's none entry at its linear position (a none
+ * entry shows vm_pgoff + i): 1 with that vpn in *vpn, 0 if pg is outside the VMA or the
+ * entry is not none, -1 on an error. */
+int vmaview_none_at(vmaview_t *v, long long pg, long long *vpn)
+{
+    if (pg < v->vpgoff || pg - v->vpgoff >= v->npages)
+        return 0;
+    *vpn = v->start_vpn + (pg - v->vpgoff);
+    PyObject *kk = PyLong_FromLongLong(*vpn >> CHUNK_SHIFT);
+    if (!kk)
+        return -1;
+    PyObject *cc = PyDict_GetItemWithError(v->chunks, kk);
+    Py_DECREF(kk);
+    if (!cc)
+        return PyErr_Occurred() ? -1 : 1;
+    Py_buffer bv;
+    if (get_array(cc, s_bits, CHUNK, 1, &bv) < 0)
+        return -1;
+    int b = ((const uint8_t *)bv.buf)[*vpn & (CHUNK - 1)];
+    PyBuffer_Release(&bv);
+    return !b;
+}
+
 /* One nonlinear VMA's share of object_changed(obj, [pmin, pmax], writer, written) for
  * a store: Rmap.lookup's window pages of ``vma`` showing an object page in [pmin,
  * pmax] (present or file entries holding one, none entries at its linear position),
@@ -139,37 +192,25 @@ int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long lo
     if (r < 1)
         return r;
     r = -1;
-    PyObject *ws = v.ws, *cached = v.cached, *chunks = v.chunks;
-    long long start_vpn = v.start_vpn, npages = v.npages, lo = v.lo, vpgoff = v.vpgoff;
+    PyObject *ws = v.ws, *cached = v.cached;
+    long long start_vpn = v.start_vpn, npages = v.npages, lo = v.lo;
     long long cand[MAXHIT * 4];
     int nc = 0;
     /* present or file entries holding one of [pmin, pmax] */
     Py_ssize_t pos = 0;
-    PyObject *k, *c;
-    while (PyDict_Next(chunks, &pos, &k, &c)) {
-        long long ck = PyLong_AsLongLong(k);
-        if (ck == -1 && PyErr_Occurred())
-            goto out;
-        Py_buffer bv, pv;
-        if (get_array(c, s_pgoff, CHUNK, 8, &pv) < 0)
-            goto out;
-        const int64_t *pgo = pv.buf;
-        if (!pgoffs_hold(pgo, CHUNK, pmin, pmax)) {
-            PyBuffer_Release(&pv);
-            continue;
-        }
-        if (get_array(c, s_bits, CHUNK, 1, &bv) < 0) {
-            PyBuffer_Release(&pv);
-            goto out;
-        }
+    long long vpn0, vpn;
+    Py_buffer bv, pv;
+    int g;
+    while ((g = vmaview_next(&v, &pos, pmin, pmax, &vpn0, &bv, &pv)) > 0) {
         const uint8_t *bits = bv.buf;
+        const int64_t *pgo = pv.buf;
         int over = 0;
         for (int j = 0; j < CHUNK; j++) {
             int b = bits[j];
             if (!(b & (PTE_PRESENT | PTE_FILE)) || (b & PTE_ANON) || pgo[j] < pmin ||
                 pgo[j] > pmax)
                 continue;
-            long long vpn = (ck << CHUNK_SHIFT) + j;
+            vpn = vpn0 + j;
             if (vpn < start_vpn || vpn >= start_vpn + npages)
                 continue;
             if (nc >= MAXHIT * 4) {
@@ -183,27 +224,14 @@ int cached_showing(PyObject *table_by_mm, PyObject *vma, long long pmin, long lo
         if (over)
             goto out;
     }
+    if (g < 0)
+        goto out;
     /* none entries at the linear position of one of [pmin, pmax] show it too */
     for (long long pg = pmin; pg <= pmax; pg++) {
-        if (pg < vpgoff || pg - vpgoff >= npages)
-            continue;
-        long long vpn = start_vpn + (pg - vpgoff);
-        int b = 0;
-        PyObject *kk = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
-        if (!kk)
+        int none = vmaview_none_at(&v, pg, &vpn);
+        if (none < 0)
             goto out;
-        PyObject *cc = PyDict_GetItemWithError(chunks, kk);
-        Py_DECREF(kk);
-        if (cc) {
-            Py_buffer bv;
-            if (get_array(cc, s_bits, CHUNK, 1, &bv) < 0)
-                goto out;
-            b = ((const uint8_t *)bv.buf)[vpn & (CHUNK - 1)];
-            PyBuffer_Release(&bv);
-        } else if (PyErr_Occurred()) {
-            goto out;
-        }
-        if (b)
+        if (!none)
             continue;
         if (nc >= MAXHIT * 4)
             goto out;

@@ -59,6 +59,9 @@ _MADV_REMOVE = getattr(mmap, "MADV_REMOVE", 9)
 _SINK_BYTES = 2 << 20
 # SHMFS_REUSE_AHEAD=0 (A/B runs): the populate-ahead thread's free-list window as
 # before change 29 of docs/performance.md
+# free() of one unshared frame with scalar checks, no np.unique (a one-page punch);
+# ``SHMFS_PUNCH1=0`` keeps the general path (same results, same errors).
+PUNCH1 = os.environ.get("SHMFS_PUNCH1", "1") != "0"
 REUSE_AHEAD = os.environ.get("SHMFS_REUSE_AHEAD", "1") != "0"
 # Frames alloc1 takes from the allocator in one batch (set_reserve, enabled by the
 # session; docs/performance.md change 30); SHMFS_RESERVE=0 turns it off (A/B runs)
@@ -484,6 +487,17 @@ class Arena:
     def free(self, frames: np.ndarray | Sequence[int]) -> None:
         """Give frames back: discard their memory (it returns to the
         host; they read as zero afterwards) and put them on the free list."""
+        if PUNCH1 and not self.nshared and len(frames) == 1:
+            fr = int(frames[0])
+            if fr <= 0 or fr >= self._limit or not self._in_use[fr]:
+                raise ValueError("free of a frame that is not allocated (or the zero frame)")
+            if self._res and self._res_lo <= fr <= self._res_hi and fr in self._res:
+                raise ValueError("free of a reserved frame (never handed out)")
+            self.frames_freed += 1
+            self._put_back(np.array((fr,), dtype=np.int64))
+            if self._res and self.frames_allocated == self.frames_freed:
+                self.release_reserve()  # nothing stored any more: no memory without data
+            return
         if self.nshared:
             f, cnt = np.unique(np.asarray(frames, dtype=np.int64), return_counts=True)
         else:

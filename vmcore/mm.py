@@ -470,6 +470,12 @@ class Mm:
             return
         self.stats.zaps += 1
         self.stats.ptes_zapped += len(z)
+        if len(z) == 1:  # one page (a one-page punch): the same, without numpy
+            if int(z.bits[0]) & PTE_ANON:
+                vma.mapping.arena.free(z.frame[:1])
+            if notify and self._listeners:
+                self._notify(vma, int(z.vpn[0]) - vma.start_vpn, 1, reason)
+            return
         anon = z.frame[(z.bits & PTE_ANON) != 0]
         if len(anon):
             vma.mapping.arena.free(anon)

@@ -14,6 +14,7 @@ chunks): no Python loop per page.  Flags of hole slots are always 0.
 from __future__ import annotations
 
 import bisect
+import os
 import sys
 from collections.abc import Iterator
 from types import MappingProxyType
@@ -26,6 +27,9 @@ CHUNK_SHIFT = 9
 CHUNK_PAGES = 1 << CHUNK_SHIFT
 CHUNK_MASK = CHUNK_PAGES - 1
 HOLE = -1
+# A one-page remove_range without the chunk walk (a one-page punch: uml_physmem's guests
+# free a frame at a time); ``SHMFS_PUNCH1=0`` keeps the general path (same results).
+PUNCH1 = os.environ.get("SHMFS_PUNCH1", "1") != "0"
 # An empty page cache shares these read-only stand-ins instead of owning three
 # empty dicts and a list (~250 bytes for each of 100,000 empty files); the first
 # chunk replaces them, and dropping the last chunk puts them back.
@@ -281,6 +285,18 @@ class PageCache:
 
     def remove_range(self, pgoff: int, n: int | None) -> np.ndarray:
         """Drop pages [pgoff, pgoff+n) (n None = to the end); return their frames."""
+        if n == 1 and PUNCH1:
+            self.gen += 1
+            k = pgoff >> CHUNK_SHIFT
+            fr = self._frames.get(k)
+            slot = pgoff & CHUNK_MASK
+            if fr is None or fr[slot] < 0 or pgoff < 0:
+                return np.empty(0, dtype=np.int64)
+            got = fr[slot : slot + 1].copy()
+            fr[slot] = HOLE
+            self._flags[k][slot] = 0
+            self._uncount(k, 1)
+            return got
         out: list[np.ndarray] = []
         end = None if n is None else pgoff + n
         self.gen += 1

@@ -50,8 +50,16 @@ try:  # native/winscan.c: which chunks a pgoff-range scan must look at (C, optio
     from vmcore._ptscan import hits as _chunk_hits
 except ImportError:  # built without a C compiler: every chunk goes through numpy
     _chunk_hits = None
+try:  # ... and the zap of one chunk of a nonlinear VMA over a pgoff range (C, optional)
+    from vmcore._ptscan import zap_chunk as _zap_chunk
+except ImportError:
+    _zap_chunk = None
 if os.environ.get("SHMFS_PTSCAN", "1") == "0":  # A/B measurements: numpy only
     _chunk_hits = None
+# ``SHMFS_WINUNMAP=0`` (or setting this to False, as the twin tests do) keeps zap's
+# numpy statements for a nonlinear VMA's pgoff range (docs/decisions.md, "A one-page
+# punch of a window's object ..."); vmcore.rmap reads the same variable.  Same results.
+ZAPC = os.environ.get("SHMFS_WINUNMAP", "1") != "0"
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 # The cheap paths of a small MADV_REMOVE (docs/decisions.md, "A one-page MADV_REMOVE
 # without numpy"): zap walks only the candidate chunks, a zap that clears nothing
@@ -356,7 +364,20 @@ class PageTable:
             slices = self._slices_in(cand, lo, hi)
         else:
             slices = [sl for sl in self._slices(lo, hi) if cand is None or sl[0] in cand]
+        # a nonlinear VMA's zap over a pgoff range (a punch) in C, chunk by chunk
+        zc = (_zap_chunk if ZAPC and nonlinear_base is not None and pg_last is not None
+              and pg_set is None and not clear_file else None)
         for k, c, s, e in slices:
+            if zc is not None:
+                rows = zc(c, s, e, pg_first, last, skip_anon, k << CHUNK_SHIFT,
+                          nonlinear_base[0], nonlinear_base[1])
+                if rows is not None:
+                    if rows:
+                        vpn, frame, pgoff, bits = zip(*rows, strict=True)
+                        parts.append(Zapped(np.array(vpn, np.int64), np.array(frame, np.int64),
+                                            np.array(pgoff, np.int64), np.array(bits, np.uint8)))
+                    self._maybe_free(k, c)
+                    continue
             b = c.bits[s:e]
             pg = c.pgoff[s:e]
             m = (b & PTE_PRESENT) != 0

@@ -55,18 +55,30 @@ punch_hole: unmap without even_cows, drop, unmap again).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vmcore.interval import IntervalIndex
-from vmcore.pagetable import PAGE_SHIFT, PAGE_SIZE, PTE_ANON
+from vmcore.pagetable import PAGE_SHIFT, PAGE_SIZE, PTE_ANON, PTE_PRESENT
+
+try:  # native/winscan.c: which nonlinear VMAs a zap can change, in one C call
+    from vmcore._ptscan import vmas_hit as _vmas_hit
+except ImportError:  # built without a C compiler (or an older build)
+    _vmas_hit = None
+# ``SHMFS_WINUNMAP=0`` in the daemon's environment (or setting this to False, as the
+# twin tests do) walks every nonlinear VMA in Python as before (docs/decisions.md,
+# "The nonlinear VMAs a punch cannot change, skipped in one C call").  Same results.
+WINUNMAP = os.environ.get("SHMFS_WINUNMAP", "1") != "0"
 
 if TYPE_CHECKING:
     from vmcore.vma import Vma
 
 _ALL = (1 << 62) - 1
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 @dataclass(slots=True)
@@ -141,9 +153,7 @@ class Rmap:
             z = vma.pt.zap(lo, hi, skip_anon=not even_cows)
             total += len(z)
             vma.mm._after_zap(vma, z, reason)
-        for vma in list(self.i_mmap_nonlinear.values()):
-            self.stats.vmas_visited += 1
-            self.stats.nonlinear_pages_scanned += vma.pt.nchunks * 512
+        for vma in self._nonlinear_to_zap(first, last):
             z = vma.pt.zap(
                 vma.start_vpn,
                 vma.end_vpn,
@@ -172,15 +182,42 @@ class Rmap:
             z = vma.pt.zap(lo, hi, skip_anon=not even_cows, pg_set=pgoffs)
             total += len(z)
             vma.mm._after_zap(vma, z, reason)
-        for vma in list(self.i_mmap_nonlinear.values()):
-            self.stats.vmas_visited += 1
-            self.stats.nonlinear_pages_scanned += vma.pt.nchunks * 512
+        for vma in self._nonlinear_to_zap(first, last):
             z = vma.pt.zap(vma.start_vpn, vma.end_vpn, skip_anon=not even_cows,
                            nonlinear_base=(vma.start_vpn, vma.pgoff), pg_set=pgoffs)
             total += len(z)
             vma.mm._after_zap(vma, z, reason)
         self.stats.ptes_zapped += total
         return total
+
+    def _nonlinear_to_zap(self, first: int, last: int) -> Iterator[Vma]:
+        """The nonlinear VMAs, in list order, whose zap over object pages [first, last]
+        may change something, counting ``vmas_visited`` and ``nonlinear_pages_scanned``
+        for every VMA of the list as the walk always did.
+
+        A zap changes a table only where a chunk holds a present entry showing a page
+        of the range, or is empty (``_maybe_free``); the C filter (``vmas_hit``) finds
+        the VMAs with such a chunk in one call, so the others -- most of them, for a
+        one-page punch of the object (uml_physmem frees a guest frame at a time) --
+        cost no Python at all.  Their zap would have returned an empty result, which
+        ``Mm._after_zap`` ignores.  A zap cannot make another VMA's table gain a present
+        entry or keep an empty chunk, so the filter's answer, taken before the first
+        zap, stays right; tables shared between VMAs (vmas_hit's None) are walked one
+        by one, since a zap could free a chunk the next VMA's count includes."""
+        vmas = list(self.i_mmap_nonlinear.values())
+        if WINUNMAP and _vmas_hit is not None and vmas:
+            got = _vmas_hit(vmas, max(first, _I64_MIN), min(last, _I64_MAX), PTE_PRESENT)
+            if got is not None:
+                idx, nch = got
+                self.stats.vmas_visited += len(vmas)
+                self.stats.nonlinear_pages_scanned += nch * 512
+                for i in idx:
+                    yield vmas[i]
+                return
+        for vma in vmas:
+            self.stats.vmas_visited += 1
+            self.stats.nonlinear_pages_scanned += vma.pt.nchunks * 512
+            yield vma
 
     def mkclean(self, include_nonlinear: bool = False) -> int:
         """page_mkclean over the whole object: dirty PTEs become clean and
