@@ -5,7 +5,7 @@
  * C API of hotloop.c).
  *
  * Engine.serve_clone(fd, buf, session, lock, busy, hold, requests, poll_ms, window_ns,
- *                    flags) -> (code, last[, extra])
+ *                    flags[, spin_ns]) -> (code, last[, extra])
  *
  * What Session._clone_reader does for one request -- poll(2) its clone fd for up to
  * poll_ms, read it, Fairness._note, Fairness._acquire (the fs lock `lock`), engage the
@@ -36,8 +36,12 @@
  * Other read or poll errors are raised as OSError (ECONNABORTED included: the caller
  * treats it as _read_request does).  flags: CC_STAY (fairness.CLONES_STAY), CC_SPIN
  * (a clone spin is configured: Python spins after each request), CC_HOLD (engage the
- * hold if it is not: the clone's `spin = self.spin_ns > 0`).  window_ns: MIXED_WINDOW_NS,
- * or -1 for "always mixed".
+ * hold if it is not: the clone's `spin = self.spin_ns > 0`), CC_CSPIN (the spin here:
+ * after each request answered, while the clone is to stay up, poll(2) the fd with a
+ * zero timeout for up to spin_ns with the GIL released before the next poll_ms sleep --
+ * mount.server.fairness.CLONE_SPIN_NS, decisions 36's rules: one clone spins at a time
+ * (session._spinning), stats.clone_spins / clone_spin_hits counted as Python counts
+ * them).  window_ns: MIXED_WINDOW_NS, or -1 for "always mixed".
  *
  * The fs lock, as Fairness._acquire takes it: the uncontended case (no reader waiting,
  * lock.acquire(False) succeeds, and the request is small or no WRITE is being
@@ -52,15 +56,17 @@
 #define CC_STAY 1
 #define CC_SPIN 2
 #define CC_HOLD 4
+#define CC_CSPIN 8
 #define CC_RECENT_NS 10000000LL /* mount.server.fairness.RECENT_NS */
 
 static PyObject *cc_s_waiting, *cc_s_chunking, *cc_s_done, *cc_s_pending, *cc_s_stores,
     *cc_s_winfast, *cc_s_big_pid, *cc_s_big_ns, *cc_s_last_small, *cc_s_acquire, *cc_s_stats,
-    *cc_s_second, *cc_s_engaged, *cc_s_engage, *cc_s_release, *cc_s_is_set;
+    *cc_s_second, *cc_s_engaged, *cc_s_engage, *cc_s_release, *cc_s_is_set, *cc_s_spinning,
+    *cc_s_spins, *cc_s_spin_hits;
 
 static int cc_names(void)
 {
-    if (cc_s_is_set)
+    if (cc_s_spin_hits)
         return 0;
 #define CC_NAME(v, s) if (!(v = PyUnicode_InternFromString(s))) return -1
     CC_NAME(cc_s_waiting, "_waiting");
@@ -79,6 +85,9 @@ static int cc_names(void)
     CC_NAME(cc_s_engage, "engage");
     CC_NAME(cc_s_release, "release");
     CC_NAME(cc_s_is_set, "is_set");
+    CC_NAME(cc_s_spinning, "_spinning");
+    CC_NAME(cc_s_spins, "clone_spins");
+    CC_NAME(cc_s_spin_hits, "clone_spin_hits");
 #undef CC_NAME
     return 0;
 }
@@ -201,6 +210,63 @@ static int cc_acquire(PyObject *s, PyObject *acq, PyObject *rel, unsigned char *
     return 0;
 }
 
+/* o.<name> += 1 */
+static int cc_incr(PyObject *o, PyObject *name)
+{
+    long long n = cc_ll(o, name);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *v = PyLong_FromLongLong(n + 1);
+    int rc = v ? PyObject_SetAttr(o, name, v) : -1;
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* The clone spin (CC_CSPIN), after a request answered while the clone stays up: if no
+ * other clone spins (session._spinning 0), mark this one spinning, poll(2) fd with a
+ * zero timeout until it is readable or spin_ns have passed, GIL released, and count it
+ * in stats (clone_spins, clone_spin_hits) -- Session._clone_reader's Python spin, in C,
+ * without the return to Python around it.  0 done (or skipped), -1 error. */
+static int cc_spin(Engine *e, PyObject *s, int fd, long long spin_ns)
+{
+    long long other = cc_ll(s, cc_s_spinning);
+    if (other == -1 && PyErr_Occurred())
+        return -1;
+    if (other) /* another clone spins: sleep in poll(2) at once */
+        return 0;
+    PyObject *v = PyLong_FromLong(fd);
+    if (!v || PyObject_SetAttr(s, cc_s_spinning, v) < 0) {
+        Py_XDECREF(v);
+        return -1;
+    }
+    Py_DECREF(v);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ready = 0;
+    Py_BEGIN_ALLOW_THREADS
+    long long deadline = mono_ns() + spin_ns;
+    do {
+        p.revents = 0;
+        if (poll(&p, 1, 0) > 0) {
+            ready = 1;
+            break;
+        }
+    } while (mono_ns() < deadline);
+    Py_END_ALLOW_THREADS
+    e->cc_spins++;
+    if (ready)
+        e->cc_spin_hits++;
+    PyObject *zero = PyLong_FromLong(0);
+    int rc = !zero || PyObject_SetAttr(s, cc_s_spinning, zero) < 0 ? -1 : 0;
+    Py_XDECREF(zero);
+    PyObject *st = PyObject_GetAttr(s, cc_s_stats);
+    if (!st)
+        return -1;
+    if (cc_incr(st, cc_s_spins) < 0 || (ready && cc_incr(st, cc_s_spin_hits) < 0))
+        rc = -1;
+    Py_DECREF(st);
+    return rc;
+}
+
 /* under the lock, before the engine: the CPU latency hold, stats.second_reader += 1 */
 static int cc_account(PyObject *s, PyObject *hold, int flags)
 {
@@ -291,9 +357,9 @@ static int cc_stay_up(PyObject *s, PyObject *busy_is_set, int flags, long long w
 
 static PyObject *Engine_serve_clone(Engine *e, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 10 || !PyDict_Check(args[6])) {
+    if ((nargs != 10 && nargs != 11) || !PyDict_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError, "serve_clone(fd, buf, session, lock, busy, hold, "
-                                         "requests, poll_ms, window_ns, flags)");
+                                         "requests, poll_ms, window_ns, flags[, spin_ns])");
         return NULL;
     }
     if (cc_names() < 0)
@@ -304,6 +370,7 @@ static PyObject *Engine_serve_clone(Engine *e, PyObject *const *args, Py_ssize_t
     long poll_ms = PyLong_AsLong(args[7]);
     long long window_ns = PyLong_AsLongLong(args[8]);
     long flags = PyLong_AsLong(args[9]);
+    long long spin_ns = nargs > 10 ? PyLong_AsLongLong(args[10]) : 0;
     if (PyErr_Occurred())
         return NULL;
     if (fdl < 0 || fdl > INT_MAX) {
@@ -428,6 +495,19 @@ static PyObject *Engine_serve_clone(Engine *e, PyObject *const *args, Py_ssize_t
             code = -4;
             break;
         }
+        if (flags & CC_CSPIN && spin_ns > 0) {
+            if (cc_spin(e, s, fd, spin_ns) < 0)
+                goto error_unlocked;
+            /* the spin read nothing; as after Python's spin, the clone looks at its
+             * state again (busy, done, the spell) before it reads */
+            up = cc_stay_up(s, is_set, (int)flags, window_ns);
+            if (up < 0)
+                goto error_unlocked;
+            if (!up) {
+                code = -4;
+                break;
+            }
+        }
         continue;
     error_locked:
         if (locked) {
@@ -478,12 +558,14 @@ static PyObject *Engine_serve_clone(Engine *e, PyObject *const *args, Py_ssize_t
  * shared format string): requests answered, given back to Python, the fs lock taken
  * through Fairness._acquire (contended), and the total ns from the read's end to the
  * lock held (_note, the lock) and from there to the reply written (handle), for the
- * requests answered here */
+ * requests answered here, and the spins the loop ran (CC_CSPIN) and those that found a
+ * request */
 static PyObject *Engine_clone_statistics(Engine *e, PyObject *unused)
 {
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:L,s:L}", "clone_loop_entries", e->cc_entries,
-                         "clone_loop_served", e->cc_served, "clone_loop_returned",
-                         e->cc_returned, "clone_loop_lock_waits", e->cc_slow,
-                         "clone_loop_lock_ns", e->cc_lock_ns,
-                         "clone_loop_handle_ns", e->cc_handle_ns);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:L,s:L,s:K,s:K}", "clone_loop_entries",
+                         e->cc_entries, "clone_loop_served", e->cc_served,
+                         "clone_loop_returned", e->cc_returned, "clone_loop_lock_waits",
+                         e->cc_slow, "clone_loop_lock_ns", e->cc_lock_ns,
+                         "clone_loop_handle_ns", e->cc_handle_ns, "clone_loop_spins",
+                         e->cc_spins, "clone_loop_spin_hits", e->cc_spin_hits);
 }

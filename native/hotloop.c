@@ -318,6 +318,10 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
                 err = en;
             break;
         }
+        /* the "declined by the window engine" mark is this request's only: one answered
+         * after a decline (a plain file's READ/WRITE) must not leave it on the next
+         * request returned to Python, whose _handle would skip _native_io for it */
+        offered = 0;
         uint32_t opc = r >= IN_HEADER ? get_u32(buf + 4) : 0;
         /* Session._handle: len(msg) > 40, an IOCTL (_native) or a READ/WRITE (_native_io) */
         int winop = win && r > IN_HEADER &&

@@ -176,6 +176,8 @@ typedef struct {
     /* clonec: the clone readers' loop (hotclone.c, Engine.serve_clone) */
     unsigned long long cc_entries, cc_served, cc_returned, cc_slow;
     long long cc_lock_ns, cc_handle_ns; /* read -> lock held, lock held -> answered */
+    /* clonespin: the clone loop's own spins (CC_CSPIN), and those that found a request */
+    unsigned long long cc_spins, cc_spin_hits;
 } Engine;
 
 static PyObject *s_inodes, *s_handles, *s_windows, *s_ino, *s_flags, *s_mode, *s_mapping,

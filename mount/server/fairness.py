@@ -83,7 +83,10 @@ CLONES_STAY = os.environ.get("SHMFS_CLONES_STAY", "1") != "0"
 # Clones are up only for mixed traffic, so a quiet mount never spins here. 0 (the
 # default): sleep at once -- with cpu_latency=off the spin made the tail worse in the
 # runs of change 31 (docs/performance.md), and with it on nothing could be told from
-# the noise of a loaded machine; opt-in for the idle run to decide.
+# the noise of a loaded machine; opt-in for the idle run to decide. The clone loop in C
+# (native/hotclone.c) runs the spin itself between the requests it answers (CC_CSPIN;
+# SHMFS_CLONE_CSPIN=0: Python's spin around it); again not better under load
+# (docs/performance.md, change 42).
 CLONE_SPIN_NS = int(float(os.environ.get("SHMFS_CLONE_SPIN_US", "0")) * 1000)
 # A chunk of a large WRITE copies its data into the arena with the fs lock let go (the
 # C WRITE calls Fairness._copy_unlock / _copy_relock around its copy): small requests

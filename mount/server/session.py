@@ -106,6 +106,9 @@ CLOOP_IOCTL = os.environ.get("SHMFS_CLOOP_IOCTL", "1") != "0"  # env: A/B runs
 # polls, reads, takes the fs lock and answers the hot path's small requests in C
 # (docs/decisions.md, "Clone readers' small requests in C"). 0: in Python (A/B runs).
 CLONE_CLOOP = os.environ.get("SHMFS_CLONE_CLOOP", "1") != "0"  # env: A/B runs
+# the clone spin (SHMFS_CLONE_SPIN_US) inside the clone loop in C rather than in Python
+# around it (docs/decisions.md, "The clone spin in the clone loop"); 0: Python's, A/B
+CLONE_CSPIN = os.environ.get("SHMFS_CLONE_CSPIN", "1") != "0"
 POPULATE_AHEAD_BYTES = 8 << 20  # 0 turns it off; at most this much RSS holds no data
 # Threads reading /dev/fuse: the second one reads a cloned device fd
 # (FUSE_DEV_IOC_CLONE), so a small request is picked up while the first thread
@@ -279,6 +282,7 @@ class Session(Fairness):
                            ops.config.keep_cache))
         self._winfast_writes = winfast.writes_enabled()  # window WRITEs in C too
         self._clone_cloop = CLONE_CLOOP  # the clone readers' loop in C (tests set it)
+        self._clone_cspin = CLONE_CSPIN  # ... and the clone spin inside it (tests set it)
         # the C loop offered the request being returned to the window engine, which
         # declined it (nothing changed): _handle does not offer it again
         self._offered = False
@@ -950,7 +954,11 @@ class Session(Fairness):
         cserve = (self._hotpath.serve_clone
                   if self._clone_cloop and self._hotpath is not None and trace is None
                   and hasattr(self._hotpath, "serve_clone") else None)
-        cflags = ((1 if CLONES_STAY else 0) | (2 if spin_ns else 0) | (4 if engage else 0))
+        # the spin in C too (CC_CSPIN, 8) where the loop runs; else Python's (CC_SPIN, 2:
+        # the loop returns after each request for it)
+        cspin = bool(spin_ns) and cserve is not None and self._clone_cspin
+        cflags = ((1 if CLONES_STAY else 0) | (4 if engage else 0)
+                  | ((8 if cspin else 2) if spin_ns else 0))
         window = -1 if MIXED_WINDOW_NS is None else MIXED_WINDOW_NS
         requests = self.stats.requests
         try:
@@ -979,11 +987,11 @@ class Session(Fairness):
                 if cserve is not None:
                     try:
                         n, clast, *extra = cserve(fd, buf, self, lock, busy, hold, requests,
-                                                  CLONE_POLL_MS, window, cflags)
+                                                  CLONE_POLL_MS, window, cflags, spin_ns)
                     except ConnectionAbortedError:  # as _read_request
                         n, extra = devabort.aborted(fd), []
                     if n == -4 or n == -2:  # answered some: look at the spell, busy
-                        last = clast
+                        last = 0 if cspin else clast  # (cspin: the loop spun already)
                         if n == -2:  # an engine failed; the lock is released
                             log.error("regular-file hot path failed", exc_info=extra[0])
                             self._write([reply_error(int.from_bytes(view[8:16], "little"),

@@ -119,7 +119,12 @@ def _namespace_work(d: Path, rounds: int) -> list[object]:
     return out
 
 
-def test_namespace_work_beside_streams_is_tmpfs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spin_us", ["", "50"])
+def test_namespace_work_beside_streams_is_tmpfs(tmp_path: Path, spin_us: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """... also with the clone spin (SHMFS_CLONE_SPIN_US), which the clone loop runs
+    itself (hotclone.c CC_CSPIN) between the requests it answers."""
+    monkeypatch.setenv("SHMFS_CLONE_SPIN_US", spin_us or "0")
     with tmpfs_mount("size=256m") as t, streams(t):
         want = _namespace_work(t, 400)
     with shmfs_mount("size=256m") as mnt:
@@ -131,6 +136,8 @@ def test_namespace_work_beside_streams_is_tmpfs(tmp_path: Path) -> None:
     assert s["readers"] == 3 and s["write_chunks"] > 0, s
     assert s["hotpath"]["clone_loop_served"] > before, s["hotpath"]
     assert s["hotpath"]["errors"] == 0 and s["write_errors"] == 0, s
+    spins = s["hotpath"]["clone_loop_spins"]
+    assert (spins > 0 and s["clone_spins"] >= spins) if spin_us else spins == 0, s
 
 
 _FILL = r"""

@@ -29,7 +29,23 @@ from mount.server.ops import Operations, OpsConfig
 from mount.server.session import Session
 
 
+def _count_calls(names: str) -> dict[str, int]:
+    """SHMFS_DRIVER_COUNT=name,...: Session methods wrapped to count their calls (the
+    counts go out with the statistics, as "calls"): a test sees what Python ran."""
+    calls: dict[str, int] = {}
+    for name in filter(None, names.split(",")):
+        orig = getattr(Session, name)
+        calls[name] = 0
+
+        def counted(self: Session, *a: object, _o: object = orig, _n: str = name) -> object:
+            calls[_n] += 1
+            return _o(self, *a)  # type: ignore[operator]
+        setattr(Session, name, counted)
+    return calls
+
+
 def main(fd: int) -> int:
+    calls = _count_calls(os.environ.get("SHMFS_DRIVER_COUNT", ""))
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr,
                         format="driver %(levelname)s %(name)s: %(message)s")
     fs = ShmFs(FsOptions(size_bytes=64 << 20, nr_inodes=10_000))
@@ -37,7 +53,7 @@ def main(fd: int) -> int:
     session = Session(fd, ops, Path("/nonexistent-shmfs-fuzz"))
     trio.run(session.serve)
     stats = {"session": session.statistics(), "ops": ops.statistics(),
-             "destroyed": ops.destroyed}
+             "destroyed": ops.destroyed, "calls": calls}
     print(json.dumps(stats, default=str), flush=True)
     os.close(fd)
     return 0

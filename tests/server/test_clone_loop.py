@@ -29,6 +29,7 @@ import pytest
 
 from fsimpl import FsOptions, ShmFs
 from mount.server import hotpath
+from mount.server import session as session_mod
 from mount.server.ops import Operations, OpsConfig
 from mount.server.session import Session
 from tests.reliability import wire as W
@@ -41,8 +42,11 @@ FUTURE_NS = 10**15  # "now" for the session's clock comparisons, whatever the ti
 
 
 @contextmanager
-def clone_session(c_loop: bool) -> Iterator[tuple[Session, socket.socket]]:
-    """A session whose one clone reader (up: ``_busy`` set) reads ``peer``'s messages."""
+def clone_session(c_loop: bool, c_spin: bool = True, *, spinning: int = 0
+                  ) -> Iterator[tuple[Session, socket.socket]]:
+    """A session whose one clone reader (up: ``_busy`` set) reads ``peer``'s messages;
+    ``c_spin``: a configured clone spin runs in the C loop (else in Python around it);
+    ``spinning``: another clone marked spinning (``_spinning``) for the whole run."""
     main_a, main_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     clone_a, clone_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with main_a, main_b, clone_a, clone_b:
@@ -51,6 +55,8 @@ def clone_session(c_loop: bool) -> Iterator[tuple[Session, socket.socket]]:
                     Path("/nonexistent-shmfs-clone-loop"))
         assert s._hotpath is not None
         s._clone_cloop = c_loop
+        s._clone_cspin = c_spin
+        s._spinning = spinning
         s._fs_lock = threading.Lock()
         s._turn = threading.Condition(threading.Lock())
         s._clones = 1
@@ -196,6 +202,61 @@ def test_the_clone_loop_answers_as_the_python_clone_path() -> None:
     count = {op: v["count"] for op, v in c_stats["requests"].items()}
     assert count == {op: v["count"] for op, v in py_stats["requests"].items()}
     assert c_stats["second_reader_requests"] == py_stats["second_reader_requests"] > 0
+
+
+SPIN_NS = 200_000  # a clone spin long enough for a burst's next request to be waiting
+
+
+@pytest.mark.parametrize("c_loop,c_spin", [(True, True), (True, False), (False, False)])
+def test_the_clone_spin_gives_the_same_replies(monkeypatch: pytest.MonkeyPatch,
+                                               c_loop: bool, c_spin: bool) -> None:
+    """Twins: with a clone spin configured (``SHMFS_CLONE_SPIN_US``) -- in the C loop, in
+    Python around it, or on the Python clone path -- the same replies and final state as
+    without one, and the spins counted where they ran; none left marked spinning."""
+    # (statistics and _spinning read once the reader has left: a request is counted
+    # after its reply is out, and a spin may run on after the last one)
+    with clone_session(True) as (s, peer):
+        base_replies, base_state = _script(s, peer)
+    base = s.statistics()
+    monkeypatch.setattr(session_mod, "CLONE_SPIN_NS", SPIN_NS)
+    with clone_session(c_loop, c_spin) as (s, peer):
+        replies, state = _script(s, peer)
+    st = s.statistics()
+    assert s._spinning == 0
+    assert replies == base_replies and state == base_state
+    count = {op: v["count"] for op, v in st["requests"].items()}
+    assert count == {op: v["count"] for op, v in base["requests"].items()}
+    assert base["clone_spins"] == 0 and base["hotpath"]["clone_loop_spins"] == 0
+    hp = st["hotpath"]
+    # a spin after (nearly) every request answered; the bursts' next requests are
+    # waiting, so spins find them
+    assert st["clone_spins"] >= 6 * 8 and st["clone_spin_hits"] > 0
+    if c_loop and c_spin:  # the loop spun itself, and answered many per call
+        served = hp["clone_loop_served"]
+        assert served > hp["clone_loop_entries"]
+        # a spin after every request it answered but at most one a call (the batch
+        # limit), counted in the session's clone_spins too
+        assert hp["clone_loop_spins"] >= served - hp["clone_loop_entries"]
+        assert 0 < hp["clone_loop_spin_hits"] <= hp["clone_loop_spins"] <= served
+        # and Python spun only after the requests it answered itself: never again
+        # after the loop's own spin
+        python_answered = st["second_reader_requests"] - served
+        assert st["clone_spins"] - hp["clone_loop_spins"] <= python_answered
+        assert st["clone_spin_hits"] >= hp["clone_loop_spin_hits"]
+    else:
+        assert hp["clone_loop_spins"] == 0
+
+
+def test_no_clone_spin_while_another_clone_spins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One clone spins at a time (decisions 36): with another marked spinning the loop
+    sleeps in poll(2) at once, and leaves the other's mark alone."""
+    monkeypatch.setattr(session_mod, "CLONE_SPIN_NS", SPIN_NS)
+    with clone_session(True, True, spinning=9999) as (s, peer):
+        replies, _ = _script(s, peer)
+    st = s.statistics()
+    assert s._spinning == 9999
+    assert replies and st["clone_spins"] == 0
+    assert st["hotpath"]["clone_loop_spins"] == 0 and st["hotpath"]["clone_loop_served"] > 0
 
 
 def _wait_until(cond) -> None:  # type: ignore[no-untyped-def]
