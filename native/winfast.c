@@ -257,6 +257,7 @@ typedef struct {
     Py_buffer view; /* its export (PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) */
 } arr_ent;
 static arr_ent acache[ACACHE];
+static unsigned long long lean_exports, lean_reuses; /* Engine.statistics()["lean"] */
 
 static void acache_drop(arr_ent *a)
 {
@@ -293,6 +294,9 @@ int lean_array_view(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer 
         Py_INCREF(arr);
         a->arr = arr;
         a->view = v;
+        lean_exports++;
+    } else {
+        lean_reuses++;
     }
     if (a->view.len != n * itemsize || a->view.itemsize != itemsize)
         return -1;
@@ -1576,6 +1580,13 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         PyObject *t = Py_BuildValue("{s:K,s:K,s:K}", "answered", e->fsyncs, "queued",
                                     e->fsyncs_queued, "declined", e->fsync_declined);
         if (!t || PyDict_SetItemString(r, "fsync", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
+    if (r) { /* winlean: process-wide; exports made (a miss) and reused (a hit) */
+        PyObject *t = Py_BuildValue("{s:i,s:K,s:K}", "enabled", winlean_on, "exports",
+                                    lean_exports, "reuses", lean_reuses);
+        if (!t || PyDict_SetItemString(r, "lean", t) < 0)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
