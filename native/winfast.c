@@ -195,7 +195,18 @@ static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas
  */
 int winlean_on = 1;
 
-#define SCACHE 64
+#define SCACHE_BITS 9
+#define SCACHE (1 << SCACHE_BITS)
+#define ACACHE_BITS 8
+#define ACACHE (1 << ACACHE_BITS)
+
+/* a multiplicative hash of one or two pointers onto 2^bits entries */
+static inline unsigned lean_hash(const void *p, const void *q, int bits)
+{
+    uint64_t h = (uint64_t)(uintptr_t)p ^ ((uint64_t)(uintptr_t)q * 0x9E3779B97F4A7C15ULL);
+    h ^= h >> 29;
+    return (unsigned)((h * 0xBF58476D1CE4E5B9ULL) >> (64 - bits));
+}
 typedef struct {
     PyTypeObject *tp; /* owned */
     PyObject *name;   /* interned, immortal in practice: the module's s_* names */
@@ -203,14 +214,21 @@ typedef struct {
     Py_ssize_t off; /* -1: not a plain slot */
 } slot_ent;
 static slot_ent scache[SCACHE];
+static unsigned long long lean_slot_misses;
 
 static Py_ssize_t slot_offset(PyObject *o, PyObject *name)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    slot_ent *s = &scache[(((uintptr_t)tp >> 4) * 31u + ((uintptr_t)name >> 4)) % SCACHE];
+    /* two-way: the entry at the hash and its neighbour; a new one goes to the first,
+     * what was there moves to the second */
+    unsigned i = lean_hash(tp, name, SCACHE_BITS);
+    slot_ent *s = &scache[i], *s2 = &scache[i ^ 1];
     if (s->tp == tp && s->name == name && s->tag == tp->tp_version_tag && s->tag != 0)
         return s->off;
+    if (s2->tp == tp && s2->name == name && s2->tag == tp->tp_version_tag && s2->tag != 0)
+        return s2->off;
     Py_ssize_t off = -1;
+    lean_slot_misses++;
     PyObject *d = _PyType_Lookup(tp, name); /* borrowed; sets the version tag */
     if (d && Py_IS_TYPE(d, &PyMemberDescr_Type) && tp->tp_getattro == PyObject_GenericGetAttr &&
         tp->tp_setattro == PyObject_GenericSetAttr) {
@@ -221,6 +239,11 @@ static Py_ssize_t slot_offset(PyObject *o, PyObject *name)
     }
     if (!(tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
         return off; /* not cacheable */
+    if (s->tp) {
+        Py_XDECREF(s2->tp);
+        *s2 = *s;
+        s->tp = NULL;
+    }
     Py_INCREF(tp);
     Py_XSETREF(s->tp, tp);
     s->name = name;
@@ -251,12 +274,12 @@ PyObject *lean_getattr(PyObject *o, PyObject *name)
     return PyObject_GetAttr(o, name);
 }
 
-#define ACACHE 128
 typedef struct {
     PyObject *arr; /* owned */
     Py_buffer view; /* its export (PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) */
 } arr_ent;
 static arr_ent acache[ACACHE];
+static unsigned acache_turn;
 static unsigned long long lean_exports, lean_reuses; /* Engine.statistics()["lean"] */
 
 static void acache_drop(arr_ent *a)
@@ -283,8 +306,14 @@ void winlean_clear(void)
 int lean_array_view(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view,
                       PyObject **hold)
 {
-    arr_ent *a = &acache[((uintptr_t)arr >> 4) % ACACHE];
-    if (a->arr != arr) {
+    /* four-way: a set of four entries; a miss replaces them in turn */
+    unsigned set = lean_hash(arr, NULL, ACACHE_BITS) & ~3u;
+    arr_ent *a = NULL;
+    for (int w = 0; w < 4; w++)
+        if (acache[set + w].arr == arr)
+            a = &acache[set + w];
+    if (!a) {
+        a = &acache[set + (acache_turn++ & 3)];
         Py_buffer v;
         if (PyObject_GetBuffer(arr, &v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
             PyErr_Clear();
@@ -1584,8 +1613,9 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
         Py_XDECREF(t);
     }
     if (r) { /* winlean: process-wide; exports made (a miss) and reused (a hit) */
-        PyObject *t = Py_BuildValue("{s:i,s:K,s:K}", "enabled", winlean_on, "exports",
-                                    lean_exports, "reuses", lean_reuses);
+        PyObject *t = Py_BuildValue("{s:i,s:K,s:K,s:K}", "enabled", winlean_on, "exports",
+                                    lean_exports, "reuses", lean_reuses, "slot_lookups",
+                                    lean_slot_misses);
         if (!t || PyDict_SetItemString(r, "lean", t) < 0)
             Py_CLEAR(r);
         Py_XDECREF(t);
