@@ -189,15 +189,17 @@ static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas
  *    different object: a miss. The held reference means the address of a cached
  *    array cannot be reused by a new one, and the held export pins its data (numpy
  *    refuses to resize an exported array): no generation is needed. The cache is
- *    bounded (ACACHE entries, direct-mapped, evicting); a caller's views also hold
+ *    bounded (ACACHE entries, four-way, evicting in turn: at most that many arrays,
+ *    ~2 MiB, outlive their owner until evicted or an Engine is closed); a caller's
+ *    views also hold
  *    their own reference to the arrays, so an eviction while they are in use (any
  *    Python code run in between may switch threads) leaves them valid.
  */
 int winlean_on = 1;
 
-#define SCACHE_BITS 9
+#define SCACHE_BITS 10
 #define SCACHE (1 << SCACHE_BITS)
-#define ACACHE_BITS 8
+#define ACACHE_BITS 9
 #define ACACHE (1 << ACACHE_BITS)
 
 /* a multiplicative hash of one or two pointers onto 2^bits entries */
@@ -215,18 +217,18 @@ typedef struct {
 } slot_ent;
 static slot_ent scache[SCACHE];
 static unsigned long long lean_slot_misses;
+static unsigned scache_turn;
 
 static Py_ssize_t slot_offset(PyObject *o, PyObject *name)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    /* two-way: the entry at the hash and its neighbour; a new one goes to the first,
-     * what was there moves to the second */
-    unsigned i = lean_hash(tp, name, SCACHE_BITS);
-    slot_ent *s = &scache[i], *s2 = &scache[i ^ 1];
-    if (s->tp == tp && s->name == name && s->tag == tp->tp_version_tag && s->tag != 0)
-        return s->off;
-    if (s2->tp == tp && s2->name == name && s2->tag == tp->tp_version_tag && s2->tag != 0)
-        return s2->off;
+    /* four-way: a set of four entries; a miss replaces them in turn */
+    unsigned set = lean_hash(tp, name, SCACHE_BITS) & ~3u;
+    for (int w = 0; w < 4; w++) {
+        slot_ent *s = &scache[set + w];
+        if (s->tp == tp && s->name == name && s->tag == tp->tp_version_tag && s->tag != 0)
+            return s->off;
+    }
     Py_ssize_t off = -1;
     lean_slot_misses++;
     PyObject *d = _PyType_Lookup(tp, name); /* borrowed; sets the version tag */
@@ -239,11 +241,7 @@ static Py_ssize_t slot_offset(PyObject *o, PyObject *name)
     }
     if (!(tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
         return off; /* not cacheable */
-    if (s->tp) {
-        Py_XDECREF(s2->tp);
-        *s2 = *s;
-        s->tp = NULL;
-    }
+    slot_ent *s = &scache[set + (scache_turn++ & 3)];
     Py_INCREF(tp);
     Py_XSETREF(s->tp, tp);
     s->name = name;
