@@ -156,6 +156,7 @@ static void *writer_main(void *arg)
 
 /* ------------------------------------------------------ Python object access */
 
+static PyObject *s__fstats; /* winlean: Mapping._fstats, the fstats property's slot */
 static PyObject *s_budget, *s_free_pages, *s_alloc1, *s_major, *s_pages_allocated, *s_obj;
 static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas, *s_start,
     *s_end, *s_prot, *s_pgoff, *s_mapping, *s_pt, *s_chunks, *s_bits, *s_frame, *s_cached,
@@ -270,6 +271,18 @@ PyObject *lean_getattr(PyObject *o, PyObject *name)
         return v;
     }
     return PyObject_GetAttr(o, name);
+}
+
+/* mapping.fstats (vmcore Mapping: a property that makes the FaultStats at first use):
+ * its _fstats slot when the property has made it, else the property */
+PyObject *lean_fstats(PyObject *mapping, PyObject *name)
+{
+    PyObject *v = slot_ref(mapping, s__fstats);
+    if (v && v != Py_None) {
+        Py_INCREF(v);
+        return v;
+    }
+    return PyObject_GetAttr(mapping, name);
 }
 
 typedef struct {
@@ -1130,7 +1143,7 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
                 DECLINE();
             src[k] = (const unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
         }
-        fstats = lean_getattr(mapping, s_fstats);
+        fstats = lean_fstats(mapping, s_fstats);
         if (!fstats)
             DECLINE();
         if (nholes) {
@@ -1808,6 +1821,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_fps, "fps");
     INTERN(s_addrs, "_addrs");
     INTERN(s_fstats, "fstats");
+    INTERN(s__fstats, "_fstats");
     INTERN(s_listeners, "_listeners");
     INTERN(s_pte_bits, "pte_file_max_bits");
     INTERN(s_ext, "ext");

@@ -200,6 +200,7 @@ int load_chunk(PyObject *chunk, chunk_views *c);
 /* winlean (winfast.c): SHMFS_WINLEAN, slot reads and cached array exports */
 extern int winlean_on;
 PyObject *lean_getattr(PyObject *o, PyObject *name);
+PyObject *lean_fstats(PyObject *mapping, PyObject *name);
 int lean_array_view(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view,
                     PyObject **hold);
 void winlean_clear(void);

@@ -467,7 +467,7 @@ PyObject *Engine_write(Engine *e, PyObject *args)
         if (base == (unsigned long long)-1 && PyErr_Occurred())
             DECLINE();
         dst = (unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
-        fstats = lean_getattr(mapping, s_fstats);
+        fstats = lean_fstats(mapping, s_fstats);
         rstats = lean_getattr(rmap, s_stats);
         if (!fstats || !rstats)
             DECLINE();

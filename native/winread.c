@@ -231,7 +231,7 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         pages = lean_getattr(mapping, s_pages);
         pframes_d = pages ? lean_getattr(pages, s_frames_d) : NULL;
         pflags_d = pages ? lean_getattr(pages, s_pflags_d) : NULL;
-        fstats = lean_getattr(mapping, s_fstats);
+        fstats = lean_fstats(mapping, s_fstats);
         mmstats = lean_getattr(mm, s_stats);
         if (!pframes_d || !pflags_d || !PyDict_Check(pframes_d) || !PyDict_Check(pflags_d) ||
             !fstats || !mmstats)

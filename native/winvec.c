@@ -424,7 +424,7 @@ out:
  * minor fault. -1 only on a failed allocation. */
 int winvec_refault(Engine *e, PyObject *mapping, PyObject *mmstats)
 {
-    PyObject *fstats = lean_getattr(mapping, s_fstats);
+    PyObject *fstats = lean_fstats(mapping, s_fstats);
     if (!fstats)
         return -1;
     PyObject *fsl[2] = {e->fault_stats, fstats};

@@ -367,7 +367,7 @@ PyObject *winwrite_store(wreq_t *r)
         if (attr_ll(arena, s_nshared, &nshared) < 0 || nshared != 0)
             DECLINE(); /* copy_file_range sharing: break_shares, Python's */
         pages = lean_getattr(mapping, s_pages);
-        fstats = lean_getattr(mapping, s_fstats);
+        fstats = lean_fstats(mapping, s_fstats);
         mmstats = lean_getattr(me.mm, s_stats);
         if (!pages || !fstats || !mmstats)
             DECLINE();
