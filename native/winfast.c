@@ -192,9 +192,12 @@ static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas
  *    refuses to resize an exported array): no generation is needed. The cache is
  *    bounded (ACACHE entries, four-way, evicting in turn: at most that many arrays,
  *    ~2 MiB, outlive their owner until evicted or an Engine is closed); a caller's
- *    views also hold
- *    their own reference to the arrays, so an eviction while they are in use (any
- *    Python code run in between may switch threads) leaves them valid.
+ *    views also hold their own reference to the arrays, so an eviction while they
+ *    are in use (any Python code run in between may switch threads) leaves them
+ *    valid.
+ *
+ * 3. Mapping.fstats from its _fstats slot once made (lean_fstats), and the REMAP's
+ *    chunk-left-empty check stopping at the first entry outside the range.
  */
 int winlean_on = 1;
 
