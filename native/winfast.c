@@ -169,8 +169,8 @@ static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas
 /* ------------------------------------------------- winlean (issue 12, change 42)
  *
  * The engine's per-REMAP cost was CPython object overhead, not page-table work. Two
- * caches cut it, both with exactly the semantics of the generic calls they replace;
- * SHMFS_WINLEAN=0 (read at each Engine(); process-wide) turns both off for A/B.
+ * caches (and two small changes, 3.) cut it, with exactly the semantics of the code they replace;
+ * SHMFS_WINLEAN=0 (read at each Engine(); process-wide) turns all of it off for A/B.
  *
  * 1. Slot offsets. ``o.name`` where type(o) defines ``name`` as a __slots__ member
  *    (a member descriptor, T_OBJECT_EX, writable) and keeps the generic getattr and
