@@ -29,6 +29,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -155,6 +156,7 @@ static void *writer_main(void *arg)
 
 /* ------------------------------------------------------ Python object access */
 
+static PyObject *s__fstats; /* winlean: Mapping._fstats, the fstats property's slot */
 static PyObject *s_budget, *s_free_pages, *s_alloc1, *s_major, *s_pages_allocated, *s_obj;
 static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas, *s_start,
     *s_end, *s_prot, *s_pgoff, *s_mapping, *s_pt, *s_chunks, *s_bits, *s_frame, *s_cached,
@@ -164,9 +166,202 @@ static PyObject *s_wins, *s_handles, *s_ino, *s_flags, *s_window, *s_mm, *s_vmas
     *s_remap_pages, *s_minor, *s_faults, *s_read, *s_write, *s_prefault, *s_via_vma, *s_npages,
     *s_address, *s_k_remaps, *s_k_pushed, *s_k_inval_events, *s_k_inval_pages;
 
+/* ------------------------------------------------- winlean (issue 12, change 43)
+ *
+ * The engine's per-REMAP cost was CPython object overhead, not page-table work. Two
+ * caches (and two small changes, 3.) cut it, with exactly the semantics of the code they replace;
+ * SHMFS_WINLEAN=0 (read at each Engine(); process-wide) turns all of it off for A/B.
+ *
+ * 1. Slot offsets. ``o.name`` where type(o) defines ``name`` as a __slots__ member
+ *    (a member descriptor, T_OBJECT_EX, writable) and keeps the generic getattr and
+ *    setattr is the object pointer at a fixed offset in o: a member descriptor is a
+ *    data descriptor, so neither an instance dict nor anything else can shadow it.
+ *    The (type, name) -> offset lookups are cached; an entry holds a reference to
+ *    the type (its address cannot be reused) and its tp_version_tag (assigning to
+ *    the class, e.g. replacing the descriptor, changes the tag: looked up again). An
+ *    empty slot, or any other kind of attribute (a property, an instance dict
+ *    entry), takes the generic path.
+ *
+ * 2. Exported buffers of numpy arrays (the page-table chunks' four arrays, the page
+ *    cache's frames/pflags chunks). The cache is keyed on the array object itself and
+ *    holds a reference to it and its buffer export; the owner's attribute or dict
+ *    entry is still read on every call, so an array replaced (a chunk allocated,
+ *    freed, copied; a window destroyed and another made at the same address) is a
+ *    different object: a miss. The held reference means the address of a cached
+ *    array cannot be reused by a new one, and the held export pins its data (numpy
+ *    refuses to resize an exported array): no generation is needed. The cache is
+ *    bounded (ACACHE entries, four-way, evicting in turn: at most that many arrays,
+ *    ~2 MiB, outlive their owner until evicted or an Engine is closed); a caller's
+ *    views also hold their own reference to the arrays, so an eviction while they
+ *    are in use (any Python code run in between may switch threads) leaves them
+ *    valid.
+ *
+ * 3. Mapping.fstats from its _fstats slot once made (lean_fstats), and the REMAP's
+ *    chunk-left-empty check stopping at the first entry outside the range.
+ */
+int winlean_on = 1;
+
+#define SCACHE_BITS 10
+#define SCACHE (1 << SCACHE_BITS)
+#define ACACHE_BITS 9
+#define ACACHE (1 << ACACHE_BITS)
+
+/* a multiplicative hash of one or two pointers onto 2^bits entries */
+static inline unsigned lean_hash(const void *p, const void *q, int bits)
+{
+    uint64_t h = (uint64_t)(uintptr_t)p ^ ((uint64_t)(uintptr_t)q * 0x9E3779B97F4A7C15ULL);
+    h ^= h >> 29;
+    return (unsigned)((h * 0xBF58476D1CE4E5B9ULL) >> (64 - bits));
+}
+typedef struct {
+    PyTypeObject *tp; /* owned */
+    PyObject *name;   /* interned, immortal in practice: the module's s_* names */
+    unsigned int tag;
+    Py_ssize_t off; /* -1: not a plain slot */
+} slot_ent;
+static slot_ent scache[SCACHE];
+static unsigned long long lean_slot_misses;
+static unsigned scache_turn;
+
+static Py_ssize_t slot_offset(PyObject *o, PyObject *name)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    /* four-way: a set of four entries; a miss replaces them in turn */
+    unsigned set = lean_hash(tp, name, SCACHE_BITS) & ~3u;
+    for (int w = 0; w < 4; w++) {
+        slot_ent *s = &scache[set + w];
+        if (s->tp == tp && s->name == name && s->tag == tp->tp_version_tag && s->tag != 0)
+            return s->off;
+    }
+    Py_ssize_t off = -1;
+    lean_slot_misses++;
+    PyObject *d = _PyType_Lookup(tp, name); /* borrowed; sets the version tag */
+    if (d && Py_IS_TYPE(d, &PyMemberDescr_Type) && tp->tp_getattro == PyObject_GenericGetAttr &&
+        tp->tp_setattro == PyObject_GenericSetAttr) {
+        PyMemberDef *md = ((PyMemberDescrObject *)d)->d_member;
+        if (md->type == T_OBJECT_EX && !(md->flags & READONLY) &&
+            PyType_IsSubtype(tp, PyDescr_TYPE(d)))
+            off = md->offset;
+    }
+    if (!(tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return off; /* not cacheable */
+    slot_ent *s = &scache[set + (scache_turn++ & 3)];
+    Py_INCREF(tp);
+    Py_XSETREF(s->tp, tp);
+    s->name = name;
+    s->tag = tp->tp_version_tag;
+    s->off = off;
+    return off;
+}
+
+/* o.name's value, borrowed, when it is a filled plain slot; NULL (no error) else */
+static inline PyObject *slot_ref(PyObject *o, PyObject *name)
+{
+    if (!winlean_on)
+        return NULL;
+    Py_ssize_t off = slot_offset(o, name);
+    if (off < 0)
+        return NULL;
+    return *(PyObject **)((char *)o + off);
+}
+
+/* PyObject_GetAttr(o, name), a plain slot read directly (a new reference) */
+PyObject *lean_getattr(PyObject *o, PyObject *name)
+{
+    PyObject *v = slot_ref(o, name);
+    if (v) {
+        Py_INCREF(v);
+        return v;
+    }
+    return PyObject_GetAttr(o, name);
+}
+
+/* mapping.fstats (vmcore Mapping: a property that makes the FaultStats at first use):
+ * its _fstats slot when the property has made it, else the property */
+PyObject *lean_fstats(PyObject *mapping, PyObject *name)
+{
+    PyObject *v = slot_ref(mapping, s__fstats);
+    if (v && v != Py_None) {
+        Py_INCREF(v);
+        return v;
+    }
+    return PyObject_GetAttr(mapping, name);
+}
+
+typedef struct {
+    PyObject *arr; /* owned */
+    Py_buffer view; /* its export (PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) */
+} arr_ent;
+static arr_ent acache[ACACHE];
+static unsigned acache_turn;
+static unsigned long long lean_exports, lean_reuses; /* Engine.statistics()["lean"] */
+
+static void acache_drop(arr_ent *a)
+{
+    if (a->arr) {
+        PyBuffer_Release(&a->view);
+        Py_CLEAR(a->arr);
+    }
+}
+
+/* Drop every cached type and buffer (an Engine's close; tests). */
+void winlean_clear(void)
+{
+    for (int i = 0; i < ACACHE; i++)
+        acache_drop(&acache[i]);
+    for (int i = 0; i < SCACHE; i++) {
+        Py_CLEAR(scache[i].tp);
+        scache[i].name = NULL;
+    }
+}
+
+/* get_array_obj's view of arr from the cache: *view a copy of the cached export (not
+ * to be released), *hold a new reference to arr the caller drops instead. */
+int lean_array_view(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view,
+                      PyObject **hold)
+{
+    /* four-way: a set of four entries; a miss replaces them in turn */
+    unsigned set = lean_hash(arr, NULL, ACACHE_BITS) & ~3u;
+    arr_ent *a = NULL;
+    for (int w = 0; w < 4; w++)
+        if (acache[set + w].arr == arr)
+            a = &acache[set + w];
+    if (!a) {
+        a = &acache[set + (acache_turn++ & 3)];
+        Py_buffer v;
+        if (PyObject_GetBuffer(arr, &v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+            PyErr_Clear();
+            return -1;
+        }
+        acache_drop(a);
+        Py_INCREF(arr);
+        a->arr = arr;
+        a->view = v;
+        lean_exports++;
+    } else {
+        lean_reuses++;
+    }
+    if (a->view.len != n * itemsize || a->view.itemsize != itemsize)
+        return -1;
+    *view = a->view;
+    Py_INCREF(arr);
+    *hold = arr;
+    return 0;
+}
+
 /* getattr -> C long long; 0 ok, -1 declined (error cleared) */
 int attr_ll(PyObject *o, PyObject *name, long long *out)
 {
+    PyObject *sv = slot_ref(o, name);
+    if (sv && PyLong_Check(sv)) { /* IntFlag too: AsLongLong reads the int either way */
+        long long x = PyLong_AsLongLong(sv);
+        if (x == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        *out = x;
+        return 0;
+    }
     PyObject *v = PyObject_GetAttr(o, name);
     if (!v) {
         PyErr_Clear();
@@ -186,6 +381,22 @@ int attr_ll(PyObject *o, PyObject *name, long long *out)
 int incr_attr(PyObject *o, PyObject *name, long long delta)
 {
     long long v;
+    if (winlean_on) {
+        Py_ssize_t off = slot_offset(o, name);
+        PyObject **slot = off >= 0 ? (PyObject **)((char *)o + off) : NULL;
+        if (slot && *slot && PyLong_CheckExact(*slot)) {
+            v = PyLong_AsLongLong(*slot);
+            if (v == -1 && PyErr_Occurred())
+                return -1;
+            PyObject *nv = PyLong_FromLongLong(v + delta);
+            if (!nv)
+                return -1;
+            PyObject *old = *slot;
+            *slot = nv;
+            Py_DECREF(old); /* an exact int: no code runs */
+            return 0;
+        }
+    }
     PyObject *cur = PyObject_GetAttr(o, name);
     if (!cur)
         return -1;
@@ -378,6 +589,11 @@ int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *push
 
 void release_chunk(chunk_views *c)
 {
+    if (c->have == 2) { /* winlean: views copied from the cache, references held */
+        for (int i = 0; i < 4; i++)
+            Py_CLEAR(c->hold[i]);
+        c->have = 0;
+    }
     if (c->have) {
         PyBuffer_Release(&c->bits);
         PyBuffer_Release(&c->frame);
@@ -387,8 +603,36 @@ void release_chunk(chunk_views *c)
     }
 }
 
+/* winlean: load_chunk from the buffer cache; 1: not applicable (generic path) */
+static int load_chunk_lean(PyObject *chunk, chunk_views *c)
+{
+    static const Py_ssize_t isz[4] = {1, 8, 8, 1};
+    PyObject *names[4] = {s_bits, s_frame, s_pgoff, s_prot};
+    Py_buffer *views[4] = {&c->bits, &c->frame, &c->pgoff, &c->prot};
+    PyObject *arr[4];
+    for (int i = 0; i < 4; i++) {
+        arr[i] = slot_ref(chunk, names[i]);
+        if (!arr[i])
+            return 1;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (lean_array_view(arr[i], CHUNK, isz[i], views[i], &c->hold[i]) < 0) {
+            for (int j = 0; j < i; j++)
+                Py_CLEAR(c->hold[j]);
+            return -1;
+        }
+    }
+    c->have = 2;
+    return 0;
+}
+
 int load_chunk(PyObject *chunk, chunk_views *c)
 {
+    if (winlean_on) {
+        int r = load_chunk_lean(chunk, c);
+        if (r <= 0)
+            return r;
+    }
     if (get_array(chunk, s_bits, CHUNK, 1, &c->bits) < 0)
         return -1;
     if (get_array(chunk, s_frame, CHUNK, 8, &c->frame) < 0) {
@@ -528,7 +772,7 @@ int inplace_chunk(Engine *e, PyObject *mm, PyObject *vma, long long vpn, int n,
 {
     PyObject *tmp = NULL, *ikey = NULL;
     {
-        PyObject *lst = PyObject_GetAttr(mm, s_listeners);
+        PyObject *lst = lean_getattr(mm, s_listeners);
         if (!lst)
             HDECLINE();
         int ok = PyList_Check(lst) && PyList_GET_SIZE(lst) == 1; /* the window's only */
@@ -536,14 +780,14 @@ int inplace_chunk(Engine *e, PyObject *mm, PyObject *vma, long long vpn, int n,
         if (!ok)
             HDECLINE();
     }
-    *mapping = PyObject_GetAttr(vma, s_mapping);
+    *mapping = lean_getattr(vma, s_mapping);
     if (!*mapping)
         HDECLINE();
-    tmp = PyObject_GetAttr(*mapping, s_page_mkwrite);
+    tmp = lean_getattr(*mapping, s_page_mkwrite);
     if (!tmp || tmp != Py_None)
         HDECLINE();
     Py_CLEAR(tmp);
-    tmp = PyObject_GetAttr(*mapping, s_write_notify);
+    tmp = lean_getattr(*mapping, s_write_notify);
     if (!tmp)
         HDECLINE();
     if (PyObject_IsTrue(tmp) != 0)
@@ -553,10 +797,10 @@ int inplace_chunk(Engine *e, PyObject *mm, PyObject *vma, long long vpn, int n,
     int slot0 = (int)(vpn & (CHUNK - 1));
     if (slot0 + n > CHUNK)
         HDECLINE(); /* across two page-table chunks: Python */
-    *pt = PyObject_GetAttr(vma, s_pt);
+    *pt = lean_getattr(vma, s_pt);
     if (!*pt)
         HDECLINE();
-    *chunks = PyObject_GetAttr(*pt, s_chunks);
+    *chunks = lean_getattr(*pt, s_chunks);
     if (!*chunks || !PyDict_Check(*chunks))
         HDECLINE();
     ikey = PyLong_FromLongLong(vpn >> CHUNK_SHIFT);
@@ -592,6 +836,7 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     chunk_views cv = {0};
     Py_buffer pfr = {0}, pfl = {0};
     int have_pc = 0;
+    PyObject *pc_hold[2] = {NULL, NULL}; /* winlean: pfr/pfl's arrays, referenced */
     batch_t *b = NULL, *early = NULL; /* early: b, queued before phase 2 (winstep) */
     int ninval_early = 0;
     PyObject *result = NULL;
@@ -666,7 +911,7 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     PyBuffer_Release(&mb);
 
     /* ---- phase 1: look, decide; nothing changes ---- */
-    wins = PyObject_GetAttr(e->table, s_wins);
+    wins = lean_getattr(e->table, s_wins);
     if (!wins || !PyDict_Check(wins))
         DECLINE();
     ikey = PyLong_FromUnsignedLongLong(nodeid);
@@ -678,7 +923,7 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     Py_INCREF(ws);
     Py_CLEAR(ikey);
     /* the descriptor: a handle of this inode, open for writing (else EBADF in Python) */
-    handles = PyObject_GetAttr(e->fs, s_handles);
+    handles = lean_getattr(e->fs, s_handles);
     if (!handles || !PyDict_Check(handles))
         DECLINE();
     ikey = PyLong_FromUnsignedLongLong(fh);
@@ -697,13 +942,13 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     long long npages, waddr;
     if (attr_ll(ws, s_npages, &npages) < 0)
         DECLINE();
-    window = PyObject_GetAttr(ws, s_window);
+    window = lean_getattr(ws, s_window);
     if (!window || attr_ll(window, s_address, &waddr) < 0)
         DECLINE();
-    mm = PyObject_GetAttr(window, s_mm);
+    mm = lean_getattr(window, s_mm);
     if (!mm)
         DECLINE();
-    vmas = PyObject_GetAttr(mm, s_vmas);
+    vmas = lean_getattr(mm, s_vmas);
     if (!vmas || !PyList_Check(vmas) || PyList_GET_SIZE(vmas) != 1)
         DECLINE(); /* a split window (MPROTECT_VMA) goes the Python way */
     vma = PyList_GET_ITEM(vmas, 0);
@@ -734,7 +979,7 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
         DECLINE(); /* EINVAL in Python */
     if (ptebits < 1 || ptebits > 62 || (long long)pgoff + n >= (1LL << ptebits))
         DECLINE();
-    tmp = PyObject_GetAttr(vma, s_private_data);
+    tmp = lean_getattr(vma, s_private_data);
     if (!tmp)
         DECLINE();
     if (tmp != Py_None)
@@ -750,25 +995,27 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
     uint8_t *cbits = cv.bits.buf, *cprot = cv.prot.buf;
     int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
     int npresent = 0, left = 0;
-    for (int j = 0; j < CHUNK; j++) {
+    for (int j = slot0; j < slot0 + n; j++) {
         int bj = cbits[j];
-        if (j >= slot0 && j < slot0 + n) {
-            if (bj & PTE_ANON)
-                DECLINE();
-            if (bj & PTE_PRESENT)
-                npresent++;
-            else if (bj)
-                left = 1;
-        } else if (bj) {
+        if (bj & PTE_ANON)
+            DECLINE();
+        if (bj & PTE_PRESENT)
+            npresent++;
+        else if (bj)
             left = 1;
-        }
     }
+    /* any entry outside the range (winlean: stops at the first; the whole 512-entry
+     * scan, SHMFS_WINLEAN=0, was a sixth of the REMAP's CPU; the same answer) */
+    for (int j = 0; j < slot0 && !(left && winlean_on); j++)
+        left |= cbits[j] != 0;
+    for (int j = slot0 + n; j < CHUNK && !(left && winlean_on); j++)
+        left |= cbits[j] != 0;
     if (!left)
         DECLINE(); /* the zap would free (uncharge) the chunk, set_file_range recharge it */
 
-    cached = PyObject_GetAttr(ws, s_cached);
-    pending = PyObject_GetAttr(ws, s_pending);
-    pushed = PyObject_GetAttr(ws, s_pushed);
+    cached = lean_getattr(ws, s_cached);
+    pending = lean_getattr(ws, s_pending);
+    pushed = lean_getattr(ws, s_pushed);
     if (!cached || !pending || !pushed || !PySet_Check(cached) || !PyDict_Check(pending) ||
         !PySet_Check(pushed))
         DECLINE();
@@ -838,11 +1085,11 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
             DECLINE();
         if (((long long)pgoff >> CHUNK_SHIFT) != (((long long)pgoff + n - 1) >> CHUNK_SHIFT))
             DECLINE(); /* across two page-cache chunks: Python */
-        pages = PyObject_GetAttr(mapping, s_pages);
+        pages = lean_getattr(mapping, s_pages);
         if (!pages)
             DECLINE();
-        pframes_d = PyObject_GetAttr(pages, s_frames);
-        pflags_d = PyObject_GetAttr(pages, s_pflags);
+        pframes_d = lean_getattr(pages, s_frames);
+        pflags_d = lean_getattr(pages, s_pflags);
         if (!pframes_d || !pflags_d)
             DECLINE();
         int pslot0 = (int)(pgoff & (CHUNK - 1));
@@ -853,7 +1100,14 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
             PyObject *fa = PyDict_GetItemWithError(pframes_d, pkey);
             PyObject *fl = fa ? PyDict_GetItemWithError(pflags_d, pkey) : NULL;
             Py_DECREF(pkey);
-            if (fa && fl) {
+            if (fa && fl && winlean_on) { /* winlean: cached exports, held arrays */
+                if (lean_array_view(fa, CHUNK, 8, &pfr, &pc_hold[0]) < 0)
+                    DECLINE();
+                if (lean_array_view(fl, CHUNK, 1, &pfl, &pc_hold[1]) < 0)
+                    DECLINE();
+                have_pc = 2; /* not released: pc_hold is */
+                pfl_p = (uint8_t *)pfl.buf + pslot0;
+            } else if (fa && fl) {
                 if (get_array_obj(fa, CHUNK, 8, &pfr) < 0)
                     DECLINE();
                 if (get_array_obj(fl, CHUNK, 1, &pfl) < 0) {
@@ -866,13 +1120,13 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
                 DECLINE();
             }
         } /* else: an empty page cache (every page a hole) */
-        arena = PyObject_GetAttr(mapping, s_arena);
+        arena = lean_getattr(mapping, s_arena);
         if (!arena || attr_ll(arena, s_nshared, &nshared) < 0 || attr_ll(arena, s_fps, &fps) < 0)
             DECLINE();
         if (nshared != 0 || fps <= 0)
             DECLINE(); /* copy_file_range sharing in use: Python (COW rules) */
         fps_ = fps;
-        addrs = PyObject_GetAttr(arena, s_addrs);
+        addrs = lean_getattr(arena, s_addrs);
         if (!addrs || !PyList_Check(addrs))
             DECLINE();
         for (int k = 0; k < n; k++) {
@@ -892,7 +1146,7 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
                 DECLINE();
             src[k] = (const unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
         }
-        fstats = PyObject_GetAttr(mapping, s_fstats);
+        fstats = lean_fstats(mapping, s_fstats);
         if (!fstats)
             DECLINE();
         if (nholes) {
@@ -903,15 +1157,15 @@ PyObject *Engine_remap(Engine *e, PyObject *arg)
                 DECLINE();
         }
     }
-    tstats = PyObject_GetAttr(e->table, s_stats);
-    mmstats = PyObject_GetAttr(mm, s_stats);
+    tstats = lean_getattr(e->table, s_stats);
+    mmstats = lean_getattr(mm, s_stats);
     if (!tstats || !PyDict_Check(tstats) || !mmstats)
         DECLINE();
     /* a prefault that allocates holes changes the object's st_blocks: one attribute-only
      * INVAL of the object after the window's INVALs (fsimpl remap, its finally) */
     long long oino = -1;
     if (nholes) {
-        PyObject *o = PyObject_GetAttr(ws, s_obj);
+        PyObject *o = lean_getattr(ws, s_obj);
         int bad = !o || attr_ll(o, s_ino, &oino) < 0;
         Py_XDECREF(o);
         if (bad)
@@ -1135,10 +1389,12 @@ decline:
 out:
     free(b);
     release_chunk(&cv);
-    if (have_pc) {
+    if (have_pc == 1) {
         PyBuffer_Release(&pfr);
         PyBuffer_Release(&pfl);
     }
+    Py_XDECREF(pc_hold[0]);
+    Py_XDECREF(pc_hold[1]);
     for (int k = 0; k < MAXPAGES; k++) {
         Py_XDECREF(keys[k]);
         Py_XDECREF(olds[k]);
@@ -1372,6 +1628,14 @@ static PyObject *Engine_statistics(Engine *e, PyObject *unused)
             Py_CLEAR(r);
         Py_XDECREF(t);
     }
+    if (r) { /* winlean: process-wide; exports made (a miss) and reused (a hit) */
+        PyObject *t = Py_BuildValue("{s:i,s:K,s:K,s:K}", "enabled", winlean_on, "exports",
+                                    lean_exports, "reuses", lean_reuses, "slot_lookups",
+                                    lean_slot_misses);
+        if (!t || PyDict_SetItemString(r, "lean", t) < 0)
+            Py_CLEAR(r);
+        Py_XDECREF(t);
+    }
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -1393,6 +1657,7 @@ static void stop_thread(Engine *e)
 static PyObject *Engine_close(Engine *e, PyObject *unused)
 {
     stop_thread(e); /* writes what is queued first */
+    winlean_clear(); /* the cached types and array exports (rebuilt on demand) */
     Py_RETURN_NONE;
 }
 
@@ -1417,6 +1682,8 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
         e->early_enabled = !(v && strcmp(v, "0") == 0); /* "2": the writer never spins */
         if (v && strcmp(v, "2") == 0)
             e->early_enabled = 2;
+        v = getenv("SHMFS_WINLEAN"); /* slot reads, cached array exports (process-wide) */
+        winlean_on = !(v && strcmp(v, "0") == 0);
     }
     if (e->started) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already started");
@@ -1557,6 +1824,7 @@ PyMODINIT_FUNC PyInit__winfast(void)
     INTERN(s_fps, "fps");
     INTERN(s_addrs, "_addrs");
     INTERN(s_fstats, "fstats");
+    INTERN(s__fstats, "_fstats");
     INTERN(s_listeners, "_listeners");
     INTERN(s_pte_bits, "pte_file_max_bits");
     INTERN(s_ext, "ext");

@@ -193,9 +193,17 @@ int settle(Engine *e, uint64_t ino, uint64_t page, PyObject *key, PyObject *push
  * held, error cleared as get_array leaves it; release_chunk: a no-op unless loaded) */
 typedef struct {
     Py_buffer bits, frame, pgoff, prot;
-    int have;
+    int have;          /* 1: own exports; 2: winlean, copies of cached exports */
+    PyObject *hold[4]; /* have == 2: the four arrays, referenced */
 } chunk_views;
 int load_chunk(PyObject *chunk, chunk_views *c);
+/* winlean (winfast.c): SHMFS_WINLEAN, slot reads and cached array exports */
+extern int winlean_on;
+PyObject *lean_getattr(PyObject *o, PyObject *name);
+PyObject *lean_fstats(PyObject *mapping, PyObject *name);
+int lean_array_view(PyObject *arr, Py_ssize_t n, Py_ssize_t itemsize, Py_buffer *view,
+                    PyObject **hold);
+void winlean_clear(void);
 void release_chunk(chunk_views *c);
 int holes_fit(PyObject *mapping, PyObject **budget, long long nholes);
 long long fault_hole(PyObject *budget, PyObject *arena, PyObject *pages, long long pg,

@@ -70,7 +70,7 @@ PyObject *winfsync(Engine *e, const unsigned char *m, Py_ssize_t len)
         get_u32(m + 36) != 0) /* extlen, padding: Python's parse decides */
         goto decline;
     uint64_t unique = get_u64(m + 8), nodeid = get_u64(m + 16);
-    inodes = PyObject_GetAttr(e->fs, s_inodes);
+    inodes = lean_getattr(e->fs, s_inodes);
     if (!inodes || !PyDict_Check(inodes))
         goto decline;
     ikey = PyLong_FromUnsignedLongLong(nodeid);
@@ -79,7 +79,7 @@ PyObject *winfsync(Engine *e, const unsigned char *m, Py_ssize_t len)
     PyObject *inode = PyDict_GetItemWithError(inodes, ikey); /* borrowed */
     if (!inode)
         goto decline; /* ENOENT (or a lookup error): Python's */
-    ops = PyObject_GetAttr(e->fs, s_ops);
+    ops = lean_getattr(e->fs, s_ops);
     if (!ops || !PyDict_Check(ops))
         goto decline;
     /* ---- the one change, then the reply ---- */

@@ -235,7 +235,7 @@ int window_and_handle(Engine *e, uint64_t nodeid, uint64_t fh, PyObject **wins,
                       PyObject **handles, PyObject **h, long *line)
 {
 #define WDECLINE() do { *line = __LINE__; return -1; } while (0)
-    *wins = PyObject_GetAttr(e->table, s_wins);
+    *wins = lean_getattr(e->table, s_wins);
     if (!*wins || !PyDict_Check(*wins))
         WDECLINE();
     *ikey = PyLong_FromUnsignedLongLong(nodeid);
@@ -245,14 +245,14 @@ int window_and_handle(Engine *e, uint64_t nodeid, uint64_t fh, PyObject **wins,
     if (!*ws)
         return 1;
     Py_INCREF(*ws);
-    *inodes = PyObject_GetAttr(e->fs, s_inodes);
+    *inodes = lean_getattr(e->fs, s_inodes);
     if (!*inodes || !PyDict_Check(*inodes))
         WDECLINE();
     *inode = PyDict_GetItemWithError(*inodes, *ikey);
     if (!*inode)
         WDECLINE();
     Py_INCREF(*inode);
-    *handles = PyObject_GetAttr(e->fs, s_handles);
+    *handles = lean_getattr(e->fs, s_handles);
     if (!*handles || !PyDict_Check(*handles))
         WDECLINE();
     PyObject *hk = PyLong_FromUnsignedLongLong(fh);
@@ -332,8 +332,8 @@ PyObject *Engine_write(Engine *e, PyObject *args)
     long long npages;
     if (attr_ll(ws, s_npages, &npages) < 0 || i >= npages)
         DECLINE(); /* past the window's end: Python writes nothing */
-    pushed = PyObject_GetAttr(ws, s_pushed);
-    pending = PyObject_GetAttr(ws, s_pending);
+    pushed = lean_getattr(ws, s_pushed);
+    pending = lean_getattr(ws, s_pending);
     if (!pushed || !pending || !PySet_Check(pushed) || !PyDict_Check(pending))
         DECLINE();
     key = PyLong_FromLongLong(i);
@@ -364,8 +364,8 @@ PyObject *Engine_write(Engine *e, PyObject *args)
             DECLINE();
         if (!(tprot & PROT_WRITE_))
             DECLINE(); /* refused: an invalidation after the reply, Python's */
-        obj = PyObject_GetAttr(ws, s_obj);
-        mapping = obj ? PyObject_GetAttr(obj, s_mapping) : NULL;
+        obj = lean_getattr(ws, s_obj);
+        mapping = obj ? lean_getattr(obj, s_mapping) : NULL;
         if (!mapping || attr_ll(mapping, s_size, &msize) < 0)
             DECLINE();
         long long room = msize - (tpg << PAGE_SHIFT); /* never extends the object */
@@ -378,7 +378,7 @@ PyObject *Engine_write(Engine *e, PyObject *args)
         long long oino;
         if (attr_ll(obj, s_ino, &oino) < 0)
             DECLINE();
-        objs = PyObject_GetAttr(e->table, s_objs);
+        objs = lean_getattr(e->table, s_objs);
         if (!objs || !PyDict_Check(objs))
             DECLINE();
         PyObject *ok = PyLong_FromLongLong(oino);
@@ -389,7 +389,7 @@ PyObject *Engine_write(Engine *e, PyObject *args)
         if (!ostate)
             DECLINE();
         Py_INCREF(ostate);
-        ocached = PyObject_GetAttr(ostate, s_cached);
+        ocached = lean_getattr(ostate, s_cached);
         if (!ocached || !PySet_Check(ocached))
             DECLINE();
         pgkey = PyLong_FromLongLong(tpg);
@@ -400,17 +400,17 @@ PyObject *Engine_write(Engine *e, PyObject *args)
             DECLINE();
         /* object_changed: the window pages (of any window) that show tpg and that the
          * kernel may cache would be invalidated: only a launder that needs none */
-        rmap = PyObject_GetAttr(mapping, s_rmap);
+        rmap = lean_getattr(mapping, s_rmap);
         if (!rmap || rmap == Py_None)
             DECLINE();
-        i_mmap = PyObject_GetAttr(rmap, s_i_mmap);
+        i_mmap = lean_getattr(rmap, s_i_mmap);
         if (!i_mmap)
             DECLINE();
         Py_ssize_t nlin = PyObject_Length(i_mmap);
         if (nlin != 0)
             DECLINE(); /* a linear VMA (a window never remapped): Python */
-        nonlin = PyObject_GetAttr(rmap, s_nonlinear);
-        by_mm = PyObject_GetAttr(e->table, s_by_mm);
+        nonlin = lean_getattr(rmap, s_nonlinear);
+        by_mm = lean_getattr(e->table, s_by_mm);
         if (!nonlin || !PyDict_Check(nonlin) || !by_mm || !PyDict_Check(by_mm))
             DECLINE();
         Py_ssize_t pos = 0;
@@ -422,19 +422,19 @@ PyObject *Engine_write(Engine *e, PyObject *args)
         }
         /* Mapping.write -> write1: a resident, private frame of the object */
         long long nshared, fps;
-        pages = PyObject_GetAttr(mapping, s_pages);
-        arena = PyObject_GetAttr(mapping, s_arena);
+        pages = lean_getattr(mapping, s_pages);
+        arena = lean_getattr(mapping, s_arena);
         if (!pages || !arena || attr_ll(arena, s_nshared, &nshared) < 0 ||
             attr_ll(arena, s_fps, &fps) < 0)
             DECLINE();
         if (nshared != 0 || fps <= 0)
             DECLINE(); /* copy-on-write sharing in use */
-        tmp = PyObject_GetAttr(arena, s_replaying);
+        tmp = lean_getattr(arena, s_replaying);
         if (!tmp || PyObject_IsTrue(tmp) != 0)
             DECLINE();
         Py_CLEAR(tmp);
-        pframes_d = PyObject_GetAttr(pages, s_frames);
-        pflags_d = PyObject_GetAttr(pages, s_pflags);
+        pframes_d = lean_getattr(pages, s_frames);
+        pflags_d = lean_getattr(pages, s_pflags);
         if (!pframes_d || !pflags_d || !PyDict_Check(pframes_d) || !PyDict_Check(pflags_d))
             DECLINE();
         PyObject *ck = PyLong_FromLongLong(tpg >> CHUNK_SHIFT);
@@ -457,7 +457,7 @@ PyObject *Engine_write(Engine *e, PyObject *args)
         pflag = (uint8_t *)pfl.buf + slot;
         if (frame <= 0)
             DECLINE();
-        addrs = PyObject_GetAttr(arena, s_addrs);
+        addrs = lean_getattr(arena, s_addrs);
         if (!addrs || !PyList_Check(addrs))
             DECLINE();
         long long seg = frame / fps, idx = frame % fps;
@@ -467,13 +467,13 @@ PyObject *Engine_write(Engine *e, PyObject *args)
         if (base == (unsigned long long)-1 && PyErr_Occurred())
             DECLINE();
         dst = (unsigned char *)(uintptr_t)base + ((size_t)idx << PAGE_SHIFT);
-        fstats = PyObject_GetAttr(mapping, s_fstats);
-        rstats = PyObject_GetAttr(rmap, s_stats);
+        fstats = lean_fstats(mapping, s_fstats);
+        rstats = lean_getattr(rmap, s_stats);
         if (!fstats || !rstats)
             DECLINE();
     }
-    tstats = PyObject_GetAttr(e->table, s_stats);
-    fsops = PyObject_GetAttr(e->fs, s_ops);
+    tstats = lean_getattr(e->table, s_stats);
+    fsops = lean_getattr(e->fs, s_ops);
     if (!tstats || !PyDict_Check(tstats) || !fsops || !PyDict_Check(fsops))
         DECLINE();
 

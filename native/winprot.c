@@ -103,7 +103,7 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
     long long lo = (long long)(start >> PAGE_SHIFT);
 
     /* ---- phase 1: look, decide; nothing changes ---- */
-    wins = PyObject_GetAttr(e->table, s_wins);
+    wins = lean_getattr(e->table, s_wins);
     if (!wins || !PyDict_Check(wins))
         DECLINE();
     ikey = PyLong_FromUnsignedLongLong(nodeid);
@@ -115,7 +115,7 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
         DECLINE();
     Py_INCREF(ws);
     /* _writable_fh: a handle of this inode, open for writing (EBADF in Python) */
-    handles = PyObject_GetAttr(e->fs, s_handles);
+    handles = lean_getattr(e->fs, s_handles);
     if (!handles || !PyDict_Check(handles))
         DECLINE();
     ikey = PyLong_FromUnsignedLongLong(fh);
@@ -137,13 +137,13 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
         DECLINE(); /* EACCES in Python: beyond what the window was attached with */
     if (lo + n > npages)
         DECLINE(); /* ENOMEM in Python */
-    window = PyObject_GetAttr(ws, s_window);
+    window = lean_getattr(ws, s_window);
     if (!window || attr_ll(window, s_address, &waddr) < 0)
         DECLINE();
-    mm = PyObject_GetAttr(window, s_mm);
+    mm = lean_getattr(window, s_mm);
     if (!mm)
         DECLINE();
-    vmas = PyObject_GetAttr(mm, s_vmas);
+    vmas = lean_getattr(mm, s_vmas);
     if (!vmas || !PyList_Check(vmas) || PyList_GET_SIZE(vmas) != 1)
         DECLINE(); /* a split window: Python */
     vma = PyList_GET_ITEM(vmas, 0);
@@ -175,9 +175,9 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
     uint8_t *cbits = cv.bits.buf, *cprot = cv.prot.buf;
     int64_t *cframe = cv.frame.buf, *cpgoff = cv.pgoff.buf;
 
-    cached = PyObject_GetAttr(ws, s_cached);
-    pending = PyObject_GetAttr(ws, s_pending);
-    pushed = PyObject_GetAttr(ws, s_pushed);
+    cached = lean_getattr(ws, s_cached);
+    pending = lean_getattr(ws, s_pending);
+    pushed = lean_getattr(ws, s_pushed);
     if (!cached || !pending || !pushed || !PySet_Check(cached) || !PyDict_Check(pending) ||
         !PySet_Check(pushed))
         DECLINE();
@@ -226,8 +226,8 @@ PyObject *winprot_mprotect(Engine *e, const unsigned char *m, Py_ssize_t len)
     for (int k = first_moved + 1; nagain && k < last_moved; k++)
         if (again[k])
             DECLINE();
-    tstats = PyObject_GetAttr(e->table, s_stats);
-    mmstats = PyObject_GetAttr(mm, s_stats);
+    tstats = lean_getattr(e->table, s_stats);
+    mmstats = lean_getattr(mm, s_stats);
     if (!tstats || !PyDict_Check(tstats) || !mmstats)
         DECLINE();
     /* _drop_cached(coalesce=True): the moved pages are the range's cached pages but

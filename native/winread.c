@@ -160,11 +160,11 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     int n = (int)(hi - lo);
     if (n < 1 || n > MAXW)
         DECLINE();
-    window = PyObject_GetAttr(ws, s_window);
+    window = lean_getattr(ws, s_window);
     if (!window || attr_ll(window, s_address, &waddr) < 0)
         DECLINE();
-    mm = PyObject_GetAttr(window, s_mm);
-    vmas = mm ? PyObject_GetAttr(mm, s_vmas) : NULL;
+    mm = lean_getattr(window, s_mm);
+    vmas = mm ? lean_getattr(mm, s_vmas) : NULL;
     if (!vmas || !PyList_Check(vmas) || PyList_GET_SIZE(vmas) != 1)
         DECLINE();
     vma = PyList_GET_ITEM(vmas, 0);
@@ -178,8 +178,8 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     int slot0 = (int)(vpn0 & (CHUNK - 1));
     if (slot0 + n > CHUNK)
         DECLINE(); /* across two page-table chunks */
-    pt = PyObject_GetAttr(vma, s_pt);
-    chunks = pt ? PyObject_GetAttr(pt, s_chunks) : NULL;
+    pt = lean_getattr(vma, s_pt);
+    chunks = pt ? lean_getattr(pt, s_chunks) : NULL;
     if (!chunks || !PyDict_Check(chunks))
         DECLINE();
     {
@@ -197,16 +197,16 @@ PyObject *Engine_read(Engine *e, PyObject *args)
     const uint8_t *cprot = cv.prot.buf;
     int64_t *cframe = cv.frame.buf;
     int64_t *cpgoff_r = cv.pgoff.buf;
-    mapping = PyObject_GetAttr(vma, s_mapping);
-    arena = mapping ? PyObject_GetAttr(mapping, s_arena) : NULL;
+    mapping = lean_getattr(vma, s_mapping);
+    arena = mapping ? lean_getattr(mapping, s_arena) : NULL;
     long long fps;
     if (!arena || attr_ll(arena, s_fps, &fps) < 0 || fps <= 0)
         DECLINE();
-    tmp = PyObject_GetAttr(arena, s_replaying);
+    tmp = lean_getattr(arena, s_replaying);
     if (!tmp || PyObject_IsTrue(tmp) != 0)
         DECLINE();
     Py_CLEAR(tmp);
-    addrs = PyObject_GetAttr(arena, s_addrs);
+    addrs = lean_getattr(arena, s_addrs);
     if (!addrs || !PyList_Check(addrs))
         DECLINE();
     /* what a read fault needs, looked up once */
@@ -219,20 +219,20 @@ PyObject *Engine_read(Engine *e, PyObject *args)
                         (VM_NONLINEAR | VM_CAN_NONLINEAR) && nshared == 0;
     if (can_fault && (vflags & (VM_WRITE | VM_SHARED)) == (VM_WRITE | VM_SHARED)) {
         /* vma_wants_writenotify: then the fault's PTE stays read-only -- Python's */
-        tmp = PyObject_GetAttr(mapping, s_page_mkwrite);
+        tmp = lean_getattr(mapping, s_page_mkwrite);
         can_fault = tmp == Py_None;
         Py_CLEAR(tmp);
-        tmp = can_fault ? PyObject_GetAttr(mapping, s_write_notify) : NULL;
+        tmp = can_fault ? lean_getattr(mapping, s_write_notify) : NULL;
         can_fault = can_fault && tmp && PyObject_IsTrue(tmp) == 0;
         Py_CLEAR(tmp);
         PyErr_Clear();
     }
     if (can_fault) {
-        pages = PyObject_GetAttr(mapping, s_pages);
-        pframes_d = pages ? PyObject_GetAttr(pages, s_frames_d) : NULL;
-        pflags_d = pages ? PyObject_GetAttr(pages, s_pflags_d) : NULL;
-        fstats = PyObject_GetAttr(mapping, s_fstats);
-        mmstats = PyObject_GetAttr(mm, s_stats);
+        pages = lean_getattr(mapping, s_pages);
+        pframes_d = pages ? lean_getattr(pages, s_frames_d) : NULL;
+        pflags_d = pages ? lean_getattr(pages, s_pflags_d) : NULL;
+        fstats = lean_fstats(mapping, s_fstats);
+        mmstats = lean_getattr(mm, s_stats);
         if (!pframes_d || !pflags_d || !PyDict_Check(pframes_d) || !PyDict_Check(pflags_d) ||
             !fstats || !mmstats)
             DECLINE();
@@ -318,16 +318,16 @@ PyObject *Engine_read(Engine *e, PyObject *args)
         /* decline unless every hole fits the size= budget */
         if (holes_fit(mapping, &budget, nholes) < 0)
             DECLINE();
-        tmp = PyObject_GetAttr(ws, s_obj);
+        tmp = lean_getattr(ws, s_obj);
         if (!tmp || attr_ll(tmp, s_ino, &oino) < 0)
             DECLINE();
         Py_CLEAR(tmp);
     }
-    cached = PyObject_GetAttr(ws, s_cached);
-    pending = PyObject_GetAttr(ws, s_pending);
-    pushed = PyObject_GetAttr(ws, s_pushed);
-    tstats = PyObject_GetAttr(e->table, s_stats);
-    fsops = PyObject_GetAttr(e->fs, s_ops);
+    cached = lean_getattr(ws, s_cached);
+    pending = lean_getattr(ws, s_pending);
+    pushed = lean_getattr(ws, s_pushed);
+    tstats = lean_getattr(e->table, s_stats);
+    fsops = lean_getattr(e->fs, s_ops);
     if (!cached || !pending || !pushed || !PySet_Check(cached) || !PyDict_Check(pending) ||
         !PySet_Check(pushed) || !tstats || !PyDict_Check(tstats) || !fsops ||
         !PyDict_Check(fsops))

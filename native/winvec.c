@@ -145,7 +145,7 @@ PyObject *winvec_query(Engine *e, const unsigned char *m, Py_ssize_t len)
         goto decline_early; /* EINVAL in Python */
 
     /* ---- look (nothing changes until the counter at the end) ---- */
-    wins = PyObject_GetAttr(e->table, s_wins);
+    wins = lean_getattr(e->table, s_wins);
     if (!wins || !PyDict_Check(wins))
         DECLINE();
     ikey = PyLong_FromUnsignedLongLong(nodeid);
@@ -157,7 +157,7 @@ PyObject *winvec_query(Engine *e, const unsigned char *m, Py_ssize_t len)
         DECLINE();
     Py_INCREF(ws);
     /* fs._handle(fh, ino): any handle of this inode (a QUERY only reads) */
-    handles = PyObject_GetAttr(e->fs, s_handles);
+    handles = lean_getattr(e->fs, s_handles);
     if (!handles || !PyDict_Check(handles))
         DECLINE();
     ikey = PyLong_FromUnsignedLongLong(fh);
@@ -173,13 +173,13 @@ PyObject *winvec_query(Engine *e, const unsigned char *m, Py_ssize_t len)
     long long npages, waddr;
     if (attr_ll(ws, s_npages, &npages) < 0)
         DECLINE();
-    window = PyObject_GetAttr(ws, s_window);
+    window = lean_getattr(ws, s_window);
     if (!window || attr_ll(window, s_address, &waddr) < 0)
         DECLINE();
-    mm = PyObject_GetAttr(window, s_mm);
+    mm = lean_getattr(window, s_mm);
     if (!mm)
         DECLINE();
-    vmas = PyObject_GetAttr(mm, s_vmas);
+    vmas = lean_getattr(mm, s_vmas);
     if (!vmas || !PyList_Check(vmas) || PyList_GET_SIZE(vmas) != 1)
         DECLINE(); /* a split window (MPROTECT_VMA): _state across VMAs, Python */
     vma = PyList_GET_ITEM(vmas, 0);
@@ -190,24 +190,24 @@ PyObject *winvec_query(Engine *e, const unsigned char *m, Py_ssize_t len)
         DECLINE();
     if (vstart != waddr || vend != waddr + (npages << PAGE_SHIFT) || npages < 0)
         DECLINE();
-    pt = PyObject_GetAttr(vma, s_pt);
+    pt = lean_getattr(vma, s_pt);
     if (!pt)
         DECLINE();
-    chunks = PyObject_GetAttr(pt, s_chunks);
-    cached = PyObject_GetAttr(ws, s_cached);
-    tstats = PyObject_GetAttr(e->table, s_stats);
-    obj = PyObject_GetAttr(ws, s_obj);
+    chunks = lean_getattr(pt, s_chunks);
+    cached = lean_getattr(ws, s_cached);
+    tstats = lean_getattr(e->table, s_stats);
+    obj = lean_getattr(ws, s_obj);
     if (!chunks || !PyDict_Check(chunks) || !cached || !PySet_Check(cached) || !tstats ||
         !PyDict_Check(tstats) || !obj)
         DECLINE();
-    mapping = PyObject_GetAttr(obj, s_mapping);
+    mapping = lean_getattr(obj, s_mapping);
     long long msize;
     if (!mapping || attr_ll(mapping, s_size, &msize) < 0 || msize < 0)
         DECLINE();
-    pages = PyObject_GetAttr(mapping, s_pages);
+    pages = lean_getattr(mapping, s_pages);
     if (!pages)
         DECLINE();
-    pframes = PyObject_GetAttr(pages, s_frames);
+    pframes = lean_getattr(pages, s_frames);
     if (!pframes)
         DECLINE();
     int pc_dict = PyDict_Check(pframes); /* else the empty page cache's sentinel */
@@ -380,14 +380,14 @@ int winvec_refault_frame(PyObject *mapping, long long pgoff, long long *frame)
     if (pgoff < 0 || attr_ll(mapping, s_size, &msize) < 0 ||
         pgoff >= (msize + PAGE_SIZE - 1) >> PAGE_SHIFT)
         goto out; /* beyond EOF: SIGBUS, Python */
-    arena = PyObject_GetAttr(mapping, s_arena);
+    arena = lean_getattr(mapping, s_arena);
     if (!arena || attr_ll(arena, s_nshared, &nshared) < 0 || nshared != 0)
         goto out; /* copy_file_range sharing: _install_bits asks is_shared, Python */
-    pages = PyObject_GetAttr(mapping, s_pages);
+    pages = lean_getattr(mapping, s_pages);
     if (!pages)
         goto out;
-    fr_d = PyObject_GetAttr(pages, s_frames);
-    fl_d = PyObject_GetAttr(pages, s_pflags);
+    fr_d = lean_getattr(pages, s_frames);
+    fl_d = lean_getattr(pages, s_pflags);
     if (!fr_d || !fl_d || !PyDict_Check(fr_d) || !PyDict_Check(fl_d))
         goto out;
     PyObject *fa = get_int_key(fr_d, pgoff >> CHUNK_SHIFT);
@@ -424,7 +424,7 @@ out:
  * minor fault. -1 only on a failed allocation. */
 int winvec_refault(Engine *e, PyObject *mapping, PyObject *mmstats)
 {
-    PyObject *fstats = PyObject_GetAttr(mapping, s_fstats);
+    PyObject *fstats = lean_fstats(mapping, s_fstats);
     if (!fstats)
         return -1;
     PyObject *fsl[2] = {e->fault_stats, fstats};
@@ -516,7 +516,7 @@ PyObject *winvec_remapv(Engine *e, const unsigned char *m, Py_ssize_t len)
         put_u32(msg + IN_HEADER + 28, 0);
         memcpy(msg + IN_HEADER + IOCTL_IN, ent, REMAP_SIZE);
     }
-    wins = PyObject_GetAttr(e->table, s_wins);
+    wins = lean_getattr(e->table, s_wins);
     if (!wins || !PyDict_Check(wins))
         goto decline;
     ikey = PyLong_FromUnsignedLongLong(nodeid);

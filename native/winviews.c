@@ -77,7 +77,7 @@ int vmaview_get(PyObject *table_by_mm, PyObject *vma, vmaview_t *v)
     int r = -1;
     PyObject *mm = NULL, *mmkey = NULL, *window = NULL, *pt = NULL;
     memset(v, 0, sizeof *v);
-    mm = PyObject_GetAttr(vma, s_mm);
+    mm = lean_getattr(vma, s_mm);
     mmkey = mm ? PyLong_FromVoidPtr(mm) : NULL; /* id(vma.mm) */
     if (!mmkey)
         goto out;
@@ -88,13 +88,13 @@ int vmaview_get(PyObject *table_by_mm, PyObject *vma, vmaview_t *v)
     }
     Py_INCREF(v->ws);
     long long vstart, vend, waddr;
-    window = PyObject_GetAttr(v->ws, s_window);
+    window = lean_getattr(v->ws, s_window);
     if (!window || attr_ll(window, s_address, &waddr) < 0 || attr_ll(vma, s_start, &vstart) < 0 ||
         attr_ll(vma, s_end, &vend) < 0 || attr_ll(vma, s_pgoff, &v->vpgoff) < 0)
         goto out;
     if (vstart < waddr || vend <= vstart || ((vstart | vend | waddr) & (PAGE_SIZE - 1)))
         goto out;
-    v->cached = PyObject_GetAttr(v->ws, s_cached);
+    v->cached = lean_getattr(v->ws, s_cached);
     if (!v->cached || !PySet_Check(v->cached))
         goto out;
     if (PySet_GET_SIZE(v->cached) == 0) {
@@ -104,8 +104,8 @@ int vmaview_get(PyObject *table_by_mm, PyObject *vma, vmaview_t *v)
     v->start_vpn = vstart >> PAGE_SHIFT;
     v->npages = (vend - vstart) >> PAGE_SHIFT;
     v->lo = (vstart - waddr) >> PAGE_SHIFT; /* window page of the VMA's first */
-    pt = PyObject_GetAttr(vma, s_pt);
-    v->chunks = pt ? PyObject_GetAttr(pt, s_chunks) : NULL;
+    pt = lean_getattr(vma, s_pt);
+    v->chunks = pt ? lean_getattr(pt, s_chunks) : NULL;
     if (!v->chunks || !PyDict_Check(v->chunks))
         goto out;
     r = 1;

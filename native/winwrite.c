@@ -123,13 +123,13 @@ static void winview_clear(winview_t *v)
 static int winview(PyObject *ws, winview_t *v)
 {
     PyObject *vmas = NULL;
-    v->window = PyObject_GetAttr(ws, s_window);
+    v->window = lean_getattr(ws, s_window);
     if (!v->window || attr_ll(v->window, s_address, &v->waddr) < 0)
         goto bad;
-    v->mm = PyObject_GetAttr(v->window, s_mm);
+    v->mm = lean_getattr(v->window, s_mm);
     if (!v->mm)
         goto bad;
-    vmas = PyObject_GetAttr(v->mm, s_vmas);
+    vmas = lean_getattr(v->mm, s_vmas);
     if (!vmas || !PyList_Check(vmas) || PyList_GET_SIZE(vmas) != 1)
         goto bad;
     v->vma = PyList_GET_ITEM(vmas, 0);
@@ -140,10 +140,10 @@ static int winview(PyObject *ws, winview_t *v)
         goto bad;
     if (v->vstart != v->waddr || v->vend <= v->vstart || (v->vstart & (PAGE_SIZE - 1)))
         goto bad;
-    v->pt = PyObject_GetAttr(v->vma, s_pt);
+    v->pt = lean_getattr(v->vma, s_pt);
     if (!v->pt)
         goto bad;
-    v->chunks = PyObject_GetAttr(v->pt, s_chunks);
+    v->chunks = lean_getattr(v->pt, s_chunks);
     if (!v->chunks || !PyDict_Check(v->chunks))
         goto bad;
     return 0;
@@ -270,9 +270,9 @@ PyObject *winwrite_store(wreq_t *r)
         if (cancel_stores(e, r->nodeid, lo, hi - 1) < 0)
             DECLINE();
     }
-    pushed = PyObject_GetAttr(ws, s_pushed);
-    pending = PyObject_GetAttr(ws, s_pending);
-    cached = PyObject_GetAttr(ws, s_cached);
+    pushed = lean_getattr(ws, s_pushed);
+    pending = lean_getattr(ws, s_pending);
+    cached = lean_getattr(ws, s_cached);
     if (!pushed || !pending || !cached || !PySet_Check(pushed) || !PyDict_Check(pending) ||
         !PySet_Check(cached))
         DECLINE();
@@ -340,12 +340,12 @@ PyObject *winwrite_store(wreq_t *r)
         if (frames[k] <= 0 || pgs[k] < 0)
             DECLINE();
     }
-    mapping = PyObject_GetAttr(me.vma, s_mapping);
-    arena = mapping ? PyObject_GetAttr(mapping, s_arena) : NULL;
+    mapping = lean_getattr(me.vma, s_mapping);
+    arena = mapping ? lean_getattr(mapping, s_arena) : NULL;
     long long fps;
     if (!arena || attr_ll(arena, s_fps, &fps) < 0 || fps <= 0)
         DECLINE();
-    tmp = PyObject_GetAttr(arena, s_replaying);
+    tmp = lean_getattr(arena, s_replaying);
     if (!tmp || PyObject_IsTrue(tmp) != 0)
         DECLINE();
     Py_CLEAR(tmp);
@@ -357,7 +357,7 @@ PyObject *winwrite_store(wreq_t *r)
         if ((wfault_bits & PTE_FILE) && (vflags & (VM_NONLINEAR | VM_CAN_NONLINEAR)) !=
                                             (VM_NONLINEAR | VM_CAN_NONLINEAR))
             DECLINE();
-        tmp = PyObject_GetAttr(mapping, s_page_mkwrite);
+        tmp = lean_getattr(mapping, s_page_mkwrite);
         if (!tmp || tmp != Py_None)
             DECLINE(); /* _page_mkwrite's hook */
         Py_CLEAR(tmp);
@@ -366,12 +366,12 @@ PyObject *winwrite_store(wreq_t *r)
             DECLINE(); /* beyond EOF: SIGBUS, Python's */
         if (attr_ll(arena, s_nshared, &nshared) < 0 || nshared != 0)
             DECLINE(); /* copy_file_range sharing: break_shares, Python's */
-        pages = PyObject_GetAttr(mapping, s_pages);
-        fstats = PyObject_GetAttr(mapping, s_fstats);
-        mmstats = PyObject_GetAttr(me.mm, s_stats);
+        pages = lean_getattr(mapping, s_pages);
+        fstats = lean_fstats(mapping, s_fstats);
+        mmstats = lean_getattr(me.mm, s_stats);
         if (!pages || !fstats || !mmstats)
             DECLINE();
-        PyObject *fr_d = PyObject_GetAttr(pages, s_frames), *fl_d = PyObject_GetAttr(pages, s_pflags);
+        PyObject *fr_d = lean_getattr(pages, s_frames), *fl_d = lean_getattr(pages, s_pflags);
         int bad = !fr_d || !fl_d || !PyDict_Check(fr_d) || !PyDict_Check(fl_d);
         PyObject *fa = NULL, *fl = NULL;
         if (!bad) {
@@ -409,7 +409,7 @@ PyObject *winwrite_store(wreq_t *r)
                         (PG_UPTODATE | PG_DIRTY);
         }
     }
-    addrs = PyObject_GetAttr(arena, s_addrs);
+    addrs = lean_getattr(arena, s_addrs);
     if (!addrs || !PyList_Check(addrs))
         DECLINE();
     unsigned char *dst[MAXW];
@@ -439,11 +439,11 @@ PyObject *winwrite_store(wreq_t *r)
             }
             shown[j] = pgs[k];
         }
-    obj = PyObject_GetAttr(ws, s_obj);
+    obj = lean_getattr(ws, s_obj);
     long long oino;
     if (!obj || attr_ll(obj, s_ino, &oino) < 0)
         DECLINE();
-    objs = PyObject_GetAttr(e->table, s_objs);
+    objs = lean_getattr(e->table, s_objs);
     if (!objs || !PyDict_Check(objs))
         DECLINE();
     {
@@ -456,9 +456,9 @@ PyObject *winwrite_store(wreq_t *r)
             DECLINE();
         Py_INCREF(ostate);
     }
-    ocached = PyObject_GetAttr(ostate, s_cached);
-    owins = PyObject_GetAttr(ostate, s_wins);
-    wins = PyObject_GetAttr(e->table, s_wins);
+    ocached = lean_getattr(ostate, s_cached);
+    owins = lean_getattr(ostate, s_wins);
+    wins = lean_getattr(e->table, s_wins);
     if (!ocached || !PySet_Check(ocached) || !owins || !PyAnySet_Check(owins) || !wins ||
         !PyDict_Check(wins))
         DECLINE();
@@ -505,7 +505,7 @@ PyObject *winwrite_store(wreq_t *r)
                 DECLINE();
             }
             wlist[nw++] = w;
-            PyObject *wc = PyObject_GetAttr(w, s_cached);
+            PyObject *wc = lean_getattr(w, s_cached);
             if (!wc || !PySet_Check(wc)) {
                 Py_XDECREF(wc);
                 Py_DECREF(it);
@@ -524,7 +524,7 @@ PyObject *winwrite_store(wreq_t *r)
         /* few cached pages: ask each what it shows (aliases in this window included) */
         for (int q = 0; q < nw; q++) {
             PyObject *w = wlist[q];
-            PyObject *wc = PyObject_GetAttr(w, s_cached);
+            PyObject *wc = lean_getattr(w, s_cached);
             if (!wc)
                 DECLINE();
             if (PySet_GET_SIZE(wc) == 0) {
@@ -580,15 +580,15 @@ PyObject *winwrite_store(wreq_t *r)
         }
     } else {
         /* object_changed per run of the shown pages: the reverse map, scanned in C */
-        rmap = PyObject_GetAttr(mapping, s_rmap);
+        rmap = lean_getattr(mapping, s_rmap);
         if (!rmap || rmap == Py_None)
             DECLINE();
-        tmp = PyObject_GetAttr(rmap, s_i_mmap);
+        tmp = lean_getattr(rmap, s_i_mmap);
         if (!tmp || PyObject_Length(tmp) != 0)
             DECLINE(); /* a linear VMA on the object: Python */
         Py_CLEAR(tmp);
-        PyObject *nonlin = PyObject_GetAttr(rmap, s_nonlinear);
-        PyObject *by_mm = PyObject_GetAttr(e->table, s_by_mm);
+        PyObject *nonlin = lean_getattr(rmap, s_nonlinear);
+        PyObject *by_mm = lean_getattr(e->table, s_by_mm);
         int bad = !nonlin || !PyDict_Check(nonlin) || !by_mm || !PyDict_Check(by_mm);
         /* one run of shown pages (one lookup): other windows' cached views of them are
          * invalidated here (_drop_cached); several runs with a cached view: Python */
@@ -619,21 +619,21 @@ PyObject *winwrite_store(wreq_t *r)
         Py_XDECREF(by_mm);
         if (bad)
             DECLINE();
-        rstats = PyObject_GetAttr(rmap, s_stats);
+        rstats = lean_getattr(rmap, s_stats);
         if (!rstats)
             DECLINE();
         for (int q = 0; q < nshown; q++)
             if (q == 0 || shown[q] != shown[q - 1] + 1)
                 nruns++;
     }
-    tstats = PyObject_GetAttr(e->table, s_stats);
-    fsops = PyObject_GetAttr(e->fs, s_ops);
+    tstats = lean_getattr(e->table, s_stats);
+    fsops = lean_getattr(e->fs, s_ops);
     if (!tstats || !PyDict_Check(tstats) || !fsops || !PyDict_Check(fsops))
         DECLINE();
     for (int v = 0; v < nhv; v++) { /* their sets and inode numbers, checked now */
-        hv[v].ino_cached = PyObject_GetAttr(hv[v].ws, s_cached);
-        hv[v].pushed = PyObject_GetAttr(hv[v].ws, s_pushed);
-        hv[v].pending = PyObject_GetAttr(hv[v].ws, s_pending);
+        hv[v].ino_cached = lean_getattr(hv[v].ws, s_cached);
+        hv[v].pushed = lean_getattr(hv[v].ws, s_pushed);
+        hv[v].pending = lean_getattr(hv[v].ws, s_pending);
         if (!hv[v].ino_cached || !PySet_Check(hv[v].ino_cached) || !hv[v].pushed ||
             !PySet_Check(hv[v].pushed) || !hv[v].pending || !PyDict_Check(hv[v].pending) ||
             attr_ll(hv[v].ws, s_ino, &hv[v].ino) < 0)

@@ -10,6 +10,7 @@ so that ``perf record --call-graph dwarf -p PID`` can be attached.
 
     .venv/bin/python scripts/remap_probe.py --n 50000
     SHMFS_WINFAST_EARLY=0 .venv/bin/python scripts/remap_probe.py --n 50000
+    SHMFS_WINLEAN=0 .venv/bin/python scripts/remap_probe.py --n 50000
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def main() -> None:
     print(f"  writer hand-off {hand / 1e3:.2f} us; early batches {e['batches']}, "
           f"seal {e['seal_ns'] / max(1, e['batches']) / 1e3:.2f} us, "
           f"writer waits {e['spins']} (slept {e['sleeps']})")
+    lean = st.get("lean")
+    if lean is not None:  # winlean: SHMFS_WINLEAN=0 turns it off
+        print(f"  lean={lean['enabled']}: exports {lean['exports']}, reuses {lean['reuses']},"
+              f" slot lookups {lean['slot_lookups']}")
 
 
 if __name__ == "__main__":

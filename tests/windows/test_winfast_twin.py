@@ -56,6 +56,17 @@ from vmcore.fault import FAULT_STATS
 pytestmark = pytest.mark.skipif(not winfast.available(),
                                 reason="the C extension is not built (scripts/bootstrap.sh)")
 
+
+@pytest.fixture(autouse=True, scope="module", params=["1", "0"], ids=["lean", "nolean"])
+def winlean(request: pytest.FixtureRequest):
+    """Every twin here with the engine's slot reads and cached array exports on (the
+    default) and off (``SHMFS_WINLEAN=0``, winlean): the same bytes and state either
+    way.  Module-scoped so that hypothesis' examples share it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHMFS_WINLEAN", request.param)
+        yield request.param
+
+
 P4 = 4096
 ROOT = Ctx(0, 0, 1)
 WIN_PAGES = 600  # two page-table chunks

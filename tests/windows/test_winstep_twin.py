@@ -23,6 +23,15 @@ from tests.windows.test_winfast_twin import NONBLOCK, P4, PAGES, POPULATE, Twin,
 pytestmark = pytest.mark.skipif(not winfast.available(),
                                 reason="the C extension is not built (scripts/bootstrap.sh)")
 
+@pytest.fixture(autouse=True, scope="module", params=["1", "0"], ids=["lean", "nolean"])
+def winlean(request: pytest.FixtureRequest):
+    """Every twin here with the engine's slot reads and cached array exports on (the
+    default) and off (``SHMFS_WINLEAN=0``, winlean): the same bytes and state either
+    way.  Module-scoped so that hypothesis' examples share it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHMFS_WINLEAN", request.param)
+        yield request.param
+
 
 def _sequence(seed: int, n: int) -> list[tuple]:
     """Remaps (mostly populating, 1-3 pages), window stores and launders, reads."""
