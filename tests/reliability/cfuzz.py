@@ -1,0 +1,411 @@
+"""Structured malformed requests against the C request paths, with the Python path as oracle.
+
+Two session drivers (tests/reliability/session_driver.py, the real Session over a
+SOCK_SEQPACKET socketpair) serve the same fresh ShmFs: one with the C engines on
+(native/hotpath.c + hotloop.c + hotmeta.c for the file hot path, native/winfast.c and
+win*.c for window requests), one with them off (SHMFS_HOTPATH=0, SHMFS_WINFAST=0,
+SHMFS_CLOOP=0: every request through Python). Both get the same set-up (a data file,
+a window attached to a source file through GRANT/ATTACH, a directory), then the same
+mutants of valid requests for every opcode the C paths accept:
+
+- the header's len smaller / larger than the bytes sent,
+- the body cut at every byte boundary (every one up to 128 bytes, then samples),
+- names without NUL, of 255 / 256 / 300 bytes, empty, "a\\0b",
+- each fixed u32/u64 field replaced by an edge value (0, 1, 2^31, 2^32-1, 2^63-1,
+  2^63 = "negative", 2^64-1, ...),
+- unknown / wrong-type nodeids and handles,
+- IOCTL in_size / out_size that lie, every flag bit, REMAPV counts that overflow.
+
+Every mutant must get exactly one reply (none for FORGET / BATCH_FORGET) with a valid
+errno on both (``wire.Channel`` checks the reply headers; a GETATTR probe after each
+proves the session serves), a READ of an untouched sentinel file after each must return
+its bytes on the engines' session, and where both answer the errno must be the same.
+A C engine that reads past a buffer does not raise: run this under
+scripts/asan_check.sh to see those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as E
+import itertools
+import os
+import random
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from mount.winapi import abi
+from tests.reliability import wire as W
+
+ENGINES_OFF = {"SHMFS_HOTPATH": "0", "SHMFS_WINFAST": "0", "SHMFS_CLOOP": "0"}
+ENGINES_ON = {"SHMFS_HOTPATH": "1", "SHMFS_WINFAST": "1", "SHMFS_CLOOP": "1",
+              "SHMFS_CLOOP_IOCTL": "1"}
+U64_EDGES = [0, 1, 4095, 4096, 2**31, 2**32 - 1, 2**32, 2**62, 2**63 - 4097, 2**63 - 1, 2**63,
+             2**63 + 1, 2**64 - 4096, 2**64 - 1]
+U32_EDGES = [0, 1, 255, 256, 4096, 2**31 - 1, 2**31, 2**32 - 4096, 2**32 - 1]
+SENTINEL = bytes(range(256)) * 20
+PAGE = 4096
+FUSE_IOCTL_FLAG_BITS = [0, 1, 2, 4, 8, 16, 32]
+
+
+@dataclass
+class Ctx:
+    """One session's set-up: the nodeids / handles / token the templates refer to."""
+
+    ch: W.Channel
+    uniques: Iterator[int]
+    nodes: dict[str, int] = field(default_factory=dict)
+
+    def call(self, opcode: int, nodeid: int, body: bytes) -> W.Reply:
+        return self.ch.call(opcode, next(self.uniques), nodeid, body)
+
+
+# (name, opcode, node key, fixed-part struct format or None, body builder, prep)
+Body = Callable[[Ctx], bytes]
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    opcode: int
+    node: str
+    fmt: str  # the fixed struct in front of any name / data ("" when none)
+    body: Body
+    prep: Callable[[Ctx], None] | None = None
+    names: bool = False  # a NUL-terminated name follows the fixed part
+
+
+def rw(fh: int, off: int, size: int) -> bytes:
+    return struct.pack("<QQIIQII", fh, off, size, 0, 0, os.O_RDWR, 0)
+
+
+def ioctl(fh: int, cmd: int, data: bytes, *, out_size: int | None = None) -> bytes:
+    size = abi.ioc_size(cmd)
+    in_size = len(data) if abi.ioc_dir(cmd) & abi.IOC_WRITE else 0
+    out = (size if abi.ioc_dir(cmd) & abi.IOC_READ else 0) if out_size is None else out_size
+    return struct.pack("<QIIQII", fh, 0, cmd, 0, in_size, out) + data[:in_size].ljust(in_size,
+                                                                                     b"\0")
+
+
+def _open_tmp(c: Ctx) -> None:
+    r = c.call(W.OPEN, c.nodes["file"], struct.pack("<II", os.O_RDWR, 0))
+    assert r.error == 0, r
+    c.nodes["tmpfh"] = struct.unpack_from("<Q", r.payload)[0]
+
+
+def _make_victim(c: Ctx) -> None:
+    r = c.call(W.CREATE, 1, struct.pack("<IIII", os.O_RDWR, 0o100644, 0, 0) + b"u\0")
+    assert r.error in (0, -E.EEXIST), r
+    if r.error == 0:  # the kernel would RELEASE it; keep the handle table small
+        ino = struct.unpack_from("<Q", r.payload)[0]
+        fh = struct.unpack_from("<Q", r.payload, 128)[0]
+        assert c.call(W.RELEASE, ino, struct.pack("<QIIQ", fh, 0, 0, 0)).error == 0
+
+
+def _lookup_forgettable(c: Ctx) -> None:
+    r = c.call(W.LOOKUP, 1, b"fg\0")
+    assert r.error == 0, r
+
+
+def _fresh_window(c: Ctx) -> None:
+    """An empty file "w2" of its own to ATTACH (the last one unlinked and closed)."""
+    if "w2" in c.nodes:
+        c.call(W.RELEASE, c.nodes["w2"], struct.pack("<QIIQ", c.nodes["w2fh"], 0, 0, 0))
+        c.call(W.UNLINK, 1, b"w2\0")
+    c.nodes["w2"], c.nodes["w2fh"] = c.ch.create(next(c.uniques), b"w2")
+
+
+def refresh(c: Ctx) -> None:
+    """New handles of the data file and the window: a mutant may have released the old
+    ones (a RELEASE whose fh became 1), which would leave later templates only EBADF."""
+    for node, key in (("file", "fh"), ("win", "wfh")):
+        r = c.call(W.OPEN, c.nodes[node], struct.pack("<II", os.O_RDWR, 0))
+        assert r.error == 0, (node, r)
+        c.nodes[key] = struct.unpack_from("<Q", r.payload)[0]
+
+
+def _remapv(c: Ctx) -> bytes:
+    entries = [abi.REMAP.pack(i * PAGE, PAGE, 3 - i, 0, 0) for i in range(4)]
+    return abi.REMAPV_HEAD.pack(4, 0, 0, 0) + b"".join(entries)
+
+
+def _query(c: Ctx) -> bytes:
+    return abi.QUERY_HEAD.pack(0, 8, 0, 0, 0) + bytes(abi.QUERY_SIZE - abi.QUERY_HEAD.size)
+
+
+def _stats(c: Ctx) -> bytes:
+    return abi.STATS_HEAD.pack(0, 0, 0, 0) + bytes(abi.STATS_DATA)
+
+
+SA = "<IIQQQqqqIIIIIIII"
+TEMPLATES: list[Template] = [
+    Template("lookup", W.LOOKUP, "root", "", lambda c: b"f\0", names=True),
+    Template("lookup-miss", W.LOOKUP, "root", "", lambda c: b"nothere\0", names=True),
+    Template("getattr", W.GETATTR, "file", "<IIQ",
+             lambda c: struct.pack("<IIQ", 1, 0, c.nodes["fh"])),
+    Template("setattr", W.SETATTR, "file", SA, lambda c: struct.pack(
+        SA, 1 | 8 | 16, 0, c.nodes["fh"], 3 * PAGE, 0, 0, 0, 0, 0, 0, 0, 0o100644, 0, 0, 0, 0)),
+    Template("create", W.CREATE, "root", "<IIII",
+             lambda c: struct.pack("<IIII", os.O_RDWR, 0o100644, 0o022, 0) + b"new\0", names=True),
+    Template("open", W.OPEN, "file", "<II", lambda c: struct.pack("<II", os.O_RDWR, 0)),
+    Template("read", W.READ, "file", "<QQIIQII", lambda c: rw(c.nodes["fh"], 100, 5000)),
+    Template("write", W.WRITE, "file", "<QQIIQII",
+             lambda c: rw(c.nodes["fh"], 2 * PAGE - 3, 7) + b"written"),
+    Template("flush", W.FLUSH, "file", "<QIIQ",
+             lambda c: struct.pack("<QIIQ", c.nodes["fh"], 0, 0, 7)),
+    Template("release", W.RELEASE, "file", "<QIIQ",
+             lambda c: struct.pack("<QIIQ", c.nodes["tmpfh"], os.O_RDWR, 0, 0), prep=_open_tmp),
+    Template("unlink", W.UNLINK, "root", "", lambda c: b"u\0", prep=_make_victim, names=True),
+    Template("forget", W.FORGET, "fg", "<Q", lambda c: struct.pack("<Q", 1),
+             prep=_lookup_forgettable),
+    Template("batch-forget", W.BATCH_FORGET, "zero", "<II", lambda c: struct.pack(
+        "<IIQQ", 1, 0, c.nodes["fg"], 1), prep=_lookup_forgettable),
+    Template("fsync", W.FSYNC, "file", "<QII", lambda c: struct.pack("<QII", c.nodes["fh"], 1, 0)),
+    Template("fallocate", W.FALLOCATE, "file", "<QQQII",
+             lambda c: struct.pack("<QQQII", c.nodes["fh"], PAGE, 2 * PAGE, 0, 0)),
+    Template("lseek", W.LSEEK, "file", "<QQII",
+             lambda c: struct.pack("<QQII", c.nodes["fh"], 10, 3, 0)),
+    Template("mkdir", W.MKDIR, "root", "<II", lambda c: struct.pack("<II", 0o755, 0) + b"nd\0",
+             names=True),
+    Template("rename", W.RENAME, "root", "<Q", lambda c: struct.pack("<Q", 1) + b"nd\0nd2\0",
+             names=True),
+    # the window's own READ / WRITE / FSYNC (native/winread.c, winwrite.c, winfsync.c)
+    Template("win-read", W.READ, "win", "<QQIIQII",
+             lambda c: rw(c.nodes["wfh"], PAGE - 10, 3 * PAGE)),
+    Template("win-write", W.WRITE, "win", "<QQIIQII",
+             lambda c: rw(c.nodes["wfh"], PAGE + 5, 9) + b"via-windo"),
+    Template("win-fsync", W.FSYNC, "win", "<QII",
+             lambda c: struct.pack("<QII", c.nodes["wfh"], 0, 0)),
+    Template("win-getattr", W.GETATTR, "win", "<IIQ", lambda c: struct.pack("<IIQ", 0, 0, 0)),
+]
+IOCTL_HEAD = "<QIIQII"
+WINDOW_IOCTLS: list[tuple[str, int, Body]] = [
+    ("remap", abi.SHMFS_IOC_WIN_REMAP, lambda c: abi.REMAP.pack(PAGE, 2 * PAGE, 2, 0, 0)),
+    ("remap-chgprot", abi.SHMFS_IOC_WIN_REMAP,
+     lambda c: abi.REMAP.pack(0, PAGE, 1, 1, abi.MAP_CHGPROT)),
+    ("remapv", abi.SHMFS_IOC_WIN_REMAPV, _remapv),
+    ("mprotect", abi.SHMFS_IOC_WIN_MPROTECT, lambda c: abi.MPROTECT.pack(0, 2 * PAGE, 1, 0)),
+    ("madvise", abi.SHMFS_IOC_WIN_MADVISE,
+     lambda c: abi.MADVISE.pack(0, PAGE, abi.MADV_WILLNEED, 0)),
+    ("query", abi.SHMFS_IOC_WIN_QUERY, _query),
+    ("info", abi.SHMFS_IOC_WIN_INFO, lambda c: b""),
+    ("stats", abi.SHMFS_IOC_STATS, _stats),
+    ("remount", abi.SHMFS_IOC_REMOUNT, lambda c: abi.REMOUNT.pack(0, 0, 0, 0)),
+    ("attach-busy", abi.SHMFS_IOC_WIN_ATTACH,
+     lambda c: abi.ATTACH.pack(c.nodes["token"], 8 * PAGE, 0, 3, 0)),
+]
+for _name, _cmd, _payload in WINDOW_IOCTLS:
+    TEMPLATES.append(Template(
+        "ioctl-" + _name, W.IOCTL, "win", IOCTL_HEAD,
+        (lambda cmd, payload: lambda c: ioctl(c.nodes["wfh"], cmd, payload(c)))(_cmd, _payload)))
+TEMPLATES.append(Template("ioctl-attach", W.IOCTL, "w2", IOCTL_HEAD, lambda c: ioctl(
+    c.nodes["w2fh"], abi.SHMFS_IOC_WIN_ATTACH,
+    abi.ATTACH.pack(c.nodes["token"], 8 * PAGE, 0, 3, 0)), prep=_fresh_window))
+TEMPLATES.append(Template("ioctl-grant", W.IOCTL, "file", IOCTL_HEAD, lambda c: ioctl(
+    c.nodes["fh"], abi.SHMFS_IOC_WIN_GRANT, abi.GRANT.pack(3, 0, bytes(16)))))
+TEMPLATES.append(Template("ioctl-foreign", W.IOCTL, "file", IOCTL_HEAD, lambda c: struct.pack(
+    IOCTL_HEAD, c.nodes["fh"], 0, 0x5401, 0, 0, 60)))
+
+
+def set_up(ch: W.Channel) -> Ctx:
+    """The files every template refers to, made the same way on both sessions."""
+    c = Ctx(ch, itertools.count(100))
+    c.nodes.update(root=1, zero=0)
+    c.nodes["file"], c.nodes["fh"] = ch.create(next(c.uniques), b"f")
+    data = b"d" * 3 * PAGE
+    assert c.call(W.WRITE, c.nodes["file"], rw(c.nodes["fh"], 0, len(data)) + data).error == 0
+    c.nodes["sent"], c.nodes["sfh"] = ch.create(next(c.uniques), b"sentinel")
+    r = c.call(W.WRITE, c.nodes["sent"], rw(c.nodes["sfh"], 0, len(SENTINEL)) + SENTINEL)
+    assert r.error == 0
+    c.nodes["fg"], fgfh = ch.create(next(c.uniques), b"fg")
+    assert c.call(W.RELEASE, c.nodes["fg"], struct.pack("<QIIQ", fgfh, 0, 0, 0)).error == 0
+    r = c.call(W.MKDIR, 1, struct.pack("<II", 0o755, 0) + b"d\0")
+    assert r.error == 0
+    c.nodes["dir"] = struct.unpack_from("<Q", r.payload)[0]
+    src, sfh = ch.create(next(c.uniques), b"src")
+    assert c.call(W.WRITE, src, rw(sfh, 0, 8 * PAGE) + b"s" * 8 * PAGE).error == 0
+    g = c.call(W.IOCTL, src, ioctl(sfh, abi.SHMFS_IOC_WIN_GRANT, abi.GRANT.pack(3, 0, bytes(16))))
+    assert g.error == 0, g
+    c.nodes["token"] = abi.GRANT.unpack_from(g.payload, 16)[2]  # type: ignore[assignment]
+    c.nodes["win"], c.nodes["wfh"] = ch.create(next(c.uniques), b"win")
+    a = c.call(W.IOCTL, c.nodes["win"], ioctl(c.nodes["wfh"], abi.SHMFS_IOC_WIN_ATTACH,
+                                              abi.ATTACH.pack(c.nodes["token"], 8 * PAGE, 0, 3, 0)))
+    assert a.error == 0, a
+    return c
+
+
+# --- mutations: (label, function of (opcode, nodeid, body) -> (opcode, nodeid, body, len))
+Msg = tuple[int, int, bytes, int | None]
+Mutation = tuple[str, Callable[[int, int, bytes], Msg]]
+
+
+def _fields(fmt: str) -> list[tuple[int, str]]:
+    """(offset, 'Q'|'I'|'q') of each field of a little-endian struct format."""
+    out, off = [], 0
+    for ch in fmt.lstrip("<"):
+        size = struct.calcsize("<" + ch)
+        if ch in "QqIi":
+            out.append((off, ch.upper()))
+        off += size
+    return out
+
+
+def _put(body: bytes, off: int, code: str, value: int) -> bytes:
+    if off + struct.calcsize("<" + code) > len(body):
+        return body
+    b = bytearray(body)
+    struct.pack_into("<" + code, b, off, value)
+    return bytes(b)
+
+
+def mutations(t: Template, sample_body: bytes, rng: random.Random, extra: int) -> list[Mutation]:
+    """Every systematic mutant of template t plus ``extra`` random combinations."""
+    n = len(sample_body)
+    out: list[Mutation] = [("valid", lambda o, i, b: (o, i, b, None))]
+    cuts = list(range(n)) if n <= 128 else list(range(129)) + sorted(rng.sample(range(129, n), 24))
+    for cut in cuts:
+        out.append((f"cut{cut}", lambda o, i, b, cut=cut: (o, i, b[:cut], None)))
+    hdr = W.IN_HEADER.size
+    for d in (-1, 1, 8, -8, 4096, -(n // 2) - 1):
+        out.append((f"len{d:+d}", lambda o, i, b, d=d: (o, i, b, max(0, hdr + len(b) + d))))
+    for length in (0, 1, 39, 40, 2**31, 2**32 - 1):
+        out.append((f"len={length}", lambda o, i, b, length=length: (o, i, b, length)))
+    for node in (0, 424242, 2**63, 2**64 - 1, 1):
+        out.append((f"node={node}", lambda o, i, b, node=node: (o, node, b, None)))
+    fixed = _fields(t.fmt)
+    for off, code in fixed:
+        edges = U64_EDGES if code == "Q" else U32_EDGES
+        for v in edges:
+            out.append((f"@{off}{code}={v}", lambda o, i, b, off=off, code=code, v=v:
+                        (o, i, _put(b, off, code, v), None)))
+    if t.names:
+        start = struct.calcsize(t.fmt) if t.fmt else 0
+        for label, name in (("nonul", b"abc"), ("255", b"n" * 255 + b"\0"),
+                            ("256", b"n" * 256 + b"\0"), ("300", b"n" * 300 + b"\0"),
+                            ("empty", b"\0"), ("none", b""), ("a0b", b"a\0b\0"),
+                            ("dot", b".\0"), ("dotdot", b"..\0"), ("slash", b"a/b\0")):
+            out.append((f"name-{label}", lambda o, i, b, name=name, start=start:
+                        (o, i, b[:start] + name, None)))
+    if t.opcode == W.IOCTL:
+        for v in (0, 1, 8, 31, 32, 40, 16367, 16368, 16369, 2**20, 2**32 - 1):
+            out.append((f"in_size={v}", lambda o, i, b, v=v: (o, i, _put(b, 24, "I", v), None)))
+            out.append((f"out_size={v}", lambda o, i, b, v=v: (o, i, _put(b, 28, "I", v), None)))
+        for f in FUSE_IOCTL_FLAG_BITS[1:]:
+            out.append((f"ioflags={f}", lambda o, i, b, f=f: (o, i, _put(b, 8, "I", f), None)))
+        for cmdsize in (0, 8, 0x3FFF):  # the size bits of the command lie
+            out.append((f"cmdsize={cmdsize}", lambda o, i, b, cs=cmdsize: (
+                o, i, _put(b, 12, "I", (struct.unpack_from("<I", b, 12)[0] & ~(0x3FFF << 16))
+                           | (cs << 16)), None)))
+        if t.name == "ioctl-remapv":
+            for count in (0, 1, 5, 511, 512, 2**16, 2**31, 2**32 - 1):
+                out.append((f"remapv-count={count}", lambda o, i, b, count=count:
+                            (o, i, _put(b, 32, "I", count), None)))
+                out.append((f"remapv-count={count}-short", lambda o, i, b, count=count:
+                            (o, i, _put(b, 32, "I", count)[:32 + 16 + 32 * 2], None)))
+                out.append((f"remapv-count={count}-insize", lambda o, i, b, count=count: (
+                    o, i, _put(_put(b, 32, "I", count)[:32 + 16 + 32], 24, "I", 16 + 32), None)))
+            for done in (1, 4, 2**32 - 1):
+                out.append((f"remapv-done={done}", lambda o, i, b, done=done:
+                            (o, i, _put(b, 40, "I", done), None)))
+    for k in range(extra):  # random combinations: a few field edges, maybe a cut / a lie
+        seed = rng.getrandbits(64)
+
+        def combo(o: int, i: int, b: bytes, seed: int = seed) -> Msg:
+            r = random.Random(seed)
+            b = bytearray(b)
+            for _ in range(r.randint(1, 4)):
+                if not b:
+                    break
+                if fixed and r.random() < 0.7:
+                    off, code = r.choice(fixed)
+                    v = r.choice(U64_EDGES if code == "Q" else [*U32_EDGES, r.getrandbits(32)])
+                    b = bytearray(_put(bytes(b), off, code, v % (2**64 if code == "Q" else 2**32)))
+                else:
+                    p = r.randrange(len(b))
+                    b[p] = r.getrandbits(8)
+            body = bytes(b)
+            if r.random() < 0.3:
+                body = body[:r.randrange(len(body) + 1)]
+            length = None if r.random() < 0.8 else max(
+                0, hdr + len(body) + r.choice([-9, -1, 1, 64]))
+            return o, i, body, length
+        out.append((f"rand{k}", combo))
+    return out
+
+
+@dataclass
+class Finding:
+    template: str
+    mutant: str
+    detail: str
+
+
+@dataclass
+class Outcome:
+    sent: int = 0
+    compared: int = 0
+    stats: dict[str, object] = field(default_factory=dict)  # each driver's final statistics
+    valid: dict[str, int | None] = field(default_factory=dict)  # template -> errno of "valid"
+    findings: list[Finding] = field(default_factory=list)
+
+
+def _errno_of(replies: list[W.Reply]) -> int | None:
+    return replies[0].error if replies else None
+
+
+def _check_sentinel(c: Ctx) -> None:
+    r = c.call(W.READ, c.nodes["sent"], rw(c.nodes["sfh"], 0, len(SENTINEL)))
+    assert r.error == 0 and r.payload == SENTINEL, "the sentinel READ after a mutant failed"
+
+
+def run(seed: int, extra: int, *, only: list[str] | None = None) -> Outcome:
+    """Every template's mutants on an engines-on and an engines-off session."""
+    rng = random.Random(seed)
+    out = Outcome()
+    with contextlib.ExitStack() as stack:
+        on = set_up(stack.enter_context(W.served_session(ENGINES_ON)))
+        off = set_up(stack.enter_context(W.served_session(ENGINES_OFF)))
+        assert {k: v for k, v in on.nodes.items() if k != "token"} == {
+            k: v for k, v in off.nodes.items() if k != "token"}, "set-up differs"
+        for t in TEMPLATES:
+            if only and t.name not in only:
+                continue
+            refresh(on)
+            refresh(off)
+            if t.prep:
+                t.prep(on)
+                t.prep(off)
+            muts = mutations(t, t.body(on), rng, extra)
+            for label, mut in muts:
+                errs = []
+                for c in (on, off):
+                    if t.prep:
+                        t.prep(c)
+                    o, i, b, length = mut(t.opcode, c.nodes[t.node], t.body(c))
+                    unique = next(c.uniques)
+                    msg = W.request(o, unique, i, b, length=length)
+                    try:
+                        replies = c.ch.exchange(msg)
+                        W.check_replies(replies, unique, W.owed_reply(msg))
+                    except AssertionError as e:
+                        raise AssertionError(
+                            f"{t.name}/{label} ({'engines' if c is on else 'python'}): {e}\n"
+                            f"driver alive: {c.ch.proc.poll() is None}") from None
+                    errs.append(_errno_of(replies))
+                    out.sent += 1
+                _check_sentinel(on)
+                if label == "valid":
+                    out.valid[t.name] = errs[0]
+                if None not in errs:
+                    out.compared += 1
+                    if errs[0] != errs[1]:
+                        out.findings.append(Finding(t.name, label,
+                                                    f"engines {errs[0]} python {errs[1]}"))
+        on_ch, off_ch = on.ch, off.ch
+    out.stats = {"engines": on_ch.final_stats, "python": off_ch.final_stats}
+    for ch in (on_ch, off_ch):
+        ops = ch.final_stats["ops"]  # type: ignore[index]
+        if ops["unexpected"]:  # type: ignore[index]
+            out.findings.append(Finding("session", "unexpected", ch.stderr[-2000:]))
+    return out
