@@ -82,7 +82,7 @@ def rw(fh: int, off: int, size: int) -> bytes:
 
 def ioctl(fh: int, cmd: int, data: bytes, *, out_size: int | None = None) -> bytes:
     size = abi.ioc_size(cmd)
-    in_size = len(data) if abi.ioc_dir(cmd) & abi.IOC_WRITE else 0
+    in_size = size if abi.ioc_dir(cmd) & abi.IOC_WRITE else 0  # the kernel's: _IOC_SIZE
     out = (size if abi.ioc_dir(cmd) & abi.IOC_READ else 0) if out_size is None else out_size
     return struct.pack("<QIIQII", fh, 0, cmd, 0, in_size, out) + data[:in_size].ljust(in_size,
                                                                                      b"\0")
@@ -114,6 +114,10 @@ def _fresh_window(c: Ctx) -> None:
         c.call(W.RELEASE, c.nodes["w2"], struct.pack("<QIIQ", c.nodes["w2fh"], 0, 0, 0))
         c.call(W.UNLINK, 1, b"w2\0")
     c.nodes["w2"], c.nodes["w2fh"] = c.ch.create(next(c.uniques), b"w2")
+    g = c.call(W.IOCTL, c.nodes["src"], ioctl(c.nodes["srcfh"], abi.SHMFS_IOC_WIN_GRANT,
+                                              abi.GRANT.pack(3, 0, bytes(16))))
+    assert g.error == 0, g  # a token of its own: ATTACH spends the one it is given
+    c.nodes["token2"] = abi.GRANT.unpack_from(g.payload, 16)[2]  # type: ignore[assignment]
 
 
 def refresh(c: Ctx) -> None:
@@ -201,7 +205,7 @@ for _name, _cmd, _payload in WINDOW_IOCTLS:
         (lambda cmd, payload: lambda c: ioctl(c.nodes["wfh"], cmd, payload(c)))(_cmd, _payload)))
 TEMPLATES.append(Template("ioctl-attach", W.IOCTL, "w2", IOCTL_HEAD, lambda c: ioctl(
     c.nodes["w2fh"], abi.SHMFS_IOC_WIN_ATTACH,
-    abi.ATTACH.pack(c.nodes["token"], 8 * PAGE, 0, 3, 0)), prep=_fresh_window))
+    abi.ATTACH.pack(c.nodes["token2"], 8 * PAGE, 0, 3, 0)), prep=_fresh_window))
 TEMPLATES.append(Template("ioctl-grant", W.IOCTL, "file", IOCTL_HEAD, lambda c: ioctl(
     c.nodes["fh"], abi.SHMFS_IOC_WIN_GRANT, abi.GRANT.pack(3, 0, bytes(16)))))
 TEMPLATES.append(Template("ioctl-foreign", W.IOCTL, "file", IOCTL_HEAD, lambda c: struct.pack(
@@ -223,7 +227,7 @@ def set_up(ch: W.Channel) -> Ctx:
     r = c.call(W.MKDIR, 1, struct.pack("<II", 0o755, 0) + b"d\0")
     assert r.error == 0
     c.nodes["dir"] = struct.unpack_from("<Q", r.payload)[0]
-    src, sfh = ch.create(next(c.uniques), b"src")
+    c.nodes["src"], c.nodes["srcfh"] = src, sfh = ch.create(next(c.uniques), b"src")
     assert c.call(W.WRITE, src, rw(sfh, 0, 8 * PAGE) + b"s" * 8 * PAGE).error == 0
     g = c.call(W.IOCTL, src, ioctl(sfh, abi.SHMFS_IOC_WIN_GRANT, abi.GRANT.pack(3, 0, bytes(16))))
     assert g.error == 0, g
@@ -366,8 +370,8 @@ def run(seed: int, extra: int, *, only: list[str] | None = None) -> Outcome:
     with contextlib.ExitStack() as stack:
         on = set_up(stack.enter_context(W.served_session(ENGINES_ON)))
         off = set_up(stack.enter_context(W.served_session(ENGINES_OFF)))
-        assert {k: v for k, v in on.nodes.items() if k != "token"} == {
-            k: v for k, v in off.nodes.items() if k != "token"}, "set-up differs"
+        assert {k: v for k, v in on.nodes.items() if "token" not in k} == {
+            k: v for k, v in off.nodes.items() if "token" not in k}, "set-up differs"
         for t in TEMPLATES:
             if only and t.name not in only:
                 continue
