@@ -413,3 +413,129 @@ def run(seed: int, extra: int, *, only: list[str] | None = None) -> Outcome:
         if ops["unexpected"]:  # type: ignore[index]
             out.findings.append(Finding("session", "unexpected", ch.stderr[-2000:]))
     return out
+
+
+# --- bursts: the C loop's cached / deferred WRITE bookkeeping (appends3, decisions 39, 45)
+# The WRITE cache and the deferred counts and times live inside one call of the C loop,
+# i.e. while requests are already waiting: so these are sent whole before any reply is
+# read. Valid appends and overwrites of the data file through two handles, with mutants
+# (cut, lying lengths, edge offsets, unknown handles), READs, GETATTRs, truncating
+# SETATTRs and FLUSHes between; afterwards the file's size and bytes must be the same on
+# both sessions, and each request's errno.
+
+
+def _burst(c: Ctx, rng: random.Random, size_hint: int) -> list[tuple[int, bytes]]:
+    file, fh, fh2 = c.nodes["file"], c.nodes["fh"], c.nodes["fh2"]
+    out = []
+    off = size_hint
+    for _ in range(rng.randint(4, 16)):
+        u = next(c.uniques)
+        kind = rng.random()
+        h = fh if rng.random() < 0.7 else fh2
+        n = rng.choice([1, 7, 100, PAGE - 1, PAGE, PAGE + 3, 3 * PAGE])
+        data = bytes([u & 0xFF]) * n
+        if kind < 0.45:  # an append where the last one ended (the cached case)
+            body, length = rw(h, off, n) + data, None
+            off += n
+        elif kind < 0.55:  # an overwrite before EOF
+            body, length = rw(h, rng.randrange(max(1, off)), n) + data, None
+        elif kind < 0.75:  # a malformed or refused WRITE between
+            body = rw(h, off, n) + data
+            m = rng.randrange(6)
+            length = None
+            if m == 0:
+                body = body[:rng.randrange(len(body))]
+            elif m == 1:
+                length = W.IN_HEADER.size + len(body) + rng.choice([-1, 1, -n, 4096])
+            elif m == 2:
+                body = _put(body, 8, "Q", rng.choice([2**63 - 1, 2**63, 2**64 - 1, 2**63 - 2]))
+            elif m == 3:
+                body = _put(body, 0, "Q", rng.choice([0, 9999, 2**64 - 1]))
+            elif m == 4:
+                body = _put(body, 16, "I", rng.choice([0, n + 1, 2**32 - 1]))
+            else:
+                body = _put(body, 20, "I", rng.choice([1, 2, 4, 0x80000000]))
+            out.append((u, W.request(W.WRITE, u, file, body, length=length)))
+            continue
+        elif kind < 0.85:
+            out.append((u, W.request(W.READ, u, file, rw(h, rng.randrange(off + 1), 2 * PAGE))))
+            continue
+        elif kind < 0.92:
+            out.append((u, W.request(W.GETATTR, u, file, bytes(16))))
+            continue
+        elif kind < 0.96:
+            off = rng.randrange(off + 1)
+            out.append((u, W.request(W.SETATTR, u, file, struct.pack(
+                SA, 8, 0, 0, off, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))))
+            continue
+        else:
+            out.append((u, W.request(W.FLUSH, u, file, struct.pack("<QIIQ", h, 0, 0, 0))))
+            continue
+        out.append((u, W.request(W.WRITE, u, file, body, length=length)))
+    return out
+
+
+def _file_state(c: Ctx) -> tuple[int, bytes]:
+    a = c.call(W.GETATTR, c.nodes["file"], bytes(16))
+    size = struct.unpack_from("<Q", a.payload, 16 + 8)[0]
+    data = b""
+    for off in range(0, min(size, 4 << 20), 64 << 10):  # a socketpair's datagram limit
+        r = c.call(W.READ, c.nodes["file"], rw(c.nodes["fh"], off, 64 << 10))
+        assert r.error == 0, r
+        data += r.payload
+    return size, data
+
+
+def run_bursts(seed: int, bursts: int) -> Outcome:
+    """``bursts`` seeded bursts on an engines-on and an engines-off session."""
+    out = Outcome()
+    with contextlib.ExitStack() as stack:
+        on = set_up(stack.enter_context(W.served_session(ENGINES_ON)))
+        off = set_up(stack.enter_context(W.served_session(ENGINES_OFF)))
+        for c in (on, off):
+            refresh(c)
+            r = c.call(W.OPEN, c.nodes["file"], struct.pack("<II", os.O_RDWR, 0))
+            c.nodes["fh2"] = struct.unpack_from("<Q", r.payload)[0]
+        for b in range(bursts):
+            got: list[list[int | None]] = []
+            size = _file_state(on)[0]
+            _file_state(off)  # the same uniques on both
+            if size > 4 << 20:  # an edge-offset mutant made it huge: appends would be EFBIG
+                size = 1 << 20
+                for c in (on, off):
+                    assert c.call(W.SETATTR, c.nodes["file"], struct.pack(
+                        SA, 8, 0, 0, size, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)).error == 0
+            for c in (on, off):
+                msgs = _burst(c, random.Random(seed * 1_000_003 + b), size)
+                for _, m in msgs:
+                    c.ch.send(m)
+                probe = next(c.uniques)
+                replies = c.ch.exchange(W.request(W.GETATTR, probe, 1, bytes(16)))
+                replies = [r for r in replies if r.unique != probe]
+                owed = {u for u, m in msgs if W.owed_reply(m)}
+                assert sorted(r.unique for r in replies) == sorted(owed), \
+                    f"burst {b}: lost or duplicated replies"
+                errs = {r.unique: r.error for r in replies}
+                got.append([errs.get(u) for u, _m in msgs])
+                out.sent += len(msgs)
+                _check_sentinel(c)
+            out.compared += len(got[0])
+            for i, (e_on, e_off) in enumerate(zip(*got, strict=True)):
+                if e_on != e_off:
+                    out.findings.append(Finding("burst", f"{b}/{i}",
+                                                f"engines {e_on} python {e_off}"))
+            s_on, s_off = _file_state(on), _file_state(off)
+            if s_on != s_off:
+                pairs = zip(s_on[1], s_off[1], strict=False)
+                first = next((i for i, (x, y) in enumerate(pairs) if x != y),
+                             min(len(s_on[1]), len(s_off[1])))
+                out.findings.append(Finding("burst", f"{b}/state", (
+                    f"size {s_on[0]} vs {s_off[0]}, {len(s_on[1])} vs {len(s_off[1])} bytes"
+                    f" read, first difference at {first}: "
+                    f"{s_on[1][first:first + 8]!r} vs {s_off[1][first:first + 8]!r}")))
+        on_ch, off_ch = on.ch, off.ch
+    out.stats = {"engines": on_ch.final_stats, "python": off_ch.final_stats}
+    for ch in (on_ch, off_ch):
+        if ch.final_stats["ops"]["unexpected"]:  # type: ignore[index]
+            out.findings.append(Finding("session", "unexpected", ch.stderr[-2000:]))
+    return out

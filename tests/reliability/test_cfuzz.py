@@ -65,3 +65,18 @@ def test_fallocate_of_more_pages_than_the_filesystem_holds_is_enospc() -> None:
         a = ch.call(W.GETATTR, 14, ino, bytes(16))
         assert struct.unpack_from("<Q", a.payload, 16 + 8)[0] == 64 << 20
     assert ch.final_stats["ops"]["unexpected"] == 0, ch.stderr  # type: ignore[index]
+
+
+BURSTS = int(os.environ.get("SHMFS_CFUZZ_BURSTS", "150"))
+
+
+@pytest.mark.parametrize("seed", range(SEEDS))
+def test_bursts_of_writes_with_mutants_between_match_python(seed: int) -> None:
+    """The C loop's cached and deferred WRITE bookkeeping (appends3) with malformed and
+    refused WRITEs, READs, GETATTRs, truncates and FLUSHes between, sent whole: the
+    same errnos and the same file (size and bytes) as the Python path."""
+    out = cfuzz.run_bursts(seed, BURSTS)
+    assert out.findings == [], "\n".join(map(str, out.findings))
+    hot = out.stats["engines"]["session"]["hotpath"]  # type: ignore[index]
+    assert hot["write_cached"] > 0 and hot["write_deferred"] > 0 and hot["declined"] > 0
+    assert hot["errors"] == 0 and hot["write_errors"] == 0
