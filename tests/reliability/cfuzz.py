@@ -8,7 +8,7 @@ SHMFS_CLOOP=0: every request through Python). Both get the same set-up (a data f
 a window attached to a source file through GRANT/ATTACH, a directory), then the same
 mutants of valid requests for every opcode the C paths accept:
 
-- the header's len smaller / larger than the bytes sent,
+- the header's len smaller / larger than the bytes sent, the message cut inside the header,
 - the body cut at every byte boundary (every one up to 128 bytes, then samples),
 - names without NUL, of 255 / 256 / 300 bytes, empty, "a\\0b",
 - each fixed u32/u64 field replaced by an edge value (0, 1, 2^31, 2^32-1, 2^63-1,
@@ -239,7 +239,9 @@ def set_up(ch: W.Channel) -> Ctx:
     return c
 
 
-# --- mutations: (label, function of (opcode, nodeid, body) -> (opcode, nodeid, body, len))
+# --- mutations: (label, function of (opcode, nodeid, body) -> (opcode, nodeid, body, len));
+# len None: the true length, >= 0: the header's len field says so, < 0: the message is
+# cut to -len bytes (inside the header)
 Msg = tuple[int, int, bytes, int | None]
 Mutation = tuple[str, Callable[[int, int, bytes], Msg]]
 
@@ -273,6 +275,8 @@ def mutations(t: Template, sample_body: bytes, rng: random.Random, extra: int) -
     hdr = W.IN_HEADER.size
     for d in (-1, 1, 8, -8, 4096, -(n // 2) - 1):
         out.append((f"len{d:+d}", lambda o, i, b, d=d: (o, i, b, max(0, hdr + len(b) + d))))
+    for k in (1, 4, 8, 15, 16, 20, 24, 32, 39):  # the message itself ends inside the header
+        out.append((f"hdrcut{k}", lambda o, i, b, k=k: (o, i, b, -k)))
     for length in (0, 1, 39, 40, 2**31, 2**32 - 1):
         out.append((f"len={length}", lambda o, i, b, length=length: (o, i, b, length)))
     for node in (0, 424242, 2**63, 2**64 - 1, 1):
@@ -388,7 +392,10 @@ def run(seed: int, extra: int, *, only: list[str] | None = None) -> Outcome:
                         t.prep(c)
                     o, i, b, length = mut(t.opcode, c.nodes[t.node], t.body(c))
                     unique = next(c.uniques)
-                    msg = W.request(o, unique, i, b, length=length)
+                    if length is not None and length < 0:  # cut inside the header
+                        msg = W.request(o, unique, i, b)[:-length]
+                    else:
+                        msg = W.request(o, unique, i, b, length=length)
                     try:
                         replies = c.ch.exchange(msg)
                         W.check_replies(replies, unique, W.owed_reply(msg))
@@ -401,7 +408,10 @@ def run(seed: int, extra: int, *, only: list[str] | None = None) -> Outcome:
                 _check_sentinel(on)
                 if label == "valid":
                     out.valid[t.name] = errs[0]
-                if None not in errs:
+                if (errs[0] is None) != (errs[1] is None):  # one answered, one did not
+                    out.findings.append(Finding(t.name, label,
+                                                f"engines {errs[0]} python {errs[1]}"))
+                elif None not in errs:
                     out.compared += 1
                     if errs[0] != errs[1]:
                         out.findings.append(Finding(t.name, label,
