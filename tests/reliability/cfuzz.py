@@ -103,6 +103,11 @@ def _make_victim(c: Ctx) -> None:
         assert c.call(W.RELEASE, ino, struct.pack("<QIIQ", fh, 0, 0, 0)).error == 0
 
 
+def _make_rd(c: Ctx) -> None:
+    r = c.call(W.MKDIR, 1, struct.pack("<II", 0o755, 0) + b"rd\0")
+    assert r.error in (0, -E.EEXIST), r
+
+
 def _lookup_forgettable(c: Ctx) -> None:
     r = c.call(W.LOOKUP, 1, b"fg\0")
     assert r.error == 0, r
@@ -170,6 +175,16 @@ TEMPLATES: list[Template] = [
              lambda c: struct.pack("<QQQII", c.nodes["fh"], PAGE, 2 * PAGE, 0, 0)),
     Template("lseek", W.LSEEK, "file", "<QQII",
              lambda c: struct.pack("<QQII", c.nodes["fh"], 10, 3, 0)),
+    Template("rmdir", W.RMDIR, "root", "", lambda c: b"rd\0", prep=_make_rd, names=True),
+    Template("lookup-in-dir", W.LOOKUP, "dir", "", lambda c: b"inner\0", names=True),
+    Template("create-excl", W.CREATE, "root", "<IIII", lambda c: struct.pack(
+        "<IIII", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o100600, 0o022, 0) + b"f\0", names=True),
+    Template("create-in-dir", W.CREATE, "dir", "<IIII", lambda c: struct.pack(
+        "<IIII", os.O_WRONLY | os.O_CREAT, 0o100600, 0o022, 0) + b"c\0", names=True),
+    Template("open-trunc", W.OPEN, "file", "<II",
+             lambda c: struct.pack("<II", os.O_WRONLY | os.O_TRUNC, 0)),
+    Template("read-dir", W.READ, "dir", "<QQIIQII", lambda c: rw(c.nodes["fh"], 0, 100)),
+    Template("getattr-dir", W.GETATTR, "dir", "<IIQ", lambda c: bytes(16)),
     Template("mkdir", W.MKDIR, "root", "<II", lambda c: struct.pack("<II", 0o755, 0) + b"nd\0",
              names=True),
     Template("rename", W.RENAME, "root", "<Q", lambda c: struct.pack("<Q", 1) + b"nd\0nd2\0",
@@ -227,6 +242,8 @@ def set_up(ch: W.Channel) -> Ctx:
     r = c.call(W.MKDIR, 1, struct.pack("<II", 0o755, 0) + b"d\0")
     assert r.error == 0
     c.nodes["dir"] = struct.unpack_from("<Q", r.payload)[0]
+    inner, ifh = ch.create(next(c.uniques), b"inner", parent=c.nodes["dir"])
+    assert c.call(W.RELEASE, inner, struct.pack("<QIIQ", ifh, 0, 0, 0)).error == 0
     c.nodes["src"], c.nodes["srcfh"] = src, sfh = ch.create(next(c.uniques), b"src")
     assert c.call(W.WRITE, src, rw(sfh, 0, 8 * PAGE) + b"s" * 8 * PAGE).error == 0
     g = c.call(W.IOCTL, src, ioctl(sfh, abi.SHMFS_IOC_WIN_GRANT, abi.GRANT.pack(3, 0, bytes(16))))
@@ -279,6 +296,8 @@ def mutations(t: Template, sample_body: bytes, rng: random.Random, extra: int) -
         out.append((f"hdrcut{k}", lambda o, i, b, k=k: (o, i, b, -k)))
     for length in (0, 1, 39, 40, 2**31, 2**32 - 1):
         out.append((f"len={length}", lambda o, i, b, length=length: (o, i, b, length)))
+    for uid in (65534, 1000):  # another user (run() sends these with uid = gid = N)
+        out.append((f"uid={uid}", lambda o, i, b: (o, i, b, None)))
     for node in (0, 424242, 2**63, 2**64 - 1, 1):
         out.append((f"node={node}", lambda o, i, b, node=node: (o, node, b, None)))
     fixed = _fields(t.fmt)
@@ -392,10 +411,11 @@ def run(seed: int, extra: int, *, only: list[str] | None = None) -> Outcome:
                         t.prep(c)
                     o, i, b, length = mut(t.opcode, c.nodes[t.node], t.body(c))
                     unique = next(c.uniques)
+                    uid = int(label[4:]) if label.startswith("uid=") else 0
                     if length is not None and length < 0:  # cut inside the header
                         msg = W.request(o, unique, i, b)[:-length]
                     else:
-                        msg = W.request(o, unique, i, b, length=length)
+                        msg = W.request(o, unique, i, b, uid=uid, gid=uid, length=length)
                     try:
                         replies = c.ch.exchange(msg)
                         W.check_replies(replies, unique, W.owed_reply(msg))
