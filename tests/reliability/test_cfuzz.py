@@ -6,7 +6,7 @@ Exactly one reply each (none for FORGET), a valid errno, the session serving on 
 sentinel READ after every mutant), no unexpected handler exception, and the same
 errno from C and Python wherever both answer.
 
-Bounded and seeded: seed 0 plus a few random combinations per template (about 10 s
+Bounded and seeded: seed 0 plus a few random combinations per template (about 15 s
 here). ``SHMFS_CFUZZ_SEEDS=N`` runs seeds 0..N-1 with ``SHMFS_CFUZZ_EXTRA`` (default
 200) random mutants per template each, for manual runs; scripts/asan_check.sh runs
 this file against extensions built with -fsanitize=address,undefined.
