@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from mount.winapi import abi
 from tests.reliability import wire as W
 
+SAME_PAYLOAD = {W.READ, W.WRITE, W.LSEEK}  # replies without times or tokens: equal bytes
 ENGINES_OFF = {"SHMFS_HOTPATH": "0", "SHMFS_WINFAST": "0", "SHMFS_CLOOP": "0"}
 ENGINES_ON = {"SHMFS_HOTPATH": "1", "SHMFS_WINFAST": "1", "SHMFS_CLOOP": "1",
               "SHMFS_CLOOP_IOCTL": "1"}
@@ -405,7 +406,8 @@ def run(seed: int, extra: int, *, only: list[str] | None = None) -> Outcome:
                 t.prep(off)
             muts = mutations(t, t.body(on), rng, extra)
             for label, mut in muts:
-                errs = []
+                errs: list[int | None] = []
+                payloads: list[bytes] = []
                 for c in (on, off):
                     if t.prep:
                         t.prep(c)
@@ -424,6 +426,8 @@ def run(seed: int, extra: int, *, only: list[str] | None = None) -> Outcome:
                             f"{t.name}/{label} ({'engines' if c is on else 'python'}): {e}\n"
                             f"driver alive: {c.ch.proc.poll() is None}") from None
                     errs.append(_errno_of(replies))
+                    if o in SAME_PAYLOAD and replies and replies[0].error == 0:
+                        payloads.append(replies[0].payload)
                     out.sent += 1
                 _check_sentinel(on)
                 if label == "valid":
@@ -431,6 +435,10 @@ def run(seed: int, extra: int, *, only: list[str] | None = None) -> Outcome:
                 if (errs[0] is None) != (errs[1] is None):  # one answered, one did not
                     out.findings.append(Finding(t.name, label,
                                                 f"engines {errs[0]} python {errs[1]}"))
+                elif len(payloads) == 2 and payloads[0] != payloads[1]:
+                    out.findings.append(Finding(t.name, label, "engines and python: same errno, "
+                                                f"other bytes ({len(payloads[0])} vs "
+                                                f"{len(payloads[1])})"))
                 elif None not in errs:
                     out.compared += 1
                     if errs[0] != errs[1]:
