@@ -14,6 +14,7 @@ this file against extensions built with -fsanitize=address,undefined.
 
 from __future__ import annotations
 
+import errno as E
 import os
 import struct
 
@@ -80,3 +81,33 @@ def test_bursts_of_writes_with_mutants_between_match_python(seed: int) -> None:
     hot = out.stats["engines"]["session"]["hotpath"]  # type: ignore[index]
     assert hot["write_cached"] > 0 and hot["write_deferred"] > 0 and hot["declined"] > 0
     assert hot["errors"] == 0 and hot["write_errors"] == 0
+
+
+@pytest.mark.parametrize("engines", [cfuzz.ENGINES_ON, cfuzz.ENGINES_OFF], ids=["c", "python"])
+def test_attach_beyond_the_largest_file_is_eoverflow_and_leaves_no_window(
+        engines: dict[str, str]) -> None:
+    """Found by the fuzzer (seed 3, 300 random mutants a template): ATTACH with a pgoff
+    whose end passed 2^63 made the window, then overflowed int64 page arithmetic: an EIO
+    ('unexpected' in the handler) with the window left attached. mmap's file_mmap_ok:
+    EOVERFLOW, nothing made."""
+    from mount.winapi import abi
+    with W.served_session(engines) as ch:
+        c = cfuzz.set_up(ch)
+        P = cfuzz.PAGE
+        for size, pgoff in ((8 * P, 2**51), (8 * P, (2**63 - 1 - 8 * P) // P + 1),
+                            (8 * P, 2**63), (8 * P, 2**64 - 1), (2**63, 0), (2**64 - P, 0)):
+            cfuzz._fresh_window(c)
+            r = c.call(W.IOCTL, c.nodes["w2"], cfuzz.ioctl(
+                c.nodes["w2fh"], abi.SHMFS_IOC_WIN_ATTACH,
+                abi.ATTACH.pack(c.nodes["token2"], size, pgoff, 3, 0)))
+            assert r.error == -E.EOVERFLOW, (size, pgoff, r)
+            info = c.call(W.IOCTL, c.nodes["w2"], cfuzz.ioctl(
+                c.nodes["w2fh"], abi.SHMFS_IOC_WIN_INFO, b""))
+            assert info.error < 0  # not a window
+        cfuzz._fresh_window(c)  # the largest pgoff that still fits is a window
+        pgoff = (2**63 - 1 - 8 * P) // P
+        r = c.call(W.IOCTL, c.nodes["w2"], cfuzz.ioctl(
+            c.nodes["w2fh"], abi.SHMFS_IOC_WIN_ATTACH,
+            abi.ATTACH.pack(c.nodes["token2"], 8 * P, pgoff, 3, 0)))
+        assert r.error == 0, r
+    assert ch.final_stats["ops"]["unexpected"] == 0, ch.stderr  # type: ignore[index]
