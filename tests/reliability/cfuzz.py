@@ -31,6 +31,7 @@ import errno as E
 import itertools
 import os
 import random
+import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -200,29 +201,31 @@ TEMPLATES: list[Template] = [
     Template("win-getattr", W.GETATTR, "win", "<IIQ", lambda c: struct.pack("<IIQ", 0, 0, 0)),
 ]
 IOCTL_HEAD = "<QIIQII"
-WINDOW_IOCTLS: list[tuple[str, int, Body]] = [
-    ("remap", abi.SHMFS_IOC_WIN_REMAP, lambda c: abi.REMAP.pack(PAGE, 2 * PAGE, 2, 0, 0)),
-    ("remap-chgprot", abi.SHMFS_IOC_WIN_REMAP,
+# (name, command, the payload's struct format: its fields are mutated too, payload)
+WINDOW_IOCTLS: list[tuple[str, int, str, Body]] = [
+    ("remap", abi.SHMFS_IOC_WIN_REMAP, "QQQII", lambda c: abi.REMAP.pack(PAGE, 2 * PAGE, 2, 0, 0)),
+    ("remap-chgprot", abi.SHMFS_IOC_WIN_REMAP, "QQQII",
      lambda c: abi.REMAP.pack(0, PAGE, 1, 1, abi.MAP_CHGPROT)),
-    ("remapv", abi.SHMFS_IOC_WIN_REMAPV, _remapv),
-    ("mprotect", abi.SHMFS_IOC_WIN_MPROTECT, lambda c: abi.MPROTECT.pack(0, 2 * PAGE, 1, 0)),
-    ("madvise", abi.SHMFS_IOC_WIN_MADVISE,
+    ("remapv", abi.SHMFS_IOC_WIN_REMAPV, "IIIIQQQIIQQQII", _remapv),
+    ("mprotect", abi.SHMFS_IOC_WIN_MPROTECT, "QQII",
+     lambda c: abi.MPROTECT.pack(0, 2 * PAGE, 1, 0)),
+    ("madvise", abi.SHMFS_IOC_WIN_MADVISE, "QQII",
      lambda c: abi.MADVISE.pack(0, PAGE, abi.MADV_WILLNEED, 0)),
-    ("query", abi.SHMFS_IOC_WIN_QUERY, _query),
-    ("info", abi.SHMFS_IOC_WIN_INFO, lambda c: b""),
-    ("stats", abi.SHMFS_IOC_STATS, _stats),
-    ("remount", abi.SHMFS_IOC_REMOUNT, lambda c: abi.REMOUNT.pack(0, 0, 0, 0)),
-    ("attach-busy", abi.SHMFS_IOC_WIN_ATTACH,
+    ("query", abi.SHMFS_IOC_WIN_QUERY, "QIIQQ", _query),
+    ("info", abi.SHMFS_IOC_WIN_INFO, "", lambda c: b""),
+    ("stats", abi.SHMFS_IOC_STATS, "QQII", _stats),
+    ("remount", abi.SHMFS_IOC_REMOUNT, "QQII", lambda c: abi.REMOUNT.pack(0, 0, 0, 0)),
+    ("attach-busy", abi.SHMFS_IOC_WIN_ATTACH, "16sQQII",
      lambda c: abi.ATTACH.pack(c.nodes["token"], 8 * PAGE, 0, 3, 0)),
 ]
-for _name, _cmd, _payload in WINDOW_IOCTLS:
+for _name, _cmd, _pfmt, _payload in WINDOW_IOCTLS:
     TEMPLATES.append(Template(
-        "ioctl-" + _name, W.IOCTL, "win", IOCTL_HEAD,
+        "ioctl-" + _name, W.IOCTL, "win", IOCTL_HEAD + _pfmt,
         (lambda cmd, payload: lambda c: ioctl(c.nodes["wfh"], cmd, payload(c)))(_cmd, _payload)))
-TEMPLATES.append(Template("ioctl-attach", W.IOCTL, "w2", IOCTL_HEAD, lambda c: ioctl(
+TEMPLATES.append(Template("ioctl-attach", W.IOCTL, "w2", IOCTL_HEAD + "16sQQII", lambda c: ioctl(
     c.nodes["w2fh"], abi.SHMFS_IOC_WIN_ATTACH,
     abi.ATTACH.pack(c.nodes["token2"], 8 * PAGE, 0, 3, 0)), prep=_fresh_window))
-TEMPLATES.append(Template("ioctl-grant", W.IOCTL, "file", IOCTL_HEAD, lambda c: ioctl(
+TEMPLATES.append(Template("ioctl-grant", W.IOCTL, "file", IOCTL_HEAD + "II16s", lambda c: ioctl(
     c.nodes["fh"], abi.SHMFS_IOC_WIN_GRANT, abi.GRANT.pack(3, 0, bytes(16)))))
 TEMPLATES.append(Template("ioctl-foreign", W.IOCTL, "file", IOCTL_HEAD, lambda c: struct.pack(
     IOCTL_HEAD, c.nodes["fh"], 0, 0x5401, 0, 0, 60)))
@@ -265,13 +268,15 @@ Mutation = tuple[str, Callable[[int, int, bytes], Msg]]
 
 
 def _fields(fmt: str) -> list[tuple[int, str]]:
-    """(offset, 'Q'|'I'|'q') of each field of a little-endian struct format."""
+    """(offset, 'Q'|'I') of each integer field of a little-endian struct format."""
     out, off = [], 0
-    for ch in fmt.lstrip("<"):
-        size = struct.calcsize("<" + ch)
+    for count, ch in re.findall(r"(\d*)([A-Za-z])", fmt):
         if ch in "QqIi":
-            out.append((off, ch.upper()))
-        off += size
+            for _ in range(int(count or 1)):
+                out.append((off, ch.upper()))
+                off += struct.calcsize("<" + ch)
+        else:
+            off += struct.calcsize(f"<{count}{ch}")
     return out
 
 
