@@ -207,11 +207,13 @@ WINDOW_IOCTLS: list[tuple[str, int, str, Body]] = [
     ("remap-chgprot", abi.SHMFS_IOC_WIN_REMAP, "QQQII",
      lambda c: abi.REMAP.pack(0, PAGE, 1, 1, abi.MAP_CHGPROT)),
     ("remapv", abi.SHMFS_IOC_WIN_REMAPV, "IIIIQQQIIQQQII", _remapv),
+    # QUERY before MPROTECT: an MPROTECT_VMA mutant splits the window, and the C QUERY
+    # declines split windows (Python answers them)
+    ("query", abi.SHMFS_IOC_WIN_QUERY, "QIIQQ", _query),
     ("mprotect", abi.SHMFS_IOC_WIN_MPROTECT, "QQII",
      lambda c: abi.MPROTECT.pack(0, 2 * PAGE, 1, 0)),
     ("madvise", abi.SHMFS_IOC_WIN_MADVISE, "QQII",
      lambda c: abi.MADVISE.pack(0, PAGE, abi.MADV_WILLNEED, 0)),
-    ("query", abi.SHMFS_IOC_WIN_QUERY, "QIIQQ", _query),
     ("info", abi.SHMFS_IOC_WIN_INFO, "", lambda c: b""),
     ("stats", abi.SHMFS_IOC_STATS, "QQII", _stats),
     ("remount", abi.SHMFS_IOC_REMOUNT, "QQII", lambda c: abi.REMOUNT.pack(0, 0, 0, 0)),

@@ -42,9 +42,7 @@ def test_mutated_requests_get_one_sane_reply_and_python_s_errno(seed: int) -> No
     for key in ("read", "write", "getattr", "lookup", "open", "release", "create", "unlink",
                 "forget", "declined", "cloop_served", "cloop_window"):
         assert hot[key] > 0, key
-    assert win["remaps"] > 0 and win["mprotects"] > 0
-    if SEEDS == 1 and EXTRA == 8:  # the suite's run; in long runs earlier random mutants
-        assert win["queries"] > 0  # may leave the window as the C QUERY declines it
+    assert win["remaps"] > 0 and win["mprotects"] > 0 and win["queries"] > 0
     assert win["read"]["reads"] > 0 and win["wstores"] > 0
     assert not out.stats["python"]["session"]["hotpath"]["engaged"]  # type: ignore[index]
     # the valid request of each template did what it should (the mutants are near misses)
@@ -112,4 +110,25 @@ def test_attach_beyond_the_largest_file_is_eoverflow_and_leaves_no_window(
             c.nodes["w2fh"], abi.SHMFS_IOC_WIN_ATTACH,
             abi.ATTACH.pack(c.nodes["token2"], 8 * P, pgoff, 3, 0)))
         assert r.error == 0, r
+    assert ch.final_stats["ops"]["unexpected"] == 0, ch.stderr  # type: ignore[index]
+
+
+@pytest.mark.parametrize("valid", [1 << 4, 1 << 5, 1 << 10], ids=["atime", "mtime", "ctime"])
+def test_setattr_nanoseconds_out_of_range_are_einval_and_getattr_still_works(
+        valid: int) -> None:
+    """Found by the fuzzer under ASan (seeds 0-3, 100 random mutants a template): a
+    SETATTR time of 2^63-1 s with 2^32-1 ns was stored, then no longer fitted struct
+    fuse_attr: that SETATTR and every later GETATTR of the file answered EIO."""
+    sa = cfuzz.SA.replace("q", "Q")
+    with W.served_session() as ch:
+        ino, _fh = ch.create(10)
+        for sec, nsec in ((2**63 - 1, 2**32 - 1), (5, 1_000_000_000), (0, 2**31)):
+            r = ch.call(W.SETATTR, 11, ino, struct.pack(
+                sa, valid, 0, 0, 0, 0, sec, sec, sec, nsec, nsec, nsec, 0, 0, 0, 0, 0))
+            assert r.error == -E.EINVAL, (sec, nsec, r)
+            assert ch.call(W.GETATTR, 12, ino, bytes(16)).error == 0
+        r = ch.call(W.SETATTR, 13, ino, struct.pack(
+            sa, valid, 0, 0, 0, 0, 7, 7, 7, 999_999_999, 999_999_999, 999_999_999,
+            0, 0, 0, 0, 0))
+        assert r.error == 0
     assert ch.final_stats["ops"]["unexpected"] == 0, ch.stderr  # type: ignore[index]
