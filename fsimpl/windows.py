@@ -67,7 +67,7 @@ from vmcore.window import Window
 from .errors import FsError
 from .fsflags import FS_APPEND_FL
 from .ptbudget import PtBudget, default_pt_size
-from .types import PAGE_SIZE, Ctx, InvalInode, StorePage
+from .types import MAX_FILE_SIZE, PAGE_SIZE, Ctx, InvalInode, StorePage
 from .wincoherence import WindowCoherence
 from .windowio import WindowIO
 from .windowstate import (
@@ -164,6 +164,11 @@ class WindowTable(WindowCoherence, WindowIO, WindowExtent):
             raise FsError(errno.EBUSY, "already a window")
         if flags or prot & ~_PROT_BITS or size <= 0 or size % PAGE_SIZE:
             raise FsError(errno.EINVAL, "bad flags, prot or size")
+        if size > MAX_FILE_SIZE or pgoff > (MAX_FILE_SIZE - size) >> PAGE_SHIFT:
+            # mmap's file_mmap_ok: the mapping must end within the largest file. Without
+            # it a pgoff near 2^52 overflowed int64 arithmetic after the window existed
+            # (an EIO, the window left attached).
+            raise FsError(errno.EOVERFLOW, "size and pgoff beyond the largest file")
         if not inode.is_reg or inode.mapping is None or inode.mapping.size or inode.blocks:
             raise FsError(errno.EINVAL, "only an empty regular file can become a window")
         g = self.grants.take(token, ctx.uid)  # spent from here on, whatever follows

@@ -61,6 +61,7 @@ beyond EOF either.
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -333,6 +334,14 @@ def fault(mapping: Mapping, vmf: VmFault) -> int:
     return res
 
 
+def _ram_pages() -> int:
+    """Physical memory in pages: the most any fallocate can preallocate."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> PAGE_SHIFT
+    except (ValueError, OSError):
+        return 1 << 40
+
+
 def falloc_pages(mapping: Mapping, pgoff: int, nr: int) -> int:
     """Preallocate pages [pgoff, pgoff+nr) as !UPTODATE (shmem SGP_FALLOC).
 
@@ -344,6 +353,12 @@ def falloc_pages(mapping: Mapping, pgoff: int, nr: int) -> int:
     """
     if nr <= 0:
         return 0
+    # shmem_fallocate: a range of more pages than the filesystem holds is ENOSPC before
+    # anything is looked at (without it a length near 2^63 asked lookup() for an array
+    # of 2^51 entries: MemoryError, answered EIO). Unlimited (size=0): RAM bounds it.
+    limit = mapping.budget.max_pages or _ram_pages()
+    if nr > limit:
+        raise NoSpace(f"fallocate of {nr} pages: the filesystem holds {limit}")
     pages = mapping.pages
     frames, pflags = pages.lookup(pgoff, nr)
     holes = frames < 0

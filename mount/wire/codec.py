@@ -174,6 +174,12 @@ def _ns(sec: int, nsec: int) -> int:
 def _p_setattr(b: memoryview) -> SetattrIn:
     (valid, _, fh, size, lock_owner, atime, mtime, ctime, atimensec, mtimensec, ctimensec,
      mode, _, uid, gid, _) = _unpack(P.SETATTR_IN, b)
+    for bit, nsec in ((P.FATTR_ATIME, atimensec), (P.FATTR_MTIME, mtimensec),
+                      (P.FATTR_CTIME, ctimensec)):
+        if valid & bit and nsec >= 1_000_000_000:
+            # utimensat's EINVAL (the kernel never sends one). Stored, an atime of
+            # 2^63-1 s + 4.29 s no longer fitted fuse_attr: every GETATTR then failed.
+            raise _Malformed(E.EINVAL, f"setattr: {nsec} nanoseconds")
     return SetattrIn(valid, fh, size, lock_owner, _ns(atime, atimensec), _ns(mtime, mtimensec),
                      _ns(ctime, ctimensec), mode, uid, gid)
 

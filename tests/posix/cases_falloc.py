@@ -80,6 +80,26 @@ def case_offsets_near_max(ctx: Ctx) -> None:
 
 
 @case(A, mount="size=1m")
+def case_huge_ranges_below_max_are_enospc(ctx: Ctx) -> None:
+    """Ranges of more pages than the filesystem holds that still end below 2^63:
+    shmem_fallocate says ENOSPC before allocating anything (the cfuzz session found
+    shmfs answering EIO here: it sized a page-cache lookup by the range)."""
+    fd = _file(data=b"k" * 100)
+    r = ctx.rec
+    for label, mode, off, ln in (
+        ("mode 0 to MAX-P", 0, P, MAX - 2 * P),
+        ("KEEP to MAX-P", KEEP, P, MAX - 2 * P),
+        ("mode 0 2^62", 0, 0, 1 << 62),
+        ("KEEP 2^40 at 2^62", KEEP, 1 << 62, 1 << 40),
+        ("one page more than fits", 0, 0, (1 << 20) + P),
+    ):
+        r.call(label, fallocate, fd, mode, off, ln)
+        r.fstat(fd)
+    r.call("all that fits", fallocate, fd, 0, 0, 1 << 20)
+    r.fstat(fd)
+
+
+@case(A, mount="size=1m")
 def case_enospc_keeps_partial_nothing(ctx: Ctx) -> None:
     """A preallocation that does not fit fails with ENOSPC and frees the pages
     it had added, keeping the ones that were there before (shmem_fallocate's

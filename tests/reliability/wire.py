@@ -163,15 +163,17 @@ def owed_reply(msg: bytes) -> bool | None:
 
 
 @contextlib.contextmanager
-def served_session() -> Iterator[Channel]:
+def served_session(env: dict[str, str] | None = None) -> Iterator[Channel]:
     """A driver process serving a fresh ShmFs over a socketpair, after a valid INIT.
+    ``env``: variables set for the driver on top of ours (SHMFS_HOTPATH=0 ...).
 
     On exit: DESTROY, then the driver must end with status 0 and print its
     statistics (returned through ``channel.final_stats``)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.session_driver",
                              str(theirs.fileno())], cwd=REPO, pass_fds=(theirs.fileno(),),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=None if env is None else {**os.environ, **env})
     theirs.close()
     ours.settimeout(RECV_TIMEOUT)
     ch = Channel(ours, proc)
