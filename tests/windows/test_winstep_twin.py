@@ -91,4 +91,6 @@ def test_early_invals_change_no_byte(monkeypatch: pytest.MonkeyPatch, early: str
         # carries an INVAL: most of them here
         assert ea["batches"] > 50, ea
         assert ea["batches"] <= st["remaps"], (ea, st["remaps"])
-        assert ea["sleeps"] == ea["spins"] and ea["backoffs"] == 0, ea
+        # no spin: the writer sleeps unless the reader sealed between its unlock and
+        # re-lock of the mutex (then no sleep), so sleeps <= spins
+        assert ea["sleeps"] <= ea["spins"] and ea["backoffs"] == 0, ea
