@@ -22,6 +22,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ import pytest
 
 from mount.server import winfast
 from mount.winapi.client import PROT_READ, PROT_WRITE, Window, mount_stats
+from tests.support import streams
 from tests.support.mounts import shmfs_mount
 from tests.windows.helpers import MapChild, P, make_object, page_of
 
@@ -52,6 +54,8 @@ while not os.path.exists(stop):
     rec = bytes([tag * 16 + r % 16]) * (1 << 20)
     assert os.pwrite(fd, rec, (tag * 16 + r % 16) << 20) == 1 << 20
     r += 1
+    if r == 1:
+        print("started", flush=True)
 os.close(fd)
 print(r, flush=True)
 """
@@ -59,18 +63,23 @@ print(r, flush=True)
 
 @contextmanager
 def _streams(mnt: Path) -> Iterator[None]:
-    """Two streaming writers for the duration of the block; each wrote something."""
+    """Two streaming writers for the whole block: each has written its first record
+    before the block starts (a Python start-up can take longer than a phase under
+    load, and a phase without the streams has no mixed traffic for the clones)."""
     stop = mnt / "stop"
     ps = [subprocess.Popen([sys.executable, "-c", _STREAMER, str(mnt / "big"), str(stop),
-                            str(t)], stdout=subprocess.PIPE, text=True) for t in (0, 1)]
+                            str(t)], stdout=subprocess.PIPE) for t in (0, 1)]
     try:
+        deadline = time.monotonic() + 120
+        for p in ps:
+            assert streams._line(p, deadline) == b"started\n", p.args
         yield
     finally:
         stop.touch()
         outs = [p.communicate(timeout=120)[0] for p in ps]
         stop.unlink()
     assert [p.returncode for p in ps] == [0, 0], outs
-    assert all(int(o) > 0 for o in outs), outs
+    assert all(int(o) > 0 for o in outs), outs  # the count, after "started"
 
 
 def _clone(mnt: Path) -> dict:
