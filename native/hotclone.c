@@ -240,18 +240,7 @@ static int cc_spin(Engine *e, PyObject *s, int fd, long long spin_ns)
         return -1;
     }
     Py_DECREF(v);
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int ready = 0;
-    Py_BEGIN_ALLOW_THREADS
-    long long deadline = mono_ns() + spin_ns;
-    do {
-        p.revents = 0;
-        if (poll(&p, 1, 0) > 0) {
-            ready = 1;
-            break;
-        }
-    } while (mono_ns() < deadline);
-    Py_END_ALLOW_THREADS
+    int ready = spin_poll(fd, spin_ns);
     e->cc_spins++;
     if (ready)
         e->cc_spin_hits++;

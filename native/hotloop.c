@@ -474,6 +474,25 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
     return Py_BuildValue("(LL)", code, last);
 }
 
+/* Poll fd without the GIL until it is readable or spin_ns have passed: 1 if it
+ * became readable.  The caller holds the GIL (released here for the spin). */
+static int spin_poll(int fd, long long spin_ns)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ready = 0;
+    Py_BEGIN_ALLOW_THREADS
+    long long deadline = mono_ns() + spin_ns;
+    do {
+        p.revents = 0;
+        if (poll(&p, 1, 0) > 0) {
+            ready = 1;
+            break;
+        }
+    } while (mono_ns() < deadline);
+    Py_END_ALLOW_THREADS
+    return ready;
+}
+
 /*
  * Engine.spin(fd, spin_ns) -> bool: a reader's look at its fd without sleeping
  * (issue 15, hol: a clone's mount.server.fairness.CLONE_SPIN_NS, and the first
@@ -499,17 +518,5 @@ static PyObject *Engine_spin(Engine *e, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "hotpath: bad fd");
         return NULL;
     }
-    struct pollfd p = {.fd = (int)fdl, .events = POLLIN};
-    int ready = 0;
-    Py_BEGIN_ALLOW_THREADS
-    long long deadline = mono_ns() + spin_ns;
-    do {
-        p.revents = 0;
-        if (poll(&p, 1, 0) > 0) {
-            ready = 1;
-            break;
-        }
-    } while (mono_ns() < deadline);
-    Py_END_ALLOW_THREADS
-    return PyBool_FromLong(ready);
+    return PyBool_FromLong(spin_poll((int)fdl, spin_ns));
 }
