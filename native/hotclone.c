@@ -511,16 +511,7 @@ static PyObject *Engine_serve_clone(Engine *e, PyObject *const *args, Py_ssize_t
         }
     error_unlocked:
         code = -2;
-        {
-            PyObject *t, *v, *tb;
-            PyErr_Fetch(&t, &v, &tb);
-            PyErr_NormalizeException(&t, &v, &tb);
-            if (v && tb)
-                PyException_SetTraceback(v, tb);
-            Py_XDECREF(t);
-            Py_XDECREF(tb);
-            exc = v ? v : Py_NewRef(Py_None);
-        }
+        exc = take_exception();
         break;
     }
     PyBuffer_Release(&bb);

@@ -168,6 +168,21 @@ static int cloop_window(PyObject *win, int fd, unsigned char *buf, ssize_t r, ui
 
 static PyObject *enotty_key; /* the int ENOTTY: Operations._errors' key */
 
+/* The pending exception, normalised and with its traceback attached, taken from the
+ * thread state (a new reference; None if there was none): what a serve loop returns
+ * to Python for it to log and answer. */
+static PyObject *take_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value && tb)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value ? value : Py_NewRef(Py_None);
+}
+
 /*
  * Operations._ioctl's "not a tty", for an IOCTL the window engine declined: a message
  * parse_request accepts (its length, no extensions, fuse_ioctl_in and in_size bytes
@@ -421,14 +436,7 @@ static PyObject *Engine_serve(Engine *e, PyObject *const *args, Py_ssize_t nargs
         if (op < 0) {
             code = -2;
         failed:;
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (value && tb)
-                PyException_SetTraceback(value, tb);
-            Py_XDECREF(type);
-            Py_XDECREF(tb);
-            exc = value ? value : Py_NewRef(Py_None);
+            exc = take_exception();
             break;
         }
         goto counted; /* `last`: when count_request_at read the clock */
